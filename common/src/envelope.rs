@@ -1,0 +1,179 @@
+//! What goes on the Kafka topics: every callback wrapped in an [`Envelope`] (DESIGN.md, delivery
+//! contract item 4), and what could not be applied as a [`DeadLetter`].
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+use base64::Engine as _;
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use crate::kollus::CallbackKind;
+
+/// Version of the envelope layout. Bump when a consumer would read a new record wrongly.
+pub const SCHEMA_VERSION: u16 = 1;
+
+/// Kafka record headers, so tools can route and filter without parsing the value.
+pub mod header {
+    pub const KIND: &str = "kind";
+    pub const SCHEMA_VERSION: &str = "schema_version";
+    pub const ID: &str = "id";
+    pub const REASON: &str = "reason";
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Envelope<P> {
+    /// UUIDv7: unique, and ordered by receive time.
+    pub id: Uuid,
+    pub kind: CallbackKind,
+    pub schema_version: u16,
+    #[serde(with = "time::serde::rfc3339")]
+    pub received_at: OffsetDateTime,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_ip: Option<IpAddr>,
+    /// The callback URL's query parameters, without the secret (LMS URLs may carry `uservalueN`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub query: BTreeMap<String, String>,
+    pub payload: P,
+    pub raw: RawRequest,
+}
+
+impl<P> Envelope<P> {
+    pub fn new(kind: CallbackKind, payload: P, raw: RawRequest) -> Self {
+        Self {
+            id: Uuid::now_v7(),
+            kind,
+            schema_version: SCHEMA_VERSION,
+            received_at: OffsetDateTime::now_utc(),
+            source_ip: None,
+            query: BTreeMap::new(),
+            payload,
+            raw,
+        }
+    }
+}
+
+/// The request body byte-for-byte, so any record can be re-parsed by a later, better parser.
+/// Serialized as text when it is UTF-8 (readable in any Kafka tool), else as base64.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RawRequest {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content_type: Option<String>,
+    #[serde(flatten)]
+    pub body: RawBody,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RawBody {
+    #[serde(rename = "body")]
+    Text(String),
+    #[serde(rename = "body_base64", with = "base64_bytes")]
+    Bytes(Vec<u8>),
+}
+
+impl RawBody {
+    pub fn from_bytes(bytes: &[u8]) -> Self {
+        match std::str::from_utf8(bytes) {
+            Ok(s) => Self::Text(s.to_owned()),
+            Err(_) => Self::Bytes(bytes.to_vec()),
+        }
+    }
+
+    pub fn as_bytes(&self) -> &[u8] {
+        match self {
+            Self::Text(s) => s.as_bytes(),
+            Self::Bytes(b) => b,
+        }
+    }
+}
+
+mod base64_bytes {
+    use base64::engine::general_purpose::STANDARD;
+    use base64::Engine as _;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(bytes: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&STANDARD.encode(bytes))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        let s = String::deserialize(d)?;
+        STANDARD.decode(s).map_err(serde::de::Error::custom)
+    }
+}
+
+/// A record that could not be applied, with why. Nothing is dropped: this is kept on
+/// `kollus.deadletter.v1` to be fixed and replayed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeadLetter {
+    pub id: Uuid,
+    /// Which service gave up on it.
+    pub stage: String,
+    /// A short machine-readable reason (also the metric label), e.g. `invalid_payload`.
+    pub reason: String,
+    /// What exactly was wrong, for a human.
+    pub detail: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub dead_lettered_at: OffsetDateTime,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<CallbackKind>,
+    #[serde(with = "time::serde::rfc3339")]
+    pub received_at: OffsetDateTime,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_ip: Option<IpAddr>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub query: BTreeMap<String, String>,
+    /// The record as it came from Kafka, when a worker dead-letters it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub record: Option<RawBody>,
+    /// The HTTP request, when ingest dead-letters it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub raw: Option<RawRequest>,
+}
+
+impl DeadLetter {
+    pub fn base64(bytes: &[u8]) -> String {
+        base64::engine::general_purpose::STANDARD.encode(bytes)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn raw_bodies_survive_byte_for_byte() {
+        for body in [&b"a=1&b=%7C"[..], &[0xff, 0x00, 0x41][..], b""] {
+            let raw = RawRequest {
+                content_type: Some("application/x-www-form-urlencoded".into()),
+                body: RawBody::from_bytes(body),
+            };
+            let json = serde_json::to_string(&raw).unwrap();
+            let back: RawRequest = serde_json::from_str(&json).unwrap();
+            assert_eq!(back.body.as_bytes(), body, "{json}");
+        }
+        let json = serde_json::to_value(RawRequest {
+            content_type: None,
+            body: RawBody::from_bytes(b"x=1"),
+        })
+        .unwrap();
+        assert_eq!(json, serde_json::json!({"body": "x=1"}));
+    }
+
+    #[test]
+    fn envelope_ids_are_v7_and_time_ordered() {
+        let a = Envelope::new(
+            CallbackKind::Lms,
+            (),
+            RawRequest {
+                content_type: None,
+                body: RawBody::Text(String::new()),
+            },
+        );
+        let b = Envelope::new(CallbackKind::Lms, (), a.raw.clone());
+        assert_eq!(a.id.get_version_num(), 7);
+        assert!(b.id > a.id);
+    }
+}

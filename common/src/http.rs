@@ -1,0 +1,83 @@
+//! HTTP pieces every service has: `/healthz`, `/readyz`, `/metrics`. The workers serve only
+//! these (their admin server); ingest and token-api mount them beside their own routes.
+
+use std::net::TcpListener;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use actix_web::{web, App, HttpResponse, HttpServer};
+use prometheus::Registry;
+
+use crate::metrics::metrics_endpoint;
+
+/// Whether the service can do its work now (dependencies reachable). Cheap to clone and set.
+#[derive(Clone, Default)]
+pub struct Readiness(Arc<AtomicBool>);
+
+impl Readiness {
+    pub fn set(&self, ready: bool) {
+        self.0.store(ready, Ordering::Relaxed);
+    }
+    pub fn get(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+pub async fn healthz() -> HttpResponse {
+    HttpResponse::Ok().json(serde_json::json!({"status": "ok"}))
+}
+
+async fn readyz(ready: web::Data<Readiness>) -> HttpResponse {
+    if ready.get() {
+        HttpResponse::Ok().json(serde_json::json!({"status": "ready"}))
+    } else {
+        HttpResponse::ServiceUnavailable().json(serde_json::json!({"status": "not ready"}))
+    }
+}
+
+/// Adds `/healthz`, `/readyz` and `/metrics` to an app.
+pub fn configure_ops(cfg: &mut web::ServiceConfig, registry: Registry, ready: Readiness) {
+    cfg.app_data(web::Data::new(registry))
+        .app_data(web::Data::new(ready))
+        .route("/healthz", web::get().to(healthz))
+        .route("/readyz", web::get().to(readyz))
+        .route("/metrics", web::get().to(metrics_endpoint));
+}
+
+/// The workers' small HTTP server: only the operational endpoints.
+pub fn admin_server(
+    listener: TcpListener,
+    registry: Registry,
+    ready: Readiness,
+) -> std::io::Result<actix_web::dev::Server> {
+    Ok(HttpServer::new(move || {
+        App::new().configure(|cfg| configure_ops(cfg, registry.clone(), ready.clone()))
+    })
+    .workers(1)
+    .disable_signals()
+    .listen(listener)?
+    .run())
+}
+
+/// Resolves on Ctrl-C or SIGTERM: what a terminal and an orchestrator send.
+pub async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot listen for SIGTERM; Ctrl-C only");
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}

@@ -1,0 +1,59 @@
+//! Kollus's wire formats (`shared/kollus/SPEC.md`), parsed into typed values at the edge.
+
+pub mod form;
+pub mod lms;
+pub mod platform;
+
+use serde::{Deserialize, Serialize};
+
+/// Which callback URL a request came in on. Also the envelope's `kind`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CallbackKind {
+    Upload,
+    Transcoding,
+    ContentUpdate,
+    Channel,
+    Lms,
+}
+
+impl CallbackKind {
+    pub const ALL: [CallbackKind; 5] = [
+        Self::Upload,
+        Self::Transcoding,
+        Self::ContentUpdate,
+        Self::Channel,
+        Self::Lms,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Upload => "upload",
+            Self::Transcoding => "transcoding",
+            Self::ContentUpdate => "content_update",
+            Self::Channel => "channel",
+            Self::Lms => "lms",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+}
+
+/// A callback that is not what Kollus sends: names the field and what is wrong with it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {problem}")]
+pub struct PayloadError {
+    pub field: String,
+    pub problem: String,
+}
+
+impl PayloadError {
+    pub fn new(field: impl Into<String>, problem: impl Into<String>) -> Self {
+        Self {
+            field: field.into(),
+            problem: problem.into(),
+        }
+    }
+}

@@ -1,0 +1,347 @@
+//! Platform callbacks (SPEC.md section 2): upload, transcoding, content update and channel
+//! add/delete, sent by Kollus's servers as form posts.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::form::{parse_form, FormFields};
+use super::{CallbackKind, PayloadError};
+use crate::domain::{ChannelKey, IdError, MediaContentKey, UploadFileKey};
+
+/// One platform callback, as the catalog needs it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContentEvent {
+    pub upload_file_key: UploadFileKey,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content_provider_key: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub filename: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub full_filename: Option<String>,
+    pub change: ContentChange,
+    /// Fields Kollus sent that we do not model, kept as sent.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub extra: BTreeMap<String, String>,
+}
+
+/// What happened to the upload.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ContentChange {
+    Uploaded,
+    Transcoded {
+        result: TranscodingResult,
+    },
+    /// `update_type=channel_join`: the video became playable in a channel.
+    ChannelJoined {
+        channel: ChannelRef,
+    },
+    /// `update_type=channel_leave`.
+    ChannelLeft {
+        channel: ChannelRef,
+    },
+    /// `update_type=content_delete`; may name the video only by its upload.
+    Deleted {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        media_content_key: Option<MediaContentKey>,
+    },
+    /// `update_type=content_poster`; may name the video only by its upload.
+    PosterChanged {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        media_content_key: Option<MediaContentKey>,
+    },
+    /// An `update_type` Kollus's docs do not list: kept, never rejected (SPEC.md section 2).
+    OtherUpdate {
+        update_type: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        media_content_key: Option<MediaContentKey>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        channel_key: Option<ChannelKey>,
+    },
+}
+
+impl ContentChange {
+    /// A short, bounded name for logs and metric labels.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Self::Uploaded => "uploaded",
+            Self::Transcoded { .. } => "transcoded",
+            Self::ChannelJoined { .. } => "channel_join",
+            Self::ChannelLeft { .. } => "channel_leave",
+            Self::Deleted { .. } => "content_delete",
+            Self::PosterChanged { .. } => "content_poster",
+            Self::OtherUpdate { .. } => "other_update",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TranscodingResult {
+    Success,
+    Fail,
+}
+
+/// A video's place in a channel, from a channel callback.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChannelRef {
+    pub media_content_key: MediaContentKey,
+    pub channel_key: ChannelKey,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub channel_name: Option<String>,
+    /// `profile_key`, split on `|`.
+    #[serde(default)]
+    pub profile_keys: Vec<String>,
+}
+
+impl ContentEvent {
+    /// Parses a form body posted to the callback URL of `kind`.
+    pub fn from_form(kind: CallbackKind, body: &[u8]) -> Result<Self, PayloadError> {
+        let mut f = parse_form(body)?;
+        let upload_file_key = required_key(&mut f, "upload_file_key", UploadFileKey::parse)?;
+        let content_provider_key = optional(&mut f, "content_provider_key");
+        let filename = optional(&mut f, "filename");
+        let full_filename = optional(&mut f, "full_filename");
+        let change = match kind {
+            CallbackKind::Upload => ContentChange::Uploaded,
+            CallbackKind::Transcoding => {
+                let result = match required(&mut f, "transcoding_result")?.as_str() {
+                    "success" => TranscodingResult::Success,
+                    "fail" => TranscodingResult::Fail,
+                    other => {
+                        return Err(PayloadError::new(
+                            "transcoding_result",
+                            format!("must be \"success\" or \"fail\", got {other:?}"),
+                        ))
+                    }
+                };
+                ContentChange::Transcoded { result }
+            }
+            CallbackKind::ContentUpdate | CallbackKind::Channel => update(kind, &mut f)?,
+            CallbackKind::Lms => {
+                return Err(PayloadError::new(
+                    "kind",
+                    "an LMS callback is not a platform callback",
+                ))
+            }
+        };
+        Ok(Self {
+            upload_file_key,
+            content_provider_key,
+            filename,
+            full_filename,
+            change,
+            extra: f,
+        })
+    }
+
+    /// The video this event names, when it names one.
+    pub fn media_content_key(&self) -> Option<&MediaContentKey> {
+        match &self.change {
+            ContentChange::ChannelJoined { channel } | ContentChange::ChannelLeft { channel } => {
+                Some(&channel.media_content_key)
+            }
+            ContentChange::Deleted { media_content_key }
+            | ContentChange::PosterChanged { media_content_key }
+            | ContentChange::OtherUpdate {
+                media_content_key, ..
+            } => media_content_key.as_ref(),
+            ContentChange::Uploaded | ContentChange::Transcoded { .. } => None,
+        }
+    }
+
+    /// The Kafka key: the upload. Every platform callback carries it, and every media content
+    /// key belongs to exactly one upload, so keying by upload keeps *all* events about a video
+    /// (channel moves, delete, poster) in one partition, in arrival order.
+    pub fn partition_key(&self) -> &str {
+        self.upload_file_key.as_str()
+    }
+}
+
+fn update(kind: CallbackKind, f: &mut FormFields) -> Result<ContentChange, PayloadError> {
+    let update_type = required(f, "update_type")?;
+    let media_content_key = optional_key(f, "media_content_key", MediaContentKey::parse)?;
+    let channel_key = optional_key(f, "channel_key", ChannelKey::parse)?;
+    let channel = |f: &mut FormFields| -> Result<ChannelRef, PayloadError> {
+        let missing =
+            |name: &str| PayloadError::new(name, format!("is required for {update_type}"));
+        Ok(ChannelRef {
+            media_content_key: media_content_key
+                .clone()
+                .ok_or_else(|| missing("media_content_key"))?,
+            channel_key: channel_key.clone().ok_or_else(|| missing("channel_key"))?,
+            channel_name: optional(f, "channel_name"),
+            profile_keys: optional(f, "profile_key")
+                .map(|p| {
+                    p.split('|')
+                        .filter(|s| !s.is_empty())
+                        .map(str::to_owned)
+                        .collect()
+                })
+                .unwrap_or_default(),
+        })
+    };
+    let change = match update_type.as_str() {
+        "channel_join" => ContentChange::ChannelJoined {
+            channel: channel(f)?,
+        },
+        "channel_leave" => ContentChange::ChannelLeft {
+            channel: channel(f)?,
+        },
+        "content_delete" => ContentChange::Deleted { media_content_key },
+        "content_poster" => ContentChange::PosterChanged { media_content_key },
+        _ if kind == CallbackKind::Channel && channel_key.is_none() => {
+            return Err(PayloadError::new(
+                "channel_key",
+                "is required on the channel callback URL",
+            ))
+        }
+        _ => ContentChange::OtherUpdate {
+            update_type,
+            media_content_key,
+            channel_key,
+        },
+    };
+    Ok(change)
+}
+
+/// Removes a field; an empty value counts as absent (Kollus sends empty strings for "none").
+fn optional(f: &mut FormFields, name: &str) -> Option<String> {
+    f.remove(name).filter(|v| !v.is_empty())
+}
+
+fn required(f: &mut FormFields, name: &str) -> Result<String, PayloadError> {
+    optional(f, name).ok_or_else(|| PayloadError::new(name, "is required"))
+}
+
+fn required_key<K>(
+    f: &mut FormFields,
+    name: &str,
+    parse: fn(String) -> Result<K, IdError>,
+) -> Result<K, PayloadError> {
+    parse(required(f, name)?).map_err(|e| PayloadError::new(name, e.to_string()))
+}
+
+fn optional_key<K>(
+    f: &mut FormFields,
+    name: &str,
+    parse: fn(String) -> Result<K, IdError>,
+) -> Result<Option<K>, PayloadError> {
+    optional(f, name)
+        .map(parse)
+        .transpose()
+        .map_err(|e| PayloadError::new(name, e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fixture(name: &str) -> Vec<u8> {
+        let path = format!(
+            "{}/../../shared/kollus/fixtures/{name}",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        let mut body = std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+        while body.last().is_some_and(u8::is_ascii_whitespace) {
+            body.pop();
+        }
+        body
+    }
+
+    #[test]
+    fn channel_join_fixture() {
+        let e =
+            ContentEvent::from_form(CallbackKind::Channel, &fixture("channel-join.form")).unwrap();
+        assert_eq!(e.upload_file_key.as_str(), "ufk-0001");
+        assert_eq!(e.filename.as_deref(), Some("lecture-01.mp4"));
+        let ContentChange::ChannelJoined { channel } = &e.change else {
+            panic!("{:?}", e.change)
+        };
+        assert_eq!(channel.media_content_key.as_str(), "vnCVPVyV");
+        assert_eq!(channel.channel_key.as_str(), "ch-main");
+        assert_eq!(channel.channel_name.as_deref(), Some("Main"));
+        assert_eq!(channel.profile_keys, ["pc-high", "mobile-low"]);
+        assert!(e.extra.is_empty(), "{:?}", e.extra);
+        assert_eq!(e.partition_key(), "ufk-0001");
+    }
+
+    #[test]
+    fn every_fixture_parses_to_its_change() {
+        let cases = [
+            ("upload.form", CallbackKind::Upload, "uploaded"),
+            (
+                "transcoding-success.form",
+                CallbackKind::Transcoding,
+                "transcoded",
+            ),
+            ("channel-leave.form", CallbackKind::Channel, "channel_leave"),
+            (
+                "content-delete.form",
+                CallbackKind::ContentUpdate,
+                "content_delete",
+            ),
+            (
+                "content-poster.form",
+                CallbackKind::ContentUpdate,
+                "content_poster",
+            ),
+        ];
+        for (file, kind, label) in cases {
+            let e = ContentEvent::from_form(kind, &fixture(file))
+                .unwrap_or_else(|err| panic!("{file}: {err}"));
+            assert_eq!(e.change.label(), label, "{file}");
+        }
+    }
+
+    #[test]
+    fn unknown_update_type_and_fields_are_kept() {
+        let e = ContentEvent::from_form(
+            CallbackKind::ContentUpdate,
+            b"upload_file_key=u1&update_type=content_renamed&new_title=Intro&media_content_key=m1",
+        )
+        .unwrap();
+        assert_eq!(
+            e.change,
+            ContentChange::OtherUpdate {
+                update_type: "content_renamed".into(),
+                media_content_key: Some(MediaContentKey::parse("m1").unwrap()),
+                channel_key: None,
+            }
+        );
+        assert_eq!(e.extra["new_title"], "Intro");
+    }
+
+    #[test]
+    fn missing_and_bad_fields_are_named() {
+        let err = ContentEvent::from_form(CallbackKind::Upload, b"filename=x").unwrap_err();
+        assert_eq!(err.field, "upload_file_key");
+        let err = ContentEvent::from_form(
+            CallbackKind::Channel,
+            b"upload_file_key=u1&update_type=channel_join&channel_key=c",
+        )
+        .unwrap_err();
+        assert_eq!(err.field, "media_content_key");
+        let err = ContentEvent::from_form(
+            CallbackKind::Transcoding,
+            b"upload_file_key=u1&transcoding_result=maybe",
+        )
+        .unwrap_err();
+        assert_eq!(err.field, "transcoding_result");
+        let err = ContentEvent::from_form(
+            CallbackKind::Channel,
+            b"upload_file_key=u1&update_type=channel_join&channel_key=c&media_content_key=a%20b",
+        )
+        .unwrap_err();
+        assert_eq!(err.field, "media_content_key");
+    }
+
+    #[test]
+    fn round_trips_through_json() {
+        let e =
+            ContentEvent::from_form(CallbackKind::Channel, &fixture("channel-join.form")).unwrap();
+        let back: ContentEvent = serde_json::from_str(&serde_json::to_string(&e).unwrap()).unwrap();
+        assert_eq!(back, e);
+    }
+}

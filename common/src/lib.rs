@@ -1,0 +1,16 @@
+//! What the kollus-pipeline services share: the event envelope and Kollus payload types, Kafka
+//! and PostgreSQL plumbing, settings, telemetry and metrics helpers, schema migrations.
+//! A service's own logic lives in its own crate.
+
+pub mod db;
+pub mod domain;
+pub mod envelope;
+pub mod http;
+pub mod kafka;
+pub mod kollus;
+pub mod metrics;
+pub mod settings;
+pub mod telemetry;
+
+#[cfg(feature = "testing")]
+pub mod testing;
