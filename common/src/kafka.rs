@@ -74,9 +74,17 @@ pub async fn ensure_topics(settings: &KafkaSettings, topics: &[&str]) -> anyhow:
 /// (see [`store_offsets`]) after the records are applied, and librdkafka commits stored offsets
 /// in the background. A crash between applying and committing replays those records, which
 /// the workers apply idempotently.
-pub fn consumer(brokers: &str, group_id: &str, topic: &str) -> anyhow::Result<StreamConsumer> {
-    let consumer: StreamConsumer = base_config(brokers, group_id)
+pub fn consumer(
+    settings: &KafkaSettings,
+    group_id: &str,
+    topic: &str,
+) -> anyhow::Result<StreamConsumer> {
+    let consumer: StreamConsumer = base_config(&settings.brokers, group_id)
         .set("group.id", group_id)
+        .set(
+            "session.timeout.ms",
+            settings.session_timeout_ms.to_string(),
+        )
         .set("enable.auto.commit", "true")
         .set("auto.commit.interval.ms", "1000")
         .set("enable.auto.offset.store", "false")

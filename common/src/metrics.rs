@@ -1,8 +1,12 @@
-//! Prometheus helpers. Each service declares its metrics in one typed struct registered in its
+//! Prometheus helpers. Each service declares its metrics in one typed struct, registered in its
 //! own [`Registry`] under the `kollus_<service>` namespace.
 
 use actix_web::{web, HttpResponse};
-use prometheus::{Encoder, Registry, TextEncoder};
+use prometheus::core::Collector;
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
+};
 
 /// A registry whose metric names all start with `kollus_<service>_`.
 pub fn registry(service: &str) -> Registry {
@@ -10,15 +14,53 @@ pub fn registry(service: &str) -> Registry {
         .expect("a static namespace is a valid metric prefix")
 }
 
-/// Registers a metric, for use in a service's `Metrics::new`.
-pub fn register<M: prometheus::core::Collector + Clone + 'static>(registry: &Registry, m: M) -> M {
+// Metric names, help texts and labels are static, and each is registered once at start-up:
+// an error here is a programming error, caught by every test that builds the service.
+fn register<M: Collector + Clone + 'static>(registry: &Registry, m: prometheus::Result<M>) -> M {
+    let m = m.expect("static metric definition is valid");
     registry
         .register(Box::new(m.clone()))
-        .expect("metric names are static and registered once");
+        .expect("metric is registered once");
     m
 }
 
-/// Exponential buckets from 0.5 ms to about 16 s: covers a fast path and Kollus's 3 s timeout.
+pub fn counter(r: &Registry, name: &str, help: &str) -> IntCounter {
+    register(r, IntCounter::new(name, help))
+}
+
+pub fn counter_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    register(r, IntCounterVec::new(Opts::new(name, help), labels))
+}
+
+pub fn gauge(r: &Registry, name: &str, help: &str) -> IntGauge {
+    register(r, IntGauge::new(name, help))
+}
+
+pub fn gauge_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+    register(r, IntGaugeVec::new(Opts::new(name, help), labels))
+}
+
+pub fn histogram(r: &Registry, name: &str, help: &str, buckets: Vec<f64>) -> Histogram {
+    register(
+        r,
+        Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets)),
+    )
+}
+
+pub fn histogram_vec(
+    r: &Registry,
+    name: &str,
+    help: &str,
+    labels: &[&str],
+    buckets: Vec<f64>,
+) -> HistogramVec {
+    register(
+        r,
+        HistogramVec::new(HistogramOpts::new(name, help).buckets(buckets), labels),
+    )
+}
+
+/// Exponential buckets from 0.5 ms to about 16 s: a fast path up to past Kollus's 3 s timeout.
 pub fn latency_buckets() -> Vec<f64> {
     prometheus::exponential_buckets(0.0005, 2.0, 16).expect("static bucket layout is valid")
 }

@@ -49,6 +49,10 @@ pub struct KafkaSettings {
     /// Partitions for topics this service creates when they are missing.
     #[arg(long, env = "KAFKA_TOPIC_PARTITIONS", default_value_t = 6)]
     pub topic_partitions: i32,
+    /// Consumer-group session timeout, in ms: how soon a dead worker's partitions move to
+    /// another. Short also because tansu holds a group join for half of it.
+    #[arg(long, env = "KAFKA_SESSION_TIMEOUT_MS", default_value_t = 6000)]
+    pub session_timeout_ms: u32,
 }
 
 impl KafkaSettings {
@@ -59,6 +63,7 @@ impl KafkaSettings {
             playback_topic: "kollus.playback.v1".into(),
             deadletter_topic: "kollus.deadletter.v1".into(),
             topic_partitions: 6,
+            session_timeout_ms: 6000,
         }
     }
 

@@ -1,1 +1,452 @@
-pub fn placeholder() {}
+//! Test support for every crate's integration tests (feature `testing`): a fresh PostgreSQL
+//! database per test, a real Kafka-protocol broker per test, a TCP proxy that can cut
+//! connections, and polling with a deadline.
+
+use std::future::Future;
+use std::net::{SocketAddr, TcpListener as StdListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tokio_postgres::NoTls;
+
+use crate::settings::{DatabaseSettings, KafkaSettings};
+
+/// The workspace root (where `Cargo.toml`, `scripts/` and `.local/` are).
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("common/ sits in the workspace root")
+        .to_path_buf()
+}
+
+/// A fixture from `shared/kollus/fixtures/`, without the trailing newline the files end with.
+pub fn fixture(name: &str) -> Vec<u8> {
+    let path = workspace_root()
+        .join("../shared/kollus/fixtures")
+        .join(name);
+    let mut body = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    while body.last().is_some_and(u8::is_ascii_whitespace) {
+        body.pop();
+    }
+    body
+}
+
+/// A free TCP port on loopback (the OS's pick; reused at once, so a clash is unlikely).
+pub fn free_port() -> u16 {
+    StdListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("binding an ephemeral port on loopback")
+}
+
+/// Polls `check` until it returns `Some`, or panics after `timeout` saying what was awaited.
+pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut tick = tokio::time::interval(Duration::from_millis(50));
+    loop {
+        tick.tick().await;
+        if let Some(v) = check().await {
+            return v;
+        }
+        if tokio::time::Instant::now() > deadline {
+            panic!("timed out after {timeout:?} waiting for {what}");
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// PostgreSQL
+// ---------------------------------------------------------------------------------------------
+
+/// The server tests use: `DATABASE_URL`'s host (its database is ignored), else the local one.
+fn admin_url() -> String {
+    let url = std::env::var("DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+    with_database(&url, "postgres")
+}
+
+fn with_database(url: &str, db: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((b, q)) => (b, format!("?{q}")),
+        None => (url, String::new()),
+    };
+    let scheme_end = base.find("://").map_or(0, |i| i + 3);
+    let base = match base[scheme_end..].find('/') {
+        Some(i) => &base[..scheme_end + i],
+        None => base,
+    };
+    format!("{base}/{db}{query}")
+}
+
+/// FNV-1a: a stable hash of the migrations, so a schema change gets a new template database.
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
+
+/// A database of its own for one test, cloned from a migrated template (fast), dropped after.
+pub struct TestDb {
+    pub name: String,
+    pub url: String,
+}
+
+impl TestDb {
+    pub async fn new() -> Self {
+        Self::try_new().await.expect("creating a test database")
+    }
+
+    async fn try_new() -> anyhow::Result<Self> {
+        let admin = admin_url();
+        let (client, conn) = tokio_postgres::connect(&admin, NoTls)
+            .await
+            .with_context(|| format!("connecting to PostgreSQL at {admin} (is it running?)"))?;
+        tokio::spawn(conn);
+        let sources: String = crate::db::migration_sources()
+            .into_iter()
+            .map(|(name, sql)| format!("{name}\n{sql}\n"))
+            .collect();
+        let template = format!("kollus_tpl_{:016x}", fnv1a(sources.as_bytes()));
+        // One process builds the template; the others wait on the lock and then find it.
+        client.execute("SELECT pg_advisory_lock(7171)", &[]).await?;
+        let exists = client
+            .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&template])
+            .await?
+            .is_some();
+        if !exists {
+            let building = format!("{template}_building");
+            client
+                .batch_execute(&format!(
+                    "DROP DATABASE IF EXISTS {building}; CREATE DATABASE {building}"
+                ))
+                .await?;
+            {
+                let pool =
+                    crate::db::pool(&DatabaseSettings::new(&with_database(&admin, &building)))?;
+                crate::db::migrate(&pool).await?;
+                pool.close();
+            }
+            client
+                .batch_execute(&format!("ALTER DATABASE {building} RENAME TO {template}"))
+                .await?;
+        }
+        client
+            .execute("SELECT pg_advisory_unlock(7171)", &[])
+            .await?;
+        let name = format!("kollus_test_{}", uuid::Uuid::now_v7().simple());
+        client
+            .batch_execute(&format!("CREATE DATABASE {name} TEMPLATE {template}"))
+            .await
+            .with_context(|| format!("creating {name} from {template}"))?;
+        Ok(Self {
+            url: with_database(&admin, &name),
+            name,
+        })
+    }
+
+    pub fn settings(&self) -> DatabaseSettings {
+        DatabaseSettings::new(&self.url)
+    }
+
+    pub async fn client(&self) -> tokio_postgres::Client {
+        let (client, conn) = tokio_postgres::connect(&self.url, NoTls)
+            .await
+            .expect("connecting to the test database");
+        tokio::spawn(conn);
+        client
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        // Drop runs outside any async context we can rely on: use a thread with its own runtime.
+        let name = self.name.clone();
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            rt.block_on(async move {
+                let (client, conn) = tokio_postgres::connect(&admin_url(), NoTls).await?;
+                tokio::spawn(conn);
+                client
+                    .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                    .await?;
+                Ok::<_, anyhow::Error>(())
+            })
+        })
+        .join();
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Kafka-protocol broker
+// ---------------------------------------------------------------------------------------------
+
+/// The broker binary: `TANSU_BIN`, else the one `scripts/broker.sh install` put in `.local/`.
+pub fn broker_binary() -> PathBuf {
+    std::env::var_os("TANSU_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join(".local/bin/tansu"))
+}
+
+/// A real Kafka-protocol broker (tansu, in-memory storage) in its own process, for one test.
+pub struct Broker {
+    child: Mutex<Option<Child>>,
+    listen_port: u16,
+    /// What clients connect to: the broker itself, or the fault proxy in front of it.
+    pub addr: String,
+    proxy: Option<ChaosProxy>,
+}
+
+impl Broker {
+    /// Starts a broker that clients reach directly.
+    pub async fn start() -> Self {
+        let port = free_port();
+        let addr = format!("127.0.0.1:{port}");
+        let child = spawn_tansu(port, &addr).await;
+        Self {
+            child: Mutex::new(Some(child)),
+            listen_port: port,
+            addr,
+            proxy: None,
+        }
+    }
+
+    /// Starts a broker that clients reach only through a [`ChaosProxy`], so a test can cut
+    /// them off. The broker advertises the proxy's address, or clients would bypass it after
+    /// their first metadata request.
+    pub async fn start_behind_proxy() -> Self {
+        let port = free_port();
+        let proxy = ChaosProxy::start(SocketAddr::from(([127, 0, 0, 1], port))).await;
+        let addr = proxy.addr.to_string();
+        let child = spawn_tansu(port, &addr).await;
+        Self {
+            child: Mutex::new(Some(child)),
+            listen_port: port,
+            addr,
+            proxy: Some(proxy),
+        }
+    }
+
+    pub fn settings(&self) -> KafkaSettings {
+        let mut s = KafkaSettings::with_brokers(&self.addr);
+        s.topic_partitions = 3;
+        s
+    }
+
+    /// The fault proxy in front of the broker (only for [`Broker::start_behind_proxy`]).
+    pub fn proxy(&self) -> &ChaosProxy {
+        self.proxy
+            .as_ref()
+            .expect("this broker was started without a proxy")
+    }
+
+    pub fn listen_port(&self) -> u16 {
+        self.listen_port
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.lock().ok().and_then(|mut c| c.take()) {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+async fn spawn_tansu(port: u16, advertised: &str) -> Child {
+    let bin = broker_binary();
+    assert!(
+        bin.exists(),
+        "no broker binary at {} (run `scripts/broker.sh install`, or set TANSU_BIN)",
+        bin.display()
+    );
+    let child = Command::new(&bin)
+        .args([
+            "broker",
+            "--listener-url",
+            &format!("tcp://127.0.0.1:{port}"),
+            "--advertised-listener-url",
+            &format!("tcp://{advertised}"),
+            "--storage-engine",
+            "memory://tansu/",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("starting {}: {e}", bin.display()));
+    eventually(
+        "the broker to accept connections",
+        Duration::from_secs(10),
+        || async {
+            TcpStream::connect(("127.0.0.1", port))
+                .await
+                .ok()
+                .map(|_| ())
+        },
+    )
+    .await;
+    child
+}
+
+/// How many records `topic` holds now (sum over partitions of high minus low watermark).
+/// Exact, with no waiting: the way to assert that *nothing* arrived.
+pub fn topic_record_count(brokers: &str, topic: &str) -> i64 {
+    use rdkafka::consumer::{BaseConsumer, Consumer as _};
+    use rdkafka::ClientConfig;
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("log_level", "3")
+        .create()
+        .expect("creating a metadata client");
+    let timeout = Duration::from_secs(10);
+    let metadata = consumer
+        .fetch_metadata(Some(topic), timeout)
+        .unwrap_or_else(|e| panic!("metadata of {topic}: {e}"));
+    metadata
+        .topics()
+        .iter()
+        .flat_map(|t| t.partitions())
+        .map(|p| {
+            let (low, high) = consumer
+                .fetch_watermarks(topic, p.id(), timeout)
+                .unwrap_or_else(|e| panic!("watermarks of {topic}/{}: {e}", p.id()));
+            high - low
+        })
+        .sum()
+}
+
+/// Reads `topic` from the beginning with a throwaway consumer group until `want` records
+/// arrived or `timeout` passed, and returns what arrived.
+pub async fn read_topic(
+    brokers: &str,
+    topic: &str,
+    want: usize,
+    timeout: Duration,
+) -> Vec<rdkafka::message::OwnedMessage> {
+    use rdkafka::consumer::{Consumer as _, StreamConsumer};
+    use rdkafka::ClientConfig;
+    let consumer: StreamConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", format!("test-reader-{}", uuid::Uuid::now_v7()))
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        // tansu holds a group join for half the session timeout: keep it short.
+        .set("session.timeout.ms", "6000")
+        .set("log_level", "3")
+        .create()
+        .expect("creating a test consumer");
+    consumer.subscribe(&[topic]).expect("subscribing");
+    let mut out = Vec::new();
+    let deadline = tokio::time::Instant::now() + timeout;
+    while out.len() < want {
+        match tokio::time::timeout_at(deadline, consumer.recv()).await {
+            Ok(Ok(m)) => out.push(m.detach()),
+            Ok(Err(e)) => panic!("reading {topic}: {e}"),
+            Err(_) => break,
+        }
+    }
+    out
+}
+
+// ---------------------------------------------------------------------------------------------
+// Fault proxy
+// ---------------------------------------------------------------------------------------------
+
+/// A TCP proxy a test can cut (every connection dropped, new ones refused) and restore, to
+/// simulate a dependency going away without killing it (after crates.io's `chaosproxy.rs`).
+pub struct ChaosProxy {
+    pub addr: SocketAddr,
+    up: watch::Sender<bool>,
+    accepting: Arc<AtomicBool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl ChaosProxy {
+    pub async fn start(upstream: SocketAddr) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("binding the proxy");
+        let addr = listener.local_addr().expect("proxy address");
+        let (up, _) = watch::channel(true);
+        let accepting = Arc::new(AtomicBool::new(true));
+        let task = tokio::spawn(Self::run(listener, upstream, up.clone(), accepting.clone()));
+        Self {
+            addr,
+            up,
+            accepting,
+            task,
+        }
+    }
+
+    async fn run(
+        listener: TcpListener,
+        upstream: SocketAddr,
+        up: watch::Sender<bool>,
+        accepting: Arc<AtomicBool>,
+    ) {
+        loop {
+            let Ok((client, _)) = listener.accept().await else {
+                continue;
+            };
+            if !accepting.load(Ordering::SeqCst) {
+                drop(client);
+                continue;
+            }
+            let mut down = up.subscribe();
+            tokio::spawn(async move {
+                let Ok(server) = TcpStream::connect(upstream).await else {
+                    return;
+                };
+                let (mut client, mut server) = (client, server);
+                tokio::select! {
+                    _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+                    _ = down.wait_for(|up| !*up) => {}
+                }
+            });
+        }
+    }
+
+    /// Drops every open connection and refuses new ones until [`ChaosProxy::restore`].
+    pub fn cut(&self) {
+        self.accepting.store(false, Ordering::SeqCst);
+        self.up.send_replace(false);
+    }
+
+    pub fn restore(&self) {
+        self.up.send_replace(true);
+        self.accepting.store(true, Ordering::SeqCst);
+    }
+}
+
+impl Drop for ChaosProxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn database_urls_are_rewritten_to_another_database() {
+        assert_eq!(
+            with_database("postgres://u:p@h:5/kollus?sslmode=disable", "postgres"),
+            "postgres://u:p@h:5/postgres?sslmode=disable"
+        );
+        assert_eq!(with_database("postgres://h", "x"), "postgres://h/x");
+    }
+}

@@ -1,1 +1,12 @@
-fn main() {}
+use clap::Parser as _;
+use kollus_ingest::configuration::Settings;
+use kollus_ingest::startup::Application;
+
+#[actix_web::main]
+async fn main() -> anyhow::Result<()> {
+    let settings = Settings::parse();
+    kollus_common::telemetry::init(&settings.log);
+    let app = Application::build(settings).await?;
+    app.run_until_stopped().await?;
+    Ok(())
+}

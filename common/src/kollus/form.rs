@@ -13,6 +13,8 @@ use super::PayloadError;
 pub type FormFields = BTreeMap<String, String>;
 
 pub fn parse_form(body: &[u8]) -> Result<FormFields, PayloadError> {
+    // A trailing line break (a body saved to a file and posted as is) is not part of a value.
+    let body = body.trim_ascii_end();
     let mut fields = FormFields::new();
     for pair in body.split(|b| *b == b'&').filter(|p| !p.is_empty()) {
         let (name, value) = match pair.iter().position(|b| *b == b'=') {
@@ -49,6 +51,11 @@ mod tests {
         assert_eq!(f["b"], "hello world");
         assert_eq!(f["c"], "");
         assert_eq!(f["d"], "");
+    }
+
+    #[test]
+    fn ignores_a_trailing_line_break() {
+        assert_eq!(parse_form(b"a=1\r\n").unwrap()["a"], "1");
     }
 
     #[test]

@@ -1,0 +1,53 @@
+//! ingest's metrics, in the `kollus_ingest` namespace.
+
+use kollus_common::metrics::{counter_vec, histogram, histogram_vec, latency_buckets, registry};
+use prometheus::{Histogram, HistogramVec, IntCounterVec, Registry};
+
+#[derive(Clone)]
+pub struct Metrics {
+    pub registry: Registry,
+    pub requests: IntCounterVec,
+    pub request_duration: HistogramVec,
+    pub kafka_produce_duration: Histogram,
+    pub deadletters: IntCounterVec,
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let r = registry("ingest");
+        Self {
+            requests: counter_vec(
+                &r,
+                "requests_total",
+                "Callback requests answered, by route and HTTP status.",
+                &["route", "status"],
+            ),
+            request_duration: histogram_vec(
+                &r,
+                "request_duration_seconds",
+                "Time to answer a callback request, by route.",
+                &["route"],
+                latency_buckets(),
+            ),
+            kafka_produce_duration: histogram(
+                &r,
+                "kafka_produce_duration_seconds",
+                "Time for Kafka to acknowledge one record.",
+                latency_buckets(),
+            ),
+            deadletters: counter_vec(
+                &r,
+                "deadletter_total",
+                "Requests sent to the dead-letter topic, by reason.",
+                &["reason"],
+            ),
+            registry: r,
+        }
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}

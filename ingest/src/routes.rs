@@ -1,0 +1,400 @@
+//! The callback endpoints: `POST /kollus/{upload,transcoding,content,channel,lms}?secret=...`.
+//!
+//! Order matters: authenticate before reading anything (a wrong secret keeps nothing), cap the
+//! body, parse, and answer 200 only once the record is durable.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use actix_web::http::header::{self, ContentType};
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
+use kollus_common::envelope::{header as h, DeadLetter, Envelope, RawBody, RawRequest};
+use kollus_common::kafka;
+use kollus_common::kollus::form::parse_form;
+use kollus_common::kollus::lms::LmsReport;
+use kollus_common::kollus::platform::ContentEvent;
+use kollus_common::kollus::{CallbackKind, PayloadError};
+use kollus_common::settings::KafkaSettings;
+use rdkafka::producer::FutureProducer;
+use secrecy::{ExposeSecret as _, SecretString};
+use serde::Serialize;
+use subtle::ConstantTimeEq as _;
+use time::OffsetDateTime;
+use tokio::sync::Semaphore;
+
+use crate::metrics::Metrics;
+
+/// What every handler needs, shared across HTTP workers.
+pub struct State {
+    pub secret: SecretString,
+    pub body_limit: usize,
+    pub ack_timeout: std::time::Duration,
+    pub in_flight: Semaphore,
+    pub producer: FutureProducer,
+    pub kafka: KafkaSettings,
+    pub metrics: Metrics,
+}
+
+/// Why a callback was not accepted. Each maps to one status and a JSON body
+/// `{"error": code, "detail": why}`.
+#[derive(Debug, thiserror::Error)]
+pub enum CallbackError {
+    #[error("the callback URL's secret is missing or wrong")]
+    Unauthorized,
+    #[error("content type {0:?} is not accepted here; send application/x-www-form-urlencoded{1}")]
+    UnsupportedMediaType(String, &'static str),
+    #[error("the body is over the limit of {0} bytes")]
+    PayloadTooLarge(usize),
+    #[error("{0}")]
+    Invalid(#[from] PayloadError),
+    #[error("reading the request body failed: {0}")]
+    BodyRead(String),
+    #[error("too many requests in flight; retry later")]
+    Overloaded,
+    #[error("the record could not be made durable: {0}")]
+    Unavailable(String),
+}
+
+impl CallbackError {
+    /// Short and bounded: the JSON `error` field and the dead-letter reason label.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::Unauthorized => "unauthorized",
+            Self::UnsupportedMediaType(..) => "unsupported_media_type",
+            Self::PayloadTooLarge(_) => "body_too_large",
+            Self::Invalid(_) => "invalid_callback",
+            Self::BodyRead(_) => "body_read_failed",
+            Self::Overloaded => "overloaded",
+            Self::Unavailable(_) => "unavailable",
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct ErrorBody<'a> {
+    error: &'a str,
+    detail: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    field: Option<&'a str>,
+}
+
+impl ResponseError for CallbackError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            Self::Unauthorized => StatusCode::UNAUTHORIZED,
+            Self::UnsupportedMediaType(..) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::Invalid(_) | Self::BodyRead(_) => StatusCode::BAD_REQUEST,
+            Self::Overloaded | Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let mut res = HttpResponse::build(self.status_code());
+        if matches!(self, Self::Overloaded | Self::Unavailable(_)) {
+            res.insert_header((header::RETRY_AFTER, "5"));
+        }
+        res.json(ErrorBody {
+            error: self.code(),
+            detail: self.to_string(),
+            field: match self {
+                Self::Invalid(e) => Some(&e.field),
+                _ => None,
+            },
+        })
+    }
+}
+
+#[derive(Serialize)]
+struct Accepted {
+    id: uuid::Uuid,
+}
+
+fn route_kind(segment: &str) -> Option<CallbackKind> {
+    match segment {
+        "upload" => Some(CallbackKind::Upload),
+        "transcoding" => Some(CallbackKind::Transcoding),
+        "content" => Some(CallbackKind::ContentUpdate),
+        "channel" => Some(CallbackKind::Channel),
+        "lms" => Some(CallbackKind::Lms),
+        _ => None,
+    }
+}
+
+pub async fn callback(
+    req: HttpRequest,
+    path: web::Path<String>,
+    payload: web::Payload,
+    state: web::Data<Arc<State>>,
+) -> HttpResponse {
+    let Some(kind) = route_kind(&path) else {
+        return HttpResponse::NotFound().json(ErrorBody {
+            error: "not_found",
+            detail: format!(
+                "no callback /kollus/{path}; use upload, transcoding, content, channel or lms"
+            ),
+            field: None,
+        });
+    };
+    let started = Instant::now();
+    let result = accept(kind, &req, payload, &state).await;
+    let response = match &result {
+        Ok(id) => HttpResponse::Ok().json(Accepted { id: *id }),
+        Err(e) => {
+            match e {
+                CallbackError::Unavailable(why) => {
+                    tracing::error!(route = kind.as_str(), why, "callback not made durable: 503")
+                }
+                CallbackError::Unauthorized | CallbackError::Overloaded => {}
+                other => tracing::warn!(route = kind.as_str(), error = %other, "callback refused"),
+            }
+            e.error_response()
+        }
+    };
+    let route = kind.as_str();
+    state
+        .metrics
+        .requests
+        .with_label_values(&[route, response.status().as_str()])
+        .inc();
+    state
+        .metrics
+        .request_duration
+        .with_label_values(&[route])
+        .observe(started.elapsed().as_secs_f64());
+    response
+}
+
+async fn accept(
+    kind: CallbackKind,
+    req: &HttpRequest,
+    payload: web::Payload,
+    state: &State,
+) -> Result<uuid::Uuid, CallbackError> {
+    let _permit = state
+        .in_flight
+        .try_acquire()
+        .map_err(|_| CallbackError::Overloaded)?;
+    let query = authenticate(req, &state.secret)?;
+    let content_type = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let received_at = OffsetDateTime::now_utc();
+    let source_ip = req.peer_addr().map(|a| a.ip());
+    let (body, too_large) = read_capped(payload, state.body_limit).await?;
+    let raw = RawRequest {
+        content_type: content_type.clone(),
+        body: RawBody::from_bytes(&body),
+    };
+    let parsed = body_format(kind, content_type.as_deref()).and_then(|format| {
+        if too_large {
+            Err(CallbackError::PayloadTooLarge(state.body_limit))
+        } else {
+            parse(kind, format, &body)
+        }
+    });
+    let parsed = match parsed {
+        Ok(parsed) => parsed,
+        Err(refused) => {
+            dead_letter(state, kind, received_at, source_ip, query, raw, &refused).await;
+            return Err(refused);
+        }
+    };
+    let topic = parsed.topic(&state.kafka);
+    let key = parsed.key();
+    let envelope = Envelope {
+        received_at,
+        source_ip,
+        query,
+        ..Envelope::new(kind, parsed, raw)
+    };
+    let id = envelope.id;
+    let value = serde_json::to_vec(&envelope)
+        .map_err(|e| CallbackError::Unavailable(format!("serializing envelope: {e}")))?;
+    let headers = kafka::headers(&[
+        (h::KIND, kind.as_str()),
+        (
+            h::SCHEMA_VERSION,
+            &kollus_common::envelope::SCHEMA_VERSION.to_string(),
+        ),
+        (h::ID, &id.to_string()),
+    ]);
+    let produce_started = Instant::now();
+    kafka::send(
+        &state.producer,
+        topic,
+        &key,
+        &value,
+        headers,
+        state.ack_timeout,
+    )
+    .await
+    .map_err(|e| CallbackError::Unavailable(format!("Kafka did not acknowledge: {e}")))?;
+    state
+        .metrics
+        .kafka_produce_duration
+        .observe(produce_started.elapsed().as_secs_f64());
+    Ok(id)
+}
+
+/// Checks `?secret=` in constant time and returns the other query parameters.
+fn authenticate(
+    req: &HttpRequest,
+    secret: &SecretString,
+) -> Result<BTreeMap<String, String>, CallbackError> {
+    let mut query =
+        parse_form(req.query_string().as_bytes()).map_err(|_| CallbackError::Unauthorized)?;
+    let given = query.remove("secret").ok_or(CallbackError::Unauthorized)?;
+    let expected = secret.expose_secret().as_bytes();
+    if bool::from(given.as_bytes().ct_eq(expected)) {
+        Ok(query)
+    } else {
+        Err(CallbackError::Unauthorized)
+    }
+}
+
+/// Reads at most `limit` bytes; says whether there was more (the rest is not read).
+async fn read_capped(
+    mut payload: web::Payload,
+    limit: usize,
+) -> Result<(Vec<u8>, bool), CallbackError> {
+    use futures_util::StreamExt as _;
+    let mut body = Vec::new();
+    while let Some(chunk) = payload.next().await {
+        let chunk = chunk.map_err(|e| CallbackError::BodyRead(e.to_string()))?;
+        if body.len() + chunk.len() > limit {
+            let room = limit - body.len();
+            body.extend_from_slice(&chunk[..room]);
+            return Ok((body, true));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok((body, false))
+}
+
+/// A callback parsed into what goes on Kafka (serialized untagged: the envelope's `kind`
+/// already says which).
+#[derive(Serialize)]
+#[serde(untagged)]
+enum Parsed {
+    Lms(LmsReport),
+    Content(ContentEvent),
+}
+
+impl Parsed {
+    fn topic<'a>(&self, kafka: &'a KafkaSettings) -> &'a str {
+        match self {
+            Parsed::Lms(_) => &kafka.playback_topic,
+            Parsed::Content(_) => &kafka.content_topic,
+        }
+    }
+
+    fn key(&self) -> String {
+        match self {
+            Parsed::Lms(r) => r.partition_key(),
+            Parsed::Content(e) => e.partition_key().to_owned(),
+        }
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum BodyFormat {
+    Form,
+    Json,
+}
+
+/// What the content type says the body is. No content type counts as a form (what Kollus and
+/// `curl -d` send); anything but a form (or JSON, for LMS) is refused before parsing.
+fn body_format(
+    kind: CallbackKind,
+    content_type: Option<&str>,
+) -> Result<BodyFormat, CallbackError> {
+    let mime = content_type
+        .map(|c| {
+            c.split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase()
+        })
+        .unwrap_or_default();
+    if mime.is_empty() || mime == ContentType::form_url_encoded().essence_str() {
+        Ok(BodyFormat::Form)
+    } else if kind == CallbackKind::Lms && mime == "application/json" {
+        Ok(BodyFormat::Json)
+    } else if kind == CallbackKind::Lms {
+        Err(CallbackError::UnsupportedMediaType(
+            mime,
+            " with json_data, or application/json",
+        ))
+    } else {
+        Err(CallbackError::UnsupportedMediaType(mime, ""))
+    }
+}
+
+fn parse(kind: CallbackKind, format: BodyFormat, body: &[u8]) -> Result<Parsed, CallbackError> {
+    Ok(if kind == CallbackKind::Lms {
+        Parsed::Lms(LmsReport::from_body(body, format == BodyFormat::Json)?)
+    } else {
+        Parsed::Content(ContentEvent::from_form(kind, body)?)
+    })
+}
+
+/// Keeps a refused request on the dead-letter topic, with why: fixable later, never dropped.
+async fn dead_letter(
+    state: &State,
+    kind: CallbackKind,
+    received_at: OffsetDateTime,
+    source_ip: Option<std::net::IpAddr>,
+    query: BTreeMap<String, String>,
+    raw: RawRequest,
+    why: &CallbackError,
+) {
+    let record = DeadLetter {
+        id: uuid::Uuid::now_v7(),
+        stage: "ingest".into(),
+        reason: why.code().into(),
+        detail: why.to_string(),
+        dead_lettered_at: OffsetDateTime::now_utc(),
+        kind: Some(kind),
+        received_at,
+        source_ip,
+        query,
+        record: None,
+        raw: Some(raw),
+    };
+    let value = match serde_json::to_vec(&record) {
+        Ok(v) => v,
+        Err(e) => {
+            tracing::error!(error = %e, "serializing a dead letter failed");
+            return;
+        }
+    };
+    let headers = kafka::headers(&[
+        (h::KIND, kind.as_str()),
+        (h::REASON, why.code()),
+        (h::ID, &record.id.to_string()),
+    ]);
+    match kafka::send(
+        &state.producer,
+        &state.kafka.deadletter_topic,
+        kind.as_str(),
+        &value,
+        headers,
+        state.ack_timeout,
+    )
+    .await
+    {
+        Ok(()) => state
+            .metrics
+            .deadletters
+            .with_label_values(&[why.code()])
+            .inc(),
+        // The caller still gets its 4xx; Kollus's retry brings the request back.
+        Err(e) => tracing::error!(error = %e, reason = why.code(), "dead letter not stored"),
+    }
+}

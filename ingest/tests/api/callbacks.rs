@@ -1,0 +1,221 @@
+use kollus_common::testing::fixture;
+
+use crate::helpers::*;
+
+#[tokio::test]
+async fn seed_lms_form_is_published_keyed_by_user_and_video() {
+    let app = spawn_app().await;
+    let body = fixture("lms-seed.form");
+    let res = app.post("lms", FORM, body.clone()).await;
+    assert_eq!(res.status(), 200);
+    let answer: serde_json::Value = res.json().await.unwrap();
+
+    let records = app.records("kollus.playback.v1", 1).await;
+    assert_eq!(records.len(), 1);
+    let r = &records[0];
+    assert_eq!(key(r), "181353\u{1f}mediacontentkey");
+    assert_eq!(header_value(r, KIND).as_deref(), Some("lms"));
+    let v = value(r);
+    assert_eq!(v["id"], answer["id"], "the answer names the envelope");
+    assert_eq!(header_value(r, "id").as_deref(), v["id"].as_str());
+    assert_eq!(v["kind"], "lms");
+    assert_eq!(v["schema_version"], 1);
+    assert_eq!(v["source_ip"], "127.0.0.1");
+    assert_eq!(v["payload"]["user"]["client_user_id"], "181353");
+    assert_eq!(v["payload"]["content"]["playtime"], 151);
+    assert_eq!(v["payload"]["content"]["start_at"], 1_593_586_044);
+    assert_eq!(v["payload"]["blocks"]["count"], 30);
+    assert_eq!(
+        v["raw"]["body"].as_str().unwrap().as_bytes(),
+        &body[..],
+        "the raw body is kept byte for byte"
+    );
+    assert!(
+        v["query"].get("secret").is_none(),
+        "the secret is never stored"
+    );
+}
+
+#[tokio::test]
+async fn lms_json_body_and_uservalues_in_the_query_are_kept() {
+    let app = spawn_app().await;
+    let res = app
+        .client
+        .post(format!(
+            "{}/kollus/lms?uservalue0=production&secret={SECRET}",
+            app.address
+        ))
+        .header("content-type", "application/json")
+        .body(fixture("lms-seed.json"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let v = value(&app.records("kollus.playback.v1", 1).await[0]);
+    assert_eq!(v["query"]["uservalue0"], "production");
+    assert_eq!(v["payload"]["content"]["last_play_at"], 1225);
+}
+
+#[tokio::test]
+async fn channel_join_is_published_keyed_by_upload() {
+    let app = spawn_app().await;
+    let res = app
+        .post("channel", FORM, fixture("channel-join.form"))
+        .await;
+    assert_eq!(res.status(), 200);
+    let records = app.records("kollus.content.v1", 1).await;
+    let r = &records[0];
+    assert_eq!(key(r), "ufk-0001");
+    let v = value(r);
+    assert_eq!(v["kind"], "channel");
+    assert_eq!(v["payload"]["change"]["type"], "channel_joined");
+    assert_eq!(
+        v["payload"]["change"]["channel"]["media_content_key"],
+        "vnCVPVyV"
+    );
+    assert_eq!(
+        v["payload"]["change"]["channel"]["profile_keys"],
+        serde_json::json!(["pc-high", "mobile-low"])
+    );
+}
+
+#[tokio::test]
+async fn every_platform_fixture_is_accepted_on_its_route() {
+    let app = spawn_app().await;
+    let cases = [
+        ("upload", "upload.form"),
+        ("transcoding", "transcoding-success.form"),
+        ("channel", "channel-join.form"),
+        ("channel", "channel-leave.form"),
+        ("content", "content-delete.form"),
+        ("content", "content-poster.form"),
+    ];
+    for (route, file) in cases {
+        let res = app.post(route, FORM, fixture(file)).await;
+        assert_eq!(res.status(), 200, "{file} on /kollus/{route}");
+    }
+    let records = app.records("kollus.content.v1", cases.len()).await;
+    let changes: Vec<String> = records
+        .iter()
+        .map(|r| {
+            value(r)["payload"]["change"]["type"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    // One upload: one key, one partition, so arrival order is kept.
+    assert_eq!(
+        changes,
+        [
+            "uploaded",
+            "transcoded",
+            "channel_joined",
+            "channel_left",
+            "deleted",
+            "poster_changed"
+        ]
+    );
+}
+
+#[tokio::test]
+async fn wrong_or_missing_secret_is_401_and_keeps_nothing() {
+    let app = spawn_app().await;
+    let bad = app
+        .post_with_secret("lms", "wrong", FORM, fixture("lms-seed.form"))
+        .await;
+    assert_eq!(bad.status(), 401);
+    let body: serde_json::Value = bad.json().await.unwrap();
+    assert_eq!(body["error"], "unauthorized");
+    let missing = app
+        .client
+        .post(format!("{}/kollus/upload", app.address))
+        .header("content-type", FORM)
+        .body(fixture("upload.form"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(missing.status(), 401);
+
+    for topic in [
+        "kollus.playback.v1",
+        "kollus.content.v1",
+        "kollus.deadletter.v1",
+    ] {
+        assert_eq!(app.count(topic), 0, "nothing kept on {topic}");
+    }
+    // The same callback with the right secret is kept.
+    assert_eq!(
+        app.post("lms", FORM, fixture("lms-seed.form"))
+            .await
+            .status(),
+        200
+    );
+    assert_eq!(app.count("kollus.playback.v1"), 1);
+}
+
+#[tokio::test]
+async fn malformed_callback_is_400_naming_the_field_and_dead_lettered() {
+    let app = spawn_app().await;
+    let res = app
+        .post(
+            "channel",
+            FORM,
+            b"upload_file_key=u1&update_type=channel_join".to_vec(),
+        )
+        .await;
+    assert_eq!(res.status(), 400);
+    let body: serde_json::Value = res.json().await.unwrap();
+    assert_eq!(body["error"], "invalid_callback");
+    assert_eq!(body["field"], "media_content_key");
+
+    let dead = app.records("kollus.deadletter.v1", 1).await;
+    assert_eq!(dead.len(), 1);
+    let v = value(&dead[0]);
+    assert_eq!(v["stage"], "ingest");
+    assert_eq!(v["reason"], "invalid_callback");
+    assert_eq!(v["kind"], "channel");
+    assert!(v["detail"].as_str().unwrap().contains("media_content_key"));
+    assert_eq!(
+        v["raw"]["body"],
+        "upload_file_key=u1&update_type=channel_join"
+    );
+}
+
+#[tokio::test]
+async fn wrong_content_type_is_415_and_oversized_body_is_413() {
+    let app = spawn_app_with(|s| s.body_limit = 1024).await;
+    let res = app
+        .post("upload", "text/plain", fixture("upload.form"))
+        .await;
+    assert_eq!(res.status(), 415);
+    let res = app.post("lms", "text/xml", fixture("lms-seed.json")).await;
+    assert_eq!(res.status(), 415);
+    let res = app.post("lms", FORM, vec![b'a'; 10 * 1024 * 1024]).await;
+    assert_eq!(res.status(), 413);
+    let body: serde_json::Value = res.json().await.unwrap();
+    assert_eq!(body["error"], "body_too_large");
+
+    let dead = app.records("kollus.deadletter.v1", 3).await;
+    let reasons: Vec<_> = dead.iter().map(|m| value(m)["reason"].clone()).collect();
+    assert_eq!(
+        reasons,
+        [
+            "unsupported_media_type",
+            "unsupported_media_type",
+            "body_too_large"
+        ]
+    );
+    assert_eq!(
+        value(&dead[2])["raw"]["body"].as_str().unwrap().len(),
+        1024,
+        "an oversized body is kept up to the limit"
+    );
+}
+
+#[tokio::test]
+async fn unknown_route_is_404() {
+    let app = spawn_app().await;
+    let res = app.post("nope", FORM, b"x=1".to_vec()).await;
+    assert_eq!(res.status(), 404);
+}

@@ -1,0 +1,87 @@
+use std::time::Duration;
+
+use kollus_common::envelope::header;
+use kollus_common::testing::{read_topic, topic_record_count, Broker};
+use kollus_ingest::configuration::Settings;
+use kollus_ingest::startup::Application;
+use rdkafka::message::{Headers as _, Message as _, OwnedMessage};
+
+pub const SECRET: &str = "test-callback-secret";
+
+pub struct TestApp {
+    pub address: String,
+    pub broker: Broker,
+    pub client: reqwest::Client,
+}
+
+/// One ingest on a random port with its own broker.
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(|_| {}).await
+}
+
+pub async fn spawn_app_with(tweak: impl FnOnce(&mut Settings)) -> TestApp {
+    let broker = Broker::start().await;
+    let mut settings = Settings::for_tests(broker.settings(), SECRET);
+    tweak(&mut settings);
+    let app = Application::build(settings).await.expect("building ingest");
+    let address = format!("http://127.0.0.1:{}", app.port());
+    tokio::spawn(app.run_until_stopped());
+    TestApp {
+        address,
+        broker,
+        client: reqwest::Client::new(),
+    }
+}
+
+impl TestApp {
+    pub async fn post(&self, route: &str, content_type: &str, body: Vec<u8>) -> reqwest::Response {
+        self.post_with_secret(route, SECRET, content_type, body)
+            .await
+    }
+
+    pub async fn post_with_secret(
+        &self,
+        route: &str,
+        secret: &str,
+        content_type: &str,
+        body: Vec<u8>,
+    ) -> reqwest::Response {
+        self.client
+            .post(format!("{}/kollus/{route}?secret={secret}", self.address))
+            .header("content-type", content_type)
+            .body(body)
+            .send()
+            .await
+            .expect("sending a callback")
+    }
+
+    /// Records on `topic` now: everything acknowledged with a 200 is already there.
+    pub fn count(&self, topic: &str) -> i64 {
+        topic_record_count(&self.broker.addr, topic)
+    }
+
+    pub async fn records(&self, topic: &str, want: usize) -> Vec<OwnedMessage> {
+        read_topic(&self.broker.addr, topic, want, Duration::from_secs(15)).await
+    }
+}
+
+pub const FORM: &str = "application/x-www-form-urlencoded";
+
+pub fn value(m: &OwnedMessage) -> serde_json::Value {
+    serde_json::from_slice(m.payload().expect("a record value")).expect("the value is JSON")
+}
+
+pub fn key(m: &OwnedMessage) -> String {
+    String::from_utf8(m.key().expect("a record key").to_vec()).expect("a UTF-8 key")
+}
+
+pub fn header_value(m: &OwnedMessage, name: &str) -> Option<String> {
+    let headers = m.headers()?;
+    headers
+        .iter()
+        .find(|h| h.key == name)
+        .and_then(|h| h.value)
+        .map(|v| String::from_utf8_lossy(v).into_owned())
+}
+
+pub const KIND: &str = header::KIND;

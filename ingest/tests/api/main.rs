@@ -1,0 +1,4 @@
+//! ingest against a real broker: what Kollus and players post, and what lands on Kafka.
+
+mod callbacks;
+mod helpers;
