@@ -11,6 +11,7 @@ pub mod kollus;
 pub mod metrics;
 pub mod settings;
 pub mod telemetry;
+pub mod worker;
 
 #[cfg(feature = "testing")]
 pub mod testing;

@@ -125,10 +125,12 @@ impl TestDb {
             .is_some();
         if !exists {
             let building = format!("{template}_building");
+            // Left over by a run that died while building: start again.
             client
-                .batch_execute(&format!(
-                    "DROP DATABASE IF EXISTS {building}; CREATE DATABASE {building}"
-                ))
+                .batch_execute(&format!("DROP DATABASE IF EXISTS {building}"))
+                .await?;
+            client
+                .batch_execute(&format!("CREATE DATABASE {building}"))
                 .await?;
             {
                 let pool =
@@ -299,6 +301,41 @@ async fn spawn_tansu(port: u16, advertised: &str) -> Child {
     )
     .await;
     child
+}
+
+/// Publishes `envelope` to `topic` as ingest would (same key, headers and JSON), and waits for
+/// the broker's acknowledgement.
+pub async fn publish<P: serde::Serialize>(
+    brokers: &str,
+    topic: &str,
+    key: &str,
+    envelope: &crate::envelope::Envelope<P>,
+) {
+    publish_raw(
+        brokers,
+        topic,
+        key,
+        &serde_json::to_vec(envelope).expect("serializable"),
+    )
+    .await;
+}
+
+/// Publishes arbitrary bytes (for poison-record tests).
+pub async fn publish_raw(brokers: &str, topic: &str, key: &str, value: &[u8]) {
+    let settings = KafkaSettings::with_brokers(brokers);
+    let producer =
+        crate::kafka::durable_producer(&settings, "test-publisher", Duration::from_secs(10))
+            .expect("creating a test producer");
+    crate::kafka::send(
+        &producer,
+        topic,
+        key,
+        value,
+        crate::kafka::headers(&[]),
+        Duration::from_secs(10),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("publishing to {topic}: {e}"));
 }
 
 /// How many records `topic` holds now (sum over partitions of high minus low watermark).

@@ -1,0 +1,42 @@
+//! sync-worker's metrics, in the `kollus_sync` namespace.
+
+use kollus_common::metrics::{counter_vec, histogram, latency_buckets, registry};
+use kollus_common::worker::LoopMetrics;
+use prometheus::{Histogram, IntCounterVec, Registry};
+
+#[derive(Clone)]
+pub struct Metrics {
+    pub registry: Registry,
+    /// By change kind and outcome (`applied`, `duplicate`, `rejected`).
+    pub records: IntCounterVec,
+    pub apply_duration: Histogram,
+    pub consume: LoopMetrics,
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let r = registry("sync");
+        Self {
+            records: counter_vec(
+                &r,
+                "records_total",
+                "Platform callbacks consumed, by change kind and outcome.",
+                &["kind", "outcome"],
+            ),
+            apply_duration: histogram(
+                &r,
+                "apply_duration_seconds",
+                "Time to apply one batch to the catalog in PostgreSQL.",
+                latency_buckets(),
+            ),
+            consume: LoopMetrics::new(&r),
+            registry: r,
+        }
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}

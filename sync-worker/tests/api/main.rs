@@ -1,0 +1,4 @@
+//! sync-worker against real PostgreSQL and a real broker.
+
+mod catalog;
+mod helpers;
