@@ -73,6 +73,23 @@ FROM media_contents m JOIN uploads u USING (upload_file_key);
 -- Watch history (history-worker): one row per player session, SPEC.md section 3.
 ------------------------------------------------------------------------------------------------
 
+-- Merging per-block arrays element by element (the shorter one padded): cumulative block
+-- counters keep their maximum, "played" flags their OR.
+CREATE FUNCTION merge_max(a bigint[], b bigint[]) RETURNS bigint[]
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    SELECT coalesce(array_agg(greatest(x, y) ORDER BY i), '{}')
+    FROM unnest(a, b) WITH ORDINALITY AS t(x, y, i)
+$$;
+
+CREATE FUNCTION merge_or(a boolean[], b boolean[]) RETURNS boolean[]
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    SELECT coalesce(array_agg(coalesce(x, false) OR coalesce(y, false) ORDER BY i), '{}')
+    FROM unnest(a, b) WITH ORDINALITY AS t(x, y, i)
+$$;
+
+-- Union of "played" flags over many sessions (the rollup's blocks ever watched).
+CREATE AGGREGATE or_merge(boolean[]) (SFUNC = merge_or, STYPE = boolean[], INITCOND = '{}');
+
 -- Every applied LMS report's envelope id, once: re-delivery is a no-op (so `reports` is exact).
 CREATE TABLE playback_events (
     envelope_id uuid PRIMARY KEY,

@@ -191,6 +191,74 @@ impl Drop for TestDb {
 }
 
 // ---------------------------------------------------------------------------------------------
+// A service under test
+// ---------------------------------------------------------------------------------------------
+
+/// What a worker test runs against: its own database and broker, and the running service,
+/// stopped (or killed) by the test or on drop.
+pub struct Harness {
+    pub db: TestDb,
+    pub broker: Broker,
+    pub kafka: KafkaSettings,
+    running: Option<(
+        tokio::sync::oneshot::Sender<()>,
+        tokio::task::JoinHandle<anyhow::Result<()>>,
+    )>,
+}
+
+/// Resolves when the test asks the service to stop.
+pub type StopSignal = std::pin::Pin<Box<dyn Future<Output = ()> + Send>>;
+
+impl Harness {
+    pub async fn new() -> Self {
+        let db = TestDb::new().await;
+        let broker = Broker::start().await;
+        let kafka = broker.settings();
+        Self {
+            db,
+            broker,
+            kafka,
+            running: None,
+        }
+    }
+
+    /// Runs a service: `run` gets the stop signal and returns the service's run future.
+    pub fn spawn<Fut>(&mut self, run: impl FnOnce(StopSignal) -> Fut)
+    where
+        Fut: Future<Output = anyhow::Result<()>> + Send + 'static,
+    {
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let stop: StopSignal = Box::pin(async move {
+            let _ = rx.await;
+        });
+        self.running = Some((tx, tokio::spawn(run(stop))));
+    }
+
+    /// Asks the service to stop and waits until it did (a graceful shutdown).
+    pub async fn stop(&mut self) {
+        if let Some((tx, task)) = self.running.take() {
+            let _ = tx.send(());
+            task.await
+                .expect("the service task did not panic")
+                .expect("the service stopped cleanly");
+        }
+    }
+
+    /// Drops the service mid-flight, as `kill -9` would: nothing after this point runs.
+    pub fn kill(&mut self) {
+        if let Some((_, task)) = self.running.take() {
+            task.abort();
+        }
+    }
+}
+
+impl Drop for Harness {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
 // Kafka-protocol broker
 // ---------------------------------------------------------------------------------------------
 

@@ -12,7 +12,7 @@ async fn channel_join_makes_the_video_playable_in_that_channel() {
         .await;
     w.wait_applied(1).await;
 
-    let db = w.db.client().await;
+    let db = w.h.db.client().await;
     let row = db
         .query_one(
             "SELECT c.channel_key, c.channel_name, c.profile_keys, c.in_channel, p.playable, \
@@ -49,7 +49,7 @@ async fn the_lifecycle_of_an_upload_is_followed() {
         w.send_fixture(kind, file).await;
     }
     w.wait_applied(5).await;
-    let db = w.db.client().await;
+    let db = w.h.db.client().await;
     let row = db
         .query_one(
             "SELECT u.filename, u.transcoding_state, u.uploaded_at IS NOT NULL, \
@@ -86,7 +86,7 @@ async fn a_redelivered_record_changes_nothing() {
     w.resend(&join).await;
     w.send_fixture(CallbackKind::Upload, "upload.form").await;
     w.wait_applied(3).await;
-    let db = w.db.client().await;
+    let db = w.h.db.client().await;
     let in_channel: bool = db
         .query_one("SELECT in_channel FROM channel_memberships", &[])
         .await
@@ -102,8 +102,8 @@ async fn a_redelivered_record_changes_nothing() {
 async fn a_poison_record_is_dead_lettered_and_the_worker_goes_on() {
     let w = spawn_worker().await;
     publish_raw(
-        &w.broker.addr,
-        &w.kafka.content_topic,
+        &w.h.broker.addr,
+        &w.h.kafka.content_topic,
         "ufk-0001",
         b"not json",
     )
@@ -112,8 +112,8 @@ async fn a_poison_record_is_dead_lettered_and_the_worker_goes_on() {
     w.wait_applied(1).await;
 
     let dead = read_topic(
-        &w.broker.addr,
-        &w.kafka.deadletter_topic,
+        &w.h.broker.addr,
+        &w.h.kafka.deadletter_topic,
         1,
         Duration::from_secs(15),
     )
@@ -126,7 +126,7 @@ async fn a_poison_record_is_dead_lettered_and_the_worker_goes_on() {
     assert_eq!(v["record"]["body"], "not json");
 
     // Nothing about the poison record reached the catalog.
-    let db = w.db.client().await;
+    let db = w.h.db.client().await;
     let uploads: i64 = eventually("the upload row", Duration::from_secs(5), || async {
         db.query_one("SELECT count(*) FROM uploads", &[])
             .await

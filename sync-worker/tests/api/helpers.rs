@@ -3,31 +3,19 @@ use std::time::Duration;
 use kollus_common::envelope::{Envelope, RawBody, RawRequest};
 use kollus_common::kollus::platform::ContentEvent;
 use kollus_common::kollus::CallbackKind;
-use kollus_common::settings::KafkaSettings;
 use kollus_common::telemetry::{LogFormat, LogSettings};
-use kollus_common::testing::{eventually, fixture, publish, Broker, TestDb};
+use kollus_common::testing::{eventually, fixture, publish, Harness};
 use kollus_common::worker::ConsumeSettings;
 use kollus_sync_worker::configuration::Settings;
 use kollus_sync_worker::startup::Application;
 
 pub struct TestWorker {
-    pub db: TestDb,
-    pub broker: Broker,
-    pub kafka: KafkaSettings,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+    pub h: Harness,
 }
 
 pub async fn spawn_worker() -> TestWorker {
-    let db = TestDb::new().await;
-    let broker = Broker::start().await;
-    let kafka = broker.settings();
     let mut w = TestWorker {
-        db,
-        broker,
-        kafka,
-        stop: None,
-        task: None,
+        h: Harness::new().await,
     };
     w.start().await;
     w
@@ -39,8 +27,8 @@ impl TestWorker {
             listen_addr: "127.0.0.1:0".parse().unwrap(),
             group_id: "kollus-sync-worker".into(),
             consume: ConsumeSettings::default(),
-            database: self.db.settings(),
-            kafka: self.kafka.clone(),
+            database: self.h.db.settings(),
+            kafka: self.h.kafka.clone(),
             log: LogSettings {
                 log_format: LogFormat::Text,
                 log_filter: "info".into(),
@@ -49,11 +37,7 @@ impl TestWorker {
         let app = Application::build(settings)
             .await
             .expect("building sync-worker");
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        self.stop = Some(tx);
-        self.task = Some(tokio::spawn(app.run_until(async {
-            let _ = rx.await;
-        })));
+        self.h.spawn(|stop| app.run_until(stop));
     }
 
     /// Publishes a platform callback as ingest would.
@@ -74,8 +58,8 @@ impl TestWorker {
     /// Publishes an envelope again (what a Kafka re-delivery or replay looks like).
     pub async fn resend(&self, envelope: &Envelope<ContentEvent>) {
         publish(
-            &self.broker.addr,
-            &self.kafka.content_topic,
+            &self.h.broker.addr,
+            &self.h.kafka.content_topic,
             envelope.payload.partition_key(),
             envelope,
         )
@@ -88,7 +72,7 @@ impl TestWorker {
 
     /// Waits until `content_events` holds `n` rows: every published record was applied.
     pub async fn wait_applied(&self, n: i64) {
-        let client = self.db.client().await;
+        let client = self.h.db.client().await;
         eventually(
             &format!("{n} applied content events"),
             Duration::from_secs(30),
@@ -101,16 +85,5 @@ impl TestWorker {
             },
         )
         .await;
-    }
-}
-
-impl Drop for TestWorker {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(task) = self.task.take() {
-            task.abort();
-        }
     }
 }

@@ -1,0 +1,27 @@
+//! history-worker's settings: flags and environment variables, documented in `--help`.
+
+use std::net::SocketAddr;
+
+use kollus_common::settings::{DatabaseSettings, KafkaSettings};
+use kollus_common::telemetry::LogSettings;
+use kollus_common::worker::ConsumeSettings;
+
+/// Keeps players' watch sessions in PostgreSQL, one row per player session.
+#[derive(Debug, Clone, clap::Parser)]
+#[command(name = "history-worker", version)]
+pub struct Settings {
+    /// Address for /metrics, /healthz and /readyz.
+    #[arg(long, env = "LISTEN_ADDR", default_value = "127.0.0.1:9102")]
+    pub listen_addr: SocketAddr,
+    /// Consumer group: every history-worker instance shares it, and partitions are spread over them.
+    #[arg(long, env = "KAFKA_GROUP_ID", default_value = "kollus-history-worker")]
+    pub group_id: String,
+    #[command(flatten)]
+    pub consume: ConsumeSettings,
+    #[command(flatten)]
+    pub database: DatabaseSettings,
+    #[command(flatten)]
+    pub kafka: KafkaSettings,
+    #[command(flatten)]
+    pub log: LogSettings,
+}

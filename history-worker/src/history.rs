@@ -1,0 +1,91 @@
+//! Applying a batch of LMS reports: decode, drop envelope ids already applied, merge per
+//! session, upsert sessions and refresh the rollup, all in one transaction.
+
+use deadpool_postgres::Pool;
+use kollus_common::kollus::lms::LmsReport;
+use kollus_common::worker::{decode_envelope, Applied, Apply, ApplyError, Rejected};
+use rdkafka::message::OwnedMessage;
+
+use crate::metrics::Metrics;
+use crate::sessions::{coalesce, Session};
+use crate::store;
+
+pub struct History {
+    pub pool: Pool,
+    pub metrics: Metrics,
+}
+
+impl Apply for History {
+    async fn apply(&self, batch: &[OwnedMessage]) -> Result<Applied, ApplyError> {
+        let mut applied = Applied::default();
+        let mut ids = Vec::with_capacity(batch.len());
+        let mut received = Vec::with_capacity(batch.len());
+        let mut sessions = Vec::with_capacity(batch.len());
+        for (index, record) in batch.iter().enumerate() {
+            match decode_envelope::<LmsReport>(record) {
+                Ok(e) => {
+                    ids.push(e.id);
+                    received.push(e.received_at);
+                    applied.newest_received_at =
+                        applied.newest_received_at.max(Some(e.received_at));
+                    sessions.push((
+                        e.id,
+                        Session::from_report(&e.payload, e.received_at, e.query),
+                    ));
+                }
+                Err(detail) => applied.rejected.push(Rejected {
+                    index,
+                    reason: "invalid_envelope",
+                    detail,
+                }),
+            }
+        }
+
+        let mut client = self
+            .pool
+            .get()
+            .await
+            .map_err(|e| ApplyError::Transient(e.into()))?;
+        let tx = client
+            .transaction()
+            .await
+            .map_err(|e| ApplyError::from_db(e.into()))?;
+        let new = store::claim_new(&tx, &ids, &received)
+            .await
+            .map_err(ApplyError::from_db)?;
+        let decoded = sessions.len();
+        // `new` holds each fresh id once; a re-delivery in this same batch carries the same id
+        // and must not be applied a second time.
+        let applied_count = new.len();
+        let mut fresh = new;
+        let merged = coalesce(
+            sessions
+                .into_iter()
+                .filter(|(id, _)| fresh.remove(id))
+                .map(|(_, s)| s),
+        );
+        if !merged.is_empty() {
+            store::upsert_sessions(&tx, &merged)
+                .await
+                .map_err(ApplyError::from_db)?;
+            store::refresh_progress(&tx, &merged)
+                .await
+                .map_err(ApplyError::from_db)?;
+        }
+        tx.commit()
+            .await
+            .map_err(|e| ApplyError::from_db(e.into()))?;
+
+        let m = &self.metrics;
+        m.records
+            .with_label_values(&["applied"])
+            .inc_by(applied_count as u64);
+        m.records
+            .with_label_values(&["duplicate"])
+            .inc_by((decoded - applied_count) as u64);
+        m.records
+            .with_label_values(&["rejected"])
+            .inc_by(applied.rejected.len() as u64);
+        Ok(applied)
+    }
+}

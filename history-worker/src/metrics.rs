@@ -1,0 +1,35 @@
+//! history-worker's metrics, in the `kollus_history` namespace.
+
+use kollus_common::metrics::{counter_vec, registry};
+use kollus_common::worker::LoopMetrics;
+use prometheus::{IntCounterVec, Registry};
+
+#[derive(Clone)]
+pub struct Metrics {
+    pub registry: Registry,
+    /// By outcome: `applied`, `duplicate` (envelope applied before), `rejected`.
+    pub records: IntCounterVec,
+    pub consume: LoopMetrics,
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let r = registry("history");
+        Self {
+            records: counter_vec(
+                &r,
+                "records_total",
+                "LMS reports consumed, by outcome.",
+                &["outcome"],
+            ),
+            consume: LoopMetrics::new(&r),
+            registry: r,
+        }
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}

@@ -1,0 +1,313 @@
+//! The watch-session policy (SPEC.md section 3, made safe for at-least-once delivery), as a
+//! pure merge: one session per (`client_user_id`, `media_content_key`, `start_at`); cumulative
+//! counters keep their maximum; blocks merge per block (played: OR, seconds and percent: max);
+//! the position comes from the report with the largest `runtime`.
+//!
+//! The merge is commutative, associative and idempotent, so any order and any number of
+//! repeats of the same reports give the same session. The SQL upsert in `store.rs` applies the
+//! same rules between a batch's merged sessions and the stored rows.
+
+use std::collections::{BTreeMap, HashMap};
+
+use kollus_common::domain::{ClientUserId, MediaContentKey, UnixSeconds};
+use kollus_common::kollus::lms::{Block, LmsReport};
+use time::OffsetDateTime;
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SessionKey {
+    pub client_user_id: ClientUserId,
+    pub media_content_key: MediaContentKey,
+    pub start_at: UnixSeconds,
+}
+
+/// One session's state merged from one or more reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Session {
+    pub key: SessionKey,
+    pub channel_key: Option<String>,
+    pub encoding_profile: Option<String>,
+    pub duration: Option<u64>,
+    pub player_id: Option<String>,
+    pub hardware_id: Option<String>,
+    pub device: Option<String>,
+    pub os: Option<String>,
+    pub version: Option<String>,
+    pub host_name: Option<String>,
+    pub uservalues: BTreeMap<String, String>,
+    pub playtime: u64,
+    pub real_playtime: u64,
+    pub runtime: u64,
+    pub showtime: u64,
+    pub playtime_percent: u64,
+    /// (runtime of the report, its position): the largest pair wins.
+    pub position: Option<(u64, u64)>,
+    pub block_count: Option<u32>,
+    pub blocks: Vec<Block>,
+    pub first_report_at: OffsetDateTime,
+    pub last_report_at: OffsetDateTime,
+    pub reports: u64,
+}
+
+impl Session {
+    /// A session as one report describes it. `uservalues` from the callback URL's query are
+    /// merged under the report's own.
+    pub fn from_report(
+        r: &LmsReport,
+        received_at: OffsetDateTime,
+        query_uservalues: impl IntoIterator<Item = (String, String)>,
+    ) -> Self {
+        let c = &r.content;
+        let u = &r.user;
+        let mut uservalues: BTreeMap<String, String> = query_uservalues
+            .into_iter()
+            .filter(|(k, _)| k.starts_with("uservalue"))
+            .collect();
+        uservalues.extend(r.uservalues.clone());
+        Self {
+            key: SessionKey {
+                client_user_id: u.client_user_id.clone(),
+                media_content_key: c.media_content_key.clone(),
+                start_at: c.start_at,
+            },
+            channel_key: c.channel_key.clone(),
+            encoding_profile: c.encoding_profile.clone(),
+            duration: c.duration,
+            player_id: u.player_id.clone(),
+            hardware_id: u.hardware_id.clone(),
+            device: u.device.clone(),
+            os: u.os.clone(),
+            version: u.version.clone(),
+            host_name: u.host_name.clone(),
+            uservalues,
+            playtime: c.playtime.unwrap_or(0),
+            real_playtime: c.real_playtime.unwrap_or(0),
+            runtime: c.runtime.unwrap_or(0),
+            showtime: c.showtime.unwrap_or(0),
+            playtime_percent: c.playtime_percent.unwrap_or(0),
+            position: c.last_play_at.map(|p| (c.runtime.unwrap_or(0), p)),
+            block_count: r.blocks.as_ref().map(|b| b.count),
+            blocks: r
+                .blocks
+                .as_ref()
+                .map(|b| b.items.clone())
+                .unwrap_or_default(),
+            first_report_at: received_at,
+            last_report_at: received_at,
+            reports: 1,
+        }
+    }
+
+    /// Folds `other` (the same session) into `self`.
+    pub fn merge(&mut self, other: Session) {
+        debug_assert_eq!(self.key, other.key);
+        // Descriptive fields are the same for every report of one player; keep any we lack.
+        fn keep<T>(mine: &mut Option<T>, theirs: Option<T>) {
+            if mine.is_none() {
+                *mine = theirs;
+            }
+        }
+        keep(&mut self.channel_key, other.channel_key);
+        keep(&mut self.encoding_profile, other.encoding_profile);
+        self.duration = self.duration.max(other.duration);
+        keep(&mut self.player_id, other.player_id);
+        keep(&mut self.hardware_id, other.hardware_id);
+        keep(&mut self.device, other.device);
+        keep(&mut self.os, other.os);
+        keep(&mut self.version, other.version);
+        keep(&mut self.host_name, other.host_name);
+        for (k, v) in other.uservalues {
+            self.uservalues.entry(k).or_insert(v);
+        }
+        self.playtime = self.playtime.max(other.playtime);
+        self.real_playtime = self.real_playtime.max(other.real_playtime);
+        self.runtime = self.runtime.max(other.runtime);
+        self.showtime = self.showtime.max(other.showtime);
+        self.playtime_percent = self.playtime_percent.max(other.playtime_percent);
+        self.position = self.position.max(other.position);
+        self.block_count = self.block_count.max(other.block_count);
+        if self.blocks.len() < other.blocks.len() {
+            self.blocks.resize(other.blocks.len(), Block::default());
+        }
+        for (mine, theirs) in self.blocks.iter_mut().zip(other.blocks) {
+            mine.played |= theirs.played;
+            mine.seconds = mine.seconds.max(theirs.seconds);
+            mine.percent = mine.percent.max(theirs.percent);
+        }
+        self.first_report_at = self.first_report_at.min(other.first_report_at);
+        self.last_report_at = self.last_report_at.max(other.last_report_at);
+        self.reports += other.reports;
+    }
+}
+
+/// Merges a batch's sessions so each session appears once (a set-based upsert may touch a row
+/// only once per statement). Returned in key order, so concurrent writers lock rows in the same
+/// order.
+pub fn coalesce(sessions: impl IntoIterator<Item = Session>) -> Vec<Session> {
+    let mut by_key: HashMap<SessionKey, Session> = HashMap::new();
+    for s in sessions {
+        match by_key.get_mut(&s.key) {
+            Some(existing) => existing.merge(s),
+            None => {
+                by_key.insert(s.key.clone(), s);
+            }
+        }
+    }
+    let mut out: Vec<Session> = by_key.into_values().collect();
+    out.sort_by(|a, b| a.key.cmp(&b.key));
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report(
+        start_at: i64,
+        playtime: u64,
+        runtime: u64,
+        position: u64,
+        blocks: &[(bool, u64)],
+    ) -> LmsReport {
+        let blocks_json: serde_json::Map<String, serde_json::Value> = blocks
+            .iter()
+            .enumerate()
+            .flat_map(|(i, (b, t))| {
+                [
+                    (format!("b{i}"), serde_json::json!(u8::from(*b))),
+                    (format!("t{i}"), serde_json::json!(t)),
+                    (format!("p{i}"), serde_json::json!(t * 2)),
+                ]
+            })
+            .collect();
+        let doc = serde_json::json!({
+            "user_info": {"client_user_id": "u1", "device": "x86_64"},
+            "content_info": {"media_content_key": "m1", "start_at": start_at,
+                "playtime": playtime, "real_playtime": playtime / 2, "runtime": runtime,
+                "showtime": playtime, "last_play_at": position},
+            "block_info": {"block_count": blocks.len(), "blocks": blocks_json},
+        });
+        LmsReport::from_json(doc.to_string().as_bytes()).unwrap()
+    }
+
+    fn at(s: i64) -> OffsetDateTime {
+        OffsetDateTime::from_unix_timestamp(1_700_000_000 + s).unwrap()
+    }
+
+    fn session(r: &LmsReport, t: i64) -> Session {
+        Session::from_report(r, at(t), [])
+    }
+
+    #[test]
+    fn growing_reports_merge_to_their_maximums_in_any_order() {
+        let reports: Vec<LmsReport> = (1..=20)
+            .map(|i| {
+                report(
+                    100,
+                    i * 10,
+                    i * 15,
+                    i * 7,
+                    &[(i > 3, i), (i > 10, i / 2), (false, 0)],
+                )
+            })
+            .collect();
+        let in_order = coalesce(
+            reports
+                .iter()
+                .enumerate()
+                .map(|(i, r)| session(r, i as i64)),
+        );
+        let mut shuffled: Vec<(usize, &LmsReport)> = reports.iter().enumerate().collect();
+        shuffled.reverse();
+        shuffled.rotate_left(7);
+        let out_of_order = coalesce(shuffled.iter().map(|(i, r)| session(r, *i as i64)));
+        assert_eq!(in_order, out_of_order);
+
+        let s = &in_order[0];
+        assert_eq!(in_order.len(), 1);
+        assert_eq!((s.playtime, s.real_playtime, s.runtime), (200, 100, 300));
+        assert_eq!(
+            s.position,
+            Some((300, 140)),
+            "the position of the latest report"
+        );
+        assert_eq!(
+            s.blocks,
+            [
+                Block {
+                    played: true,
+                    seconds: 20,
+                    percent: 40
+                },
+                Block {
+                    played: true,
+                    seconds: 10,
+                    percent: 20
+                },
+                Block {
+                    played: false,
+                    seconds: 0,
+                    percent: 0
+                },
+            ]
+        );
+        assert_eq!(
+            (s.first_report_at, s.last_report_at, s.reports),
+            (at(0), at(19), 20)
+        );
+    }
+
+    #[test]
+    fn merging_is_idempotent_on_counters() {
+        let r = report(100, 40, 30, 10, &[(true, 10)]);
+        let once = coalesce([session(&r, 0)]);
+        let thrice = coalesce([session(&r, 0), session(&r, 0), session(&r, 0)]);
+        assert_eq!(once[0].playtime, thrice[0].playtime);
+        assert_eq!(once[0].blocks, thrice[0].blocks);
+        assert_eq!(
+            thrice[0].reports, 3,
+            "three deliveries are three reports received"
+        );
+    }
+
+    #[test]
+    fn another_start_at_is_another_session() {
+        let a = report(100, 40, 30, 10, &[]);
+        let b = report(200, 5, 5, 5, &[]);
+        let sessions = coalesce([session(&a, 0), session(&b, 1), session(&a, 2)]);
+        assert_eq!(sessions.len(), 2);
+        assert_eq!(sessions[0].key.start_at, UnixSeconds(100));
+        assert_eq!(sessions[1].playtime, 5, "never summed across sessions");
+    }
+
+    #[test]
+    fn kollus_example_counters() {
+        // Play 0-10 s at 2x, seek to 0, watch 10 s, pause 10 s (SPEC.md section 3).
+        let doc = br#"{"user_info":{"client_user_id":"u"},"content_info":{"media_content_key":"m",
+            "start_at":"1","playtime":"40","real_playtime":"20","runtime":"30","showtime":"20"}}"#;
+        let r = LmsReport::from_json(doc).unwrap();
+        let s = &coalesce([session(&r, 0), session(&r, 5)])[0];
+        assert_eq!(
+            (s.playtime, s.real_playtime, s.runtime, s.showtime),
+            (40, 20, 30, 20)
+        );
+    }
+
+    #[test]
+    fn query_uservalues_are_kept_under_the_reports_own() {
+        let mut r = report(1, 1, 1, 1, &[]);
+        r.uservalues
+            .insert("uservalue1".into(), "from-report".into());
+        let s = Session::from_report(
+            &r,
+            at(0),
+            [
+                ("uservalue0".into(), "production".into()),
+                ("uservalue1".into(), "from-query".into()),
+                ("other".into(), "ignored".into()),
+            ],
+        );
+        assert_eq!(s.uservalues["uservalue0"], "production");
+        assert_eq!(s.uservalues["uservalue1"], "from-report");
+        assert!(!s.uservalues.contains_key("other"));
+    }
+}

@@ -1,0 +1,42 @@
+//! Building and running history-worker: the same [`Application`] runs in `main` and in tests.
+
+use kollus_common::worker::{connect_database, Worker, WorkerParts};
+
+use crate::configuration::Settings;
+use crate::history::History;
+use crate::metrics::Metrics;
+
+pub struct Application(Worker<History>);
+
+impl Application {
+    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        let pool = connect_database(&settings.database).await?;
+        let metrics = Metrics::new();
+        let parts = WorkerParts {
+            listen_addr: settings.listen_addr,
+            kafka: &settings.kafka,
+            group_id: &settings.group_id,
+            topic: &settings.kafka.playback_topic,
+            stage: "history-worker",
+            consume: &settings.consume,
+            registry: metrics.registry.clone(),
+            metrics: metrics.consume.clone(),
+        };
+        Ok(Self(Worker::build(parts, History { pool, metrics }).await?))
+    }
+
+    pub fn port(&self) -> u16 {
+        self.0.port()
+    }
+
+    pub async fn run_until_stopped(self) -> anyhow::Result<()> {
+        self.0.run_until_stopped().await
+    }
+
+    pub async fn run_until(
+        self,
+        shutdown: impl std::future::Future<Output = ()>,
+    ) -> anyhow::Result<()> {
+        self.0.run_until(shutdown).await
+    }
+}

@@ -1,0 +1,245 @@
+use kollus_common::testing::fixture;
+
+use crate::helpers::{report, spawn_worker};
+
+#[tokio::test]
+async fn the_seed_report_becomes_one_session() {
+    let w = spawn_worker().await;
+    let json: serde_json::Value = serde_json::from_slice(&fixture("lms-seed.json")).unwrap();
+    let e = w.envelope(&json);
+    w.publish(&e).await;
+    w.wait_applied(1).await;
+
+    let db = w.h.db.client().await;
+    let row = db
+        .query_one(
+            "SELECT client_user_id, media_content_key, start_at, playtime, real_playtime, runtime, \
+                    showtime, playtime_percent, last_play_at, block_count, \
+                    cardinality(array_positions(blocks_played, true)), block_seconds[23], \
+                    device, os, reports \
+             FROM watch_sessions",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, &str>(0), "181353");
+    assert_eq!(row.get::<_, &str>(1), "mediacontentkey");
+    assert_eq!(row.get::<_, i64>(2), 1_593_586_044);
+    assert_eq!(
+        (
+            row.get::<_, i64>(3),
+            row.get::<_, i64>(4),
+            row.get::<_, i64>(5),
+            row.get::<_, i64>(6)
+        ),
+        (151, 151, 2245, 151)
+    );
+    assert_eq!(row.get::<_, i64>(7), 10);
+    assert_eq!(row.get::<_, Option<i64>>(8), Some(1225));
+    assert_eq!(row.get::<_, Option<i32>>(9), Some(30));
+    assert_eq!(
+        row.get::<_, Option<i32>>(10),
+        Some(5),
+        "blocks 21..=25 watched"
+    );
+    assert_eq!(
+        row.get::<_, Option<i64>>(11),
+        Some(48),
+        "t22 (1-based index 23)"
+    );
+    assert_eq!(row.get::<_, Option<&str>>(12), Some("x86_64"));
+    assert_eq!(row.get::<_, Option<&str>>(13), Some("MAC"));
+    assert_eq!(row.get::<_, i64>(14), 1);
+
+    let progress = db
+        .query_one(
+            "SELECT sessions, total_real_playtime, blocks_watched, last_position FROM watch_progress",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(progress.get::<_, i32>(0), 1);
+    assert_eq!(progress.get::<_, i64>(1), 151);
+    assert_eq!(progress.get::<_, i32>(2), 5);
+    assert_eq!(progress.get::<_, Option<i64>>(3), Some(1225));
+}
+
+#[tokio::test]
+async fn a_session_reported_20_times_shuffled_and_duplicated_keeps_the_maximums() {
+    let w = spawn_worker().await;
+    let envelopes: Vec<_> = (1..=20u64)
+        .map(|i| {
+            // Block 0 watched from report 3 on, block 1 from report 12 on; counters grow.
+            let blocks = [
+                (u8::from(i >= 3), i.min(10), (i * 10).min(100)),
+                (
+                    u8::from(i >= 12),
+                    i.saturating_sub(11),
+                    (i.saturating_sub(11)) * 10,
+                ),
+                (0, 0, 0),
+            ];
+            w.envelope(&report(
+                "u1",
+                "m1",
+                1_700_000_000,
+                [i * 30, i * 20, i * 40, i * 25, i * 9],
+                &blocks,
+            ))
+        })
+        .collect();
+    // A fixed shuffle, and every third record delivered twice (a Kafka re-delivery).
+    let order = [
+        7, 19, 0, 3, 12, 5, 18, 1, 9, 14, 2, 16, 6, 11, 4, 17, 8, 13, 10, 15,
+    ];
+    for (n, i) in order.iter().enumerate() {
+        w.publish(&envelopes[*i]).await;
+        if n % 3 == 0 {
+            w.publish(&envelopes[*i]).await;
+        }
+    }
+    w.wait_applied(20).await;
+
+    let db = w.h.db.client().await;
+    let row = db
+        .query_one(
+            "SELECT playtime, real_playtime, runtime, showtime, last_play_at, blocks_played, \
+                    block_seconds, block_percent, reports, playtime_percent \
+             FROM watch_sessions",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            row.get::<_, i64>(0),
+            row.get::<_, i64>(1),
+            row.get::<_, i64>(2),
+            row.get::<_, i64>(3)
+        ),
+        (600, 400, 800, 500),
+        "the largest of each counter, never a sum"
+    );
+    assert_eq!(
+        row.get::<_, Option<i64>>(4),
+        Some(180),
+        "position of the largest runtime"
+    );
+    assert_eq!(row.get::<_, Vec<bool>>(5), [true, true, false]);
+    assert_eq!(row.get::<_, Vec<i64>>(6), [10, 9, 0]);
+    assert_eq!(row.get::<_, Vec<i64>>(7), [100, 90, 0]);
+    assert_eq!(
+        row.get::<_, i64>(8),
+        20,
+        "re-deliveries are not counted twice"
+    );
+    assert_eq!(row.get::<_, i64>(9), 100);
+}
+
+#[tokio::test]
+async fn two_players_are_two_sessions_and_the_rollup_sums_them() {
+    let w = spawn_worker().await;
+    let first = w.envelope(&report(
+        "u1",
+        "m1",
+        1_700_000_000,
+        [100, 90, 120, 100, 95],
+        &[(1, 30, 100), (1, 10, 33), (0, 0, 0)],
+    ));
+    let second = w.envelope(&report(
+        "u1",
+        "m1",
+        1_700_003_600,
+        [50, 40, 60, 50, 140],
+        &[(0, 0, 0), (1, 5, 16), (1, 30, 100)],
+    ));
+    let other_user = w.envelope(&report(
+        "u2",
+        "m1",
+        1_700_000_000,
+        [7, 7, 7, 7, 7],
+        &[(1, 7, 23), (0, 0, 0), (0, 0, 0)],
+    ));
+    for e in [&first, &second, &other_user] {
+        w.publish(e).await;
+    }
+    w.wait_applied(3).await;
+
+    let db = w.h.db.client().await;
+    let sessions: i64 = db
+        .query_one(
+            "SELECT count(*) FROM watch_sessions WHERE client_user_id = 'u1'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(sessions, 2);
+    let p = db
+        .query_one(
+            "SELECT sessions, total_playtime, total_real_playtime, blocks_ever_played, \
+                    blocks_watched, last_position, first_watched_at = to_timestamp(1700000000) \
+             FROM watch_progress WHERE client_user_id = 'u1' AND media_content_key = 'm1'",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(p.get::<_, i32>(0), 2);
+    assert_eq!(p.get::<_, i64>(1), 150, "summing across sessions is right");
+    assert_eq!(p.get::<_, i64>(2), 130);
+    assert_eq!(
+        p.get::<_, Vec<bool>>(3),
+        [true, true, true],
+        "union over sessions"
+    );
+    assert_eq!(p.get::<_, i32>(4), 3);
+    assert_eq!(
+        p.get::<_, Option<i64>>(5),
+        Some(140),
+        "resume from the newest session"
+    );
+    assert!(p.get::<_, bool>(6));
+}
+
+#[tokio::test]
+async fn kollus_example_counters_are_kept_as_reported() {
+    let w = spawn_worker().await;
+    // Play 0-10 s at 2x, seek to 0, watch 10 s, pause 10 s; reported twice (periodic + pause).
+    let e = w.envelope(&report(
+        "u1",
+        "m1",
+        1_700_000_000,
+        [40, 20, 30, 20, 10],
+        &[],
+    ));
+    let again = w.envelope(&report(
+        "u1",
+        "m1",
+        1_700_000_000,
+        [40, 20, 30, 20, 10],
+        &[],
+    ));
+    w.publish(&e).await;
+    w.publish(&again).await;
+    w.wait_applied(2).await;
+    let row =
+        w.h.db
+            .client()
+            .await
+            .query_one(
+                "SELECT playtime, real_playtime, runtime, showtime, reports FROM watch_sessions",
+                &[],
+            )
+            .await
+            .unwrap();
+    assert_eq!(
+        (
+            row.get::<_, i64>(0),
+            row.get::<_, i64>(1),
+            row.get::<_, i64>(2),
+            row.get::<_, i64>(3)
+        ),
+        (40, 20, 30, 20)
+    );
+    assert_eq!(row.get::<_, i64>(4), 2, "two reports received");
+}
