@@ -1,1 +1,11 @@
-pub fn _x() {}
+//! token-api: signs Kollus playback tokens for the product app.
+
+pub mod auth;
+pub mod catalog;
+pub mod claims;
+pub mod configuration;
+pub mod metrics;
+pub mod problem;
+pub mod request;
+pub mod routes;
+pub mod startup;

@@ -1,0 +1,62 @@
+//! token-api's settings: flags and environment variables, documented in `--help`.
+
+use std::net::SocketAddr;
+
+use kollus_common::settings::{secret, DatabaseSettings};
+use kollus_common::telemetry::LogSettings;
+use secrecy::SecretString;
+
+use crate::auth::ApiKeys;
+
+/// Signs Kollus playback tokens for the product app, and answers its watch-history questions.
+#[derive(Debug, Clone, clap::Parser)]
+#[command(name = "token-api", version)]
+pub struct Settings {
+    /// Address to listen on.
+    #[arg(long, env = "LISTEN_ADDR", default_value = "127.0.0.1:8081")]
+    pub listen_addr: SocketAddr,
+    /// The Kollus account's security key (HS256 secret for playback tokens).
+    #[arg(long, env = "KOLLUS_SECURITY_KEY", value_parser = secret)]
+    pub security_key: SecretString,
+    /// The Kollus account's custom (user) key: tells Kollus which key verifies the token.
+    #[arg(long, env = "KOLLUS_CUSTOM_KEY")]
+    pub custom_key: String,
+    /// API keys of callers, as `name:key,name2:key2` (named so one can be rotated out; only the
+    /// name is ever logged).
+    #[arg(long, env = "TOKEN_API_KEYS", value_parser = ApiKeys::parse)]
+    pub api_keys: ApiKeys,
+    /// The Kollus player URL tokens are embedded in.
+    #[arg(
+        long,
+        env = "KOLLUS_PLAYER_URL",
+        default_value = "https://v.kr.kollus.com/s"
+    )]
+    pub player_url: String,
+    /// Token lifetime when the request gives none, in seconds.
+    #[arg(long, env = "TOKEN_DEFAULT_EXPIRES_IN", default_value_t = 3600)]
+    pub default_expires_in: i64,
+    /// Longest token lifetime a request may ask for, in seconds.
+    #[arg(long, env = "TOKEN_MAX_EXPIRES_IN", default_value_t = 86_400)]
+    pub max_expires_in: i64,
+    /// Most videos in one token.
+    #[arg(long, env = "TOKEN_MAX_MEDIA", default_value_t = 10)]
+    pub max_media: usize,
+    /// Also emit the RFC 7519 `exp` claim, equal to `expt`.
+    #[arg(long, env = "TOKEN_EMIT_EXP", default_value_t = true, action = clap::ArgAction::Set)]
+    pub emit_exp: bool,
+    /// Check videos against the catalog: `off`; `on` refuses videos the catalog knows are
+    /// deleted or in no channel; `require` also refuses videos the catalog has never seen.
+    #[arg(long, env = "STRICT_CATALOG", value_enum, default_value_t = StrictCatalog::On)]
+    pub strict_catalog: StrictCatalog,
+    #[command(flatten)]
+    pub database: DatabaseSettings,
+    #[command(flatten)]
+    pub log: LogSettings,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum StrictCatalog {
+    Off,
+    On,
+    Require,
+}

@@ -1,0 +1,109 @@
+//! Building and running token-api: the same [`Application`] runs in `main` and in tests.
+
+use std::net::TcpListener;
+use std::time::Instant;
+
+use actix_web::body::MessageBody;
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::middleware::{from_fn, Next};
+use actix_web::{web, App, HttpServer};
+use anyhow::Context as _;
+use jsonwebtoken::{DecodingKey, EncodingKey};
+use kollus_common::http::{configure_ops, Readiness};
+use secrecy::ExposeSecret as _;
+
+use crate::configuration::Settings;
+use crate::metrics::Metrics;
+use crate::problem::ApiError;
+use crate::request::Limits;
+use crate::routes::{issue_token, not_yet, verify_token, State};
+
+pub struct Application {
+    port: u16,
+    server: actix_web::dev::Server,
+}
+
+impl Application {
+    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        let pool = kollus_common::worker::connect_database(&settings.database).await?;
+        let metrics = Metrics::new();
+        let secret = settings.security_key.expose_secret().as_bytes();
+        let state = web::Data::new(State {
+            keys: settings.api_keys.clone(),
+            encoding_key: EncodingKey::from_secret(secret),
+            decoding_key: DecodingKey::from_secret(secret),
+            custom_key: settings.custom_key.clone(),
+            player_url: settings.player_url.clone(),
+            limits: Limits {
+                default_expires_in: settings.default_expires_in,
+                max_expires_in: settings.max_expires_in,
+                max_media: settings.max_media,
+            },
+            emit_exp: settings.emit_exp,
+            strict: settings.strict_catalog,
+            pool,
+            metrics: metrics.clone(),
+        });
+        let ready = Readiness::default();
+        ready.set(true);
+        let listener = TcpListener::bind(settings.listen_addr)
+            .with_context(|| format!("binding {}", settings.listen_addr))?;
+        let port = listener.local_addr()?.port();
+        let m = web::Data::new(metrics.clone());
+        let registry = metrics.registry.clone();
+        let server = HttpServer::new(move || {
+            App::new()
+                .app_data(state.clone())
+                .app_data(m.clone())
+                .app_data(
+                    web::JsonConfig::default()
+                        .error_handler(|e, _| ApiError::BadJson(e.to_string()).into()),
+                )
+                .wrap(from_fn(red_metrics))
+                .route("/v1/playback-tokens", web::post().to(issue_token))
+                .route("/v1/playback-tokens/verify", web::get().to(verify_token))
+                .route(
+                    "/v1/users/{client_user_id}/media/{media_content_key}/progress",
+                    web::get().to(not_yet),
+                )
+                .route("/v1/users/{client_user_id}/history", web::get().to(not_yet))
+                .route("/v1/media/{media_content_key}", web::get().to(not_yet))
+                .configure(|cfg| configure_ops(cfg, registry.clone(), ready.clone()))
+        })
+        .listen(listener)?
+        .run();
+        tracing::info!(addr = %settings.listen_addr, port, keys = ?settings.api_keys, "token-api listening");
+        Ok(Self { port, server })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        self.server.await
+    }
+}
+
+/// Requests and latency by route *pattern* (never a user id) and status.
+async fn red_metrics(
+    req: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    let started = Instant::now();
+    let metrics = req.app_data::<web::Data<Metrics>>().cloned();
+    let res = next.call(req).await?;
+    if let Some(m) = metrics {
+        let route = res
+            .request()
+            .match_pattern()
+            .unwrap_or_else(|| "unmatched".into());
+        m.requests
+            .with_label_values(&[&route, res.status().as_str()])
+            .inc();
+        m.request_duration
+            .with_label_values(&[&route])
+            .observe(started.elapsed().as_secs_f64());
+    }
+    Ok(res)
+}

@@ -1,0 +1,112 @@
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
+use hmac::{Hmac, Mac};
+use kollus_common::telemetry::{LogFormat, LogSettings};
+use kollus_common::testing::TestDb;
+use kollus_token_api::auth::ApiKeys;
+use kollus_token_api::configuration::{Settings, StrictCatalog};
+use kollus_token_api::startup::Application;
+use secrecy::SecretString;
+use sha2::Sha256;
+
+pub const SECURITY_KEY: &str = "test-security-key-0123456789";
+pub const CUSTOM_KEY: &str = "custom-key-abc";
+pub const APP_KEY: &str = "app-key-0123456789abcdef";
+pub const OPS_KEY: &str = "ops-key-0123456789abcdef";
+
+pub struct TestApp {
+    pub address: String,
+    pub db: TestDb,
+    pub client: reqwest::Client,
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(|_| {}).await
+}
+
+pub async fn spawn_app_with(tweak: impl FnOnce(&mut Settings)) -> TestApp {
+    let db = TestDb::new().await;
+    let mut settings = Settings {
+        listen_addr: "127.0.0.1:0".parse().unwrap(),
+        security_key: SecretString::from(SECURITY_KEY),
+        custom_key: CUSTOM_KEY.into(),
+        api_keys: ApiKeys::parse(&format!("app:{APP_KEY},ops:{OPS_KEY}")).unwrap(),
+        player_url: "https://v.kr.kollus.com/s".into(),
+        default_expires_in: 3600,
+        max_expires_in: 86_400,
+        max_media: 10,
+        emit_exp: true,
+        strict_catalog: StrictCatalog::On,
+        database: db.settings(),
+        log: LogSettings {
+            log_format: LogFormat::Text,
+            log_filter: "info".into(),
+        },
+    };
+    tweak(&mut settings);
+    let app = Application::build(settings)
+        .await
+        .expect("building token-api");
+    let address = format!("http://127.0.0.1:{}", app.port());
+    tokio::spawn(app.run_until_stopped());
+    TestApp {
+        address,
+        db,
+        client: reqwest::Client::new(),
+    }
+}
+
+impl TestApp {
+    pub async fn issue(&self, key: &str, body: serde_json::Value) -> reqwest::Response {
+        self.client
+            .post(format!("{}/v1/playback-tokens", self.address))
+            .bearer_auth(key)
+            .json(&body)
+            .send()
+            .await
+            .expect("request")
+    }
+
+    /// Puts a video in the catalog as sync-worker would leave it.
+    pub async fn catalog(&self, media: &str, in_channel: bool, deleted: bool) {
+        let db = self.db.client().await;
+        db.execute(
+            "INSERT INTO uploads (upload_file_key, first_event_at, last_event_at, deleted_at) \
+             VALUES ($1, now(), now(), CASE WHEN $2 THEN now() END)",
+            &[&format!("u-{media}"), &deleted],
+        )
+        .await
+        .unwrap();
+        db.execute(
+            "INSERT INTO media_contents VALUES ($1, $2, now(), now())",
+            &[&media, &format!("u-{media}")],
+        )
+        .await
+        .unwrap();
+        db.execute(
+            "INSERT INTO channel_memberships (media_content_key, channel_key, in_channel, \
+                 decided_at, decided_by) VALUES ($1, 'ch', $2, now(), gen_random_uuid())",
+            &[&media, &in_channel],
+        )
+        .await
+        .unwrap();
+    }
+}
+
+/// Verifies an HS256 JWT with HMAC-SHA256 directly (not the library that signed it) and
+/// returns its header and claims.
+pub fn verify_independently(token: &str, key: &str) -> (serde_json::Value, serde_json::Value) {
+    let parts: Vec<&str> = token.split('.').collect();
+    assert_eq!(parts.len(), 3, "a JWS compact token has three parts");
+    let mut mac = Hmac::<Sha256>::new_from_slice(key.as_bytes()).unwrap();
+    mac.update(format!("{}.{}", parts[0], parts[1]).as_bytes());
+    let signature = URL_SAFE_NO_PAD
+        .decode(parts[2])
+        .expect("base64url signature");
+    mac.verify_slice(&signature)
+        .expect("the signature verifies with the security key");
+    let decode = |p: &str| -> serde_json::Value {
+        serde_json::from_slice(&URL_SAFE_NO_PAD.decode(p).expect("base64url")).expect("JSON")
+    };
+    (decode(parts[0]), decode(parts[1]))
+}

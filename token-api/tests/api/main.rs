@@ -1,0 +1,4 @@
+//! token-api against a real PostgreSQL catalog.
+
+mod helpers;
+mod tokens;

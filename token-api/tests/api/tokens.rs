@@ -1,0 +1,210 @@
+use serde_json::json;
+
+use crate::helpers::*;
+
+#[tokio::test]
+async fn issues_a_token_kollus_accepts() {
+    let app = spawn_app().await;
+    let before = time::OffsetDateTime::now_utc().unix_timestamp();
+    let res = app
+        .issue(
+            APP_KEY,
+            json!({"client_user_id": "181353", "media": [{"media_content_key": "vnCVPVyV"}],
+                   "uservalues": {"uservalue0": "production"}, "player": {"t": 120}}),
+        )
+        .await;
+    assert_eq!(res.status(), 201);
+    let body: serde_json::Value = res.json().await.unwrap();
+    let token = body["token"].as_str().unwrap();
+
+    let (header, claims) = verify_independently(token, SECURITY_KEY);
+    assert_eq!(header, json!({"alg": "HS256", "typ": "JWT"}));
+    let expt = claims["expt"].as_i64().unwrap();
+    assert!(
+        (before + 3600..=before + 3602).contains(&expt),
+        "expt is Unix seconds, an hour ahead"
+    );
+    assert_eq!(
+        claims,
+        json!({"cuid": "181353", "expt": expt, "exp": expt, "mc": [{"mckey": "vnCVPVyV"}]})
+    );
+
+    let expires_at = time::OffsetDateTime::parse(
+        body["expires_at"].as_str().unwrap(),
+        &time::format_description::well_known::Rfc3339,
+    )
+    .unwrap();
+    assert_eq!(expires_at.unix_timestamp(), expt);
+    assert_eq!(
+        body["url"],
+        format!("https://v.kr.kollus.com/s?jwt={token}&custom_key={CUSTOM_KEY}&uservalue0=production&t=120")
+    );
+}
+
+#[tokio::test]
+async fn exp_can_be_turned_off() {
+    let app = spawn_app_with(|s| s.emit_exp = false).await;
+    let res = app
+        .issue(
+            APP_KEY,
+            json!({"client_user_id": "u", "media": [{"media_content_key": "m"}]}),
+        )
+        .await;
+    let body: serde_json::Value = res.json().await.unwrap();
+    let (_, claims) = verify_independently(body["token"].as_str().unwrap(), SECURITY_KEY);
+    assert!(claims.get("exp").is_none());
+    assert!(claims.get("expt").is_some());
+}
+
+#[tokio::test]
+async fn callers_need_a_valid_key_and_either_key_works() {
+    let app = spawn_app().await;
+    let body = json!({"client_user_id": "u", "media": [{"media_content_key": "m"}]});
+    for key in ["", "wrong-key-0123456789", &APP_KEY[..APP_KEY.len() - 1]] {
+        let res = app.issue(key, body.clone()).await;
+        assert_eq!(res.status(), 401, "key {key:?}");
+        assert_eq!(res.headers()["content-type"], "application/problem+json");
+    }
+    let no_header = app
+        .client
+        .post(format!("{}/v1/playback-tokens", app.address))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(no_header.status(), 401);
+    assert_eq!(app.issue(APP_KEY, body.clone()).await.status(), 201);
+    assert_eq!(app.issue(OPS_KEY, body).await.status(), 201);
+}
+
+#[tokio::test]
+async fn invalid_requests_are_400_naming_each_field() {
+    let app = spawn_app().await;
+    let res = app
+        .issue(
+            APP_KEY,
+            json!({"client_user_id": "", "expires_in": 0,
+                   "media": [{"media_content_key": "bad key", "play_section": {"start": 9, "end": 3}}]}),
+        )
+        .await;
+    assert_eq!(res.status(), 400);
+    let problem: serde_json::Value = res.json().await.unwrap();
+    assert_eq!(problem["status"], 400);
+    let fields: Vec<&str> = problem["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["field"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        fields,
+        [
+            "client_user_id",
+            "media[0].media_content_key",
+            "media[0].play_section",
+            "expires_in"
+        ]
+    );
+
+    let res = app
+        .issue(
+            APP_KEY,
+            json!({"client_user_id": "u", "media": [], "typo_field": 1}),
+        )
+        .await;
+    assert_eq!(res.status(), 400);
+    let problem: serde_json::Value = res.json().await.unwrap();
+    assert!(
+        problem["detail"].as_str().unwrap().contains("typo_field"),
+        "{problem}"
+    );
+}
+
+#[tokio::test]
+async fn strict_catalog_refuses_deleted_and_channelless_videos() {
+    let app = spawn_app().await;
+    app.catalog("playable1", true, false).await;
+    app.catalog("deleted1", true, true).await;
+    app.catalog("nochannel1", false, false).await;
+    let ask = |m: &str| json!({"client_user_id": "u", "media": [{"media_content_key": m}]});
+
+    assert_eq!(app.issue(APP_KEY, ask("playable1")).await.status(), 201);
+    assert_eq!(
+        app.issue(APP_KEY, ask("neverseen")).await.status(),
+        201,
+        "unknown is allowed in `on`"
+    );
+    for (media, says) in [("deleted1", "deleted"), ("nochannel1", "no Kollus channel")] {
+        let res = app.issue(APP_KEY, ask(media)).await;
+        assert_eq!(res.status(), 409, "{media}");
+        let problem: serde_json::Value = res.json().await.unwrap();
+        assert_eq!(problem["errors"][0]["field"], "media[0].media_content_key");
+        assert!(
+            problem["errors"][0]["message"]
+                .as_str()
+                .unwrap()
+                .contains(says),
+            "{problem}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn require_mode_refuses_unknown_videos() {
+    let app = spawn_app_with(|s| {
+        s.strict_catalog = kollus_token_api::configuration::StrictCatalog::Require
+    })
+    .await;
+    app.catalog("playable1", true, false).await;
+    let ask = |m: &str| json!({"client_user_id": "u", "media": [{"media_content_key": m}]});
+    assert_eq!(app.issue(APP_KEY, ask("playable1")).await.status(), 201);
+    assert_eq!(app.issue(APP_KEY, ask("neverseen")).await.status(), 409);
+}
+
+#[tokio::test]
+async fn verify_decodes_what_was_issued_and_refuses_forgeries() {
+    let app = spawn_app().await;
+    let body: serde_json::Value = app
+        .issue(
+            APP_KEY,
+            json!({"client_user_id": "u", "media": [{"media_content_key": "m"}]}),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    let token = body["token"].as_str().unwrap();
+    let verify = |t: String| {
+        app.client
+            .get(format!("{}/v1/playback-tokens/verify", app.address))
+            .query(&[("token", t)])
+            .bearer_auth(OPS_KEY)
+            .send()
+    };
+    let res = verify(token.to_owned()).await.unwrap();
+    assert_eq!(res.status(), 200);
+    let v: serde_json::Value = res.json().await.unwrap();
+    assert_eq!(v["valid"], true);
+    assert_eq!(v["claims"]["cuid"], "u");
+
+    let forged = format!("{}x", token);
+    assert_eq!(verify(forged).await.unwrap().status(), 400);
+}
+
+#[tokio::test]
+async fn read_endpoints_say_they_are_not_built_yet() {
+    let app = spawn_app().await;
+    for path in [
+        "/v1/users/u/media/m/progress",
+        "/v1/users/u/history",
+        "/v1/media/m",
+    ] {
+        let res = app
+            .client
+            .get(format!("{}{path}", app.address))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 501, "{path}");
+    }
+}
