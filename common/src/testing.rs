@@ -272,6 +272,7 @@ pub fn broker_binary() -> PathBuf {
 /// A real Kafka-protocol broker (tansu, in-memory storage) in its own process, for one test.
 pub struct Broker {
     child: Mutex<Option<Child>>,
+    producer: std::sync::OnceLock<rdkafka::producer::FutureProducer>,
     listen_port: u16,
     /// What clients connect to: the broker itself, or the fault proxy in front of it.
     pub addr: String,
@@ -286,6 +287,7 @@ impl Broker {
         let child = spawn_tansu(port, &addr).await;
         Self {
             child: Mutex::new(Some(child)),
+            producer: Default::default(),
             listen_port: port,
             addr,
             proxy: None,
@@ -302,6 +304,7 @@ impl Broker {
         let child = spawn_tansu(port, &addr).await;
         Self {
             child: Mutex::new(Some(child)),
+            producer: Default::default(),
             listen_port: port,
             addr,
             proxy: Some(proxy),
@@ -323,6 +326,40 @@ impl Broker {
 
     pub fn listen_port(&self) -> u16 {
         self.listen_port
+    }
+
+    /// Publishes `envelope` to `topic` as ingest would (same key and JSON) and waits for the
+    /// broker's acknowledgement. One producer serves every publish of a test.
+    pub async fn publish<P: serde::Serialize>(
+        &self,
+        topic: &str,
+        key: &str,
+        envelope: &crate::envelope::Envelope<P>,
+    ) {
+        let value = serde_json::to_vec(envelope).expect("serializable");
+        self.publish_raw(topic, key, &value).await;
+    }
+
+    /// Publishes arbitrary bytes (for poison-record tests).
+    pub async fn publish_raw(&self, topic: &str, key: &str, value: &[u8]) {
+        let producer = self.producer.get_or_init(|| {
+            crate::kafka::durable_producer(
+                &KafkaSettings::with_brokers(&self.addr),
+                "test-publisher",
+                Duration::from_secs(10),
+            )
+            .expect("creating a test producer")
+        });
+        crate::kafka::send(
+            producer,
+            topic,
+            key,
+            value,
+            crate::kafka::headers(&[]),
+            Duration::from_secs(10),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("publishing to {topic}: {e}"));
     }
 }
 
@@ -369,41 +406,6 @@ async fn spawn_tansu(port: u16, advertised: &str) -> Child {
     )
     .await;
     child
-}
-
-/// Publishes `envelope` to `topic` as ingest would (same key, headers and JSON), and waits for
-/// the broker's acknowledgement.
-pub async fn publish<P: serde::Serialize>(
-    brokers: &str,
-    topic: &str,
-    key: &str,
-    envelope: &crate::envelope::Envelope<P>,
-) {
-    publish_raw(
-        brokers,
-        topic,
-        key,
-        &serde_json::to_vec(envelope).expect("serializable"),
-    )
-    .await;
-}
-
-/// Publishes arbitrary bytes (for poison-record tests).
-pub async fn publish_raw(brokers: &str, topic: &str, key: &str, value: &[u8]) {
-    let settings = KafkaSettings::with_brokers(brokers);
-    let producer =
-        crate::kafka::durable_producer(&settings, "test-publisher", Duration::from_secs(10))
-            .expect("creating a test producer");
-    crate::kafka::send(
-        &producer,
-        topic,
-        key,
-        value,
-        crate::kafka::headers(&[]),
-        Duration::from_secs(10),
-    )
-    .await
-    .unwrap_or_else(|e| panic!("publishing to {topic}: {e}"));
 }
 
 /// How many records `topic` holds now (sum over partitions of high minus low watermark).

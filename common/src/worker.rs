@@ -10,6 +10,7 @@
 //! implementations make harmless (applying a record twice changes nothing).
 
 use std::future::Future;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{CommitMode, Consumer as _, StreamConsumer};
@@ -85,6 +86,8 @@ pub struct LoopMetrics {
     pub deadletters: prometheus::IntCounterVec,
     pub retries: prometheus::IntCounter,
     pub lag_seconds: prometheus::IntGauge,
+    pub assigned_partitions: prometheus::IntGauge,
+    pub consumer_lag_records: prometheus::IntGauge,
 }
 
 impl LoopMetrics {
@@ -118,12 +121,22 @@ impl LoopMetrics {
                 "lag_seconds",
                 "Now minus ingest's receive time of the newest applied record.",
             ),
+            assigned_partitions: gauge(
+                r,
+                "assigned_partitions",
+                "Partitions this instance owns in its consumer group.",
+            ),
+            consumer_lag_records: gauge(
+                r,
+                "consumer_lag_records",
+                "Records on this instance's partitions not consumed yet (high watermark minus position).",
+            ),
         }
     }
 }
 
 pub struct ConsumeLoop<A> {
-    pub consumer: StreamConsumer,
+    pub consumer: Arc<StreamConsumer>,
     pub producer: FutureProducer,
     pub deadletter_topic: String,
     /// Who gives up on a record, written into dead letters (`sync-worker`, ...).
@@ -144,6 +157,8 @@ impl<A: Apply> ConsumeLoop<A> {
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
         tokio::pin!(shutdown);
         self.ready.set(true);
+        // Sampled beside the loop, never by interrupting it: a batch is never cut short.
+        let gauges = tokio::spawn(sample_consumer(self.consumer.clone(), self.metrics.clone()));
         loop {
             let batch = tokio::select! {
                 _ = &mut shutdown => break,
@@ -170,6 +185,7 @@ impl<A: Apply> ConsumeLoop<A> {
                 .observe(started.elapsed().as_secs_f64());
         }
         self.ready.set(false);
+        gauges.abort();
         if let Err(e) = self.consumer.commit_consumer_state(CommitMode::Sync) {
             // Nothing stored since the last commit, or the broker is gone: the records replay.
             tracing::debug!(error = %e, "final offset commit");
@@ -313,6 +329,45 @@ impl<A: Apply> ConsumeLoop<A> {
     }
 }
 
+/// Keeps the assignment and lag gauges current: the assignment every second (a local call),
+/// the lag every five (asks the broker for high watermarks, on a blocking thread).
+async fn sample_consumer(consumer: Arc<StreamConsumer>, metrics: LoopMetrics) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut n: u64 = 0;
+    loop {
+        tick.tick().await;
+        n += 1;
+        let Ok(assignment) = consumer.assignment() else {
+            continue;
+        };
+        metrics.assigned_partitions.set(assignment.count() as i64);
+        if n % 5 != 1 {
+            continue;
+        }
+        let consumer = consumer.clone();
+        let lag = tokio::task::spawn_blocking(move || {
+            let positions = consumer.position().ok()?;
+            let mut lag = 0i64;
+            for p in positions.elements() {
+                let (_, high) = consumer
+                    .fetch_watermarks(p.topic(), p.partition(), Duration::from_secs(2))
+                    .ok()?;
+                let position = match p.offset() {
+                    rdkafka::Offset::Offset(o) => o,
+                    // Nothing consumed yet on this partition: all of it is lag (from 0).
+                    _ => 0,
+                };
+                lag += (high - position).max(0);
+            }
+            Some(lag)
+        })
+        .await;
+        if let Ok(Some(lag)) = lag {
+            metrics.consumer_lag_records.set(lag);
+        }
+    }
+}
+
 /// Worker settings both workers share (flattened into each one's `Settings`).
 #[derive(Debug, Clone, clap::Args)]
 pub struct ConsumeSettings {
@@ -393,7 +448,7 @@ impl<A: Apply> Worker<A> {
             port,
             admin,
             consume: ConsumeLoop {
-                consumer,
+                consumer: Arc::new(consumer),
                 producer,
                 deadletter_topic: kafka_settings.deadletter_topic.clone(),
                 stage: parts.stage,

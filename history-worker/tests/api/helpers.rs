@@ -4,18 +4,35 @@ use kollus_common::envelope::{Envelope, RawBody, RawRequest};
 use kollus_common::kollus::lms::LmsReport;
 use kollus_common::kollus::CallbackKind;
 use kollus_common::telemetry::{LogFormat, LogSettings};
-use kollus_common::testing::{eventually, publish, Harness};
+use kollus_common::testing::{eventually, Harness};
 use kollus_common::worker::ConsumeSettings;
 use kollus_history_worker::configuration::Settings;
 use kollus_history_worker::startup::Application;
 
 pub struct TestWorker {
     pub h: Harness,
+    port: u16,
+}
+
+/// Settings for an instance against the harness's database and broker.
+pub fn settings(h: &Harness) -> Settings {
+    Settings {
+        listen_addr: "127.0.0.1:0".parse().unwrap(),
+        group_id: "kollus-history-worker".into(),
+        consume: ConsumeSettings::default(),
+        database: h.db.settings(),
+        kafka: h.kafka.clone(),
+        log: LogSettings {
+            log_format: LogFormat::Text,
+            log_filter: "info".into(),
+        },
+    }
 }
 
 pub async fn spawn_worker() -> TestWorker {
     let mut w = TestWorker {
         h: Harness::new().await,
+        port: 0,
     };
     w.start().await;
     w
@@ -23,21 +40,16 @@ pub async fn spawn_worker() -> TestWorker {
 
 impl TestWorker {
     pub async fn start(&mut self) {
-        let settings = Settings {
-            listen_addr: "127.0.0.1:0".parse().unwrap(),
-            group_id: "kollus-history-worker".into(),
-            consume: ConsumeSettings::default(),
-            database: self.h.db.settings(),
-            kafka: self.h.kafka.clone(),
-            log: LogSettings {
-                log_format: LogFormat::Text,
-                log_filter: "info".into(),
-            },
-        };
-        let app = Application::build(settings)
+        let app = Application::build(settings(&self.h))
             .await
             .expect("building history-worker");
+        self.port = app.port();
         self.h.spawn(|stop| app.run_until(stop));
+    }
+
+    /// The admin port (`/metrics`) of the instance `start` runs.
+    pub fn port(&self) -> u16 {
+        self.port
     }
 
     /// Wraps a report in an envelope as ingest would (not yet published).
@@ -55,13 +67,14 @@ impl TestWorker {
     }
 
     pub async fn publish(&self, envelope: &Envelope<LmsReport>) {
-        publish(
-            &self.h.broker.addr,
-            &self.h.kafka.playback_topic,
-            &envelope.payload.partition_key(),
-            envelope,
-        )
-        .await;
+        self.h
+            .broker
+            .publish(
+                &self.h.kafka.playback_topic,
+                &envelope.payload.partition_key(),
+                envelope,
+            )
+            .await;
     }
 
     /// Waits until `playback_events` holds `n` envelope ids: every distinct record applied.

@@ -1,4 +1,5 @@
 //! history-worker against real PostgreSQL and a real broker.
 
+mod group;
 mod helpers;
 mod sessions;

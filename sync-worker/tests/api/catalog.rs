@@ -1,7 +1,7 @@
 use std::time::Duration;
 
 use kollus_common::kollus::CallbackKind;
-use kollus_common::testing::{eventually, publish_raw, read_topic};
+use kollus_common::testing::{eventually, read_topic};
 
 use crate::helpers::spawn_worker;
 
@@ -101,13 +101,9 @@ async fn a_redelivered_record_changes_nothing() {
 #[tokio::test]
 async fn a_poison_record_is_dead_lettered_and_the_worker_goes_on() {
     let w = spawn_worker().await;
-    publish_raw(
-        &w.h.broker.addr,
-        &w.h.kafka.content_topic,
-        "ufk-0001",
-        b"not json",
-    )
-    .await;
+    w.h.broker
+        .publish_raw(&w.h.kafka.content_topic, "ufk-0001", b"not json")
+        .await;
     w.send_fixture(CallbackKind::Upload, "upload.form").await;
     w.wait_applied(1).await;
 

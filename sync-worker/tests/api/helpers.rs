@@ -4,7 +4,7 @@ use kollus_common::envelope::{Envelope, RawBody, RawRequest};
 use kollus_common::kollus::platform::ContentEvent;
 use kollus_common::kollus::CallbackKind;
 use kollus_common::telemetry::{LogFormat, LogSettings};
-use kollus_common::testing::{eventually, fixture, publish, Harness};
+use kollus_common::testing::{eventually, fixture, Harness};
 use kollus_common::worker::ConsumeSettings;
 use kollus_sync_worker::configuration::Settings;
 use kollus_sync_worker::startup::Application;
@@ -57,13 +57,14 @@ impl TestWorker {
 
     /// Publishes an envelope again (what a Kafka re-delivery or replay looks like).
     pub async fn resend(&self, envelope: &Envelope<ContentEvent>) {
-        publish(
-            &self.h.broker.addr,
-            &self.h.kafka.content_topic,
-            envelope.payload.partition_key(),
-            envelope,
-        )
-        .await;
+        self.h
+            .broker
+            .publish(
+                &self.h.kafka.content_topic,
+                envelope.payload.partition_key(),
+                envelope,
+            )
+            .await;
     }
 
     pub async fn send_fixture(&self, kind: CallbackKind, name: &str) -> Envelope<ContentEvent> {

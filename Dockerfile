@@ -1,0 +1,34 @@
+# One image per service, from one build: docker build --target ingest -t kollus/ingest .
+FROM rust:1.95-bookworm AS build
+WORKDIR /src
+# librdkafka is built from source by rdkafka-sys: it needs a C toolchain (present) and make.
+COPY . .
+RUN --mount=type=cache,target=/usr/local/cargo/registry \
+    --mount=type=cache,target=/src/target \
+    cargo build --release --workspace --bins \
+ && mkdir -p /out \
+ && cp target/release/ingest target/release/sync-worker target/release/history-worker \
+       target/release/token-api /out/
+
+FROM debian:bookworm-slim AS runtime
+RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates \
+ && rm -rf /var/lib/apt/lists/* \
+ && useradd --system --uid 10001 kollus
+USER kollus
+ENV LOG_FORMAT=json
+
+FROM runtime AS ingest
+COPY --from=build /out/ingest /usr/local/bin/ingest
+ENTRYPOINT ["/usr/local/bin/ingest"]
+
+FROM runtime AS sync-worker
+COPY --from=build /out/sync-worker /usr/local/bin/sync-worker
+ENTRYPOINT ["/usr/local/bin/sync-worker"]
+
+FROM runtime AS history-worker
+COPY --from=build /out/history-worker /usr/local/bin/history-worker
+ENTRYPOINT ["/usr/local/bin/history-worker"]
+
+FROM runtime AS token-api
+COPY --from=build /out/token-api /usr/local/bin/token-api
+ENTRYPOINT ["/usr/local/bin/token-api"]

@@ -1,0 +1,92 @@
+#!/usr/bin/python3
+"""Checks docker-compose.yml without a Docker engine.
+
+1. A real Compose implementation (docker-compose) parses and validates it.
+2. Each of our services in it matches the binary it runs: every environment variable it sets is
+   one the binary reads (from the binary's own --help), every setting the binary requires is
+   set, and the port in LISTEN_ADDR is the one published and scraped by Prometheus.
+
+Usage: scripts/check-compose.py TARGET_DIR   (where the built binaries are)
+"""
+import os
+import re
+import subprocess
+import sys
+
+import yaml
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SERVICES = ["ingest", "sync-worker", "history-worker", "token-api"]
+failures = []
+passed = 0
+
+
+def check(ok, what):
+    global passed
+    if ok:
+        passed += 1
+    else:
+        failures.append(what)
+        print(f"FAIL: {what}", file=sys.stderr)
+
+
+def settings_of(binary):
+    """(env vars the binary reads, env vars it requires) from its --help."""
+    text = subprocess.run([binary, "--help"], check=True, capture_output=True, text=True).stdout
+    blocks = re.split(r"\n(?=\s+(?:-\w, )?--[a-z])", text)
+    reads, requires = set(), set()
+    for block in blocks:
+        m = re.search(r"\[env: ([A-Z0-9_]+)=", block)
+        if not m:
+            continue
+        reads.add(m.group(1))
+        takes_value = re.match(r"\s+(?:-\w, )?--[a-z-]+ <", block)
+        if takes_value and "[default:" not in block:
+            requires.add(m.group(1))
+    return reads, requires
+
+
+def main():
+    target = sys.argv[1] if len(sys.argv) > 1 else os.path.join(ROOT, "target", "debug")
+    env = dict(os.environ, CALLBACK_SECRET="x", KOLLUS_SECURITY_KEY="x", KOLLUS_CUSTOM_KEY="x",
+               TOKEN_API_KEYS="x:0123456789abcdef")
+    parsed = subprocess.run(["docker-compose", "-f", os.path.join(ROOT, "docker-compose.yml"),
+                             "config"], env=env, capture_output=True, text=True)
+    check(parsed.returncode == 0, f"docker-compose config: {parsed.stderr.strip()}")
+    if parsed.returncode != 0:
+        return
+    compose = yaml.safe_load(parsed.stdout)
+    services = compose["services"]
+    for name in ["kafka", "postgres", "prometheus", *SERVICES]:
+        check(name in services, f"service {name} is in docker-compose.yml")
+    with open(os.path.join(ROOT, "deploy", "prometheus.yml")) as f:
+        scrape = yaml.safe_load(f)
+    targets = {t for job in scrape["scrape_configs"] for sc in job["static_configs"]
+               for t in sc["targets"]}
+
+    for name in SERVICES:
+        svc = services.get(name, {})
+        environment = svc.get("environment", {}) or {}
+        reads, requires = settings_of(os.path.join(target, name))
+        for key in environment:
+            check(key in reads, f"{name}: compose sets {key}, which `{name} --help` does not list")
+        for key in requires:
+            check(key in environment, f"{name}: requires {key}, which compose does not set")
+        listen = environment.get("LISTEN_ADDR", "")
+        port = listen.rsplit(":", 1)[-1]
+        check(port.isdigit(), f"{name}: LISTEN_ADDR is set to host:port")
+        published = {str(p.get("target")) for p in svc.get("ports", []) if isinstance(p, dict)}
+        published |= {str(p).rsplit(":", 1)[-1] for p in svc.get("ports", []) if not isinstance(p, dict)}
+        published |= {str(p) for p in svc.get("expose", [])}
+        check(port in published, f"{name}: port {port} is published or exposed")
+        check(f"{name}:{port}" in targets, f"{name}: Prometheus scrapes {name}:{port}")
+        if "KAFKA_BROKERS" in environment:
+            check(environment["KAFKA_BROKERS"] == "kafka:9092", f"{name}: KAFKA_BROKERS is kafka:9092")
+        if "DATABASE_URL" in environment:
+            check("@postgres:5432/" in environment["DATABASE_URL"], f"{name}: DATABASE_URL is the postgres service")
+
+
+if __name__ == "__main__":
+    main()
+    print(f"compose: {passed} passed, {len(failures)} failed")
+    sys.exit(1 if failures else 0)

@@ -1,0 +1,94 @@
+#!/usr/bin/env bash
+# `make run`: the whole pipeline on this machine, in the foreground, logs prefixed by service.
+# Ctrl-C stops everything. Settings given in the environment (README "Settings") win over the
+# development defaults below; KAFKA_BROKERS or DATABASE_URL from outside replace the local ones.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+
+profile_flag=""; profile_dir=debug
+if [ "${PROFILE:-debug}" = release ]; then profile_flag=--release; profile_dir=release; fi
+bin="${CARGO_TARGET_DIR:-$root/target}/$profile_dir"
+
+# Development defaults: printed below, never fit for production.
+export CALLBACK_SECRET="${CALLBACK_SECRET:-dev-callback-secret}"
+export KOLLUS_SECURITY_KEY="${KOLLUS_SECURITY_KEY:-dev-security-key-change-me}"
+export KOLLUS_CUSTOM_KEY="${KOLLUS_CUSTOM_KEY:-dev-custom-key}"
+export TOKEN_API_KEYS="${TOKEN_API_KEYS:-dev:dev-api-key-0123456789}"
+export LOG_FORMAT="${LOG_FORMAT:-text}"
+ingest_addr="${INGEST_LISTEN_ADDR:-127.0.0.1:8080}"
+token_addr="${TOKEN_API_LISTEN_ADDR:-127.0.0.1:8081}"
+sync_addr="${SYNC_WORKER_LISTEN_ADDR:-127.0.0.1:9101}"
+history_addr="${HISTORY_WORKER_LISTEN_ADDR:-127.0.0.1:9102}"
+
+if [ -z "${DATABASE_URL:-}" ]; then
+  scripts/postgres.sh kollus
+  export DATABASE_URL=postgres://postgres@127.0.0.1:5432/kollus
+fi
+local_broker=
+if [ -z "${KAFKA_BROKERS:-}" ]; then
+  scripts/broker.sh install
+  local_broker=1
+  export KAFKA_BROKERS=127.0.0.1:9092
+fi
+
+echo "run: building the services ($profile_dir)" >&2
+cargo build --locked --workspace --bins $profile_flag
+
+pids=()
+stop() {
+  trap - INT TERM EXIT
+  echo "run: stopping" >&2
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+}
+trap stop INT TERM EXIT
+
+# Starts "$@" with its output prefixed by [name]; remembers the service's own pid.
+start() {
+  local name=$1; shift
+  local pidfile; pidfile=$(mktemp)
+  { "$@" 2>&1 & echo $! >"$pidfile"; wait; } | sed -u "s/^/[$name] /" &
+  for _ in $(seq 1 50); do [ -s "$pidfile" ] && break; sleep 0.02; done
+  pids+=("$(cat "$pidfile")"); rm -f "$pidfile"
+}
+
+wait_port() {
+  for _ in $(seq 1 200); do
+    (echo >"/dev/tcp/${1%:*}/${1##*:}") 2>/dev/null && return 0
+    sleep 0.1
+  done
+  echo "run: nothing answers on $1" >&2; return 1
+}
+
+if [ -n "$local_broker" ]; then
+  if (echo >/dev/tcp/127.0.0.1/9092) 2>/dev/null; then
+    echo "run: 127.0.0.1:9092 is taken; stop what uses it, or set KAFKA_BROKERS" >&2; exit 1
+  fi
+  start broker scripts/broker.sh run 9092
+  wait_port 127.0.0.1:9092
+fi
+LISTEN_ADDR=$ingest_addr start ingest "$bin/ingest"
+LISTEN_ADDR=$token_addr start token-api "$bin/token-api"
+LISTEN_ADDR=$sync_addr start sync-worker "$bin/sync-worker"
+LISTEN_ADDR=$history_addr start history-worker "$bin/history-worker"
+wait_port "$ingest_addr"; wait_port "$token_addr"
+
+cat >&2 <<MSG
+
+run: the pipeline is up (Ctrl-C stops it)
+  ingest          http://$ingest_addr/kollus/{upload,transcoding,content,channel,lms}?secret=\$CALLBACK_SECRET
+  token-api       http://$token_addr/v1/playback-tokens   (Authorization: Bearer <key>)
+  sync-worker     http://$sync_addr/metrics
+  history-worker  http://$history_addr/metrics
+  Kafka           $KAFKA_BROKERS
+  PostgreSQL      $(echo "$DATABASE_URL" | sed -E 's#//[^:@/]+:[^@]*@#//***@#')
+  dev secrets     CALLBACK_SECRET=$CALLBACK_SECRET
+                  KOLLUS_SECURITY_KEY=$KOLLUS_SECURITY_KEY  KOLLUS_CUSTOM_KEY=$KOLLUS_CUSTOM_KEY
+                  TOKEN_API_KEYS=$TOKEN_API_KEYS
+
+MSG
+# Stop everything as soon as any one service exits.
+wait -n
+echo "run: a service exited; stopping the rest" >&2
+exit 1

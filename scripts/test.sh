@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# `make test`: every tier (unit, integration, end-to-end) against a real PostgreSQL and a real
+# Kafka-protocol broker, plus the docker-compose.yml check. Installs what is missing first.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+target="${CARGO_TARGET_DIR:-$root/target}"
+
+scripts/broker.sh install
+scripts/postgres.sh
+
+if ! command -v docker-compose >/dev/null 2>&1 || ! /usr/bin/python3 -c 'import yaml' 2>/dev/null; then
+  echo "test: installing docker-compose (a Compose parser; no engine needed)" >&2
+  as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+  as_root apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker-compose >/dev/null
+fi
+
+# The end-to-end tests run the real binaries: build them (and the tests) first.
+cargo build --locked --workspace --bins --tests
+scripts/check-compose.py "$target/debug"
+
+if cargo nextest --version >/dev/null 2>&1; then
+  cargo nextest run --locked --workspace --no-fail-fast
+else
+  cargo test --locked --workspace --no-fail-fast
+fi

@@ -1,0 +1,8 @@
+//! End to end: ingest, sync-worker, history-worker and token-api as separate processes (the
+//! real binaries), a real broker and a real PostgreSQL; callbacks over HTTP, results read from
+//! the database and token-api.
+//!
+//! The binaries must be built first (`make test` does: `cargo build --workspace --bins`).
+
+mod pipeline;
+mod stack;

@@ -1,0 +1,149 @@
+//! The whole pipeline as processes, for one test.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use kollus_common::testing::{eventually, free_port, Broker, TestDb};
+
+pub const CALLBACK_SECRET: &str = "e2e-callback-secret";
+pub const SECURITY_KEY: &str = "e2e-security-key-0123456789";
+pub const CUSTOM_KEY: &str = "e2e-custom-key";
+pub const API_KEY: &str = "e2e-api-key-0123456789abcdef";
+
+/// A service process, killed when dropped.
+pub struct Process {
+    pub name: &'static str,
+    child: Child,
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        if let Ok(Some(status)) = self.child.try_wait() {
+            eprintln!(
+                "{} had already exited ({status}): see its log above",
+                self.name
+            );
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Fields drop in order: the processes stop before their broker and database go away.
+pub struct Stack {
+    _processes: Vec<Process>,
+    pub db: TestDb,
+    _broker: Broker,
+    pub ingest: String,
+    pub token_api: String,
+    pub sync_admin: String,
+    pub history_admin: String,
+    pub http: reqwest::Client,
+}
+
+/// Where cargo put the binaries: next to this test's own `deps/` directory.
+fn binary(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("the test binary's path");
+    let dir = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("target/<profile>/deps/<test>");
+    let path = dir.join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: build the services first (`cargo build --workspace --bins`, as `make test` does)",
+        path.display()
+    );
+    path
+}
+
+impl Stack {
+    pub async fn start() -> Self {
+        let db = TestDb::new().await;
+        let broker = Broker::start().await;
+        let ports = [free_port(), free_port(), free_port(), free_port()];
+        let addr = |p: u16| format!("127.0.0.1:{p}");
+        let common_env = [
+            ("KAFKA_BROKERS", broker.addr.clone()),
+            ("KAFKA_TOPIC_PARTITIONS", "3".to_owned()),
+            ("DATABASE_URL", db.url.clone()),
+            ("LOG_FORMAT", "text".to_owned()),
+            ("RUST_LOG", "warn".to_owned()),
+        ];
+        let spawn = |name: &'static str, env: &[(&str, String)]| {
+            let child = Command::new(binary(name))
+                .envs(common_env.iter().map(|(k, v)| (*k, v.as_str())))
+                .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+                .stdin(Stdio::null())
+                .spawn()
+                .unwrap_or_else(|e| panic!("starting {name}: {e}"));
+            Process { name, child }
+        };
+        let processes = vec![
+            spawn(
+                "ingest",
+                &[
+                    ("LISTEN_ADDR", addr(ports[0])),
+                    ("CALLBACK_SECRET", CALLBACK_SECRET.into()),
+                ],
+            ),
+            spawn(
+                "token-api",
+                &[
+                    ("LISTEN_ADDR", addr(ports[1])),
+                    ("KOLLUS_SECURITY_KEY", SECURITY_KEY.into()),
+                    ("KOLLUS_CUSTOM_KEY", CUSTOM_KEY.into()),
+                    ("TOKEN_API_KEYS", format!("e2e:{API_KEY}")),
+                ],
+            ),
+            spawn("sync-worker", &[("LISTEN_ADDR", addr(ports[2]))]),
+            spawn("history-worker", &[("LISTEN_ADDR", addr(ports[3]))]),
+        ];
+        let stack = Self {
+            _processes: processes,
+            db,
+            _broker: broker,
+            ingest: format!("http://{}", addr(ports[0])),
+            token_api: format!("http://{}", addr(ports[1])),
+            sync_admin: format!("http://{}", addr(ports[2])),
+            history_admin: format!("http://{}", addr(ports[3])),
+            http: reqwest::Client::new(),
+        };
+        for base in [
+            &stack.ingest,
+            &stack.token_api,
+            &stack.sync_admin,
+            &stack.history_admin,
+        ] {
+            stack.wait_ready(base).await;
+        }
+        stack
+    }
+
+    async fn wait_ready(&self, base: &str) {
+        let url = format!("{base}/readyz");
+        eventually(
+            &format!("{url} to answer 200"),
+            Duration::from_secs(30),
+            || async {
+                let res = self.http.get(&url).send().await.ok()?;
+                res.status().is_success().then_some(())
+            },
+        )
+        .await;
+    }
+
+    pub async fn callback(&self, route: &str, body: Vec<u8>) -> reqwest::Response {
+        self.http
+            .post(format!(
+                "{}/kollus/{route}?secret={CALLBACK_SECRET}",
+                self.ingest
+            ))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(body)
+            .send()
+            .await
+            .expect("posting a callback to ingest")
+    }
+}
