@@ -280,6 +280,10 @@ async fn read_capped(
 /// already says which).
 #[derive(Serialize)]
 #[serde(untagged)]
+#[allow(
+    clippy::large_enum_variant,
+    reason = "built once per request and moved straight into the envelope; boxing only adds an allocation"
+)]
 enum Parsed {
     Lms(LmsReport),
     Content(ContentEvent),
