@@ -13,7 +13,8 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
 FROM debian:bookworm-slim AS runtime
 RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates \
  && rm -rf /var/lib/apt/lists/* \
- && useradd --system --uid 10001 kollus
+ && useradd --system --uid 10001 kollus \
+ && mkdir -p /var/lib/kollus/spool && chown kollus /var/lib/kollus/spool
 USER kollus
 ENV LOG_FORMAT=json
 

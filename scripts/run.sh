@@ -16,6 +16,7 @@ export KOLLUS_SECURITY_KEY="${KOLLUS_SECURITY_KEY:-dev-security-key-change-me}"
 export KOLLUS_CUSTOM_KEY="${KOLLUS_CUSTOM_KEY:-dev-custom-key}"
 export TOKEN_API_KEYS="${TOKEN_API_KEYS:-dev:dev-api-key-0123456789}"
 export LOG_FORMAT="${LOG_FORMAT:-text}"
+export INGEST_SPOOL_DIR="${INGEST_SPOOL_DIR:-$root/.local/ingest-spool}"
 ingest_addr="${INGEST_LISTEN_ADDR:-127.0.0.1:8080}"
 token_addr="${TOKEN_API_LISTEN_ADDR:-127.0.0.1:8081}"
 sync_addr="${SYNC_WORKER_LISTEN_ADDR:-127.0.0.1:9101}"
@@ -82,6 +83,7 @@ run: the pipeline is up (Ctrl-C stops it)
   sync-worker     http://$sync_addr/metrics
   history-worker  http://$history_addr/metrics
   Kafka           $KAFKA_BROKERS
+  ingest spool    $INGEST_SPOOL_DIR
   PostgreSQL      $(echo "$DATABASE_URL" | sed -E 's#//[^:@/]+:[^@]*@#//***@#')
   dev secrets     CALLBACK_SECRET=$CALLBACK_SECRET
                   KOLLUS_SECURITY_KEY=$KOLLUS_SECURITY_KEY  KOLLUS_CUSTOM_KEY=$KOLLUS_CUSTOM_KEY

@@ -474,27 +474,48 @@ pub async fn read_topic(
 
 /// A TCP proxy a test can cut (every connection dropped, new ones refused) and restore, to
 /// simulate a dependency going away without killing it (after crates.io's `chaosproxy.rs`).
+///
+/// It runs on a thread and runtime of its own: a test that blocks its own runtime (a Kafka
+/// client's blocking close, say) must not also stop the traffic that close depends on.
 pub struct ChaosProxy {
     pub addr: SocketAddr,
     up: watch::Sender<bool>,
     accepting: Arc<AtomicBool>,
-    task: tokio::task::JoinHandle<()>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
 impl ChaosProxy {
     pub async fn start(upstream: SocketAddr) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("binding the proxy");
+        let listener = StdListener::bind("127.0.0.1:0").expect("binding the proxy");
+        listener
+            .set_nonblocking(true)
+            .expect("non-blocking listener");
         let addr = listener.local_addr().expect("proxy address");
         let (up, _) = watch::channel(true);
         let accepting = Arc::new(AtomicBool::new(true));
-        let task = tokio::spawn(Self::run(listener, upstream, up.clone(), accepting.clone()));
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let (up2, accepting2) = (up.clone(), accepting.clone());
+        std::thread::Builder::new()
+            .name("chaos-proxy".into())
+            .spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .expect("proxy runtime");
+                rt.block_on(async move {
+                    let listener = TcpListener::from_std(listener).expect("tokio listener");
+                    tokio::select! {
+                        _ = Self::run(listener, upstream, up2, accepting2) => {}
+                        _ = stopped => {}
+                    }
+                });
+            })
+            .expect("starting the proxy thread");
         Self {
             addr,
             up,
             accepting,
-            task,
+            stop: Some(stop),
         }
     }
 
@@ -540,7 +561,9 @@ impl ChaosProxy {
 
 impl Drop for ChaosProxy {
     fn drop(&mut self) {
-        self.task.abort();
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
     }
 }
 

@@ -28,6 +28,13 @@ pub struct Settings {
     /// past Kollus's timeout.
     #[arg(long, env = "INGEST_MAX_IN_FLIGHT", default_value_t = 4096)]
     pub max_in_flight: usize,
+    /// Directory of the on-disk spool that keeps callbacks while Kafka is unavailable. One per
+    /// ingest instance; what it holds at start-up is forwarded.
+    #[arg(long, env = "INGEST_SPOOL_DIR", default_value = "ingest-spool")]
+    pub spool_dir: std::path::PathBuf,
+    /// Most bytes the spool may hold; past it ingest answers 503 (Kollus retries).
+    #[arg(long, env = "INGEST_SPOOL_LIMIT_BYTES", default_value_t = 1 << 30)]
+    pub spool_limit: u64,
     /// HTTP worker threads (0: one per core).
     #[arg(long, env = "INGEST_HTTP_WORKERS", default_value_t = 0)]
     pub http_workers: usize,
@@ -39,8 +46,14 @@ pub struct Settings {
 
 impl Settings {
     /// Settings for tests: an ephemeral port and the given broker.
-    pub fn for_tests(kafka: KafkaSettings, callback_secret: &str) -> Self {
+    pub fn for_tests(
+        kafka: KafkaSettings,
+        callback_secret: &str,
+        spool_dir: std::path::PathBuf,
+    ) -> Self {
         Self {
+            spool_dir,
+            spool_limit: 1 << 30,
             listen_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             callback_secret: SecretString::from(callback_secret.to_owned()),
             body_limit: 256 * 1024,

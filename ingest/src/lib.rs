@@ -3,5 +3,7 @@
 
 pub mod configuration;
 pub mod metrics;
+pub mod publish;
 pub mod routes;
+pub mod spool;
 pub mod startup;

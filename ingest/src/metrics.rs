@@ -1,7 +1,9 @@
 //! ingest's metrics, in the `kollus_ingest` namespace.
 
-use kollus_common::metrics::{counter_vec, histogram, histogram_vec, latency_buckets, registry};
-use prometheus::{Histogram, HistogramVec, IntCounterVec, Registry};
+use kollus_common::metrics::{
+    counter, counter_vec, gauge, histogram, histogram_vec, latency_buckets, registry,
+};
+use prometheus::{Histogram, HistogramVec, IntCounter, IntCounterVec, IntGauge, Registry};
 
 #[derive(Clone)]
 pub struct Metrics {
@@ -10,6 +12,10 @@ pub struct Metrics {
     pub request_duration: HistogramVec,
     pub kafka_produce_duration: Histogram,
     pub deadletters: IntCounterVec,
+    pub spooled: IntCounter,
+    pub forwarded: IntCounter,
+    pub spooled_records: IntGauge,
+    pub spool_bytes: IntGauge,
 }
 
 impl Metrics {
@@ -41,6 +47,14 @@ impl Metrics {
                 "Requests sent to the dead-letter topic, by reason.",
                 &["reason"],
             ),
+            spooled: counter(
+                &r,
+                "spooled_total",
+                "Records written to the spool because Kafka could not take them in time.",
+            ),
+            forwarded: counter(&r, "forwarded_total", "Spooled records forwarded to Kafka."),
+            spooled_records: gauge(&r, "spooled_records", "Records in the spool now."),
+            spool_bytes: gauge(&r, "spool_bytes", "Bytes in the spool now."),
             registry: r,
         }
     }

@@ -10,14 +10,14 @@ use std::time::Instant;
 use actix_web::http::header::{self, ContentType};
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
-use kollus_common::envelope::{header as h, DeadLetter, Envelope, RawBody, RawRequest};
-use kollus_common::kafka;
+use kollus_common::envelope::{
+    header as h, DeadLetter, Envelope, RawBody, RawRequest, SCHEMA_VERSION,
+};
 use kollus_common::kollus::form::parse_form;
 use kollus_common::kollus::lms::LmsReport;
 use kollus_common::kollus::platform::ContentEvent;
 use kollus_common::kollus::{CallbackKind, PayloadError};
 use kollus_common::settings::KafkaSettings;
-use rdkafka::producer::FutureProducer;
 use secrecy::{ExposeSecret as _, SecretString};
 use serde::Serialize;
 use subtle::ConstantTimeEq as _;
@@ -25,14 +25,15 @@ use time::OffsetDateTime;
 use tokio::sync::Semaphore;
 
 use crate::metrics::Metrics;
+use crate::publish::{Durable, Publisher};
+use crate::spool::{SpoolError, SpooledRecord};
 
 /// What every handler needs, shared across HTTP workers.
 pub struct State {
     pub secret: SecretString,
     pub body_limit: usize,
-    pub ack_timeout: std::time::Duration,
     pub in_flight: Semaphore,
-    pub producer: FutureProducer,
+    pub publisher: Publisher,
     pub kafka: KafkaSettings,
     pub metrics: Metrics,
 }
@@ -55,6 +56,8 @@ pub enum CallbackError {
     Overloaded,
     #[error("the record could not be made durable: {0}")]
     Unavailable(String),
+    #[error(transparent)]
+    Spool(#[from] SpoolError),
 }
 
 impl CallbackError {
@@ -68,6 +71,8 @@ impl CallbackError {
             Self::BodyRead(_) => "body_read_failed",
             Self::Overloaded => "overloaded",
             Self::Unavailable(_) => "unavailable",
+            Self::Spool(SpoolError::Full { .. }) => "spool_full",
+            Self::Spool(SpoolError::Storage(_)) => "spool_failed",
         }
     }
 }
@@ -87,13 +92,18 @@ impl ResponseError for CallbackError {
             Self::UnsupportedMediaType(..) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::Invalid(_) | Self::BodyRead(_) => StatusCode::BAD_REQUEST,
-            Self::Overloaded | Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Overloaded | Self::Unavailable(_) | Self::Spool(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
         }
     }
 
     fn error_response(&self) -> HttpResponse {
         let mut res = HttpResponse::build(self.status_code());
-        if matches!(self, Self::Overloaded | Self::Unavailable(_)) {
+        if matches!(
+            self,
+            Self::Overloaded | Self::Unavailable(_) | Self::Spool(_)
+        ) {
             res.insert_header((header::RETRY_AFTER, "5"));
         }
         res.json(ErrorBody {
@@ -110,6 +120,9 @@ impl ResponseError for CallbackError {
 #[derive(Serialize)]
 struct Accepted {
     id: uuid::Uuid,
+    /// True when Kafka was unavailable and the record waits in the local spool.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    spooled: bool,
 }
 
 fn route_kind(segment: &str) -> Option<CallbackKind> {
@@ -141,11 +154,14 @@ pub async fn callback(
     let started = Instant::now();
     let result = accept(kind, &req, payload, &state).await;
     let response = match &result {
-        Ok(id) => HttpResponse::Ok().json(Accepted { id: *id }),
+        Ok((id, durable)) => HttpResponse::Ok().json(Accepted {
+            id: *id,
+            spooled: *durable == Durable::Spool,
+        }),
         Err(e) => {
             match e {
-                CallbackError::Unavailable(why) => {
-                    tracing::error!(route = kind.as_str(), why, "callback not made durable: 503")
+                CallbackError::Unavailable(_) | CallbackError::Spool(_) => {
+                    tracing::error!(route = kind.as_str(), error = %e, "callback not made durable: 503")
                 }
                 CallbackError::Unauthorized | CallbackError::Overloaded => {}
                 other => tracing::warn!(route = kind.as_str(), error = %other, "callback refused"),
@@ -172,7 +188,7 @@ async fn accept(
     req: &HttpRequest,
     payload: web::Payload,
     state: &State,
-) -> Result<uuid::Uuid, CallbackError> {
+) -> Result<(uuid::Uuid, Durable), CallbackError> {
     let _permit = state
         .in_flight
         .try_acquire()
@@ -213,32 +229,20 @@ async fn accept(
         ..Envelope::new(kind, parsed, raw)
     };
     let id = envelope.id;
-    let value = serde_json::to_vec(&envelope)
+    let value = serde_json::to_string(&envelope)
         .map_err(|e| CallbackError::Unavailable(format!("serializing envelope: {e}")))?;
-    let headers = kafka::headers(&[
-        (h::KIND, kind.as_str()),
-        (
-            h::SCHEMA_VERSION,
-            &kollus_common::envelope::SCHEMA_VERSION.to_string(),
-        ),
-        (h::ID, &id.to_string()),
-    ]);
-    let produce_started = Instant::now();
-    kafka::send(
-        &state.producer,
-        topic,
-        &key,
-        &value,
-        headers,
-        state.ack_timeout,
-    )
-    .await
-    .map_err(|e| CallbackError::Unavailable(format!("Kafka did not acknowledge: {e}")))?;
-    state
-        .metrics
-        .kafka_produce_duration
-        .observe(produce_started.elapsed().as_secs_f64());
-    Ok(id)
+    let record = SpooledRecord {
+        topic: topic.to_owned(),
+        key,
+        headers: vec![
+            (h::KIND.into(), kind.as_str().into()),
+            (h::SCHEMA_VERSION.into(), SCHEMA_VERSION.to_string()),
+            (h::ID.into(), id.to_string()),
+        ],
+        value,
+    };
+    let durable = state.publisher.publish(record).await?;
+    Ok((id, durable))
 }
 
 /// Checks `?secret=` in constant time and returns the other query parameters.
@@ -371,29 +375,25 @@ async fn dead_letter(
         record: None,
         raw: Some(raw),
     };
-    let value = match serde_json::to_vec(&record) {
+    let value = match serde_json::to_string(&record) {
         Ok(v) => v,
         Err(e) => {
             tracing::error!(error = %e, "serializing a dead letter failed");
             return;
         }
     };
-    let headers = kafka::headers(&[
-        (h::KIND, kind.as_str()),
-        (h::REASON, why.code()),
-        (h::ID, &record.id.to_string()),
-    ]);
-    match kafka::send(
-        &state.producer,
-        &state.kafka.deadletter_topic,
-        kind.as_str(),
-        &value,
-        headers,
-        state.ack_timeout,
-    )
-    .await
-    {
-        Ok(()) => state
+    let spooled = SpooledRecord {
+        topic: state.kafka.deadletter_topic.clone(),
+        key: kind.as_str().into(),
+        headers: vec![
+            (h::KIND.into(), kind.as_str().into()),
+            (h::REASON.into(), why.code().into()),
+            (h::ID.into(), record.id.to_string()),
+        ],
+        value,
+    };
+    match state.publisher.publish(spooled).await {
+        Ok(_) => state
             .metrics
             .deadletters
             .with_label_values(&[why.code()])

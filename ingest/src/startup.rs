@@ -9,9 +9,14 @@ use kollus_common::http::{configure_ops, Readiness};
 use kollus_common::kafka;
 use tokio::sync::Semaphore;
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
 use crate::configuration::Settings;
 use crate::metrics::Metrics;
+use crate::publish::{forward, Publisher};
 use crate::routes::{callback, State};
+use crate::spool::Spool;
 
 pub struct Application {
     port: u16,
@@ -21,18 +26,44 @@ pub struct Application {
 impl Application {
     /// Binds the listener, connects the producer and makes sure the topics exist.
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
-        kafka::ensure_topics(&settings.kafka, &settings.kafka.topics()).await?;
+        let spool = Spool::open(&settings.spool_dir, settings.spool_limit)?;
+        let metrics = Metrics::new();
+        metrics.spooled_records.set(spool.records() as i64);
+        metrics.spool_bytes.set(spool.bytes() as i64);
+        // Without Kafka ingest still starts, and spools; topics are made when Kafka answers.
+        tokio::spawn(ensure_topics_eventually(settings.kafka.clone()));
+        // Requests wait at most the acknowledgement budget; the forwarder can wait longer.
         let producer =
             kafka::durable_producer(&settings.kafka, "kollus-ingest", settings.ack_timeout)?;
-        let metrics = Metrics::new();
+        let forward_producer = kafka::durable_producer(
+            &settings.kafka,
+            "kollus-ingest-forwarder",
+            Duration::from_secs(5),
+        )?;
+        let kafka_ok = Arc::new(AtomicBool::new(true));
+        tokio::spawn(forward(
+            spool.clone(),
+            forward_producer,
+            kafka_ok.clone(),
+            metrics.clone(),
+        ));
         let ready = Readiness::default();
-        ready.set(true);
+        tokio::spawn(track_readiness(
+            ready.clone(),
+            spool.clone(),
+            kafka_ok.clone(),
+        ));
         let state = Arc::new(State {
             secret: settings.callback_secret.clone(),
             body_limit: settings.body_limit,
-            ack_timeout: settings.ack_timeout,
             in_flight: Semaphore::new(settings.max_in_flight),
-            producer,
+            publisher: Publisher {
+                producer,
+                spool,
+                ack_timeout: settings.ack_timeout,
+                kafka_ok,
+                metrics: metrics.clone(),
+            },
             kafka: settings.kafka.clone(),
             metrics: metrics.clone(),
         });
@@ -66,5 +97,35 @@ impl Application {
 
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         self.server.await
+    }
+}
+
+/// Creates the topics once Kafka answers, retrying in the background.
+async fn ensure_topics_eventually(kafka_settings: kollus_common::settings::KafkaSettings) {
+    let mut backoff = Duration::from_secs(1);
+    loop {
+        let attempt = tokio::time::timeout(
+            Duration::from_secs(15),
+            kafka::ensure_topics(&kafka_settings, &kafka_settings.topics()),
+        )
+        .await;
+        match attempt {
+            Ok(Ok(())) => return,
+            Ok(Err(e)) => {
+                tracing::warn!(error = format!("{e:#}"), retry_in = ?backoff, "could not ensure topics")
+            }
+            Err(_) => tracing::warn!(retry_in = ?backoff, "Kafka did not answer topic creation"),
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(30));
+    }
+}
+
+/// `/readyz`: Kafka is taking records directly and the spool has room.
+async fn track_readiness(ready: Readiness, spool: Spool, kafka_ok: Arc<AtomicBool>) {
+    let mut tick = tokio::time::interval(Duration::from_millis(250));
+    loop {
+        tick.tick().await;
+        ready.set(kafka_ok.load(Ordering::Acquire) && !spool.is_full());
     }
 }

@@ -20,8 +20,16 @@ pub async fn spawn_app() -> TestApp {
 }
 
 pub async fn spawn_app_with(tweak: impl FnOnce(&mut Settings)) -> TestApp {
-    let broker = Broker::start().await;
-    let mut settings = Settings::for_tests(broker.settings(), SECRET);
+    spawn_app_on(Broker::start().await, tweak).await
+}
+
+/// A fresh spool directory for one ingest.
+pub fn spool_dir() -> std::path::PathBuf {
+    std::env::temp_dir().join(format!("kollus-ingest-test-{}", uuid::Uuid::now_v7()))
+}
+
+pub async fn spawn_app_on(broker: Broker, tweak: impl FnOnce(&mut Settings)) -> TestApp {
+    let mut settings = Settings::for_tests(broker.settings(), SECRET, spool_dir());
     tweak(&mut settings);
     let app = Application::build(settings).await.expect("building ingest");
     let address = format!("http://127.0.0.1:{}", app.port());

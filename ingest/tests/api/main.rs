@@ -1,4 +1,5 @@
 //! ingest against a real broker: what Kollus and players post, and what lands on Kafka.
 
 mod callbacks;
+mod faults;
 mod helpers;

@@ -1,0 +1,154 @@
+//! Making a record durable: Kafka first, the spool when Kafka cannot acknowledge in time.
+//!
+//! While the spool holds anything, new records go straight to it (behind the older ones) until
+//! the forwarder has drained it. That keeps arrival order, and during an outage no request
+//! waits out the acknowledgement budget again.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use kollus_common::kafka;
+use rdkafka::producer::FutureProducer;
+
+use crate::metrics::Metrics;
+use crate::spool::{Spool, SpoolError, SpooledRecord};
+
+/// Where a record became durable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durable {
+    Kafka,
+    Spool,
+}
+
+pub struct Publisher {
+    pub producer: FutureProducer,
+    pub spool: Spool,
+    pub ack_timeout: Duration,
+    /// False from a failed produce until the forwarder has drained the spool.
+    pub kafka_ok: Arc<AtomicBool>,
+    pub metrics: Metrics,
+}
+
+impl Publisher {
+    pub async fn publish(&self, record: SpooledRecord) -> Result<Durable, SpoolError> {
+        if self.kafka_ok.load(Ordering::Acquire) && self.spool.records() == 0 {
+            let started = Instant::now();
+            let headers: Vec<(&str, &str)> = record
+                .headers
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str()))
+                .collect();
+            let sent = tokio::time::timeout(
+                self.ack_timeout,
+                kafka::send(
+                    &self.producer,
+                    &record.topic,
+                    &record.key,
+                    record.value.as_bytes(),
+                    kafka::headers(&headers),
+                    self.ack_timeout,
+                ),
+            )
+            .await;
+            match sent {
+                Ok(Ok(())) => {
+                    self.metrics
+                        .kafka_produce_duration
+                        .observe(started.elapsed().as_secs_f64());
+                    return Ok(Durable::Kafka);
+                }
+                Ok(Err(e)) => tracing::warn!(error = %e, "Kafka refused a record; spooling"),
+                Err(_) => {
+                    tracing::warn!(budget = ?self.ack_timeout, "Kafka did not acknowledge in time; spooling")
+                }
+            }
+            if self.kafka_ok.swap(false, Ordering::AcqRel) {
+                tracing::error!("Kafka unavailable: callbacks go to the spool until it recovers");
+            }
+        }
+        self.spool.append(&record).await?;
+        self.metrics.spooled.inc();
+        self.metrics
+            .spooled_records
+            .set(self.spool.records() as i64);
+        self.metrics.spool_bytes.set(self.spool.bytes() as i64);
+        Ok(Durable::Spool)
+    }
+}
+
+/// Drains the spool to Kafka, oldest first, removing only what Kafka acknowledged. Runs for
+/// the life of the process.
+pub async fn forward(
+    spool: Spool,
+    producer: FutureProducer,
+    kafka_ok: Arc<AtomicBool>,
+    metrics: Metrics,
+) {
+    const BATCH: usize = 1000;
+    let mut backoff = Duration::from_millis(200);
+    loop {
+        if spool.records() == 0 {
+            kafka_ok.store(true, Ordering::Release);
+            // Woken by the next append; the timeout is only a safety net.
+            let _ = tokio::time::timeout(Duration::from_secs(1), spool.appended.notified()).await;
+            continue;
+        }
+        let reader = spool.clone();
+        let batch = match tokio::task::spawn_blocking(move || reader.oldest(BATCH)).await {
+            Ok(Ok(b)) => b,
+            Ok(Err(e)) => {
+                tracing::error!(error = format!("{e:#}"), "reading the spool failed");
+                tokio::time::sleep(backoff).await;
+                continue;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "spool reader panicked");
+                continue;
+            }
+        };
+        let sends = batch.iter().map(|(_, _, r)| {
+            let headers: Vec<(&str, &str)> = r
+                .headers
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str()))
+                .collect();
+            kafka::send(
+                &producer,
+                &r.topic,
+                &r.key,
+                r.value.as_bytes(),
+                kafka::headers(&headers),
+                Duration::from_secs(5),
+            )
+        });
+        let results = futures_util::future::join_all(sends).await;
+        // Remove the acknowledged prefix: order is kept, and what follows a failure is retried
+        // (possibly sent twice, with the same envelope id, which the workers deduplicate).
+        let acked = results.iter().take_while(|r| r.is_ok()).count();
+        if acked > 0 {
+            let done = batch[..acked]
+                .iter()
+                .map(|(k, size, _)| (*k, *size))
+                .collect();
+            if let Err(e) = spool.remove(done).await {
+                tracing::error!(error = %e, "removing forwarded records from the spool failed");
+            }
+            metrics.forwarded.inc_by(acked as u64);
+            metrics.spooled_records.set(spool.records() as i64);
+            metrics.spool_bytes.set(spool.bytes() as i64);
+        }
+        if acked == batch.len() {
+            backoff = Duration::from_millis(200);
+            if spool.records() == 0 {
+                tracing::info!("spool drained: Kafka is taking callbacks again");
+            }
+        } else {
+            if let Some(Err(e)) = results.get(acked) {
+                tracing::warn!(error = %e, left = spool.records(), retry_in = ?backoff, "forwarding the spool to Kafka failed");
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_secs(5));
+        }
+    }
+}

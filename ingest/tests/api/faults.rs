@@ -1,0 +1,280 @@
+//! Kafka unreachable: ingest keeps answering 200 from its spool and forwards everything once
+//! Kafka is back. A real TCP proxy stands between ingest and the broker and is cut.
+
+use std::collections::HashSet;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt as _;
+use kollus_common::testing::{eventually, fixture, free_port, Broker};
+use rdkafka::consumer::{Consumer as _, StreamConsumer};
+use rdkafka::message::{Headers as _, Message as _};
+use rdkafka::ClientConfig;
+
+use crate::helpers::*;
+
+/// Envelope ids on `topic` (the `id` header), read until `want` are all there or `timeout`.
+async fn ids_on_topic(
+    brokers: &str,
+    topic: &str,
+    want: &HashSet<String>,
+    timeout: Duration,
+) -> (HashSet<String>, usize) {
+    let consumer: StreamConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", format!("fault-reader-{}", uuid::Uuid::now_v7()))
+        .set("auto.offset.reset", "earliest")
+        .set("session.timeout.ms", "6000")
+        .set("log_level", "3")
+        .create()
+        .unwrap();
+    consumer.subscribe(&[topic]).unwrap();
+    let (mut seen, mut total) = (HashSet::new(), 0usize);
+    let deadline = tokio::time::Instant::now() + timeout;
+    while !want.is_subset(&seen) {
+        match tokio::time::timeout_at(deadline, consumer.recv()).await {
+            Ok(Ok(m)) => {
+                total += 1;
+                let id = m
+                    .headers()
+                    .and_then(|h| h.iter().find(|h| h.key == "id").and_then(|h| h.value))
+                    .map(|v| String::from_utf8_lossy(v).into_owned())
+                    .expect("every record has an id header");
+                seen.insert(id);
+            }
+            Ok(Err(e)) => panic!("reading {topic}: {e}"),
+            Err(_) => break,
+        }
+    }
+    (seen, total)
+}
+
+/// One LMS callback for a distinct user; returns (status, answer id, latency).
+async fn post_one(
+    client: &reqwest::Client,
+    base: &str,
+    n: usize,
+) -> (u16, Option<String>, Duration) {
+    let body = String::from_utf8(fixture("lms-seed.form"))
+        .unwrap()
+        .replace("%22181353%22", &format!("%22user{n}%22"));
+    let started = Instant::now();
+    let res = client
+        .post(format!("{base}/kollus/lms?secret={SECRET}"))
+        .header("content-type", FORM)
+        .body(body)
+        .send()
+        .await;
+    let elapsed = started.elapsed();
+    match res {
+        Ok(r) => {
+            let status = r.status().as_u16();
+            let v: Option<serde_json::Value> = r.json().await.ok();
+            let id = v.and_then(|v| v["id"].as_str().map(str::to_owned));
+            (status, id, elapsed)
+        }
+        Err(_) => (0, None, elapsed),
+    }
+}
+
+#[tokio::test]
+async fn kafka_unreachable_for_a_minute_loses_nothing() {
+    const CALLBACKS: usize = 5000;
+    const OUTAGE: Duration = Duration::from_secs(60);
+    let app = spawn_app_on(Broker::start_behind_proxy().await, |_| {}).await;
+    // Kafka is up: a first callback goes straight through.
+    assert_eq!(post_one(&app.client, &app.address, 0).await.0, 200);
+
+    app.broker.proxy().cut();
+    let started = Instant::now();
+    let interval = OUTAGE.mul_f64(0.9) / CALLBACKS as u32;
+    let results: Vec<_> = futures_util::stream::iter(1..=CALLBACKS)
+        .map(|n| {
+            let (client, base) = (app.client.clone(), app.address.clone());
+            async move {
+                // A steady arrival rate over the outage, as players and Kollus would send.
+                tokio::time::sleep_until((started + interval * n as u32).into()).await;
+                post_one(&client, &base, n).await
+            }
+        })
+        .buffer_unordered(512)
+        .collect()
+        .await;
+    let slowest = results.iter().map(|r| r.2).max().unwrap();
+    let not_ok: Vec<_> = results.iter().filter(|r| r.0 != 200).map(|r| r.0).collect();
+    assert!(
+        not_ok.is_empty(),
+        "{} callbacks not answered 200: {:?}",
+        not_ok.len(),
+        &not_ok[..not_ok.len().min(10)]
+    );
+    assert!(
+        slowest < Duration::from_secs(2),
+        "slowest answer took {slowest:?}; Kollus gives up at 3 s"
+    );
+    let metrics = app
+        .client
+        .get(format!("{}/metrics", app.address))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains(&format!("kollus_ingest_spooled_total {CALLBACKS}")),
+        "all {CALLBACKS} spooled"
+    );
+    let ready = app
+        .client
+        .get(format!("{}/readyz", app.address))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), 503, "not ready while Kafka is unreachable");
+    tokio::time::sleep_until((started + OUTAGE).into()).await;
+
+    app.broker.proxy().restore();
+    let acked: HashSet<String> = results.into_iter().filter_map(|r| r.1).collect();
+    assert_eq!(acked.len(), CALLBACKS);
+    let (seen, total) = ids_on_topic(
+        &app.broker.addr,
+        "kollus.playback.v1",
+        &acked,
+        Duration::from_secs(90),
+    )
+    .await;
+    let missing = acked.difference(&seen).count();
+    assert_eq!(missing, 0, "every acknowledged callback is on the topic");
+    assert_eq!(
+        seen.len(),
+        CALLBACKS + 1,
+        "nothing else, nothing doubled ({total} records read)"
+    );
+    eventually(
+        "the spool to drain and readiness to return",
+        Duration::from_secs(30),
+        || async {
+            let res = app
+                .client
+                .get(format!("{}/readyz", app.address))
+                .send()
+                .await
+                .ok()?;
+            (res.status() == 200).then_some(())
+        },
+    )
+    .await;
+}
+
+struct Ingest(Child);
+
+impl Drop for Ingest {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn start_ingest(port: u16, brokers: &str, spool: &std::path::Path) -> Ingest {
+    Ingest(
+        Command::new(env!("CARGO_BIN_EXE_ingest"))
+            .env("LISTEN_ADDR", format!("127.0.0.1:{port}"))
+            .env("CALLBACK_SECRET", SECRET)
+            .env("KAFKA_BROKERS", brokers)
+            .env("KAFKA_TOPIC_PARTITIONS", "3")
+            .env("INGEST_SPOOL_DIR", spool)
+            .env("RUST_LOG", "error")
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("starting the ingest binary"),
+    )
+}
+
+#[tokio::test]
+async fn kill_9_mid_outage_keeps_every_acknowledged_callback() {
+    let broker = Broker::start_behind_proxy().await;
+    let spool = spool_dir();
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let client = reqwest::Client::new();
+    let up = || async {
+        let res = client.get(format!("{base}/healthz")).send().await.ok()?;
+        res.status().is_success().then_some(())
+    };
+    let mut ingest = start_ingest(port, &broker.addr, &spool);
+    eventually("ingest to start", Duration::from_secs(30), up).await;
+    broker.proxy().cut();
+
+    // Callbacks pour in; ingest is killed (SIGKILL) while they do.
+    let sender = {
+        let (client, base) = (client.clone(), base.clone());
+        tokio::spawn(async move {
+            futures_util::stream::iter(0..3000)
+                .map(|n| post_one(&client, &base, n))
+                .buffer_unordered(64)
+                .collect::<Vec<_>>()
+                .await
+        })
+    };
+    eventually(
+        "some callbacks to be spooled",
+        Duration::from_secs(30),
+        || async {
+            let text = client
+                .get(format!("{base}/metrics"))
+                .send()
+                .await
+                .ok()?
+                .text()
+                .await
+                .ok()?;
+            let spooled: u64 = text
+                .lines()
+                .find(|l| l.starts_with("kollus_ingest_spooled_total "))?
+                .rsplit(' ')
+                .next()?
+                .parse()
+                .ok()?;
+            (spooled >= 1000).then_some(())
+        },
+    )
+    .await;
+    ingest.0.kill().expect("kill -9");
+    ingest.0.wait().unwrap();
+    let first_round = sender.await.unwrap();
+    let mut acked: HashSet<String> = first_round
+        .iter()
+        .filter(|r| r.0 == 200)
+        .filter_map(|r| r.1.clone())
+        .collect();
+    let refused = first_round.iter().filter(|r| r.0 != 200).count();
+    assert!(
+        acked.len() >= 1000 && refused > 0,
+        "killed mid-stream: {} acked, {refused} cut off",
+        acked.len()
+    );
+
+    // Restarted on the same spool, still without Kafka: it takes more, then forwards it all.
+    let _ingest = start_ingest(port, &broker.addr, &spool);
+    eventually("ingest to restart", Duration::from_secs(30), up).await;
+    for n in 5000..5100 {
+        let (status, id, _) = post_one(&client, &base, n).await;
+        assert_eq!(status, 200);
+        acked.insert(id.unwrap());
+    }
+    broker.proxy().restore();
+    let (seen, _) = ids_on_topic(
+        &broker.addr,
+        "kollus.playback.v1",
+        &acked,
+        Duration::from_secs(90),
+    )
+    .await;
+    assert_eq!(
+        acked.difference(&seen).count(),
+        0,
+        "every acknowledged callback is on the topic"
+    );
+    let _ = std::fs::remove_dir_all(&spool);
+}
