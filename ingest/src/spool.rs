@@ -45,9 +45,13 @@ pub enum SpoolError {
     Storage(String),
 }
 
+/// Where the writer answers a request once its transaction committed (or failed).
+type Reply = oneshot::Sender<Result<(), SpoolError>>;
+
 enum Op {
-    Append(Vec<u8>, oneshot::Sender<Result<(), SpoolError>>),
-    Remove(Vec<(u64, u64)>, oneshot::Sender<Result<(), SpoolError>>),
+    Append(Vec<u8>, Reply),
+    /// Forwarded records: (sequence number, stored size).
+    Remove(Vec<(u64, u64)>, Reply),
 }
 
 /// Handle to the spool; cheap to clone.
@@ -238,8 +242,8 @@ impl Writer {
     /// One transaction, one fsync, for a whole group.
     fn commit(
         &mut self,
-        appends: &[(Vec<u8>, oneshot::Sender<Result<(), SpoolError>>)],
-        removals: &[(Vec<(u64, u64)>, oneshot::Sender<Result<(), SpoolError>>)],
+        appends: &[(Vec<u8>, Reply)],
+        removals: &[(Vec<(u64, u64)>, Reply)],
     ) -> anyhow::Result<()> {
         let tx = self.db.begin_write()?;
         let mut seq = self.next_seq;
