@@ -3,3 +3,4 @@
 mod callbacks;
 mod faults;
 mod helpers;
+mod inputs;

@@ -1,0 +1,80 @@
+//! Property tests for the edge parsers: whatever a player or Kollus sends, parsing returns a
+//! value or an error naming a field, and never panics; valid input survives exactly.
+
+use kollus_common::kollus::form::parse_form;
+use kollus_common::kollus::lms::LmsReport;
+use kollus_common::kollus::platform::ContentEvent;
+use kollus_common::kollus::CallbackKind;
+use proptest::prelude::*;
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+
+    #[test]
+    fn no_input_panics_the_parsers(body in proptest::collection::vec(any::<u8>(), 0..2048)) {
+        for kind in CallbackKind::ALL {
+            let _ = ContentEvent::from_form(kind, &body);
+        }
+        let _ = LmsReport::from_body(&body, true);
+        let _ = LmsReport::from_body(&body, false);
+        let _ = parse_form(&body);
+    }
+
+    #[test]
+    fn almost_valid_json_never_panics(
+        cuid in ".{0,20}",
+        mck in "[a-zA-Z0-9 /_-]{0,12}",
+        start in any::<i64>(),
+        n in any::<i64>(),
+        count in 0u64..50,
+        block in any::<i64>(),
+    ) {
+        let doc = serde_json::json!({
+            "user_info": {"client_user_id": cuid},
+            "content_info": {"media_content_key": mck, "start_at": start.to_string(), "playtime": n},
+            "block_info": {"block_count": count.to_string(), "blocks": {"b0": block, "t0": n.to_string()}},
+        });
+        if let Err(e) = LmsReport::from_json(doc.to_string().as_bytes()) {
+            prop_assert!(!e.field.is_empty());
+        }
+    }
+
+    #[test]
+    fn valid_reports_parse_exactly_whatever_the_number_format(
+        counters in proptest::array::uniform6(0u64..10_000_000),
+        as_strings in any::<bool>(),
+        played in proptest::collection::vec(any::<bool>(), 0..40),
+    ) {
+        let num = |v: u64| if as_strings { serde_json::json!(v.to_string()) } else { serde_json::json!(v) };
+        let mut blocks = serde_json::Map::new();
+        for (i, p) in played.iter().enumerate() {
+            blocks.insert(format!("b{i}"), num(u64::from(*p)));
+            blocks.insert(format!("t{i}"), num(i as u64));
+            blocks.insert(format!("p{i}"), num(100));
+        }
+        let [playtime, real, runtime, showtime, position, start] = counters;
+        let doc = serde_json::json!({
+            "user_info": {"client_user_id": "u1"},
+            "content_info": {"media_content_key": "m1", "start_at": num(start), "playtime": num(playtime),
+                "real_playtime": num(real), "runtime": num(runtime), "showtime": num(showtime),
+                "last_play_at": num(position)},
+            "block_info": {"block_count": num(played.len() as u64), "blocks": blocks},
+        });
+        let r = LmsReport::from_json(doc.to_string().as_bytes()).unwrap();
+        prop_assert_eq!(r.content.start_at.0, start as i64);
+        prop_assert_eq!((r.content.playtime, r.content.real_playtime, r.content.runtime, r.content.showtime, r.content.last_play_at),
+            (Some(playtime), Some(real), Some(runtime), Some(showtime), Some(position)));
+        let b = r.blocks.unwrap();
+        prop_assert_eq!(b.items.iter().map(|b| b.played).collect::<Vec<_>>(), played);
+    }
+
+    #[test]
+    fn encoded_forms_decode_to_their_fields(
+        fields in proptest::collection::btree_map("[a-z_]{1,12}", ".{0,30}", 0..12),
+    ) {
+        let body = form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(fields.iter())
+            .finish();
+        prop_assert_eq!(parse_form(body.as_bytes()).unwrap(), fields);
+    }
+}
