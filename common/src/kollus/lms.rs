@@ -127,7 +127,7 @@ impl LmsReport {
             None | Some(Value::Null) => BTreeMap::new(),
             Some(v) => object(v, "uservalues")?
                 .iter()
-                .map(|(k, v)| Ok((k.clone(), text(v, &format!("uservalues.{k}"))?)))
+                .map(|(k, v)| Ok((k.clone(), text(v, Path("uservalues", k))?)))
                 .collect::<Result<_, PayloadError>>()?,
         };
         let s = |name: &str| opt_text(user, "user_info", name);
@@ -205,30 +205,30 @@ fn parse_blocks(info: &Map<String, Value>) -> Result<Blocks, PayloadError> {
         Some(v) => object(v, "block_info.blocks")?,
     };
     for (name, value) in entries {
-        let field = format!("block_info.blocks.{name}");
+        let field = Path("block_info.blocks", name);
         let (letter, index) = name.split_at(name.len().min(1));
-        let index: u32 = index
-            .parse()
-            .map_err(|_| PayloadError::new(&field, "is not a block field (b<i>, t<i> or p<i>)"))?;
+        let index: u32 = index.parse().map_err(|_| {
+            PayloadError::new(field.name(), "is not a block field (b<i>, t<i> or p<i>)")
+        })?;
         if index >= count {
             return Err(PayloadError::new(
-                &field,
+                field.name(),
                 format!("names block {index} but block_count is {count}"),
             ));
         }
         let block = &mut items[index as usize];
-        let v = number(value, &field)?;
+        let v = number(value, Path("block_info.blocks", name))?;
         match letter {
             "b" if v <= 1 => {
                 block.played = v == 1;
                 seen[index as usize] = true;
             }
-            "b" => return Err(PayloadError::new(&field, "must be 0 or 1")),
+            "b" => return Err(PayloadError::new(field.name(), "must be 0 or 1")),
             "t" => block.seconds = v,
             "p" => block.percent = v,
             _ => {
                 return Err(PayloadError::new(
-                    &field,
+                    field.name(),
                     "is not a block field (b<i>, t<i> or p<i>)",
                 ))
             }
@@ -268,11 +268,11 @@ fn required<'a>(
 }
 
 /// A string field; numbers are accepted and kept as their text.
-fn text(v: &Value, field: &str) -> Result<String, PayloadError> {
+fn text(v: &Value, field: impl FieldName) -> Result<String, PayloadError> {
     match v {
         Value::String(s) => Ok(s.clone()),
         Value::Number(n) => Ok(n.to_string()),
-        _ => Err(PayloadError::new(field, "must be a string")),
+        _ => Err(PayloadError::new(field.name(), "must be a string")),
     }
 }
 
@@ -283,13 +283,39 @@ fn opt_text(
 ) -> Result<Option<String>, PayloadError> {
     match obj.get(name) {
         None | Some(Value::Null) => Ok(None),
-        Some(v) => Ok(Some(text(v, &format!("{parent}.{name}"))?).filter(|s| !s.is_empty())),
+        Some(v) => Ok(Some(text(v, Path(parent, name))?).filter(|s| !s.is_empty())),
+    }
+}
+
+/// A field's dotted path, built only when an error needs it (the success path allocates none).
+trait FieldName {
+    fn name(&self) -> String;
+}
+
+impl FieldName for &str {
+    fn name(&self) -> String {
+        (*self).to_owned()
+    }
+}
+
+impl FieldName for String {
+    fn name(&self) -> String {
+        self.clone()
+    }
+}
+
+/// `parent.child`, formatted on demand.
+struct Path<'a>(&'a str, &'a str);
+
+impl FieldName for Path<'_> {
+    fn name(&self) -> String {
+        format!("{}.{}", self.0, self.1)
     }
 }
 
 /// A whole, non-negative number given as a JSON number or as a string of digits.
-fn number(v: &Value, field: &str) -> Result<u64, PayloadError> {
-    let bad = |what: &str| PayloadError::new(field, what.to_owned());
+fn number(v: &Value, field: impl FieldName) -> Result<u64, PayloadError> {
+    let bad = |what: &str| PayloadError::new(field.name(), what.to_owned());
     match v {
         Value::Number(n) => n.as_u64().ok_or_else(|| {
             if n.as_i64().is_some_and(|i| i < 0) {
@@ -306,7 +332,7 @@ fn number(v: &Value, field: &str) -> Result<u64, PayloadError> {
                 Err(bad("must not be negative"))
             } else if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
                 Err(PayloadError::new(
-                    field,
+                    field.name(),
                     format!("must be a whole number, got {s:?}"),
                 ))
             } else {
@@ -325,7 +351,7 @@ fn opt_number(
     match obj.get(name) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) if s.is_empty() => Ok(None),
-        Some(v) => number(v, &format!("{parent}.{name}")).map(Some),
+        Some(v) => number(v, Path(parent, name)).map(Some),
     }
 }
 
