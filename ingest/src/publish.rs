@@ -5,10 +5,11 @@
 //! waits out the acknowledgement budget again.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use kollus_common::kafka;
+use kollus_common::settings::KafkaSettings;
 use rdkafka::producer::FutureProducer;
 
 use crate::metrics::Metrics;
@@ -22,7 +23,9 @@ pub enum Durable {
 }
 
 pub struct Publisher {
-    pub producer: FutureProducer,
+    /// Replaced after an outage: see [`fresh_producer`].
+    pub producer: RwLock<FutureProducer>,
+    pub kafka: KafkaSettings,
     pub spool: Spool,
     pub ack_timeout: Duration,
     /// False from a failed produce until the forwarder has drained the spool.
@@ -33,6 +36,10 @@ pub struct Publisher {
 impl Publisher {
     pub async fn publish(&self, record: SpooledRecord) -> Result<Durable, SpoolError> {
         if self.kafka_ok.load(Ordering::Acquire) && self.spool.records() == 0 {
+            let producer = match self.producer.read() {
+                Ok(p) => p.clone(),
+                Err(poisoned) => poisoned.into_inner().clone(),
+            };
             let started = Instant::now();
             let headers: Vec<(&str, &str)> = record
                 .headers
@@ -42,7 +49,7 @@ impl Publisher {
             let sent = tokio::time::timeout(
                 self.ack_timeout,
                 kafka::send(
-                    &self.producer,
+                    &producer,
                     &record.topic,
                     &record.key,
                     record.value.as_bytes(),
@@ -65,6 +72,19 @@ impl Publisher {
             }
             if self.kafka_ok.swap(false, Ordering::AcqRel) {
                 tracing::error!("Kafka unavailable: callbacks go to the spool until it recovers");
+                // Requests use Kafka again only once the spool is drained: with a new producer.
+                match fresh_producer(&self.kafka, "kollus-ingest", self.ack_timeout) {
+                    Ok(new) => {
+                        let old = match self.producer.write() {
+                            Ok(mut p) => std::mem::replace(&mut *p, new),
+                            Err(poisoned) => std::mem::replace(&mut *poisoned.into_inner(), new),
+                        };
+                        retire(old);
+                    }
+                    Err(e) => {
+                        tracing::error!(error = format!("{e:#}"), "could not create a new producer")
+                    }
+                }
             }
         }
         self.spool.append(&record).await?;
@@ -77,15 +97,45 @@ impl Publisher {
     }
 }
 
+/// A new idempotent producer (new producer id, epoch 0).
+///
+/// After messages time out, librdkafka's idempotent producer drains and bumps its epoch for the
+/// same producer id (KIP-360), which the broker must accept; a broker that does not leaves that
+/// producer failing. Replacing a producer that failed does not depend on the broker.
+pub fn fresh_producer(
+    kafka_settings: &KafkaSettings,
+    client_id: &str,
+    timeout: Duration,
+) -> anyhow::Result<FutureProducer> {
+    kafka::durable_producer(kafka_settings, client_id, timeout)
+}
+
+/// Drops a producer off the async threads: its destructor may wait on the network.
+fn retire(old: FutureProducer) {
+    tokio::task::spawn_blocking(move || drop(old));
+}
+
 /// Drains the spool to Kafka, oldest first, removing only what Kafka acknowledged. Runs for
 /// the life of the process.
 pub async fn forward(
     spool: Spool,
-    producer: FutureProducer,
+    kafka_settings: KafkaSettings,
     kafka_ok: Arc<AtomicBool>,
     metrics: Metrics,
 ) {
     const BATCH: usize = 1000;
+    const CLIENT_ID: &str = "kollus-ingest-forwarder";
+    const TIMEOUT: Duration = Duration::from_secs(5);
+    let mut producer = match fresh_producer(&kafka_settings, CLIENT_ID, TIMEOUT) {
+        Ok(p) => p,
+        Err(e) => {
+            tracing::error!(
+                error = format!("{e:#}"),
+                "the spool forwarder cannot create a producer; spooled records wait"
+            );
+            return;
+        }
+    };
     let mut backoff = Duration::from_millis(200);
     loop {
         if spool.records() == 0 {
@@ -146,6 +196,12 @@ pub async fn forward(
         } else {
             if let Some(Err(e)) = results.get(acked) {
                 tracing::warn!(error = %e, left = spool.records(), retry_in = ?backoff, "forwarding the spool to Kafka failed");
+            }
+            match fresh_producer(&kafka_settings, CLIENT_ID, TIMEOUT) {
+                Ok(new) => retire(std::mem::replace(&mut producer, new)),
+                Err(e) => {
+                    tracing::error!(error = format!("{e:#}"), "could not create a new producer")
+                }
             }
             tokio::time::sleep(backoff).await;
             backoff = (backoff * 2).min(Duration::from_secs(5));

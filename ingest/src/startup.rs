@@ -35,15 +35,10 @@ impl Application {
         // Requests wait at most the acknowledgement budget; the forwarder can wait longer.
         let producer =
             kafka::durable_producer(&settings.kafka, "kollus-ingest", settings.ack_timeout)?;
-        let forward_producer = kafka::durable_producer(
-            &settings.kafka,
-            "kollus-ingest-forwarder",
-            Duration::from_secs(5),
-        )?;
         let kafka_ok = Arc::new(AtomicBool::new(true));
         tokio::spawn(forward(
             spool.clone(),
-            forward_producer,
+            settings.kafka.clone(),
             kafka_ok.clone(),
             metrics.clone(),
         ));
@@ -58,7 +53,8 @@ impl Application {
             body_limit: settings.body_limit,
             in_flight: Semaphore::new(settings.max_in_flight),
             publisher: Publisher {
-                producer,
+                producer: std::sync::RwLock::new(producer),
+                kafka: settings.kafka.clone(),
                 spool,
                 ack_timeout: settings.ack_timeout,
                 kafka_ok,
