@@ -282,9 +282,8 @@ pub struct Broker {
 impl Broker {
     /// Starts a broker that clients reach directly.
     pub async fn start() -> Self {
-        let port = free_port();
+        let (port, child) = spawn_tansu_somewhere(None).await;
         let addr = format!("127.0.0.1:{port}");
-        let child = spawn_tansu(port, &addr).await;
         Self {
             child: Mutex::new(Some(child)),
             producer: Default::default(),
@@ -298,10 +297,12 @@ impl Broker {
     /// them off. The broker advertises the proxy's address, or clients would bypass it after
     /// their first metadata request.
     pub async fn start_behind_proxy() -> Self {
-        let port = free_port();
-        let proxy = ChaosProxy::start(SocketAddr::from(([127, 0, 0, 1], port))).await;
+        // The proxy holds its port from the start; the broker behind it advertises that port.
+        // Its upstream is set once the broker found a free port of its own.
+        let proxy = ChaosProxy::start_unconnected().await;
         let addr = proxy.addr.to_string();
-        let child = spawn_tansu(port, &addr).await;
+        let (port, child) = spawn_tansu_somewhere(Some(&addr)).await;
+        proxy.connect_to(SocketAddr::from(([127, 0, 0, 1], port)));
         Self {
             child: Mutex::new(Some(child)),
             producer: Default::default(),
@@ -372,14 +373,19 @@ impl Drop for Broker {
     }
 }
 
-async fn spawn_tansu(port: u16, advertised: &str) -> Child {
+/// Starts tansu listening on `port` and advertising `advertised`, and proves the broker that
+/// answers is this one: the port was free a moment ago, but a parallel test may have taken it
+/// since, and then a mere TCP connect would succeed against the wrong server. So the broker
+/// must advertise exactly `advertised` in its metadata, and the child must still be running.
+/// Returns `None` when that is not so (the caller tries another port).
+async fn try_spawn_tansu(port: u16, advertised: &str) -> Option<Child> {
     let bin = broker_binary();
     assert!(
         bin.exists(),
         "no broker binary at {} (run `scripts/broker.sh install`, or set TANSU_BIN)",
         bin.display()
     );
-    let child = Command::new(&bin)
+    let mut child = Command::new(&bin)
         .args([
             "broker",
             "--listener-url",
@@ -394,18 +400,64 @@ async fn spawn_tansu(port: u16, advertised: &str) -> Child {
         .stderr(Stdio::null())
         .spawn()
         .unwrap_or_else(|e| panic!("starting {}: {e}", bin.display()));
-    eventually(
-        "the broker to accept connections",
-        Duration::from_secs(10),
-        || async {
-            TcpStream::connect(("127.0.0.1", port))
-                .await
-                .ok()
-                .map(|_| ())
-        },
-    )
-    .await;
-    child
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let mut tick = tokio::time::interval(Duration::from_millis(20));
+    let ours = loop {
+        tick.tick().await;
+        if !matches!(child.try_wait(), Ok(None)) {
+            break false; // it exited: most likely the port was taken
+        }
+        if TcpStream::connect(("127.0.0.1", port)).await.is_err() {
+            if tokio::time::Instant::now() > deadline {
+                break false;
+            }
+            continue;
+        }
+        let (direct, want) = (format!("127.0.0.1:{port}"), advertised.to_owned());
+        let advertised_ok = tokio::task::spawn_blocking(move || advertises(&direct, &want))
+            .await
+            .unwrap_or(false);
+        break advertised_ok && matches!(child.try_wait(), Ok(None));
+    };
+    if ours {
+        Some(child)
+    } else {
+        let _ = child.kill();
+        let _ = child.wait();
+        None
+    }
+}
+
+/// Whether the Kafka broker at `addr` advertises exactly `want` (host:port).
+fn advertises(addr: &str, want: &str) -> bool {
+    use rdkafka::consumer::{BaseConsumer, Consumer as _};
+    let Ok(client) = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", addr)
+        .set("log_level", "0")
+        .create::<BaseConsumer>()
+    else {
+        return false;
+    };
+    client
+        .fetch_metadata(None, Duration::from_secs(5))
+        .map(|m| {
+            m.brokers()
+                .iter()
+                .any(|b| format!("{}:{}", b.host(), b.port()) == want)
+        })
+        .unwrap_or(false)
+}
+
+/// Starts tansu on a port nobody else holds, advertising `advertised` (or its own address).
+async fn spawn_tansu_somewhere(advertised: Option<&str>) -> (u16, Child) {
+    for _ in 0..20 {
+        let port = free_port();
+        let own = format!("127.0.0.1:{port}");
+        if let Some(child) = try_spawn_tansu(port, advertised.unwrap_or(&own)).await {
+            return (port, child);
+        }
+    }
+    panic!("could not start a broker on a free port in 20 tries");
 }
 
 /// How many records `topic` holds now (sum over partitions of high minus low watermark).
@@ -479,6 +531,7 @@ pub async fn read_topic(
 /// client's blocking close, say) must not also stop the traffic that close depends on.
 pub struct ChaosProxy {
     pub addr: SocketAddr,
+    upstream: watch::Sender<Option<SocketAddr>>,
     up: watch::Sender<bool>,
     accepting: Arc<AtomicBool>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
@@ -486,6 +539,19 @@ pub struct ChaosProxy {
 
 impl ChaosProxy {
     pub async fn start(upstream: SocketAddr) -> Self {
+        let proxy = Self::start_unconnected().await;
+        proxy.connect_to(upstream);
+        proxy
+    }
+
+    /// Sets where connections go (connections made before are refused).
+    pub fn connect_to(&self, upstream: SocketAddr) {
+        self.upstream.send_replace(Some(upstream));
+    }
+
+    /// A proxy that holds its port but has nowhere to send traffic yet.
+    pub async fn start_unconnected() -> Self {
+        let (upstream, upstream_rx) = watch::channel(None);
         let listener = StdListener::bind("127.0.0.1:0").expect("binding the proxy");
         listener
             .set_nonblocking(true)
@@ -505,7 +571,7 @@ impl ChaosProxy {
                 rt.block_on(async move {
                     let listener = TcpListener::from_std(listener).expect("tokio listener");
                     tokio::select! {
-                        _ = Self::run(listener, upstream, up2, accepting2) => {}
+                        _ = Self::run(listener, upstream_rx, up2, accepting2) => {}
                         _ = stopped => {}
                     }
                 });
@@ -513,6 +579,7 @@ impl ChaosProxy {
             .expect("starting the proxy thread");
         Self {
             addr,
+            upstream,
             up,
             accepting,
             stop: Some(stop),
@@ -521,7 +588,7 @@ impl ChaosProxy {
 
     async fn run(
         listener: TcpListener,
-        upstream: SocketAddr,
+        upstream: watch::Receiver<Option<SocketAddr>>,
         up: watch::Sender<bool>,
         accepting: Arc<AtomicBool>,
     ) {
@@ -529,10 +596,11 @@ impl ChaosProxy {
             let Ok((client, _)) = listener.accept().await else {
                 continue;
             };
-            if !accepting.load(Ordering::SeqCst) {
+            let target = *upstream.borrow();
+            let Some(upstream) = target.filter(|_| accepting.load(Ordering::SeqCst)) else {
                 drop(client);
                 continue;
-            }
+            };
             let mut down = up.subscribe();
             tokio::spawn(async move {
                 let Ok(server) = TcpStream::connect(upstream).await else {
