@@ -158,7 +158,10 @@ impl<A: Apply> ConsumeLoop<A> {
         tokio::pin!(shutdown);
         self.ready.set(true);
         // Sampled beside the loop, never by interrupting it: a batch is never cut short.
-        let gauges = tokio::spawn(sample_consumer(self.consumer.clone(), self.metrics.clone()));
+        let gauges = tokio::spawn(sample_consumer(
+            Arc::downgrade(&self.consumer),
+            self.metrics.clone(),
+        ));
         loop {
             let batch = tokio::select! {
                 _ = &mut shutdown => break,
@@ -330,13 +333,17 @@ impl<A: Apply> ConsumeLoop<A> {
 }
 
 /// Keeps the assignment and lag gauges current: the assignment every second (a local call),
-/// the lag every five (asks the broker for high watermarks, on a blocking thread).
-async fn sample_consumer(consumer: Arc<StreamConsumer>, metrics: LoopMetrics) {
+/// the lag every five (asks the broker for high watermarks, on a blocking thread). Holds the
+/// consumer weakly: a loop that is gone must not leave a member in the group.
+async fn sample_consumer(consumer: std::sync::Weak<StreamConsumer>, metrics: LoopMetrics) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut n: u64 = 0;
     loop {
         tick.tick().await;
         n += 1;
+        let Some(consumer) = consumer.upgrade() else {
+            return;
+        };
         let Ok(assignment) = consumer.assignment() else {
             continue;
         };

@@ -11,7 +11,7 @@ use kollus_history_worker::startup::Application;
 
 pub struct TestWorker {
     pub h: Harness,
-    port: u16,
+    pub port: u16,
 }
 
 /// Settings for an instance against the harness's database and broker.

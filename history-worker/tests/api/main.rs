@@ -1,5 +1,6 @@
 //! history-worker against real PostgreSQL and a real broker.
 
+mod faults;
 mod group;
 mod helpers;
 mod sessions;

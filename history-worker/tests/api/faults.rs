@@ -1,0 +1,181 @@
+//! PostgreSQL cut mid-stream and a worker killed mid-batch: the tables end exactly as if
+//! nothing had happened (nothing lost, nothing doubled).
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use kollus_common::testing::{eventually, ChaosProxy};
+use kollus_history_worker::startup::Application;
+
+use crate::helpers::{report, settings, TestWorker};
+
+/// 40 users x 25 growing reports each: 1,000 records, 40 sessions.
+async fn publish_reports(w: &TestWorker, users: std::ops::Range<u64>) {
+    for n in 1..=25u64 {
+        for user in users.clone() {
+            let e = w.envelope(&report(
+                &format!("u{user}"),
+                "m1",
+                1_700_000_000,
+                [n * 10, n * 5, n * 12, n * 8, n],
+                &[(1, n, n * 4)],
+            ));
+            w.publish(&e).await;
+        }
+    }
+}
+
+async fn assert_exact(w: &TestWorker, users: i64) {
+    let db = w.h.db.client().await;
+    let row = db
+        .query_one(
+            "SELECT count(*), sum(reports)::bigint, min(playtime), max(playtime), min(block_seconds[1]), \
+                    (SELECT count(*) FROM watch_progress), (SELECT sum(sessions)::bigint FROM watch_progress) \
+             FROM watch_sessions",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, i64>(0), users, "one session per user");
+    assert_eq!(
+        row.get::<_, i64>(1),
+        users * 25,
+        "every report applied exactly once"
+    );
+    assert_eq!(
+        (row.get::<_, i64>(2), row.get::<_, i64>(3)),
+        (250, 250),
+        "maximums, never sums"
+    );
+    assert_eq!(row.get::<_, Option<i64>>(4), Some(25));
+    assert_eq!((row.get::<_, i64>(5), row.get::<_, i64>(6)), (users, users));
+}
+
+#[tokio::test]
+async fn postgres_cut_mid_stream_delays_but_loses_nothing() {
+    let mut w = TestWorker {
+        h: kollus_common::testing::Harness::new().await,
+        port: 0,
+    };
+    let proxy = ChaosProxy::start(SocketAddr::from(([127, 0, 0, 1], 5432))).await;
+    let proxied =
+        w.h.db
+            .url
+            .replace("127.0.0.1:5432", &proxy.addr.to_string());
+    assert_ne!(
+        proxied, w.h.db.url,
+        "the test database is on 127.0.0.1:5432"
+    );
+    let mut s = settings(&w.h);
+    s.database = kollus_common::settings::DatabaseSettings::new(&proxied);
+    let app = Application::build(s)
+        .await
+        .expect("building history-worker");
+    let port = app.port();
+    w.h.spawn(|stop| app.run_until(stop));
+
+    publish_reports(&w, 0..20).await;
+    w.wait_applied(500).await;
+    proxy.cut();
+    publish_reports(&w, 20..40).await;
+    // While PostgreSQL is away the worker retries and reports itself not ready.
+    let http = reqwest::Client::new();
+    eventually(
+        "the worker to report not ready",
+        Duration::from_secs(30),
+        || async {
+            let res = http
+                .get(format!("http://127.0.0.1:{port}/readyz"))
+                .send()
+                .await
+                .ok()?;
+            (res.status() == 503).then_some(())
+        },
+    )
+    .await;
+    proxy.restore();
+    w.wait_applied(1000).await;
+    assert_exact(&w, 40).await;
+    let metrics = http
+        .get(format!("http://127.0.0.1:{port}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let retries: u64 = metrics
+        .lines()
+        .find(|l| l.starts_with("kollus_history_retries_total "))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+        .unwrap();
+    assert!(retries > 0, "the outage was retried, not skipped");
+    w.h.stop().await;
+}
+
+/// The real binary as a process, killed (SIGKILL) when dropped so a failing test leaves none.
+struct WorkerProcess(std::process::Child);
+
+impl Drop for WorkerProcess {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Small batches, so there is a middle of the stream to kill it in.
+fn start_binary(w: &TestWorker) -> WorkerProcess {
+    WorkerProcess(
+        std::process::Command::new(env!("CARGO_BIN_EXE_history-worker"))
+            .env("DATABASE_URL", &w.h.db.url)
+            .env("KAFKA_BROKERS", &w.h.broker.addr)
+            .env("KAFKA_TOPIC_PARTITIONS", "3")
+            .env("LISTEN_ADDR", "127.0.0.1:0")
+            .env("WORKER_MAX_BATCH", "10")
+            .env("RUST_LOG", "error")
+            .env("LOG_FORMAT", "text")
+            .stdin(std::process::Stdio::null())
+            .spawn()
+            .expect("starting the history-worker binary"),
+    )
+}
+
+#[tokio::test]
+async fn kill_9_mid_batch_replays_to_the_same_tables() {
+    let w = TestWorker {
+        h: kollus_common::testing::Harness::new().await,
+        port: 0,
+    };
+    publish_reports(&w, 0..40).await;
+    let mut first = start_binary(&w);
+    let db = w.h.db.client().await;
+    let applied = || async {
+        let n: i64 = db
+            .query_one("SELECT count(*) FROM playback_events", &[])
+            .await
+            .ok()?
+            .get(0);
+        Some(n)
+    };
+    eventually(
+        "some but not all reports applied",
+        Duration::from_secs(60),
+        || async { applied().await.filter(|n| (1..1000).contains(n)) },
+    )
+    .await;
+    // SIGKILL: nothing runs after it (no offset commit, no leaving the group).
+    first.0.kill().expect("kill -9");
+    first.0.wait().unwrap();
+    let at_kill = applied().await.unwrap();
+    assert!(at_kill < 1000, "killed mid-stream ({at_kill} applied)");
+    // A new process takes over once the group has dropped the dead member, and replays what
+    // was not committed; envelope ids already applied are skipped.
+    let _second = start_binary(&w);
+    eventually(
+        "all 1,000 reports applied",
+        Duration::from_secs(90),
+        || async { applied().await.filter(|n| *n == 1000) },
+    )
+    .await;
+    assert_exact(&w, 40).await;
+}
