@@ -64,6 +64,17 @@ where
     }
 }
 
+/// The value of one Prometheus sample from `{base}/metrics`, e.g.
+/// `scrape("http://127.0.0.1:9101", "kollus_sync_records_total{kind=\"uploaded\",outcome=\"applied\"}")`.
+/// `None` when the service does not answer or has no such sample.
+pub async fn scrape(base: &str, sample: &str) -> Option<f64> {
+    let res = reqwest::get(format!("{base}/metrics")).await.ok()?;
+    let text = res.error_for_status().ok()?.text().await.ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix(sample)?.strip_prefix(' '))
+        .and_then(|v| v.trim().parse().ok())
+}
+
 // ---------------------------------------------------------------------------------------------
 // PostgreSQL
 // ---------------------------------------------------------------------------------------------

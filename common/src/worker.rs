@@ -395,6 +395,25 @@ impl Default for ConsumeSettings {
     }
 }
 
+/// Decodes every record of a batch; those that cannot be decoded are rejected with why.
+pub fn decode_batch<P: serde::de::DeserializeOwned>(
+    batch: &[OwnedMessage],
+) -> (Vec<crate::envelope::Envelope<P>>, Vec<Rejected>) {
+    let mut decoded = Vec::with_capacity(batch.len());
+    let mut rejected = Vec::new();
+    for (index, record) in batch.iter().enumerate() {
+        match decode_envelope::<P>(record) {
+            Ok(e) => decoded.push(e),
+            Err(detail) => rejected.push(Rejected {
+                index,
+                reason: "invalid_envelope",
+                detail,
+            }),
+        }
+    }
+    (decoded, rejected)
+}
+
 /// Decodes a record's envelope, or says why it cannot be.
 pub fn decode_envelope<P: serde::de::DeserializeOwned>(
     record: &OwnedMessage,

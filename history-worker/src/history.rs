@@ -3,7 +3,7 @@
 
 use deadpool_postgres::Pool;
 use kollus_common::kollus::lms::LmsReport;
-use kollus_common::worker::{decode_envelope, Applied, Apply, ApplyError, Rejected};
+use kollus_common::worker::{decode_batch, Applied, Apply, ApplyError};
 use rdkafka::message::OwnedMessage;
 
 use crate::metrics::Metrics;
@@ -17,29 +17,22 @@ pub struct History {
 
 impl Apply for History {
     async fn apply(&self, batch: &[OwnedMessage]) -> Result<Applied, ApplyError> {
-        let mut applied = Applied::default();
-        let mut ids = Vec::with_capacity(batch.len());
-        let mut received = Vec::with_capacity(batch.len());
-        let mut sessions = Vec::with_capacity(batch.len());
-        for (index, record) in batch.iter().enumerate() {
-            match decode_envelope::<LmsReport>(record) {
-                Ok(e) => {
-                    ids.push(e.id);
-                    received.push(e.received_at);
-                    applied.newest_received_at =
-                        applied.newest_received_at.max(Some(e.received_at));
-                    sessions.push((
-                        e.id,
-                        Session::from_report(&e.payload, e.received_at, e.query),
-                    ));
-                }
-                Err(detail) => applied.rejected.push(Rejected {
-                    index,
-                    reason: "invalid_envelope",
-                    detail,
-                }),
-            }
-        }
+        let (envelopes, rejected) = decode_batch::<LmsReport>(batch);
+        let applied = Applied {
+            rejected,
+            newest_received_at: envelopes.iter().map(|e| e.received_at).max(),
+        };
+        let ids: Vec<_> = envelopes.iter().map(|e| e.id).collect();
+        let received: Vec<_> = envelopes.iter().map(|e| e.received_at).collect();
+        let sessions: Vec<_> = envelopes
+            .into_iter()
+            .map(|e| {
+                (
+                    e.id,
+                    Session::from_report(&e.payload, e.received_at, e.query),
+                )
+            })
+            .collect();
 
         let mut client = self
             .pool

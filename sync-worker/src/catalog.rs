@@ -12,7 +12,7 @@
 use deadpool_postgres::{Pool, Transaction};
 use kollus_common::envelope::Envelope;
 use kollus_common::kollus::platform::{ChannelRef, ContentChange, ContentEvent, TranscodingResult};
-use kollus_common::worker::{decode_envelope, Applied, Apply, ApplyError, Rejected};
+use kollus_common::worker::{decode_batch, Applied, Apply, ApplyError};
 use rdkafka::message::OwnedMessage;
 use time::OffsetDateTime;
 
@@ -28,18 +28,11 @@ type Event = Envelope<ContentEvent>;
 impl Apply for Catalog {
     async fn apply(&self, batch: &[OwnedMessage]) -> Result<Applied, ApplyError> {
         let started = std::time::Instant::now();
-        let mut applied = Applied::default();
-        let mut events = Vec::with_capacity(batch.len());
-        for (index, record) in batch.iter().enumerate() {
-            match decode_envelope::<ContentEvent>(record) {
-                Ok(e) => events.push(e),
-                Err(detail) => applied.rejected.push(Rejected {
-                    index,
-                    reason: "invalid_envelope",
-                    detail,
-                }),
-            }
-        }
+        let (events, rejected) = decode_batch::<ContentEvent>(batch);
+        let mut applied = Applied {
+            rejected,
+            newest_received_at: None,
+        };
         let mut client = self
             .pool
             .get()

@@ -1,6 +1,6 @@
 use std::time::Duration;
 
-use kollus_common::testing::eventually;
+use kollus_common::testing::{eventually, scrape};
 use kollus_history_worker::startup::Application;
 
 use crate::helpers::{report, settings, spawn_worker};
@@ -20,23 +20,13 @@ async fn two_instances_share_the_work_and_apply_each_report_once() {
 
     // Wait until the group has settled with both members before publishing, so the test
     // shows sharing rather than one member draining everything while the other joins.
-    let http = reqwest::Client::new();
-    let assigned = |port: u16| {
-        let http = http.clone();
-        async move {
-            let text = http
-                .get(format!("http://127.0.0.1:{port}/metrics"))
-                .send()
-                .await
-                .ok()?
-                .text()
-                .await
-                .ok()?;
-            let line = text
-                .lines()
-                .find(|l| l.starts_with("kollus_history_assigned_partitions "))?;
-            line.rsplit(' ').next()?.parse::<i64>().ok()
-        }
+    let assigned = |port: u16| async move {
+        scrape(
+            &format!("http://127.0.0.1:{port}"),
+            "kollus_history_assigned_partitions",
+        )
+        .await
+        .map(|v| v as i64)
     };
     eventually(
         "both members to own partitions",
@@ -75,22 +65,13 @@ async fn two_instances_share_the_work_and_apply_each_report_once() {
     );
     assert_eq!((row.get::<_, i64>(2), row.get::<_, i64>(3)), (10, 10));
 
-    let applied = |port: u16| {
-        let http = http.clone();
-        async move {
-            let text = http
-                .get(format!("http://127.0.0.1:{port}/metrics"))
-                .send()
-                .await
-                .unwrap()
-                .text()
-                .await
-                .unwrap();
-            text.lines()
-                .find(|l| l.starts_with("kollus_history_records_total{outcome=\"applied\"}"))
-                .and_then(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
-                .unwrap_or(0)
-        }
+    let applied = |port: u16| async move {
+        scrape(
+            &format!("http://127.0.0.1:{port}"),
+            "kollus_history_records_total{outcome=\"applied\"}",
+        )
+        .await
+        .unwrap_or(0.0) as u64
     };
     let (a, b) = (applied(w.port()).await, applied(second_port).await);
     assert_eq!(a + b, 600);

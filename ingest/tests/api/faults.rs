@@ -6,7 +6,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt as _;
-use kollus_common::testing::{eventually, fixture, free_port, Broker};
+use kollus_common::testing::{eventually, fixture, free_port, scrape, Broker};
 use rdkafka::consumer::{Consumer as _, StreamConsumer};
 use rdkafka::message::{Headers as _, Message as _};
 use rdkafka::ClientConfig;
@@ -227,22 +227,8 @@ async fn kill_9_mid_outage_keeps_every_acknowledged_callback() {
         "some callbacks to be spooled",
         Duration::from_secs(30),
         || async {
-            let text = client
-                .get(format!("{base}/metrics"))
-                .send()
-                .await
-                .ok()?
-                .text()
-                .await
-                .ok()?;
-            let spooled: u64 = text
-                .lines()
-                .find(|l| l.starts_with("kollus_ingest_spooled_total "))?
-                .rsplit(' ')
-                .next()?
-                .parse()
-                .ok()?;
-            (spooled >= 1000).then_some(())
+            let spooled = scrape(&base, "kollus_ingest_spooled_total").await?;
+            (spooled >= 1000.0).then_some(())
         },
     )
     .await;
