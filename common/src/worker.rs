@@ -395,15 +395,16 @@ impl Default for ConsumeSettings {
     }
 }
 
-/// Decodes every record of a batch; those that cannot be decoded are rejected with why.
+/// Decodes every record of a batch, each with its index in the batch (so a later check can
+/// reject it by place); those that cannot be decoded are rejected with why.
 pub fn decode_batch<P: serde::de::DeserializeOwned>(
     batch: &[OwnedMessage],
-) -> (Vec<crate::envelope::Envelope<P>>, Vec<Rejected>) {
+) -> (Vec<(usize, crate::envelope::Envelope<P>)>, Vec<Rejected>) {
     let mut decoded = Vec::with_capacity(batch.len());
     let mut rejected = Vec::new();
     for (index, record) in batch.iter().enumerate() {
         match decode_envelope::<P>(record) {
-            Ok(e) => decoded.push(e),
+            Ok(e) => decoded.push((index, e)),
             Err(detail) => rejected.push(Rejected {
                 index,
                 reason: "invalid_envelope",

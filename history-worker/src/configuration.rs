@@ -19,6 +19,8 @@ pub struct Settings {
     #[command(flatten)]
     pub consume: ConsumeSettings,
     #[command(flatten)]
+    pub plausibility: crate::sessions::Plausibility,
+    #[command(flatten)]
     pub database: DatabaseSettings,
     #[command(flatten)]
     pub kafka: KafkaSettings,

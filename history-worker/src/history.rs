@@ -3,21 +3,33 @@
 
 use deadpool_postgres::Pool;
 use kollus_common::kollus::lms::LmsReport;
-use kollus_common::worker::{decode_batch, Applied, Apply, ApplyError};
+use kollus_common::worker::{decode_batch, Applied, Apply, ApplyError, Rejected};
 use rdkafka::message::OwnedMessage;
 
 use crate::metrics::Metrics;
-use crate::sessions::{coalesce, Session};
+use crate::sessions::{coalesce, Plausibility, Session};
 use crate::store;
 
 pub struct History {
     pub pool: Pool,
     pub metrics: Metrics,
+    pub plausibility: Plausibility,
 }
 
 impl Apply for History {
     async fn apply(&self, batch: &[OwnedMessage]) -> Result<Applied, ApplyError> {
-        let (envelopes, rejected) = decode_batch::<LmsReport>(batch);
+        let (decoded, mut rejected) = decode_batch::<LmsReport>(batch);
+        let mut envelopes = Vec::with_capacity(decoded.len());
+        for (index, e) in decoded {
+            match self.plausibility.check(&e.payload, e.received_at) {
+                None => envelopes.push(e),
+                Some(detail) => rejected.push(Rejected {
+                    index,
+                    reason: "implausible_report",
+                    detail,
+                }),
+            }
+        }
         let applied = Applied {
             rejected,
             newest_received_at: envelopes.iter().map(|e| e.received_at).max(),

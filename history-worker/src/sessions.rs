@@ -13,6 +13,61 @@ use kollus_common::domain::{ClientUserId, MediaContentKey, UnixSeconds};
 use kollus_common::kollus::lms::{Block, LmsReport};
 use time::OffsetDateTime;
 
+/// What a believable report looks like. Players are untrusted: a report outside these bounds is
+/// dead-lettered with the reason rather than merged (its maximums would stick forever).
+#[derive(Debug, Clone, Copy, clap::Args)]
+pub struct Plausibility {
+    /// Most blocks a report may describe.
+    #[arg(long, env = "HISTORY_MAX_BLOCKS", default_value_t = 1000)]
+    pub max_blocks: u32,
+    /// Fastest playback rate players offer: `playtime` counts 10 s at 2x as 20 s.
+    #[arg(long, env = "HISTORY_MAX_PLAYBACK_RATE", default_value_t = 4.0)]
+    pub max_playback_rate: f64,
+    /// Seconds of slack for clock skew between the player, Kollus and us.
+    #[arg(long, env = "HISTORY_CLOCK_TOLERANCE_SECONDS", default_value_t = 300)]
+    pub tolerance_seconds: i64,
+}
+
+impl Default for Plausibility {
+    fn default() -> Self {
+        Self {
+            max_blocks: 1000,
+            max_playback_rate: 4.0,
+            tolerance_seconds: 300,
+        }
+    }
+}
+
+impl Plausibility {
+    /// Why `r`, received at `received_at`, cannot be true; `None` when it can.
+    pub fn check(&self, r: &LmsReport, received_at: OffsetDateTime) -> Option<String> {
+        let start = r.content.start_at.0;
+        let now = received_at.unix_timestamp();
+        if start > now + self.tolerance_seconds {
+            return Some(format!(
+                "start_at {start} is in the future (received at {now})"
+            ));
+        }
+        if let Some(b) = &r.blocks {
+            if b.count > self.max_blocks {
+                return Some(format!(
+                    "block_count {} is over the limit of {}",
+                    b.count, self.max_blocks
+                ));
+            }
+        }
+        let elapsed = (now - start).max(0) + self.tolerance_seconds;
+        let possible = (elapsed as f64 * self.max_playback_rate) as u64;
+        match r.content.playtime {
+            Some(p) if p > possible => Some(format!(
+                "playtime {p} s is more than {elapsed} s since start_at allows at {}x",
+                self.max_playback_rate
+            )),
+            _ => None,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct SessionKey {
     pub client_user_id: ClientUserId,
@@ -289,6 +344,38 @@ mod tests {
         assert_eq!(
             (s.playtime, s.real_playtime, s.runtime, s.showtime),
             (40, 20, 30, 20)
+        );
+    }
+
+    #[test]
+    fn impossible_reports_are_named() {
+        let p = Plausibility::default();
+        let start = at(0).unix_timestamp();
+        let r = |playtime: u64, blocks: usize| {
+            report(start, playtime, 10, 1, &vec![(false, 0); blocks])
+        };
+        let received = at(600);
+        assert_eq!(
+            p.check(&r(3000, 3), received),
+            None,
+            "900 s at 4x allows 3600"
+        );
+        assert!(p
+            .check(&r(3601, 3), received)
+            .unwrap()
+            .contains("playtime 3601"));
+        assert!(p
+            .check(&r(1, 1001), received)
+            .unwrap()
+            .contains("block_count 1001"));
+        assert!(p
+            .check(&r(1, 1), at(-400))
+            .unwrap()
+            .contains("in the future"));
+        assert_eq!(
+            p.check(&r(1, 1), at(-200)),
+            None,
+            "within the clock tolerance"
         );
     }
 

@@ -22,7 +22,17 @@ impl Application {
             registry: metrics.registry.clone(),
             metrics: metrics.consume.clone(),
         };
-        Ok(Self(Worker::build(parts, History { pool, metrics }).await?))
+        Ok(Self(
+            Worker::build(
+                parts,
+                History {
+                    pool,
+                    metrics,
+                    plausibility: settings.plausibility,
+                },
+            )
+            .await?,
+        ))
     }
 
     pub fn port(&self) -> u16 {

@@ -43,7 +43,7 @@ impl Apply for Catalog {
             .await
             .map_err(|e| ApplyError::from_db(e.into()))?;
         let mut outcomes = Vec::with_capacity(events.len());
-        for event in &events {
+        for (_, event) in &events {
             let fresh = apply_one(&tx, event).await.map_err(ApplyError::from_db)?;
             outcomes.push((event.payload.change.label(), fresh));
             applied.newest_received_at = applied.newest_received_at.max(Some(event.received_at));

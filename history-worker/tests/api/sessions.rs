@@ -243,3 +243,49 @@ async fn kollus_example_counters_are_kept_as_reported() {
     );
     assert_eq!(row.get::<_, i64>(4), 2, "two reports received");
 }
+
+#[tokio::test]
+async fn an_impossible_report_is_dead_lettered_with_the_reason() {
+    let w = spawn_worker().await;
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    // Started a minute ago, claims ten hours watched: no player plays that fast.
+    let impossible = w.envelope(&report("u1", "m1", now - 60, [36_000, 10, 60, 60, 5], &[]));
+    let plausible = w.envelope(&report("u1", "m1", now - 60, [50, 45, 60, 50, 40], &[]));
+    w.publish(&impossible).await;
+    w.publish(&plausible).await;
+    w.wait_applied(1).await;
+
+    let dead = kollus_common::testing::read_topic(
+        &w.h.broker.addr,
+        &w.h.kafka.deadletter_topic,
+        1,
+        std::time::Duration::from_secs(20),
+    )
+    .await;
+    assert_eq!(dead.len(), 1);
+    let v: serde_json::Value =
+        serde_json::from_slice(rdkafka::Message::payload(&dead[0]).unwrap()).unwrap();
+    assert_eq!(v["stage"], "history-worker");
+    assert_eq!(v["reason"], "implausible_report");
+    assert!(
+        v["detail"].as_str().unwrap().contains("playtime 36000"),
+        "{v}"
+    );
+    let record: serde_json::Value =
+        serde_json::from_str(v["record"]["body"].as_str().unwrap()).unwrap();
+    assert_eq!(
+        record["id"],
+        impossible.id.to_string(),
+        "the refused record is kept whole"
+    );
+
+    let playtime: i64 =
+        w.h.db
+            .client()
+            .await
+            .query_one("SELECT playtime FROM watch_sessions", &[])
+            .await
+            .unwrap()
+            .get(0);
+    assert_eq!(playtime, 50, "only the plausible report counted");
+}
