@@ -63,6 +63,8 @@ impl Stack {
         let db = TestDb::new().await;
         let broker = Broker::start().await;
         let ports = [free_port(), free_port(), free_port(), free_port()];
+        // A spool of this test's own, never the working directory.
+        let spool_dir = std::env::temp_dir().join(format!("kollus-e2e-spool-{}", ports[0]));
         let addr = |p: u16| format!("127.0.0.1:{p}");
         let common_env = [
             ("KAFKA_BROKERS", broker.addr.clone()),
@@ -86,6 +88,7 @@ impl Stack {
                 &[
                     ("LISTEN_ADDR", addr(ports[0])),
                     ("CALLBACK_SECRET", CALLBACK_SECRET.into()),
+                    ("INGEST_SPOOL_DIR", spool_dir.display().to_string()),
                 ],
             ),
             spawn(
