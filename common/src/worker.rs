@@ -69,6 +69,25 @@ impl ApplyError {
     }
 }
 
+// So `?` classifies database failures in every worker the same way.
+impl From<deadpool_postgres::PoolError> for ApplyError {
+    fn from(e: deadpool_postgres::PoolError) -> Self {
+        Self::Transient(e.into())
+    }
+}
+
+impl From<tokio_postgres::Error> for ApplyError {
+    fn from(e: tokio_postgres::Error) -> Self {
+        Self::from_db(e.into())
+    }
+}
+
+impl From<anyhow::Error> for ApplyError {
+    fn from(e: anyhow::Error) -> Self {
+        Self::from_db(e)
+    }
+}
+
 /// A worker's way of applying records to PostgreSQL.
 pub trait Apply: Send + Sync {
     /// Applies `batch` in one transaction, or nothing of it.

@@ -46,18 +46,9 @@ impl Apply for History {
             })
             .collect();
 
-        let mut client = self
-            .pool
-            .get()
-            .await
-            .map_err(|e| ApplyError::Transient(e.into()))?;
-        let tx = client
-            .transaction()
-            .await
-            .map_err(|e| ApplyError::from_db(e.into()))?;
-        let new = store::claim_new(&tx, &ids, &received)
-            .await
-            .map_err(ApplyError::from_db)?;
+        let mut client = self.pool.get().await?;
+        let tx = client.transaction().await?;
+        let new = store::claim_new(&tx, &ids, &received).await?;
         let decoded = sessions.len();
         // `new` holds each fresh id once; a re-delivery in this same batch carries the same id
         // and must not be applied a second time.
@@ -70,16 +61,10 @@ impl Apply for History {
                 .map(|(_, s)| s),
         );
         if !merged.is_empty() {
-            store::upsert_sessions(&tx, &merged)
-                .await
-                .map_err(ApplyError::from_db)?;
-            store::refresh_progress(&tx, &merged)
-                .await
-                .map_err(ApplyError::from_db)?;
+            store::upsert_sessions(&tx, &merged).await?;
+            store::refresh_progress(&tx, &merged).await?;
         }
-        tx.commit()
-            .await
-            .map_err(|e| ApplyError::from_db(e.into()))?;
+        tx.commit().await?;
 
         let m = &self.metrics;
         m.records

@@ -33,24 +33,15 @@ impl Apply for Catalog {
             rejected,
             newest_received_at: None,
         };
-        let mut client = self
-            .pool
-            .get()
-            .await
-            .map_err(|e| ApplyError::Transient(e.into()))?;
-        let tx = client
-            .transaction()
-            .await
-            .map_err(|e| ApplyError::from_db(e.into()))?;
+        let mut client = self.pool.get().await?;
+        let tx = client.transaction().await?;
         let mut outcomes = Vec::with_capacity(events.len());
         for (_, event) in &events {
-            let fresh = apply_one(&tx, event).await.map_err(ApplyError::from_db)?;
+            let fresh = apply_one(&tx, event).await?;
             outcomes.push((event.payload.change.label(), fresh));
             applied.newest_received_at = applied.newest_received_at.max(Some(event.received_at));
         }
-        tx.commit()
-            .await
-            .map_err(|e| ApplyError::from_db(e.into()))?;
+        tx.commit().await?;
 
         for (kind, fresh) in outcomes {
             let outcome = if fresh { "applied" } else { "duplicate" };

@@ -270,3 +270,23 @@ async fn kill_9_mid_outage_keeps_every_acknowledged_callback() {
     );
     let _ = std::fs::remove_dir_all(&spool);
 }
+
+#[tokio::test]
+async fn a_full_spool_answers_503_with_retry_after_instead_of_acknowledging() {
+    let app = spawn_app_on(Broker::start_behind_proxy().await, |s| {
+        s.spool_limit = 1;
+        s.ack_timeout = Duration::from_millis(300);
+    })
+    .await;
+    app.broker.proxy().cut();
+    let res = app.post("lms", FORM, fixture("lms-seed.form")).await;
+    assert_eq!(res.status(), 503, "neither Kafka nor the spool can take it");
+    assert!(
+        res.headers().contains_key("retry-after"),
+        "Kollus is told to retry"
+    );
+    let body: serde_json::Value = res.json().await.unwrap();
+    assert_eq!(body["error"], "spool_full");
+    let spooled = scrape(&app.address, "kollus_ingest_spooled_total").await;
+    assert_eq!(spooled, Some(0.0), "nothing was written to the spool");
+}
