@@ -53,7 +53,13 @@ pub async fn ensure_topics(settings: &KafkaSettings, topics: &[&str]) -> anyhow:
         .context("creating Kafka admin client")?;
     let new: Vec<NewTopic<'_>> = topics
         .iter()
-        .map(|t| NewTopic::new(t, settings.topic_partitions, TopicReplication::Fixed(1)))
+        .map(|t| {
+            NewTopic::new(t, settings.topic_partitions, TopicReplication::Fixed(1))
+                // The topics are the system of record: every table is rebuilt by replaying them
+                // (`--rebuild`), so the broker must never delete a record by age or size.
+                .set("retention.ms", "-1")
+                .set("retention.bytes", "-1")
+        })
         .collect();
     let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
     let results = admin
@@ -96,6 +102,56 @@ pub fn consumer(
         .subscribe(&[topic])
         .with_context(|| format!("subscribing to {topic}"))?;
     Ok(consumer)
+}
+
+/// Moves `group_id`'s committed offsets on `topic` back to the first record still held on each
+/// partition, so the group's next member replays the whole topic. Returns how many records that
+/// is. Refuses while the group has members: they would commit over the rewind and keep their
+/// positions. Blocking (librdkafka's synchronous calls): run it off the async runtime.
+pub fn rewind_group(settings: &KafkaSettings, group_id: &str, topic: &str) -> anyhow::Result<i64> {
+    use rdkafka::consumer::{BaseConsumer, CommitMode};
+    use rdkafka::{Offset, TopicPartitionList};
+    let timeout = Duration::from_secs(10);
+    let consumer: BaseConsumer = base_config(&settings.brokers, group_id)
+        .set("group.id", group_id)
+        .set("enable.auto.commit", "false")
+        .create()
+        .context("creating Kafka consumer for the rewind")?;
+    let groups = consumer
+        .fetch_group_list(Some(group_id), timeout)
+        .with_context(|| format!("describing consumer group {group_id}"))?;
+    if let Some(group) = groups.groups().iter().find(|g| g.name() == group_id) {
+        let members = group.members().len();
+        anyhow::ensure!(
+            members == 0,
+            "consumer group {group_id} has {members} member(s) (state {}): stop every instance \
+             before a rebuild",
+            group.state()
+        );
+    }
+    let metadata = consumer
+        .fetch_metadata(Some(topic), timeout)
+        .with_context(|| format!("reading the partitions of {topic}"))?;
+    let partitions = metadata
+        .topics()
+        .iter()
+        .find(|t| t.name() == topic)
+        .map(|t| t.partitions().iter().map(|p| p.id()).collect::<Vec<_>>())
+        .unwrap_or_default();
+    anyhow::ensure!(!partitions.is_empty(), "topic {topic} has no partitions");
+    let mut start = TopicPartitionList::new();
+    let mut records = 0;
+    for partition in partitions {
+        let (low, high) = consumer
+            .fetch_watermarks(topic, partition, timeout)
+            .with_context(|| format!("reading the offsets of {topic}/{partition}"))?;
+        records += high - low;
+        start.add_partition_offset(topic, partition, Offset::Offset(low))?;
+    }
+    consumer
+        .commit(&start, CommitMode::Sync)
+        .with_context(|| format!("rewinding consumer group {group_id} on {topic}"))?;
+    Ok(records)
 }
 
 /// Waits for at least one record, then takes whatever else arrives within `linger`, up to `max`.

@@ -95,6 +95,10 @@ pub trait Apply: Send + Sync {
         &self,
         batch: &[OwnedMessage],
     ) -> impl Future<Output = Result<Applied, ApplyError>> + Send;
+
+    /// Empties every table this worker derives from its topic, in one statement, before a
+    /// rebuild replays the topic from the beginning.
+    fn reset(&self) -> impl Future<Output = Result<(), ApplyError>> + Send;
 }
 
 /// Metrics every worker has, registered in the worker's own registry.
@@ -403,6 +407,12 @@ pub struct ConsumeSettings {
     /// How long to wait for more records to fill a batch once one arrived, in ms.
     #[arg(long, env = "WORKER_BATCH_LINGER_MS", value_parser = crate::settings::millis, default_value = "20")]
     pub linger: Duration,
+    /// Rebuild this worker's tables: rewind the consumer group to the start of the topic, empty
+    /// the tables, then replay everything and carry on consuming as usual. Stop every other
+    /// instance of the group first; the broker's group state is checked and a group with
+    /// members is refused.
+    #[arg(long)]
+    pub rebuild: bool,
 }
 
 impl Default for ConsumeSettings {
@@ -410,6 +420,7 @@ impl Default for ConsumeSettings {
         Self {
             max_batch: 1000,
             linger: Duration::from_millis(20),
+            rebuild: false,
         }
     }
 }
@@ -475,6 +486,9 @@ impl<A: Apply> Worker<A> {
         use anyhow::Context as _;
         let kafka_settings = parts.kafka;
         kafka::ensure_topics(kafka_settings, &kafka_settings.topics()).await?;
+        if parts.consume.rebuild {
+            rebuild(kafka_settings, parts.group_id, parts.topic, &apply).await?;
+        }
         let consumer = kafka::consumer(kafka_settings, parts.group_id, parts.topic)?;
         let producer =
             kafka::durable_producer(kafka_settings, parts.stage, Duration::from_secs(10))?;
@@ -525,6 +539,33 @@ impl<A: Apply> Worker<A> {
         admin.await??;
         Ok(())
     }
+}
+
+/// Rewinds the group, then empties the tables: in this order, so a refused rewind (the group
+/// still has members) leaves the tables as they were. Should the emptying fail after the rewind,
+/// the replay applies onto the existing rows, which changes nothing (every apply is idempotent).
+async fn rebuild<A: Apply>(
+    settings: &crate::settings::KafkaSettings,
+    group_id: &str,
+    topic: &str,
+    apply: &A,
+) -> anyhow::Result<()> {
+    let rewound = {
+        let (settings, group_id, topic) = (settings.clone(), group_id.to_owned(), topic.to_owned());
+        tokio::task::spawn_blocking(move || kafka::rewind_group(&settings, &group_id, &topic))
+            .await??
+    };
+    apply
+        .reset()
+        .await
+        .map_err(|e| anyhow::anyhow!("emptying the tables for a rebuild: {e}"))?;
+    tracing::warn!(
+        group = group_id,
+        topic,
+        records = rewound,
+        "rebuild: tables emptied and the group rewound; replaying the topic from the beginning"
+    );
+    Ok(())
 }
 
 /// Connects and migrates, retrying while PostgreSQL is not up yet (a worker started before

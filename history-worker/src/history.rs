@@ -78,4 +78,12 @@ impl Apply for History {
             .inc_by(applied.rejected.len() as u64);
         Ok(applied)
     }
+
+    async fn reset(&self) -> Result<(), ApplyError> {
+        let client = self.pool.get().await?;
+        client
+            .batch_execute(&format!("TRUNCATE {}", store::TABLES.join(", ")))
+            .await?;
+        Ok(())
+    }
 }

@@ -9,6 +9,9 @@ use uuid::Uuid;
 
 use crate::sessions::Session;
 
+/// The watch-history tables, all derived from `kollus.playback.v1` (emptied by `--rebuild`).
+pub const TABLES: &[&str] = &["watch_progress", "watch_sessions", "playback_events"];
+
 /// Records the envelope ids; returns those not seen before (the only ones to apply).
 pub async fn claim_new(
     tx: &Transaction<'_>,

@@ -1,20 +1,39 @@
 //! Applying platform callbacks to the catalog tables (`migrations/V1__init.sql`).
 //!
-//! Idempotence: each envelope id is inserted into `content_events` first, in the same
-//! transaction as its effects; a record already there is skipped, so re-delivery changes nothing.
+//! The catalog is a function of the *set* of callbacks received, so it cannot depend on the
+//! order they arrive in or on how often each does:
 //!
-//! Ordering: callbacks carry no event time, so the receive time is the only clock. Membership of
-//! a video in a channel is decided by the latest-received membership event (ties broken by the
-//! time-ordered envelope id); an older one arriving later (a Kafka re-delivery, a replay) is
-//! recorded in `content_events` but does not change the membership. A delete is final: Kollus
-//! has no undelete, so a later join does not make a deleted video playable again.
+//! 1. Each batch's envelopes are inserted into `content_events` (the audit log), keyed by
+//!    envelope id: a re-delivered record inserts nothing. This is how applying twice changes
+//!    nothing.
+//! 2. For every upload and media content key a batch brought a new event for, the rows of
+//!    `uploads`, `media_contents` and `channel_memberships` are recomputed from all of that key's
+//!    events in `content_events` (a handful per video), in the same transaction.
+//!
+//! Rules the recomputation applies. Callbacks carry no event time and no event id (SPEC.md
+//! section 2), so ingest's receive time is the only clock; ties are broken by the envelope id
+//! (UUIDv7, time-ordered), so there are none.
+//! - Membership of a video in a channel: decided by the latest-received `channel_join` or
+//!   `channel_leave` for that pair; `joined_at` / `left_at` are the latest of each.
+//! - **Stale retries.** A Kafka re-delivery or a replay keeps its original envelope and receive
+//!   time, so it can never override a later event. A *Kollus* retry is a new callback: if Kollus
+//!   retries a join (because our ingest was unreachable for its first try) after sending the
+//!   leave that followed it, the retry is received last and wins. Nothing in the callback tells
+//!   the two apart; `content_events` keeps the whole sequence so support can see it.
+//! - Descriptive fields (filename, provider key, channel name, profile keys) come from the
+//!   latest-received event that carries them; the transcoding state from the latest-received
+//!   transcoding callback.
+//! - A delete is final: Kollus has no undelete, so no later join makes a deleted video playable.
+//! - An unknown `update_type` is kept in `content_events` and changes nothing else.
+
+use std::collections::{BTreeSet, HashSet};
 
 use deadpool_postgres::{Pool, Transaction};
-use kollus_common::envelope::Envelope;
-use kollus_common::kollus::platform::{ChannelRef, ContentChange, ContentEvent, TranscodingResult};
+use kollus_common::kollus::platform::{ContentChange, ContentEvent};
 use kollus_common::worker::{decode_batch, Applied, Apply, ApplyError};
 use rdkafka::message::OwnedMessage;
 use time::OffsetDateTime;
+use uuid::Uuid;
 
 use crate::metrics::Metrics;
 
@@ -23,31 +42,62 @@ pub struct Catalog {
     pub metrics: Metrics,
 }
 
-type Event = Envelope<ContentEvent>;
+/// The catalog's tables, in an order `TRUNCATE` accepts together.
+pub const TABLES: &[&str] = &[
+    "channel_memberships",
+    "media_contents",
+    "uploads",
+    "content_events",
+];
 
 impl Apply for Catalog {
     async fn apply(&self, batch: &[OwnedMessage]) -> Result<Applied, ApplyError> {
         let started = std::time::Instant::now();
         let (events, rejected) = decode_batch::<ContentEvent>(batch);
-        let mut applied = Applied {
+        let mut log = EventColumns::default();
+        for (_, event) in &events {
+            log.push(
+                event.id,
+                event.received_at,
+                event.kind.as_str(),
+                &event.payload,
+            )?;
+        }
+        let applied = Applied {
+            newest_received_at: log.received_at.iter().max().copied(),
             rejected,
-            newest_received_at: None,
         };
+
         let mut client = self.pool.get().await?;
         let tx = client.transaction().await?;
-        let mut outcomes = Vec::with_capacity(events.len());
-        for (_, event) in &events {
-            let fresh = apply_one(&tx, event).await?;
-            outcomes.push((event.payload.change.label(), fresh));
-            applied.newest_received_at = applied.newest_received_at.max(Some(event.received_at));
+        let mut fresh = insert_events(&tx, &log).await?;
+        let mut uploads = BTreeSet::new();
+        let mut media = BTreeSet::new();
+        for (i, id) in log.id.iter().enumerate() {
+            if fresh.contains(id) {
+                uploads.insert(log.upload[i]);
+                media.extend(log.media[i]);
+            }
+        }
+        let uploads: Vec<&str> = uploads.into_iter().collect();
+        let media: Vec<&str> = media.into_iter().collect();
+        if !uploads.is_empty() {
+            tx.execute(DERIVE_UPLOADS, &[&uploads]).await?;
+            tx.execute(DERIVE_MEDIA, &[&media]).await?;
+            tx.execute(DERIVE_MEMBERSHIPS, &[&media]).await?;
         }
         tx.commit().await?;
 
-        for (kind, fresh) in outcomes {
-            let outcome = if fresh { "applied" } else { "duplicate" };
+        for (id, change) in log.id.iter().zip(&log.change) {
+            // The first copy of a fresh envelope in the batch is the applied one.
+            let outcome = if fresh.remove(id) {
+                "applied"
+            } else {
+                "duplicate"
+            };
             self.metrics
                 .records
-                .with_label_values(&[kind, outcome])
+                .with_label_values(&[change, outcome])
                 .inc();
         }
         if !applied.rejected.is_empty() {
@@ -61,177 +111,170 @@ impl Apply for Catalog {
             .observe(started.elapsed().as_secs_f64());
         Ok(applied)
     }
+
+    async fn reset(&self) -> Result<(), ApplyError> {
+        let client = self.pool.get().await?;
+        client
+            .batch_execute(&format!("TRUNCATE {}", TABLES.join(", ")))
+            .await?;
+        Ok(())
+    }
 }
 
-/// Applies one event; false when it had been applied before.
-async fn apply_one(tx: &Transaction<'_>, event: &Event) -> anyhow::Result<bool> {
-    let e = &event.payload;
-    let at = event.received_at;
-    let media = e.media_content_key().map(|k| k.as_str());
-    let channel = match &e.change {
-        ContentChange::ChannelJoined { channel } | ContentChange::ChannelLeft { channel } => {
-            Some(channel.channel_key.as_str())
-        }
-        ContentChange::OtherUpdate { channel_key, .. } => channel_key.as_ref().map(|c| c.as_str()),
-        _ => None,
-    };
-    let first_time = tx
-        .execute(
+/// A batch's events as columns, for one `unnest` insert.
+#[derive(Default)]
+struct EventColumns<'a> {
+    id: Vec<Uuid>,
+    received_at: Vec<OffsetDateTime>,
+    kind: Vec<&'static str>,
+    change: Vec<&'static str>,
+    upload: Vec<&'a str>,
+    media: Vec<Option<&'a str>>,
+    channel: Vec<Option<&'a str>>,
+    payload: Vec<serde_json::Value>,
+}
+
+impl<'a> EventColumns<'a> {
+    fn push(
+        &mut self,
+        id: Uuid,
+        received_at: OffsetDateTime,
+        kind: &'static str,
+        e: &'a ContentEvent,
+    ) -> anyhow::Result<()> {
+        let channel = match &e.change {
+            ContentChange::ChannelJoined { channel } | ContentChange::ChannelLeft { channel } => {
+                Some(channel.channel_key.as_str())
+            }
+            ContentChange::OtherUpdate { channel_key, .. } => {
+                channel_key.as_ref().map(|c| c.as_str())
+            }
+            _ => None,
+        };
+        self.id.push(id);
+        self.received_at.push(received_at);
+        self.kind.push(kind);
+        self.change.push(e.change.label());
+        self.upload.push(e.upload_file_key.as_str());
+        self.media.push(e.media_content_key().map(|k| k.as_str()));
+        self.channel.push(channel);
+        self.payload.push(serde_json::to_value(e)?);
+        Ok(())
+    }
+}
+
+/// Inserts the batch into the audit log; returns the envelope ids that were not there yet.
+async fn insert_events(
+    tx: &Transaction<'_>,
+    log: &EventColumns<'_>,
+) -> Result<HashSet<Uuid>, ApplyError> {
+    let rows = tx
+        .query(
             "INSERT INTO content_events (envelope_id, received_at, kind, change, upload_file_key, \
                                          media_content_key, channel_key, payload) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (envelope_id) DO NOTHING",
+             SELECT * FROM unnest($1::uuid[], $2::timestamptz[], $3::text[], $4::text[], \
+                                  $5::text[], $6::text[], $7::text[], $8::jsonb[]) \
+             ON CONFLICT (envelope_id) DO NOTHING RETURNING envelope_id",
             &[
-                &event.id,
-                &at,
-                &event.kind.as_str(),
-                &e.change.label(),
-                &e.upload_file_key.as_str(),
-                &media,
-                &channel,
-                &serde_json::to_value(e)?,
+                &log.id,
+                &log.received_at,
+                &log.kind,
+                &log.change,
+                &log.upload,
+                &log.media,
+                &log.channel,
+                &log.payload,
             ],
         )
-        .await?
-        == 1;
-    if !first_time {
-        return Ok(false);
-    }
-
-    upsert_upload(tx, e, at).await?;
-    if let Some(media) = media {
-        upsert_media(tx, media, e.upload_file_key.as_str(), at).await?;
-    }
-    let upload = e.upload_file_key.as_str();
-    match &e.change {
-        ContentChange::Uploaded => {
-            tx.execute(
-                "UPDATE uploads SET uploaded_at = LEAST(uploaded_at, $2) WHERE upload_file_key = $1",
-                &[&upload, &at],
-            )
-            .await?;
-        }
-        ContentChange::Transcoded { result } => {
-            let state = match result {
-                TranscodingResult::Success => "success",
-                TranscodingResult::Fail => "fail",
-            };
-            // The latest-received transcoding result wins (a re-transcode may follow a failure).
-            tx.execute(
-                "UPDATE uploads SET transcoding_state = $2, transcoded_at = $3 \
-                 WHERE upload_file_key = $1 AND (transcoded_at IS NULL OR transcoded_at <= $3)",
-                &[&upload, &state, &at],
-            )
-            .await?;
-        }
-        ContentChange::ChannelJoined { channel } => {
-            set_membership(tx, channel, true, event).await?
-        }
-        ContentChange::ChannelLeft { channel } => set_membership(tx, channel, false, event).await?,
-        ContentChange::Deleted { .. } => {
-            tx.execute(
-                "UPDATE uploads SET deleted_at = LEAST(deleted_at, $2) WHERE upload_file_key = $1",
-                &[&upload, &at],
-            )
-            .await?;
-        }
-        ContentChange::PosterChanged { .. } => {
-            tx.execute(
-                "UPDATE uploads SET poster_changed_at = GREATEST(poster_changed_at, $2) \
-                 WHERE upload_file_key = $1",
-                &[&upload, &at],
-            )
-            .await?;
-        }
-        ContentChange::OtherUpdate { update_type, .. } => {
-            tracing::info!(%update_type, upload, "unknown update_type kept in content_events");
-        }
-    }
-    Ok(true)
+        .await?;
+    Ok(rows.iter().map(|r| r.get(0)).collect())
 }
 
-/// Creates the upload on first sight (callbacks can precede the upload callback) and keeps its
-/// descriptive fields from the latest-received event that has them.
-async fn upsert_upload(
-    tx: &Transaction<'_>,
-    e: &ContentEvent,
-    at: OffsetDateTime,
-) -> anyhow::Result<()> {
-    tx.execute(
-        "INSERT INTO uploads AS u (upload_file_key, content_provider_key, filename, full_filename, \
-                                   first_event_at, last_event_at) \
-         VALUES ($1, $2, $3, $4, $5, $5) \
-         ON CONFLICT (upload_file_key) DO UPDATE SET \
-           content_provider_key = CASE WHEN EXCLUDED.last_event_at >= u.last_event_at \
-               THEN COALESCE(EXCLUDED.content_provider_key, u.content_provider_key) \
-               ELSE COALESCE(u.content_provider_key, EXCLUDED.content_provider_key) END, \
-           filename = CASE WHEN EXCLUDED.last_event_at >= u.last_event_at \
-               THEN COALESCE(EXCLUDED.filename, u.filename) \
-               ELSE COALESCE(u.filename, EXCLUDED.filename) END, \
-           full_filename = CASE WHEN EXCLUDED.last_event_at >= u.last_event_at \
-               THEN COALESCE(EXCLUDED.full_filename, u.full_filename) \
-               ELSE COALESCE(u.full_filename, EXCLUDED.full_filename) END, \
-           first_event_at = LEAST(u.first_event_at, EXCLUDED.first_event_at), \
-           last_event_at = GREATEST(u.last_event_at, EXCLUDED.last_event_at)",
-        &[
-            &e.upload_file_key.as_str(),
-            &e.content_provider_key,
-            &e.filename,
-            &e.full_filename,
-            &at,
-        ],
-    )
-    .await?;
-    Ok(())
-}
+// "Latest-received event that has it": the first element of an aggregate ordered newest first.
+// The payload is the serialized `ContentEvent` (common/src/kollus/platform.rs).
 
-async fn upsert_media(
-    tx: &Transaction<'_>,
-    media: &str,
-    upload: &str,
-    at: OffsetDateTime,
-) -> anyhow::Result<()> {
-    tx.execute(
-        "INSERT INTO media_contents AS m (media_content_key, upload_file_key, first_event_at, last_event_at) \
-         VALUES ($1, $2, $3, $3) \
-         ON CONFLICT (media_content_key) DO UPDATE SET \
-           first_event_at = LEAST(m.first_event_at, EXCLUDED.first_event_at), \
-           last_event_at = GREATEST(m.last_event_at, EXCLUDED.last_event_at)",
-        &[&media, &upload, &at],
-    )
-    .await?;
-    Ok(())
-}
+/// Recomputes `uploads` rows ($1: upload keys) from all their events.
+const DERIVE_UPLOADS: &str = "
+INSERT INTO uploads AS u (upload_file_key, content_provider_key, filename, full_filename,
+                          uploaded_at, transcoding_state, transcoded_at, deleted_at,
+                          poster_changed_at, first_event_at, last_event_at)
+SELECT upload_file_key,
+       (array_agg(payload->>'content_provider_key' ORDER BY received_at DESC, envelope_id DESC)
+            FILTER (WHERE payload ? 'content_provider_key'))[1],
+       (array_agg(payload->>'filename' ORDER BY received_at DESC, envelope_id DESC)
+            FILTER (WHERE payload ? 'filename'))[1],
+       (array_agg(payload->>'full_filename' ORDER BY received_at DESC, envelope_id DESC)
+            FILTER (WHERE payload ? 'full_filename'))[1],
+       min(received_at) FILTER (WHERE change = 'uploaded'),
+       coalesce((array_agg(payload->'change'->>'result' ORDER BY received_at DESC, envelope_id DESC)
+            FILTER (WHERE change = 'transcoded'))[1], 'pending'),
+       max(received_at) FILTER (WHERE change = 'transcoded'),
+       min(received_at) FILTER (WHERE change = 'content_delete'),
+       max(received_at) FILTER (WHERE change = 'content_poster'),
+       min(received_at),
+       max(received_at)
+FROM content_events
+WHERE upload_file_key = ANY($1::text[])
+GROUP BY upload_file_key
+ON CONFLICT (upload_file_key) DO UPDATE SET
+    content_provider_key = EXCLUDED.content_provider_key,
+    filename = EXCLUDED.filename,
+    full_filename = EXCLUDED.full_filename,
+    uploaded_at = EXCLUDED.uploaded_at,
+    transcoding_state = EXCLUDED.transcoding_state,
+    transcoded_at = EXCLUDED.transcoded_at,
+    deleted_at = EXCLUDED.deleted_at,
+    poster_changed_at = EXCLUDED.poster_changed_at,
+    first_event_at = EXCLUDED.first_event_at,
+    last_event_at = EXCLUDED.last_event_at";
 
-async fn set_membership(
-    tx: &Transaction<'_>,
-    channel: &ChannelRef,
-    joined: bool,
-    event: &Event,
-) -> anyhow::Result<()> {
-    tx.execute(
-        "INSERT INTO channel_memberships AS c (media_content_key, channel_key, channel_name, \
-             profile_keys, in_channel, joined_at, left_at, decided_at, decided_by) \
-         VALUES ($1, $2, $3, $4, $5, CASE WHEN $5 THEN $6::timestamptz END, \
-                 CASE WHEN NOT $5 THEN $6::timestamptz END, $6, $7) \
-         ON CONFLICT (media_content_key, channel_key) DO UPDATE SET \
-           channel_name = COALESCE(EXCLUDED.channel_name, c.channel_name), \
-           profile_keys = EXCLUDED.profile_keys, \
-           in_channel = EXCLUDED.in_channel, \
-           joined_at = COALESCE(EXCLUDED.joined_at, c.joined_at), \
-           left_at = COALESCE(EXCLUDED.left_at, c.left_at), \
-           decided_at = EXCLUDED.decided_at, \
-           decided_by = EXCLUDED.decided_by \
-         WHERE (EXCLUDED.decided_at, EXCLUDED.decided_by) > (c.decided_at, c.decided_by)",
-        &[
-            &channel.media_content_key.as_str(),
-            &channel.channel_key.as_str(),
-            &channel.channel_name,
-            &channel.profile_keys,
-            &joined,
-            &event.received_at,
-            &event.id,
-        ],
-    )
-    .await?;
-    Ok(())
-}
+/// Recomputes `media_contents` rows ($1: media content keys) from all their events. A media
+/// content key belongs to the upload its latest-received event names.
+const DERIVE_MEDIA: &str = "
+INSERT INTO media_contents AS m (media_content_key, upload_file_key, first_event_at, last_event_at)
+SELECT media_content_key,
+       (array_agg(upload_file_key ORDER BY received_at DESC, envelope_id DESC))[1],
+       min(received_at),
+       max(received_at)
+FROM content_events
+WHERE media_content_key = ANY($1::text[])
+GROUP BY media_content_key
+ON CONFLICT (media_content_key) DO UPDATE SET
+    upload_file_key = EXCLUDED.upload_file_key,
+    first_event_at = EXCLUDED.first_event_at,
+    last_event_at = EXCLUDED.last_event_at";
+
+/// Recomputes `channel_memberships` ($1: media content keys) from their membership events.
+const DERIVE_MEMBERSHIPS: &str = "
+WITH ev AS (
+    SELECT media_content_key, channel_key, received_at, envelope_id,
+           change = 'channel_join' AS joined, payload->'change'->'channel' AS ch
+    FROM content_events
+    WHERE media_content_key = ANY($1::text[]) AND change IN ('channel_join', 'channel_leave')
+), summary AS (
+    SELECT media_content_key, channel_key,
+           max(received_at) FILTER (WHERE joined) AS joined_at,
+           max(received_at) FILTER (WHERE NOT joined) AS left_at,
+           (array_agg(ch->>'channel_name' ORDER BY received_at DESC, envelope_id DESC)
+                FILTER (WHERE ch ? 'channel_name'))[1] AS channel_name
+    FROM ev GROUP BY media_content_key, channel_key
+), decider AS (
+    SELECT DISTINCT ON (media_content_key, channel_key)
+           media_content_key, channel_key, joined, received_at, envelope_id,
+           ARRAY(SELECT jsonb_array_elements_text(coalesce(ch->'profile_keys', '[]'))) AS profile_keys
+    FROM ev
+    ORDER BY media_content_key, channel_key, received_at DESC, envelope_id DESC
+)
+INSERT INTO channel_memberships AS c (media_content_key, channel_key, channel_name, profile_keys,
+                                      in_channel, joined_at, left_at, decided_at, decided_by)
+SELECT d.media_content_key, d.channel_key, s.channel_name, d.profile_keys,
+       d.joined, s.joined_at, s.left_at, d.received_at, d.envelope_id
+FROM decider d JOIN summary s USING (media_content_key, channel_key)
+ON CONFLICT (media_content_key, channel_key) DO UPDATE SET
+    channel_name = EXCLUDED.channel_name,
+    profile_keys = EXCLUDED.profile_keys,
+    in_channel = EXCLUDED.in_channel,
+    joined_at = EXCLUDED.joined_at,
+    left_at = EXCLUDED.left_at,
+    decided_at = EXCLUDED.decided_at,
+    decided_by = EXCLUDED.decided_by";

@@ -88,3 +88,37 @@ impl TestWorker {
         .await;
     }
 }
+
+/// A platform callback's envelope as ingest would have made it, received `at` seconds after
+/// a fixed instant (so tests control the only clock the catalog has).
+pub fn envelope(kind: CallbackKind, form: &str, at: i64) -> Envelope<ContentEvent> {
+    let event = ContentEvent::from_form(kind, form.as_bytes()).expect("a valid callback");
+    let mut e = Envelope::new(
+        kind,
+        event,
+        RawRequest {
+            content_type: None,
+            body: RawBody::from_bytes(form.as_bytes()),
+        },
+    );
+    e.received_at =
+        time::OffsetDateTime::from_unix_timestamp(1_793_523_600 + at).expect("a valid instant");
+    e
+}
+
+/// Every catalog table, row by row in key order, as JSON text; `content_events.applied_at`
+/// (the wall clock of the apply) is left out. Two catalogs are the same when these are equal.
+pub async fn snapshot(db: &tokio_postgres::Client) -> Vec<String> {
+    let mut rows = Vec::new();
+    for query in [
+        "SELECT to_jsonb(t) FROM uploads t ORDER BY upload_file_key",
+        "SELECT to_jsonb(t) FROM media_contents t ORDER BY media_content_key",
+        "SELECT to_jsonb(t) FROM channel_memberships t ORDER BY media_content_key, channel_key",
+        "SELECT to_jsonb(t) - 'applied_at' FROM content_events t ORDER BY envelope_id",
+    ] {
+        for row in db.query(query, &[]).await.expect(query) {
+            rows.push(row.get::<_, serde_json::Value>(0).to_string());
+        }
+    }
+    rows
+}
