@@ -75,3 +75,66 @@ pub async fn metrics_endpoint(registry: web::Data<Registry>) -> HttpResponse {
         Err(e) => HttpResponse::InternalServerError().body(format!("encoding metrics: {e}")),
     }
 }
+
+/// The connection pool's state, read from the pool when Prometheus scrapes:
+/// `db_pool_connections{state="idle"|"in_use"}`, `db_pool_max_connections` and
+/// `db_pool_waiting` (tasks waiting for a connection: the pool is too small or the database slow).
+pub fn register_pool(r: &Registry, pool: &deadpool_postgres::Pool) {
+    let gauges = |name: &str, help: &str| IntGauge::new(name, help);
+    let collector = PoolCollector {
+        pool: pool.clone(),
+        connections: IntGaugeVec::new(
+            Opts::new(
+                "db_pool_connections",
+                "PostgreSQL connections held by the pool, by state.",
+            ),
+            &["state"],
+        )
+        .expect("static metric definition is valid"),
+        max: gauges(
+            "db_pool_max_connections",
+            "Most connections the pool opens.",
+        )
+        .expect("static metric definition is valid"),
+        waiting: gauges(
+            "db_pool_waiting",
+            "Tasks waiting for a PostgreSQL connection.",
+        )
+        .expect("static metric definition is valid"),
+    };
+    r.register(Box::new(collector))
+        .expect("the pool metrics are registered once");
+}
+
+struct PoolCollector {
+    pool: deadpool_postgres::Pool,
+    connections: IntGaugeVec,
+    max: IntGauge,
+    waiting: IntGauge,
+}
+
+impl Collector for PoolCollector {
+    fn desc(&self) -> Vec<&prometheus::core::Desc> {
+        let mut d = self.connections.desc();
+        d.extend(self.max.desc());
+        d.extend(self.waiting.desc());
+        d
+    }
+
+    fn collect(&self) -> Vec<prometheus::proto::MetricFamily> {
+        let s = self.pool.status();
+        let in_use = s.size.saturating_sub(s.available);
+        self.connections
+            .with_label_values(&["idle"])
+            .set(s.available as i64);
+        self.connections
+            .with_label_values(&["in_use"])
+            .set(in_use as i64);
+        self.max.set(s.max_size as i64);
+        self.waiting.set(s.waiting as i64);
+        let mut m = self.connections.collect();
+        m.extend(self.max.collect());
+        m.extend(self.waiting.collect());
+        m
+    }
+}

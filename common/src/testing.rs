@@ -171,6 +171,25 @@ impl TestDb {
         DatabaseSettings::new(&self.url)
     }
 
+    /// Settings that reach this database through a fault proxy the test can cut and restore.
+    pub async fn behind_proxy(&self) -> (ChaosProxy, DatabaseSettings) {
+        let (host, port) = self
+            .url
+            .split_once('@')
+            .and_then(|(_, rest)| rest.split_once('/'))
+            .map(|(hostport, _)| hostport)
+            .and_then(|hp| hp.rsplit_once(':'))
+            .expect("the test database URL names host:port");
+        let upstream: SocketAddr = format!("{host}:{port}")
+            .parse()
+            .expect("the test database is reached by IP address");
+        let proxy = ChaosProxy::start(upstream).await;
+        let url = self
+            .url
+            .replacen(&format!("{host}:{port}"), &proxy.addr.to_string(), 1);
+        (proxy, DatabaseSettings::new(&url))
+    }
+
     pub async fn client(&self) -> tokio_postgres::Client {
         let (client, conn) = tokio_postgres::connect(&self.url, NoTls)
             .await
@@ -204,6 +223,48 @@ impl Drop for TestDb {
 // ---------------------------------------------------------------------------------------------
 // A service under test
 // ---------------------------------------------------------------------------------------------
+
+/// A service's real binary as a process, killed (SIGKILL) when dropped so a failing test leaves
+/// none behind. Given the harness's database and broker, an ephemeral admin port, error logs.
+pub struct ServiceProcess(pub Child);
+
+impl ServiceProcess {
+    pub fn start(binary: &str, h: &Harness, env: &[(&str, &str)]) -> Self {
+        let mut command = Command::new(binary);
+        command
+            .env("DATABASE_URL", &h.db.url)
+            .env("KAFKA_BROKERS", &h.kafka.brokers)
+            .env(
+                "KAFKA_TOPIC_PARTITIONS",
+                h.kafka.topic_partitions.to_string(),
+            )
+            .env("LISTEN_ADDR", "127.0.0.1:0")
+            .env("RUST_LOG", "error")
+            .env("LOG_FORMAT", "text")
+            .stdin(std::process::Stdio::null());
+        for (k, v) in env {
+            command.env(k, v);
+        }
+        Self(
+            command
+                .spawn()
+                .unwrap_or_else(|e| panic!("starting {binary}: {e}")),
+        )
+    }
+
+    /// `kill -9`: nothing runs in the process after this (no offset commit, no leaving the group).
+    pub fn kill_9(&mut self) {
+        self.0.kill().expect("kill -9");
+        self.0.wait().expect("reaping the killed process");
+    }
+}
+
+impl Drop for ServiceProcess {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
 
 /// What a worker test runs against: its own database and broker, and the running service,
 /// stopped (or killed) by the test or on drop.

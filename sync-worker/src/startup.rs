@@ -12,6 +12,7 @@ impl Application {
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
         let pool = connect_database(&settings.database).await?;
         let metrics = Metrics::new();
+        kollus_common::metrics::register_pool(&metrics.registry, &pool);
         let parts = WorkerParts {
             listen_addr: settings.listen_addr,
             kafka: &settings.kafka,

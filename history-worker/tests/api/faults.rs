@@ -1,10 +1,9 @@
 //! PostgreSQL cut mid-stream and a worker killed mid-batch: the tables end exactly as if
 //! nothing had happened (nothing lost, nothing doubled).
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
-use kollus_common::testing::{eventually, scrape, ChaosProxy};
+use kollus_common::testing::{eventually, scrape, ServiceProcess};
 use kollus_history_worker::startup::Application;
 
 use crate::helpers::{report, settings, TestWorker};
@@ -57,17 +56,9 @@ async fn postgres_cut_mid_stream_delays_but_loses_nothing() {
         h: kollus_common::testing::Harness::new().await,
         port: 0,
     };
-    let proxy = ChaosProxy::start(SocketAddr::from(([127, 0, 0, 1], 5432))).await;
-    let proxied =
-        w.h.db
-            .url
-            .replace("127.0.0.1:5432", &proxy.addr.to_string());
-    assert_ne!(
-        proxied, w.h.db.url,
-        "the test database is on 127.0.0.1:5432"
-    );
+    let (proxy, database) = w.h.db.behind_proxy().await;
     let mut s = settings(&w.h);
-    s.database = kollus_common::settings::DatabaseSettings::new(&proxied);
+    s.database = database;
     let app = Application::build(s)
         .await
         .expect("building history-worker");
@@ -106,30 +97,12 @@ async fn postgres_cut_mid_stream_delays_but_loses_nothing() {
     w.h.stop().await;
 }
 
-/// The real binary as a process, killed (SIGKILL) when dropped so a failing test leaves none.
-struct WorkerProcess(std::process::Child);
-
-impl Drop for WorkerProcess {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// Small batches, so there is a middle of the stream to kill it in.
-fn start_binary(w: &TestWorker) -> WorkerProcess {
-    WorkerProcess(
-        std::process::Command::new(env!("CARGO_BIN_EXE_history-worker"))
-            .env("DATABASE_URL", &w.h.db.url)
-            .env("KAFKA_BROKERS", &w.h.broker.addr)
-            .env("KAFKA_TOPIC_PARTITIONS", "3")
-            .env("LISTEN_ADDR", "127.0.0.1:0")
-            .env("WORKER_MAX_BATCH", "10")
-            .env("RUST_LOG", "error")
-            .env("LOG_FORMAT", "text")
-            .stdin(std::process::Stdio::null())
-            .spawn()
-            .expect("starting the history-worker binary"),
+fn start_binary(w: &TestWorker) -> ServiceProcess {
+    ServiceProcess::start(
+        env!("CARGO_BIN_EXE_history-worker"),
+        &w.h,
+        &[("WORKER_MAX_BATCH", "10")],
     )
 }
 
@@ -156,9 +129,7 @@ async fn kill_9_mid_batch_replays_to_the_same_tables() {
         || async { applied().await.filter(|n| (1..1000).contains(n)) },
     )
     .await;
-    // SIGKILL: nothing runs after it (no offset commit, no leaving the group).
-    first.0.kill().expect("kill -9");
-    first.0.wait().unwrap();
+    first.kill_9();
     let at_kill = applied().await.unwrap();
     assert!(at_kill < 1000, "killed mid-stream ({at_kill} applied)");
     // A new process takes over once the group has dropped the dead member, and replays what

@@ -1,7 +1,7 @@
 use std::time::Duration;
 
 use kollus_common::kollus::CallbackKind;
-use kollus_common::testing::{eventually, read_topic};
+use kollus_common::testing::{eventually, read_topic, scrape};
 
 use crate::helpers::spawn_worker;
 
@@ -95,6 +95,33 @@ async fn a_redelivered_record_changes_nothing() {
     assert!(
         !in_channel,
         "the re-delivered join must not undo the later leave"
+    );
+
+    // The metrics say the same: the re-delivery counted as a duplicate, not applied again.
+    let base = format!("http://127.0.0.1:{}", w.port);
+    let sample = |kind: &str, outcome: &str| {
+        format!("kollus_sync_records_total{{kind=\"{kind}\",outcome=\"{outcome}\"}}")
+    };
+    assert_eq!(
+        scrape(&base, &sample("channel_join", "applied")).await,
+        Some(1.0)
+    );
+    assert_eq!(
+        scrape(&base, &sample("channel_join", "duplicate")).await,
+        Some(1.0)
+    );
+    assert_eq!(
+        scrape(&base, &sample("channel_leave", "applied")).await,
+        Some(1.0)
+    );
+    assert_eq!(
+        scrape(&base, "kollus_sync_db_pool_max_connections").await,
+        Some(8.0)
+    );
+    let lag = scrape(&base, "kollus_sync_lag_seconds").await;
+    assert!(
+        lag.is_some_and(|s| s >= 0.0),
+        "lag_seconds is exported: {lag:?}"
     );
 }
 

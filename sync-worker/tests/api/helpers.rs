@@ -4,18 +4,40 @@ use kollus_common::envelope::{Envelope, RawBody, RawRequest};
 use kollus_common::kollus::platform::ContentEvent;
 use kollus_common::kollus::CallbackKind;
 use kollus_common::telemetry::{LogFormat, LogSettings};
-use kollus_common::testing::{eventually, fixture, Harness};
+use kollus_common::testing::{eventually, fixture, Harness, TestDb};
+use kollus_common::worker::Apply as _;
 use kollus_common::worker::ConsumeSettings;
+use kollus_sync_worker::catalog::Catalog;
 use kollus_sync_worker::configuration::Settings;
+use kollus_sync_worker::metrics::Metrics;
 use kollus_sync_worker::startup::Application;
+use rdkafka::message::{OwnedMessage, Timestamp};
 
 pub struct TestWorker {
     pub h: Harness,
+    /// The admin port (`/metrics`) of the instance `start` runs.
+    pub port: u16,
+}
+
+/// Settings for an instance against the harness's database and broker.
+pub fn settings(h: &Harness) -> Settings {
+    Settings {
+        listen_addr: "127.0.0.1:0".parse().unwrap(),
+        group_id: "kollus-sync-worker".into(),
+        consume: ConsumeSettings::default(),
+        database: h.db.settings(),
+        kafka: h.kafka.clone(),
+        log: LogSettings {
+            log_format: LogFormat::Text,
+            log_filter: "info".into(),
+        },
+    }
 }
 
 pub async fn spawn_worker() -> TestWorker {
     let mut w = TestWorker {
         h: Harness::new().await,
+        port: 0,
     };
     w.start().await;
     w
@@ -23,21 +45,16 @@ pub async fn spawn_worker() -> TestWorker {
 
 impl TestWorker {
     pub async fn start(&mut self) {
-        let settings = Settings {
-            listen_addr: "127.0.0.1:0".parse().unwrap(),
-            group_id: "kollus-sync-worker".into(),
-            consume: ConsumeSettings::default(),
-            database: self.h.db.settings(),
-            kafka: self.h.kafka.clone(),
-            log: LogSettings {
-                log_format: LogFormat::Text,
-                log_filter: "info".into(),
-            },
-        };
-        let app = Application::build(settings)
-            .await
-            .expect("building sync-worker");
+        let app = self.build(false).await.expect("building sync-worker");
+        self.port = app.port();
         self.h.spawn(|stop| app.run_until(stop));
+    }
+
+    /// Builds a worker on this harness's database and broker (`rebuild`: with `--rebuild`).
+    pub async fn build(&self, rebuild: bool) -> anyhow::Result<Application> {
+        let mut s = settings(&self.h);
+        s.consume.rebuild = rebuild;
+        Application::build(s).await
     }
 
     /// Publishes a platform callback as ingest would.
@@ -121,4 +138,39 @@ pub async fn snapshot(db: &tokio_postgres::Client) -> Vec<String> {
         }
     }
     rows
+}
+
+pub fn record(e: &Envelope<ContentEvent>, offset: i64) -> OwnedMessage {
+    OwnedMessage::new(
+        Some(serde_json::to_vec(e).unwrap()),
+        Some(e.payload.partition_key().as_bytes().to_vec()),
+        "kollus.content.v1".into(),
+        Timestamp::NotAvailable,
+        0,
+        offset,
+        None,
+    )
+}
+
+/// Applies `batches` with the worker's own `Apply` (no broker) to a fresh database; returns
+/// its snapshot and the database. The reference a pipeline run must equal.
+pub async fn apply_directly(batches: Vec<Vec<&Envelope<ContentEvent>>>) -> (Vec<String>, TestDb) {
+    let db = TestDb::new().await;
+    let catalog = Catalog {
+        pool: kollus_common::db::pool(&db.settings()).unwrap(),
+        metrics: Metrics::new(),
+    };
+    let mut offset = 0;
+    for batch in batches {
+        let records: Vec<_> = batch
+            .iter()
+            .map(|e| {
+                offset += 1;
+                record(e, offset)
+            })
+            .collect();
+        let applied = catalog.apply(&records).await.expect("the batch applies");
+        assert!(applied.rejected.is_empty(), "{:?}", applied.rejected);
+    }
+    (snapshot(&db.client().await).await, db)
 }

@@ -6,13 +6,8 @@
 use kollus_common::envelope::Envelope;
 use kollus_common::kollus::platform::ContentEvent;
 use kollus_common::kollus::CallbackKind::{self, Channel, ContentUpdate, Transcoding, Upload};
-use kollus_common::testing::TestDb;
-use kollus_common::worker::Apply as _;
-use kollus_sync_worker::catalog::Catalog;
-use kollus_sync_worker::metrics::Metrics;
-use rdkafka::message::{OwnedMessage, Timestamp};
 
-use crate::helpers::{envelope, snapshot};
+use crate::helpers::{apply_directly, envelope};
 
 /// A week of one provider's catalog, every change kind and the awkward cases: a re-transcode
 /// after a failure, leave then rejoin under a new channel name, a video in two channels, a
@@ -105,40 +100,6 @@ fn history() -> Vec<Envelope<ContentEvent>> {
         .collect()
 }
 
-fn record(e: &Envelope<ContentEvent>, offset: i64) -> OwnedMessage {
-    OwnedMessage::new(
-        Some(serde_json::to_vec(e).unwrap()),
-        Some(e.payload.partition_key().as_bytes().to_vec()),
-        "kollus.content.v1".into(),
-        Timestamp::NotAvailable,
-        0,
-        offset,
-        None,
-    )
-}
-
-/// Applies `batches` to a fresh database and returns its snapshot and the database.
-async fn apply_all(batches: Vec<Vec<&Envelope<ContentEvent>>>) -> (Vec<String>, TestDb) {
-    let db = TestDb::new().await;
-    let catalog = Catalog {
-        pool: kollus_common::db::pool(&db.settings()).unwrap(),
-        metrics: Metrics::new(),
-    };
-    let mut offset = 0;
-    for batch in batches {
-        let records: Vec<_> = batch
-            .iter()
-            .map(|e| {
-                offset += 1;
-                record(e, offset)
-            })
-            .collect();
-        let applied = catalog.apply(&records).await.expect("the batch applies");
-        assert!(applied.rejected.is_empty(), "{:?}", applied.rejected);
-    }
-    (snapshot(&db.client().await).await, db)
-}
-
 /// A small deterministic generator (xorshift), so a failing order can be reproduced by seed.
 struct Rng(u64);
 impl Rng {
@@ -153,7 +114,7 @@ impl Rng {
 #[tokio::test]
 async fn any_order_any_duplicates_any_batching_gives_the_same_catalog() {
     let events = history();
-    let (in_order, db) = apply_all(events.iter().map(|e| vec![e]).collect()).await;
+    let (in_order, db) = apply_directly(events.iter().map(|e| vec![e]).collect()).await;
 
     // The reference catalog says what the history means.
     let client = db.client().await;
@@ -245,7 +206,7 @@ async fn any_order_any_duplicates_any_batching_gives_the_same_catalog() {
             let n = (1 + rng.below(7)).min(copies.len());
             batches.push(copies.drain(..n).collect());
         }
-        let (shuffled, _db) = apply_all(batches).await;
+        let (shuffled, _db) = apply_directly(batches).await;
         assert_eq!(shuffled, in_order, "seed {seed} gave another catalog");
     }
 }
