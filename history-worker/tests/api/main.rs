@@ -3,4 +3,5 @@
 mod faults;
 mod group;
 mod helpers;
+mod rebuild;
 mod sessions;

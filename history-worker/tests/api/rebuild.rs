@@ -1,0 +1,67 @@
+//! `--rebuild`: watch history thrown away and replayed from the topic equals the live tables.
+
+use std::time::Duration;
+
+use kollus_common::testing::eventually;
+use kollus_history_worker::startup::Application;
+
+use crate::helpers::{report, settings, snapshot, spawn_worker};
+
+#[tokio::test]
+async fn a_rebuild_replays_the_topic_into_the_same_history() {
+    let mut w = spawn_worker().await;
+    // 10 users, two sessions each on one video, five growing reports per session.
+    for user in 0..10 {
+        for start_at in [1_700_000_000, 1_700_086_400] {
+            for n in 1..=5u64 {
+                let e = w.envelope(&report(
+                    &format!("u{user}"),
+                    "m1",
+                    start_at,
+                    [n * 10, n * 5, n * 12, n * 8, n],
+                    &[(1, n, n * 4), (u8::from(n > 3), 0, 0)],
+                ));
+                w.publish(&e).await;
+            }
+        }
+    }
+    w.wait_applied(100).await;
+    let db = w.h.db.client().await;
+    let live = snapshot(&db).await;
+    assert_eq!(live.len(), 20 + 10 + 100, "sessions, rollups, envelope ids");
+
+    let mut s = settings(&w.h);
+    s.consume.rebuild = true;
+    let refused = Application::build(s.clone())
+        .await
+        .err()
+        .expect("a rebuild beside a running member");
+    assert!(format!("{refused:#}").contains("member"), "{refused:#}");
+    assert_eq!(
+        snapshot(&db).await,
+        live,
+        "a refused rebuild touches nothing"
+    );
+
+    w.h.stop().await;
+    db.batch_execute(
+        "UPDATE watch_sessions SET playtime = 0, reports = 1; \
+         DELETE FROM watch_progress WHERE client_user_id = 'u3'; \
+         DELETE FROM playback_events WHERE envelope_id IN \
+             (SELECT envelope_id FROM playback_events LIMIT 7)",
+    )
+    .await
+    .unwrap();
+    assert_ne!(snapshot(&db).await, live);
+
+    let app = Application::build(s)
+        .await
+        .expect("rebuilding with no member running");
+    w.h.spawn(|stop| app.run_until(stop));
+    eventually(
+        "the rebuilt history to equal the live one",
+        Duration::from_secs(30),
+        || async { (snapshot(&db).await == live).then_some(()) },
+    )
+    .await;
+}
