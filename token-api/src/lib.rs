@@ -1,4 +1,5 @@
-//! token-api: signs Kollus playback tokens for the product app.
+//! token-api: signs Kollus playback tokens for the product app, and answers its questions
+//! about watch progress, watch history and the catalog.
 
 pub mod auth;
 pub mod catalog;
@@ -6,6 +7,7 @@ pub mod claims;
 pub mod configuration;
 pub mod metrics;
 pub mod problem;
+pub mod read;
 pub mod request;
 pub mod routes;
 pub mod startup;

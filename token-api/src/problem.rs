@@ -20,8 +20,6 @@ pub enum ApiError {
     BadToken(String),
     #[error("{0}")]
     NotFound(String),
-    #[error("{0}")]
-    NotImplemented(&'static str),
     #[error("a dependency is unavailable: {0}")]
     Unavailable(String),
     #[error("internal error: {0}")]
@@ -46,7 +44,6 @@ impl ResponseError for ApiError {
             Self::Invalid(_) | Self::BadJson(_) | Self::BadToken(_) => StatusCode::BAD_REQUEST,
             Self::Refused(..) => StatusCode::CONFLICT,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
-            Self::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }

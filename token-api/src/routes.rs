@@ -1,5 +1,6 @@
 //! token-api's endpoints.
 
+use actix_web::http::Method;
 use actix_web::{web, HttpRequest, HttpResponse};
 use deadpool_postgres::Pool;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Validation};
@@ -28,7 +29,7 @@ pub struct State {
 }
 
 impl State {
-    fn authenticate(&self, req: &HttpRequest) -> Result<String, ApiError> {
+    pub(crate) fn authenticate(&self, req: &HttpRequest) -> Result<String, ApiError> {
         self.keys
             .authenticate(req)
             .map(str::to_owned)
@@ -180,9 +181,45 @@ pub async fn verify_token(
     })))
 }
 
-/// The read API is specified (issue "token-api") but not built yet: say so.
-pub async fn not_yet() -> Result<HttpResponse, ApiError> {
-    Err(ApiError::NotImplemented(
-        "this read endpoint is not implemented yet; watch history is in PostgreSQL (watch_sessions, watch_progress)",
-    ))
+/// The OpenAPI document of this API (`token-api/openapi.json`).
+pub const OPENAPI: &str = include_str!("../openapi.json");
+
+/// `GET /openapi.json`
+pub async fn openapi() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("application/json")
+        .body(OPENAPI)
+}
+
+/// Every API route, registered from this one list; a test holds it equal to `openapi.json`.
+/// (`/healthz`, `/readyz` and `/metrics` are the operations endpoints every service has.)
+pub fn api_routes() -> Vec<(&'static str, Method, actix_web::Route)> {
+    vec![
+        (
+            "/v1/playback-tokens",
+            Method::POST,
+            web::post().to(issue_token),
+        ),
+        (
+            "/v1/playback-tokens/verify",
+            Method::GET,
+            web::get().to(verify_token),
+        ),
+        (
+            "/v1/users/{client_user_id}/media/{media_content_key}/progress",
+            Method::GET,
+            web::get().to(crate::read::progress),
+        ),
+        (
+            "/v1/users/{client_user_id}/history",
+            Method::GET,
+            web::get().to(crate::read::history),
+        ),
+        (
+            "/v1/media/{media_content_key}",
+            Method::GET,
+            web::get().to(crate::read::media),
+        ),
+        ("/openapi.json", Method::GET, web::get().to(openapi)),
+    ]
 }

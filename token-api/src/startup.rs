@@ -16,7 +16,7 @@ use crate::configuration::Settings;
 use crate::metrics::Metrics;
 use crate::problem::ApiError;
 use crate::request::Limits;
-use crate::routes::{issue_token, not_yet, verify_token, State};
+use crate::routes::{api_routes, State};
 
 pub struct Application {
     port: u16,
@@ -61,14 +61,11 @@ impl Application {
                         .error_handler(|e, _| ApiError::BadJson(e.to_string()).into()),
                 )
                 .wrap(from_fn(red_metrics))
-                .route("/v1/playback-tokens", web::post().to(issue_token))
-                .route("/v1/playback-tokens/verify", web::get().to(verify_token))
-                .route(
-                    "/v1/users/{client_user_id}/media/{media_content_key}/progress",
-                    web::get().to(not_yet),
-                )
-                .route("/v1/users/{client_user_id}/history", web::get().to(not_yet))
-                .route("/v1/media/{media_content_key}", web::get().to(not_yet))
+                .configure(|cfg| {
+                    for (path, _, route) in api_routes() {
+                        cfg.route(path, route);
+                    }
+                })
                 .configure(|cfg| configure_ops(cfg, registry.clone(), ready.clone()))
         })
         .listen(listener)?

@@ -130,7 +130,7 @@ pub async fn snapshot(db: &tokio_postgres::Client) -> Vec<String> {
     for query in [
         "SELECT to_jsonb(t) FROM watch_sessions t ORDER BY client_user_id, media_content_key, start_at",
         "SELECT to_jsonb(t) FROM watch_progress t ORDER BY client_user_id, media_content_key",
-        "SELECT to_jsonb(t) FROM playback_events t ORDER BY envelope_id",
+        "SELECT to_jsonb(t) - 'applied_at' FROM playback_events t ORDER BY envelope_id",
     ] {
         for row in db.query(query, &[]).await.expect(query) {
             rows.push(row.get::<_, serde_json::Value>(0).to_string());

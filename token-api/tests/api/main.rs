@@ -1,4 +1,6 @@
 //! token-api against a real PostgreSQL catalog.
 
 mod helpers;
+mod openapi;
+mod read;
 mod tokens;

@@ -190,21 +190,3 @@ async fn verify_decodes_what_was_issued_and_refuses_forgeries() {
     let forged = format!("{}x", token);
     assert_eq!(verify(forged).await.unwrap().status(), 400);
 }
-
-#[tokio::test]
-async fn read_endpoints_say_they_are_not_built_yet() {
-    let app = spawn_app().await;
-    for path in [
-        "/v1/users/u/media/m/progress",
-        "/v1/users/u/history",
-        "/v1/media/m",
-    ] {
-        let res = app
-            .client
-            .get(format!("{}{path}", app.address))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(res.status(), 501, "{path}");
-    }
-}

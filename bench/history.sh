@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# history-worker benchmark: LMS records/s from topic to table for 1M generated reports over 50k
+# sessions, lag from receive time to row at a steady rate, and the same reports applied one per
+# transaction (1 and 8 connections), all in one run on this machine (bench/src/bin/history_bench.rs).
+#
+#   bench/history.sh [RECORDS [SESSIONS]]      defaults: 1000000 50000
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+target="${CARGO_TARGET_DIR:-$root/target}/release"
+work=$(mktemp -d)
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
+trap cleanup EXIT
+
+scripts/broker.sh install
+scripts/postgres.sh
+cargo build --release --locked -q -p kollus-history-worker -p kollus-bench
+
+port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+wait_port() { for _ in $(seq 1 100); do (echo >"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.1; done; echo "nothing on $1" >&2; exit 1; }
+
+kafka_port=$(port)
+.local/bin/tansu broker --listener-url "tcp://127.0.0.1:$kafka_port" --advertised-listener-url "tcp://127.0.0.1:$kafka_port" \
+  --storage-engine memory://tansu/ >/dev/null 2>&1 & pids+=($!)
+wait_port "$kafka_port"
+
+"$target/history-bench" "127.0.0.1:$kafka_port" "${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres}" \
+  "$target/history-worker" "${1:-1000000}" "${2:-50000}"
+
+echo
+echo "machine: $(nproc) cores, $(lscpu | sed -n 's/^Model name:[[:space:]]*//p'), $(free -g | awk '/Mem:/{print $2}') GiB; broker, worker, PostgreSQL and the generator share the cores"
+echo "PostgreSQL: $(psql -h 127.0.0.1 -U postgres -Atc 'SHOW server_version' 2>/dev/null || echo unknown), $(psql -h 127.0.0.1 -U postgres -Atc 'SHOW synchronous_commit' 2>/dev/null | sed 's/^/synchronous_commit=/')"

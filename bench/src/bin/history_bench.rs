@@ -1,0 +1,344 @@
+//! history-worker, topic to table: LMS records/s for generated reports over many sessions, and
+//! the lag from ingest's receive time to the row at a steady rate, against the naive worker (one
+//! transaction per record, same statements), all in one run on one PostgreSQL server.
+//!
+//! Usage: history-bench BROKERS ADMIN_DATABASE_URL WORKER_BINARY [RECORDS] [SESSIONS]
+//!
+//! 1. Generates RECORDS reports (default 1,000,000) over SESSIONS sessions (50,000): every
+//!    session reports 1, 2, ... times with growing counters and the seed's 30 blocks, the
+//!    sessions interleaved as real players' would be (so a batch rarely holds two reports of
+//!    one session: coalescing helps little, the set-based writes do the work).
+//! 2. Publishes them as ingest would (envelopes with the raw body), then starts the real
+//!    history-worker binary on a fresh database and measures records/s from its first
+//!    applied batch to its last.
+//! 3. Lag: publishes at a steady rate while the worker runs; per record, `applied_at` (start of
+//!    the transaction that applied it) minus `received_at` (set when published, as ingest would).
+//! 4. Baseline: the same reports applied one per transaction (the worker's own statements, one
+//!    row each), with 1 and with 8 connections, on another fresh database.
+
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use futures_util::StreamExt as _;
+use kollus_common::envelope::{Envelope, RawBody, RawRequest};
+use kollus_common::kafka;
+use kollus_common::kollus::lms::LmsReport;
+use kollus_common::kollus::CallbackKind;
+use kollus_common::settings::{DatabaseSettings, KafkaSettings};
+use kollus_history_worker::sessions::Session;
+use kollus_history_worker::store;
+
+const TOPIC: &str = "kollus.playback.v1";
+const BLOCKS: u64 = 30;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().collect();
+    let [_, brokers, admin_url, worker, rest @ ..] = args.as_slice() else {
+        anyhow::bail!(
+            "usage: history-bench BROKERS ADMIN_DATABASE_URL WORKER_BINARY [RECORDS] [SESSIONS]"
+        );
+    };
+    let records: u64 = rest.first().map_or(Ok(1_000_000), |s| s.parse())?;
+    let sessions: u64 = rest.get(1).map_or(Ok(50_000), |s| s.parse())?;
+    let kafka_settings = KafkaSettings::with_brokers(brokers);
+    kafka::ensure_topics(&kafka_settings, &kafka_settings.topics()).await?;
+    let producer =
+        kafka::durable_producer(&kafka_settings, "bench-history", Duration::from_secs(60))?;
+
+    // 1 + 2: pre-load the topic, then let the worker drain it.
+    let started = Instant::now();
+    let bytes = publish(&producer, (0..records).map(|i| generate(i, sessions)), None).await?;
+    let publish_secs = started.elapsed().as_secs_f64();
+    println!(
+        "published: {records} records over {sessions} sessions, {:.0} bytes/record on the topic, {:.0} records/s",
+        bytes as f64 / records as f64,
+        records as f64 / publish_secs
+    );
+
+    let db = fresh_database(admin_url, "kollus_bench_history").await?;
+    let mut worker = start_worker(worker, brokers, &db.url)?;
+    let client = db.client().await?;
+    let done = wait_for(&client, records as i64, Duration::from_secs(900)).await?;
+    let row = client
+        .query_one(
+            "SELECT extract(epoch FROM max(applied_at) - min(applied_at))::float8, \
+                    (SELECT count(*) FROM watch_sessions), (SELECT count(*) FROM watch_progress) \
+             FROM playback_events",
+            &[],
+        )
+        .await?;
+    let span: f64 = row.get(0);
+    // The last batch's own time is not inside the span: add the time from its start to done.
+    let drain_secs = span.max(0.001) + done.as_secs_f64().min(1.0);
+    let worker_rps = records as f64 / drain_secs;
+    println!(
+        "RESULT worker records={records} sessions_rows={} rollup_rows={} seconds={drain_secs:.2} rps={worker_rps:.0}",
+        row.get::<_, i64>(1),
+        row.get::<_, i64>(2)
+    );
+
+    // 3: steady rate while the worker runs.
+    let lag_rate = 5_000u64;
+    let lag_records = lag_rate * 20;
+    let start_lag = records;
+    publish(
+        &producer,
+        (start_lag..start_lag + lag_records).map(|i| generate(i, sessions)),
+        Some(lag_rate),
+    )
+    .await?;
+    wait_for(
+        &client,
+        (records + lag_records) as i64,
+        Duration::from_secs(300),
+    )
+    .await?;
+    let lag = client
+        .query_one(
+            "SELECT percentile_cont(ARRAY[0.5, 0.99]) WITHIN GROUP \
+                 (ORDER BY extract(epoch FROM applied_at - received_at)::float8) \
+             FROM (SELECT * FROM playback_events ORDER BY received_at DESC LIMIT $1) recent",
+            &[&(lag_records as i64)],
+        )
+        .await?;
+    let lag: Vec<f64> = lag.get(0);
+    println!(
+        "RESULT lag rate={lag_rate}/s records={lag_records} p50_ms={:.1} p99_ms={:.1}",
+        lag[0] * 1000.0,
+        lag[1] * 1000.0
+    );
+    let _ = worker.kill();
+    let _ = worker.wait();
+    drop(client);
+    db.drop_database().await?;
+
+    // 4: the naive worker, one record per transaction.
+    let base_db = fresh_database(admin_url, "kollus_bench_history_naive").await?;
+    let pool = kollus_common::db::pool(&DatabaseSettings {
+        pool_size: 8,
+        ..DatabaseSettings::new(&base_db.url)
+    })?;
+    let mut ratios = Vec::new();
+    for (connections, n) in [(1usize, 40_000u64), (8, 80_000)] {
+        let reports: Vec<Envelope<LmsReport>> = (0..n)
+            .map(|i| generate(i + 10_000_000 * connections as u64, sessions))
+            .collect();
+        let rps = naive(&pool, reports, connections).await?;
+        println!("RESULT naive connections={connections} records={n} rps={rps:.0}");
+        ratios.push((connections, rps));
+    }
+    pool.close();
+    base_db.drop_database().await?;
+
+    println!();
+    for (connections, rps) in ratios {
+        println!(
+            "history-worker / one-row-per-transaction ({connections} connection{}): {:.1}x",
+            if connections == 1 { "" } else { "s" },
+            worker_rps / rps
+        );
+    }
+    println!(
+        "publish (broker ingest rate, for reference): {:.0} records/s",
+        records as f64 / publish_secs
+    );
+    Ok(())
+}
+
+/// Report `i`: session `i % sessions`, its `(i / sessions + 1)`-th report.
+fn generate(i: u64, sessions: u64) -> Envelope<LmsReport> {
+    let s = i % sessions;
+    let n = i / sessions + 1;
+    let (user, media) = (s % 20_000, s / 20_000);
+    let start_at = 1_700_000_000 + (s as i64 % 86_400);
+    let playtime = n * 30;
+    let mut blocks = String::new();
+    for b in 0..BLOCKS {
+        let played = u64::from(b < n.min(BLOCKS));
+        let t = if played == 1 { 30 } else { 0 };
+        blocks.push_str(&format!(
+            r#""b{b}":"{played}","t{b}":"{t}","p{b}":"{}","#,
+            t * 100 / 49
+        ));
+    }
+    blocks.pop();
+    let body = format!(
+        r#"{{"user_info":{{"content_provider_key":"providerkey","client_user_id":"user-{user}","player_id":"player-{s}","host_name":"host.video.kr.kollus.com","device":"x86_64","os":"MAC","version":"19.4.0"}},"content_info":{{"duration":"1461","encoding_profile":"pc1-high","media_content_key":"media-{media}","channel_key":"channelkey","real_playtime":"{playtime}","playtime":"{playtime}","playtime_percent":"{}","start_at":"{start_at}","last_play_at":"{}","runtime":"{}","showtime":"{playtime}"}},"block_info":{{"block_count":"{BLOCKS}","blocks":{{{blocks}}}}}}}"#,
+        (playtime * 100 / 1461).min(100),
+        playtime,
+        playtime + 5,
+    );
+    let report = LmsReport::from_json(body.as_bytes()).expect("a generated report is valid");
+    Envelope::new(
+        CallbackKind::Lms,
+        report,
+        RawRequest {
+            content_type: Some("application/json".into()),
+            body: RawBody::Text(body),
+        },
+    )
+}
+
+/// Publishes envelopes (built lazily, `received_at` = now), at most `rate` per second when
+/// given; returns the bytes published.
+async fn publish(
+    producer: &rdkafka::producer::FutureProducer,
+    envelopes: impl Iterator<Item = Envelope<LmsReport>>,
+    rate: Option<u64>,
+) -> anyhow::Result<usize> {
+    let bytes = Arc::new(AtomicUsize::new(0));
+    let started = Instant::now();
+    let failed = futures_util::stream::iter(envelopes.enumerate())
+        .map(|(i, e)| {
+            let bytes = bytes.clone();
+            async move {
+                if let Some(rate) = rate {
+                    let due = started + Duration::from_secs_f64(i as f64 / rate as f64);
+                    tokio::time::sleep_until(due.into()).await;
+                }
+                let mut e = e;
+                e.received_at = time::OffsetDateTime::now_utc();
+                let value = serde_json::to_vec(&e).expect("an envelope serializes");
+                bytes.fetch_add(value.len(), Ordering::Relaxed);
+                kafka::send(
+                    producer,
+                    TOPIC,
+                    &e.payload.partition_key(),
+                    &value,
+                    kafka::headers(&[]),
+                    Duration::from_secs(60),
+                )
+                .await
+                .is_err()
+            }
+        })
+        .buffer_unordered(512)
+        .filter(|failed| std::future::ready(*failed))
+        .count()
+        .await;
+    anyhow::ensure!(failed == 0, "{failed} records were not acknowledged");
+    Ok(bytes.load(Ordering::Relaxed))
+}
+
+/// Waits until `n` reports are applied; returns how long after the last change it noticed.
+async fn wait_for(
+    client: &tokio_postgres::Client,
+    n: i64,
+    limit: Duration,
+) -> anyhow::Result<Duration> {
+    let deadline = Instant::now() + limit;
+    loop {
+        let row = client
+            .query_one(
+                "SELECT count(*), extract(epoch FROM clock_timestamp() - max(applied_at))::float8 \
+                 FROM playback_events",
+                &[],
+            )
+            .await?;
+        let (count, since_last): (i64, Option<f64>) = (row.get(0), row.get(1));
+        if count >= n {
+            return Ok(Duration::from_secs_f64(since_last.unwrap_or(0.0).max(0.0)));
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "only {count} of {n} reports applied in {limit:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn start_worker(binary: &str, brokers: &str, database_url: &str) -> anyhow::Result<Child> {
+    Command::new(binary)
+        .env("DATABASE_URL", database_url)
+        .env("KAFKA_BROKERS", brokers)
+        .env("KAFKA_GROUP_ID", "bench-history")
+        .env("LISTEN_ADDR", "127.0.0.1:0")
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .spawn()
+        .with_context(|| format!("starting {binary}"))
+}
+
+/// The naive worker: each report in its own transaction (envelope id, session upsert, rollup).
+async fn naive(
+    pool: &deadpool_postgres::Pool,
+    reports: Vec<Envelope<LmsReport>>,
+    connections: usize,
+) -> anyhow::Result<f64> {
+    let n = reports.len();
+    let started = Instant::now();
+    let failures = futures_util::stream::iter(reports)
+        .map(|e| async move {
+            let session = Session::from_report(&e.payload, e.received_at, e.query);
+            let mut client = pool.get().await?;
+            let tx = client.transaction().await?;
+            store::claim_new(&tx, &[e.id], &[e.received_at]).await?;
+            let one = [session];
+            store::upsert_sessions(&tx, &one).await?;
+            store::refresh_progress(&tx, &one).await?;
+            tx.commit().await?;
+            anyhow::Ok(())
+        })
+        .buffer_unordered(connections)
+        .filter_map(|r| std::future::ready(r.err()))
+        .collect::<Vec<_>>()
+        .await;
+    if let Some(e) = failures.first() {
+        anyhow::bail!("{} naive upserts failed, first: {e:#}", failures.len());
+    }
+    Ok(n as f64 / started.elapsed().as_secs_f64())
+}
+
+struct BenchDb {
+    admin: String,
+    name: String,
+    url: String,
+}
+
+async fn fresh_database(admin_url: &str, name: &str) -> anyhow::Result<BenchDb> {
+    let (admin, conn) = tokio_postgres::connect(admin_url, tokio_postgres::NoTls)
+        .await
+        .with_context(|| format!("connecting to {admin_url}"))?;
+    tokio::spawn(conn);
+    admin
+        .batch_execute(&format!(
+            "DROP DATABASE IF EXISTS {name} WITH (FORCE); CREATE DATABASE {name}"
+        ))
+        .await?;
+    let url = match admin_url.rsplit_once('/') {
+        Some((base, _)) => format!("{base}/{name}"),
+        None => anyhow::bail!("ADMIN_DATABASE_URL must name a database"),
+    };
+    let pool = kollus_common::db::pool(&DatabaseSettings::new(&url))?;
+    kollus_common::db::migrate(&pool).await?;
+    pool.close();
+    Ok(BenchDb {
+        admin: admin_url.into(),
+        name: name.into(),
+        url,
+    })
+}
+
+impl BenchDb {
+    async fn client(&self) -> anyhow::Result<tokio_postgres::Client> {
+        let (client, conn) = tokio_postgres::connect(&self.url, tokio_postgres::NoTls).await?;
+        tokio::spawn(conn);
+        Ok(client)
+    }
+
+    async fn drop_database(self) -> anyhow::Result<()> {
+        let (admin, conn) = tokio_postgres::connect(&self.admin, tokio_postgres::NoTls).await?;
+        tokio::spawn(conn);
+        admin
+            .batch_execute(&format!(
+                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                self.name
+            ))
+            .await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,450 @@
+//! The read API for the product app and support staff: watch progress, watch history and the
+//! catalog state of a video, read from the tables the workers keep (`migrations/`). Each answer
+//! is one indexed read (the history page: one index range scan).
+
+use actix_web::{web, HttpRequest, HttpResponse};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
+use kollus_common::domain::{ClientUserId, MediaContentKey};
+use serde::{Deserialize, Serialize};
+use time::format_description::well_known::Rfc3339;
+use time::OffsetDateTime;
+
+use crate::problem::ApiError;
+use crate::request::FieldError;
+use crate::routes::State;
+
+/// History pages hold at most this many sessions (`limit`), 50 by default.
+pub const MAX_PAGE: i64 = 200;
+const DEFAULT_PAGE: i64 = 50;
+
+fn invalid(field: &str, message: impl Into<String>) -> ApiError {
+    ApiError::Invalid(vec![FieldError {
+        field: field.into(),
+        message: message.into(),
+    }])
+}
+
+fn user_id(s: &str) -> Result<ClientUserId, ApiError> {
+    ClientUserId::parse(s).map_err(|e| invalid("client_user_id", e.to_string()))
+}
+
+fn media_key(field: &str, s: &str) -> Result<MediaContentKey, ApiError> {
+    MediaContentKey::parse(s).map_err(|e| invalid(field, e.to_string()))
+}
+
+/// A database failure seen by a reader: the caller may retry; the detail stays in the log.
+fn unavailable(e: impl std::fmt::Display) -> ApiError {
+    tracing::warn!(error = %e, "reading PostgreSQL failed");
+    ApiError::Unavailable("the history and catalog database is not answering; retry shortly".into())
+}
+
+async fn client(state: &State) -> Result<deadpool_postgres::Object, ApiError> {
+    state.pool.get().await.map_err(unavailable)
+}
+
+// ---------------------------------------------------------------------------------------------
+// GET /v1/users/{client_user_id}/media/{media_content_key}/progress
+// ---------------------------------------------------------------------------------------------
+
+#[derive(Serialize)]
+struct Progress {
+    client_user_id: String,
+    media_content_key: String,
+    /// Where to resume: the playback position of the latest session, in seconds.
+    resume_position: Option<i64>,
+    blocks: BlockCoverage,
+    total_real_playtime: i64,
+    total_playtime: i64,
+    sessions: i32,
+    #[serde(with = "time::serde::rfc3339")]
+    first_watched_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    last_watched_at: OffsetDateTime,
+}
+
+#[derive(Serialize)]
+struct BlockCoverage {
+    /// Blocks the video is split into (Kollus's `block_count`), when reported.
+    count: Option<i32>,
+    /// Blocks played in any session.
+    watched: i32,
+    /// `watched / count`, 0..=1; null when the count is unknown.
+    share: Option<f64>,
+    /// Indices (from 0) of the blocks played in any session.
+    watched_blocks: Vec<i32>,
+}
+
+pub async fn progress(
+    req: HttpRequest,
+    path: web::Path<(String, String)>,
+    state: web::Data<State>,
+) -> Result<HttpResponse, ApiError> {
+    state.authenticate(&req)?;
+    let (user, media) = path.into_inner();
+    let user = user_id(&user)?;
+    let media = media_key("media_content_key", &media)?;
+    let row = client(&state)
+        .await?
+        .query_opt(
+            "SELECT last_position, block_count, blocks_watched, \
+                    array_positions(blocks_ever_played, true), \
+                    total_real_playtime, total_playtime, sessions, first_watched_at, last_watched_at \
+             FROM watch_progress WHERE client_user_id = $1 AND media_content_key = $2",
+            &[&user.as_str(), &media.as_str()],
+        )
+        .await
+        .map_err(unavailable)?
+        .ok_or_else(|| {
+            ApiError::NotFound(format!(
+                "user {} has no watch history for media {}",
+                user.as_str(),
+                media.as_str()
+            ))
+        })?;
+    let count: Option<i32> = row.get(1);
+    let watched: i32 = row.get(2);
+    let positions: Vec<i32> = row.get(3);
+    Ok(HttpResponse::Ok().json(Progress {
+        client_user_id: user.as_str().into(),
+        media_content_key: media.as_str().into(),
+        resume_position: row.get(0),
+        blocks: BlockCoverage {
+            count,
+            watched,
+            share: count
+                .filter(|c| *c > 0)
+                .map(|c| (f64::from(watched) / f64::from(c)).min(1.0)),
+            // PostgreSQL arrays count from 1.
+            watched_blocks: positions.into_iter().map(|p| p - 1).collect(),
+        },
+        total_real_playtime: row.get(4),
+        total_playtime: row.get(5),
+        sessions: row.get(6),
+        first_watched_at: row.get(7),
+        last_watched_at: row.get(8),
+    }))
+}
+
+// ---------------------------------------------------------------------------------------------
+// GET /v1/users/{client_user_id}/history?media=&from=&to=&cursor=&limit=
+// ---------------------------------------------------------------------------------------------
+
+#[derive(Deserialize)]
+pub struct HistoryQuery {
+    media: Option<String>,
+    from: Option<String>,
+    to: Option<String>,
+    cursor: Option<String>,
+    limit: Option<String>,
+}
+
+#[derive(Serialize)]
+struct HistoryPage {
+    client_user_id: String,
+    sessions: Vec<WatchSession>,
+    /// Pass as `cursor` for the next (older) page; null on the last page.
+    next_cursor: Option<String>,
+}
+
+#[derive(Serialize)]
+struct WatchSession {
+    media_content_key: String,
+    /// Kollus's `start_at` (Unix seconds): the session's identity.
+    start_at: i64,
+    #[serde(with = "time::serde::rfc3339")]
+    started_at: OffsetDateTime,
+    /// When the first and the last report of the session arrived.
+    #[serde(with = "time::serde::rfc3339")]
+    first_report_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    last_report_at: OffsetDateTime,
+    device: Option<String>,
+    os: Option<String>,
+    player_id: Option<String>,
+    channel_key: Option<String>,
+    duration: Option<i64>,
+    playtime: i64,
+    real_playtime: i64,
+    playtime_percent: i64,
+    runtime: i64,
+    showtime: i64,
+    last_play_at: Option<i64>,
+    block_count: Option<i32>,
+    blocks_watched: i32,
+    reports: i64,
+}
+
+/// The position after the last session of a page: (start_at, media_content_key), newest first.
+#[derive(Debug, PartialEq)]
+struct Cursor {
+    start_at: i64,
+    media: String,
+}
+
+impl Cursor {
+    fn encode(&self) -> String {
+        URL_SAFE_NO_PAD.encode(format!("{}:{}", self.start_at, self.media))
+    }
+
+    fn decode(s: &str) -> Option<Self> {
+        let raw = String::from_utf8(URL_SAFE_NO_PAD.decode(s).ok()?).ok()?;
+        let (start_at, media) = raw.split_once(':')?;
+        Some(Self {
+            start_at: start_at.parse().ok()?,
+            media: MediaContentKey::parse(media).ok()?.as_str().into(),
+        })
+    }
+}
+
+fn instant(field: &str, s: &str) -> Result<i64, ApiError> {
+    OffsetDateTime::parse(s, &Rfc3339)
+        .map(|t| t.unix_timestamp())
+        .map_err(|_| invalid(field, "must be an RFC 3339 time, e.g. 2026-11-01T09:00:00Z"))
+}
+
+pub async fn history(
+    req: HttpRequest,
+    path: web::Path<String>,
+    query: web::Query<HistoryQuery>,
+    state: web::Data<State>,
+) -> Result<HttpResponse, ApiError> {
+    state.authenticate(&req)?;
+    let user = user_id(&path.into_inner())?;
+    let q = query.into_inner();
+    let media = q
+        .media
+        .as_deref()
+        .map(|m| media_key("media", m))
+        .transpose()?;
+    let from = q.from.as_deref().map(|s| instant("from", s)).transpose()?;
+    let to = q.to.as_deref().map(|s| instant("to", s)).transpose()?;
+    if let (Some(from), Some(to)) = (from, to) {
+        if to <= from {
+            return Err(invalid("to", "must be after from"));
+        }
+    }
+    let cursor = q
+        .cursor
+        .as_deref()
+        .map(|c| {
+            Cursor::decode(c).ok_or_else(|| invalid("cursor", "is not a cursor this API gave"))
+        })
+        .transpose()?;
+    let limit = match q.limit.as_deref() {
+        None => DEFAULT_PAGE,
+        Some(l) => l
+            .parse::<i64>()
+            .ok()
+            .filter(|l| (1..=MAX_PAGE).contains(l))
+            .ok_or_else(|| {
+                invalid(
+                    "limit",
+                    format!("must be a whole number from 1 to {MAX_PAGE}"),
+                )
+            })?,
+    };
+    let rows = client(&state)
+        .await?
+        .query(
+            "SELECT media_content_key, start_at, first_report_at, last_report_at, device, os, \
+                    player_id, channel_key, duration, playtime, real_playtime, playtime_percent, \
+                    runtime, showtime, last_play_at, block_count, \
+                    cardinality(array_positions(blocks_played, true)), reports \
+             FROM watch_sessions \
+             WHERE client_user_id = $1 \
+               AND ($2::text IS NULL OR media_content_key = $2) \
+               AND ($3::bigint IS NULL OR start_at >= $3) \
+               AND ($4::bigint IS NULL OR start_at < $4) \
+               AND ($5::bigint IS NULL OR (start_at, media_content_key) < ($5, $6::text)) \
+             ORDER BY start_at DESC, media_content_key DESC \
+             LIMIT $7",
+            &[
+                &user.as_str(),
+                &media.as_ref().map(|m| m.as_str()),
+                &from,
+                &to,
+                &cursor.as_ref().map(|c| c.start_at),
+                &cursor.as_ref().map(|c| c.media.as_str()),
+                &(limit + 1),
+            ],
+        )
+        .await
+        .map_err(unavailable)?;
+    let more = rows.len() as i64 > limit;
+    let sessions: Vec<WatchSession> = rows
+        .iter()
+        .take(limit as usize)
+        .map(|r| {
+            let start_at: i64 = r.get(1);
+            WatchSession {
+                media_content_key: r.get(0),
+                start_at,
+                started_at: OffsetDateTime::from_unix_timestamp(start_at)
+                    .unwrap_or(OffsetDateTime::UNIX_EPOCH),
+                first_report_at: r.get(2),
+                last_report_at: r.get(3),
+                device: r.get(4),
+                os: r.get(5),
+                player_id: r.get(6),
+                channel_key: r.get(7),
+                duration: r.get(8),
+                playtime: r.get(9),
+                real_playtime: r.get(10),
+                playtime_percent: r.get(11),
+                runtime: r.get(12),
+                showtime: r.get(13),
+                last_play_at: r.get(14),
+                block_count: r.get(15),
+                blocks_watched: r.get::<_, Option<i32>>(16).unwrap_or(0),
+                reports: r.get(17),
+            }
+        })
+        .collect();
+    let next_cursor = more.then(|| sessions.last()).flatten().map(|s| {
+        Cursor {
+            start_at: s.start_at,
+            media: s.media_content_key.clone(),
+        }
+        .encode()
+    });
+    Ok(HttpResponse::Ok().json(HistoryPage {
+        client_user_id: user.as_str().into(),
+        sessions,
+        next_cursor,
+    }))
+}
+
+// ---------------------------------------------------------------------------------------------
+// GET /v1/media/{media_content_key}
+// ---------------------------------------------------------------------------------------------
+
+#[derive(Serialize)]
+struct MediaState {
+    media_content_key: String,
+    /// In at least one channel, and its upload not deleted: what strict mode checks.
+    playable: bool,
+    deleted: bool,
+    #[serde(with = "time::serde::rfc3339::option")]
+    deleted_at: Option<OffsetDateTime>,
+    #[serde(with = "time::serde::rfc3339::option")]
+    poster_changed_at: Option<OffsetDateTime>,
+    upload: Upload,
+    /// Every channel it was ever in: `in` now, or `left`.
+    channels: Vec<Membership>,
+}
+
+#[derive(Serialize)]
+struct Upload {
+    upload_file_key: String,
+    filename: Option<String>,
+    full_filename: Option<String>,
+    content_provider_key: Option<String>,
+    transcoding_state: String,
+    #[serde(with = "time::serde::rfc3339::option")]
+    uploaded_at: Option<OffsetDateTime>,
+    #[serde(with = "time::serde::rfc3339::option")]
+    transcoded_at: Option<OffsetDateTime>,
+    #[serde(with = "time::serde::rfc3339")]
+    first_event_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    last_event_at: OffsetDateTime,
+}
+
+#[derive(Serialize)]
+struct Membership {
+    channel_key: String,
+    channel_name: Option<String>,
+    profile_keys: Vec<String>,
+    status: &'static str,
+    #[serde(with = "time::serde::rfc3339::option")]
+    joined_at: Option<OffsetDateTime>,
+    #[serde(with = "time::serde::rfc3339::option")]
+    left_at: Option<OffsetDateTime>,
+}
+
+pub async fn media(
+    req: HttpRequest,
+    path: web::Path<String>,
+    state: web::Data<State>,
+) -> Result<HttpResponse, ApiError> {
+    state.authenticate(&req)?;
+    let media = media_key("media_content_key", &path.into_inner())?;
+    let db = client(&state).await?;
+    let row = db
+        .query_opt(
+            "SELECT p.playable, u.deleted_at, u.poster_changed_at, u.upload_file_key, u.filename, \
+                    u.full_filename, u.content_provider_key, u.transcoding_state, u.uploaded_at, \
+                    u.transcoded_at, u.first_event_at, u.last_event_at \
+             FROM media_playability p JOIN uploads u USING (upload_file_key) \
+             WHERE p.media_content_key = $1",
+            &[&media.as_str()],
+        )
+        .await
+        .map_err(unavailable)?
+        .ok_or_else(|| {
+            ApiError::NotFound(format!("the catalog has no media {}", media.as_str()))
+        })?;
+    let channels = db
+        .query(
+            "SELECT channel_key, channel_name, profile_keys, in_channel, joined_at, left_at \
+             FROM channel_memberships WHERE media_content_key = $1 \
+             ORDER BY in_channel DESC, channel_key",
+            &[&media.as_str()],
+        )
+        .await
+        .map_err(unavailable)?
+        .iter()
+        .map(|c| Membership {
+            channel_key: c.get(0),
+            channel_name: c.get(1),
+            profile_keys: c.get(2),
+            status: if c.get(3) { "in" } else { "left" },
+            joined_at: c.get(4),
+            left_at: c.get(5),
+        })
+        .collect();
+    let deleted_at: Option<OffsetDateTime> = row.get(1);
+    Ok(HttpResponse::Ok().json(MediaState {
+        media_content_key: media.as_str().into(),
+        playable: row.get(0),
+        deleted: deleted_at.is_some(),
+        deleted_at,
+        poster_changed_at: row.get(2),
+        upload: Upload {
+            upload_file_key: row.get(3),
+            filename: row.get(4),
+            full_filename: row.get(5),
+            content_provider_key: row.get(6),
+            transcoding_state: row.get(7),
+            uploaded_at: row.get(8),
+            transcoded_at: row.get(9),
+            first_event_at: row.get(10),
+            last_event_at: row.get(11),
+        },
+        channels,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cursors_round_trip_and_refuse_anything_else() {
+        let c = Cursor {
+            start_at: 1_700_000_000,
+            media: "vnCVPVyV".into(),
+        };
+        assert_eq!(Cursor::decode(&c.encode()), Some(c));
+        for bad in [
+            "",
+            "!!",
+            "MTcwMDAwMDAwMA",
+            &URL_SAFE_NO_PAD.encode("x:vnCVPVyV"),
+            &URL_SAFE_NO_PAD.encode("1:bad key"),
+        ] {
+            assert_eq!(Cursor::decode(bad), None, "{bad}");
+        }
+    }
+}

@@ -1,0 +1,128 @@
+//! `/openapi.json` is the document of the routes the service registers: no more, no fewer.
+
+use std::collections::BTreeSet;
+
+use kollus_common::testing::openapi_mismatches;
+use kollus_token_api::routes::{api_routes, OPENAPI};
+use serde_json::{json, Value};
+
+use crate::helpers::*;
+
+fn document() -> Value {
+    serde_json::from_str(OPENAPI).expect("openapi.json is JSON")
+}
+
+#[test]
+fn the_document_lists_exactly_the_registered_routes() {
+    let doc = document();
+    let documented: BTreeSet<(String, String)> = doc["paths"]
+        .as_object()
+        .expect("paths")
+        .iter()
+        .flat_map(|(path, ops)| {
+            ops.as_object()
+                .expect("operations")
+                .keys()
+                .map(move |method| (method.to_uppercase(), path.clone()))
+        })
+        .collect();
+    let registered: BTreeSet<(String, String)> = api_routes()
+        .into_iter()
+        .map(|(path, method, _)| (method.to_string(), path.to_owned()))
+        .collect();
+    assert_eq!(documented, registered);
+}
+
+#[test]
+fn every_reference_resolves_and_every_operation_is_complete() {
+    let doc = document();
+    assert_eq!(doc["openapi"], "3.1.0");
+    fn refs<'a>(v: &'a Value, out: &mut Vec<&'a str>) {
+        match v {
+            Value::Object(m) => {
+                if let Some(Value::String(r)) = m.get("$ref") {
+                    out.push(r);
+                }
+                m.values().for_each(|v| refs(v, out));
+            }
+            Value::Array(a) => a.iter().for_each(|v| refs(v, out)),
+            _ => {}
+        }
+    }
+    let mut all = Vec::new();
+    refs(&doc, &mut all);
+    assert!(!all.is_empty());
+    for r in all {
+        let pointer = r.strip_prefix('#').expect("local reference");
+        assert!(doc.pointer(pointer).is_some(), "{r} does not resolve");
+    }
+    for (path, ops) in doc["paths"].as_object().unwrap() {
+        for (method, op) in ops.as_object().unwrap() {
+            assert!(
+                op["operationId"].is_string(),
+                "{method} {path} has no operationId"
+            );
+            assert!(op["responses"].as_object().is_some_and(|r| !r.is_empty()));
+            // Every path parameter in the template is declared, and only those.
+            let in_template: BTreeSet<&str> = path
+                .split('/')
+                .filter_map(|s| s.strip_prefix('{')?.strip_suffix('}'))
+                .collect();
+            let declared: BTreeSet<&str> = op["parameters"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|p| p["in"] == "path")
+                .filter_map(|p| p["name"].as_str())
+                .collect();
+            assert_eq!(in_template, declared, "{method} {path}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn the_service_serves_the_document_and_answers_as_it_says() {
+    let app = spawn_app().await;
+    let res = app
+        .client
+        .get(format!("{}/openapi.json", app.address))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200, "served without a key");
+    let served: Value = res.json().await.unwrap();
+    let doc = document();
+    assert_eq!(served, doc);
+
+    // A real answer of each kind conforms to its documented schema.
+    let issued: Value = app
+        .issue(
+            APP_KEY,
+            json!({"client_user_id": "u", "media": [{"media_content_key": "m"}]}),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    let invalid: Value = app
+        .issue(APP_KEY, json!({"client_user_id": "", "media": []}))
+        .await
+        .json()
+        .await
+        .unwrap();
+    for (schema, body) in [("IssuedToken", issued), ("Problem", invalid)] {
+        let m = openapi_mismatches(
+            &doc,
+            &json!({"$ref": format!("#/components/schemas/{schema}")}),
+            &body,
+        );
+        assert!(m.is_empty(), "{schema}: {m:#?}");
+    }
+    // And the checker does catch a difference.
+    let m = openapi_mismatches(
+        &doc,
+        &json!({"$ref": "#/components/schemas/IssuedToken"}),
+        &json!({"token": 1, "url": "u", "extra": true}),
+    );
+    assert_eq!(m.len(), 3, "{m:#?}");
+}
