@@ -707,20 +707,6 @@ impl Drop for ChaosProxy {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn database_urls_are_rewritten_to_another_database() {
-        assert_eq!(
-            with_database("postgres://u:p@h:5/kollus?sslmode=disable", "postgres"),
-            "postgres://u:p@h:5/postgres?sslmode=disable"
-        );
-        assert_eq!(with_database("postgres://h", "x"), "postgres://h/x");
-    }
-}
-
 // ---------------------------------------------------------------------------------------------
 // OpenAPI documents
 // ---------------------------------------------------------------------------------------------
@@ -810,5 +796,19 @@ fn check_schema(
         for (i, v) in items.iter().enumerate() {
             check_schema(doc, s, v, &format!("{path}[{i}]"), out);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn database_urls_are_rewritten_to_another_database() {
+        assert_eq!(
+            with_database("postgres://u:p@h:5/kollus?sslmode=disable", "postgres"),
+            "postgres://u:p@h:5/postgres?sslmode=disable"
+        );
+        assert_eq!(with_database("postgres://h", "x"), "postgres://h/x");
     }
 }
