@@ -3,6 +3,7 @@
 //! transaction per record, same statements), all in one run on one PostgreSQL server.
 //!
 //! Usage: history-bench BROKERS ADMIN_DATABASE_URL WORKER_BINARY [RECORDS] [SESSIONS]
+//!        (BROKERS `none`: only the own-path measurement, item 4)
 //!
 //! 1. Generates RECORDS reports (default 1,000,000) over SESSIONS sessions (50,000): every
 //!    session reports 1, 2, ... times with growing counters and the seed's 30 blocks, the
@@ -13,7 +14,9 @@
 //!    applied batch to its last.
 //! 3. Lag: publishes at a steady rate while the worker runs; per record, `applied_at` (start of
 //!    the transaction that applied it) minus `received_at` (set when published, as ingest would).
-//! 4. Baseline: the same reports applied one per transaction (the worker's own statements, one
+//! 4. Own path: the worker's `History::apply` on records fed from memory (no broker), and the
+//!    decoding alone: what our code costs, apart from the broker.
+//! 5. Baseline: the same reports applied one per transaction (the worker's own statements, one
 //!    row each), with 1 and with 8 connections, on another fresh database.
 
 use std::process::{Child, Command, Stdio};
@@ -44,6 +47,10 @@ async fn main() -> anyhow::Result<()> {
     };
     let records: u64 = rest.first().map_or(Ok(1_000_000), |s| s.parse())?;
     let sessions: u64 = rest.get(1).map_or(Ok(50_000), |s| s.parse())?;
+    if brokers == "none" {
+        // Only the worker's own path (no broker, no baseline): for profiling.
+        return own_path(admin_url, sessions).await;
+    }
     let kafka_settings = KafkaSettings::with_brokers(brokers);
     kafka::ensure_topics(&kafka_settings, &kafka_settings.topics()).await?;
     let producer =
@@ -115,6 +122,9 @@ async fn main() -> anyhow::Result<()> {
     let _ = worker.wait();
     drop(client);
     db.drop_database().await?;
+
+    // The worker's own path without the broker: the same apply, records fed from memory.
+    own_path(admin_url, sessions).await?;
 
     // 4: the naive worker, one record per transaction.
     let base_db = fresh_database(admin_url, "kollus_bench_history_naive").await?;
@@ -293,6 +303,55 @@ async fn naive(
     Ok(n as f64 / started.elapsed().as_secs_f64())
 }
 
+/// `History::apply` on records held in memory, in batches of 1000: what the worker's code costs
+/// without Kafka. Also times the decoding alone.
+async fn own_path(admin_url: &str, sessions: u64) -> anyhow::Result<()> {
+    use kollus_common::worker::Apply as _;
+    let db = fresh_database(admin_url, "kollus_bench_history_own").await?;
+    let n = 200_000u64;
+    let batches: Vec<Vec<rdkafka::message::OwnedMessage>> = (0..n)
+        .map(|i| {
+            let e = generate(i, sessions);
+            rdkafka::message::OwnedMessage::new(
+                Some(serde_json::to_vec(&e).expect("an envelope serializes")),
+                Some(e.payload.partition_key().into_bytes()),
+                TOPIC.into(),
+                rdkafka::message::Timestamp::NotAvailable,
+                0,
+                i as i64,
+                None,
+            )
+        })
+        .collect::<Vec<_>>()
+        .chunks(1000)
+        .map(<[_]>::to_vec)
+        .collect();
+    let started = Instant::now();
+    for b in &batches {
+        let (decoded, _) = kollus_common::worker::decode_batch::<LmsReport>(b);
+        std::hint::black_box(decoded);
+    }
+    let decode_rps = n as f64 / started.elapsed().as_secs_f64();
+    let history = kollus_history_worker::history::History {
+        pool: kollus_common::db::pool(&DatabaseSettings::new(&db.url))?,
+        metrics: kollus_history_worker::metrics::Metrics::new(),
+        plausibility: Default::default(),
+    };
+    let started = Instant::now();
+    for b in &batches {
+        history
+            .apply(b)
+            .await
+            .map_err(|e| anyhow::anyhow!("applying: {e}"))?;
+    }
+    let apply_rps = n as f64 / started.elapsed().as_secs_f64();
+    println!(
+        "RESULT own-path records={n} apply_rps={apply_rps:.0} decode_only_rps={decode_rps:.0} (no broker, batches of 1000, one connection)"
+    );
+    history.pool.close();
+    db.drop_database().await
+}
+
 struct BenchDb {
     admin: String,
     name: String,
@@ -304,10 +363,12 @@ async fn fresh_database(admin_url: &str, name: &str) -> anyhow::Result<BenchDb> 
         .await
         .with_context(|| format!("connecting to {admin_url}"))?;
     tokio::spawn(conn);
+    // Two statements: DROP DATABASE cannot share an (implicit) transaction.
     admin
-        .batch_execute(&format!(
-            "DROP DATABASE IF EXISTS {name} WITH (FORCE); CREATE DATABASE {name}"
-        ))
+        .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        .await?;
+    admin
+        .batch_execute(&format!("CREATE DATABASE {name}"))
         .await?;
     let url = match admin_url.rsplit_once('/') {
         Some((base, _)) => format!("{base}/{name}"),

@@ -5,4 +5,5 @@
 //! The binaries must be built first (`make test` does: `cargo build --workspace --bins`).
 
 mod pipeline;
+mod read_api;
 mod stack;

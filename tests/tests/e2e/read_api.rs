@@ -1,0 +1,232 @@
+//! token-api's read API answering from what ingest, the broker and the workers applied.
+
+use std::time::Duration;
+
+use kollus_common::testing::{eventually, fixture, openapi_mismatches};
+use serde_json::{json, Value};
+
+use crate::stack::*;
+
+/// An LMS report (JSON, as players post it) for one moment of one session.
+fn report(
+    user: &str,
+    media: &str,
+    start_at: i64,
+    playtime: u64,
+    position: u64,
+    blocks: &[bool],
+) -> Vec<u8> {
+    let mut b = serde_json::Map::new();
+    for (i, played) in blocks.iter().enumerate() {
+        b.insert(format!("b{i}"), json!(if *played { "1" } else { "0" }));
+        b.insert(format!("t{i}"), json!(if *played { "10" } else { "0" }));
+        b.insert(format!("p{i}"), json!(if *played { "100" } else { "0" }));
+    }
+    json!({
+        "user_info": {"client_user_id": user, "player_id": "p", "device": "x86_64", "os": "MAC"},
+        "content_info": {"media_content_key": media, "start_at": start_at.to_string(),
+            "duration": "100", "playtime": playtime.to_string(), "real_playtime": playtime.to_string(),
+            "runtime": (playtime + 1).to_string(), "showtime": playtime.to_string(),
+            "last_play_at": position.to_string(), "playtime_percent": playtime.to_string()},
+        "block_info": {"block_count": blocks.len().to_string(), "blocks": b}
+    })
+    .to_string()
+    .into_bytes()
+}
+
+impl Stack {
+    async fn lms(&self, body: Vec<u8>) {
+        let res = self
+            .http
+            .post(format!(
+                "{}/kollus/lms?secret={CALLBACK_SECRET}",
+                self.ingest
+            ))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200);
+    }
+
+    async fn read(&self, path: &str) -> (u16, Value) {
+        let res = self
+            .http
+            .get(format!("{}{path}", self.token_api))
+            .bearer_auth(API_KEY)
+            .send()
+            .await
+            .unwrap();
+        (res.status().as_u16(), res.json().await.unwrap())
+    }
+}
+
+fn conforms(doc: &Value, schema: &str, body: &Value) {
+    let m = openapi_mismatches(
+        doc,
+        &json!({"$ref": format!("#/components/schemas/{schema}")}),
+        body,
+    );
+    assert!(m.is_empty(), "{schema}: {m:#?}\n{body}");
+}
+
+#[tokio::test]
+async fn the_read_api_answers_from_what_the_pipeline_applied() {
+    let stack = Stack::start().await;
+    let day = 86_400;
+    let t0 = 1_790_000_000; // 2026-09-21
+                            // Five sessions on mA (a day apart), two reports each (the second one further along);
+                            // two sessions on mB. Blocks: each session of mA plays a different one of five.
+    for s in 0..5usize {
+        let mut blocks = [false; 5];
+        blocks[s] = true;
+        let start = t0 + s as i64 * day;
+        stack
+            .lms(report("reader", "mA", start, 5, 5, &[false; 5]))
+            .await;
+        stack
+            .lms(report(
+                "reader",
+                "mA",
+                start,
+                10 + s as u64,
+                20 + s as u64,
+                &blocks,
+            ))
+            .await;
+    }
+    for s in 0..2 {
+        stack
+            .lms(report(
+                "reader",
+                "mB",
+                t0 + day / 2 + s * day,
+                30,
+                40,
+                &[true, false],
+            ))
+            .await;
+    }
+    for (kind, file) in [("upload", "upload.form"), ("channel", "channel-join.form")] {
+        assert_eq!(stack.callback(kind, fixture(file)).await.status(), 200);
+    }
+    let doc: Value = stack
+        .http
+        .get(format!("{}/openapi.json", stack.token_api))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+
+    // Progress: once every report is applied.
+    let progress = eventually(
+        "mA progress over 5 sessions",
+        Duration::from_secs(60),
+        || async {
+            let (status, body) = stack.read("/v1/users/reader/media/mA/progress").await;
+            (status == 200 && body["sessions"] == 5 && body["total_real_playtime"] == 60)
+                .then_some(body)
+        },
+    )
+    .await;
+    conforms(&doc, "Progress", &progress);
+    assert_eq!(
+        progress["resume_position"], 24,
+        "the latest session's position"
+    );
+    assert_eq!(progress["total_playtime"], 10 + 11 + 12 + 13 + 14);
+    assert_eq!(
+        progress["blocks"],
+        json!({"count": 5, "watched": 5, "share": 1.0, "watched_blocks": [0, 1, 2, 3, 4]}),
+        "each session watched one block: together, all of them"
+    );
+
+    // History: all seven sessions, newest first, across pages of three.
+    eventually("both mB sessions", Duration::from_secs(60), || async {
+        let (_, body) = stack.read("/v1/users/reader/history?media=mB").await;
+        (body["sessions"].as_array()?.len() == 2).then_some(())
+    })
+    .await;
+    let mut starts = Vec::new();
+    let mut path = "/v1/users/reader/history?limit=3".to_owned();
+    let mut pages = 0;
+    loop {
+        let (status, page) = stack.read(&path).await;
+        assert_eq!(status, 200);
+        conforms(&doc, "HistoryPage", &page);
+        pages += 1;
+        for s in page["sessions"].as_array().unwrap() {
+            starts.push(s["start_at"].as_i64().unwrap());
+        }
+        match page["next_cursor"].as_str() {
+            Some(c) => path = format!("/v1/users/reader/history?limit=3&cursor={c}"),
+            None => break,
+        }
+    }
+    assert_eq!(pages, 3);
+    let mut expected: Vec<i64> = (0..5)
+        .map(|s| t0 + s * day)
+        .chain((0..2).map(|s| t0 + day / 2 + s * day))
+        .collect();
+    expected.sort_unstable_by(|a, b| b.cmp(a));
+    assert_eq!(starts, expected, "every session once, newest first");
+
+    // A time window: sessions started on days 1 and 2 of mA (and mB's second, in between).
+    let from = time::OffsetDateTime::from_unix_timestamp(t0 + day).unwrap();
+    let to = time::OffsetDateTime::from_unix_timestamp(t0 + 3 * day).unwrap();
+    let fmt = |t: time::OffsetDateTime| {
+        t.format(&time::format_description::well_known::Rfc3339)
+            .unwrap()
+    };
+    let (_, window) = stack
+        .read(&format!(
+            "/v1/users/reader/history?from={}&to={}",
+            fmt(from),
+            fmt(to)
+        ))
+        .await;
+    let window: Vec<(String, i64, i64)> = window["sessions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            (
+                s["media_content_key"].as_str().unwrap().to_owned(),
+                s["start_at"].as_i64().unwrap(),
+                s["real_playtime"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        window,
+        [
+            ("mA".into(), t0 + 2 * day, 12),
+            ("mB".into(), t0 + day + day / 2, 30),
+            ("mA".into(), t0 + day, 11)
+        ]
+    );
+
+    // The catalog state of the video the channel callback named.
+    let media = eventually(
+        "vnCVPVyV in the catalog",
+        Duration::from_secs(60),
+        || async {
+            let (status, body) = stack.read("/v1/media/vnCVPVyV").await;
+            (status == 200).then_some(body)
+        },
+    )
+    .await;
+    conforms(&doc, "MediaState", &media);
+    assert_eq!(media["playable"], true);
+    assert_eq!(media["upload"]["upload_file_key"], "ufk-0001");
+    assert_eq!(media["upload"]["filename"], "lecture-01.mp4");
+    assert_eq!(media["channels"][0]["channel_key"], "ch-main");
+    assert_eq!(media["channels"][0]["status"], "in");
+    assert_eq!(
+        media["channels"][0]["profile_keys"],
+        json!(["pc-high", "mobile-low"])
+    );
+}
