@@ -61,8 +61,8 @@ impl Apply for History {
                 .map(|(_, s)| s),
         );
         if !merged.is_empty() {
-            store::upsert_sessions(&tx, &merged).await?;
-            store::refresh_progress(&tx, &merged).await?;
+            let written = store::write_sessions(&tx, merged).await?;
+            store::refresh_progress(&tx, &written).await?;
         }
         tx.commit().await?;
 

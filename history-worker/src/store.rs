@@ -29,50 +29,186 @@ pub async fn claim_new(
     Ok(rows.iter().map(|r| r.get(0)).collect())
 }
 
-/// Upserts sessions (each key at most once), merging with stored rows by the session policy.
-pub async fn upsert_sessions(tx: &Transaction<'_>, sessions: &[Session]) -> anyhow::Result<()> {
-    let n = sessions.len();
-    let mut c = Columns::with_capacity(n);
-    for s in sessions {
-        c.push(s);
+/// Writes a batch's merged sessions, each merged with its stored row by the session policy.
+///
+/// The stored rows of the batch's sessions are read and locked (`FOR UPDATE`), merged in Rust
+/// (`Session::merge`, cheap) and written back whole; only sessions with no row yet are
+/// inserted. Should another transaction insert one of those first (two consumers briefly
+/// overlapping in a rebalance), the insert's `ON CONFLICT` merges in SQL: slower, equally exact.
+pub async fn write_sessions(
+    tx: &Transaction<'_>,
+    batch: Vec<Session>,
+) -> anyhow::Result<Vec<Session>> {
+    let mut stored = load_sessions(tx, &batch).await?;
+    let mut updates = Vec::with_capacity(stored.len());
+    let mut inserts = Vec::with_capacity(batch.len() - stored.len());
+    for s in batch {
+        let key = (
+            s.key.client_user_id.as_str().to_owned(),
+            s.key.media_content_key.as_str().to_owned(),
+            s.key.start_at.0,
+        );
+        match stored.remove(&key) {
+            Some(row) => {
+                let mut merged = row.into_session(s.key.clone());
+                merged.merge(s);
+                updates.push(merged);
+            }
+            None => inserts.push(s),
+        }
     }
-    tx.execute(
-        UPSERT_SESSIONS,
-        &[
-            &c.user,
-            &c.media,
-            &c.start_at,
-            &c.channel_key,
-            &c.encoding_profile,
-            &c.duration,
-            &c.player_id,
-            &c.hardware_id,
-            &c.device,
-            &c.os,
-            &c.version,
-            &c.host_name,
-            &c.uservalues,
-            &c.playtime,
-            &c.real_playtime,
-            &c.runtime,
-            &c.showtime,
-            &c.playtime_percent,
-            &c.last_play_at,
-            &c.last_play_at_runtime,
-            &c.block_count,
-            &c.blocks_played,
-            &c.block_seconds,
-            &c.block_percent,
-            &c.first_report_at,
-            &c.last_report_at,
-            &c.reports,
-        ],
-    )
-    .await?;
+    if !updates.is_empty() {
+        tx.execute(UPDATE_SESSIONS, &Columns::of(&updates).params())
+            .await?;
+    }
+    if !inserts.is_empty() {
+        upsert_sessions(tx, &inserts).await?;
+    }
+    updates.extend(inserts);
+    Ok(updates)
+}
+
+/// A stored session row, keyed by its (user, media, start_at).
+struct StoredSession {
+    channel_key: Option<String>,
+    encoding_profile: Option<String>,
+    duration: Option<i64>,
+    player_id: Option<String>,
+    hardware_id: Option<String>,
+    device: Option<String>,
+    os: Option<String>,
+    version: Option<String>,
+    host_name: Option<String>,
+    uservalues: serde_json::Value,
+    counters: [i64; 5],
+    last_play_at: Option<i64>,
+    last_play_at_runtime: Option<i64>,
+    block_count: Option<i32>,
+    blocks_played: Vec<bool>,
+    block_seconds: Vec<i64>,
+    block_percent: Vec<i64>,
+    first_report_at: OffsetDateTime,
+    last_report_at: OffsetDateTime,
+    reports: i64,
+}
+
+type RowKey = (String, String, i64);
+
+impl StoredSession {
+    fn into_session(self, key: crate::sessions::SessionKey) -> Session {
+        let u = |v: i64| u64::try_from(v).unwrap_or(0);
+        let [playtime, real_playtime, runtime, showtime, playtime_percent] = self.counters.map(u);
+        let n = self
+            .blocks_played
+            .len()
+            .max(self.block_seconds.len())
+            .max(self.block_percent.len());
+        let blocks = (0..n)
+            .map(|i| kollus_common::kollus::lms::Block {
+                played: self.blocks_played.get(i).copied().unwrap_or(false),
+                seconds: self.block_seconds.get(i).copied().map_or(0, u),
+                percent: self.block_percent.get(i).copied().map_or(0, u),
+            })
+            .collect();
+        let uservalues = match self.uservalues {
+            serde_json::Value::Object(m) => m
+                .into_iter()
+                .filter_map(|(k, v)| Some((k, v.as_str()?.to_owned())))
+                .collect(),
+            _ => Default::default(),
+        };
+        Session {
+            key,
+            channel_key: self.channel_key,
+            encoding_profile: self.encoding_profile,
+            duration: self.duration.map(u),
+            player_id: self.player_id,
+            hardware_id: self.hardware_id,
+            device: self.device,
+            os: self.os,
+            version: self.version,
+            host_name: self.host_name,
+            uservalues,
+            playtime,
+            real_playtime,
+            runtime,
+            showtime,
+            playtime_percent,
+            position: self
+                .last_play_at
+                .map(|p| (u(self.last_play_at_runtime.unwrap_or(0)), u(p))),
+            block_count: self.block_count.and_then(|c| u32::try_from(c).ok()),
+            blocks,
+            first_report_at: self.first_report_at,
+            last_report_at: self.last_report_at,
+            reports: u(self.reports),
+        }
+    }
+}
+
+/// Reads and locks the stored rows of `sessions`' keys (in key order, as `coalesce` sorted
+/// them, so concurrent writers lock in the same order).
+async fn load_sessions(
+    tx: &Transaction<'_>,
+    sessions: &[Session],
+) -> anyhow::Result<std::collections::HashMap<RowKey, StoredSession>> {
+    let users: Vec<&str> = sessions
+        .iter()
+        .map(|s| s.key.client_user_id.as_str())
+        .collect();
+    let media: Vec<&str> = sessions
+        .iter()
+        .map(|s| s.key.media_content_key.as_str())
+        .collect();
+    let starts: Vec<i64> = sessions.iter().map(|s| s.key.start_at.0).collect();
+    let rows = tx
+        .query(
+            "SELECT w.client_user_id, w.media_content_key, w.start_at, w.channel_key,                     w.encoding_profile, w.duration, w.player_id, w.hardware_id, w.device, w.os,                     w.version, w.host_name, w.uservalues, w.playtime, w.real_playtime, w.runtime,                     w.showtime, w.playtime_percent, w.last_play_at, w.last_play_at_runtime,                     w.block_count, w.blocks_played, w.block_seconds, w.block_percent,                     w.first_report_at, w.last_report_at, w.reports              FROM watch_sessions w              JOIN unnest($1::text[], $2::text[], $3::bigint[]) AS k(cuid, mck, start_at)                ON w.client_user_id = k.cuid AND w.media_content_key = k.mck               AND w.start_at = k.start_at              ORDER BY 1, 2, 3 FOR UPDATE OF w",
+            &[&users, &media, &starts],
+        )
+        .await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| {
+            (
+                (r.get(0), r.get(1), r.get(2)),
+                StoredSession {
+                    channel_key: r.get(3),
+                    encoding_profile: r.get(4),
+                    duration: r.get(5),
+                    player_id: r.get(6),
+                    hardware_id: r.get(7),
+                    device: r.get(8),
+                    os: r.get(9),
+                    version: r.get(10),
+                    host_name: r.get(11),
+                    uservalues: r.get(12),
+                    counters: [r.get(13), r.get(14), r.get(15), r.get(16), r.get(17)],
+                    last_play_at: r.get(18),
+                    last_play_at_runtime: r.get(19),
+                    block_count: r.get(20),
+                    blocks_played: r.get(21),
+                    block_seconds: r.get(22),
+                    block_percent: r.get(23),
+                    first_report_at: r.get(24),
+                    last_report_at: r.get(25),
+                    reports: r.get(26),
+                },
+            )
+        })
+        .collect())
+}
+
+/// Inserts sessions (each key at most once); a row that exists by then is merged with in SQL
+/// by the session policy.
+pub async fn upsert_sessions(tx: &Transaction<'_>, sessions: &[Session]) -> anyhow::Result<()> {
+    tx.execute(UPSERT_SESSIONS, &Columns::of(sessions).params())
+        .await?;
     Ok(())
 }
 
-/// Recomputes the per-(user, video) rollup from the sessions, for the pairs a batch touched.
+/// Recomputes the per-(user, video) rollup from all the sessions of the pairs a batch touched
+/// (read back in this transaction, so including the batch's own writes), then writes it whole.
 /// Recomputing (rather than adding) keeps it exact however often a batch is replayed.
 pub async fn refresh_progress(tx: &Transaction<'_>, sessions: &[Session]) -> anyhow::Result<()> {
     let mut pairs: Vec<(&str, &str)> = sessions
@@ -87,9 +223,189 @@ pub async fn refresh_progress(tx: &Transaction<'_>, sessions: &[Session]) -> any
     pairs.sort_unstable();
     pairs.dedup();
     let (users, media): (Vec<&str>, Vec<&str>) = pairs.into_iter().unzip();
-    tx.execute(REFRESH_PROGRESS, &[&users, &media]).await?;
+    let rows = tx
+        .query(
+            "SELECT s.client_user_id, s.media_content_key, s.start_at, s.playtime, \
+                    s.real_playtime, s.block_count, s.blocks_played, s.last_play_at, \
+                    s.last_report_at \
+             FROM watch_sessions s \
+             JOIN unnest($1::text[], $2::text[]) AS k(cuid, mck) \
+               ON s.client_user_id = k.cuid AND s.media_content_key = k.mck",
+            &[&users, &media],
+        )
+        .await?;
+    let mut rollups: std::collections::BTreeMap<(String, String), Rollup> = Default::default();
+    for r in rows {
+        let start_at: i64 = r.get(2);
+        let last_report_at: OffsetDateTime = r.get(8);
+        let rollup = rollups
+            .entry((r.get(0), r.get(1)))
+            .or_insert_with(|| Rollup::new(start_at, last_report_at));
+        rollup.add(
+            start_at,
+            r.get(3),
+            r.get(4),
+            r.get(5),
+            &r.get::<_, Vec<bool>>(6),
+            r.get(7),
+            last_report_at,
+        );
+    }
+    let n = rollups.len();
+    let mut c = ProgressColumns::with_capacity(n);
+    for ((user, media), p) in &rollups {
+        c.push(user, media, p);
+    }
+    tx.execute(
+        UPSERT_PROGRESS,
+        &[
+            &c.user,
+            &c.media,
+            &c.sessions,
+            &c.total_playtime,
+            &c.total_real_playtime,
+            &c.block_count,
+            &c.blocks_ever_played,
+            &c.blocks_watched,
+            &c.last_position,
+            &c.first_watched_at,
+            &c.last_watched_at,
+        ],
+    )
+    .await?;
     Ok(())
 }
+
+/// One (user, video)'s rollup over its sessions.
+struct Rollup {
+    sessions: i32,
+    total_playtime: i64,
+    total_real_playtime: i64,
+    block_count: Option<i32>,
+    blocks_ever_played: Vec<bool>,
+    /// (start_at, position) of the latest session that reported a position.
+    last_position: Option<(i64, i64)>,
+    first_start_at: i64,
+    last_watched_at: OffsetDateTime,
+}
+
+impl Rollup {
+    fn new(start_at: i64, last_report_at: OffsetDateTime) -> Self {
+        Self {
+            sessions: 0,
+            total_playtime: 0,
+            total_real_playtime: 0,
+            block_count: None,
+            blocks_ever_played: Vec::new(),
+            last_position: None,
+            first_start_at: start_at,
+            last_watched_at: last_report_at,
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn add(
+        &mut self,
+        start_at: i64,
+        playtime: i64,
+        real_playtime: i64,
+        block_count: Option<i32>,
+        played: &[bool],
+        last_play_at: Option<i64>,
+        last_report_at: OffsetDateTime,
+    ) {
+        self.sessions += 1;
+        self.total_playtime = self.total_playtime.saturating_add(playtime);
+        self.total_real_playtime = self.total_real_playtime.saturating_add(real_playtime);
+        self.block_count = self.block_count.max(block_count);
+        if self.blocks_ever_played.len() < played.len() {
+            self.blocks_ever_played.resize(played.len(), false);
+        }
+        for (mine, p) in self.blocks_ever_played.iter_mut().zip(played) {
+            *mine |= *p;
+        }
+        if let Some(position) = last_play_at {
+            self.last_position = self.last_position.max(Some((start_at, position)));
+        }
+        self.first_start_at = self.first_start_at.min(start_at);
+        self.last_watched_at = self.last_watched_at.max(last_report_at);
+    }
+}
+
+struct ProgressColumns<'a> {
+    user: Vec<&'a str>,
+    media: Vec<&'a str>,
+    sessions: Vec<i32>,
+    total_playtime: Vec<i64>,
+    total_real_playtime: Vec<i64>,
+    block_count: Vec<Option<i32>>,
+    blocks_ever_played: Vec<String>,
+    blocks_watched: Vec<i32>,
+    last_position: Vec<Option<i64>>,
+    first_watched_at: Vec<OffsetDateTime>,
+    last_watched_at: Vec<OffsetDateTime>,
+}
+
+impl<'a> ProgressColumns<'a> {
+    fn with_capacity(n: usize) -> Self {
+        Self {
+            user: Vec::with_capacity(n),
+            media: Vec::with_capacity(n),
+            sessions: Vec::with_capacity(n),
+            total_playtime: Vec::with_capacity(n),
+            total_real_playtime: Vec::with_capacity(n),
+            block_count: Vec::with_capacity(n),
+            blocks_ever_played: Vec::with_capacity(n),
+            blocks_watched: Vec::with_capacity(n),
+            last_position: Vec::with_capacity(n),
+            first_watched_at: Vec::with_capacity(n),
+            last_watched_at: Vec::with_capacity(n),
+        }
+    }
+
+    fn push(&mut self, user: &'a str, media: &'a str, p: &Rollup) {
+        self.user.push(user);
+        self.media.push(media);
+        self.sessions.push(p.sessions);
+        self.total_playtime.push(p.total_playtime);
+        self.total_real_playtime.push(p.total_real_playtime);
+        self.block_count.push(p.block_count);
+        self.blocks_ever_played
+            .push(array_literal(p.blocks_ever_played.iter(), |b| {
+                if *b { "t" } else { "f" }.to_owned()
+            }));
+        self.blocks_watched
+            .push(p.blocks_ever_played.iter().filter(|b| **b).count() as i32);
+        self.last_position.push(p.last_position.map(|(_, pos)| pos));
+        self.first_watched_at.push(
+            OffsetDateTime::from_unix_timestamp(p.first_start_at)
+                .unwrap_or(OffsetDateTime::UNIX_EPOCH),
+        );
+        self.last_watched_at.push(p.last_watched_at);
+    }
+}
+
+const UPSERT_PROGRESS: &str = "
+INSERT INTO watch_progress AS p (
+    client_user_id, media_content_key, sessions, total_playtime, total_real_playtime,
+    block_count, blocks_ever_played, blocks_watched, last_position, first_watched_at,
+    last_watched_at)
+SELECT u.cuid, u.mck, u.sessions, u.total_playtime, u.total_real_playtime, u.block_count,
+       u.blocks::boolean[], u.blocks_watched, u.last_position, u.first_watched_at, u.last_watched_at
+FROM unnest($1::text[], $2::text[], $3::integer[], $4::bigint[], $5::bigint[], $6::integer[],
+            $7::text[], $8::integer[], $9::bigint[], $10::timestamptz[], $11::timestamptz[])
+     AS u(cuid, mck, sessions, total_playtime, total_real_playtime, block_count, blocks,
+          blocks_watched, last_position, first_watched_at, last_watched_at)
+ON CONFLICT (client_user_id, media_content_key) DO UPDATE SET
+    sessions = EXCLUDED.sessions,
+    total_playtime = EXCLUDED.total_playtime,
+    total_real_playtime = EXCLUDED.total_real_playtime,
+    block_count = EXCLUDED.block_count,
+    blocks_ever_played = EXCLUDED.blocks_ever_played,
+    blocks_watched = EXCLUDED.blocks_watched,
+    last_position = EXCLUDED.last_position,
+    first_watched_at = EXCLUDED.first_watched_at,
+    last_watched_at = EXCLUDED.last_watched_at";
 
 const UPSERT_SESSIONS: &str = "
 INSERT INTO watch_sessions AS w (
@@ -146,32 +462,29 @@ ON CONFLICT (client_user_id, media_content_key, start_at) DO UPDATE SET
     last_report_at = GREATEST(w.last_report_at, EXCLUDED.last_report_at),
     reports = w.reports + EXCLUDED.reports";
 
-const REFRESH_PROGRESS: &str = "
-INSERT INTO watch_progress AS p (
-    client_user_id, media_content_key, sessions, total_playtime, total_real_playtime,
-    block_count, blocks_ever_played, blocks_watched, last_position, first_watched_at,
-    last_watched_at)
-SELECT s.client_user_id, s.media_content_key, count(*)::integer,
-       sum(s.playtime)::bigint, sum(s.real_playtime)::bigint, max(s.block_count),
-       or_merge(s.blocks_played),
-       cardinality(array_positions(or_merge(s.blocks_played), true)),
-       (array_agg(s.last_play_at ORDER BY s.start_at DESC)
-            FILTER (WHERE s.last_play_at IS NOT NULL))[1],
-       to_timestamp(min(s.start_at)), max(s.last_report_at)
-FROM watch_sessions s
-JOIN unnest($1::text[], $2::text[]) AS k(cuid, mck)
-  ON s.client_user_id = k.cuid AND s.media_content_key = k.mck
-GROUP BY s.client_user_id, s.media_content_key
-ON CONFLICT (client_user_id, media_content_key) DO UPDATE SET
-    sessions = EXCLUDED.sessions,
-    total_playtime = EXCLUDED.total_playtime,
-    total_real_playtime = EXCLUDED.total_real_playtime,
-    block_count = EXCLUDED.block_count,
-    blocks_ever_played = EXCLUDED.blocks_ever_played,
-    blocks_watched = EXCLUDED.blocks_watched,
-    last_position = EXCLUDED.last_position,
-    first_watched_at = EXCLUDED.first_watched_at,
-    last_watched_at = EXCLUDED.last_watched_at";
+/// Overwrites stored sessions (already merged with their rows, which this transaction locked).
+const UPDATE_SESSIONS: &str = "
+UPDATE watch_sessions AS w SET
+    channel_key = u.channel_key, encoding_profile = u.encoding_profile, duration = u.duration,
+    player_id = u.player_id, hardware_id = u.hardware_id, device = u.device, os = u.os,
+    version = u.version, host_name = u.host_name, uservalues = u.uservalues::jsonb,
+    playtime = u.playtime, real_playtime = u.real_playtime, runtime = u.runtime,
+    showtime = u.showtime, playtime_percent = u.playtime_percent,
+    last_play_at = u.last_play_at, last_play_at_runtime = u.last_play_at_runtime,
+    block_count = u.block_count, blocks_played = u.blocks_played::boolean[],
+    block_seconds = u.block_seconds::bigint[], block_percent = u.block_percent::bigint[],
+    first_report_at = u.first_report_at, last_report_at = u.last_report_at, reports = u.reports
+FROM unnest($1::text[], $2::text[], $3::bigint[], $4::text[], $5::text[], $6::bigint[],
+            $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], $12::text[], $13::text[],
+            $14::bigint[], $15::bigint[], $16::bigint[], $17::bigint[], $18::bigint[],
+            $19::bigint[], $20::bigint[], $21::integer[], $22::text[], $23::text[], $24::text[],
+            $25::timestamptz[], $26::timestamptz[], $27::bigint[])
+     AS u(cuid, mck, start_at, channel_key, encoding_profile, duration,
+          player_id, hardware_id, device, os, version, host_name, uservalues,
+          playtime, real_playtime, runtime, showtime, playtime_percent,
+          last_play_at, last_play_at_runtime, block_count, blocks_played, block_seconds,
+          block_percent, first_report_at, last_report_at, reports)
+WHERE w.client_user_id = u.cuid AND w.media_content_key = u.mck AND w.start_at = u.start_at";
 
 /// Sessions turned into one array per column, for `unnest`.
 struct Columns<'a> {
@@ -216,6 +529,47 @@ fn array_literal<T>(items: impl Iterator<Item = T>, f: impl Fn(T) -> String) -> 
 }
 
 impl<'a> Columns<'a> {
+    fn of(sessions: &'a [Session]) -> Self {
+        let mut c = Self::with_capacity(sessions.len());
+        for s in sessions {
+            c.push(s);
+        }
+        c
+    }
+
+    /// The statement parameters $1..$27, in the column order both statements use.
+    fn params(&self) -> [&(dyn tokio_postgres::types::ToSql + Sync); 27] {
+        [
+            &self.user,
+            &self.media,
+            &self.start_at,
+            &self.channel_key,
+            &self.encoding_profile,
+            &self.duration,
+            &self.player_id,
+            &self.hardware_id,
+            &self.device,
+            &self.os,
+            &self.version,
+            &self.host_name,
+            &self.uservalues,
+            &self.playtime,
+            &self.real_playtime,
+            &self.runtime,
+            &self.showtime,
+            &self.playtime_percent,
+            &self.last_play_at,
+            &self.last_play_at_runtime,
+            &self.block_count,
+            &self.blocks_played,
+            &self.block_seconds,
+            &self.block_percent,
+            &self.first_report_at,
+            &self.last_report_at,
+            &self.reports,
+        ]
+    }
+
     fn with_capacity(n: usize) -> Self {
         Self {
             user: Vec::with_capacity(n),

@@ -133,7 +133,7 @@ async fn main() -> anyhow::Result<()> {
         ..DatabaseSettings::new(&base_db.url)
     })?;
     let mut ratios = Vec::new();
-    for (connections, n) in [(1usize, 40_000u64), (8, 80_000)] {
+    for (connections, n) in [(1usize, 10_000u64), (8, 20_000)] {
         let reports: Vec<Envelope<LmsReport>> = (0..n)
             .map(|i| generate(i + 10_000_000 * connections as u64, sessions))
             .collect();
