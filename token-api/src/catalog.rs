@@ -1,5 +1,9 @@
 //! The strict-catalog check: may a token be issued for these videos?
 
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
 use deadpool_postgres::Pool;
 use kollus_common::domain::MediaContentKey;
 
@@ -24,10 +28,63 @@ impl Refusal {
     }
 }
 
+/// What the catalog says of one video; `None` in the cache: the catalog has never seen it.
+#[derive(Debug, Clone, Copy)]
+struct Known {
+    deleted: bool,
+    in_any_channel: bool,
+}
+
+/// Recent catalog answers, reused for `ttl` so that a busy token endpoint does not ask
+/// PostgreSQL the same question thousands of times a second. Bounded: emptied when it holds
+/// more than [`CatalogCache::MAX_ENTRIES`] keys.
+pub struct CatalogCache {
+    ttl: Duration,
+    entries: Mutex<HashMap<String, (Instant, Option<Known>)>>,
+}
+
+impl CatalogCache {
+    const MAX_ENTRIES: usize = 100_000;
+
+    pub fn new(ttl: Duration) -> Self {
+        Self {
+            ttl,
+            entries: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// `Some(answer)` when a fresh answer is held.
+    fn get(&self, key: &str) -> Option<Option<Known>> {
+        if self.ttl.is_zero() {
+            return None;
+        }
+        let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        entries
+            .get(key)
+            .filter(|(at, _)| at.elapsed() < self.ttl)
+            .map(|(_, known)| *known)
+    }
+
+    fn put(&self, answers: impl IntoIterator<Item = (String, Option<Known>)>) {
+        if self.ttl.is_zero() {
+            return;
+        }
+        let now = Instant::now();
+        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        if entries.len() > Self::MAX_ENTRIES {
+            entries.clear();
+        }
+        for (key, known) in answers {
+            entries.insert(key, (now, known));
+        }
+    }
+}
+
 /// The videos the catalog refuses, with the field each one came from. Unknown videos are
 /// refused only in `require` mode.
 pub async fn refusals(
     pool: &Pool,
+    cache: &CatalogCache,
     mode: StrictCatalog,
     media: &[MediaContentKey],
 ) -> anyhow::Result<Vec<(Refusal, FieldError)>> {
@@ -35,20 +92,51 @@ pub async fn refusals(
         return Ok(Vec::new());
     }
     let keys: Vec<&str> = media.iter().map(|k| k.as_str()).collect();
-    let client = pool.get().await?;
-    let rows = client
-        .query(
-            "SELECT media_content_key, deleted_at IS NOT NULL, in_any_channel \
-             FROM media_playability WHERE media_content_key = ANY($1)",
-            &[&keys],
-        )
-        .await?;
+    let mut answers: Vec<Option<Option<Known>>> = keys.iter().map(|k| cache.get(k)).collect();
+    let missing: Vec<&str> = keys
+        .iter()
+        .zip(&answers)
+        .filter(|(_, a)| a.is_none())
+        .map(|(k, _)| *k)
+        .collect();
+    if !missing.is_empty() {
+        let client = pool.get().await?;
+        // Prepared once per connection: one round trip per check instead of two.
+        let statement = client
+            .prepare_cached(
+                "SELECT media_content_key, deleted_at IS NOT NULL, in_any_channel \
+                 FROM media_playability WHERE media_content_key = ANY($1)",
+            )
+            .await?;
+        let rows = client.query(&statement, &[&missing]).await?;
+        let fetched: Vec<(String, Option<Known>)> = missing
+            .iter()
+            .map(|key| {
+                let known = rows
+                    .iter()
+                    .find(|r| r.get::<_, &str>(0) == *key)
+                    .map(|r| Known {
+                        deleted: r.get(1),
+                        in_any_channel: r.get(2),
+                    });
+                ((*key).to_owned(), known)
+            })
+            .collect();
+        for (answer, key) in answers.iter_mut().zip(&keys) {
+            if answer.is_none() {
+                *answer = fetched
+                    .iter()
+                    .find(|(k, _)| k == key)
+                    .map(|(_, known)| *known);
+            }
+        }
+        cache.put(fetched);
+    }
     let mut out = Vec::new();
-    for (i, key) in keys.iter().enumerate() {
-        let known = rows.iter().find(|r| r.get::<_, &str>(0) == *key);
-        let refusal = match known {
-            Some(r) if r.get::<_, bool>(1) => Some(Refusal::Deleted),
-            Some(r) if !r.get::<_, bool>(2) => Some(Refusal::InNoChannel),
+    for (i, (key, known)) in keys.iter().zip(answers).enumerate() {
+        let refusal = match known.flatten() {
+            Some(k) if k.deleted => Some(Refusal::Deleted),
+            Some(k) if !k.in_any_channel => Some(Refusal::InNoChannel),
             Some(_) => None,
             None if mode == StrictCatalog::Require => Some(Refusal::Unknown),
             None => None,

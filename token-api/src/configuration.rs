@@ -48,6 +48,11 @@ pub struct Settings {
     /// deleted or in no channel; `require` also refuses videos the catalog has never seen.
     #[arg(long, env = "STRICT_CATALOG", value_enum, default_value_t = StrictCatalog::On)]
     pub strict_catalog: StrictCatalog,
+    /// How long a catalog answer is reused for strict checks, in ms (0: ask PostgreSQL every
+    /// time). A video deleted or removed from its last channel can still get tokens for this
+    /// long after the catalog learns of it.
+    #[arg(long, env = "STRICT_CATALOG_CACHE_MS", value_parser = kollus_common::settings::millis, default_value = "1000")]
+    pub strict_catalog_cache: std::time::Duration,
     #[command(flatten)]
     pub database: DatabaseSettings,
     #[command(flatten)]

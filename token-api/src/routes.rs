@@ -24,6 +24,7 @@ pub struct State {
     pub limits: Limits,
     pub emit_exp: bool,
     pub strict: StrictCatalog,
+    pub catalog_cache: catalog::CatalogCache,
     pub pool: Pool,
     pub metrics: Metrics,
 }
@@ -90,7 +91,14 @@ async fn issue(req: &HttpRequest, body: &[u8], state: &State) -> Result<HttpResp
 }
 
 async fn check_catalog(state: &State, valid: &ValidRequest) -> Result<(), ApiError> {
-    match catalog::refusals(&state.pool, state.strict, &valid.media).await {
+    match catalog::refusals(
+        &state.pool,
+        &state.catalog_cache,
+        state.strict,
+        &valid.media,
+    )
+    .await
+    {
         Ok(refusals) if refusals.is_empty() => Ok(()),
         Ok(refusals) => {
             for (r, _) in &refusals {

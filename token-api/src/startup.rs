@@ -42,6 +42,7 @@ impl Application {
             },
             emit_exp: settings.emit_exp,
             strict: settings.strict_catalog,
+            catalog_cache: crate::catalog::CatalogCache::new(settings.strict_catalog_cache),
             pool,
             metrics: metrics.clone(),
         });

@@ -37,6 +37,8 @@ pub async fn spawn_app_with(tweak: impl FnOnce(&mut Settings)) -> TestApp {
         max_media: 10,
         emit_exp: true,
         strict_catalog: StrictCatalog::On,
+        // Exact answers unless a test is about the cache.
+        strict_catalog_cache: std::time::Duration::ZERO,
         database: db.settings(),
         log: LogSettings {
             log_format: LogFormat::Text,

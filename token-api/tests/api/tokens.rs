@@ -190,3 +190,46 @@ async fn verify_decodes_what_was_issued_and_refuses_forgeries() {
     let forged = format!("{}x", token);
     assert_eq!(verify(forged).await.unwrap().status(), 400);
 }
+
+#[tokio::test]
+async fn a_rotated_out_key_is_refused_and_the_remaining_one_works() {
+    // Rotation: the service restarted with `ops` removed from TOKEN_API_KEYS.
+    let app = spawn_app_with(|s| {
+        s.api_keys = kollus_token_api::auth::ApiKeys::parse(&format!("app:{APP_KEY}")).unwrap()
+    })
+    .await;
+    let body = json!({"client_user_id": "u", "media": [{"media_content_key": "m"}]});
+    assert_eq!(app.issue(OPS_KEY, body.clone()).await.status(), 401);
+    assert_eq!(app.issue(APP_KEY, body).await.status(), 201);
+}
+
+#[tokio::test]
+async fn strict_answers_are_reused_only_as_long_as_the_cache_setting_says() {
+    let body = json!({"client_user_id": "u", "media": [{"media_content_key": "m"}]});
+    // No cache (STRICT_CATALOG_CACHE_MS=0): the deletion is seen by the next request.
+    let exact = spawn_app().await;
+    exact.catalog("m", true, false).await;
+    assert_eq!(exact.issue(APP_KEY, body.clone()).await.status(), 201);
+    delete_upload(&exact, "u-m").await;
+    assert_eq!(exact.issue(APP_KEY, body.clone()).await.status(), 409);
+
+    // A minute's cache: the first answer stands, and PostgreSQL is not asked again.
+    let cached =
+        spawn_app_with(|s| s.strict_catalog_cache = std::time::Duration::from_secs(60)).await;
+    cached.catalog("m", true, false).await;
+    assert_eq!(cached.issue(APP_KEY, body.clone()).await.status(), 201);
+    delete_upload(&cached, "u-m").await;
+    assert_eq!(cached.issue(APP_KEY, body).await.status(), 201);
+}
+
+async fn delete_upload(app: &TestApp, upload: &str) {
+    app.db
+        .client()
+        .await
+        .execute(
+            "UPDATE uploads SET deleted_at = now() WHERE upload_file_key = $1",
+            &[&upload],
+        )
+        .await
+        .unwrap();
+}
