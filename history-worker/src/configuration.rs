@@ -18,6 +18,10 @@ pub struct Settings {
     pub group_id: String,
     #[command(flatten)]
     pub consume: ConsumeSettings,
+    /// Transactions a batch is written in side by side, each on its own connection, split by
+    /// (user, video) so they never wait on each other. At most the pool size.
+    #[arg(long, env = "HISTORY_WRITE_SHARDS", default_value_t = 4)]
+    pub write_shards: usize,
     #[command(flatten)]
     pub plausibility: crate::sessions::Plausibility,
     #[command(flatten)]

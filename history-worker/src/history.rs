@@ -1,6 +1,8 @@
 //! Applying a batch of LMS reports: decode, drop envelope ids already applied, merge per
 //! session, upsert sessions and refresh the rollup, all in one transaction.
 
+use std::hash::{Hash as _, Hasher as _};
+
 use deadpool_postgres::Pool;
 use kollus_common::kollus::lms::LmsReport;
 use kollus_common::worker::{decode_batch, Applied, Apply, ApplyError, Rejected};
@@ -14,6 +16,38 @@ pub struct History {
     pub pool: Pool,
     pub metrics: Metrics,
     pub plausibility: Plausibility,
+    /// Transactions one batch is written in, side by side (`HISTORY_WRITE_SHARDS`).
+    pub write_shards: usize,
+}
+
+/// A report ready to apply: its envelope id, receive time and the session it describes.
+type Report = (uuid::Uuid, time::OffsetDateTime, Session);
+
+impl History {
+    /// Applies one shard of a batch in one transaction; returns (applied, decoded) counts.
+    async fn apply_shard(&self, reports: Vec<Report>) -> Result<(usize, usize), ApplyError> {
+        let ids: Vec<_> = reports.iter().map(|r| r.0).collect();
+        let received: Vec<_> = reports.iter().map(|r| r.1).collect();
+        let mut client = self.pool.get().await?;
+        let tx = client.transaction().await?;
+        // `fresh` holds each new id once; a re-delivery in this same batch carries the same id
+        // and must not be applied a second time.
+        let mut fresh = store::claim_new(&tx, &ids, &received).await?;
+        let applied = fresh.len();
+        let decoded = reports.len();
+        let merged = coalesce(
+            reports
+                .into_iter()
+                .filter(|(id, _, _)| fresh.remove(id))
+                .map(|(_, _, s)| s),
+        );
+        if !merged.is_empty() {
+            let written = store::write_sessions(&tx, merged).await?;
+            store::refresh_progress(&tx, &written).await?;
+        }
+        tx.commit().await?;
+        Ok((applied, decoded))
+    }
 }
 
 impl Apply for History {
@@ -34,37 +68,32 @@ impl Apply for History {
             rejected,
             newest_received_at: envelopes.iter().map(|e| e.received_at).max(),
         };
-        let ids: Vec<_> = envelopes.iter().map(|e| e.id).collect();
-        let received: Vec<_> = envelopes.iter().map(|e| e.received_at).collect();
-        let sessions: Vec<_> = envelopes
-            .into_iter()
-            .map(|e| {
-                (
-                    e.id,
-                    Session::from_report(&e.payload, e.received_at, e.query),
-                )
-            })
-            .collect();
-
-        let mut client = self.pool.get().await?;
-        let tx = client.transaction().await?;
-        let new = store::claim_new(&tx, &ids, &received).await?;
-        let decoded = sessions.len();
-        // `new` holds each fresh id once; a re-delivery in this same batch carries the same id
-        // and must not be applied a second time.
-        let applied_count = new.len();
-        let mut fresh = new;
-        let merged = coalesce(
-            sessions
-                .into_iter()
-                .filter(|(id, _)| fresh.remove(id))
-                .map(|(_, s)| s),
-        );
-        if !merged.is_empty() {
-            let written = store::write_sessions(&tx, merged).await?;
-            store::refresh_progress(&tx, &written).await?;
+        // Shards by (user, video): no session or rollup row is in two shards, so their
+        // transactions never wait on each other. Each shard commits on its own; should one fail,
+        // the whole batch is retried and the committed shards' reports are skipped as already
+        // applied (their envelope ids are claimed), so the batch still applies exactly once.
+        let shards = self.write_shards.max(1);
+        let mut parts: Vec<Vec<Report>> = (0..shards).map(|_| Vec::new()).collect();
+        for e in envelopes {
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            (
+                e.payload.user.client_user_id.as_str(),
+                e.payload.content.media_content_key.as_str(),
+            )
+                .hash(&mut h);
+            let session = Session::from_report(&e.payload, e.received_at, e.query);
+            parts[(h.finish() % shards as u64) as usize].push((e.id, e.received_at, session));
         }
-        tx.commit().await?;
+        let counts = futures_util::future::try_join_all(
+            parts
+                .into_iter()
+                .filter(|p| !p.is_empty())
+                .map(|p| self.apply_shard(p)),
+        )
+        .await?;
+        let (applied_count, decoded) = counts
+            .into_iter()
+            .fold((0, 0), |(a, d), (a2, d2)| (a + a2, d + d2));
 
         let m = &self.metrics;
         m.records

@@ -30,6 +30,9 @@ impl Application {
                     pool,
                     metrics,
                     plausibility: settings.plausibility,
+                    write_shards: settings
+                        .write_shards
+                        .clamp(1, settings.database.pool_size.max(1)),
                 },
             )
             .await?,

@@ -336,6 +336,10 @@ async fn own_path(admin_url: &str, sessions: u64) -> anyhow::Result<()> {
         pool: kollus_common::db::pool(&DatabaseSettings::new(&db.url))?,
         metrics: kollus_history_worker::metrics::Metrics::new(),
         plausibility: Default::default(),
+        write_shards: std::env::var("HISTORY_WRITE_SHARDS")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(4),
     };
     let started = Instant::now();
     for b in &batches {
@@ -346,7 +350,8 @@ async fn own_path(admin_url: &str, sessions: u64) -> anyhow::Result<()> {
     }
     let apply_rps = n as f64 / started.elapsed().as_secs_f64();
     println!(
-        "RESULT own-path records={n} apply_rps={apply_rps:.0} decode_only_rps={decode_rps:.0} (no broker, batches of 1000, one connection)"
+        "RESULT own-path records={n} apply_rps={apply_rps:.0} decode_only_rps={decode_rps:.0} (no broker, batches of 1000, {} write shards)",
+        history.write_shards
     );
     history.pool.close();
     db.drop_database().await

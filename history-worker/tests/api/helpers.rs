@@ -20,6 +20,7 @@ pub fn settings(h: &Harness) -> Settings {
         listen_addr: "127.0.0.1:0".parse().unwrap(),
         group_id: "kollus-history-worker".into(),
         consume: ConsumeSettings::default(),
+        write_shards: 2,
         plausibility: Default::default(),
         database: h.db.settings(),
         kafka: h.kafka.clone(),
