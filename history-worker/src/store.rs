@@ -407,7 +407,26 @@ ON CONFLICT (client_user_id, media_content_key) DO UPDATE SET
     first_watched_at = EXCLUDED.first_watched_at,
     last_watched_at = EXCLUDED.last_watched_at";
 
-const UPSERT_SESSIONS: &str = "
+/// The sessions of a batch as a table `u`, from the 27 parameters of [`Columns::params`] (both
+/// session statements use it, so their parameters cannot drift apart).
+macro_rules! sessions_from_params {
+    () => {
+        "FROM unnest($1::text[], $2::text[], $3::bigint[], $4::text[], $5::text[], $6::bigint[],
+            $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], $12::text[], $13::text[],
+            $14::bigint[], $15::bigint[], $16::bigint[], $17::bigint[], $18::bigint[],
+            $19::bigint[], $20::bigint[], $21::integer[], $22::text[], $23::text[], $24::text[],
+            $25::timestamptz[], $26::timestamptz[], $27::bigint[])
+     AS u(cuid, mck, start_at, channel_key, encoding_profile, duration,
+          player_id, hardware_id, device, os, version, host_name, uservalues,
+          playtime, real_playtime, runtime, showtime, playtime_percent,
+          last_play_at, last_play_at_runtime, block_count, blocks_played, block_seconds,
+          block_percent, first_report_at, last_report_at, reports)
+"
+    };
+}
+
+const UPSERT_SESSIONS: &str = concat!(
+    "
 INSERT INTO watch_sessions AS w (
     client_user_id, media_content_key, start_at, channel_key, encoding_profile, duration,
     player_id, hardware_id, device, os, version, host_name, uservalues,
@@ -420,17 +439,9 @@ SELECT u.cuid, u.mck, u.start_at, u.channel_key, u.encoding_profile, u.duration,
        u.last_play_at, u.last_play_at_runtime, u.block_count,
        u.blocks_played::boolean[], u.block_seconds::bigint[], u.block_percent::bigint[],
        u.first_report_at, u.last_report_at, u.reports
-FROM unnest($1::text[], $2::text[], $3::bigint[], $4::text[], $5::text[], $6::bigint[],
-            $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], $12::text[], $13::text[],
-            $14::bigint[], $15::bigint[], $16::bigint[], $17::bigint[], $18::bigint[],
-            $19::bigint[], $20::bigint[], $21::integer[], $22::text[], $23::text[], $24::text[],
-            $25::timestamptz[], $26::timestamptz[], $27::bigint[])
-     AS u(cuid, mck, start_at, channel_key, encoding_profile, duration,
-          player_id, hardware_id, device, os, version, host_name, uservalues,
-          playtime, real_playtime, runtime, showtime, playtime_percent,
-          last_play_at, last_play_at_runtime, block_count, blocks_played, block_seconds,
-          block_percent, first_report_at, last_report_at, reports)
-ON CONFLICT (client_user_id, media_content_key, start_at) DO UPDATE SET
+",
+    sessions_from_params!(),
+    "ON CONFLICT (client_user_id, media_content_key, start_at) DO UPDATE SET
     channel_key = COALESCE(w.channel_key, EXCLUDED.channel_key),
     encoding_profile = COALESCE(w.encoding_profile, EXCLUDED.encoding_profile),
     duration = GREATEST(w.duration, EXCLUDED.duration),
@@ -460,10 +471,12 @@ ON CONFLICT (client_user_id, media_content_key, start_at) DO UPDATE SET
     block_percent = merge_max(w.block_percent, EXCLUDED.block_percent),
     first_report_at = LEAST(w.first_report_at, EXCLUDED.first_report_at),
     last_report_at = GREATEST(w.last_report_at, EXCLUDED.last_report_at),
-    reports = w.reports + EXCLUDED.reports";
+    reports = w.reports + EXCLUDED.reports"
+);
 
 /// Overwrites stored sessions (already merged with their rows, which this transaction locked).
-const UPDATE_SESSIONS: &str = "
+const UPDATE_SESSIONS: &str = concat!(
+    "
 UPDATE watch_sessions AS w SET
     channel_key = u.channel_key, encoding_profile = u.encoding_profile, duration = u.duration,
     player_id = u.player_id, hardware_id = u.hardware_id, device = u.device, os = u.os,
@@ -474,17 +487,10 @@ UPDATE watch_sessions AS w SET
     block_count = u.block_count, blocks_played = u.blocks_played::boolean[],
     block_seconds = u.block_seconds::bigint[], block_percent = u.block_percent::bigint[],
     first_report_at = u.first_report_at, last_report_at = u.last_report_at, reports = u.reports
-FROM unnest($1::text[], $2::text[], $3::bigint[], $4::text[], $5::text[], $6::bigint[],
-            $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], $12::text[], $13::text[],
-            $14::bigint[], $15::bigint[], $16::bigint[], $17::bigint[], $18::bigint[],
-            $19::bigint[], $20::bigint[], $21::integer[], $22::text[], $23::text[], $24::text[],
-            $25::timestamptz[], $26::timestamptz[], $27::bigint[])
-     AS u(cuid, mck, start_at, channel_key, encoding_profile, duration,
-          player_id, hardware_id, device, os, version, host_name, uservalues,
-          playtime, real_playtime, runtime, showtime, playtime_percent,
-          last_play_at, last_play_at_runtime, block_count, blocks_played, block_seconds,
-          block_percent, first_report_at, last_report_at, reports)
-WHERE w.client_user_id = u.cuid AND w.media_content_key = u.mck AND w.start_at = u.start_at";
+",
+    sessions_from_params!(),
+    "WHERE w.client_user_id = u.cuid AND w.media_content_key = u.mck AND w.start_at = u.start_at"
+);
 
 /// Sessions turned into one array per column, for `unnest`.
 struct Columns<'a> {
