@@ -3,5 +3,6 @@
 mod faults;
 mod group;
 mod helpers;
+mod merge;
 mod rebuild;
 mod sessions;
