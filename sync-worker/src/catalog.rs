@@ -10,16 +10,19 @@
 //!    `uploads`, `media_contents` and `channel_memberships` are recomputed from all of that key's
 //!    events in `content_events` (a handful per video), in the same transaction.
 //!
-//! Rules the recomputation applies. Callbacks carry no event time and no event id (SPEC.md
-//! section 2), so ingest's receive time is the only clock; ties are broken by the envelope id
-//! (UUIDv7, time-ordered), so there are none.
+//! Rules the recomputation applies. Callbacks carry no event time (SPEC.md section 2), so
+//! ingest's receive time is the only clock; ties are broken by the envelope id (UUIDv7,
+//! time-ordered), so there are none. Production callbacks carry a `request_id` (SPEC.md 4.4):
+//! copies with the same upload and `request_id` are one Kollus event, ordered by the time and id
+//! of its *first-received* copy (the `content_event_order` view, `migrations/V5`).
 //! - Membership of a video in a channel: decided by the latest-received `channel_join` or
 //!   `channel_leave` for that pair; `joined_at` / `left_at` are the latest of each.
 //! - **Stale retries.** A Kafka re-delivery or a replay keeps its original envelope and receive
-//!   time, so it can never override a later event. A *Kollus* retry is a new callback: if Kollus
-//!   retries a join (because our ingest was unreachable for its first try) after sending the
-//!   leave that followed it, the retry is received last and wins. Nothing in the callback tells
-//!   the two apart; `content_events` keeps the whole sequence so support can see it.
+//!   time, so it can never override a later event. A *Kollus* retry of an event we already have
+//!   carries its `request_id`, so it takes the first copy's time and cannot override a later
+//!   event either. Only a callback without `request_id` that Kollus retries after a later event
+//!   (its first try never reached us) wins by arriving last: nothing in it tells the two apart;
+//!   `content_events` keeps the whole sequence so support can see it.
 //! - Descriptive fields (filename, provider key, channel name, profile keys) come from the
 //!   latest-received event that carries them; the transcoding state from the latest-received
 //!   transcoding callback.
@@ -129,6 +132,7 @@ struct EventColumns<'a> {
     kind: Vec<&'static str>,
     change: Vec<&'static str>,
     upload: Vec<&'a str>,
+    request_id: Vec<Option<&'a str>>,
     media: Vec<Option<&'a str>>,
     channel: Vec<Option<&'a str>>,
     payload: Vec<serde_json::Value>,
@@ -149,13 +153,18 @@ impl<'a> EventColumns<'a> {
             ContentChange::OtherUpdate { channel_key, .. } => {
                 channel_key.as_ref().map(|c| c.as_str())
             }
-            _ => None,
+            ContentChange::Deleted { channel, .. }
+            | ContentChange::PosterChanged { channel, .. } => {
+                channel.as_ref().map(|c| c.channel_key.as_str())
+            }
+            ContentChange::Uploaded | ContentChange::Transcoded { .. } => None,
         };
         self.id.push(id);
         self.received_at.push(received_at);
         self.kind.push(kind);
         self.change.push(e.change.label());
         self.upload.push(e.upload_file_key.as_str());
+        self.request_id.push(e.request_id.as_deref());
         self.media.push(e.media_content_key().map(|k| k.as_str()));
         self.channel.push(channel);
         self.payload.push(serde_json::to_value(e)?);
@@ -171,9 +180,9 @@ async fn insert_events(
     let rows = tx
         .query(
             "INSERT INTO content_events (envelope_id, received_at, kind, change, upload_file_key, \
-                                         media_content_key, channel_key, payload) \
+                                         media_content_key, channel_key, payload, request_id) \
              SELECT * FROM unnest($1::uuid[], $2::timestamptz[], $3::text[], $4::text[], \
-                                  $5::text[], $6::text[], $7::text[], $8::jsonb[]) \
+                                  $5::text[], $6::text[], $7::text[], $8::jsonb[], $9::text[]) \
              ON CONFLICT (envelope_id) DO NOTHING RETURNING envelope_id",
             &[
                 &log.id,
@@ -184,14 +193,17 @@ async fn insert_events(
                 &log.media,
                 &log.channel,
                 &log.payload,
+                &log.request_id,
             ],
         )
         .await?;
     Ok(rows.iter().map(|r| r.get(0)).collect())
 }
 
-// "Latest-received event that has it": the first element of an aggregate ordered newest first.
-// The payload is the serialized `ContentEvent` (common/src/kollus/platform.rs).
+// "Latest event that has it": the first element of an aggregate ordered newest first, by each
+// event's `event_at`/`event_id` (its first copy's; `content_event_order`), then its own id so
+// that copies tie deterministically. The payload is the serialized `ContentEvent`
+// (common/src/kollus/platform.rs).
 
 /// Recomputes `uploads` rows ($1: upload keys) from all their events.
 const DERIVE_UPLOADS: &str = "
@@ -199,21 +211,21 @@ INSERT INTO uploads AS u (upload_file_key, content_provider_key, filename, full_
                           uploaded_at, transcoding_state, transcoded_at, deleted_at,
                           poster_changed_at, first_event_at, last_event_at)
 SELECT upload_file_key,
-       (array_agg(payload->>'content_provider_key' ORDER BY received_at DESC, envelope_id DESC)
+       (array_agg(payload->>'content_provider_key' ORDER BY event_at DESC, event_id DESC, envelope_id DESC)
             FILTER (WHERE payload ? 'content_provider_key'))[1],
-       (array_agg(payload->>'filename' ORDER BY received_at DESC, envelope_id DESC)
+       (array_agg(payload->>'filename' ORDER BY event_at DESC, event_id DESC, envelope_id DESC)
             FILTER (WHERE payload ? 'filename'))[1],
-       (array_agg(payload->>'full_filename' ORDER BY received_at DESC, envelope_id DESC)
+       (array_agg(payload->>'full_filename' ORDER BY event_at DESC, event_id DESC, envelope_id DESC)
             FILTER (WHERE payload ? 'full_filename'))[1],
-       min(received_at) FILTER (WHERE change = 'uploaded'),
-       coalesce((array_agg(payload->'change'->>'result' ORDER BY received_at DESC, envelope_id DESC)
+       min(event_at) FILTER (WHERE change = 'uploaded'),
+       coalesce((array_agg(payload->'change'->>'result' ORDER BY event_at DESC, event_id DESC, envelope_id DESC)
             FILTER (WHERE change = 'transcoded'))[1], 'pending'),
-       max(received_at) FILTER (WHERE change = 'transcoded'),
-       min(received_at) FILTER (WHERE change = 'content_delete'),
-       max(received_at) FILTER (WHERE change = 'content_poster'),
-       min(received_at),
-       max(received_at)
-FROM content_events
+       max(event_at) FILTER (WHERE change = 'transcoded'),
+       min(event_at) FILTER (WHERE change = 'content_delete'),
+       max(event_at) FILTER (WHERE change = 'content_poster'),
+       min(event_at),
+       max(event_at)
+FROM content_event_order
 WHERE upload_file_key = ANY($1::text[])
 GROUP BY upload_file_key
 ON CONFLICT (upload_file_key) DO UPDATE SET
@@ -233,10 +245,10 @@ ON CONFLICT (upload_file_key) DO UPDATE SET
 const DERIVE_MEDIA: &str = "
 INSERT INTO media_contents AS m (media_content_key, upload_file_key, first_event_at, last_event_at)
 SELECT media_content_key,
-       (array_agg(upload_file_key ORDER BY received_at DESC, envelope_id DESC))[1],
-       min(received_at),
-       max(received_at)
-FROM content_events
+       (array_agg(upload_file_key ORDER BY event_at DESC, event_id DESC, envelope_id DESC))[1],
+       min(event_at),
+       max(event_at)
+FROM content_event_order
 WHERE media_content_key = ANY($1::text[])
 GROUP BY media_content_key
 ON CONFLICT (media_content_key) DO UPDATE SET
@@ -247,28 +259,28 @@ ON CONFLICT (media_content_key) DO UPDATE SET
 /// Recomputes `channel_memberships` ($1: media content keys) from their membership events.
 const DERIVE_MEMBERSHIPS: &str = "
 WITH ev AS (
-    SELECT media_content_key, channel_key, received_at, envelope_id,
+    SELECT media_content_key, channel_key, event_at, event_id, envelope_id,
            change = 'channel_join' AS joined, payload->'change'->'channel' AS ch
-    FROM content_events
+    FROM content_event_order
     WHERE media_content_key = ANY($1::text[]) AND change IN ('channel_join', 'channel_leave')
 ), summary AS (
     SELECT media_content_key, channel_key,
-           max(received_at) FILTER (WHERE joined) AS joined_at,
-           max(received_at) FILTER (WHERE NOT joined) AS left_at,
-           (array_agg(ch->>'channel_name' ORDER BY received_at DESC, envelope_id DESC)
+           max(event_at) FILTER (WHERE joined) AS joined_at,
+           max(event_at) FILTER (WHERE NOT joined) AS left_at,
+           (array_agg(ch->>'channel_name' ORDER BY event_at DESC, event_id DESC, envelope_id DESC)
                 FILTER (WHERE ch ? 'channel_name'))[1] AS channel_name
     FROM ev GROUP BY media_content_key, channel_key
 ), decider AS (
     SELECT DISTINCT ON (media_content_key, channel_key)
-           media_content_key, channel_key, joined, received_at, envelope_id,
+           media_content_key, channel_key, joined, event_at, event_id,
            ARRAY(SELECT jsonb_array_elements_text(coalesce(ch->'profile_keys', '[]'))) AS profile_keys
     FROM ev
-    ORDER BY media_content_key, channel_key, received_at DESC, envelope_id DESC
+    ORDER BY media_content_key, channel_key, event_at DESC, event_id DESC, envelope_id DESC
 )
 INSERT INTO channel_memberships AS c (media_content_key, channel_key, channel_name, profile_keys,
                                       in_channel, joined_at, left_at, decided_at, decided_by)
 SELECT d.media_content_key, d.channel_key, s.channel_name, d.profile_keys,
-       d.joined, s.joined_at, s.left_at, d.received_at, d.envelope_id
+       d.joined, s.joined_at, s.left_at, d.event_at, d.event_id
 FROM decider d JOIN summary s USING (media_content_key, channel_key)
 ON CONFLICT (media_content_key, channel_key) DO UPDATE SET
     channel_name = EXCLUDED.channel_name,

@@ -13,6 +13,10 @@ use crate::domain::{ChannelKey, IdError, MediaContentKey, UploadFileKey};
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ContentEvent {
     pub upload_file_key: UploadFileKey,
+    /// Kollus's id of the event (`20170927-callback-59cb3a104c18d`), sent by production
+    /// accounts (SPEC.md 4.4). Copies with the same id are one event (a Kollus retry).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub content_provider_key: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -45,11 +49,16 @@ pub enum ContentChange {
     Deleted {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         media_content_key: Option<MediaContentKey>,
+        /// The channel, when the callback came to a channel's callback URL.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        channel: Option<ChannelFields>,
     },
     /// `update_type=content_poster`; may name the video only by its upload.
     PosterChanged {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         media_content_key: Option<MediaContentKey>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        channel: Option<ChannelFields>,
     },
     /// An `update_type` Kollus's docs do not list: kept, never rejected (SPEC.md section 2).
     OtherUpdate {
@@ -95,11 +104,23 @@ pub struct ChannelRef {
     pub profile_keys: Vec<String>,
 }
 
+/// The channel fields of a content update posted to a channel's callback URL (SPEC.md 4.4).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChannelFields {
+    pub channel_key: ChannelKey,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub channel_name: Option<String>,
+    /// `profile_key`, split on `|`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub profile_keys: Vec<String>,
+}
+
 impl ContentEvent {
     /// Parses a form body posted to the callback URL of `kind`.
     pub fn from_form(kind: CallbackKind, body: &[u8]) -> Result<Self, PayloadError> {
         let mut f = parse_form(body)?;
         let upload_file_key = required_key(&mut f, "upload_file_key", UploadFileKey::parse)?;
+        let request_id = optional(&mut f, "request_id");
         let content_provider_key = optional(&mut f, "content_provider_key");
         let filename = optional(&mut f, "filename");
         let full_filename = optional(&mut f, "full_filename");
@@ -128,6 +149,7 @@ impl ContentEvent {
         };
         Ok(Self {
             upload_file_key,
+            request_id,
             content_provider_key,
             filename,
             full_filename,
@@ -142,8 +164,12 @@ impl ContentEvent {
             ContentChange::ChannelJoined { channel } | ContentChange::ChannelLeft { channel } => {
                 Some(&channel.media_content_key)
             }
-            ContentChange::Deleted { media_content_key }
-            | ContentChange::PosterChanged { media_content_key }
+            ContentChange::Deleted {
+                media_content_key, ..
+            }
+            | ContentChange::PosterChanged {
+                media_content_key, ..
+            }
             | ContentChange::OtherUpdate {
                 media_content_key, ..
             } => media_content_key.as_ref(),
@@ -163,6 +189,16 @@ fn update(kind: CallbackKind, f: &mut FormFields) -> Result<ContentChange, Paylo
     let update_type = required(f, "update_type")?;
     let media_content_key = optional_key(f, "media_content_key", MediaContentKey::parse)?;
     let channel_key = optional_key(f, "channel_key", ChannelKey::parse)?;
+    let profile_keys = |f: &mut FormFields| -> Vec<String> {
+        optional(f, "profile_key")
+            .map(|p| {
+                p.split('|')
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_owned)
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
     let channel = |f: &mut FormFields| -> Result<ChannelRef, PayloadError> {
         let missing =
             |name: &str| PayloadError::new(name, format!("is required for {update_type}"));
@@ -172,14 +208,15 @@ fn update(kind: CallbackKind, f: &mut FormFields) -> Result<ContentChange, Paylo
                 .ok_or_else(|| missing("media_content_key"))?,
             channel_key: channel_key.clone().ok_or_else(|| missing("channel_key"))?,
             channel_name: optional(f, "channel_name"),
-            profile_keys: optional(f, "profile_key")
-                .map(|p| {
-                    p.split('|')
-                        .filter(|s| !s.is_empty())
-                        .map(str::to_owned)
-                        .collect()
-                })
-                .unwrap_or_default(),
+            profile_keys: profile_keys(f),
+        })
+    };
+    // A content update that reached a channel's URL names the channel too: keep it.
+    let channel_fields = |f: &mut FormFields| {
+        channel_key.clone().map(|channel_key| ChannelFields {
+            channel_key,
+            channel_name: optional(f, "channel_name"),
+            profile_keys: profile_keys(f),
         })
     };
     let change = match update_type.as_str() {
@@ -189,8 +226,14 @@ fn update(kind: CallbackKind, f: &mut FormFields) -> Result<ContentChange, Paylo
         "channel_leave" => ContentChange::ChannelLeft {
             channel: channel(f)?,
         },
-        "content_delete" => ContentChange::Deleted { media_content_key },
-        "content_poster" => ContentChange::PosterChanged { media_content_key },
+        "content_delete" => ContentChange::Deleted {
+            channel: channel_fields(f),
+            media_content_key,
+        },
+        "content_poster" => ContentChange::PosterChanged {
+            channel: channel_fields(f),
+            media_content_key,
+        },
         _ if kind == CallbackKind::Channel && channel_key.is_none() => {
             return Err(PayloadError::new(
                 "channel_key",
@@ -335,6 +378,51 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(err.field, "media_content_key");
+    }
+
+    #[test]
+    fn production_callbacks_keep_the_request_id_and_the_folder() {
+        let e = ContentEvent::from_form(
+            CallbackKind::Transcoding,
+            &fixture("transcoding-request-id.form"),
+        )
+        .unwrap();
+        assert_eq!(
+            e.request_id.as_deref(),
+            Some("20251117-callback-65a1f0c3d2b4e")
+        );
+        assert_eq!(e.filename.as_deref(), Some("lectures/2025/W01_Intro.MP4"));
+        assert!(e.extra.is_empty(), "{:?}", e.extra);
+    }
+
+    #[test]
+    fn content_updates_on_the_channel_url_keep_the_channel() {
+        for (update_type, label) in [
+            ("content_delete", "content_delete"),
+            ("content_poster", "content_poster"),
+        ] {
+            let body = format!(
+                "upload_file_key=u1&update_type={update_type}&media_content_key=m1\
+                 &channel_key=abcd1234&channel_name=Math\
+                 &profile_key=acct-pc1-high%7Cacct-mobile1-normal"
+            );
+            let e = ContentEvent::from_form(CallbackKind::Channel, body.as_bytes()).unwrap();
+            assert_eq!(e.change.label(), label);
+            let channel = match &e.change {
+                ContentChange::Deleted { channel, .. }
+                | ContentChange::PosterChanged { channel, .. } => {
+                    channel.clone().expect("the channel is kept")
+                }
+                other => panic!("{other:?}"),
+            };
+            assert_eq!(channel.channel_key.as_str(), "abcd1234");
+            assert_eq!(channel.channel_name.as_deref(), Some("Math"));
+            assert_eq!(
+                channel.profile_keys,
+                ["acct-pc1-high", "acct-mobile1-normal"]
+            );
+            assert!(e.extra.is_empty(), "{:?}", e.extra);
+        }
     }
 
     #[test]

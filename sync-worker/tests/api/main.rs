@@ -5,3 +5,4 @@ mod faults;
 mod helpers;
 mod rebuild;
 mod replay;
+mod request_id;
