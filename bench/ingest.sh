@@ -81,5 +81,7 @@ if b:
             print(f"  ingest at {c} connections = {float(i['rps'])/float(b['rps']):.2f} of the broker's ceiling")
 o = rows.get(("own-path", None))
 if o:
-    print(f"ingest's own work (parse + envelope + JSON, no HTTP, no broker), one core: {float(o['rps']):.0f} callbacks/s")
+    print(f"ingest's own work (locate + parse + envelope + JSON, no HTTP, no broker), one core: {float(o['rps']):.0f} callbacks/s")
+    print(f"  with the LMS hash check (LMS_HASH_POLICY=record): {float(o['rps_with_hash']):.0f} callbacks/s")
+    print(f"  for scale, only building a serde_json::Value tree of the document: {float(o['value_tree_only']):.0f}/s")
 PY

@@ -4,11 +4,11 @@
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
-use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
+use crate::kollus::lms::checksum::HashVerdict;
 use crate::kollus::CallbackKind;
 
 /// Version of the envelope layout. Bump when a consumer would read a new record wrongly.
@@ -32,9 +32,17 @@ pub struct Envelope<P> {
     pub received_at: OffsetDateTime,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source_ip: Option<IpAddr>,
-    /// The callback URL's query parameters, without the secret (LMS URLs may carry `uservalueN`).
+    /// The callback URL's query parameters, without the secret (LMS URLs may carry `uservalueN`)
+    /// and without the LMS document when the query carried it (it is the payload).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub query: BTreeMap<String, String>,
+    /// LMS: the flat template fields posted beside the document (`client_user_id`, `start_at`,
+    /// `play_status`, `uv0`, ...), without the document and the `hash`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub form: BTreeMap<String, String>,
+    /// LMS: what checking the report's `hash` found; absent when the check is off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lms_hash: Option<HashVerdict>,
     pub payload: P,
     pub raw: RawRequest,
 }
@@ -48,20 +56,50 @@ impl<P> Envelope<P> {
             received_at: OffsetDateTime::now_utc(),
             source_ip: None,
             query: BTreeMap::new(),
+            form: BTreeMap::new(),
+            lms_hash: None,
             payload,
             raw,
         }
     }
 }
 
-/// The request body byte-for-byte, so any record can be re-parsed by a later, better parser.
-/// Serialized as text when it is UTF-8 (readable in any Kafka tool), else as base64.
+/// The request byte-for-byte, so any record can be re-parsed by a later, better parser: the body
+/// (as text when it is UTF-8, readable in any Kafka tool, else as base64) and, where there was
+/// one, the query string without its secret (LMS templates may put the document there).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RawRequest {
+    /// `GET` or `POST`; absent in records written before it was kept (all `POST`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub method: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub content_type: Option<String>,
+    /// The raw query string, the `secret` pair removed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub query_string: Option<String>,
     #[serde(flatten)]
     pub body: RawBody,
+}
+
+impl RawRequest {
+    /// A POSTed body and nothing else.
+    pub fn body(content_type: Option<&str>, body: &[u8]) -> Self {
+        Self {
+            method: None,
+            content_type: content_type.map(str::to_owned),
+            query_string: None,
+            body: RawBody::from_bytes(body),
+        }
+    }
+}
+
+/// A raw query string without its `secret=` pair (never stored), every other byte as it came.
+pub fn query_without_secret(query: &str) -> Option<String> {
+    let kept: Vec<&str> = query
+        .split('&')
+        .filter(|pair| !pair.is_empty() && pair.split('=').next() != Some("secret"))
+        .collect();
+    (!kept.is_empty()).then(|| kept.join("&"))
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -133,12 +171,6 @@ pub struct DeadLetter {
     pub raw: Option<RawRequest>,
 }
 
-impl DeadLetter {
-    pub fn base64(bytes: &[u8]) -> String {
-        base64::engine::general_purpose::STANDARD.encode(bytes)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -146,32 +178,31 @@ mod tests {
     #[test]
     fn raw_bodies_survive_byte_for_byte() {
         for body in [&b"a=1&b=%7C"[..], &[0xff, 0x00, 0x41][..], b""] {
-            let raw = RawRequest {
-                content_type: Some("application/x-www-form-urlencoded".into()),
-                body: RawBody::from_bytes(body),
-            };
+            let raw = RawRequest::body(Some("application/x-www-form-urlencoded"), body);
             let json = serde_json::to_string(&raw).unwrap();
             let back: RawRequest = serde_json::from_str(&json).unwrap();
             assert_eq!(back.body.as_bytes(), body, "{json}");
         }
-        let json = serde_json::to_value(RawRequest {
-            content_type: None,
-            body: RawBody::from_bytes(b"x=1"),
-        })
-        .unwrap();
+        let json = serde_json::to_value(RawRequest::body(None, b"x=1")).unwrap();
         assert_eq!(json, serde_json::json!({"body": "x=1"}));
     }
 
     #[test]
-    fn envelope_ids_are_v7_and_time_ordered() {
-        let a = Envelope::new(
-            CallbackKind::Lms,
-            (),
-            RawRequest {
-                content_type: None,
-                body: RawBody::Text(String::new()),
-            },
+    fn the_secret_never_stays_in_a_kept_query_string() {
+        assert_eq!(
+            query_without_secret("secret=s3&json_data=%7B%7D&uv0=a%26b").as_deref(),
+            Some("json_data=%7B%7D&uv0=a%26b")
         );
+        assert_eq!(query_without_secret("secret=s3"), None);
+        assert_eq!(
+            query_without_secret("a=1&secret&secret=x&b").as_deref(),
+            Some("a=1&b")
+        );
+    }
+
+    #[test]
+    fn envelope_ids_are_v7_and_time_ordered() {
+        let a = Envelope::new(CallbackKind::Lms, (), RawRequest::body(None, b""));
         let b = Envelope::new(CallbackKind::Lms, (), a.raw.clone());
         assert_eq!(a.id.get_version_num(), 7);
         assert!(b.id > a.id);

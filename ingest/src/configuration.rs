@@ -35,6 +35,30 @@ pub struct Settings {
     /// Most bytes the spool may hold; past it ingest answers 503 (Kollus retries).
     #[arg(long, env = "INGEST_SPOOL_LIMIT_BYTES", default_value_t = 1 << 30)]
     pub spool_limit: u64,
+    /// Names of the form field or query parameter that holds the LMS JSON document
+    /// (`{JSON_DATA}` in the console template), tried first; any other field that holds one is
+    /// found too.
+    #[arg(
+        long,
+        env = "INGEST_LMS_FIELDS",
+        value_delimiter = ',',
+        default_value = "json_data,lms_data"
+    )]
+    pub lms_fields: Vec<String>,
+    /// The Kollus account's service account key, to verify the `hash` players append to LMS
+    /// reports (SPEC.md 4.2). Optional.
+    #[arg(
+        long,
+        env = "KOLLUS_SERVICE_ACCOUNT_KEY",
+        value_parser = secret,
+        hide_env_values = true
+    )]
+    pub service_account_key: Option<SecretString>,
+    /// What to do with the LMS `hash`: `off` (not checked), `record` (checked, the verdict kept
+    /// on the report and its session), `require` (a report without a valid hash is refused and
+    /// dead-lettered). Default: `record` when the service account key is set, else `off`.
+    #[arg(long, env = "LMS_HASH_POLICY", value_enum)]
+    pub lms_hash_policy: Option<HashPolicy>,
     /// HTTP worker threads (0: one per core).
     #[arg(long, env = "INGEST_HTTP_WORKERS", default_value_t = 0)]
     pub http_workers: usize,
@@ -44,7 +68,34 @@ pub struct Settings {
     pub log: LogSettings,
 }
 
+/// `LMS_HASH_POLICY`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum HashPolicy {
+    Off,
+    Record,
+    Require,
+}
+
 impl Settings {
+    /// The hash policy in force, and the key it needs; refuses a policy that needs a key it
+    /// does not have.
+    pub fn hash_check(&self) -> anyhow::Result<Option<(HashPolicy, SecretString)>> {
+        let policy = self
+            .lms_hash_policy
+            .unwrap_or(if self.service_account_key.is_some() {
+                HashPolicy::Record
+            } else {
+                HashPolicy::Off
+            });
+        match (policy, &self.service_account_key) {
+            (HashPolicy::Off, _) => Ok(None),
+            (policy, Some(key)) => Ok(Some((policy, key.clone()))),
+            (policy, None) => anyhow::bail!(
+                "LMS_HASH_POLICY={policy:?} needs KOLLUS_SERVICE_ACCOUNT_KEY, which is not set"
+            ),
+        }
+    }
+
     /// Settings for tests: an ephemeral port and the given broker.
     pub fn for_tests(
         kafka: KafkaSettings,
@@ -60,6 +111,12 @@ impl Settings {
             ack_timeout: Duration::from_millis(1500),
             max_in_flight: 4096,
             http_workers: 2,
+            lms_fields: kollus_common::kollus::lms::request::DEFAULT_FIELDS
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
+            service_account_key: None,
+            lms_hash_policy: None,
             kafka,
             log: LogSettings {
                 log_format: kollus_common::telemetry::LogFormat::Text,

@@ -1,5 +1,6 @@
 //! ingest's metrics, in the `kollus_ingest` namespace.
 
+use kollus_common::kollus::lms::checksum::HashVerdict;
 use kollus_common::metrics::{
     counter, counter_vec, gauge, histogram, histogram_vec, latency_buckets, registry,
 };
@@ -12,6 +13,7 @@ pub struct Metrics {
     pub request_duration: HistogramVec,
     pub kafka_produce_duration: Histogram,
     pub deadletters: IntCounterVec,
+    pub lms_hash: IntCounterVec,
     pub spooled: IntCounter,
     pub forwarded: IntCounter,
     pub spooled_records: IntGauge,
@@ -21,7 +23,7 @@ pub struct Metrics {
 impl Metrics {
     pub fn new() -> Self {
         let r = registry("ingest");
-        Self {
+        let m = Self {
             requests: counter_vec(
                 &r,
                 "requests_total",
@@ -47,6 +49,12 @@ impl Metrics {
                 "Requests sent to the dead-letter topic, by reason.",
                 &["reason"],
             ),
+            lms_hash: counter_vec(
+                &r,
+                "lms_hash_total",
+                "LMS reports whose hash was checked, by verdict (verified, mismatch, absent).",
+                &["verdict"],
+            ),
             spooled: counter(
                 &r,
                 "spooled_total",
@@ -56,9 +64,28 @@ impl Metrics {
             spooled_records: gauge(&r, "spooled_records", "Records in the spool now."),
             spool_bytes: gauge(&r, "spool_bytes", "Bytes in the spool now."),
             registry: r,
+        };
+        // Known label values exist at 0 from the start, so rates and alerts see them at once.
+        for verdict in HashVerdict::ALL {
+            m.lms_hash.with_label_values(&[verdict.as_str()]);
         }
+        for reason in DEADLETTER_REASONS {
+            m.deadletters.with_label_values(&[reason]);
+        }
+        m
     }
 }
+
+/// Every reason ingest dead-letters a request for (`CallbackError::code` of a 4xx).
+pub const DEADLETTER_REASONS: [&str; 7] = [
+    "unsupported_media_type",
+    "body_too_large",
+    "invalid_callback",
+    "lms_document_missing",
+    "lms_hash_mismatch",
+    "lms_hash_absent",
+    "body_read_failed",
+];
 
 impl Default for Metrics {
     fn default() -> Self {

@@ -10,10 +10,13 @@ use std::time::Instant;
 use actix_web::http::header::{self, ContentType};
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
+use kollus_common::envelope::query_without_secret;
 use kollus_common::envelope::{
     header as h, DeadLetter, Envelope, RawBody, RawRequest, SCHEMA_VERSION,
 };
 use kollus_common::kollus::form::parse_form;
+use kollus_common::kollus::lms::checksum::{self, HashVerdict};
+use kollus_common::kollus::lms::request::{locate, LocateError};
 use kollus_common::kollus::lms::LmsReport;
 use kollus_common::kollus::platform::ContentEvent;
 use kollus_common::kollus::{CallbackKind, PayloadError};
@@ -24,6 +27,7 @@ use subtle::ConstantTimeEq as _;
 use time::OffsetDateTime;
 use tokio::sync::Semaphore;
 
+use crate::configuration::HashPolicy;
 use crate::metrics::Metrics;
 use crate::publish::{Durable, Publisher};
 use crate::spool::{SpoolError, SpooledRecord};
@@ -36,6 +40,10 @@ pub struct State {
     pub publisher: Publisher,
     pub kafka: KafkaSettings,
     pub metrics: Metrics,
+    /// Names of the field that holds the LMS document, tried first.
+    pub lms_fields: Vec<String>,
+    /// The LMS hash policy and the service account key, unless the check is off.
+    pub hash_check: Option<(HashPolicy, SecretString)>,
 }
 
 /// Why a callback was not accepted. Each maps to one status and a JSON body
@@ -50,6 +58,14 @@ pub enum CallbackError {
     PayloadTooLarge(usize),
     #[error("{0}")]
     Invalid(#[from] PayloadError),
+    #[error("{0}")]
+    NoLmsDocument(LocateError),
+    #[error("the LMS report's hash does not match its body (LMS_HASH_POLICY=require)")]
+    HashMismatch,
+    #[error("the LMS report carries no hash (LMS_HASH_POLICY=require)")]
+    HashAbsent,
+    #[error("{0} is not accepted on /kollus/{1}; Kollus POSTs platform callbacks")]
+    MethodNotAllowed(String, &'static str),
     #[error("reading the request body failed: {0}")]
     BodyRead(String),
     #[error("too many requests in flight; retry later")]
@@ -68,6 +84,10 @@ impl CallbackError {
             Self::UnsupportedMediaType(..) => "unsupported_media_type",
             Self::PayloadTooLarge(_) => "body_too_large",
             Self::Invalid(_) => "invalid_callback",
+            Self::NoLmsDocument(_) => "lms_document_missing",
+            Self::HashMismatch => "lms_hash_mismatch",
+            Self::HashAbsent => "lms_hash_absent",
+            Self::MethodNotAllowed(..) => "method_not_allowed",
             Self::BodyRead(_) => "body_read_failed",
             Self::Overloaded => "overloaded",
             Self::Unavailable(_) => "unavailable",
@@ -91,7 +111,12 @@ impl ResponseError for CallbackError {
             Self::Unauthorized => StatusCode::UNAUTHORIZED,
             Self::UnsupportedMediaType(..) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
-            Self::Invalid(_) | Self::BodyRead(_) => StatusCode::BAD_REQUEST,
+            Self::Invalid(_)
+            | Self::NoLmsDocument(_)
+            | Self::HashMismatch
+            | Self::HashAbsent
+            | Self::BodyRead(_) => StatusCode::BAD_REQUEST,
+            Self::MethodNotAllowed(..) => StatusCode::METHOD_NOT_ALLOWED,
             Self::Overloaded | Self::Unavailable(_) | Self::Spool(_) => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
@@ -106,11 +131,15 @@ impl ResponseError for CallbackError {
         ) {
             res.insert_header((header::RETRY_AFTER, "5"));
         }
+        if matches!(self, Self::MethodNotAllowed(..)) {
+            res.insert_header((header::ALLOW, "POST"));
+        }
         res.json(ErrorBody {
             error: self.code(),
             detail: self.to_string(),
             field: match self {
-                Self::Invalid(e) => Some(&e.field),
+                Self::Invalid(e) | Self::NoLmsDocument(LocateError::Invalid(e)) => Some(&e.field),
+                Self::HashMismatch | Self::HashAbsent => Some("hash"),
                 _ => None,
             },
         })
@@ -193,7 +222,15 @@ async fn accept(
         .in_flight
         .try_acquire()
         .map_err(|_| CallbackError::Overloaded)?;
-    let query = authenticate(req, &state.secret)?;
+    let mut query = authenticate(req, &state.secret)?;
+    // Kollus POSTs every callback; only an LMS template may make the player GET.
+    let method = req.method().as_str();
+    if kind != CallbackKind::Lms && method != "POST" {
+        return Err(CallbackError::MethodNotAllowed(
+            method.to_owned(),
+            kind.as_str(),
+        ));
+    }
     let content_type = req
         .headers()
         .get(header::CONTENT_TYPE)
@@ -203,14 +240,16 @@ async fn accept(
     let source_ip = req.peer_addr().map(|a| a.ip());
     let (body, too_large) = read_capped(payload, state.body_limit).await?;
     let raw = RawRequest {
+        method: Some(method.to_owned()),
         content_type: content_type.clone(),
+        query_string: query_without_secret(req.query_string()),
         body: RawBody::from_bytes(&body),
     };
     let parsed = body_format(kind, content_type.as_deref()).and_then(|format| {
         if too_large {
             Err(CallbackError::PayloadTooLarge(state.body_limit))
         } else {
-            parse(kind, format, &body)
+            parse(kind, format, &body, &mut query, state)
         }
     });
     let parsed = match parsed {
@@ -222,11 +261,17 @@ async fn accept(
     };
     let topic = parsed.topic(&state.kafka);
     let key = parsed.key();
+    let (payload, form, lms_hash) = match parsed {
+        Parsed::Lms { report, form, hash } => (Payload::Lms(report), form, hash),
+        Parsed::Content(event) => (Payload::Content(event), BTreeMap::new(), None),
+    };
     let envelope = Envelope {
         received_at,
         source_ip,
         query,
-        ..Envelope::new(kind, parsed, raw)
+        form,
+        lms_hash,
+        ..Envelope::new(kind, payload, raw)
     };
     let id = envelope.id;
     let value = serde_json::to_string(&envelope)
@@ -280,7 +325,22 @@ async fn read_capped(
     Ok((body, false))
 }
 
-/// A callback parsed into what goes on Kafka (serialized untagged: the envelope's `kind`
+/// A callback parsed, with what its envelope keeps beside the payload.
+#[allow(
+    clippy::large_enum_variant,
+    reason = "built once per request and taken apart at once; boxing only adds an allocation"
+)]
+enum Parsed {
+    Lms {
+        report: LmsReport,
+        /// The flat template fields posted beside the document.
+        form: BTreeMap<String, String>,
+        hash: Option<HashVerdict>,
+    },
+    Content(ContentEvent),
+}
+
+/// What goes on Kafka as the envelope's payload (serialized untagged: the envelope's `kind`
 /// already says which).
 #[derive(Serialize)]
 #[serde(untagged)]
@@ -288,7 +348,7 @@ async fn read_capped(
     clippy::large_enum_variant,
     reason = "built once per request and moved straight into the envelope; boxing only adds an allocation"
 )]
-enum Parsed {
+enum Payload {
     Lms(LmsReport),
     Content(ContentEvent),
 }
@@ -296,14 +356,14 @@ enum Parsed {
 impl Parsed {
     fn topic<'a>(&self, kafka: &'a KafkaSettings) -> &'a str {
         match self {
-            Parsed::Lms(_) => &kafka.playback_topic,
+            Parsed::Lms { .. } => &kafka.playback_topic,
             Parsed::Content(_) => &kafka.content_topic,
         }
     }
 
     fn key(&self) -> String {
         match self {
-            Parsed::Lms(r) => r.partition_key(),
+            Parsed::Lms { report, .. } => report.partition_key(),
             Parsed::Content(e) => e.partition_key().to_owned(),
         }
     }
@@ -344,11 +404,47 @@ fn body_format(
     }
 }
 
-fn parse(kind: CallbackKind, format: BodyFormat, body: &[u8]) -> Result<Parsed, CallbackError> {
-    Ok(if kind == CallbackKind::Lms {
-        Parsed::Lms(LmsReport::from_body(body, format == BodyFormat::Json)?)
-    } else {
-        Parsed::Content(ContentEvent::from_form(kind, body)?)
+/// Parses a callback. For LMS, `query` loses the document when the query carried it (the
+/// envelope keeps it once, as the payload; the raw query string keeps it byte for byte).
+fn parse(
+    kind: CallbackKind,
+    format: BodyFormat,
+    body: &[u8],
+    query: &mut BTreeMap<String, String>,
+    state: &State,
+) -> Result<Parsed, CallbackError> {
+    if kind != CallbackKind::Lms {
+        return Ok(Parsed::Content(ContentEvent::from_form(kind, body)?));
+    }
+    let hash = state.hash_check.as_ref().map(|(policy, key)| {
+        let verdict = checksum::verify(body, key.expose_secret().as_bytes());
+        state
+            .metrics
+            .lms_hash
+            .with_label_values(&[verdict.as_str()])
+            .inc();
+        (*policy, verdict)
+    });
+    match hash {
+        Some((HashPolicy::Require, HashVerdict::Mismatch)) => {
+            return Err(CallbackError::HashMismatch)
+        }
+        Some((HashPolicy::Require, HashVerdict::Absent)) => return Err(CallbackError::HashAbsent),
+        _ => {}
+    }
+    let located = locate(&state.lms_fields, query, body, format == BodyFormat::Json).map_err(
+        |e| match e {
+            LocateError::Invalid(p) => CallbackError::Invalid(p),
+            missing => CallbackError::NoLmsDocument(missing),
+        },
+    )?;
+    if let Some(name) = located.source.strip_prefix("query:") {
+        query.remove(name);
+    }
+    Ok(Parsed::Lms {
+        report: located.report,
+        form: located.form,
+        hash: hash.map(|(_, verdict)| verdict),
     })
 }
 

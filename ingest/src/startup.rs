@@ -26,6 +26,8 @@ pub struct Application {
 impl Application {
     /// Binds the listener, connects the producer and makes sure the topics exist.
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        let hash_check = settings.hash_check()?;
+        let hash_policy = hash_check.as_ref().map(|(policy, _)| *policy);
         let spool = Spool::open(&settings.spool_dir, settings.spool_limit)?;
         let metrics = Metrics::new();
         metrics.spooled_records.set(spool.records() as i64);
@@ -62,6 +64,8 @@ impl Application {
             },
             kafka: settings.kafka.clone(),
             metrics: metrics.clone(),
+            lms_fields: settings.lms_fields.clone(),
+            hash_check,
         });
         let listener = TcpListener::bind(settings.listen_addr)
             .with_context(|| format!("binding {}", settings.listen_addr))?;
@@ -71,6 +75,8 @@ impl Application {
             App::new()
                 .app_data(web::Data::new(state.clone()))
                 .route("/kollus/{kind}", web::post().to(callback))
+                // LMS console templates may make the player GET; other routes answer 405.
+                .route("/kollus/{kind}", web::get().to(callback))
                 .configure(|cfg| configure_ops(cfg, registry.clone(), ready.clone()))
         })
         .listen(listener)?;
@@ -79,6 +85,8 @@ impl Application {
         }
         tracing::info!(
             addr = %settings.listen_addr, port, brokers = %settings.kafka.brokers,
+            lms_fields = %settings.lms_fields.join(","),
+            lms_hash_policy = ?hash_policy,
             "ingest listening"
         );
         Ok(Self {

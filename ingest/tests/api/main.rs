@@ -4,3 +4,4 @@ mod callbacks;
 mod faults;
 mod helpers;
 mod inputs;
+mod templates;

@@ -1,6 +1,6 @@
 use std::time::Duration;
 
-use kollus_common::envelope::{Envelope, RawBody, RawRequest};
+use kollus_common::envelope::{Envelope, RawRequest};
 use kollus_common::kollus::platform::ContentEvent;
 use kollus_common::kollus::CallbackKind;
 use kollus_common::telemetry::{LogFormat, LogSettings};
@@ -60,14 +60,7 @@ impl TestWorker {
     /// Publishes a platform callback as ingest would.
     pub async fn send(&self, kind: CallbackKind, form: &[u8]) -> Envelope<ContentEvent> {
         let event = ContentEvent::from_form(kind, form).expect("a valid callback");
-        let envelope = Envelope::new(
-            kind,
-            event,
-            RawRequest {
-                content_type: None,
-                body: RawBody::from_bytes(form),
-            },
-        );
+        let envelope = Envelope::new(kind, event, RawRequest::body(None, form));
         self.resend(&envelope).await;
         envelope
     }
@@ -110,14 +103,7 @@ impl TestWorker {
 /// a fixed instant (so tests control the only clock the catalog has).
 pub fn envelope(kind: CallbackKind, form: &str, at: i64) -> Envelope<ContentEvent> {
     let event = ContentEvent::from_form(kind, form.as_bytes()).expect("a valid callback");
-    let mut e = Envelope::new(
-        kind,
-        event,
-        RawRequest {
-            content_type: None,
-            body: RawBody::from_bytes(form.as_bytes()),
-        },
-    );
+    let mut e = Envelope::new(kind, event, RawRequest::body(None, form.as_bytes()));
     e.received_at =
         time::OffsetDateTime::from_unix_timestamp(1_793_523_600 + at).expect("a valid instant");
     e

@@ -1,0 +1,194 @@
+//! LMS progress callbacks (SPEC.md sections 3 and 4.1-4.3), posted by viewers' players: untrusted
+//! input.
+//!
+//! - [`wire`] reads the loose document players send (numbers as strings or numbers, fields that
+//!   old players omit) into the strict [`LmsReport`] the rest of the pipeline sees, serialized
+//!   with numbers as numbers.
+//! - [`request`] finds that document wherever the customer's console template put it (any form
+//!   field or query parameter, or a JSON body) and keeps the flat template fields beside it.
+//! - [`checksum`] verifies the `&hash=` players append to the POST data (SPEC.md 4.2).
+
+pub mod checksum;
+pub mod request;
+pub mod wire;
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::domain::{ClientUserId, MediaContentKey, UnixSeconds};
+
+/// Most blocks a report may describe. A hard ceiling against memory abuse; the history worker
+/// applies its own, lower, configurable cap.
+pub const MAX_BLOCKS: u32 = 10_000;
+/// Most played segments (`block_info.sessions`) a report may carry.
+pub const MAX_SEGMENTS: usize = 10_000;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LmsReport {
+    pub user: LmsUser,
+    pub content: LmsContent,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blocks: Option<Blocks>,
+    /// `block_info.sessions`: the segments played, when the channel enables sessions.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub segments: Vec<Segment>,
+    /// `uservalueN` values from the player URL, as the player echoed them.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub uservalues: BTreeMap<String, String>,
+    /// The template's flat `play_status` field (`{PLAY_STATUS}`), when it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub play_status: Option<PlayStatus>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LmsUser {
+    pub client_user_id: ClientUserId,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content_provider_key: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub player_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hardware_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_name: Option<String>,
+    /// The Android player sends `model/name`; one sample names the field `device_name`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub os: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+}
+
+/// `content_info`. Counters are cumulative within one player session (`start_at`).
+/// Durations and positions are whole seconds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LmsContent {
+    pub media_content_key: MediaContentKey,
+    /// Unix time of the Video Gateway call: the same for every report of one player session.
+    /// For downloaded content it comes from the device's clock (SPEC.md 4.3).
+    pub start_at: UnixSeconds,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub channel_key: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encoding_profile: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub playtime: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub real_playtime: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub playtime_percent: Option<u64>,
+    /// Last playback *position*, not a time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_play_at: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runtime: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub showtime: Option<u64>,
+    /// Numbers the reports of offline (downloaded) playback.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub serial: Option<u64>,
+}
+
+/// `block_info`: the video split into `count` equal blocks; `items.len() == count`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Blocks {
+    pub count: u32,
+    pub items: Vec<Block>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Block {
+    /// `b{i}`: any of the block was played.
+    pub played: bool,
+    /// `t{i}`: seconds played in the block.
+    pub seconds: u64,
+    /// `p{i}`: percent of the block played.
+    pub percent: u64,
+}
+
+impl Blocks {
+    pub fn watched(&self) -> usize {
+        self.items.iter().filter(|b| b.played).count()
+    }
+}
+
+/// One played segment (`block_info.sessions[]`): playback started at `start_time` seconds into
+/// block `block` and lasted `play_time` seconds. Cumulative like the rest of a report: a later
+/// report repeats the segment, with a `play_time` that may have grown.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Segment {
+    pub block: u32,
+    pub start_time: u64,
+    pub play_time: u64,
+}
+
+/// The template's `{PLAY_STATUS}`: what the player was doing when it sent the report.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PlayStatus {
+    Play,
+    Pause,
+    Stop,
+}
+
+impl PlayStatus {
+    /// Kollus's values, in any case; anything else is not a play status (the raw field is still
+    /// kept with the template's other flat fields).
+    pub fn parse(s: &str) -> Option<Self> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "play" | "playing" => Some(Self::Play),
+            "pause" | "paused" => Some(Self::Pause),
+            "stop" | "stopped" => Some(Self::Stop),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Play => "play",
+            Self::Pause => "pause",
+            Self::Stop => "stop",
+        }
+    }
+}
+
+impl LmsReport {
+    /// Parses the JSON document (`{JSON_DATA}`) a player sends.
+    pub fn from_json(json: &[u8]) -> Result<Self, super::PayloadError> {
+        wire::parse(json)
+    }
+
+    /// The Kafka key: one viewer's reports on one video stay in order.
+    /// U+001F (unit separator) cannot occur in either part.
+    pub fn partition_key(&self) -> String {
+        format!(
+            "{}\u{1f}{}",
+            self.user.client_user_id, self.content.media_content_key
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn partition_key_separates_user_and_video() {
+        let r = LmsReport::from_json(
+            br#"{"user_info":{"client_user_id":"a"},"content_info":{"media_content_key":"bc","start_at":"1"}}"#,
+        )
+        .unwrap();
+        assert_eq!(r.partition_key(), "a\u{1f}bc");
+    }
+
+    #[test]
+    fn play_status_takes_kollus_values_in_any_case() {
+        assert_eq!(PlayStatus::parse(" PAUSE"), Some(PlayStatus::Pause));
+        assert_eq!(PlayStatus::parse("stop"), Some(PlayStatus::Stop));
+        assert_eq!(PlayStatus::parse("seeking"), None);
+    }
+}
