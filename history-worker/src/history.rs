@@ -56,8 +56,8 @@ impl Apply for History {
         let mut envelopes = Vec::with_capacity(decoded.len());
         for (index, e) in decoded {
             match self.plausibility.check(&e.payload, e.received_at) {
-                None => envelopes.push(e),
-                Some(detail) => rejected.push(Rejected {
+                Ok(assessment) => envelopes.push((e, assessment)),
+                Err(detail) => rejected.push(Rejected {
                     index,
                     reason: "implausible_report",
                     detail,
@@ -66,7 +66,7 @@ impl Apply for History {
         }
         let applied = Applied {
             rejected,
-            newest_received_at: envelopes.iter().map(|e| e.received_at).max(),
+            newest_received_at: envelopes.iter().map(|(e, _)| e.received_at).max(),
         };
         // Shards by (user, video): no session or rollup row is in two shards, so their
         // transactions never wait on each other. Each shard commits on its own; should one fail,
@@ -74,14 +74,15 @@ impl Apply for History {
         // applied (their envelope ids are claimed), so the batch still applies exactly once.
         let shards = self.write_shards.max(1);
         let mut parts: Vec<Vec<Report>> = (0..shards).map(|_| Vec::new()).collect();
-        for e in envelopes {
+        for (e, assessment) in envelopes {
             let mut h = std::collections::hash_map::DefaultHasher::new();
             (
                 e.payload.user.client_user_id.as_str(),
                 e.payload.content.media_content_key.as_str(),
             )
                 .hash(&mut h);
-            let session = Session::from_report(&e.payload, e.received_at, e.query);
+            let session =
+                Session::from_report(&e.payload, e.received_at, e.query, e.lms_hash, assessment);
             parts[(h.finish() % shards as u64) as usize].push((e.id, e.received_at, session));
         }
         let counts = futures_util::future::try_join_all(

@@ -1,7 +1,10 @@
 //! The watch-session policy (SPEC.md section 3, made safe for at-least-once delivery), as a
 //! pure merge: one session per (`client_user_id`, `media_content_key`, `start_at`); cumulative
 //! counters keep their maximum; blocks merge per block (played: OR, seconds and percent: max);
-//! the position comes from the report with the largest `runtime`.
+//! the position comes from the report with the largest `runtime`; played segments merge by
+//! (block, start time), keeping the longest play time; a session is `verified` only when every
+//! report applied to it carried a valid hash; `device_clock` marks a session whose offline
+//! reports came with a device clock we cannot trust.
 //!
 //! The merge is commutative, associative and idempotent, so any order and any number of
 //! repeats of the same reports give the same session. The SQL upsert in `store.rs` applies the
@@ -10,7 +13,8 @@
 use std::collections::{BTreeMap, HashMap};
 
 use kollus_common::domain::{ClientUserId, MediaContentKey, UnixSeconds};
-use kollus_common::kollus::lms::{Block, LmsReport};
+use kollus_common::kollus::lms::checksum::HashVerdict;
+use kollus_common::kollus::lms::{Block, LmsReport, Segment};
 use time::OffsetDateTime;
 
 /// What a believable report looks like. Players are untrusted: a report outside these bounds is
@@ -38,23 +42,43 @@ impl Default for Plausibility {
     }
 }
 
+/// What the plausibility check makes of a believable report.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Assessment {
+    /// The report's times only fit a wrong device clock (SPEC.md 4.3: offline reports carry the
+    /// device's `start_at` and a `serial`). Applied, and the session flagged.
+    pub device_clock: bool,
+}
+
 impl Plausibility {
-    /// Why `r`, received at `received_at`, cannot be true; `None` when it can.
-    pub fn check(&self, r: &LmsReport, received_at: OffsetDateTime) -> Option<String> {
+    /// Why `r`, received at `received_at`, cannot be true; or how it can.
+    ///
+    /// Reports of offline playback (`serial` present) are real viewing whatever the device's
+    /// clock says, so a time that does not fit never refuses them: it flags them instead.
+    pub fn check(&self, r: &LmsReport, received_at: OffsetDateTime) -> Result<Assessment, String> {
+        if let Some(b) = &r.blocks {
+            if b.count > self.max_blocks {
+                return Err(format!(
+                    "block_count {} is over the limit of {}",
+                    b.count, self.max_blocks
+                ));
+            }
+        }
+        match (self.clock_problem(r, received_at), r.content.serial) {
+            (None, _) => Ok(Assessment::default()),
+            (Some(_), Some(_)) => Ok(Assessment { device_clock: true }),
+            (Some(problem), None) => Err(problem),
+        }
+    }
+
+    /// What about the report's times cannot be true with a right clock.
+    fn clock_problem(&self, r: &LmsReport, received_at: OffsetDateTime) -> Option<String> {
         let start = r.content.start_at.0;
         let now = received_at.unix_timestamp();
         if start > now + self.tolerance_seconds {
             return Some(format!(
                 "start_at {start} is in the future (received at {now})"
             ));
-        }
-        if let Some(b) = &r.blocks {
-            if b.count > self.max_blocks {
-                return Some(format!(
-                    "block_count {} is over the limit of {}",
-                    b.count, self.max_blocks
-                ));
-            }
         }
         let elapsed = (now - start).max(0) + self.tolerance_seconds;
         let possible = (elapsed as f64 * self.max_playback_rate) as u64;
@@ -66,6 +90,77 @@ impl Plausibility {
             _ => None,
         }
     }
+}
+
+/// Whether a session's reports were signed (SPEC.md 4.2), summed up over its reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Signed {
+    /// No report was checked (`LMS_HASH_POLICY=off` when they arrived).
+    Unchecked,
+    /// Every report was checked and verified.
+    Verified,
+    /// At least one report was unsigned, mismatched, or not checked beside checked ones.
+    NotVerified,
+}
+
+impl Signed {
+    pub fn of(verdict: Option<HashVerdict>) -> Self {
+        match verdict {
+            None => Self::Unchecked,
+            Some(HashVerdict::Verified) => Self::Verified,
+            Some(HashVerdict::Mismatch | HashVerdict::Absent) => Self::NotVerified,
+        }
+    }
+
+    /// Verified only when both are; unchecked only when both are.
+    pub fn merge(self, other: Self) -> Self {
+        if self == other {
+            self
+        } else {
+            Self::NotVerified
+        }
+    }
+
+    /// As stored and answered: `null` unchecked, else whether every report was verified.
+    pub fn as_option(self) -> Option<bool> {
+        match self {
+            Self::Unchecked => None,
+            Self::Verified => Some(true),
+            Self::NotVerified => Some(false),
+        }
+    }
+
+    pub fn from_option(v: Option<bool>) -> Self {
+        match v {
+            None => Self::Unchecked,
+            Some(true) => Self::Verified,
+            Some(false) => Self::NotVerified,
+        }
+    }
+}
+
+/// Played segments keyed by (block, start time): a segment reported again, late, or grown since
+/// keeps its longest play time.
+pub type Segments = BTreeMap<(u32, u64), u64>;
+
+/// Adds `segments` into `into`, keeping the longest play time of each.
+pub fn merge_segments(into: &mut Segments, segments: impl IntoIterator<Item = Segment>) {
+    for s in segments {
+        let play_time = into.entry((s.block, s.start_time)).or_insert(0);
+        *play_time = (*play_time).max(s.play_time);
+    }
+}
+
+/// The segments as a list, in (block, start time) order.
+pub fn segment_list(segments: &Segments) -> Vec<Segment> {
+    segments
+        .iter()
+        .map(|(&(block, start_time), &play_time)| Segment {
+            block,
+            start_time,
+            play_time,
+        })
+        .collect()
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -98,6 +193,11 @@ pub struct Session {
     pub position: Option<(u64, u64)>,
     pub block_count: Option<u32>,
     pub blocks: Vec<Block>,
+    /// Played segments (`block_info.sessions`), merged.
+    pub segments: Segments,
+    pub signed: Signed,
+    /// Some report's times only fit a wrong device clock.
+    pub device_clock: bool,
     pub first_report_at: OffsetDateTime,
     pub last_report_at: OffsetDateTime,
     pub reports: u64,
@@ -110,7 +210,11 @@ impl Session {
         r: &LmsReport,
         received_at: OffsetDateTime,
         query_uservalues: impl IntoIterator<Item = (String, String)>,
+        hash: Option<HashVerdict>,
+        assessment: Assessment,
     ) -> Self {
+        let mut segments = Segments::new();
+        merge_segments(&mut segments, r.segments.iter().copied());
         let c = &r.content;
         let u = &r.user;
         let mut uservalues: BTreeMap<String, String> = query_uservalues
@@ -146,6 +250,9 @@ impl Session {
                 .as_ref()
                 .map(|b| b.items.clone())
                 .unwrap_or_default(),
+            segments,
+            signed: Signed::of(hash),
+            device_clock: assessment.device_clock,
             first_report_at: received_at,
             last_report_at: received_at,
             reports: 1,
@@ -188,6 +295,12 @@ impl Session {
             mine.seconds = mine.seconds.max(theirs.seconds);
             mine.percent = mine.percent.max(theirs.percent);
         }
+        for (key, play_time) in other.segments {
+            let mine = self.segments.entry(key).or_insert(0);
+            *mine = (*mine).max(play_time);
+        }
+        self.signed = self.signed.merge(other.signed);
+        self.device_clock |= other.device_clock;
         self.first_report_at = self.first_report_at.min(other.first_report_at);
         self.last_report_at = self.last_report_at.max(other.last_report_at);
         self.reports += other.reports;
@@ -249,7 +362,7 @@ mod tests {
     }
 
     fn session(r: &LmsReport, t: i64) -> Session {
-        Session::from_report(r, at(t), [])
+        Session::from_report(r, at(t), [], None, Assessment::default())
     }
 
     #[test]
@@ -357,25 +470,108 @@ mod tests {
         let received = at(600);
         assert_eq!(
             p.check(&r(3000, 3), received),
-            None,
+            Ok(Assessment::default()),
             "900 s at 4x allows 3600"
         );
         assert!(p
             .check(&r(3601, 3), received)
-            .unwrap()
+            .unwrap_err()
             .contains("playtime 3601"));
         assert!(p
             .check(&r(1, 1001), received)
-            .unwrap()
+            .unwrap_err()
             .contains("block_count 1001"));
         assert!(p
             .check(&r(1, 1), at(-400))
-            .unwrap()
+            .unwrap_err()
             .contains("in the future"));
         assert_eq!(
             p.check(&r(1, 1), at(-200)),
-            None,
+            Ok(Assessment::default()),
             "within the clock tolerance"
+        );
+    }
+
+    #[test]
+    fn offline_reports_with_a_wrong_clock_are_applied_and_flagged() {
+        let p = Plausibility::default();
+        let start = at(0).unix_timestamp();
+        let mut offline = report(start + 86_400, 5000, 10, 1, &[]);
+        offline.content.serial = Some(3);
+        let offline_clock = Assessment { device_clock: true };
+        let flagged = Ok(offline_clock);
+        assert_eq!(p.check(&offline, at(0)), flagged, "a day ahead");
+        let mut behind = report(start, 9000, 10, 1, &[]);
+        behind.content.serial = Some(1);
+        assert_eq!(p.check(&behind, at(60)), flagged, "too much playtime");
+        offline.blocks = Some(kollus_common::kollus::lms::Blocks {
+            count: 5000,
+            items: vec![Block::default(); 5000],
+        });
+        assert!(
+            p.check(&offline, at(0)).is_err(),
+            "only the clock is forgiven"
+        );
+        let s = Session::from_report(&behind, at(60), [], None, offline_clock);
+        let mut merged = session(&behind, 61);
+        merged.merge(s);
+        assert!(merged.device_clock, "one flagged report flags the session");
+    }
+
+    #[test]
+    fn segments_merge_in_any_order_keeping_the_longest_play_time() {
+        let seg = |block, start_time, play_time| Segment {
+            block,
+            start_time,
+            play_time,
+        };
+        let with = |segments: Vec<Segment>| {
+            let mut r = report(100, 1, 1, 1, &[]);
+            r.segments = segments;
+            r
+        };
+        let reports = [
+            with(vec![seg(21, 0, 3)]),
+            with(vec![seg(21, 0, 3), seg(22, 0, 20)]),
+            with(vec![seg(21, 0, 3), seg(22, 0, 48), seg(23, 5, 10)]),
+        ];
+        let forward = coalesce(reports.iter().map(|r| session(r, 0)));
+        let backward = coalesce(reports.iter().rev().map(|r| session(r, 0)));
+        let repeated = coalesce(reports.iter().chain(&reports).map(|r| session(r, 0)));
+        assert_eq!(forward[0].segments, backward[0].segments);
+        assert_eq!(forward[0].segments, repeated[0].segments);
+        assert_eq!(
+            segment_list(&forward[0].segments),
+            [seg(21, 0, 3), seg(22, 0, 48), seg(23, 5, 10)]
+        );
+    }
+
+    #[test]
+    fn a_session_is_verified_only_when_every_report_was() {
+        use HashVerdict::*;
+        let r = report(100, 1, 1, 1, &[]);
+        let signed = |verdicts: &[Option<HashVerdict>]| {
+            coalesce(
+                verdicts
+                    .iter()
+                    .map(|v| Session::from_report(&r, at(0), [], *v, Assessment::default())),
+            )[0]
+            .signed
+            .as_option()
+        };
+        assert_eq!(signed(&[None, None]), None, "the check was off");
+        assert_eq!(signed(&[Some(Verified), Some(Verified)]), Some(true));
+        assert_eq!(signed(&[Some(Verified), Some(Mismatch)]), Some(false));
+        assert_eq!(signed(&[Some(Verified), Some(Absent)]), Some(false));
+        assert_eq!(
+            signed(&[Some(Verified), None]),
+            Some(false),
+            "one unchecked report"
+        );
+        assert_eq!(
+            signed(&[None, Some(Verified)]),
+            Some(false),
+            "in either order"
         );
     }
 
@@ -392,6 +588,8 @@ mod tests {
                 ("uservalue1".into(), "from-query".into()),
                 ("other".into(), "ignored".into()),
             ],
+            None,
+            Assessment::default(),
         );
         assert_eq!(s.uservalues["uservalue0"], "production");
         assert_eq!(s.uservalues["uservalue1"], "from-report");

@@ -7,7 +7,29 @@ use deadpool_postgres::Transaction;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use crate::sessions::Session;
+use crate::sessions::{Segments, Session, Signed};
+
+/// Stored segments: a JSON array of `[block, start_time, play_time]` (migrations/V6).
+fn segments_from_json(v: &serde_json::Value) -> Segments {
+    let mut out = Segments::new();
+    for triple in v.as_array().into_iter().flatten() {
+        let n = |i: usize| triple.get(i).and_then(serde_json::Value::as_u64);
+        if let (Some(block), Some(start), Some(play)) = (n(0), n(1), n(2)) {
+            let block = u32::try_from(block).unwrap_or(u32::MAX);
+            let mine = out.entry((block, start)).or_insert(0);
+            *mine = (*mine).max(play);
+        }
+    }
+    out
+}
+
+fn segments_to_json(segments: &Segments) -> String {
+    let triples: Vec<[u64; 3]> = segments
+        .iter()
+        .map(|(&(block, start), &play)| [u64::from(block), start, play])
+        .collect();
+    serde_json::to_string(&triples).unwrap_or_else(|_| "[]".into())
+}
 
 /// The watch-history tables, all derived from `kollus.playback.v1` (emptied by `--rebuild`).
 pub const TABLES: &[&str] = &["watch_progress", "watch_sessions", "playback_events"];
@@ -87,6 +109,9 @@ struct StoredSession {
     blocks_played: Vec<bool>,
     block_seconds: Vec<i64>,
     block_percent: Vec<i64>,
+    segments: serde_json::Value,
+    hash_verified: Option<bool>,
+    device_clock: bool,
     first_report_at: OffsetDateTime,
     last_report_at: OffsetDateTime,
     reports: i64,
@@ -139,6 +164,9 @@ impl StoredSession {
                 .map(|p| (u(self.last_play_at_runtime.unwrap_or(0)), u(p))),
             block_count: self.block_count.and_then(|c| u32::try_from(c).ok()),
             blocks,
+            segments: segments_from_json(&self.segments),
+            signed: Signed::from_option(self.hash_verified),
+            device_clock: self.device_clock,
             first_report_at: self.first_report_at,
             last_report_at: self.last_report_at,
             reports: u(self.reports),
@@ -163,7 +191,7 @@ async fn load_sessions(
     let starts: Vec<i64> = sessions.iter().map(|s| s.key.start_at.0).collect();
     let rows = tx
         .query(
-            "SELECT w.client_user_id, w.media_content_key, w.start_at, w.channel_key,                     w.encoding_profile, w.duration, w.player_id, w.hardware_id, w.device, w.os,                     w.version, w.host_name, w.uservalues, w.playtime, w.real_playtime, w.runtime,                     w.showtime, w.playtime_percent, w.last_play_at, w.last_play_at_runtime,                     w.block_count, w.blocks_played, w.block_seconds, w.block_percent,                     w.first_report_at, w.last_report_at, w.reports              FROM watch_sessions w              JOIN unnest($1::text[], $2::text[], $3::bigint[]) AS k(cuid, mck, start_at)                ON w.client_user_id = k.cuid AND w.media_content_key = k.mck               AND w.start_at = k.start_at              ORDER BY 1, 2, 3 FOR UPDATE OF w",
+            "SELECT w.client_user_id, w.media_content_key, w.start_at, w.channel_key,                     w.encoding_profile, w.duration, w.player_id, w.hardware_id, w.device, w.os,                     w.version, w.host_name, w.uservalues, w.playtime, w.real_playtime, w.runtime,                     w.showtime, w.playtime_percent, w.last_play_at, w.last_play_at_runtime,                     w.block_count, w.blocks_played, w.block_seconds, w.block_percent,                     w.first_report_at, w.last_report_at, w.reports, w.segments,                     w.hash_verified, w.device_clock              FROM watch_sessions w              JOIN unnest($1::text[], $2::text[], $3::bigint[]) AS k(cuid, mck, start_at)                ON w.client_user_id = k.cuid AND w.media_content_key = k.mck               AND w.start_at = k.start_at              ORDER BY 1, 2, 3 FOR UPDATE OF w",
             &[&users, &media, &starts],
         )
         .await?;
@@ -193,6 +221,9 @@ async fn load_sessions(
                     first_report_at: r.get(24),
                     last_report_at: r.get(25),
                     reports: r.get(26),
+                    segments: r.get(27),
+                    hash_verified: r.get(28),
+                    device_clock: r.get(29),
                 },
             )
         })
@@ -407,7 +438,7 @@ ON CONFLICT (client_user_id, media_content_key) DO UPDATE SET
     first_watched_at = EXCLUDED.first_watched_at,
     last_watched_at = EXCLUDED.last_watched_at";
 
-/// The sessions of a batch as a table `u`, from the 27 parameters of [`Columns::params`] (both
+/// The sessions of a batch as a table `u`, from the 30 parameters of [`Columns::params`] (both
 /// session statements use it, so their parameters cannot drift apart).
 macro_rules! sessions_from_params {
     () => {
@@ -415,12 +446,14 @@ macro_rules! sessions_from_params {
             $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], $12::text[], $13::text[],
             $14::bigint[], $15::bigint[], $16::bigint[], $17::bigint[], $18::bigint[],
             $19::bigint[], $20::bigint[], $21::integer[], $22::text[], $23::text[], $24::text[],
-            $25::timestamptz[], $26::timestamptz[], $27::bigint[])
+            $25::timestamptz[], $26::timestamptz[], $27::bigint[], $28::text[], $29::boolean[],
+            $30::boolean[])
      AS u(cuid, mck, start_at, channel_key, encoding_profile, duration,
           player_id, hardware_id, device, os, version, host_name, uservalues,
           playtime, real_playtime, runtime, showtime, playtime_percent,
           last_play_at, last_play_at_runtime, block_count, blocks_played, block_seconds,
-          block_percent, first_report_at, last_report_at, reports)
+          block_percent, first_report_at, last_report_at, reports, segments, hash_verified,
+          device_clock)
 "
     };
 }
@@ -432,13 +465,14 @@ INSERT INTO watch_sessions AS w (
     player_id, hardware_id, device, os, version, host_name, uservalues,
     playtime, real_playtime, runtime, showtime, playtime_percent,
     last_play_at, last_play_at_runtime, block_count, blocks_played, block_seconds, block_percent,
-    first_report_at, last_report_at, reports)
+    first_report_at, last_report_at, reports, segments, hash_verified, device_clock)
 SELECT u.cuid, u.mck, u.start_at, u.channel_key, u.encoding_profile, u.duration,
        u.player_id, u.hardware_id, u.device, u.os, u.version, u.host_name, u.uservalues::jsonb,
        u.playtime, u.real_playtime, u.runtime, u.showtime, u.playtime_percent,
        u.last_play_at, u.last_play_at_runtime, u.block_count,
        u.blocks_played::boolean[], u.block_seconds::bigint[], u.block_percent::bigint[],
-       u.first_report_at, u.last_report_at, u.reports
+       u.first_report_at, u.last_report_at, u.reports, u.segments::jsonb, u.hash_verified,
+       u.device_clock
 ",
     sessions_from_params!(),
     "ON CONFLICT (client_user_id, media_content_key, start_at) DO UPDATE SET
@@ -471,7 +505,17 @@ SELECT u.cuid, u.mck, u.start_at, u.channel_key, u.encoding_profile, u.duration,
     block_percent = merge_max(w.block_percent, EXCLUDED.block_percent),
     first_report_at = LEAST(w.first_report_at, EXCLUDED.first_report_at),
     last_report_at = GREATEST(w.last_report_at, EXCLUDED.last_report_at),
-    reports = w.reports + EXCLUDED.reports"
+    reports = w.reports + EXCLUDED.reports,
+    segments = (
+        SELECT coalesce(jsonb_agg(jsonb_build_array(block, start_time, play_time)
+                                  ORDER BY block, start_time), '[]')
+        FROM (SELECT (t->>0)::bigint AS block, (t->>1)::bigint AS start_time,
+                     max((t->>2)::bigint) AS play_time
+              FROM jsonb_array_elements(w.segments || EXCLUDED.segments) AS t
+              GROUP BY 1, 2) AS merged),
+    hash_verified = CASE WHEN w.hash_verified IS NOT DISTINCT FROM EXCLUDED.hash_verified
+                         THEN w.hash_verified ELSE false END,
+    device_clock = w.device_clock OR EXCLUDED.device_clock"
 );
 
 /// Overwrites stored sessions (already merged with their rows, which this transaction locked).
@@ -486,7 +530,8 @@ UPDATE watch_sessions AS w SET
     last_play_at = u.last_play_at, last_play_at_runtime = u.last_play_at_runtime,
     block_count = u.block_count, blocks_played = u.blocks_played::boolean[],
     block_seconds = u.block_seconds::bigint[], block_percent = u.block_percent::bigint[],
-    first_report_at = u.first_report_at, last_report_at = u.last_report_at, reports = u.reports
+    first_report_at = u.first_report_at, last_report_at = u.last_report_at, reports = u.reports,
+    segments = u.segments::jsonb, hash_verified = u.hash_verified, device_clock = u.device_clock
 ",
     sessions_from_params!(),
     "WHERE w.client_user_id = u.cuid AND w.media_content_key = u.mck AND w.start_at = u.start_at"
@@ -521,6 +566,9 @@ struct Columns<'a> {
     first_report_at: Vec<OffsetDateTime>,
     last_report_at: Vec<OffsetDateTime>,
     reports: Vec<i64>,
+    segments: Vec<String>,
+    hash_verified: Vec<Option<bool>>,
+    device_clock: Vec<bool>,
 }
 
 /// Counters are bounded by parsing and validation far below `i64::MAX`; saturate regardless.
@@ -543,8 +591,8 @@ impl<'a> Columns<'a> {
         c
     }
 
-    /// The statement parameters $1..$27, in the column order both statements use.
-    fn params(&self) -> [&(dyn tokio_postgres::types::ToSql + Sync); 27] {
+    /// The statement parameters $1..$30, in the column order both statements use.
+    fn params(&self) -> [&(dyn tokio_postgres::types::ToSql + Sync); 30] {
         [
             &self.user,
             &self.media,
@@ -573,6 +621,9 @@ impl<'a> Columns<'a> {
             &self.first_report_at,
             &self.last_report_at,
             &self.reports,
+            &self.segments,
+            &self.hash_verified,
+            &self.device_clock,
         ]
     }
 
@@ -605,6 +656,9 @@ impl<'a> Columns<'a> {
             first_report_at: Vec::with_capacity(n),
             last_report_at: Vec::with_capacity(n),
             reports: Vec::with_capacity(n),
+            segments: Vec::with_capacity(n),
+            hash_verified: Vec::with_capacity(n),
+            device_clock: Vec::with_capacity(n),
         }
     }
 
@@ -645,5 +699,8 @@ impl<'a> Columns<'a> {
         self.first_report_at.push(s.first_report_at);
         self.last_report_at.push(s.last_report_at);
         self.reports.push(int(s.reports));
+        self.segments.push(segments_to_json(&s.segments));
+        self.hash_verified.push(s.signed.as_option());
+        self.device_clock.push(s.device_clock);
     }
 }

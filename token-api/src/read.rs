@@ -6,6 +6,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use kollus_common::domain::{ClientUserId, MediaContentKey};
+use kollus_common::kollus::lms::Segment;
 use serde::{Deserialize, Serialize};
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
@@ -61,6 +62,35 @@ struct Progress {
     first_watched_at: OffsetDateTime,
     #[serde(with = "time::serde::rfc3339")]
     last_watched_at: OffsetDateTime,
+    /// Segments played in any session, one per (block, start time) with its longest play time.
+    segments: Vec<Segment>,
+    /// True only when every report of every session carried a valid hash; null when no report
+    /// was checked (`LMS_HASH_POLICY=off`).
+    verified: Option<bool>,
+    /// Some session's offline reports came with a device clock that cannot be right.
+    device_clock: bool,
+}
+
+/// Stored segments (`[block, start_time, play_time]` triples, one array per session), merged
+/// into one list per (block, start time), keeping the longest play time.
+fn segments(stored: &[serde_json::Value]) -> Vec<Segment> {
+    let mut merged: std::collections::BTreeMap<(u32, u64), u64> = Default::default();
+    for triple in stored.iter().filter_map(|s| s.as_array()).flatten() {
+        let n = |i: usize| triple.get(i).and_then(serde_json::Value::as_u64);
+        if let (Some(block), Some(start), Some(play)) = (n(0), n(1), n(2)) {
+            let key = (u32::try_from(block).unwrap_or(u32::MAX), start);
+            let longest = merged.entry(key).or_insert(0);
+            *longest = (*longest).max(play);
+        }
+    }
+    merged
+        .into_iter()
+        .map(|((block, start_time), play_time)| Segment {
+            block,
+            start_time,
+            play_time,
+        })
+        .collect()
 }
 
 #[derive(Serialize)]
@@ -87,10 +117,20 @@ pub async fn progress(
     let row = client(&state)
         .await?
         .query_opt(
-            "SELECT last_position, block_count, blocks_watched, \
-                    array_positions(blocks_ever_played, true), \
-                    total_real_playtime, total_playtime, sessions, first_watched_at, last_watched_at \
-             FROM watch_progress WHERE client_user_id = $1 AND media_content_key = $2",
+            "SELECT p.last_position, p.block_count, p.blocks_watched, \
+                    array_positions(p.blocks_ever_played, true), \
+                    p.total_real_playtime, p.total_playtime, p.sessions, p.first_watched_at, \
+                    p.last_watched_at, s.segments, s.verified, s.device_clock \
+             FROM watch_progress p \
+             CROSS JOIN LATERAL ( \
+                 SELECT array_agg(w.segments) AS segments, \
+                        CASE WHEN bool_and(w.hash_verified IS NULL) THEN NULL \
+                             ELSE bool_and(coalesce(w.hash_verified, false)) END AS verified, \
+                        coalesce(bool_or(w.device_clock), false) AS device_clock \
+                 FROM watch_sessions w \
+                 WHERE w.client_user_id = p.client_user_id \
+                   AND w.media_content_key = p.media_content_key) s \
+             WHERE p.client_user_id = $1 AND p.media_content_key = $2",
             &[&user.as_str(), &media.as_str()],
         )
         .await
@@ -123,6 +163,12 @@ pub async fn progress(
         sessions: row.get(6),
         first_watched_at: row.get(7),
         last_watched_at: row.get(8),
+        segments: segments(
+            &row.get::<_, Option<Vec<serde_json::Value>>>(9)
+                .unwrap_or_default(),
+        ),
+        verified: row.get(10),
+        device_clock: row.get(11),
     }))
 }
 
@@ -173,6 +219,13 @@ struct WatchSession {
     block_count: Option<i32>,
     blocks_watched: i32,
     reports: i64,
+    /// Played segments (`block_info.sessions`), one per (block, start time).
+    segments: Vec<Segment>,
+    /// True only when every report of the session carried a valid hash; null when none was
+    /// checked.
+    verified: Option<bool>,
+    /// The session's offline reports came with a device clock that cannot be right.
+    device_clock: bool,
 }
 
 /// The position after the last session of a page: (start_at, media_content_key), newest first.
@@ -250,7 +303,8 @@ pub async fn history(
             "SELECT media_content_key, start_at, first_report_at, last_report_at, device, os, \
                     player_id, channel_key, duration, playtime, real_playtime, playtime_percent, \
                     runtime, showtime, last_play_at, block_count, \
-                    cardinality(array_positions(blocks_played, true)), reports \
+                    cardinality(array_positions(blocks_played, true)), reports, segments, \
+                    hash_verified, device_clock \
              FROM watch_sessions \
              WHERE client_user_id = $1 \
                AND ($2::text IS NULL OR media_content_key = $2) \
@@ -298,6 +352,9 @@ pub async fn history(
                 block_count: r.get(15),
                 blocks_watched: r.get::<_, Option<i32>>(16).unwrap_or(0),
                 reports: r.get(17),
+                segments: segments(&[r.get(18)]),
+                verified: r.get(19),
+                device_clock: r.get(20),
             }
         })
         .collect();

@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use futures_util::StreamExt as _;
-use kollus_common::envelope::{Envelope, RawBody, RawRequest};
+use kollus_common::envelope::{Envelope, RawRequest};
 use kollus_common::kafka;
 use kollus_common::kollus::lms::LmsReport;
 use kollus_common::kollus::CallbackKind;
@@ -186,10 +186,7 @@ fn generate(i: u64, sessions: u64) -> Envelope<LmsReport> {
     Envelope::new(
         CallbackKind::Lms,
         report,
-        RawRequest {
-            content_type: Some("application/json".into()),
-            body: RawBody::Text(body),
-        },
+        RawRequest::body(Some("application/json"), body.as_bytes()),
     )
 }
 
@@ -283,7 +280,13 @@ async fn naive(
     let started = Instant::now();
     let failures = futures_util::stream::iter(reports)
         .map(|e| async move {
-            let session = Session::from_report(&e.payload, e.received_at, e.query);
+            let session = Session::from_report(
+                &e.payload,
+                e.received_at,
+                e.query,
+                e.lms_hash,
+                Default::default(),
+            );
             let mut client = pool.get().await?;
             let tx = client.transaction().await?;
             store::claim_new(&tx, &[e.id], &[e.received_at]).await?;

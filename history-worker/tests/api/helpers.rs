@@ -1,6 +1,6 @@
 use std::time::Duration;
 
-use kollus_common::envelope::{Envelope, RawBody, RawRequest};
+use kollus_common::envelope::{Envelope, RawRequest};
 use kollus_common::kollus::lms::LmsReport;
 use kollus_common::kollus::CallbackKind;
 use kollus_common::telemetry::{LogFormat, LogSettings};
@@ -61,10 +61,7 @@ impl TestWorker {
         Envelope::new(
             CallbackKind::Lms,
             report,
-            RawRequest {
-                content_type: Some("application/json".into()),
-                body: RawBody::Text(body),
-            },
+            RawRequest::body(Some("application/json"), body.as_bytes()),
         )
     }
 

@@ -2,9 +2,11 @@
 //! locked, merged in Rust by `Session::merge`, written back) and the race fallback (an insert
 //! that finds a row another consumer wrote, merged by the SQL of `ON CONFLICT`).
 
+use kollus_common::kollus::lms::checksum::HashVerdict::{Absent, Verified};
 use kollus_common::kollus::lms::LmsReport;
+use kollus_common::kollus::lms::Segment;
 use kollus_common::testing::TestDb;
-use kollus_history_worker::sessions::Session;
+use kollus_history_worker::sessions::{Assessment, Session};
 use kollus_history_worker::store;
 use serde_json::json;
 
@@ -44,9 +46,30 @@ fn reports() -> Vec<Session> {
             let r = LmsReport::from_json(d.to_string().as_bytes()).expect("a valid report");
             let at =
                 time::OffsetDateTime::from_unix_timestamp(1_700_000_100 + 10 * i as i64).unwrap();
-            Session::from_report(&r, at, [])
+            let mut r = r;
+            // Segments reported again, grown and late; one report unsigned; one offline
+            // report whose device clock was flagged.
+            r.segments = [
+                vec![seg(21, 0, 3), seg(22, 0, 20)],
+                vec![seg(21, 0, 3)],
+                vec![seg(22, 0, 48), seg(23, 5, 10)],
+            ][i]
+                .clone();
+            let verdict = [Some(Verified), Some(Verified), Some(Absent)][i];
+            let assessment = Assessment {
+                device_clock: i == 1,
+            };
+            Session::from_report(&r, at, [], verdict, assessment)
         })
         .collect()
+}
+
+fn seg(block: u32, start_time: u64, play_time: u64) -> Segment {
+    Segment {
+        block,
+        start_time,
+        play_time,
+    }
 }
 
 /// Applies each session in its own transaction, through `write`, and returns the table.
@@ -92,4 +115,14 @@ async fn the_sql_fallback_merges_exactly_as_the_rust_merge() {
         row["uservalues"],
         json!({"uservalue0": "first", "uservalue1": "only-second"})
     );
+    assert_eq!(
+        row["segments"],
+        json!([[21, 0, 3], [22, 0, 48], [23, 5, 10]])
+    );
+    assert_eq!(
+        row["hash_verified"],
+        json!(false),
+        "one report was unsigned"
+    );
+    assert_eq!(row["device_clock"], json!(true));
 }

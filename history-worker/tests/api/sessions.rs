@@ -1,4 +1,5 @@
 use kollus_common::testing::fixture;
+use serde_json::json;
 
 use crate::helpers::{report, spawn_worker};
 
@@ -288,4 +289,80 @@ async fn an_impossible_report_is_dead_lettered_with_the_reason() {
             .unwrap()
             .get(0);
     assert_eq!(playtime, 50, "only the plausible report counted");
+}
+
+#[tokio::test]
+async fn real_player_fields_reach_the_session_signed_segmented_and_offline() {
+    use kollus_common::kollus::lms::checksum::HashVerdict;
+    let w = spawn_worker().await;
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let with_segments = |mut doc: serde_json::Value, segments: serde_json::Value| {
+        doc["block_info"]["sessions"] = segments;
+        doc
+    };
+    // One session, three signed reports whose segments repeat, grow and arrive late.
+    let online = [
+        (json!([[0, 0, 5]]), [20, 20, 25, 20, 20]),
+        (json!([[0, 0, 5], [1, 3, 30]]), [60, 50, 70, 60, 55]),
+        (json!([[0, 0, 5], [1, 3, 12]]), [40, 35, 45, 40, 38]),
+    ];
+    for (segments, counters) in online {
+        let segments: Vec<serde_json::Value> = segments
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| json!({"block": t[0], "start_time": t[1], "play_time": t[2]}))
+            .collect();
+        let doc = with_segments(
+            report("u1", "m1", now - 600, counters, &[(1, 5, 50), (1, 9, 90)]),
+            json!(segments),
+        );
+        let mut e = w.envelope(&doc);
+        e.lms_hash = Some(HashVerdict::Verified);
+        w.publish(&e).await;
+    }
+    // Another video, watched offline on a device whose clock ran a day ahead; one report of it
+    // unsigned. Real viewing: applied, flagged, and not verified.
+    for (hash, playtime) in [(HashVerdict::Verified, 100), (HashVerdict::Absent, 200)] {
+        let mut doc = report(
+            "u1",
+            "m2",
+            now + 86_400,
+            [playtime, playtime, playtime, playtime, 9],
+            &[],
+        );
+        doc["content_info"]["serial"] = json!(playtime / 100);
+        let mut e = w.envelope(&doc);
+        e.lms_hash = Some(hash);
+        w.publish(&e).await;
+    }
+    w.wait_applied(5).await;
+
+    let db = w.h.db.client().await;
+    let rows = db
+        .query(
+            "SELECT media_content_key, segments, hash_verified, device_clock, playtime \
+             FROM watch_sessions ORDER BY media_content_key",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 2);
+    assert_eq!(
+        rows[0].get::<_, serde_json::Value>(1),
+        json!([[0, 0, 5], [1, 3, 30]])
+    );
+    assert_eq!(
+        rows[0].get::<_, Option<bool>>(2),
+        Some(true),
+        "every report verified"
+    );
+    assert!(!rows[0].get::<_, bool>(3));
+    assert_eq!(
+        rows[1].get::<_, Option<bool>>(2),
+        Some(false),
+        "one report unsigned"
+    );
+    assert!(rows[1].get::<_, bool>(3), "the device clock is flagged");
+    assert_eq!(rows[1].get::<_, i64>(4), 200, "offline viewing counts");
 }

@@ -230,3 +230,118 @@ async fn the_read_api_answers_from_what_the_pipeline_applied() {
         json!(["pc-high", "mobile-low"])
     );
 }
+
+/// `fixtures/lms-query-string.url`, requested as the player would, with our secret added.
+fn query_string_fixture() -> String {
+    String::from_utf8(fixture("lms-query-string.url"))
+        .unwrap()
+        .trim_end()
+        .to_owned()
+}
+
+#[tokio::test]
+async fn real_installations_reports_reach_the_read_api_signed_segmented_and_flagged() {
+    let stack = Stack::start().await;
+    let doc: Value = stack
+        .http
+        .get(format!("{}/openapi.json", stack.token_api))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    // The Android player's signed report, twice (its timer fired again).
+    for _ in 0..2 {
+        let res = stack
+            .callback("lms", fixture("lms-android-hash.form"))
+            .await;
+        assert_eq!(res.status(), 200);
+    }
+    let history = "/v1/users/fixture-user-7/history";
+    let session = eventually(
+        "two signed reports applied",
+        Duration::from_secs(60),
+        || async {
+            let (_, body) = stack.read(history).await;
+            let s = body["sessions"].get(0)?.clone();
+            (s["reports"] == 2).then_some(s)
+        },
+    )
+    .await;
+    assert_eq!(
+        session["verified"], true,
+        "every report carried a valid hash"
+    );
+    assert_eq!(session["device"], "starqltesq/SM-G960U");
+    assert_eq!(
+        session["segments"],
+        json!([
+            {"block": 21, "start_time": 0, "play_time": 3},
+            {"block": 22, "start_time": 0, "play_time": 48},
+            {"block": 23, "start_time": 0, "play_time": 48},
+        ])
+    );
+    assert_eq!(session["device_clock"], false);
+
+    // The same document through an ASP-style template: in the query string of a GET, unsigned.
+    let res = stack
+        .http
+        .get(format!(
+            "{}{}&secret={CALLBACK_SECRET}",
+            stack.ingest,
+            query_string_fixture()
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let (_, page) = eventually(
+        "the unsigned report applied",
+        Duration::from_secs(60),
+        || async {
+            let (status, body) = stack.read(history).await;
+            (body["sessions"][0]["reports"] == 3).then_some((status, body))
+        },
+    )
+    .await;
+    conforms(&doc, "HistoryPage", &page);
+    assert_eq!(
+        page["sessions"][0]["verified"], false,
+        "one unsigned report: the session no longer rests on signed reports only"
+    );
+    assert_eq!(
+        page["sessions"][0]["playtime"], 596,
+        "the same report, counted once"
+    );
+
+    // Offline playback on a device whose clock ran a day ahead: applied, flagged.
+    let ahead = time::OffsetDateTime::now_utc().unix_timestamp() + 86_400;
+    let offline = json!({
+        "user_info": {"client_user_id": "fixture-user-7", "device": "starqltesq/SM-G960U"},
+        "content_info": {"media_content_key": "fxOffl01", "start_at": ahead.to_string(),
+                         "playtime": "300", "serial": "1"},
+        "block_info": {"block_count": "0", "blocks": {},
+                       "sessions": [{"block": 0, "start_time": 0, "play_time": 300}]},
+    });
+    stack.lms(offline.to_string().into_bytes()).await;
+    let progress = eventually(
+        "the offline report applied",
+        Duration::from_secs(60),
+        || async {
+            let (status, body) = stack
+                .read("/v1/users/fixture-user-7/media/fxOffl01/progress")
+                .await;
+            (status == 200).then_some(body)
+        },
+    )
+    .await;
+    conforms(&doc, "Progress", &progress);
+    assert_eq!(progress["device_clock"], true);
+    assert_eq!(progress["verified"], false, "a JSON body carries no hash");
+    assert_eq!(progress["total_playtime"], 300);
+    assert_eq!(
+        progress["segments"],
+        json!([{"block": 0, "start_time": 0, "play_time": 300}])
+    );
+}

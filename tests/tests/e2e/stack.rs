@@ -10,6 +10,8 @@ pub const CALLBACK_SECRET: &str = "e2e-callback-secret";
 pub const SECURITY_KEY: &str = "e2e-security-key-0123456789";
 pub const CUSTOM_KEY: &str = "e2e-custom-key";
 pub const API_KEY: &str = "e2e-api-key-0123456789abcdef";
+/// The key `fixtures/lms-android-hash.form` was signed with (SPEC.md 4.2).
+pub const SERVICE_ACCOUNT_KEY: &str = "fixture-service-account-key";
 
 /// A service process, killed when dropped.
 pub struct Process {
@@ -89,6 +91,7 @@ impl Stack {
                     ("LISTEN_ADDR", addr(ports[0])),
                     ("CALLBACK_SECRET", CALLBACK_SECRET.into()),
                     ("INGEST_SPOOL_DIR", spool_dir.display().to_string()),
+                    ("KOLLUS_SERVICE_ACCOUNT_KEY", SERVICE_ACCOUNT_KEY.into()),
                 ],
             ),
             spawn(
