@@ -2,6 +2,9 @@
 //! acknowledged, with as many in flight as ingest would have. ingest's figure is reported as a
 //! share of this ceiling.
 //!
+//! The records are the ones ingest would produce for BODY_FILE (an LMS form): the same envelope
+//! bytes and headers, so the ceiling carries exactly ingest's load and nothing of ingest's work.
+//!
 //! Usage: broker-ceiling BROKERS RECORDS BODY_FILE [IN_FLIGHT]
 
 use std::time::{Duration, Instant};
@@ -18,6 +21,7 @@ async fn main() -> anyhow::Result<()> {
         _ => anyhow::bail!("usage: broker-ceiling BROKERS RECORDS BODY_FILE [IN_FLIGHT]"),
     };
     let in_flight: usize = args.get(4).and_then(|s| s.parse().ok()).unwrap_or(256);
+    let body = envelope_of(&body)?;
     let settings = KafkaSettings::with_brokers(&brokers);
     kafka::ensure_topics(&settings, &["bench.ceiling"]).await?;
     let producer = kafka::durable_producer(&settings, "bench-ceiling", Duration::from_secs(30))?;
@@ -31,7 +35,7 @@ async fn main() -> anyhow::Result<()> {
                     "bench.ceiling",
                     &format!("k{}", i % 1024),
                     body,
-                    kafka::headers(&[]),
+                    kafka::headers(&[("kind", "lms"), ("schema_version", "1"), ("id", ID)]),
                     Duration::from_secs(30),
                 )
                 .await
@@ -48,4 +52,25 @@ async fn main() -> anyhow::Result<()> {
         n as f64 / secs
     );
     Ok(())
+}
+
+/// An envelope id's length, for the `id` header ingest sets.
+const ID: &str = "019ad4f2-0000-7000-8000-000000000000";
+
+/// The envelope ingest publishes for an LMS form body.
+fn envelope_of(body: &[u8]) -> anyhow::Result<Vec<u8>> {
+    use kollus_common::envelope::{Envelope, RawRequest};
+    use kollus_common::kollus::lms::request::{locate, DEFAULT_FIELDS};
+    let body = body.trim_ascii_end();
+    let names: Vec<String> = DEFAULT_FIELDS.iter().map(|s| s.to_string()).collect();
+    let located = locate(&names, &Default::default(), body, false)?;
+    let envelope = Envelope {
+        form: located.form,
+        ..Envelope::new(
+            kollus_common::kollus::CallbackKind::Lms,
+            located.report,
+            RawRequest::body(Some("application/x-www-form-urlencoded"), body),
+        )
+    };
+    Ok(serde_json::to_vec(&envelope)?)
 }
