@@ -5,8 +5,6 @@
 
 use std::collections::BTreeMap;
 
-use percent_encoding::percent_decode;
-
 use super::PayloadError;
 
 /// Form fields in a map. Every Kollus value is a string.
@@ -32,17 +30,39 @@ pub fn parse_form(body: &[u8]) -> Result<FormFields, PayloadError> {
 }
 
 fn decode(raw: &[u8]) -> Result<String, &'static str> {
-    let plus_as_space: Vec<u8> = raw
-        .iter()
-        .map(|b| if *b == b'+' { b' ' } else { *b })
-        .collect();
-    let bytes: Vec<u8> = percent_decode(&plus_as_space).collect();
-    String::from_utf8(bytes).map_err(|_| "is not valid UTF-8")
+    String::from_utf8(decode_bytes(raw)).map_err(|_| "is not valid UTF-8")
+}
+
+/// URL-decodes form-encoded bytes: `+` is a space, `%XX` a byte; a `%` not followed by two hex
+/// digits stays as it is (as browsers and `percent_encoding` leave it). One pass, one buffer.
+pub fn decode_bytes(raw: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(raw.len());
+    let mut i = 0;
+    while i < raw.len() {
+        match raw[i] {
+            b'+' => out.push(b' '),
+            b'%' => match (raw.get(i + 1).and_then(hex), raw.get(i + 2).and_then(hex)) {
+                (Some(hi), Some(lo)) => {
+                    out.push(hi << 4 | lo);
+                    i += 2;
+                }
+                _ => out.push(b'%'),
+            },
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    out
+}
+
+fn hex(b: &u8) -> Option<u8> {
+    (*b as char).to_digit(16).map(|d| d as u8)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use percent_encoding::percent_decode;
 
     #[test]
     fn decodes_percent_and_plus() {
@@ -51,6 +71,25 @@ mod tests {
         assert_eq!(f["b"], "hello world");
         assert_eq!(f["c"], "");
         assert_eq!(f["d"], "");
+    }
+
+    #[test]
+    fn decodes_as_percent_encoding_does() {
+        for raw in [
+            &b"%zz%4"[..],
+            b"100%",
+            b"%41%2b%2B+%",
+            b"%e2%82%ac",
+            b"plain",
+        ] {
+            let expected: Vec<u8> = percent_decode(
+                &raw.iter()
+                    .map(|b| if *b == b'+' { b' ' } else { *b })
+                    .collect::<Vec<u8>>(),
+            )
+            .collect();
+            assert_eq!(decode(raw).unwrap().as_bytes(), &expected[..], "{raw:?}");
+        }
     }
 
     #[test]

@@ -9,7 +9,8 @@
 //! written by hand: support staff see which reports a refund claim rests on.
 
 use md5::{Digest as _, Md5};
-use percent_encoding::percent_decode;
+
+use crate::kollus::form::decode_bytes;
 use serde::{Deserialize, Serialize};
 use subtle::ConstantTimeEq as _;
 
@@ -58,12 +59,7 @@ pub fn verify(body: &[u8], key: &[u8]) -> HashVerdict {
 
 /// The hash a player holding `key` appends to `signed` (the body without `&hash=`).
 pub fn expected_hash(signed: &[u8], key: &[u8]) -> String {
-    let plus_as_space: Vec<u8> = signed
-        .iter()
-        .map(|b| if *b == b'+' { b' ' } else { *b })
-        .collect();
-    let decoded: Vec<u8> = percent_decode(&plus_as_space).collect();
-    let inner = hex::encode(Md5::digest(&decoded));
+    let inner = hex::encode(Md5::digest(decode_bytes(signed)));
     let mut outer = Md5::new();
     outer.update(inner.as_bytes());
     outer.update(b"+");
