@@ -15,6 +15,8 @@ export CALLBACK_SECRET="${CALLBACK_SECRET:-dev-callback-secret}"
 export KOLLUS_SECURITY_KEY="${KOLLUS_SECURITY_KEY:-dev-security-key-change-me}"
 export KOLLUS_CUSTOM_KEY="${KOLLUS_CUSTOM_KEY:-dev-custom-key}"
 export TOKEN_API_KEYS="${TOKEN_API_KEYS:-dev:dev-api-key-0123456789}"
+# The key the shared fixtures' LMS hashes were made with, so the walk-through's reports verify.
+export KOLLUS_SERVICE_ACCOUNT_KEY="${KOLLUS_SERVICE_ACCOUNT_KEY:-fixture-service-account-key}"
 export LOG_FORMAT="${LOG_FORMAT:-text}"
 export INGEST_SPOOL_DIR="${INGEST_SPOOL_DIR:-$root/.local/ingest-spool}"
 ingest_addr="${INGEST_LISTEN_ADDR:-127.0.0.1:8080}"
@@ -88,6 +90,7 @@ run: the pipeline is up (Ctrl-C stops it)
   dev secrets     CALLBACK_SECRET=$CALLBACK_SECRET
                   KOLLUS_SECURITY_KEY=$KOLLUS_SECURITY_KEY  KOLLUS_CUSTOM_KEY=$KOLLUS_CUSTOM_KEY
                   TOKEN_API_KEYS=$TOKEN_API_KEYS
+                  KOLLUS_SERVICE_ACCOUNT_KEY=$KOLLUS_SERVICE_ACCOUNT_KEY (LMS hash check: record)
 
 MSG
 # Stop everything as soon as any one service exits.

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use kollus_common::settings::{millis, secret, KafkaSettings};
 use kollus_common::telemetry::LogSettings;
-use secrecy::SecretString;
+use secrecy::{ExposeSecret as _, SecretString};
 
 /// Accepts Kollus callbacks, makes them durable on Kafka, and only then answers 200.
 #[derive(Debug, Clone, clap::Parser)]
@@ -46,11 +46,11 @@ pub struct Settings {
     )]
     pub lms_fields: Vec<String>,
     /// The Kollus account's service account key, to verify the `hash` players append to LMS
-    /// reports (SPEC.md 4.2). Optional.
+    /// reports (SPEC.md 4.2). Optional; empty counts as not set.
     #[arg(
         long,
         env = "KOLLUS_SERVICE_ACCOUNT_KEY",
-        value_parser = secret,
+        value_parser = optional_secret,
         hide_env_values = true
     )]
     pub service_account_key: Option<SecretString>,
@@ -68,6 +68,11 @@ pub struct Settings {
     pub log: LogSettings,
 }
 
+/// A secret that may be given empty (compose passes `${VAR:-}`), meaning "not set".
+fn optional_secret(s: &str) -> Result<SecretString, String> {
+    Ok(SecretString::from(s.to_owned()))
+}
+
 /// `LMS_HASH_POLICY`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum HashPolicy {
@@ -80,14 +85,16 @@ impl Settings {
     /// The hash policy in force, and the key it needs; refuses a policy that needs a key it
     /// does not have.
     pub fn hash_check(&self) -> anyhow::Result<Option<(HashPolicy, SecretString)>> {
-        let policy = self
-            .lms_hash_policy
-            .unwrap_or(if self.service_account_key.is_some() {
-                HashPolicy::Record
-            } else {
-                HashPolicy::Off
-            });
-        match (policy, &self.service_account_key) {
+        let key = self
+            .service_account_key
+            .as_ref()
+            .filter(|k| !k.expose_secret().is_empty());
+        let policy = self.lms_hash_policy.unwrap_or(if key.is_some() {
+            HashPolicy::Record
+        } else {
+            HashPolicy::Off
+        });
+        match (policy, key) {
             (HashPolicy::Off, _) => Ok(None),
             (policy, Some(key)) => Ok(Some((policy, key.clone()))),
             (policy, None) => anyhow::bail!(

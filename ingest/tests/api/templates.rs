@@ -142,6 +142,8 @@ async fn policy_off_checks_nothing_and_require_without_a_key_does_not_start() {
         spool_dir(),
     );
     settings.lms_hash_policy = Some(HashPolicy::Require);
+    // Compose passes an unset key as an empty value: still no key.
+    settings.service_account_key = Some(SecretString::from(""));
     let err = kollus_ingest::startup::Application::build(settings)
         .await
         .err()
