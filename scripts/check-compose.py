@@ -36,12 +36,16 @@ def settings_of(binary):
     blocks = re.split(r"\n(?=\s+(?:-\w, )?--[a-z])", text)
     reads, requires = set(), set()
     for block in blocks:
-        m = re.search(r"\[env: ([A-Z0-9_]+)=", block)
+        # `[env: NAME=value]`, or `[env: NAME]` for a secret whose value is hidden.
+        m = re.search(r"\[env: ([A-Z0-9_]+)[=\]]", block)
         if not m:
             continue
         reads.add(m.group(1))
         takes_value = re.match(r"\s+(?:-\w, )?--[a-z-]+ <", block)
-        if takes_value and "[default:" not in block:
+        # No `[default: ...]` means required, unless the help says it is optional or describes
+        # a computed default ("Default: ...").
+        optional = "Optional" in block or "Default:" in block
+        if takes_value and "[default:" not in block and not optional:
             requires.add(m.group(1))
     return reads, requires
 
