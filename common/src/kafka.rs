@@ -91,8 +91,8 @@ pub fn consumer(
     settings: &KafkaSettings,
     group_id: &str,
     topic: &str,
-) -> anyhow::Result<StreamConsumer> {
-    let consumer: StreamConsumer = base_config(&settings.brokers, group_id)
+) -> anyhow::Result<WorkerConsumer> {
+    let consumer: WorkerConsumer = base_config(&settings.brokers, group_id)
         .set("group.id", group_id)
         .set(
             "session.timeout.ms",
@@ -113,6 +113,80 @@ pub fn consumer(
         .subscribe(&[topic])
         .with_context(|| format!("subscribing to {topic}"))?;
     Ok(consumer)
+}
+
+/// The workers' consumer.
+pub type WorkerConsumer = StreamConsumer;
+
+/// Owns a worker's consumer and closes it off the async threads. librdkafka's close (leave the
+/// group, commit) runs in the destructor and waits on the broker; with the broker gone it can
+/// wait indefinitely (seen: a cancelled worker task hung its runtime for minutes). The last
+/// handle is therefore dropped on a thread of its own: nothing async waits for it, and a process
+/// that exits does not either.
+pub struct OwnedConsumer(Option<std::sync::Arc<WorkerConsumer>>);
+
+impl OwnedConsumer {
+    pub fn new(consumer: WorkerConsumer) -> Self {
+        Self(Some(std::sync::Arc::new(consumer)))
+    }
+}
+
+impl std::ops::Deref for OwnedConsumer {
+    type Target = std::sync::Arc<WorkerConsumer>;
+
+    fn deref(&self) -> &Self::Target {
+        self.0.as_ref().expect("present until dropped")
+    }
+}
+
+impl Drop for OwnedConsumer {
+    fn drop(&mut self) {
+        if let Some(consumer) = self.0.take() {
+            let closing = std::thread::Builder::new()
+                .name("consumer-close".into())
+                .spawn(move || drop(consumer));
+            if let Err(e) = closing {
+                tracing::warn!(error = %e, "no thread to close the consumer on; it is leaked");
+            }
+        }
+    }
+}
+
+/// Records on this consumer's partitions not consumed yet: per assigned partition, the high
+/// watermark that the last fetch response reported (librdkafka keeps it; asking costs no
+/// request) minus the consumer's position. Read while the worker is stuck too: librdkafka's
+/// fetcher keeps fetching (and updating the watermark) while the application applies nothing.
+/// It is never above the truth: the local broker (tansu) reports a lower high watermark than
+/// Apache Kafka does (the last batch's base offset + 1), which can only make it smaller.
+pub fn cached_lag(consumer: &WorkerConsumer) -> Option<i64> {
+    use rdkafka::bindings::{rd_kafka_get_watermark_offsets, rd_kafka_resp_err_t};
+    let positions = consumer.position().ok()?;
+    let mut lag = 0;
+    for p in positions.elements() {
+        let topic = std::ffi::CString::new(p.topic()).ok()?;
+        let (mut low, mut high) = (-1i64, -1i64);
+        // SAFETY: the client pointer is valid while `consumer` is borrowed; librdkafka only
+        // reads the NUL-terminated topic name and writes the two offsets, under its own locks.
+        let err = unsafe {
+            rd_kafka_get_watermark_offsets(
+                consumer.client().native_ptr(),
+                topic.as_ptr(),
+                p.partition(),
+                &mut low,
+                &mut high,
+            )
+        };
+        if err != rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR || high < 0 {
+            continue; // Not fetched yet: nothing known.
+        }
+        let position = match p.offset() {
+            rdkafka::Offset::Offset(o) => o,
+            // Nothing consumed yet on this partition: everything from its start is lag.
+            _ => low.max(0),
+        };
+        lag += (high - position).max(0);
+    }
+    Some(lag)
 }
 
 /// Moves `group_id`'s committed offsets on `topic` back to the first record still held on each
@@ -167,7 +241,7 @@ pub fn rewind_group(settings: &KafkaSettings, group_id: &str, topic: &str) -> an
 
 /// Waits for at least one record, then takes whatever else arrives within `linger`, up to `max`.
 pub async fn next_batch(
-    consumer: &StreamConsumer,
+    consumer: &WorkerConsumer,
     max: usize,
     linger: Duration,
 ) -> Result<Vec<OwnedMessage>, KafkaError> {
@@ -189,7 +263,7 @@ pub async fn next_batch(
 }
 
 /// Marks every record of `batch` as done, so the next commit moves past it.
-pub fn store_offsets(consumer: &StreamConsumer, batch: &[OwnedMessage]) -> anyhow::Result<()> {
+pub fn store_offsets(consumer: &WorkerConsumer, batch: &[OwnedMessage]) -> anyhow::Result<()> {
     let mut last: HashMap<(&str, i32), i64> = HashMap::new();
     for m in batch {
         let e = last.entry((m.topic(), m.partition())).or_insert(m.offset());

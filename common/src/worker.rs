@@ -13,7 +13,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rdkafka::consumer::{CommitMode, Consumer as _, StreamConsumer};
+use rdkafka::consumer::{CommitMode, Consumer as _};
 use rdkafka::message::{Message as _, OwnedMessage};
 use rdkafka::producer::FutureProducer;
 use time::OffsetDateTime;
@@ -115,7 +115,7 @@ pub struct LoopMetrics {
 
 impl LoopMetrics {
     pub fn new(r: &prometheus::Registry) -> Self {
-        Self {
+        let m = Self {
             batch_size: histogram(
                 r,
                 "batch_size",
@@ -142,7 +142,7 @@ impl LoopMetrics {
             lag_seconds: gauge(
                 r,
                 "lag_seconds",
-                "Now minus ingest's receive time of the newest applied record.",
+                "Age of the oldest record taken but not applied yet (now minus its Kafka timestamp, when ingest published it); 0 when nothing waits. Grows while the worker is stuck.",
             ),
             assigned_partitions: gauge(
                 r,
@@ -152,14 +152,19 @@ impl LoopMetrics {
             consumer_lag_records: gauge(
                 r,
                 "consumer_lag_records",
-                "Records on this instance's partitions not consumed yet (high watermark minus position).",
+                "Records on this instance's partitions not consumed yet: the high watermark of the last fetch response minus the position, per partition.",
             ),
-        }
+        };
+        crate::metrics::zeroed(
+            &m.deadletters,
+            &[&["invalid_envelope"], &["refused_by_database"]],
+        );
+        m
     }
 }
 
 pub struct ConsumeLoop<A> {
-    pub consumer: Arc<StreamConsumer>,
+    pub consumer: kafka::OwnedConsumer,
     pub producer: FutureProducer,
     pub deadletter_topic: String,
     /// Who gives up on a record, written into dead letters (`sync-worker`, ...).
@@ -181,9 +186,11 @@ impl<A: Apply> ConsumeLoop<A> {
         tokio::pin!(shutdown);
         self.ready.set(true);
         // Sampled beside the loop, never by interrupting it: a batch is never cut short.
+        let pending = Arc::new(std::sync::atomic::AtomicI64::new(0));
         let gauges = tokio::spawn(sample_consumer(
             Arc::downgrade(&self.consumer),
             self.metrics.clone(),
+            pending.clone(),
         ));
         loop {
             let batch = tokio::select! {
@@ -198,10 +205,15 @@ impl<A: Apply> ConsumeLoop<A> {
                 }
             };
             let started = Instant::now();
+            pending.store(
+                oldest_timestamp_ms(&batch).unwrap_or_else(now_ms),
+                std::sync::atomic::Ordering::Relaxed,
+            );
             let done = tokio::select! {
                 _ = &mut shutdown => false,
                 done = self.process(&batch) => done,
             };
+            pending.store(0, std::sync::atomic::Ordering::Relaxed);
             if !done {
                 break;
             }
@@ -224,11 +236,6 @@ impl<A: Apply> ConsumeLoop<A> {
         let applied = self.apply_with_retry(batch).await;
         for rejected in &applied.rejected {
             self.dead_letter(&batch[rejected.index], rejected).await;
-        }
-        if let Some(t) = applied.newest_received_at {
-            self.metrics
-                .lag_seconds
-                .set((OffsetDateTime::now_utc() - t).whole_seconds().max(0));
         }
         if let Err(e) = kafka::store_offsets(&self.consumer, batch) {
             // Lost assignment (rebalance): the new owner replays these records harmlessly.
@@ -355,44 +362,40 @@ impl<A: Apply> ConsumeLoop<A> {
     }
 }
 
-/// Keeps the assignment and lag gauges current: the assignment every second (a local call),
-/// the lag every five (asks the broker for high watermarks, on a blocking thread). Holds the
-/// consumer weakly: a loop that is gone must not leave a member in the group.
-async fn sample_consumer(consumer: std::sync::Weak<StreamConsumer>, metrics: LoopMetrics) {
+/// The Kafka timestamp of the oldest record in a batch, in ms since the epoch.
+fn oldest_timestamp_ms(batch: &[OwnedMessage]) -> Option<i64> {
+    batch.iter().filter_map(|m| m.timestamp().to_millis()).min()
+}
+
+fn now_ms() -> i64 {
+    (OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64
+}
+
+/// Keeps the gauges current, every second: the assignment (a local call), the lag in records
+/// ([`kafka::cached_lag`], no request) and the age of the oldest record
+/// being applied (`pending`, ms since the epoch; 0 when none). Holds the consumer weakly: a loop
+/// that is gone must not leave a member in the group.
+async fn sample_consumer(
+    consumer: std::sync::Weak<kafka::WorkerConsumer>,
+    metrics: LoopMetrics,
+    pending: Arc<std::sync::atomic::AtomicI64>,
+) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
-    let mut n: u64 = 0;
     loop {
         tick.tick().await;
-        n += 1;
+        let oldest = pending.load(std::sync::atomic::Ordering::Relaxed);
+        metrics.lag_seconds.set(if oldest > 0 {
+            ((now_ms() - oldest) / 1000).max(0)
+        } else {
+            0
+        });
         let Some(consumer) = consumer.upgrade() else {
             return;
         };
-        let Ok(assignment) = consumer.assignment() else {
-            continue;
-        };
-        metrics.assigned_partitions.set(assignment.count() as i64);
-        if n % 5 != 1 {
-            continue;
+        if let Ok(assignment) = consumer.assignment() {
+            metrics.assigned_partitions.set(assignment.count() as i64);
         }
-        let consumer = consumer.clone();
-        let lag = tokio::task::spawn_blocking(move || {
-            let positions = consumer.position().ok()?;
-            let mut lag = 0i64;
-            for p in positions.elements() {
-                let (_, high) = consumer
-                    .fetch_watermarks(p.topic(), p.partition(), Duration::from_secs(2))
-                    .ok()?;
-                let position = match p.offset() {
-                    rdkafka::Offset::Offset(o) => o,
-                    // Nothing consumed yet on this partition: all of it is lag (from 0).
-                    _ => 0,
-                };
-                lag += (high - position).max(0);
-            }
-            Some(lag)
-        })
-        .await;
-        if let Ok(Some(lag)) = lag {
+        if let Some(lag) = kafka::cached_lag(&consumer) {
             metrics.consumer_lag_records.set(lag);
         }
     }
@@ -508,7 +511,7 @@ impl<A: Apply> Worker<A> {
             port,
             admin,
             consume: ConsumeLoop {
-                consumer: Arc::new(consumer),
+                consumer: kafka::OwnedConsumer::new(consumer),
                 producer,
                 deadletter_topic: kafka_settings.deadletter_topic.clone(),
                 stage: parts.stage,
