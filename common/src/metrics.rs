@@ -1,6 +1,8 @@
 //! Prometheus helpers. Each service declares its metrics in one typed struct, registered in its
 //! own [`Registry`] under the `kollus_<service>` namespace.
 
+use std::sync::OnceLock;
+
 use actix_web::{web, HttpResponse};
 use prometheus::core::Collector;
 use prometheus::{
@@ -8,10 +10,55 @@ use prometheus::{
     IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
-/// A registry whose metric names all start with `kollus_<service>_`.
+/// A registry whose metric names all start with `kollus_<service>_`. `/metrics` also serves the
+/// process's own metrics beside it ([`process_registry`]), where `kollus_build_info` names the
+/// service and its version.
 pub fn registry(service: &str) -> Registry {
+    build_info()
+        .with_label_values(&[service, env!("CARGO_PKG_VERSION")])
+        .set(1);
     Registry::new_custom(Some(format!("kollus_{service}")), None)
         .expect("a static namespace is a valid metric prefix")
+}
+
+/// Metrics of the process, without a service prefix: `process_cpu_seconds_total`,
+/// `process_resident_memory_bytes`, `process_open_fds`, ... (Linux) and `kollus_build_info`.
+pub fn process_registry() -> &'static Registry {
+    static REGISTRY: OnceLock<Registry> = OnceLock::new();
+    REGISTRY.get_or_init(|| {
+        let r = Registry::new();
+        #[cfg(target_os = "linux")]
+        r.register(Box::new(
+            prometheus::process_collector::ProcessCollector::for_self(),
+        ))
+        .expect("the process collector is registered once");
+        r
+    })
+}
+
+/// `kollus_build_info{service,version} 1`: which build answers, for dashboards and alerts.
+fn build_info() -> &'static IntGaugeVec {
+    static BUILD_INFO: OnceLock<IntGaugeVec> = OnceLock::new();
+    BUILD_INFO.get_or_init(|| {
+        register(
+            process_registry(),
+            IntGaugeVec::new(
+                Opts::new(
+                    "kollus_build_info",
+                    "The service and version of this process (always 1).",
+                ),
+                &["service", "version"],
+            ),
+        )
+    })
+}
+
+/// Creates each listed label combination at 0, so `rate()` panels and alerts see a counter
+/// before its first event.
+pub fn zeroed(counter: &IntCounterVec, combinations: &[&[&str]]) {
+    for labels in combinations {
+        counter.with_label_values(labels);
+    }
 }
 
 // Metric names, help texts and labels are static, and each is registered once at start-up:
@@ -68,7 +115,9 @@ pub fn latency_buckets() -> Vec<f64> {
 /// `GET /metrics` in the Prometheus text format.
 pub async fn metrics_endpoint(registry: web::Data<Registry>) -> HttpResponse {
     let mut buf = Vec::new();
-    match TextEncoder::new().encode(&registry.gather(), &mut buf) {
+    let mut families = registry.gather();
+    families.extend(process_registry().gather());
+    match TextEncoder::new().encode(&families, &mut buf) {
         Ok(()) => HttpResponse::Ok()
             .content_type(prometheus::TEXT_FORMAT)
             .body(buf),

@@ -532,31 +532,67 @@ async fn spawn_tansu_somewhere(advertised: Option<&str>) -> (u16, Child) {
     panic!("could not start a broker on a free port in 20 tries");
 }
 
-/// How many records `topic` holds now (sum over partitions of high minus low watermark).
-/// Exact, with no waiting: the way to assert that *nothing* arrived.
+/// How many records `topic` holds now, counted by reading every partition from its start to
+/// its end (librdkafka's end-of-partition event), not from the watermarks: the local broker
+/// (tansu 0.6.0) answers ListOffsets "latest" with the last batch's base offset + 1, which
+/// undercounts whenever a batch held several records. The way to assert that *nothing* (or
+/// exactly so much) arrived.
 pub fn topic_record_count(brokers: &str, topic: &str) -> i64 {
     use rdkafka::consumer::{BaseConsumer, Consumer as _};
-    use rdkafka::ClientConfig;
+    use rdkafka::error::KafkaError;
+    use rdkafka::{ClientConfig, Offset, TopicPartitionList};
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", brokers)
+        .set("group.id", format!("test-count-{}", uuid::Uuid::now_v7()))
+        .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "true")
         .set("log_level", "3")
         .create()
-        .expect("creating a metadata client");
+        .expect("creating a counting consumer");
     let timeout = Duration::from_secs(10);
     let metadata = consumer
         .fetch_metadata(Some(topic), timeout)
         .unwrap_or_else(|e| panic!("metadata of {topic}: {e}"));
-    metadata
+    let partitions: Vec<i32> = metadata
         .topics()
         .iter()
-        .flat_map(|t| t.partitions())
-        .map(|p| {
-            let (low, high) = consumer
-                .fetch_watermarks(topic, p.id(), timeout)
-                .unwrap_or_else(|e| panic!("watermarks of {topic}/{}: {e}", p.id()));
-            high - low
-        })
-        .sum()
+        .filter(|t| t.error().is_none())
+        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+        .collect();
+    if partitions.is_empty() {
+        return 0;
+    }
+    let mut assignment = TopicPartitionList::new();
+    for p in &partitions {
+        assignment
+            .add_partition_offset(topic, *p, Offset::Beginning)
+            .expect("a valid partition");
+    }
+    consumer
+        .assign(&assignment)
+        .expect("assigning the partitions");
+    let mut at_end = std::collections::HashSet::new();
+    let mut count = 0;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while at_end.len() < partitions.len() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "counting {topic}: partitions {:?} never reached their end",
+            partitions
+                .iter()
+                .filter(|p| !at_end.contains(*p))
+                .collect::<Vec<_>>()
+        );
+        match consumer.poll(Duration::from_millis(200)) {
+            Some(Ok(_)) => count += 1,
+            Some(Err(KafkaError::PartitionEOF(p))) => {
+                at_end.insert(p);
+            }
+            Some(Err(e)) => panic!("counting {topic}: {e}"),
+            None => {}
+        }
+    }
+    count
 }
 
 /// Reads `topic` from the beginning with a throwaway consumer group until `want` records

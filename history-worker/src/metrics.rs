@@ -1,6 +1,6 @@
 //! history-worker's metrics, in the `kollus_history` namespace.
 
-use kollus_common::metrics::{counter_vec, registry};
+use kollus_common::metrics::{counter_vec, registry, zeroed};
 use kollus_common::worker::LoopMetrics;
 use prometheus::{IntCounterVec, Registry};
 
@@ -15,7 +15,7 @@ pub struct Metrics {
 impl Metrics {
     pub fn new() -> Self {
         let r = registry("history");
-        Self {
+        let m = Self {
             records: counter_vec(
                 &r,
                 "records_total",
@@ -24,7 +24,10 @@ impl Metrics {
             ),
             consume: LoopMetrics::new(&r),
             registry: r,
-        }
+        };
+        zeroed(&m.records, &[&["applied"], &["duplicate"], &["rejected"]]);
+        zeroed(&m.consume.deadletters, &[&["implausible_report"]]);
+        m
     }
 }
 

@@ -72,6 +72,11 @@ impl Metrics {
         for reason in DEADLETTER_REASONS {
             m.deadletters.with_label_values(&[reason]);
         }
+        for kind in kollus_common::kollus::CallbackKind::ALL {
+            for status in ["200", "400", "401", "503"] {
+                m.requests.with_label_values(&[kind.as_str(), status]);
+            }
+        }
         m
     }
 }

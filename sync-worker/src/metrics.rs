@@ -1,6 +1,6 @@
 //! sync-worker's metrics, in the `kollus_sync` namespace.
 
-use kollus_common::metrics::{counter_vec, histogram, latency_buckets, registry};
+use kollus_common::metrics::{counter_vec, histogram, latency_buckets, registry, zeroed};
 use kollus_common::worker::LoopMetrics;
 use prometheus::{Histogram, IntCounterVec, Registry};
 
@@ -16,7 +16,7 @@ pub struct Metrics {
 impl Metrics {
     pub fn new() -> Self {
         let r = registry("sync");
-        Self {
+        let m = Self {
             records: counter_vec(
                 &r,
                 "records_total",
@@ -31,7 +31,20 @@ impl Metrics {
             ),
             consume: LoopMetrics::new(&r),
             registry: r,
+        };
+        for kind in [
+            "uploaded",
+            "transcoded",
+            "channel_join",
+            "channel_leave",
+            "content_delete",
+            "content_poster",
+            "other_update",
+        ] {
+            zeroed(&m.records, &[&[kind, "applied"], &[kind, "duplicate"]]);
         }
+        zeroed(&m.records, &[&["unknown", "rejected"]]);
+        m
     }
 }
 

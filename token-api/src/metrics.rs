@@ -1,6 +1,6 @@
 //! token-api's metrics, in the `kollus_token` namespace.
 
-use kollus_common::metrics::{counter_vec, histogram_vec, latency_buckets, registry};
+use kollus_common::metrics::{counter_vec, histogram_vec, latency_buckets, registry, zeroed};
 use prometheus::{HistogramVec, IntCounterVec, Registry};
 
 #[derive(Clone)]
@@ -16,7 +16,7 @@ pub struct Metrics {
 impl Metrics {
     pub fn new() -> Self {
         let r = registry("token");
-        Self {
+        let m = Self {
             issued: counter_vec(
                 &r,
                 "issued_total",
@@ -43,7 +43,30 @@ impl Metrics {
                 latency_buckets(),
             ),
             registry: r,
+        };
+        zeroed(
+            &m.issued,
+            &[
+                &["issued"],
+                &["invalid"],
+                &["refused"],
+                &["unauthorized"],
+                &["error"],
+            ],
+        );
+        zeroed(
+            &m.catalog_rejections,
+            &[
+                &["deleted"],
+                &["in_no_channel"],
+                &["unknown"],
+                &["check_skipped_catalog_unavailable"],
+            ],
+        );
+        for (route, _, _) in crate::routes::api_routes() {
+            zeroed(&m.requests, &[&[route, "200"]]);
         }
+        m
     }
 }
 

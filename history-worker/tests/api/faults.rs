@@ -84,9 +84,37 @@ async fn postgres_cut_mid_stream_delays_but_loses_nothing() {
         },
     )
     .await;
+    // A stuck worker's lag does not freeze: the oldest record it holds keeps ageing, and the
+    // records behind it are counted from the fetch high watermark.
+    let metric = |name: &'static str| {
+        let base = format!("http://127.0.0.1:{port}");
+        async move { scrape(&base, name).await }
+    };
+    eventually(
+        "lag_seconds to grow past 2 s while stuck",
+        Duration::from_secs(30),
+        || async { (metric("kollus_history_lag_seconds").await? >= 2.0).then_some(()) },
+    )
+    .await;
+    eventually(
+        "consumer_lag_records to count the waiting records",
+        Duration::from_secs(30),
+        || async { (metric("kollus_history_consumer_lag_records").await? > 0.0).then_some(()) },
+    )
+    .await;
     proxy.restore();
     w.wait_applied(1000).await;
     assert_exact(&w, 40).await;
+    eventually(
+        "lag back to 0 once caught up",
+        Duration::from_secs(30),
+        || async {
+            let seconds = metric("kollus_history_lag_seconds").await?;
+            let records = metric("kollus_history_consumer_lag_records").await?;
+            (seconds == 0.0 && records == 0.0).then_some(())
+        },
+    )
+    .await;
     let retries = scrape(
         &format!("http://127.0.0.1:{port}"),
         "kollus_history_retries_total",

@@ -230,3 +230,69 @@ async fn unknown_route_is_404() {
     let res = app.post("nope", FORM, b"x=1".to_vec()).await;
     assert_eq!(res.status(), 404);
 }
+
+#[tokio::test]
+async fn metrics_exist_before_the_first_event_with_the_build_and_the_process() {
+    let app = spawn_app().await;
+    let text = app
+        .client
+        .get(format!("{}/metrics", app.address))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for series in [
+        "kollus_ingest_deadletter_total{reason=\"lms_document_missing\"} 0",
+        "kollus_ingest_deadletter_total{reason=\"invalid_callback\"} 0",
+        "kollus_ingest_requests_total{route=\"lms\",status=\"503\"} 0",
+        "kollus_ingest_lms_hash_total{verdict=\"mismatch\"} 0",
+        &format!(
+            "kollus_build_info{{service=\"ingest\",version=\"{}\"}} 1",
+            env!("CARGO_PKG_VERSION")
+        ),
+    ] {
+        assert!(text.contains(series), "missing {series}");
+    }
+    for name in [
+        "process_cpu_seconds_total",
+        "process_resident_memory_bytes",
+        "process_open_fds",
+    ] {
+        assert!(text.lines().any(|l| l.starts_with(name)), "missing {name}");
+    }
+}
+
+/// The test helper counts by reading, so a batch of many records counts as many (the local
+/// broker's ListOffsets would answer the batch's base offset + 1).
+#[tokio::test]
+async fn counting_a_topic_counts_every_record_of_a_batch() {
+    let app = spawn_app().await;
+    let settings = app.broker.settings();
+    kollus_common::kafka::ensure_topics(&settings, &["count.check"])
+        .await
+        .unwrap();
+    let producer = kollus_common::kafka::durable_producer(
+        &settings,
+        "count-check",
+        std::time::Duration::from_secs(10),
+    )
+    .unwrap();
+    // Sent together, one key: one partition, batched by the producer's linger.
+    let values: Vec<String> = (0..25).map(|i| format!("record {i}")).collect();
+    let sends = values.iter().map(|value| {
+        kollus_common::kafka::send(
+            &producer,
+            "count.check",
+            "one-key",
+            value.as_bytes(),
+            kollus_common::kafka::headers(&[]),
+            std::time::Duration::from_secs(10),
+        )
+    });
+    for sent in futures_util::future::join_all(sends).await {
+        sent.unwrap();
+    }
+    assert_eq!(app.count("count.check"), 25);
+}
