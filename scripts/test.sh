@@ -16,6 +16,17 @@ if ! command -v docker-compose >/dev/null 2>&1 || ! /usr/bin/python3 -c 'import 
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker-compose >/dev/null
 fi
 
+# Prometheus rules: promtool (Debian's prometheus package) checks them and runs their unit tests.
+if ! command -v promtool >/dev/null 2>&1 || ! command -v prometheus >/dev/null 2>&1; then
+  echo "test: installing prometheus (promtool; the live dashboard test runs a real Prometheus)" >&2
+  as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+  as_root apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+fi
+promtool check config deploy/prometheus/prometheus.yml
+promtool check rules deploy/prometheus/rules/*.yml
+(cd deploy/prometheus/rules/tests && promtool test rules *.yml)
+
 # The end-to-end tests run the real binaries: build them (and the tests) first.
 cargo build --locked --workspace --bins --tests
 scripts/check-compose.py "$target/debug"

@@ -111,6 +111,8 @@ pub struct LoopMetrics {
     pub lag_seconds: prometheus::IntGauge,
     pub assigned_partitions: prometheus::IntGauge,
     pub consumer_lag_records: prometheus::IntGauge,
+    /// 1 while the worker applies records, 0 while it retries a failure (`/readyz`).
+    pub ready: prometheus::IntGauge,
 }
 
 impl LoopMetrics {
@@ -154,6 +156,11 @@ impl LoopMetrics {
                 "consumer_lag_records",
                 "Records on this instance's partitions not consumed yet: the high watermark of the last fetch response minus the position, per partition.",
             ),
+            ready: gauge(
+                r,
+                "ready",
+                "1 while the worker applies records; 0 while it retries a failure (as /readyz).",
+            ),
         };
         crate::metrics::zeroed(
             &m.deadletters,
@@ -184,7 +191,7 @@ impl<A: Apply> ConsumeLoop<A> {
     /// never half-acknowledged.
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
         tokio::pin!(shutdown);
-        self.ready.set(true);
+        self.set_ready(true);
         // Sampled beside the loop, never by interrupting it: a batch is never cut short.
         let pending = Arc::new(std::sync::atomic::AtomicI64::new(0));
         let gauges = tokio::spawn(sample_consumer(
@@ -222,13 +229,18 @@ impl<A: Apply> ConsumeLoop<A> {
                 .batch_duration
                 .observe(started.elapsed().as_secs_f64());
         }
-        self.ready.set(false);
+        self.set_ready(false);
         gauges.abort();
         if let Err(e) = self.consumer.commit_consumer_state(CommitMode::Sync) {
             // Nothing stored since the last commit, or the broker is gone: the records replay.
             tracing::debug!(error = %e, "final offset commit");
         }
         tracing::info!(stage = self.stage, "consumer stopped");
+    }
+
+    fn set_ready(&self, ready: bool) {
+        self.ready.set(ready);
+        self.metrics.ready.set(i64::from(ready));
     }
 
     /// Applies, dead-letters and stores offsets for one batch; retries transient failures.
@@ -249,7 +261,7 @@ impl<A: Apply> ConsumeLoop<A> {
         loop {
             match self.apply.apply(batch).await {
                 Ok(applied) => {
-                    self.ready.set(true);
+                    self.set_ready(true);
                     return applied;
                 }
                 Err(ApplyError::Permanent(e)) if batch.len() > 1 => {
@@ -267,7 +279,7 @@ impl<A: Apply> ConsumeLoop<A> {
                     }
                 }
                 Err(ApplyError::Transient(e)) => {
-                    self.ready.set(false);
+                    self.set_ready(false);
                     self.metrics.retries.inc();
                     tracing::warn!(error = %e, retry_in = ?backoff, "applying a batch failed; will retry");
                     tokio::time::sleep(backoff).await;

@@ -18,6 +18,8 @@ pub struct Metrics {
     pub forwarded: IntCounter,
     pub spooled_records: IntGauge,
     pub spool_bytes: IntGauge,
+    pub spool_limit_bytes: IntGauge,
+    pub ready: IntGauge,
 }
 
 impl Metrics {
@@ -63,6 +65,16 @@ impl Metrics {
             forwarded: counter(&r, "forwarded_total", "Spooled records forwarded to Kafka."),
             spooled_records: gauge(&r, "spooled_records", "Records in the spool now."),
             spool_bytes: gauge(&r, "spool_bytes", "Bytes in the spool now."),
+            spool_limit_bytes: gauge(
+                &r,
+                "spool_limit_bytes",
+                "Most bytes the spool may hold (INGEST_SPOOL_LIMIT_BYTES); past it ingest answers 503.",
+            ),
+            ready: gauge(
+                &r,
+                "ready",
+                "1 while Kafka takes records directly and the spool has room (as /readyz), else 0.",
+            ),
             registry: r,
         };
         // Known label values exist at 0 from the start, so rates and alerts see them at once.

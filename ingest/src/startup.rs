@@ -32,6 +32,9 @@ impl Application {
         let metrics = Metrics::new();
         metrics.spooled_records.set(spool.records() as i64);
         metrics.spool_bytes.set(spool.bytes() as i64);
+        metrics
+            .spool_limit_bytes
+            .set(i64::try_from(settings.spool_limit).unwrap_or(i64::MAX));
         // Without Kafka ingest still starts, and spools; topics are made when Kafka answers.
         tokio::spawn(ensure_topics_eventually(settings.kafka.clone()));
         // Requests wait at most the acknowledgement budget; the forwarder can wait longer.
@@ -49,6 +52,7 @@ impl Application {
             ready.clone(),
             spool.clone(),
             kafka_ok.clone(),
+            metrics.ready.clone(),
         ));
         let state = Arc::new(State {
             secret: settings.callback_secret.clone(),
@@ -126,10 +130,17 @@ async fn ensure_topics_eventually(kafka_settings: kollus_common::settings::Kafka
 }
 
 /// `/readyz`: Kafka is taking records directly and the spool has room.
-async fn track_readiness(ready: Readiness, spool: Spool, kafka_ok: Arc<AtomicBool>) {
+async fn track_readiness(
+    ready: Readiness,
+    spool: Spool,
+    kafka_ok: Arc<AtomicBool>,
+    gauge: prometheus::IntGauge,
+) {
     let mut tick = tokio::time::interval(Duration::from_millis(250));
     loop {
         tick.tick().await;
-        ready.set(kafka_ok.load(Ordering::Acquire) && !spool.is_full());
+        let now = kafka_ok.load(Ordering::Acquire) && !spool.is_full();
+        ready.set(now);
+        gauge.set(i64::from(now));
     }
 }
