@@ -53,7 +53,7 @@ def settings_of(binary):
 def main():
     target = sys.argv[1] if len(sys.argv) > 1 else os.path.join(ROOT, "target", "debug")
     env = dict(os.environ, CALLBACK_SECRET="x", KOLLUS_SECURITY_KEY="x", KOLLUS_CUSTOM_KEY="x",
-               TOKEN_API_KEYS="x:0123456789abcdef")
+               TOKEN_API_KEYS="x:0123456789abcdef", GRAFANA_ADMIN_PASSWORD="x")
     parsed = subprocess.run(["docker-compose", "-f", os.path.join(ROOT, "docker-compose.yml"),
                              "config"], env=env, capture_output=True, text=True)
     check(parsed.returncode == 0, f"docker-compose config: {parsed.stderr.strip()}")
@@ -63,7 +63,7 @@ def main():
     services = compose["services"]
     for name in ["kafka", "postgres", "prometheus", *SERVICES]:
         check(name in services, f"service {name} is in docker-compose.yml")
-    with open(os.path.join(ROOT, "deploy", "prometheus.yml")) as f:
+    with open(os.path.join(ROOT, "deploy", "prometheus", "prometheus.yml")) as f:
         scrape = yaml.safe_load(f)
     targets = {t for job in scrape["scrape_configs"] for sc in job["static_configs"]
                for t in sc["targets"]}

@@ -71,6 +71,12 @@ if [ -n "$local_broker" ]; then
   start broker scripts/broker.sh run 9092
   wait_port 127.0.0.1:9092
 fi
+prometheus_addr="${PROMETHEUS_ADDR:-127.0.0.1:9090}"
+if [ "${PROMETHEUS:-on}" != off ]; then
+  scripts/prometheus.sh install
+  INGEST=$ingest_addr TOKEN_API=$token_addr SYNC_WORKER=$sync_addr HISTORY_WORKER=$history_addr \
+    PROMETHEUS_ADDR=$prometheus_addr start prometheus scripts/prometheus.sh run "$root/.local/prometheus"
+fi
 LISTEN_ADDR=$ingest_addr start ingest "$bin/ingest"
 LISTEN_ADDR=$token_addr start token-api "$bin/token-api"
 LISTEN_ADDR=$sync_addr start sync-worker "$bin/sync-worker"
@@ -84,6 +90,7 @@ run: the pipeline is up (Ctrl-C stops it)
   token-api       http://$token_addr/v1/playback-tokens   (Authorization: Bearer <key>)
   sync-worker     http://$sync_addr/metrics
   history-worker  http://$history_addr/metrics
+  Prometheus      $([ "${PROMETHEUS:-on}" != off ] && echo "http://$prometheus_addr  (alerts: http://$prometheus_addr/alerts; PROMETHEUS=off skips it)" || echo "off (PROMETHEUS=off)")
   Kafka           $KAFKA_BROKERS
   ingest spool    $INGEST_SPOOL_DIR
   PostgreSQL      $(echo "$DATABASE_URL" | sed -E 's#//[^:@/]+:[^@]*@#//***@#')

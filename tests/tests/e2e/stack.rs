@@ -16,7 +16,7 @@ pub const SERVICE_ACCOUNT_KEY: &str = "fixture-service-account-key";
 /// A service process, killed when dropped.
 pub struct Process {
     pub name: &'static str,
-    child: Child,
+    pub child: Child,
 }
 
 impl Drop for Process {
@@ -36,7 +36,7 @@ impl Drop for Process {
 pub struct Stack {
     _processes: Vec<Process>,
     pub db: TestDb,
-    _broker: Broker,
+    pub broker: Broker,
     pub ingest: String,
     pub token_api: String,
     pub sync_admin: String,
@@ -62,8 +62,12 @@ fn binary(name: &str) -> PathBuf {
 
 impl Stack {
     pub async fn start() -> Self {
+        Self::start_with(Broker::start().await).await
+    }
+
+    /// The four services against `broker` (e.g. one behind a fault proxy).
+    pub async fn start_with(broker: Broker) -> Self {
         let db = TestDb::new().await;
-        let broker = Broker::start().await;
         let ports = [free_port(), free_port(), free_port(), free_port()];
         // A spool of this test's own, never the working directory.
         let spool_dir = std::env::temp_dir().join(format!("kollus-e2e-spool-{}", ports[0]));
@@ -109,7 +113,7 @@ impl Stack {
         let stack = Self {
             _processes: processes,
             db,
-            _broker: broker,
+            broker,
             ingest: format!("http://{}", addr(ports[0])),
             token_api: format!("http://{}", addr(ports[1])),
             sync_admin: format!("http://{}", addr(ports[2])),
