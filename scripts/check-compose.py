@@ -50,6 +50,27 @@ def settings_of(binary):
     return reads, requires
 
 
+def check_runbooks():
+    """Every alert's runbook_url names a README section that exists (GitHub's heading anchors)."""
+    with open(os.path.join(ROOT, "README.md")) as f:
+        anchors = {re.sub(r"[^a-z0-9 _-]", "", line.lstrip("#").strip().lower()).replace(" ", "-")
+                   for line in f if line.startswith("#")}
+    rules_dir = os.path.join(ROOT, "deploy", "prometheus", "rules")
+    for name in sorted(os.listdir(rules_dir)):
+        if not name.endswith(".yml"):
+            continue
+        with open(os.path.join(rules_dir, name)) as f:
+            groups = yaml.safe_load(f)["groups"]
+        for rule in (r for g in groups for r in g["rules"] if "alert" in r):
+            url = rule.get("annotations", {}).get("runbook_url", "")
+            anchor = url.split("#", 1)[1] if "#" in url else ""
+            check(url.startswith("README.md#") and anchor in anchors,
+                  f"alert {rule['alert']}: runbook_url {url!r} names no README section")
+            check(rule.get("labels", {}).get("severity") in ("warning", "critical"),
+                  f"alert {rule['alert']}: severity is warning or critical")
+            check(bool(rule.get("annotations", {}).get("summary")), f"alert {rule['alert']}: has a summary")
+
+
 def main():
     target = sys.argv[1] if len(sys.argv) > 1 else os.path.join(ROOT, "target", "debug")
     env = dict(os.environ, CALLBACK_SECRET="x", KOLLUS_SECURITY_KEY="x", KOLLUS_CUSTOM_KEY="x",
@@ -59,6 +80,7 @@ def main():
     check(parsed.returncode == 0, f"docker-compose config: {parsed.stderr.strip()}")
     if parsed.returncode != 0:
         return
+    check_runbooks()
     compose = yaml.safe_load(parsed.stdout)
     services = compose["services"]
     for name in ["kafka", "postgres", "prometheus", *SERVICES]:
