@@ -95,9 +95,12 @@ def main():
         environment = svc.get("environment", {}) or {}
         reads, requires = settings_of(os.path.join(target, name))
         for key in environment:
-            check(key in reads, f"{name}: compose sets {key}, which `{name} --help` does not list")
+            # NAME_FILE: a secret read from a file (common/src/settings.rs SECRET_FILE_VARIANTS).
+            base = key[: -len("_FILE")] if key.endswith("_FILE") else key
+            check(base in reads, f"{name}: compose sets {key}, which `{name} --help` does not list")
         for key in requires:
-            check(key in environment, f"{name}: requires {key}, which compose does not set")
+            check(key in environment or f"{key}_FILE" in environment,
+                  f"{name}: requires {key}, which compose does not set")
         listen = environment.get("LISTEN_ADDR", "")
         port = listen.rsplit(":", 1)[-1]
         check(port.isdigit(), f"{name}: LISTEN_ADDR is set to host:port")
@@ -110,6 +113,54 @@ def main():
             check(environment["KAFKA_BROKERS"] == "kafka:9092", f"{name}: KAFKA_BROKERS is kafka:9092")
         if "DATABASE_URL" in environment:
             check("@postgres:5432/" in environment["DATABASE_URL"], f"{name}: DATABASE_URL is the postgres service")
+        # A probe the runtime image can run (it has no curl): the binary's own subcommand.
+        test = (svc.get("healthcheck") or {}).get("test", [])
+        check(test[-2:] == [f"/usr/local/bin/{name}", "healthcheck"],
+              f"{name}: its healthcheck runs `{name} healthcheck`")
+    production(compose, services)
+
+
+def production(compose, services):
+    """What keeps data and secrets safe in production, for every service."""
+    with open(os.path.join(ROOT, "docker-compose.yml")) as f:
+        raw = f.read()
+    declared = compose.get("secrets", {}) or {}
+    for name, svc in services.items():
+        check(svc.get("restart") == "unless-stopped", f"{name}: restart: unless-stopped")
+        check(bool(svc.get("healthcheck")), f"{name}: has a healthcheck")
+        for dep, cond in (svc.get("depends_on") or {}).items():
+            check((cond or {}).get("condition") == "service_healthy",
+                  f"{name}: waits for {dep} to be healthy")
+        environment = svc.get("environment", {}) or {}
+        for key, value in environment.items():
+            if any(word in key for word in ("SECRET", "PASSWORD", "KEYS", "SECURITY_KEY", "DATABASE_URL")):
+                check(key.endswith("_FILE") or key.endswith("__FILE"),
+                      f"{name}: {key} comes from a secret file, not the environment")
+                check(str(value).startswith("/run/secrets/"), f"{name}: {key} names a mounted secret")
+        for secret in svc.get("secrets", []) or []:
+            source = secret if isinstance(secret, str) else secret.get("source")
+            check(source in declared and "file" in declared[source],
+                  f"{name}: secret {source} is declared with a file")
+    # No default password anywhere: ${VAR:-default} only for values that are not secrets.
+    for var in re.findall(r"\$\{([A-Z0-9_]+):-", raw):
+        check(not any(w in var for w in ("PASSWORD", "SECRET")), f"no default for {var}")
+    kafka = services.get("kafka", {})
+    log_dirs = (kafka.get("environment") or {}).get("KAFKA_LOG_DIRS", "")
+    mounts = [str(v).split(":")[1] if ":" in str(v) else "" for v in kafka.get("volumes", [])]
+    mounts += [v.get("target", "") for v in kafka.get("volumes", []) if isinstance(v, dict)]
+    check(bool(log_dirs) and any(log_dirs.startswith(m) for m in mounts if m),
+          "kafka: KAFKA_LOG_DIRS is on a mounted volume")
+    ingest = services.get("ingest", {})
+    spool = (ingest.get("environment") or {}).get("INGEST_SPOOL_DIR", "")
+    spool_mounts = [v.get("target", "") if isinstance(v, dict) else str(v).split(":")[1]
+                    for v in ingest.get("volumes", [])]
+    check(spool in spool_mounts, "ingest: its spool is a volume")
+    with open(os.path.join(ROOT, ".dockerignore")) as f:
+        ignored = f.read().split()
+    for path in ("/target", "/.local", "/secrets"):
+        check(path in ignored, f".dockerignore leaves out {path}")
+    with open(os.path.join(ROOT, ".gitignore")) as f:
+        check("/secrets/" in f.read().split(), ".gitignore leaves out /secrets/")
 
 
 if __name__ == "__main__":

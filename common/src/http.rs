@@ -59,6 +59,32 @@ pub fn admin_server(
     .run())
 }
 
+/// `GET /healthz` on `addr` (a wildcard host means this machine), for `<binary> healthcheck`:
+/// a plain HTTP/1.0 request on a socket, so the runtime image needs no curl.
+pub fn probe_healthz(addr: &str) -> std::io::Result<()> {
+    use std::io::{Read as _, Write as _};
+    let mut target: std::net::SocketAddr = addr
+        .parse()
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("{e}")))?;
+    if target.ip().is_unspecified() {
+        target.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+    }
+    let timeout = std::time::Duration::from_secs(2);
+    let mut stream = std::net::TcpStream::connect_timeout(&target, timeout)?;
+    stream.set_read_timeout(Some(timeout))?;
+    stream.write_all(b"GET /healthz HTTP/1.0\r\nHost: localhost\r\n\r\n")?;
+    let mut head = [0u8; 12];
+    stream.read_exact(&mut head)?;
+    if head.starts_with(b"HTTP/1.1 200") || head.starts_with(b"HTTP/1.0 200") {
+        Ok(())
+    } else {
+        Err(std::io::Error::other(format!(
+            "answered {}",
+            String::from_utf8_lossy(&head)
+        )))
+    }
+}
+
 /// Resolves on Ctrl-C or SIGTERM: what a terminal and an orchestrator send.
 pub async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();

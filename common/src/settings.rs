@@ -13,6 +13,47 @@ pub fn secret(s: &str) -> Result<SecretString, String> {
     Ok(SecretString::from(s.to_owned()))
 }
 
+/// Parses the callback URL's secret: ours to choose, so long enough not to be guessed.
+pub fn callback_secret(s: &str) -> Result<SecretString, String> {
+    if s.chars().count() < 16 {
+        return Err("must be at least 16 characters".into());
+    }
+    secret(s)
+}
+
+/// A value parser for secrets whose refusal never shows the value (clap's own errors print
+/// `invalid value '<the value>'`): the message names the setting and says what is wrong.
+#[derive(Clone, Copy)]
+pub struct Redacted<T>(pub fn(&str) -> Result<T, String>);
+
+impl<T: Clone + Send + Sync + 'static> clap::builder::TypedValueParser for Redacted<T> {
+    type Value = T;
+
+    fn parse_ref(
+        &self,
+        cmd: &clap::Command,
+        arg: Option<&clap::Arg>,
+        value: &std::ffi::OsStr,
+    ) -> Result<T, clap::Error> {
+        let name = arg
+            .and_then(|a| a.get_env())
+            .map(|e| e.to_string_lossy().into_owned())
+            .or_else(|| arg.map(|a| format!("--{}", a.get_id())))
+            .unwrap_or_else(|| "a secret".into());
+        let refuse = |why: String| {
+            clap::Error::raw(
+                clap::error::ErrorKind::ValueValidation,
+                format!("{name} {why} (its value is a secret and is not shown)\n"),
+            )
+            .with_cmd(cmd)
+        };
+        let text = value
+            .to_str()
+            .ok_or_else(|| refuse("is not valid UTF-8".into()))?;
+        (self.0)(text).map_err(refuse)
+    }
+}
+
 /// Parses a duration given in milliseconds.
 pub fn millis(s: &str) -> Result<Duration, String> {
     s.parse::<u64>()
@@ -82,7 +123,8 @@ pub struct DatabaseSettings {
     #[arg(
         long = "database-url",
         env = "DATABASE_URL",
-        value_parser = secret,
+        value_parser = Redacted(secret),
+        hide_env_values = true,
         default_value = "postgres://postgres@127.0.0.1:5432/kollus",
         hide_default_value = false
     )]
@@ -102,5 +144,82 @@ impl DatabaseSettings {
             url: SecretString::from(url.to_owned()),
             pool_size: 8,
         }
+    }
+}
+
+/// Secrets a service may also take from a file, as `NAME_FILE` (Docker and Compose secrets):
+/// the file's content, without its trailing line break, becomes `NAME`.
+pub const SECRET_FILE_VARIANTS: &[&str] = &[
+    "CALLBACK_SECRET",
+    "KOLLUS_SECURITY_KEY",
+    "KOLLUS_SERVICE_ACCOUNT_KEY",
+    "TOKEN_API_KEYS",
+    "DATABASE_URL",
+];
+
+/// What every `main` does before parsing its settings: answers `<binary> healthcheck` (GET
+/// `/healthz` on `LISTEN_ADDR`, else `default_addr`; exit 0 when it answers 200, for container
+/// healthchecks in an image without curl), and reads the `NAME_FILE` secrets into `NAME`.
+/// Exits 2 when a secret file cannot be read, naming it.
+pub fn prepare_process(default_addr: &str) {
+    if std::env::args().nth(1).as_deref() == Some("healthcheck") {
+        let addr = std::env::var("LISTEN_ADDR").unwrap_or_else(|_| default_addr.to_owned());
+        std::process::exit(match crate::http::probe_healthz(&addr) {
+            Ok(()) => 0,
+            Err(e) => {
+                eprintln!("healthcheck: {addr}: {e}");
+                1
+            }
+        });
+    }
+    if let Err(e) = load_secret_files(SECRET_FILE_VARIANTS) {
+        eprintln!("error: {e}");
+        std::process::exit(2);
+    }
+}
+
+/// For each `NAME` with `NAME_FILE` set, reads that file into `NAME` (given both, `NAME` is
+/// refused: one source of truth). Runs before any thread starts.
+pub fn load_secret_files(names: &[&str]) -> Result<(), String> {
+    for name in names {
+        let file_var = format!("{name}_FILE");
+        let Some(path) = std::env::var_os(&file_var) else {
+            continue;
+        };
+        if std::env::var_os(name).is_some() {
+            return Err(format!("{name} and {file_var} are both set; set one"));
+        }
+        let content = std::fs::read_to_string(&path)
+            .map_err(|e| format!("{file_var}: reading {}: {e}", path.to_string_lossy()))?;
+        std::env::set_var(name, content.trim_end_matches(['\n', '\r']));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secret_files_fill_their_variable_and_refuse_two_sources() {
+        let dir = std::env::temp_dir().join(format!("kollus-secret-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("s");
+        std::fs::write(&file, "from-a-file\n").unwrap();
+        std::env::set_var("KOLLUS_TEST_SECRET_A_FILE", &file);
+        load_secret_files(&["KOLLUS_TEST_SECRET_A"]).unwrap();
+        assert_eq!(
+            std::env::var("KOLLUS_TEST_SECRET_A").unwrap(),
+            "from-a-file"
+        );
+        let err = load_secret_files(&["KOLLUS_TEST_SECRET_A"]).unwrap_err();
+        assert!(err.contains("both set"), "{err}");
+        std::env::set_var("KOLLUS_TEST_SECRET_B_FILE", dir.join("missing"));
+        let err = load_secret_files(&["KOLLUS_TEST_SECRET_B"]).unwrap_err();
+        assert!(
+            err.starts_with("KOLLUS_TEST_SECRET_B_FILE: reading"),
+            "{err}"
+        );
+        assert!(!err.contains("from-a-file"), "never the content");
     }
 }

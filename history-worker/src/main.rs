@@ -4,6 +4,7 @@ use kollus_history_worker::startup::Application;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    kollus_common::settings::prepare_process("127.0.0.1:9102");
     let settings = Settings::parse();
     kollus_common::telemetry::init(&settings.log);
     Application::build(settings)

@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use kollus_common::settings::{millis, secret, KafkaSettings};
+use kollus_common::settings::{callback_secret, millis, KafkaSettings, Redacted};
 use kollus_common::telemetry::LogSettings;
 use secrecy::{ExposeSecret as _, SecretString};
 
@@ -15,7 +15,7 @@ pub struct Settings {
     #[arg(long, env = "LISTEN_ADDR", default_value = "127.0.0.1:8080")]
     pub listen_addr: SocketAddr,
     /// Secret every callback URL must carry as `?secret=` (set it in the Kollus console URLs).
-    #[arg(long, env = "CALLBACK_SECRET", value_parser = secret)]
+    #[arg(long, env = "CALLBACK_SECRET", value_parser = Redacted(callback_secret), hide_env_values = true)]
     pub callback_secret: SecretString,
     /// Largest request body accepted, in bytes.
     #[arg(long, env = "INGEST_BODY_LIMIT", default_value_t = 256 * 1024)]
@@ -50,7 +50,7 @@ pub struct Settings {
     #[arg(
         long,
         env = "KOLLUS_SERVICE_ACCOUNT_KEY",
-        value_parser = optional_secret,
+        value_parser = Redacted(optional_secret),
         hide_env_values = true
     )]
     pub service_account_key: Option<SecretString>,

@@ -4,6 +4,7 @@ use kollus_ingest::startup::Application;
 
 #[actix_web::main]
 async fn main() -> anyhow::Result<()> {
+    kollus_common::settings::prepare_process("127.0.0.1:8080");
     let settings = Settings::parse();
     kollus_common::telemetry::init(&settings.log);
     let app = Application::build(settings).await?;

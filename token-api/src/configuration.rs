@@ -2,7 +2,7 @@
 
 use std::net::SocketAddr;
 
-use kollus_common::settings::{secret, DatabaseSettings};
+use kollus_common::settings::{secret, DatabaseSettings, Redacted};
 use kollus_common::telemetry::LogSettings;
 use secrecy::SecretString;
 
@@ -16,14 +16,14 @@ pub struct Settings {
     #[arg(long, env = "LISTEN_ADDR", default_value = "127.0.0.1:8081")]
     pub listen_addr: SocketAddr,
     /// The Kollus account's security key (HS256 secret for playback tokens).
-    #[arg(long, env = "KOLLUS_SECURITY_KEY", value_parser = secret)]
+    #[arg(long, env = "KOLLUS_SECURITY_KEY", value_parser = Redacted(secret), hide_env_values = true)]
     pub security_key: SecretString,
     /// The Kollus account's custom (user) key: tells Kollus which key verifies the token.
     #[arg(long, env = "KOLLUS_CUSTOM_KEY")]
     pub custom_key: String,
     /// API keys of callers, as `name:key,name2:key2` (named so one can be rotated out; only the
     /// name is ever logged).
-    #[arg(long, env = "TOKEN_API_KEYS", value_parser = ApiKeys::parse)]
+    #[arg(long, env = "TOKEN_API_KEYS", value_parser = Redacted(ApiKeys::parse), hide_env_values = true)]
     pub api_keys: ApiKeys,
     /// The Kollus player URL tokens are embedded in.
     #[arg(
@@ -64,4 +64,26 @@ pub enum StrictCatalog {
     Off,
     On,
     Require,
+}
+
+impl Settings {
+    /// Checks what one flag alone cannot: a refusal names the setting, so the service exits at
+    /// start (status 2) instead of refusing every request later.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.max_media == 0 {
+            return Err("TOKEN_MAX_MEDIA must be at least 1".into());
+        }
+        if self.default_expires_in <= 0 || self.max_expires_in <= 0 {
+            return Err(
+                "TOKEN_DEFAULT_EXPIRES_IN and TOKEN_MAX_EXPIRES_IN must be positive".into(),
+            );
+        }
+        if self.default_expires_in > self.max_expires_in {
+            return Err(format!(
+                "TOKEN_DEFAULT_EXPIRES_IN ({}) must not exceed TOKEN_MAX_EXPIRES_IN ({})",
+                self.default_expires_in, self.max_expires_in
+            ));
+        }
+        Ok(())
+    }
 }

@@ -4,7 +4,14 @@ use kollus_token_api::startup::Application;
 
 #[actix_web::main]
 async fn main() -> anyhow::Result<()> {
+    kollus_common::settings::prepare_process("127.0.0.1:8081");
     let settings = Settings::parse();
+    if let Err(e) = settings.validate() {
+        use clap::CommandFactory as _;
+        Settings::command()
+            .error(clap::error::ErrorKind::ValueValidation, e)
+            .exit();
+    }
     kollus_common::telemetry::init(&settings.log);
     Application::build(settings)
         .await?

@@ -7,4 +7,5 @@
 mod operations;
 mod pipeline;
 mod read_api;
+mod settings;
 mod stack;

@@ -165,6 +165,20 @@ async fn every_panel_has_data_and_cutting_kafka_fires_the_spooling_alert() {
     let stack = Stack::start_with(Broker::start_behind_proxy().await).await;
     let dir = std::env::temp_dir().join(format!("kollus-e2e-prometheus-{}", free_port()));
     std::fs::create_dir_all(&dir).unwrap();
+    // The probe compose runs in each container: `<binary> healthcheck` GETs /healthz.
+    for (service, url) in [
+        ("ingest", &stack.ingest),
+        ("token-api", &stack.token_api),
+        ("sync-worker", &stack.sync_admin),
+        ("history-worker", &stack.history_admin),
+    ] {
+        let status = Command::new(binary(service))
+            .arg("healthcheck")
+            .env("LISTEN_ADDR", url.trim_start_matches("http://"))
+            .status()
+            .unwrap();
+        assert!(status.success(), "{service} healthcheck");
+    }
     let prometheus = Prometheus::start(&stack, &dir);
     eventually(
         "Prometheus to scrape all four services",

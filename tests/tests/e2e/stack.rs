@@ -45,7 +45,7 @@ pub struct Stack {
 }
 
 /// Where cargo put the binaries: next to this test's own `deps/` directory.
-fn binary(name: &str) -> PathBuf {
+pub fn binary(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("the test binary's path");
     let dir = exe
         .parent()

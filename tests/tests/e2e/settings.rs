@@ -1,0 +1,138 @@
+//! Settings as an operator meets them: secrets never printed (`--help`, refusals), and settings
+//! that cannot work refused at start with status 2 and the setting named.
+
+use std::process::{Command, Output};
+
+use crate::stack::binary;
+
+const SECRETS: &[(&str, &str)] = &[
+    ("CALLBACK_SECRET", "callback-secret-value-0123"),
+    ("KOLLUS_SECURITY_KEY", "security-key-value-0123"),
+    ("TOKEN_API_KEYS", "app:api-key-value-0123456789"),
+    (
+        "DATABASE_URL",
+        "postgres://kollus:db-password-value@127.0.0.1:1/kollus",
+    ),
+    ("KOLLUS_SERVICE_ACCOUNT_KEY", "service-account-value-0123"),
+];
+
+fn run(service: &str, args: &[&str], env: &[(&str, &str)]) -> Output {
+    Command::new(binary(service))
+        .args(args)
+        .env_clear()
+        .envs(env.iter().copied())
+        .output()
+        .unwrap_or_else(|e| panic!("running {service}: {e}"))
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+#[test]
+fn help_never_prints_a_secret_from_the_environment() {
+    for service in ["ingest", "token-api", "sync-worker", "history-worker"] {
+        let help = run(service, &["--help"], SECRETS);
+        assert!(help.status.success(), "{service} --help");
+        let help = text(&help);
+        for (name, value) in SECRETS {
+            assert!(!help.contains(value), "{service} --help shows {name}");
+        }
+        assert!(help.contains("LISTEN_ADDR"), "{service}: a real help text");
+    }
+}
+
+#[test]
+fn a_refused_secret_is_named_never_shown() {
+    let cases: &[(&str, &[(&str, &str)], &str)] = &[
+        (
+            "token-api",
+            &[
+                ("TOKEN_API_KEYS", "app-api-key-value-without-a-colon"),
+                ("KOLLUS_SECURITY_KEY", "k"),
+                ("KOLLUS_CUSTOM_KEY", "c"),
+            ],
+            "TOKEN_API_KEYS",
+        ),
+        (
+            "ingest",
+            &[("CALLBACK_SECRET", "short-secret")],
+            "CALLBACK_SECRET",
+        ),
+    ];
+    for (service, env, name) in cases {
+        let out = run(service, &[], env);
+        assert_eq!(out.status.code(), Some(2), "{service}: {}", text(&out));
+        let said = text(&out);
+        assert!(said.contains(name), "{service} names {name}: {said}");
+        let (_, refused) = env.iter().find(|(n, _)| n == name).unwrap();
+        assert!(
+            !said.contains(refused),
+            "{service} printed the value: {said}"
+        );
+    }
+}
+
+#[test]
+fn settings_that_cannot_work_stop_the_start_with_the_setting_named() {
+    let base = [
+        ("TOKEN_API_KEYS", "app:api-key-value-0123456789"),
+        ("KOLLUS_SECURITY_KEY", "security-key-value-0123"),
+        ("KOLLUS_CUSTOM_KEY", "custom"),
+    ];
+    for (extra, named) in [
+        (("TOKEN_MAX_MEDIA", "0"), "TOKEN_MAX_MEDIA"),
+        (
+            ("TOKEN_DEFAULT_EXPIRES_IN", "90000"),
+            "TOKEN_MAX_EXPIRES_IN",
+        ),
+    ] {
+        let mut env = base.to_vec();
+        env.push(extra);
+        let out = run("token-api", &[], &env);
+        assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+        assert!(text(&out).contains(named), "{}", text(&out));
+    }
+}
+
+#[test]
+fn secrets_may_come_from_files_and_healthcheck_probes_healthz() {
+    let dir = std::env::temp_dir().join(format!("kollus-e2e-secrets-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("callback_secret");
+    std::fs::write(&file, "short\n").unwrap();
+    // The file's content is used: too short, refused, named by its variable, never shown.
+    let out = run(
+        "ingest",
+        &[],
+        &[("CALLBACK_SECRET_FILE", file.to_str().unwrap())],
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("CALLBACK_SECRET"));
+    let out = run(
+        "ingest",
+        &[],
+        &[(
+            "CALLBACK_SECRET_FILE",
+            dir.join("missing").to_str().unwrap(),
+        )],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out).contains("CALLBACK_SECRET_FILE"),
+        "{}",
+        text(&out)
+    );
+    // Nothing listens on this port: the probe fails.
+    let port = kollus_common::testing::free_port();
+    let out = run(
+        "sync-worker",
+        &["healthcheck"],
+        &[("LISTEN_ADDR", &format!("0.0.0.0:{port}"))],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+}
