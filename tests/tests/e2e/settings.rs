@@ -48,7 +48,9 @@ fn help_never_prints_a_secret_from_the_environment() {
 
 #[test]
 fn a_refused_secret_is_named_never_shown() {
-    let cases: &[(&str, &[(&str, &str)], &str)] = &[
+    // (service, its environment, the setting refused)
+    type Case<'a> = (&'a str, &'a [(&'a str, &'a str)], &'a str);
+    let cases: &[Case] = &[
         (
             "token-api",
             &[
