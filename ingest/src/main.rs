@@ -6,7 +6,7 @@ use kollus_ingest::startup::Application;
 async fn main() -> anyhow::Result<()> {
     kollus_common::settings::prepare_process("127.0.0.1:8080");
     let settings = Settings::parse();
-    kollus_common::telemetry::init(&settings.log);
+    let _log_guard = kollus_common::telemetry::init(&settings.log);
     let app = Application::build(settings).await?;
     app.run_until_stopped().await?;
     Ok(())

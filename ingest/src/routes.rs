@@ -192,7 +192,12 @@ pub async fn callback(
                 CallbackError::Unavailable(_) | CallbackError::Spool(_) => {
                     tracing::error!(route = kind.as_str(), error = %e, "callback not made durable: 503")
                 }
-                CallbackError::Unauthorized | CallbackError::Overloaded => {}
+                CallbackError::Unauthorized => kollus_common::telemetry::warn_auth_failure(
+                    kind.as_str(),
+                    req.peer_addr().map(|a| a.ip()),
+                ),
+                // Counted in requests_total{status="503"}; a line each would flood the log.
+                CallbackError::Overloaded => {}
                 other => tracing::warn!(route = kind.as_str(), error = %other, "callback refused"),
             }
             e.error_response()

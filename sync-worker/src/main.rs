@@ -6,7 +6,7 @@ use kollus_sync_worker::startup::Application;
 async fn main() -> anyhow::Result<()> {
     kollus_common::settings::prepare_process("127.0.0.1:9101");
     let settings = Settings::parse();
-    kollus_common::telemetry::init(&settings.log);
+    let _log_guard = kollus_common::telemetry::init(&settings.log);
     Application::build(settings)
         .await?
         .run_until_stopped()

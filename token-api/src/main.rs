@@ -12,7 +12,7 @@ async fn main() -> anyhow::Result<()> {
             .error(clap::error::ErrorKind::ValueValidation, e)
             .exit();
     }
-    kollus_common::telemetry::init(&settings.log);
+    let _log_guard = kollus_common::telemetry::init(&settings.log);
     Application::build(settings)
         .await?
         .run_until_stopped()

@@ -24,6 +24,52 @@ pub enum ApiError {
     Unavailable(String),
     #[error("internal error: {0}")]
     Internal(String),
+    #[error("{method} is not allowed here; use {allow}")]
+    MethodNotAllowed { method: String, allow: String },
+}
+
+/// Parses a request's query string into `T` (after authentication, so a caller without a key
+/// learns nothing about the parameters): a refusal names the parameter, as RFC 7807.
+pub fn parse_query<T: serde::de::DeserializeOwned>(
+    req: &actix_web::HttpRequest,
+) -> Result<T, ApiError> {
+    serde_urlencoded::from_str(req.query_string()).map_err(|e| {
+        let message = e.to_string();
+        let field = message.split('`').nth(1).unwrap_or("query").to_owned();
+        let message = if message.starts_with("missing field") {
+            "is required".to_owned()
+        } else if message.starts_with("duplicate field") {
+            "is given more than once".to_owned()
+        } else {
+            message
+        };
+        ApiError::Invalid(vec![FieldError { field, message }])
+    })
+}
+
+/// Any path the API does not have: 404 as problem+json.
+pub async fn unknown_route(req: actix_web::HttpRequest) -> HttpResponse {
+    ApiError::NotFound(format!(
+        "no {} {} here; the routes are in /openapi.json",
+        req.method(),
+        req.path()
+    ))
+    .error_response()
+}
+
+/// A route asked with a method it does not take: 405 with `Allow`, as problem+json.
+pub fn method_not_allowed(
+    allow: actix_web::http::Method,
+) -> impl Fn(actix_web::HttpRequest) -> std::future::Ready<HttpResponse> + Clone {
+    move |req| {
+        std::future::ready(
+            ApiError::MethodNotAllowed {
+                method: req.method().to_string(),
+                allow: allow.to_string(),
+            }
+            .error_response(),
+        )
+    }
 }
 
 #[derive(Serialize)]
@@ -46,6 +92,7 @@ impl ResponseError for ApiError {
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
         }
     }
 
@@ -58,6 +105,9 @@ impl ResponseError for ApiError {
         let mut res = HttpResponse::build(status);
         if matches!(self, Self::Unauthorized) {
             res.insert_header(("WWW-Authenticate", "Bearer"));
+        }
+        if let Self::MethodNotAllowed { allow, .. } = self {
+            res.insert_header((actix_web::http::header::ALLOW, allow.as_str()));
         }
         res.content_type("application/problem+json").body(
             serde_json::to_string(&Problem {

@@ -259,12 +259,11 @@ fn instant(field: &str, s: &str) -> Result<i64, ApiError> {
 pub async fn history(
     req: HttpRequest,
     path: web::Path<String>,
-    query: web::Query<HistoryQuery>,
     state: web::Data<State>,
 ) -> Result<HttpResponse, ApiError> {
     state.authenticate(&req)?;
+    let q: HistoryQuery = crate::problem::parse_query(&req)?;
     let user = user_id(&path.into_inner())?;
-    let q = query.into_inner();
     let media = q
         .media
         .as_deref()

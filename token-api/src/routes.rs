@@ -31,10 +31,16 @@ pub struct State {
 
 impl State {
     pub(crate) fn authenticate(&self, req: &HttpRequest) -> Result<String, ApiError> {
-        self.keys
-            .authenticate(req)
-            .map(str::to_owned)
-            .ok_or(ApiError::Unauthorized)
+        match self.keys.authenticate(req) {
+            Some(name) => Ok(name.to_owned()),
+            None => {
+                kollus_common::telemetry::warn_auth_failure(
+                    req.match_pattern().as_deref().unwrap_or("unmatched"),
+                    req.peer_addr().map(|a| a.ip()),
+                );
+                Err(ApiError::Unauthorized)
+            }
+        }
     }
 }
 
@@ -167,10 +173,10 @@ pub struct VerifyQuery {
 /// `GET /v1/playback-tokens/verify?token=`: for operators, checks signature and expiry.
 pub async fn verify_token(
     req: HttpRequest,
-    query: web::Query<VerifyQuery>,
     state: web::Data<State>,
 ) -> Result<HttpResponse, ApiError> {
     state.authenticate(&req)?;
+    let query: VerifyQuery = crate::problem::parse_query(&req)?;
     let mut validation = Validation::new(Algorithm::HS256);
     // `exp` is optional (a setting); `expt` is Kollus's expiry and is checked below.
     validation.required_spec_claims.clear();

@@ -14,7 +14,7 @@ use secrecy::ExposeSecret as _;
 
 use crate::configuration::Settings;
 use crate::metrics::Metrics;
-use crate::problem::ApiError;
+use crate::problem::{method_not_allowed, unknown_route, ApiError};
 use crate::request::Limits;
 use crate::routes::{api_routes, State};
 
@@ -63,11 +63,16 @@ impl Application {
                 )
                 .wrap(from_fn(red_metrics))
                 .configure(|cfg| {
-                    for (path, _, route) in api_routes() {
-                        cfg.route(path, route);
+                    for (path, method, route) in api_routes() {
+                        cfg.service(
+                            web::resource(path)
+                                .route(route)
+                                .default_service(web::to(method_not_allowed(method))),
+                        );
                     }
                 })
                 .configure(|cfg| configure_ops(cfg, registry.clone(), ready.clone()))
+                .default_service(web::to(unknown_route))
         })
         .listen(listener)?
         .run();

@@ -79,12 +79,12 @@ async fn post_one(
 
 #[tokio::test]
 async fn kafka_unreachable_for_a_minute_loses_nothing() {
-    if std::env::var_os("TEST_LOG").is_some() {
+    let _log_guard = std::env::var_os("TEST_LOG").is_some().then(|| {
         kollus_common::telemetry::init(&kollus_common::telemetry::LogSettings {
             log_format: kollus_common::telemetry::LogFormat::Text,
             log_filter: "info,librdkafka=warn".into(),
-        });
-    }
+        })
+    });
     const CALLBACKS: usize = 5000;
     const OUTAGE: Duration = Duration::from_secs(60);
     let app = spawn_app_on(Broker::start_behind_proxy().await, |_| {}).await;

@@ -138,3 +138,56 @@ fn secrets_may_come_from_files_and_healthcheck_probes_healthz() {
     );
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
 }
+
+#[tokio::test]
+async fn failed_authentication_is_logged_rate_limited_without_the_presented_value() {
+    let port = kollus_common::testing::free_port();
+    let spool = std::env::temp_dir().join(format!("kollus-e2e-authlog-{port}"));
+    let mut child = Command::new(binary("ingest"))
+        .env_clear()
+        .envs([
+            ("CALLBACK_SECRET", "the-right-callback-secret"),
+            ("LISTEN_ADDR", &format!("127.0.0.1:{port}")),
+            // No broker: ingest starts anyway (it would spool).
+            ("KAFKA_BROKERS", "127.0.0.1:1"),
+            ("INGEST_SPOOL_DIR", spool.to_str().unwrap()),
+            ("LOG_FORMAT", "json"),
+        ])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let http = reqwest::Client::new();
+    let url = format!("http://127.0.0.1:{port}/kollus/lms?secret=presented-wrong-value");
+    kollus_common::testing::eventually(
+        "ingest to listen",
+        std::time::Duration::from_secs(30),
+        || async { http.post(&url).send().await.ok().map(|_| ()) },
+    )
+    .await;
+    for _ in 0..50 {
+        let res = http.post(&url).body("x=1").send().await.unwrap();
+        assert_eq!(res.status(), 401);
+    }
+    child.kill().unwrap();
+    let out = child.wait_with_output().unwrap();
+    let log = String::from_utf8_lossy(&out.stderr);
+    let lines: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("authentication failed"))
+        .collect();
+    assert!(!lines.is_empty(), "failed authentication is logged: {log}");
+    assert!(lines.len() <= 5, "at most a line a second: {}", lines.len());
+    assert!(lines
+        .iter()
+        .all(|l| l.contains("\"level\":\"WARN\"") && l.contains("\"route\":\"lms\"")));
+    assert!(
+        lines.iter().all(|l| l.contains("127.0.0.1")),
+        "the source is named"
+    );
+    assert!(
+        !log.contains("presented-wrong-value"),
+        "never the presented value"
+    );
+    assert!(!log.contains("the-right-callback-secret"));
+    let _ = std::fs::remove_dir_all(&spool);
+}

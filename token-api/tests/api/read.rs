@@ -105,3 +105,36 @@ async fn media_state_says_where_a_video_is_and_whether_it_plays() {
         assert!(mismatches.is_empty(), "{mismatches:#?}");
     }
 }
+
+#[tokio::test]
+async fn edges_answer_problem_json_and_authentication_comes_first() {
+    let app = spawn_app().await;
+    let problem =
+        |res: &reqwest::Response| res.headers()["content-type"] == "application/problem+json";
+    // A query the server cannot parse, without a key: 401, the parameters are not looked at.
+    let res = app.get(None, "/v1/users/u/history?limit=1&limit=2").await;
+    assert_eq!(res.status(), 401);
+    // With a key: 400 naming the parameter.
+    let res = app
+        .get(Some(APP_KEY), "/v1/users/u/history?limit=1&limit=2")
+        .await;
+    assert_eq!(res.status(), 400);
+    assert!(problem(&res));
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body["errors"][0]["field"], "limit", "{body}");
+    let res = app.get(Some(APP_KEY), "/v1/playback-tokens/verify").await;
+    assert_eq!(res.status(), 400);
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(
+        body["errors"][0],
+        json!({"field": "token", "message": "is required"})
+    );
+    // An unknown route, and a known one with the wrong method.
+    let res = app.get(Some(APP_KEY), "/v1/nothing-here").await;
+    assert_eq!(res.status(), 404);
+    assert!(problem(&res));
+    let res = app.get(Some(APP_KEY), "/v1/playback-tokens").await;
+    assert_eq!(res.status(), 405);
+    assert_eq!(res.headers()["allow"], "POST");
+    assert!(problem(&res));
+}
