@@ -36,3 +36,7 @@ if cargo nextest --version >/dev/null 2>&1; then
 else
   cargo test --locked --workspace --no-fail-fast
 fi
+
+# token-api against its own OpenAPI document, by a third-party fuzzer.
+scripts/schemathesis.sh "$target/debug"
+

@@ -54,16 +54,32 @@ pub struct PlaySection {
 pub struct WatermarkPolicy {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub code_kind: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "crate::request::opt_whole"
+    )]
     pub font_size: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub font_color: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "crate::request::opt_whole"
+    )]
     pub show_time: Option<u32>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "crate::request::opt_whole"
+    )]
     pub hide_time: Option<u32>,
     /// 0 (transparent) to 255 (opaque).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "crate::request::opt_whole"
+    )]
     pub alpha: Option<u8>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub enable_html5_player: Option<bool>,

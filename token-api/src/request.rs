@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use kollus_common::domain::{ClientUserId, MediaContentKey};
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::claims::{MediaItem, PlaySection, PlaybackClaims, WatermarkPolicy};
 
@@ -13,7 +13,7 @@ use crate::claims::{MediaItem, PlaySection, PlaybackClaims, WatermarkPolicy};
 pub struct TokenRequest {
     pub client_user_id: String,
     pub media: Vec<MediaRequest>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "opt_whole")]
     pub expires_in: Option<i64>,
     #[serde(default)]
     pub uservalues: BTreeMap<String, String>,
@@ -35,7 +35,7 @@ pub struct MediaRequest {
     pub intro: Option<bool>,
     #[serde(default)]
     pub seek: Option<bool>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "opt_whole")]
     pub seekable_end: Option<i64>,
     #[serde(default)]
     pub disable_playrate: Option<bool>,
@@ -50,7 +50,9 @@ pub struct MediaRequest {
 #[derive(Debug, Clone, Copy, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SectionRequest {
+    #[serde(deserialize_with = "whole")]
     pub start: i64,
+    #[serde(deserialize_with = "whole")]
     pub end: i64,
 }
 
@@ -63,8 +65,46 @@ pub struct PlayerOptions {
     #[serde(default)]
     pub mute: Option<bool>,
     /// Resume position in seconds (`t`).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "opt_whole")]
     pub t: Option<u32>,
+}
+
+/// JSON Schema's `integer` is any whole number, `1025.0` included (schemathesis sends such): a
+/// whole float is accepted; a fraction, or a number out of the field's range, is refused.
+pub(crate) fn whole<'de, D: Deserializer<'de>, T: TryFrom<i64>>(d: D) -> Result<T, D::Error> {
+    struct Whole;
+    impl serde::de::Visitor<'_> for Whole {
+        type Value = i64;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a whole number")
+        }
+        fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<i64, E> {
+            Ok(v)
+        }
+        fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<i64, E> {
+            i64::try_from(v).map_err(|_| E::custom("is out of range"))
+        }
+        fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<i64, E> {
+            if v.fract() != 0.0 || !v.is_finite() {
+                Err(E::custom(format!("{v} is not a whole number")))
+            } else if v < i64::MIN as f64 || v >= i64::MAX as f64 {
+                Err(E::custom("is out of range"))
+            } else {
+                Ok(v as i64)
+            }
+        }
+    }
+    let v = d.deserialize_any(Whole)?;
+    T::try_from(v).map_err(|_| serde::de::Error::custom(format!("{v} is out of range")))
+}
+
+/// [`whole`], for an optional field (`null` is absent).
+pub(crate) fn opt_whole<'de, D: Deserializer<'de>, T: TryFrom<i64>>(
+    d: D,
+) -> Result<Option<T>, D::Error> {
+    #[derive(Deserialize)]
+    struct Wrap<T: TryFrom<i64>>(#[serde(deserialize_with = "whole")] T);
+    Ok(Option::<Wrap<T>>::deserialize(d)?.map(|w| w.0))
 }
 
 /// One problem with one field, e.g. `media[1].play_section`.
@@ -235,6 +275,25 @@ impl TokenRequest {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn integers_may_be_whole_floats_but_never_fractions() {
+        let parse = |json: &str| serde_json::from_str::<TokenRequest>(json);
+        let base =
+            r#""client_user_id":"u","media":[{"media_content_key":"m","seekable_end":-1.0}]"#;
+        let r = parse(&format!(
+            r#"{{{base},"expires_in":1025.0,"player":{{"t":60.0}}}}"#
+        ))
+        .unwrap();
+        assert_eq!(r.expires_in, Some(1025));
+        assert_eq!(r.media[0].seekable_end, Some(-1));
+        assert_eq!(r.player.t, Some(60));
+        assert!(parse(&format!(r#"{{{base},"expires_in":1.5}}"#)).is_err());
+        assert!(parse(&format!(r#"{{{base},"player":{{"t":-1}}}}"#)).is_err());
+        let alpha = |a: &str| parse(&format!(r#"{{{base},"watermark":{{"alpha":{a}}}}}"#));
+        assert_eq!(alpha("255.0").unwrap().watermark.unwrap().alpha, Some(255));
+        assert!(alpha("256").is_err());
+    }
 
     const LIMITS: Limits = Limits {
         default_expires_in: 3600,

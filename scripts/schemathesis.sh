@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# schemathesis (PyPI) against token-api's served openapi.json, with token-api/schemathesis.toml:
+# no 5xx, every answer in the document, every request the document allows accepted.
+# Installs schemathesis into .local/ when missing; runs token-api on a fresh database.
+#
+#   scripts/schemathesis.sh [BIN_DIR]     BIN_DIR: where token-api was built (target/debug)
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+bin_dir=${1:-${CARGO_TARGET_DIR:-$root/target}/debug}
+[ -x "$bin_dir/token-api" ] || { echo "schemathesis: $bin_dir/token-api is missing: build it first" >&2; exit 1; }
+venv="$root/.local/schemathesis-venv"
+pkg="schemathesis==4.32.5"
+
+if ! "$venv/bin/schemathesis" --version 2>/dev/null | grep -q "4.32.5"; then
+  echo "schemathesis: installing $pkg into .local/" >&2
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install --quiet --disable-pip-version-check "$pkg"
+fi
+
+scripts/postgres.sh >/dev/null
+db=kollus_schemathesis
+psql -h 127.0.0.1 -U postgres -qc "DROP DATABASE IF EXISTS $db WITH (FORCE)"
+psql -h 127.0.0.1 -U postgres -qc "CREATE DATABASE $db"
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+key=schemathesis-api-key-0123456789
+DATABASE_URL=postgres://postgres@127.0.0.1:5432/$db KOLLUS_SECURITY_KEY=schemathesis-security-key \
+  KOLLUS_CUSTOM_KEY=schemathesis-custom-key TOKEN_API_KEYS="schemathesis:$key" \
+  LISTEN_ADDR=127.0.0.1:$port RUST_LOG=error "$bin_dir/token-api" &
+pid=$!
+trap 'kill $pid 2>/dev/null || true; wait $pid 2>/dev/null || true' EXIT
+for _ in $(seq 1 100); do
+  (echo >"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break
+  sleep 0.1
+done
+TOKEN_API_KEY=$key "$venv/bin/schemathesis" --no-color --config-file token-api/schemathesis.toml \
+  run "http://127.0.0.1:$port/openapi.json" --generation-deterministic
