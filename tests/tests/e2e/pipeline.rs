@@ -125,3 +125,114 @@ async fn callbacks_flow_to_the_catalog_and_history_and_tokens_are_signed() {
         assert!(text.contains(name), "{base}/metrics lacks {name}");
     }
 }
+
+/// Every shared fixture, posted as Kollus or a player would to the real ingest binary, lands in
+/// the tables through the broker and both workers.
+#[tokio::test]
+async fn every_fixture_reaches_the_tables_through_the_real_binaries() {
+    let stack = Stack::start().await;
+    for (route, file) in [
+        ("upload", "upload.form"),
+        ("transcoding", "transcoding-success.form"),
+        ("transcoding", "transcoding-request-id.form"),
+        ("channel", "channel-join.form"),
+        ("channel", "channel-leave.form"),
+        ("content", "content-poster.form"),
+        ("content", "content-delete.form"),
+        ("lms", "lms-seed.form"),
+        ("lms", "lms-android-hash.form"),
+    ] {
+        let res = stack.callback(route, fixture(file)).await;
+        assert_eq!(res.status(), 200, "{file}: {:?}", res.text().await);
+    }
+    let json = stack
+        .http
+        .post(format!(
+            "{}/kollus/lms?secret={CALLBACK_SECRET}",
+            stack.ingest
+        ))
+        .header("content-type", "application/json")
+        .body(fixture("lms-seed.json"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(json.status(), 200, "lms-seed.json");
+    let url = String::from_utf8(fixture("lms-query-string.url")).unwrap();
+    let get = stack
+        .http
+        .get(format!(
+            "{}{}&secret={CALLBACK_SECRET}",
+            stack.ingest,
+            url.trim_end()
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(get.status(), 200, "lms-query-string.url as a GET");
+
+    let db = stack.db.client().await;
+    let count = |sql: &'static str| {
+        let db = &db;
+        async move {
+            db.query_one(sql, &[])
+                .await
+                .ok()
+                .map(|r| r.get::<_, i64>(0))
+        }
+    };
+    eventually(
+        "7 platform callbacks and 4 reports applied",
+        Duration::from_secs(60),
+        || async {
+            let events = count("SELECT count(*) FROM content_events").await?;
+            let reports = count("SELECT count(*) FROM playback_events").await?;
+            (events == 7 && reports == 4).then_some(())
+        },
+    )
+    .await;
+    let row = db
+        .query_one(
+            "SELECT request_id, payload->>'filename' FROM content_events \
+             WHERE upload_file_key = '20251117-fx7k2m9q'",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        row.get::<_, Option<&str>>(0),
+        Some("20251117-callback-65a1f0c3d2b4e")
+    );
+    assert_eq!(
+        row.get::<_, Option<&str>>(1),
+        Some("lectures/2025/W01_Intro.MP4")
+    );
+    let sessions = db
+        .query(
+            "SELECT client_user_id, reports, hash_verified FROM watch_sessions ORDER BY 1",
+            &[],
+        )
+        .await
+        .unwrap();
+    let sessions: Vec<(String, i64, Option<bool>)> = sessions
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect();
+    assert_eq!(
+        sessions,
+        [
+            // The seed form and the seed JSON: one session, two unsigned reports.
+            ("181353".to_owned(), 2, Some(false)),
+            // Android's signed report, then the same document unsigned by GET.
+            ("fixture-user-7".to_owned(), 2, Some(false)),
+        ]
+    );
+    let deleted: bool = db
+        .query_one(
+            "SELECT deleted_at IS NOT NULL FROM uploads WHERE upload_file_key = 'ufk-0001'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(deleted, "content-delete.form applied");
+}
