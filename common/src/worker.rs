@@ -69,7 +69,9 @@ impl ApplyError {
     }
 }
 
-// So `?` classifies database failures in every worker the same way.
+// So `?` classifies database failures in every worker the same way. Anything else is classified
+// where it happens (`ApplyError::Permanent` for a record that can never apply): a blanket
+// conversion would call a serialization bug transient and retry its batch forever.
 impl From<deadpool_postgres::PoolError> for ApplyError {
     fn from(e: deadpool_postgres::PoolError) -> Self {
         Self::Transient(e.into())
@@ -79,12 +81,6 @@ impl From<deadpool_postgres::PoolError> for ApplyError {
 impl From<tokio_postgres::Error> for ApplyError {
     fn from(e: tokio_postgres::Error) -> Self {
         Self::from_db(e.into())
-    }
-}
-
-impl From<anyhow::Error> for ApplyError {
-    fn from(e: anyhow::Error) -> Self {
-        Self::from_db(e)
     }
 }
 

@@ -39,7 +39,7 @@ pub async fn claim_new(
     tx: &Transaction<'_>,
     ids: &[Uuid],
     received: &[OffsetDateTime],
-) -> anyhow::Result<HashSet<Uuid>> {
+) -> Result<HashSet<Uuid>, tokio_postgres::Error> {
     let rows = tx
         .query(
             "INSERT INTO playback_events (envelope_id, received_at) \
@@ -60,7 +60,7 @@ pub async fn claim_new(
 pub async fn write_sessions(
     tx: &Transaction<'_>,
     batch: Vec<Session>,
-) -> anyhow::Result<Vec<Session>> {
+) -> Result<Vec<Session>, tokio_postgres::Error> {
     let mut stored = load_sessions(tx, &batch).await?;
     let mut updates = Vec::with_capacity(stored.len());
     let mut inserts = Vec::with_capacity(batch.len() - stored.len());
@@ -179,7 +179,7 @@ impl StoredSession {
 async fn load_sessions(
     tx: &Transaction<'_>,
     sessions: &[Session],
-) -> anyhow::Result<std::collections::HashMap<RowKey, StoredSession>> {
+) -> Result<std::collections::HashMap<RowKey, StoredSession>, tokio_postgres::Error> {
     let users: Vec<&str> = sessions
         .iter()
         .map(|s| s.key.client_user_id.as_str())
@@ -232,7 +232,10 @@ async fn load_sessions(
 
 /// Inserts sessions (each key at most once); a row that exists by then is merged with in SQL
 /// by the session policy.
-pub async fn upsert_sessions(tx: &Transaction<'_>, sessions: &[Session]) -> anyhow::Result<()> {
+pub async fn upsert_sessions(
+    tx: &Transaction<'_>,
+    sessions: &[Session],
+) -> Result<(), tokio_postgres::Error> {
     tx.execute(UPSERT_SESSIONS, &Columns::of(sessions).params())
         .await?;
     Ok(())
@@ -241,7 +244,10 @@ pub async fn upsert_sessions(tx: &Transaction<'_>, sessions: &[Session]) -> anyh
 /// Recomputes the per-(user, video) rollup from all the sessions of the pairs a batch touched
 /// (read back in this transaction, so including the batch's own writes), then writes it whole.
 /// Recomputing (rather than adding) keeps it exact however often a batch is replayed.
-pub async fn refresh_progress(tx: &Transaction<'_>, sessions: &[Session]) -> anyhow::Result<()> {
+pub async fn refresh_progress(
+    tx: &Transaction<'_>,
+    sessions: &[Session],
+) -> Result<(), tokio_postgres::Error> {
     let mut pairs: Vec<(&str, &str)> = sessions
         .iter()
         .map(|s| {

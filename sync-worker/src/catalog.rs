@@ -59,12 +59,15 @@ impl Apply for Catalog {
         let (events, rejected) = decode_batch::<ContentEvent>(batch);
         let mut log = EventColumns::default();
         for (_, event) in &events {
+            // The payload is re-serialized for the audit log: should that ever fail, retrying
+            // cannot help, so the batch is refused and the culprit dead-lettered.
             log.push(
                 event.id,
                 event.received_at,
                 event.kind.as_str(),
                 &event.payload,
-            )?;
+            )
+            .map_err(ApplyError::Permanent)?;
         }
         let applied = Applied {
             newest_received_at: log.received_at.iter().max().copied(),

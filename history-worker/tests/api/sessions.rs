@@ -366,3 +366,49 @@ async fn real_player_fields_reach_the_session_signed_segmented_and_offline() {
     assert!(rows[1].get::<_, bool>(3), "the device clock is flagged");
     assert_eq!(rows[1].get::<_, i64>(4), 200, "offline viewing counts");
 }
+
+#[tokio::test]
+async fn a_record_the_database_refuses_is_dead_lettered_and_the_partition_moves_on() {
+    let w = spawn_worker().await;
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let good = |n: u64| w.envelope(&report("u1", "m1", now - 600, [n, n, n, n, n], &[]));
+    // PostgreSQL's jsonb cannot hold U+0000: applying this report fails every time (SQLSTATE
+    // class 22), which no retry can fix. (ingest refuses it now; records from before, or from
+    // elsewhere, can still carry it.)
+    let mut poison = w.envelope(&report("u1", "m1", now - 600, [50, 50, 50, 50, 50], &[]));
+    poison
+        .payload
+        .uservalues
+        .insert("uservalue0".into(), "bad\u{0}value".into());
+    // One key, so one partition, in this order: the poison sits between two good reports.
+    for e in [good(10), poison.clone(), good(20)] {
+        w.publish(&e).await;
+    }
+    w.wait_applied(2).await;
+    let dead = kollus_common::testing::read_topic(
+        &w.h.broker.addr,
+        &w.h.kafka.deadletter_topic,
+        1,
+        std::time::Duration::from_secs(20),
+    )
+    .await;
+    assert_eq!(dead.len(), 1);
+    let v: serde_json::Value =
+        serde_json::from_slice(rdkafka::Message::payload(&dead[0]).unwrap()).unwrap();
+    assert_eq!(v["reason"], "refused_by_database");
+    let record: serde_json::Value =
+        serde_json::from_str(v["record"]["body"].as_str().unwrap()).unwrap();
+    assert_eq!(record["id"], poison.id.to_string());
+    let row =
+        w.h.db
+            .client()
+            .await
+            .query_one("SELECT playtime, reports FROM watch_sessions", &[])
+            .await
+            .unwrap();
+    assert_eq!(
+        (row.get::<_, i64>(0), row.get::<_, i64>(1)),
+        (20, 2),
+        "the reports around it applied"
+    );
+}

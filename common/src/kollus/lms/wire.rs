@@ -611,10 +611,12 @@ impl<'de> Visitor<'de> for TextVisitor {
     }
 
     fn visit_str<E: de::Error>(self, v: &str) -> Result<String, E> {
+        no_nul(v)?;
         Ok(v.to_owned())
     }
 
     fn visit_string<E: de::Error>(self, v: String) -> Result<String, E> {
+        no_nul(&v)?;
         Ok(v)
     }
 
@@ -644,6 +646,16 @@ impl<'de> Visitor<'de> for TextVisitor {
 
     fn visit_seq<A: SeqAccess<'de>>(self, _: A) -> Result<String, A::Error> {
         Err(de::Error::custom("must be a string"))
+    }
+}
+
+/// PostgreSQL stores no U+0000, in text or jsonb: refused at the edge, named, instead of by a
+/// worker's database later.
+fn no_nul<E: de::Error>(v: &str) -> Result<(), E> {
+    if v.contains('\0') {
+        Err(E::custom("contains a NUL character"))
+    } else {
+        Ok(())
     }
 }
 
@@ -747,6 +759,7 @@ impl<'de> Visitor<'de> for UserValuesVisitor {
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<UserValues, A::Error> {
         let mut values = BTreeMap::new();
         while let Some(key) = map.next_key::<String>()? {
+            no_nul(&key)?;
             if let Some(v) = map.next_value_seed(OptTextSeed)? {
                 values.insert(key, v);
             }
