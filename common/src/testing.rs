@@ -621,6 +621,10 @@ pub async fn read_topic(
     while out.len() < want {
         match tokio::time::timeout_at(deadline, consumer.recv()).await {
             Ok(Ok(m)) => out.push(m.detach()),
+            // Not created yet (a service creates its topics once Kafka answers): keep reading.
+            Ok(Err(rdkafka::error::KafkaError::MessageConsumption(
+                rdkafka::types::RDKafkaErrorCode::UnknownTopicOrPartition,
+            ))) => continue,
             Ok(Err(e)) => panic!("reading {topic}: {e}"),
             Err(_) => break,
         }

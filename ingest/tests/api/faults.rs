@@ -42,6 +42,11 @@ async fn ids_on_topic(
                     .expect("every record has an id header");
                 seen.insert(id);
             }
+            // The topic may not exist yet: ingest creates it once Kafka answers (in the
+            // background, with backoff), which after an outage can be a moment after the restore.
+            Ok(Err(rdkafka::error::KafkaError::MessageConsumption(
+                rdkafka::types::RDKafkaErrorCode::UnknownTopicOrPartition,
+            ))) => continue,
             Ok(Err(e)) => panic!("reading {topic}: {e}"),
             Err(_) => break,
         }
