@@ -256,16 +256,7 @@ async fn an_impossible_report_is_dead_lettered_with_the_reason() {
     w.publish(&plausible).await;
     w.wait_applied(1).await;
 
-    let dead = kollus_common::testing::read_topic(
-        &w.h.broker.addr,
-        &w.h.kafka.deadletter_topic,
-        1,
-        std::time::Duration::from_secs(20),
-    )
-    .await;
-    assert_eq!(dead.len(), 1);
-    let v: serde_json::Value =
-        serde_json::from_slice(rdkafka::Message::payload(&dead[0]).unwrap()).unwrap();
+    let v = the_one_dead_letter(&w).await;
     assert_eq!(v["stage"], "history-worker");
     assert_eq!(v["reason"], "implausible_report");
     assert!(
@@ -385,16 +376,7 @@ async fn a_record_the_database_refuses_is_dead_lettered_and_the_partition_moves_
         w.publish(&e).await;
     }
     w.wait_applied(2).await;
-    let dead = kollus_common::testing::read_topic(
-        &w.h.broker.addr,
-        &w.h.kafka.deadletter_topic,
-        1,
-        std::time::Duration::from_secs(20),
-    )
-    .await;
-    assert_eq!(dead.len(), 1);
-    let v: serde_json::Value =
-        serde_json::from_slice(rdkafka::Message::payload(&dead[0]).unwrap()).unwrap();
+    let v = the_one_dead_letter(&w).await;
     assert_eq!(v["reason"], "refused_by_database");
     let record: serde_json::Value =
         serde_json::from_str(v["record"]["body"].as_str().unwrap()).unwrap();
@@ -411,4 +393,17 @@ async fn a_record_the_database_refuses_is_dead_lettered_and_the_partition_moves_
         (20, 2),
         "the reports around it applied"
     );
+}
+
+/// The dead-letter topic's only record, as JSON.
+async fn the_one_dead_letter(w: &crate::helpers::TestWorker) -> serde_json::Value {
+    let dead = kollus_common::testing::read_topic(
+        &w.h.broker.addr,
+        &w.h.kafka.deadletter_topic,
+        1,
+        std::time::Duration::from_secs(20),
+    )
+    .await;
+    assert_eq!(dead.len(), 1);
+    serde_json::from_slice(rdkafka::Message::payload(&dead[0]).unwrap()).unwrap()
 }

@@ -50,6 +50,17 @@ impl Stack {
         assert_eq!(res.status(), 200);
     }
 
+    /// The OpenAPI document token-api serves.
+    async fn openapi(&self) -> Value {
+        let res = self
+            .http
+            .get(format!("{}/openapi.json", self.token_api))
+            .send()
+            .await
+            .unwrap();
+        res.json().await.unwrap()
+    }
+
     async fn read(&self, path: &str) -> (u16, Value) {
         let res = self
             .http
@@ -111,15 +122,7 @@ async fn the_read_api_answers_from_what_the_pipeline_applied() {
     for (kind, file) in [("upload", "upload.form"), ("channel", "channel-join.form")] {
         assert_eq!(stack.callback(kind, fixture(file)).await.status(), 200);
     }
-    let doc: Value = stack
-        .http
-        .get(format!("{}/openapi.json", stack.token_api))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let doc = stack.openapi().await;
 
     // Progress: once every report is applied.
     let progress = eventually(
@@ -242,15 +245,7 @@ fn query_string_fixture() -> String {
 #[tokio::test]
 async fn real_installations_reports_reach_the_read_api_signed_segmented_and_flagged() {
     let stack = Stack::start().await;
-    let doc: Value = stack
-        .http
-        .get(format!("{}/openapi.json", stack.token_api))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let doc = stack.openapi().await;
     // The Android player's signed report, twice (its timer fired again).
     for _ in 0..2 {
         let res = stack
