@@ -143,12 +143,6 @@ impl fmt::Display for ClientUserId {
 #[serde(transparent)]
 pub struct UnixSeconds(pub i64);
 
-impl UnixSeconds {
-    pub fn now() -> Self {
-        Self(time::OffsetDateTime::now_utc().unix_timestamp())
-    }
-}
-
 impl fmt::Display for UnixSeconds {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         self.0.fmt(f)

@@ -18,6 +18,7 @@ use rdkafka::message::{Message as _, OwnedMessage};
 use rdkafka::producer::FutureProducer;
 use time::OffsetDateTime;
 
+use crate::backoff::Backoff;
 use crate::envelope::{header, DeadLetter, RawBody};
 use crate::http::Readiness;
 use crate::kafka;
@@ -37,8 +38,6 @@ pub struct Rejected {
 #[derive(Debug, Default)]
 pub struct Applied {
     pub rejected: Vec<Rejected>,
-    /// The newest `received_at` among applied records: how far behind real time we are.
-    pub newest_received_at: Option<OffsetDateTime>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -253,7 +252,7 @@ impl<A: Apply> ConsumeLoop<A> {
     }
 
     async fn apply_with_retry(&self, batch: &[OwnedMessage]) -> Applied {
-        let mut backoff = BACKOFF_START;
+        let mut backoff = Backoff::new(BACKOFF_START, BACKOFF_MAX);
         loop {
             match self.apply.apply(batch).await {
                 Ok(applied) => {
@@ -271,15 +270,13 @@ impl<A: Apply> ConsumeLoop<A> {
                             reason: "refused_by_database",
                             detail: format!("{e:#}"),
                         }],
-                        newest_received_at: None,
                     }
                 }
                 Err(ApplyError::Transient(e)) => {
                     self.set_ready(false);
                     self.metrics.retries.inc();
-                    tracing::warn!(error = %e, retry_in = ?backoff, "applying a batch failed; will retry");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(BACKOFF_MAX);
+                    tracing::warn!(error = %e, retry_in = ?backoff.next_delay(), "applying a batch failed; will retry");
+                    backoff.wait().await;
                 }
             }
         }
@@ -291,7 +288,6 @@ impl<A: Apply> ConsumeLoop<A> {
             let one = self.apply_with_retry(std::slice::from_ref(record)).await;
             all.rejected
                 .extend(one.rejected.into_iter().map(|r| Rejected { index: i, ..r }));
-            all.newest_received_at = all.newest_received_at.max(one.newest_received_at);
         }
         all
     }
@@ -337,7 +333,7 @@ impl<A: Apply> ConsumeLoop<A> {
             .key()
             .map(|k| String::from_utf8_lossy(k).into_owned())
             .unwrap_or_default();
-        let mut backoff = BACKOFF_START;
+        let mut backoff = Backoff::new(BACKOFF_START, BACKOFF_MAX);
         loop {
             let headers = kafka::headers(&[
                 (header::REASON, why.reason),
@@ -361,9 +357,8 @@ impl<A: Apply> ConsumeLoop<A> {
                     return;
                 }
                 Err(e) => {
-                    tracing::warn!(error = %e, retry_in = ?backoff, "dead letter not acknowledged; will retry");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(BACKOFF_MAX);
+                    tracing::warn!(error = %e, retry_in = ?backoff.next_delay(), "dead letter not acknowledged; will retry");
+                    backoff.wait().await;
                 }
             }
         }
@@ -585,7 +580,7 @@ pub async fn connect_database(
     settings: &crate::settings::DatabaseSettings,
 ) -> anyhow::Result<deadpool_postgres::Pool> {
     let pool = crate::db::pool(settings)?;
-    let mut backoff = BACKOFF_START;
+    let mut backoff = Backoff::new(BACKOFF_START, BACKOFF_MAX);
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         match crate::db::migrate(&pool).await {
@@ -593,10 +588,9 @@ pub async fn connect_database(
             Err(e) if Instant::now() < deadline => {
                 tracing::warn!(
                     error = format!("{e:#}"), db = crate::db::describe(&settings.url),
-                    retry_in = ?backoff, "database not ready"
+                    retry_in = ?backoff.next_delay(), "database not ready"
                 );
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(BACKOFF_MAX);
+                backoff.wait().await;
             }
             Err(e) => return Err(e),
         }

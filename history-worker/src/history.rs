@@ -1,5 +1,6 @@
-//! Applying a batch of LMS reports: decode, drop envelope ids already applied, merge per
-//! session, upsert sessions and refresh the rollup, all in one transaction.
+//! Applying a batch of LMS reports: decode, split by (user, video) into `HISTORY_WRITE_SHARDS`
+//! shards, and per shard, in one transaction: drop envelope ids already applied, merge per
+//! session, write the sessions and refresh the rollup.
 
 use std::hash::{Hash as _, Hasher as _};
 
@@ -64,10 +65,7 @@ impl Apply for History {
                 }),
             }
         }
-        let applied = Applied {
-            rejected,
-            newest_received_at: envelopes.iter().map(|(e, _)| e.received_at).max(),
-        };
+        let applied = Applied { rejected };
         // Shards by (user, video): no session or rollup row is in two shards, so their
         // transactions never wait on each other. Each shard commits on its own; should one fail,
         // the whole batch is retried and the committed shards' reports are skipped as already

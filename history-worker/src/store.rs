@@ -1,5 +1,6 @@
-//! Writing a batch of merged sessions to PostgreSQL in one transaction, set-based:
-//! one statement for the envelope ids, one for the sessions, one for the rollup.
+//! Moving a shard's rows in and out of PostgreSQL, set-based, inside its transaction: claim the
+//! envelope ids, read and lock the stored sessions, write them back (update, insert), and
+//! recompute the rollup of the pairs they belong to.
 
 use std::collections::HashSet;
 

@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
+use kollus_common::backoff::Backoff;
 use kollus_common::kafka;
 use kollus_common::settings::KafkaSettings;
 use rdkafka::producer::FutureProducer;
@@ -136,7 +137,7 @@ pub async fn forward(
             return;
         }
     };
-    let mut backoff = Duration::from_millis(200);
+    let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
     loop {
         if spool.records() == 0 {
             kafka_ok.store(true, Ordering::Release);
@@ -149,7 +150,7 @@ pub async fn forward(
             Ok(Ok(b)) => b,
             Ok(Err(e)) => {
                 tracing::error!(error = format!("{e:#}"), "reading the spool failed");
-                tokio::time::sleep(backoff).await;
+                backoff.wait().await;
                 continue;
             }
             Err(e) => {
@@ -189,13 +190,13 @@ pub async fn forward(
             metrics.spool_bytes.set(spool.bytes() as i64);
         }
         if acked == batch.len() {
-            backoff = Duration::from_millis(200);
+            backoff.reset();
             if spool.records() == 0 {
                 tracing::info!("spool drained: Kafka is taking callbacks again");
             }
         } else {
             if let Some(Err(e)) = results.get(acked) {
-                tracing::warn!(error = %e, left = spool.records(), retry_in = ?backoff, "forwarding the spool to Kafka failed");
+                tracing::warn!(error = %e, left = spool.records(), retry_in = ?backoff.next_delay(), "forwarding the spool to Kafka failed");
             }
             match fresh_producer(&kafka_settings, CLIENT_ID, TIMEOUT) {
                 Ok(new) => retire(std::mem::replace(&mut producer, new)),
@@ -203,8 +204,7 @@ pub async fn forward(
                     tracing::error!(error = format!("{e:#}"), "could not create a new producer")
                 }
             }
-            tokio::time::sleep(backoff).await;
-            backoff = (backoff * 2).min(Duration::from_secs(5));
+            backoff.wait().await;
         }
     }
 }

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use actix_web::{web, App, HttpServer};
 use anyhow::Context as _;
+use kollus_common::backoff::Backoff;
 use kollus_common::http::{configure_ops, Readiness};
 use kollus_common::kafka;
 use tokio::sync::Semaphore;
@@ -110,7 +111,7 @@ impl Application {
 
 /// Creates the topics once Kafka answers, retrying in the background.
 async fn ensure_topics_eventually(kafka_settings: kollus_common::settings::KafkaSettings) {
-    let mut backoff = Duration::from_secs(1);
+    let mut backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(30));
     loop {
         let attempt = tokio::time::timeout(
             Duration::from_secs(15),
@@ -120,12 +121,13 @@ async fn ensure_topics_eventually(kafka_settings: kollus_common::settings::Kafka
         match attempt {
             Ok(Ok(())) => return,
             Ok(Err(e)) => {
-                tracing::warn!(error = format!("{e:#}"), retry_in = ?backoff, "could not ensure topics")
+                tracing::warn!(error = format!("{e:#}"), retry_in = ?backoff.next_delay(), "could not ensure topics")
             }
-            Err(_) => tracing::warn!(retry_in = ?backoff, "Kafka did not answer topic creation"),
+            Err(_) => {
+                tracing::warn!(retry_in = ?backoff.next_delay(), "Kafka did not answer topic creation")
+            }
         }
-        tokio::time::sleep(backoff).await;
-        backoff = (backoff * 2).min(Duration::from_secs(30));
+        backoff.wait().await;
     }
 }
 

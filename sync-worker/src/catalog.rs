@@ -69,10 +69,7 @@ impl Apply for Catalog {
             )
             .map_err(ApplyError::Permanent)?;
         }
-        let applied = Applied {
-            newest_received_at: log.received_at.iter().max().copied(),
-            rejected,
-        };
+        let applied = Applied { rejected };
 
         let mut client = self.pool.get().await?;
         let tx = client.transaction().await?;
