@@ -57,3 +57,16 @@ impl PayloadError {
         }
     }
 }
+
+/// A shared fixture (`../shared/kollus/fixtures/`) for this crate's unit tests, without the
+/// trailing line break a saved file has.
+#[cfg(test)]
+pub(crate) fn fixture(name: &str) -> Vec<u8> {
+    let path = format!(
+        "{}/../../shared/kollus/fixtures/{name}",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let mut body = std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    body.truncate(body.trim_ascii_end().len());
+    body
+}

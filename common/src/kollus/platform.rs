@@ -280,18 +280,7 @@ fn optional_key<K>(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn fixture(name: &str) -> Vec<u8> {
-        let path = format!(
-            "{}/../../shared/kollus/fixtures/{name}",
-            env!("CARGO_MANIFEST_DIR")
-        );
-        let mut body = std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
-        while body.last().is_some_and(u8::is_ascii_whitespace) {
-            body.pop();
-        }
-        body
-    }
+    use crate::kollus::fixture;
 
     #[test]
     fn channel_join_fixture() {

@@ -71,6 +71,12 @@ impl TestApp {
     pub async fn records(&self, topic: &str, want: usize) -> Vec<OwnedMessage> {
         read_topic(&self.broker.addr, topic, want, Duration::from_secs(15)).await
     }
+
+    /// The first `want` dead letters, as JSON.
+    pub async fn dead_letters(&self, want: usize) -> Vec<serde_json::Value> {
+        let records = self.records("kollus.deadletter.v1", want).await;
+        records.iter().map(value).collect()
+    }
 }
 
 pub const FORM: &str = "application/x-www-form-urlencoded";

@@ -99,12 +99,7 @@ async fn require_refuses_unsigned_and_tampered_reports_and_keeps_them_as_dead_le
         assert_eq!(answer["error"], *reason);
         assert_eq!(answer["field"], "hash");
     }
-    let dead: Vec<serde_json::Value> = app
-        .records("kollus.deadletter.v1", 2)
-        .await
-        .iter()
-        .map(value)
-        .collect();
+    let dead = app.dead_letters(2).await;
     for (bad, reason) in &refused {
         let d = dead
             .iter()
@@ -264,12 +259,7 @@ async fn a_template_without_the_document_is_a_400_kept_with_its_query_string() {
         .unwrap();
     assert_eq!(get.status(), 400);
 
-    let dead: Vec<serde_json::Value> = app
-        .records("kollus.deadletter.v1", 2)
-        .await
-        .iter()
-        .map(value)
-        .collect();
+    let dead = app.dead_letters(2).await;
     assert_eq!(dead.len(), 2);
     assert!(dead.iter().all(|d| d["reason"] == "lms_document_missing"));
     let post = dead.iter().find(|d| d["raw"]["method"] == "POST").unwrap();

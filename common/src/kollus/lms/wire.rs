@@ -781,14 +781,7 @@ impl<'de> DeserializeSeed<'de> for OptTextSeed {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn fixture(name: &str) -> Vec<u8> {
-        let path = format!(
-            "{}/../../shared/kollus/fixtures/{name}",
-            env!("CARGO_MANIFEST_DIR")
-        );
-        std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
-    }
+    use crate::kollus::fixture;
 
     #[test]
     fn seed_document() {
