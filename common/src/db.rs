@@ -2,12 +2,14 @@
 //! start-up (refinery, from `migrations/` at the workspace root).
 
 use std::str::FromStr as _;
+use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use secrecy::{ExposeSecret as _, SecretString};
 use tokio_postgres::NoTls;
 
+use crate::backoff::Backoff;
 use crate::settings::DatabaseSettings;
 
 mod embedded {
@@ -29,6 +31,27 @@ pub fn pool(settings: &DatabaseSettings) -> anyhow::Result<Pool> {
         .max_size(settings.pool_size)
         .build()
         .context("building the PostgreSQL pool")
+}
+
+/// Connects and migrates, retrying while PostgreSQL is not up yet (a service started before
+/// its database waits up to a minute instead of dying).
+pub async fn connect_database(settings: &DatabaseSettings) -> anyhow::Result<Pool> {
+    let pool = pool(settings)?;
+    let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(10));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        match migrate(&pool).await {
+            Ok(()) => return Ok(pool),
+            Err(e) if Instant::now() < deadline => {
+                tracing::warn!(
+                    error = format!("{e:#}"), db = describe(&settings.url),
+                    retry_in = ?backoff.next_delay(), "database not ready"
+                );
+                backoff.wait().await;
+            }
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 /// An arbitrary constant naming the advisory lock that serialises migrations, so several

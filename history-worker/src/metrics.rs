@@ -1,14 +1,16 @@
 //! history-worker's metrics, in the `kollus_history` namespace.
 
-use kollus_common::metrics::{counter_vec, registry, zeroed};
+use kollus_common::metrics::{counter, counter_vec, registry, zeroed};
 use kollus_common::worker::LoopMetrics;
-use prometheus::{IntCounterVec, Registry};
+use prometheus::{IntCounter, IntCounterVec, Registry};
 
 #[derive(Clone)]
 pub struct Metrics {
     pub registry: Registry,
     /// By outcome: `applied`, `duplicate` (envelope applied before), `rejected`.
     pub records: IntCounterVec,
+    /// Shard transactions rolled back because a row changed since it was read.
+    pub raced: IntCounter,
     pub consume: LoopMetrics,
 }
 
@@ -21,6 +23,11 @@ impl Metrics {
                 "records_total",
                 "LMS reports consumed, by outcome.",
                 &["outcome"],
+            ),
+            raced: counter(
+                &r,
+                "write_conflicts_total",
+                "Shard transactions rolled back and retried because a row changed since it was read (consumers overlapping in a rebalance).",
             ),
             consume: LoopMetrics::new(&r),
             registry: r,

@@ -7,8 +7,8 @@
 //! reports came with a device clock we cannot trust.
 //!
 //! The merge is commutative, associative and idempotent, so any order and any number of
-//! repeats of the same reports give the same session. The SQL upsert in `store.rs` applies the
-//! same rules between a batch's merged sessions and the stored rows.
+//! repeats of the same reports give the same session. It is the only copy of the policy: the
+//! worker merges a batch's sessions with their stored rows here, in Rust (`history.rs`).
 
 use std::collections::{BTreeMap, HashMap};
 

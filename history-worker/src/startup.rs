@@ -1,6 +1,7 @@
 //! Building and running history-worker: the same [`Application`] runs in `main` and in tests.
 
-use kollus_common::worker::{connect_database, Worker, WorkerParts};
+use kollus_common::db::connect_database;
+use kollus_common::worker::{Worker, WorkerParts};
 
 use crate::configuration::Settings;
 use crate::history::History;

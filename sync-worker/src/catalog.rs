@@ -33,8 +33,7 @@ use std::collections::{BTreeSet, HashSet};
 
 use deadpool_postgres::{Pool, Transaction};
 use kollus_common::kollus::platform::{ContentChange, ContentEvent};
-use kollus_common::worker::{decode_batch, Applied, Apply, ApplyError};
-use rdkafka::message::OwnedMessage;
+use kollus_common::worker::{Applied, Apply, ApplyError, Record};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
@@ -54,11 +53,15 @@ pub const TABLES: &[&str] = &[
 ];
 
 impl Apply for Catalog {
-    async fn apply(&self, batch: &[OwnedMessage]) -> Result<Applied, ApplyError> {
+    type Payload = ContentEvent;
+
+    async fn apply(&self, batch: &[Record<ContentEvent>]) -> Result<Applied, ApplyError> {
         let started = std::time::Instant::now();
-        let (events, rejected) = decode_batch::<ContentEvent>(batch);
         let mut log = EventColumns::default();
-        for (_, event) in &events {
+        for Record {
+            envelope: event, ..
+        } in batch
+        {
             // The payload is re-serialized for the audit log: should that ever fail, retrying
             // cannot help, so the batch is refused and the culprit dead-lettered.
             log.push(
@@ -69,8 +72,6 @@ impl Apply for Catalog {
             )
             .map_err(ApplyError::Permanent)?;
         }
-        let applied = Applied { rejected };
-
         let mut client = self.pool.get().await?;
         let tx = client.transaction().await?;
         let mut fresh = insert_events(&tx, &log).await?;
@@ -103,16 +104,10 @@ impl Apply for Catalog {
                 .with_label_values(&[change, outcome])
                 .inc();
         }
-        if !applied.rejected.is_empty() {
-            self.metrics
-                .records
-                .with_label_values(&["unknown", "rejected"])
-                .inc_by(applied.rejected.len() as u64);
-        }
         self.metrics
             .apply_duration
             .observe(started.elapsed().as_secs_f64());
-        Ok(applied)
+        Ok(Applied::default())
     }
 
     async fn reset(&self) -> Result<(), ApplyError> {

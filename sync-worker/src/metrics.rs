@@ -7,7 +7,8 @@ use prometheus::{Histogram, IntCounterVec, Registry};
 #[derive(Clone)]
 pub struct Metrics {
     pub registry: Registry,
-    /// By change kind and outcome (`applied`, `duplicate`, `rejected`).
+    /// By change kind and outcome (`applied`, `duplicate`); records that do not decode are
+    /// counted by the loop's `deadletter_total`.
     pub records: IntCounterVec,
     pub apply_duration: Histogram,
     pub consume: LoopMetrics,
@@ -43,7 +44,6 @@ impl Metrics {
         ] {
             zeroed(&m.records, &[&[kind, "applied"], &[kind, "duplicate"]]);
         }
-        zeroed(&m.records, &[&["unknown", "rejected"]]);
         m
     }
 }

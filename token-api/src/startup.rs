@@ -25,7 +25,7 @@ pub struct Application {
 
 impl Application {
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
-        let pool = kollus_common::worker::connect_database(&settings.database).await?;
+        let pool = kollus_common::db::connect_database(&settings.database).await?;
         let metrics = Metrics::new();
         kollus_common::metrics::register_pool(&metrics.registry, &pool);
         let secret = settings.security_key.expose_secret().as_bytes();

@@ -31,8 +31,6 @@ use kollus_common::kafka;
 use kollus_common::kollus::lms::LmsReport;
 use kollus_common::kollus::CallbackKind;
 use kollus_common::settings::{DatabaseSettings, KafkaSettings};
-use kollus_history_worker::sessions::Session;
-use kollus_history_worker::store;
 
 const TOPIC: &str = "kollus.playback.v1";
 const BLOCKS: u64 = 30;
@@ -270,40 +268,57 @@ fn start_worker(binary: &str, brokers: &str, database_url: &str) -> anyhow::Resu
         .with_context(|| format!("starting {binary}"))
 }
 
-/// The naive worker: each report in its own transaction (envelope id, session upsert, rollup).
+/// The naive worker: each report in its own transaction, with the worker's own code.
 async fn naive(
     pool: &deadpool_postgres::Pool,
     reports: Vec<Envelope<LmsReport>>,
     connections: usize,
 ) -> anyhow::Result<f64> {
-    let n = reports.len();
+    use kollus_common::worker::Apply as _;
+    let history = kollus_history_worker::history::History {
+        pool: pool.clone(),
+        metrics: kollus_history_worker::metrics::Metrics::new(),
+        plausibility: Default::default(),
+        write_shards: 1,
+    };
+    let records: Vec<_> = reports
+        .iter()
+        .enumerate()
+        .map(|(i, e)| decoded(&message(e, i as i64)))
+        .collect::<anyhow::Result<_>>()?;
+    let n = records.len();
+    let history = &history;
     let started = Instant::now();
-    let failures = futures_util::stream::iter(reports)
-        .map(|e| async move {
-            let session = Session::from_report(
-                &e.payload,
-                e.received_at,
-                e.query,
-                e.lms_hash,
-                Default::default(),
-            );
-            let mut client = pool.get().await?;
-            let tx = client.transaction().await?;
-            store::claim_new(&tx, &[e.id], &[e.received_at]).await?;
-            let one = [session];
-            store::upsert_sessions(&tx, &one).await?;
-            store::refresh_progress(&tx, &one).await?;
-            tx.commit().await?;
-            anyhow::Ok(())
-        })
+    let failures = futures_util::stream::iter(records)
+        .map(|r| async move { history.apply(std::slice::from_ref(&r)).await })
         .buffer_unordered(connections)
         .filter_map(|r| std::future::ready(r.err()))
         .collect::<Vec<_>>()
         .await;
     if let Some(e) = failures.first() {
-        anyhow::bail!("{} naive upserts failed, first: {e:#}", failures.len());
+        anyhow::bail!("{} naive applies failed, first: {e}", failures.len());
     }
     Ok(n as f64 / started.elapsed().as_secs_f64())
+}
+
+/// An envelope as the worker's consumer receives it.
+fn message(e: &Envelope<LmsReport>, offset: i64) -> rdkafka::message::OwnedMessage {
+    rdkafka::message::OwnedMessage::new(
+        Some(serde_json::to_vec(e).expect("an envelope serializes")),
+        Some(e.payload.partition_key().into_bytes()),
+        TOPIC.into(),
+        rdkafka::message::Timestamp::NotAvailable,
+        0,
+        offset,
+        None,
+    )
+}
+
+fn decoded(
+    m: &rdkafka::message::OwnedMessage,
+) -> anyhow::Result<kollus_common::worker::Record<LmsReport>> {
+    let envelope = kollus_common::worker::decode(m).map_err(|e| anyhow::anyhow!(e))?;
+    Ok(kollus_common::worker::Record { index: 0, envelope })
 }
 
 /// `History::apply` on records held in memory, in batches of 1000: what the worker's code costs
@@ -313,18 +328,7 @@ async fn own_path(admin_url: &str, sessions: u64) -> anyhow::Result<()> {
     let db = fresh_database(admin_url, "kollus_bench_history_own").await?;
     let n = 200_000u64;
     let batches: Vec<Vec<rdkafka::message::OwnedMessage>> = (0..n)
-        .map(|i| {
-            let e = generate(i, sessions);
-            rdkafka::message::OwnedMessage::new(
-                Some(serde_json::to_vec(&e).expect("an envelope serializes")),
-                Some(e.payload.partition_key().into_bytes()),
-                TOPIC.into(),
-                rdkafka::message::Timestamp::NotAvailable,
-                0,
-                i as i64,
-                None,
-            )
-        })
+        .map(|i| message(&generate(i, sessions), i as i64))
         .collect::<Vec<_>>()
         .chunks(1000)
         .map(<[_]>::to_vec)
@@ -346,8 +350,10 @@ async fn own_path(admin_url: &str, sessions: u64) -> anyhow::Result<()> {
     };
     let started = Instant::now();
     for b in &batches {
+        // Decoded here as the loop does before it calls `apply`: the figure includes it.
+        let (records, _) = kollus_common::worker::decode_batch::<LmsReport>(b);
         history
-            .apply(b)
+            .apply(&records)
             .await
             .map_err(|e| anyhow::anyhow!("applying: {e}"))?;
     }

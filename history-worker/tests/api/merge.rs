@@ -1,20 +1,25 @@
-//! The two ways a report meets its stored session must agree: the usual one (row read and
-//! locked, merged in Rust by `Session::merge`, written back) and the race fallback (an insert
-//! that finds a row another consumer wrote, merged by the SQL of `ON CONFLICT`).
+//! A report meets its stored session in one of two ways, which must agree: in the same batch
+//! (merged in memory) or in a later one (its row read back and locked, merged, written back),
+//! so every column must survive the trip through its row. And a session another writer
+//! inserts first is merged with, never overwritten.
 
+use kollus_common::envelope::{Envelope, RawRequest};
 use kollus_common::kollus::lms::checksum::HashVerdict::{Absent, Verified};
 use kollus_common::kollus::lms::LmsReport;
 use kollus_common::kollus::lms::Segment;
-use kollus_common::testing::TestDb;
-use kollus_history_worker::sessions::{Assessment, Session};
-use kollus_history_worker::store;
+use kollus_common::kollus::CallbackKind;
+use kollus_common::testing::{eventually, TestDb};
+use kollus_common::worker::{decode_batch, Apply as _, ApplyError, Record};
+use kollus_history_worker::history::History;
 use serde_json::json;
 
 use crate::helpers::{report, snapshot};
 
 /// Three reports of one session, arriving out of order: counters not monotone in arrival,
-/// block lists of different lengths, uservalues that differ, a position from a smaller runtime.
-fn reports() -> Vec<Session> {
+/// block lists of different lengths, uservalues that differ, a position from a smaller runtime;
+/// segments reported again, grown and late; one report unsigned; one offline report whose
+/// device clock was flagged.
+fn reports() -> Vec<Envelope<LmsReport>> {
     let mut docs = [
         report(
             "u1",
@@ -44,22 +49,30 @@ fn reports() -> Vec<Session> {
         .enumerate()
         .map(|(i, d)| {
             let r = LmsReport::from_json(d.to_string().as_bytes()).expect("a valid report");
+            // The second is received a day before its start_at: only a device clock explains it.
+            let early = if i == 1 { 86_400 } else { 0 };
             let at =
-                time::OffsetDateTime::from_unix_timestamp(1_700_000_100 + 10 * i as i64).unwrap();
+                time::OffsetDateTime::from_unix_timestamp(1_700_000_100 + 10 * i as i64 - early)
+                    .unwrap();
             let mut r = r;
-            // Segments reported again, grown and late; one report unsigned; one offline
-            // report whose device clock was flagged.
             r.segments = [
                 vec![seg(21, 0, 3), seg(22, 0, 20)],
                 vec![seg(21, 0, 3)],
                 vec![seg(22, 0, 48), seg(23, 5, 10)],
             ][i]
                 .clone();
-            let verdict = [Some(Verified), Some(Verified), Some(Absent)][i];
-            let assessment = Assessment {
-                device_clock: i == 1,
-            };
-            Session::from_report(&r, at, [], verdict, assessment)
+            if i == 1 {
+                // Offline (SPEC.md 4.3), and received far from its start: the device clock.
+                r.content.serial = Some(7);
+            }
+            let mut e = Envelope::new(
+                CallbackKind::Lms,
+                r,
+                RawRequest::body(Some("application/json"), d.to_string().as_bytes()),
+            );
+            e.received_at = at;
+            e.lms_hash = [Some(Verified), Some(Verified), Some(Absent)][i];
+            e
         })
         .collect()
 }
@@ -72,39 +85,56 @@ fn seg(block: u32, start_time: u64, play_time: u64) -> Segment {
     }
 }
 
-/// Applies each session in its own transaction, through `write`, and returns the table.
-async fn apply_one_by_one<F>(write: F) -> Vec<String>
-where
-    F: AsyncFn(&deadpool_postgres::Transaction<'_>, Session),
-{
-    let db = TestDb::new().await;
-    let pool = kollus_common::db::pool(&db.settings()).unwrap();
-    for s in reports() {
-        let mut client = pool.get().await.unwrap();
-        let tx = client.transaction().await.unwrap();
-        write(&tx, s).await;
-        tx.commit().await.unwrap();
+fn history(db: &TestDb) -> History {
+    History {
+        pool: kollus_common::db::pool(&db.settings()).unwrap(),
+        metrics: Default::default(),
+        plausibility: Default::default(),
+        write_shards: 1,
     }
-    let rows = snapshot(&db.client().await).await;
-    pool.close();
-    rows
+}
+
+/// The envelopes as the loop hands them to `Apply`.
+fn records(envelopes: &[Envelope<LmsReport>]) -> Vec<Record<LmsReport>> {
+    let messages: Vec<_> = envelopes
+        .iter()
+        .enumerate()
+        .map(|(i, e)| {
+            rdkafka::message::OwnedMessage::new(
+                Some(serde_json::to_vec(e).unwrap()),
+                None,
+                "kollus.playback.v1".into(),
+                rdkafka::message::Timestamp::NotAvailable,
+                0,
+                i as i64,
+                None,
+            )
+        })
+        .collect();
+    let (records, undecoded) = decode_batch(&messages);
+    assert!(undecoded.is_empty(), "{undecoded:?}");
+    records
 }
 
 #[tokio::test]
-async fn the_sql_fallback_merges_exactly_as_the_rust_merge() {
-    let rust = apply_one_by_one(async |tx, s| {
-        store::write_sessions(tx, vec![s]).await.unwrap();
-    })
-    .await;
-    let sql = apply_one_by_one(async |tx, s| {
-        store::upsert_sessions(tx, &[s]).await.unwrap();
-    })
-    .await;
-    assert_eq!(rust, sql);
+async fn a_session_merged_through_its_stored_row_equals_one_merged_in_memory() {
+    let reports = reports();
+    let (one_by_one, in_one_batch) = (TestDb::new().await, TestDb::new().await);
+    let h = history(&one_by_one);
+    for e in &reports {
+        let applied = h.apply(&records(std::slice::from_ref(e))).await.unwrap();
+        assert!(applied.rejected.is_empty(), "{:?}", applied.rejected);
+    }
+    history(&in_one_batch)
+        .apply(&records(&reports))
+        .await
+        .unwrap();
+    let rows = snapshot(&one_by_one.client().await).await;
+    assert_eq!(rows, snapshot(&in_one_batch.client().await).await);
 
     // And both are the session policy: maximums, blocks merged per block, the position of the
     // largest runtime, the first-seen uservalue kept.
-    let row: serde_json::Value = serde_json::from_str(&rust[0]).unwrap();
+    let row: serde_json::Value = serde_json::from_str(&rows[0]).unwrap();
     assert_eq!(row["playtime"], 80);
     assert_eq!(row["real_playtime"], 40);
     assert_eq!(row["last_play_at"], 55);
@@ -125,4 +155,94 @@ async fn the_sql_fallback_merges_exactly_as_the_rust_merge() {
         "one report was unsigned"
     );
     assert_eq!(row["device_clock"], json!(true));
+    let progress: serde_json::Value = serde_json::from_str(&rows[1]).unwrap();
+    assert_eq!(
+        (
+            &progress["sessions"],
+            &progress["total_playtime"],
+            &progress["blocks_watched"]
+        ),
+        (&json!(1), &json!(80), &json!(3))
+    );
+}
+
+#[tokio::test]
+async fn a_session_another_writer_inserts_first_is_merged_with_not_overwritten() {
+    let db = TestDb::new().await;
+    let h = history(&db);
+    let reports = reports();
+    // Another writer (a consumer that still owned the partition a moment ago) has inserted the
+    // session, and its rollup, but not committed yet.
+    let mut other = db.client().await;
+    let other = other.transaction().await.unwrap();
+    other
+        .batch_execute(
+            "INSERT INTO watch_sessions (client_user_id, media_content_key, start_at, playtime, \
+                 first_report_at, last_report_at, reports) \
+             VALUES ('u1', 'm1', 1700000000, 999, to_timestamp(1700000000), to_timestamp(1700000000), 1); \
+             INSERT INTO watch_progress (client_user_id, media_content_key, sessions, total_playtime, \
+                 total_real_playtime, blocks_ever_played, blocks_watched, first_watched_at, last_watched_at) \
+             VALUES ('u1', 'm1', 1, 999, 0, '{}', 0, to_timestamp(1700000000), to_timestamp(1700000000))",
+        )
+        .await
+        .unwrap();
+    let batch = records(&reports);
+    let first = tokio::spawn({
+        let batch = batch.clone();
+        let h = history(&db);
+        async move { h.apply(&batch).await }
+    });
+    // The worker's insert waits on the other writer's row; then the other writer commits.
+    let watcher = db.client().await;
+    eventually(
+        "the worker to wait on the other writer",
+        std::time::Duration::from_secs(20),
+        || async {
+            let row = watcher
+                .query_one(
+                    "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'",
+                    &[],
+                )
+                .await
+                .ok()?;
+            (row.get::<_, i64>(0) > 0).then_some(())
+        },
+    )
+    .await;
+    other.commit().await.unwrap();
+    let raced = first.await.unwrap();
+    assert!(matches!(raced, Err(ApplyError::Transient(_))), "{raced:?}");
+    assert_eq!(
+        watcher
+            .query_one("SELECT count(*) FROM playback_events", &[])
+            .await
+            .unwrap()
+            .get::<_, i64>(0),
+        0,
+        "nothing of the raced attempt is kept"
+    );
+
+    // The loop retries the batch: now the row is there to merge with.
+    h.apply(&batch).await.unwrap();
+    let rows = snapshot(&watcher).await;
+    let session: serde_json::Value = serde_json::from_str(&rows[0]).unwrap();
+    assert_eq!(
+        (
+            &session["playtime"],
+            &session["reports"],
+            &session["real_playtime"]
+        ),
+        (&json!(999), &json!(4), &json!(40)),
+        "the other writer's maximum kept, every report counted"
+    );
+    let progress: serde_json::Value = serde_json::from_str(&rows[1]).unwrap();
+    assert_eq!(
+        (
+            &progress["sessions"],
+            &progress["total_playtime"],
+            &progress["total_real_playtime"]
+        ),
+        (&json!(1), &json!(999), &json!(40)),
+        "one session, its totals grown by what the batch added"
+    );
 }

@@ -5,8 +5,8 @@ use kollus_common::kollus::platform::ContentEvent;
 use kollus_common::kollus::CallbackKind;
 use kollus_common::telemetry::{LogFormat, LogSettings};
 use kollus_common::testing::{eventually, fixture, Harness, TestDb};
-use kollus_common::worker::Apply as _;
 use kollus_common::worker::ConsumeSettings;
+use kollus_common::worker::{decode_batch, Apply as _};
 use kollus_sync_worker::catalog::Catalog;
 use kollus_sync_worker::configuration::Settings;
 use kollus_sync_worker::metrics::Metrics;
@@ -148,13 +148,15 @@ pub async fn apply_directly(batches: Vec<Vec<&Envelope<ContentEvent>>>) -> (Vec<
     };
     let mut offset = 0;
     for batch in batches {
-        let records: Vec<_> = batch
+        let messages: Vec<_> = batch
             .iter()
             .map(|e| {
                 offset += 1;
                 record(e, offset)
             })
             .collect();
+        let (records, undecoded) = decode_batch::<ContentEvent>(&messages);
+        assert!(undecoded.is_empty(), "{undecoded:?}");
         let applied = catalog.apply(&records).await.expect("the batch applies");
         assert!(applied.rejected.is_empty(), "{:?}", applied.rejected);
     }

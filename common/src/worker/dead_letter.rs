@@ -1,0 +1,97 @@
+//! Putting a record that can never apply on the dead-letter topic, with why, and waiting for
+//! Kafka to acknowledge it (its offset is stored only after).
+
+use std::time::Duration;
+
+use rdkafka::message::{Message as _, OwnedMessage};
+use rdkafka::producer::FutureProducer;
+use time::format_description::well_known::Rfc3339;
+use time::OffsetDateTime;
+
+use super::apply::Rejected;
+use super::consume::{BACKOFF_MAX, BACKOFF_START};
+use crate::backoff::Backoff;
+use crate::envelope::{header, DeadLetter, RawBody};
+use crate::kafka;
+
+/// Where dead letters go and who writes them.
+pub struct DeadLetters {
+    pub producer: FutureProducer,
+    pub topic: String,
+    /// Who gives up on a record, written into dead letters (`sync-worker`, ...).
+    pub stage: &'static str,
+    pub counter: prometheus::IntCounterVec,
+}
+
+impl DeadLetters {
+    /// Puts `record` on the dead-letter topic, retrying until Kafka acknowledges it.
+    pub async fn send(&self, record: &OwnedMessage, why: &Rejected) {
+        tracing::warn!(
+            stage = self.stage, reason = why.reason, detail = %why.detail,
+            topic = record.topic(), partition = record.partition(), offset = record.offset(),
+            "dead-lettering a record"
+        );
+        let letter = self.letter(record, why);
+        let value = match serde_json::to_vec(&letter) {
+            Ok(v) => v,
+            Err(e) => {
+                tracing::error!(error = %e, "serializing a dead letter failed");
+                return;
+            }
+        };
+        let key = record
+            .key()
+            .map(|k| String::from_utf8_lossy(k).into_owned())
+            .unwrap_or_default();
+        let id = letter.id.to_string();
+        let mut backoff = Backoff::new(BACKOFF_START, BACKOFF_MAX);
+        loop {
+            let headers = kafka::headers(&[(header::REASON, why.reason), (header::ID, &id)]);
+            let sent = kafka::send(
+                &self.producer,
+                &self.topic,
+                &key,
+                &value,
+                headers,
+                Duration::from_secs(10),
+            )
+            .await;
+            match sent {
+                Ok(()) => {
+                    self.counter.with_label_values(&[why.reason]).inc();
+                    return;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, retry_in = ?backoff.next_delay(), "dead letter not acknowledged; will retry");
+                    backoff.wait().await;
+                }
+            }
+        }
+    }
+
+    /// The dead letter for `record`: the record byte-for-byte, plus what can be read of its
+    /// envelope, field by field (it may be damaged, or not an envelope at all).
+    fn letter(&self, record: &OwnedMessage, why: &Rejected) -> DeadLetter {
+        let envelope: Option<serde_json::Value> = record
+            .payload()
+            .and_then(|p| serde_json::from_slice(p).ok());
+        let field = |name: &str| envelope.as_ref().and_then(|e| e.get(name)).cloned();
+        let received_at = field("received_at")
+            .and_then(|t| serde_json::from_value::<String>(t).ok())
+            .and_then(|t| OffsetDateTime::parse(&t, &Rfc3339).ok());
+        let now = OffsetDateTime::now_utc();
+        DeadLetter {
+            id: uuid::Uuid::now_v7(),
+            stage: self.stage.into(),
+            reason: why.reason.into(),
+            detail: why.detail.clone(),
+            dead_lettered_at: now,
+            kind: field("kind").and_then(|k| serde_json::from_value(k).ok()),
+            received_at: received_at.unwrap_or(now),
+            source_ip: field("source_ip").and_then(|ip| serde_json::from_value(ip).ok()),
+            query: Default::default(),
+            record: Some(RawBody::from_bytes(record.payload().unwrap_or_default())),
+            raw: None,
+        }
+    }
+}

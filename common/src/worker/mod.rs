@@ -1,0 +1,102 @@
+//! What both workers are made of: a consume loop ([`consume`]) that decodes records and hands
+//! them to the worker's [`Apply`] ([`apply`]), dead-letters what can never apply
+//! ([`dead_letter`]), and can replay its topic into emptied tables ([`rebuild`]); plus the admin
+//! server (`/metrics`, `/healthz`, `/readyz`). Laid out by role, as Vector lays out its Kafka
+//! source.
+
+mod apply;
+mod consume;
+mod dead_letter;
+mod rebuild;
+
+use std::future::Future;
+use std::time::Duration;
+
+pub use apply::{decode, decode_batch, Applied, Apply, ApplyError, Delivered, Record, Rejected};
+pub use consume::{ConsumeLoop, ConsumeSettings, LoopMetrics};
+pub use dead_letter::DeadLetters;
+
+use crate::http::Readiness;
+use crate::kafka;
+
+/// A built worker: its admin server and its consume loop.
+pub struct Worker<A> {
+    port: u16,
+    admin: actix_web::dev::Server,
+    consume: ConsumeLoop<A>,
+}
+
+/// What a worker is made of, besides its [`Apply`].
+pub struct WorkerParts<'a> {
+    pub listen_addr: std::net::SocketAddr,
+    pub kafka: &'a crate::settings::KafkaSettings,
+    pub group_id: &'a str,
+    pub topic: &'a str,
+    pub stage: &'static str,
+    pub consume: &'a ConsumeSettings,
+    pub registry: prometheus::Registry,
+    pub metrics: LoopMetrics,
+}
+
+impl<A: Apply> Worker<A> {
+    pub async fn build(parts: WorkerParts<'_>, apply: A) -> anyhow::Result<Self> {
+        use anyhow::Context as _;
+        let kafka_settings = parts.kafka;
+        kafka::ensure_topics(kafka_settings, &kafka_settings.topics()).await?;
+        if parts.consume.rebuild {
+            rebuild::rebuild(kafka_settings, parts.group_id, parts.topic, &apply).await?;
+        }
+        let consumer = kafka::consumer(kafka_settings, parts.group_id, parts.topic)?;
+        let producer =
+            kafka::durable_producer(kafka_settings, parts.stage, Duration::from_secs(10))?;
+        let listener = std::net::TcpListener::bind(parts.listen_addr)
+            .with_context(|| format!("binding {}", parts.listen_addr))?;
+        let port = listener.local_addr()?.port();
+        let ready = Readiness::default();
+        let admin = crate::http::admin_server(listener, parts.registry, ready.clone())?;
+        tracing::info!(
+            stage = parts.stage,
+            topic = parts.topic,
+            group = parts.group_id,
+            port,
+            "worker built"
+        );
+        Ok(Self {
+            port,
+            admin,
+            consume: ConsumeLoop {
+                consumer: kafka::OwnedConsumer::new(consumer),
+                dead_letters: DeadLetters {
+                    producer,
+                    topic: kafka_settings.deadletter_topic.clone(),
+                    stage: parts.stage,
+                    counter: parts.metrics.deadletters.clone(),
+                },
+                apply,
+                metrics: parts.metrics,
+                ready,
+                max_batch: parts.consume.max_batch,
+                linger: parts.consume.linger,
+            },
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Runs until Ctrl-C or SIGTERM.
+    pub async fn run_until_stopped(self) -> anyhow::Result<()> {
+        self.run_until(crate::http::shutdown_signal()).await
+    }
+
+    /// Runs until `shutdown` resolves (tests stop workers this way).
+    pub async fn run_until(self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+        let handle = self.admin.handle();
+        let admin = tokio::spawn(self.admin);
+        self.consume.run(shutdown).await;
+        handle.stop(true).await;
+        admin.await??;
+        Ok(())
+    }
+}
