@@ -72,6 +72,39 @@ impl ApiKeys {
     }
 }
 
+/// The API key a request was authenticated with: a handler that takes one answers only callers
+/// with a valid key (401 otherwise, and a rate-limited WARN naming the route and the peer).
+#[derive(Debug, Clone)]
+pub struct Caller(String);
+
+impl Caller {
+    /// The key's name (never the key), for logs and audit records.
+    pub fn name(&self) -> &str {
+        &self.0
+    }
+}
+
+impl actix_web::FromRequest for Caller {
+    type Error = crate::problem::ApiError;
+    type Future = std::future::Ready<Result<Self, Self::Error>>;
+
+    fn from_request(req: &HttpRequest, _: &mut actix_web::dev::Payload) -> Self::Future {
+        let name = req
+            .app_data::<actix_web::web::Data<crate::state::State>>()
+            .and_then(|state| state.keys.authenticate(req).map(str::to_owned));
+        std::future::ready(match name {
+            Some(name) => Ok(Self(name)),
+            None => {
+                kollus_common::telemetry::warn_auth_failure(
+                    req.match_pattern().as_deref().unwrap_or("unmatched"),
+                    req.peer_addr().map(|a| a.ip()),
+                );
+                Err(crate::problem::ApiError::Unauthorized)
+            }
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,8 +1,6 @@
 //! The strict-catalog check: may a token be issued for these videos?
 
-use std::collections::HashMap;
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use deadpool_postgres::Pool;
 use kollus_common::domain::MediaContentKey;
@@ -35,47 +33,34 @@ struct Known {
     in_any_channel: bool,
 }
 
-/// Recent catalog answers, reused for `ttl` so that a busy token endpoint does not ask
-/// PostgreSQL the same question thousands of times a second. Bounded: emptied when it holds
-/// more than [`CatalogCache::MAX_ENTRIES`] keys.
-pub struct CatalogCache {
-    ttl: Duration,
-    entries: Mutex<HashMap<String, (Instant, Option<Known>)>>,
-}
+/// Recent catalog answers, reused for the configured time so that a busy token endpoint does
+/// not ask PostgreSQL the same question thousands of times a second. Bounded to
+/// [`CatalogCache::MAX_ENTRIES`] keys (moka evicts the least useful).
+pub struct CatalogCache(Option<moka::sync::Cache<String, Option<Known>>>);
 
 impl CatalogCache {
-    const MAX_ENTRIES: usize = 100_000;
+    const MAX_ENTRIES: u64 = 100_000;
 
+    /// Answers live for `ttl`; zero: no cache.
     pub fn new(ttl: Duration) -> Self {
-        Self {
-            ttl,
-            entries: Mutex::new(HashMap::new()),
-        }
+        Self((!ttl.is_zero()).then(|| {
+            moka::sync::Cache::builder()
+                .max_capacity(Self::MAX_ENTRIES)
+                .time_to_live(ttl)
+                .build()
+        }))
     }
 
     /// `Some(answer)` when a fresh answer is held.
     fn get(&self, key: &str) -> Option<Option<Known>> {
-        if self.ttl.is_zero() {
-            return None;
-        }
-        let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
-        entries
-            .get(key)
-            .filter(|(at, _)| at.elapsed() < self.ttl)
-            .map(|(_, known)| *known)
+        self.0.as_ref()?.get(key)
     }
 
     fn put(&self, answers: impl IntoIterator<Item = (String, Option<Known>)>) {
-        if self.ttl.is_zero() {
-            return;
-        }
-        let now = Instant::now();
-        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
-        if entries.len() > Self::MAX_ENTRIES {
-            entries.clear();
-        }
-        for (key, known) in answers {
-            entries.insert(key, (now, known));
+        if let Some(cache) = &self.0 {
+            for (key, known) in answers {
+                cache.insert(key, known);
+            }
         }
     }
 }

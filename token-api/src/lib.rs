@@ -7,7 +7,7 @@ pub mod claims;
 pub mod configuration;
 pub mod metrics;
 pub mod problem;
-pub mod read;
 pub mod request;
 pub mod routes;
 pub mod startup;
+pub mod state;

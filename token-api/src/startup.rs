@@ -16,7 +16,8 @@ use crate::configuration::Settings;
 use crate::metrics::Metrics;
 use crate::problem::{method_not_allowed, unknown_route, ApiError};
 use crate::request::Limits;
-use crate::routes::{api_routes, State};
+use crate::routes::api_routes;
+use crate::state::State;
 
 pub struct Application {
     port: u16,

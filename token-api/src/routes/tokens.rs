@@ -1,48 +1,17 @@
-//! token-api's endpoints.
+//! `POST /v1/playback-tokens` and `GET /v1/playback-tokens/verify`.
 
-use actix_web::http::Method;
 use actix_web::{web, HttpRequest, HttpResponse};
-use deadpool_postgres::Pool;
-use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Validation};
+use jsonwebtoken::{Algorithm, Validation};
 use serde::Serialize;
 use time::OffsetDateTime;
 
-use crate::auth::ApiKeys;
+use crate::auth::Caller;
 use crate::catalog;
 use crate::claims::{sign, PlaybackClaims};
 use crate::configuration::StrictCatalog;
-use crate::metrics::Metrics;
 use crate::problem::ApiError;
-use crate::request::{Limits, TokenRequest, ValidRequest};
-
-pub struct State {
-    pub keys: ApiKeys,
-    pub encoding_key: EncodingKey,
-    pub decoding_key: DecodingKey,
-    pub custom_key: String,
-    pub player_url: String,
-    pub limits: Limits,
-    pub emit_exp: bool,
-    pub strict: StrictCatalog,
-    pub catalog_cache: catalog::CatalogCache,
-    pub pool: Pool,
-    pub metrics: Metrics,
-}
-
-impl State {
-    pub(crate) fn authenticate(&self, req: &HttpRequest) -> Result<String, ApiError> {
-        match self.keys.authenticate(req) {
-            Some(name) => Ok(name.to_owned()),
-            None => {
-                kollus_common::telemetry::warn_auth_failure(
-                    req.match_pattern().as_deref().unwrap_or("unmatched"),
-                    req.peer_addr().map(|a| a.ip()),
-                );
-                Err(ApiError::Unauthorized)
-            }
-        }
-    }
-}
+use crate::request::{TokenRequest, ValidRequest};
+use crate::state::State;
 
 #[derive(Serialize)]
 struct Issued {
@@ -54,11 +23,15 @@ struct Issued {
 
 /// `POST /v1/playback-tokens`
 pub async fn issue_token(
-    req: HttpRequest,
+    caller: Result<Caller, ApiError>,
     body: web::Bytes,
     state: web::Data<State>,
 ) -> Result<HttpResponse, ApiError> {
-    let result = issue(&req, &body, &state).await;
+    // The caller is checked here rather than by extraction alone, so refusals count too.
+    let result = match caller {
+        Ok(caller) => issue(&caller, &body, &state).await,
+        Err(e) => Err(e),
+    };
     let outcome = match &result {
         Ok(_) => "issued",
         Err(ApiError::Unauthorized) => "unauthorized",
@@ -70,8 +43,7 @@ pub async fn issue_token(
     result
 }
 
-async fn issue(req: &HttpRequest, body: &[u8], state: &State) -> Result<HttpResponse, ApiError> {
-    let caller = state.authenticate(req)?;
+async fn issue(caller: &Caller, body: &[u8], state: &State) -> Result<HttpResponse, ApiError> {
     let request: TokenRequest =
         serde_json::from_slice(body).map_err(|e| ApiError::BadJson(e.to_string()))?;
     let valid = request.validate(&state.limits).map_err(ApiError::Invalid)?;
@@ -83,7 +55,7 @@ async fn issue(req: &HttpRequest, body: &[u8], state: &State) -> Result<HttpResp
         .map_err(|e| ApiError::Internal(format!("signing: {e}")))?;
     let url = player_url(state, &token, &valid);
     tracing::info!(
-        caller,
+        caller = caller.name(),
         videos = valid.media.len(),
         expires_in = valid.expires_in,
         "playback token issued"
@@ -172,10 +144,10 @@ pub struct VerifyQuery {
 
 /// `GET /v1/playback-tokens/verify?token=`: for operators, checks signature and expiry.
 pub async fn verify_token(
+    _: Caller,
     req: HttpRequest,
     state: web::Data<State>,
 ) -> Result<HttpResponse, ApiError> {
-    state.authenticate(&req)?;
     let query: VerifyQuery = crate::problem::parse_query(&req)?;
     let mut validation = Validation::new(Algorithm::HS256);
     // `exp` is optional (a setting); `expt` is Kollus's expiry and is checked below.
@@ -193,47 +165,4 @@ pub async fn verify_token(
         "header": data.header,
         "claims": claims,
     })))
-}
-
-/// The OpenAPI document of this API (`token-api/openapi.json`).
-pub const OPENAPI: &str = include_str!("../openapi.json");
-
-/// `GET /openapi.json`
-pub async fn openapi() -> HttpResponse {
-    HttpResponse::Ok()
-        .content_type("application/json")
-        .body(OPENAPI)
-}
-
-/// Every API route, registered from this one list; a test holds it equal to `openapi.json`.
-/// (`/healthz`, `/readyz` and `/metrics` are the operations endpoints every service has.)
-pub fn api_routes() -> Vec<(&'static str, Method, actix_web::Route)> {
-    vec![
-        (
-            "/v1/playback-tokens",
-            Method::POST,
-            web::post().to(issue_token),
-        ),
-        (
-            "/v1/playback-tokens/verify",
-            Method::GET,
-            web::get().to(verify_token),
-        ),
-        (
-            "/v1/users/{client_user_id}/media/{media_content_key}/progress",
-            Method::GET,
-            web::get().to(crate::read::progress),
-        ),
-        (
-            "/v1/users/{client_user_id}/history",
-            Method::GET,
-            web::get().to(crate::read::history),
-        ),
-        (
-            "/v1/media/{media_content_key}",
-            Method::GET,
-            web::get().to(crate::read::media),
-        ),
-        ("/openapi.json", Method::GET, web::get().to(openapi)),
-    ]
 }

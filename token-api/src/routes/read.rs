@@ -9,9 +9,10 @@ use serde::{Deserialize, Serialize};
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
+use crate::auth::Caller;
 use crate::problem::ApiError;
 use crate::request::FieldError;
-use crate::routes::State;
+use crate::state::State;
 
 /// History pages hold at most this many sessions (`limit`), 50 by default.
 pub const MAX_PAGE: i64 = 200;
@@ -104,11 +105,10 @@ struct BlockCoverage {
 }
 
 pub async fn progress(
-    req: HttpRequest,
+    _: Caller,
     path: web::Path<(String, String)>,
     state: web::Data<State>,
 ) -> Result<HttpResponse, ApiError> {
-    state.authenticate(&req)?;
     let (user, media) = path.into_inner();
     let user = user_id(&user)?;
     let media = media_key("media_content_key", &media)?;
@@ -256,11 +256,11 @@ fn instant(field: &str, s: &str) -> Result<i64, ApiError> {
 }
 
 pub async fn history(
+    _: Caller,
     req: HttpRequest,
     path: web::Path<String>,
     state: web::Data<State>,
 ) -> Result<HttpResponse, ApiError> {
-    state.authenticate(&req)?;
     let q: HistoryQuery = crate::problem::parse_query(&req)?;
     let user = user_id(&path.into_inner())?;
     let media = q
@@ -416,11 +416,10 @@ struct Membership {
 }
 
 pub async fn media(
-    req: HttpRequest,
+    _: Caller,
     path: web::Path<String>,
     state: web::Data<State>,
 ) -> Result<HttpResponse, ApiError> {
-    state.authenticate(&req)?;
     let media = media_key("media_content_key", &path.into_inner())?;
     let db = client(&state).await?;
     let row = db

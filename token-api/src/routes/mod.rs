@@ -1,0 +1,51 @@
+//! token-api's endpoints: issuing playback tokens (`tokens.rs`) and the read API (`read.rs`),
+//! registered from one list ([`api_routes`]) that a test holds equal to `openapi.json`.
+
+mod read;
+mod tokens;
+
+use actix_web::http::Method;
+use actix_web::{web, HttpResponse};
+
+/// The OpenAPI document of this API (`token-api/openapi.json`).
+pub const OPENAPI: &str = include_str!("../../openapi.json");
+
+/// `GET /openapi.json`
+pub async fn openapi() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("application/json")
+        .body(OPENAPI)
+}
+
+/// Every API route, registered from this one list; a test holds it equal to `openapi.json`.
+/// (`/healthz`, `/readyz` and `/metrics` are the operations endpoints every service has.)
+pub fn api_routes() -> Vec<(&'static str, Method, actix_web::Route)> {
+    vec![
+        (
+            "/v1/playback-tokens",
+            Method::POST,
+            web::post().to(tokens::issue_token),
+        ),
+        (
+            "/v1/playback-tokens/verify",
+            Method::GET,
+            web::get().to(tokens::verify_token),
+        ),
+        (
+            "/v1/users/{client_user_id}/media/{media_content_key}/progress",
+            Method::GET,
+            web::get().to(read::progress),
+        ),
+        (
+            "/v1/users/{client_user_id}/history",
+            Method::GET,
+            web::get().to(read::history),
+        ),
+        (
+            "/v1/media/{media_content_key}",
+            Method::GET,
+            web::get().to(read::media),
+        ),
+        ("/openapi.json", Method::GET, web::get().to(openapi)),
+    ]
+}
