@@ -13,6 +13,3 @@ pub mod metrics;
 pub mod settings;
 pub mod telemetry;
 pub mod worker;
-
-#[cfg(feature = "testing")]
-pub mod testing;

@@ -3,8 +3,8 @@
 
 use std::time::Duration;
 
-use kollus_common::testing::{eventually, scrape, ServiceProcess};
 use kollus_history_worker::startup::Application;
+use kollus_test_support::{eventually, scrape, ServiceProcess};
 
 use crate::helpers::{report, settings, TestWorker};
 
@@ -53,7 +53,7 @@ async fn assert_exact(w: &TestWorker, users: i64) {
 #[tokio::test]
 async fn postgres_cut_mid_stream_delays_but_loses_nothing() {
     let mut w = TestWorker {
-        h: kollus_common::testing::Harness::new().await,
+        h: kollus_test_support::Harness::new().await,
         port: 0,
     };
     let (proxy, database) = w.h.db.behind_proxy().await;
@@ -137,7 +137,7 @@ fn start_binary(w: &TestWorker) -> ServiceProcess {
 #[tokio::test]
 async fn kill_9_mid_batch_replays_to_the_same_tables() {
     let w = TestWorker {
-        h: kollus_common::testing::Harness::new().await,
+        h: kollus_test_support::Harness::new().await,
         port: 0,
     };
     publish_reports(&w, 0..40).await;

@@ -1,7 +1,7 @@
 use std::time::Duration;
 
-use kollus_common::testing::{eventually, scrape};
 use kollus_history_worker::startup::Application;
+use kollus_test_support::{eventually, scrape};
 
 use crate::helpers::{report, settings, spawn_worker};
 

@@ -4,10 +4,10 @@ use kollus_common::envelope::{Envelope, RawRequest};
 use kollus_common::kollus::lms::LmsReport;
 use kollus_common::kollus::CallbackKind;
 use kollus_common::telemetry::{LogFormat, LogSettings};
-use kollus_common::testing::{eventually, Harness};
 use kollus_common::worker::ConsumeSettings;
 use kollus_history_worker::configuration::Settings;
 use kollus_history_worker::startup::Application;
+use kollus_test_support::{eventually, Harness};
 
 pub struct TestWorker {
     pub h: Harness,

@@ -8,9 +8,9 @@ use kollus_common::kollus::lms::checksum::HashVerdict::{Absent, Verified};
 use kollus_common::kollus::lms::LmsReport;
 use kollus_common::kollus::lms::Segment;
 use kollus_common::kollus::CallbackKind;
-use kollus_common::testing::{eventually, TestDb};
 use kollus_common::worker::{decode_batch, Apply as _, ApplyError, Record};
 use kollus_history_worker::history::History;
+use kollus_test_support::{eventually, TestDb};
 use serde_json::json;
 
 use crate::helpers::{report, snapshot};

@@ -2,8 +2,8 @@
 
 use std::time::Duration;
 
-use kollus_common::testing::eventually;
 use kollus_history_worker::startup::Application;
+use kollus_test_support::eventually;
 
 use crate::helpers::{report, settings, snapshot, spawn_worker};
 

@@ -1,4 +1,4 @@
-use kollus_common::testing::fixture;
+use kollus_test_support::fixture;
 use serde_json::json;
 
 use crate::helpers::{report, spawn_worker};
@@ -397,7 +397,7 @@ async fn a_record_the_database_refuses_is_dead_lettered_and_the_partition_moves_
 
 /// The dead-letter topic's only record, as JSON.
 async fn the_one_dead_letter(w: &crate::helpers::TestWorker) -> serde_json::Value {
-    let dead = kollus_common::testing::read_topic(
+    let dead = kollus_test_support::read_topic(
         &w.h.broker.addr,
         &w.h.kafka.deadletter_topic,
         1,

@@ -1,4 +1,4 @@
-use kollus_common::testing::fixture;
+use kollus_test_support::fixture;
 
 use crate::helpers::*;
 

@@ -6,7 +6,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt as _;
-use kollus_common::testing::{eventually, fixture, free_port, scrape, Broker};
+use kollus_test_support::{eventually, fixture, free_port, scrape, Broker};
 use rdkafka::consumer::{Consumer as _, StreamConsumer};
 use rdkafka::message::{Headers as _, Message as _};
 use rdkafka::ClientConfig;

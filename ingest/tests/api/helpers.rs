@@ -1,9 +1,9 @@
 use std::time::Duration;
 
 use kollus_common::envelope::header;
-use kollus_common::testing::{read_topic, topic_record_count, Broker};
 use kollus_ingest::configuration::Settings;
 use kollus_ingest::startup::Application;
+use kollus_test_support::{read_topic, topic_record_count, Broker};
 use rdkafka::message::{Headers as _, Message as _, OwnedMessage};
 
 pub const SECRET: &str = "test-callback-secret";

@@ -1,7 +1,7 @@
 //! What players and Kollus may send: every variant accepted, every hostile input answered
 //! with a 4xx and kept on the dead-letter topic, never a 5xx.
 
-use kollus_common::testing::fixture;
+use kollus_test_support::fixture;
 use serde_json::json;
 
 use crate::helpers::*;

@@ -1,8 +1,8 @@
 //! LMS reports as real Kollus installations send them (SPEC.md 4.1-4.3): the console template
 //! decides where the document is, what stands beside it, and whether the player signs it.
 
-use kollus_common::testing::fixture;
 use kollus_ingest::configuration::HashPolicy;
+use kollus_test_support::fixture;
 use secrecy::SecretString;
 use serde_json::json;
 

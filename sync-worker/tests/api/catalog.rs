@@ -1,7 +1,7 @@
 use std::time::Duration;
 
 use kollus_common::kollus::CallbackKind;
-use kollus_common::testing::{eventually, read_topic, scrape};
+use kollus_test_support::{eventually, read_topic, scrape};
 
 use crate::helpers::spawn_worker;
 

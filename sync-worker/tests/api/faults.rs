@@ -6,8 +6,8 @@ use std::time::Duration;
 use kollus_common::envelope::Envelope;
 use kollus_common::kollus::platform::ContentEvent;
 use kollus_common::kollus::CallbackKind::{Channel, ContentUpdate, Transcoding, Upload};
-use kollus_common::testing::{eventually, scrape, Harness, ServiceProcess};
 use kollus_sync_worker::startup::Application;
+use kollus_test_support::{eventually, scrape, Harness, ServiceProcess};
 
 use crate::helpers::{apply_directly, envelope, settings, snapshot, TestWorker};
 

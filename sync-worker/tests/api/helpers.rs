@@ -4,13 +4,13 @@ use kollus_common::envelope::{Envelope, RawRequest};
 use kollus_common::kollus::platform::ContentEvent;
 use kollus_common::kollus::CallbackKind;
 use kollus_common::telemetry::{LogFormat, LogSettings};
-use kollus_common::testing::{eventually, fixture, Harness, TestDb};
 use kollus_common::worker::ConsumeSettings;
 use kollus_common::worker::{decode_batch, Apply as _};
 use kollus_sync_worker::catalog::Catalog;
 use kollus_sync_worker::configuration::Settings;
 use kollus_sync_worker::metrics::Metrics;
 use kollus_sync_worker::startup::Application;
+use kollus_test_support::{eventually, fixture, Harness, TestDb};
 use rdkafka::message::{OwnedMessage, Timestamp};
 
 pub struct TestWorker {

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use kollus_common::kollus::CallbackKind;
-use kollus_common::testing::eventually;
+use kollus_test_support::eventually;
 
 use crate::helpers::{snapshot, spawn_worker};
 

@@ -7,7 +7,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use kollus_common::testing::{eventually, fixture, free_port, workspace_root, Broker};
+use kollus_test_support::{eventually, fixture, free_port, workspace_root, Broker};
 use serde_json::{json, Value};
 
 use crate::stack::*;

@@ -1,7 +1,7 @@
 use std::time::Duration;
 
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
-use kollus_common::testing::{eventually, fixture};
+use kollus_test_support::{eventually, fixture};
 
 use crate::stack::*;
 

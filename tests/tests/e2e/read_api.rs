@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use kollus_common::testing::{eventually, fixture, openapi_mismatches};
+use kollus_test_support::{eventually, fixture, openapi_mismatches};
 use serde_json::{json, Value};
 
 use crate::stack::*;

@@ -130,7 +130,7 @@ fn secrets_may_come_from_files_and_healthcheck_probes_healthz() {
         text(&out)
     );
     // Nothing listens on this port: the probe fails.
-    let port = kollus_common::testing::free_port();
+    let port = kollus_test_support::free_port();
     let out = run(
         "sync-worker",
         &["healthcheck"],
@@ -141,7 +141,7 @@ fn secrets_may_come_from_files_and_healthcheck_probes_healthz() {
 
 #[tokio::test]
 async fn failed_authentication_is_logged_rate_limited_without_the_presented_value() {
-    let port = kollus_common::testing::free_port();
+    let port = kollus_test_support::free_port();
     let spool = std::env::temp_dir().join(format!("kollus-e2e-authlog-{port}"));
     let mut child = Command::new(binary("ingest"))
         .env_clear()
@@ -158,7 +158,7 @@ async fn failed_authentication_is_logged_rate_limited_without_the_presented_valu
         .unwrap();
     let http = reqwest::Client::new();
     let url = format!("http://127.0.0.1:{port}/kollus/lms?secret=presented-wrong-value");
-    kollus_common::testing::eventually(
+    kollus_test_support::eventually(
         "ingest to listen",
         std::time::Duration::from_secs(30),
         || async { http.post(&url).send().await.ok().map(|_| ()) },

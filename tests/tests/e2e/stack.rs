@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use kollus_common::testing::{eventually, free_port, Broker, TestDb};
+use kollus_test_support::{eventually, free_port, Broker, TestDb};
 
 pub const CALLBACK_SECRET: &str = "e2e-callback-secret";
 pub const SECURITY_KEY: &str = "e2e-security-key-0123456789";

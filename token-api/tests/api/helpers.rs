@@ -2,7 +2,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use hmac::{Hmac, Mac};
 use kollus_common::telemetry::{LogFormat, LogSettings};
-use kollus_common::testing::TestDb;
+use kollus_test_support::TestDb;
 use kollus_token_api::auth::ApiKeys;
 use kollus_token_api::configuration::{Settings, StrictCatalog};
 use kollus_token_api::startup::Application;

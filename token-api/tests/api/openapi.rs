@@ -2,7 +2,7 @@
 
 use std::collections::BTreeSet;
 
-use kollus_common::testing::openapi_mismatches;
+use kollus_test_support::openapi_mismatches;
 use kollus_token_api::routes::{api_routes, OPENAPI};
 use serde_json::{json, Value};
 

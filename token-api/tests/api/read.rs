@@ -93,7 +93,7 @@ async fn media_state_says_where_a_video_is_and_whether_it_plays() {
         assert_eq!(body["upload"]["upload_file_key"], format!("u-{media}"));
         assert_eq!(body["channels"][0]["channel_key"], "ch");
         assert_eq!(body["channels"][0]["status"], status);
-        let mismatches = kollus_common::testing::openapi_mismatches(
+        let mismatches = kollus_test_support::openapi_mismatches(
             &doc,
             &json!({"$ref": "#/components/schemas/MediaState"}),
             &body,

@@ -1,0 +1,80 @@
+//! What every crate's integration tests run against, as crates.io keeps its test database crate
+//! apart from the service: a fresh PostgreSQL database per test ([`db`]), a real Kafka-protocol
+//! broker per test ([`broker`]), a TCP proxy that can cut connections ([`proxy`]), services run
+//! as real processes or in-process under a [`Harness`] ([`process`]), and polling with a
+//! deadline. A dev-dependency only: nothing here ships in a service.
+
+pub mod broker;
+pub mod db;
+pub mod openapi;
+pub mod process;
+pub mod proxy;
+
+use std::future::Future;
+use std::net::TcpListener as StdListener;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub use broker::{broker_binary, read_topic, topic_record_count, Broker};
+pub use db::TestDb;
+pub use openapi::openapi_mismatches;
+pub use process::{Harness, ServiceProcess, StopSignal};
+pub use proxy::ChaosProxy;
+
+/// The workspace root (where `Cargo.toml`, `scripts/` and `.local/` are).
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("test-support/ sits in the workspace root")
+        .to_path_buf()
+}
+
+/// A fixture from `shared/kollus/fixtures/`, without the trailing newline the files end with.
+pub fn fixture(name: &str) -> Vec<u8> {
+    let path = workspace_root()
+        .join("../shared/kollus/fixtures")
+        .join(name);
+    let mut body = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    while body.last().is_some_and(u8::is_ascii_whitespace) {
+        body.pop();
+    }
+    body
+}
+
+/// A free TCP port on loopback (the OS's pick; reused at once, so a clash is unlikely).
+pub fn free_port() -> u16 {
+    StdListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("binding an ephemeral port on loopback")
+}
+
+/// Polls `check` until it returns `Some`, or panics after `timeout` saying what was awaited.
+pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut tick = tokio::time::interval(Duration::from_millis(50));
+    loop {
+        tick.tick().await;
+        if let Some(v) = check().await {
+            return v;
+        }
+        if tokio::time::Instant::now() > deadline {
+            panic!("timed out after {timeout:?} waiting for {what}");
+        }
+    }
+}
+
+/// The value of one Prometheus sample from `{base}/metrics`, e.g.
+/// `scrape("http://127.0.0.1:9101", "kollus_sync_records_total{kind=\"uploaded\",outcome=\"applied\"}")`.
+/// `None` when the service does not answer or has no such sample.
+pub async fn scrape(base: &str, sample: &str) -> Option<f64> {
+    let res = reqwest::get(format!("{base}/metrics")).await.ok()?;
+    let text = res.error_for_status().ok()?.text().await.ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix(sample)?.strip_prefix(' '))
+        .and_then(|v| v.trim().parse().ok())
+}

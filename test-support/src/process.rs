@@ -1,0 +1,114 @@
+//! A service under test: its real binary as a process, or its `Application` in-process, with
+//! its own database and broker.
+
+use kollus_common::settings::KafkaSettings;
+use std::future::Future;
+use std::process::{Child, Command};
+
+use crate::{Broker, TestDb};
+
+/// A service's real binary as a process, killed (SIGKILL) when dropped so a failing test leaves
+/// none behind. Given the harness's database and broker, an ephemeral admin port, error logs.
+pub struct ServiceProcess(pub Child);
+
+impl ServiceProcess {
+    pub fn start(binary: &str, h: &Harness, env: &[(&str, &str)]) -> Self {
+        let mut command = Command::new(binary);
+        command
+            .env("DATABASE_URL", &h.db.url)
+            .env("KAFKA_BROKERS", &h.kafka.brokers)
+            .env(
+                "KAFKA_TOPIC_PARTITIONS",
+                h.kafka.topic_partitions.to_string(),
+            )
+            .env("LISTEN_ADDR", "127.0.0.1:0")
+            .env("RUST_LOG", "error")
+            .env("LOG_FORMAT", "text")
+            .stdin(std::process::Stdio::null());
+        for (k, v) in env {
+            command.env(k, v);
+        }
+        Self(
+            command
+                .spawn()
+                .unwrap_or_else(|e| panic!("starting {binary}: {e}")),
+        )
+    }
+
+    /// `kill -9`: nothing runs in the process after this (no offset commit, no leaving the group).
+    pub fn kill_9(&mut self) {
+        self.0.kill().expect("kill -9");
+        self.0.wait().expect("reaping the killed process");
+    }
+}
+
+impl Drop for ServiceProcess {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// What a worker test runs against: its own database and broker, and the running service,
+/// stopped (or killed) by the test or on drop.
+pub struct Harness {
+    pub db: TestDb,
+    pub broker: Broker,
+    pub kafka: KafkaSettings,
+    running: Option<(
+        tokio::sync::oneshot::Sender<()>,
+        tokio::task::JoinHandle<anyhow::Result<()>>,
+    )>,
+}
+
+/// Resolves when the test asks the service to stop.
+pub type StopSignal = std::pin::Pin<Box<dyn Future<Output = ()> + Send>>;
+
+impl Harness {
+    pub async fn new() -> Self {
+        let db = TestDb::new().await;
+        let broker = Broker::start().await;
+        let kafka = broker.settings();
+        Self {
+            db,
+            broker,
+            kafka,
+            running: None,
+        }
+    }
+
+    /// Runs a service: `run` gets the stop signal and returns the service's run future.
+    pub fn spawn<Fut>(&mut self, run: impl FnOnce(StopSignal) -> Fut)
+    where
+        Fut: Future<Output = anyhow::Result<()>> + Send + 'static,
+    {
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let stop: StopSignal = Box::pin(async move {
+            let _ = rx.await;
+        });
+        self.running = Some((tx, tokio::spawn(run(stop))));
+    }
+
+    /// Asks the service to stop and waits until it did (a graceful shutdown).
+    pub async fn stop(&mut self) {
+        if let Some((tx, task)) = self.running.take() {
+            let _ = tx.send(());
+            task.await
+                .expect("the service task did not panic")
+                .expect("the service stopped cleanly");
+        }
+    }
+
+    /// Drops the service mid-flight, as `kill -9` would: nothing after this point runs.
+    pub fn kill(&mut self) {
+        if let Some((_, task)) = self.running.take() {
+            task.abort();
+        }
+    }
+}
+
+impl Drop for Harness {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
