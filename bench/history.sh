@@ -26,8 +26,17 @@ kafka_port=$(port)
 wait_port "$kafka_port"
 
 "$target/history-bench" "127.0.0.1:$kafka_port" "${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres}" \
-  "$target/history-worker" "${1:-1000000}" "${2:-50000}"
+  "$target/history-worker" "${1:-1000000}" "${2:-50000}" | tee "$work/out"
 
+ingest_rps_file=.local/bench/ingest-rps
+worker_rps=$(sed -n 's/.*RESULT worker .* rps=\([0-9]*\).*/\1/p' "$work/out")
 echo
+if [ -s "$ingest_rps_file" ]; then
+  ingest_rps=$(cat "$ingest_rps_file")
+  python3 -c "import sys; w, i = map(float, sys.argv[1:3]); print(f'history-worker topic to table / ingest sustained (bench/ingest.sh, 256 connections, {i:.0f} req/s on {sys.argv[3]}): {w / i:.2f} (aim: 1.5)')" \
+    "$worker_rps" "$ingest_rps" "$(date -r "$ingest_rps_file" +%F)"
+else
+  echo "ratio to ingest: run bench/ingest.sh first on this machine (it leaves its rate in $ingest_rps_file)"
+fi
 echo "machine: $(nproc) cores, $(lscpu | sed -n 's/^Model name:[[:space:]]*//p'), $(free -g | awk '/Mem:/{print $2}') GiB; broker, worker, PostgreSQL and the generator share the cores"
 echo "PostgreSQL: $(psql -h 127.0.0.1 -U postgres -Atc 'SHOW server_version' 2>/dev/null || echo unknown), $(psql -h 127.0.0.1 -U postgres -Atc 'SHOW synchronous_commit' 2>/dev/null | sed 's/^/synchronous_commit=/')"

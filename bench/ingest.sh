@@ -85,3 +85,7 @@ if o:
     print(f"  with the LMS hash check (LMS_HASH_POLICY=record): {float(o['rps_with_hash']):.0f} callbacks/s")
     print(f"  for scale, only building a serde_json::Value tree of the document: {float(o['value_tree_only']):.0f}/s")
 PY
+# ingest's sustained rate (256 connections, Kafka acks), for bench/history.sh's ratio.
+mkdir -p "$(dirname "$0")/../.local/bench"
+awk '$1 == "ingest" && $2 == "c=256" { sub("rps=", "", $3); print $3 }' "$results" \
+  >"$(dirname "$0")/../.local/bench/ingest-rps"

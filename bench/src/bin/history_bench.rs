@@ -87,7 +87,7 @@ async fn main() -> anyhow::Result<()> {
     );
 
     // 3: steady rate while the worker runs.
-    let lag_rate = 5_000u64;
+    let lag_rate = 10_000u64;
     let lag_records = lag_rate * 20;
     let start_lag = records;
     publish(
