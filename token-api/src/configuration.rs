@@ -54,6 +54,8 @@ pub struct Settings {
     #[arg(long, env = "STRICT_CATALOG_CACHE_MS", value_parser = kollus_common::settings::millis, default_value = "1000")]
     pub strict_catalog_cache: std::time::Duration,
     #[command(flatten)]
+    pub play: crate::playback::PlaySettings,
+    #[command(flatten)]
     pub database: DatabaseSettings,
     #[command(flatten)]
     pub log: LogSettings,

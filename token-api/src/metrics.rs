@@ -11,6 +11,12 @@ pub struct Metrics {
     pub catalog_rejections: IntCounterVec,
     pub requests: IntCounterVec,
     pub request_duration: HistogramVec,
+    /// Play and DRM callback answers, by `callback:kind`, result (1, 0) and reason.
+    pub play_decisions: IntCounterVec,
+    /// Play and DRM callbacks not answered with a decision, by callback and why.
+    pub play_refused: IntCounterVec,
+    /// Entitlement grants and revocations.
+    pub entitlement_changes: IntCounterVec,
 }
 
 impl Metrics {
@@ -42,8 +48,46 @@ impl Metrics {
                 &["route"],
                 latency_buckets(),
             ),
+            play_decisions: counter_vec(
+                &r,
+                "play_decisions_total",
+                "Answers to Kollus's play and DRM callbacks, by callback:kind, result (1 allowed, 0 refused) and reason.",
+                &["kind", "result", "reason"],
+            ),
+            play_refused: counter_vec(
+                &r,
+                "play_callbacks_refused_total",
+                "Play and DRM callbacks answered with an error instead of a decision, by callback and reason (bad_secret, invalid, unavailable, off).",
+                &["callback", "reason"],
+            ),
+            entitlement_changes: counter_vec(
+                &r,
+                "entitlement_changes_total",
+                "Entitlements granted or revoked through the API.",
+                &["action"],
+            ),
             registry: r,
         };
+        zeroed(&m.entitlement_changes, &[&["grant"], &["revoke"]]);
+        for callback in ["play", "drm"] {
+            zeroed(
+                &m.play_refused,
+                &[
+                    &[callback, "bad_secret"],
+                    &[callback, "invalid"],
+                    &[callback, "unavailable"],
+                ],
+            );
+        }
+        zeroed(
+            &m.play_decisions,
+            &[
+                &["play:1", "1", "entitled"],
+                &["play:1", "0", "no_entitlement"],
+                &["play:1", "0", "expired"],
+                &["play:1", "0", "playtime_used_up"],
+            ],
+        );
         zeroed(
             &m.issued,
             &[

@@ -10,6 +10,8 @@ use crate::request::FieldError;
 pub enum ApiError {
     #[error("a valid API key is required: Authorization: Bearer <key>")]
     Unauthorized,
+    #[error("the callback URL's secret is missing or wrong")]
+    BadSecret,
     #[error("the request has {} invalid field(s)", .0.len())]
     Invalid(Vec<FieldError>),
     #[error("the request body is not valid JSON for this endpoint: {0}")]
@@ -59,13 +61,18 @@ pub async fn unknown_route(req: actix_web::HttpRequest) -> HttpResponse {
 
 /// A route asked with a method it does not take: 405 with `Allow`, as problem+json.
 pub fn method_not_allowed(
-    allow: actix_web::http::Method,
+    allow: Vec<actix_web::http::Method>,
 ) -> impl Fn(actix_web::HttpRequest) -> std::future::Ready<HttpResponse> + Clone {
+    let allow = allow
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(", ");
     move |req| {
         std::future::ready(
             ApiError::MethodNotAllowed {
                 method: req.method().to_string(),
-                allow: allow.to_string(),
+                allow: allow.clone(),
             }
             .error_response(),
         )
@@ -86,7 +93,7 @@ struct Problem<'a> {
 impl ResponseError for ApiError {
     fn status_code(&self) -> StatusCode {
         match self {
-            Self::Unauthorized => StatusCode::UNAUTHORIZED,
+            Self::Unauthorized | Self::BadSecret => StatusCode::UNAUTHORIZED,
             Self::Invalid(_) | Self::BadJson(_) | Self::BadToken(_) => StatusCode::BAD_REQUEST,
             Self::Refused(..) => StatusCode::CONFLICT,
             Self::NotFound(_) => StatusCode::NOT_FOUND,

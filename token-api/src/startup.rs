@@ -46,7 +46,13 @@ impl Application {
             catalog_cache: crate::catalog::CatalogCache::new(settings.strict_catalog_cache),
             pool,
             metrics: metrics.clone(),
+            play: settings.play.clone(),
         });
+        if settings.play.callback_secret.is_none() {
+            tracing::warn!(
+                "CALLBACK_SECRET is not set: Kollus's play and DRM callbacks are off (404)"
+            );
+        }
         let ready = Readiness::default();
         ready.set(true);
         let listener = TcpListener::bind(settings.listen_addr)
@@ -64,12 +70,23 @@ impl Application {
                 )
                 .wrap(from_fn(red_metrics))
                 .configure(|cfg| {
+                    // One resource per path, with every method it takes.
+                    let mut by_path: Vec<(&str, Vec<(actix_web::http::Method, actix_web::Route)>)> =
+                        Vec::new();
                     for (path, method, route) in api_routes() {
-                        cfg.service(
-                            web::resource(path)
-                                .route(route)
-                                .default_service(web::to(method_not_allowed(method))),
-                        );
+                        match by_path.iter_mut().find(|(p, _)| *p == path) {
+                            Some((_, routes)) => routes.push((method, route)),
+                            None => by_path.push((path, vec![(method, route)])),
+                        }
+                    }
+                    for (path, routes) in by_path {
+                        let allow: Vec<actix_web::http::Method> =
+                            routes.iter().map(|(m, _)| m.clone()).collect();
+                        let mut resource = web::resource(path);
+                        for (_, route) in routes {
+                            resource = resource.route(route);
+                        }
+                        cfg.service(resource.default_service(web::to(method_not_allowed(allow))));
                     }
                 })
                 .configure(|cfg| configure_ops(cfg, registry.clone(), ready.clone()))

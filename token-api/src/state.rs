@@ -21,4 +21,5 @@ pub struct State {
     pub catalog_cache: catalog::CatalogCache,
     pub pool: Pool,
     pub metrics: Metrics,
+    pub play: crate::playback::PlaySettings,
 }

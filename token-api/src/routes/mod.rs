@@ -46,6 +46,41 @@ pub fn api_routes() -> Vec<(&'static str, Method, actix_web::Route)> {
             Method::GET,
             web::get().to(read::media),
         ),
+        (
+            "/v1/users/{client_user_id}/entitlements",
+            Method::GET,
+            web::get().to(crate::entitlements::list),
+        ),
+        (
+            "/v1/users/{client_user_id}/entitlements/media/{media_content_key}",
+            Method::PUT,
+            web::put().to(crate::entitlements::grant_media),
+        ),
+        (
+            "/v1/users/{client_user_id}/entitlements/media/{media_content_key}",
+            Method::DELETE,
+            web::delete().to(crate::entitlements::revoke_media),
+        ),
+        (
+            "/v1/users/{client_user_id}/entitlements/channel/{channel_key}",
+            Method::PUT,
+            web::put().to(crate::entitlements::grant_channel),
+        ),
+        (
+            "/v1/users/{client_user_id}/entitlements/channel/{channel_key}",
+            Method::DELETE,
+            web::delete().to(crate::entitlements::revoke_channel),
+        ),
+        (
+            "/kollus/play",
+            Method::POST,
+            web::post().to(crate::playback::play),
+        ),
+        (
+            "/kollus/drm",
+            Method::POST,
+            web::post().to(crate::playback::drm),
+        ),
         ("/openapi.json", Method::GET, web::get().to(openapi)),
     ]
 }

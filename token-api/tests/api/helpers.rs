@@ -5,6 +5,7 @@ use kollus_common::telemetry::{LogFormat, LogSettings};
 use kollus_test_support::TestDb;
 use kollus_token_api::auth::ApiKeys;
 use kollus_token_api::configuration::{Settings, StrictCatalog};
+use kollus_token_api::playback::{Lang, PlayDefault, PlaySettings};
 use kollus_token_api::startup::Application;
 use secrecy::SecretString;
 use sha2::Sha256;
@@ -13,6 +14,7 @@ pub const SECURITY_KEY: &str = "test-security-key-0123456789";
 pub const CUSTOM_KEY: &str = "custom-key-abc";
 pub const APP_KEY: &str = "app-key-0123456789abcdef";
 pub const OPS_KEY: &str = "ops-key-0123456789abcdef";
+pub const CALLBACK_SECRET: &str = "test-callback-secret-0123";
 
 pub struct TestApp {
     pub address: String,
@@ -39,6 +41,14 @@ pub async fn spawn_app_with(tweak: impl FnOnce(&mut Settings)) -> TestApp {
         strict_catalog: StrictCatalog::On,
         // Exact answers unless a test is about the cache.
         strict_catalog_cache: std::time::Duration::ZERO,
+        play: PlaySettings {
+            callback_secret: Some(SecretString::from(CALLBACK_SECRET)),
+            default: PlayDefault::Deny,
+            lang: Lang::Ko,
+            vmcheck: false,
+            disable_tvout: false,
+            timeout: std::time::Duration::from_secs(2),
+        },
         database: db.settings(),
         log: LogSettings {
             log_format: LogFormat::Text,

@@ -2,5 +2,6 @@
 
 mod helpers;
 mod openapi;
+mod playback;
 mod read;
 mod tokens;

@@ -1,0 +1,438 @@
+//! Kollus's play and DRM callbacks answered from entitlements and watch history (SPEC.md 5):
+//! every answer decoded with `jsonwebtoken` against the security key, claims and header exact.
+
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use serde_json::{json, Value};
+
+use crate::helpers::*;
+
+const FAR: i64 = 1_893_000_000; // 2029-12-27, an expiry in the future for years to come
+
+fn rfc3339(unix: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp(unix)
+        .unwrap()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap()
+}
+
+/// The answer's claims, after checking status, content type, header and signature.
+async fn decoded(res: reqwest::Response) -> Value {
+    assert_eq!(res.status(), 200, "{:?}", res.text().await);
+    assert_eq!(
+        res.headers()["content-type"].to_str().unwrap(),
+        "text/plain; charset=utf-8"
+    );
+    assert_eq!(res.headers()["x-kollus-userkey"], CUSTOM_KEY);
+    let body = res.text().await.unwrap();
+    let mut validation = Validation::new(Algorithm::HS256);
+    validation.required_spec_claims.clear();
+    validation.validate_exp = false;
+    let data = jsonwebtoken::decode::<Value>(
+        &body,
+        &DecodingKey::from_secret(SECURITY_KEY.as_bytes()),
+        &validation,
+    )
+    .expect("the answer verifies with the security key");
+    assert_eq!(data.header.alg, Algorithm::HS256);
+    assert_eq!(data.header.typ.as_deref(), Some("JWT"));
+    data.claims
+}
+
+impl TestApp {
+    async fn grant(&self, user: &str, scope: &str, key: &str, body: Value) -> reqwest::Response {
+        self.client
+            .put(format!(
+                "{}/v1/users/{user}/entitlements/{scope}/{key}",
+                self.address
+            ))
+            .bearer_auth(APP_KEY)
+            .json(&body)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    async fn revoke(&self, user: &str, scope: &str, key: &str) -> reqwest::Response {
+        self.client
+            .delete(format!(
+                "{}/v1/users/{user}/entitlements/{scope}/{key}",
+                self.address
+            ))
+            .bearer_auth(APP_KEY)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    async fn callback(&self, path: &str, secret: &str, form: &[(&str, &str)]) -> reqwest::Response {
+        self.client
+            .post(format!("{}/kollus/{path}?secret={secret}", self.address))
+            .form(form)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    async fn play(&self, kind: &str, user: &str, media: &str) -> reqwest::Response {
+        self.callback(
+            "play",
+            CALLBACK_SECRET,
+            &[
+                ("kind", kind),
+                ("client_user_id", user),
+                ("media_content_key", media),
+                ("player_id", "player-1"),
+                ("device_name", "iPhone"),
+                ("uservalues", r#"{"uservalue0":"course-7"}"#),
+                ("localtime", "1700000000"),
+            ],
+        )
+        .await
+    }
+
+    async fn drm(&self, items: Value) -> reqwest::Response {
+        self.callback("drm", CALLBACK_SECRET, &[("items", &items.to_string())])
+            .await
+    }
+
+    /// The user's playtime on a video, as history-worker's rollup would hold it.
+    async fn watched(&self, user: &str, media: &str, playtime: i64) {
+        self.db
+            .client()
+            .await
+            .execute(
+                "INSERT INTO watch_progress (client_user_id, media_content_key, sessions, \
+                     total_playtime, total_real_playtime, blocks_ever_played, blocks_watched, \
+                     first_watched_at, last_watched_at) \
+                 VALUES ($1, $2, 1, $3, $3, '{}', 0, now(), now()) \
+                 ON CONFLICT (client_user_id, media_content_key) \
+                 DO UPDATE SET total_playtime = EXCLUDED.total_playtime",
+                &[&user, &media, &playtime],
+            )
+            .await
+            .unwrap();
+    }
+
+    async fn count(&self, sql: &str) -> i64 {
+        self.db
+            .client()
+            .await
+            .query_one(sql, &[])
+            .await
+            .unwrap()
+            .get(0)
+    }
+}
+
+#[tokio::test]
+async fn an_entitled_play_gets_its_expiry_and_the_allowance_left() {
+    let app = spawn_app().await;
+    let res = app
+        .grant(
+            "u1",
+            "media",
+            "m1",
+            json!({"expires_at": rfc3339(FAR), "playtime_limit_seconds": 3600}),
+        )
+        .await;
+    assert_eq!(res.status(), 200);
+    let granted: Value = res.json().await.unwrap();
+    assert_eq!(granted["granted_by"], "app", "the API key's name");
+    app.watched("u1", "m1", 1000).await;
+
+    assert_eq!(
+        decoded(app.play("1", "u1", "m1").await).await,
+        json!({"data": {
+            "result": 1, "message": "", "expiration_date": FAR,
+            "expiration_playtime": 2600, "vmcheck": 0, "disable_tvout": 0
+        }})
+    );
+    assert_eq!(
+        decoded(app.play("3", "u1", "m1").await).await,
+        json!({"data": {"result": 1, "message": "", "content_expired": 0}})
+    );
+    assert_eq!(
+        app.count(
+            "SELECT count(*) FROM playback_decisions WHERE client_user_id = 'u1' \
+             AND result = 1 AND reason = 'entitled' AND playtime_used_seconds = 1000 \
+             AND playtime_limit_seconds = 3600 AND player_id = 'player-1'"
+        )
+        .await,
+        2,
+        "every decision is recorded with the numbers it used"
+    );
+
+    // The allowance used up: refused, with a message for the viewer.
+    app.watched("u1", "m1", 3600).await;
+    let claims = decoded(app.play("1", "u1", "m1").await).await;
+    assert_eq!(claims["data"]["result"], 0);
+    assert_eq!(claims["data"]["expiration_playtime"], 0);
+    assert_eq!(
+        claims["data"]["message"],
+        "이 강의의 시청 가능 시간을 모두 사용했습니다."
+    );
+}
+
+#[tokio::test]
+async fn refusals_say_why_and_expired_or_revoked_content_is_marked_expired() {
+    let app = spawn_app_with(|s| s.play.lang = kollus_token_api::playback::Lang::En).await;
+    let none = decoded(app.play("1", "nobody", "m1").await).await;
+    assert_eq!(
+        none,
+        json!({"data": {
+            "result": 0, "message": "You do not have access to this video.",
+            "expiration_date": 0, "expiration_playtime": 0, "vmcheck": 0, "disable_tvout": 0
+        }})
+    );
+
+    app.grant(
+        "u1",
+        "media",
+        "old",
+        json!({"expires_at": rfc3339(1_600_000_000)}),
+    )
+    .await;
+    let expired = decoded(app.play("3", "u1", "old").await).await;
+    assert_eq!(
+        expired,
+        json!({"data": {"result": 0, "message": "Your access to this video has expired.", "content_expired": 1}})
+    );
+
+    app.grant("u1", "media", "m2", json!({})).await;
+    assert_eq!(
+        decoded(app.play("3", "u1", "m2").await).await["data"]["result"],
+        1
+    );
+    assert_eq!(app.revoke("u1", "media", "m2").await.status(), 204);
+    assert_eq!(
+        app.revoke("u1", "media", "m2").await.status(),
+        404,
+        "nothing in force to revoke"
+    );
+    let revoked = decoded(app.play("3", "u1", "m2").await).await;
+    assert_eq!(revoked["data"]["content_expired"], 1);
+    assert_eq!(
+        revoked["data"]["message"],
+        "Your access to this video was withdrawn."
+    );
+    assert_eq!(
+        app.count("SELECT count(*) FROM entitlement_changes WHERE client_user_id = 'u1'")
+            .await,
+        3,
+        "two grants and a revocation, each kept"
+    );
+}
+
+#[tokio::test]
+async fn a_channel_entitlement_covers_every_video_the_catalog_has_in_that_channel() {
+    let app = spawn_app().await;
+    app.catalog("in-ch", true, false).await;
+    app.catalog("left-ch", false, false).await;
+    app.grant(
+        "u1",
+        "channel",
+        "ch",
+        json!({"playtime_limit_seconds": 100}),
+    )
+    .await;
+    let claims = decoded(app.play("1", "u1", "in-ch").await).await;
+    assert_eq!(
+        (
+            &claims["data"]["result"],
+            &claims["data"]["expiration_playtime"]
+        ),
+        (&json!(1), &json!(100))
+    );
+    assert_eq!(
+        decoded(app.play("1", "u1", "left-ch").await).await["data"]["result"],
+        0,
+        "a video that left the channel is no longer covered"
+    );
+
+    let listed: Value = app
+        .client
+        .get(format!("{}/v1/users/u1/entitlements", app.address))
+        .bearer_auth(OPS_KEY)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(listed["entitlements"][0]["scope"], "channel");
+    assert_eq!(listed["entitlements"][0]["key"], "ch");
+    assert_eq!(listed["entitlements"][0]["revoked_at"], Value::Null);
+}
+
+#[tokio::test]
+async fn drm_items_are_answered_in_order_and_a_download_counts_once() {
+    let app = spawn_app().await;
+    app.grant(
+        "u1",
+        "media",
+        "m1",
+        json!({"expires_at": rfc3339(FAR), "download": true, "download_limit": 1}),
+    )
+    .await;
+    app.grant("u1", "media", "stream-only", json!({})).await;
+    let item = |kind: u8, media: &str, session: &str| {
+        json!({"kind": kind, "client_user_id": "u1", "media_content_key": media,
+               "player_id": "p1", "session_key": session, "start_at": 1_700_000_000,
+               "uservalues": {}, "localtime": 1_700_000_000})
+    };
+    let claims = decoded(
+        app.drm(json!([
+            item(1, "m1", "s1"),
+            item(1, "stream-only", "s2"),
+            item(2, "m1", "s1"),
+            item(2, "m1", "s1") // Kollus retrying the same completion
+        ]))
+        .await,
+    )
+    .await;
+    let data = claims["data"].as_array().unwrap();
+    assert_eq!(data.len(), 4);
+    assert_eq!(
+        data[0],
+        json!({"kind": 1, "media_content_key": "m1", "session_key": "s1",
+               "start_at": 1_700_000_000, "result": 1, "message": "",
+               "expiration_date": FAR, "expiration_count": 0, "expiration_playtime": 0,
+               "vmcheck": 0, "content_expired": 0, "content_delete": 0})
+    );
+    assert_eq!(
+        (&data[1]["result"], &data[1]["message"]),
+        (&json!(0), &json!("이 강의는 다운로드할 수 없습니다."))
+    );
+    assert_eq!(
+        (&data[2]["result"], &data[3]["result"]),
+        (&json!(1), &json!(1))
+    );
+    assert_eq!(app.count("SELECT count(*) FROM drm_downloads").await, 1);
+
+    // The one download allowed is used: the next is refused.
+    let again = decoded(app.drm(json!([item(1, "m1", "s3")])).await).await;
+    assert_eq!(again["data"][0]["result"], 0);
+    assert_eq!(
+        again["data"][0]["message"],
+        "다운로드 가능 횟수를 모두 사용했습니다."
+    );
+
+    // Revoked: a downloaded file is expired and deleted at its next play.
+    app.revoke("u1", "media", "m1").await;
+    let offline = decoded(app.drm(json!([item(3, "m1", "s1")])).await).await;
+    assert_eq!(
+        (
+            &offline["data"][0]["content_expired"],
+            &offline["data"][0]["content_delete"]
+        ),
+        (&json!(1), &json!(1))
+    );
+}
+
+#[tokio::test]
+async fn bad_secrets_and_malformed_callbacks_are_refused_and_keep_nothing() {
+    let app = spawn_app().await;
+    let res = app
+        .callback("play", "wrong-secret-0123456789", &[("kind", "1")])
+        .await;
+    assert_eq!(res.status(), 401);
+    let res = app.callback("drm", "", &[("items", "[]")]).await;
+    assert_eq!(res.status(), 401);
+
+    for (form, field) in [
+        (
+            vec![
+                ("kind", "7"),
+                ("client_user_id", "u1"),
+                ("media_content_key", "m1"),
+            ],
+            "kind",
+        ),
+        (
+            vec![("kind", "1"), ("media_content_key", "m1")],
+            "client_user_id",
+        ),
+        (
+            vec![
+                ("kind", "1"),
+                ("client_user_id", "u1"),
+                ("media_content_key", "bad key!"),
+            ],
+            "media_content_key",
+        ),
+        (
+            vec![
+                ("kind", "1"),
+                ("client_user_id", "u1"),
+                ("media_content_key", "m1"),
+                ("uservalues", "{not json"),
+            ],
+            "uservalues",
+        ),
+    ] {
+        let res = app.callback("play", CALLBACK_SECRET, &form).await;
+        assert_eq!(res.status(), 400, "{form:?}");
+        assert_eq!(res.headers()["content-type"], "application/problem+json");
+        let problem: Value = res.json().await.unwrap();
+        assert_eq!(problem["errors"][0]["field"], field, "{problem}");
+    }
+    let res = app
+        .drm(json!([{"kind": 2, "client_user_id": "u1", "media_content_key": "m1"}]))
+        .await;
+    let problem: Value = res.json().await.unwrap();
+    assert_eq!(problem["errors"][0]["field"], "items[0].session_key");
+    assert_eq!(
+        app.count("SELECT count(*) FROM playback_decisions").await,
+        0,
+        "nothing decided, nothing recorded"
+    );
+
+    let bad = app
+        .grant("u1", "media", "m1", json!({"playtime_limit_seconds": -5}))
+        .await;
+    assert_eq!(bad.status(), 400);
+    let problem: Value = bad.json().await.unwrap();
+    assert_eq!(problem["errors"][0]["field"], "playtime_limit_seconds");
+    let unknown = app
+        .grant("u1", "media", "m1", json!({"expires": "tomorrow"}))
+        .await;
+    assert_eq!(unknown.status(), 400);
+}
+
+#[tokio::test]
+async fn play_default_allow_lets_unknown_users_play() {
+    let app =
+        spawn_app_with(|s| s.play.default = kollus_token_api::playback::PlayDefault::Allow).await;
+    let claims = decoded(app.play("1", "stranger", "m9").await).await;
+    assert_eq!(claims["data"]["result"], 1);
+    assert_eq!(claims["data"]["expiration_playtime"], 0, "no limit");
+}
+
+#[tokio::test]
+async fn postgres_unreachable_is_a_quick_503_not_a_hang() {
+    let db = kollus_test_support::TestDb::new().await;
+    let (proxy, proxied) = db.behind_proxy().await;
+    let app = spawn_app_with(move |s| {
+        s.database = proxied;
+        s.play.timeout = std::time::Duration::from_millis(500);
+    })
+    .await;
+    app.grant("u1", "media", "m1", json!({})).await;
+    assert_eq!(
+        decoded(app.play("1", "u1", "m1").await).await["data"]["result"],
+        1
+    );
+
+    proxy.cut();
+    let res = app.play("1", "u1", "m1").await;
+    assert_eq!(res.status(), 503);
+    assert_eq!(res.headers()["content-type"], "application/problem+json");
+
+    proxy.restore();
+    kollus_test_support::eventually(
+        "answers once PostgreSQL is back",
+        std::time::Duration::from_secs(20),
+        || async { (app.play("1", "u1", "m1").await.status() == 200).then_some(()) },
+    )
+    .await;
+}
