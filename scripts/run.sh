@@ -88,6 +88,7 @@ cat >&2 <<MSG
 run: the pipeline is up (Ctrl-C stops it)
   ingest          http://$ingest_addr/kollus/{upload,transcoding,content,channel,lms}?secret=\$CALLBACK_SECRET
   token-api       http://$token_addr/v1/playback-tokens   (Authorization: Bearer <key>)
+                  http://$token_addr/kollus/{play,drm}?secret=\$CALLBACK_SECRET   (Kollus's play and DRM callbacks)
   sync-worker     http://$sync_addr/metrics
   history-worker  http://$history_addr/metrics
   Prometheus      $([ "${PROMETHEUS:-on}" != off ] && echo "http://$prometheus_addr  (alerts: http://$prometheus_addr/alerts; PROMETHEUS=off skips it)" || echo "off (PROMETHEUS=off)")

@@ -51,13 +51,13 @@ struct GrantBody {
     #[serde(default, with = "time::serde::rfc3339::option")]
     expires_at: Option<OffsetDateTime>,
     /// Seconds of `playtime` the user may spend on each covered video, over all sessions.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::request::opt_whole")]
     playtime_limit_seconds: Option<i64>,
     /// Whether Kollus may let the player download covered videos.
     #[serde(default)]
     download: bool,
     /// Completed downloads allowed per video; `null`: no limit.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::request::opt_whole")]
     download_limit: Option<i32>,
 }
 

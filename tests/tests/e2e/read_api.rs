@@ -8,7 +8,7 @@ use serde_json::{json, Value};
 use crate::stack::*;
 
 /// An LMS report (JSON, as players post it) for one moment of one session.
-fn report(
+pub(crate) fn report(
     user: &str,
     media: &str,
     start_at: i64,
@@ -35,7 +35,7 @@ fn report(
 }
 
 impl Stack {
-    async fn lms(&self, body: Vec<u8>) {
+    pub(crate) async fn lms(&self, body: Vec<u8>) {
         let res = self
             .http
             .post(format!(

@@ -105,6 +105,7 @@ impl Stack {
                     ("KOLLUS_SECURITY_KEY", SECURITY_KEY.into()),
                     ("KOLLUS_CUSTOM_KEY", CUSTOM_KEY.into()),
                     ("TOKEN_API_KEYS", format!("e2e:{API_KEY}")),
+                    ("CALLBACK_SECRET", CALLBACK_SECRET.into()),
                 ],
             ),
             spawn("sync-worker", &[("LISTEN_ADDR", addr(ports[2]))]),

@@ -1,0 +1,101 @@
+//! Playback authorization end to end: the product app grants an entitlement with a viewing
+//! allowance, the viewer's player reports through ingest, history-worker applies the reports,
+//! and token-api's answers to Kollus's play callback shrink the allowance until it refuses.
+
+use std::time::Duration;
+
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use kollus_test_support::eventually;
+use serde_json::{json, Value};
+
+use crate::read_api::report;
+use crate::stack::*;
+
+impl Stack {
+    /// token-api's answer to a play callback (kind 1), verified and decoded.
+    async fn play(&self, user: &str, media: &str) -> Value {
+        let res = self
+            .http
+            .post(format!(
+                "{}/kollus/play?secret={CALLBACK_SECRET}",
+                self.token_api
+            ))
+            .form(&[
+                ("kind", "1"),
+                ("client_user_id", user),
+                ("media_content_key", media),
+                ("player_id", "p"),
+            ])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200);
+        assert_eq!(res.headers()["x-kollus-userkey"], CUSTOM_KEY);
+        let mut validation = Validation::new(Algorithm::HS256);
+        validation.required_spec_claims.clear();
+        validation.validate_exp = false;
+        jsonwebtoken::decode::<Value>(
+            &res.text().await.unwrap(),
+            &DecodingKey::from_secret(SECURITY_KEY.as_bytes()),
+            &validation,
+        )
+        .expect("signed with the security key")
+        .claims["data"]
+            .clone()
+    }
+}
+
+#[tokio::test]
+async fn the_allowance_shrinks_as_the_viewer_watches_until_kollus_is_told_no() {
+    let stack = Stack::start().await;
+    let res = stack
+        .http
+        .put(format!(
+            "{}/v1/users/viewer/entitlements/media/mAuth",
+            stack.token_api
+        ))
+        .bearer_auth(API_KEY)
+        .json(&json!({"playtime_limit_seconds": 120}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let first = stack.play("viewer", "mAuth").await;
+    assert_eq!(
+        (&first["result"], &first["expiration_playtime"]),
+        (&json!(1), &json!(120))
+    );
+
+    let start = time::OffsetDateTime::now_utc().unix_timestamp() - 600;
+    stack
+        .lms(report("viewer", "mAuth", start, 50, 50, &[true, false]))
+        .await;
+    eventually(
+        "the play answer to count the 50 s watched",
+        Duration::from_secs(30),
+        || async {
+            let data = stack.play("viewer", "mAuth").await;
+            (data["expiration_playtime"] == 70).then_some(())
+        },
+    )
+    .await;
+
+    // The same session goes on past the allowance.
+    stack
+        .lms(report("viewer", "mAuth", start, 130, 130, &[true, true]))
+        .await;
+    let refused = eventually(
+        "the play callback to be refused once the allowance is used up",
+        Duration::from_secs(30),
+        || async {
+            let data = stack.play("viewer", "mAuth").await;
+            (data["result"] == 0).then_some(data)
+        },
+    )
+    .await;
+    assert_eq!(refused["expiration_playtime"], 0);
+    assert_eq!(
+        refused["message"],
+        "이 강의의 시청 가능 시간을 모두 사용했습니다."
+    );
+}
