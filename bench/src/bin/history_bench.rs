@@ -327,10 +327,15 @@ async fn own_path(admin_url: &str, sessions: u64) -> anyhow::Result<()> {
     use kollus_common::worker::Apply as _;
     let db = fresh_database(admin_url, "kollus_bench_history_own").await?;
     let n = 200_000u64;
+    // As the worker's WORKER_MAX_BATCH (default 1000) under a backlog.
+    let batch: usize = std::env::var("WORKER_MAX_BATCH")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1000);
     let batches: Vec<Vec<rdkafka::message::OwnedMessage>> = (0..n)
         .map(|i| message(&generate(i, sessions), i as i64))
         .collect::<Vec<_>>()
-        .chunks(1000)
+        .chunks(batch)
         .map(<[_]>::to_vec)
         .collect();
     let started = Instant::now();
@@ -359,7 +364,7 @@ async fn own_path(admin_url: &str, sessions: u64) -> anyhow::Result<()> {
     }
     let apply_rps = n as f64 / started.elapsed().as_secs_f64();
     println!(
-        "RESULT own-path records={n} apply_rps={apply_rps:.0} decode_only_rps={decode_rps:.0} (no broker, batches of 1000, {} write shards)",
+        "RESULT own-path records={n} apply_rps={apply_rps:.0} decode_only_rps={decode_rps:.0} (no broker, batches of {batch}, {} write shards)",
         history.write_shards
     );
     history.pool.close();
