@@ -8,13 +8,14 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
     cargo build --release --workspace --bins \
  && mkdir -p /out \
  && cp target/release/ingest target/release/sync-worker target/release/history-worker \
-       target/release/token-api /out/
+       target/release/token-api target/release/kollus-archive /out/
 
 FROM debian:bookworm-slim AS runtime
 RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates \
  && rm -rf /var/lib/apt/lists/* \
  && useradd --system --uid 10001 kollus \
- && mkdir -p /var/lib/kollus/spool && chown kollus /var/lib/kollus/spool
+ && mkdir -p /var/lib/kollus/spool /var/lib/kollus/archive \
+ && chown kollus /var/lib/kollus/spool /var/lib/kollus/archive
 USER kollus
 ENV LOG_FORMAT=json
 
@@ -33,3 +34,7 @@ ENTRYPOINT ["/usr/local/bin/history-worker"]
 FROM runtime AS token-api
 COPY --from=build /out/token-api /usr/local/bin/token-api
 ENTRYPOINT ["/usr/local/bin/token-api"]
+
+FROM runtime AS archive
+COPY --from=build /out/kollus-archive /usr/local/bin/kollus-archive
+ENTRYPOINT ["/usr/local/bin/kollus-archive"]

@@ -16,7 +16,14 @@ import sys
 import yaml
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SERVICES = ["ingest", "sync-worker", "history-worker", "token-api"]
+# (compose service, binary, the subcommand it runs)
+SERVICES = [
+    ("ingest", "ingest", []),
+    ("sync-worker", "sync-worker", []),
+    ("history-worker", "history-worker", []),
+    ("token-api", "token-api", []),
+    ("archive", "kollus-archive", ["dump"]),
+]
 failures = []
 passed = 0
 
@@ -30,9 +37,10 @@ def check(ok, what):
         print(f"FAIL: {what}", file=sys.stderr)
 
 
-def settings_of(binary):
+def settings_of(binary, subcommand):
     """(env vars the binary reads, env vars it requires) from its --help."""
-    text = subprocess.run([binary, "--help"], check=True, capture_output=True, text=True).stdout
+    text = subprocess.run([binary, *subcommand, "--help"], check=True, capture_output=True,
+                          text=True).stdout
     blocks = re.split(r"\n(?=\s+(?:-\w, )?--[a-z])", text)
     reads, requires = set(), set()
     for block in blocks:
@@ -83,17 +91,18 @@ def main():
     check_runbooks()
     compose = yaml.safe_load(parsed.stdout)
     services = compose["services"]
-    for name in ["kafka", "postgres", "prometheus", *SERVICES]:
+    for name in ["kafka", "postgres", "prometheus", *(s[0] for s in SERVICES)]:
         check(name in services, f"service {name} is in docker-compose.yml")
     with open(os.path.join(ROOT, "deploy", "prometheus", "prometheus.yml")) as f:
         scrape = yaml.safe_load(f)
     targets = {t for job in scrape["scrape_configs"] for sc in job["static_configs"]
                for t in sc["targets"]}
 
-    for name in SERVICES:
+    for name, binary, subcommand in SERVICES:
         svc = services.get(name, {})
         environment = svc.get("environment", {}) or {}
-        reads, requires = settings_of(os.path.join(target, name))
+        reads, requires = settings_of(os.path.join(target, binary), subcommand)
+        check((svc.get("command") or []) == subcommand, f"{name}: runs `{binary} {' '.join(subcommand)}`")
         for key in environment:
             # NAME_FILE: a secret read from a file (common/src/settings.rs SECRET_FILE_VARIANTS).
             base = key[: -len("_FILE")] if key.endswith("_FILE") else key
@@ -115,8 +124,8 @@ def main():
             check("@postgres:5432/" in environment["DATABASE_URL"], f"{name}: DATABASE_URL is the postgres service")
         # A probe the runtime image can run (it has no curl): the binary's own subcommand.
         test = (svc.get("healthcheck") or {}).get("test", [])
-        check(test[-2:] == [f"/usr/local/bin/{name}", "healthcheck"],
-              f"{name}: its healthcheck runs `{name} healthcheck`")
+        check(test[-2:] == [f"/usr/local/bin/{binary}", "healthcheck"],
+              f"{name}: its healthcheck runs `{binary} healthcheck`")
     production(compose, services)
 
 

@@ -4,7 +4,7 @@
 #   scripts/prometheus.sh install     install Debian's prometheus package when it is missing
 #   scripts/prometheus.sh run DIR     write DIR/prometheus.yml and run Prometheus in the foreground
 #
-# run reads: PROMETHEUS_ADDR (127.0.0.1:9090); INGEST, TOKEN_API, SYNC_WORKER, HISTORY_WORKER
+# run reads: PROMETHEUS_ADDR (127.0.0.1:9090); INGEST, TOKEN_API, SYNC_WORKER, HISTORY_WORKER, ARCHIVE
 # (host:port of each service); SCRAPE_INTERVAL (5s); RULES (deploy/prometheus/rules/*.yml).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -42,6 +42,8 @@ scrape_configs:
     static_configs: [{ targets: ["${SYNC_WORKER:-127.0.0.1:9101}"] }]
   - job_name: history-worker
     static_configs: [{ targets: ["${HISTORY_WORKER:-127.0.0.1:9102}"] }]
+  - job_name: archive
+    static_configs: [{ targets: ["${ARCHIVE:-127.0.0.1:9103}"] }]
 YML
     exec prometheus --config.file="$dir/prometheus.yml" --storage.tsdb.path="$dir/data" \
       --web.listen-address="${PROMETHEUS_ADDR:-127.0.0.1:9090}" --log.level=warn

@@ -23,6 +23,8 @@ ingest_addr="${INGEST_LISTEN_ADDR:-127.0.0.1:8080}"
 token_addr="${TOKEN_API_LISTEN_ADDR:-127.0.0.1:8081}"
 sync_addr="${SYNC_WORKER_LISTEN_ADDR:-127.0.0.1:9101}"
 history_addr="${HISTORY_WORKER_LISTEN_ADDR:-127.0.0.1:9102}"
+archive_addr="${ARCHIVE_LISTEN_ADDR:-127.0.0.1:9103}"
+export ARCHIVE_DIR="${ARCHIVE_DIR:-$root/.local/archive}"
 
 if [ -z "${DATABASE_URL:-}" ]; then
   scripts/postgres.sh kollus
@@ -74,13 +76,14 @@ fi
 prometheus_addr="${PROMETHEUS_ADDR:-127.0.0.1:9090}"
 if [ "${PROMETHEUS:-on}" != off ]; then
   scripts/prometheus.sh install
-  INGEST=$ingest_addr TOKEN_API=$token_addr SYNC_WORKER=$sync_addr HISTORY_WORKER=$history_addr \
+  INGEST=$ingest_addr TOKEN_API=$token_addr SYNC_WORKER=$sync_addr HISTORY_WORKER=$history_addr ARCHIVE=$archive_addr \
     PROMETHEUS_ADDR=$prometheus_addr start prometheus scripts/prometheus.sh run "$root/.local/prometheus"
 fi
 LISTEN_ADDR=$ingest_addr start ingest "$bin/ingest"
 LISTEN_ADDR=$token_addr start token-api "$bin/token-api"
 LISTEN_ADDR=$sync_addr start sync-worker "$bin/sync-worker"
 LISTEN_ADDR=$history_addr start history-worker "$bin/history-worker"
+LISTEN_ADDR=$archive_addr start archive "$bin/kollus-archive" dump
 wait_port "$ingest_addr"; wait_port "$token_addr"
 
 cat >&2 <<MSG
@@ -91,6 +94,7 @@ run: the pipeline is up (Ctrl-C stops it)
                   http://$token_addr/kollus/{play,drm}?secret=\$CALLBACK_SECRET   (Kollus's play and DRM callbacks)
   sync-worker     http://$sync_addr/metrics
   history-worker  http://$history_addr/metrics
+  archive         http://$archive_addr/metrics   (every record, outside Kafka: $ARCHIVE_DIR)
   Prometheus      $([ "${PROMETHEUS:-on}" != off ] && echo "http://$prometheus_addr  (alerts: http://$prometheus_addr/alerts; PROMETHEUS=off skips it)" || echo "off (PROMETHEUS=off)")
   Kafka           $KAFKA_BROKERS
   ingest spool    $INGEST_SPOOL_DIR

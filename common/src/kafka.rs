@@ -118,6 +118,34 @@ pub fn consumer(
 /// The workers' consumer.
 pub type WorkerConsumer = StreamConsumer;
 
+/// A consumer-group member for the archive: it commits offsets itself, synchronously, only once
+/// the segment holding them is durable, and reports the end of each partition (`--until-end`).
+/// Subscribed to `topics` (none: the caller assigns partitions itself).
+pub fn archive_consumer(
+    settings: &KafkaSettings,
+    group_id: &str,
+    topics: &[&str],
+) -> anyhow::Result<StreamConsumer> {
+    let consumer: StreamConsumer = base_config(&settings.brokers, group_id)
+        .set("group.id", group_id)
+        .set(
+            "session.timeout.ms",
+            settings.session_timeout_ms.to_string(),
+        )
+        .set("enable.auto.commit", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("fetch.wait.max.ms", "50")
+        .set("enable.partition.eof", "true")
+        .create()
+        .context("creating Kafka consumer")?;
+    if !topics.is_empty() {
+        consumer
+            .subscribe(topics)
+            .with_context(|| format!("subscribing to {topics:?}"))?;
+    }
+    Ok(consumer)
+}
+
 /// Owns a worker's consumer and closes it off the async threads. librdkafka's close (leave the
 /// group, commit) runs in the destructor and waits on the broker; with the broker gone it can
 /// wait indefinitely (seen: a cancelled worker task hung its runtime for minutes). The last

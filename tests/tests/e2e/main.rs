@@ -4,6 +4,7 @@
 //!
 //! The binaries must be built first (`make test` does: `cargo build --workspace --bins`).
 
+mod archive;
 mod authorization;
 mod operations;
 mod pipeline;

@@ -1,0 +1,74 @@
+//! kollus-archive's metrics, in the `kollus_archive` namespace.
+
+use kollus_common::metrics::{counter, counter_vec, gauge, gauge_vec, registry, zeroed};
+
+#[derive(Clone)]
+pub struct Metrics {
+    pub registry: prometheus::Registry,
+    pub records: prometheus::IntCounterVec,
+    pub segments: prometheus::IntCounter,
+    pub bytes: prometheus::IntCounter,
+    pub open_records: prometheus::IntGauge,
+    pub last_segment_unix: prometheus::IntGauge,
+    pub errors: prometheus::IntCounter,
+    pub progress_done: prometheus::IntGaugeVec,
+    pub progress_total: prometheus::IntGaugeVec,
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let r = registry("archive");
+        let m = Self {
+            records: counter_vec(
+                &r,
+                "records_total",
+                "Records written to closed, durable segments, by topic.",
+                &["topic"],
+            ),
+            segments: counter(&r, "segments_total", "Segments closed and written."),
+            bytes: counter(&r, "bytes_total", "Compressed bytes written."),
+            open_records: gauge(
+                &r,
+                "open_records",
+                "Records in segments not closed yet (their offsets are not committed).",
+            ),
+            last_segment_unix: gauge(
+                &r,
+                "last_segment_timestamp_seconds",
+                "When the last segment was written (Unix seconds).",
+            ),
+            errors: counter(
+                &r,
+                "write_errors_total",
+                "Segment writes that failed and were retried.",
+            ),
+            progress_done: gauge_vec(
+                &r,
+                "progress_done",
+                "Units done by a one-shot operation (dump --until-end, verify, restore).",
+                &["operation"],
+            ),
+            progress_total: gauge_vec(
+                &r,
+                "progress_total",
+                "Units a one-shot operation has to do.",
+                &["operation"],
+            ),
+            registry: r,
+        };
+        for topic in [
+            "kollus.content.v1",
+            "kollus.playback.v1",
+            "kollus.deadletter.v1",
+        ] {
+            zeroed(&m.records, &[&[topic]]);
+        }
+        m
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}

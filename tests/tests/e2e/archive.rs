@@ -1,0 +1,165 @@
+//! The archive end to end: traffic through ingest and both workers, `kollus-archive dump` of the
+//! topics, a brand-new broker, `kollus-archive restore` (twice), both workers `--rebuild` from
+//! it: every table equal to the one the lost cluster built.
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use kollus_test_support::{eventually, fixture, topic_record_count, Broker};
+
+use crate::read_api::report;
+use crate::stack::*;
+
+/// Every table the workers derive, row by row in key order, as JSON text (wall-clock columns of
+/// the apply left out): equal snapshots, equal data.
+async fn snapshot(db: &tokio_postgres::Client) -> Vec<String> {
+    let mut rows = Vec::new();
+    for query in [
+        "SELECT to_jsonb(t) FROM uploads t ORDER BY upload_file_key",
+        "SELECT to_jsonb(t) FROM media_contents t ORDER BY media_content_key",
+        "SELECT to_jsonb(t) FROM channel_memberships t ORDER BY media_content_key, channel_key",
+        "SELECT to_jsonb(t) - 'applied_at' FROM content_events t ORDER BY envelope_id",
+        "SELECT to_jsonb(t) FROM watch_sessions t ORDER BY client_user_id, media_content_key, start_at",
+        "SELECT to_jsonb(t) FROM watch_progress t ORDER BY client_user_id, media_content_key",
+        "SELECT to_jsonb(t) - 'applied_at' FROM playback_events t ORDER BY envelope_id",
+    ] {
+        for row in db.query(query, &[]).await.expect(query) {
+            rows.push(row.get::<_, serde_json::Value>(0).to_string());
+        }
+    }
+    rows
+}
+
+/// Runs `kollus-archive` to completion; returns its standard output.
+fn archive(args: &[&str], brokers: &str) -> String {
+    let out = Command::new(binary("kollus-archive"))
+        .args(args)
+        .env("KAFKA_BROKERS", brokers)
+        .env("KAFKA_TOPIC_PARTITIONS", "3")
+        .env("LOG_FORMAT", "text")
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .output()
+        .expect("running kollus-archive");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "kollus-archive {args:?}: {}\n{stdout}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+async fn count(db: &tokio_postgres::Client, table: &str) -> i64 {
+    db.query_one(&format!("SELECT count(*) FROM {table}"), &[])
+        .await
+        .unwrap()
+        .get(0)
+}
+
+#[tokio::test]
+async fn a_new_cluster_restored_from_the_archive_rebuilds_identical_tables() {
+    let stack = Stack::start().await;
+    for (route, file) in [
+        ("upload", "upload.form"),
+        ("transcoding", "transcoding-success.form"),
+        ("channel", "channel-join.form"),
+        ("content", "content-poster.form"),
+        ("lms", "lms-android-hash.form"),
+    ] {
+        assert_eq!(
+            stack.callback(route, fixture(file)).await.status(),
+            200,
+            "{file}"
+        );
+    }
+    let start = time::OffsetDateTime::now_utc().unix_timestamp() - 900;
+    for i in 0..40u64 {
+        let user = format!("archived-{}", i % 7);
+        stack
+            .lms(report(
+                &user,
+                "mArch",
+                start + (i % 3) as i64,
+                10 + i,
+                i,
+                &[true, i % 2 == 0],
+            ))
+            .await;
+    }
+    // A template with no JSON document: refused and dead-lettered by ingest.
+    let refused = stack.callback("lms", b"userid=u1&pt=30".to_vec()).await;
+    assert_eq!(refused.status(), 400);
+
+    let db = stack.db.client().await;
+    eventually(
+        "the workers to apply everything",
+        Duration::from_secs(30),
+        || async {
+            (count(&db, "playback_events").await == 41 && count(&db, "content_events").await == 4)
+                .then_some(())
+        },
+    )
+    .await;
+    let lost = snapshot(&db).await;
+    let dead_letters = topic_record_count(&stack.broker.addr, "kollus.deadletter.v1");
+    assert_eq!(dead_letters, 1);
+
+    let dir = std::env::temp_dir().join(format!("kollus-e2e-archive-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let dir_s = dir.display().to_string();
+    let first = archive(&["dump", "--until-end", "--to", &dir_s], &stack.broker.addr);
+    assert!(first.contains("archived 46 records"), "{first}");
+    let again = archive(&["dump", "--until-end", "--to", &dir_s], &stack.broker.addr);
+    assert!(
+        again.contains("archived 0 records"),
+        "committed offsets: {again}"
+    );
+    let verified = archive(&["verify", "--from", &dir_s], &stack.broker.addr);
+    assert!(
+        verified.contains("46 records") && verified.ends_with("ok\n"),
+        "{verified}"
+    );
+
+    // The cluster is lost; a new one gets the archive, twice (the second adds nothing applied).
+    let new = Broker::start().await;
+    for _ in 0..2 {
+        let restored = archive(&["restore", "--from", &dir_s], &new.addr);
+        assert!(restored.contains("restored 46 records"), "{restored}");
+    }
+    assert_eq!(topic_record_count(&new.addr, "kollus.deadletter.v1"), 2);
+
+    // The tables go too (so only the replay can bring them back); both workers rebuild from
+    // the new cluster.
+    db.batch_execute(
+        "TRUNCATE watch_progress, watch_sessions, playback_events, channel_memberships, \
+         media_contents, uploads, content_events",
+    )
+    .await
+    .unwrap();
+    assert!(snapshot(&db).await.is_empty());
+    let mut workers = Vec::new();
+    for name in ["sync-worker", "history-worker"] {
+        let child = Command::new(binary(name))
+            .arg("--rebuild")
+            .env("KAFKA_BROKERS", &new.addr)
+            .env("KAFKA_TOPIC_PARTITIONS", "3")
+            .env("DATABASE_URL", &stack.db.url)
+            .env("KAFKA_GROUP_ID", format!("{name}-restored"))
+            .env("LISTEN_ADDR", "127.0.0.1:0")
+            .env("LOG_FORMAT", "text")
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("starting a worker");
+        workers.push(Process { name, child });
+    }
+    eventually(
+        "the rebuilt tables to equal the lost cluster's",
+        Duration::from_secs(60),
+        || async { (snapshot(&db).await == lost).then_some(()) },
+    )
+    .await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
