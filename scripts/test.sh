@@ -7,6 +7,7 @@ cd "$root"
 target="${CARGO_TARGET_DIR:-$root/target}"
 
 scripts/broker.sh install
+scripts/s3.sh install
 scripts/postgres.sh
 
 if ! command -v docker-compose >/dev/null 2>&1 || ! /usr/bin/python3 -c 'import yaml' 2>/dev/null; then

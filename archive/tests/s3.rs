@@ -1,0 +1,158 @@
+//! The archive in an S3-compatible bucket (moto's server from PyPI, `scripts/s3.sh`): dump up to
+//! the end, verify, restore into another broker; and a damaged segment found by verify.
+
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use kollus_archive::dump::{self, DumpSettings};
+use kollus_archive::metrics::Metrics;
+use kollus_archive::store::Archive;
+use kollus_archive::{restore, verify};
+use kollus_common::settings::KafkaSettings;
+use kollus_test_support::{eventually, free_port, topic_record_count, workspace_root, Broker};
+
+struct S3Server(Child);
+
+impl Drop for S3Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// moto's S3 on a free port, with a bucket, and the `AWS_*` variables pointing at it.
+async fn s3_with_bucket(bucket: &str) -> S3Server {
+    let bin = workspace_root().join(".local/moto-venv/bin/moto_server");
+    assert!(bin.exists(), "{} is missing: run scripts/s3.sh install", bin.display());
+    let port = free_port();
+    let server = S3Server(
+        Command::new(bin)
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("starting moto_server"),
+    );
+    let endpoint = format!("http://127.0.0.1:{port}");
+    let http = reqwest::Client::new();
+    eventually("moto to take a bucket", Duration::from_secs(30), || async {
+        let res = http.put(format!("{endpoint}/{bucket}")).send().await.ok()?;
+        res.status().is_success().then_some(())
+    })
+    .await;
+    // Each test runs in a process of its own (nextest): these are this test's alone.
+    for (k, v) in [
+        ("AWS_ACCESS_KEY_ID", "test"),
+        ("AWS_SECRET_ACCESS_KEY", "test"),
+        ("AWS_REGION", "us-east-1"),
+        ("AWS_ENDPOINT", endpoint.as_str()),
+        ("AWS_ALLOW_HTTP", "true"),
+    ] {
+        std::env::set_var(k, v);
+    }
+    server
+}
+
+fn settings(group: &str) -> DumpSettings {
+    DumpSettings {
+        to: String::new(),
+        until_end: true,
+        group_id: group.into(),
+        // Small segments, so a partition spans several.
+        segment_bytes: 2_000,
+        segment_seconds: 60,
+    }
+}
+
+async fn publish(broker: &Broker, kafka: &KafkaSettings, n: usize) {
+    for i in 0..n {
+        let topic = &kafka.topics()[i % 3];
+        // Bytes that are not UTF-8 as well as JSON: both must come back byte-for-byte.
+        let value = if i % 5 == 0 {
+            vec![0xff, 0x00, i as u8]
+        } else {
+            format!("{{\"n\":{i},\"pad\":\"{}\"}}", "x".repeat(200)).into_bytes()
+        };
+        broker.publish_raw(topic, &format!("key-{}", i % 4), &value).await;
+    }
+}
+
+#[tokio::test]
+async fn an_archive_in_a_bucket_verifies_and_restores_into_another_broker() {
+    let _s3 = s3_with_bucket("kollus-archive").await;
+    let broker = Broker::start().await;
+    let kafka = KafkaSettings::with_brokers(&broker.addr);
+    kollus_common::kafka::ensure_topics(&kafka, &kafka.topics())
+        .await
+        .unwrap();
+    publish(&broker, &kafka, 60).await;
+
+    let archive = Archive::open("s3://kollus-archive/backups/prod").unwrap();
+    let metrics = Metrics::new();
+    let archived = dump::until_end(&archive, &kafka, &settings("s3-test"), &metrics)
+        .await
+        .unwrap();
+    assert_eq!(archived, 60);
+    assert!(
+        archive.list("segments").await.unwrap().len() > 3,
+        "several segments per partition"
+    );
+    assert!(archive.list("manifest").await.unwrap().iter().all(|p| p.starts_with("manifest/")));
+
+    let report = verify::verify(&archive, None).await.unwrap();
+    assert!(report.ok(), "{report:?}");
+    assert_eq!((report.records, report.repeats), (60, 0));
+
+    let other = Broker::start().await;
+    let summary = restore::restore(&archive, &KafkaSettings::with_brokers(&other.addr), None)
+        .await
+        .unwrap();
+    assert_eq!(summary.produced, 60);
+    for topic in kafka.topics() {
+        assert_eq!(
+            topic_record_count(&other.addr, topic),
+            topic_record_count(&broker.addr, topic),
+            "{topic}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn verify_finds_a_damaged_segment_and_a_gap() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::start().await;
+    let kafka = KafkaSettings::with_brokers(&broker.addr);
+    kollus_common::kafka::ensure_topics(&kafka, &kafka.topics())
+        .await
+        .unwrap();
+    publish(&broker, &kafka, 300).await;
+    let archive = Archive::open(dir.path().to_str().unwrap()).unwrap();
+    dump::until_end(&archive, &kafka, &settings("damage-test"), &Metrics::new())
+        .await
+        .unwrap();
+    let segments = archive.list("segments").await.unwrap();
+    // One segment changed by a byte, another gone (with its manifest entry: a gap).
+    let damaged = dir.path().join(&segments[0]);
+    let mut bytes = std::fs::read(&damaged).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0x55;
+    std::fs::write(&damaged, bytes).unwrap();
+    // A partition's second segment of three or more: records after it show the gap.
+    let entries = kollus_archive::verify::entries(&archive).await.unwrap();
+    let middle = entries
+        .windows(3)
+        .find(|w| {
+            w.iter()
+                .all(|e| (&e.topic, e.partition) == (&w[0].topic, w[0].partition))
+                && w[0].segment != segments[0]
+        })
+        .map(|w| w[1].manifest_path())
+        .expect("a partition with three segments or more");
+    std::fs::remove_file(dir.path().join(middle)).unwrap();
+
+    let report = verify::verify(&archive, None).await.unwrap();
+    assert!(!report.ok());
+    assert_eq!(report.damaged.len(), 1, "{report:?}");
+    assert!(report.damaged[0].contains("SHA-256"), "{report:?}");
+    assert!(!report.gaps.is_empty(), "{report:?}");
+}
