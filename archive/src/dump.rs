@@ -8,7 +8,7 @@ use std::future::Future;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use rdkafka::consumer::{CommitMode, Consumer as _, StreamConsumer};
+use rdkafka::consumer::{CommitMode, Consumer as _};
 use rdkafka::error::KafkaError;
 use rdkafka::message::Message as _;
 use rdkafka::{Offset, TopicPartitionList};
@@ -44,7 +44,7 @@ pub struct DumpSettings {
 
 struct Dumper<'a> {
     archive: &'a Archive,
-    consumer: StreamConsumer,
+    consumer: kafka::ArchiveConsumer,
     settings: &'a DumpSettings,
     metrics: &'a Metrics,
     open: BTreeMap<(String, i32), Open>,

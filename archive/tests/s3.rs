@@ -23,7 +23,11 @@ impl Drop for S3Server {
 /// moto's S3 on a free port, with a bucket, and the `AWS_*` variables pointing at it.
 async fn s3_with_bucket(bucket: &str) -> S3Server {
     let bin = workspace_root().join(".local/moto-venv/bin/moto_server");
-    assert!(bin.exists(), "{} is missing: run scripts/s3.sh install", bin.display());
+    assert!(
+        bin.exists(),
+        "{} is missing: run scripts/s3.sh install",
+        bin.display()
+    );
     let port = free_port();
     let server = S3Server(
         Command::new(bin)
@@ -73,7 +77,9 @@ async fn publish(broker: &Broker, kafka: &KafkaSettings, n: usize) {
         } else {
             format!("{{\"n\":{i},\"pad\":\"{}\"}}", "x".repeat(200)).into_bytes()
         };
-        broker.publish_raw(topic, &format!("key-{}", i % 4), &value).await;
+        broker
+            .publish_raw(topic, &format!("key-{}", i % 4), &value)
+            .await;
     }
 }
 
@@ -97,7 +103,12 @@ async fn an_archive_in_a_bucket_verifies_and_restores_into_another_broker() {
         archive.list("segments").await.unwrap().len() > 3,
         "several segments per partition"
     );
-    assert!(archive.list("manifest").await.unwrap().iter().all(|p| p.starts_with("manifest/")));
+    assert!(archive
+        .list("manifest")
+        .await
+        .unwrap()
+        .iter()
+        .all(|p| p.starts_with("manifest/")));
 
     let report = verify::verify(&archive, None).await.unwrap();
     assert!(report.ok(), "{report:?}");

@@ -118,6 +118,24 @@ pub fn consumer(
 /// The workers' consumer.
 pub type WorkerConsumer = StreamConsumer;
 
+/// The archive consumer's context: librdkafka reports reaching the end of a partition as an
+/// error event, which the default context logs at ERROR; for the archive it is the signal it
+/// asked for (`enable.partition.eof`), so it is not logged.
+pub struct QuietEof;
+
+impl rdkafka::ClientContext for QuietEof {
+    fn error(&self, error: KafkaError, reason: &str) {
+        if !matches!(error, KafkaError::PartitionEOF(_)) {
+            tracing::error!(%error, reason, "librdkafka error");
+        }
+    }
+}
+
+impl rdkafka::consumer::ConsumerContext for QuietEof {}
+
+/// The archive's consumer.
+pub type ArchiveConsumer = StreamConsumer<QuietEof>;
+
 /// A consumer-group member for the archive: it commits offsets itself, synchronously, only once
 /// the segment holding them is durable, and reports the end of each partition (`--until-end`).
 /// Subscribed to `topics` (none: the caller assigns partitions itself).
@@ -125,8 +143,8 @@ pub fn archive_consumer(
     settings: &KafkaSettings,
     group_id: &str,
     topics: &[&str],
-) -> anyhow::Result<StreamConsumer> {
-    let consumer: StreamConsumer = base_config(&settings.brokers, group_id)
+) -> anyhow::Result<ArchiveConsumer> {
+    let consumer: ArchiveConsumer = base_config(&settings.brokers, group_id)
         .set("group.id", group_id)
         .set(
             "session.timeout.ms",
@@ -136,7 +154,7 @@ pub fn archive_consumer(
         .set("auto.offset.reset", "earliest")
         .set("fetch.wait.max.ms", "50")
         .set("enable.partition.eof", "true")
-        .create()
+        .create_with_context(QuietEof)
         .context("creating Kafka consumer")?;
     if !topics.is_empty() {
         consumer

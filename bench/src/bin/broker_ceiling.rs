@@ -23,7 +23,10 @@ async fn main() -> anyhow::Result<()> {
     let in_flight: usize = args.get(4).and_then(|s| s.parse().ok()).unwrap_or(256);
     let body = envelope_of(&body)?;
     let settings = KafkaSettings::with_brokers(&brokers);
-    kafka::ensure_topics(&settings, &["bench.ceiling"]).await?;
+    // BENCH_TOPIC: where to put the records (bench/archive.sh fills kollus.playback.v1).
+    let topic = std::env::var("BENCH_TOPIC").unwrap_or_else(|_| "bench.ceiling".into());
+    let topic = topic.as_str();
+    kafka::ensure_topics(&settings, &[topic]).await?;
     let producer = kafka::durable_producer(&settings, "bench-ceiling", Duration::from_secs(30))?;
     let started = Instant::now();
     let failed = futures_util::stream::iter(0..n)
@@ -32,10 +35,15 @@ async fn main() -> anyhow::Result<()> {
             async move {
                 kafka::send(
                     producer,
-                    "bench.ceiling",
+                    topic,
                     &format!("k{}", i % 1024),
                     body,
-                    kafka::headers(&[("kind", "lms"), ("schema_version", "1"), ("id", ID)]),
+                    // Unique per record, as ingest's (bench/archive.sh restores by id).
+                    kafka::headers(&[
+                        ("kind", "lms"),
+                        ("schema_version", "1"),
+                        ("id", &format!("{i:0>width$}", width = ID.len())),
+                    ]),
                     Duration::from_secs(30),
                 )
                 .await
