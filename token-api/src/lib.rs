@@ -6,6 +6,7 @@ pub mod catalog;
 pub mod claims;
 pub mod configuration;
 pub mod entitlements;
+pub mod export;
 pub mod metrics;
 pub mod playback;
 pub mod problem;

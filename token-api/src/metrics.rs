@@ -17,6 +17,8 @@ pub struct Metrics {
     pub play_refused: IntCounterVec,
     /// Entitlement grants and revocations.
     pub entitlement_changes: IntCounterVec,
+    /// Exports started, by what (`user`, `media`).
+    pub exports: IntCounterVec,
 }
 
 impl Metrics {
@@ -66,8 +68,15 @@ impl Metrics {
                 "Entitlements granted or revoked through the API.",
                 &["action"],
             ),
+            exports: counter_vec(
+                &r,
+                "exports_total",
+                "Exports started, by what is exported (user, media).",
+                &["of"],
+            ),
             registry: r,
         };
+        zeroed(&m.exports, &[&["user"], &["media"]]);
         zeroed(&m.entitlement_changes, &[&["grant"], &["revoke"]]);
         for callback in ["play", "drm"] {
             zeroed(

@@ -72,6 +72,16 @@ pub fn api_routes() -> Vec<(&'static str, Method, actix_web::Route)> {
             web::delete().to(crate::entitlements::revoke_channel),
         ),
         (
+            "/v1/users/{client_user_id}/export",
+            Method::GET,
+            web::get().to(crate::export::user),
+        ),
+        (
+            "/v1/media/{media_content_key}/export",
+            Method::GET,
+            web::get().to(crate::export::media),
+        ),
+        (
             "/kollus/play",
             Method::POST,
             web::post().to(crate::playback::play),
