@@ -55,6 +55,11 @@ pub struct Settings {
     pub strict_catalog_cache: std::time::Duration,
     #[command(flatten)]
     pub play: crate::playback::PlaySettings,
+    /// The archive (`kollus-archive dump --to`): a directory or `s3://bucket/prefix`. Set, user
+    /// exports also carry the raw LMS reports found in it (a scan of the archive's playback
+    /// segments). Optional.
+    #[arg(long, env = "ARCHIVE_DIR")]
+    pub archive_dir: Option<String>,
     #[command(flatten)]
     pub database: DatabaseSettings,
     #[command(flatten)]

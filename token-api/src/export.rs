@@ -2,7 +2,9 @@
 //! `GET /v1/media/{key}/export`. JSON Lines (`application/x-ndjson`, one object per line, each
 //! with its `type`) or, with `Accept: text/csv`, a CSV of the sessions (user) or of the per-user
 //! totals (video). Rows are read through a cursor in a read-only snapshot and written as they
-//! come, a few pages in flight: memory stays flat however much there is.
+//! come, a few pages in flight: memory stays flat however much there is. With `ARCHIVE_DIR` set,
+//! a user's export ends with the raw LMS reports the archive holds for the user (`lms_report`),
+//! found by scanning the archive's playback segments one at a time.
 
 use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -85,6 +87,7 @@ fn stream(
     parts: &'static [Part],
     format: Format,
     csv_header: &'static [&'static str],
+    archive: Option<kollus_archive::store::Archive>,
 ) -> HttpResponse {
     let (tx, rx) = mpsc::channel(4);
     let pool = state.pool.clone();
@@ -139,6 +142,9 @@ fn stream(
                 }
             }
             tx.commit().await?;
+            if let (Some(archive), Format::Ndjson) = (&archive, format) {
+                raw_reports(archive, &key, &mut sink).await?;
+            }
             anyhow::Ok(())
         }
         .await;
@@ -162,6 +168,44 @@ fn stream(
             Format::Csv => "text/csv; charset=utf-8",
         })
         .streaming(body)
+}
+
+/// The user's LMS reports as received, from the archive: playback records are keyed
+/// `{client_user_id}\u{1f}{media_content_key}`, so the key alone selects them; each report once,
+/// however often it was archived.
+async fn raw_reports(
+    archive: &kollus_archive::store::Archive,
+    user: &str,
+    sink: &mut Sink,
+) -> anyhow::Result<()> {
+    use kollus_archive::record::Bytes as Raw;
+    let prefix = format!("{user}\u{1f}");
+    let mut seen = std::collections::HashSet::new();
+    for entry in kollus_archive::verify::entries(archive).await? {
+        if entry.topic != "kollus.playback.v1" {
+            continue;
+        }
+        let bytes = archive.get(&entry.segment).await?;
+        for r in kollus_archive::segment::read(&entry, &bytes)? {
+            let mine = matches!(&r.key, Some(Raw::Text(k)) if k.starts_with(&prefix));
+            if !mine || !seen.insert(r.identity()) {
+                continue;
+            }
+            let value = match &r.value {
+                Some(Raw::Text(t)) => serde_json::from_str(t).unwrap_or(Value::String(t.clone())),
+                Some(other) => serde_json::to_value(other)?,
+                None => Value::Null,
+            };
+            let line = serde_json::json!({
+                "type": "lms_report", "topic": r.topic, "partition": r.partition,
+                "offset": r.offset, "timestamp": r.timestamp, "envelope": value,
+            });
+            if !sink.push(format!("{line}\n").as_bytes()).await {
+                return Ok(());
+            }
+        }
+    }
+    Ok(())
 }
 
 /// One CSV record, quoted as RFC 4180 wants.
@@ -270,6 +314,7 @@ pub async fn user(
         USER_PARTS,
         format,
         USER_CSV,
+        state.archive.clone(),
     ))
 }
 
@@ -343,5 +388,6 @@ pub async fn media(
         MEDIA_PARTS,
         format,
         MEDIA_CSV,
+        None,
     ))
 }

@@ -47,6 +47,11 @@ impl Application {
             pool,
             metrics: metrics.clone(),
             play: settings.play.clone(),
+            archive: settings
+                .archive_dir
+                .as_deref()
+                .map(kollus_archive::store::Archive::open)
+                .transpose()?,
         });
         if settings.play.callback_secret.is_none() {
             tracing::warn!(

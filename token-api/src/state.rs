@@ -22,4 +22,6 @@ pub struct State {
     pub pool: Pool,
     pub metrics: Metrics,
     pub play: crate::playback::PlaySettings,
+    /// Where user exports find the raw LMS reports (`ARCHIVE_DIR`), if anywhere.
+    pub archive: Option<kollus_archive::store::Archive>,
 }

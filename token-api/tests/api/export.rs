@@ -153,3 +153,61 @@ async fn an_export_of_100k_sessions_streams_in_flat_memory() {
         "peak memory grew by {grew} bytes for a {bytes}-byte export"
     );
 }
+
+#[tokio::test]
+async fn with_an_archive_a_user_export_carries_the_raw_reports_once() {
+    use kollus_archive::record::{ArchivedRecord, Bytes, Header};
+    let dir = tempfile::tempdir().unwrap();
+    let archive = kollus_archive::store::Archive::open(dir.path().to_str().unwrap()).unwrap();
+    let record = |offset: i64, key: &str, id: &str| ArchivedRecord {
+        topic: "kollus.playback.v1".into(),
+        partition: 0,
+        offset,
+        timestamp: Some(1_700_000_000_000),
+        key: Some(Bytes::of(key.as_bytes())),
+        headers: vec![Header {
+            key: "id".into(),
+            value: Some(Bytes::of(id.as_bytes())),
+        }],
+        value: Some(Bytes::of(
+            format!(r#"{{"id":"{id}","payload":{{"n":{offset}}}}}"#).as_bytes(),
+        )),
+    };
+    // u1's two reports (one archived twice, as after a crash of dump), and u10's, whose id
+    // starts the same way.
+    let records = [
+        record(0, "u1\u{1f}m1", "a"),
+        record(1, "u10\u{1f}m1", "b"),
+        record(2, "u1\u{1f}m2", "c"),
+        record(3, "u1\u{1f}m1", "a"),
+    ];
+    let mut open = kollus_archive::segment::Open::new(&records[0]).unwrap();
+    for r in &records {
+        open.push(r).unwrap();
+    }
+    let (bytes, entry) = open.close().unwrap();
+    archive.put(&entry.segment, bytes).await.unwrap();
+    archive
+        .put(&entry.manifest_path(), serde_json::to_vec(&entry).unwrap())
+        .await
+        .unwrap();
+
+    let path = dir.path().to_str().unwrap().to_owned();
+    let app = spawn_app_with(move |s| s.archive_dir = Some(path)).await;
+    let body = export(&app, "/v1/users/u1/export", "application/x-ndjson")
+        .await
+        .text()
+        .await
+        .unwrap();
+    let reports: Vec<Value> = body
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|l| l["type"] == "lms_report")
+        .collect();
+    let ids: Vec<&str> = reports
+        .iter()
+        .map(|r| r["envelope"]["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["a", "c"]);
+    assert_eq!(reports[1]["envelope"]["payload"]["n"], 2);
+}

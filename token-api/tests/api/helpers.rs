@@ -49,6 +49,7 @@ pub async fn spawn_app_with(tweak: impl FnOnce(&mut Settings)) -> TestApp {
             disable_tvout: false,
             timeout: std::time::Duration::from_secs(2),
         },
+        archive_dir: None,
         database: db.settings(),
         log: LogSettings {
             log_format: LogFormat::Text,
