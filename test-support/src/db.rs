@@ -140,6 +140,47 @@ impl Drop for TestDb {
     }
 }
 
+/// Rows of `queries`, in their order, as JSON text.
+async fn rows_as_json(db: &tokio_postgres::Client, queries: &[&str]) -> Vec<String> {
+    let mut rows = Vec::new();
+    for query in queries {
+        for row in db.query(*query, &[]).await.expect(query) {
+            rows.push(row.get::<_, serde_json::Value>(0).to_string());
+        }
+    }
+    rows
+}
+
+/// Every catalog table, row by row in key order, as JSON text; `content_events.applied_at`
+/// (the wall clock of the apply) is left out. Two catalogs are the same when these are equal.
+pub async fn catalog_snapshot(db: &tokio_postgres::Client) -> Vec<String> {
+    rows_as_json(
+        db,
+        &[
+            "SELECT to_jsonb(t) FROM uploads t ORDER BY upload_file_key",
+            "SELECT to_jsonb(t) FROM media_contents t ORDER BY media_content_key",
+            "SELECT to_jsonb(t) FROM channel_memberships t ORDER BY media_content_key, channel_key",
+            "SELECT to_jsonb(t) - 'applied_at' FROM content_events t ORDER BY envelope_id",
+        ],
+    )
+    .await
+}
+
+/// Every watch-history table, row by row in key order, as JSON text (`playback_events.applied_at`
+/// left out): two runs that end with equal snapshots hold the same history.
+pub async fn history_snapshot(db: &tokio_postgres::Client) -> Vec<String> {
+    rows_as_json(
+        db,
+        &[
+            "SELECT to_jsonb(t) FROM watch_sessions t \
+             ORDER BY client_user_id, media_content_key, start_at",
+            "SELECT to_jsonb(t) FROM watch_progress t ORDER BY client_user_id, media_content_key",
+            "SELECT to_jsonb(t) - 'applied_at' FROM playback_events t ORDER BY envelope_id",
+        ],
+    )
+    .await
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -121,18 +121,5 @@ pub fn report(
     })
 }
 
-/// Every watch-history table, row by row in key order, as JSON text: two runs that end with
-/// equal snapshots hold the same history.
-pub async fn snapshot(db: &tokio_postgres::Client) -> Vec<String> {
-    let mut rows = Vec::new();
-    for query in [
-        "SELECT to_jsonb(t) FROM watch_sessions t ORDER BY client_user_id, media_content_key, start_at",
-        "SELECT to_jsonb(t) FROM watch_progress t ORDER BY client_user_id, media_content_key",
-        "SELECT to_jsonb(t) - 'applied_at' FROM playback_events t ORDER BY envelope_id",
-    ] {
-        for row in db.query(query, &[]).await.expect(query) {
-            rows.push(row.get::<_, serde_json::Value>(0).to_string());
-        }
-    }
-    rows
-}
+/// Every watch-history table as JSON text (the shared definition, also used end to end).
+pub use kollus_test_support::db::history_snapshot as snapshot;

@@ -109,22 +109,8 @@ pub fn envelope(kind: CallbackKind, form: &str, at: i64) -> Envelope<ContentEven
     e
 }
 
-/// Every catalog table, row by row in key order, as JSON text; `content_events.applied_at`
-/// (the wall clock of the apply) is left out. Two catalogs are the same when these are equal.
-pub async fn snapshot(db: &tokio_postgres::Client) -> Vec<String> {
-    let mut rows = Vec::new();
-    for query in [
-        "SELECT to_jsonb(t) FROM uploads t ORDER BY upload_file_key",
-        "SELECT to_jsonb(t) FROM media_contents t ORDER BY media_content_key",
-        "SELECT to_jsonb(t) FROM channel_memberships t ORDER BY media_content_key, channel_key",
-        "SELECT to_jsonb(t) - 'applied_at' FROM content_events t ORDER BY envelope_id",
-    ] {
-        for row in db.query(query, &[]).await.expect(query) {
-            rows.push(row.get::<_, serde_json::Value>(0).to_string());
-        }
-    }
-    rows
-}
+/// Every catalog table as JSON text (the shared definition, also used end to end).
+pub use kollus_test_support::db::catalog_snapshot as snapshot;
 
 pub fn record(e: &Envelope<ContentEvent>, offset: i64) -> OwnedMessage {
     OwnedMessage::new(

@@ -10,23 +10,10 @@ use kollus_test_support::{eventually, fixture, topic_record_count, Broker};
 use crate::read_api::report;
 use crate::stack::*;
 
-/// Every table the workers derive, row by row in key order, as JSON text (wall-clock columns of
-/// the apply left out): equal snapshots, equal data.
+/// Every table the workers derive, as JSON text: equal snapshots, equal data.
 async fn snapshot(db: &tokio_postgres::Client) -> Vec<String> {
-    let mut rows = Vec::new();
-    for query in [
-        "SELECT to_jsonb(t) FROM uploads t ORDER BY upload_file_key",
-        "SELECT to_jsonb(t) FROM media_contents t ORDER BY media_content_key",
-        "SELECT to_jsonb(t) FROM channel_memberships t ORDER BY media_content_key, channel_key",
-        "SELECT to_jsonb(t) - 'applied_at' FROM content_events t ORDER BY envelope_id",
-        "SELECT to_jsonb(t) FROM watch_sessions t ORDER BY client_user_id, media_content_key, start_at",
-        "SELECT to_jsonb(t) FROM watch_progress t ORDER BY client_user_id, media_content_key",
-        "SELECT to_jsonb(t) - 'applied_at' FROM playback_events t ORDER BY envelope_id",
-    ] {
-        for row in db.query(query, &[]).await.expect(query) {
-            rows.push(row.get::<_, serde_json::Value>(0).to_string());
-        }
-    }
+    let mut rows = kollus_test_support::db::catalog_snapshot(db).await;
+    rows.extend(kollus_test_support::db::history_snapshot(db).await);
     rows
 }
 
