@@ -35,7 +35,7 @@ async fn s3_with_bucket(bucket: &str) -> S3Server {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .expect("starting moto_server"),
+            .expect("starting scripts/s3.sh run"),
     );
     let endpoint = format!("http://127.0.0.1:{port}");
     let http = reqwest::Client::new();
