@@ -98,6 +98,9 @@ async fn main() -> anyhow::Result<()> {
             for damaged in &report.damaged {
                 println!("DAMAGED {damaged}");
             }
+            for (topic, partition, first) in &report.late_starts {
+                println!("START {topic}/{partition}: the archive starts at offset {first}");
+            }
             for (topic, partition, from, to) in &report.gaps {
                 println!("GAP {topic}/{partition}: offsets {from}..={to} are not archived");
             }

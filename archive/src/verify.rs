@@ -19,6 +19,10 @@ pub struct Report {
     pub gaps: Vec<(String, i32, i64, i64)>,
     /// Records archived more than once.
     pub repeats: u64,
+    /// Partitions whose archive does not start at offset 0: (topic, partition, first offset).
+    /// Not an error (the group may have started late, or a new DIR reused its group), but what
+    /// comes before is not here.
+    pub late_starts: Vec<(String, i32, i64)>,
 }
 
 impl Report {
@@ -71,6 +75,11 @@ pub async fn verify(archive: &Archive, metrics: Option<&Metrics>) -> anyhow::Res
         let key = (entry.topic.clone(), entry.partition);
         for r in &records {
             match reached.get(&key).copied() {
+                None if r.offset > 0 => {
+                    report
+                        .late_starts
+                        .push((entry.topic.clone(), entry.partition, r.offset));
+                }
                 Some(last) if r.offset <= last => report.repeats += 1,
                 Some(last) if r.offset > last + 1 => {
                     report.gaps.push((

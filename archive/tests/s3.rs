@@ -113,6 +113,7 @@ async fn an_archive_in_a_bucket_verifies_and_restores_into_another_broker() {
     let report = verify::verify(&archive, None).await.unwrap();
     assert!(report.ok(), "{report:?}");
     assert_eq!((report.records, report.repeats), (60, 0));
+    assert!(report.late_starts.is_empty(), "{report:?}");
 
     let other = Broker::start().await;
     let summary = restore::restore(&archive, &KafkaSettings::with_brokers(&other.addr), None)
@@ -165,5 +166,7 @@ async fn verify_finds_a_damaged_segment_and_a_gap() {
     assert!(!report.ok());
     assert_eq!(report.damaged.len(), 1, "{report:?}");
     assert!(report.damaged[0].contains("SHA-256"), "{report:?}");
+    // The damaged segment was a partition's first: what follows it starts late.
+    assert_eq!(report.late_starts.len(), 1, "{report:?}");
     assert!(!report.gaps.is_empty(), "{report:?}");
 }
