@@ -7,7 +7,6 @@ use std::collections::{BTreeMap, HashSet};
 use std::future::Future;
 use std::time::Duration;
 
-use anyhow::Context as _;
 use rdkafka::consumer::{CommitMode, Consumer as _};
 use rdkafka::error::KafkaError;
 use rdkafka::message::Message as _;
@@ -40,6 +39,23 @@ pub struct DumpSettings {
     /// ... or once it has been open this long, in seconds: the most a crash makes `dump` redo.
     #[arg(long, env = "ARCHIVE_SEGMENT_SECONDS", default_value_t = 60)]
     pub segment_seconds: u64,
+}
+
+impl<'a> Dumper<'a> {
+    fn new(
+        archive: &'a Archive,
+        consumer: kafka::ArchiveConsumer,
+        settings: &'a DumpSettings,
+        metrics: &'a Metrics,
+    ) -> Self {
+        Self {
+            archive,
+            consumer,
+            settings,
+            metrics,
+            open: BTreeMap::new(),
+        }
+    }
 }
 
 struct Dumper<'a> {
@@ -152,13 +168,7 @@ pub async fn continuous(
     kafka::ensure_topics(kafka_settings, &kafka_settings.topics()).await?;
     let consumer =
         kafka::archive_consumer(kafka_settings, &settings.group_id, &kafka_settings.topics())?;
-    let mut d = Dumper {
-        archive,
-        consumer,
-        settings,
-        metrics,
-        open: BTreeMap::new(),
-    };
+    let mut d = Dumper::new(archive, consumer, settings, metrics);
     tokio::pin!(shutdown);
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {
@@ -202,15 +212,7 @@ async fn topic_until_end(
     // Assigned, not subscribed: one topic at a time, so an end-of-partition event (which names
     // only the partition) is this topic's. Starts at the group's committed offsets.
     let consumer = kafka::archive_consumer(kafka_settings, &settings.group_id, &[])?;
-    let metadata = consumer
-        .fetch_metadata(Some(topic), Duration::from_secs(10))
-        .with_context(|| format!("metadata of {topic}"))?;
-    let partitions: Vec<i32> = metadata
-        .topics()
-        .iter()
-        .filter(|t| t.error().is_none())
-        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
-        .collect();
+    let partitions = kafka::partitions(&consumer, topic)?;
     let mut tpl = TopicPartitionList::new();
     let mut estimate = 0;
     for p in &partitions {
@@ -228,13 +230,7 @@ async fn topic_until_end(
     }
     consumer.assign(&tpl)?;
     let mut progress = Progress::new("dump", "records", estimate, Some(metrics));
-    let mut d = Dumper {
-        archive,
-        consumer,
-        settings,
-        metrics,
-        open: BTreeMap::new(),
-    };
+    let mut d = Dumper::new(archive, consumer, settings, metrics);
     let mut at_end: HashSet<i32> = HashSet::new();
     let mut count = 0;
     while at_end.len() < partitions.len() {

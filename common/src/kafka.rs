@@ -83,6 +83,40 @@ pub async fn ensure_topics(settings: &KafkaSettings, topics: &[&str]) -> anyhow:
     Ok(())
 }
 
+/// What every consumer-group member of ours sets: the group, its session timeout, and where a
+/// new group starts (the beginning: nothing is skipped).
+fn group_member_config(settings: &KafkaSettings, group_id: &str) -> ClientConfig {
+    let mut c = base_config(&settings.brokers, group_id);
+    c.set("group.id", group_id)
+        .set(
+            "session.timeout.ms",
+            settings.session_timeout_ms.to_string(),
+        )
+        .set("auto.offset.reset", "earliest")
+        // librdkafka lets the broker hold a fetch up to 500 ms for more data; the local broker
+        // holds it that long even when records are waiting. 50 ms keeps the lag low at the cost
+        // of a few more fetch requests while idle.
+        .set("fetch.wait.max.ms", "50");
+    c
+}
+
+/// The partitions `topic` has, by id (none when the broker does not know the topic). A
+/// blocking call to the broker.
+pub fn partitions<C: rdkafka::consumer::ConsumerContext, K: Consumer<C>>(
+    consumer: &K,
+    topic: &str,
+) -> anyhow::Result<Vec<i32>> {
+    let metadata = consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .with_context(|| format!("metadata of {topic}"))?;
+    Ok(metadata
+        .topics()
+        .iter()
+        .filter(|t| t.error().is_none())
+        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+        .collect())
+}
+
 /// A consumer-group member that never stores an offset by itself: the caller stores offsets
 /// (see [`store_offsets`]) after the records are applied, and librdkafka commits stored offsets
 /// in the background. A crash between applying and committing replays those records, which
@@ -92,20 +126,10 @@ pub fn consumer(
     group_id: &str,
     topic: &str,
 ) -> anyhow::Result<WorkerConsumer> {
-    let consumer: WorkerConsumer = base_config(&settings.brokers, group_id)
-        .set("group.id", group_id)
-        .set(
-            "session.timeout.ms",
-            settings.session_timeout_ms.to_string(),
-        )
+    let consumer: WorkerConsumer = group_member_config(settings, group_id)
         .set("enable.auto.commit", "true")
         .set("auto.commit.interval.ms", "1000")
         .set("enable.auto.offset.store", "false")
-        .set("auto.offset.reset", "earliest")
-        // librdkafka lets the broker hold a fetch up to 500 ms for more data; the local broker
-        // holds it that long even when records are waiting. 50 ms keeps the lag low at the cost
-        // of a few more fetch requests while idle.
-        .set("fetch.wait.max.ms", "50")
         .set("enable.partition.eof", "false")
         .create()
         .context("creating Kafka consumer")?;
@@ -144,15 +168,8 @@ pub fn archive_consumer(
     group_id: &str,
     topics: &[&str],
 ) -> anyhow::Result<ArchiveConsumer> {
-    let consumer: ArchiveConsumer = base_config(&settings.brokers, group_id)
-        .set("group.id", group_id)
-        .set(
-            "session.timeout.ms",
-            settings.session_timeout_ms.to_string(),
-        )
+    let consumer: ArchiveConsumer = group_member_config(settings, group_id)
         .set("enable.auto.commit", "false")
-        .set("auto.offset.reset", "earliest")
-        .set("fetch.wait.max.ms", "50")
         .set("enable.partition.eof", "true")
         .create_with_context(QuietEof)
         .context("creating Kafka consumer")?;

@@ -71,15 +71,16 @@ impl History {
             store::prepare(&tx),
         )
         .await?;
-        let mut stored: HashMap<&SessionKey, Session> = HashMap::with_capacity(read.len());
-        for k in &keys {
+        // Keyed by owned keys, so the reports can be consumed below (no copy of a session).
+        let mut stored: HashMap<SessionKey, Session> = HashMap::with_capacity(read.len());
+        for k in keys {
             let id = (
                 k.client_user_id.as_str().to_owned(),
                 k.media_content_key.as_str().to_owned(),
                 k.start_at.0,
             );
             if let Some(row) = read.remove(&id) {
-                stored.insert(*k, row.into_session((*k).clone()));
+                stored.insert(k.clone(), row.into_session(k.clone()));
             }
         }
         let mut rollups: BTreeMap<PairId, Progress> = read_pairs
@@ -91,9 +92,9 @@ impl History {
         let applied = fresh.len();
         let batch = coalesce(
             reports
-                .iter()
+                .into_iter()
                 .filter(|r| fresh.remove(&r.id))
-                .map(|r| r.session.clone()),
+                .map(|r| r.session),
         );
         // Each touched rollup, and its `reports` as read (`None`: not stored yet).
         let mut progress: BTreeMap<PairId, (Progress, Option<i64>)> = BTreeMap::new();

@@ -228,16 +228,8 @@ pub fn topic_record_count(brokers: &str, topic: &str) -> i64 {
         .set("log_level", "3")
         .create()
         .expect("creating a counting consumer");
-    let timeout = Duration::from_secs(10);
-    let metadata = consumer
-        .fetch_metadata(Some(topic), timeout)
-        .unwrap_or_else(|e| panic!("metadata of {topic}: {e}"));
-    let partitions: Vec<i32> = metadata
-        .topics()
-        .iter()
-        .filter(|t| t.error().is_none())
-        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
-        .collect();
+    let partitions =
+        kollus_common::kafka::partitions(&consumer, topic).unwrap_or_else(|e| panic!("{e:#}"));
     if partitions.is_empty() {
         return 0;
     }
