@@ -1,5 +1,6 @@
 //! The archive in an S3-compatible bucket (moto's server from PyPI, `scripts/s3.sh`): dump up to
-//! the end, verify, restore into another broker; and a damaged segment found by verify.
+//! the end, verify, restore into another broker; a damaged segment found by verify; and a dump
+//! killed mid-stream, which repeats records and never skips one.
 
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -11,9 +12,10 @@ use kollus_archive::{restore, verify};
 use kollus_common::settings::KafkaSettings;
 use kollus_test_support::{eventually, free_port, topic_record_count, workspace_root, Broker};
 
-struct S3Server(Child);
+/// A child process killed (SIGKILL) when dropped.
+struct KillOnDrop(Child);
 
-impl Drop for S3Server {
+impl Drop for KillOnDrop {
     fn drop(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
@@ -21,7 +23,7 @@ impl Drop for S3Server {
 }
 
 /// moto's S3 on a free port, with a bucket, and the `AWS_*` variables pointing at it.
-async fn s3_with_bucket(bucket: &str) -> S3Server {
+async fn s3_with_bucket(bucket: &str) -> KillOnDrop {
     let bin = workspace_root().join(".local/moto-venv/bin/moto_server");
     assert!(
         bin.exists(),
@@ -29,7 +31,7 @@ async fn s3_with_bucket(bucket: &str) -> S3Server {
         bin.display()
     );
     let port = free_port();
-    let server = S3Server(
+    let server = KillOnDrop(
         Command::new(bin)
             .args(["-H", "127.0.0.1", "-p", &port.to_string()])
             .stdout(Stdio::null())
@@ -169,4 +171,57 @@ async fn verify_finds_a_damaged_segment_and_a_gap() {
     // The damaged segment was a partition's first: what follows it starts late.
     assert_eq!(report.late_starts.len(), 1, "{report:?}");
     assert!(!report.gaps.is_empty(), "{report:?}");
+}
+
+#[tokio::test]
+async fn a_dump_killed_mid_stream_repeats_records_and_never_skips_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::start().await;
+    let kafka = KafkaSettings::with_brokers(&broker.addr);
+    kollus_common::kafka::ensure_topics(&kafka, &kafka.topics())
+        .await
+        .unwrap();
+    publish(&broker, &kafka, 300).await;
+    let to = dir.path().to_str().unwrap().to_owned();
+    let mut running = KillOnDrop(
+        Command::new(env!("CARGO_BIN_EXE_kollus-archive"))
+            .args(["dump", "--to", &to])
+            .env("KAFKA_BROKERS", &broker.addr)
+            .env("ARCHIVE_GROUP_ID", "crash-test")
+            .env("ARCHIVE_SEGMENT_BYTES", "2000")
+            .env("LISTEN_ADDR", "127.0.0.1:0")
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("starting kollus-archive dump"),
+    );
+    let archive = Archive::open(&to).unwrap();
+    eventually(
+        "a few segments archived",
+        Duration::from_secs(30),
+        || async { (archive.list("manifest").await.ok()?.len() >= 3).then_some(()) },
+    )
+    .await;
+    running.0.kill().expect("kill -9");
+    running.0.wait().expect("reaping it");
+
+    // A new run of the same group finishes the job from its committed offsets.
+    let mut settings = settings("crash-test");
+    settings.segment_bytes = 2_000;
+    dump::until_end(&archive, &kafka, &settings, &Metrics::new())
+        .await
+        .unwrap();
+    let report = verify::verify(&archive, None).await.unwrap();
+    assert!(report.ok(), "no gap after the crash: {report:?}");
+    assert!(report.late_starts.is_empty(), "{report:?}");
+    assert_eq!(report.records - report.repeats, 300, "{report:?}");
+
+    let other = Broker::start().await;
+    let summary = restore::restore(&archive, &KafkaSettings::with_brokers(&other.addr), None)
+        .await
+        .unwrap();
+    assert_eq!(
+        (summary.produced, summary.repeats_skipped),
+        (300, report.repeats)
+    );
 }

@@ -246,3 +246,71 @@ async fn a_session_another_writer_inserts_first_is_merged_with_not_overwritten()
         "one session, its totals grown by what the batch added"
     );
 }
+
+#[tokio::test]
+async fn a_session_another_writer_updates_first_is_merged_with_not_overwritten() {
+    let db = TestDb::new().await;
+    let h = history(&db);
+    let reports = reports();
+    h.apply(&records(&reports[..1])).await.unwrap();
+    // Another writer has merged a report into the stored session and its rollup, not committed.
+    let mut other = db.client().await;
+    let other = other.transaction().await.unwrap();
+    other
+        .batch_execute(
+            "UPDATE watch_sessions SET playtime = 999, reports = reports + 1; \
+             UPDATE watch_progress SET total_playtime = 999, reports = reports + 1",
+        )
+        .await
+        .unwrap();
+    let batch = records(&reports[1..2]);
+    let first = tokio::spawn({
+        let batch = batch.clone();
+        let h = history(&db);
+        async move { h.apply(&batch).await }
+    });
+    // The worker read the committed rows; its write waits on the other writer's.
+    let watcher = db.client().await;
+    eventually(
+        "the worker to wait on the other writer",
+        std::time::Duration::from_secs(20),
+        || async {
+            let row = watcher
+                .query_one(
+                    "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'",
+                    &[],
+                )
+                .await
+                .ok()?;
+            (row.get::<_, i64>(0) > 0).then_some(())
+        },
+    )
+    .await;
+    other.commit().await.unwrap();
+    let raced = first.await.unwrap();
+    assert!(
+        matches!(raced, Err(ApplyError::Transient(_))),
+        "a row changed since read is not overwritten: {raced:?}"
+    );
+    let claimed: i64 = watcher
+        .query_one("SELECT count(*) FROM playback_events", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(claimed, 1, "nothing of the raced attempt is kept");
+
+    h.apply(&batch).await.unwrap();
+    let rows = snapshot(&watcher).await;
+    let session: serde_json::Value = serde_json::from_str(&rows[0]).unwrap();
+    let progress: serde_json::Value = serde_json::from_str(&rows[1]).unwrap();
+    assert_eq!(
+        (&session["playtime"], &session["reports"]),
+        (&json!(999), &json!(3)),
+        "the other writer's merge kept, this report counted"
+    );
+    assert_eq!(
+        (&progress["total_playtime"], &progress["reports"]),
+        (&json!(999), &json!(3)),
+        "the rollup agrees with its one session"
+    );
+}
