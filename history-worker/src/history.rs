@@ -1,12 +1,16 @@
 //! Applying a batch of LMS reports. Split by (user, video) into `HISTORY_WRITE_SHARDS` shards;
 //! per shard, in one transaction:
 //!
-//! 1. claim the envelope ids (a re-delivered report is dropped here), and read the stored
-//!    sessions and rollups the shard touches, in one round trip;
-//! 2. merge in Rust: each session with its stored state (`sessions.rs`), each rollup with the
-//!    sessions' changes (`progress.rs`);
-//! 3. write both back (`store.rs`): update what was stored, if still as read; insert what was
-//!    not.
+//! 1. read the stored sessions and rollups the shard touches, with their versions, in one round
+//!    trip;
+//! 2. merge in Rust: each report into its session (`sessions.rs`), each changed session into
+//!    its rollup (`progress.rs`);
+//! 3. write back only what changed (`store.rs`): update what was stored, if still at the version
+//!    read; insert what was not.
+//!
+//! Exactly-once effect comes from the merge itself: it is a join (maxima, ORs, minima), so a
+//! report applied again, late or in another batch changes nothing, and no table remembers which
+//! reports it has seen. A report that changed nothing is counted as a duplicate.
 //!
 //! Should another transaction have written one of those rows in between (two consumers
 //! overlapping in a rebalance), the shard is rolled back and the batch retried: it then reads
@@ -20,12 +24,11 @@ use deadpool_postgres::Pool;
 use kollus_common::kollus::lms::LmsReport;
 use kollus_common::worker::{Applied, Apply, ApplyError, Record, Rejected};
 use time::OffsetDateTime;
-use uuid::Uuid;
 
 use crate::metrics::Metrics;
-use crate::progress::Progress;
-use crate::sessions::{coalesce, Plausibility, Session, SessionKey};
-use crate::store::{self, PairId, ProgressRow, Raced, SessionRow, Write};
+use crate::progress::{Progress, Totals};
+use crate::sessions::{Plausibility, Session, SessionKey};
+use crate::store::{self, PairId, ProgressRow, Raced, SessionRow, Version, Write};
 
 pub struct History {
     pub pool: Pool,
@@ -35,17 +38,110 @@ pub struct History {
     pub write_shards: usize,
 }
 
-/// A report ready to apply: its envelope id, receive time and the session it describes.
+/// A report ready to apply: when ingest received it and the session it describes.
 struct Report {
-    id: Uuid,
     received_at: OffsetDateTime,
     session: Session,
 }
 
-/// What one shard did: reports applied (new envelope ids) and reports taken.
+/// What one shard did: reports that changed their session, and reports taken.
 struct ShardCounts {
     applied: usize,
     taken: usize,
+}
+
+/// What a shard's rows were when read, with their versions.
+#[derive(Default)]
+pub struct Stored {
+    pub sessions: HashMap<SessionKey, (Session, Version)>,
+    pub rollups: BTreeMap<PairId, (Progress, Version)>,
+}
+
+/// What a shard writes back: only what changed, each with its version as read (`None`: new).
+pub struct Merged {
+    /// In key order, so concurrent writers lock rows in the same order.
+    pub sessions: Vec<(Session, Option<Version>)>,
+    pub rollups: Vec<(PairId, Progress, Option<Version>)>,
+    /// Reports that changed their session (the others changed nothing).
+    pub applied: usize,
+}
+
+/// One session while a shard is merged: as stored (totals and version), as merged so far, and
+/// whether a report changed it.
+struct Merging {
+    stored: Option<(Totals, Version)>,
+    session: Session,
+    changed: bool,
+}
+
+/// Merges a shard's reports into its stored sessions, and the changed sessions into their
+/// rollups. Pure: the worker and the property tests run the same code.
+pub fn merge_shard(mut stored: Stored, reports: impl IntoIterator<Item = Session>) -> Merged {
+    let mut merging: HashMap<SessionKey, Merging> = stored
+        .sessions
+        .drain()
+        .map(|(key, (session, version))| {
+            let m = Merging {
+                stored: Some((Totals::of(&session), version)),
+                session,
+                changed: false,
+            };
+            (key, m)
+        })
+        .collect();
+    let mut applied = 0;
+    for s in reports {
+        if let Some(m) = merging.get_mut(&s.key) {
+            if m.session.merge(s) {
+                m.changed = true;
+                applied += 1;
+            }
+        } else {
+            applied += 1;
+            let m = Merging {
+                stored: None,
+                session: s,
+                changed: true,
+            };
+            merging.insert(m.session.key.clone(), m);
+        }
+    }
+    let mut changed: Vec<Merging> = merging.into_values().filter(|m| m.changed).collect();
+    changed.sort_unstable_by(|a, b| a.session.key.cmp(&b.session.key));
+
+    // Each touched rollup: as read (with its version), and as merged so far.
+    let mut rolling: BTreeMap<PairId, (Option<(Progress, Version)>, Progress)> = BTreeMap::new();
+    for m in &changed {
+        let s = &m.session;
+        let pair = (
+            s.key.client_user_id.as_str().to_owned(),
+            s.key.media_content_key.as_str().to_owned(),
+        );
+        let (_, progress) = match rolling.entry(pair) {
+            Entry::Occupied(e) => e.into_mut(),
+            Entry::Vacant(e) => {
+                let read = stored.rollups.remove(e.key());
+                let progress = read
+                    .as_ref()
+                    .map_or_else(Progress::empty, |(p, _)| p.clone());
+                e.insert((read, progress))
+            }
+        };
+        progress.apply(m.stored.map(|(totals, _)| totals), s);
+    }
+    Merged {
+        sessions: changed
+            .into_iter()
+            .map(|m| (m.session, m.stored.map(|(_, version)| version)))
+            .collect(),
+        // A session can change without its rollup changing (a late report's device name).
+        rollups: rolling
+            .into_iter()
+            .filter(|(_, (read, now))| read.as_ref().is_none_or(|(p, _)| p != now))
+            .map(|(pair, (read, now))| (pair, now, read.map(|(_, version)| version)))
+            .collect(),
+        applied,
+    }
 }
 
 impl History {
@@ -59,89 +155,56 @@ impl History {
             .map(|k| (k.client_user_id.as_str(), k.media_content_key.as_str()))
             .collect();
         pairs.dedup(); // `keys` is sorted, so each pair's keys are adjacent.
-        let ids: Vec<Uuid> = reports.iter().map(|r| r.id).collect();
-        let received: Vec<OffsetDateTime> = reports.iter().map(|r| r.received_at).collect();
         let mut client = self.pool.get().await?;
         let tx = client.transaction().await?;
         // One round trip: the requests are pipelined, and run in this order.
-        let (mut fresh, mut read, read_pairs, ()) = futures_util::future::try_join4(
-            store::claim_new(&tx, &ids, &received),
+        let (mut read, read_pairs, ()) = futures_util::future::try_join3(
             store::read_sessions(&tx, &keys),
             store::read_progress(&tx, &pairs),
             store::prepare(&tx),
         )
         .await?;
-        // Keyed by owned keys, so the reports can be consumed below (no copy of a session).
-        let mut stored: HashMap<SessionKey, Session> = HashMap::with_capacity(read.len());
+        let mut stored = Stored::default();
         for k in keys {
             let id = (
                 k.client_user_id.as_str().to_owned(),
                 k.media_content_key.as_str().to_owned(),
                 k.start_at.0,
             );
-            if let Some(row) = read.remove(&id) {
-                stored.insert(k.clone(), row.into_session(k.clone()));
+            if let Some((row, version)) = read.remove(&id) {
+                stored
+                    .sessions
+                    .insert(k.clone(), (row.into_session(k.clone()), version));
             }
         }
-        let mut rollups: BTreeMap<PairId, Progress> = read_pairs
+        stored.rollups = read_pairs
             .into_iter()
-            .map(|(pair, row)| (pair, row.into_progress()))
+            .map(|(pair, (row, version))| (pair, (row.into_progress(), version)))
             .collect();
 
         let taken = reports.len();
-        let applied = fresh.len();
-        let batch = coalesce(
-            reports
-                .into_iter()
-                .filter(|r| fresh.remove(&r.id))
-                .map(|r| r.session),
-        );
-        // Each touched rollup, and its `reports` as read (`None`: not stored yet).
-        let mut progress: BTreeMap<PairId, (Progress, Option<i64>)> = BTreeMap::new();
-        let mut merged_sessions = Vec::with_capacity(batch.len());
-        for s in batch {
-            let before = stored.remove(&s.key);
-            let after = match before.clone() {
-                Some(mut m) => {
-                    m.merge(s);
-                    m
-                }
-                None => s,
-            };
-            let pair = (
-                after.key.client_user_id.as_str().to_owned(),
-                after.key.media_content_key.as_str().to_owned(),
-            );
-            let (rollup, _) = match progress.entry(pair) {
-                Entry::Occupied(e) => e.into_mut(),
-                Entry::Vacant(e) => {
-                    let loaded = rollups.remove(e.key());
-                    let read = loaded.as_ref().map(|p| store::int(p.reports));
-                    e.insert((loaded.unwrap_or_else(Progress::empty), read))
-                }
-            };
-            rollup.apply(before.as_ref(), &after);
-            merged_sessions.push((after, before.map(|b| store::int(b.reports))));
-        }
-        let session_rows: Vec<_> = merged_sessions
+        let merged = merge_shard(stored, reports.into_iter().map(|r| r.session));
+        let session_rows: Vec<_> = merged
+            .sessions
             .iter()
-            .map(|(s, read_reports)| Write {
+            .map(|(s, read_version)| Write {
                 row: SessionRow::of(s),
-                read_reports: *read_reports,
+                read_version: *read_version,
             })
             .collect();
-        let progress_rows: Vec<_> = progress
+        let progress_rows: Vec<_> = merged
+            .rollups
             .iter()
-            .map(|(pair, (p, read_reports))| Write {
+            .map(|(pair, p, read_version)| Write {
                 row: ProgressRow::of(&pair.0, &pair.1, p),
-                read_reports: *read_reports,
+                read_version: *read_version,
             })
             .collect();
 
         let Raced(sessions_raced) = store::write_sessions(&tx, &session_rows).await?;
         let Raced(rollups_raced) = store::write_progress(&tx, &progress_rows).await?;
         if sessions_raced + rollups_raced > 0 {
-            // Dropping the transaction rolls it back, claims included: the retry applies all.
+            // Dropping the transaction rolls it back: the retry reads the rows anew.
             self.metrics.raced.inc();
             return Err(ApplyError::Transient(anyhow::anyhow!(
                 "{sessions_raced} session(s) and {rollups_raced} rollup(s) of this batch were \
@@ -149,7 +212,10 @@ impl History {
             )));
         }
         tx.commit().await?;
-        Ok(ShardCounts { applied, taken })
+        Ok(ShardCounts {
+            applied: merged.applied,
+            taken,
+        })
     }
 }
 
@@ -160,8 +226,8 @@ impl Apply for History {
         let mut rejected = Vec::new();
         // Shards by (user, video): no session or rollup row is in two shards, so their
         // transactions never wait on each other. Each shard commits on its own; should one fail,
-        // the whole batch is retried and the committed shards' reports are skipped as already
-        // applied (their envelope ids are claimed), so the batch still applies exactly once.
+        // the whole batch is retried, and the committed shards' reports change nothing the
+        // second time (the merge is idempotent), so the batch still applies exactly once.
         let shards = self.write_shards.max(1);
         let mut parts: Vec<Vec<Report>> = (0..shards).map(|_| Vec::new()).collect();
         for Record { index, envelope: e } in batch {
@@ -183,7 +249,6 @@ impl Apply for History {
             )
                 .hash(&mut h);
             parts[(h.finish() % shards as u64) as usize].push(Report {
-                id: e.id,
                 received_at: e.received_at,
                 session: Session::from_report(
                     &e.payload,
@@ -194,6 +259,7 @@ impl Apply for History {
                 ),
             });
         }
+        let received: Vec<OffsetDateTime> = parts.iter().flatten().map(|r| r.received_at).collect();
         let counts = futures_util::future::try_join_all(
             parts
                 .into_iter()
@@ -201,6 +267,12 @@ impl Apply for History {
                 .map(|p| self.apply_shard(p)),
         )
         .await?;
+        let now = OffsetDateTime::now_utc();
+        for at in received {
+            self.metrics
+                .applied_lag
+                .observe((now - at).as_seconds_f64().max(0.0));
+        }
         let (applied, taken) = counts
             .iter()
             .fold((0, 0), |(a, t), c| (a + c.applied, t + c.taken));
@@ -224,5 +296,201 @@ impl Apply for History {
             .batch_execute(&format!("TRUNCATE {}", store::TABLES.join(", ")))
             .await?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! Exactly-once effect by construction: whatever the worker is handed (repeats, any order,
+    //! any batching), the rows it writes equal those of each distinct report applied once.
+
+    use std::collections::BTreeSet;
+
+    use kollus_common::kollus::lms::checksum::HashVerdict;
+    use proptest::prelude::*;
+    use proptest::strategy::ValueTree as _;
+
+    use super::*;
+    use crate::sessions::Assessment;
+
+    /// A report of one of a few sessions (2 users x 2 players of one video), with counters,
+    /// blocks, segments, descriptive fields and uservalues drawn so that reports disagree.
+    fn report() -> impl Strategy<Value = (LmsReport, i64, Option<HashVerdict>, bool)> {
+        (
+            (0u8..2, 0u8..2, 0u64..500, 0u64..500, 0u64..500, 0u64..200),
+            (
+                proptest::collection::vec((any::<bool>(), 0u64..60, 0u64..100), 0..5),
+                proptest::collection::vec((0u32..4, 0u64..3, 0u64..30), 0..3),
+                (
+                    proptest::option::of(0u8..3),
+                    proptest::option::of(0u8..3),
+                    0u8..3,
+                ),
+            ),
+            (
+                0i64..100,
+                proptest::option::of(prop_oneof![
+                    Just(HashVerdict::Verified),
+                    Just(HashVerdict::Absent),
+                    Just(HashVerdict::Mismatch)
+                ]),
+                any::<bool>(),
+            ),
+        )
+            .prop_map(
+                |(
+                    (user, player, playtime, real, runtime, position),
+                    (blocks, segments, (device, channel, uservalue)),
+                    (received, hash, device_clock),
+                )| {
+                    let blocks: serde_json::Map<String, serde_json::Value> = blocks
+                        .iter()
+                        .enumerate()
+                        .flat_map(|(i, (b, t, p))| {
+                            [
+                                (format!("b{i}"), serde_json::json!(u8::from(*b))),
+                                (format!("t{i}"), serde_json::json!(t)),
+                                (format!("p{i}"), serde_json::json!(p)),
+                            ]
+                        })
+                        .collect();
+                    let mut doc = serde_json::json!({
+                        "user_info": {"client_user_id": format!("u{user}")},
+                        "content_info": {"media_content_key": "m1",
+                            "start_at": 1_700_000_000 + i64::from(player),
+                            "playtime": playtime, "real_playtime": real, "runtime": runtime,
+                            "last_play_at": position},
+                        "block_info": {"block_count": blocks.len() / 3, "blocks": blocks,
+                            "sessions": segments.iter().map(|(b, s, p)| serde_json::json!(
+                                {"block": b, "start_time": s, "play_time": p})).collect::<Vec<_>>()},
+                        "uservalues": {"uservalue0": format!("v{uservalue}")},
+                    });
+                    if let Some(d) = device {
+                        doc["user_info"]["device"] = serde_json::json!(format!("device-{d}"));
+                    }
+                    if let Some(c) = channel {
+                        doc["content_info"]["channel_key"] = serde_json::json!(format!("ch{c}"));
+                    }
+                    let r = LmsReport::from_json(doc.to_string().as_bytes()).unwrap();
+                    (r, received, hash, device_clock)
+                },
+            )
+    }
+
+    fn session(
+        (r, received, hash, device_clock): &(LmsReport, i64, Option<HashVerdict>, bool),
+    ) -> Session {
+        let at = OffsetDateTime::from_unix_timestamp(1_700_000_100 + received).unwrap();
+        let assessment = Assessment {
+            device_clock: *device_clock,
+        };
+        Session::from_report(r, at, [], *hash, assessment)
+    }
+
+    /// The rows a store holds after `batches` went through [`merge_shard`] one after another,
+    /// each merged with what the store held (versions raised on every write, as `xmin` is).
+    fn run(batches: &[Vec<Session>]) -> (Vec<SessionRow>, Vec<ProgressRow>, usize) {
+        let mut stored = Stored::default();
+        let mut version = 0;
+        let mut applied = 0;
+        for batch in batches {
+            let keys: BTreeSet<&SessionKey> = batch.iter().map(|s| &s.key).collect();
+            let read = Stored {
+                sessions: keys
+                    .iter()
+                    .filter_map(|k| Some(((*k).clone(), stored.sessions.get(*k)?.clone())))
+                    .collect(),
+                rollups: stored.rollups.clone(),
+            };
+            let merged = merge_shard(read, batch.iter().cloned());
+            applied += merged.applied;
+            for (s, read_version) in merged.sessions {
+                let now = stored.sessions.get(&s.key).map(|(_, v)| *v);
+                assert_eq!(now, read_version, "written at the version read");
+                version += 1;
+                stored.sessions.insert(s.key.clone(), (s, version));
+            }
+            for (pair, p, read_version) in merged.rollups {
+                assert_eq!(stored.rollups.get(&pair).map(|(_, v)| *v), read_version);
+                version += 1;
+                stored.rollups.insert(pair, (p, version));
+            }
+        }
+        let mut sessions: Vec<SessionRow> = stored
+            .sessions
+            .values()
+            .map(|(s, _)| SessionRow::of(s))
+            .collect();
+        sessions.sort_by_key(SessionRow::id);
+        let rollups = stored
+            .rollups
+            .iter()
+            .map(|(pair, (p, _))| ProgressRow::of(&pair.0, &pair.1, p))
+            .collect();
+        (sessions, rollups, applied)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        #[test]
+        fn any_repeats_order_and_batching_give_each_report_applied_once(
+            distinct in proptest::collection::vec(report(), 1..12),
+            repeats in proptest::collection::vec(any::<prop::sample::Index>(), 0..12),
+            order in any::<u64>(),
+            cuts in proptest::collection::vec(any::<prop::sample::Index>(), 0..6),
+        ) {
+            let once: Vec<Session> = distinct.iter().map(session).collect();
+            let (want_sessions, want_rollups, _) = run(std::slice::from_ref(&once));
+
+            // Every report at least once, some again; shuffled; cut into batches.
+            let mut delivered: Vec<Session> = once.clone();
+            delivered.extend(repeats.iter().map(|i| once[i.index(once.len())].clone()));
+            let mut rng = order;
+            for i in (1..delivered.len()).rev() {
+                rng = rng.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                delivered.swap(i, (rng >> 33) as usize % (i + 1));
+            }
+            let mut at: Vec<usize> = cuts.iter().map(|i| i.index(delivered.len() + 1)).collect();
+            at.extend([0, delivered.len()]);
+            at.sort_unstable();
+            let batches: Vec<Vec<Session>> =
+                at.windows(2).map(|w| delivered[w[0]..w[1]].to_vec()).collect();
+
+            let (sessions, rollups, applied) = run(&batches);
+            prop_assert_eq!(&sessions, &want_sessions);
+            prop_assert_eq!(&rollups, &want_rollups);
+            prop_assert!(applied <= once.len(), "{} applied of {} distinct", applied, once.len());
+
+            // Everything delivered again, in one batch: nothing changes, nothing is written.
+            let mut replayed = batches.clone();
+            replayed.push(delivered.clone());
+            let (again, again_rollups, _) = run(&replayed);
+            prop_assert_eq!(&again, &want_sessions);
+            prop_assert_eq!(&again_rollups, &want_rollups);
+        }
+    }
+
+    #[test]
+    fn a_batch_that_changes_nothing_writes_nothing() {
+        let r = report();
+        let mut runner = proptest::test_runner::TestRunner::deterministic();
+        let s = session(&r.new_tree(&mut runner).unwrap().current());
+        let first = merge_shard(Stored::default(), [s.clone()]);
+        assert_eq!(
+            (first.sessions.len(), first.rollups.len(), first.applied),
+            (1, 1, 1)
+        );
+        let mut stored = Stored::default();
+        stored
+            .sessions
+            .insert(s.key.clone(), (first.sessions[0].0.clone(), 7));
+        let (pair, p, _) = first.rollups[0].clone();
+        stored.rollups.insert(pair, (p, 8));
+        let again = merge_shard(stored, [s.clone(), s]);
+        assert_eq!(
+            (again.sessions.len(), again.rollups.len(), again.applied),
+            (0, 0, 0)
+        );
     }
 }

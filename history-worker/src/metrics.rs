@@ -1,14 +1,17 @@
 //! history-worker's metrics, in the `kollus_history` namespace.
 
-use kollus_common::metrics::{counter, counter_vec, registry, zeroed};
+use kollus_common::metrics::{counter, counter_vec, histogram, registry, zeroed};
 use kollus_common::worker::LoopMetrics;
-use prometheus::{IntCounter, IntCounterVec, Registry};
+use prometheus::{Histogram, IntCounter, IntCounterVec, Registry};
 
 #[derive(Clone)]
 pub struct Metrics {
     pub registry: Registry,
-    /// By outcome: `applied`, `duplicate` (envelope applied before), `rejected`.
+    /// By outcome: `applied` (changed its session), `duplicate` (changed nothing: delivered
+    /// again, or older than what the session holds), `rejected`.
     pub records: IntCounterVec,
+    /// From ingest's receipt of a report to the commit that applied it.
+    pub applied_lag: Histogram,
     /// Shard transactions rolled back because a row changed since it was read.
     pub raced: IntCounter,
     pub consume: LoopMetrics,
@@ -21,8 +24,14 @@ impl Metrics {
             records: counter_vec(
                 &r,
                 "records_total",
-                "LMS reports consumed, by outcome.",
+                "LMS reports consumed, by outcome: applied (changed its session), duplicate (changed nothing), rejected.",
                 &["outcome"],
+            ),
+            applied_lag: histogram(
+                &r,
+                "applied_lag_seconds",
+                "Seconds from ingest receiving an LMS report to the commit of the transaction that applied it (reports that changed nothing included).",
+                prometheus::exponential_buckets(0.01, 2.0, 16).expect("static buckets"),
             ),
             raced: counter(
                 &r,

@@ -27,8 +27,22 @@ pub struct Progress {
     pub first_start_at: i64,
     /// When the latest report of any session arrived.
     pub last_watched_at: OffsetDateTime,
-    /// Reports merged into the sessions: every change raises it (`store.rs` relies on that).
-    pub reports: u64,
+}
+
+/// What the rollup needs of a session as stored before a batch grew it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Totals {
+    pub playtime: u64,
+    pub real_playtime: u64,
+}
+
+impl Totals {
+    pub fn of(s: &Session) -> Self {
+        Self {
+            playtime: s.playtime,
+            real_playtime: s.real_playtime,
+        }
+    }
 }
 
 impl Progress {
@@ -43,7 +57,6 @@ impl Progress {
             last_position: None,
             first_start_at: i64::MAX,
             last_watched_at: OffsetDateTime::UNIX_EPOCH,
-            reports: 0,
         }
     }
 
@@ -58,7 +71,7 @@ impl Progress {
 
     /// Folds one session's change in: `before` is its stored state (`None` for a new session),
     /// `after` its state once merged with the batch (which only ever grows it).
-    pub fn apply(&mut self, before: Option<&Session>, after: &Session) {
+    pub fn apply(&mut self, before: Option<Totals>, after: &Session) {
         let grown = |now: u64, then: Option<u64>| now.saturating_sub(then.unwrap_or(0));
         if before.is_none() {
             self.sessions += 1;
@@ -69,9 +82,6 @@ impl Progress {
         self.total_real_playtime = self
             .total_real_playtime
             .saturating_add(grown(after.real_playtime, before.map(|b| b.real_playtime)));
-        self.reports = self
-            .reports
-            .saturating_add(grown(after.reports, before.map(|b| b.reports)));
         self.block_count = self.block_count.max(after.block_count);
         if self.blocks_ever_played.len() < after.blocks.len() {
             self.blocks_ever_played.resize(after.blocks.len(), false);
@@ -138,7 +148,7 @@ mod tests {
                     }
                     None => s,
                 };
-                progress.apply(before.as_ref(), &after);
+                progress.apply(before.as_ref().map(Totals::of), &after);
                 stored.insert(after.key.clone(), after);
             }
         }

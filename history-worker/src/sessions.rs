@@ -200,7 +200,6 @@ pub struct Session {
     pub device_clock: bool,
     pub first_report_at: OffsetDateTime,
     pub last_report_at: OffsetDateTime,
-    pub reports: u64,
 }
 
 impl Session {
@@ -255,55 +254,81 @@ impl Session {
             device_clock: assessment.device_clock,
             first_report_at: received_at,
             last_report_at: received_at,
-            reports: 1,
         }
     }
 
-    /// Folds `other` (the same session) into `self`.
-    pub fn merge(&mut self, other: Session) {
+    /// Folds `other` (the same session) into `self`; says whether `self` changed.
+    ///
+    /// Every field is a join: the result depends only on the set of reports merged, not on
+    /// their order, repeats or batching. Counters, blocks and segments keep maxima (and ORs);
+    /// times keep the earliest and latest. Descriptive fields are the same in every report of
+    /// one player; when a broken player's reports disagree, the greatest value is kept, so the
+    /// row still does not depend on which report came first.
+    pub fn merge(&mut self, other: Session) -> bool {
         debug_assert_eq!(self.key, other.key);
-        // Descriptive fields are the same for every report of one player; keep any we lack.
-        fn keep<T>(mine: &mut Option<T>, theirs: Option<T>) {
-            if mine.is_none() {
+        let mut changed = false;
+        fn join<T: Ord>(mine: &mut T, theirs: T, changed: &mut bool) {
+            if theirs > *mine {
                 *mine = theirs;
+                *changed = true;
             }
         }
-        keep(&mut self.channel_key, other.channel_key);
-        keep(&mut self.encoding_profile, other.encoding_profile);
-        self.duration = self.duration.max(other.duration);
-        keep(&mut self.player_id, other.player_id);
-        keep(&mut self.hardware_id, other.hardware_id);
-        keep(&mut self.device, other.device);
-        keep(&mut self.os, other.os);
-        keep(&mut self.version, other.version);
-        keep(&mut self.host_name, other.host_name);
+        let c = &mut changed;
+        join(&mut self.channel_key, other.channel_key, c);
+        join(&mut self.encoding_profile, other.encoding_profile, c);
+        join(&mut self.duration, other.duration, c);
+        join(&mut self.player_id, other.player_id, c);
+        join(&mut self.hardware_id, other.hardware_id, c);
+        join(&mut self.device, other.device, c);
+        join(&mut self.os, other.os, c);
+        join(&mut self.version, other.version, c);
+        join(&mut self.host_name, other.host_name, c);
         for (k, v) in other.uservalues {
-            self.uservalues.entry(k).or_insert(v);
+            match self.uservalues.get_mut(&k) {
+                Some(mine) => join(mine, v, c),
+                None => {
+                    self.uservalues.insert(k, v);
+                    *c = true;
+                }
+            }
         }
-        self.playtime = self.playtime.max(other.playtime);
-        self.real_playtime = self.real_playtime.max(other.real_playtime);
-        self.runtime = self.runtime.max(other.runtime);
-        self.showtime = self.showtime.max(other.showtime);
-        self.playtime_percent = self.playtime_percent.max(other.playtime_percent);
-        self.position = self.position.max(other.position);
-        self.block_count = self.block_count.max(other.block_count);
+        join(&mut self.playtime, other.playtime, c);
+        join(&mut self.real_playtime, other.real_playtime, c);
+        join(&mut self.runtime, other.runtime, c);
+        join(&mut self.showtime, other.showtime, c);
+        join(&mut self.playtime_percent, other.playtime_percent, c);
+        join(&mut self.position, other.position, c);
+        join(&mut self.block_count, other.block_count, c);
         if self.blocks.len() < other.blocks.len() {
             self.blocks.resize(other.blocks.len(), Block::default());
+            *c = true;
         }
         for (mine, theirs) in self.blocks.iter_mut().zip(other.blocks) {
-            mine.played |= theirs.played;
-            mine.seconds = mine.seconds.max(theirs.seconds);
-            mine.percent = mine.percent.max(theirs.percent);
+            join(&mut mine.played, theirs.played, c);
+            join(&mut mine.seconds, theirs.seconds, c);
+            join(&mut mine.percent, theirs.percent, c);
         }
         for (key, play_time) in other.segments {
-            let mine = self.segments.entry(key).or_insert(0);
-            *mine = (*mine).max(play_time);
+            match self.segments.get_mut(&key) {
+                Some(mine) => join(mine, play_time, c),
+                None => {
+                    self.segments.insert(key, play_time);
+                    *c = true;
+                }
+            }
         }
-        self.signed = self.signed.merge(other.signed);
-        self.device_clock |= other.device_clock;
-        self.first_report_at = self.first_report_at.min(other.first_report_at);
-        self.last_report_at = self.last_report_at.max(other.last_report_at);
-        self.reports += other.reports;
+        let signed = self.signed.merge(other.signed);
+        if signed != self.signed {
+            self.signed = signed;
+            *c = true;
+        }
+        join(&mut self.device_clock, other.device_clock, c);
+        if other.first_report_at < self.first_report_at {
+            self.first_report_at = other.first_report_at;
+            *c = true;
+        }
+        join(&mut self.last_report_at, other.last_report_at, c);
+        changed
     }
 }
 
@@ -314,7 +339,9 @@ pub fn coalesce(sessions: impl IntoIterator<Item = Session>) -> Vec<Session> {
     let mut by_key: HashMap<SessionKey, Session> = HashMap::new();
     for s in sessions {
         match by_key.get_mut(&s.key) {
-            Some(existing) => existing.merge(s),
+            Some(existing) => {
+                existing.merge(s);
+            }
             None => {
                 by_key.insert(s.key.clone(), s);
             }
@@ -418,23 +445,34 @@ mod tests {
                 },
             ]
         );
-        assert_eq!(
-            (s.first_report_at, s.last_report_at, s.reports),
-            (at(0), at(19), 20)
-        );
+        assert_eq!((s.first_report_at, s.last_report_at), (at(0), at(19)));
     }
 
     #[test]
-    fn merging_is_idempotent_on_counters() {
+    fn a_redelivered_report_changes_nothing_and_says_so() {
         let r = report(100, 40, 30, 10, &[(true, 10)]);
         let once = coalesce([session(&r, 0)]);
         let thrice = coalesce([session(&r, 0), session(&r, 0), session(&r, 0)]);
-        assert_eq!(once[0].playtime, thrice[0].playtime);
-        assert_eq!(once[0].blocks, thrice[0].blocks);
-        assert_eq!(
-            thrice[0].reports, 3,
-            "three deliveries are three reports received"
-        );
+        assert_eq!(once, thrice);
+        let mut s = session(&r, 0);
+        assert!(!s.merge(session(&r, 0)), "the same report again");
+        assert!(s.merge(session(&report(100, 41, 30, 10, &[(true, 10)]), 0)));
+        assert!(!s.merge(session(&r, 0)), "an older report, late");
+    }
+
+    #[test]
+    fn disagreeing_descriptive_fields_keep_the_greatest_in_any_order() {
+        let mut a = report(100, 10, 10, 1, &[]);
+        let mut b = report(100, 20, 20, 2, &[]);
+        a.user.device = Some("a-device".into());
+        b.user.device = Some("b-device".into());
+        a.uservalues.insert("uservalue0".into(), "zeta".into());
+        b.uservalues.insert("uservalue0".into(), "alpha".into());
+        let ab = coalesce([session(&a, 0), session(&b, 1)]);
+        let ba = coalesce([session(&b, 1), session(&a, 0)]);
+        assert_eq!(ab, ba);
+        assert_eq!(ab[0].device.as_deref(), Some("b-device"));
+        assert_eq!(ab[0].uservalues["uservalue0"], "zeta");
     }
 
     #[test]

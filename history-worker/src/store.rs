@@ -6,14 +6,15 @@
 //! `UPDATE ... FROM` for the rows that exist and one `INSERT` for the new ones), which carries
 //! arrays and JSON in PostgreSQL's binary form instead of text to be parsed.
 //!
-//! Rows are read without locks and written back only if unchanged since (optimistically): both
-//! tables count the reports merged into a row (`reports`), which every write raises, so a row
-//! whose `reports` is still the one read was not written in between. A write that finds
+//! Rows are read without locks and written back only if unchanged since (optimistically): each
+//! is read with its version, PostgreSQL's `xmin` (the transaction that wrote it last, which every
+//! update changes), and updated only where `xmin` is still the one read. A write that finds
 //! otherwise (or finds a new row already inserted) says so ([`Raced`]); the caller rolls back and
 //! retries. Only two consumers overlapping in a rebalance ever race, so the common path pays for
-//! no row locks.
+//! no row locks. `xmin` is a system column: it is in no snapshot of the tables, so two runs that
+//! merged the same reports in different batches still hold equal rows.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::pin::pin;
 use std::sync::LazyLock;
 
@@ -23,13 +24,12 @@ use time::OffsetDateTime;
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
 use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::Row;
-use uuid::Uuid;
 
 use crate::progress::Progress;
 use crate::sessions::{Segments, Session, SessionKey, Signed};
 
 /// The watch-history tables, all derived from `kollus.playback.v1` (emptied by `--rebuild`).
-pub const TABLES: &[&str] = &["watch_progress", "watch_sessions", "playback_events"];
+pub const TABLES: &[&str] = &["watch_progress", "watch_sessions"];
 
 /// Declares a table's row struct: one field per column, in the order every statement built from
 /// `COLUMNS` lists them, with the type COPY sends it as.
@@ -98,7 +98,6 @@ table_row! {
         block_percent: Vec<i64> => INT8_ARRAY,
         first_report_at: OffsetDateTime => TIMESTAMPTZ,
         last_report_at: OffsetDateTime => TIMESTAMPTZ,
-        reports: i64 => INT8,
         segments: serde_json::Value => JSONB,
         hash_verified: Option<bool> => BOOL,
         device_clock: bool => BOOL,
@@ -120,7 +119,6 @@ table_row! {
         last_position_start_at: Option<i64> => INT8,
         first_watched_at: OffsetDateTime => TIMESTAMPTZ,
         last_watched_at: OffsetDateTime => TIMESTAMPTZ,
-        reports: i64 => INT8,
     }
 }
 
@@ -128,6 +126,8 @@ table_row! {
 pub type SessionId = (String, String, i64);
 /// A rollup's identity as stored: (client_user_id, media_content_key).
 pub type PairId = (String, String);
+/// A row's version as read (its `xmin`): the write-back matches only the same version.
+pub type Version = i64;
 
 /// The statements one table's rows move with, built once from its column list.
 struct Statements {
@@ -157,8 +157,10 @@ impl Statements {
             .collect::<Vec<_>>()
             .join(", ");
         Self {
+            // The version comes last, after `COLUMNS`.
             select: format!(
-                "SELECT {cols} FROM {table} t JOIN unnest({unnest}) AS k({keys}) ON {on}",
+                "SELECT {cols}, t.xmin::text::bigint FROM {table} t \
+                 JOIN unnest({unnest}) AS k({keys}) ON {on}",
                 cols = columns
                     .iter()
                     .map(|c| format!("t.{c}"))
@@ -167,16 +169,16 @@ impl Statements {
                 keys = key.join(", "),
                 on = matches("t", "k"),
             ),
-            // Emptied at every commit; created once per connection. `read_reports`: the row's
-            // `reports` when it was read, null for a row not stored yet.
+            // Emptied at every commit; created once per connection. `read_version`: the row's
+            // `xmin` when it was read, null for a row not stored yet.
             stage: format!(
-                "CREATE TEMPORARY TABLE IF NOT EXISTS {stage} (LIKE {table}, read_reports bigint) \
+                "CREATE TEMPORARY TABLE IF NOT EXISTS {stage} (LIKE {table}, read_version bigint) \
                  ON COMMIT DELETE ROWS"
             ),
-            copy: format!("COPY {stage} ({list}, read_reports) FROM STDIN (FORMAT binary)"),
+            copy: format!("COPY {stage} ({list}, read_version) FROM STDIN (FORMAT binary)"),
             update: format!(
                 "UPDATE {table} AS t SET {set} FROM {stage} AS s \
-                 WHERE {on} AND t.reports = s.read_reports",
+                 WHERE {on} AND t.xmin::text::bigint = s.read_version",
                 set = columns[keys..]
                     .iter()
                     .map(|c| format!("{c} = s.{c}"))
@@ -186,7 +188,7 @@ impl Statements {
             ),
             insert: format!(
                 "INSERT INTO {table} ({list}) SELECT {list} FROM {stage} \
-                 WHERE read_reports IS NULL ON CONFLICT DO NOTHING"
+                 WHERE read_version IS NULL ON CONFLICT DO NOTHING"
             ),
         }
     }
@@ -211,28 +213,11 @@ pub async fn prepare(tx: &Transaction<'_>) -> Result<(), tokio_postgres::Error> 
     .await
 }
 
-/// Records the envelope ids; returns those not seen before (the only ones to apply).
-pub async fn claim_new(
-    tx: &Transaction<'_>,
-    ids: &[Uuid],
-    received: &[OffsetDateTime],
-) -> Result<HashSet<Uuid>, tokio_postgres::Error> {
-    let rows = tx
-        .query(
-            "INSERT INTO playback_events (envelope_id, received_at) \
-             SELECT * FROM unnest($1::uuid[], $2::timestamptz[]) \
-             ON CONFLICT (envelope_id) DO NOTHING RETURNING envelope_id",
-            &[&ids, &received],
-        )
-        .await?;
-    Ok(rows.iter().map(|r| r.get(0)).collect())
-}
-
 /// Reads the stored sessions among `keys` (distinct).
 pub async fn read_sessions(
     tx: &Transaction<'_>,
     keys: &[&SessionKey],
-) -> Result<HashMap<SessionId, SessionRow>, tokio_postgres::Error> {
+) -> Result<HashMap<SessionId, (SessionRow, Version)>, tokio_postgres::Error> {
     if keys.is_empty() {
         return Ok(HashMap::new());
     }
@@ -245,7 +230,7 @@ pub async fn read_sessions(
     rows.iter()
         .map(|r| {
             let row = SessionRow::from_row(r)?;
-            Ok((row.id(), row))
+            Ok((row.id(), (row, r.try_get(SessionRow::COLUMNS.len())?)))
         })
         .collect()
 }
@@ -254,7 +239,7 @@ pub async fn read_sessions(
 pub async fn read_progress(
     tx: &Transaction<'_>,
     pairs: &[(&str, &str)],
-) -> Result<HashMap<PairId, ProgressRow>, tokio_postgres::Error> {
+) -> Result<HashMap<PairId, (ProgressRow, Version)>, tokio_postgres::Error> {
     if pairs.is_empty() {
         return Ok(HashMap::new());
     }
@@ -263,18 +248,19 @@ pub async fn read_progress(
     rows.iter()
         .map(|r| {
             let row = ProgressRow::from_row(r)?;
+            let version = r.try_get(ProgressRow::COLUMNS.len())?;
             Ok((
                 (row.client_user_id.clone(), row.media_content_key.clone()),
-                row,
+                (row, version),
             ))
         })
         .collect()
 }
 
-/// A row to write, and the `reports` it had when read (`None`: not stored then).
+/// A row to write, and its version when read (`None`: not stored then).
 pub struct Write<R> {
     pub row: R,
-    pub read_reports: Option<i64>,
+    pub read_version: Option<Version>,
 }
 
 /// Writes sessions read by [`read_sessions`] (or new).
@@ -284,7 +270,7 @@ pub async fn write_sessions(
 ) -> Result<Raced, tokio_postgres::Error> {
     let values: Vec<_> = rows
         .iter()
-        .map(|w| with_read(w.row.values(), &w.read_reports))
+        .map(|w| with_read(w.row.values(), &w.read_version))
         .collect();
     write(tx, &SESSIONS, SessionRow::TYPES, &values, rows).await
 }
@@ -296,16 +282,16 @@ pub async fn write_progress(
 ) -> Result<Raced, tokio_postgres::Error> {
     let values: Vec<_> = rows
         .iter()
-        .map(|w| with_read(w.row.values(), &w.read_reports))
+        .map(|w| with_read(w.row.values(), &w.read_version))
         .collect();
     write(tx, &PROGRESS, ProgressRow::TYPES, &values, rows).await
 }
 
 fn with_read<'a>(
     mut values: Vec<&'a (dyn ToSql + Sync)>,
-    read_reports: &'a Option<i64>,
+    read_version: &'a Option<Version>,
 ) -> Vec<&'a (dyn ToSql + Sync)> {
-    values.push(read_reports);
+    values.push(read_version);
     values
 }
 
@@ -390,7 +376,6 @@ impl SessionRow {
             block_percent: blocks.iter().map(|b| int(b.percent)).collect(),
             first_report_at: s.first_report_at,
             last_report_at: s.last_report_at,
-            reports: int(s.reports),
             // Stored as a JSON array of `[block, start_time, play_time]` (migrations/V6).
             segments: s
                 .segments
@@ -459,7 +444,6 @@ impl SessionRow {
             device_clock: self.device_clock,
             first_report_at: self.first_report_at,
             last_report_at: self.last_report_at,
-            reports: uint(self.reports),
         }
     }
 }
@@ -480,7 +464,6 @@ impl ProgressRow {
             first_watched_at: OffsetDateTime::from_unix_timestamp(p.first_start_at)
                 .unwrap_or(OffsetDateTime::UNIX_EPOCH),
             last_watched_at: p.last_watched_at,
-            reports: int(p.reports),
         }
     }
 
@@ -496,7 +479,6 @@ impl ProgressRow {
                 .map(|pos| (self.last_position_start_at.unwrap_or(i64::MIN), uint(pos))),
             first_start_at: self.first_watched_at.unix_timestamp(),
             last_watched_at: self.last_watched_at,
-            reports: uint(self.reports),
         }
     }
 }
@@ -511,6 +493,12 @@ mod tests {
         assert!(s
             .select
             .starts_with("SELECT t.client_user_id, t.media_content_key, t.start_at,"));
+        assert!(
+            s.select
+                .contains(", t.device_clock, t.xmin::text::bigint FROM"),
+            "the version after the columns: {}",
+            s.select
+        );
         assert!(s.select.contains("ON t.client_user_id = k.client_user_id AND t.media_content_key = k.media_content_key AND t.start_at = k.start_at"), "{}", s.select);
         assert!(!s.update.contains("SET client_user_id"), "{}", s.update);
         for c in SessionRow::COLUMNS {

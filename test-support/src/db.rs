@@ -166,8 +166,8 @@ pub async fn catalog_snapshot(db: &tokio_postgres::Client) -> Vec<String> {
     .await
 }
 
-/// Every watch-history table, row by row in key order, as JSON text (`playback_events.applied_at`
-/// left out): two runs that end with equal snapshots hold the same history.
+/// Every watch-history table, row by row in key order, as JSON text: two runs that end with equal
+/// snapshots hold the same history.
 pub async fn history_snapshot(db: &tokio_postgres::Client) -> Vec<String> {
     rows_as_json(
         db,
@@ -175,7 +175,6 @@ pub async fn history_snapshot(db: &tokio_postgres::Client) -> Vec<String> {
             "SELECT to_jsonb(t) FROM watch_sessions t \
              ORDER BY client_user_id, media_content_key, start_at",
             "SELECT to_jsonb(t) FROM watch_progress t ORDER BY client_user_id, media_content_key",
-            "SELECT to_jsonb(t) - 'applied_at' FROM playback_events t ORDER BY envelope_id",
         ],
     )
     .await

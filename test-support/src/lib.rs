@@ -1,11 +1,12 @@
 //! What every crate's integration tests run against, as crates.io keeps its test database crate
 //! apart from the service: a fresh PostgreSQL database per test ([`db`]), a real Kafka-protocol
-//! broker per test ([`broker`]), a TCP proxy that can cut connections ([`proxy`]), services run
+//! broker per test ([`broker`]) and what a consumer group committed on it ([`group`]), a TCP proxy that can cut connections ([`proxy`]), services run
 //! as real processes or in-process under a [`Harness`] ([`process`]), and polling with a
 //! deadline. A dev-dependency only: nothing here ships in a service.
 
 pub mod broker;
 pub mod db;
+pub mod group;
 pub mod openapi;
 pub mod process;
 pub mod proxy;

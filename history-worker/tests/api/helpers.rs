@@ -4,10 +4,15 @@ use kollus_common::envelope::{Envelope, RawRequest};
 use kollus_common::kollus::lms::LmsReport;
 use kollus_common::kollus::CallbackKind;
 use kollus_common::telemetry::{LogFormat, LogSettings};
-use kollus_common::worker::ConsumeSettings;
+use kollus_common::worker::{decode_batch, Apply as _, ConsumeSettings, Record};
 use kollus_history_worker::configuration::Settings;
+use kollus_history_worker::history::History;
 use kollus_history_worker::startup::Application;
-use kollus_test_support::{eventually, Harness};
+use kollus_test_support::group::committed;
+use kollus_test_support::{eventually, scrape, Harness, TestDb};
+
+/// The consumer group of every instance [`settings`] makes.
+pub const GROUP: &str = "kollus-history-worker";
 
 pub struct TestWorker {
     pub h: Harness,
@@ -18,7 +23,7 @@ pub struct TestWorker {
 pub fn settings(h: &Harness) -> Settings {
     Settings {
         listen_addr: "127.0.0.1:0".parse().unwrap(),
-        group_id: "kollus-history-worker".into(),
+        group_id: GROUP.into(),
         consume: ConsumeSettings::default(),
         write_shards: 2,
         plausibility: Default::default(),
@@ -54,6 +59,18 @@ impl TestWorker {
         self.port
     }
 
+    /// The instance's report counters: (`applied`, `duplicate`): reports that changed their
+    /// session, and reports that changed nothing.
+    pub async fn outcomes(&self) -> (u64, u64) {
+        let base = format!("http://127.0.0.1:{}", self.port);
+        let count = |outcome: &str| {
+            let sample = format!("kollus_history_records_total{{outcome=\"{outcome}\"}}");
+            let base = base.clone();
+            async move { scrape(&base, &sample).await.expect("the worker's metrics") as u64 }
+        };
+        (count("applied").await, count("duplicate").await)
+    }
+
     /// Wraps a report in an envelope as ingest would (not yet published).
     pub fn envelope(&self, json: &serde_json::Value) -> Envelope<LmsReport> {
         let body = json.to_string();
@@ -76,18 +93,17 @@ impl TestWorker {
             .await;
     }
 
-    /// Waits until `playback_events` holds `n` envelope ids: every distinct record applied.
+    /// Waits until the worker's group has committed past `n` records of the playback topic:
+    /// every record published so far is applied (or dead-lettered), since the worker commits
+    /// only after the transaction that applied them.
     pub async fn wait_applied(&self, n: i64) {
-        let client = self.h.db.client().await;
+        let kafka = &self.h.kafka;
         eventually(
-            &format!("{n} applied LMS reports"),
+            &format!("{n} LMS reports applied (committed offsets)"),
             Duration::from_secs(30),
             || async {
-                let row = client
-                    .query_one("SELECT count(*) FROM playback_events", &[])
-                    .await
-                    .ok()?;
-                (row.get::<_, i64>(0) == n).then_some(())
+                let done = committed(&kafka.brokers, GROUP, &kafka.playback_topic).await;
+                (done == n).then_some(())
             },
         )
         .await;
@@ -123,3 +139,44 @@ pub fn report(
 
 /// Every watch-history table as JSON text (the shared definition, also used end to end).
 pub use kollus_test_support::db::history_snapshot as snapshot;
+
+/// A history writer on `db`, as the worker builds it, to apply batches by hand.
+pub fn history(db: &TestDb) -> History {
+    History {
+        pool: kollus_common::db::pool(&db.settings()).unwrap(),
+        metrics: Default::default(),
+        plausibility: Default::default(),
+        write_shards: 1,
+    }
+}
+
+/// The envelopes as the loop hands them to `Apply`.
+pub fn records(envelopes: &[Envelope<LmsReport>]) -> Vec<Record<LmsReport>> {
+    let messages: Vec<_> = envelopes
+        .iter()
+        .enumerate()
+        .map(|(i, e)| {
+            rdkafka::message::OwnedMessage::new(
+                Some(serde_json::to_vec(e).unwrap()),
+                None,
+                "kollus.playback.v1".into(),
+                rdkafka::message::Timestamp::NotAvailable,
+                0,
+                i as i64,
+                None,
+            )
+        })
+        .collect();
+    let (records, undecoded) = decode_batch(&messages);
+    assert!(undecoded.is_empty(), "{undecoded:?}");
+    records
+}
+
+/// The history tables as applying each of `envelopes` once, in one batch, to a fresh database
+/// leaves them: what any run over the same reports must end with.
+pub async fn applied_once(envelopes: &[Envelope<LmsReport>]) -> Vec<String> {
+    let db = TestDb::new().await;
+    let applied = history(&db).apply(&records(envelopes)).await.unwrap();
+    assert!(applied.rejected.is_empty(), "{:?}", applied.rejected);
+    snapshot(&db.client().await).await
+}

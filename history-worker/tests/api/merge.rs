@@ -8,12 +8,11 @@ use kollus_common::kollus::lms::checksum::HashVerdict::{Absent, Verified};
 use kollus_common::kollus::lms::LmsReport;
 use kollus_common::kollus::lms::Segment;
 use kollus_common::kollus::CallbackKind;
-use kollus_common::worker::{decode_batch, Apply as _, ApplyError, Record};
-use kollus_history_worker::history::History;
+use kollus_common::worker::{Apply as _, ApplyError};
 use kollus_test_support::{eventually, TestDb};
 use serde_json::json;
 
-use crate::helpers::{report, snapshot};
+use crate::helpers::{history, records, report, snapshot};
 
 /// Three reports of one session, arriving out of order: counters not monotone in arrival,
 /// block lists of different lengths, uservalues that differ, a position from a smaller runtime;
@@ -85,37 +84,6 @@ fn seg(block: u32, start_time: u64, play_time: u64) -> Segment {
     }
 }
 
-fn history(db: &TestDb) -> History {
-    History {
-        pool: kollus_common::db::pool(&db.settings()).unwrap(),
-        metrics: Default::default(),
-        plausibility: Default::default(),
-        write_shards: 1,
-    }
-}
-
-/// The envelopes as the loop hands them to `Apply`.
-fn records(envelopes: &[Envelope<LmsReport>]) -> Vec<Record<LmsReport>> {
-    let messages: Vec<_> = envelopes
-        .iter()
-        .enumerate()
-        .map(|(i, e)| {
-            rdkafka::message::OwnedMessage::new(
-                Some(serde_json::to_vec(e).unwrap()),
-                None,
-                "kollus.playback.v1".into(),
-                rdkafka::message::Timestamp::NotAvailable,
-                0,
-                i as i64,
-                None,
-            )
-        })
-        .collect();
-    let (records, undecoded) = decode_batch(&messages);
-    assert!(undecoded.is_empty(), "{undecoded:?}");
-    records
-}
-
 #[tokio::test]
 async fn a_session_merged_through_its_stored_row_equals_one_merged_in_memory() {
     let reports = reports();
@@ -133,17 +101,16 @@ async fn a_session_merged_through_its_stored_row_equals_one_merged_in_memory() {
     assert_eq!(rows, snapshot(&in_one_batch.client().await).await);
 
     // And both are the session policy: maximums, blocks merged per block, the position of the
-    // largest runtime, the first-seen uservalue kept.
+    // largest runtime, the greatest of a uservalue the reports disagree on.
     let row: serde_json::Value = serde_json::from_str(&rows[0]).unwrap();
     assert_eq!(row["playtime"], 80);
     assert_eq!(row["real_playtime"], 40);
     assert_eq!(row["last_play_at"], 55);
-    assert_eq!(row["reports"], 3);
     assert_eq!(row["blocks_played"], json!([true, true, true]));
     assert_eq!(row["block_seconds"], json!([10, 7, 3]));
     assert_eq!(
         row["uservalues"],
-        json!({"uservalue0": "first", "uservalue1": "only-second"})
+        json!({"uservalue0": "second", "uservalue1": "only-second"})
     );
     assert_eq!(
         row["segments"],
@@ -178,8 +145,8 @@ async fn a_session_another_writer_inserts_first_is_merged_with_not_overwritten()
     other
         .batch_execute(
             "INSERT INTO watch_sessions (client_user_id, media_content_key, start_at, playtime, \
-                 first_report_at, last_report_at, reports) \
-             VALUES ('u1', 'm1', 1700000000, 999, to_timestamp(1700000000), to_timestamp(1700000000), 1); \
+                 first_report_at, last_report_at) \
+             VALUES ('u1', 'm1', 1700000000, 999, to_timestamp(1700000000), to_timestamp(1700000000)); \
              INSERT INTO watch_progress (client_user_id, media_content_key, sessions, total_playtime, \
                  total_real_playtime, blocks_ever_played, blocks_watched, first_watched_at, last_watched_at) \
              VALUES ('u1', 'm1', 1, 999, 0, '{}', 0, to_timestamp(1700000000), to_timestamp(1700000000))",
@@ -212,14 +179,13 @@ async fn a_session_another_writer_inserts_first_is_merged_with_not_overwritten()
     other.commit().await.unwrap();
     let raced = first.await.unwrap();
     assert!(matches!(raced, Err(ApplyError::Transient(_))), "{raced:?}");
+    let rows = snapshot(&watcher).await;
+    let session: serde_json::Value = serde_json::from_str(&rows[0]).unwrap();
+    let progress: serde_json::Value = serde_json::from_str(&rows[1]).unwrap();
     assert_eq!(
-        watcher
-            .query_one("SELECT count(*) FROM playback_events", &[])
-            .await
-            .unwrap()
-            .get::<_, i64>(0),
-        0,
-        "nothing of the raced attempt is kept"
+        (&session["real_playtime"], &progress["total_real_playtime"]),
+        (&json!(0), &json!(0)),
+        "nothing of the raced attempt is kept: {session}"
     );
 
     // The loop retries the batch: now the row is there to merge with.
@@ -227,13 +193,9 @@ async fn a_session_another_writer_inserts_first_is_merged_with_not_overwritten()
     let rows = snapshot(&watcher).await;
     let session: serde_json::Value = serde_json::from_str(&rows[0]).unwrap();
     assert_eq!(
-        (
-            &session["playtime"],
-            &session["reports"],
-            &session["real_playtime"]
-        ),
-        (&json!(999), &json!(4), &json!(40)),
-        "the other writer's maximum kept, every report counted"
+        (&session["playtime"], &session["real_playtime"]),
+        (&json!(999), &json!(40)),
+        "the other writer's maximum kept, every report merged"
     );
     let progress: serde_json::Value = serde_json::from_str(&rows[1]).unwrap();
     assert_eq!(
@@ -258,8 +220,8 @@ async fn a_session_another_writer_updates_first_is_merged_with_not_overwritten()
     let other = other.transaction().await.unwrap();
     other
         .batch_execute(
-            "UPDATE watch_sessions SET playtime = 999, reports = reports + 1; \
-             UPDATE watch_progress SET total_playtime = 999, reports = reports + 1",
+            "UPDATE watch_sessions SET playtime = 999; \
+             UPDATE watch_progress SET total_playtime = 999",
         )
         .await
         .unwrap();
@@ -292,24 +254,33 @@ async fn a_session_another_writer_updates_first_is_merged_with_not_overwritten()
         matches!(raced, Err(ApplyError::Transient(_))),
         "a row changed since read is not overwritten: {raced:?}"
     );
-    let claimed: i64 = watcher
-        .query_one("SELECT count(*) FROM playback_events", &[])
-        .await
-        .unwrap()
-        .get(0);
-    assert_eq!(claimed, 1, "nothing of the raced attempt is kept");
+    let rows = snapshot(&watcher).await;
+    let session: serde_json::Value = serde_json::from_str(&rows[0]).unwrap();
+    assert_eq!(
+        (
+            &session["playtime"],
+            &session["device_clock"],
+            &session["block_count"]
+        ),
+        (&json!(999), &json!(false), &json!(2)),
+        "nothing of the raced attempt is kept: {session}"
+    );
 
     h.apply(&batch).await.unwrap();
     let rows = snapshot(&watcher).await;
     let session: serde_json::Value = serde_json::from_str(&rows[0]).unwrap();
     let progress: serde_json::Value = serde_json::from_str(&rows[1]).unwrap();
     assert_eq!(
-        (&session["playtime"], &session["reports"]),
-        (&json!(999), &json!(3)),
-        "the other writer's merge kept, this report counted"
+        (
+            &session["playtime"],
+            &session["device_clock"],
+            &session["block_count"]
+        ),
+        (&json!(999), &json!(true), &json!(3)),
+        "the other writer's merge kept, this report merged"
     );
     assert_eq!(
-        (&progress["total_playtime"], &progress["reports"]),
+        (&progress["total_playtime"], &progress["blocks_watched"]),
         (&json!(999), &json!(3)),
         "the rollup agrees with its one session"
     );
