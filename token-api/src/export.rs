@@ -259,7 +259,7 @@ static USER_PARTS: &[Part] = &[
                      to_timestamp(start_at) AS started_at, channel_key, duration, playtime, \
                      real_playtime, runtime, showtime, playtime_percent, last_play_at, \
                      block_count, cardinality(array_positions(blocks_played, true))::int, \
-                     reports, first_report_at, last_report_at, hash_verified, device_clock, \
+                     first_report_at, last_report_at, hash_verified, device_clock, \
                      player_id, device, os \
               FROM watch_sessions WHERE client_user_id = $1 ORDER BY media_content_key, start_at",
         kind: "csv",
@@ -281,7 +281,6 @@ const USER_CSV: &[&str] = &[
     "last_play_at",
     "block_count",
     "blocks_played",
-    "reports",
     "first_report_at",
     "last_report_at",
     "hash_verified",

@@ -84,7 +84,7 @@ async fn a_new_cluster_restored_from_the_archive_rebuilds_identical_tables() {
         "the workers to apply everything",
         Duration::from_secs(30),
         || async {
-            (count(&db, "playback_events").await == 41 && count(&db, "content_events").await == 4)
+            (stack.applied_reports().await == 41 && count(&db, "content_events").await == 4)
                 .then_some(())
         },
     )
@@ -120,7 +120,7 @@ async fn a_new_cluster_restored_from_the_archive_rebuilds_identical_tables() {
     // The tables go too (so only the replay can bring them back); both workers rebuild from
     // the new cluster.
     db.batch_execute(
-        "TRUNCATE watch_progress, watch_sessions, playback_events, channel_memberships, \
+        "TRUNCATE watch_progress, watch_sessions, channel_memberships, \
          media_contents, uploads, content_events",
     )
     .await

@@ -258,9 +258,11 @@ async fn real_installations_reports_reach_the_read_api_signed_segmented_and_flag
         "two signed reports applied",
         Duration::from_secs(60),
         || async {
+            if stack.applied_reports().await < 2 {
+                return None;
+            }
             let (_, body) = stack.read(history).await;
-            let s = body["sessions"].get(0)?.clone();
-            (s["reports"] == 2).then_some(s)
+            body["sessions"].get(0).cloned()
         },
     )
     .await;
@@ -295,8 +297,10 @@ async fn real_installations_reports_reach_the_read_api_signed_segmented_and_flag
         "the unsigned report applied",
         Duration::from_secs(60),
         || async {
-            let (status, body) = stack.read(history).await;
-            (body["sessions"][0]["reports"] == 3).then_some((status, body))
+            if stack.applied_reports().await < 3 {
+                return None;
+            }
+            Some(stack.read(history).await)
         },
     )
     .await;

@@ -65,6 +65,12 @@ impl Stack {
         Self::start_with(Broker::start().await).await
     }
 
+    /// LMS reports history-worker has applied (or dead-lettered): its group's committed offsets
+    /// on the playback topic. It commits only after the transaction that applied them.
+    pub async fn applied_reports(&self) -> i64 {
+        applied_reports(&self.broker.addr).await
+    }
+
     /// The four services against `broker` (e.g. one behind a fault proxy).
     pub async fn start_with(broker: Broker) -> Self {
         let db = TestDb::new().await;
@@ -157,4 +163,10 @@ impl Stack {
             .await
             .expect("posting a callback to ingest")
     }
+}
+
+/// [`Stack::applied_reports`] of the history-worker on `brokers`.
+pub async fn applied_reports(brokers: &str) -> i64 {
+    kollus_test_support::group::committed(brokers, "kollus-history-worker", "kollus.playback.v1")
+        .await
 }

@@ -216,7 +216,6 @@ struct WatchSession {
     last_play_at: Option<i64>,
     block_count: Option<i32>,
     blocks_watched: i32,
-    reports: i64,
     /// Played segments (`block_info.sessions`), one per (block, start time).
     segments: Vec<Segment>,
     /// True only when every report of the session carried a valid hash; null when none was
@@ -298,7 +297,7 @@ pub async fn history(
             "SELECT media_content_key, start_at, first_report_at, last_report_at, device, os, \
                     player_id, channel_key, duration, playtime, real_playtime, playtime_percent, \
                     runtime, showtime, last_play_at, block_count, \
-                    cardinality(array_positions(blocks_played, true)), reports, segments, \
+                    cardinality(array_positions(blocks_played, true)), segments, \
                     hash_verified, device_clock \
              FROM watch_sessions \
              WHERE client_user_id = $1 \
@@ -346,10 +345,9 @@ pub async fn history(
                 last_play_at: r.get(14),
                 block_count: r.get(15),
                 blocks_watched: r.get::<_, Option<i32>>(16).unwrap_or(0),
-                reports: r.get(17),
-                segments: segments(&[r.get(18)]),
-                verified: r.get(19),
-                device_clock: r.get(20),
+                segments: segments(&[r.get(17)]),
+                verified: r.get(18),
+                device_clock: r.get(19),
             }
         })
         .collect();

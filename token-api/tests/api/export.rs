@@ -12,11 +12,11 @@ async fn sessions(app: &TestApp, user: &str, n: i64) {
         .batch_execute(&format!(
             "INSERT INTO watch_sessions (client_user_id, media_content_key, start_at, playtime, \
                  real_playtime, blocks_played, block_seconds, block_percent, segments, \
-                 first_report_at, last_report_at, reports, channel_key, device) \
+                 first_report_at, last_report_at, channel_key, device) \
              SELECT '{user}', 'm' || (i % 7), 1700000000 + i, i % 900, i % 800, \
                     array_fill(true, ARRAY[30]), array_fill(30::bigint, ARRAY[30]), \
                     array_fill(100::bigint, ARRAY[30]), '[[1, 0, 30], [2, 5, 25]]', \
-                    to_timestamp(1700000000 + i), to_timestamp(1700000100 + i), 3, 'ch, \"quoted\"', 'x86' \
+                    to_timestamp(1700000000 + i), to_timestamp(1700000100 + i), 'ch, \"quoted\"', 'x86' \
              FROM generate_series(1, {n}) i; \
              INSERT INTO watch_progress (client_user_id, media_content_key, sessions, total_playtime, \
                  total_real_playtime, blocks_ever_played, blocks_watched, first_watched_at, last_watched_at) \
