@@ -1,22 +1,28 @@
-//! `kollus-archive dump`: consumes the topics with the archive's own consumer group and writes
-//! segments. A partition's offsets are committed only once the segment holding them is durable
-//! (written, and for a local directory fsynced), so a crash repeats records, never skips them
-//! (`restore` drops the repeats by envelope id).
+//! `kollus-archive dump`: consumes the topics and writes segments. A partition's offsets are
+//! committed only once the segment holding them is durable (written, and for a local directory
+//! fsynced), so a crash repeats records, never skips them (`restore` drops the repeats by
+//! envelope id).
+//!
+//! Each record goes to its partition's current epoch (see `kollus_common::archive::segment`): a
+//! record at an offset the archive already holds in that epoch is compared with the archived
+//! one; the same record is a repeat, another record means the partition's offsets restarted (a
+//! replaced broker, a recreated topic) and opens a new epoch. A changed cluster id opens one too.
+//! Nothing already archived is ever written over.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::future::Future;
 use std::time::Duration;
 
 use rdkafka::consumer::{CommitMode, Consumer as _};
-use rdkafka::error::KafkaError;
 use rdkafka::message::Message as _;
 use rdkafka::{Offset, TopicPartitionList};
+use sha2::{Digest as _, Sha256};
 
 use crate::metrics::Metrics;
 use crate::progress::Progress;
-use crate::record::ArchivedRecord;
-use crate::segment::Open;
-use crate::store::Archive;
+use kollus_common::archive::record::ArchivedRecord;
+use kollus_common::archive::segment::{Entry, Open};
+use kollus_common::archive::store::{Archive, Created};
 use kollus_common::backoff::Backoff;
 use kollus_common::kafka;
 use kollus_common::settings::KafkaSettings;
@@ -30,9 +36,12 @@ pub struct DumpSettings {
     /// without it, runs until stopped.
     #[arg(long)]
     pub until_end: bool,
-    /// The archive's consumer group (its committed offsets say what is archived).
-    #[arg(long, env = "ARCHIVE_GROUP_ID", default_value = "kollus-archive")]
-    pub group_id: String,
+    /// The consumer group whose committed offsets say where to resume. Default: the continuous
+    /// archiver's (`ARCHIVE_GROUP_ID`); with `--until-end`, a group of the destination's own
+    /// (`kollus-archive-once-` and a hash of `--to`), so a backup never competes with the
+    /// running archiver and a new destination starts from the beginning.
+    #[arg(long = "group")]
+    pub group_id: Option<String>,
     /// A segment is closed once it holds this many bytes of JSON (before compression).
     #[arg(long, env = "ARCHIVE_SEGMENT_BYTES", default_value_t = 64 * 1024 * 1024)]
     pub segment_bytes: u64,
@@ -41,21 +50,28 @@ pub struct DumpSettings {
     pub segment_seconds: u64,
 }
 
-impl<'a> Dumper<'a> {
-    fn new(
-        archive: &'a Archive,
-        consumer: kafka::ArchiveConsumer,
-        settings: &'a DumpSettings,
-        metrics: &'a Metrics,
-    ) -> Self {
-        Self {
-            archive,
-            consumer,
-            settings,
-            metrics,
-            open: BTreeMap::new(),
+impl DumpSettings {
+    /// The consumer group this dump resumes from (see `--group`).
+    pub fn group(&self, kafka: &KafkaSettings) -> String {
+        match (&self.group_id, self.until_end) {
+            (Some(g), _) => g.clone(),
+            (None, false) => kafka.archive_group_id.clone(),
+            (None, true) => {
+                let digest = hex::encode(Sha256::digest(self.to.trim_end_matches('/')));
+                format!("kollus-archive-once-{}", &digest[..16])
+            }
         }
     }
+}
+
+/// Where a partition's records go in this run.
+#[derive(Debug, Clone)]
+struct PartitionEpoch {
+    epoch: u32,
+    /// The highest offset the archive holds in `epoch` (closed segments), -1 for none.
+    archived_last: i64,
+    /// The highest epoch the archive has for the partition.
+    max_epoch: u32,
 }
 
 struct Dumper<'a> {
@@ -63,15 +79,168 @@ struct Dumper<'a> {
     consumer: kafka::ArchiveConsumer,
     settings: &'a DumpSettings,
     metrics: &'a Metrics,
+    cluster_id: String,
+    /// Every closed segment's entry (read at start, then each one this run writes).
+    entries: Vec<Entry>,
+    epochs: HashMap<(String, i32), PartitionEpoch>,
     open: BTreeMap<(String, i32), Open>,
+    /// The last segment read back to compare records with: (its path, its records).
+    compared: Option<(String, Vec<ArchivedRecord>)>,
 }
 
-impl Dumper<'_> {
+impl<'a> Dumper<'a> {
+    async fn new(
+        archive: &'a Archive,
+        consumer: kafka::ArchiveConsumer,
+        settings: &'a DumpSettings,
+        metrics: &'a Metrics,
+    ) -> anyhow::Result<Self> {
+        let entries = kollus_common::archive::entries(archive).await?;
+        let cluster_id = consumer
+            .client()
+            .fetch_cluster_id(Duration::from_secs(10))
+            .unwrap_or_default();
+        Ok(Self {
+            archive,
+            consumer,
+            settings,
+            metrics,
+            cluster_id,
+            entries,
+            epochs: HashMap::new(),
+            open: BTreeMap::new(),
+            compared: None,
+        })
+    }
+
+    /// The partition's epoch as the archive left it, or a new one when the cluster changed.
+    fn starting_epoch(&self, topic: &str, partition: i32) -> PartitionEpoch {
+        let mine = self
+            .entries
+            .iter()
+            .filter(|e| e.topic == topic && e.partition == partition);
+        let latest = mine.max_by_key(|e| (e.epoch, e.last_offset));
+        let Some(latest) = latest else {
+            return PartitionEpoch {
+                epoch: 1,
+                archived_last: -1,
+                max_epoch: 0,
+            };
+        };
+        let archived_last = self
+            .entries
+            .iter()
+            .filter(|e| e.topic == topic && e.partition == partition && e.epoch == latest.epoch)
+            .map(|e| e.last_offset)
+            .max()
+            .unwrap_or(-1);
+        let other_cluster = !self.cluster_id.is_empty()
+            && !latest.cluster_id.is_empty()
+            && latest.cluster_id != self.cluster_id;
+        if other_cluster {
+            tracing::warn!(
+                topic,
+                partition,
+                archived_cluster = latest.cluster_id,
+                cluster = self.cluster_id,
+                epoch = latest.epoch + 1,
+                "another Kafka cluster: a new epoch; what the archive holds stays as it is"
+            );
+            PartitionEpoch {
+                epoch: latest.epoch + 1,
+                archived_last: -1,
+                max_epoch: latest.epoch,
+            }
+        } else {
+            PartitionEpoch {
+                epoch: latest.epoch,
+                archived_last,
+                max_epoch: latest.epoch,
+            }
+        }
+    }
+
+    /// The archived record at `offset` of the partition's `epoch`, if a closed segment holds it.
+    async fn archived_at(
+        &mut self,
+        topic: &str,
+        partition: i32,
+        epoch: u32,
+        offset: i64,
+    ) -> anyhow::Result<Option<ArchivedRecord>> {
+        let Some(entry) = self
+            .entries
+            .iter()
+            .filter(|e| e.topic == topic && e.partition == partition && e.epoch == epoch)
+            .find(|e| (e.first_offset..=e.last_offset).contains(&offset))
+            .cloned()
+        else {
+            return Ok(None);
+        };
+        if self.compared.as_ref().map(|(p, _)| p) != Some(&entry.segment) {
+            let bytes = self.archive.get(&entry.segment).await?;
+            let records = kollus_common::archive::segment::read(&entry, &bytes)?;
+            self.compared = Some((entry.segment.clone(), records));
+        }
+        Ok(self
+            .compared
+            .as_ref()
+            .and_then(|(_, rs)| rs.iter().find(|r| r.offset == offset).cloned()))
+    }
+
+    /// The epoch `r` belongs to: its partition's current one, or a new one when the archive
+    /// holds another record at its offset.
+    async fn epoch_for(&mut self, r: &ArchivedRecord) -> anyhow::Result<u32> {
+        let key = (r.topic.clone(), r.partition);
+        if !self.epochs.contains_key(&key) {
+            let start = self.starting_epoch(&r.topic, r.partition);
+            self.epochs.insert(key.clone(), start);
+        }
+        let current = self.epochs[&key].clone();
+        if r.offset <= current.archived_last {
+            let archived = self
+                .archived_at(&r.topic, r.partition, current.epoch, r.offset)
+                .await?;
+            if archived.is_some_and(|a| &a != r) {
+                let epoch = current.max_epoch + 1;
+                tracing::warn!(
+                    topic = r.topic,
+                    partition = r.partition,
+                    offset = r.offset,
+                    archived_up_to = current.archived_last,
+                    epoch,
+                    "the partition's offsets restarted with other records (a new broker or \
+                     topic): a new epoch; what the archive holds stays as it is"
+                );
+                self.close(&key).await?;
+                self.epochs.insert(
+                    key,
+                    PartitionEpoch {
+                        epoch,
+                        archived_last: -1,
+                        max_epoch: epoch,
+                    },
+                );
+                return Ok(epoch);
+            }
+        }
+        Ok(current.epoch)
+    }
+
     async fn take(&mut self, r: ArchivedRecord) -> anyhow::Result<()> {
         let key = (r.topic.clone(), r.partition);
+        let epoch = self.epoch_for(&r).await?;
+        if let Some(open) = self.open.get(&key) {
+            if open.epoch == epoch && r.offset <= open.last_offset {
+                // Delivered again within this run (a rebalance): the open segment has it.
+                return Ok(());
+            }
+        }
         let open = match self.open.entry(key.clone()) {
             std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
-            std::collections::btree_map::Entry::Vacant(e) => e.insert(Open::new(&r)?),
+            std::collections::btree_map::Entry::Vacant(e) => {
+                e.insert(Open::new(&r, epoch, &self.cluster_id)?)
+            }
         };
         open.push(&r)?;
         self.metrics.open_records.inc();
@@ -93,6 +262,7 @@ impl Dumper<'_> {
         for key in aged {
             self.close(&key).await?;
         }
+        self.observe_lag(None);
         Ok(())
     }
 
@@ -101,7 +271,23 @@ impl Dumper<'_> {
         for key in keys {
             self.close(&key).await?;
         }
+        self.observe_lag(None);
         Ok(())
+    }
+
+    /// `kollus_archive_lag_seconds`: the age of the oldest record read but not yet in a durable
+    /// segment (`also`: one being written), 0 when none waits.
+    fn observe_lag(&self, also: Option<i64>) {
+        let oldest = self
+            .open
+            .values()
+            .filter_map(|o| o.oldest_timestamp)
+            .chain(also)
+            .min();
+        let now_ms = (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64;
+        self.metrics
+            .lag_seconds
+            .set(oldest.map_or(0, |ts| ((now_ms - ts) / 1000).max(0)));
     }
 
     /// Writes the segment, then its manifest entry, then commits past its last offset.
@@ -110,21 +296,44 @@ impl Dumper<'_> {
             return Ok(());
         };
         let records = open.records;
+        let oldest = open.oldest_timestamp;
         let (bytes, entry) = open.close()?;
         let manifest = serde_json::to_vec_pretty(&entry)?;
         let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(30));
         loop {
             let written = async {
-                self.archive.put(&entry.segment, bytes.clone()).await?;
-                self.archive
-                    .put(&entry.manifest_path(), manifest.clone())
-                    .await
+                let sha = &entry.sha256;
+                let segment = self
+                    .archive
+                    .create(&entry.segment, bytes.clone(), |there| {
+                        &hex::encode(Sha256::digest(there)) == sha
+                    })
+                    .await?;
+                let manifest = self
+                    .archive
+                    .create(&entry.manifest_path(), manifest.clone(), |there| {
+                        serde_json::from_slice::<Entry>(there)
+                            .is_ok_and(|there| there.same_segment(&entry))
+                    })
+                    .await?;
+                anyhow::Ok((segment, manifest))
             }
             .await;
             match written {
-                Ok(()) => break,
+                Ok((segment, manifest)) => {
+                    if (segment, manifest) != (Created::New, Created::New) {
+                        tracing::info!(
+                            segment = entry.segment,
+                            ?segment,
+                            ?manifest,
+                            "segment was written before (a retry): kept as it is"
+                        );
+                    }
+                    break;
+                }
                 Err(e) => {
                     self.metrics.errors.inc();
+                    self.observe_lag(oldest);
                     tracing::warn!(error = format!("{e:#}"), segment = entry.segment, retry_in = ?backoff.next_delay(), "writing a segment failed; will retry");
                     backoff.wait().await;
                 }
@@ -140,6 +349,11 @@ impl Dumper<'_> {
             // The segment is safe; without the commit its records are archived again (repeats).
             tracing::warn!(error = %e, topic = entry.topic, partition = entry.partition, "committing archived offsets failed; they will be archived again");
         }
+        if let Some(state) = self.epochs.get_mut(key) {
+            if state.epoch == entry.epoch {
+                state.archived_last = state.archived_last.max(entry.last_offset);
+            }
+        }
         let m = self.metrics;
         m.open_records.sub(records as i64);
         m.records.with_label_values(&[&entry.topic]).inc_by(records);
@@ -147,12 +361,16 @@ impl Dumper<'_> {
         m.bytes.inc_by(entry.bytes);
         m.last_segment_unix
             .set(time::OffsetDateTime::now_utc().unix_timestamp());
+        if let Some(ts) = entry.last_timestamp {
+            m.covered_until.set(m.covered_until.get().max(ts / 1000));
+        }
         tracing::info!(
             segment = entry.segment,
             records,
             bytes = entry.bytes,
             "segment archived"
         );
+        self.entries.push(entry);
         Ok(())
     }
 }
@@ -166,9 +384,15 @@ pub async fn continuous(
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
     kafka::ensure_topics(kafka_settings, &kafka_settings.topics()).await?;
-    let consumer =
-        kafka::archive_consumer(kafka_settings, &settings.group_id, &kafka_settings.topics())?;
-    let mut d = Dumper::new(archive, consumer, settings, metrics);
+    metrics
+        .retention_seconds
+        .set(kafka_settings.retention_ms().max(-1000) / 1000);
+    let consumer = kafka::archive_consumer(
+        kafka_settings,
+        &settings.group(kafka_settings),
+        &kafka_settings.topics(),
+    )?;
+    let mut d = Dumper::new(archive, consumer, settings, metrics).await?;
     tokio::pin!(shutdown);
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {
@@ -177,7 +401,7 @@ pub async fn continuous(
             _ = tick.tick() => d.close_aged().await?,
             m = d.consumer.recv() => match m {
                 Ok(m) => d.take(ArchivedRecord::of(&m)).await?,
-                Err(KafkaError::PartitionEOF(_)) => {}
+                Err(e) if kafka::is_partition_eof(&e) => {}
                 Err(e) => tracing::warn!(error = %e, "Kafka consumer error"),
             },
         }
@@ -211,7 +435,7 @@ async fn topic_until_end(
 ) -> anyhow::Result<u64> {
     // Assigned, not subscribed: one topic at a time, so an end-of-partition event (which names
     // only the partition) is this topic's. Starts at the group's committed offsets.
-    let consumer = kafka::archive_consumer(kafka_settings, &settings.group_id, &[])?;
+    let consumer = kafka::archive_consumer(kafka_settings, &settings.group(kafka_settings), &[])?;
     let partitions = kafka::partitions(&consumer, topic)?;
     let mut tpl = TopicPartitionList::new();
     let mut estimate = 0;
@@ -230,7 +454,7 @@ async fn topic_until_end(
     }
     consumer.assign(&tpl)?;
     let mut progress = Progress::new("dump", "records", estimate, Some(metrics));
-    let mut d = Dumper::new(archive, consumer, settings, metrics);
+    let mut d = Dumper::new(archive, consumer, settings, metrics).await?;
     let mut at_end: HashSet<i32> = HashSet::new();
     let mut count = 0;
     while at_end.len() < partitions.len() {
@@ -241,9 +465,11 @@ async fn topic_until_end(
                 count += 1;
                 progress.add(1);
             }
-            Ok(Err(KafkaError::PartitionEOF(p))) => {
+            Ok(Err(rdkafka::error::KafkaError::PartitionEOF(p))) => {
                 at_end.insert(p);
             }
+            // The same event through the error callback: it names no partition.
+            Ok(Err(e)) if kafka::is_partition_eof(&e) => {}
             Ok(Err(e)) => tracing::warn!(error = %e, topic, "Kafka consumer error"),
             Err(_) => anyhow::bail!(
                 "{topic}: partitions {:?} did not reach their end within 30 s of silence",

@@ -31,11 +31,18 @@ enum Command {
         #[command(flatten)]
         kafka: KafkaSettings,
     },
-    /// Check every segment's SHA-256 and record count, and report gaps in offsets.
+    /// Check every segment's SHA-256 and record count; report per topic, partition and epoch
+    /// the offsets held, gaps, repeats and collisions, and per partition of the brokers whether
+    /// archive and topic together still hold every offset. Exit status 1 on any problem.
     Verify {
         /// The archive: a directory, or `s3://bucket/prefix`.
         #[arg(long = "from", env = "ARCHIVE_DIR")]
         from: String,
+        /// Skip the comparison with the topics (no broker at hand).
+        #[arg(long)]
+        no_topics: bool,
+        #[command(flatten)]
+        kafka: KafkaSettings,
     },
     /// Produce every archived record back to the configured brokers (repeats once).
     Restore {
@@ -59,7 +66,16 @@ async fn main() -> anyhow::Result<()> {
             kafka,
         } => {
             let archive = Archive::open(&dump.to)?;
+            let group = dump.group(&kafka);
             if dump.until_end {
+                if dump.group_id.is_none() {
+                    eprintln!(
+                        "one-off dump into {} with its own consumer group {group} (the \
+                         continuous archiver's is {}): it resumes where the last dump into \
+                         this destination stopped",
+                        archive.location, kafka.archive_group_id
+                    );
+                }
                 let records = dump::until_end(&archive, &kafka, &dump, &metrics).await?;
                 println!("archived {records} records to {}", archive.location);
                 return Ok(());
@@ -75,7 +91,7 @@ async fn main() -> anyhow::Result<()> {
             let handle = admin.handle();
             let admin = tokio::spawn(admin);
             ready.set(true);
-            tracing::info!(to = archive.location, %listen_addr, "archiving continuously");
+            tracing::info!(to = archive.location, %listen_addr, group, "archiving continuously");
             let result = dump::continuous(
                 &archive,
                 &kafka,
@@ -88,32 +104,30 @@ async fn main() -> anyhow::Result<()> {
             admin.await??;
             result
         }
-        Command::Verify { from } => {
-            let archive = Archive::open(&from)?;
-            let report = verify::verify(&archive, Some(&metrics)).await?;
-            println!(
-                "{} segments, {} records, {} repeats (archived twice; restore produces them once)",
-                report.segments, report.records, report.repeats
-            );
-            for damaged in &report.damaged {
-                println!("DAMAGED {damaged}");
-            }
-            for (topic, partition, first) in &report.late_starts {
-                println!("START {topic}/{partition}: the archive starts at offset {first}");
-            }
-            for (topic, partition, from, to) in &report.gaps {
-                println!("GAP {topic}/{partition}: offsets {from}..={to} are not archived");
-            }
-            if report.ok() {
+        Command::Verify {
+            from,
+            no_topics,
+            kafka,
+        } => {
+            let problems = verify_command(&from, no_topics, &kafka, &metrics).await;
+            if problems == 0 {
                 println!("ok");
                 Ok(())
             } else {
+                println!("FAILED: {problems} problem(s), listed above");
                 std::process::exit(1)
             }
         }
         Command::Restore { from, kafka } => {
-            let archive = Archive::open(&from)?;
+            let archive = Archive::open_existing(&from)?;
             let summary = restore::restore(&archive, &kafka, Some(&metrics)).await?;
+            if summary.empty {
+                println!(
+                    "the archive at {from} is empty (no manifest): nothing to restore; \
+                     the brokers were not touched"
+                );
+                return Ok(());
+            }
             println!(
                 "restored {} records to {} ({} repeats skipped)",
                 summary.produced, kafka.brokers, summary.repeats_skipped
@@ -121,4 +135,93 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// Runs `verify` and prints its report; returns the number of problems (0: ok).
+async fn verify_command(
+    from: &str,
+    no_topics: bool,
+    kafka: &KafkaSettings,
+    metrics: &Metrics,
+) -> usize {
+    let archive = match Archive::open_existing(from) {
+        Ok(a) => a,
+        Err(e) => {
+            println!("NO ARCHIVE {e:#}");
+            return 1;
+        }
+    };
+    let report = match verify::verify(&archive, Some(metrics)).await {
+        Ok(r) => r,
+        Err(e) => {
+            println!("UNREADABLE {from}: {e:#}");
+            return 1;
+        }
+    };
+    if report.empty {
+        println!("EMPTY {from}: no manifest, so nothing archived there (a wrong location?)");
+        return 1;
+    }
+    println!(
+        "{} segments, {} records, {} repeats (archived twice; restore produces them once)",
+        report.segments, report.records, report.repeats
+    );
+    for e in &report.epochs {
+        let cluster = if e.cluster_id.is_empty() {
+            "cluster id unknown".to_owned()
+        } else {
+            format!("cluster {}", e.cluster_id)
+        };
+        println!(
+            "{}/{} epoch {} ({cluster}): offsets {}..={}, {} records in {} segments, {} repeats",
+            e.topic,
+            e.partition,
+            e.epoch,
+            e.first_offset,
+            e.last_offset,
+            e.records,
+            e.segments,
+            e.repeats
+        );
+    }
+    for damaged in &report.damaged {
+        println!("DAMAGED {damaged}");
+    }
+    for collision in &report.collisions {
+        println!("COLLISION {collision}");
+    }
+    for (topic, partition, first) in &report.late_starts {
+        println!("START {topic}/{partition}: an epoch of the archive starts at offset {first}");
+    }
+    for (topic, partition, from, to) in &report.gaps {
+        println!("GAP {topic}/{partition}: offsets {from}..={to} are not archived");
+    }
+    let mut problems = report.damaged.len() + report.collisions.len() + report.gaps.len();
+    if no_topics {
+        println!("topics: not compared (--no-topics)");
+        return problems;
+    }
+    let entries = match kollus_archive::verify::entries(&archive).await {
+        Ok(e) => e,
+        Err(e) => {
+            println!("UNREADABLE {from}: {e:#}");
+            return problems + 1;
+        }
+    };
+    let settings = kafka.clone();
+    let coverage = tokio::task::spawn_blocking(move || verify::coverage(&entries, &settings)).await;
+    match coverage {
+        Ok(Ok(coverage)) => {
+            for c in &coverage {
+                println!("{c}");
+            }
+            problems += coverage.iter().filter(|c| c.missing.is_some()).count();
+        }
+        Ok(Err(e)) => println!(
+            "topics: not compared ({} did not answer: {e:#}); --no-topics to skip",
+            kafka.brokers
+        ),
+        Err(e) => println!("topics: not compared ({e})"),
+    }
+    problems
 }

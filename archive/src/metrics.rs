@@ -11,6 +11,9 @@ pub struct Metrics {
     pub open_records: prometheus::IntGauge,
     pub last_segment_unix: prometheus::IntGauge,
     pub errors: prometheus::IntCounter,
+    pub lag_seconds: prometheus::IntGauge,
+    pub retention_seconds: prometheus::IntGauge,
+    pub covered_until: prometheus::IntGauge,
     pub progress_done: prometheus::IntGaugeVec,
     pub progress_total: prometheus::IntGaugeVec,
 }
@@ -41,6 +44,21 @@ impl Metrics {
                 &r,
                 "write_errors_total",
                 "Segment writes that failed and were retried.",
+            ),
+            lag_seconds: gauge(
+                &r,
+                "lag_seconds",
+                "Age of the oldest record read but not yet in a durable segment (now minus its Kafka timestamp); 0 when none waits. Grows while writes fail or the archive falls behind.",
+            ),
+            retention_seconds: gauge(
+                &r,
+                "topic_retention_seconds",
+                "The retention the topics are created with (KAFKA_RETENTION_DAYS), in seconds; -1 for infinite. A record not archived within it is lost.",
+            ),
+            covered_until: gauge(
+                &r,
+                "covered_until_timestamp_seconds",
+                "Kafka timestamp of the newest record in a closed segment written by this process (Unix seconds).",
             ),
             progress_done: gauge_vec(
                 &r,

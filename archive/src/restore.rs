@@ -1,6 +1,8 @@
 //! `kollus-archive restore`: produces every archived record back to the configured brokers'
 //! topics, with its key, headers, value and timestamp, in its partition where the topic has it.
-//! Records archived twice (a crash of `dump`) are produced once, by envelope id. Running it
+//! Records archived twice (a crash of `dump`), or in two epochs (a restored cluster archived
+//! again), are produced once, by envelope id; epochs in order, so each partition's records keep
+//! the order they had. An empty archive is said to be so, and touches no broker. Running it
 //! again produces the records again, which the workers skip as already applied (they keep every
 //! envelope id they applied): nothing is applied twice.
 
@@ -13,14 +15,14 @@ use rdkafka::producer::FutureRecord;
 
 use crate::metrics::Metrics;
 use crate::progress::Progress;
-use crate::segment;
-use crate::store::Archive;
-use crate::verify::entries;
+use kollus_common::archive::{entries, segment, Archive};
 use kollus_common::kafka;
 use kollus_common::settings::KafkaSettings;
 
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Summary {
+    /// The archive holds nothing: the brokers were not contacted.
+    pub empty: bool,
     pub produced: u64,
     pub repeats_skipped: u64,
 }
@@ -34,6 +36,12 @@ pub async fn restore(
     metrics: Option<&Metrics>,
 ) -> anyhow::Result<Summary> {
     let entries = entries(archive).await?;
+    if entries.is_empty() {
+        return Ok(Summary {
+            empty: true,
+            ..Summary::default()
+        });
+    }
     let mut topics: Vec<&str> = entries.iter().map(|e| e.topic.as_str()).collect();
     topics.sort_unstable();
     topics.dedup();

@@ -1,62 +1,95 @@
 //! `kollus-archive verify`: every segment against its manifest entry (SHA-256, record count,
-//! offsets in order), and the offsets of each partition across segments: gaps (records the
-//! archive lacks) and repeats (records archived twice after a crash, which restore drops).
+//! offsets in order), then per topic, partition and epoch: gaps (records the archive lacks),
+//! repeats (records archived twice after a crash, which restore drops) and collisions (two
+//! different records at one offset of one epoch, or two entries naming one segment with
+//! different checksums). With a broker, per partition: whether the archive and what the topic
+//! still retains together cover every offset ([`coverage`]).
 
-use std::collections::BTreeMap;
+use std::collections::hash_map::DefaultHasher;
+use std::collections::{BTreeMap, HashMap};
+use std::hash::{Hash as _, Hasher as _};
+use std::time::Duration;
+
+use kollus_common::archive::segment::{self, Entry};
+use kollus_common::archive::store::Archive;
+use kollus_common::settings::KafkaSettings;
 
 use crate::metrics::Metrics;
 use crate::progress::Progress;
-use crate::segment::{self, Entry};
-use crate::store::Archive;
+
+pub use kollus_common::archive::entries;
+
+/// One epoch of one partition, as the archive holds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EpochReport {
+    pub topic: String,
+    pub partition: i32,
+    pub epoch: u32,
+    pub cluster_id: String,
+    pub segments: u64,
+    /// Distinct offsets held.
+    pub records: u64,
+    pub first_offset: i64,
+    pub last_offset: i64,
+    pub repeats: u64,
+}
 
 #[derive(Debug, Default)]
 pub struct Report {
+    /// No manifest entry at all: nothing archived at this location.
+    pub empty: bool,
     pub segments: u64,
     pub records: u64,
     /// Segments that do not match their entry, with why.
     pub damaged: Vec<String>,
-    /// (topic, partition, first missing offset, last missing offset).
+    /// Two different records at one offset of one epoch, or one segment name with two
+    /// checksums: with why.
+    pub collisions: Vec<String>,
+    /// (topic, partition, first missing offset, last missing offset), within an epoch.
     pub gaps: Vec<(String, i32, i64, i64)>,
     /// Records archived more than once.
     pub repeats: u64,
-    /// Partitions whose archive does not start at offset 0: (topic, partition, first offset).
-    /// Not an error (the group may have started late, or a new DIR reused its group), but what
-    /// comes before is not here.
+    /// Partition epochs whose archive does not start at offset 0: (topic, partition, first
+    /// offset). Not an error (the group may have started late, or retention had deleted the
+    /// start), but what comes before is not here.
     pub late_starts: Vec<(String, i32, i64)>,
+    pub epochs: Vec<EpochReport>,
 }
 
 impl Report {
     pub fn ok(&self) -> bool {
-        self.damaged.is_empty() && self.gaps.is_empty()
+        !self.empty && self.damaged.is_empty() && self.collisions.is_empty() && self.gaps.is_empty()
     }
 }
 
-/// Every manifest entry of the archive, in (topic, partition, first offset) order.
-pub async fn entries(archive: &Archive) -> anyhow::Result<Vec<Entry>> {
-    let mut entries = Vec::new();
-    for path in archive.list("manifest").await? {
-        let bytes = archive.get(&path).await?;
-        let entry: Entry = serde_json::from_slice(&bytes)
-            .map_err(|e| anyhow::anyhow!("{path}: not a manifest entry: {e}"))?;
-        entries.push(entry);
-    }
-    entries.sort_by(|a, b| {
-        (&a.topic, a.partition, a.first_offset, a.last_offset).cmp(&(
-            &b.topic,
-            b.partition,
-            b.first_offset,
-            b.last_offset,
-        ))
-    });
-    Ok(entries)
+/// Per partition-epoch while reading: the highest offset so far, and a hash of each record by
+/// offset (to tell a repeat from a collision).
+#[derive(Default)]
+struct Seen {
+    last: Option<i64>,
+    hashes: HashMap<i64, u64>,
+    report: Option<EpochReport>,
 }
 
 pub async fn verify(archive: &Archive, metrics: Option<&Metrics>) -> anyhow::Result<Report> {
     let entries = entries(archive).await?;
-    let mut report = Report::default();
+    let mut report = Report {
+        empty: entries.is_empty(),
+        ..Report::default()
+    };
+    let mut names: HashMap<&str, &str> = HashMap::new();
+    for e in &entries {
+        if let Some(other) = names.insert(&e.segment, &e.sha256) {
+            if other != e.sha256 {
+                report.collisions.push(format!(
+                    "{}: named by two manifest entries with different SHA-256 ({other}, {})",
+                    e.segment, e.sha256
+                ));
+            }
+        }
+    }
     let mut progress = Progress::new("verify", "segments", entries.len() as u64, metrics);
-    // Per partition: the highest offset seen so far.
-    let mut reached: BTreeMap<(String, i32), i64> = BTreeMap::new();
+    let mut seen: BTreeMap<(String, i32, u32), Seen> = BTreeMap::new();
     for entry in &entries {
         progress.add(1);
         report.segments += 1;
@@ -72,29 +105,127 @@ pub async fn verify(archive: &Archive, metrics: Option<&Metrics>) -> anyhow::Res
             }
         };
         report.records += records.len() as u64;
-        let key = (entry.topic.clone(), entry.partition);
+        let key = (entry.topic.clone(), entry.partition, entry.epoch);
+        let s = seen.entry(key).or_default();
+        let epoch = s.report.get_or_insert_with(|| EpochReport {
+            topic: entry.topic.clone(),
+            partition: entry.partition,
+            epoch: entry.epoch,
+            cluster_id: entry.cluster_id.clone(),
+            segments: 0,
+            records: 0,
+            first_offset: entry.first_offset,
+            last_offset: entry.last_offset,
+            repeats: 0,
+        });
+        epoch.segments += 1;
         for r in &records {
-            match reached.get(&key).copied() {
-                None if r.offset > 0 => {
-                    report
-                        .late_starts
-                        .push((entry.topic.clone(), entry.partition, r.offset));
+            let mut h = DefaultHasher::new();
+            r.hash(&mut h);
+            let hash = h.finish();
+            match s.hashes.get(&r.offset) {
+                Some(before) if *before != hash => report.collisions.push(format!(
+                    "{}/{} epoch {}: two different records at offset {} (the second in {})",
+                    entry.topic, entry.partition, entry.epoch, r.offset, entry.segment
+                )),
+                Some(_) => {
+                    report.repeats += 1;
+                    epoch.repeats += 1;
                 }
-                Some(last) if r.offset <= last => report.repeats += 1,
-                Some(last) if r.offset > last + 1 => {
-                    report.gaps.push((
-                        entry.topic.clone(),
-                        entry.partition,
-                        last + 1,
-                        r.offset - 1,
-                    ));
+                None => {
+                    epoch.records += 1;
+                    match s.last {
+                        None if r.offset > 0 => report.late_starts.push((
+                            entry.topic.clone(),
+                            entry.partition,
+                            r.offset,
+                        )),
+                        Some(last) if r.offset > last + 1 => report.gaps.push((
+                            entry.topic.clone(),
+                            entry.partition,
+                            last + 1,
+                            r.offset - 1,
+                        )),
+                        _ => {}
+                    }
+                    s.hashes.insert(r.offset, hash);
                 }
-                _ => {}
             }
-            let at = reached.entry(key.clone()).or_insert(r.offset);
-            *at = (*at).max(r.offset);
+            s.last = Some(s.last.map_or(r.offset, |l| l.max(r.offset)));
+            epoch.first_offset = epoch.first_offset.min(r.offset);
+            epoch.last_offset = epoch.last_offset.max(r.offset);
         }
     }
+    report.epochs = seen.into_values().filter_map(|s| s.report).collect();
     progress.finish();
     Ok(report)
+}
+
+/// Whether one partition's records all exist somewhere: in the archive, or still in the topic.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Coverage {
+    pub topic: String,
+    pub partition: i32,
+    /// The topic's earliest retained offset.
+    pub earliest: i64,
+    /// The archive's epoch that is this broker's partition, and the last offset it holds.
+    pub archived: Option<(u32, i64)>,
+    /// Offsets neither holds: (first, last).
+    pub missing: Option<(i64, i64)>,
+}
+
+impl std::fmt::Display for Coverage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (t, p) = (&self.topic, self.partition);
+        let archive = match self.archived {
+            Some((epoch, last)) => format!("archive (epoch {epoch}) holds up to offset {last}"),
+            None => "archive holds none of this broker's records yet".into(),
+        };
+        match self.missing {
+            None => write!(
+                f,
+                "COVERED {t}/{p}: {archive}, the topic retains from offset {}: every offset is somewhere",
+                self.earliest
+            ),
+            Some((from, to)) => write!(
+                f,
+                "NOT COVERED {t}/{p}: {archive}, the topic retains from offset {}: offsets {from}..={to} are in neither (deleted by retention before they were archived)",
+                self.earliest
+            ),
+        }
+    }
+}
+
+/// Per partition of the configured topics on `kafka`'s brokers: the topic's earliest retained
+/// offset against the last offset the archive holds of that broker's incarnation. Blocking.
+pub fn coverage(entries: &[Entry], kafka: &KafkaSettings) -> anyhow::Result<Vec<Coverage>> {
+    use kollus_common::archive::{cluster_id, holdings, inspector};
+    use rdkafka::consumer::Consumer as _;
+    let client = inspector(&kafka.brokers)?;
+    let cluster = cluster_id(&client);
+    let holdings = holdings(entries);
+    let mut out = Vec::new();
+    for topic in kafka.topics() {
+        for partition in kollus_common::kafka::partitions(&client, topic)? {
+            let (earliest, _) = client
+                .fetch_watermarks(topic, partition, Duration::from_secs(10))
+                .map_err(|e| anyhow::anyhow!("offsets of {topic}/{partition}: {e}"))?;
+            let archived = match holdings.get(&(topic.to_owned(), partition)) {
+                Some(h) if h.matches_broker(&client, &cluster, topic, partition)? => {
+                    Some((h.epoch, h.last_offset))
+                }
+                _ => None,
+            };
+            let first_needed = archived.map_or(0, |(_, last)| last + 1);
+            let missing = (earliest > first_needed).then_some((first_needed, earliest - 1));
+            out.push(Coverage {
+                topic: topic.to_owned(),
+                partition,
+                earliest,
+                archived,
+                missing,
+            });
+        }
+    }
+    Ok(out)
 }

@@ -1,13 +1,16 @@
 //! The archive in an S3-compatible bucket (moto's server from PyPI, `scripts/s3.sh`): dump up to
-//! the end, verify, restore into another broker; a damaged segment found by verify; and a dump
-//! killed mid-stream, which repeats records and never skips one.
+//! the end, verify, restore into another broker; a damaged segment found by verify; a dump
+//! killed mid-stream, which repeats records and never skips one; a replaced broker (offsets from
+//! 0 again) archived into the same location without a byte of the first one's archive changing;
+//! objects created only once; verify and restore on missing and empty locations; a forged
+//! collision; and a quiet continuous run whose log has no ERROR line.
 
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use kollus_archive::dump::{self, DumpSettings};
 use kollus_archive::metrics::Metrics;
-use kollus_archive::store::Archive;
+use kollus_archive::store::{Archive, Created};
 use kollus_archive::{restore, verify};
 use kollus_common::settings::KafkaSettings;
 use kollus_test_support::{eventually, free_port, topic_record_count, workspace_root, Broker};
@@ -63,7 +66,7 @@ fn settings(group: &str) -> DumpSettings {
     DumpSettings {
         to: String::new(),
         until_end: true,
-        group_id: group.into(),
+        group_id: Some(group.into()),
         // Small segments, so a partition spans several.
         segment_bytes: 2_000,
         segment_seconds: 60,
@@ -188,6 +191,7 @@ async fn a_dump_killed_mid_stream_repeats_records_and_never_skips_one() {
             .args(["dump", "--to", &to])
             .env("KAFKA_BROKERS", &broker.addr)
             .env("ARCHIVE_GROUP_ID", "crash-test")
+            .env("KAFKA_TOPIC_PARTITIONS", "6")
             .env("ARCHIVE_SEGMENT_BYTES", "2000")
             .env("LISTEN_ADDR", "127.0.0.1:0")
             .env("RUST_LOG", "warn")
@@ -224,4 +228,282 @@ async fn a_dump_killed_mid_stream_repeats_records_and_never_skips_one() {
         (summary.produced, summary.repeats_skipped),
         (300, report.repeats)
     );
+}
+
+/// Records that look like the services' (an `id` header) or not (none), distinct per broker.
+async fn publish_tagged(broker: &Broker, kafka: &KafkaSettings, tag: &str, n: usize) {
+    for i in 0..n {
+        let topic = &kafka.topics()[i % 3];
+        let value = format!("{{\"broker\":\"{tag}\",\"n\":{i}}}");
+        broker
+            .publish_raw(topic, &format!("key-{}", i % 4), value.as_bytes())
+            .await;
+    }
+}
+
+#[tokio::test]
+async fn a_replaced_broker_opens_a_new_epoch_and_both_brokers_records_stay_restorable() {
+    let dir = tempfile::tempdir().unwrap();
+    let to = dir.path().to_str().unwrap().to_owned();
+    let archive = Archive::open(&to).unwrap();
+    let mut settings = settings("same-group-on-both");
+    settings.to = to.clone();
+
+    let first = Broker::start().await;
+    let kafka = first.settings();
+    kollus_common::kafka::ensure_topics(&kafka, &kafka.topics())
+        .await
+        .unwrap();
+    publish_tagged(&first, &kafka, "first", 90).await;
+    let archived = dump::until_end(&archive, &kafka, &settings, &Metrics::new())
+        .await
+        .unwrap();
+    assert_eq!(archived, 90);
+    let before: Vec<(String, bytes::Bytes)> = {
+        let mut v = Vec::new();
+        for p in archive.list("").await.unwrap() {
+            let b = archive.get(&p).await.unwrap();
+            v.push((p, b));
+        }
+        v
+    };
+    drop(first);
+
+    // The disaster: a new broker, offsets from 0 again, other records at the same offsets;
+    // the same archive location and group name.
+    let second = Broker::start().await;
+    let kafka = second.settings();
+    kollus_common::kafka::ensure_topics(&kafka, &kafka.topics())
+        .await
+        .unwrap();
+    publish_tagged(&second, &kafka, "second", 60).await;
+    let archived = dump::until_end(&archive, &kafka, &settings, &Metrics::new())
+        .await
+        .unwrap();
+    assert_eq!(archived, 60);
+
+    // Every object of the first broker's archive is still there, byte for byte.
+    for (path, bytes) in &before {
+        assert_eq!(&archive.get(path).await.unwrap(), bytes, "{path} changed");
+    }
+    let report = verify::verify(&archive, None).await.unwrap();
+    assert!(report.ok(), "{report:?}");
+    assert_eq!((report.records, report.repeats), (150, 0), "{report:?}");
+    let epochs: std::collections::BTreeSet<u32> = report.epochs.iter().map(|e| e.epoch).collect();
+    assert_eq!(epochs, [1, 2].into(), "{report:?}");
+    assert!(report.late_starts.is_empty(), "{report:?}");
+
+    // Both brokers' records come back.
+    let third = Broker::start().await;
+    let summary = restore::restore(&archive, &third.settings(), None)
+        .await
+        .unwrap();
+    assert_eq!((summary.produced, summary.repeats_skipped), (150, 0));
+    let mut total = 0;
+    for topic in kafka.topics() {
+        total += topic_record_count(&third.addr, topic);
+    }
+    assert_eq!(total, 150);
+
+    // The same dump again: nothing new, and the archive does not move.
+    let objects = archive.list("").await.unwrap().len();
+    let again = dump::until_end(&archive, &kafka, &settings, &Metrics::new())
+        .await
+        .unwrap();
+    assert_eq!(again, 0);
+    assert_eq!(archive.list("").await.unwrap().len(), objects);
+}
+
+#[tokio::test]
+async fn an_object_is_created_once_and_a_retry_with_the_same_bytes_converges() {
+    let _s3 = s3_with_bucket("create-once").await;
+    let dir = tempfile::tempdir().unwrap();
+    for location in [
+        dir.path().to_str().unwrap().to_owned(),
+        "s3://create-once/p".to_owned(),
+    ] {
+        let archive = Archive::open(&location).unwrap();
+        let same = |b: &[u8]| b == b"first";
+        let created = archive
+            .create("segments/x", b"first".to_vec(), same)
+            .await
+            .unwrap();
+        assert_eq!(created, Created::New, "{location}");
+        let again = archive
+            .create("segments/x", b"first".to_vec(), same)
+            .await
+            .unwrap();
+        assert_eq!(again, Created::AlreadyThere, "{location}");
+        let other = archive
+            .create("segments/x", b"other".to_vec(), |b| b == b"other")
+            .await
+            .unwrap_err();
+        assert!(
+            format!("{other:#}").contains("collision"),
+            "{location}: {other:#}"
+        );
+        assert_eq!(
+            &archive.get("segments/x").await.unwrap()[..],
+            b"first",
+            "{location}: never written over"
+        );
+    }
+}
+
+/// Runs the binary to completion: (exit code, stdout, stderr).
+fn run_archive(args: &[&str], brokers: &str) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_kollus-archive"))
+        .args(args)
+        .env("KAFKA_BROKERS", brokers)
+        .env("LOG_FORMAT", "text")
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .output()
+        .expect("running kollus-archive");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test]
+async fn verify_refuses_a_missing_or_empty_location_and_restore_of_nothing_touches_no_broker() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("not-there");
+    let missing = missing.to_str().unwrap();
+    // No broker listens there: neither command may need one.
+    let nowhere = format!("127.0.0.1:{}", free_port());
+
+    let (code, out, _) = run_archive(&["verify", "--from", missing], &nowhere);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("no such directory"), "{out}");
+    assert!(!std::path::Path::new(missing).exists(), "verify created it");
+
+    let empty = dir.path().to_str().unwrap();
+    let (code, out, _) = run_archive(&["verify", "--from", empty], &nowhere);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("no manifest"), "{out}");
+
+    let started = std::time::Instant::now();
+    let (code, out, err) = run_archive(&["restore", "--from", empty], &nowhere);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("is empty") && out.contains("not touched"),
+        "{out}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "it waited for a broker"
+    );
+
+    let (code, out, _) = run_archive(&["restore", "--from", missing], &nowhere);
+    assert_eq!(code, 1, "{out}");
+}
+
+#[tokio::test]
+async fn verify_fails_on_two_different_records_at_one_offset_and_reports_topic_coverage() {
+    let dir = tempfile::tempdir().unwrap();
+    let to = dir.path().to_str().unwrap().to_owned();
+    let broker = Broker::start().await;
+    let kafka = broker.settings();
+    kollus_common::kafka::ensure_topics(&kafka, &kafka.topics())
+        .await
+        .unwrap();
+    publish_tagged(&broker, &kafka, "only", 30).await;
+    let archive = Archive::open(&to).unwrap();
+    let mut s = settings("coverage");
+    s.to = to.clone();
+    dump::until_end(&archive, &kafka, &s, &Metrics::new())
+        .await
+        .unwrap();
+
+    let (code, out, err) = run_archive(&["verify", "--from", &to], &broker.addr);
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(out.matches("COVERED kollus.").count(), 9, "{out}");
+    assert!(!out.contains("NOT COVERED"), "{out}");
+    assert!(out.contains("epoch 1"), "{out}");
+
+    // A forged segment in the same epoch holding another record at an archived offset.
+    let entries = verify::entries(&archive).await.unwrap();
+    let e = &entries[0];
+    let bytes = archive.get(&e.segment).await.unwrap();
+    let mut records = kollus_archive::segment::read(e, &bytes).unwrap();
+    records.truncate(1);
+    records[0].value = Some(kollus_archive::record::Bytes::of(b"forged"));
+    let mut open = kollus_archive::segment::Open::new(&records[0], e.epoch, &e.cluster_id).unwrap();
+    open.push(&records[0]).unwrap();
+    let (forged, entry) = open.close().unwrap();
+    archive
+        .create(&entry.segment, forged, |_| false)
+        .await
+        .unwrap();
+    let manifest = serde_json::to_vec(&entry).unwrap();
+    archive
+        .create(&entry.manifest_path(), manifest, |_| false)
+        .await
+        .unwrap();
+    let (code, out, _) = run_archive(&["verify", "--from", &to, "--no-topics"], &broker.addr);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("COLLISION") && out.contains("two different records"),
+        "{out}"
+    );
+}
+
+#[tokio::test]
+async fn a_quiet_continuous_archive_logs_no_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let to = dir.path().to_str().unwrap().to_owned();
+    let broker = Broker::start().await;
+    let kafka = broker.settings();
+    kollus_common::kafka::ensure_topics(&kafka, &kafka.topics())
+        .await
+        .unwrap();
+    publish_tagged(&broker, &kafka, "quiet", 30).await;
+    let log = dir.path().join("archive.log");
+    let mut running = KillOnDrop(
+        Command::new(env!("CARGO_BIN_EXE_kollus-archive"))
+            .args(["dump", "--to", &to])
+            .env("KAFKA_BROKERS", &broker.addr)
+            .env("KAFKA_TOPIC_PARTITIONS", "3")
+            .env("ARCHIVE_SEGMENT_SECONDS", "1")
+            .env("LISTEN_ADDR", "127.0.0.1:0")
+            .env("LOG_FORMAT", "text")
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("starting kollus-archive dump"),
+    );
+    let archive = Archive::open(&to).unwrap();
+    // Every record archived, then more arriving while it idles at the partitions' ends (where
+    // librdkafka reports end-of-partition events, over and over).
+    for round in 0..3 {
+        let want = 30 * (round + 1);
+        eventually("the records archived", Duration::from_secs(60), || async {
+            let report = verify::verify(&archive, None).await.ok()?;
+            (report.records >= want).then_some(())
+        })
+        .await;
+        publish_tagged(&broker, &kafka, &format!("quiet-{round}"), 30).await;
+    }
+    eventually(
+        "the last records archived",
+        Duration::from_secs(60),
+        || async {
+            let report = verify::verify(&archive, None).await.ok()?;
+            (report.records >= 120).then_some(())
+        },
+    )
+    .await;
+    running.0.kill().expect("kill");
+    running.0.wait().expect("reaping it");
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        text.contains("segment archived"),
+        "the log is the archive's: {text}"
+    );
+    let errors: Vec<&str> = text.lines().filter(|l| l.contains("ERROR")).collect();
+    assert!(errors.is_empty(), "ERROR lines in a quiet run: {errors:#?}");
 }

@@ -58,13 +58,15 @@ pub async fn ensure_topics(settings: &KafkaSettings, topics: &[&str]) -> anyhow:
     let admin: AdminClient<DefaultClientContext> = base_config(&settings.brokers, "kollus-admin")
         .create()
         .context("creating Kafka admin client")?;
+    let retention_ms = settings.retention_ms().to_string();
     let new: Vec<NewTopic<'_>> = topics
         .iter()
         .map(|t| {
             NewTopic::new(t, settings.topic_partitions, TopicReplication::Fixed(1))
-                // The topics are the system of record: every table is rebuilt by replaying them
-                // (`--rebuild`), so the broker must never delete a record by age or size.
-                .set("retention.ms", "-1")
+                // Records are deleted by age only (`KAFKA_RETENTION_DAYS`), never by size: the
+                // archive is the long tier, and it must get `KAFKA_RETENTION_DAYS` to catch up
+                // whatever happens to it.
+                .set("retention.ms", &retention_ms)
                 .set("retention.bytes", "-1")
         })
         .collect();
@@ -75,7 +77,11 @@ pub async fn ensure_topics(settings: &KafkaSettings, topics: &[&str]) -> anyhow:
         .with_context(|| format!("creating topics {topics:?} on {}", settings.brokers))?;
     for result in results {
         match result {
-            Ok(topic) => tracing::info!(%topic, "created Kafka topic"),
+            Ok(topic) => tracing::info!(
+                %topic,
+                retention_ms = settings.retention_ms(),
+                "created Kafka topic"
+            ),
             Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
             Err((topic, code)) => anyhow::bail!("creating topic {topic}: {code}"),
         }
@@ -142,6 +148,17 @@ pub fn consumer(
 /// The workers' consumer.
 pub type WorkerConsumer = StreamConsumer;
 
+/// Whether `error` is librdkafka telling that a partition's end was reached
+/// (`enable.partition.eof`), not a failure. It comes in two shapes: on the message stream as
+/// [`KafkaError::PartitionEOF`] (with the partition), and through the client's error callback
+/// as [`KafkaError::Global`] with the code `PartitionEOF`.
+pub fn is_partition_eof(error: &KafkaError) -> bool {
+    matches!(
+        error,
+        KafkaError::PartitionEOF(_) | KafkaError::Global(RDKafkaErrorCode::PartitionEOF)
+    )
+}
+
 /// The archive consumer's context: librdkafka reports reaching the end of a partition as an
 /// error event, which the default context logs at ERROR; for the archive it is the signal it
 /// asked for (`enable.partition.eof`), so it is not logged.
@@ -149,7 +166,7 @@ pub struct QuietEof;
 
 impl rdkafka::ClientContext for QuietEof {
     fn error(&self, error: KafkaError, reason: &str) {
-        if !matches!(error, KafkaError::PartitionEOF(_)) {
+        if !is_partition_eof(&error) {
             tracing::error!(%error, reason, "librdkafka error");
         }
     }
@@ -368,4 +385,88 @@ pub async fn send(
         .await
         .map(|_delivery| ())
         .map_err(|(e, _msg)| e)
+}
+
+/// How long a service gives the archiver to join its group before warning: the services of one
+/// deployment start together, and the archiver's join takes a few seconds.
+pub const ARCHIVE_GRACE: Duration = Duration::from_secs(90);
+
+/// What [`warn_if_nothing_archives`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ArchiveWatch {
+    /// Retention is infinite: the topics forget nothing, no archive is needed to keep records.
+    TopicsKeepEverything,
+    /// The archiver's group has a member.
+    Archiving,
+    /// Nobody archives: the WARN was logged.
+    Warned,
+    /// The group could not be described (broker unreachable); logged at DEBUG only.
+    Unknown,
+}
+
+/// Logs one WARN when the topics forget (finite `KAFKA_RETENTION_DAYS`) and no archiver runs:
+/// records older than the retention would then exist nowhere. "Runs" means the continuous
+/// archiver's consumer group (`ARCHIVE_GROUP_ID`) has a member: `kollus-archive dump` without
+/// `--until-end` subscribes in that group for as long as it runs (one-off dumps use groups of
+/// their own). Checked every 5 s until `grace` has passed; silent as soon as a member is seen,
+/// or when retention is infinite. Spawn it beside the service ([`ARCHIVE_GRACE`]): it never
+/// fails the service.
+pub async fn warn_if_nothing_archives(settings: KafkaSettings, grace: Duration) -> ArchiveWatch {
+    if settings.retention_days < 0 {
+        return ArchiveWatch::TopicsKeepEverything;
+    }
+    let started = tokio::time::Instant::now();
+    let last_error = loop {
+        let s = settings.clone();
+        let members = tokio::task::spawn_blocking(move || group_members(&s, &s.archive_group_id))
+            .await
+            .map_err(anyhow::Error::from)
+            .and_then(|r| r);
+        let error = match members {
+            Ok(n) if n > 0 => return ArchiveWatch::Archiving,
+            Ok(_) => None,
+            Err(e) => Some(format!("{e:#}")),
+        };
+        if started.elapsed() >= grace {
+            break error;
+        }
+        tokio::time::sleep(Duration::from_secs(5).min(grace)).await;
+    };
+    match last_error {
+        None => {
+            tracing::warn!(
+                retention_days = settings.retention_days,
+                archive_group = settings.archive_group_id,
+                "the topics keep records for KAFKA_RETENTION_DAYS and no archive is running (its \
+                 consumer group has no member): older records will exist nowhere. Run \
+                 `kollus-archive dump --to DIR` (README \"Your data\"), or set KAFKA_RETENTION_DAYS=-1"
+            );
+            ArchiveWatch::Warned
+        }
+        Some(error) => {
+            tracing::debug!(
+                error,
+                "could not tell whether an archive is running (consumer group not described)"
+            );
+            ArchiveWatch::Unknown
+        }
+    }
+}
+
+/// How many members consumer group `group_id` has now (0 when it does not exist). Blocking.
+pub fn group_members(settings: &KafkaSettings, group_id: &str) -> anyhow::Result<usize> {
+    use rdkafka::consumer::BaseConsumer;
+    // A client only asks about the group: it never subscribes, so it never joins it.
+    let client: BaseConsumer = base_config(&settings.brokers, "kollus-archive-watch")
+        .create()
+        .context("creating a Kafka client to describe a consumer group")?;
+    let groups = client
+        .fetch_group_list(Some(group_id), Duration::from_secs(10))
+        .with_context(|| format!("describing consumer group {group_id}"))?;
+    Ok(groups
+        .groups()
+        .iter()
+        .filter(|g| g.name() == group_id)
+        .map(|g| g.members().len())
+        .sum())
 }

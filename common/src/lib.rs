@@ -2,6 +2,7 @@
 //! and PostgreSQL plumbing, settings, telemetry and metrics helpers, schema migrations.
 //! A service's own logic lives in its own crate.
 
+pub mod archive;
 pub mod backoff;
 pub mod db;
 pub mod domain;

@@ -94,6 +94,27 @@ pub struct KafkaSettings {
     /// another. Short also because tansu holds a group join for half of it.
     #[arg(long, env = "KAFKA_SESSION_TIMEOUT_MS", default_value_t = 6000)]
     pub session_timeout_ms: u32,
+    /// Days a topic this service creates keeps its records (`retention.ms`); -1 keeps them
+    /// forever. The archive (`kollus-archive dump`) is the long tier: past this age a record
+    /// exists only there.
+    #[arg(long, env = "KAFKA_RETENTION_DAYS", default_value_t = 14, value_parser = retention_days)]
+    pub retention_days: i64,
+    /// The continuous archiver's consumer group. The other services look at it to warn when
+    /// topics forget (finite retention) and no archiver is a member.
+    #[arg(long, env = "ARCHIVE_GROUP_ID", default_value = "kollus-archive")]
+    pub archive_group_id: String,
+}
+
+/// `KAFKA_RETENTION_DAYS`: -1 (forever) or a whole number of days from 1.
+fn retention_days(s: &str) -> Result<i64, String> {
+    match s.trim().parse::<i64>() {
+        Ok(-1) => Ok(-1),
+        Ok(d) if (1..=36_500).contains(&d) => Ok(d),
+        Ok(d) => Err(format!(
+            "{d}: expected -1 (keep forever) or 1 to 36500 days"
+        )),
+        Err(e) => Err(format!("expected a whole number of days, or -1: {e}")),
+    }
 }
 
 impl KafkaSettings {
@@ -105,6 +126,17 @@ impl KafkaSettings {
             deadletter_topic: "kollus.deadletter.v1".into(),
             topic_partitions: 6,
             session_timeout_ms: 6000,
+            retention_days: 14,
+            archive_group_id: "kollus-archive".into(),
+        }
+    }
+
+    /// `retention.ms` for the topics this service creates: -1 (forever) or the days in ms.
+    pub fn retention_ms(&self) -> i64 {
+        if self.retention_days < 0 {
+            -1
+        } else {
+            self.retention_days * 24 * 3600 * 1000
         }
     }
 

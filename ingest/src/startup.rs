@@ -109,7 +109,8 @@ impl Application {
     }
 }
 
-/// Creates the topics once Kafka answers, retrying in the background.
+/// Creates the topics once Kafka answers, retrying in the background; then warns once if they
+/// forget and nothing archives them.
 async fn ensure_topics_eventually(kafka_settings: kollus_common::settings::KafkaSettings) {
     let mut backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(30));
     loop {
@@ -119,7 +120,10 @@ async fn ensure_topics_eventually(kafka_settings: kollus_common::settings::Kafka
         )
         .await;
         match attempt {
-            Ok(Ok(())) => return,
+            Ok(Ok(())) => {
+                kafka::warn_if_nothing_archives(kafka_settings, kafka::ARCHIVE_GRACE).await;
+                return;
+            }
             Ok(Err(e)) => {
                 tracing::warn!(error = format!("{e:#}"), retry_in = ?backoff.next_delay(), "could not ensure topics")
             }

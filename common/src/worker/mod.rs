@@ -43,6 +43,10 @@ impl<A: Apply> Worker<A> {
         use anyhow::Context as _;
         let kafka_settings = parts.kafka;
         kafka::ensure_topics(kafka_settings, &kafka_settings.topics()).await?;
+        tokio::spawn(kafka::warn_if_nothing_archives(
+            kafka_settings.clone(),
+            kafka::ARCHIVE_GRACE,
+        ));
         if parts.consume.rebuild {
             rebuild::rebuild(kafka_settings, parts.group_id, parts.topic, &apply).await?;
         }

@@ -181,14 +181,18 @@ async fn with_an_archive_a_user_export_carries_the_raw_reports_once() {
         record(2, "u1\u{1f}m2", "c"),
         record(3, "u1\u{1f}m1", "a"),
     ];
-    let mut open = kollus_archive::segment::Open::new(&records[0]).unwrap();
+    let mut open = kollus_archive::segment::Open::new(&records[0], 1, "").unwrap();
     for r in &records {
         open.push(r).unwrap();
     }
     let (bytes, entry) = open.close().unwrap();
-    archive.put(&entry.segment, bytes).await.unwrap();
+    archive.create(&entry.segment, bytes, |_| false).await.unwrap();
     archive
-        .put(&entry.manifest_path(), serde_json::to_vec(&entry).unwrap())
+        .create(
+            &entry.manifest_path(),
+            serde_json::to_vec(&entry).unwrap(),
+            |_| false,
+        )
         .await
         .unwrap();
 

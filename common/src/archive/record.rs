@@ -5,9 +5,10 @@ use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
 use rdkafka::message::{Headers as _, Message};
 use serde::{Deserialize, Serialize};
+use sha2::{Digest as _, Sha256};
 
 /// Bytes as they came: `{"text": ...}` when UTF-8, `{"base64": ...}` otherwise.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Bytes {
     Text(String),
@@ -30,13 +31,13 @@ impl Bytes {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Header {
     pub key: String,
     pub value: Option<Bytes>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct ArchivedRecord {
     pub topic: String,
     pub partition: i32,
@@ -72,18 +73,43 @@ impl ArchivedRecord {
         }
     }
 
-    /// What identifies the callback across copies: the envelope (or dead letter) id the services
-    /// put in the `id` header; records without one are told apart by their place.
+    /// What identifies the callback across copies (archived twice after a crash, restored into
+    /// a new cluster and archived again in a later epoch): the envelope (or dead letter) id the
+    /// services put in the `id` header; a record without one, by its whole content (its place
+    /// included: the same offset in another epoch is another record unless it is identical).
     pub fn identity(&self) -> String {
+        match self.envelope_id() {
+            Some(id) => format!("{}/{id}", self.topic),
+            None => format!("{}/sha256:{}", self.topic, self.fingerprint()),
+        }
+    }
+
+    /// The envelope id from the `id` header, when the record has one.
+    pub fn envelope_id(&self) -> Option<&str> {
         self.headers
             .iter()
-            .find(|h| h.key == kollus_common::envelope::header::ID)
+            .find(|h| h.key == crate::envelope::header::ID)
             .and_then(|h| match &h.value {
-                Some(Bytes::Text(id)) => Some(format!("{}/{id}", self.topic)),
+                Some(Bytes::Text(id)) => Some(id.as_str()),
                 _ => None,
             })
-            .unwrap_or_else(|| format!("{}/{}@{}", self.topic, self.partition, self.offset))
     }
+
+    /// The record's JSON line (without its newline), as a segment holds it.
+    pub fn line(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("an archived record always serializes")
+    }
+
+    /// SHA-256 of [`Self::line`], hex: tells whether a broker's record at an offset is the one
+    /// the archive holds there (the same cluster incarnation) or another.
+    pub fn fingerprint(&self) -> String {
+        fingerprint(&self.line())
+    }
+}
+
+/// SHA-256 of a record's JSON line, hex.
+pub fn fingerprint(line: &[u8]) -> String {
+    hex::encode(Sha256::digest(line))
 }
 
 #[cfg(test)]

@@ -1,0 +1,177 @@
+//! The archive's format, shared by whoever reads or writes it: `kollus-archive` (dump, verify,
+//! restore), the workers' `--rebuild` (the archive first, then the topic) and token-api's user
+//! export. Records ([`record`]) in segments with manifest entries ([`segment`]) in a directory or
+//! a bucket ([`store`]); here, what the archive holds per partition and whether a broker's
+//! partition is the incarnation the archive holds ([`Holding::matches_broker`]).
+
+pub mod record;
+pub mod segment;
+pub mod store;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use rdkafka::consumer::{BaseConsumer, Consumer as _};
+use rdkafka::message::Message as _;
+use rdkafka::{Offset, TopicPartitionList};
+
+pub use record::ArchivedRecord;
+pub use segment::Entry;
+pub use store::Archive;
+
+/// Every manifest entry of the archive, in (topic, partition, epoch, first offset) order. An
+/// archive with none is empty (or a wrong location: callers say so).
+pub async fn entries(archive: &Archive) -> anyhow::Result<Vec<Entry>> {
+    let mut entries = Vec::new();
+    for path in archive.list("manifest").await? {
+        let bytes = archive.get(&path).await?;
+        let entry: Entry = serde_json::from_slice(&bytes)
+            .map_err(|e| anyhow::anyhow!("{path}: not a manifest entry: {e}"))?;
+        entries.push(entry);
+    }
+    entries.sort_by(|a, b| order(a).cmp(&order(b)));
+    Ok(entries)
+}
+
+fn order(e: &Entry) -> (&str, i32, u32, i64, i64) {
+    (
+        &e.topic,
+        e.partition,
+        e.epoch,
+        e.first_offset,
+        e.last_offset,
+    )
+}
+
+/// What the archive holds of one partition in its latest epoch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Holding {
+    pub epoch: u32,
+    pub cluster_id: String,
+    /// The highest offset archived in that epoch.
+    pub last_offset: i64,
+    /// Fingerprint of the record archived at `last_offset`.
+    pub last_record_sha256: String,
+}
+
+/// Per (topic, partition), what the archive holds in the partition's latest epoch.
+pub fn holdings(entries: &[Entry]) -> BTreeMap<(String, i32), Holding> {
+    let mut out: BTreeMap<(String, i32), Holding> = BTreeMap::new();
+    for e in entries {
+        let key = (e.topic.clone(), e.partition);
+        let newer = out
+            .get(&key)
+            .is_none_or(|h| (e.epoch, e.last_offset) > (h.epoch, h.last_offset));
+        if newer {
+            out.insert(
+                key,
+                Holding {
+                    epoch: e.epoch,
+                    cluster_id: e.cluster_id.clone(),
+                    last_offset: e.last_offset,
+                    last_record_sha256: e.last_record_sha256.clone(),
+                },
+            );
+        }
+    }
+    out
+}
+
+/// The Kafka timestamp (ms) of the newest record in any closed segment of `topic`: up to when
+/// the archive covers it.
+pub fn covered_until(entries: &[Entry], topic: &str) -> Option<i64> {
+    entries
+        .iter()
+        .filter(|e| e.topic == topic)
+        .filter_map(|e| e.last_timestamp)
+        .max()
+}
+
+/// A client for looking at single records and watermarks (no group, nothing committed).
+pub fn inspector(brokers: &str) -> anyhow::Result<BaseConsumer> {
+    rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", "kollus-archive-inspect")
+        .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "true")
+        // An offset the partition no longer (or never) held is an answer, not a reset.
+        .set("auto.offset.reset", "error")
+        .set("log_level", "3")
+        .create()
+        .context("creating a Kafka client to inspect partitions")
+}
+
+/// The cluster id the brokers report, or "" when they report none.
+pub fn cluster_id(client: &BaseConsumer) -> String {
+    client
+        .client()
+        .fetch_cluster_id(Duration::from_secs(10))
+        .unwrap_or_default()
+}
+
+impl Holding {
+    /// Whether the broker's `topic`/`partition` is the incarnation this holding was archived
+    /// from: the record the broker has at `last_offset` is, byte for byte, the one archived
+    /// there. When retention has deleted that record already, the cluster id decides (both must
+    /// be known and equal). Blocking.
+    pub fn matches_broker(
+        &self,
+        client: &BaseConsumer,
+        cluster_id: &str,
+        topic: &str,
+        partition: i32,
+    ) -> anyhow::Result<bool> {
+        let known = !cluster_id.is_empty() && !self.cluster_id.is_empty();
+        if known && cluster_id != self.cluster_id {
+            return Ok(false);
+        }
+        if self.last_record_sha256.is_empty() {
+            return Ok(false); // archived before fingerprints: cannot tell
+        }
+        let (low, _) = client
+            .fetch_watermarks(topic, partition, Duration::from_secs(10))
+            .with_context(|| format!("reading the offsets of {topic}/{partition}"))?;
+        if low > self.last_offset {
+            return Ok(known);
+        }
+        let record = record_at(client, topic, partition, self.last_offset)?;
+        Ok(record.is_some_and(|r| r.fingerprint() == self.last_record_sha256))
+    }
+}
+
+/// The broker's record at `offset` of `topic`/`partition`, if it has one. Blocking.
+pub fn record_at(
+    client: &BaseConsumer,
+    topic: &str,
+    partition: i32,
+    offset: i64,
+) -> anyhow::Result<Option<ArchivedRecord>> {
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(topic, partition, Offset::Offset(offset))?;
+    client.assign(&tpl)?;
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    let found = loop {
+        anyhow::ensure!(
+            std::time::Instant::now() < deadline,
+            "{topic}/{partition}: no answer for offset {offset} within 15 s"
+        );
+        match client.poll(Duration::from_millis(200)) {
+            None => continue,
+            Some(Ok(m)) if m.partition() == partition && m.topic() == topic => {
+                break (m.offset() == offset).then(|| ArchivedRecord::of(&m));
+            }
+            Some(Ok(_)) => continue,
+            Some(Err(e)) if crate::kafka::is_partition_eof(&e) => break None,
+            Some(Err(rdkafka::error::KafkaError::MessageConsumption(
+                rdkafka::types::RDKafkaErrorCode::OffsetOutOfRange,
+            ))) => break None,
+            Some(Err(e)) => {
+                return Err(anyhow::Error::from(e)
+                    .context(format!("reading {topic}/{partition} at offset {offset}")))
+            }
+        }
+    };
+    client.unassign()?;
+    Ok(found)
+}

@@ -1,0 +1,139 @@
+//! Where segments go: a local directory (every write fsynced, file and directory; objects only
+//! ever created, never replaced) or an S3-compatible bucket (`s3://bucket/prefix`; credentials, region and endpoint from the usual
+//! `AWS_*` variables, e.g. `AWS_ENDPOINT=http://127.0.0.1:9000 AWS_ALLOW_HTTP=true`).
+
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use futures_util::TryStreamExt as _;
+use object_store::aws::AmazonS3Builder;
+use object_store::local::LocalFileSystem;
+use object_store::path::Path;
+use object_store::prefix::PrefixStore;
+use object_store::{ObjectStore, ObjectStoreExt as _, PutMode, PutOptions, PutPayload};
+
+#[derive(Clone)]
+pub struct Archive {
+    store: Arc<dyn ObjectStore>,
+    /// For logs: the DIR as given.
+    pub location: String,
+}
+
+/// What [`Archive::create`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Created {
+    New,
+    /// The object was there already with the same content (a retry after a crash).
+    AlreadyThere,
+}
+
+impl Archive {
+    /// The archive at `dir`, for writing: a directory is created when missing.
+    pub fn open(dir: &str) -> anyhow::Result<Self> {
+        Self::open_with(dir, true)
+    }
+
+    /// The archive at `dir`, for reading: a directory that does not exist is an error, never an
+    /// empty archive (a mistyped path must not read as "nothing archived").
+    pub fn open_existing(dir: &str) -> anyhow::Result<Self> {
+        Self::open_with(dir, false)
+    }
+
+    fn open_with(dir: &str, create: bool) -> anyhow::Result<Self> {
+        anyhow::ensure!(
+            !dir.trim().is_empty(),
+            "no archive location given (ARCHIVE_DIR or --from/--to)"
+        );
+        let store: Arc<dyn ObjectStore> = if let Some(rest) = dir.strip_prefix("s3://") {
+            let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+            anyhow::ensure!(!bucket.is_empty(), "{dir}: no bucket named");
+            let s3 = AmazonS3Builder::from_env()
+                .with_bucket_name(bucket)
+                .build()
+                .with_context(|| format!("opening {dir}"))?;
+            if prefix.trim_matches('/').is_empty() {
+                Arc::new(s3)
+            } else {
+                Arc::new(PrefixStore::new(s3, prefix.trim_matches('/')))
+            }
+        } else {
+            if create {
+                std::fs::create_dir_all(dir).with_context(|| format!("creating {dir}"))?;
+            } else {
+                anyhow::ensure!(
+                    std::path::Path::new(dir).is_dir(),
+                    "{dir}: no such directory, so no archive there"
+                );
+            }
+            Arc::new(
+                LocalFileSystem::new_with_prefix(dir)
+                    .with_context(|| format!("opening {dir}"))?
+                    .with_fsync(true),
+            )
+        };
+        Ok(Self {
+            store,
+            location: dir.to_owned(),
+        })
+    }
+
+    /// Creates `path` with `bytes`, whole (a reader never sees part of it) and durably (a local
+    /// file and its directory are fsynced; an S3 PUT is durable when it returns), and never
+    /// over an existing object: a local file is linked in place only if the name is free; S3
+    /// gets `If-None-Match: *`. When the object exists already, it counts as written if `same`
+    /// says its content is ours (a retry after a crash converges); otherwise it is a collision,
+    /// an error, and the object is left as it was.
+    pub async fn create(
+        &self,
+        path: &str,
+        bytes: Vec<u8>,
+        same: impl FnOnce(&[u8]) -> bool,
+    ) -> anyhow::Result<Created> {
+        let opts = PutOptions {
+            mode: PutMode::Create,
+            ..Default::default()
+        };
+        match self
+            .store
+            .put_opts(&Path::from(path), PutPayload::from(bytes), opts)
+            .await
+        {
+            Ok(_) => Ok(Created::New),
+            Err(object_store::Error::AlreadyExists { .. }) => {
+                let existing = self.get(path).await?;
+                anyhow::ensure!(
+                    same(&existing),
+                    "{path} exists in {} with other content: a collision; the existing object is \
+                     kept and nothing is written over it",
+                    self.location
+                );
+                Ok(Created::AlreadyThere)
+            }
+            Err(e) => {
+                Err(anyhow::Error::from(e).context(format!("writing {path} to {}", self.location)))
+            }
+        }
+    }
+
+    pub async fn get(&self, path: &str) -> anyhow::Result<bytes::Bytes> {
+        let got = self
+            .store
+            .get(&Path::from(path))
+            .await
+            .with_context(|| format!("reading {path} from {}", self.location))?;
+        Ok(got.bytes().await?)
+    }
+
+    /// Every object under `prefix`, by path.
+    pub async fn list(&self, prefix: &str) -> anyhow::Result<Vec<String>> {
+        let mut paths: Vec<String> = self
+            .store
+            .list(Some(&Path::from(prefix)))
+            .map_ok(|m| m.location.to_string())
+            .try_collect()
+            .await
+            .with_context(|| format!("listing {prefix} in {}", self.location))?;
+        paths.sort();
+        Ok(paths)
+    }
+}
