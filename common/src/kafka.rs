@@ -269,11 +269,18 @@ pub fn cached_lag(consumer: &WorkerConsumer) -> Option<i64> {
     Some(lag)
 }
 
-/// Moves `group_id`'s committed offsets on `topic` back to the first record still held on each
-/// partition, so the group's next member replays the whole topic. Returns how many records that
-/// is. Refuses while the group has members: they would commit over the rewind and keep their
-/// positions. Blocking (librdkafka's synchronous calls): run it off the async runtime.
-pub fn rewind_group(settings: &KafkaSettings, group_id: &str, topic: &str) -> anyhow::Result<i64> {
+/// Moves `group_id`'s committed offsets on `topic` back to where a replay starts on each
+/// partition: `start(partition, earliest)` (the first record still held: `earliest`; after an
+/// archive replay, the first offset the archive does not hold), never below the earliest.
+/// Returns about how many records the group's next member replays. Refuses while the group has
+/// members: they would commit over the rewind and keep their positions. Blocking
+/// (librdkafka's synchronous calls): run it off the async runtime.
+pub fn rewind_group(
+    settings: &KafkaSettings,
+    group_id: &str,
+    topic: &str,
+    start: impl Fn(i32, i64) -> anyhow::Result<i64>,
+) -> anyhow::Result<i64> {
     use rdkafka::consumer::{BaseConsumer, CommitMode};
     use rdkafka::{Offset, TopicPartitionList};
     let timeout = Duration::from_secs(10);
@@ -304,17 +311,18 @@ pub fn rewind_group(settings: &KafkaSettings, group_id: &str, topic: &str) -> an
         .map(|t| t.partitions().iter().map(|p| p.id()).collect::<Vec<_>>())
         .unwrap_or_default();
     anyhow::ensure!(!partitions.is_empty(), "topic {topic} has no partitions");
-    let mut start = TopicPartitionList::new();
+    let mut starts = TopicPartitionList::new();
     let mut records = 0;
     for partition in partitions {
         let (low, high) = consumer
             .fetch_watermarks(topic, partition, timeout)
             .with_context(|| format!("reading the offsets of {topic}/{partition}"))?;
-        records += high - low;
-        start.add_partition_offset(topic, partition, Offset::Offset(low))?;
+        let from = start(partition, low)?.max(low);
+        records += (high - from).max(0);
+        starts.add_partition_offset(topic, partition, Offset::Offset(from))?;
     }
     consumer
-        .commit(&start, CommitMode::Sync)
+        .commit(&starts, CommitMode::Sync)
         .with_context(|| format!("rewinding consumer group {group_id} on {topic}"))?;
     Ok(records)
 }

@@ -88,8 +88,11 @@ pub fn covered_until(entries: &[Entry], topic: &str) -> Option<i64> {
         .max()
 }
 
-/// A client for looking at single records and watermarks (no group, nothing committed).
-pub fn inspector(brokers: &str) -> anyhow::Result<BaseConsumer> {
+/// A client for looking at single records and watermarks (no group joined, nothing committed).
+pub type Inspector = BaseConsumer<crate::kafka::QuietEof>;
+
+/// An [`Inspector`] of `brokers`.
+pub fn inspector(brokers: &str) -> anyhow::Result<Inspector> {
     rdkafka::ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .set("group.id", "kollus-archive-inspect")
@@ -98,12 +101,12 @@ pub fn inspector(brokers: &str) -> anyhow::Result<BaseConsumer> {
         // An offset the partition no longer (or never) held is an answer, not a reset.
         .set("auto.offset.reset", "error")
         .set("log_level", "3")
-        .create()
+        .create_with_context(crate::kafka::QuietEof)
         .context("creating a Kafka client to inspect partitions")
 }
 
 /// The cluster id the brokers report, or "" when they report none.
-pub fn cluster_id(client: &BaseConsumer) -> String {
+pub fn cluster_id(client: &Inspector) -> String {
     client
         .client()
         .fetch_cluster_id(Duration::from_secs(10))
@@ -117,7 +120,7 @@ impl Holding {
     /// be known and equal). Blocking.
     pub fn matches_broker(
         &self,
-        client: &BaseConsumer,
+        client: &Inspector,
         cluster_id: &str,
         topic: &str,
         partition: i32,
@@ -141,14 +144,25 @@ impl Holding {
 }
 
 /// The broker's record at `offset` of `topic`/`partition`, if it has one. Blocking.
+///
+/// Reads from `offset`, or, when the high watermark is not above it, from the watermark's last
+/// offset: Apache Kafka's watermark proves the record absent, the local broker's (tansu 0.6.0:
+/// the last batch's base offset + 1) does not, so the last batch is read to its end.
 pub fn record_at(
-    client: &BaseConsumer,
+    client: &Inspector,
     topic: &str,
     partition: i32,
     offset: i64,
 ) -> anyhow::Result<Option<ArchivedRecord>> {
+    let (low, high) = client
+        .fetch_watermarks(topic, partition, Duration::from_secs(10))
+        .with_context(|| format!("reading the offsets of {topic}/{partition}"))?;
+    if high <= low || offset < low {
+        return Ok(None);
+    }
+    let from = offset.min(high - 1);
     let mut tpl = TopicPartitionList::new();
-    tpl.add_partition_offset(topic, partition, Offset::Offset(offset))?;
+    tpl.add_partition_offset(topic, partition, Offset::Offset(from))?;
     client.assign(&tpl)?;
     let deadline = std::time::Instant::now() + Duration::from_secs(15);
     let found = loop {
@@ -159,12 +173,16 @@ pub fn record_at(
         match client.poll(Duration::from_millis(200)) {
             None => continue,
             Some(Ok(m)) if m.partition() == partition && m.topic() == topic => {
+                if m.offset() < offset {
+                    continue;
+                }
                 break (m.offset() == offset).then(|| ArchivedRecord::of(&m));
             }
             Some(Ok(_)) => continue,
             Some(Err(e)) if crate::kafka::is_partition_eof(&e) => break None,
             Some(Err(rdkafka::error::KafkaError::MessageConsumption(
-                rdkafka::types::RDKafkaErrorCode::OffsetOutOfRange,
+                rdkafka::types::RDKafkaErrorCode::OffsetOutOfRange
+                | rdkafka::types::RDKafkaErrorCode::AutoOffsetReset,
             ))) => break None,
             Some(Err(e)) => {
                 return Err(anyhow::Error::from(e)

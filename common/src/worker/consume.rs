@@ -38,12 +38,17 @@ pub struct ConsumeSettings {
     /// How long to wait for more records to fill a batch once one arrived, in ms.
     #[arg(long, env = "WORKER_BATCH_LINGER_MS", value_parser = crate::settings::millis, default_value = "20")]
     pub linger: Duration,
-    /// Rebuild this worker's tables: rewind the consumer group to the start of the topic, empty
-    /// the tables, then replay everything and carry on consuming as usual. Stop every other
-    /// instance of the group first; the broker's group state is checked and a group with
-    /// members is refused.
+    /// Rebuild this worker's tables: empty them, replay the archive's records of the topic
+    /// (with `ARCHIVE_DIR`), then the topic from the first offset the archive does not hold (the
+    /// whole topic without an archive, or when the archive holds another incarnation of it),
+    /// and carry on consuming as usual. Stop every other instance of the group first; the
+    /// broker's group state is checked and a group with members is refused.
     #[arg(long)]
     pub rebuild: bool,
+    /// The archive `--rebuild` replays first (`kollus-archive dump --to`): a directory or
+    /// `s3://bucket/prefix`. Read only with `--rebuild`.
+    #[arg(long, env = "ARCHIVE_DIR")]
+    pub archive_dir: Option<String>,
 }
 
 impl Default for ConsumeSettings {
@@ -52,6 +57,7 @@ impl Default for ConsumeSettings {
             max_batch: 1000,
             linger: Duration::from_millis(20),
             rebuild: false,
+            archive_dir: None,
         }
     }
 }

@@ -48,7 +48,14 @@ impl<A: Apply> Worker<A> {
             kafka::ARCHIVE_GRACE,
         ));
         if parts.consume.rebuild {
-            rebuild::rebuild(kafka_settings, parts.group_id, parts.topic, &apply).await?;
+            rebuild::rebuild(
+                kafka_settings,
+                parts.group_id,
+                parts.topic,
+                parts.consume.archive_dir.as_deref(),
+                &apply,
+            )
+            .await?;
         }
         let consumer = kafka::consumer(kafka_settings, parts.group_id, parts.topic)?;
         let producer =

@@ -1,32 +1,186 @@
-//! `--rebuild`: replaying a worker's topic from the beginning into emptied tables.
+//! `--rebuild`: replaying into emptied tables what the worker's topic ever held: the archive's
+//! records first (`ARCHIVE_DIR`, every epoch, in order), then the topic from the first offset
+//! the archive does not hold. A record met twice (a restored cluster holds archived records
+//! again) is harmless: applying a record twice changes nothing.
 
-use super::apply::Apply;
+use std::time::{Duration, Instant};
+
+use rdkafka::message::{OwnedHeaders, OwnedMessage, Timestamp};
+
+use super::apply::{decode_batch, Apply, ApplyError};
+use super::consume::{BACKOFF_MAX, BACKOFF_START};
+use crate::archive::{self, Archive, ArchivedRecord, Entry};
+use crate::backoff::Backoff;
 use crate::kafka;
 use crate::settings::KafkaSettings;
 
+/// Records applied per transaction while replaying the archive.
+const ARCHIVE_BATCH: usize = 1000;
+
 /// Rewinds the group, then empties the tables: in this order, so a refused rewind (the group
-/// still has members) leaves the tables as they were. Should the emptying fail after the rewind,
-/// the replay applies onto the existing rows, which changes nothing (every apply is idempotent).
+/// still has members) leaves the tables as they were; then replays the archive. Should the
+/// emptying fail after the rewind, the replay applies onto the existing rows, which changes
+/// nothing (every apply is idempotent).
 pub(super) async fn rebuild<A: Apply>(
     settings: &KafkaSettings,
     group_id: &str,
     topic: &str,
+    archive_dir: Option<&str>,
     apply: &A,
 ) -> anyhow::Result<()> {
+    let (archive, entries) = match archive_dir {
+        Some(dir) => {
+            let archive = Archive::open_existing(dir)?;
+            let entries: Vec<Entry> = archive::entries(&archive)
+                .await?
+                .into_iter()
+                .filter(|e| e.topic == topic)
+                .collect();
+            (Some(archive), entries)
+        }
+        None => (None, Vec::new()),
+    };
+    let holdings = archive::holdings(&entries);
     let rewound = {
         let (settings, group_id, topic) = (settings.clone(), group_id.to_owned(), topic.to_owned());
-        tokio::task::spawn_blocking(move || kafka::rewind_group(&settings, &group_id, &topic))
-            .await??
+        tokio::task::spawn_blocking(move || {
+            let client = archive::inspector(&settings.brokers)?;
+            let cluster = archive::cluster_id(&client);
+            kafka::rewind_group(&settings, &group_id, &topic, |partition, earliest| {
+                let Some(h) = holdings.get(&(topic.clone(), partition)) else {
+                    return Ok(earliest);
+                };
+                // The archive holds this very incarnation up to `last_offset`: the topic
+                // continues after it. Another incarnation: the whole topic is new to it.
+                let same = h.matches_broker(&client, &cluster, &topic, partition)?;
+                tracing::info!(
+                    topic,
+                    partition,
+                    archived_epoch = h.epoch,
+                    archived_up_to = h.last_offset,
+                    same_incarnation = same,
+                    "rebuild: where the topic's replay starts"
+                );
+                Ok(if same { h.last_offset + 1 } else { earliest })
+            })
+        })
+        .await??
     };
     apply
         .reset()
         .await
         .map_err(|e| anyhow::anyhow!("emptying the tables for a rebuild: {e}"))?;
+    let from_archive = match &archive {
+        Some(archive) => replay_archive(archive, &entries, apply).await?,
+        None => 0,
+    };
     tracing::warn!(
         group = group_id,
         topic,
-        records = rewound,
-        "rebuild: tables emptied and the group rewound; replaying the topic from the beginning"
+        from_archive,
+        from_topic = rewound,
+        "rebuild: tables emptied, the archive replayed, the group rewound; replaying the topic"
     );
     Ok(())
+}
+
+/// Applies every archived record of `entries` (one topic), in (partition, epoch, offset) order,
+/// with retries as the consume loop does. Records that can never apply are counted and logged,
+/// not dead-lettered again: the live pipeline did that when they first came, and the
+/// dead-letter topic is archived too. Returns the records applied.
+async fn replay_archive<A: Apply>(
+    archive: &Archive,
+    entries: &[Entry],
+    apply: &A,
+) -> anyhow::Result<u64> {
+    let total: u64 = entries.iter().map(|e| e.records).sum();
+    let started = Instant::now();
+    let mut last_line = Instant::now();
+    let (mut done, mut refused) = (0u64, 0u64);
+    for entry in entries {
+        let bytes = archive.get(&entry.segment).await?;
+        let records = archive::segment::read(entry, &bytes)?;
+        for chunk in records.chunks(ARCHIVE_BATCH) {
+            let batch: Vec<OwnedMessage> = chunk.iter().map(message).collect::<Result<_, _>>()?;
+            let (decoded, rejected) = decode_batch::<A::Payload>(&batch);
+            refused += rejected.len() as u64;
+            if !decoded.is_empty() {
+                let mut backoff = Backoff::new(BACKOFF_START, BACKOFF_MAX);
+                loop {
+                    match apply.apply(&decoded).await {
+                        Ok(applied) => {
+                            refused += applied.rejected.len() as u64;
+                            break;
+                        }
+                        // One record the database refuses must not stop a rebuild: apply the
+                        // rest one by one.
+                        Err(ApplyError::Permanent(e)) => {
+                            tracing::warn!(error = %e, "rebuild: an archived batch refused; applying record by record");
+                            for one in decoded.chunks(1) {
+                                if apply.apply(one).await.is_err() {
+                                    refused += 1;
+                                }
+                            }
+                            break;
+                        }
+                        Err(ApplyError::Transient(e)) => {
+                            tracing::warn!(error = %e, retry_in = ?backoff.next_delay(), "rebuild: applying archived records failed; will retry");
+                            backoff.wait().await;
+                        }
+                    }
+                }
+            }
+            done += chunk.len() as u64;
+            if last_line.elapsed() >= Duration::from_secs(2) {
+                last_line = Instant::now();
+                log_progress(done, total, started);
+            }
+        }
+    }
+    log_progress(done, total, started);
+    if refused > 0 {
+        tracing::warn!(
+            refused,
+            "rebuild: archived records that do not apply (dead-lettered when they first came)"
+        );
+    }
+    Ok(done)
+}
+
+fn log_progress(done: u64, total: u64, started: Instant) {
+    let secs = started.elapsed().as_secs_f64().max(1e-3);
+    let rate = done as f64 / secs;
+    let left = if rate > 0.0 {
+        total.saturating_sub(done) as f64 / rate
+    } else {
+        0.0
+    };
+    tracing::info!(
+        done,
+        total,
+        rate = rate.round(),
+        seconds_left = left.round(),
+        "rebuild: replaying the archive"
+    );
+}
+
+/// The Kafka record an archived record was.
+fn message(r: &ArchivedRecord) -> anyhow::Result<OwnedMessage> {
+    let headers = r.headers.iter().try_fold(OwnedHeaders::new(), |hs, h| {
+        let value = h.value.as_ref().map(|v| v.to_vec()).transpose()?;
+        anyhow::Ok(hs.insert(rdkafka::message::Header {
+            key: &h.key,
+            value: value.as_deref(),
+        }))
+    })?;
+    Ok(OwnedMessage::new(
+        r.value.as_ref().map(|v| v.to_vec()).transpose()?,
+        r.key.as_ref().map(|k| k.to_vec()).transpose()?,
+        r.topic.clone(),
+        r.timestamp
+            .map_or(Timestamp::NotAvailable, Timestamp::CreateTime),
+        r.partition,
+        r.offset,
+        Some(headers),
+    ))
 }
