@@ -181,20 +181,31 @@ async fn with_an_archive_a_user_export_carries_the_raw_reports_once() {
         record(2, "u1\u{1f}m2", "c"),
         record(3, "u1\u{1f}m1", "a"),
     ];
-    let mut open = kollus_archive::segment::Open::new(&records[0], 1, "").unwrap();
-    for r in &records {
-        open.push(r).unwrap();
+    // Then the cluster is replaced: a new epoch of the same partition holds u1's report "a"
+    // again (restored), and a new one, "d", the newest the archive holds.
+    let mut newer = record(0, "u1\u{1f}m1", "a");
+    newer.timestamp = Some(1_700_000_100_000);
+    let mut d = record(1, "u1\u{1f}m3", "d");
+    d.timestamp = Some(1_700_000_200_000);
+    for (epoch, records) in [(1, records.to_vec()), (2, vec![newer, d])] {
+        let mut open = kollus_archive::segment::Open::new(&records[0], epoch, "").unwrap();
+        for r in &records {
+            open.push(r).unwrap();
+        }
+        let (bytes, entry) = open.close().unwrap();
+        archive
+            .create(&entry.segment, bytes, |_| false)
+            .await
+            .unwrap();
+        archive
+            .create(
+                &entry.manifest_path(),
+                serde_json::to_vec(&entry).unwrap(),
+                |_| false,
+            )
+            .await
+            .unwrap();
     }
-    let (bytes, entry) = open.close().unwrap();
-    archive.create(&entry.segment, bytes, |_| false).await.unwrap();
-    archive
-        .create(
-            &entry.manifest_path(),
-            serde_json::to_vec(&entry).unwrap(),
-            |_| false,
-        )
-        .await
-        .unwrap();
 
     let path = dir.path().to_str().unwrap().to_owned();
     let app = spawn_app_with(move |s| s.archive_dir = Some(path)).await;
@@ -212,6 +223,10 @@ async fn with_an_archive_a_user_export_carries_the_raw_reports_once() {
         .iter()
         .map(|r| r["envelope"]["id"].as_str().unwrap())
         .collect();
-    assert_eq!(ids, ["a", "c"]);
+    assert_eq!(ids, ["a", "c", "d"], "each envelope once, across epochs");
     assert_eq!(reports[1]["envelope"]["payload"]["n"], 2);
+    assert_eq!(reports[2]["epoch"], 2);
+    let last: Value = serde_json::from_str(body.lines().last().unwrap()).unwrap();
+    assert_eq!(last["type"], "archive_coverage", "{body}");
+    assert_eq!(last["covered_until"], "2023-11-14T22:16:40Z", "{body}");
 }
