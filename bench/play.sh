@@ -44,11 +44,12 @@ INSERT INTO entitlements (client_user_id, scope, target, expires_at, playtime_li
                           download_limit, granted_by, granted_at)
 SELECT 'bench-u' || u, 'channel', 'bench-ch', NULL, NULL, true, 3, 'bench', now()
 FROM generate_series(1, 9999, 2) u;
-INSERT INTO watch_progress (client_user_id, media_content_key, sessions, total_playtime,
-                            total_real_playtime, blocks_ever_played, blocks_watched,
-                            first_watched_at, last_watched_at)
-SELECT 'bench-u' || u, 'bench-m' || m, 1, (u * 7) % 7000, (u * 7) % 7000, '{}', 0, now(), now()
-FROM generate_series(0, 9999) u, generate_series(0, 9) m WHERE u % 10 <> 0;
+-- Three sessions per (user, video) watched: the play callback sums them (watch_progress is a view).
+INSERT INTO watch_sessions (client_user_id, media_content_key, start_at, playtime, real_playtime,
+                            blocks_played, first_report_at, last_report_at)
+SELECT 'bench-u' || u, 'bench-m' || m, 1700000000 + s * 86400, (u * 7) % 2400, (u * 7) % 2400,
+       array_fill(true, ARRAY[30]), now(), now()
+FROM generate_series(0, 9999) u, generate_series(0, 9) m, generate_series(0, 2) s WHERE u % 10 <> 0;
 ANALYZE;
 SQL
 

@@ -1,12 +1,13 @@
 //! Applying a batch of LMS reports. Split by (user, video) into `HISTORY_WRITE_SHARDS` shards;
 //! per shard, in one transaction:
 //!
-//! 1. read the stored sessions and rollups the shard touches, with their versions, in one round
-//!    trip;
-//! 2. merge in Rust: each report into its session (`sessions.rs`), each changed session into
-//!    its rollup (`progress.rs`);
-//! 3. write back only what changed (`store.rs`): update what was stored, if still at the version
-//!    read; insert what was not.
+//! 1. read the stored sessions the shard touches, with their versions;
+//! 2. merge in Rust: each report into its session (`sessions.rs`);
+//! 3. write back only the sessions that changed (`store.rs`): update what was stored, if still
+//!    at the version read; insert what was not.
+//!
+//! One row write per changed session, and nothing else: the per-(user, video) rollup is a view
+//! over the sessions (`watch_progress`, migrations/V12).
 //!
 //! Exactly-once effect comes from the merge itself: it is a join (maxima, ORs, minima), so a
 //! report applied again, late or in another batch changes nothing, and no table remembers which
@@ -16,8 +17,7 @@
 //! overlapping in a rebalance), the shard is rolled back and the batch retried: it then reads
 //! them anew.
 
-use std::collections::btree_map::Entry;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::hash::{Hash as _, Hasher as _};
 
 use deadpool_postgres::Pool;
@@ -26,9 +26,8 @@ use kollus_common::worker::{Applied, Apply, ApplyError, Record, Rejected};
 use time::OffsetDateTime;
 
 use crate::metrics::Metrics;
-use crate::progress::{Progress, Totals};
 use crate::sessions::{Plausibility, Session, SessionKey};
-use crate::store::{self, PairId, ProgressRow, Raced, SessionRow, Version, Write};
+use crate::store::{self, Raced, SessionRow, Version, Write};
 
 pub struct History {
     pub pool: Pool,
@@ -50,98 +49,38 @@ struct ShardCounts {
     taken: usize,
 }
 
-/// What a shard's rows were when read, with their versions.
-#[derive(Default)]
-pub struct Stored {
-    pub sessions: HashMap<SessionKey, (Session, Version)>,
-    pub rollups: BTreeMap<PairId, (Progress, Version)>,
-}
-
-/// What a shard writes back: only what changed, each with its version as read (`None`: new).
-pub struct Merged {
-    /// In key order, so concurrent writers lock rows in the same order.
-    pub sessions: Vec<(Session, Option<Version>)>,
-    pub rollups: Vec<(PairId, Progress, Option<Version>)>,
-    /// Reports that changed their session (the others changed nothing).
-    pub applied: usize,
-}
-
-/// One session while a shard is merged: as stored (totals and version), as merged so far, and
-/// whether a report changed it.
-struct Merging {
-    stored: Option<(Totals, Version)>,
-    session: Session,
-    changed: bool,
-}
-
-/// Merges a shard's reports into its stored sessions, and the changed sessions into their
-/// rollups. Pure: the worker and the property tests run the same code.
-pub fn merge_shard(mut stored: Stored, reports: impl IntoIterator<Item = Session>) -> Merged {
-    let mut merging: HashMap<SessionKey, Merging> = stored
-        .sessions
-        .drain()
-        .map(|(key, (session, version))| {
-            let m = Merging {
-                stored: Some((Totals::of(&session), version)),
-                session,
-                changed: false,
-            };
-            (key, m)
-        })
+/// Merges a shard's reports into its stored sessions (as read, with their versions). Returns
+/// the sessions that changed, in key order (so concurrent writers lock rows in the same order),
+/// each with its version as read (`None`: new), and how many reports changed one. Pure: the
+/// worker and the property tests run the same code.
+pub fn merge_shard(
+    stored: HashMap<SessionKey, (Session, Version)>,
+    reports: impl IntoIterator<Item = Session>,
+) -> (Vec<(Session, Option<Version>)>, usize) {
+    // (the session as merged so far, its version as read, whether a report changed it)
+    let mut merging: HashMap<SessionKey, (Session, Option<Version>, bool)> = stored
+        .into_iter()
+        .map(|(key, (session, version))| (key, (session, Some(version), false)))
         .collect();
     let mut applied = 0;
     for s in reports {
-        if let Some(m) = merging.get_mut(&s.key) {
-            if m.session.merge(s) {
-                m.changed = true;
+        if let Some((session, _, changed)) = merging.get_mut(&s.key) {
+            if session.merge(s) {
+                *changed = true;
                 applied += 1;
             }
         } else {
             applied += 1;
-            let m = Merging {
-                stored: None,
-                session: s,
-                changed: true,
-            };
-            merging.insert(m.session.key.clone(), m);
+            merging.insert(s.key.clone(), (s, None, true));
         }
     }
-    let mut changed: Vec<Merging> = merging.into_values().filter(|m| m.changed).collect();
-    changed.sort_unstable_by(|a, b| a.session.key.cmp(&b.session.key));
-
-    // Each touched rollup: as read (with its version), and as merged so far.
-    let mut rolling: BTreeMap<PairId, (Option<(Progress, Version)>, Progress)> = BTreeMap::new();
-    for m in &changed {
-        let s = &m.session;
-        let pair = (
-            s.key.client_user_id.as_str().to_owned(),
-            s.key.media_content_key.as_str().to_owned(),
-        );
-        let (_, progress) = match rolling.entry(pair) {
-            Entry::Occupied(e) => e.into_mut(),
-            Entry::Vacant(e) => {
-                let read = stored.rollups.remove(e.key());
-                let progress = read
-                    .as_ref()
-                    .map_or_else(Progress::empty, |(p, _)| p.clone());
-                e.insert((read, progress))
-            }
-        };
-        progress.apply(m.stored.map(|(totals, _)| totals), s);
-    }
-    Merged {
-        sessions: changed
-            .into_iter()
-            .map(|m| (m.session, m.stored.map(|(_, version)| version)))
-            .collect(),
-        // A session can change without its rollup changing (a late report's device name).
-        rollups: rolling
-            .into_iter()
-            .filter(|(_, (read, now))| read.as_ref().is_none_or(|(p, _)| p != now))
-            .map(|(pair, (read, now))| (pair, now, read.map(|(_, version)| version)))
-            .collect(),
-        applied,
-    }
+    let mut changed: Vec<(Session, Option<Version>)> = merging
+        .into_values()
+        .filter(|(_, _, changed)| *changed)
+        .map(|(session, version, _)| (session, version))
+        .collect();
+    changed.sort_unstable_by(|a, b| a.0.key.cmp(&b.0.key));
+    (changed, applied)
 }
 
 impl History {
@@ -150,21 +89,13 @@ impl History {
         let mut keys: Vec<&SessionKey> = reports.iter().map(|r| &r.session.key).collect();
         keys.sort_unstable();
         keys.dedup();
-        let mut pairs: Vec<(&str, &str)> = keys
-            .iter()
-            .map(|k| (k.client_user_id.as_str(), k.media_content_key.as_str()))
-            .collect();
-        pairs.dedup(); // `keys` is sorted, so each pair's keys are adjacent.
         let mut client = self.pool.get().await?;
         let tx = client.transaction().await?;
         // One round trip: the requests are pipelined, and run in this order.
-        let (mut read, read_pairs, ()) = futures_util::future::try_join3(
-            store::read_sessions(&tx, &keys),
-            store::read_progress(&tx, &pairs),
-            store::prepare(&tx),
-        )
-        .await?;
-        let mut stored = Stored::default();
+        let (mut read, ()) =
+            futures_util::future::try_join(store::read_sessions(&tx, &keys), store::prepare(&tx))
+                .await?;
+        let mut stored = HashMap::with_capacity(read.len());
         for k in keys {
             let id = (
                 k.client_user_id.as_str().to_owned(),
@@ -172,50 +103,30 @@ impl History {
                 k.start_at.0,
             );
             if let Some((row, version)) = read.remove(&id) {
-                stored
-                    .sessions
-                    .insert(k.clone(), (row.into_session(k.clone()), version));
+                stored.insert(k.clone(), (row.into_session(k.clone()), version));
             }
         }
-        stored.rollups = read_pairs
-            .into_iter()
-            .map(|(pair, (row, version))| (pair, (row.into_progress(), version)))
-            .collect();
 
         let taken = reports.len();
-        let merged = merge_shard(stored, reports.into_iter().map(|r| r.session));
-        let session_rows: Vec<_> = merged
-            .sessions
+        let (changed, applied) = merge_shard(stored, reports.into_iter().map(|r| r.session));
+        let rows: Vec<_> = changed
             .iter()
             .map(|(s, read_version)| Write {
                 row: SessionRow::of(s),
                 read_version: *read_version,
             })
             .collect();
-        let progress_rows: Vec<_> = merged
-            .rollups
-            .iter()
-            .map(|(pair, p, read_version)| Write {
-                row: ProgressRow::of(&pair.0, &pair.1, p),
-                read_version: *read_version,
-            })
-            .collect();
-
-        let Raced(sessions_raced) = store::write_sessions(&tx, &session_rows).await?;
-        let Raced(rollups_raced) = store::write_progress(&tx, &progress_rows).await?;
-        if sessions_raced + rollups_raced > 0 {
+        let Raced(raced) = store::write_sessions(&tx, &rows).await?;
+        if raced > 0 {
             // Dropping the transaction rolls it back: the retry reads the rows anew.
             self.metrics.raced.inc();
             return Err(ApplyError::Transient(anyhow::anyhow!(
-                "{sessions_raced} session(s) and {rollups_raced} rollup(s) of this batch were \
-                 written by another writer since they were read; retrying"
+                "{raced} session(s) of this batch were written by another writer since they \
+                 were read; retrying"
             )));
         }
         tx.commit().await?;
-        Ok(ShardCounts {
-            applied: merged.applied,
-            taken,
-        })
+        Ok(ShardCounts { applied, taken })
     }
 }
 
@@ -224,7 +135,7 @@ impl Apply for History {
 
     async fn apply(&self, batch: &[Record<LmsReport>]) -> Result<Applied, ApplyError> {
         let mut rejected = Vec::new();
-        // Shards by (user, video): no session or rollup row is in two shards, so their
+        // Shards by (user, video): no session row is in two shards, so their
         // transactions never wait on each other. Each shard commits on its own; should one fail,
         // the whole batch is retried, and the committed shards' reports change nothing the
         // second time (the merge is idempotent), so the batch still applies exactly once.
@@ -389,45 +300,29 @@ mod tests {
 
     /// The rows a store holds after `batches` went through [`merge_shard`] one after another,
     /// each merged with what the store held (versions raised on every write, as `xmin` is).
-    fn run(batches: &[Vec<Session>]) -> (Vec<SessionRow>, Vec<ProgressRow>, usize) {
-        let mut stored = Stored::default();
+    fn run(batches: &[Vec<Session>]) -> (Vec<SessionRow>, usize) {
+        let mut stored: HashMap<SessionKey, (Session, Version)> = HashMap::new();
         let mut version = 0;
         let mut applied = 0;
         for batch in batches {
             let keys: BTreeSet<&SessionKey> = batch.iter().map(|s| &s.key).collect();
-            let read = Stored {
-                sessions: keys
-                    .iter()
-                    .filter_map(|k| Some(((*k).clone(), stored.sessions.get(*k)?.clone())))
-                    .collect(),
-                rollups: stored.rollups.clone(),
-            };
-            let merged = merge_shard(read, batch.iter().cloned());
-            applied += merged.applied;
-            for (s, read_version) in merged.sessions {
-                let now = stored.sessions.get(&s.key).map(|(_, v)| *v);
+            let read = keys
+                .iter()
+                .filter_map(|k| Some(((*k).clone(), stored.get(*k)?.clone())))
+                .collect();
+            let (changed, n) = merge_shard(read, batch.iter().cloned());
+            applied += n;
+            for (s, read_version) in changed {
+                let now = stored.get(&s.key).map(|(_, v)| *v);
                 assert_eq!(now, read_version, "written at the version read");
                 version += 1;
-                stored.sessions.insert(s.key.clone(), (s, version));
-            }
-            for (pair, p, read_version) in merged.rollups {
-                assert_eq!(stored.rollups.get(&pair).map(|(_, v)| *v), read_version);
-                version += 1;
-                stored.rollups.insert(pair, (p, version));
+                stored.insert(s.key.clone(), (s, version));
             }
         }
-        let mut sessions: Vec<SessionRow> = stored
-            .sessions
-            .values()
-            .map(|(s, _)| SessionRow::of(s))
-            .collect();
+        let mut sessions: Vec<SessionRow> =
+            stored.values().map(|(s, _)| SessionRow::of(s)).collect();
         sessions.sort_by_key(SessionRow::id);
-        let rollups = stored
-            .rollups
-            .iter()
-            .map(|(pair, (p, _))| ProgressRow::of(&pair.0, &pair.1, p))
-            .collect();
-        (sessions, rollups, applied)
+        (sessions, applied)
     }
 
     proptest! {
@@ -441,7 +336,7 @@ mod tests {
             cuts in proptest::collection::vec(any::<prop::sample::Index>(), 0..6),
         ) {
             let once: Vec<Session> = distinct.iter().map(session).collect();
-            let (want_sessions, want_rollups, _) = run(std::slice::from_ref(&once));
+            let (want, _) = run(std::slice::from_ref(&once));
 
             // Every report at least once, some again; shuffled; cut into batches.
             let mut delivered: Vec<Session> = once.clone();
@@ -457,17 +352,16 @@ mod tests {
             let batches: Vec<Vec<Session>> =
                 at.windows(2).map(|w| delivered[w[0]..w[1]].to_vec()).collect();
 
-            let (sessions, rollups, applied) = run(&batches);
-            prop_assert_eq!(&sessions, &want_sessions);
-            prop_assert_eq!(&rollups, &want_rollups);
+            let (sessions, applied) = run(&batches);
+            prop_assert_eq!(&sessions, &want);
             prop_assert!(applied <= once.len(), "{} applied of {} distinct", applied, once.len());
 
             // Everything delivered again, in one batch: nothing changes, nothing is written.
             let mut replayed = batches.clone();
             replayed.push(delivered.clone());
-            let (again, again_rollups, _) = run(&replayed);
-            prop_assert_eq!(&again, &want_sessions);
-            prop_assert_eq!(&again_rollups, &want_rollups);
+            let (again, applied_again) = run(&replayed);
+            prop_assert_eq!(&again, &want);
+            prop_assert_eq!(applied_again, applied, "the replay applied nothing");
         }
     }
 
@@ -476,21 +370,10 @@ mod tests {
         let r = report();
         let mut runner = proptest::test_runner::TestRunner::deterministic();
         let s = session(&r.new_tree(&mut runner).unwrap().current());
-        let first = merge_shard(Stored::default(), [s.clone()]);
-        assert_eq!(
-            (first.sessions.len(), first.rollups.len(), first.applied),
-            (1, 1, 1)
-        );
-        let mut stored = Stored::default();
-        stored
-            .sessions
-            .insert(s.key.clone(), (first.sessions[0].0.clone(), 7));
-        let (pair, p, _) = first.rollups[0].clone();
-        stored.rollups.insert(pair, (p, 8));
-        let again = merge_shard(stored, [s.clone(), s]);
-        assert_eq!(
-            (again.sessions.len(), again.rollups.len(), again.applied),
-            (0, 0, 0)
-        );
+        let (first, applied) = merge_shard(HashMap::new(), [s.clone()]);
+        assert_eq!((first.len(), applied), (1, 1));
+        let stored = HashMap::from([(s.key.clone(), (first[0].0.clone(), 7))]);
+        let (again, applied) = merge_shard(stored, [s.clone(), s]);
+        assert_eq!((again.len(), applied), (0, 0));
     }
 }

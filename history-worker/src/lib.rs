@@ -3,7 +3,6 @@
 pub mod configuration;
 pub mod history;
 pub mod metrics;
-pub mod progress;
 pub mod sessions;
 pub mod startup;
 pub mod store;

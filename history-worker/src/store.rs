@@ -1,6 +1,6 @@
 //! Moving history rows in and out of PostgreSQL, and nothing else: one struct per table, its
-//! fields named as the columns ([`SessionRow`], [`ProgressRow`]), every statement built from
-//! that one list. Merging is not done here (`sessions.rs`, `progress.rs`).
+//! fields named as the columns ([`SessionRow`]), every statement built from that one list.
+//! Merging is not done here (`sessions.rs`).
 //!
 //! Writes go through a temporary staging table per table (`COPY ... BINARY` into it, then one
 //! `UPDATE ... FROM` for the rows that exist and one `INSERT` for the new ones), which carries
@@ -25,11 +25,11 @@ use tokio_postgres::binary_copy::BinaryCopyInWriter;
 use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::Row;
 
-use crate::progress::Progress;
 use crate::sessions::{Segments, Session, SessionKey, Signed};
 
 /// The watch-history tables, all derived from `kollus.playback.v1` (emptied by `--rebuild`).
-pub const TABLES: &[&str] = &["watch_progress", "watch_sessions"];
+/// `watch_progress` is a view over them.
+pub const TABLES: &[&str] = &["watch_sessions"];
 
 /// Declares a table's row struct: one field per column, in the order every statement built from
 /// `COLUMNS` lists them, with the type COPY sends it as.
@@ -104,28 +104,8 @@ table_row! {
     }
 }
 
-table_row! {
-    /// One `watch_progress` row.
-    ProgressRow in "watch_progress" keyed by 2 {
-        client_user_id: String => TEXT,
-        media_content_key: String => TEXT,
-        sessions: i32 => INT4,
-        total_playtime: i64 => INT8,
-        total_real_playtime: i64 => INT8,
-        block_count: Option<i32> => INT4,
-        blocks_ever_played: Vec<bool> => BOOL_ARRAY,
-        blocks_watched: i32 => INT4,
-        last_position: Option<i64> => INT8,
-        last_position_start_at: Option<i64> => INT8,
-        first_watched_at: OffsetDateTime => TIMESTAMPTZ,
-        last_watched_at: OffsetDateTime => TIMESTAMPTZ,
-    }
-}
-
 /// A session's identity as stored: (client_user_id, media_content_key, start_at).
 pub type SessionId = (String, String, i64);
-/// A rollup's identity as stored: (client_user_id, media_content_key).
-pub type PairId = (String, String);
 /// A row's version as read (its `xmin`): the write-back matches only the same version.
 pub type Version = i64;
 
@@ -196,8 +176,6 @@ impl Statements {
 
 static SESSIONS: LazyLock<Statements> =
     LazyLock::new(|| Statements::new(SessionRow::TABLE, SessionRow::COLUMNS, SessionRow::KEYS));
-static PROGRESS: LazyLock<Statements> =
-    LazyLock::new(|| Statements::new(ProgressRow::TABLE, ProgressRow::COLUMNS, ProgressRow::KEYS));
 
 /// What a write found: rows another transaction wrote (or inserted) since this one read them,
 /// which this write therefore left alone.
@@ -207,8 +185,8 @@ pub struct Raced(pub u64);
 /// Creates this connection's staging tables, unless it has them.
 pub async fn prepare(tx: &Transaction<'_>) -> Result<(), tokio_postgres::Error> {
     tx.batch_execute(&format!(
-        "SET LOCAL client_min_messages = warning; {}; {}",
-        SESSIONS.stage, PROGRESS.stage
+        "SET LOCAL client_min_messages = warning; {}",
+        SESSIONS.stage
     ))
     .await
 }
@@ -235,28 +213,6 @@ pub async fn read_sessions(
         .collect()
 }
 
-/// Reads the stored rollups among `pairs` (distinct).
-pub async fn read_progress(
-    tx: &Transaction<'_>,
-    pairs: &[(&str, &str)],
-) -> Result<HashMap<PairId, (ProgressRow, Version)>, tokio_postgres::Error> {
-    if pairs.is_empty() {
-        return Ok(HashMap::new());
-    }
-    let (users, media): (Vec<&str>, Vec<&str>) = pairs.iter().copied().unzip();
-    let rows = tx.query(&PROGRESS.select, &[&users, &media]).await?;
-    rows.iter()
-        .map(|r| {
-            let row = ProgressRow::from_row(r)?;
-            let version = r.try_get(ProgressRow::COLUMNS.len())?;
-            Ok((
-                (row.client_user_id.clone(), row.media_content_key.clone()),
-                (row, version),
-            ))
-        })
-        .collect()
-}
-
 /// A row to write, and its version when read (`None`: not stored then).
 pub struct Write<R> {
     pub row: R,
@@ -273,18 +229,6 @@ pub async fn write_sessions(
         .map(|w| with_read(w.row.values(), &w.read_version))
         .collect();
     write(tx, &SESSIONS, SessionRow::TYPES, &values, rows).await
-}
-
-/// Writes rollups read by [`read_progress`] (or new).
-pub async fn write_progress(
-    tx: &Transaction<'_>,
-    rows: &[Write<ProgressRow>],
-) -> Result<Raced, tokio_postgres::Error> {
-    let values: Vec<_> = rows
-        .iter()
-        .map(|w| with_read(w.row.values(), &w.read_version))
-        .collect();
-    write(tx, &PROGRESS, ProgressRow::TYPES, &values, rows).await
 }
 
 fn with_read<'a>(
@@ -448,41 +392,6 @@ impl SessionRow {
     }
 }
 
-impl ProgressRow {
-    pub fn of(user: &str, media: &str, p: &Progress) -> Self {
-        Self {
-            client_user_id: user.to_owned(),
-            media_content_key: media.to_owned(),
-            sessions: i32::try_from(p.sessions).unwrap_or(i32::MAX),
-            total_playtime: int(p.total_playtime),
-            total_real_playtime: int(p.total_real_playtime),
-            block_count: p.block_count.map(|c| i32::try_from(c).unwrap_or(i32::MAX)),
-            blocks_ever_played: p.blocks_ever_played.clone(),
-            blocks_watched: i32::try_from(p.blocks_watched()).unwrap_or(i32::MAX),
-            last_position: p.last_position.map(|(_, pos)| int(pos)),
-            last_position_start_at: p.last_position.map(|(at, _)| at),
-            first_watched_at: OffsetDateTime::from_unix_timestamp(p.first_start_at)
-                .unwrap_or(OffsetDateTime::UNIX_EPOCH),
-            last_watched_at: p.last_watched_at,
-        }
-    }
-
-    pub fn into_progress(self) -> Progress {
-        Progress {
-            sessions: u32::try_from(self.sessions).unwrap_or(0),
-            total_playtime: uint(self.total_playtime),
-            total_real_playtime: uint(self.total_real_playtime),
-            block_count: self.block_count.and_then(|c| u32::try_from(c).ok()),
-            blocks_ever_played: self.blocks_ever_played,
-            last_position: self
-                .last_position
-                .map(|pos| (self.last_position_start_at.unwrap_or(i64::MIN), uint(pos))),
-            first_start_at: self.first_watched_at.unix_timestamp(),
-            last_watched_at: self.last_watched_at,
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -512,11 +421,5 @@ mod tests {
             );
         }
         assert_eq!(SessionRow::COLUMNS.len(), SessionRow::TYPES.len());
-        assert_eq!(ProgressRow::COLUMNS.len(), ProgressRow::TYPES.len());
-        assert!(
-            PROGRESS.select.contains("unnest($1::text[], $2::text[])"),
-            "{}",
-            PROGRESS.select
-        );
     }
 }

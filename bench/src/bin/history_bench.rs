@@ -11,9 +11,11 @@
 //!    one session: coalescing helps little, the set-based writes do the work).
 //! 2. Publishes them as ingest would (envelopes with the raw body), then starts the real
 //!    history-worker binary on a fresh database and measures records/s from its first
-//!    applied batch to its last.
-//! 3. Lag: publishes at a steady rate while the worker runs; per record, `applied_at` (start of
-//!    the transaction that applied it) minus `received_at` (set when published, as ingest would).
+//!    applied batch to its last, by its own counters (`kollus_history_records_total`, polled).
+//!    Then prints what PostgreSQL keeps: table and index bytes per report and per session.
+//! 3. Lag: publishes at a steady rate while the worker runs; per record, the commit that applied
+//!    it minus `received_at` (set when published, as ingest would), from the worker's histogram
+//!    `kollus_history_applied_lag_seconds` (the difference of its buckets over the phase).
 //! 4. Own path: the worker's `History::apply` on records fed from memory (no broker), and the
 //!    decoding alone: what our code costs, apart from the broker.
 //! 5. Baseline: the same reports applied one per transaction (the worker's own statements, one
@@ -65,56 +67,55 @@ async fn main() -> anyhow::Result<()> {
     );
 
     let db = fresh_database(admin_url, "kollus_bench_history").await?;
-    let mut worker = start_worker(worker, brokers, &db.url)?;
     let client = db.client().await?;
-    let done = wait_for(&client, records as i64, Duration::from_secs(900)).await?;
+    let before = stored_bytes(&client).await?;
+    let admin_port = free_port()?;
+    let metrics = format!("http://127.0.0.1:{admin_port}/metrics");
+    let mut worker = start_worker(worker, brokers, &db.url, admin_port)?;
+    let drain_secs = wait_for(&metrics, records, Duration::from_secs(900)).await?;
+    let worker_rps = records as f64 / drain_secs;
     let row = client
         .query_one(
-            "SELECT extract(epoch FROM max(applied_at) - min(applied_at))::float8, \
-                    (SELECT count(*) FROM watch_sessions), (SELECT count(*) FROM watch_progress) \
-             FROM playback_events",
+            "SELECT (SELECT count(*) FROM watch_sessions), (SELECT count(*) FROM watch_progress)",
             &[],
         )
         .await?;
-    let span: f64 = row.get(0);
-    // The last batch's own time is not inside the span: add the time from its start to done.
-    let drain_secs = span.max(0.001) + done.as_secs_f64().min(1.0);
-    let worker_rps = records as f64 / drain_secs;
+    let (session_rows, rollup_rows): (i64, i64) = (row.get(0), row.get(1));
     println!(
-        "RESULT worker records={records} sessions_rows={} rollup_rows={} seconds={drain_secs:.2} rps={worker_rps:.0}",
-        row.get::<_, i64>(1),
-        row.get::<_, i64>(2)
+        "RESULT worker records={records} sessions_rows={session_rows} rollup_rows={rollup_rows} seconds={drain_secs:.2} rps={worker_rps:.0}"
+    );
+    // What PostgreSQL keeps for it (VACUUM first: the figure is the live data, not dead rows
+    // that autovacuum reclaims).
+    client.batch_execute("VACUUM watch_sessions").await?;
+    let after = stored_bytes(&client).await?;
+    println!(
+        "RESULT storage history_bytes_before={before} after={after} bytes_per_report={:.1} bytes_per_session={:.0} (watch_sessions with its indexes and TOAST; the rollup is a view; nothing grows per report)",
+        (after - before) as f64 / records as f64,
+        (after - before) as f64 / session_rows.max(1) as f64
     );
 
     // 3: steady rate while the worker runs.
     let lag_rate = 10_000u64;
     let lag_records = lag_rate * 20;
     let start_lag = records;
+    let lag_before = lag_buckets(&metrics).await?;
     publish(
         &producer,
         (start_lag..start_lag + lag_records).map(|i| generate(i, sessions)),
         Some(lag_rate),
     )
     .await?;
-    wait_for(
-        &client,
-        (records + lag_records) as i64,
-        Duration::from_secs(300),
-    )
-    .await?;
-    let lag = client
-        .query_one(
-            "SELECT percentile_cont(ARRAY[0.5, 0.99]) WITHIN GROUP \
-                 (ORDER BY extract(epoch FROM applied_at - received_at)::float8) \
-             FROM (SELECT * FROM playback_events ORDER BY received_at DESC LIMIT $1) recent",
-            &[&(lag_records as i64)],
-        )
-        .await?;
-    let lag: Vec<f64> = lag.get(0);
+    wait_for(&metrics, records + lag_records, Duration::from_secs(300)).await?;
+    let lag_after = lag_buckets(&metrics).await?;
+    let phase: Vec<(f64, f64)> = lag_after
+        .iter()
+        .zip(&lag_before)
+        .map(|(&(le, after), &(_, before))| (le, after - before))
+        .collect();
     println!(
-        "RESULT lag rate={lag_rate}/s records={lag_records} p50_ms={:.1} p99_ms={:.1}",
-        lag[0] * 1000.0,
-        lag[1] * 1000.0
+        "RESULT lag rate={lag_rate}/s records={lag_records} p50_ms={:.0} p99_ms={:.0} (from the worker's histogram, interpolated within its buckets)",
+        quantile(&phase, 0.5) * 1000.0,
+        quantile(&phase, 0.99) * 1000.0
     );
     let _ = worker.kill();
     let _ = worker.wait();
@@ -229,39 +230,117 @@ async fn publish(
     Ok(bytes.load(Ordering::Relaxed))
 }
 
-/// Waits until `n` reports are applied; returns how long after the last change it noticed.
-async fn wait_for(
-    client: &tokio_postgres::Client,
-    n: i64,
-    limit: Duration,
-) -> anyhow::Result<Duration> {
+/// Reports the worker has taken (applied, duplicate or rejected), from its `/metrics`; `None`
+/// while it does not answer yet.
+async fn taken(metrics: &str) -> Option<u64> {
+    let text = reqwest::get(metrics).await.ok()?.text().await.ok()?;
+    Some(
+        text.lines()
+            .filter(|l| l.starts_with("kollus_history_records_total{"))
+            .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+            .sum::<f64>() as u64,
+    )
+}
+
+/// Waits until the worker has taken `n` reports in all; returns the seconds from the first
+/// report it took (of those counted now) to the last, polled every 50 ms.
+async fn wait_for(metrics: &str, n: u64, limit: Duration) -> anyhow::Result<f64> {
     let deadline = Instant::now() + limit;
+    let start = taken(metrics).await.unwrap_or(0);
+    let mut first: Option<Instant> = None;
+    let mut shown = Instant::now();
     loop {
-        let row = client
-            .query_one(
-                "SELECT count(*), extract(epoch FROM clock_timestamp() - max(applied_at))::float8 \
-                 FROM playback_events",
-                &[],
-            )
-            .await?;
-        let (count, since_last): (i64, Option<f64>) = (row.get(0), row.get(1));
-        if count >= n {
-            return Ok(Duration::from_secs_f64(since_last.unwrap_or(0.0).max(0.0)));
+        let now = taken(metrics).await.unwrap_or(0);
+        if now > start && first.is_none() {
+            first = Some(Instant::now());
+        }
+        if now >= n {
+            let secs = first.map_or(0.0, |f| f.elapsed().as_secs_f64());
+            eprintln!();
+            return Ok(secs.max(0.001));
+        }
+        if shown.elapsed() > Duration::from_secs(1) {
+            shown = Instant::now();
+            let elapsed = first.map_or(0.0, |f| f.elapsed().as_secs_f64());
+            let rate = (now - start) as f64 / elapsed.max(0.001);
+            let left = (n - now) as f64 / rate.max(1.0);
+            eprint!("\rapplied {now}/{n}, {rate:.0} records/s, about {left:.0} s left      ");
         }
         anyhow::ensure!(
             Instant::now() < deadline,
-            "only {count} of {n} reports applied in {limit:?}"
+            "only {now} of {n} reports taken in {limit:?}"
         );
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
-fn start_worker(binary: &str, brokers: &str, database_url: &str) -> anyhow::Result<Child> {
+/// The worker's apply-lag histogram: (upper bound, cumulative count) per bucket.
+async fn lag_buckets(metrics: &str) -> anyhow::Result<Vec<(f64, f64)>> {
+    let text = reqwest::get(metrics).await?.text().await?;
+    let prefix = "kollus_history_applied_lag_seconds_bucket{le=\"";
+    Ok(text
+        .lines()
+        .filter_map(|l| {
+            let (le, count) = l.strip_prefix(prefix)?.split_once("\"} ")?;
+            let le = if le == "+Inf" {
+                f64::INFINITY
+            } else {
+                le.parse().ok()?
+            };
+            Some((le, count.trim().parse().ok()?))
+        })
+        .collect())
+}
+
+/// The `q` quantile of cumulative buckets, interpolated linearly within the bucket it falls in
+/// (as Prometheus's `histogram_quantile`).
+fn quantile(buckets: &[(f64, f64)], q: f64) -> f64 {
+    let Some(&(_, total)) = buckets.last() else {
+        return f64::NAN;
+    };
+    let rank = q * total;
+    let mut below = (0.0, 0.0);
+    for &(le, count) in buckets {
+        if count >= rank {
+            if le.is_infinite() {
+                return below.0;
+            }
+            let within = (rank - below.1) / (count - below.1).max(1.0);
+            return below.0 + (le - below.0) * within;
+        }
+        below = (le, count);
+    }
+    below.0
+}
+
+/// Bytes of the watch-history table with its indexes and TOAST (`watch_progress` is a view).
+async fn stored_bytes(client: &tokio_postgres::Client) -> anyhow::Result<i64> {
+    Ok(client
+        .query_one(
+            "SELECT pg_total_relation_size('watch_sessions')::bigint",
+            &[],
+        )
+        .await?
+        .get(0))
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+fn start_worker(
+    binary: &str,
+    brokers: &str,
+    database_url: &str,
+    admin_port: u16,
+) -> anyhow::Result<Child> {
     Command::new(binary)
         .env("DATABASE_URL", database_url)
         .env("KAFKA_BROKERS", brokers)
         .env("KAFKA_GROUP_ID", "bench-history")
-        .env("LISTEN_ADDR", "127.0.0.1:0")
+        .env("LISTEN_ADDR", format!("127.0.0.1:{admin_port}"))
         .env("RUST_LOG", "warn")
         .stdin(Stdio::null())
         .spawn()

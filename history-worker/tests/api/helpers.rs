@@ -100,7 +100,8 @@ impl TestWorker {
         let kafka = &self.h.kafka;
         eventually(
             &format!("{n} LMS reports applied (committed offsets)"),
-            Duration::from_secs(30),
+            // A replacement member may wait out the session timeout of one killed with -9.
+            Duration::from_secs(90),
             || async {
                 let done = committed(&kafka.brokers, GROUP, &kafka.playback_topic).await;
                 (done == n).then_some(())

@@ -31,7 +31,7 @@ async fn a_rebuild_replays_the_topic_into_the_same_history() {
     assert_eq!(
         live.len(),
         20 + 10,
-        "sessions and rollups, nothing per report"
+        "sessions and their rollups (a view), nothing per report"
     );
 
     let mut s = settings(&w.h);
@@ -50,7 +50,7 @@ async fn a_rebuild_replays_the_topic_into_the_same_history() {
     w.h.stop().await;
     db.batch_execute(
         "UPDATE watch_sessions SET playtime = 0; \
-         DELETE FROM watch_progress WHERE client_user_id = 'u3'",
+         DELETE FROM watch_sessions WHERE client_user_id = 'u3' AND start_at = 1700000000",
     )
     .await
     .unwrap();

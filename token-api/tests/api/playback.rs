@@ -95,18 +95,18 @@ impl TestApp {
             .await
     }
 
-    /// The user's playtime on a video, as history-worker's rollup would hold it.
+    /// The user's playtime on a video: one watch session, as history-worker would hold it
+    /// (the rollup the play callback reads is a view over the sessions).
     async fn watched(&self, user: &str, media: &str, playtime: i64) {
         self.db
             .client()
             .await
             .execute(
-                "INSERT INTO watch_progress (client_user_id, media_content_key, sessions, \
-                     total_playtime, total_real_playtime, blocks_ever_played, blocks_watched, \
-                     first_watched_at, last_watched_at) \
-                 VALUES ($1, $2, 1, $3, $3, '{}', 0, now(), now()) \
-                 ON CONFLICT (client_user_id, media_content_key) \
-                 DO UPDATE SET total_playtime = EXCLUDED.total_playtime",
+                "INSERT INTO watch_sessions (client_user_id, media_content_key, start_at, \
+                     playtime, real_playtime, first_report_at, last_report_at) \
+                 VALUES ($1, $2, 1700000000, $3, $3, now(), now()) \
+                 ON CONFLICT (client_user_id, media_content_key, start_at) \
+                 DO UPDATE SET playtime = EXCLUDED.playtime",
                 &[&user, &media, &playtime],
             )
             .await
