@@ -120,7 +120,7 @@ async fn a_new_cluster_restored_from_the_archive_rebuilds_identical_tables() {
     // The tables go too (so only the replay can bring them back); both workers rebuild from
     // the new cluster.
     db.batch_execute(
-        "TRUNCATE watch_progress, watch_sessions, channel_memberships, \
+        "TRUNCATE watch_sessions, channel_memberships, \
          media_contents, uploads, content_events",
     )
     .await
