@@ -12,3 +12,4 @@ mod pipeline;
 mod read_api;
 mod settings;
 mod stack;
+mod your_data;
