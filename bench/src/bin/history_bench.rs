@@ -446,8 +446,71 @@ async fn own_path(admin_url: &str, sessions: u64) -> anyhow::Result<()> {
         "RESULT own-path records={n} apply_rps={apply_rps:.0} decode_only_rps={decode_rps:.0} (no broker, batches of {batch}, {} write shards)",
         history.write_shards
     );
+    // PostgreSQL's own ceiling on the rows just written: the same number of row updates, as
+    // bare `UPDATE ... FROM unnest` of `batch` keys per round, split over as many connections
+    // as the worker has shards, with nothing read and nothing merged.
+    let shards = history.write_shards.max(1);
+    let ceiling = update_ceiling(&history.pool, n as usize, batch, shards).await?;
+    println!(
+        "RESULT ceiling rows_per_s={ceiling:.0} (PostgreSQL alone: UPDATE ... FROM unnest, {batch} rows a round over {shards} connections); own path at {:.0}% of it",
+        apply_rps / ceiling * 100.0
+    );
     history.pool.close();
     db.drop_database().await
+}
+
+/// Rows/s PostgreSQL updates in place when given only that: `rows` updates of stored sessions
+/// (keys read back first), `batch` a round split over `shards` concurrent transactions.
+async fn update_ceiling(
+    pool: &deadpool_postgres::Pool,
+    rows: usize,
+    batch: usize,
+    shards: usize,
+) -> anyhow::Result<f64> {
+    let keys: Vec<(String, String, i64)> = pool
+        .get()
+        .await?
+        .query(
+            "SELECT client_user_id, media_content_key, start_at FROM watch_sessions",
+            &[],
+        )
+        .await?
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect();
+    anyhow::ensure!(!keys.is_empty(), "no sessions to update");
+    let update = "UPDATE watch_sessions t SET playtime = t.playtime + 1, \
+                  last_report_at = clock_timestamp() \
+                  FROM unnest($1::text[], $2::text[], $3::bigint[]) AS k(u, m, s) \
+                  WHERE t.client_user_id = k.u AND t.media_content_key = k.m AND t.start_at = k.s";
+    let started = Instant::now();
+    let mut done = 0;
+    let mut at = 0;
+    while done < rows {
+        let round: Vec<&(String, String, i64)> =
+            (0..batch).map(|i| &keys[(at + i) % keys.len()]).collect();
+        at += batch;
+        let mut parts: Vec<Vec<&(String, String, i64)>> = vec![Vec::new(); shards];
+        for (i, k) in round.into_iter().enumerate() {
+            parts[i % shards].push(k);
+        }
+        futures_util::future::try_join_all(parts.into_iter().map(|part| async move {
+            let mut part = part;
+            part.sort(); // one lock order, as the worker's
+            part.dedup();
+            let users: Vec<&str> = part.iter().map(|k| k.0.as_str()).collect();
+            let media: Vec<&str> = part.iter().map(|k| k.1.as_str()).collect();
+            let starts: Vec<i64> = part.iter().map(|k| k.2).collect();
+            let mut client = pool.get().await?;
+            let tx = client.transaction().await?;
+            tx.execute(update, &[&users, &media, &starts]).await?;
+            tx.commit().await?;
+            anyhow::Ok(())
+        }))
+        .await?;
+        done += batch;
+    }
+    Ok(done as f64 / started.elapsed().as_secs_f64())
 }
 
 struct BenchDb {
