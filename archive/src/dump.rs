@@ -387,11 +387,22 @@ pub async fn continuous(
     metrics
         .retention_seconds
         .set(kafka_settings.retention_ms().max(-1000) / 1000);
-    let consumer = kafka::archive_consumer(
-        kafka_settings,
-        &settings.group(kafka_settings),
-        &kafka_settings.topics(),
-    )?;
+    let group = settings.group(kafka_settings);
+    {
+        let (k, g) = (kafka_settings.clone(), group.clone());
+        let marked =
+            tokio::task::spawn_blocking(move || kafka::mark_archiver_started(&k, &g, &k.topics()))
+                .await?;
+        if let Err(e) = marked {
+            // Only what the other services see is affected: they may warn that nothing archives.
+            tracing::warn!(
+                error = format!("{e:#}"),
+                group,
+                "committing the start offsets failed"
+            );
+        }
+    }
+    let consumer = kafka::archive_consumer(kafka_settings, &group, &kafka_settings.topics())?;
     let mut d = Dumper::new(archive, consumer, settings, metrics).await?;
     tokio::pin!(shutdown);
     let mut tick = tokio::time::interval(Duration::from_secs(1));

@@ -507,3 +507,92 @@ async fn a_quiet_continuous_archive_logs_no_error() {
     let errors: Vec<&str> = text.lines().filter(|l| l.contains("ERROR")).collect();
     assert!(errors.is_empty(), "ERROR lines in a quiet run: {errors:#?}");
 }
+
+#[tokio::test]
+async fn services_warn_when_topics_forget_and_no_archiver_is_in_its_group() {
+    use kollus_common::kafka::{warn_if_nothing_archives, ArchiveWatch};
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::start().await;
+    let mut kafka = broker.settings();
+    kafka.archive_group_id = "watched-archive".into();
+    kollus_common::kafka::ensure_topics(&kafka, &kafka.topics())
+        .await
+        .unwrap();
+    assert_eq!(
+        warn_if_nothing_archives(kafka.clone(), Duration::ZERO).await,
+        ArchiveWatch::Warned
+    );
+    let mut forever = kafka.clone();
+    forever.retention_days = -1;
+    assert_eq!(
+        warn_if_nothing_archives(forever, Duration::ZERO).await,
+        ArchiveWatch::TopicsKeepEverything
+    );
+    // A continuous archiver in that group: no warning (a member on Apache Kafka; on the local
+    // broker, which lists no groups, the offsets it commits where it starts).
+    let _running = KillOnDrop(
+        Command::new(env!("CARGO_BIN_EXE_kollus-archive"))
+            .args(["dump", "--to", dir.path().to_str().unwrap()])
+            .env("KAFKA_BROKERS", &broker.addr)
+            .env("KAFKA_TOPIC_PARTITIONS", "3")
+            .env("ARCHIVE_GROUP_ID", "watched-archive")
+            .env("LISTEN_ADDR", "127.0.0.1:0")
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("starting kollus-archive dump"),
+    );
+    eventually(
+        "the archiver to be seen in its group",
+        Duration::from_secs(30),
+        || async {
+            let seen = warn_if_nothing_archives(kafka.clone(), Duration::ZERO).await;
+            (seen == ArchiveWatch::Archiving).then_some(())
+        },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_broker_is_the_archived_incarnation_only_when_its_record_at_the_last_offset_is() {
+    use kollus_common::archive::{cluster_id, holdings, inspector};
+    let dir = tempfile::tempdir().unwrap();
+    let to = dir.path().to_str().unwrap().to_owned();
+    let archive = Archive::open(&to).unwrap();
+    let mut s = settings("incarnation");
+    s.to = to;
+    let archived = Broker::start().await;
+    let kafka = archived.settings();
+    kollus_common::kafka::ensure_topics(&kafka, &kafka.topics())
+        .await
+        .unwrap();
+    publish_tagged(&archived, &kafka, "archived", 45).await;
+    dump::until_end(&archive, &kafka, &s, &Metrics::new())
+        .await
+        .unwrap();
+    // Another broker with more records than the archive holds, at the same offsets.
+    let other = Broker::start().await;
+    let other_kafka = other.settings();
+    kollus_common::kafka::ensure_topics(&other_kafka, &other_kafka.topics())
+        .await
+        .unwrap();
+    publish_tagged(&other, &other_kafka, "other", 90).await;
+
+    let held = holdings(&verify::entries(&archive).await.unwrap());
+    assert!(held.len() >= 3, "{held:?}");
+    let (a, b) = (archived.addr.clone(), other.addr.clone());
+    tokio::task::spawn_blocking(move || {
+        for (addr, want) in [(a, true), (b, false)] {
+            let client = inspector(&addr).unwrap();
+            let cluster = cluster_id(&client);
+            for ((topic, partition), h) in &held {
+                let same = h
+                    .matches_broker(&client, &cluster, topic, *partition)
+                    .unwrap();
+                assert_eq!(same, want, "{addr} {topic}/{partition} {h:?}");
+            }
+        }
+    })
+    .await
+    .unwrap();
+}

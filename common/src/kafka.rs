@@ -413,10 +413,13 @@ pub enum ArchiveWatch {
 }
 
 /// Logs one WARN when the topics forget (finite `KAFKA_RETENTION_DAYS`) and no archiver runs:
-/// records older than the retention would then exist nowhere. "Runs" means the continuous
-/// archiver's consumer group (`ARCHIVE_GROUP_ID`) has a member: `kollus-archive dump` without
-/// `--until-end` subscribes in that group for as long as it runs (one-off dumps use groups of
-/// their own). Checked every 5 s until `grace` has passed; silent as soon as a member is seen,
+/// records older than the retention would then exist nowhere. An archiver is seen when the
+/// continuous archiver's consumer group (`ARCHIVE_GROUP_ID`) has a member (`kollus-archive
+/// dump` without `--until-end` subscribes in it for as long as it runs; one-off dumps use groups
+/// of their own), or has committed offsets on the topics (the archiver commits where it starts
+/// as soon as it starts, see [`mark_archiver_started`]; the local broker, tansu 0.6.0, lists no
+/// groups, so there this is what tells). An archiver that stopped later is the alerts' job
+/// (`KollusTargetDown`, `KollusArchiveBehindRetention`). Checked every 5 s until `grace` has passed; silent as soon as a member is seen,
 /// or when retention is infinite. Spawn it beside the service ([`ARCHIVE_GRACE`]): it never
 /// fails the service.
 pub async fn warn_if_nothing_archives(settings: KafkaSettings, grace: Duration) -> ArchiveWatch {
@@ -426,12 +429,12 @@ pub async fn warn_if_nothing_archives(settings: KafkaSettings, grace: Duration) 
     let started = tokio::time::Instant::now();
     let last_error = loop {
         let s = settings.clone();
-        let members = tokio::task::spawn_blocking(move || group_members(&s, &s.archive_group_id))
+        let seen = tokio::task::spawn_blocking(move || archiver_seen(&s))
             .await
             .map_err(anyhow::Error::from)
             .and_then(|r| r);
-        let error = match members {
-            Ok(n) if n > 0 => return ArchiveWatch::Archiving,
+        let error = match seen {
+            Ok(true) => return ArchiveWatch::Archiving,
             Ok(_) => None,
             Err(e) => Some(format!("{e:#}")),
         };
@@ -461,11 +464,98 @@ pub async fn warn_if_nothing_archives(settings: KafkaSettings, grace: Duration) 
     }
 }
 
+/// Whether the continuous archiver's group has a member, or committed offsets on any partition
+/// of the topics. Blocking.
+fn archiver_seen(settings: &KafkaSettings) -> anyhow::Result<bool> {
+    if group_members(settings, &settings.archive_group_id)? > 0 {
+        return Ok(true);
+    }
+    Ok(!committed(settings, &settings.archive_group_id, &settings.topics())?.is_empty())
+}
+
+/// The offsets `group_id` has committed on `topics`' partitions: (topic, partition, offset), for
+/// the partitions that have one. Blocking.
+pub fn committed(
+    settings: &KafkaSettings,
+    group_id: &str,
+    topics: &[&str],
+) -> anyhow::Result<Vec<(String, i32, i64)>> {
+    use rdkafka::consumer::BaseConsumer;
+    use rdkafka::{Offset, TopicPartitionList};
+    let client: BaseConsumer = base_config(&settings.brokers, "kollus-archive-watch")
+        .set("group.id", group_id)
+        .set("enable.auto.commit", "false")
+        .create()
+        .context("creating a Kafka client to read committed offsets")?;
+    let mut tpl = TopicPartitionList::new();
+    for topic in topics {
+        for p in partitions(&client, topic)? {
+            tpl.add_partition(topic, p);
+        }
+    }
+    if tpl.count() == 0 {
+        return Ok(Vec::new());
+    }
+    let committed = client
+        .committed_offsets(tpl, Duration::from_secs(10))
+        .with_context(|| format!("reading the offsets consumer group {group_id} committed"))?;
+    Ok(committed
+        .elements()
+        .iter()
+        .filter_map(|e| match e.offset() {
+            Offset::Offset(o) => Some((e.topic().to_owned(), e.partition(), o)),
+            _ => None,
+        })
+        .collect())
+}
+
+/// Commits, for every partition of `topics` where `group_id` has no committed offset yet, the
+/// partition's earliest offset: where the group would start anyway (`auto.offset.reset` is
+/// `earliest`), so nothing is skipped, and the group now says an archiver started on this
+/// cluster ([`warn_if_nothing_archives`]). Run before the group's member joins. Blocking.
+pub fn mark_archiver_started(
+    settings: &KafkaSettings,
+    group_id: &str,
+    topics: &[&str],
+) -> anyhow::Result<()> {
+    use rdkafka::consumer::{BaseConsumer, CommitMode};
+    use rdkafka::{Offset, TopicPartitionList};
+    let have: std::collections::HashSet<(String, i32)> = committed(settings, group_id, topics)?
+        .into_iter()
+        .map(|(t, p, _)| (t, p))
+        .collect();
+    let client: BaseConsumer = base_config(&settings.brokers, group_id)
+        .set("group.id", group_id)
+        .set("enable.auto.commit", "false")
+        .create()
+        .context("creating a Kafka client to commit start offsets")?;
+    let mut start = TopicPartitionList::new();
+    for topic in topics {
+        for p in partitions(&client, topic)? {
+            if have.contains(&((*topic).to_owned(), p)) {
+                continue;
+            }
+            let (low, _) = client
+                .fetch_watermarks(topic, p, Duration::from_secs(10))
+                .with_context(|| format!("reading the offsets of {topic}/{p}"))?;
+            start.add_partition_offset(topic, p, Offset::Offset(low))?;
+        }
+    }
+    if start.count() > 0 {
+        client
+            .commit(&start, CommitMode::Sync)
+            .with_context(|| format!("committing start offsets for group {group_id}"))?;
+    }
+    Ok(())
+}
+
 /// How many members consumer group `group_id` has now (0 when it does not exist). Blocking.
 pub fn group_members(settings: &KafkaSettings, group_id: &str) -> anyhow::Result<usize> {
     use rdkafka::consumer::BaseConsumer;
-    // A client only asks about the group: it never subscribes, so it never joins it.
+    // A client only asks about the group: it never subscribes, so it never joins it. Its
+    // group.id is the group's (as for the rewind), which the local broker needs to describe it.
     let client: BaseConsumer = base_config(&settings.brokers, "kollus-archive-watch")
+        .set("group.id", group_id)
         .create()
         .context("creating a Kafka client to describe a consumer group")?;
     let groups = client
