@@ -96,7 +96,8 @@ run: the pipeline is up (Ctrl-C stops it)
   history-worker  http://$history_addr/metrics
   archive         http://$archive_addr/metrics   (every record, outside Kafka: $ARCHIVE_DIR)
   Prometheus      $([ "${PROMETHEUS:-on}" != off ] && echo "http://$prometheus_addr  (alerts: http://$prometheus_addr/alerts; PROMETHEUS=off skips it)" || echo "off (PROMETHEUS=off)")
-  Kafka           $KAFKA_BROKERS
+  Kafka           $KAFKA_BROKERS   (topics keep records KAFKA_RETENTION_DAYS=${KAFKA_RETENTION_DAYS:-14} days; the archive keeps them all)
+  binaries        $bin/{ingest,sync-worker,history-worker,token-api,kollus-archive}
   ingest spool    $INGEST_SPOOL_DIR
   PostgreSQL      $(echo "$DATABASE_URL" | sed -E 's#//[^:@/]+:[^@]*@#//***@#')
   dev secrets     CALLBACK_SECRET=$CALLBACK_SECRET
