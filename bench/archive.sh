@@ -35,8 +35,9 @@ cargo build --release --locked -q -p kollus-archive -p kollus-history-worker -p 
 
 port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 wait_port() { for _ in $(seq 1 100); do (echo >"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.1; done; echo "nothing on $1" >&2; exit 1; }
+# Starts a broker and sets $broker to its address (not in a subshell: its pid must reach `pids`).
 broker() { local p; p=$(port); .local/bin/tansu broker --listener-url "tcp://127.0.0.1:$p" \
-  --advertised-listener-url "tcp://127.0.0.1:$p" --storage-engine memory://tansu/ >/dev/null 2>&1 & pids+=($!); wait_port "$p"; echo "127.0.0.1:$p"; }
+  --advertised-listener-url "tcp://127.0.0.1:$p" --storage-engine memory://tansu/ >/dev/null 2>&1 & pids+=($!); wait_port "$p"; broker="127.0.0.1:$p"; }
 
 timed() { # name count command...
   local name=$1 count=$2; shift 2
@@ -48,7 +49,7 @@ timed() { # name count command...
 export LOG_FORMAT=text RUST_LOG=warn KAFKA_TOPIC_PARTITIONS=6
 
 # 1. The first half, archived.
-broker_a=$(broker)
+broker; broker_a=$broker
 echo "archive: publishing $half varied reports to broker A" >&2
 "$target/archive-bench" publish "$broker_a" "$half" 0 | tee -a "$work/results"
 timed dump "$half" env KAFKA_BROKERS="$broker_a" "$target/kollus-archive" dump --until-end --to "$work/archive"
@@ -56,21 +57,19 @@ archive_bytes=$(du -sb "$work/archive/segments" | cut -f1)
 timed verify "$half" "$target/kollus-archive" verify --no-topics --from "$work/archive"
 
 # 2. The second half on a fresh broker only; the rebuild reads both.
-broker_b=$(broker)
+broker; broker_b=$broker
 echo "archive: publishing the other $((records - half)) reports to a fresh broker B" >&2
 "$target/archive-bench" publish "$broker_b" "$((records - half))" "$half" | tee -a "$work/results"
 psql "$admin_url" -qc "DROP DATABASE IF EXISTS $db" -c "CREATE DATABASE $db" >/dev/null
 db_url="${admin_url%/*}/$db"
-rebuild() {
-  KAFKA_BROKERS="$broker_b" DATABASE_URL="$db_url" ARCHIVE_DIR="$work/archive" LISTEN_ADDR=127.0.0.1:0 \
-    "$target/history-worker" --rebuild >"$work/rebuild.log" 2>&1 & pids+=($!)
-  "$target/archive-bench" committed "$broker_b" kollus-history-worker kollus.playback.v1 "$((records - half))"
-}
-timed rebuild "$records" rebuild
+KAFKA_BROKERS="$broker_b" DATABASE_URL="$db_url" ARCHIVE_DIR="$work/archive" LISTEN_ADDR=127.0.0.1:0 \
+  "$target/history-worker" --rebuild >"$work/rebuild.log" 2>&1 & worker=$!; pids+=($worker)
+timed rebuild "$records" "$target/archive-bench" committed "$broker_b" kollus-history-worker kollus.playback.v1 "$((records - half))"
 sessions=$(psql "$db_url" -Atc "SELECT count(*) FROM watch_sessions")
+kill "$worker"; wait "$worker" 2>/dev/null || true
 
 # 3. Restore into another broker.
-broker_c=$(broker)
+broker; broker_c=$broker
 timed restore "$half" env KAFKA_BROKERS="$broker_c" "$target/kollus-archive" restore --from "$work/archive"
 
 echo

@@ -28,7 +28,12 @@ const SESSIONS: u64 = 40_000;
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().collect();
-    match args.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
+    match args
+        .iter()
+        .map(String::as_str)
+        .collect::<Vec<_>>()
+        .as_slice()
+    {
         [_, "publish", brokers, records, rest @ ..] => {
             let records: u64 = records.parse().context("RECORDS")?;
             let first: u64 = rest.first().map_or(Ok(0), |s| s.parse()).context("FIRST")?;
@@ -143,7 +148,11 @@ async fn publish(brokers: &str, first: u64, records: u64) -> anyhow::Result<()> 
             (failed + u64::from(!ok), bytes + len as u64)
         })
         .await;
-    anyhow::ensure!(results.0 == 0, "{} records were not acknowledged", results.0);
+    anyhow::ensure!(
+        results.0 == 0,
+        "{} records were not acknowledged",
+        results.0
+    );
     let secs = started.elapsed().as_secs_f64();
     println!(
         "RESULT publish records={records} seconds={secs:.1} rps={:.0} envelope_bytes_per_report={:.0}",
