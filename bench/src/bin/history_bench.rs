@@ -88,10 +88,19 @@ async fn main() -> anyhow::Result<()> {
     // that autovacuum reclaims).
     client.batch_execute("VACUUM watch_sessions").await?;
     let after = stored_bytes(&client).await?;
+    let live: i64 = client
+        .query_one(
+            "SELECT (sum(pg_column_size(t.*)) + pg_indexes_size('watch_sessions'))::bigint \
+             FROM watch_sessions t",
+            &[],
+        )
+        .await?
+        .get(0);
     println!(
-        "RESULT storage history_bytes_before={before} after={after} bytes_per_report={:.1} bytes_per_session={:.0} (watch_sessions with its indexes and TOAST; the rollup is a view; nothing grows per report)",
+        "RESULT storage history_bytes_before={before} after={after} bytes_per_session={:.0} bytes_per_report={:.1} live_bytes_per_session={:.0} (watch_sessions: table, indexes and TOAST on disk, with the room HOT updates keep; live: rows and indexes; the rollup is a view; no row per report)",
+        (after - before) as f64 / session_rows.max(1) as f64,
         (after - before) as f64 / records as f64,
-        (after - before) as f64 / session_rows.max(1) as f64
+        live as f64 / session_rows.max(1) as f64
     );
 
     // 3: steady rate while the worker runs.
@@ -259,7 +268,10 @@ async fn wait_for(metrics: &str, n: u64, limit: Duration) -> anyhow::Result<f64>
             eprintln!();
             return Ok(secs.max(0.001));
         }
-        if shown.elapsed() > Duration::from_secs(1) {
+        if shown.elapsed() > Duration::from_secs(1) && first.is_none() {
+            shown = Instant::now();
+            eprint!("\rwaiting for the worker's first batch ({now}/{n})      ");
+        } else if shown.elapsed() > Duration::from_secs(1) {
             shown = Instant::now();
             let elapsed = first.map_or(0.0, |f| f.elapsed().as_secs_f64());
             let rate = (now - start) as f64 / elapsed.max(0.001);
