@@ -117,7 +117,7 @@ async fn replay_archive<A: Apply>(
                         Err(ApplyError::Permanent(e)) => {
                             tracing::warn!(error = %e, "rebuild: an archived batch refused; applying record by record");
                             for one in decoded.chunks(1) {
-                                if apply.apply(one).await.is_err() {
+                                if !apply_one(apply, one).await {
                                     refused += 1;
                                 }
                             }
@@ -145,6 +145,25 @@ async fn replay_archive<A: Apply>(
         );
     }
     Ok(done)
+}
+
+/// Applies one record, retrying transient failures (database away) until they pass, as the
+/// consume loop does: only a record the database refuses is given up. Whether it applied.
+async fn apply_one<A: Apply>(apply: &A, one: &[super::apply::Record<A::Payload>]) -> bool {
+    let mut backoff = Backoff::new(BACKOFF_START, BACKOFF_MAX);
+    loop {
+        match apply.apply(one).await {
+            Ok(applied) => return applied.rejected.is_empty(),
+            Err(ApplyError::Permanent(e)) => {
+                tracing::warn!(error = %e, "rebuild: an archived record refused; skipped");
+                return false;
+            }
+            Err(ApplyError::Transient(e)) => {
+                tracing::warn!(error = %e, retry_in = ?backoff.next_delay(), "rebuild: applying an archived record failed; will retry");
+                backoff.wait().await;
+            }
+        }
+    }
 }
 
 fn log_progress(done: u64, total: u64, started: Instant) {
