@@ -14,7 +14,7 @@ use kollus_common::envelope::query_without_secret;
 use kollus_common::envelope::{
     header as h, DeadLetter, Envelope, RawBody, RawRequest, SCHEMA_VERSION,
 };
-use kollus_common::kollus::form::parse_form;
+use kollus_common::kollus::callback_secret::check_callback_secret;
 use kollus_common::kollus::lms::checksum::{self, HashVerdict};
 use kollus_common::kollus::lms::request::{locate, LocateError};
 use kollus_common::kollus::lms::LmsReport;
@@ -23,7 +23,6 @@ use kollus_common::kollus::{CallbackKind, PayloadError};
 use kollus_common::settings::KafkaSettings;
 use secrecy::{ExposeSecret as _, SecretString};
 use serde::Serialize;
-use subtle::ConstantTimeEq as _;
 use time::OffsetDateTime;
 use tokio::sync::Semaphore;
 
@@ -295,20 +294,13 @@ async fn accept(
     Ok((id, durable))
 }
 
-/// Checks `?secret=` in constant time and returns the other query parameters.
+/// Checks `?secret=` (common's one check, as token-api's callbacks do) and returns the other
+/// query parameters.
 fn authenticate(
     req: &HttpRequest,
     secret: &SecretString,
 ) -> Result<BTreeMap<String, String>, CallbackError> {
-    let mut query =
-        parse_form(req.query_string().as_bytes()).map_err(|_| CallbackError::Unauthorized)?;
-    let given = query.remove("secret").ok_or(CallbackError::Unauthorized)?;
-    let expected = secret.expose_secret().as_bytes();
-    if bool::from(given.as_bytes().ct_eq(expected)) {
-        Ok(query)
-    } else {
-        Err(CallbackError::Unauthorized)
-    }
+    check_callback_secret(req.query_string(), secret).map_err(|_| CallbackError::Unauthorized)
 }
 
 /// Reads at most `limit` bytes; says whether there was more (the rest is not read).

@@ -1,7 +1,8 @@
 //! `application/x-www-form-urlencoded` bodies, decoded strictly.
 //!
-//! Unlike the usual lossy decoders this refuses invalid UTF-8 and repeated fields, so a damaged
-//! callback is reported (and dead-lettered) instead of silently altered.
+//! Unlike the usual lossy decoders this refuses invalid UTF-8, NUL characters and repeated fields,
+//! so a damaged callback is reported (and dead-lettered) instead of silently altered. Every
+//! service that reads a Kollus form (ingest, token-api's play and DRM callbacks) reads it here.
 
 use std::collections::BTreeMap;
 
@@ -10,7 +11,36 @@ use super::PayloadError;
 /// Form fields in a map. Every Kollus value is a string.
 pub type FormFields = BTreeMap<String, String>;
 
+/// Every field strictly: a NUL, invalid UTF-8 or a repeat anywhere refuses the form, naming the
+/// field.
 pub fn parse_form(body: &[u8]) -> Result<FormFields, PayloadError> {
+    parse(body, Strict::All)
+}
+
+/// The fields named in `strict` (what the caller keeps, signs or queries by) strictly, as
+/// [`parse_form`]; every other field leniently: invalid UTF-8 and NUL become U+FFFD and a
+/// repeat keeps the last, so an odd value in a field nobody reads (a device name) costs nothing.
+pub fn parse_form_strict_in(body: &[u8], strict: &[&str]) -> Result<FormFields, PayloadError> {
+    parse(body, Strict::Only(strict))
+}
+
+/// Which fields are decoded strictly.
+#[derive(Clone, Copy)]
+enum Strict<'a> {
+    All,
+    Only(&'a [&'a str]),
+}
+
+impl Strict<'_> {
+    fn covers(self, name: &str) -> bool {
+        match self {
+            Self::All => true,
+            Self::Only(names) => names.contains(&name),
+        }
+    }
+}
+
+fn parse(body: &[u8], strict: Strict<'_>) -> Result<FormFields, PayloadError> {
     // A trailing line break (a body saved to a file and posted as is) is not part of a value.
     let body = body.trim_ascii_end();
     let mut fields = FormFields::new();
@@ -19,7 +49,16 @@ pub fn parse_form(body: &[u8]) -> Result<FormFields, PayloadError> {
             Some(i) => (&pair[..i], &pair[i + 1..]),
             None => (pair, &[][..]),
         };
-        let name = decode(name).map_err(|e| PayloadError::new("form", e))?;
+        let name = match decode(name) {
+            Ok(name) => name,
+            Err(e) if matches!(strict, Strict::All) => return Err(PayloadError::new("form", e)),
+            // An unreadable name is no field the caller reads.
+            Err(_) => lossy(name),
+        };
+        if !strict.covers(&name) {
+            fields.insert(name, lossy(value));
+            continue;
+        }
         let value = decode(value).map_err(|e| PayloadError::new(name.clone(), e))?;
         if fields.contains_key(&name) {
             return Err(PayloadError::new(name, "given more than once"));
@@ -27,6 +66,11 @@ pub fn parse_form(body: &[u8]) -> Result<FormFields, PayloadError> {
         fields.insert(name, value);
     }
     Ok(fields)
+}
+
+/// Decodes leniently: invalid UTF-8 and NUL become U+FFFD.
+fn lossy(raw: &[u8]) -> String {
+    String::from_utf8_lossy(&decode_bytes(raw)).replace('\0', "\u{FFFD}")
 }
 
 fn decode(raw: &[u8]) -> Result<String, &'static str> {
@@ -108,6 +152,38 @@ mod tests {
     #[test]
     fn ignores_a_trailing_line_break() {
         assert_eq!(parse_form(b"a=1\r\n").unwrap()["a"], "1");
+    }
+
+    #[test]
+    fn only_the_named_fields_are_strict() {
+        let f = parse_form_strict_in(b"kind=1&device_name=a%00b%FF&hardware_id=%c3%28", &["kind"])
+            .unwrap();
+        assert_eq!(f["kind"], "1");
+        assert_eq!(f["device_name"], "a\u{FFFD}b\u{FFFD}");
+        assert_eq!(f["hardware_id"], "\u{FFFD}(");
+        assert_eq!(
+            parse_form_strict_in(b"kind=1&player_id=p%00", &["kind", "player_id"]).unwrap_err(),
+            PayloadError::new("player_id", "contains a NUL character")
+        );
+        assert_eq!(
+            parse_form_strict_in(b"client_user_id=u%c3%28", &["client_user_id"]).unwrap_err(),
+            PayloadError::new("client_user_id", "is not valid UTF-8")
+        );
+        assert_eq!(
+            parse_form_strict_in(b"kind=1&kind=3", &["kind"])
+                .unwrap_err()
+                .problem,
+            "given more than once"
+        );
+        assert_eq!(
+            parse_form_strict_in(b"x=1&x=2", &["kind"]).unwrap()["x"],
+            "2",
+            "a repeated field nobody reads keeps the last"
+        );
+        assert!(
+            parse_form_strict_in(b"%FF=1", &["kind"]).is_ok(),
+            "an unreadable name is no strict field"
+        );
     }
 
     #[test]
