@@ -6,7 +6,7 @@ use deadpool_postgres::Pool;
 use kollus_common::domain::MediaContentKey;
 
 use crate::configuration::StrictCatalog;
-use crate::request::FieldError;
+use crate::problem::FieldError;
 
 /// Why the catalog refuses a video (a bounded metric label).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -2,7 +2,6 @@
 //! (Unix seconds), `mc` (always an array) and optional player policy, in Kollus's own field
 //! names. Only fields that were given are emitted.
 
-use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -85,11 +84,6 @@ pub struct WatermarkPolicy {
     pub enable_html5_player: Option<bool>,
 }
 
-/// Signs claims with the account's security key: HS256, header `{"alg":"HS256","typ":"JWT"}`.
-pub fn sign(claims: &PlaybackClaims, key: &EncodingKey) -> jsonwebtoken::errors::Result<String> {
-    jsonwebtoken::encode(&Header::new(Algorithm::HS256), claims, key)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -123,9 +117,11 @@ mod tests {
             awtc: None,
             video_watermarking_code_policy: None,
         };
-        let token = sign(&claims, &EncodingKey::from_secret(b"k")).unwrap();
+        let token = crate::signer::Signer::new(&secrecy::SecretString::from("k"))
+            .sign(&claims)
+            .unwrap();
         let header = jsonwebtoken::decode_header(&token).unwrap();
-        assert_eq!(header.alg, Algorithm::HS256);
+        assert_eq!(header.alg, jsonwebtoken::Algorithm::HS256);
         assert_eq!(header.typ.as_deref(), Some("JWT"));
         assert_eq!(header.kid, None, "Kollus has no key ids");
     }

@@ -1,6 +1,7 @@
 //! token-api's settings: flags and environment variables, documented in `--help`.
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use kollus_common::settings::{secret, DatabaseSettings, Redacted};
 use kollus_common::telemetry::LogSettings;
@@ -54,7 +55,7 @@ pub struct Settings {
     #[arg(long, env = "STRICT_CATALOG_CACHE_MS", value_parser = kollus_common::settings::millis, default_value = "1000")]
     pub strict_catalog_cache: std::time::Duration,
     #[command(flatten)]
-    pub play: crate::playback::PlaySettings,
+    pub play: PlaySettings,
     /// The archive (`kollus-archive dump --to`): a directory or `s3://bucket/prefix`. Set, user
     /// exports also carry the raw LMS reports found in it (a scan of the archive's playback
     /// segments). Optional.
@@ -93,4 +94,40 @@ impl Settings {
         }
         Ok(())
     }
+}
+
+/// How token-api answers play and DRM callbacks (`PLAY_*` settings).
+#[derive(Debug, Clone, clap::Args)]
+pub struct PlaySettings {
+    /// The secret Kollus's callback URLs carry (`?secret=`), as ingest's. Unset: the play and
+    /// DRM callbacks are off (404).
+    #[arg(long, env = "CALLBACK_SECRET", value_parser = kollus_common::settings::Redacted(kollus_common::settings::callback_secret), hide_env_values = true)]
+    pub callback_secret: Option<SecretString>,
+    /// What to answer when no entitlement covers the video (unknown user or video included).
+    #[arg(long, env = "PLAY_DEFAULT", value_enum, default_value_t = PlayDefault::Deny)]
+    pub default: PlayDefault,
+    /// The language of the messages a refused viewer sees.
+    #[arg(long, env = "PLAY_MESSAGE_LANG", value_enum, default_value_t = Lang::Ko)]
+    pub lang: Lang,
+    /// Ask the player to refuse virtual machines (`vmcheck`).
+    #[arg(long, env = "PLAY_VMCHECK", default_value_t = false, action = clap::ArgAction::Set)]
+    pub vmcheck: bool,
+    /// Ask the player to refuse TV-out (`disable_tvout`).
+    #[arg(long, env = "PLAY_DISABLE_TVOUT", default_value_t = false, action = clap::ArgAction::Set)]
+    pub disable_tvout: bool,
+    /// Longest wait for PostgreSQL before answering 503, in ms.
+    #[arg(long, env = "PLAY_TIMEOUT_MS", value_parser = kollus_common::settings::millis, default_value = "2000")]
+    pub timeout: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum PlayDefault {
+    Deny,
+    Allow,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Lang {
+    Ko,
+    En,
 }

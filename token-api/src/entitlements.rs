@@ -12,8 +12,7 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
 use crate::auth::Caller;
-use crate::problem::ApiError;
-use crate::request::FieldError;
+use crate::problem::{db_error, invalid, ApiError, FieldError};
 use crate::state::State;
 
 /// What an entitlement covers.
@@ -80,13 +79,6 @@ pub struct Entitlement {
     pub revoked_at: Option<OffsetDateTime>,
 }
 
-fn invalid(field: &str, message: impl Into<String>) -> ApiError {
-    ApiError::Invalid(vec![FieldError {
-        field: field.into(),
-        message: message.into(),
-    }])
-}
-
 /// The path's user and key, each checked as Kollus would take it.
 fn target(user: &str, scope: Scope, key: &str) -> Result<(ClientUserId, Scope, String), ApiError> {
     let user = ClientUserId::parse(user).map_err(|e| invalid("client_user_id", e.to_string()))?;
@@ -101,10 +93,7 @@ fn target(user: &str, scope: Scope, key: &str) -> Result<(ClientUserId, Scope, S
     Ok((user, scope, key))
 }
 
-fn unavailable(e: impl std::fmt::Display) -> ApiError {
-    tracing::warn!(error = %e, "entitlements: PostgreSQL failed");
-    ApiError::Unavailable("the entitlements database is not answering; retry shortly".into())
-}
+const NOT_ANSWERING: &str = "the entitlements database is not answering; retry shortly";
 
 fn parse_body(body: &[u8]) -> Result<GrantBody, ApiError> {
     let de = &mut serde_json::Deserializer::from_slice(body);
@@ -204,8 +193,11 @@ async fn grant(
     state: &State,
 ) -> Result<HttpResponse, ApiError> {
     let g = parse_body(body)?;
-    let mut client = state.pool.get().await.map_err(unavailable)?;
-    let tx = client.transaction().await.map_err(unavailable)?;
+    let mut client = state.pool.get().await.map_err(db_error(NOT_ANSWERING))?;
+    let tx = client
+        .transaction()
+        .await
+        .map_err(db_error(NOT_ANSWERING))?;
     let now = OffsetDateTime::now_utc();
     let row = tx
         .query_one(
@@ -234,7 +226,7 @@ async fn grant(
             ],
         )
         .await
-        .map_err(unavailable)?;
+        .map_err(db_error(NOT_ANSWERING))?;
     tx.execute(
         "INSERT INTO entitlement_changes (client_user_id, scope, target, action, expires_at, \
              playtime_limit_seconds, download, download_limit, changed_by, changed_at) \
@@ -252,8 +244,8 @@ async fn grant(
         ],
     )
     .await
-    .map_err(unavailable)?;
-    tx.commit().await.map_err(unavailable)?;
+    .map_err(db_error(NOT_ANSWERING))?;
+    tx.commit().await.map_err(db_error(NOT_ANSWERING))?;
     tracing::info!(
         caller = caller.name(),
         user = user.as_str(),
@@ -278,8 +270,11 @@ async fn revoke(
     (user, scope, key): (ClientUserId, Scope, String),
     state: &State,
 ) -> Result<HttpResponse, ApiError> {
-    let mut client = state.pool.get().await.map_err(unavailable)?;
-    let tx = client.transaction().await.map_err(unavailable)?;
+    let mut client = state.pool.get().await.map_err(db_error(NOT_ANSWERING))?;
+    let tx = client
+        .transaction()
+        .await
+        .map_err(db_error(NOT_ANSWERING))?;
     let now = OffsetDateTime::now_utc();
     let revoked = tx
         .execute(
@@ -288,7 +283,7 @@ async fn revoke(
             &[&user.as_str(), &scope.as_str(), &key, &caller.name(), &now],
         )
         .await
-        .map_err(unavailable)?;
+        .map_err(db_error(NOT_ANSWERING))?;
     if revoked == 0 {
         return Err(ApiError::NotFound(format!(
             "{} has no {} entitlement to {key} in force",
@@ -302,8 +297,8 @@ async fn revoke(
         &[&user.as_str(), &scope.as_str(), &key, &caller.name(), &now],
     )
     .await
-    .map_err(unavailable)?;
-    tx.commit().await.map_err(unavailable)?;
+    .map_err(db_error(NOT_ANSWERING))?;
+    tx.commit().await.map_err(db_error(NOT_ANSWERING))?;
     tracing::info!(
         caller = caller.name(),
         user = user.as_str(),
@@ -333,7 +328,7 @@ pub async fn list(
 ) -> Result<HttpResponse, ApiError> {
     let user = ClientUserId::parse(path.into_inner())
         .map_err(|e| invalid("client_user_id", e.to_string()))?;
-    let client = state.pool.get().await.map_err(unavailable)?;
+    let client = state.pool.get().await.map_err(db_error(NOT_ANSWERING))?;
     let rows = client
         .query(
             &format!(
@@ -343,7 +338,7 @@ pub async fn list(
             &[&user.as_str()],
         )
         .await
-        .map_err(unavailable)?;
+        .map_err(db_error(NOT_ANSWERING))?;
     Ok(HttpResponse::Ok().json(Listing {
         client_user_id: user.as_str().to_owned(),
         entitlements: rows.iter().map(from_row).collect(),

@@ -16,7 +16,7 @@ use tokio::sync::mpsc;
 
 use crate::auth::Caller;
 use crate::problem::ApiError;
-use crate::request::FieldError;
+use crate::problem::FieldError;
 use crate::state::State;
 
 /// Rows fetched per round trip, and bytes per chunk written.

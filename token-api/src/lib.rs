@@ -12,5 +12,6 @@ pub mod playback;
 pub mod problem;
 pub mod request;
 pub mod routes;
+pub mod signer;
 pub mod startup;
 pub mod state;

@@ -1,10 +1,24 @@
-//! Error answers as RFC 7807 `application/problem+json`.
+//! Error answers as RFC 7807 `application/problem+json`, and PostgreSQL failures classified
+//! where they happen (bottom layer: imports nothing of this crate).
 
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError};
 use serde::Serialize;
 
-use crate::request::FieldError;
+/// One problem with one field, e.g. `media[1].play_section`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FieldError {
+    pub field: String,
+    pub message: String,
+}
+
+/// A 400 naming one field.
+pub fn invalid(field: &str, message: impl Into<String>) -> ApiError {
+    ApiError::Invalid(vec![FieldError {
+        field: field.into(),
+        message: message.into(),
+    }])
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -28,6 +42,54 @@ pub enum ApiError {
     Internal(String),
     #[error("{method} is not allowed here; use {allow}")]
     MethodNotAllowed { method: String, allow: String },
+}
+
+/// A PostgreSQL failure: does it mean the database is not answering (so the caller may retry)?
+pub trait DbFailure: std::fmt::Display {
+    fn not_answering(&self) -> bool;
+}
+
+impl DbFailure for tokio_postgres::Error {
+    /// Connection refused, lost or timed out, the server shutting down or out of connections, a
+    /// statement cancelled by its timeout, a transaction to retry. Everything else (a value
+    /// PostgreSQL refuses, a missing column, a type mismatch) is a fault of ours.
+    fn not_answering(&self) -> bool {
+        if let Some(db) = self.as_db_error() {
+            let code = db.code().code();
+            return code.starts_with("08")
+                || matches!(
+                    code,
+                    "57P01" | "57P02" | "57P03" | "53300" | "57014" | "40001" | "40P01"
+                );
+        }
+        self.is_closed()
+            || std::iter::successors(std::error::Error::source(self), |e| e.source())
+                .any(|e| e.is::<std::io::Error>())
+    }
+}
+
+impl DbFailure for deadpool_postgres::PoolError {
+    fn not_answering(&self) -> bool {
+        match self {
+            Self::Backend(e) => e.not_answering(),
+            // No connection within the pool's wait, a closed pool, a failed connection hook.
+            _ => true,
+        }
+    }
+}
+
+/// Classifies a PostgreSQL failure where it happens: not answering is a 503 with `retry` as the
+/// detail (the cause logged at WARN); anything else is a 500, its cause logged at ERROR.
+pub fn db_error<E: DbFailure>(retry: &'static str) -> impl Fn(E) -> ApiError {
+    move |e| {
+        if e.not_answering() {
+            tracing::warn!(error = %e, "PostgreSQL is not answering");
+            ApiError::Unavailable(retry.into())
+        } else {
+            tracing::error!(error = %e, "PostgreSQL refused a statement");
+            ApiError::Internal("the database refused a statement; the cause is logged".into())
+        }
+    }
 }
 
 /// Parses a request's query string into `T` (after authentication, so a caller without a key

@@ -4,9 +4,10 @@
 use std::collections::BTreeMap;
 
 use kollus_common::domain::{ClientUserId, MediaContentKey};
-use serde::{Deserialize, Deserializer, Serialize};
+use serde::{Deserialize, Deserializer};
 
 use crate::claims::{MediaItem, PlaySection, PlaybackClaims, WatermarkPolicy};
+use crate::problem::FieldError;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -105,13 +106,6 @@ pub(crate) fn opt_whole<'de, D: Deserializer<'de>, T: TryFrom<i64>>(
     #[derive(Deserialize)]
     struct Wrap<T: TryFrom<i64>>(#[serde(deserialize_with = "whole")] T);
     Ok(Option::<Wrap<T>>::deserialize(d)?.map(|w| w.0))
-}
-
-/// One problem with one field, e.g. `media[1].play_section`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct FieldError {
-    pub field: String,
-    pub message: String,
 }
 
 /// Limits the validation applies (settings).

@@ -8,15 +8,16 @@ use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::middleware::{from_fn, Next};
 use actix_web::{web, App, HttpServer};
 use anyhow::Context as _;
-use jsonwebtoken::{DecodingKey, EncodingKey};
 use kollus_common::http::{configure_ops, Readiness};
-use secrecy::ExposeSecret as _;
+use std::sync::Arc;
 
 use crate::configuration::Settings;
 use crate::metrics::Metrics;
+use crate::playback::Playback;
 use crate::problem::{method_not_allowed, unknown_route, ApiError};
 use crate::request::Limits;
 use crate::routes::api_routes;
+use crate::signer::Signer;
 use crate::state::State;
 
 pub struct Application {
@@ -29,11 +30,17 @@ impl Application {
         let pool = kollus_common::db::connect_database(&settings.database).await?;
         let metrics = Metrics::new();
         kollus_common::metrics::register_pool(&metrics.registry, &pool);
-        let secret = settings.security_key.expose_secret().as_bytes();
+        let signer = Arc::new(Signer::new(&settings.security_key));
+        let playback = web::Data::new(Playback {
+            settings: settings.play.clone(),
+            signer: signer.clone(),
+            custom_key: settings.custom_key.clone(),
+            pool: pool.clone(),
+            metrics: metrics.clone(),
+        });
         let state = web::Data::new(State {
             keys: settings.api_keys.clone(),
-            encoding_key: EncodingKey::from_secret(secret),
-            decoding_key: DecodingKey::from_secret(secret),
+            signer,
             custom_key: settings.custom_key.clone(),
             player_url: settings.player_url.clone(),
             limits: Limits {
@@ -46,7 +53,6 @@ impl Application {
             catalog_cache: crate::catalog::CatalogCache::new(settings.strict_catalog_cache),
             pool,
             metrics: metrics.clone(),
-            play: settings.play.clone(),
             archive: settings
                 .archive_dir
                 .as_deref()
@@ -68,6 +74,7 @@ impl Application {
         let server = HttpServer::new(move || {
             App::new()
                 .app_data(state.clone())
+                .app_data(playback.clone())
                 .app_data(m.clone())
                 .app_data(
                     web::JsonConfig::default()

@@ -1,18 +1,18 @@
 //! What every handler shares: keys, settings and the pool, built once in `startup.rs`.
 
 use deadpool_postgres::Pool;
-use jsonwebtoken::{DecodingKey, EncodingKey};
+use std::sync::Arc;
 
 use crate::auth::ApiKeys;
 use crate::catalog;
 use crate::configuration::StrictCatalog;
 use crate::metrics::Metrics;
 use crate::request::Limits;
+use crate::signer::Signer;
 
 pub struct State {
     pub keys: ApiKeys,
-    pub encoding_key: EncodingKey,
-    pub decoding_key: DecodingKey,
+    pub signer: Arc<Signer>,
     pub custom_key: String,
     pub player_url: String,
     pub limits: Limits,
@@ -21,7 +21,6 @@ pub struct State {
     pub catalog_cache: catalog::CatalogCache,
     pub pool: Pool,
     pub metrics: Metrics,
-    pub play: crate::playback::PlaySettings,
     /// Where user exports find the raw LMS reports (`ARCHIVE_DIR`), if anywhere.
     pub archive: Option<kollus_archive::store::Archive>,
 }

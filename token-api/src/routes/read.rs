@@ -10,20 +10,12 @@ use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
 use crate::auth::Caller;
-use crate::problem::ApiError;
-use crate::request::FieldError;
+use crate::problem::{db_error, invalid, ApiError};
 use crate::state::State;
 
 /// History pages hold at most this many sessions (`limit`), 50 by default.
 pub const MAX_PAGE: i64 = 200;
 const DEFAULT_PAGE: i64 = 50;
-
-fn invalid(field: &str, message: impl Into<String>) -> ApiError {
-    ApiError::Invalid(vec![FieldError {
-        field: field.into(),
-        message: message.into(),
-    }])
-}
 
 fn user_id(s: &str) -> Result<ClientUserId, ApiError> {
     ClientUserId::parse(s).map_err(|e| invalid("client_user_id", e.to_string()))
@@ -33,14 +25,11 @@ fn media_key(field: &str, s: &str) -> Result<MediaContentKey, ApiError> {
     MediaContentKey::parse(s).map_err(|e| invalid(field, e.to_string()))
 }
 
-/// A database failure seen by a reader: the caller may retry; the detail stays in the log.
-fn unavailable(e: impl std::fmt::Display) -> ApiError {
-    tracing::warn!(error = %e, "reading PostgreSQL failed");
-    ApiError::Unavailable("the history and catalog database is not answering; retry shortly".into())
-}
+/// A database not answering, seen by a reader: the caller may retry; the detail stays in the log.
+const NOT_ANSWERING: &str = "the history and catalog database is not answering; retry shortly";
 
 async fn client(state: &State) -> Result<deadpool_postgres::Object, ApiError> {
-    state.pool.get().await.map_err(unavailable)
+    state.pool.get().await.map_err(db_error(NOT_ANSWERING))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -132,7 +121,7 @@ pub async fn progress(
             &[&user.as_str(), &media.as_str()],
         )
         .await
-        .map_err(unavailable)?
+        .map_err(db_error(NOT_ANSWERING))?
         .ok_or_else(|| {
             ApiError::NotFound(format!(
                 "user {} has no watch history for media {}",
@@ -318,7 +307,7 @@ pub async fn history(
             ],
         )
         .await
-        .map_err(unavailable)?;
+        .map_err(db_error(NOT_ANSWERING))?;
     let more = rows.len() as i64 > limit;
     let sessions: Vec<WatchSession> = rows
         .iter()
@@ -430,7 +419,7 @@ pub async fn media(
             &[&media.as_str()],
         )
         .await
-        .map_err(unavailable)?
+        .map_err(db_error(NOT_ANSWERING))?
         .ok_or_else(|| {
             ApiError::NotFound(format!("the catalog has no media {}", media.as_str()))
         })?;
@@ -442,7 +431,7 @@ pub async fn media(
             &[&media.as_str()],
         )
         .await
-        .map_err(unavailable)?
+        .map_err(db_error(NOT_ANSWERING))?
         .iter()
         .map(|c| Membership {
             channel_key: c.get(0),

@@ -2,6 +2,7 @@
 
 mod export;
 mod helpers;
+mod hostile;
 mod openapi;
 mod playback;
 mod read;

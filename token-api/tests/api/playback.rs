@@ -175,7 +175,7 @@ async fn an_entitled_play_gets_its_expiry_and_the_allowance_left() {
 
 #[tokio::test]
 async fn refusals_say_why_and_expired_or_revoked_content_is_marked_expired() {
-    let app = spawn_app_with(|s| s.play.lang = kollus_token_api::playback::Lang::En).await;
+    let app = spawn_app_with(|s| s.play.lang = kollus_token_api::configuration::Lang::En).await;
     let none = decoded(app.play("1", "nobody", "m1").await).await;
     assert_eq!(
         none,
@@ -402,7 +402,8 @@ async fn bad_secrets_and_malformed_callbacks_are_refused_and_keep_nothing() {
 #[tokio::test]
 async fn play_default_allow_lets_unknown_users_play() {
     let app =
-        spawn_app_with(|s| s.play.default = kollus_token_api::playback::PlayDefault::Allow).await;
+        spawn_app_with(|s| s.play.default = kollus_token_api::configuration::PlayDefault::Allow)
+            .await;
     let claims = decoded(app.play("1", "stranger", "m9").await).await;
     assert_eq!(claims["data"]["result"], 1);
     assert_eq!(claims["data"]["expiration_playtime"], 0, "no limit");

@@ -1,0 +1,236 @@
+//! Answering Kollus when it asks before a play (`POST /kollus/play`) or a download
+//! (`POST /kollus/drm`), SPEC.md section 5, from the product's entitlements and the watch
+//! history. This file is the HTTP side only:
+//!
+//! - `wire.rs`: the form into a typed callback, through common's strict form decoder;
+//! - `policy.rs`: facts into a decision (pure, unit-tested);
+//! - `store.rs`: the SQL (one indexed read of the facts, the decisions recorded);
+//! - `answer.rs`: the signed JWT Kollus reads.
+//!
+//! Every decision is recorded in `playback_decisions` with the numbers it was made from.
+//! PostgreSQL not answering within `PLAY_TIMEOUT_MS` is a quick 503: Kollus shows the player's
+//! error and the viewer retries, rather than Kollus timing out on us. A statement PostgreSQL
+//! refuses is a 500 with the cause in the log, never reported as an outage.
+
+mod answer;
+pub mod policy;
+mod store;
+pub mod wire;
+
+use std::sync::Arc;
+
+use actix_web::{web, HttpRequest, HttpResponse};
+use deadpool_postgres::Pool;
+use kollus_common::kollus::callback_secret::check_callback_secret;
+use serde_json::Value;
+use time::OffsetDateTime;
+
+use self::policy::{decide_download, decide_play, Decision, Reason};
+use self::store::Record;
+use crate::configuration::PlaySettings;
+use crate::metrics::Metrics;
+use crate::problem::{db_error, ApiError};
+use crate::signer::Signer;
+
+/// What the play and DRM callbacks need, as their own `web::Data`.
+pub struct Playback {
+    pub settings: PlaySettings,
+    pub signer: Arc<Signer>,
+    /// The Kollus account's custom key, sent back as `X-Kollus-UserKey`.
+    pub custom_key: String,
+    pub pool: Pool,
+    pub metrics: Metrics,
+}
+
+const NOT_ANSWERING: &str = "the entitlements database is not answering; Kollus may retry";
+
+/// Checks `?secret=` with common's one check (ingest's).
+fn check_secret(req: &HttpRequest, p: &Playback, callback: &'static str) -> Result<(), ApiError> {
+    let Some(expected) = &p.settings.callback_secret else {
+        return Err(ApiError::NotFound(
+            "play and DRM callbacks are off on this server: set CALLBACK_SECRET".into(),
+        ));
+    };
+    check_callback_secret(req.query_string(), expected)
+        .map(drop)
+        .map_err(|_| {
+            kollus_common::telemetry::warn_auth_failure(
+                req.match_pattern().as_deref().unwrap_or(callback),
+                req.peer_addr().map(|a| a.ip()),
+            );
+            ApiError::BadSecret
+        })
+}
+
+fn counted(p: &Playback, callback: &'static str, result: &Result<HttpResponse, ApiError>) {
+    let outcome = match result {
+        Ok(_) => return,
+        Err(ApiError::BadSecret) => "bad_secret",
+        Err(ApiError::Invalid(_)) => "invalid",
+        Err(ApiError::Unavailable(_)) => "unavailable",
+        Err(ApiError::NotFound(_)) => "off",
+        Err(_) => "error",
+    };
+    if outcome == "invalid" {
+        if let Err(e) = result {
+            tracing::warn!(callback, error = %e, detail = ?e, "malformed Kollus callback refused");
+        }
+    }
+    p.metrics
+        .play_refused
+        .with_label_values(&[callback, outcome])
+        .inc();
+}
+
+/// Runs `work` against PostgreSQL within `PLAY_TIMEOUT_MS`, else 503.
+async fn within<T>(
+    p: &Playback,
+    work: impl std::future::Future<Output = Result<T, ApiError>>,
+) -> Result<T, ApiError> {
+    match tokio::time::timeout(p.settings.timeout, work).await {
+        Ok(r) => r,
+        Err(_) => {
+            tracing::warn!(timeout = ?p.settings.timeout, "play/DRM decision: PostgreSQL did not answer in time");
+            Err(ApiError::Unavailable(NOT_ANSWERING.into()))
+        }
+    }
+}
+
+fn observe(p: &Playback, callback: &str, kind: i32, d: &Decision) {
+    p.metrics
+        .play_decisions
+        .with_label_values(&[
+            format!("{callback}:{kind}").as_str(),
+            if d.allowed { "1" } else { "0" },
+            d.reason.label(),
+        ])
+        .inc();
+}
+
+/// `POST /kollus/play?secret=...` (SPEC.md 5.1).
+pub async fn play(req: HttpRequest, body: web::Bytes, p: web::Data<Playback>) -> HttpResponse {
+    let result = answer_play(&req, &body, &p).await;
+    counted(&p, "play", &result);
+    result.unwrap_or_else(|e| actix_web::ResponseError::error_response(&e))
+}
+
+async fn answer_play(
+    req: &HttpRequest,
+    body: &[u8],
+    p: &Playback,
+) -> Result<HttpResponse, ApiError> {
+    check_secret(req, p, "/kollus/play")?;
+    let callback = wire::play(body)?;
+    let now = OffsetDateTime::now_utc();
+    let (user, media) = (callback.user.as_str(), callback.media.as_str());
+    let (facts, decision) = within(p, async {
+        let client = p.pool.get().await.map_err(db_error(NOT_ANSWERING))?;
+        let facts = store::facts(&client, user, media)
+            .await
+            .map_err(db_error(NOT_ANSWERING))?;
+        let decision = decide_play(&facts, now, p.settings.default);
+        let one = Record {
+            callback: "play",
+            kind: callback.kind,
+            user,
+            media,
+            decision: &decision,
+            facts: &facts,
+            player_id: callback.player_id.as_deref(),
+            session_key: None,
+        };
+        store::record(&client, now, &[one])
+            .await
+            .map_err(db_error(NOT_ANSWERING))?;
+        Ok((facts, decision))
+    })
+    .await?;
+    observe(p, "play", callback.kind, &decision);
+    tracing::info!(
+        callback = "play", kind = callback.kind, user, media, result = decision.allowed,
+        reason = decision.reason.label(), playtime_used = facts.playtime_used,
+        playtime_left = ?decision.playtime_left, "play callback answered"
+    );
+    answer::signed(p, answer::play_data(p, callback.kind, &decision))
+}
+
+/// `POST /kollus/drm?secret=...` (SPEC.md 5.2): one answer item per request item, in order.
+pub async fn drm(req: HttpRequest, body: web::Bytes, p: web::Data<Playback>) -> HttpResponse {
+    let result = answer_drm(&req, &body, &p).await;
+    counted(&p, "drm", &result);
+    result.unwrap_or_else(|e| actix_web::ResponseError::error_response(&e))
+}
+
+async fn answer_drm(
+    req: &HttpRequest,
+    body: &[u8],
+    p: &Playback,
+) -> Result<HttpResponse, ApiError> {
+    check_secret(req, p, "/kollus/drm")?;
+    let items = wire::drm(body)?;
+    let now = OffsetDateTime::now_utc();
+    let decided = within(p, async {
+        let client = p.pool.get().await.map_err(db_error(NOT_ANSWERING))?;
+        let mut decided = Vec::with_capacity(items.len());
+        for item in &items {
+            let (user, media) = (item.user.as_str(), item.media.as_str());
+            if item.kind == 2 {
+                store::count_download(&client, user, media, item.session_key.as_deref(), now)
+                    .await
+                    .map_err(db_error(NOT_ANSWERING))?;
+            }
+            let facts = store::facts(&client, user, media)
+                .await
+                .map_err(db_error(NOT_ANSWERING))?;
+            let decision = match item.kind {
+                1 => decide_download(&facts, now, p.settings.default),
+                2 => Decision {
+                    allowed: true,
+                    reason: Reason::DownloadCounted,
+                    grant: None,
+                    playtime_left: None,
+                },
+                _ => decide_play(&facts, now, p.settings.default),
+            };
+            decided.push((facts, decision));
+        }
+        let records: Vec<Record> = items
+            .iter()
+            .zip(&decided)
+            .map(|(item, (facts, decision))| Record {
+                callback: "drm",
+                kind: item.kind,
+                user: item.user.as_str(),
+                media: item.media.as_str(),
+                decision,
+                facts,
+                player_id: item.player_id.as_deref(),
+                session_key: item.session_key.as_deref(),
+            })
+            .collect();
+        store::record(&client, now, &records)
+            .await
+            .map_err(db_error(NOT_ANSWERING))?;
+        Ok(decided)
+    })
+    .await?;
+    let data: Vec<Value> = items
+        .iter()
+        .zip(&decided)
+        .map(|(item, (facts, d))| {
+            observe(p, "drm", item.kind, d);
+            tracing::info!(
+                callback = "drm",
+                kind = item.kind,
+                user = item.user.as_str(),
+                media = item.media.as_str(),
+                result = d.allowed,
+                reason = d.reason.label(),
+                downloads = facts.downloads,
+                "DRM callback item answered"
+            );
+            answer::drm_item(p, item, d)
+        })
+        .collect();
+    answer::signed(p, Value::Array(data))
+}

@@ -1,0 +1,280 @@
+//! Play and download decisions (SPEC.md 5): from the facts one read gathers (the grants covering
+//! the video, the playtime used, the downloads completed) to allowed or refused, and why. Pure:
+//! no I/O, unit-tested here.
+
+use time::OffsetDateTime;
+
+use crate::configuration::{Lang, PlayDefault};
+use crate::entitlements::Scope;
+
+/// One stored grant that covers the video.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Grant {
+    pub scope: Scope,
+    pub target: String,
+    pub expires_at: Option<OffsetDateTime>,
+    pub playtime_limit: Option<i64>,
+    pub download: bool,
+    pub download_limit: Option<i32>,
+    pub revoked: bool,
+}
+
+/// What a decision is made from: one read.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Facts {
+    pub grants: Vec<Grant>,
+    /// `playtime` this user has spent on the video over all sessions.
+    pub playtime_used: i64,
+    /// Downloads of the video this user completed.
+    pub downloads: i64,
+}
+
+/// Why a callback got its answer (a bounded metric label, recorded with the decision).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reason {
+    Entitled,
+    DefaultAllow,
+    NoEntitlement,
+    Expired,
+    Revoked,
+    PlaytimeUsedUp,
+    DownloadNotAllowed,
+    DownloadLimitReached,
+    DownloadCounted,
+}
+
+impl Reason {
+    pub const ALL: [Reason; 9] = [
+        Self::Entitled,
+        Self::DefaultAllow,
+        Self::NoEntitlement,
+        Self::Expired,
+        Self::Revoked,
+        Self::PlaytimeUsedUp,
+        Self::DownloadNotAllowed,
+        Self::DownloadLimitReached,
+        Self::DownloadCounted,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Entitled => "entitled",
+            Self::DefaultAllow => "default_allow",
+            Self::NoEntitlement => "no_entitlement",
+            Self::Expired => "expired",
+            Self::Revoked => "revoked",
+            Self::PlaytimeUsedUp => "playtime_used_up",
+            Self::DownloadNotAllowed => "download_not_allowed",
+            Self::DownloadLimitReached => "download_limit_reached",
+            Self::DownloadCounted => "download_counted",
+        }
+    }
+
+    /// What the viewer reads when refused.
+    pub fn message(self, lang: Lang) -> &'static str {
+        match (self, lang) {
+            (Self::Entitled | Self::DefaultAllow | Self::DownloadCounted, _) => "",
+            (Self::NoEntitlement, Lang::Ko) => "이 강의를 시청할 권한이 없습니다.",
+            (Self::NoEntitlement, Lang::En) => "You do not have access to this video.",
+            (Self::Expired, Lang::Ko) => "수강 기간이 만료되었습니다.",
+            (Self::Expired, Lang::En) => "Your access to this video has expired.",
+            (Self::Revoked, Lang::Ko) => "이 강의의 시청 권한이 취소되었습니다.",
+            (Self::Revoked, Lang::En) => "Your access to this video was withdrawn.",
+            (Self::PlaytimeUsedUp, Lang::Ko) => "이 강의의 시청 가능 시간을 모두 사용했습니다.",
+            (Self::PlaytimeUsedUp, Lang::En) => {
+                "You have used up your viewing time for this video."
+            }
+            (Self::DownloadNotAllowed, Lang::Ko) => "이 강의는 다운로드할 수 없습니다.",
+            (Self::DownloadNotAllowed, Lang::En) => "This video cannot be downloaded.",
+            (Self::DownloadLimitReached, Lang::Ko) => "다운로드 가능 횟수를 모두 사용했습니다.",
+            (Self::DownloadLimitReached, Lang::En) => {
+                "You have used up the downloads allowed for this video."
+            }
+        }
+    }
+}
+
+/// A decision and the grant it rests on.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Decision {
+    pub allowed: bool,
+    pub reason: Reason,
+    pub grant: Option<Grant>,
+    /// Seconds of playtime left under the grant's allowance; `None`: no limit.
+    pub playtime_left: Option<i64>,
+}
+
+impl Decision {
+    pub fn refuse(reason: Reason, grant: Option<Grant>) -> Self {
+        Self {
+            allowed: false,
+            reason,
+            grant,
+            playtime_left: None,
+        }
+    }
+}
+
+/// May the user play the video now? Among several grants in force (the video's own, its
+/// channels'), the one leaving the most playtime wins, then the one lasting longest.
+pub fn decide_play(facts: &Facts, now: OffsetDateTime, default: PlayDefault) -> Decision {
+    let left = |g: &Grant| g.playtime_limit.map(|l| (l - facts.playtime_used).max(0));
+    let in_force = facts
+        .grants
+        .iter()
+        .filter(|g| !g.revoked && g.expires_at.is_none_or(|at| at > now));
+    // `None` (no limit, no expiry) sorts above every number.
+    let best = in_force.max_by_key(|g| {
+        (
+            left(g).map_or(i64::MAX, |l| l),
+            g.expires_at
+                .map_or(i64::MAX, OffsetDateTime::unix_timestamp),
+        )
+    });
+    match best {
+        Some(g) => match left(g) {
+            Some(0) => Decision {
+                playtime_left: Some(0),
+                ..Decision::refuse(Reason::PlaytimeUsedUp, Some(g.clone()))
+            },
+            left => Decision {
+                allowed: true,
+                reason: Reason::Entitled,
+                grant: Some(g.clone()),
+                playtime_left: left,
+            },
+        },
+        None if default == PlayDefault::Allow => Decision {
+            allowed: true,
+            reason: Reason::DefaultAllow,
+            grant: None,
+            playtime_left: None,
+        },
+        // Say why: a grant that was revoked, or one that ran out, rather than "never".
+        None => match facts.grants.iter().find(|g| !g.revoked) {
+            Some(expired) => Decision::refuse(Reason::Expired, Some(expired.clone())),
+            None => match facts.grants.first() {
+                Some(revoked) => Decision::refuse(Reason::Revoked, Some(revoked.clone())),
+                None => Decision::refuse(Reason::NoEntitlement, None),
+            },
+        },
+    }
+}
+
+/// May the user download the video now? As [`decide_play`], and the grant must allow downloads
+/// with completed downloads under its limit.
+pub fn decide_download(facts: &Facts, now: OffsetDateTime, default: PlayDefault) -> Decision {
+    let play = decide_play(facts, now, default);
+    match &play.grant {
+        Some(g) if play.allowed && !g.download => {
+            Decision::refuse(Reason::DownloadNotAllowed, play.grant.clone())
+        }
+        Some(g)
+            if play.allowed
+                && g.download_limit
+                    .is_some_and(|l| facts.downloads >= i64::from(l)) =>
+        {
+            Decision::refuse(Reason::DownloadLimitReached, play.grant.clone())
+        }
+        _ => play,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(s: i64) -> OffsetDateTime {
+        OffsetDateTime::from_unix_timestamp(1_800_000_000 + s).unwrap()
+    }
+
+    fn grant(limit: Option<i64>, expires: Option<i64>) -> Grant {
+        Grant {
+            scope: Scope::Media,
+            target: "m1".into(),
+            expires_at: expires.map(at),
+            playtime_limit: limit,
+            download: true,
+            download_limit: Some(2),
+            revoked: false,
+        }
+    }
+
+    #[test]
+    fn the_allowance_left_is_the_limit_minus_what_was_played() {
+        let facts = Facts {
+            grants: vec![grant(Some(3600), Some(100))],
+            playtime_used: 1000,
+            downloads: 0,
+        };
+        let d = decide_play(&facts, at(0), PlayDefault::Deny);
+        assert!(d.allowed);
+        assert_eq!(d.playtime_left, Some(2600));
+        let used_up = Facts {
+            playtime_used: 3600,
+            ..facts.clone()
+        };
+        let d = decide_play(&used_up, at(0), PlayDefault::Deny);
+        assert_eq!((d.allowed, d.reason), (false, Reason::PlaytimeUsedUp));
+        let d = decide_play(&facts, at(100), PlayDefault::Deny);
+        assert_eq!(
+            (d.allowed, d.reason),
+            (false, Reason::Expired),
+            "expires_at is the end"
+        );
+    }
+
+    #[test]
+    fn the_most_generous_grant_in_force_wins_and_refusals_say_why() {
+        let mut revoked = grant(None, None);
+        revoked.revoked = true;
+        let facts = Facts {
+            grants: vec![
+                grant(Some(10), None),
+                grant(Some(500), Some(50)),
+                revoked.clone(),
+            ],
+            playtime_used: 5,
+            downloads: 0,
+        };
+        let d = decide_play(&facts, at(0), PlayDefault::Deny);
+        assert_eq!(d.playtime_left, Some(495));
+        let only_revoked = Facts {
+            grants: vec![revoked],
+            ..Facts::default()
+        };
+        assert_eq!(
+            decide_play(&only_revoked, at(0), PlayDefault::Deny).reason,
+            Reason::Revoked
+        );
+        assert_eq!(
+            decide_play(&Facts::default(), at(0), PlayDefault::Deny).reason,
+            Reason::NoEntitlement
+        );
+        let allowed = decide_play(&Facts::default(), at(0), PlayDefault::Allow);
+        assert_eq!(
+            (allowed.allowed, allowed.reason),
+            (true, Reason::DefaultAllow)
+        );
+    }
+
+    #[test]
+    fn downloads_need_the_right_and_room_under_the_limit() {
+        let mut facts = Facts {
+            grants: vec![grant(None, None)],
+            playtime_used: 0,
+            downloads: 1,
+        };
+        assert!(decide_download(&facts, at(0), PlayDefault::Deny).allowed);
+        facts.downloads = 2;
+        assert_eq!(
+            decide_download(&facts, at(0), PlayDefault::Deny).reason,
+            Reason::DownloadLimitReached
+        );
+        facts.grants[0].download = false;
+        assert_eq!(
+            decide_download(&facts, at(0), PlayDefault::Deny).reason,
+            Reason::DownloadNotAllowed
+        );
+    }
+}
