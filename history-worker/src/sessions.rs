@@ -4,13 +4,15 @@
 //! the position comes from the report with the largest `runtime`; played segments merge by
 //! (block, start time), keeping the longest play time; a session is `verified` only when every
 //! report applied to it carried a valid hash; `device_clock` marks a session whose offline
-//! reports came with a device clock we cannot trust.
+//! reports came with a device clock we cannot trust; descriptive fields and uservalues, the same
+//! in every report of one player, keep the greatest value when a broken player's disagree.
 //!
-//! The merge is commutative, associative and idempotent, so any order and any number of
-//! repeats of the same reports give the same session. It is the only copy of the policy: the
-//! worker merges a batch's sessions with their stored rows here, in Rust (`history.rs`).
+//! Every field is a join (commutative, associative, idempotent), so any order, batching and
+//! number of repeats of the same reports give the same session: exactly-once effect needs no
+//! record of which reports were applied. It is the only copy of the policy: the worker merges
+//! each report into its stored session here, in Rust (`history.rs`).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 use kollus_common::domain::{ClientUserId, MediaContentKey, UnixSeconds};
 use kollus_common::kollus::lms::checksum::HashVerdict;
@@ -332,29 +334,29 @@ impl Session {
     }
 }
 
-/// Merges a batch's sessions so each session appears once (a set-based upsert may touch a row
-/// only once per statement). Returned in key order, so concurrent writers lock rows in the same
-/// order.
-pub fn coalesce(sessions: impl IntoIterator<Item = Session>) -> Vec<Session> {
-    let mut by_key: HashMap<SessionKey, Session> = HashMap::new();
-    for s in sessions {
-        match by_key.get_mut(&s.key) {
-            Some(existing) => {
-                existing.merge(s);
-            }
-            None => {
-                by_key.insert(s.key.clone(), s);
-            }
-        }
-    }
-    let mut out: Vec<Session> = by_key.into_values().collect();
-    out.sort_by(|a, b| a.key.cmp(&b.key));
-    out
-}
-
 #[cfg(test)]
 mod tests {
+    use std::collections::HashMap;
+
     use super::*;
+
+    /// The sessions `sessions` merge into, one per key, in key order.
+    fn coalesce(sessions: impl IntoIterator<Item = Session>) -> Vec<Session> {
+        let mut by_key: HashMap<SessionKey, Session> = HashMap::new();
+        for s in sessions {
+            match by_key.get_mut(&s.key) {
+                Some(existing) => {
+                    existing.merge(s);
+                }
+                None => {
+                    by_key.insert(s.key.clone(), s);
+                }
+            }
+        }
+        let mut out: Vec<Session> = by_key.into_values().collect();
+        out.sort_by(|a, b| a.key.cmp(&b.key));
+        out
+    }
 
     fn report(
         start_at: i64,
