@@ -41,6 +41,7 @@ impl Metrics {
             "content_delete",
             "content_poster",
             "other_update",
+            "snapshot",
         ] {
             zeroed(&m.records, &[&[kind, "applied"], &[kind, "duplicate"]]);
         }

@@ -161,6 +161,8 @@ pub async fn catalog_snapshot(db: &tokio_postgres::Client) -> Vec<String> {
             "SELECT to_jsonb(t) FROM media_contents t ORDER BY media_content_key",
             "SELECT to_jsonb(t) FROM channel_memberships t ORDER BY media_content_key, channel_key",
             "SELECT to_jsonb(t) - 'applied_at' FROM content_events t ORDER BY envelope_id",
+            "SELECT to_jsonb(t) FROM snapshot_channels t \
+             ORDER BY envelope_id, media_content_key, channel_key",
         ],
     )
     .await

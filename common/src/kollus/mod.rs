@@ -4,6 +4,7 @@ pub mod callback_secret;
 pub mod form;
 pub mod lms;
 pub mod platform;
+pub mod snapshot;
 
 use serde::{Deserialize, Serialize};
 
@@ -16,9 +17,12 @@ pub enum CallbackKind {
     ContentUpdate,
     Channel,
     Lms,
+    /// Not a callback: what Kollus's REST API said about one upload (`kollus-catalog`).
+    Snapshot,
 }
 
 impl CallbackKind {
+    /// The kinds Kollus posts to a callback URL (a snapshot is not one).
     pub const ALL: [CallbackKind; 5] = [
         Self::Upload,
         Self::Transcoding,
@@ -34,11 +38,15 @@ impl CallbackKind {
             Self::ContentUpdate => "content_update",
             Self::Channel => "channel",
             Self::Lms => "lms",
+            Self::Snapshot => "snapshot",
         }
     }
 
     pub fn parse(s: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|k| k.as_str() == s)
+        Self::ALL
+            .into_iter()
+            .chain([Self::Snapshot])
+            .find(|k| k.as_str() == s)
     }
 }
 

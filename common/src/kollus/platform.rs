@@ -1,11 +1,13 @@
 //! Platform callbacks (SPEC.md section 2): upload, transcoding, content update and channel
-//! add/delete, sent by Kollus's servers as form posts.
+//! add/delete, sent by Kollus's servers as form posts; and the one event of the content topic
+//! that is not a callback, a snapshot of what Kollus's REST API said ([`super::snapshot`]).
 
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
 use super::form::{parse_form, FormFields};
+use super::snapshot::UploadSnapshot;
 use super::{CallbackKind, PayloadError};
 use crate::domain::{ChannelKey, IdError, MediaContentKey, UploadFileKey};
 
@@ -68,6 +70,8 @@ pub enum ContentChange {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         channel_key: Option<ChannelKey>,
     },
+    /// Not a callback: what Kollus's REST API said about the upload (envelope kind `snapshot`).
+    Snapshot(Box<UploadSnapshot>),
 }
 
 impl ContentChange {
@@ -81,6 +85,7 @@ impl ContentChange {
             Self::Deleted { .. } => "content_delete",
             Self::PosterChanged { .. } => "content_poster",
             Self::OtherUpdate { .. } => "other_update",
+            Self::Snapshot(_) => "snapshot",
         }
     }
 }
@@ -146,6 +151,12 @@ impl ContentEvent {
                     "an LMS callback is not a platform callback",
                 ))
             }
+            CallbackKind::Snapshot => {
+                return Err(PayloadError::new(
+                    "kind",
+                    "a snapshot comes from Kollus's API, never as a form",
+                ))
+            }
         };
         Ok(Self {
             upload_file_key,
@@ -158,7 +169,21 @@ impl ContentEvent {
         })
     }
 
-    /// The video this event names, when it names one.
+    /// A snapshot of `upload_file_key` (what `kollus-catalog` publishes).
+    pub fn snapshot(upload_file_key: UploadFileKey, snapshot: UploadSnapshot) -> Self {
+        Self {
+            upload_file_key,
+            request_id: None,
+            content_provider_key: None,
+            filename: None,
+            full_filename: None,
+            change: ContentChange::Snapshot(Box::new(snapshot)),
+            extra: BTreeMap::new(),
+        }
+    }
+
+    /// The video this event names, when it names one (a snapshot may name several: see its
+    /// `channels`).
     pub fn media_content_key(&self) -> Option<&MediaContentKey> {
         match &self.change {
             ContentChange::ChannelJoined { channel } | ContentChange::ChannelLeft { channel } => {
@@ -173,7 +198,9 @@ impl ContentEvent {
             | ContentChange::OtherUpdate {
                 media_content_key, ..
             } => media_content_key.as_ref(),
-            ContentChange::Uploaded | ContentChange::Transcoded { .. } => None,
+            ContentChange::Uploaded
+            | ContentChange::Transcoded { .. }
+            | ContentChange::Snapshot(_) => None,
         }
     }
 

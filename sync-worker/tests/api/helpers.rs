@@ -148,3 +148,47 @@ pub async fn apply_directly(batches: Vec<Vec<&Envelope<ContentEvent>>>) -> (Vec<
     }
     (snapshot(&db.client().await).await, db)
 }
+
+/// A `snapshot` envelope as `kollus-catalog` publishes it: what Kollus's API said about `upload`
+/// by a request started `requested` seconds after the fixed instant, reaching the topic at
+/// `received`. `channels`: (channel key, media content key) pairs; `title` marks it found.
+pub fn api_snapshot(
+    upload: &str,
+    requested: i64,
+    received: i64,
+    title: Option<&str>,
+    channels: &[(&str, &str)],
+) -> Envelope<ContentEvent> {
+    use kollus_common::domain::{ChannelKey, MediaContentKey, UploadFileKey};
+    use kollus_common::kollus::snapshot::{SnapshotChannel, UploadSnapshot};
+    let mut s = UploadSnapshot::absent(instant(requested));
+    if let Some(title) = title {
+        s.found = true;
+        s.title = Some(title.into());
+        s.duration_seconds = Some(754);
+        s.poster_url = Some(format!("https://v.kr.kollus.com/poster/{upload}.jpg"));
+        s.transcoding_stage = Some(21);
+        s.transcoding_stage_name = Some("Transcoded".into());
+        s.channels = channels
+            .iter()
+            .map(|(ch, m)| SnapshotChannel {
+                channel_key: ChannelKey::parse(*ch).unwrap(),
+                media_content_key: MediaContentKey::parse(*m).unwrap(),
+                channel_name: Some(format!("Channel {ch}")),
+            })
+            .collect();
+    }
+    let event = ContentEvent::snapshot(UploadFileKey::parse(upload).unwrap(), s);
+    let mut e = Envelope::new(
+        CallbackKind::Snapshot,
+        event,
+        RawRequest::body(Some("application/json"), b"{}"),
+    );
+    e.received_at = instant(received);
+    e
+}
+
+/// The fixed instant of [`envelope`] plus `at` seconds.
+pub fn instant(at: i64) -> time::OffsetDateTime {
+    time::OffsetDateTime::from_unix_timestamp(1_793_523_600 + at).expect("a valid instant")
+}

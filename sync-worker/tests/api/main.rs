@@ -6,3 +6,4 @@ mod helpers;
 mod rebuild;
 mod replay;
 mod request_id;
+mod snapshot;

@@ -57,3 +57,46 @@ async fn a_rebuild_replays_the_topic_into_the_same_catalog() {
     )
     .await;
 }
+
+#[tokio::test]
+async fn snapshots_replay_into_the_same_catalog() {
+    use crate::helpers::{api_snapshot, envelope};
+    let mut w = spawn_worker().await;
+    let join = "upload_file_key=u1&media_content_key=m1&channel_key=cha&update_type=channel_join";
+    let events = [
+        envelope(CallbackKind::Channel, join, 0),
+        api_snapshot(
+            "u1",
+            30,
+            31,
+            Some("Intro"),
+            &[("cha", "m1"), ("chb", "m1b")],
+        ),
+        api_snapshot("u2", 30, 32, None, &[]),
+        envelope(CallbackKind::Upload, "upload_file_key=u2", 10),
+        api_snapshot("u3", 30, 33, Some("Three"), &[("cha", "m3")]),
+    ];
+    for e in &events {
+        w.resend(e).await;
+    }
+    w.wait_applied(events.len() as i64).await;
+    let db = w.h.db.client().await;
+    let live = snapshot(&db).await;
+    assert!(
+        live.iter().any(|r| r.contains("\"title\":\"Three\"")),
+        "{live:#?}"
+    );
+    w.h.stop().await;
+    db.batch_execute("TRUNCATE uploads, media_contents, channel_memberships, snapshot_channels")
+        .await
+        .unwrap();
+    assert_ne!(snapshot(&db).await, live);
+    let app = w.build(true).await.expect("rebuilding");
+    w.h.spawn(|stop| app.run_until(stop));
+    eventually(
+        "the rebuilt catalog to equal the live one",
+        Duration::from_secs(30),
+        || async { (snapshot(&db).await == live).then_some(()) },
+    )
+    .await;
+}
