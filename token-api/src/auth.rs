@@ -1,37 +1,120 @@
-//! Caller authentication: `Authorization: Bearer <key>` against named keys, in constant time.
+//! Caller authentication and authorization (bottom layer: imports only `problem`).
+//!
+//! `Authorization: Bearer <key>` against named keys (`TOKEN_API_KEYS`), compared in constant
+//! time. Each key carries scopes (`name[read+export]:key`): an operation needs one, and a key
+//! without it gets 403 naming the scope. A key given without scopes keeps every scope but
+//! `console` (the deployments before scopes keep working; startup logs a WARN naming it). The
+//! keys live in a [`KeyRing`] that `TOKEN_API_KEYS_FILE` reloads on SIGHUP.
 
+use std::collections::BTreeSet;
 use std::fmt;
+use std::sync::{Arc, RwLock};
 
 use actix_web::HttpRequest;
 use secrecy::{ExposeSecret as _, SecretString};
 use subtle::ConstantTimeEq as _;
 
+use crate::problem::ApiError;
+
+/// What a key may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum ApiScope {
+    /// Issue and verify playback tokens.
+    Tokens,
+    /// Watch progress, watch history and the catalog state of videos.
+    Read,
+    /// Grant, revoke and list entitlements.
+    Entitlements,
+    /// Per-user and per-video exports.
+    Export,
+    /// The support console's personal data; only ever given explicitly.
+    Console,
+}
+
+impl ApiScope {
+    pub const ALL: [ApiScope; 5] = [
+        Self::Tokens,
+        Self::Read,
+        Self::Entitlements,
+        Self::Export,
+        Self::Console,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Tokens => "tokens",
+            Self::Read => "read",
+            Self::Entitlements => "entitlements",
+            Self::Export => "export",
+            Self::Console => "console",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+
+    /// What a key given without scopes may do: everything but the console.
+    fn unscoped() -> BTreeSet<Self> {
+        Self::ALL
+            .into_iter()
+            .filter(|s| *s != Self::Console)
+            .collect()
+    }
+}
+
 #[derive(Clone)]
 pub struct ApiKey {
     pub name: String,
+    pub scopes: BTreeSet<ApiScope>,
+    /// Given without `[...]`: every scope but `console`.
+    pub unscoped: bool,
     key: SecretString,
 }
 
-/// The configured keys. Debug shows names only.
+/// The configured keys. Debug shows names and scopes only.
 #[derive(Clone)]
 pub struct ApiKeys(Vec<ApiKey>);
 
 impl fmt::Debug for ApiKeys {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_list()
-            .entries(self.0.iter().map(|k| &k.name))
+            .entries(self.0.iter().map(|k| {
+                let scopes: Vec<&str> = k.scopes.iter().map(|s| s.as_str()).collect();
+                format!("{}[{}]", k.name, scopes.join("+"))
+            }))
             .finish()
     }
 }
 
 impl ApiKeys {
-    /// Parses `name:key,name2:key2`.
+    /// Parses `name[scope+scope]:key,name2:key2` (the scopes ride on the name, before the first
+    /// `:`, so a key may contain `:`). Errors name the entry, never show a key.
     pub fn parse(s: &str) -> Result<Self, String> {
         let mut keys = Vec::new();
         for entry in s.split(',').map(str::trim).filter(|e| !e.is_empty()) {
             let (name, key) = entry
                 .split_once(':')
-                .ok_or_else(|| "each entry is name:key".to_owned())?;
+                .ok_or_else(|| "each entry is name:key or name[scope+scope]:key".to_owned())?;
+            let (name, scopes, unscoped) = match name.split_once('[') {
+                None => (name, ApiScope::unscoped(), true),
+                Some((name, rest)) => {
+                    let list = rest.strip_suffix(']').ok_or_else(|| {
+                        format!("key {name:?}: the scopes end with ']' before the ':'")
+                    })?;
+                    let scopes = list
+                        .split('+')
+                        .map(|s| {
+                            ApiScope::parse(s.trim()).ok_or_else(|| {
+                                format!(
+                                    "key {name:?}: {s:?} is no scope (tokens, read, entitlements, export, console)"
+                                )
+                            })
+                        })
+                        .collect::<Result<BTreeSet<_>, _>>()?;
+                    (name, scopes, false)
+                }
+            };
             if name.is_empty() || key.len() < 16 {
                 return Err(format!(
                     "key {name:?}: the name must not be empty and the key must be at least 16 characters"
@@ -42,6 +125,8 @@ impl ApiKeys {
             }
             keys.push(ApiKey {
                 name: name.to_owned(),
+                scopes,
+                unscoped,
                 key: SecretString::from(key.to_owned()),
             });
         }
@@ -51,9 +136,18 @@ impl ApiKeys {
         Ok(Self(keys))
     }
 
-    /// The name of the key the request carries, if it carries a valid one. Every configured
-    /// key is compared, so timing does not tell which one matched.
-    pub fn authenticate(&self, req: &HttpRequest) -> Option<&str> {
+    /// Names of the keys given without scopes (they may do everything but the console).
+    pub fn unscoped(&self) -> Vec<&str> {
+        self.0
+            .iter()
+            .filter(|k| k.unscoped)
+            .map(|k| k.name.as_str())
+            .collect()
+    }
+
+    /// The key the request carries, if it carries a valid one. Every configured key is
+    /// compared, so timing does not tell which one matched.
+    pub fn authenticate(&self, req: &HttpRequest) -> Option<&ApiKey> {
         let given = req
             .headers()
             .get(actix_web::http::header::AUTHORIZATION)?
@@ -65,41 +159,99 @@ impl ApiKeys {
         let mut found = None;
         for k in &self.0 {
             if bool::from(k.key.expose_secret().as_bytes().ct_eq(given)) {
-                found = Some(k.name.as_str());
+                found = Some(k);
             }
         }
         found
+    }
+
+    /// Logs a WARN naming each key given without scopes.
+    pub fn warn_unscoped(&self) {
+        for name in self.unscoped() {
+            tracing::warn!(
+                key = name,
+                "API key {name:?} has no scopes: it may do everything but the console; \
+                 give it only what it needs, as {name}[tokens+read]:..."
+            );
+        }
+    }
+}
+
+/// The keys in force, shared by every worker; replaced whole on reload.
+#[derive(Clone)]
+pub struct KeyRing(Arc<RwLock<ApiKeys>>);
+
+impl KeyRing {
+    pub fn new(keys: ApiKeys) -> Self {
+        Self(Arc::new(RwLock::new(keys)))
+    }
+
+    /// Reads `file` (`TOKEN_API_KEYS_FILE`) and puts its keys in force. A file that cannot be
+    /// read or parsed changes nothing; the error names why, never a key.
+    pub fn reload(&self, file: &std::path::Path) -> Result<(), String> {
+        let text = std::fs::read_to_string(file)
+            .map_err(|e| format!("reading {}: {e}", file.display()))?;
+        let keys = ApiKeys::parse(text.trim_end_matches(['\n', '\r']))?;
+        keys.warn_unscoped();
+        tracing::info!(keys = ?keys, "TOKEN_API_KEYS_FILE reloaded");
+        *self.0.write().unwrap_or_else(|e| e.into_inner()) = keys;
+        Ok(())
+    }
+
+    fn caller(&self, req: &HttpRequest) -> Option<Caller> {
+        let keys = self.0.read().unwrap_or_else(|e| e.into_inner());
+        keys.authenticate(req).map(|k| Caller {
+            name: k.name.clone(),
+            scopes: k.scopes.clone(),
+        })
     }
 }
 
 /// The API key a request was authenticated with: a handler that takes one answers only callers
 /// with a valid key (401 otherwise, and a rate-limited WARN naming the route and the peer).
 #[derive(Debug, Clone)]
-pub struct Caller(String);
+pub struct Caller {
+    name: String,
+    scopes: BTreeSet<ApiScope>,
+}
 
 impl Caller {
     /// The key's name (never the key), for logs and audit records.
     pub fn name(&self) -> &str {
-        &self.0
+        &self.name
+    }
+
+    /// 403 naming `scope` unless the key has it.
+    pub fn require(&self, scope: ApiScope) -> Result<&Self, ApiError> {
+        if self.scopes.contains(&scope) {
+            Ok(self)
+        } else {
+            tracing::warn!(
+                key = self.name,
+                scope = scope.as_str(),
+                "API key lacks the scope"
+            );
+            Err(ApiError::Forbidden(scope.as_str()))
+        }
     }
 }
 
 impl actix_web::FromRequest for Caller {
-    type Error = crate::problem::ApiError;
+    type Error = ApiError;
     type Future = std::future::Ready<Result<Self, Self::Error>>;
 
     fn from_request(req: &HttpRequest, _: &mut actix_web::dev::Payload) -> Self::Future {
-        let name = req
-            .app_data::<actix_web::web::Data<crate::state::State>>()
-            .and_then(|state| state.keys.authenticate(req).map(str::to_owned));
-        std::future::ready(match name {
-            Some(name) => Ok(Self(name)),
+        let caller = req
+            .app_data::<actix_web::web::Data<KeyRing>>()
+            .and_then(|ring| ring.caller(req));
+        std::future::ready(match caller {
+            Some(caller) => Ok(caller),
             None => {
                 kollus_common::telemetry::warn_auth_failure(
                     req.match_pattern().as_deref().unwrap_or("unmatched"),
                     req.peer_addr().map(|a| a.ip()),
                 );
-                Err(crate::problem::ApiError::Unauthorized)
+                Err(ApiError::Unauthorized)
             }
         })
     }
@@ -110,12 +262,64 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_reload_puts_the_file_in_force_and_a_bad_file_changes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("keys");
+        let ring = KeyRing::new(ApiKeys::parse("old[read]:0123456789abcdef").unwrap());
+        let names = |ring: &KeyRing| format!("{:?}", ring.0.read().unwrap());
+        std::fs::write(&file, "new[export]:fedcba9876543210\n").unwrap();
+        ring.reload(&file).unwrap();
+        assert_eq!(names(&ring), r#"["new[export]"]"#);
+        for bad in ["", "new[admin]:fedcba9876543210", "new:short"] {
+            std::fs::write(&file, bad).unwrap();
+            let err = ring.reload(&file).unwrap_err();
+            assert!(!err.contains("fedcba9876543210"), "never a key: {err}");
+            assert_eq!(
+                names(&ring),
+                r#"["new[export]"]"#,
+                "{bad:?} changed nothing"
+            );
+        }
+        assert!(ring.reload(&dir.path().join("missing")).is_err());
+        assert_eq!(names(&ring), r#"["new[export]"]"#);
+    }
+
+    #[test]
     fn parses_named_keys_and_never_shows_them() {
         let keys = ApiKeys::parse("app:0123456789abcdef, ops:fedcba9876543210").unwrap();
-        assert_eq!(format!("{keys:?}"), r#"["app", "ops"]"#);
+        assert_eq!(
+            format!("{keys:?}"),
+            r#"["app[tokens+read+entitlements+export]", "ops[tokens+read+entitlements+export]"]"#
+        );
         assert!(ApiKeys::parse("").is_err());
         assert!(ApiKeys::parse("nokey").is_err());
         assert!(ApiKeys::parse("a:short").is_err());
         assert!(ApiKeys::parse("a:0123456789abcdef,a:0123456789abcdeg").is_err());
+    }
+
+    #[test]
+    fn scopes_ride_on_the_name_and_keys_may_hold_colons() {
+        let keys =
+            ApiKeys::parse("support[read+console]:0123:456789abcdef,app:fedcba9876543210").unwrap();
+        assert_eq!(
+            keys.0[0].scopes,
+            BTreeSet::from([ApiScope::Read, ApiScope::Console])
+        );
+        assert_eq!(keys.0[0].key.expose_secret(), "0123:456789abcdef");
+        assert!(!keys.0[0].unscoped);
+        assert_eq!(keys.unscoped(), ["app"]);
+        assert!(
+            !keys.0[1].scopes.contains(&ApiScope::Console),
+            "console is only given explicitly"
+        );
+        for bad in [
+            "a[read:0123456789abcdef",
+            "a[]:0123456789abcdef",
+            "a[read+admin]:0123456789abcdef",
+            "[read]:0123456789abcdef",
+        ] {
+            let err = ApiKeys::parse(bad).unwrap_err();
+            assert!(!err.contains("0123456789abcdef"), "never the key: {err}");
+        }
     }
 }

@@ -22,10 +22,17 @@ pub struct Settings {
     /// The Kollus account's custom (user) key: tells Kollus which key verifies the token.
     #[arg(long, env = "KOLLUS_CUSTOM_KEY")]
     pub custom_key: String,
-    /// API keys of callers, as `name:key,name2:key2` (named so one can be rotated out; only the
-    /// name is ever logged).
+    /// API keys of callers, as `name[scope+scope]:key,...` (named so one can be rotated out;
+    /// only the name is ever logged). Scopes: `tokens` (issue, verify), `read` (progress,
+    /// history, media), `entitlements` (grant, revoke, list), `export`, `console`. A key given
+    /// without scopes (`name:key`) may do everything but `console`, and startup warns about it.
     #[arg(long, env = "TOKEN_API_KEYS", value_parser = Redacted(ApiKeys::parse), hide_env_values = true)]
     pub api_keys: ApiKeys,
+    /// A file holding `TOKEN_API_KEYS` (read into it at start); read again on SIGHUP, so a
+    /// leaked key is revoked without a restart. A file that does not parse keeps the keys in
+    /// force and logs an ERROR.
+    #[arg(long, env = "TOKEN_API_KEYS_FILE")]
+    pub api_keys_file: Option<std::path::PathBuf>,
     /// The Kollus player URL tokens are embedded in.
     #[arg(
         long,

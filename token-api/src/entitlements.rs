@@ -11,7 +11,7 @@ use kollus_common::domain::{ChannelKey, ClientUserId, MediaContentKey};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
-use crate::auth::Caller;
+use crate::auth::{ApiScope, Caller};
 use crate::problem::{db_error, invalid, ApiError, FieldError};
 use crate::state::State;
 
@@ -151,6 +151,7 @@ pub async fn grant_media(
     body: web::Bytes,
     state: web::Data<State>,
 ) -> Result<HttpResponse, ApiError> {
+    caller.require(ApiScope::Entitlements)?;
     let (user, key) = path.into_inner();
     grant(caller, target(&user, Scope::Media, &key)?, &body, &state).await
 }
@@ -162,6 +163,7 @@ pub async fn grant_channel(
     body: web::Bytes,
     state: web::Data<State>,
 ) -> Result<HttpResponse, ApiError> {
+    caller.require(ApiScope::Entitlements)?;
     let (user, key) = path.into_inner();
     grant(caller, target(&user, Scope::Channel, &key)?, &body, &state).await
 }
@@ -172,6 +174,7 @@ pub async fn revoke_media(
     path: web::Path<(String, String)>,
     state: web::Data<State>,
 ) -> Result<HttpResponse, ApiError> {
+    caller.require(ApiScope::Entitlements)?;
     let (user, key) = path.into_inner();
     revoke(caller, target(&user, Scope::Media, &key)?, &state).await
 }
@@ -182,6 +185,7 @@ pub async fn revoke_channel(
     path: web::Path<(String, String)>,
     state: web::Data<State>,
 ) -> Result<HttpResponse, ApiError> {
+    caller.require(ApiScope::Entitlements)?;
     let (user, key) = path.into_inner();
     revoke(caller, target(&user, Scope::Channel, &key)?, &state).await
 }
@@ -322,10 +326,11 @@ struct Listing {
 
 /// `GET /v1/users/{client_user_id}/entitlements`: every grant, in force or revoked.
 pub async fn list(
-    _: Caller,
+    caller: Caller,
     path: web::Path<String>,
     state: web::Data<State>,
 ) -> Result<HttpResponse, ApiError> {
+    caller.require(ApiScope::Entitlements)?;
     let user = ClientUserId::parse(path.into_inner())
         .map_err(|e| invalid("client_user_id", e.to_string()))?;
     let client = state.pool.get().await.map_err(db_error(NOT_ANSWERING))?;

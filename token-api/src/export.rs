@@ -14,7 +14,7 @@ use kollus_common::domain::{ClientUserId, MediaContentKey};
 use serde_json::Value;
 use tokio::sync::mpsc;
 
-use crate::auth::Caller;
+use crate::auth::{ApiScope, Caller};
 use crate::problem::ApiError;
 use crate::problem::FieldError;
 use crate::state::State;
@@ -314,6 +314,7 @@ pub async fn user(
     path: web::Path<String>,
     state: web::Data<State>,
 ) -> Result<HttpResponse, ApiError> {
+    caller.require(ApiScope::Export)?;
     let user = ClientUserId::parse(path.into_inner())
         .map_err(|e| invalid("client_user_id", e.to_string()))?;
     let format = format_of(&req);
@@ -388,6 +389,7 @@ pub async fn media(
     path: web::Path<String>,
     state: web::Data<State>,
 ) -> Result<HttpResponse, ApiError> {
+    caller.require(ApiScope::Export)?;
     let media = MediaContentKey::parse(path.into_inner())
         .map_err(|e| invalid("media_content_key", e.to_string()))?;
     let format = format_of(&req);

@@ -6,7 +6,7 @@ use prometheus::{HistogramVec, IntCounterVec, Registry};
 #[derive(Clone)]
 pub struct Metrics {
     pub registry: Registry,
-    /// Token requests by outcome: `issued`, `invalid`, `refused`, `unauthorized`, `error`.
+    /// Token requests by outcome: `issued`, `invalid`, `refused`, `unauthorized`, `forbidden`, `error`.
     pub issued: IntCounterVec,
     pub catalog_rejections: IntCounterVec,
     pub requests: IntCounterVec,
@@ -104,6 +104,7 @@ impl Metrics {
                 &["invalid"],
                 &["refused"],
                 &["unauthorized"],
+                &["forbidden"],
                 &["error"],
             ],
         );

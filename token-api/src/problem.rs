@@ -24,6 +24,8 @@ pub fn invalid(field: &str, message: impl Into<String>) -> ApiError {
 pub enum ApiError {
     #[error("a valid API key is required: Authorization: Bearer <key>")]
     Unauthorized,
+    #[error("this API key lacks the scope {0:?}, which this operation needs")]
+    Forbidden(&'static str),
     #[error("the callback URL's secret is missing or wrong")]
     BadSecret,
     #[error("the request has {} invalid field(s)", .0.len())]
@@ -150,12 +152,16 @@ struct Problem<'a> {
     detail: String,
     #[serde(skip_serializing_if = "<[_]>::is_empty")]
     errors: &'a [FieldError],
+    /// The scope a 403 is missing.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    scope: Option<&'static str>,
 }
 
 impl ResponseError for ApiError {
     fn status_code(&self) -> StatusCode {
         match self {
             Self::Unauthorized | Self::BadSecret => StatusCode::UNAUTHORIZED,
+            Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::Invalid(_) | Self::BadJson(_) | Self::BadToken(_) => StatusCode::BAD_REQUEST,
             Self::Refused(..) => StatusCode::CONFLICT,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
@@ -185,6 +191,10 @@ impl ResponseError for ApiError {
                 status: status.as_u16(),
                 detail: self.to_string(),
                 errors,
+                scope: match self {
+                    Self::Forbidden(scope) => Some(scope),
+                    _ => None,
+                },
             })
             .unwrap_or_default(),
         )

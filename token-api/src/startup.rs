@@ -11,6 +11,7 @@ use anyhow::Context as _;
 use kollus_common::http::{configure_ops, Readiness};
 use std::sync::Arc;
 
+use crate::auth::KeyRing;
 use crate::configuration::Settings;
 use crate::metrics::Metrics;
 use crate::playback::Playback;
@@ -39,7 +40,6 @@ impl Application {
             metrics: metrics.clone(),
         });
         let state = web::Data::new(State {
-            keys: settings.api_keys.clone(),
             signer,
             custom_key: settings.custom_key.clone(),
             player_url: settings.player_url.clone(),
@@ -64,6 +64,11 @@ impl Application {
                 "CALLBACK_SECRET is not set: Kollus's play and DRM callbacks are off (404)"
             );
         }
+        let keys = web::Data::new(KeyRing::new(settings.api_keys.clone()));
+        settings.api_keys.warn_unscoped();
+        if let Some(file) = &settings.api_keys_file {
+            reload_keys_on_sighup(file.clone(), (**keys).clone())?;
+        }
         let ready = Readiness::default();
         ready.set(true);
         let listener = TcpListener::bind(settings.listen_addr)
@@ -75,6 +80,7 @@ impl Application {
             App::new()
                 .app_data(state.clone())
                 .app_data(playback.clone())
+                .app_data(keys.clone())
                 .app_data(m.clone())
                 .app_data(
                     web::JsonConfig::default()
@@ -117,6 +123,25 @@ impl Application {
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         self.server.await
     }
+}
+
+/// Reads `TOKEN_API_KEYS_FILE` again on every SIGHUP and puts its keys in force; a file that
+/// cannot be read or parsed keeps the keys in force (ERROR, naming why, never a key).
+fn reload_keys_on_sighup(file: std::path::PathBuf, ring: KeyRing) -> anyhow::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    // Registered now, so a SIGHUP from here on is never the default (terminate).
+    let mut hangups = signal(SignalKind::hangup()).context("listening for SIGHUP")?;
+    tokio::spawn(async move {
+        while hangups.recv().await.is_some() {
+            if let Err(e) = ring.reload(&file) {
+                tracing::error!(
+                    error = e,
+                    "SIGHUP: TOKEN_API_KEYS_FILE not reloaded; the keys in force stay"
+                );
+            }
+        }
+    });
+    Ok(())
 }
 
 /// Requests and latency by route *pattern* (never a user id) and status.

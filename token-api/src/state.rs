@@ -3,7 +3,6 @@
 use deadpool_postgres::Pool;
 use std::sync::Arc;
 
-use crate::auth::ApiKeys;
 use crate::catalog;
 use crate::configuration::StrictCatalog;
 use crate::metrics::Metrics;
@@ -11,7 +10,6 @@ use crate::request::Limits;
 use crate::signer::Signer;
 
 pub struct State {
-    pub keys: ApiKeys,
     pub signer: Arc<Signer>,
     pub custom_key: String,
     pub player_url: String,

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
-use crate::auth::Caller;
+use crate::auth::{ApiScope, Caller};
 use crate::problem::{db_error, invalid, ApiError};
 use crate::state::State;
 
@@ -94,10 +94,11 @@ struct BlockCoverage {
 }
 
 pub async fn progress(
-    _: Caller,
+    caller: Caller,
     path: web::Path<(String, String)>,
     state: web::Data<State>,
 ) -> Result<HttpResponse, ApiError> {
+    caller.require(ApiScope::Read)?;
     let (user, media) = path.into_inner();
     let user = user_id(&user)?;
     let media = media_key("media_content_key", &media)?;
@@ -244,11 +245,12 @@ fn instant(field: &str, s: &str) -> Result<i64, ApiError> {
 }
 
 pub async fn history(
-    _: Caller,
+    caller: Caller,
     req: HttpRequest,
     path: web::Path<String>,
     state: web::Data<State>,
 ) -> Result<HttpResponse, ApiError> {
+    caller.require(ApiScope::Read)?;
     let q: HistoryQuery = crate::problem::parse_query(&req)?;
     let user = user_id(&path.into_inner())?;
     let media = q
@@ -403,10 +405,11 @@ struct Membership {
 }
 
 pub async fn media(
-    _: Caller,
+    caller: Caller,
     path: web::Path<String>,
     state: web::Data<State>,
 ) -> Result<HttpResponse, ApiError> {
+    caller.require(ApiScope::Read)?;
     let media = media_key("media_content_key", &path.into_inner())?;
     let db = client(&state).await?;
     let row = db

@@ -4,7 +4,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Serialize;
 use time::OffsetDateTime;
 
-use crate::auth::Caller;
+use crate::auth::{ApiScope, Caller};
 use crate::catalog;
 use crate::claims::PlaybackClaims;
 use crate::configuration::StrictCatalog;
@@ -28,12 +28,16 @@ pub async fn issue_token(
 ) -> Result<HttpResponse, ApiError> {
     // The caller is checked here rather than by extraction alone, so refusals count too.
     let result = match caller {
-        Ok(caller) => issue(&caller, &body, &state).await,
+        Ok(caller) => match caller.require(ApiScope::Tokens) {
+            Ok(caller) => issue(caller, &body, &state).await,
+            Err(e) => Err(e),
+        },
         Err(e) => Err(e),
     };
     let outcome = match &result {
         Ok(_) => "issued",
         Err(ApiError::Unauthorized) => "unauthorized",
+        Err(ApiError::Forbidden(_)) => "forbidden",
         Err(ApiError::Invalid(_) | ApiError::BadJson(_)) => "invalid",
         Err(ApiError::Refused(..)) => "refused",
         Err(_) => "error",
@@ -145,10 +149,11 @@ pub struct VerifyQuery {
 
 /// `GET /v1/playback-tokens/verify?token=`: for operators, checks signature and expiry.
 pub async fn verify_token(
-    _: Caller,
+    caller: Caller,
     req: HttpRequest,
     state: web::Data<State>,
 ) -> Result<HttpResponse, ApiError> {
+    caller.require(ApiScope::Tokens)?;
     let query: VerifyQuery = crate::problem::parse_query(&req)?;
     // `exp` is optional (a setting); `expt` is Kollus's expiry and is checked below.
     let data = state

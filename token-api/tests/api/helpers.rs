@@ -32,6 +32,7 @@ pub async fn spawn_app_with(tweak: impl FnOnce(&mut Settings)) -> TestApp {
         security_key: SecretString::from(SECURITY_KEY),
         custom_key: CUSTOM_KEY.into(),
         api_keys: ApiKeys::parse(&format!("app:{APP_KEY},ops:{OPS_KEY}")).unwrap(),
+        api_keys_file: None,
         player_url: "https://v.kr.kollus.com/s".into(),
         default_expires_in: 3600,
         max_expires_in: 86_400,

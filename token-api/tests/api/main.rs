@@ -6,4 +6,5 @@ mod hostile;
 mod openapi;
 mod playback;
 mod read;
+mod scopes;
 mod tokens;
