@@ -1,0 +1,138 @@
+//! `backfill`: an empty account, and 2,500 videos over 3 channels (paging), at the rate asked.
+
+use std::time::Duration;
+
+use kollus_test_support::kollus_api::{video, Fault};
+
+use crate::helpers::Stack;
+
+#[tokio::test]
+async fn an_empty_account_publishes_nothing_in_two_requests() {
+    let s = Stack::new(false).await;
+    let r = kollus_catalog::backfill(&s.api(50.0), &s.h.kafka)
+        .await
+        .expect("backfill");
+    assert_eq!((r.channels, r.uploads, r.published), (0, 0, 0));
+    assert_eq!(
+        s.fake.request_paths(),
+        ["/0/media/channel/index", "/0/media/library/media_content"]
+    );
+    assert_eq!(r.requests, 2);
+    assert_eq!(s.published(), 0);
+}
+
+#[tokio::test]
+async fn twenty_five_hundred_videos_over_three_channels_at_the_rate_asked() {
+    let s = Stack::new(true).await;
+    let channels = ["ch000001", "ch000002", "ch000003"];
+    for (i, c) in channels.iter().enumerate() {
+        s.fake.add_channel(c, &format!("수학 {}", i + 1));
+    }
+    // Each in one channel, every 10th in a second one too, every 50th in none (library only).
+    let mut in_channel = [0usize; 3];
+    let mut memberships = 0;
+    for i in 0..2500u32 {
+        let u = format!("20261101-v{i:05}");
+        let mut list = Vec::new();
+        if i % 50 != 0 {
+            list.push((channels[i as usize % 3].to_owned(), format!("m{i:05}a")));
+            if i % 10 == 0 {
+                list.push((
+                    channels[(i as usize + 1) % 3].to_owned(),
+                    format!("m{i:05}b"),
+                ));
+            }
+        }
+        for (c, _) in &list {
+            in_channel[channels.iter().position(|x| x == c).unwrap()] += 1;
+        }
+        memberships += list.len();
+        let list: Vec<(&str, &str)> = list.iter().map(|(c, m)| (c.as_str(), m.as_str())).collect();
+        s.fake.add_video(video(&u, i, &list));
+    }
+    let rate = 40.0;
+    let r = kollus_catalog::backfill(&s.api(rate), &s.h.kafka)
+        .await
+        .expect("backfill");
+
+    // ceil(count / per_page) per list: the index, each channel's pages, the library's 25.
+    let expected: usize = 1 + in_channel.iter().map(|n| n.div_ceil(100)).sum::<usize>() + 25;
+    assert_eq!(r.requests as usize, expected);
+    assert_eq!(s.fake.request_paths().len(), expected);
+    assert_eq!((r.channels, r.uploads, r.published), (3, 2500, 2500));
+
+    // The rate held: no two requests closer than the period allows (with slack for the
+    // loopback), and never more in a second than the rate.
+    let period = Duration::from_secs_f64(1.0 / rate);
+    let gap = s.fake.min_gap().unwrap();
+    assert!(
+        gap >= period * 8 / 10,
+        "two requests {gap:?} apart at {rate}/s"
+    );
+    assert!(s.fake.max_in_window(Duration::from_secs(1)) <= rate as usize + 1);
+
+    s.wait_applied(2500).await;
+    let db = s.h.db.client().await;
+    let row = db
+        .query_one(
+            "SELECT count(*) FILTER (WHERE title IS NOT NULL AND duration_seconds > 0 \
+                                      AND poster_url IS NOT NULL), \
+                    count(*) FILTER (WHERE transcoding_stage = 12 AND transcoding_state = 'pending'), \
+                    (SELECT count(*) FROM channel_memberships WHERE in_channel), \
+                    (SELECT count(*) FROM media_playability WHERE playable) \
+             FROM uploads",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, i64>(0), 2500, "every upload described");
+    assert_eq!(
+        row.get::<_, i64>(1),
+        (0..2500).filter(|i| i % 11 == 0).count() as i64
+    );
+    assert_eq!(row.get::<_, i64>(2), memberships as i64);
+    assert_eq!(
+        row.get::<_, i64>(3),
+        memberships as i64,
+        "every key in a channel is playable"
+    );
+    // "HH:MM:SS" and a title in Korean, as Kollus sends them.
+    let row = db
+        .query_one(
+            "SELECT title, duration_seconds FROM uploads WHERE upload_file_key = '20261101-v00007'",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, &str>(0), "8강 - 미적분 기초");
+    assert_eq!(row.get::<_, i32>(1), 3607);
+}
+
+#[tokio::test]
+async fn a_429_waits_its_retry_after_and_a_503_is_retried() {
+    let s = Stack::new(false).await;
+    s.fake.add_channel("ch000001", "A");
+    s.fake.add_video(video("u1", 1, &[("ch000001", "m1")]));
+    s.fake.fault(Fault::TooMany {
+        times: 1,
+        retry_after: 1,
+    });
+    s.fake.fault(Fault::Unavailable { times: 2 });
+    let r = kollus_catalog::backfill(&s.api(50.0), &s.h.kafka)
+        .await
+        .expect("backfill after a 429 and two 503s");
+    assert_eq!(r.published, 1);
+    let requests = s.fake.requests();
+    // The index asked four times: 429, 503, 503, then answered.
+    let index: Vec<Duration> = requests
+        .iter()
+        .filter(|(_, p)| p == "/0/media/channel/index")
+        .map(|(t, _)| *t)
+        .collect();
+    assert_eq!(index.len(), 4, "{requests:?}");
+    assert!(
+        index[1] - index[0] >= Duration::from_secs(1),
+        "Retry-After: 1 was honoured: {requests:?}"
+    );
+    assert_eq!(s.published(), 1);
+}
