@@ -1,17 +1,29 @@
-//! token-api: signs Kollus playback tokens for the product app, and answers its questions
-//! about watch progress, watch history and the catalog.
+//! token-api: signs Kollus playback tokens for the product app, answers its questions about
+//! watch progress, watch history and the catalog, keeps its entitlements, answers Kollus's play
+//! and DRM callbacks, and exports what we hold about a user or a video.
+//!
+//! Layers, one way only (a test holds the import graph free of cycles, `tests/layers.rs`):
+//!
+//! - top: `startup` (builds each feature's `web::Data`) and `routes` (registers every route);
+//! - features: `tokens`, `history` (the read API), `entitlements`, `playback`, `export`; a
+//!   feature may use another's model (playback uses `entitlements::model::Scope`), never its
+//!   handlers;
+//! - bottom, importing nothing above it: `configuration`, `auth`, `problem`, `signer`, `json`,
+//!   `metrics`.
 
-pub mod auth;
-pub mod catalog;
-pub mod claims;
-pub mod configuration;
+pub mod startup;
+
+pub mod routes;
+
 pub mod entitlements;
 pub mod export;
-pub mod metrics;
+pub mod history;
 pub mod playback;
+pub mod tokens;
+
+pub mod auth;
+pub mod configuration;
+pub mod json;
+pub mod metrics;
 pub mod problem;
-pub mod request;
-pub mod routes;
 pub mod signer;
-pub mod startup;
-pub mod state;

@@ -1,6 +1,7 @@
 //! Building and running token-api: the same [`Application`] runs in `main` and in tests.
 
 use std::net::TcpListener;
+use std::sync::Arc;
 use std::time::Instant;
 
 use actix_web::body::MessageBody;
@@ -9,17 +10,20 @@ use actix_web::middleware::{from_fn, Next};
 use actix_web::{web, App, HttpServer};
 use anyhow::Context as _;
 use kollus_common::http::{configure_ops, Readiness};
-use std::sync::Arc;
 
 use crate::auth::KeyRing;
 use crate::configuration::Settings;
+use crate::entitlements::Entitlements;
+use crate::export::Export;
+use crate::history::History;
 use crate::metrics::Metrics;
 use crate::playback::Playback;
 use crate::problem::{method_not_allowed, unknown_route, ApiError};
-use crate::request::Limits;
 use crate::routes::api_routes;
 use crate::signer::Signer;
-use crate::state::State;
+use crate::tokens::catalog::CatalogCache;
+use crate::tokens::request::Limits;
+use crate::tokens::Tokens;
 
 pub struct Application {
     port: u16,
@@ -31,16 +35,11 @@ impl Application {
         let pool = kollus_common::db::connect_database(&settings.database).await?;
         let metrics = Metrics::new();
         kollus_common::metrics::register_pool(&metrics.registry, &pool);
+        metrics.zero_routes(api_routes().iter().map(|(path, _, _)| *path));
         let signer = Arc::new(Signer::new(&settings.security_key));
-        let playback = web::Data::new(Playback {
-            settings: settings.play.clone(),
+        // Each feature's own web::Data: a handler sees only what its feature needs.
+        let tokens = web::Data::new(Tokens {
             signer: signer.clone(),
-            custom_key: settings.custom_key.clone(),
-            pool: pool.clone(),
-            metrics: metrics.clone(),
-        });
-        let state = web::Data::new(State {
-            signer,
             custom_key: settings.custom_key.clone(),
             player_url: settings.player_url.clone(),
             limits: Limits {
@@ -50,7 +49,23 @@ impl Application {
             },
             emit_exp: settings.emit_exp,
             strict: settings.strict_catalog,
-            catalog_cache: crate::catalog::CatalogCache::new(settings.strict_catalog_cache),
+            catalog_cache: CatalogCache::new(settings.strict_catalog_cache),
+            pool: pool.clone(),
+            metrics: metrics.clone(),
+        });
+        let history = web::Data::new(History { pool: pool.clone() });
+        let entitlements = web::Data::new(Entitlements {
+            pool: pool.clone(),
+            metrics: metrics.clone(),
+        });
+        let playback = web::Data::new(Playback {
+            settings: settings.play.clone(),
+            signer,
+            custom_key: settings.custom_key.clone(),
+            pool: pool.clone(),
+            metrics: metrics.clone(),
+        });
+        let export = web::Data::new(Export {
             pool,
             metrics: metrics.clone(),
             archive: settings
@@ -78,8 +93,11 @@ impl Application {
         let registry = metrics.registry.clone();
         let server = HttpServer::new(move || {
             App::new()
-                .app_data(state.clone())
+                .app_data(tokens.clone())
+                .app_data(history.clone())
+                .app_data(entitlements.clone())
                 .app_data(playback.clone())
+                .app_data(export.clone())
                 .app_data(keys.clone())
                 .app_data(m.clone())
                 .app_data(

@@ -6,8 +6,9 @@ use serde_json::{json, Value};
 
 use super::policy::{Decision, Reason};
 use super::wire::DrmItem;
-use super::Playback;
+use crate::configuration::PlaySettings;
 use crate::problem::ApiError;
+use crate::signer::Signer;
 
 fn bool_int(b: bool) -> i64 {
     i64::from(b)
@@ -24,16 +25,16 @@ fn expiration_date(d: &Decision) -> i64 {
 }
 
 /// The play callback's `data` (SPEC.md 5.1): kind 1 sets the expiry, kind 3 approves.
-pub fn play_data(p: &Playback, kind: i32, decision: &Decision) -> Value {
-    let message = decision.reason.message(p.settings.lang);
+pub fn play_data(settings: &PlaySettings, kind: i32, decision: &Decision) -> Value {
+    let message = decision.reason.message(settings.lang);
     if kind == 1 {
         json!({
             "result": bool_int(decision.allowed),
             "message": message,
             "expiration_date": expiration_date(decision),
             "expiration_playtime": decision.playtime_left.unwrap_or(0),
-            "vmcheck": bool_int(p.settings.vmcheck),
-            "disable_tvout": bool_int(p.settings.disable_tvout),
+            "vmcheck": bool_int(settings.vmcheck),
+            "disable_tvout": bool_int(settings.disable_tvout),
         })
     } else {
         json!({
@@ -45,7 +46,7 @@ pub fn play_data(p: &Playback, kind: i32, decision: &Decision) -> Value {
 }
 
 /// One DRM answer item (SPEC.md 5.2), for its request item.
-pub fn drm_item(p: &Playback, item: &DrmItem, d: &Decision) -> Value {
+pub fn drm_item(settings: &PlaySettings, item: &DrmItem, d: &Decision) -> Value {
     let gone = matches!(
         d.reason,
         Reason::Expired | Reason::Revoked | Reason::NoEntitlement
@@ -56,25 +57,24 @@ pub fn drm_item(p: &Playback, item: &DrmItem, d: &Decision) -> Value {
         "session_key": item.session_key.as_deref().unwrap_or(""),
         "start_at": item.start_at,
         "result": bool_int(d.allowed),
-        "message": d.reason.message(p.settings.lang),
+        "message": d.reason.message(settings.lang),
         "expiration_date": expiration_date(d),
         // No per-file play count is sold: 0 (no limit).
         "expiration_count": 0,
         "expiration_playtime": d.playtime_left.unwrap_or(0),
-        "vmcheck": bool_int(p.settings.vmcheck),
+        "vmcheck": bool_int(settings.vmcheck),
         "content_expired": bool_int(item.kind == 3 && gone),
         "content_delete": bool_int(item.kind == 3 && matches!(d.reason, Reason::Revoked | Reason::NoEntitlement)),
     })
 }
 
 /// The answer Kollus reads: the JWT as `text/plain`, with our custom key.
-pub fn signed(p: &Playback, data: Value) -> Result<HttpResponse, ApiError> {
-    let token = p
-        .signer
+pub fn signed(signer: &Signer, custom_key: &str, data: Value) -> Result<HttpResponse, ApiError> {
+    let token = signer
         .sign(&json!({ "data": data }))
         .map_err(|e| ApiError::Internal(format!("signing the answer: {e}")))?;
     Ok(HttpResponse::Ok()
         .content_type("text/plain; charset=utf-8")
-        .insert_header(("X-Kollus-UserKey", p.custom_key.as_str()))
+        .insert_header(("X-Kollus-UserKey", custom_key))
         .body(token))
 }

@@ -151,7 +151,11 @@ async fn answer_play(
         reason = decision.reason.label(), playtime_used = facts.playtime_used,
         playtime_left = ?decision.playtime_left, "play callback answered"
     );
-    answer::signed(p, answer::play_data(p, callback.kind, &decision))
+    answer::signed(
+        &p.signer,
+        &p.custom_key,
+        answer::play_data(&p.settings, callback.kind, &decision),
+    )
 }
 
 /// `POST /kollus/drm?secret=...` (SPEC.md 5.2): one answer item per request item, in order.
@@ -229,8 +233,8 @@ async fn answer_drm(
                 downloads = facts.downloads,
                 "DRM callback item answered"
             );
-            answer::drm_item(p, item, d)
+            answer::drm_item(&p.settings, item, d)
         })
         .collect();
-    answer::signed(p, Value::Array(data))
+    answer::signed(&p.signer, &p.custom_key, Value::Array(data))
 }

@@ -5,7 +5,7 @@
 use time::OffsetDateTime;
 
 use crate::configuration::{Lang, PlayDefault};
-use crate::entitlements::Scope;
+use crate::entitlements::model::Scope;
 
 /// One stored grant that covers the video.
 #[derive(Debug, Clone, PartialEq)]

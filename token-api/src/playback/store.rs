@@ -7,7 +7,7 @@ use time::OffsetDateTime;
 use tokio_postgres::Error;
 
 use super::policy::{Decision, Facts, Grant};
-use crate::entitlements::Scope;
+use crate::entitlements::model::Scope;
 
 /// The grants covering the video (its own, and its channels' in the catalog), the user's
 /// playtime on it (`watch_progress`, a view over the sessions), and the downloads completed.

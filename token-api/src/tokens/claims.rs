@@ -56,7 +56,7 @@ pub struct WatermarkPolicy {
     #[serde(
         default,
         skip_serializing_if = "Option::is_none",
-        deserialize_with = "crate::request::opt_whole"
+        deserialize_with = "crate::json::opt_whole"
     )]
     pub font_size: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -64,20 +64,20 @@ pub struct WatermarkPolicy {
     #[serde(
         default,
         skip_serializing_if = "Option::is_none",
-        deserialize_with = "crate::request::opt_whole"
+        deserialize_with = "crate::json::opt_whole"
     )]
     pub show_time: Option<u32>,
     #[serde(
         default,
         skip_serializing_if = "Option::is_none",
-        deserialize_with = "crate::request::opt_whole"
+        deserialize_with = "crate::json::opt_whole"
     )]
     pub hide_time: Option<u32>,
     /// 0 (transparent) to 255 (opaque).
     #[serde(
         default,
         skip_serializing_if = "Option::is_none",
-        deserialize_with = "crate::request::opt_whole"
+        deserialize_with = "crate::json::opt_whole"
     )]
     pub alpha: Option<u8>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

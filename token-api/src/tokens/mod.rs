@@ -1,16 +1,40 @@
-//! `POST /v1/playback-tokens` and `GET /v1/playback-tokens/verify`.
+//! Playback tokens: `POST /v1/playback-tokens` (a signed Kollus JWT and the player URL) and
+//! `GET /v1/playback-tokens/verify`. `request.rs` checks what the product app asks for,
+//! `claims.rs` is the token's payload (SPEC.md 1), `catalog.rs` the strict catalog check.
+
+pub mod catalog;
+pub mod claims;
+pub mod request;
+
+use std::sync::Arc;
+
+use deadpool_postgres::Pool;
 
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Serialize;
 use time::OffsetDateTime;
 
+use self::catalog::CatalogCache;
+use self::claims::PlaybackClaims;
+use self::request::{Limits, TokenRequest, ValidRequest};
 use crate::auth::{ApiScope, Caller};
-use crate::catalog;
-use crate::claims::PlaybackClaims;
 use crate::configuration::StrictCatalog;
+use crate::metrics::Metrics;
 use crate::problem::ApiError;
-use crate::request::{TokenRequest, ValidRequest};
-use crate::state::State;
+use crate::signer::Signer;
+
+/// What issuing and verifying tokens needs, as its own `web::Data`.
+pub struct Tokens {
+    pub signer: Arc<Signer>,
+    pub custom_key: String,
+    pub player_url: String,
+    pub limits: Limits,
+    pub emit_exp: bool,
+    pub strict: StrictCatalog,
+    pub catalog_cache: CatalogCache,
+    pub pool: Pool,
+    pub metrics: Metrics,
+}
 
 #[derive(Serialize)]
 struct Issued {
@@ -24,7 +48,7 @@ struct Issued {
 pub async fn issue_token(
     caller: Result<Caller, ApiError>,
     body: web::Bytes,
-    state: web::Data<State>,
+    state: web::Data<Tokens>,
 ) -> Result<HttpResponse, ApiError> {
     // The caller is checked here rather than by extraction alone, so refusals count too.
     let result = match caller {
@@ -46,7 +70,7 @@ pub async fn issue_token(
     result
 }
 
-async fn issue(caller: &Caller, body: &[u8], state: &State) -> Result<HttpResponse, ApiError> {
+async fn issue(caller: &Caller, body: &[u8], state: &Tokens) -> Result<HttpResponse, ApiError> {
     let request: TokenRequest =
         serde_json::from_slice(body).map_err(|e| ApiError::BadJson(e.to_string()))?;
     let valid = request.validate(&state.limits).map_err(ApiError::Invalid)?;
@@ -73,7 +97,7 @@ async fn issue(caller: &Caller, body: &[u8], state: &State) -> Result<HttpRespon
     }))
 }
 
-async fn check_catalog(state: &State, valid: &ValidRequest) -> Result<(), ApiError> {
+async fn check_catalog(state: &Tokens, valid: &ValidRequest) -> Result<(), ApiError> {
     match catalog::refusals(
         &state.pool,
         &state.catalog_cache,
@@ -117,7 +141,7 @@ async fn check_catalog(state: &State, valid: &ValidRequest) -> Result<(), ApiErr
 }
 
 /// `{player_url}?jwt=..&custom_key=..&uservalueN=..&autoplay=..&mute=..&t=..`, URL-encoded.
-fn player_url(state: &State, token: &str, valid: &ValidRequest) -> String {
+fn player_url(state: &Tokens, token: &str, valid: &ValidRequest) -> String {
     let mut q = form_urlencoded::Serializer::new(String::new());
     q.append_pair("jwt", token)
         .append_pair("custom_key", &state.custom_key);
@@ -151,7 +175,7 @@ pub struct VerifyQuery {
 pub async fn verify_token(
     caller: Caller,
     req: HttpRequest,
-    state: web::Data<State>,
+    state: web::Data<Tokens>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(ApiScope::Tokens)?;
     let query: VerifyQuery = crate::problem::parse_query(&req)?;

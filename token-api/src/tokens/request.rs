@@ -4,9 +4,10 @@
 use std::collections::BTreeMap;
 
 use kollus_common::domain::{ClientUserId, MediaContentKey};
-use serde::{Deserialize, Deserializer};
+use serde::Deserialize;
 
-use crate::claims::{MediaItem, PlaySection, PlaybackClaims, WatermarkPolicy};
+use super::claims::{MediaItem, PlaySection, PlaybackClaims, WatermarkPolicy};
+use crate::json::{opt_whole, whole};
 use crate::problem::FieldError;
 
 #[derive(Debug, Clone, Deserialize)]
@@ -68,44 +69,6 @@ pub struct PlayerOptions {
     /// Resume position in seconds (`t`).
     #[serde(default, deserialize_with = "opt_whole")]
     pub t: Option<u32>,
-}
-
-/// JSON Schema's `integer` is any whole number, `1025.0` included (schemathesis sends such): a
-/// whole float is accepted; a fraction, or a number out of the field's range, is refused.
-pub(crate) fn whole<'de, D: Deserializer<'de>, T: TryFrom<i64>>(d: D) -> Result<T, D::Error> {
-    struct Whole;
-    impl serde::de::Visitor<'_> for Whole {
-        type Value = i64;
-        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-            f.write_str("a whole number")
-        }
-        fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<i64, E> {
-            Ok(v)
-        }
-        fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<i64, E> {
-            i64::try_from(v).map_err(|_| E::custom("is out of range"))
-        }
-        fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<i64, E> {
-            if v.fract() != 0.0 || !v.is_finite() {
-                Err(E::custom(format!("{v} is not a whole number")))
-            } else if v < i64::MIN as f64 || v >= i64::MAX as f64 {
-                Err(E::custom("is out of range"))
-            } else {
-                Ok(v as i64)
-            }
-        }
-    }
-    let v = d.deserialize_any(Whole)?;
-    T::try_from(v).map_err(|_| serde::de::Error::custom(format!("{v} is out of range")))
-}
-
-/// [`whole`], for an optional field (`null` is absent).
-pub(crate) fn opt_whole<'de, D: Deserializer<'de>, T: TryFrom<i64>>(
-    d: D,
-) -> Result<Option<T>, D::Error> {
-    #[derive(Deserialize)]
-    struct Wrap<T: TryFrom<i64>>(#[serde(deserialize_with = "whole")] T);
-    Ok(Option::<Wrap<T>>::deserialize(d)?.map(|w| w.0))
 }
 
 /// Limits the validation applies (settings).

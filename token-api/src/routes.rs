@@ -1,14 +1,14 @@
-//! token-api's endpoints: issuing playback tokens (`tokens.rs`) and the read API (`read.rs`),
-//! registered from one list ([`api_routes`]) that a test holds equal to `openapi.json`.
+//! Every feature's routes, registered from one list ([`api_routes`]) that a test holds equal
+//! to `openapi.json`. Top layer: it imports the features' handlers; nothing imports it but
+//! `startup`.
 
-mod read;
-mod tokens;
+use crate::{entitlements, export, history, playback, tokens};
 
 use actix_web::http::Method;
 use actix_web::{web, HttpResponse};
 
 /// The OpenAPI document of this API (`token-api/openapi.json`).
-pub const OPENAPI: &str = include_str!("../../openapi.json");
+pub const OPENAPI: &str = include_str!("../openapi.json");
 
 /// `GET /openapi.json`
 pub async fn openapi() -> HttpResponse {
@@ -34,63 +34,55 @@ pub fn api_routes() -> Vec<(&'static str, Method, actix_web::Route)> {
         (
             "/v1/users/{client_user_id}/media/{media_content_key}/progress",
             Method::GET,
-            web::get().to(read::progress),
+            web::get().to(history::progress),
         ),
         (
             "/v1/users/{client_user_id}/history",
             Method::GET,
-            web::get().to(read::history),
+            web::get().to(history::history),
         ),
         (
             "/v1/media/{media_content_key}",
             Method::GET,
-            web::get().to(read::media),
+            web::get().to(history::media),
         ),
         (
             "/v1/users/{client_user_id}/entitlements",
             Method::GET,
-            web::get().to(crate::entitlements::list),
+            web::get().to(entitlements::list),
         ),
         (
             "/v1/users/{client_user_id}/entitlements/media/{media_content_key}",
             Method::PUT,
-            web::put().to(crate::entitlements::grant_media),
+            web::put().to(entitlements::grant_media),
         ),
         (
             "/v1/users/{client_user_id}/entitlements/media/{media_content_key}",
             Method::DELETE,
-            web::delete().to(crate::entitlements::revoke_media),
+            web::delete().to(entitlements::revoke_media),
         ),
         (
             "/v1/users/{client_user_id}/entitlements/channel/{channel_key}",
             Method::PUT,
-            web::put().to(crate::entitlements::grant_channel),
+            web::put().to(entitlements::grant_channel),
         ),
         (
             "/v1/users/{client_user_id}/entitlements/channel/{channel_key}",
             Method::DELETE,
-            web::delete().to(crate::entitlements::revoke_channel),
+            web::delete().to(entitlements::revoke_channel),
         ),
         (
             "/v1/users/{client_user_id}/export",
             Method::GET,
-            web::get().to(crate::export::user),
+            web::get().to(export::user),
         ),
         (
             "/v1/media/{media_content_key}/export",
             Method::GET,
-            web::get().to(crate::export::media),
+            web::get().to(export::media),
         ),
-        (
-            "/kollus/play",
-            Method::POST,
-            web::post().to(crate::playback::play),
-        ),
-        (
-            "/kollus/drm",
-            Method::POST,
-            web::post().to(crate::playback::drm),
-        ),
+        ("/kollus/play", Method::POST, web::post().to(playback::play)),
+        ("/kollus/drm", Method::POST, web::post().to(playback::drm)),
         ("/openapi.json", Method::GET, web::get().to(openapi)),
     ]
 }

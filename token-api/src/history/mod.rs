@@ -9,9 +9,18 @@ use serde::{Deserialize, Serialize};
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
+mod rows;
+
+use deadpool_postgres::Pool;
+
+use self::rows::{CatalogRow, Membership, ProgressRow, SessionRow, Upload, WatchSession};
 use crate::auth::{ApiScope, Caller};
 use crate::problem::{db_error, invalid, ApiError};
-use crate::state::State;
+
+/// What the read API needs, as its own `web::Data`.
+pub struct History {
+    pub pool: Pool,
+}
 
 /// History pages hold at most this many sessions (`limit`), 50 by default.
 pub const MAX_PAGE: i64 = 200;
@@ -28,7 +37,7 @@ fn media_key(field: &str, s: &str) -> Result<MediaContentKey, ApiError> {
 /// A database not answering, seen by a reader: the caller may retry; the detail stays in the log.
 const NOT_ANSWERING: &str = "the history and catalog database is not answering; retry shortly";
 
-async fn client(state: &State) -> Result<deadpool_postgres::Object, ApiError> {
+async fn client(state: &History) -> Result<deadpool_postgres::Object, ApiError> {
     state.pool.get().await.map_err(db_error(NOT_ANSWERING))
 }
 
@@ -59,28 +68,6 @@ struct Progress {
     device_clock: bool,
 }
 
-/// Stored segments (`[block, start_time, play_time]` triples, one array per session), merged
-/// into one list per (block, start time), keeping the longest play time.
-fn segments(stored: &[serde_json::Value]) -> Vec<Segment> {
-    let mut merged: std::collections::BTreeMap<(u32, u64), u64> = Default::default();
-    for triple in stored.iter().filter_map(|s| s.as_array()).flatten() {
-        let n = |i: usize| triple.get(i).and_then(serde_json::Value::as_u64);
-        if let (Some(block), Some(start), Some(play)) = (n(0), n(1), n(2)) {
-            let key = (u32::try_from(block).unwrap_or(u32::MAX), start);
-            let longest = merged.entry(key).or_insert(0);
-            *longest = (*longest).max(play);
-        }
-    }
-    merged
-        .into_iter()
-        .map(|((block, start_time), play_time)| Segment {
-            block,
-            start_time,
-            play_time,
-        })
-        .collect()
-}
-
 #[derive(Serialize)]
 struct BlockCoverage {
     /// Blocks the video is split into (Kollus's `block_count`), when reported.
@@ -96,7 +83,7 @@ struct BlockCoverage {
 pub async fn progress(
     caller: Caller,
     path: web::Path<(String, String)>,
-    state: web::Data<State>,
+    state: web::Data<History>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(ApiScope::Read)?;
     let (user, media) = path.into_inner();
@@ -106,7 +93,7 @@ pub async fn progress(
         .await?
         .query_opt(
             "SELECT p.last_position, p.block_count, p.blocks_watched, \
-                    array_positions(p.blocks_ever_played, true), \
+                    array_positions(p.blocks_ever_played, true) AS watched_positions, \
                     p.total_real_playtime, p.total_playtime, p.sessions, p.first_watched_at, \
                     p.last_watched_at, s.segments, s.verified, s.device_clock \
              FROM watch_progress p \
@@ -130,13 +117,12 @@ pub async fn progress(
                 media.as_str()
             ))
         })?;
-    let count: Option<i32> = row.get(1);
-    let watched: i32 = row.get(2);
-    let positions: Vec<i32> = row.get(3);
+    let row = ProgressRow::from_row(&row).map_err(db_error(NOT_ANSWERING))?;
+    let (count, watched) = (row.block_count, row.blocks_watched);
     Ok(HttpResponse::Ok().json(Progress {
         client_user_id: user.as_str().into(),
         media_content_key: media.as_str().into(),
-        resume_position: row.get(0),
+        resume_position: row.last_position,
         blocks: BlockCoverage {
             count,
             watched,
@@ -144,19 +130,16 @@ pub async fn progress(
                 .filter(|c| *c > 0)
                 .map(|c| (f64::from(watched) / f64::from(c)).min(1.0)),
             // PostgreSQL arrays count from 1.
-            watched_blocks: positions.into_iter().map(|p| p - 1).collect(),
+            watched_blocks: row.watched_positions.into_iter().map(|p| p - 1).collect(),
         },
-        total_real_playtime: row.get(4),
-        total_playtime: row.get(5),
-        sessions: row.get(6),
-        first_watched_at: row.get(7),
-        last_watched_at: row.get(8),
-        segments: segments(
-            &row.get::<_, Option<Vec<serde_json::Value>>>(9)
-                .unwrap_or_default(),
-        ),
-        verified: row.get(10),
-        device_clock: row.get(11),
+        total_real_playtime: row.total_real_playtime,
+        total_playtime: row.total_playtime,
+        sessions: row.sessions,
+        first_watched_at: row.first_watched_at,
+        last_watched_at: row.last_watched_at,
+        segments: rows::segments(&row.segments.unwrap_or_default()),
+        verified: row.verified,
+        device_clock: row.device_clock,
     }))
 }
 
@@ -179,40 +162,6 @@ struct HistoryPage {
     sessions: Vec<WatchSession>,
     /// Pass as `cursor` for the next (older) page; null on the last page.
     next_cursor: Option<String>,
-}
-
-#[derive(Serialize)]
-struct WatchSession {
-    media_content_key: String,
-    /// Kollus's `start_at` (Unix seconds): the session's identity.
-    start_at: i64,
-    #[serde(with = "time::serde::rfc3339")]
-    started_at: OffsetDateTime,
-    /// When the first and the last report of the session arrived.
-    #[serde(with = "time::serde::rfc3339")]
-    first_report_at: OffsetDateTime,
-    #[serde(with = "time::serde::rfc3339")]
-    last_report_at: OffsetDateTime,
-    device: Option<String>,
-    os: Option<String>,
-    player_id: Option<String>,
-    channel_key: Option<String>,
-    duration: Option<i64>,
-    playtime: i64,
-    real_playtime: i64,
-    playtime_percent: i64,
-    runtime: i64,
-    showtime: i64,
-    last_play_at: Option<i64>,
-    block_count: Option<i32>,
-    blocks_watched: i32,
-    /// Played segments (`block_info.sessions`), one per (block, start time).
-    segments: Vec<Segment>,
-    /// True only when every report of the session carried a valid hash; null when none was
-    /// checked.
-    verified: Option<bool>,
-    /// The session's offline reports came with a device clock that cannot be right.
-    device_clock: bool,
 }
 
 /// The position after the last session of a page: (start_at, media_content_key), newest first.
@@ -248,7 +197,7 @@ pub async fn history(
     caller: Caller,
     req: HttpRequest,
     path: web::Path<String>,
-    state: web::Data<State>,
+    state: web::Data<History>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(ApiScope::Read)?;
     let q: HistoryQuery = crate::problem::parse_query(&req)?;
@@ -288,7 +237,7 @@ pub async fn history(
             "SELECT media_content_key, start_at, first_report_at, last_report_at, device, os, \
                     player_id, channel_key, duration, playtime, real_playtime, playtime_percent, \
                     runtime, showtime, last_play_at, block_count, \
-                    cardinality(array_positions(blocks_played, true)), segments, \
+                    cardinality(array_positions(blocks_played, true)) AS blocks_watched, segments, \
                     hash_verified, device_clock \
              FROM watch_sessions \
              WHERE client_user_id = $1 \
@@ -314,34 +263,9 @@ pub async fn history(
     let sessions: Vec<WatchSession> = rows
         .iter()
         .take(limit as usize)
-        .map(|r| {
-            let start_at: i64 = r.get(1);
-            WatchSession {
-                media_content_key: r.get(0),
-                start_at,
-                started_at: OffsetDateTime::from_unix_timestamp(start_at)
-                    .unwrap_or(OffsetDateTime::UNIX_EPOCH),
-                first_report_at: r.get(2),
-                last_report_at: r.get(3),
-                device: r.get(4),
-                os: r.get(5),
-                player_id: r.get(6),
-                channel_key: r.get(7),
-                duration: r.get(8),
-                playtime: r.get(9),
-                real_playtime: r.get(10),
-                playtime_percent: r.get(11),
-                runtime: r.get(12),
-                showtime: r.get(13),
-                last_play_at: r.get(14),
-                block_count: r.get(15),
-                blocks_watched: r.get::<_, Option<i32>>(16).unwrap_or(0),
-                segments: segments(&[r.get(17)]),
-                verified: r.get(18),
-                device_clock: r.get(19),
-            }
-        })
-        .collect();
+        .map(|r| SessionRow::from_row(r).map(WatchSession::from))
+        .collect::<Result<_, _>>()
+        .map_err(db_error(NOT_ANSWERING))?;
     let next_cursor = more.then(|| sessions.last()).flatten().map(|s| {
         Cursor {
             start_at: s.start_at,
@@ -375,39 +299,10 @@ struct MediaState {
     channels: Vec<Membership>,
 }
 
-#[derive(Serialize)]
-struct Upload {
-    upload_file_key: String,
-    filename: Option<String>,
-    full_filename: Option<String>,
-    content_provider_key: Option<String>,
-    transcoding_state: String,
-    #[serde(with = "time::serde::rfc3339::option")]
-    uploaded_at: Option<OffsetDateTime>,
-    #[serde(with = "time::serde::rfc3339::option")]
-    transcoded_at: Option<OffsetDateTime>,
-    #[serde(with = "time::serde::rfc3339")]
-    first_event_at: OffsetDateTime,
-    #[serde(with = "time::serde::rfc3339")]
-    last_event_at: OffsetDateTime,
-}
-
-#[derive(Serialize)]
-struct Membership {
-    channel_key: String,
-    channel_name: Option<String>,
-    profile_keys: Vec<String>,
-    status: &'static str,
-    #[serde(with = "time::serde::rfc3339::option")]
-    joined_at: Option<OffsetDateTime>,
-    #[serde(with = "time::serde::rfc3339::option")]
-    left_at: Option<OffsetDateTime>,
-}
-
 pub async fn media(
     caller: Caller,
     path: web::Path<String>,
-    state: web::Data<State>,
+    state: web::Data<History>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(ApiScope::Read)?;
     let media = media_key("media_content_key", &path.into_inner())?;
@@ -436,33 +331,17 @@ pub async fn media(
         .await
         .map_err(db_error(NOT_ANSWERING))?
         .iter()
-        .map(|c| Membership {
-            channel_key: c.get(0),
-            channel_name: c.get(1),
-            profile_keys: c.get(2),
-            status: if c.get(3) { "in" } else { "left" },
-            joined_at: c.get(4),
-            left_at: c.get(5),
-        })
-        .collect();
-    let deleted_at: Option<OffsetDateTime> = row.get(1);
+        .map(Membership::from_row)
+        .collect::<Result<_, _>>()
+        .map_err(db_error(NOT_ANSWERING))?;
+    let catalog = CatalogRow::from_row(&row).map_err(db_error(NOT_ANSWERING))?;
     Ok(HttpResponse::Ok().json(MediaState {
         media_content_key: media.as_str().into(),
-        playable: row.get(0),
-        deleted: deleted_at.is_some(),
-        deleted_at,
-        poster_changed_at: row.get(2),
-        upload: Upload {
-            upload_file_key: row.get(3),
-            filename: row.get(4),
-            full_filename: row.get(5),
-            content_provider_key: row.get(6),
-            transcoding_state: row.get(7),
-            uploaded_at: row.get(8),
-            transcoded_at: row.get(9),
-            first_event_at: row.get(10),
-            last_event_at: row.get(11),
-        },
+        playable: catalog.playable,
+        deleted: catalog.deleted_at.is_some(),
+        deleted_at: catalog.deleted_at,
+        poster_changed_at: catalog.poster_changed_at,
+        upload: catalog.upload,
         channels,
     }))
 }

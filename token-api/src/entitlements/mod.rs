@@ -1,0 +1,190 @@
+//! What the product app has granted: access to one video or to a whole channel, for a period,
+//! with a viewing allowance and download rights. Every change is kept (`entitlement_changes`),
+//! with the API key's name that made it.
+//!
+//! `PUT /v1/users/{client_user_id}/entitlements/media/{media_content_key}` (or
+//! `.../channel/{channel_key}`) grants or replaces, `DELETE` the same path revokes,
+//! `GET /v1/users/{client_user_id}/entitlements` lists.
+
+use actix_web::{web, HttpResponse};
+use deadpool_postgres::Pool;
+use kollus_common::domain::{ChannelKey, ClientUserId, MediaContentKey};
+use serde::Serialize;
+use time::OffsetDateTime;
+
+pub mod body;
+pub mod model;
+mod store;
+
+use self::body::parse_body;
+pub use self::model::{Entitlement, Scope};
+use self::store::Change;
+use crate::auth::{ApiScope, Caller};
+use crate::metrics::Metrics;
+use crate::problem::{db_error, invalid, ApiError};
+
+/// What granting, revoking and listing need, as their own `web::Data`.
+pub struct Entitlements {
+    pub pool: Pool,
+    pub metrics: Metrics,
+}
+
+/// The path's user and key, each checked as Kollus would take it.
+fn target(user: &str, scope: Scope, key: &str) -> Result<(ClientUserId, Scope, String), ApiError> {
+    let user = ClientUserId::parse(user).map_err(|e| invalid("client_user_id", e.to_string()))?;
+    let key = match scope {
+        Scope::Media => MediaContentKey::parse(key)
+            .map(|k| k.as_str().to_owned())
+            .map_err(|e| invalid("media_content_key", e.to_string()))?,
+        Scope::Channel => ChannelKey::parse(key)
+            .map(|k| k.as_str().to_owned())
+            .map_err(|e| invalid("channel_key", e.to_string()))?,
+    };
+    Ok((user, scope, key))
+}
+
+const NOT_ANSWERING: &str = "the entitlements database is not answering; retry shortly";
+
+/// `PUT /v1/users/{client_user_id}/entitlements/media/{media_content_key}`
+pub async fn grant_media(
+    caller: Caller,
+    path: web::Path<(String, String)>,
+    body: web::Bytes,
+    e: web::Data<Entitlements>,
+) -> Result<HttpResponse, ApiError> {
+    caller.require(ApiScope::Entitlements)?;
+    let (user, key) = path.into_inner();
+    grant(caller, target(&user, Scope::Media, &key)?, &body, &e).await
+}
+
+/// `PUT /v1/users/{client_user_id}/entitlements/channel/{channel_key}`
+pub async fn grant_channel(
+    caller: Caller,
+    path: web::Path<(String, String)>,
+    body: web::Bytes,
+    e: web::Data<Entitlements>,
+) -> Result<HttpResponse, ApiError> {
+    caller.require(ApiScope::Entitlements)?;
+    let (user, key) = path.into_inner();
+    grant(caller, target(&user, Scope::Channel, &key)?, &body, &e).await
+}
+
+/// `DELETE /v1/users/{client_user_id}/entitlements/media/{media_content_key}`
+pub async fn revoke_media(
+    caller: Caller,
+    path: web::Path<(String, String)>,
+    e: web::Data<Entitlements>,
+) -> Result<HttpResponse, ApiError> {
+    caller.require(ApiScope::Entitlements)?;
+    let (user, key) = path.into_inner();
+    revoke(caller, target(&user, Scope::Media, &key)?, &e).await
+}
+
+/// `DELETE /v1/users/{client_user_id}/entitlements/channel/{channel_key}`
+pub async fn revoke_channel(
+    caller: Caller,
+    path: web::Path<(String, String)>,
+    e: web::Data<Entitlements>,
+) -> Result<HttpResponse, ApiError> {
+    caller.require(ApiScope::Entitlements)?;
+    let (user, key) = path.into_inner();
+    revoke(caller, target(&user, Scope::Channel, &key)?, &e).await
+}
+
+async fn grant(
+    caller: Caller,
+    (user, scope, key): (ClientUserId, Scope, String),
+    body: &[u8],
+    e: &Entitlements,
+) -> Result<HttpResponse, ApiError> {
+    let g = parse_body(body)?;
+    let mut client = e.pool.get().await.map_err(db_error(NOT_ANSWERING))?;
+    let change = Change {
+        user: user.as_str(),
+        scope,
+        key: &key,
+        by: caller.name(),
+        at: OffsetDateTime::now_utc(),
+    };
+    let granted = store::grant(&mut client, &change, &g)
+        .await
+        .map_err(db_error(NOT_ANSWERING))?;
+    tracing::info!(
+        caller = caller.name(),
+        user = user.as_str(),
+        scope = scope.as_str(),
+        key,
+        expires_at = ?g.expires_at,
+        playtime_limit_seconds = g.playtime_limit_seconds,
+        download = g.download,
+        "entitlement granted"
+    );
+    e.metrics
+        .entitlement_changes
+        .with_label_values(&["grant"])
+        .inc();
+    Ok(HttpResponse::Ok().json(granted))
+}
+
+/// Revokes: 204, or 404 when there is no grant in force to revoke.
+async fn revoke(
+    caller: Caller,
+    (user, scope, key): (ClientUserId, Scope, String),
+    e: &Entitlements,
+) -> Result<HttpResponse, ApiError> {
+    let mut client = e.pool.get().await.map_err(db_error(NOT_ANSWERING))?;
+    let change = Change {
+        user: user.as_str(),
+        scope,
+        key: &key,
+        by: caller.name(),
+        at: OffsetDateTime::now_utc(),
+    };
+    let revoked = store::revoke(&mut client, &change)
+        .await
+        .map_err(db_error(NOT_ANSWERING))?;
+    if !revoked {
+        return Err(ApiError::NotFound(format!(
+            "{} has no {} entitlement to {key} in force",
+            user.as_str(),
+            scope.as_str()
+        )));
+    }
+    tracing::info!(
+        caller = caller.name(),
+        user = user.as_str(),
+        scope = scope.as_str(),
+        key,
+        "entitlement revoked"
+    );
+    e.metrics
+        .entitlement_changes
+        .with_label_values(&["revoke"])
+        .inc();
+    Ok(HttpResponse::NoContent().finish())
+}
+
+#[derive(Serialize)]
+struct Listing {
+    client_user_id: String,
+    entitlements: Vec<Entitlement>,
+}
+
+/// `GET /v1/users/{client_user_id}/entitlements`: every grant, in force or revoked.
+pub async fn list(
+    caller: Caller,
+    path: web::Path<String>,
+    e: web::Data<Entitlements>,
+) -> Result<HttpResponse, ApiError> {
+    caller.require(ApiScope::Entitlements)?;
+    let user = ClientUserId::parse(path.into_inner())
+        .map_err(|e| invalid("client_user_id", e.to_string()))?;
+    let client = e.pool.get().await.map_err(db_error(NOT_ANSWERING))?;
+    let entitlements = store::list(&client, user.as_str())
+        .await
+        .map_err(db_error(NOT_ANSWERING))?;
+    Ok(HttpResponse::Ok().json(Listing {
+        client_user_id: user.as_str().to_owned(),
+        entitlements,
+    }))
+}

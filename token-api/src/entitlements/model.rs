@@ -1,0 +1,74 @@
+//! What an entitlement is: its [`Scope`] (a video or a channel) and the [`Entitlement`] as
+//! stored and answered. Playback's policy uses these (a feature may use another's model, never
+//! its handlers).
+
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+use tokio_postgres::{Error, Row};
+
+/// What an entitlement covers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Scope {
+    /// One video (`media_content_key`).
+    Media,
+    /// Every video the catalog has in the channel (`channel_key`).
+    Channel,
+}
+
+impl Scope {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Media => "media",
+            Self::Channel => "channel",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "media" => Some(Self::Media),
+            "channel" => Some(Self::Channel),
+            _ => None,
+        }
+    }
+}
+
+/// An entitlement as stored and answered.
+#[derive(Debug, Clone, Serialize)]
+pub struct Entitlement {
+    pub scope: Scope,
+    /// The `media_content_key` or `channel_key` it covers.
+    pub key: String,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub expires_at: Option<OffsetDateTime>,
+    pub playtime_limit_seconds: Option<i64>,
+    pub download: bool,
+    pub download_limit: Option<i32>,
+    pub granted_by: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub granted_at: OffsetDateTime,
+    pub revoked_by: Option<String>,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub revoked_at: Option<OffsetDateTime>,
+}
+
+impl Entitlement {
+    /// The columns [`Entitlement::from_row`] reads, by name.
+    pub const COLUMNS: &str = "scope, target, expires_at, playtime_limit_seconds, download, \
+                               download_limit, granted_by, granted_at, revoked_by, revoked_at";
+
+    pub fn from_row(r: &Row) -> Result<Self, Error> {
+        Ok(Self {
+            scope: Scope::parse(r.try_get("scope")?).unwrap_or(Scope::Media),
+            key: r.try_get("target")?,
+            expires_at: r.try_get("expires_at")?,
+            playtime_limit_seconds: r.try_get("playtime_limit_seconds")?,
+            download: r.try_get("download")?,
+            download_limit: r.try_get("download_limit")?,
+            granted_by: r.try_get("granted_by")?,
+            granted_at: r.try_get("granted_at")?,
+            revoked_by: r.try_get("revoked_by")?,
+            revoked_at: r.try_get("revoked_at")?,
+        })
+    }
+}

@@ -1,0 +1,117 @@
+//! Entitlements' SQL: a grant or a revocation and its `entitlement_changes` record in one
+//! transaction, with the API key's name; the listing. Rows by column name
+//! ([`Entitlement::from_row`]).
+
+use deadpool_postgres::Client;
+use time::OffsetDateTime;
+use tokio_postgres::Error;
+
+use super::body::GrantBody;
+use super::model::{Entitlement, Scope};
+
+/// Who grants or revokes what, when.
+pub struct Change<'a> {
+    pub user: &'a str,
+    pub scope: Scope,
+    pub key: &'a str,
+    /// The API key's name.
+    pub by: &'a str,
+    pub at: OffsetDateTime,
+}
+
+/// Grants or replaces (a revoked grant comes back in force), and records the change.
+pub async fn grant(
+    client: &mut Client,
+    c: &Change<'_>,
+    g: &GrantBody,
+) -> Result<Entitlement, Error> {
+    let tx = client.transaction().await?;
+    let row = tx
+        .query_one(
+            &format!(
+                "INSERT INTO entitlements AS e (client_user_id, scope, target, expires_at, \
+                     playtime_limit_seconds, download, download_limit, granted_by, granted_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
+                 ON CONFLICT (client_user_id, scope, target) DO UPDATE SET \
+                     expires_at = EXCLUDED.expires_at, \
+                     playtime_limit_seconds = EXCLUDED.playtime_limit_seconds, \
+                     download = EXCLUDED.download, download_limit = EXCLUDED.download_limit, \
+                     granted_by = EXCLUDED.granted_by, granted_at = EXCLUDED.granted_at, \
+                     revoked_by = NULL, revoked_at = NULL \
+                 RETURNING {}",
+                Entitlement::COLUMNS
+            ),
+            &[
+                &c.user,
+                &c.scope.as_str(),
+                &c.key,
+                &g.expires_at,
+                &g.playtime_limit_seconds,
+                &g.download,
+                &g.download_limit,
+                &c.by,
+                &c.at,
+            ],
+        )
+        .await?;
+    tx.execute(
+        "INSERT INTO entitlement_changes (client_user_id, scope, target, action, expires_at, \
+             playtime_limit_seconds, download, download_limit, changed_by, changed_at) \
+         VALUES ($1, $2, $3, 'grant', $4, $5, $6, $7, $8, $9)",
+        &[
+            &c.user,
+            &c.scope.as_str(),
+            &c.key,
+            &g.expires_at,
+            &g.playtime_limit_seconds,
+            &g.download,
+            &g.download_limit,
+            &c.by,
+            &c.at,
+        ],
+    )
+    .await?;
+    let granted = Entitlement::from_row(&row)?;
+    tx.commit().await?;
+    Ok(granted)
+}
+
+/// Revokes the grant in force and records the change; false (nothing changed) when there is
+/// none.
+pub async fn revoke(client: &mut Client, c: &Change<'_>) -> Result<bool, Error> {
+    let tx = client.transaction().await?;
+    let revoked = tx
+        .execute(
+            "UPDATE entitlements SET revoked_by = $4, revoked_at = $5 \
+             WHERE client_user_id = $1 AND scope = $2 AND target = $3 AND revoked_at IS NULL",
+            &[&c.user, &c.scope.as_str(), &c.key, &c.by, &c.at],
+        )
+        .await?;
+    if revoked == 0 {
+        return Ok(false);
+    }
+    tx.execute(
+        "INSERT INTO entitlement_changes (client_user_id, scope, target, action, changed_by, \
+             changed_at) VALUES ($1, $2, $3, 'revoke', $4, $5)",
+        &[&c.user, &c.scope.as_str(), &c.key, &c.by, &c.at],
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(true)
+}
+
+/// Every grant of the user, in force or revoked.
+pub async fn list(client: &Client, user: &str) -> Result<Vec<Entitlement>, Error> {
+    client
+        .query(
+            &format!(
+                "SELECT {} FROM entitlements WHERE client_user_id = $1 ORDER BY scope, target",
+                Entitlement::COLUMNS
+            ),
+            &[&user],
+        )
+        .await?
+        .iter()
+        .map(Entitlement::from_row)
+        .collect()
+}

@@ -1,0 +1,59 @@
+//! The raw LMS reports of a user's export, from the archive (`ARCHIVE_DIR`).
+
+use serde_json::Value;
+
+use super::sink::Sink;
+
+/// The user's LMS reports as received, from the archive: playback records are keyed
+/// `{client_user_id}\u{1f}{media_content_key}`, so the key alone selects them. Each report once
+/// by envelope id, however often it was archived: twice after a crash of `dump`, or in two
+/// epochs (a record restored into a new cluster is the same record). Then an `archive_coverage`
+/// line: the newest archived record's time, since a report sent later may still sit in a
+/// segment the archive has not closed.
+pub async fn raw_reports(
+    archive: &kollus_archive::store::Archive,
+    user: &str,
+    sink: &mut Sink,
+) -> anyhow::Result<()> {
+    use kollus_archive::record::Bytes as Raw;
+    const TOPIC: &str = "kollus.playback.v1";
+    let prefix = format!("{user}\u{1f}");
+    let mut seen = std::collections::HashSet::new();
+    let entries = kollus_archive::verify::entries(archive).await?;
+    for entry in entries.iter().filter(|e| e.topic == TOPIC) {
+        let bytes = archive.get(&entry.segment).await?;
+        for r in kollus_archive::segment::read(entry, &bytes)? {
+            let mine = matches!(&r.key, Some(Raw::Text(k)) if k.starts_with(&prefix));
+            if !mine || !seen.insert(r.identity()) {
+                continue;
+            }
+            let value = match &r.value {
+                Some(Raw::Text(t)) => serde_json::from_str(t).unwrap_or(Value::String(t.clone())),
+                Some(other) => serde_json::to_value(other)?,
+                None => Value::Null,
+            };
+            let line = serde_json::json!({
+                "type": "lms_report", "topic": r.topic, "partition": r.partition,
+                "epoch": entry.epoch, "offset": r.offset, "timestamp": r.timestamp,
+                "envelope": value,
+            });
+            if !sink.push(format!("{line}\n").as_bytes()).await {
+                return Ok(());
+            }
+        }
+    }
+    let covered_until = kollus_common::archive::covered_until(&entries, TOPIC)
+        .and_then(|ms| time::OffsetDateTime::from_unix_timestamp_nanos(ms as i128 * 1_000_000).ok())
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        });
+    let line = serde_json::json!({
+        "type": "archive_coverage",
+        "covered_until": covered_until,
+        "detail": "raw reports are those archived up to covered_until; a report sent later may \
+                   not be archived yet (a segment closes within ARCHIVE_SEGMENT_SECONDS)",
+    });
+    sink.push(format!("{line}\n").as_bytes()).await;
+    Ok(())
+}

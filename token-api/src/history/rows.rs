@@ -1,0 +1,256 @@
+//! The read API's rows, read by column name into named structs (never `r.get(7)`): a column
+//! renamed or reordered in SQL is an error naming it, not a value in the wrong field.
+
+use kollus_common::kollus::lms::Segment;
+use serde::Serialize;
+use time::OffsetDateTime;
+use tokio_postgres::{Error, Row};
+
+/// `GET .../progress`'s row: the rollup (`watch_progress`, a view over the sessions) and what
+/// its sessions say together.
+pub struct ProgressRow {
+    pub last_position: Option<i64>,
+    pub block_count: Option<i32>,
+    pub blocks_watched: i32,
+    /// 1-based positions of the blocks played in any session.
+    pub watched_positions: Vec<i32>,
+    pub total_real_playtime: i64,
+    pub total_playtime: i64,
+    pub sessions: i32,
+    pub first_watched_at: OffsetDateTime,
+    pub last_watched_at: OffsetDateTime,
+    /// Each session's stored segments.
+    pub segments: Option<Vec<serde_json::Value>>,
+    pub verified: Option<bool>,
+    pub device_clock: bool,
+}
+
+impl ProgressRow {
+    pub fn from_row(r: &Row) -> Result<Self, Error> {
+        Ok(Self {
+            last_position: r.try_get("last_position")?,
+            block_count: r.try_get("block_count")?,
+            blocks_watched: r.try_get("blocks_watched")?,
+            watched_positions: r.try_get("watched_positions")?,
+            total_real_playtime: r.try_get("total_real_playtime")?,
+            total_playtime: r.try_get("total_playtime")?,
+            sessions: r.try_get("sessions")?,
+            first_watched_at: r.try_get("first_watched_at")?,
+            last_watched_at: r.try_get("last_watched_at")?,
+            segments: r.try_get("segments")?,
+            verified: r.try_get("verified")?,
+            device_clock: r.try_get("device_clock")?,
+        })
+    }
+}
+
+/// One `watch_sessions` row of a history page.
+pub struct SessionRow {
+    pub media_content_key: String,
+    pub start_at: i64,
+    pub first_report_at: OffsetDateTime,
+    pub last_report_at: OffsetDateTime,
+    pub device: Option<String>,
+    pub os: Option<String>,
+    pub player_id: Option<String>,
+    pub channel_key: Option<String>,
+    pub duration: Option<i64>,
+    pub playtime: i64,
+    pub real_playtime: i64,
+    pub playtime_percent: i64,
+    pub runtime: i64,
+    pub showtime: i64,
+    pub last_play_at: Option<i64>,
+    pub block_count: Option<i32>,
+    pub blocks_watched: Option<i32>,
+    pub segments: serde_json::Value,
+    pub hash_verified: Option<bool>,
+    pub device_clock: bool,
+}
+
+impl SessionRow {
+    pub fn from_row(r: &Row) -> Result<Self, Error> {
+        Ok(Self {
+            media_content_key: r.try_get("media_content_key")?,
+            start_at: r.try_get("start_at")?,
+            first_report_at: r.try_get("first_report_at")?,
+            last_report_at: r.try_get("last_report_at")?,
+            device: r.try_get("device")?,
+            os: r.try_get("os")?,
+            player_id: r.try_get("player_id")?,
+            channel_key: r.try_get("channel_key")?,
+            duration: r.try_get("duration")?,
+            playtime: r.try_get("playtime")?,
+            real_playtime: r.try_get("real_playtime")?,
+            playtime_percent: r.try_get("playtime_percent")?,
+            runtime: r.try_get("runtime")?,
+            showtime: r.try_get("showtime")?,
+            last_play_at: r.try_get("last_play_at")?,
+            block_count: r.try_get("block_count")?,
+            blocks_watched: r.try_get("blocks_watched")?,
+            segments: r.try_get("segments")?,
+            hash_verified: r.try_get("hash_verified")?,
+            device_clock: r.try_get("device_clock")?,
+        })
+    }
+}
+
+#[derive(Serialize)]
+pub struct WatchSession {
+    pub media_content_key: String,
+    /// Kollus's `start_at` (Unix seconds): the session's identity.
+    pub start_at: i64,
+    #[serde(with = "time::serde::rfc3339")]
+    pub started_at: OffsetDateTime,
+    /// When the first and the last report of the session arrived.
+    #[serde(with = "time::serde::rfc3339")]
+    pub first_report_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    pub last_report_at: OffsetDateTime,
+    pub device: Option<String>,
+    pub os: Option<String>,
+    pub player_id: Option<String>,
+    pub channel_key: Option<String>,
+    pub duration: Option<i64>,
+    pub playtime: i64,
+    pub real_playtime: i64,
+    pub playtime_percent: i64,
+    pub runtime: i64,
+    pub showtime: i64,
+    pub last_play_at: Option<i64>,
+    pub block_count: Option<i32>,
+    pub blocks_watched: i32,
+    /// Played segments (`block_info.sessions`), one per (block, start time).
+    pub segments: Vec<Segment>,
+    /// True only when every report of the session carried a valid hash; null when none was
+    /// checked.
+    pub verified: Option<bool>,
+    /// The session's offline reports came with a device clock that cannot be right.
+    pub device_clock: bool,
+}
+
+impl From<SessionRow> for WatchSession {
+    fn from(r: SessionRow) -> Self {
+        Self {
+            media_content_key: r.media_content_key,
+            start_at: r.start_at,
+            started_at: OffsetDateTime::from_unix_timestamp(r.start_at)
+                .unwrap_or(OffsetDateTime::UNIX_EPOCH),
+            first_report_at: r.first_report_at,
+            last_report_at: r.last_report_at,
+            device: r.device,
+            os: r.os,
+            player_id: r.player_id,
+            channel_key: r.channel_key,
+            duration: r.duration,
+            playtime: r.playtime,
+            real_playtime: r.real_playtime,
+            playtime_percent: r.playtime_percent,
+            runtime: r.runtime,
+            showtime: r.showtime,
+            last_play_at: r.last_play_at,
+            block_count: r.block_count,
+            blocks_watched: r.blocks_watched.unwrap_or(0),
+            segments: segments(&[r.segments]),
+            verified: r.hash_verified,
+            device_clock: r.device_clock,
+        }
+    }
+}
+
+/// `GET /v1/media/{key}`'s catalog row: playability and the upload.
+pub struct CatalogRow {
+    pub playable: bool,
+    pub deleted_at: Option<OffsetDateTime>,
+    pub poster_changed_at: Option<OffsetDateTime>,
+    pub upload: Upload,
+}
+
+impl CatalogRow {
+    pub fn from_row(r: &Row) -> Result<Self, Error> {
+        Ok(Self {
+            playable: r.try_get("playable")?,
+            deleted_at: r.try_get("deleted_at")?,
+            poster_changed_at: r.try_get("poster_changed_at")?,
+            upload: Upload {
+                upload_file_key: r.try_get("upload_file_key")?,
+                filename: r.try_get("filename")?,
+                full_filename: r.try_get("full_filename")?,
+                content_provider_key: r.try_get("content_provider_key")?,
+                transcoding_state: r.try_get("transcoding_state")?,
+                uploaded_at: r.try_get("uploaded_at")?,
+                transcoded_at: r.try_get("transcoded_at")?,
+                first_event_at: r.try_get("first_event_at")?,
+                last_event_at: r.try_get("last_event_at")?,
+            },
+        })
+    }
+}
+
+#[derive(Serialize)]
+pub struct Upload {
+    pub upload_file_key: String,
+    pub filename: Option<String>,
+    pub full_filename: Option<String>,
+    pub content_provider_key: Option<String>,
+    pub transcoding_state: String,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub uploaded_at: Option<OffsetDateTime>,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub transcoded_at: Option<OffsetDateTime>,
+    #[serde(with = "time::serde::rfc3339")]
+    pub first_event_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    pub last_event_at: OffsetDateTime,
+}
+
+#[derive(Serialize)]
+pub struct Membership {
+    pub channel_key: String,
+    pub channel_name: Option<String>,
+    pub profile_keys: Vec<String>,
+    pub status: &'static str,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub joined_at: Option<OffsetDateTime>,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub left_at: Option<OffsetDateTime>,
+}
+
+impl Membership {
+    pub fn from_row(r: &Row) -> Result<Self, Error> {
+        Ok(Self {
+            channel_key: r.try_get("channel_key")?,
+            channel_name: r.try_get("channel_name")?,
+            profile_keys: r.try_get("profile_keys")?,
+            status: if r.try_get("in_channel")? {
+                "in"
+            } else {
+                "left"
+            },
+            joined_at: r.try_get("joined_at")?,
+            left_at: r.try_get("left_at")?,
+        })
+    }
+}
+
+/// Stored segments (`[block, start_time, play_time]` triples, one array per session), merged
+/// into one list per (block, start time), keeping the longest play time.
+pub fn segments(stored: &[serde_json::Value]) -> Vec<Segment> {
+    let mut merged: std::collections::BTreeMap<(u32, u64), u64> = Default::default();
+    for triple in stored.iter().filter_map(|s| s.as_array()).flatten() {
+        let n = |i: usize| triple.get(i).and_then(serde_json::Value::as_u64);
+        if let (Some(block), Some(start), Some(play)) = (n(0), n(1), n(2)) {
+            let key = (u32::try_from(block).unwrap_or(u32::MAX), start);
+            let longest = merged.entry(key).or_insert(0);
+            *longest = (*longest).max(play);
+        }
+    }
+    merged
+        .into_iter()
+        .map(|((block, start_time), play_time)| Segment {
+            block,
+            start_time,
+            play_time,
+        })
+        .collect()
+}
