@@ -10,13 +10,17 @@
 //! Every field is a join (commutative, associative, idempotent), so any order, batching and
 //! number of repeats of the same reports give the same session: exactly-once effect needs no
 //! record of which reports were applied. It is the only copy of the policy: the worker merges
-//! each report into its stored session here, in Rust (`history.rs`).
+//! each report into its stored session here, in Rust (`history.rs`); the segment merge and the
+//! `verified` rule, which token-api's read API also applies across a user's sessions, live in
+//! `kollus_common::kollus::lms::merge`.
 
 use std::collections::BTreeMap;
 
 use kollus_common::domain::{ClientUserId, MediaContentKey, UnixSeconds};
 use kollus_common::kollus::lms::checksum::HashVerdict;
-use kollus_common::kollus::lms::{Block, LmsReport, Segment};
+use kollus_common::kollus::lms::{Block, LmsReport};
+// The segment merge and the `verified` rule live in common, where the read API uses them too.
+pub use kollus_common::kollus::lms::merge::{merge_segments, segment_list, Segments, Signed};
 use time::OffsetDateTime;
 
 /// What a believable report looks like. Players are untrusted: a report outside these bounds is
@@ -92,77 +96,6 @@ impl Plausibility {
             _ => None,
         }
     }
-}
-
-/// Whether a session's reports were signed (SPEC.md 4.2), summed up over its reports.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Signed {
-    /// No report was checked (`LMS_HASH_POLICY=off` when they arrived).
-    Unchecked,
-    /// Every report was checked and verified.
-    Verified,
-    /// At least one report was unsigned, mismatched, or not checked beside checked ones.
-    NotVerified,
-}
-
-impl Signed {
-    pub fn of(verdict: Option<HashVerdict>) -> Self {
-        match verdict {
-            None => Self::Unchecked,
-            Some(HashVerdict::Verified) => Self::Verified,
-            Some(HashVerdict::Mismatch | HashVerdict::Absent) => Self::NotVerified,
-        }
-    }
-
-    /// Verified only when both are; unchecked only when both are.
-    pub fn merge(self, other: Self) -> Self {
-        if self == other {
-            self
-        } else {
-            Self::NotVerified
-        }
-    }
-
-    /// As stored and answered: `null` unchecked, else whether every report was verified.
-    pub fn as_option(self) -> Option<bool> {
-        match self {
-            Self::Unchecked => None,
-            Self::Verified => Some(true),
-            Self::NotVerified => Some(false),
-        }
-    }
-
-    pub fn from_option(v: Option<bool>) -> Self {
-        match v {
-            None => Self::Unchecked,
-            Some(true) => Self::Verified,
-            Some(false) => Self::NotVerified,
-        }
-    }
-}
-
-/// Played segments keyed by (block, start time): a segment reported again, late, or grown since
-/// keeps its longest play time.
-pub type Segments = BTreeMap<(u32, u64), u64>;
-
-/// Adds `segments` into `into`, keeping the longest play time of each.
-pub fn merge_segments(into: &mut Segments, segments: impl IntoIterator<Item = Segment>) {
-    for s in segments {
-        let play_time = into.entry((s.block, s.start_time)).or_insert(0);
-        *play_time = (*play_time).max(s.play_time);
-    }
-}
-
-/// The segments as a list, in (block, start time) order.
-pub fn segment_list(segments: &Segments) -> Vec<Segment> {
-    segments
-        .iter()
-        .map(|(&(block, start_time), &play_time)| Segment {
-            block,
-            start_time,
-            play_time,
-        })
-        .collect()
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -339,6 +272,7 @@ mod tests {
     use std::collections::HashMap;
 
     use super::*;
+    use kollus_common::kollus::lms::Segment;
 
     /// The sessions `sessions` merge into, one per key, in key order.
     fn coalesce(sessions: impl IntoIterator<Item = Session>) -> Vec<Session> {

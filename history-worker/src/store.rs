@@ -19,6 +19,7 @@ use std::pin::pin;
 use std::sync::LazyLock;
 
 use deadpool_postgres::Transaction;
+use kollus_common::kollus::lms::merge::{merge_segments, stored_segments, to_stored};
 use kollus_common::kollus::lms::Block;
 use time::OffsetDateTime;
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
@@ -320,12 +321,7 @@ impl SessionRow {
             block_percent: blocks.iter().map(|b| int(b.percent)).collect(),
             first_report_at: s.first_report_at,
             last_report_at: s.last_report_at,
-            // Stored as a JSON array of `[block, start_time, play_time]` (migrations/V6).
-            segments: s
-                .segments
-                .iter()
-                .map(|(&(block, start), &play)| serde_json::json!([block, start, play]))
-                .collect(),
+            segments: to_stored(&s.segments),
             hash_verified: s.signed.as_option(),
             device_clock: s.device_clock,
         }
@@ -353,14 +349,7 @@ impl SessionRow {
             _ => BTreeMap::new(),
         };
         let mut segments = Segments::new();
-        for triple in self.segments.as_array().into_iter().flatten() {
-            let n = |i: usize| triple.get(i).and_then(serde_json::Value::as_u64);
-            if let (Some(block), Some(start), Some(play)) = (n(0), n(1), n(2)) {
-                let block = u32::try_from(block).unwrap_or(u32::MAX);
-                let mine = segments.entry((block, start)).or_insert(0);
-                *mine = (*mine).max(play);
-            }
-        }
+        merge_segments(&mut segments, stored_segments(&self.segments));
         Session {
             key,
             channel_key: self.channel_key,

@@ -47,7 +47,7 @@ pub enum ApiError {
 }
 
 /// A PostgreSQL failure: does it mean the database is not answering (so the caller may retry)?
-pub trait DbFailure: std::fmt::Display {
+pub trait DbFailure: std::error::Error {
     fn not_answering(&self) -> bool;
 }
 
@@ -80,15 +80,23 @@ impl DbFailure for deadpool_postgres::PoolError {
     }
 }
 
+/// The failure and every cause under it ("db error" alone says nothing).
+fn chain(e: &dyn std::error::Error) -> String {
+    std::iter::successors(Some(e), |e| e.source())
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(": ")
+}
+
 /// Classifies a PostgreSQL failure where it happens: not answering is a 503 with `retry` as the
 /// detail (the cause logged at WARN); anything else is a 500, its cause logged at ERROR.
 pub fn db_error<E: DbFailure>(retry: &'static str) -> impl Fn(E) -> ApiError {
     move |e| {
         if e.not_answering() {
-            tracing::warn!(error = %e, "PostgreSQL is not answering");
+            tracing::warn!(error = chain(&e), "PostgreSQL is not answering");
             ApiError::Unavailable(retry.into())
         } else {
-            tracing::error!(error = %e, "PostgreSQL refused a statement");
+            tracing::error!(error = chain(&e), "PostgreSQL refused a statement");
             ApiError::Internal("the database refused a statement; the cause is logged".into())
         }
     }

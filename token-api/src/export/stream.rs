@@ -64,6 +64,7 @@ pub fn stream(
                                 return Ok(());
                             }
                         } else {
+                            // Each JSON part selects one jsonb value per row.
                             let mut v: Value = row.get(0);
                             if let Value::Object(m) = &mut v {
                                 m.insert("type".into(), Value::String(part.kind.into()));

@@ -95,12 +95,11 @@ pub async fn progress(
             "SELECT p.last_position, p.block_count, p.blocks_watched, \
                     array_positions(p.blocks_ever_played, true) AS watched_positions, \
                     p.total_real_playtime, p.total_playtime, p.sessions, p.first_watched_at, \
-                    p.last_watched_at, s.segments, s.verified, s.device_clock \
+                    p.last_watched_at, s.segments, s.verified_each, s.device_clock \
              FROM watch_progress p \
              CROSS JOIN LATERAL ( \
                  SELECT array_agg(w.segments) AS segments, \
-                        CASE WHEN bool_and(w.hash_verified IS NULL) THEN NULL \
-                             ELSE bool_and(coalesce(w.hash_verified, false)) END AS verified, \
+                        array_agg(w.hash_verified) AS verified_each, \
                         coalesce(bool_or(w.device_clock), false) AS device_clock \
                  FROM watch_sessions w \
                  WHERE w.client_user_id = p.client_user_id \
@@ -119,6 +118,7 @@ pub async fn progress(
         })?;
     let row = ProgressRow::from_row(&row).map_err(db_error(NOT_ANSWERING))?;
     let (count, watched) = (row.block_count, row.blocks_watched);
+    let (segments, verified) = (row.merged_segments(), row.verified());
     Ok(HttpResponse::Ok().json(Progress {
         client_user_id: user.as_str().into(),
         media_content_key: media.as_str().into(),
@@ -137,8 +137,8 @@ pub async fn progress(
         sessions: row.sessions,
         first_watched_at: row.first_watched_at,
         last_watched_at: row.last_watched_at,
-        segments: rows::segments(&row.segments.unwrap_or_default()),
-        verified: row.verified,
+        segments,
+        verified,
         device_clock: row.device_clock,
     }))
 }

@@ -1,6 +1,9 @@
 //! The read API's rows, read by column name into named structs (never `r.get(7)`): a column
 //! renamed or reordered in SQL is an error naming it, not a value in the wrong field.
 
+use kollus_common::kollus::lms::merge::{
+    merge_segments, segment_list, stored_segments, Segments, Signed,
+};
 use kollus_common::kollus::lms::Segment;
 use serde::Serialize;
 use time::OffsetDateTime;
@@ -21,7 +24,8 @@ pub struct ProgressRow {
     pub last_watched_at: OffsetDateTime,
     /// Each session's stored segments.
     pub segments: Option<Vec<serde_json::Value>>,
-    pub verified: Option<bool>,
+    /// Each session's `hash_verified`.
+    pub verified_each: Option<Vec<Option<bool>>>,
     pub device_clock: bool,
 }
 
@@ -38,9 +42,31 @@ impl ProgressRow {
             first_watched_at: r.try_get("first_watched_at")?,
             last_watched_at: r.try_get("last_watched_at")?,
             segments: r.try_get("segments")?,
-            verified: r.try_get("verified")?,
+            verified_each: r.try_get("verified_each")?,
             device_clock: r.try_get("device_clock")?,
         })
+    }
+}
+
+impl ProgressRow {
+    /// The sessions' segments together, one per (block, start time) with its longest play
+    /// time: common's merge, the worker's.
+    pub fn merged_segments(&self) -> Vec<Segment> {
+        let mut merged = Segments::new();
+        for stored in self.segments.iter().flatten() {
+            merge_segments(&mut merged, stored_segments(stored));
+        }
+        segment_list(&merged)
+    }
+
+    /// Verified only when every session was; null when none was checked: common's rule.
+    pub fn verified(&self) -> Option<bool> {
+        self.verified_each
+            .iter()
+            .flatten()
+            .map(|v| Signed::from_option(*v))
+            .reduce(Signed::merge)
+            .and_then(Signed::as_option)
     }
 }
 
@@ -151,7 +177,8 @@ impl From<SessionRow> for WatchSession {
             last_play_at: r.last_play_at,
             block_count: r.block_count,
             blocks_watched: r.blocks_watched.unwrap_or(0),
-            segments: segments(&[r.segments]),
+            // The worker stored them merged: read, not merged again.
+            segments: stored_segments(&r.segments).collect(),
             verified: r.hash_verified,
             device_clock: r.device_clock,
         }
@@ -231,26 +258,4 @@ impl Membership {
             left_at: r.try_get("left_at")?,
         })
     }
-}
-
-/// Stored segments (`[block, start_time, play_time]` triples, one array per session), merged
-/// into one list per (block, start time), keeping the longest play time.
-pub fn segments(stored: &[serde_json::Value]) -> Vec<Segment> {
-    let mut merged: std::collections::BTreeMap<(u32, u64), u64> = Default::default();
-    for triple in stored.iter().filter_map(|s| s.as_array()).flatten() {
-        let n = |i: usize| triple.get(i).and_then(serde_json::Value::as_u64);
-        if let (Some(block), Some(start), Some(play)) = (n(0), n(1), n(2)) {
-            let key = (u32::try_from(block).unwrap_or(u32::MAX), start);
-            let longest = merged.entry(key).or_insert(0);
-            *longest = (*longest).max(play);
-        }
-    }
-    merged
-        .into_iter()
-        .map(|((block, start_time), play_time)| Segment {
-            block,
-            start_time,
-            play_time,
-        })
-        .collect()
 }

@@ -89,7 +89,7 @@ pub async fn refusals(
         // Prepared once per connection: one round trip per check instead of two.
         let statement = client
             .prepare_cached(
-                "SELECT media_content_key, deleted_at IS NOT NULL, in_any_channel \
+                "SELECT media_content_key, deleted_at IS NOT NULL AS deleted, in_any_channel \
                  FROM media_playability WHERE media_content_key = ANY($1)",
             )
             .await?;
@@ -99,10 +99,10 @@ pub async fn refusals(
             .map(|key| {
                 let known = rows
                     .iter()
-                    .find(|r| r.get::<_, &str>(0) == *key)
+                    .find(|r| r.get::<_, &str>("media_content_key") == *key)
                     .map(|r| Known {
-                        deleted: r.get(1),
-                        in_any_channel: r.get(2),
+                        deleted: r.get("deleted"),
+                        in_any_channel: r.get("in_any_channel"),
                     });
                 ((*key).to_owned(), known)
             })

@@ -9,6 +9,7 @@
 //! - [`checksum`] verifies the `&hash=` players append to the POST data (SPEC.md 4.2).
 
 pub mod checksum;
+pub mod merge;
 pub mod request;
 pub mod wire;
 
