@@ -129,7 +129,7 @@ impl KollusApi {
                 Err(e) => {
                     failures += 1;
                     self.count("transport_error");
-                    let error = e.without_url().to_string();
+                    let error = chain(&e.without_url());
                     if failures >= MAX_ATTEMPTS {
                         return Err(ApiError::Transport {
                             what,
@@ -202,7 +202,7 @@ impl KollusApi {
                     if failures >= MAX_ATTEMPTS {
                         return Err(ApiError::Transport {
                             what,
-                            error: e.without_url().to_string(),
+                            error: chain(&e.without_url()),
                             attempts: failures,
                         });
                     }
@@ -243,6 +243,19 @@ impl KollusApi {
 fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
     let v = headers.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?;
     v.trim().parse::<u64>().ok().map(Duration::from_secs)
+}
+
+/// An error and its causes ("error sending request: ... Connection refused"), which reqwest's
+/// own `Display` leaves out.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
 }
 
 /// A request as logs and errors name it: the path and its parameters, never the token.

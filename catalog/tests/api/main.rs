@@ -2,6 +2,7 @@
 //! checked, a real sync-worker on real PostgreSQL.
 
 mod backfill;
+mod command;
 mod helpers;
 mod hostile;
 mod sweep;

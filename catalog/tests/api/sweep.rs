@@ -51,6 +51,10 @@ async fn a_sweep_finds_a_join_and_a_delete_missed_during_an_outage() {
         "join        m2b in channel chb00001 (upload u2)"
     );
     assert_eq!(r.published, 2, "only what differs is published");
+    assert_eq!(
+        r.requests, 5,
+        "the index, two channels, the library, one detail"
+    );
     assert!(
         s.fake
             .request_paths()
