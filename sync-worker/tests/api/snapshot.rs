@@ -232,6 +232,23 @@ async fn a_confirmed_absence_holds_until_a_later_event_clears_it() {
         .unwrap()
         .get(0);
     assert_eq!(since, Some(instant(30)));
+    // Readers that ask the view "deleted?" (token-api's strict catalog) see it as deleted; the
+    // upload itself keeps no delete (a snapshot never deletes).
+    let row = db
+        .client()
+        .await
+        .query_one(
+            "SELECT p.deleted_at, u.deleted_at IS NULL FROM media_playability p \
+             JOIN uploads u USING (upload_file_key) WHERE media_content_key = 'm1'",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        row.get::<_, Option<time::OffsetDateTime>>(0),
+        Some(instant(30))
+    );
+    assert!(row.get::<_, bool>(1));
     // A callback received later clears it; one received before does not.
     let db = both_orders(&[
         envelope(Channel, JOIN_A, 0),

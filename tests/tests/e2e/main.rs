@@ -6,6 +6,7 @@
 
 mod archive;
 mod authorization;
+mod catalog;
 mod long_tier;
 mod operations;
 mod pipeline;
