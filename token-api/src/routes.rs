@@ -2,19 +2,37 @@
 //! to `openapi.json`. Top layer: it imports the features' handlers; nothing imports it but
 //! `startup`.
 
+use crate::tokens::request::Limits;
 use crate::{entitlements, export, history, playback, tokens};
 
 use actix_web::http::Method;
 use actix_web::{web, HttpResponse};
 
-/// The OpenAPI document of this API (`token-api/openapi.json`).
+/// The OpenAPI document of this API (`token-api/openapi.json`), as written for the default
+/// settings.
 pub const OPENAPI: &str = include_str!("../openapi.json");
 
+/// The document as served: the limits that are settings (`TOKEN_MAX_MEDIA`,
+/// `TOKEN_MAX_EXPIRES_IN`) are this server's, so a client generated from it asks for nothing
+/// the server refuses. With the default settings it is `openapi.json` itself.
+pub struct ServedDocument(String);
+
+impl ServedDocument {
+    pub fn new(limits: &Limits) -> Self {
+        let mut doc: serde_json::Value =
+            serde_json::from_str(OPENAPI).expect("openapi.json is JSON (a test holds it so)");
+        let request = &mut doc["components"]["schemas"]["TokenRequest"]["properties"];
+        request["media"]["maxItems"] = limits.max_media.into();
+        request["expires_in"]["maximum"] = limits.max_expires_in.into();
+        Self(serde_json::to_string(&doc).expect("a JSON value serializes"))
+    }
+}
+
 /// `GET /openapi.json`
-pub async fn openapi() -> HttpResponse {
+pub async fn openapi(doc: web::Data<ServedDocument>) -> HttpResponse {
     HttpResponse::Ok()
         .content_type("application/json")
-        .body(OPENAPI)
+        .body(doc.0.clone())
 }
 
 /// Every API route, registered from this one list; a test holds it equal to `openapi.json`.

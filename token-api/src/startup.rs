@@ -19,7 +19,7 @@ use crate::history::History;
 use crate::metrics::Metrics;
 use crate::playback::Playback;
 use crate::problem::{method_not_allowed, unknown_route, ApiError};
-use crate::routes::api_routes;
+use crate::routes::{api_routes, ServedDocument};
 use crate::signer::Signer;
 use crate::tokens::catalog::CatalogCache;
 use crate::tokens::request::Limits;
@@ -37,16 +37,18 @@ impl Application {
         kollus_common::metrics::register_pool(&metrics.registry, &pool);
         metrics.zero_routes(api_routes().iter().map(|(path, _, _)| *path));
         let signer = Arc::new(Signer::new(&settings.security_key));
+        let limits = Limits {
+            default_expires_in: settings.default_expires_in,
+            max_expires_in: settings.max_expires_in,
+            max_media: settings.max_media,
+        };
+        let document = web::Data::new(ServedDocument::new(&limits));
         // Each feature's own web::Data: a handler sees only what its feature needs.
         let tokens = web::Data::new(Tokens {
             signer: signer.clone(),
             custom_key: settings.custom_key.clone(),
             player_url: settings.player_url.clone(),
-            limits: Limits {
-                default_expires_in: settings.default_expires_in,
-                max_expires_in: settings.max_expires_in,
-                max_media: settings.max_media,
-            },
+            limits,
             emit_exp: settings.emit_exp,
             strict: settings.strict_catalog,
             catalog_cache: CatalogCache::new(settings.strict_catalog_cache),
@@ -98,6 +100,7 @@ impl Application {
                 .app_data(entitlements.clone())
                 .app_data(playback.clone())
                 .app_data(export.clone())
+                .app_data(document.clone())
                 .app_data(keys.clone())
                 .app_data(m.clone())
                 .app_data(

@@ -126,3 +126,48 @@ async fn the_service_serves_the_document_and_answers_as_it_says() {
     );
     assert_eq!(m.len(), 3, "{m:#?}");
 }
+
+#[tokio::test]
+async fn the_served_document_states_this_servers_limits() {
+    let app = spawn_app_with(|s| {
+        s.max_media = 3;
+        s.max_expires_in = 600;
+        s.default_expires_in = 300;
+    })
+    .await;
+    let served: Value = app
+        .client
+        .get(format!("{}/openapi.json", app.address))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let request = "/components/schemas/TokenRequest/properties";
+    assert_eq!(
+        served.pointer(&format!("{request}/media/maxItems")),
+        Some(&json!(3))
+    );
+    assert_eq!(
+        served.pointer(&format!("{request}/expires_in/maximum")),
+        Some(&json!(600))
+    );
+    // Only those: with them put back, it is the document in the repository.
+    let mut back = served.clone();
+    *back
+        .pointer_mut(&format!("{request}/media/maxItems"))
+        .unwrap() = json!(10);
+    *back
+        .pointer_mut(&format!("{request}/expires_in/maximum"))
+        .unwrap() = json!(86_400);
+    assert_eq!(back, document());
+    // And what it says is what the server does: one more video than it allows is refused.
+    let media: Vec<Value> = (0..4)
+        .map(|i| json!({"media_content_key": format!("m{i}")}))
+        .collect();
+    let res = app
+        .issue(APP_KEY, json!({"client_user_id": "u", "media": media}))
+        .await;
+    assert_eq!(res.status(), 400);
+}
