@@ -8,7 +8,7 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
     cargo build --release --workspace --bins \
  && mkdir -p /out \
  && cp target/release/ingest target/release/sync-worker target/release/history-worker \
-       target/release/token-api target/release/kollus-archive /out/
+       target/release/token-api target/release/kollus-archive target/release/kollus-catalog /out/
 
 FROM debian:bookworm-slim AS runtime
 RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates \
@@ -38,3 +38,9 @@ ENTRYPOINT ["/usr/local/bin/token-api"]
 FROM runtime AS archive
 COPY --from=build /out/kollus-archive /usr/local/bin/kollus-archive
 ENTRYPOINT ["/usr/local/bin/kollus-archive"]
+
+# A one-off command, not a service: docker run --rm kollus/catalog backfill (README "Bringing an
+# existing Kollus account").
+FROM runtime AS catalog
+COPY --from=build /out/kollus-catalog /usr/local/bin/kollus-catalog
+ENTRYPOINT ["/usr/local/bin/kollus-catalog"]

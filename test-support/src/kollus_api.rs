@@ -129,6 +129,18 @@ impl FakeKollusApi {
             .push((channel_key.into(), media_content_key.into()));
     }
 
+    /// Removes a video from a channel.
+    pub fn leave(&self, upload_file_key: &str, channel_key: &str) {
+        let mut s = self.lock();
+        for v in s
+            .videos
+            .iter_mut()
+            .filter(|v| v.upload_file_key == upload_file_key)
+        {
+            v.channels.retain(|(c, _)| c != channel_key);
+        }
+    }
+
     /// Issues a new token: the old one gets 401 from now on.
     pub fn reissue_token(&self, token: &str) {
         self.lock().token = token.into();

@@ -110,21 +110,23 @@ pub fn items(result: &Value) -> Result<Vec<&Value>, ShapeError> {
     }
 }
 
-/// An integer given as a number or a numeric string; absent or empty is `None`.
-fn int(v: &Value, path: &str) -> Result<Option<i64>, ShapeError> {
-    match v.get(path.rsplit('.').next().unwrap_or(path)) {
+/// `field` of `v` (at `path`, for errors) as an integer, given as a number or a numeric
+/// string; absent or empty is `None`.
+fn int(v: &Value, field: &str, path: &str) -> Result<Option<i64>, ShapeError> {
+    let at = || format!("{path}.{field}");
+    match v.get(field) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::Number(n)) => n
             .as_i64()
             .map(Some)
-            .ok_or_else(|| shape(path, format!("{n} is not a whole number"))),
+            .ok_or_else(|| shape(at(), format!("{n} is not a whole number"))),
         Some(Value::String(s)) if s.trim().is_empty() => Ok(None),
         Some(Value::String(s)) => s
             .trim()
             .parse()
             .map(Some)
-            .map_err(|_| shape(path, format!("{s:?} is not a whole number"))),
-        Some(other) => Err(shape(path, format!("is {}, not a number", kind(other)))),
+            .map_err(|_| shape(at(), format!("{s:?} is not a whole number"))),
+        Some(other) => Err(shape(at(), format!("is {}, not a number", kind(other)))),
     }
 }
 
@@ -185,7 +187,7 @@ pub fn channel(v: &Value, path: &str) -> Result<Channel, ShapeError> {
     Ok(Channel {
         key: key(v, "key", path, ChannelKey::parse)?,
         name: text(v, "name", path)?,
-        count_of_media_contents: int(v, &format!("{path}.count_of_media_contents"))?.unwrap_or(0),
+        count_of_media_contents: int(v, "count_of_media_contents", path)?.unwrap_or(0),
     })
 }
 
@@ -257,22 +259,22 @@ pub fn media_item(v: &Value, path: &str) -> Result<MediaItem, ShapeError> {
             Some(p) => Some(p),
             None => text(v, "snapshot_url", path)?,
         },
-        transcoding_stage: int(v, &format!("{path}.transcoding_stage"))?,
+        transcoding_stage: int(v, "transcoding_stage", path)?,
         transcoding_stage_name: text(v, "transcoding_stage_name", path)?,
-        created_at: int(v, &format!("{path}.created_at"))?,
-        transcoded_at: int(v, &format!("{path}.transcoded_at"))?,
+        created_at: int(v, "created_at", path)?,
+        transcoded_at: int(v, "transcoded_at", path)?,
         channels,
     })
 }
 
 /// `result.count` of a list answer (pages: `ceil(count / per_page)`).
 pub fn count(result: &Value) -> Result<i64, ShapeError> {
-    Ok(int(result, "result.count")?.unwrap_or(0).max(0))
+    Ok(int(result, "count", "result")?.unwrap_or(0).max(0))
 }
 
 /// `result.per_page`, when the answer says it.
 pub fn per_page(result: &Value) -> Result<Option<i64>, ShapeError> {
-    Ok(int(result, "result.per_page")?.filter(|n| *n > 0))
+    Ok(int(result, "per_page", "result")?.filter(|n| *n > 0))
 }
 
 #[cfg(test)]

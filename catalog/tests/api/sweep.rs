@@ -1,5 +1,5 @@
-//! `sweep` after an outage: Kollus's callbacks for a join and a delete never reached us; the
-//! sweep finds both, publishes the corrections, prints them, and a second sweep finds nothing.
+//! `sweep` after an outage: Kollus's callbacks for a join, a leave and a delete never reached us;
+//! the sweep finds them, publishes the corrections, prints them, and a second sweep finds nothing.
 
 use std::time::Duration;
 
@@ -13,7 +13,7 @@ async fn a_sweep_finds_a_join_and_a_delete_missed_during_an_outage() {
     let s = Stack::new(true).await;
     s.fake.add_channel("cha00001", "Math");
     s.fake.add_channel("chb00001", "Physics");
-    for i in 1..=3 {
+    for i in 1..=4 {
         s.fake.add_video(video(
             &format!("u{i}"),
             i,
@@ -23,10 +23,12 @@ async fn a_sweep_finds_a_join_and_a_delete_missed_during_an_outage() {
     kollus_catalog::backfill(&s.api(100.0), &s.h.kafka)
         .await
         .expect("backfill");
-    s.wait_applied(3).await;
+    s.wait_applied(4).await;
 
-    // The outage: in Kollus, u2 joins Physics and u3 is deleted; neither callback reaches us.
+    // The outage: in Kollus, u2 joins Physics, u4 leaves Math and u3 is deleted; no callback
+    // reaches us.
     s.fake.join("u2", "chb00001", "m2b");
+    s.fake.leave("u4", "cha00001");
     s.fake.delete_video("u3");
 
     let grace = Duration::ZERO;
@@ -41,6 +43,11 @@ async fn a_sweep_finds_a_join_and_a_delete_missed_during_an_outage() {
                 media: "m2b".into(),
                 channel: "chb00001".into(),
             },
+            Difference::Leave {
+                upload: "u4".into(),
+                media: "m4".into(),
+                channel: "cha00001".into(),
+            },
             Difference::Absent {
                 upload: "u3".into()
             },
@@ -50,7 +57,7 @@ async fn a_sweep_finds_a_join_and_a_delete_missed_during_an_outage() {
         r.differences[0].to_string(),
         "join        m2b in channel chb00001 (upload u2)"
     );
-    assert_eq!(r.published, 2, "only what differs is published");
+    assert_eq!(r.published, 3, "only what differs is published");
     assert_eq!(
         r.requests, 5,
         "the index, two channels, the library, one detail"
@@ -62,7 +69,7 @@ async fn a_sweep_finds_a_join_and_a_delete_missed_during_an_outage() {
         "the absence was confirmed by a detail request"
     );
 
-    s.wait_applied(5).await;
+    s.wait_applied(7).await;
     let db = s.h.db.client().await;
     let playable = |m: &'static str| {
         let db = &db;
@@ -81,6 +88,10 @@ async fn a_sweep_finds_a_join_and_a_delete_missed_during_an_outage() {
     let m3 = playable("m3").await;
     assert!(!m3.get::<_, bool>(0), "the missed delete is not playable");
     assert!(m3.get::<_, bool>(1), "and marked absent");
+    assert!(
+        !playable("m4").await.get::<_, bool>(0),
+        "the missed leave is applied"
+    );
     assert!(playable("m1").await.get::<_, bool>(0), "the rest untouched");
 
     // Nothing left to correct.
