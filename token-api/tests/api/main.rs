@@ -1,5 +1,6 @@
 //! token-api against a real PostgreSQL catalog.
 
+mod binary;
 mod export;
 mod helpers;
 mod hostile;
