@@ -109,8 +109,15 @@ impl Apply for Catalog {
         let uploads: Vec<&str> = uploads.into_iter().collect();
         let mut media: Vec<&str> = media.into_iter().collect();
         let snapshot_uploads: Vec<&str> = snapshot_uploads.into_iter().collect();
+        let mut absent_before = Vec::new();
+        let mut absent_after = Vec::new();
         if !uploads.is_empty() {
+            absent_before = absent_among(&tx, &uploads).await?;
             tx.execute(DERIVE_UPLOADS, &[&uploads]).await?;
+            // Only a snapshot sets an absence, and only an absent upload can lose one.
+            if !absent_before.is_empty() || !snapshot_uploads.is_empty() {
+                absent_after = absent_among(&tx, &uploads).await?;
+            }
             tx.execute(DERIVE_MEDIA, &[&media]).await?;
             // A snapshot of an upload speaks for every media content key of it, listed or not.
             let linked: Vec<String> = tx
@@ -130,6 +137,22 @@ impl Apply for Catalog {
         }
         tx.commit().await?;
 
+        let marked = absent_after
+            .iter()
+            .filter(|u| !absent_before.contains(u))
+            .count();
+        let cleared = absent_before
+            .iter()
+            .filter(|u| !absent_after.contains(u))
+            .count();
+        self.metrics
+            .absences
+            .with_label_values(&["marked"])
+            .inc_by(marked as u64);
+        self.metrics
+            .absences
+            .with_label_values(&["cleared"])
+            .inc_by(cleared as u64);
         for (id, change) in log.id.iter().zip(&log.change) {
             // The first copy of a fresh envelope in the batch is the applied one.
             let outcome = if fresh.remove(id) {
@@ -263,6 +286,18 @@ async fn insert_events(
                 &log.request_id,
                 &log.observed_at,
             ],
+        )
+        .await?;
+    Ok(rows.iter().map(|r| r.get(0)).collect())
+}
+
+/// Which of `uploads` are marked absent now.
+async fn absent_among(tx: &Transaction<'_>, uploads: &[&str]) -> Result<Vec<String>, ApplyError> {
+    let rows = tx
+        .query(
+            "SELECT upload_file_key FROM uploads \
+             WHERE upload_file_key = ANY($1::text[]) AND absent_since IS NOT NULL",
+            &[&uploads],
         )
         .await?;
     Ok(rows.iter().map(|r| r.get(0)).collect())

@@ -11,6 +11,9 @@ pub struct Metrics {
     /// counted by the loop's `deadletter_total`.
     pub records: IntCounterVec,
     pub apply_duration: Histogram,
+    /// Uploads whose `absent_since` a batch set (`marked`: a sweep confirmed them gone) or
+    /// cleared (`cleared`: a later event); alert `KollusCatalogVideosAbsent`.
+    pub absences: IntCounterVec,
     pub consume: LoopMetrics,
 }
 
@@ -30,9 +33,16 @@ impl Metrics {
                 "Time to apply one batch to the catalog in PostgreSQL.",
                 latency_buckets(),
             ),
+            absences: counter_vec(
+                &r,
+                "absences_total",
+                "Uploads the catalog marked absent from Kollus, or cleared, by change.",
+                &["change"],
+            ),
             consume: LoopMetrics::new(&r),
             registry: r,
         };
+        zeroed(&m.absences, &[&["marked"], &["cleared"]]);
         for kind in [
             "uploaded",
             "transcoded",

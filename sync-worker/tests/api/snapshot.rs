@@ -9,7 +9,7 @@ use kollus_common::kollus::platform::ContentEvent;
 use kollus_common::kollus::CallbackKind::{Channel, ContentUpdate, Upload};
 use kollus_test_support::TestDb;
 
-use crate::helpers::{api_snapshot, apply_directly, envelope, instant};
+use crate::helpers::{api_snapshot, apply_directly, envelope, instant, spawn_worker};
 
 const JOIN_A: &str = "upload_file_key=u1&media_content_key=m1&channel_key=cha&channel_name=A\
     &profile_key=hi&update_type=channel_join";
@@ -329,4 +329,40 @@ async fn callbacks_and_snapshots_in_any_order_and_batching_give_one_catalog() {
         let (shuffled, _db) = apply_directly(batches).await;
         assert_eq!(shuffled, in_order, "seed {seed} gave another catalog");
     }
+}
+
+#[tokio::test]
+async fn absences_marked_and_cleared_are_counted() {
+    let w = spawn_worker().await;
+    let base = format!("http://127.0.0.1:{}", w.port);
+    // The counters move just after the commit that `wait_applied` sees: poll them.
+    let counted = |marked: f64, cleared: f64| {
+        let base = base.clone();
+        async move {
+            let sample =
+                |change: &str| format!("kollus_sync_absences_total{{change=\"{change}\"}}");
+            kollus_test_support::eventually(
+                &format!("absences marked {marked}, cleared {cleared}"),
+                std::time::Duration::from_secs(10),
+                || async {
+                    let m = kollus_test_support::scrape(&base, &sample("marked")).await;
+                    let c = kollus_test_support::scrape(&base, &sample("cleared")).await;
+                    (m == Some(marked) && c == Some(cleared)).then_some(())
+                },
+            )
+            .await
+        }
+    };
+    w.resend(&envelope(Channel, JOIN_A, 0)).await;
+    w.resend(&api_snapshot("u1", 30, 31, None, &[])).await;
+    w.wait_applied(2).await;
+    counted(1.0, 0.0).await;
+    w.resend(&envelope(
+        ContentUpdate,
+        "upload_file_key=u1&update_type=content_poster",
+        40,
+    ))
+    .await;
+    w.wait_applied(3).await;
+    counted(1.0, 1.0).await;
 }
