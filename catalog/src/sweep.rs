@@ -54,6 +54,9 @@ pub enum Difference {
     Reappeared { upload: String },
     /// Neither the scan nor a detail request after the grace period found it (a delete missed).
     Absent { upload: String },
+    /// Listed nowhere, yet a detail request found it: Kollus's lists were stale; the detail
+    /// answer (its channels included) is published.
+    Unlisted { upload: String },
 }
 
 impl Difference {
@@ -65,6 +68,7 @@ impl Difference {
             Self::Described { .. } => "described",
             Self::Reappeared { .. } => "reappeared",
             Self::Absent { .. } => "absent",
+            Self::Unlisted { .. } => "unlisted",
         }
     }
 }
@@ -95,6 +99,12 @@ impl fmt::Display for Difference {
             Self::Reappeared { upload } => write!(f, "reappeared  upload {upload}"),
             Self::Absent { upload } => {
                 write!(f, "absent      upload {upload} (not listed, not found)")
+            }
+            Self::Unlisted { upload } => {
+                write!(
+                    f,
+                    "unlisted    upload {upload} (in no list, found on its own)"
+                )
             }
         }
     }
@@ -294,6 +304,9 @@ pub async fn sweep(
                         },
                     )
                     .collect();
+                differences.push(Difference::Unlisted {
+                    upload: key.clone(),
+                });
                 snapshots.push(Outgoing {
                     upload,
                     snapshot,

@@ -57,6 +57,8 @@ struct State {
     videos: Vec<FakeVideo>,
     requests: Vec<(Instant, String)>,
     faults: Vec<Fault>,
+    /// Uploads the lists leave out (a stale cached answer) though a detail request finds them.
+    unlisted: Vec<String>,
 }
 
 /// The running stand-in. `url` is the base to give `KOLLUS_API_URL` (`http://127.0.0.1:<port>/0/`).
@@ -139,6 +141,12 @@ impl FakeKollusApi {
         {
             v.channels.retain(|(c, _)| c != channel_key);
         }
+    }
+
+    /// Leaves a video out of every list, as a stale cached list would, while a detail request
+    /// still finds it.
+    pub fn hide_from_lists(&self, upload_file_key: &str) {
+        self.lock().unlisted.push(upload_file_key.into());
     }
 
     /// Issues a new token: the old one gets 401 from now on.
@@ -381,6 +389,7 @@ async fn answer(req: HttpRequest, state: web::Data<Mutex<State>>) -> HttpRespons
                     let n = s
                         .videos
                         .iter()
+                        .filter(|v| !s.unlisted.contains(&v.upload_file_key))
                         .filter(|v| v.channels.iter().any(|(k, _)| k == &c.key))
                         .count();
                     json!({"key": c.key, "name": c.name, "position": i + 1, "status": 1,
@@ -402,6 +411,7 @@ async fn answer(req: HttpRequest, state: web::Data<Mutex<State>>) -> HttpRespons
                 .videos
                 .iter()
                 .rev()
+                .filter(|v| !s.unlisted.contains(&v.upload_file_key))
                 .filter_map(|v| {
                     let (_, m) = v.channels.iter().find(|(k, _)| *k == channel)?;
                     let mut o = item_common(v);
@@ -417,6 +427,7 @@ async fn answer(req: HttpRequest, state: web::Data<Mutex<State>>) -> HttpRespons
                 .videos
                 .iter()
                 .rev()
+                .filter(|v| !s.unlisted.contains(&v.upload_file_key))
                 .map(|v| library_item(v, &s.channels))
                 .collect();
             ok(paged(all, page, per_page))

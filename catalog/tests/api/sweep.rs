@@ -101,3 +101,48 @@ async fn a_sweep_finds_a_join_and_a_delete_missed_during_an_outage() {
     assert!(again.differences.is_empty(), "{:?}", again.differences);
     assert_eq!(again.published, 0);
 }
+
+#[tokio::test]
+async fn a_stale_list_does_not_make_a_video_absent() {
+    let s = Stack::new(true).await;
+    s.fake.add_channel("cha00001", "Math");
+    s.fake.add_video(video("u1", 1, &[("cha00001", "m1")]));
+    s.fake.add_video(video("u2", 2, &[("cha00001", "m2")]));
+    kollus_catalog::backfill(&s.api(100.0), &s.h.kafka)
+        .await
+        .expect("backfill");
+    s.wait_applied(2).await;
+
+    // Kollus's cached lists leave u2 out; asked on its own, Kollus still has it.
+    s.fake.hide_from_lists("u2");
+    let r = kollus_catalog::sweep(
+        &s.api(100.0),
+        Duration::ZERO,
+        &s.h.db.settings(),
+        &s.h.kafka,
+    )
+    .await
+    .expect("sweep");
+    assert_eq!(
+        r.differences,
+        [Difference::Unlisted {
+            upload: "u2".into()
+        }]
+    );
+    s.wait_applied(3).await;
+    let row =
+        s.h.db
+            .client()
+            .await
+            .query_one(
+                "SELECT playable, absent_since IS NULL FROM media_playability \
+             WHERE media_content_key = 'm2'",
+                &[],
+            )
+            .await
+            .unwrap();
+    assert!(
+        row.get::<_, bool>(0) && row.get::<_, bool>(1),
+        "still playable, not absent"
+    );
+}
