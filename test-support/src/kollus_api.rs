@@ -48,6 +48,8 @@ pub enum Fault {
     },
     /// This body (HTTP 200) for every request whose path ends with `path_suffix`.
     Body { path_suffix: String, body: String },
+    /// `302 Found` to `location` for every request.
+    Redirect { location: String },
 }
 
 #[derive(Default)]
@@ -367,6 +369,11 @@ async fn answer(req: HttpRequest, state: web::Data<Mutex<State>>) -> HttpRespons
                 message,
             } if path.ends_with(path_suffix.as_str()) => {
                 return HttpResponse::Ok().json(json!({"error": 1, "message": message}));
+            }
+            Fault::Redirect { location } => {
+                return HttpResponse::Found()
+                    .insert_header(("Location", location.clone()))
+                    .finish();
             }
             Fault::Body { path_suffix, body } if path.ends_with(path_suffix.as_str()) => {
                 return HttpResponse::Ok()

@@ -87,6 +87,9 @@ impl KollusApi {
             .connect_timeout(Duration::from_secs(10))
             .timeout(Duration::from_secs(60))
             .user_agent(concat!("kollus-catalog/", env!("CARGO_PKG_VERSION")))
+            // A redirect would carry the token's URL to wherever it points (and into reqwest's
+            // own log lines): a 3xx is an answer we refuse instead.
+            .redirect(reqwest::redirect::Policy::none())
             .build()?;
         Ok(Self {
             http,

@@ -83,3 +83,19 @@ async fn a_reissued_token_stops_at_once_saying_so() {
     );
     assert_eq!(s.fake.request_paths().len(), 1, "no retry of a 401");
 }
+
+#[tokio::test]
+async fn a_redirect_is_not_followed_with_the_token() {
+    let s = account().await;
+    let elsewhere = format!("{}elsewhere/index", s.fake.url);
+    s.fake.fault(Fault::Redirect {
+        location: elsewhere,
+    });
+    let text = refused(&s).await;
+    assert!(text.contains("media/channel/index: HTTP 302"), "{text}");
+    assert_eq!(
+        s.fake.request_paths(),
+        ["/0/media/channel/index"],
+        "the redirect was not followed"
+    );
+}
