@@ -144,3 +144,21 @@ async fn a_429_waits_its_retry_after_and_a_503_is_retried() {
     );
     assert_eq!(s.published(), 1);
 }
+
+#[tokio::test]
+async fn the_default_rate_is_one_request_a_second() {
+    let s = Stack::new(false).await;
+    s.fake.add_channel("ch000001", "A");
+    s.fake.add_video(video("u1", 1, &[("ch000001", "m1")]));
+    let mut api = s.api(50.0);
+    api.api_rate = 1.0;
+    let r = kollus_catalog::backfill(&api, &s.h.kafka)
+        .await
+        .expect("backfill");
+    assert_eq!(r.requests, 3, "the index, the channel, the library");
+    let gap = s.fake.min_gap().unwrap();
+    assert!(
+        gap >= Duration::from_millis(950),
+        "Kollus allows 1 request a second; two came {gap:?} apart"
+    );
+}
