@@ -236,15 +236,15 @@ impl<'a> EventColumns<'a> {
             ContentChange::Snapshot(s) => Some(s),
             _ => None,
         };
-        for c in snapshot.iter().flat_map(|s| &s.channels) {
-            self.channels.envelope_id.push(id);
-            self.channels.upload.push(e.upload_file_key.as_str());
-            self.channels.media.push(c.media_content_key.as_str());
-            self.channels.channel.push(c.channel_key.as_str());
-            self.channels.channel_name.push(c.channel_name.as_deref());
-            self.channels
-                .observed_at
-                .push(snapshot.map_or(received_at, |s| s.requested_at));
+        if let Some(s) = snapshot {
+            for c in &s.channels {
+                self.channels.envelope_id.push(id);
+                self.channels.upload.push(e.upload_file_key.as_str());
+                self.channels.media.push(c.media_content_key.as_str());
+                self.channels.channel.push(c.channel_key.as_str());
+                self.channels.channel_name.push(c.channel_name.as_deref());
+                self.channels.observed_at.push(s.requested_at);
+            }
         }
         self.observed_at.push(snapshot.map(|s| s.requested_at));
         self.id.push(id);
