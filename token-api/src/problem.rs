@@ -6,7 +6,8 @@ use actix_web::{HttpResponse, ResponseError};
 use serde::Serialize;
 
 /// One problem with one field, e.g. `media[1].play_section`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct FieldError {
     pub field: String,
     pub message: String,
@@ -151,18 +152,39 @@ pub fn method_not_allowed(
     }
 }
 
-#[derive(Serialize)]
-struct Problem<'a> {
+/// An error answer (RFC 7807); a validation error lists every invalid field.
+#[derive(Serialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Problem<'a> {
     #[serde(rename = "type")]
     kind: &'static str,
     title: &'a str,
+    #[schema(value_type = i64)]
     status: u16,
     detail: String,
     #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    #[schema(inline)]
     errors: &'a [FieldError],
-    /// The scope a 403 is missing.
+    /// On a 403: the scope the API key lacks.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(schema_with = scope_schema)]
     scope: Option<&'static str>,
+}
+
+/// The scopes a key may lack (auth.rs's `ApiScope`, named here: the bottom layer's order).
+fn scope_schema() -> utoipa::openapi::Object {
+    use utoipa::openapi::schema::{ObjectBuilder, Type};
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .enum_values(Some([
+            "tokens",
+            "read",
+            "entitlements",
+            "export",
+            "console",
+        ]))
+        .description(Some("On a 403: the scope the API key lacks."))
+        .build()
 }
 
 impl ResponseError for ApiError {

@@ -1,6 +1,7 @@
-//! Every feature's routes, registered from one list ([`api_routes`]) that a test holds equal
-//! to `openapi.json`. Top layer: it imports the features' handlers; nothing imports it but
-//! `startup`.
+//! Every feature's routes, registered from one list ([`api_routes`]), and the OpenAPI document
+//! derived from the same handlers and their types ([`ApiDoc`], utoipa); tests hold the list, the
+//! derived document and its snapshot `openapi.json` equal. Top layer: it imports the features'
+//! handlers; nothing imports it but `startup`.
 
 use crate::tokens::request::Limits;
 use crate::{entitlements, export, history, playback, tokens};
@@ -8,9 +9,30 @@ use crate::{entitlements, export, history, playback, tokens};
 use actix_web::http::Method;
 use actix_web::{web, HttpResponse};
 
-/// The OpenAPI document of this API (`token-api/openapi.json`), as written for the default
-/// settings.
+/// `token-api/openapi.json`: the snapshot of [`ApiDoc`] (with the default settings), kept in the
+/// repository so API changes show in diffs; a test holds it equal to the derived document.
 pub const OPENAPI: &str = include_str!("../openapi.json");
+
+/// The document derived from the code, as JSON, with the two facts utoipa's attributes cannot
+/// state, taken from the code too: the history page's default `limit`, and that every Kollus
+/// answer carries `X-Kollus-UserKey`.
+pub fn derived() -> serde_json::Value {
+    use utoipa::OpenApi as _;
+    let mut doc = serde_json::to_value(ApiDoc::openapi()).expect("the derived document serializes");
+    let paths = &mut doc["paths"];
+    if let Some(params) =
+        paths["/v1/users/{client_user_id}/history"]["get"]["parameters"].as_array_mut()
+    {
+        for p in params.iter_mut().filter(|p| p["name"] == "limit") {
+            p["schema"]["default"] = history::DEFAULT_PAGE.into();
+        }
+    }
+    for callback in ["/kollus/play", "/kollus/drm"] {
+        paths[callback]["post"]["responses"]["200"]["headers"]["X-Kollus-UserKey"]["required"] =
+            true.into();
+    }
+    doc
+}
 
 /// The document as served: the limits that are settings (`TOKEN_MAX_MEDIA`,
 /// `TOKEN_MAX_EXPIRES_IN`) are this server's, so a client generated from it asks for nothing
@@ -19,8 +41,7 @@ pub struct ServedDocument(String);
 
 impl ServedDocument {
     pub fn new(limits: &Limits) -> Self {
-        let mut doc: serde_json::Value =
-            serde_json::from_str(OPENAPI).expect("openapi.json is JSON (a test holds it so)");
+        let mut doc = derived();
         let request = &mut doc["components"]["schemas"]["TokenRequest"]["properties"];
         request["media"]["maxItems"] = limits.max_media.into();
         request["expires_in"]["maximum"] = limits.max_expires_in.into();
@@ -28,7 +49,93 @@ impl ServedDocument {
     }
 }
 
+/// The document derived from the handlers and types (`#[utoipa::path]` on each handler,
+/// `ToSchema` on each body); `openapi.json` is its snapshot, held equal by a test.
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    info(
+        title = "kollus-pipeline token-api",
+        version = "1.0.0",
+        description = "Signed Kollus playback tokens and player URLs for the product app, and the read API for watch progress, watch history and the media catalog. Every endpoint except /openapi.json needs `Authorization: Bearer <key>` (TOKEN_API_KEYS). Errors are RFC 7807 `application/problem+json`; validation errors list every invalid field. Operations endpoints, not listed here: /healthz, /readyz, /metrics (Prometheus)."
+    ),
+    servers((url = "http://127.0.0.1:8081")),
+    security(("bearer" = [])),
+    paths(
+        tokens::issue_token,
+        tokens::verify_token,
+        history::progress,
+        history::history,
+        history::media,
+        openapi,
+        playback::play,
+        playback::drm,
+        entitlements::grant_media,
+        entitlements::revoke_media,
+        entitlements::grant_channel,
+        entitlements::revoke_channel,
+        entitlements::list,
+        export::user,
+        export::media,
+    ),
+    components(schemas(
+        crate::problem::Problem,
+        tokens::request::TokenRequest,
+        tokens::request::MediaRequest,
+        tokens::Issued,
+        tokens::Verified,
+        history::Progress,
+        history::HistoryPage,
+        history::MediaState,
+        entitlements::body::GrantBody,
+        entitlements::model::Entitlement,
+        entitlements::Listing,
+        playback::wire::PlayForm,
+        playback::wire::DrmForm,
+        playback::wire::KollusAnswer,
+    )),
+    modifiers(&SecuritySchemes)
+)]
+pub struct ApiDoc;
+
+/// The two ways in: API keys (`Authorization: Bearer`, with scopes) and Kollus's callback secret.
+struct SecuritySchemes;
+
+impl utoipa::Modify for SecuritySchemes {
+    fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{
+            ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme,
+        };
+        let components = doc.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some("A key from TOKEN_API_KEYS (`name[scope+scope]:key,...`). Each operation's `security` names the scope it needs: `tokens`, `read`, `entitlements`, `export` (`console` is for the support console). A key given without scopes has every scope but `console`; a key without the scope an operation needs gets 403 naming it."))
+                    .build(),
+            ),
+        );
+        components.add_security_scheme(
+            "callbackSecret",
+            SecurityScheme::ApiKey(ApiKey::Query(ApiKeyValue::with_description(
+                "secret",
+                "CALLBACK_SECRET, in the callback URL configured in the Kollus console.",
+            ))),
+        );
+    }
+}
+
 /// `GET /openapi.json`
+#[utoipa::path(
+    get,
+    path = "/openapi.json",
+    operation_id = "getOpenApi",
+    summary = "This document",
+    responses(
+        (status = 200, description = "OpenAPI 3.1", body = Object, content_type = "application/json")
+    ),
+    security()
+)]
 pub async fn openapi(doc: web::Data<ServedDocument>) -> HttpResponse {
     HttpResponse::Ok()
         .content_type("application/json")

@@ -6,21 +6,25 @@ use time::OffsetDateTime;
 
 use crate::problem::{invalid, ApiError, FieldError};
 
-/// The body of a grant.
-#[derive(Debug, Deserialize)]
+/// What to grant. Every field may be left out (no expiry, no allowance limit, no downloads).
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = EntitlementGrant)]
 pub struct GrantBody {
-    /// Access ends then; `null`: never.
+    /// Access ends then (RFC 3339); null: never.
     #[serde(default, with = "time::serde::rfc3339::option")]
     pub expires_at: Option<OffsetDateTime>,
-    /// Seconds of `playtime` the user may spend on each covered video, over all sessions.
+    /// Seconds of Kollus `playtime` the user may spend on each covered video, over all
+    /// sessions; null: no limit.
     #[serde(default, deserialize_with = "crate::json::opt_whole")]
+    #[schema(minimum = 1)]
     pub playtime_limit_seconds: Option<i64>,
-    /// Whether Kollus may let the player download covered videos.
+    /// Whether Kollus may let the player download covered videos (DRM callback kind 1).
     #[serde(default)]
     pub download: bool,
-    /// Completed downloads allowed per video; `null`: no limit.
+    /// Completed downloads allowed per video; null: no limit.
     #[serde(default, deserialize_with = "crate::json::opt_whole")]
+    #[schema(minimum = 0)]
     pub download_limit: Option<i32>,
 }
 

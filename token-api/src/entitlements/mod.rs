@@ -46,6 +46,25 @@ fn target(user: &str, scope: Scope, key: &str) -> Result<(ClientUserId, Scope, S
 const NOT_ANSWERING: &str = "the entitlements database is not answering; retry shortly";
 
 /// `PUT /v1/users/{client_user_id}/entitlements/media/{media_content_key}`
+#[utoipa::path(
+    put,
+    path = "/v1/users/{client_user_id}/entitlements/media/{media_content_key}",
+    operation_id = "grantMediaEntitlement",
+    summary = "Grant (or replace) a user's access to a media",
+    params(
+        ("client_user_id" = String, Path, description = "The product's user id (Kollus `cuid`).", min_length = 1, max_length = 255, pattern = r"^[^\u0000-\u001f\u007f-\u009f]+$"),
+        ("media_content_key" = String, Path, description = "Kollus media content key.", pattern = "^[A-Za-z0-9_.-]{1,64}$")
+    ),
+    request_body(content = body::GrantBody, content_type = "application/json"),
+    responses(
+        (status = 200, description = "Granted; recorded with the API key's name.", body = Entitlement, content_type = "application/json"),
+        (status = 400, description = "An invalid field, named.", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No valid API key.", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 403, description = "The API key lacks the `entitlements` scope (named in `scope`).", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 503, description = "PostgreSQL is not answering; retry.", body = crate::problem::Problem, content_type = "application/problem+json")
+    ),
+    security(("bearer" = ["entitlements"]))
+)]
 pub async fn grant_media(
     caller: Caller,
     path: web::Path<(String, String)>,
@@ -58,6 +77,25 @@ pub async fn grant_media(
 }
 
 /// `PUT /v1/users/{client_user_id}/entitlements/channel/{channel_key}`
+#[utoipa::path(
+    put,
+    path = "/v1/users/{client_user_id}/entitlements/channel/{channel_key}",
+    operation_id = "grantChannelEntitlement",
+    summary = "Grant (or replace) a user's access to a channel",
+    params(
+        ("client_user_id" = String, Path, description = "The product's user id (Kollus `cuid`).", min_length = 1, max_length = 255, pattern = r"^[^\u0000-\u001f\u007f-\u009f]+$"),
+        ("channel_key" = String, Path, description = "Kollus channel key: the grant covers every video the catalog has in the channel.", pattern = "^[A-Za-z0-9_.-]{1,64}$")
+    ),
+    request_body(content = body::GrantBody, content_type = "application/json"),
+    responses(
+        (status = 200, description = "Granted; recorded with the API key's name.", body = Entitlement, content_type = "application/json"),
+        (status = 400, description = "An invalid field, named.", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No valid API key.", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 403, description = "The API key lacks the `entitlements` scope (named in `scope`).", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 503, description = "PostgreSQL is not answering; retry.", body = crate::problem::Problem, content_type = "application/problem+json")
+    ),
+    security(("bearer" = ["entitlements"]))
+)]
 pub async fn grant_channel(
     caller: Caller,
     path: web::Path<(String, String)>,
@@ -70,6 +108,25 @@ pub async fn grant_channel(
 }
 
 /// `DELETE /v1/users/{client_user_id}/entitlements/media/{media_content_key}`
+#[utoipa::path(
+    delete,
+    path = "/v1/users/{client_user_id}/entitlements/media/{media_content_key}",
+    operation_id = "revokeMediaEntitlement",
+    summary = "Revoke a user's access to a media",
+    params(
+        ("client_user_id" = String, Path, description = "The product's user id (Kollus `cuid`).", min_length = 1, max_length = 255, pattern = r"^[^\u0000-\u001f\u007f-\u009f]+$"),
+        ("media_content_key" = String, Path, description = "Kollus media content key.", pattern = "^[A-Za-z0-9_.-]{1,64}$")
+    ),
+    responses(
+        (status = 204, description = "Revoked; kept, marked revoked."),
+        (status = 400, description = "An invalid key.", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No grant in force to revoke.", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No valid API key.", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 403, description = "The API key lacks the `entitlements` scope (named in `scope`).", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 503, description = "PostgreSQL is not answering; retry.", body = crate::problem::Problem, content_type = "application/problem+json")
+    ),
+    security(("bearer" = ["entitlements"]))
+)]
 pub async fn revoke_media(
     caller: Caller,
     path: web::Path<(String, String)>,
@@ -81,6 +138,25 @@ pub async fn revoke_media(
 }
 
 /// `DELETE /v1/users/{client_user_id}/entitlements/channel/{channel_key}`
+#[utoipa::path(
+    delete,
+    path = "/v1/users/{client_user_id}/entitlements/channel/{channel_key}",
+    operation_id = "revokeChannelEntitlement",
+    summary = "Revoke a user's access to a channel",
+    params(
+        ("client_user_id" = String, Path, description = "The product's user id (Kollus `cuid`).", min_length = 1, max_length = 255, pattern = r"^[^\u0000-\u001f\u007f-\u009f]+$"),
+        ("channel_key" = String, Path, description = "Kollus channel key: the grant covers every video the catalog has in the channel.", pattern = "^[A-Za-z0-9_.-]{1,64}$")
+    ),
+    responses(
+        (status = 204, description = "Revoked; kept, marked revoked."),
+        (status = 400, description = "An invalid key.", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No grant in force to revoke.", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No valid API key.", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 403, description = "The API key lacks the `entitlements` scope (named in `scope`).", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 503, description = "PostgreSQL is not answering; retry.", body = crate::problem::Problem, content_type = "application/problem+json")
+    ),
+    security(("bearer" = ["entitlements"]))
+)]
 pub async fn revoke_channel(
     caller: Caller,
     path: web::Path<(String, String)>,
@@ -164,13 +240,33 @@ async fn revoke(
     Ok(HttpResponse::NoContent().finish())
 }
 
-#[derive(Serialize)]
-struct Listing {
+/// A user's grants, in force or revoked.
+#[derive(Serialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(as = EntitlementList)]
+pub struct Listing {
     client_user_id: String,
     entitlements: Vec<Entitlement>,
 }
 
 /// `GET /v1/users/{client_user_id}/entitlements`: every grant, in force or revoked.
+#[utoipa::path(
+    get,
+    path = "/v1/users/{client_user_id}/entitlements",
+    operation_id = "listEntitlements",
+    summary = "A user's entitlements, in force or revoked",
+    params(
+        ("client_user_id" = String, Path, description = "The product's user id (Kollus `cuid`).", min_length = 1, max_length = 255, pattern = r"^[^\u0000-\u001f\u007f-\u009f]+$")
+    ),
+    responses(
+        (status = 200, description = "Every grant.", body = Listing, content_type = "application/json"),
+        (status = 400, description = "An invalid user id.", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No valid API key.", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 403, description = "The API key lacks the `entitlements` scope (named in `scope`).", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 503, description = "PostgreSQL is not answering; retry.", body = crate::problem::Problem, content_type = "application/problem+json")
+    ),
+    security(("bearer" = ["entitlements"]))
+)]
 pub async fn list(
     caller: Caller,
     path: web::Path<String>,

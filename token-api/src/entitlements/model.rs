@@ -7,7 +7,7 @@ use time::OffsetDateTime;
 use tokio_postgres::{Error, Row};
 
 /// What an entitlement covers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Scope {
     /// One video (`media_content_key`).
@@ -34,21 +34,29 @@ impl Scope {
 }
 
 /// An entitlement as stored and answered.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct Entitlement {
     pub scope: Scope,
     /// The `media_content_key` or `channel_key` it covers.
     pub key: String,
     #[serde(with = "time::serde::rfc3339::option")]
+    #[schema(required = true)]
     pub expires_at: Option<OffsetDateTime>,
+    #[schema(required = true)]
     pub playtime_limit_seconds: Option<i64>,
     pub download: bool,
+    #[schema(required = true)]
     pub download_limit: Option<i32>,
+    /// The name of the API key that granted it.
     pub granted_by: String,
     #[serde(with = "time::serde::rfc3339")]
     pub granted_at: OffsetDateTime,
+    #[schema(required = true)]
     pub revoked_by: Option<String>,
     #[serde(with = "time::serde::rfc3339::option")]
+    /// Set once revoked; a revoked grant is listed, and answers `content_expired` to Kollus.
+    #[schema(required = true)]
     pub revoked_at: Option<OffsetDateTime>,
 }
 

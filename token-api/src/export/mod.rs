@@ -45,6 +45,23 @@ fn format_of(req: &HttpRequest) -> Format {
 }
 
 /// `GET /v1/users/{client_user_id}/export`
+#[utoipa::path(
+    get,
+    path = "/v1/users/{client_user_id}/export",
+    operation_id = "exportUser",
+    summary = "Everything we hold about a user",
+    description = "JSON Lines (default): `session` (every watch session with its played blocks and segments), `progress` (per video), `entitlement`, `playback_decision`; with `Accept: text/csv`, the sessions as CSV. Streamed from a read-only snapshot, so memory stays flat for users with any number of sessions; a failure half-way ends the stream with an `error` line.",
+    params(
+        ("client_user_id" = String, Path, description = "The product's user id (Kollus `cuid`).", min_length = 1, max_length = 255, pattern = r"^[^\u0000-\u001f\u007f-\u009f]+$")
+    ),
+    responses(
+        (status = 200, description = "Streamed as it is read.", content((String = "application/x-ndjson"), (String = "text/csv"))),
+        (status = 400, description = "An invalid id.", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No valid API key.", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 403, description = "The API key lacks the `export` scope (named in `scope`).", body = crate::problem::Problem, content_type = "application/problem+json")
+    ),
+    security(("bearer" = ["export"]))
+)]
 pub async fn user(
     caller: Caller,
     req: HttpRequest,
@@ -73,6 +90,23 @@ pub async fn user(
 }
 
 /// `GET /v1/media/{media_content_key}/export`
+#[utoipa::path(
+    get,
+    path = "/v1/media/{media_content_key}/export",
+    operation_id = "exportMedia",
+    summary = "Everything we hold about a video, for its course owner",
+    description = "JSON Lines (default): `media` (the catalog record), `channel` (memberships), `content_event` (its channel history, in event order), `user_totals` (per user); with `Accept: text/csv`, the per-user totals as CSV.",
+    params(
+        ("media_content_key" = String, Path, description = "Kollus media content key.", pattern = "^[A-Za-z0-9_.-]{1,64}$")
+    ),
+    responses(
+        (status = 200, description = "Streamed as it is read.", content((String = "application/x-ndjson"), (String = "text/csv"))),
+        (status = 400, description = "An invalid id.", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No valid API key.", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 403, description = "The API key lacks the `export` scope (named in `scope`).", body = crate::problem::Problem, content_type = "application/problem+json")
+    ),
+    security(("bearer" = ["export"]))
+)]
 pub async fn media(
     caller: Caller,
     req: HttpRequest,

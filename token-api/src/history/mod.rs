@@ -24,7 +24,7 @@ pub struct History {
 
 /// History pages hold at most this many sessions (`limit`), 50 by default.
 pub const MAX_PAGE: i64 = 200;
-const DEFAULT_PAGE: i64 = 50;
+pub const DEFAULT_PAGE: i64 = 50;
 
 fn user_id(s: &str) -> Result<ClientUserId, ApiError> {
     ClientUserId::parse(s).map_err(|e| invalid("client_user_id", e.to_string()))
@@ -45,12 +45,16 @@ async fn client(state: &History) -> Result<deadpool_postgres::Object, ApiError> 
 // GET /v1/users/{client_user_id}/media/{media_content_key}/progress
 // ---------------------------------------------------------------------------------------------
 
-#[derive(Serialize)]
-struct Progress {
+/// Resume position and coverage of one user on one video.
+#[derive(Serialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Progress {
     client_user_id: String,
     media_content_key: String,
     /// Where to resume: the playback position of the latest session, in seconds.
+    #[schema(required = true)]
     resume_position: Option<i64>,
+    #[schema(inline)]
     blocks: BlockCoverage,
     total_real_playtime: i64,
     total_playtime: i64,
@@ -60,26 +64,50 @@ struct Progress {
     #[serde(with = "time::serde::rfc3339")]
     last_watched_at: OffsetDateTime,
     /// Segments played in any session, one per (block, start time) with its longest play time.
+    #[schema(value_type = Vec<rows::SegmentDoc>)]
     segments: Vec<Segment>,
     /// True only when every report of every session carried a valid hash; null when no report
     /// was checked (`LMS_HASH_POLICY=off`).
+    #[schema(required = true)]
     verified: Option<bool>,
     /// Some session's offline reports came with a device clock that cannot be right.
     device_clock: bool,
 }
 
-#[derive(Serialize)]
-struct BlockCoverage {
+#[derive(Serialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BlockCoverage {
     /// Blocks the video is split into (Kollus's `block_count`), when reported.
+    #[schema(required = true)]
     count: Option<i32>,
     /// Blocks played in any session.
     watched: i32,
     /// `watched / count`, 0..=1; null when the count is unknown.
+    #[schema(required = true, minimum = 0, maximum = 1)]
     share: Option<f64>,
     /// Indices (from 0) of the blocks played in any session.
     watched_blocks: Vec<i32>,
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/users/{client_user_id}/media/{media_content_key}/progress",
+    operation_id = "getProgress",
+    summary = "Resume position and coverage of one user on one video",
+    params(
+        ("client_user_id" = String, Path, description = "The product's user id (Kollus `cuid`).", min_length = 1, max_length = 255, pattern = r"^[^\u0000-\u001f\u007f-\u009f]+$"),
+        ("media_content_key" = String, Path, description = "Kollus media content key.", pattern = "^[A-Za-z0-9_.-]{1,64}$")
+    ),
+    responses(
+        (status = 200, description = "The rollup over all of the user's sessions on the video.", body = Progress, content_type = "application/json"),
+        (status = 400, description = "Invalid id.", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "The user has no history for this video.", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No valid API key.", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 403, description = "The API key lacks the `read` scope (named in `scope`).", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 503, description = "PostgreSQL is not answering; retry.", body = crate::problem::Problem, content_type = "application/problem+json")
+    ),
+    security(("bearer" = ["read"]))
+)]
 pub async fn progress(
     caller: Caller,
     path: web::Path<(String, String)>,
@@ -156,11 +184,13 @@ pub struct HistoryQuery {
     limit: Option<String>,
 }
 
-#[derive(Serialize)]
-struct HistoryPage {
+#[derive(Serialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HistoryPage {
     client_user_id: String,
     sessions: Vec<WatchSession>,
     /// Pass as `cursor` for the next (older) page; null on the last page.
+    #[schema(required = true)]
     next_cursor: Option<String>,
 }
 
@@ -193,6 +223,28 @@ fn instant(field: &str, s: &str) -> Result<i64, ApiError> {
         .map_err(|_| invalid(field, "must be an RFC 3339 time, e.g. 2026-11-01T09:00:00Z"))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/users/{client_user_id}/history",
+    operation_id = "getHistory",
+    summary = "A user's watch sessions, newest first, cursor-paginated",
+    params(
+        ("client_user_id" = String, Path, description = "The product's user id (Kollus `cuid`).", min_length = 1, max_length = 255, pattern = r"^[^\u0000-\u001f\u007f-\u009f]+$"),
+        ("media" = Option<String>, Query, description = "Only this media content key.", pattern = "^[A-Za-z0-9_.-]{1,64}$"),
+        ("from" = Option<String>, Query, description = "Sessions started at or after (RFC 3339).", format = DateTime),
+        ("to" = Option<String>, Query, description = "Sessions that started before this time (exclusive). At or before `from`: an empty page.", format = DateTime),
+        ("cursor" = Option<String>, Query, description = "`next_cursor` of the previous page: `<start_at>:<media_content_key>` of its last session.", pattern = "^[0-9]{1,18}:[A-Za-z0-9_.-]{1,64}$"),
+        ("limit" = Option<i64>, Query, description = "Sessions per page.", minimum = 1, maximum = 200)
+    ),
+    responses(
+        (status = 200, description = "One page.", body = HistoryPage, content_type = "application/json"),
+        (status = 400, description = "Invalid id, time, cursor or limit.", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No valid API key.", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 403, description = "The API key lacks the `read` scope (named in `scope`).", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 503, description = "PostgreSQL is not answering; retry.", body = crate::problem::Problem, content_type = "application/problem+json")
+    ),
+    security(("bearer" = ["read"]))
+)]
 pub async fn history(
     caller: Caller,
     req: HttpRequest,
@@ -284,21 +336,43 @@ pub async fn history(
 // GET /v1/media/{media_content_key}
 // ---------------------------------------------------------------------------------------------
 
-#[derive(Serialize)]
-struct MediaState {
+/// A video's catalog state.
+#[derive(Serialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MediaState {
     media_content_key: String,
     /// In at least one channel, and its upload not deleted: what strict mode checks.
     playable: bool,
     deleted: bool,
     #[serde(with = "time::serde::rfc3339::option")]
+    #[schema(required = true)]
     deleted_at: Option<OffsetDateTime>,
     #[serde(with = "time::serde::rfc3339::option")]
+    #[schema(required = true)]
     poster_changed_at: Option<OffsetDateTime>,
     upload: Upload,
     /// Every channel it was ever in: `in` now, or `left`.
     channels: Vec<Membership>,
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/media/{media_content_key}",
+    operation_id = "getMedia",
+    summary = "A video's catalog state: upload, channels, deletion, playability",
+    params(
+        ("media_content_key" = String, Path, description = "Kollus media content key.", pattern = "^[A-Za-z0-9_.-]{1,64}$")
+    ),
+    responses(
+        (status = 200, description = "As the catalog knows it.", body = MediaState, content_type = "application/json"),
+        (status = 400, description = "Invalid key.", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "The catalog has no such video.", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No valid API key.", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 403, description = "The API key lacks the `read` scope (named in `scope`).", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 503, description = "PostgreSQL is not answering; retry.", body = crate::problem::Problem, content_type = "application/problem+json")
+    ),
+    security(("bearer" = ["read"]))
+)]
 pub async fn media(
     caller: Caller,
     path: web::Path<String>,

@@ -121,7 +121,8 @@ impl SessionRow {
     }
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct WatchSession {
     pub media_content_key: String,
     /// Kollus's `start_at` (Unix seconds): the session's identity.
@@ -133,23 +134,32 @@ pub struct WatchSession {
     pub first_report_at: OffsetDateTime,
     #[serde(with = "time::serde::rfc3339")]
     pub last_report_at: OffsetDateTime,
+    #[schema(required = true)]
     pub device: Option<String>,
+    #[schema(required = true)]
     pub os: Option<String>,
+    #[schema(required = true)]
     pub player_id: Option<String>,
+    #[schema(required = true)]
     pub channel_key: Option<String>,
+    #[schema(required = true)]
     pub duration: Option<i64>,
     pub playtime: i64,
     pub real_playtime: i64,
     pub playtime_percent: i64,
     pub runtime: i64,
     pub showtime: i64,
+    #[schema(required = true)]
     pub last_play_at: Option<i64>,
+    #[schema(required = true)]
     pub block_count: Option<i32>,
     pub blocks_watched: i32,
     /// Played segments (`block_info.sessions`), one per (block, start time).
+    #[schema(value_type = Vec<SegmentDoc>)]
     pub segments: Vec<Segment>,
     /// True only when every report of the session carried a valid hash; null when none was
     /// checked.
+    #[schema(required = true)]
     pub verified: Option<bool>,
     /// The session's offline reports came with a device clock that cannot be right.
     pub device_clock: bool,
@@ -185,6 +195,38 @@ impl From<SessionRow> for WatchSession {
     }
 }
 
+/// A played segment (Kollus block_info.sessions): playback started start_time seconds into block
+/// `block` and lasted play_time seconds. Reported again, late or grown, a segment keeps its
+/// longest play time.
+#[derive(Serialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(as = Segment)]
+#[allow(dead_code, reason = "a schema of common's Segment, never built")]
+pub struct SegmentDoc {
+    block: u32,
+    start_time: u64,
+    play_time: u64,
+}
+
+/// Where Kollus's transcoding of the upload stands.
+#[derive(Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+#[allow(dead_code, reason = "a schema of the stored text, never built")]
+pub enum TranscodingState {
+    Pending,
+    Success,
+    Fail,
+}
+
+/// `in` the channel now, or `left` it.
+#[derive(Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+#[allow(dead_code, reason = "a schema of the answered text, never built")]
+pub enum MembershipStatus {
+    In,
+    Left,
+}
+
 /// `GET /v1/media/{key}`'s catalog row: playability and the upload.
 pub struct CatalogRow {
     pub playable: bool,
@@ -214,16 +256,23 @@ impl CatalogRow {
     }
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct Upload {
     pub upload_file_key: String,
+    #[schema(required = true)]
     pub filename: Option<String>,
+    #[schema(required = true)]
     pub full_filename: Option<String>,
+    #[schema(required = true)]
     pub content_provider_key: Option<String>,
+    #[schema(value_type = TranscodingState)]
     pub transcoding_state: String,
     #[serde(with = "time::serde::rfc3339::option")]
+    #[schema(required = true)]
     pub uploaded_at: Option<OffsetDateTime>,
     #[serde(with = "time::serde::rfc3339::option")]
+    #[schema(required = true)]
     pub transcoded_at: Option<OffsetDateTime>,
     #[serde(with = "time::serde::rfc3339")]
     pub first_event_at: OffsetDateTime,
@@ -231,15 +280,20 @@ pub struct Upload {
     pub last_event_at: OffsetDateTime,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct Membership {
     pub channel_key: String,
+    #[schema(required = true)]
     pub channel_name: Option<String>,
     pub profile_keys: Vec<String>,
+    #[schema(value_type = MembershipStatus)]
     pub status: &'static str,
     #[serde(with = "time::serde::rfc3339::option")]
+    #[schema(required = true)]
     pub joined_at: Option<OffsetDateTime>,
     #[serde(with = "time::serde::rfc3339::option")]
+    #[schema(required = true)]
     pub left_at: Option<OffsetDateTime>,
 }
 

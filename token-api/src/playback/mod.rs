@@ -108,6 +108,22 @@ fn observe(p: &Playback, callback: &str, kind: i32, d: &Decision) {
 }
 
 /// `POST /kollus/play?secret=...` (SPEC.md 5.1).
+#[utoipa::path(
+    post,
+    path = "/kollus/play",
+    operation_id = "answerPlayCallback",
+    summary = "Kollus asks whether a user may play a video",
+    description = "Answered from the user's entitlements (the video's own and its channels') and the playtime spent on it (watch history). Every answer is recorded.",
+    request_body(content = wire::PlayForm, content_type = "application/x-www-form-urlencoded"),
+    responses(
+        (status = 200, description = "The decision, for Kollus.", body = wire::KollusAnswer, content_type = "text/plain", headers(("X-Kollus-UserKey" = String, description = "KOLLUS_CUSTOM_KEY: which key verifies the answer."))),
+        (status = 400, description = "A malformed callback: the field is named.", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 401, description = "The secret is missing or wrong; nothing is kept.", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "Play and DRM callbacks are off (CALLBACK_SECRET is not set).", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 503, description = "PostgreSQL did not answer within PLAY_TIMEOUT_MS; Kollus may retry.", body = crate::problem::Problem, content_type = "application/problem+json")
+    ),
+    security(("callbackSecret" = []))
+)]
 pub async fn play(req: HttpRequest, body: web::Bytes, p: web::Data<Playback>) -> HttpResponse {
     let result = answer_play(&req, &body, &p).await;
     counted(&p, "play", &result);
@@ -159,6 +175,22 @@ async fn answer_play(
 }
 
 /// `POST /kollus/drm?secret=...` (SPEC.md 5.2): one answer item per request item, in order.
+#[utoipa::path(
+    post,
+    path = "/kollus/drm",
+    operation_id = "answerDrmCallback",
+    summary = "Kollus asks whether a user may download, or play a downloaded file",
+    description = "One answer item per request item, in order. A completed download (kind 2) is counted once per session_key.",
+    request_body(content = wire::DrmForm, content_type = "application/x-www-form-urlencoded"),
+    responses(
+        (status = 200, description = "The decision, for Kollus.", body = wire::KollusAnswer, content_type = "text/plain", headers(("X-Kollus-UserKey" = String, description = "KOLLUS_CUSTOM_KEY: which key verifies the answer."))),
+        (status = 400, description = "A malformed callback: the field is named.", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 401, description = "The secret is missing or wrong; nothing is kept.", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "Play and DRM callbacks are off (CALLBACK_SECRET is not set).", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 503, description = "PostgreSQL did not answer within PLAY_TIMEOUT_MS; Kollus may retry.", body = crate::problem::Problem, content_type = "application/problem+json")
+    ),
+    security(("callbackSecret" = []))
+)]
 pub async fn drm(req: HttpRequest, body: web::Bytes, p: web::Data<Playback>) -> HttpResponse {
     let result = answer_drm(&req, &body, &p).await;
     counted(&p, "drm", &result);

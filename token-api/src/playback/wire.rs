@@ -168,6 +168,84 @@ fn drm_item(i: usize, item: &Value) -> Result<DrmItem, ApiError> {
     })
 }
 
+// ---------------------------------------------------------------------------------------------
+// The forms as the API document states them (derived into openapi.json; never built).
+// ---------------------------------------------------------------------------------------------
+
+/// Kollus's play callback form (SPEC.md 5.1). Other fields Kollus adds are ignored.
+#[derive(serde::Deserialize, utoipa::ToSchema)]
+#[schema(as = PlayCallback)]
+#[allow(dead_code, reason = "the document's form; wire::play reads it")]
+pub struct PlayForm {
+    kind: PlayKind,
+    #[schema(
+        min_length = 1,
+        max_length = 255,
+        pattern = r"^[^\u0000-\u001f\u007f-\u009f]+$"
+    )]
+    client_user_id: String,
+    #[schema(pattern = "^[A-Za-z0-9_.-]{1,64}$")]
+    media_content_key: String,
+    #[serde(default)]
+    player_id: String,
+    #[serde(default)]
+    hardware_id: String,
+    #[serde(default)]
+    device_name: String,
+    /// A JSON object, as text.
+    #[serde(default)]
+    #[schema(content_media_type = "application/json")]
+    uservalues: String,
+    #[serde(default)]
+    localtime: String,
+}
+
+/// 1: before playback; 3: the player is ready.
+#[derive(serde::Deserialize, utoipa::ToSchema)]
+#[allow(dead_code, reason = "the document's form; wire::play reads it")]
+pub enum PlayKind {
+    #[serde(rename = "1")]
+    BeforePlayback,
+    #[serde(rename = "3")]
+    PlayerReady,
+}
+
+/// Kollus's DRM callback form (SPEC.md 5.2).
+#[derive(serde::Deserialize, utoipa::ToSchema)]
+#[schema(as = DrmCallback)]
+#[allow(dead_code, reason = "the document's form; wire::drm reads it")]
+pub struct DrmForm {
+    /// A JSON array of items, each with `kind` (1 approve a download, 2 download completed, 3
+    /// play of a downloaded file), `client_user_id`, `media_content_key`, `session_key`
+    /// (required for kind 2), `start_at`, ...
+    #[schema(content_media_type = "application/json")]
+    items: String,
+}
+
+/// A JWT (HS256, KOLLUS_SECURITY_KEY) of `{"data": ...}`: Kollus's answer (`answer.rs`).
+pub struct KollusAnswer;
+
+impl utoipa::PartialSchema for KollusAnswer {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{ObjectBuilder, Type};
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .pattern(Some(r"^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$"))
+            .description(Some(
+                "A JWT (HS256, KOLLUS_SECURITY_KEY) of `{\"data\": ...}`. Play kind 1: `{result, \
+                 message, expiration_date, expiration_playtime, vmcheck, disable_tvout}`; kind 3: \
+                 `{result, message, content_expired}`; DRM: an array, one item per request item, \
+                 in order: `{kind, media_content_key, session_key, start_at, result, message, \
+                 expiration_date, expiration_count, expiration_playtime, vmcheck, \
+                 content_expired, content_delete}`. Integers are JSON integers.",
+            ))
+            .build()
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for KollusAnswer {}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -48,7 +48,7 @@ pub struct PlaySection {
 }
 
 /// `video_watermarking_code_policy`, passed through in Kollus's names.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct WatermarkPolicy {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -74,6 +74,7 @@ pub struct WatermarkPolicy {
     )]
     pub hide_time: Option<u32>,
     /// 0 (transparent) to 255 (opaque).
+    #[schema(maximum = 255)]
     #[serde(
         default,
         skip_serializing_if = "Option::is_none",

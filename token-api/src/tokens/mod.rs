@@ -36,15 +36,37 @@ pub struct Tokens {
     pub metrics: Metrics,
 }
 
-#[derive(Serialize)]
-struct Issued {
+/// A signed playback token and the player URL it goes in.
+#[derive(Serialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(as = IssuedToken)]
+pub struct Issued {
+    /// HS256 JWT in Kollus's claim names (cuid, expt, mc[]).
     token: String,
+    /// Player URL with jwt, custom_key, uservalues and player options.
+    #[schema(format = "uri")]
     url: String,
     #[serde(with = "time::serde::rfc3339")]
     expires_at: OffsetDateTime,
 }
 
 /// `POST /v1/playback-tokens`
+#[utoipa::path(
+    post,
+    path = "/v1/playback-tokens",
+    operation_id = "issuePlaybackToken",
+    summary = "Sign a Kollus playback JWT and build the player URL",
+    request_body(content = request::TokenRequest, content_type = "application/json"),
+    responses(
+        (status = 201, description = "Issued.", body = Issued, content_type = "application/json"),
+        (status = 400, description = "Invalid request; `errors` names each field.", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 409, description = "STRICT_CATALOG refuses a video the catalog knows to be deleted or in no channel (or, with `require`, does not know).", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No valid API key.", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 403, description = "The API key lacks the `tokens` scope (named in `scope`).", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 503, description = "PostgreSQL is not answering; retry.", body = crate::problem::Problem, content_type = "application/problem+json")
+    ),
+    security(("bearer" = ["tokens"]))
+)]
 pub async fn issue_token(
     caller: Result<Caller, ApiError>,
     body: web::Bytes,
@@ -172,6 +194,22 @@ pub struct VerifyQuery {
 }
 
 /// `GET /v1/playback-tokens/verify?token=`: for operators, checks signature and expiry.
+#[utoipa::path(
+    get,
+    path = "/v1/playback-tokens/verify",
+    operation_id = "verifyPlaybackToken",
+    summary = "For operators: check a token's signature and expiry and show its claims",
+    params(
+        ("token" = String, Query, description = "A compact JWS (header.claims.signature).", pattern = "^[A-Za-z0-9_-]+\\.[A-Za-z0-9_-]+\\.[A-Za-z0-9_-]+$")
+    ),
+    responses(
+        (status = 200, description = "Decoded; `valid` says whether it is unexpired.", body = Verified, content_type = "application/json"),
+        (status = 400, description = "Not a token signed with our key.", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No valid API key.", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 403, description = "The API key lacks the `tokens` scope (named in `scope`).", body = crate::problem::Problem, content_type = "application/problem+json")
+    ),
+    security(("bearer" = ["tokens"]))
+)]
 pub async fn verify_token(
     caller: Caller,
     req: HttpRequest,
@@ -186,11 +224,25 @@ pub async fn verify_token(
         .map_err(|e| ApiError::BadToken(format!("not a valid playback token: {e}")))?;
     let now = OffsetDateTime::now_utc().unix_timestamp();
     let claims = data.claims;
-    Ok(HttpResponse::Ok().json(serde_json::json!({
-        "valid": claims.expt > now,
-        "expired": claims.expt <= now,
-        "expires_in": claims.expt - now,
-        "header": data.header,
-        "claims": claims,
-    })))
+    Ok(HttpResponse::Ok().json(Verified {
+        valid: claims.expt > now,
+        expired: claims.expt <= now,
+        expires_in: claims.expt - now,
+        header: data.header,
+        claims,
+    }))
+}
+
+/// A token decoded; `valid` says whether it is unexpired.
+#[derive(Serialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(as = VerifiedToken)]
+pub struct Verified {
+    valid: bool,
+    expired: bool,
+    expires_in: i64,
+    #[schema(value_type = Object)]
+    header: jsonwebtoken::Header,
+    #[schema(value_type = Object)]
+    claims: PlaybackClaims,
 }

@@ -10,14 +10,27 @@ use super::claims::{MediaItem, PlaySection, PlaybackClaims, WatermarkPolicy};
 use crate::json::{opt_whole, whole};
 use crate::problem::FieldError;
 
-#[derive(Debug, Clone, Deserialize)]
+/// What the product app asks a playback token for.
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TokenRequest {
+    /// Our user's id (Kollus cuid): any printable text.
+    #[schema(
+        min_length = 1,
+        max_length = 255,
+        pattern = r"^[^\u0000-\u001f\u007f-\u009f]+$"
+    )]
     pub client_user_id: String,
+    /// 1 to TOKEN_MAX_MEDIA (default 10) videos.
+    #[schema(min_items = 1, max_items = 10)]
     pub media: Vec<MediaRequest>,
+    /// Seconds; default TOKEN_DEFAULT_EXPIRES_IN (3600), at most TOKEN_MAX_EXPIRES_IN (86400).
     #[serde(default, deserialize_with = "opt_whole")]
+    #[schema(minimum = 1, maximum = 86400)]
     pub expires_in: Option<i64>,
+    /// `uservalue0` .. `uservalue99`, echoed back in LMS callbacks.
     #[serde(default)]
+    #[schema(schema_with = uservalues_schema)]
     pub uservalues: BTreeMap<String, String>,
     #[serde(default)]
     pub awtc: Option<String>,
@@ -27,17 +40,22 @@ pub struct TokenRequest {
     pub player: PlayerOptions,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+/// One video of the token (an item of Kollus's `mc`).
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MediaRequest {
+    #[schema(pattern = "^[A-Za-z0-9_.-]{1,64}$")]
     pub media_content_key: String,
+    /// Encoding profile key (Kollus `mcpf`).
     #[serde(default)]
+    #[schema(pattern = "^[A-Za-z0-9_.-]{1,64}$")]
     pub profile_key: Option<String>,
     #[serde(default)]
     pub intro: Option<bool>,
     #[serde(default)]
     pub seek: Option<bool>,
     #[serde(default, deserialize_with = "opt_whole")]
+    #[schema(minimum = -1)]
     pub seekable_end: Option<i64>,
     #[serde(default)]
     pub disable_playrate: Option<bool>,
@@ -49,17 +67,20 @@ pub struct MediaRequest {
     pub title: Option<String>,
 }
 
-#[derive(Debug, Clone, Copy, Deserialize)]
+/// A preview clip: seconds from the start of the video, `end` after `start`.
+#[derive(Debug, Clone, Copy, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SectionRequest {
     #[serde(deserialize_with = "whole")]
+    #[schema(minimum = 0)]
     pub start: i64,
     #[serde(deserialize_with = "whole")]
+    #[schema(minimum = 0)]
     pub end: i64,
 }
 
 /// Options that go in the player URL, not the token.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PlayerOptions {
     #[serde(default)]
@@ -69,6 +90,31 @@ pub struct PlayerOptions {
     /// Resume position in seconds (`t`).
     #[serde(default, deserialize_with = "opt_whole")]
     pub t: Option<u32>,
+}
+
+/// `uservalues`: string values under the names `uservalue0` .. `uservalue99`.
+fn uservalues_schema() -> utoipa::openapi::Object {
+    use utoipa::openapi::schema::{AdditionalProperties, ObjectBuilder, Type};
+    let mut object = ObjectBuilder::new()
+        .schema_type(Type::Object)
+        .additional_properties(Some(AdditionalProperties::RefOr(
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .build()
+                .into(),
+        )))
+        .description(Some(
+            "`uservalue0` .. `uservalue99`, echoed back in LMS callbacks.",
+        ))
+        .build();
+    object
+        .extensions
+        .get_or_insert_with(Default::default)
+        .insert(
+            "propertyNames".into(),
+            serde_json::json!({"pattern": "^uservalue([0-9]|[1-9][0-9])$"}),
+        );
+    object
 }
 
 /// Limits the validation applies (settings).

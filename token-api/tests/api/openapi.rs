@@ -12,6 +12,24 @@ fn document() -> Value {
     serde_json::from_str(OPENAPI).expect("openapi.json is JSON")
 }
 
+/// `openapi.json` is a snapshot of the document derived from the code (`routes::ApiDoc`): a
+/// change of the API shows in its diff. `UPDATE_OPENAPI=1` rewrites it.
+#[test]
+fn openapi_json_is_the_document_derived_from_the_code() {
+    let derived =
+        serde_json::to_string_pretty(&kollus_token_api::routes::derived()).unwrap() + "\n";
+    if std::env::var_os("UPDATE_OPENAPI").is_some() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/openapi.json");
+        std::fs::write(path, &derived).unwrap();
+        return;
+    }
+    assert!(
+        OPENAPI == derived,
+        "token-api/openapi.json is not the derived document: \
+         UPDATE_OPENAPI=1 cargo nextest run -p kollus-token-api openapi_json, and review the diff"
+    );
+}
+
 #[test]
 fn the_document_lists_exactly_the_registered_routes() {
     let doc = document();
