@@ -20,7 +20,7 @@ use self::request::{Limits, TokenRequest, ValidRequest};
 use crate::auth::{ApiScope, Caller};
 use crate::configuration::StrictCatalog;
 use crate::metrics::Metrics;
-use crate::problem::ApiError;
+use crate::problem::{ApiError, DbFailure};
 use crate::signer::Signer;
 
 /// What issuing and verifying tokens needs, as its own `web::Data`.
@@ -144,8 +144,24 @@ async fn check_catalog(state: &Tokens, valid: &ValidRequest) -> Result<(), ApiEr
             ))
         }
         // `require` promises nothing unchecked is issued; `on` prefers playback to the check.
+        // Only a catalog that does not answer is a 503; a statement it refuses is our fault.
         Err(e) if state.strict == StrictCatalog::Require => {
-            Err(ApiError::Unavailable(format!("catalog check: {e:#}")))
+            let not_answering = e
+                .downcast_ref::<tokio_postgres::Error>()
+                .map(DbFailure::not_answering)
+                .or_else(|| {
+                    e.downcast_ref::<deadpool_postgres::PoolError>()
+                        .map(DbFailure::not_answering)
+                })
+                .unwrap_or(true);
+            if not_answering {
+                Err(ApiError::Unavailable(format!("catalog check: {e:#}")))
+            } else {
+                tracing::error!(error = format!("{e:#}"), "the strict catalog check failed");
+                Err(ApiError::Internal(
+                    "the database refused a statement; the cause is logged".into(),
+                ))
+            }
         }
         Err(e) => {
             tracing::warn!(

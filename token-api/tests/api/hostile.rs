@@ -290,3 +290,29 @@ async fn a_statement_the_database_refuses_is_a_500_not_an_outage() {
         "the cause stays in the log: {problem}"
     );
 }
+
+#[tokio::test]
+async fn a_strict_catalog_check_the_database_refuses_is_a_500_too() {
+    let app = spawn_app_with(|s| {
+        s.strict_catalog = kollus_token_api::configuration::StrictCatalog::Require
+    })
+    .await;
+    app.db
+        .client()
+        .await
+        .batch_execute("ALTER VIEW media_playability RENAME TO media_playability_gone")
+        .await
+        .unwrap();
+    let res = app
+        .issue(
+            APP_KEY,
+            json!({"client_user_id": "u", "media": [{"media_content_key": "m1"}]}),
+        )
+        .await;
+    assert_eq!(res.status(), 500);
+    let problem: Value = res.json().await.unwrap();
+    assert!(!problem["detail"]
+        .as_str()
+        .unwrap()
+        .contains("media_playability"));
+}
