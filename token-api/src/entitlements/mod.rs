@@ -61,6 +61,7 @@ const NOT_ANSWERING: &str = "the entitlements database is not answering; retry s
         (status = 400, description = "An invalid field, named.", body = crate::problem::Problem, content_type = "application/problem+json"),
         (status = 401, description = "No valid API key.", body = crate::problem::Problem, content_type = "application/problem+json"),
         (status = 403, description = "The API key lacks the `entitlements` scope (named in `scope`).", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 500, description = "The database refused a statement: our fault; the cause is logged.", body = crate::problem::Problem, content_type = "application/problem+json"),
         (status = 503, description = "PostgreSQL is not answering; retry.", body = crate::problem::Problem, content_type = "application/problem+json")
     ),
     security(("bearer" = ["entitlements"]))
@@ -92,6 +93,7 @@ pub async fn grant_media(
         (status = 400, description = "An invalid field, named.", body = crate::problem::Problem, content_type = "application/problem+json"),
         (status = 401, description = "No valid API key.", body = crate::problem::Problem, content_type = "application/problem+json"),
         (status = 403, description = "The API key lacks the `entitlements` scope (named in `scope`).", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 500, description = "The database refused a statement: our fault; the cause is logged.", body = crate::problem::Problem, content_type = "application/problem+json"),
         (status = 503, description = "PostgreSQL is not answering; retry.", body = crate::problem::Problem, content_type = "application/problem+json")
     ),
     security(("bearer" = ["entitlements"]))
@@ -123,6 +125,7 @@ pub async fn grant_channel(
         (status = 404, description = "No grant in force to revoke.", body = crate::problem::Problem, content_type = "application/problem+json"),
         (status = 401, description = "No valid API key.", body = crate::problem::Problem, content_type = "application/problem+json"),
         (status = 403, description = "The API key lacks the `entitlements` scope (named in `scope`).", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 500, description = "The database refused a statement: our fault; the cause is logged.", body = crate::problem::Problem, content_type = "application/problem+json"),
         (status = 503, description = "PostgreSQL is not answering; retry.", body = crate::problem::Problem, content_type = "application/problem+json")
     ),
     security(("bearer" = ["entitlements"]))
@@ -153,6 +156,7 @@ pub async fn revoke_media(
         (status = 404, description = "No grant in force to revoke.", body = crate::problem::Problem, content_type = "application/problem+json"),
         (status = 401, description = "No valid API key.", body = crate::problem::Problem, content_type = "application/problem+json"),
         (status = 403, description = "The API key lacks the `entitlements` scope (named in `scope`).", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 500, description = "The database refused a statement: our fault; the cause is logged.", body = crate::problem::Problem, content_type = "application/problem+json"),
         (status = 503, description = "PostgreSQL is not answering; retry.", body = crate::problem::Problem, content_type = "application/problem+json")
     ),
     security(("bearer" = ["entitlements"]))
@@ -263,6 +267,7 @@ pub struct Listing {
         (status = 400, description = "An invalid user id.", body = crate::problem::Problem, content_type = "application/problem+json"),
         (status = 401, description = "No valid API key.", body = crate::problem::Problem, content_type = "application/problem+json"),
         (status = 403, description = "The API key lacks the `entitlements` scope (named in `scope`).", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 500, description = "The database refused a statement: our fault; the cause is logged.", body = crate::problem::Problem, content_type = "application/problem+json"),
         (status = 503, description = "PostgreSQL is not answering; retry.", body = crate::problem::Problem, content_type = "application/problem+json")
     ),
     security(("bearer" = ["entitlements"]))

@@ -104,6 +104,7 @@ pub struct BlockCoverage {
         (status = 404, description = "The user has no history for this video.", body = crate::problem::Problem, content_type = "application/problem+json"),
         (status = 401, description = "No valid API key.", body = crate::problem::Problem, content_type = "application/problem+json"),
         (status = 403, description = "The API key lacks the `read` scope (named in `scope`).", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 500, description = "The database refused a statement: our fault; the cause is logged.", body = crate::problem::Problem, content_type = "application/problem+json"),
         (status = 503, description = "PostgreSQL is not answering; retry.", body = crate::problem::Problem, content_type = "application/problem+json")
     ),
     security(("bearer" = ["read"]))
@@ -241,6 +242,7 @@ fn instant(field: &str, s: &str) -> Result<i64, ApiError> {
         (status = 400, description = "Invalid id, time, cursor or limit.", body = crate::problem::Problem, content_type = "application/problem+json"),
         (status = 401, description = "No valid API key.", body = crate::problem::Problem, content_type = "application/problem+json"),
         (status = 403, description = "The API key lacks the `read` scope (named in `scope`).", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 500, description = "The database refused a statement: our fault; the cause is logged.", body = crate::problem::Problem, content_type = "application/problem+json"),
         (status = 503, description = "PostgreSQL is not answering; retry.", body = crate::problem::Problem, content_type = "application/problem+json")
     ),
     security(("bearer" = ["read"]))
@@ -369,6 +371,7 @@ pub struct MediaState {
         (status = 404, description = "The catalog has no such video.", body = crate::problem::Problem, content_type = "application/problem+json"),
         (status = 401, description = "No valid API key.", body = crate::problem::Problem, content_type = "application/problem+json"),
         (status = 403, description = "The API key lacks the `read` scope (named in `scope`).", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 500, description = "The database refused a statement: our fault; the cause is logged.", body = crate::problem::Problem, content_type = "application/problem+json"),
         (status = 503, description = "PostgreSQL is not answering; retry.", body = crate::problem::Problem, content_type = "application/problem+json")
     ),
     security(("bearer" = ["read"]))

@@ -120,6 +120,7 @@ fn observe(p: &Playback, callback: &str, kind: i32, d: &Decision) {
         (status = 400, description = "A malformed callback: the field is named.", body = crate::problem::Problem, content_type = "application/problem+json"),
         (status = 401, description = "The secret is missing or wrong; nothing is kept.", body = crate::problem::Problem, content_type = "application/problem+json"),
         (status = 404, description = "Play and DRM callbacks are off (CALLBACK_SECRET is not set).", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 500, description = "The database refused a statement: our fault; the cause is logged.", body = crate::problem::Problem, content_type = "application/problem+json"),
         (status = 503, description = "PostgreSQL did not answer within PLAY_TIMEOUT_MS; Kollus may retry.", body = crate::problem::Problem, content_type = "application/problem+json")
     ),
     security(("callbackSecret" = []))
@@ -187,6 +188,7 @@ async fn answer_play(
         (status = 400, description = "A malformed callback: the field is named.", body = crate::problem::Problem, content_type = "application/problem+json"),
         (status = 401, description = "The secret is missing or wrong; nothing is kept.", body = crate::problem::Problem, content_type = "application/problem+json"),
         (status = 404, description = "Play and DRM callbacks are off (CALLBACK_SECRET is not set).", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 500, description = "The database refused a statement: our fault; the cause is logged.", body = crate::problem::Problem, content_type = "application/problem+json"),
         (status = 503, description = "PostgreSQL did not answer within PLAY_TIMEOUT_MS; Kollus may retry.", body = crate::problem::Problem, content_type = "application/problem+json")
     ),
     security(("callbackSecret" = []))

@@ -63,6 +63,7 @@ pub struct Issued {
         (status = 409, description = "STRICT_CATALOG refuses a video the catalog knows to be deleted or in no channel (or, with `require`, does not know).", body = crate::problem::Problem, content_type = "application/problem+json"),
         (status = 401, description = "No valid API key.", body = crate::problem::Problem, content_type = "application/problem+json"),
         (status = 403, description = "The API key lacks the `tokens` scope (named in `scope`).", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 500, description = "The database refused a statement: our fault; the cause is logged.", body = crate::problem::Problem, content_type = "application/problem+json"),
         (status = 503, description = "PostgreSQL is not answering; retry.", body = crate::problem::Problem, content_type = "application/problem+json")
     ),
     security(("bearer" = ["tokens"]))
