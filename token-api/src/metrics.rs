@@ -60,7 +60,7 @@ impl Metrics {
             play_refused: counter_vec(
                 &r,
                 "play_callbacks_refused_total",
-                "Play and DRM callbacks answered with an error instead of a decision, by callback and reason (bad_secret, invalid, unavailable, off).",
+                "Play and DRM callbacks answered with an error instead of a decision, by callback and reason (bad_secret, invalid, unavailable, error, off).",
                 &["callback", "reason"],
             ),
             entitlement_changes: counter_vec(
@@ -86,6 +86,7 @@ impl Metrics {
                     &[callback, "bad_secret"],
                     &[callback, "invalid"],
                     &[callback, "unavailable"],
+                    &[callback, "error"],
                 ],
             );
         }
