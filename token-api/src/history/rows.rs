@@ -208,7 +208,8 @@ pub struct SegmentDoc {
     play_time: u64,
 }
 
-/// Where Kollus's transcoding of the upload stands.
+/// Where Kollus's transcoding of the upload stands: `unknown` when Kollus's API reported a
+/// stage nobody documented (the number is kept in `transcoding_stage`).
 #[derive(Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 #[allow(dead_code, reason = "a schema of the stored text, never built")]
@@ -216,6 +217,7 @@ pub enum TranscodingState {
     Pending,
     Success,
     Fail,
+    Unknown,
 }
 
 /// `in` the channel now, or `left` it.

@@ -148,3 +148,29 @@ async fn edges_answer_problem_json_and_authentication_comes_first() {
     assert_eq!(res.headers()["allow"], "POST");
     assert!(problem(&res));
 }
+
+#[tokio::test]
+async fn a_stage_nobody_documented_is_answered_as_unknown_and_the_document_allows_it() {
+    let app = spawn_app().await;
+    app.catalog("odd", true, false).await;
+    app.db
+        .client()
+        .await
+        .execute(
+            "UPDATE uploads SET transcoding_state = 'unknown' WHERE upload_file_key = 'u-odd'",
+            &[],
+        )
+        .await
+        .unwrap();
+    let res = app.get(Some(APP_KEY), "/v1/media/odd").await;
+    assert_eq!(res.status(), 200);
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body["upload"]["transcoding_state"], "unknown", "{body}");
+    let doc: Value = serde_json::from_str(kollus_token_api::routes::OPENAPI).unwrap();
+    let mismatches = kollus_test_support::openapi_mismatches(
+        &doc,
+        &json!({"$ref": "#/components/schemas/MediaState"}),
+        &body,
+    );
+    assert!(mismatches.is_empty(), "{mismatches:#?}");
+}
