@@ -1,89 +1,63 @@
-//! Checking a JSON value against a schema of our OpenAPI documents.
+//! Checking a JSON value against a schema of our OpenAPI documents, with a real JSON Schema
+//! validator (`jsonschema`, draft 2020-12: what OpenAPI 3.1's schemas are).
 
-/// Checks `value` against `schema`, a schema of the OpenAPI 3.1 document `doc` (`$ref`s resolved
-/// in it), for the subset our documents use: `type` (or a list of types), `properties`,
-/// `required`, `additionalProperties: false`, `items`, `enum`. Returns every mismatch, each
-/// with its JSON path, so a test can say exactly where a response and its document disagree.
-pub fn openapi_mismatches(
-    doc: &serde_json::Value,
-    schema: &serde_json::Value,
-    value: &serde_json::Value,
-) -> Vec<String> {
-    let mut out = Vec::new();
-    check_schema(doc, schema, value, "$", &mut out);
-    out
+use serde_json::Value;
+
+/// Checks `value` against `schema`, a schema of the OpenAPI 3.1 document `doc` (its `$ref`s to
+/// `#/components/...` resolved in `doc`). Returns every mismatch, each with the JSON pointer of
+/// the part of `value` it is about, so a test can say exactly where a response and its document
+/// disagree. A schema that does not compile is one mismatch saying so.
+pub fn openapi_mismatches(doc: &Value, schema: &Value, value: &Value) -> Vec<String> {
+    let Some(schema) = schema.as_object() else {
+        return vec![format!("not a schema: {schema}")];
+    };
+    // The schema as the root, the document's components beside it: `#/components/schemas/X`
+    // then points where it points in the document.
+    let mut root = schema.clone();
+    root.insert("components".into(), doc["components"].clone());
+    let validator = match jsonschema::options()
+        .with_draft(jsonschema::Draft::Draft202012)
+        .build(&Value::Object(root))
+    {
+        Ok(v) => v,
+        Err(e) => return vec![format!("the document's schema does not compile: {e}")],
+    };
+    validator
+        .iter_errors(value)
+        .map(|e| format!("{}: {e}", e.instance_path()))
+        .collect()
 }
 
-fn check_schema(
-    doc: &serde_json::Value,
-    schema: &serde_json::Value,
-    value: &serde_json::Value,
-    path: &str,
-    out: &mut Vec<String>,
-) {
-    use serde_json::Value;
-    if let Some(r) = schema.get("$ref").and_then(Value::as_str) {
-        match r.strip_prefix('#').and_then(|p| doc.pointer(p)) {
-            Some(target) => check_schema(doc, target, value, path, out),
-            None => out.push(format!("{path}: unresolved $ref {r}")),
-        }
-        return;
-    }
-    let type_of = |v: &Value| match v {
-        Value::Null => "null",
-        Value::Bool(_) => "boolean",
-        Value::Number(n) if n.is_i64() || n.is_u64() => "integer",
-        Value::Number(_) => "number",
-        Value::String(_) => "string",
-        Value::Array(_) => "array",
-        Value::Object(_) => "object",
-    };
-    if let Some(t) = schema.get("type") {
-        let allowed: Vec<&str> = match t {
-            Value::String(s) => vec![s.as_str()],
-            Value::Array(a) => a.iter().filter_map(Value::as_str).collect(),
-            _ => vec![],
-        };
-        let actual = type_of(value);
-        let ok = allowed.contains(&actual) || (actual == "integer" && allowed.contains(&"number"));
-        if !ok {
-            out.push(format!(
-                "{path}: is {actual}, the document says {allowed:?}"
-            ));
-            return;
-        }
-    }
-    if let Some(options) = schema.get("enum").and_then(Value::as_array) {
-        if !options.contains(value) {
-            out.push(format!("{path}: {value} is not one of {options:?}"));
-        }
-    }
-    if let Value::Object(fields) = value {
-        let props = schema.get("properties").and_then(Value::as_object);
-        for name in schema
-            .get("required")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-            .filter_map(Value::as_str)
-        {
-            if !fields.contains_key(name) {
-                out.push(format!("{path}: required field {name} is missing"));
-            }
-        }
-        for (name, v) in fields {
-            match props.and_then(|p| p.get(name)) {
-                Some(s) => check_schema(doc, s, v, &format!("{path}.{name}"), out),
-                None if schema.get("additionalProperties") == Some(&Value::Bool(false)) => {
-                    out.push(format!("{path}: field {name} is not in the document"))
-                }
-                None => {}
-            }
-        }
-    }
-    if let (Value::Array(items), Some(s)) = (value, schema.get("items")) {
-        for (i, v) in items.iter().enumerate() {
-            check_schema(doc, s, v, &format!("{path}[{i}]"), out);
-        }
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn refs_resolve_in_the_document_and_every_mismatch_is_named() {
+        let doc = json!({"components": {"schemas": {
+            "Page": {"type": "object", "required": ["items"], "additionalProperties": false,
+                     "properties": {"items": {"type": "array", "items": {"$ref": "#/components/schemas/Item"}}}},
+            "Item": {"type": "object", "required": ["n"], "properties": {
+                "n": {"type": "integer"}, "kind": {"enum": ["a", "b"]}}},
+        }}});
+        let page = json!({"$ref": "#/components/schemas/Page"});
+        assert!(
+            openapi_mismatches(&doc, &page, &json!({"items": [{"n": 1, "kind": "a"}]})).is_empty()
+        );
+        let m = openapi_mismatches(
+            &doc,
+            &page,
+            &json!({"items": [{"n": "1"}, {"kind": "c"}], "extra": true}),
+        );
+        assert_eq!(m.len(), 4, "{m:?}");
+        assert!(m.iter().any(|e| e.starts_with("/items/0/n:")), "{m:?}");
+        assert!(
+            m.iter().any(|e| e.starts_with("/items/1:")),
+            "n missing: {m:?}"
+        );
+        assert!(m.iter().any(|e| e.starts_with("/items/1/kind:")), "{m:?}");
+        assert!(m.iter().any(|e| e.contains("extra")), "{m:?}");
     }
 }
