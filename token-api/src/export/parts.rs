@@ -1,6 +1,37 @@
 //! What an export holds: the queries of a user's export and of a video's, each one statement
 //! with one parameter (`$1`, the user or the video), in the order they are written.
 
+/// What the catalog says of a video (SPEC.md section 7, from Kollus's API and callbacks), as one
+/// jsonb object over the upload `u`, null where unknown: a user's `session` and `progress` lines
+/// carry it.
+macro_rules! catalog_json {
+    () => {
+        "jsonb_build_object('title', u.title, 'duration_seconds', u.duration_seconds, \
+         'poster_url', u.poster_url, 'transcoding_stage', u.transcoding_stage, \
+         'transcoding_stage_name', u.transcoding_stage_name, 'absent_since', u.absent_since)"
+    };
+}
+
+/// The same as columns: last in each CSV row (both CSV headers end with their names) and in the
+/// video's `media` line.
+macro_rules! catalog_columns {
+    () => {
+        "u.title, u.duration_seconds, u.poster_url, u.transcoding_stage, \
+         u.transcoding_stage_name, u.absent_since"
+    };
+}
+
+/// A video's upload, when the catalog knows the video (left joins: history outlives it).
+macro_rules! catalog_join {
+    ($table:literal) => {
+        concat!(
+            " LEFT JOIN media_contents mc ON mc.media_content_key = ",
+            $table,
+            ".media_content_key LEFT JOIN uploads u ON u.upload_file_key = mc.upload_file_key "
+        )
+    };
+}
+
 /// One query of an export: its SQL (one parameter, `$1`) and how each row becomes output.
 pub struct Part {
     pub sql: &'static str,
@@ -9,13 +40,23 @@ pub struct Part {
 
 pub static USER_PARTS: &[Part] = &[
     Part {
-        sql: "SELECT to_jsonb(s) FROM watch_sessions s WHERE s.client_user_id = $1 \
-              ORDER BY s.media_content_key, s.start_at",
+        sql: concat!(
+            "SELECT to_jsonb(s) || ",
+            catalog_json!(),
+            " FROM watch_sessions s",
+            catalog_join!("s"),
+            "WHERE s.client_user_id = $1 ORDER BY s.media_content_key, s.start_at"
+        ),
         kind: "session",
     },
     Part {
-        sql: "SELECT to_jsonb(p) FROM watch_progress p WHERE p.client_user_id = $1 \
-              ORDER BY p.media_content_key",
+        sql: concat!(
+            "SELECT to_jsonb(p) || ",
+            catalog_json!(),
+            " FROM watch_progress p",
+            catalog_join!("p"),
+            "WHERE p.client_user_id = $1 ORDER BY p.media_content_key"
+        ),
         kind: "progress",
     },
     Part {
@@ -29,13 +70,18 @@ pub static USER_PARTS: &[Part] = &[
         kind: "playback_decision",
     },
     Part {
-        sql: "SELECT client_user_id, media_content_key, start_at, \
-                     to_timestamp(start_at) AS started_at, channel_key, duration, playtime, \
-                     real_playtime, runtime, showtime, playtime_percent, last_play_at, \
-                     block_count, cardinality(array_positions(blocks_played, true))::int, \
-                     first_report_at, last_report_at, hash_verified, device_clock, \
-                     player_id, device, os \
-              FROM watch_sessions WHERE client_user_id = $1 ORDER BY media_content_key, start_at",
+        sql: concat!(
+            "SELECT s.client_user_id, s.media_content_key, s.start_at, \
+                    to_timestamp(s.start_at) AS started_at, s.channel_key, s.duration, s.playtime, \
+                    s.real_playtime, s.runtime, s.showtime, s.playtime_percent, s.last_play_at, \
+                    s.block_count, cardinality(array_positions(s.blocks_played, true))::int, \
+                    s.first_report_at, s.last_report_at, s.hash_verified, s.device_clock, \
+                    s.player_id, s.device, s.os, ",
+            catalog_columns!(),
+            " FROM watch_sessions s",
+            catalog_join!("s"),
+            "WHERE s.client_user_id = $1 ORDER BY s.media_content_key, s.start_at"
+        ),
         kind: "csv",
     },
 ];
@@ -62,15 +108,27 @@ pub const USER_CSV: &[&str] = &[
     "player_id",
     "device",
     "os",
+    "title",
+    "duration_seconds",
+    "poster_url",
+    "transcoding_stage",
+    "transcoding_stage_name",
+    "absent_since",
 ];
 
 pub static MEDIA_PARTS: &[Part] = &[
     Part {
-        sql: "SELECT to_jsonb(m) FROM (SELECT p.*, u.filename, u.full_filename, \
-                     u.content_provider_key, u.transcoding_state, u.uploaded_at, u.transcoded_at, \
-                     u.poster_changed_at \
-              FROM media_playability p JOIN uploads u USING (upload_file_key) \
-              WHERE p.media_content_key = $1) m",
+        // The view's `deleted_at` counts an absence as a delete (V14); the line says which:
+        // `deleted_at` the callback's delete, `absent_since` the absence.
+        sql: concat!(
+            "SELECT to_jsonb(m) FROM (SELECT p.media_content_key, p.upload_file_key, \
+                    u.deleted_at, p.in_any_channel, p.playable, u.filename, u.full_filename, \
+                    u.content_provider_key, u.transcoding_state, u.uploaded_at, u.transcoded_at, \
+                    u.poster_changed_at, ",
+            catalog_columns!(),
+            " FROM media_playability p JOIN uploads u USING (upload_file_key) \
+               WHERE p.media_content_key = $1) m"
+        ),
         kind: "media",
     },
     Part {
@@ -93,9 +151,14 @@ pub static MEDIA_PARTS: &[Part] = &[
         kind: "user_totals",
     },
     Part {
-        sql: "SELECT client_user_id, sessions, total_playtime, total_real_playtime, \
-                     blocks_watched, block_count, first_watched_at, last_watched_at \
-              FROM watch_progress WHERE media_content_key = $1 ORDER BY client_user_id",
+        sql: concat!(
+            "SELECT p.client_user_id, p.sessions, p.total_playtime, p.total_real_playtime, \
+                    p.blocks_watched, p.block_count, p.first_watched_at, p.last_watched_at, ",
+            catalog_columns!(),
+            " FROM watch_progress p",
+            catalog_join!("p"),
+            "WHERE p.media_content_key = $1 ORDER BY p.client_user_id"
+        ),
         kind: "csv",
     },
 ];
@@ -109,4 +172,10 @@ pub const MEDIA_CSV: &[&str] = &[
     "block_count",
     "first_watched_at",
     "last_watched_at",
+    "title",
+    "duration_seconds",
+    "poster_url",
+    "transcoding_stage",
+    "transcoding_stage_name",
+    "absent_since",
 ];

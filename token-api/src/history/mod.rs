@@ -343,12 +343,20 @@ pub async fn history(
 #[serde(deny_unknown_fields)]
 pub struct MediaState {
     media_content_key: String,
-    /// In at least one channel, and its upload not deleted: what strict mode checks.
+    /// In at least one channel, and its upload neither deleted nor absent: what strict mode
+    /// checks.
     playable: bool,
+    /// Kollus's delete callback reached us (`deleted_at`); an absence is `absent_since`.
     deleted: bool,
     #[serde(with = "time::serde::rfc3339::option")]
     #[schema(required = true)]
     deleted_at: Option<OffsetDateTime>,
+    /// Since when Kollus's API no longer lists the video (a complete scan, then a detail request
+    /// after a grace period): a delete whose callback never reached us, so not playable. A later
+    /// callback or snapshot clears it.
+    #[serde(with = "time::serde::rfc3339::option")]
+    #[schema(required = true)]
+    absent_since: Option<OffsetDateTime>,
     #[serde(with = "time::serde::rfc3339::option")]
     #[schema(required = true)]
     poster_changed_at: Option<OffsetDateTime>,
@@ -361,7 +369,7 @@ pub struct MediaState {
     get,
     path = "/v1/media/{media_content_key}",
     operation_id = "getMedia",
-    summary = "A video's catalog state: upload, channels, deletion, playability",
+    summary = "A video's catalog state: upload (title, duration, poster, transcoding), channels, deletion or absence, playability",
     params(
         ("media_content_key" = String, Path, description = "Kollus media content key.", pattern = "^[A-Za-z0-9_.-]{1,64}$")
     ),
@@ -386,8 +394,10 @@ pub async fn media(
     let db = client(&state).await?;
     let row = db
         .query_opt(
-            "SELECT p.playable, u.deleted_at, u.poster_changed_at, u.upload_file_key, u.filename, \
-                    u.full_filename, u.content_provider_key, u.transcoding_state, u.uploaded_at, \
+            "SELECT p.playable, u.deleted_at, u.absent_since, u.poster_changed_at, \
+                    u.upload_file_key, u.filename, u.full_filename, u.content_provider_key, \
+                    u.title, u.duration_seconds, u.poster_url, u.transcoding_state, \
+                    u.transcoding_stage, u.transcoding_stage_name, u.uploaded_at, \
                     u.transcoded_at, u.first_event_at, u.last_event_at \
              FROM media_playability p JOIN uploads u USING (upload_file_key) \
              WHERE p.media_content_key = $1",
@@ -417,6 +427,7 @@ pub async fn media(
         playable: catalog.playable,
         deleted: catalog.deleted_at.is_some(),
         deleted_at: catalog.deleted_at,
+        absent_since: catalog.absent_since,
         poster_changed_at: catalog.poster_changed_at,
         upload: catalog.upload,
         channels,

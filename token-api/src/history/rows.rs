@@ -233,6 +233,7 @@ pub enum MembershipStatus {
 pub struct CatalogRow {
     pub playable: bool,
     pub deleted_at: Option<OffsetDateTime>,
+    pub absent_since: Option<OffsetDateTime>,
     pub poster_changed_at: Option<OffsetDateTime>,
     pub upload: Upload,
 }
@@ -242,13 +243,19 @@ impl CatalogRow {
         Ok(Self {
             playable: r.try_get("playable")?,
             deleted_at: r.try_get("deleted_at")?,
+            absent_since: r.try_get("absent_since")?,
             poster_changed_at: r.try_get("poster_changed_at")?,
             upload: Upload {
                 upload_file_key: r.try_get("upload_file_key")?,
                 filename: r.try_get("filename")?,
                 full_filename: r.try_get("full_filename")?,
                 content_provider_key: r.try_get("content_provider_key")?,
+                title: r.try_get("title")?,
+                duration_seconds: r.try_get("duration_seconds")?,
+                poster_url: r.try_get("poster_url")?,
                 transcoding_state: r.try_get("transcoding_state")?,
+                transcoding_stage: r.try_get("transcoding_stage")?,
+                transcoding_stage_name: r.try_get("transcoding_stage_name")?,
                 uploaded_at: r.try_get("uploaded_at")?,
                 transcoded_at: r.try_get("transcoded_at")?,
                 first_event_at: r.try_get("first_event_at")?,
@@ -268,8 +275,24 @@ pub struct Upload {
     pub full_filename: Option<String>,
     #[schema(required = true)]
     pub content_provider_key: Option<String>,
+    /// The video's title in Kollus, from its API or a callback that carried it.
+    #[schema(required = true)]
+    pub title: Option<String>,
+    /// The video's length in whole seconds, as Kollus's API gave it.
+    #[schema(required = true, minimum = 0)]
+    pub duration_seconds: Option<i32>,
+    /// The poster image Kollus serves for the video.
+    #[schema(required = true)]
+    pub poster_url: Option<String>,
     #[schema(value_type = TranscodingState)]
     pub transcoding_state: String,
+    /// Kollus's transcoding stage as a number (21 done; 0, 1, 12 in progress; any other value
+    /// kept as Kollus sent it, `transcoding_state` then `unknown`).
+    #[schema(required = true)]
+    pub transcoding_stage: Option<i32>,
+    /// Kollus's name for the stage, as sent.
+    #[schema(required = true)]
+    pub transcoding_stage_name: Option<String>,
     #[serde(with = "time::serde::rfc3339::option")]
     #[schema(required = true)]
     pub uploaded_at: Option<OffsetDateTime>,

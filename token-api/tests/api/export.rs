@@ -228,3 +228,112 @@ async fn with_an_archive_a_user_export_carries_the_raw_reports_once() {
     assert_eq!(last["type"], "archive_coverage", "{body}");
     assert_eq!(last["covered_until"], "2023-11-14T22:16:40Z", "{body}");
 }
+
+const CATALOG_FIELDS: [&str; 6] = [
+    "title",
+    "duration_seconds",
+    "poster_url",
+    "transcoding_stage",
+    "transcoding_stage_name",
+    "absent_since",
+];
+
+#[tokio::test]
+async fn exports_say_what_the_catalog_knows_of_each_video() {
+    let app = spawn_app().await;
+    app.catalog("m3", true, false).await;
+    app.describe("m3", "3강 - 미적분 기초", true).await;
+    sessions(&app, "u1", 14).await;
+
+    // A user's lines about m3 carry its title; about m1 (not in the catalog), nulls.
+    let body = export(&app, "/v1/users/u1/export", "application/x-ndjson")
+        .await
+        .text()
+        .await
+        .unwrap();
+    let lines: Vec<Value> = body
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    for kind in ["session", "progress"] {
+        let of = |media: &str| {
+            lines
+                .iter()
+                .find(|l| l["type"] == kind && l["media_content_key"] == media)
+                .unwrap_or_else(|| panic!("a {kind} line of {media}: {body}"))
+        };
+        let m3 = of("m3");
+        assert_eq!(m3["title"], "3강 - 미적분 기초", "{kind}: {m3}");
+        assert_eq!(m3["duration_seconds"], 754);
+        assert_eq!(m3["poster_url"], "https://img.example/m3.jpg");
+        assert_eq!(m3["transcoding_stage"], 21);
+        assert_eq!(m3["transcoding_stage_name"], "Transcoded");
+        assert!(m3["absent_since"]
+            .as_str()
+            .is_some_and(|t| t.starts_with("2026-11-30T03:00:00")));
+        let m1 = of("m1");
+        for field in CATALOG_FIELDS {
+            assert_eq!(m1[field], Value::Null, "{kind} {field}: {m1}");
+        }
+    }
+
+    let text = export(&app, "/v1/users/u1/export", "text/csv")
+        .await
+        .text()
+        .await
+        .unwrap();
+    let mut reader = csv::Reader::from_reader(text.as_bytes());
+    let header = reader.headers().unwrap().clone();
+    let at = |name: &str| header.iter().position(|h| h == name).unwrap();
+    let rows: Vec<csv::StringRecord> = reader.records().map(Result::unwrap).collect();
+    let m3 = rows
+        .iter()
+        .find(|r| &r[at("media_content_key")] == "m3")
+        .unwrap();
+    assert_eq!(&m3[at("title")], "3강 - 미적분 기초");
+    assert_eq!(&m3[at("duration_seconds")], "754");
+    assert_eq!(&m3[at("transcoding_stage")], "21");
+    assert_eq!(&m3[at("absent_since")], "2026-11-30T03:00:00Z");
+    let m1 = rows
+        .iter()
+        .find(|r| &r[at("media_content_key")] == "m1")
+        .unwrap();
+    assert_eq!(&m1[at("title")], "");
+    assert!(rows.iter().all(|r| r.len() == header.len()));
+
+    // The video's export: the media line and each per-user CSV row.
+    let body = export(&app, "/v1/media/m3/export", "*/*")
+        .await
+        .text()
+        .await
+        .unwrap();
+    let media: Value = serde_json::from_str(body.lines().next().unwrap()).unwrap();
+    assert_eq!(media["type"], "media");
+    assert_eq!(media["title"], "3강 - 미적분 기초", "{media}");
+    assert_eq!(media["poster_url"], "https://img.example/m3.jpg");
+    assert_eq!(media["transcoding_stage_name"], "Transcoded");
+    assert_eq!(media["playable"], false, "absent: {media}");
+    assert_eq!(
+        media["deleted_at"],
+        Value::Null,
+        "an absence is not a delete: {media}"
+    );
+    assert!(media["absent_since"].is_string(), "{media}");
+    let text = export(&app, "/v1/media/m3/export", "text/csv")
+        .await
+        .text()
+        .await
+        .unwrap();
+    let mut reader = csv::Reader::from_reader(text.as_bytes());
+    let header = reader.headers().unwrap().clone();
+    assert_eq!(
+        header.iter().rev().take(6).collect::<Vec<_>>(),
+        CATALOG_FIELDS.iter().rev().copied().collect::<Vec<_>>()
+    );
+    let rows: Vec<csv::StringRecord> = reader.records().map(Result::unwrap).collect();
+    assert_eq!(rows.len(), 1, "{text}");
+    let at = |name: &str| header.iter().position(|h| h == name).unwrap();
+    assert_eq!(&rows[0][at("client_user_id")], "u1");
+    assert_eq!(&rows[0][at("title")], "3강 - 미적분 기초");
+    assert_eq!(&rows[0][at("poster_url")], "https://img.example/m3.jpg");
+}

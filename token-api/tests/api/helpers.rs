@@ -106,6 +106,25 @@ impl TestApp {
     }
 }
 
+impl TestApp {
+    /// Gives a catalogued video what Kollus's API says of it (V13's columns), absent or not.
+    pub async fn describe(&self, media: &str, title: &str, absent: bool) {
+        self.db
+            .client()
+            .await
+            .execute(
+                "UPDATE uploads SET title = $2, duration_seconds = 754, \
+                     poster_url = 'https://img.example/' || $1 || '.jpg', \
+                     transcoding_stage = 21, transcoding_stage_name = 'Transcoded', \
+                     absent_since = CASE WHEN $3 THEN '2026-11-30T03:00:00Z'::timestamptz END \
+                 WHERE upload_file_key = 'u-' || $1",
+                &[&media, &title, &absent],
+            )
+            .await
+            .unwrap();
+    }
+}
+
 /// Verifies an HS256 JWT with HMAC-SHA256 directly (not the library that signed it) and
 /// returns its header and claims.
 pub fn verify_independently(token: &str, key: &str) -> (serde_json::Value, serde_json::Value) {

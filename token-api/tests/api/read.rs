@@ -174,3 +174,70 @@ async fn a_stage_nobody_documented_is_answered_as_unknown_and_the_document_allow
     );
     assert!(mismatches.is_empty(), "{mismatches:#?}");
 }
+
+#[tokio::test]
+async fn media_state_carries_what_kollus_api_says_and_an_absence_is_not_a_delete() {
+    let app = spawn_app().await;
+    app.catalog("titled", true, false).await;
+    app.describe("titled", "3강 - 미적분 기초", false).await;
+    app.catalog("vanished", true, false).await;
+    app.describe("vanished", "gone quietly", true).await;
+    let doc: Value = serde_json::from_str(kollus_token_api::routes::OPENAPI).unwrap();
+
+    let titled: Value = app
+        .get(Some(APP_KEY), "/v1/media/titled")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(titled["upload"]["title"], "3강 - 미적분 기초", "{titled}");
+    assert_eq!(titled["upload"]["duration_seconds"], 754);
+    assert_eq!(
+        titled["upload"]["poster_url"],
+        "https://img.example/titled.jpg"
+    );
+    assert_eq!(titled["upload"]["transcoding_stage"], 21);
+    assert_eq!(titled["upload"]["transcoding_stage_name"], "Transcoded");
+    assert_eq!(titled["absent_since"], Value::Null);
+    assert_eq!(titled["playable"], true);
+
+    let vanished: Value = app
+        .get(Some(APP_KEY), "/v1/media/vanished")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        vanished["absent_since"], "2026-11-30T03:00:00Z",
+        "{vanished}"
+    );
+    assert_eq!(vanished["playable"], false, "an absent video does not play");
+    assert_eq!(vanished["deleted"], false, "no delete callback came");
+    assert_eq!(vanished["deleted_at"], Value::Null);
+
+    // A video the API never described: every new field is there, null.
+    app.catalog("bare", true, false).await;
+    let bare: Value = app
+        .get(Some(APP_KEY), "/v1/media/bare")
+        .await
+        .json()
+        .await
+        .unwrap();
+    for field in [
+        "title",
+        "duration_seconds",
+        "poster_url",
+        "transcoding_stage",
+        "transcoding_stage_name",
+    ] {
+        assert_eq!(bare["upload"][field], Value::Null, "{field}: {bare}");
+    }
+    for body in [&titled, &vanished, &bare] {
+        let mismatches = kollus_test_support::openapi_mismatches(
+            &doc,
+            &json!({"$ref": "#/components/schemas/MediaState"}),
+            body,
+        );
+        assert!(mismatches.is_empty(), "{mismatches:#?}");
+    }
+}
