@@ -19,7 +19,6 @@ use rdkafka::{Offset, TopicPartitionList};
 use sha2::{Digest as _, Sha256};
 
 use crate::metrics::Metrics;
-use crate::progress::Progress;
 use kollus_common::archive::record::ArchivedRecord;
 use kollus_common::archive::segment::{Entry, Open};
 use kollus_common::archive::store::{Archive, Created};
@@ -464,7 +463,7 @@ async fn topic_until_end(
         }
     }
     consumer.assign(&tpl)?;
-    let mut progress = Progress::new("dump", "records", estimate, Some(metrics));
+    let mut progress = crate::metrics::progress_of(Some(metrics), "dump", "records", estimate);
     let mut d = Dumper::new(archive, consumer, settings, metrics).await?;
     let mut at_end: HashSet<i32> = HashSet::new();
     let mut count = 0;

@@ -5,7 +5,6 @@
 
 pub mod dump;
 pub mod metrics;
-pub mod progress;
 pub mod restore;
 pub mod verify;
 

@@ -90,3 +90,21 @@ impl Default for Metrics {
         Self::new()
     }
 }
+
+/// A long operation's progress, kept in `progress_{done,total}{operation}` when `metrics` is
+/// given (the continuous and one-off commands serve them).
+pub fn progress_of(
+    metrics: Option<&Metrics>,
+    operation: &'static str,
+    unit: &'static str,
+    total: u64,
+) -> kollus_common::progress::Progress {
+    let p = kollus_common::progress::Progress::new(operation, unit, total);
+    match metrics {
+        Some(m) => p.with_gauges(
+            m.progress_done.with_label_values(&[operation]),
+            m.progress_total.with_label_values(&[operation]),
+        ),
+        None => p,
+    }
+}

@@ -14,7 +14,6 @@ use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::FutureRecord;
 
 use crate::metrics::Metrics;
-use crate::progress::Progress;
 use kollus_common::archive::{entries, segment, Archive};
 use kollus_common::kafka;
 use kollus_common::settings::KafkaSettings;
@@ -68,7 +67,7 @@ pub async fn restore(
     }
 
     let total = entries.iter().map(|e| e.records).sum();
-    let mut progress = Progress::new("restore", "records", total, metrics);
+    let mut progress = crate::metrics::progress_of(metrics, "restore", "records", total);
     let mut summary = Summary::default();
     let mut seen: HashSet<String> = HashSet::new();
     let mut in_flight = VecDeque::with_capacity(IN_FLIGHT);

@@ -15,7 +15,6 @@ use kollus_common::archive::store::Archive;
 use kollus_common::settings::KafkaSettings;
 
 use crate::metrics::Metrics;
-use crate::progress::Progress;
 
 pub use kollus_common::archive::entries;
 
@@ -88,7 +87,8 @@ pub async fn verify(archive: &Archive, metrics: Option<&Metrics>) -> anyhow::Res
             }
         }
     }
-    let mut progress = Progress::new("verify", "segments", entries.len() as u64, metrics);
+    let mut progress =
+        crate::metrics::progress_of(metrics, "verify", "segments", entries.len() as u64);
     let mut seen: BTreeMap<(String, i32, u32), Seen> = BTreeMap::new();
     for entry in &entries {
         progress.add(1);

@@ -8,7 +8,6 @@
 pub mod api;
 pub mod configuration;
 pub mod metrics;
-pub mod progress;
 pub mod publish;
 pub mod scan;
 pub mod sweep;
@@ -22,7 +21,6 @@ use kollus_common::settings::{DatabaseSettings, KafkaSettings};
 use crate::api::KollusApi;
 use crate::configuration::ApiSettings;
 use crate::metrics::Metrics;
-use crate::progress::Progress;
 use crate::publish::{Outgoing, Publisher};
 
 /// What a run did, for its summary line and for tests.
@@ -68,7 +66,7 @@ pub async fn backfill(api: &ApiSettings, kafka: &KafkaSettings) -> anyhow::Resul
     let client = client(api, &metrics)?;
     let server = serve_metrics(api, &metrics)?;
     let publisher = Publisher::new(kafka, metrics.clone()).await?;
-    let mut progress = Progress::new("backfill", &metrics);
+    let mut progress = metrics.progress("backfill");
     let scan = scan::scan(&client, api.per_page, &mut progress)
         .await
         .context("listing the account (nothing was published)")?;
@@ -109,7 +107,7 @@ pub async fn sweep(
     let pool = kollus_common::db::pool(database)?;
     let server = serve_metrics(api, &metrics)?;
     let publisher = Publisher::new(kafka, metrics.clone()).await?;
-    let mut progress = Progress::new("sweep", &metrics);
+    let mut progress = metrics.progress("sweep");
     let scan = scan::scan(&client, api.per_page, &mut progress)
         .await
         .context("listing the account (nothing was published)")?;

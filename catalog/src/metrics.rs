@@ -75,6 +75,16 @@ impl Metrics {
     }
 }
 
+impl Metrics {
+    /// A scan's progress in requests, kept in `progress_requests{state}`.
+    pub fn progress(&self, operation: &'static str) -> kollus_common::progress::Progress {
+        kollus_common::progress::Progress::new(operation, "requests", 0).with_gauges(
+            self.progress.with_label_values(&["done"]),
+            self.progress.with_label_values(&["total"]),
+        )
+    }
+}
+
 impl Default for Metrics {
     fn default() -> Self {
         Self::new()

@@ -11,7 +11,7 @@ use serde_json::Value;
 use time::OffsetDateTime;
 
 use crate::api::{wire, ApiError, KollusApi};
-use crate::progress::Progress;
+use kollus_common::progress::Progress;
 
 /// What a complete scan found.
 pub struct Scan {

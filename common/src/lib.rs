@@ -11,6 +11,7 @@ pub mod http;
 pub mod kafka;
 pub mod kollus;
 pub mod metrics;
+pub mod progress;
 pub mod settings;
 pub mod telemetry;
 pub mod worker;
