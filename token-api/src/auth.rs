@@ -198,6 +198,36 @@ impl KeyRing {
         Ok(())
     }
 
+    /// The caller whose key is `given` (the console's sign-in form posts it once), with the
+    /// key's [`fingerprint`]. Every configured key is compared, in constant time.
+    pub fn caller_by_key(&self, given: &str) -> Option<(Caller, [u8; 32])> {
+        let keys = self.0.read().unwrap_or_else(|e| e.into_inner());
+        let mut found = None;
+        for k in &keys.0 {
+            if bool::from(k.key.expose_secret().as_bytes().ct_eq(given.as_bytes())) {
+                found = Some(k);
+            }
+        }
+        found.map(|k| {
+            let caller = Caller {
+                name: k.name.clone(),
+                scopes: k.scopes.clone(),
+            };
+            (caller, fingerprint(k.key.expose_secret()))
+        })
+    }
+
+    /// Whether the key named `name`, with this [`fingerprint`], is still configured with
+    /// `scope`: a reload that drops or rotates a key ends what it opened.
+    pub fn holds(&self, name: &str, print: &[u8], scope: ApiScope) -> bool {
+        let keys = self.0.read().unwrap_or_else(|e| e.into_inner());
+        keys.0.iter().any(|k| {
+            k.name == name
+                && k.scopes.contains(&scope)
+                && bool::from(fingerprint(k.key.expose_secret()).ct_eq(print))
+        })
+    }
+
     fn caller(&self, req: &HttpRequest) -> Option<Caller> {
         let keys = self.0.read().unwrap_or_else(|e| e.into_inner());
         keys.authenticate(req).map(|k| Caller {
@@ -205,6 +235,12 @@ impl KeyRing {
             scopes: k.scopes.clone(),
         })
     }
+}
+
+/// SHA-256 of a key, to recognise it later without keeping it (the console's sessions).
+pub fn fingerprint(key: &str) -> [u8; 32] {
+    use sha2::Digest as _;
+    sha2::Sha256::digest(key.as_bytes()).into()
 }
 
 /// The API key a request was authenticated with: a handler that takes one answers only callers

@@ -69,6 +69,8 @@ pub struct Settings {
     #[arg(long, env = "ARCHIVE_DIR")]
     pub archive_dir: Option<String>,
     #[command(flatten)]
+    pub console: ConsoleSettings,
+    #[command(flatten)]
     pub database: DatabaseSettings,
     #[command(flatten)]
     pub log: LogSettings,
@@ -99,6 +101,15 @@ impl Settings {
                 self.default_expires_in, self.max_expires_in
             ));
         }
+        if time_tz::timezones::get_by_name(&self.console.time_zone).is_none() {
+            return Err(format!(
+                "CONSOLE_TIME_ZONE {:?} is no IANA time zone (e.g. Asia/Seoul)",
+                self.console.time_zone
+            ));
+        }
+        if self.console.session_hours == 0 {
+            return Err("CONSOLE_SESSION_HOURS must be at least 1".into());
+        }
         Ok(())
     }
 }
@@ -125,6 +136,28 @@ pub struct PlaySettings {
     /// Longest wait for PostgreSQL before answering 503, in ms.
     #[arg(long, env = "PLAY_TIMEOUT_MS", value_parser = kollus_common::settings::millis, default_value = "2000")]
     pub timeout: Duration,
+}
+
+/// The support console (`/console/`, `CONSOLE_*` settings).
+#[derive(Debug, Clone, clap::Args)]
+pub struct ConsoleSettings {
+    /// The time zone the console shows times in (an IANA name).
+    #[arg(
+        long = "console-time-zone",
+        env = "CONSOLE_TIME_ZONE",
+        default_value = "Asia/Seoul"
+    )]
+    pub time_zone: String,
+    /// How long a console sign-in lasts, in hours.
+    #[arg(
+        long = "console-session-hours",
+        env = "CONSOLE_SESSION_HOURS",
+        default_value_t = 8
+    )]
+    pub session_hours: u32,
+    /// Send the session cookie without `Secure`, for local runs over plain HTTP only.
+    #[arg(long = "console-insecure-cookie", env = "CONSOLE_INSECURE_COOKIE", default_value = "false", value_parser = clap::builder::BoolishValueParser::new())]
+    pub insecure_cookie: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]

@@ -5,7 +5,8 @@
 //! Layers, one way only (a test holds the import graph free of cycles, `tests/layers.rs`):
 //!
 //! - top: `startup` (builds each feature's `web::Data`) and `routes` (registers every route);
-//! - features: `tokens`, `history` (the read API), `entitlements`, `playback`, `export`; a
+//! - features: `tokens`, `history` (the read API), `entitlements`, `playback`, `export`,
+//!   `console` (the support console's HTML pages, outside the API document); a
 //!   feature may use another's model (playback uses `entitlements::model::Scope`), never its
 //!   handlers;
 //! - bottom, importing nothing above it: `configuration`, `auth`, `problem`, `signer`, `json`,
@@ -15,6 +16,7 @@ pub mod startup;
 
 pub mod routes;
 
+pub mod console;
 pub mod entitlements;
 pub mod export;
 pub mod history;

@@ -13,6 +13,7 @@ use kollus_common::http::{configure_ops, Readiness};
 
 use crate::auth::KeyRing;
 use crate::configuration::Settings;
+use crate::console::Console;
 use crate::entitlements::Entitlements;
 use crate::export::Export;
 use crate::history::History;
@@ -68,7 +69,7 @@ impl Application {
             metrics: metrics.clone(),
         });
         let export = web::Data::new(Export {
-            pool,
+            pool: pool.clone(),
             metrics: metrics.clone(),
             archive: settings
                 .archive_dir
@@ -86,6 +87,12 @@ impl Application {
         if let Some(file) = &settings.api_keys_file {
             reload_keys_on_sighup(file.clone(), (**keys).clone())?;
         }
+        let console = web::Data::new(Console::new(
+            pool.clone(),
+            (**keys).clone(),
+            &settings.console,
+            settings.play.lang,
+        )?);
         let ready = Readiness::default();
         ready.set(true);
         let listener = TcpListener::bind(settings.listen_addr)
@@ -100,6 +107,7 @@ impl Application {
                 .app_data(entitlements.clone())
                 .app_data(playback.clone())
                 .app_data(export.clone())
+                .app_data(console.clone())
                 .app_data(document.clone())
                 .app_data(keys.clone())
                 .app_data(m.clone())
@@ -128,6 +136,8 @@ impl Application {
                         cfg.service(resource.default_service(web::to(method_not_allowed(allow))));
                     }
                 })
+                // The console's HTML pages: outside the API list and its document.
+                .service(crate::console::scope())
                 .configure(|cfg| configure_ops(cfg, registry.clone(), ready.clone()))
                 .default_service(web::to(unknown_route))
         })

@@ -15,7 +15,14 @@ const BOTTOM: &[&str] = &[
     "json",
     "metrics",
 ];
-const FEATURES: &[&str] = &["tokens", "history", "entitlements", "playback", "export"];
+const FEATURES: &[&str] = &[
+    "tokens",
+    "history",
+    "entitlements",
+    "playback",
+    "export",
+    "console",
+];
 
 type Graph = BTreeMap<String, BTreeSet<String>>;
 

@@ -4,7 +4,9 @@ use hmac::{Hmac, Mac};
 use kollus_common::telemetry::{LogFormat, LogSettings};
 use kollus_test_support::TestDb;
 use kollus_token_api::auth::ApiKeys;
-use kollus_token_api::configuration::{Lang, PlayDefault, PlaySettings, Settings, StrictCatalog};
+use kollus_token_api::configuration::{
+    ConsoleSettings, Lang, PlayDefault, PlaySettings, Settings, StrictCatalog,
+};
 use kollus_token_api::startup::Application;
 use secrecy::SecretString;
 use sha2::Sha256;
@@ -50,6 +52,11 @@ pub async fn spawn_app_with(tweak: impl FnOnce(&mut Settings)) -> TestApp {
             timeout: std::time::Duration::from_secs(2),
         },
         archive_dir: None,
+        console: ConsoleSettings {
+            time_zone: "Asia/Seoul".into(),
+            session_hours: 8,
+            insecure_cookie: false,
+        },
         database: db.settings(),
         log: LogSettings {
             log_format: LogFormat::Text,

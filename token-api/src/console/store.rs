@@ -1,0 +1,313 @@
+//! The console's SQL, rows read by column name: a user's watch sessions with the catalog's
+//! title and file name beside each video, a video's viewers, the play and DRM decisions and the
+//! entitlement changes behind a refund question, and the audit of who viewed whose data.
+
+use deadpool_postgres::Client;
+use time::OffsetDateTime;
+use tokio_postgres::Row;
+
+use crate::entitlements::model::Entitlement;
+
+/// One watch session (one player session), with what the catalog says of its video.
+pub struct Session {
+    pub media_content_key: String,
+    pub title: Option<String>,
+    pub filename: Option<String>,
+    pub start_at: i64,
+    pub device: Option<String>,
+    pub os: Option<String>,
+    pub player_id: Option<String>,
+    pub playtime: i64,
+    pub real_playtime: i64,
+    pub runtime: i64,
+    pub block_count: Option<i32>,
+    pub blocks_played: Vec<bool>,
+    pub block_percent: Vec<i64>,
+    pub hash_verified: Option<bool>,
+    pub device_clock: bool,
+    pub last_report_at: OffsetDateTime,
+}
+
+impl Session {
+    fn from_row(r: &Row) -> Result<Self, tokio_postgres::Error> {
+        Ok(Self {
+            media_content_key: r.try_get("media_content_key")?,
+            title: r.try_get("title")?,
+            filename: r.try_get("filename")?,
+            start_at: r.try_get("start_at")?,
+            device: r.try_get("device")?,
+            os: r.try_get("os")?,
+            player_id: r.try_get("player_id")?,
+            playtime: r.try_get("playtime")?,
+            real_playtime: r.try_get("real_playtime")?,
+            runtime: r.try_get("runtime")?,
+            block_count: r.try_get("block_count")?,
+            blocks_played: r.try_get("blocks_played")?,
+            block_percent: r.try_get("block_percent")?,
+            hash_verified: r.try_get("hash_verified")?,
+            device_clock: r.try_get("device_clock")?,
+            last_report_at: r.try_get("last_report_at")?,
+        })
+    }
+
+    /// The blocks this session's video is split into, as far as the session knows.
+    pub fn blocks(&self) -> usize {
+        let declared = self.block_count.unwrap_or(0).max(0) as usize;
+        declared
+            .max(self.block_percent.len())
+            .max(self.blocks_played.len())
+    }
+
+    /// Percent of block `i` played (0-100); a block marked played with no percent counts 1.
+    pub fn percent(&self, i: usize) -> i64 {
+        let p = self
+            .block_percent
+            .get(i)
+            .copied()
+            .unwrap_or(0)
+            .clamp(0, 100);
+        if p == 0 && self.blocks_played.get(i).copied().unwrap_or(false) {
+            1
+        } else {
+            p
+        }
+    }
+}
+
+const SESSIONS: &str = "
+SELECT s.media_content_key, u.title, u.filename, s.start_at, s.device, s.os, s.player_id,
+       s.playtime, s.real_playtime, s.runtime, s.block_count, s.blocks_played, s.block_percent,
+       s.hash_verified, s.device_clock, s.last_report_at
+  FROM watch_sessions s
+  LEFT JOIN media_contents m ON m.media_content_key = s.media_content_key
+  LEFT JOIN uploads u ON u.upload_file_key = m.upload_file_key
+ WHERE s.client_user_id = $1";
+
+/// Every session of the user, by video then start.
+pub async fn user_sessions(client: &Client, user: &str) -> anyhow::Result<Vec<Session>> {
+    let rows = client
+        .query(
+            &format!("{SESSIONS} ORDER BY s.media_content_key, s.start_at"),
+            &[&user],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .map(Session::from_row)
+        .collect::<Result<_, _>>()?)
+}
+
+/// The user's sessions of one video, by start.
+pub async fn user_media_sessions(
+    client: &Client,
+    user: &str,
+    media: &str,
+) -> anyhow::Result<Vec<Session>> {
+    let rows = client
+        .query(
+            &format!("{SESSIONS} AND s.media_content_key = $2 ORDER BY s.start_at"),
+            &[&user, &media],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .map(Session::from_row)
+        .collect::<Result<_, _>>()?)
+}
+
+/// What the catalog says of a video: (title, file name), if it knows the video.
+pub async fn catalog_entry(
+    client: &Client,
+    media: &str,
+) -> anyhow::Result<Option<(Option<String>, Option<String>)>> {
+    let row = client
+        .query_opt(
+            "SELECT u.title, u.filename FROM media_contents m \
+               JOIN uploads u ON u.upload_file_key = m.upload_file_key \
+              WHERE m.media_content_key = $1",
+            &[&media],
+        )
+        .await?;
+    Ok(match row {
+        Some(r) => Some((r.try_get("title")?, r.try_get("filename")?)),
+        None => None,
+    })
+}
+
+/// Whether we hold anything about the user (sessions or entitlements).
+pub async fn user_known(client: &Client, user: &str) -> anyhow::Result<bool> {
+    Ok(client
+        .query_one(
+            "SELECT EXISTS (SELECT 1 FROM watch_sessions WHERE client_user_id = $1) \
+                 OR EXISTS (SELECT 1 FROM entitlements WHERE client_user_id = $1) AS known",
+            &[&user],
+        )
+        .await?
+        .try_get("known")?)
+}
+
+/// Whether the video was watched or is in the catalog.
+pub async fn media_known(client: &Client, media: &str) -> anyhow::Result<bool> {
+    Ok(client
+        .query_one(
+            "SELECT EXISTS (SELECT 1 FROM watch_sessions WHERE media_content_key = $1) \
+                 OR EXISTS (SELECT 1 FROM media_contents WHERE media_content_key = $1) AS known",
+            &[&media],
+        )
+        .await?
+        .try_get("known")?)
+}
+
+/// One viewer of a video: the union of their sessions' blocks.
+pub struct Viewer {
+    pub block_count: Option<i32>,
+    pub blocks_ever_played: Vec<bool>,
+    pub total_playtime: i64,
+}
+
+/// Every viewer of the video (`watch_progress`, the view over the sessions).
+pub async fn viewers(client: &Client, media: &str) -> anyhow::Result<Vec<Viewer>> {
+    let rows = client
+        .query(
+            "SELECT block_count, blocks_ever_played, total_playtime FROM watch_progress \
+              WHERE media_content_key = $1",
+            &[&media],
+        )
+        .await?;
+    rows.iter()
+        .map(|r| {
+            Ok(Viewer {
+                block_count: r.try_get("block_count")?,
+                blocks_ever_played: r.try_get("blocks_ever_played")?,
+                total_playtime: r.try_get("total_playtime")?,
+            })
+        })
+        .collect()
+}
+
+/// One answer given to a play or DRM callback.
+pub struct Decision {
+    pub decided_at: OffsetDateTime,
+    pub callback: String,
+    pub kind: i32,
+    pub allowed: bool,
+    pub reason: String,
+    pub scope: Option<String>,
+    pub target: Option<String>,
+    pub player_id: Option<String>,
+}
+
+/// The play and DRM decisions for the user and video, latest first (the latest 200).
+pub async fn decisions(client: &Client, user: &str, media: &str) -> anyhow::Result<Vec<Decision>> {
+    let rows = client
+        .query(
+            "SELECT decided_at, callback, kind, result, reason, scope, target, player_id \
+               FROM playback_decisions WHERE client_user_id = $1 AND media_content_key = $2 \
+              ORDER BY decided_at DESC, id DESC LIMIT 200",
+            &[&user, &media],
+        )
+        .await?;
+    rows.iter()
+        .map(|r| {
+            Ok(Decision {
+                decided_at: r.try_get("decided_at")?,
+                callback: r.try_get("callback")?,
+                kind: r.try_get("kind")?,
+                allowed: r.try_get::<_, i32>("result")? == 1,
+                reason: r.try_get("reason")?,
+                scope: r.try_get("scope")?,
+                target: r.try_get("target")?,
+                player_id: r.try_get("player_id")?,
+            })
+        })
+        .collect()
+}
+
+/// One change to an entitlement covering the video.
+pub struct Change {
+    pub changed_at: OffsetDateTime,
+    pub changed_by: String,
+    pub action: String,
+    pub scope: String,
+    pub target: String,
+    pub expires_at: Option<OffsetDateTime>,
+    pub playtime_limit_seconds: Option<i64>,
+}
+
+/// The user's entitlement changes for the video itself or a channel the catalog has it in.
+pub async fn changes(client: &Client, user: &str, media: &str) -> anyhow::Result<Vec<Change>> {
+    let rows = client
+        .query(
+            "SELECT changed_at, changed_by, action, scope, target, expires_at, \
+                    playtime_limit_seconds \
+               FROM entitlement_changes \
+              WHERE client_user_id = $1 \
+                AND ((scope = 'media' AND target = $2) \
+                  OR (scope = 'channel' AND target IN (SELECT channel_key FROM channel_memberships \
+                                                        WHERE media_content_key = $2))) \
+              ORDER BY changed_at, id",
+            &[&user, &media],
+        )
+        .await?;
+    rows.iter()
+        .map(|r| {
+            Ok(Change {
+                changed_at: r.try_get("changed_at")?,
+                changed_by: r.try_get("changed_by")?,
+                action: r.try_get("action")?,
+                scope: r.try_get("scope")?,
+                target: r.try_get("target")?,
+                expires_at: r.try_get("expires_at")?,
+                playtime_limit_seconds: r.try_get("playtime_limit_seconds")?,
+            })
+        })
+        .collect()
+}
+
+/// Records that `key_name` viewed the user's data (and which video, on the refund view).
+pub async fn record_view(
+    client: &Client,
+    key_name: &str,
+    user: &str,
+    media: Option<&str>,
+) -> anyhow::Result<()> {
+    client
+        .execute(
+            "INSERT INTO console_views (key_name, client_user_id, media_content_key, viewed_at) \
+             VALUES ($1, $2, $3, now())",
+            &[&key_name, &user, &media],
+        )
+        .await?;
+    Ok(())
+}
+
+/// The latest views of the user's data: (key name, when), latest first.
+pub async fn views(client: &Client, user: &str) -> anyhow::Result<Vec<(String, OffsetDateTime)>> {
+    let rows = client
+        .query(
+            "SELECT key_name, viewed_at FROM console_views WHERE client_user_id = $1 \
+              ORDER BY viewed_at DESC, id DESC LIMIT 20",
+            &[&user],
+        )
+        .await?;
+    rows.iter()
+        .map(|r| Ok((r.try_get("key_name")?, r.try_get("viewed_at")?)))
+        .collect()
+}
+
+/// Every grant of the user, in force or revoked (entitlements' own model reads the row).
+pub async fn entitlements(client: &Client, user: &str) -> anyhow::Result<Vec<Entitlement>> {
+    let rows = client
+        .query(
+            &format!(
+                "SELECT {} FROM entitlements WHERE client_user_id = $1 ORDER BY scope, target",
+                Entitlement::COLUMNS
+            ),
+            &[&user],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .map(Entitlement::from_row)
+        .collect::<Result<_, _>>()?)
+}
