@@ -1,0 +1,671 @@
+//! The support console over HTTP, as a browser with JavaScript off uses it: sign-in with a key
+//! carrying the `console` scope (and refusals), the session cookie, expiry, CSRF, the headers
+//! every page carries, each page with hostile user ids shown as text, the heatmap's cells, and
+//! the audit of who viewed whose data.
+
+use std::time::Duration;
+
+use kollus_test_support::eventually;
+use kollus_token_api::auth::ApiKeys;
+use reqwest::header::{ACCEPT_LANGUAGE, COOKIE, LOCATION, SET_COOKIE};
+use reqwest::{redirect, Response, StatusCode};
+
+use crate::helpers::*;
+
+const SUPPORT_KEY: &str = "support-key-0123456789abcdef";
+const SCRIPT: &str = "<script>alert(1)</script>";
+const IMG: &str = "\"><img src=x onerror=alert(1)>";
+
+/// An app whose keys are `app` (every scope but console) and `support[console]`.
+async fn spawn_console() -> (TestApp, reqwest::Client) {
+    let app = spawn_app_with(|s| {
+        s.api_keys =
+            ApiKeys::parse(&format!("app:{APP_KEY},support[console]:{SUPPORT_KEY}")).unwrap();
+    })
+    .await;
+    (app, browser())
+}
+
+/// A client that follows no redirect (tests look at each answer) and keeps no cookies (tests
+/// send them).
+fn browser() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(redirect::Policy::none())
+        .build()
+        .unwrap()
+}
+
+fn set_cookies(res: &Response) -> Vec<String> {
+    res.headers()
+        .get_all(SET_COOKIE)
+        .iter()
+        .map(|v| v.to_str().unwrap().to_owned())
+        .collect()
+}
+
+fn cookie_of(res: &Response, name: &str) -> Option<String> {
+    set_cookies(res).iter().find_map(|c| {
+        let (pair, _) = c.split_once(';').unwrap_or((c, ""));
+        let (k, v) = pair.split_once('=')?;
+        (k == name && !v.is_empty()).then(|| v.to_owned())
+    })
+}
+
+fn csrf_in(body: &str) -> String {
+    let at = body
+        .find("name=\"csrf_token\" value=\"")
+        .unwrap_or_else(|| panic!("no CSRF field in {body}"));
+    let rest = &body[at + "name=\"csrf_token\" value=\"".len()..];
+    rest[..rest.find('"').unwrap()].to_owned()
+}
+
+/// Posts `key` through the sign-in form as a browser would (its CSRF cookie and field).
+async fn sign_in_with(app: &TestApp, web: &reqwest::Client, key: &str) -> Response {
+    let form = web
+        .get(format!("{}/console/login", app.address))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(form.status(), 200);
+    let csrf = cookie_of(&form, "console_login_csrf").expect("a CSRF cookie");
+    let body = form.text().await.unwrap();
+    assert_eq!(
+        csrf_in(&body),
+        csrf,
+        "double submit: the field is the cookie"
+    );
+    web.post(format!("{}/console/login", app.address))
+        .header(COOKIE, format!("console_login_csrf={csrf}"))
+        .form(&[("key", key), ("csrf_token", &csrf)])
+        .send()
+        .await
+        .unwrap()
+}
+
+/// Signs in with the support key; returns the `Cookie` header value of the session.
+async fn sign_in(app: &TestApp, web: &reqwest::Client) -> String {
+    let res = sign_in_with(app, web, SUPPORT_KEY).await;
+    assert_eq!(res.status(), StatusCode::SEE_OTHER);
+    format!(
+        "console_session={}",
+        cookie_of(&res, "console_session").expect("a session cookie")
+    )
+}
+
+async fn get(app: &TestApp, web: &reqwest::Client, path: &str, cookie: &str) -> Response {
+    web.get(format!("{}{path}", app.address))
+        .header(COOKIE, cookie)
+        .header(ACCEPT_LANGUAGE, "en")
+        .send()
+        .await
+        .unwrap()
+}
+
+fn assert_console_headers(res: &Response) {
+    let h = res.headers();
+    assert_eq!(h["content-security-policy"], "default-src 'self'");
+    assert_eq!(h["x-frame-options"], "DENY");
+    assert_eq!(h["referrer-policy"], "no-referrer");
+    assert_eq!(h["cache-control"], "no-store");
+}
+
+fn assert_no_inline_code(body: &str) {
+    // Tags and attributes, not text: an id like `onerror=` shows escaped inside a tag's text.
+    for bad in ["<script", "<style", "<img", "style=\"", "onclick=\""] {
+        assert!(!body.contains(bad), "{bad} in the page: {body}");
+    }
+}
+
+/// Two sessions of `user` on `media` (10 blocks), one verified and one unsigned on a device
+/// clock, a play refusal, an entitlement and its change.
+async fn seed(app: &TestApp, user: &str, media: &str) {
+    let db = app.db.client().await;
+    for (start_at, percents, verified, clock, device) in [
+        (
+            1_764_554_400i64,
+            vec![100i64, 100, 50, 0, 0, 0, 0, 0, 0, 0],
+            Some(true),
+            false,
+            "PC",
+        ),
+        (
+            1_764_640_800,
+            vec![0, 0, 100, 100, 30, 0, 0, 0, 0, 0],
+            Some(false),
+            true,
+            "<i>phone</i>",
+        ),
+    ] {
+        let played: Vec<bool> = percents.iter().map(|p| *p > 0).collect();
+        db.execute(
+            "INSERT INTO watch_sessions (client_user_id, media_content_key, start_at, device, os, \
+                 player_id, playtime, real_playtime, runtime, block_count, blocks_played, \
+                 block_percent, hash_verified, device_clock, first_report_at, last_report_at) \
+             VALUES ($1, $2, $3, $4, 'Windows', 'html5', 300, 250, 400, 10, $5, $6, $7, $8, \
+                 now(), now())",
+            &[
+                &user, &media, &start_at, &device, &played, &percents, &verified, &clock,
+            ],
+        )
+        .await
+        .unwrap();
+    }
+    db.execute(
+        "INSERT INTO playback_decisions (decided_at, callback, kind, client_user_id, \
+             media_content_key, result, reason) VALUES (now(), 'play', 1, $1, $2, 0, 'expired')",
+        &[&user, &media],
+    )
+    .await
+    .unwrap();
+    db.execute(
+        "INSERT INTO entitlement_changes (client_user_id, scope, target, action, changed_by, \
+             changed_at) VALUES ($1, 'media', $2, 'grant', 'shop-backend', now())",
+        &[&user, &media],
+    )
+    .await
+    .unwrap();
+    db.execute(
+        "INSERT INTO entitlements (client_user_id, scope, target, playtime_limit_seconds, \
+             download, granted_by, granted_at) VALUES ($1, 'media', $2, 3600, false, \
+             'shop-backend', now())",
+        &[&user, &media],
+    )
+    .await
+    .unwrap();
+}
+
+fn path_seg(s: &str) -> String {
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn pages_need_a_session_and_a_console_key_opens_one() {
+    let (app, web) = spawn_console().await;
+    let anonymous = get(&app, &web, "/console/", "").await;
+    assert_eq!(anonymous.status(), StatusCode::SEE_OTHER);
+    assert_eq!(anonymous.headers()[LOCATION], "/console/login");
+    assert_console_headers(&anonymous);
+
+    let res = sign_in_with(&app, &web, SUPPORT_KEY).await;
+    assert_eq!(res.status(), StatusCode::SEE_OTHER);
+    assert_console_headers(&res);
+    let cookie = set_cookies(&res)
+        .into_iter()
+        .find(|c| c.starts_with("console_session="))
+        .unwrap();
+    for attribute in ["HttpOnly", "SameSite=Strict", "Secure", "Path=/console"] {
+        assert!(cookie.contains(attribute), "{attribute} in {cookie}");
+    }
+    let id = cookie_of(&res, "console_session").unwrap();
+    let db = app.db.client().await;
+    let row = db
+        .query_one(
+            "SELECT key_name, encode(id_hash, 'hex') AS id_hash, \
+                    extract(epoch FROM expires_at - created_at)::bigint AS lasts \
+               FROM console_sessions",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, String>("key_name"), "support");
+    assert_ne!(
+        row.get::<_, String>("id_hash"),
+        id,
+        "only the id's hash is kept"
+    );
+    assert_eq!(
+        row.get::<_, i64>("lasts"),
+        8 * 3600,
+        "CONSOLE_SESSION_HOURS"
+    );
+
+    let page = get(&app, &web, "/console/", &format!("console_session={id}")).await;
+    assert_eq!(page.status(), 200);
+    assert_console_headers(&page);
+    let body = page.text().await.unwrap();
+    assert!(
+        body.contains("Search") && body.contains("support"),
+        "{body}"
+    );
+    assert!(!body.contains(SUPPORT_KEY), "the key is never in a page");
+    assert_no_inline_code(&body);
+
+    let css = get(&app, &web, "/console/style.css", "").await;
+    assert_eq!(css.status(), 200);
+    assert_eq!(css.headers()["content-type"], "text/css; charset=utf-8");
+    assert!(css.text().await.unwrap().contains(".p10"));
+}
+
+#[tokio::test]
+async fn keys_without_the_console_scope_and_unknown_keys_are_refused() {
+    let (app, web) = spawn_console().await;
+    let res = sign_in_with(&app, &web, APP_KEY).await;
+    assert_eq!(
+        res.status(),
+        StatusCode::FORBIDDEN,
+        "every scope but console"
+    );
+    assert!(cookie_of(&res, "console_session").is_none());
+    let body = res.text().await.unwrap();
+    assert!(body.contains("console"), "{body}");
+    assert!(!body.contains(APP_KEY), "the key is never shown back");
+
+    let res = sign_in_with(&app, &web, "no-such-key-0123456789abcdef").await;
+    assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+    assert!(cookie_of(&res, "console_session").is_none());
+    let sessions: i64 = app
+        .db
+        .client()
+        .await
+        .query_one("SELECT count(*) FROM console_sessions", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(sessions, 0);
+}
+
+#[tokio::test]
+async fn sign_in_attempts_are_rate_limited() {
+    let (app, web) = spawn_console().await;
+    let mut statuses = Vec::new();
+    for _ in 0..12 {
+        statuses.push(
+            sign_in_with(&app, &web, "wrong-key-0123456789abcdef")
+                .await
+                .status(),
+        );
+    }
+    assert_eq!(statuses[0], StatusCode::UNAUTHORIZED);
+    assert_eq!(statuses[11], StatusCode::TOO_MANY_REQUESTS, "{statuses:?}");
+    let res = sign_in_with(&app, &web, SUPPORT_KEY).await;
+    assert_eq!(
+        res.status(),
+        StatusCode::TOO_MANY_REQUESTS,
+        "the right key waits too: guessing gains nothing"
+    );
+}
+
+#[tokio::test]
+async fn forms_without_their_csrf_token_are_refused() {
+    let (app, web) = spawn_console().await;
+    // Sign-in: a field that is not the cookie's value.
+    let res = web
+        .post(format!("{}/console/login", app.address))
+        .header(COOKIE, "console_login_csrf=aaaa")
+        .form(&[("key", SUPPORT_KEY), ("csrf_token", "bbbb")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::FORBIDDEN);
+    assert!(cookie_of(&res, "console_session").is_none());
+    let res = web
+        .post(format!("{}/console/login", app.address))
+        .form(&[("key", SUPPORT_KEY)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::FORBIDDEN, "no token at all");
+
+    // Sign-out: refused without the session's token, done with it.
+    let cookie = sign_in(&app, &web).await;
+    let page = get(&app, &web, "/console/", &cookie)
+        .await
+        .text()
+        .await
+        .unwrap();
+    let token = csrf_in(&page);
+    let res = web
+        .post(format!("{}/console/logout", app.address))
+        .header(COOKIE, &cookie)
+        .form(&[("csrf_token", "forged")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::FORBIDDEN);
+    assert_eq!(get(&app, &web, "/console/", &cookie).await.status(), 200);
+    let res = web
+        .post(format!("{}/console/logout", app.address))
+        .header(COOKIE, &cookie)
+        .form(&[("csrf_token", token.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::SEE_OTHER);
+    let left: i64 = app
+        .db
+        .client()
+        .await
+        .query_one("SELECT count(*) FROM console_sessions", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(left, 0, "sign-out deletes the session");
+    let after = get(&app, &web, "/console/", &cookie).await;
+    assert_eq!(after.status(), StatusCode::SEE_OTHER);
+    assert_eq!(after.headers()[LOCATION], "/console/login");
+}
+
+#[tokio::test]
+async fn an_expired_session_signs_in_again() {
+    let (app, web) = spawn_console().await;
+    let cookie = sign_in(&app, &web).await;
+    assert_eq!(get(&app, &web, "/console/", &cookie).await.status(), 200);
+    app.db
+        .client()
+        .await
+        .execute(
+            "UPDATE console_sessions SET expires_at = now() - interval '1 second'",
+            &[],
+        )
+        .await
+        .unwrap();
+    let res = get(&app, &web, "/console/", &cookie).await;
+    assert_eq!(res.status(), StatusCode::SEE_OTHER);
+    assert_eq!(res.headers()[LOCATION], "/console/login");
+}
+
+#[tokio::test]
+async fn every_page_shows_hostile_ids_as_text_and_records_who_viewed_them() {
+    let (app, web) = spawn_console().await;
+    let media = "mck-refund-1";
+    app.catalog(media, true, false).await;
+    app.describe(media, "<b>Intro</b> & more", false).await;
+    for user in [SCRIPT, IMG] {
+        seed(&app, user, media).await;
+    }
+    let cookie = sign_in(&app, &web).await;
+    for user in [SCRIPT, IMG] {
+        // Search: an exact user id goes to the user's page.
+        let found = web
+            .get(format!("{}/console/", app.address))
+            .query(&[("q", user)])
+            .header(COOKIE, &cookie)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(found.status(), StatusCode::SEE_OTHER, "{user}");
+        let user_path = format!("/console/users/{}", path_seg(user));
+        assert_eq!(found.headers()[LOCATION], user_path.as_str());
+
+        let escaped = user
+            .replace('&', "&amp;")
+            .replace('<', "&lt;")
+            .replace('>', "&gt;")
+            .replace('"', "&quot;");
+        let page = get(&app, &web, &user_path, &cookie).await;
+        assert_eq!(page.status(), 200, "{user}");
+        assert_console_headers(&page);
+        let body = page.text().await.unwrap();
+        assert!(body.contains(&escaped), "{user} shown as text: {body}");
+        assert!(!body.contains(user), "{user} never raw");
+        assert_no_inline_code(&body);
+        assert!(
+            body.contains("&lt;b&gt;Intro&lt;/b&gt; &amp; more"),
+            "the title, escaped"
+        );
+        assert!(
+            body.contains("5 / 10"),
+            "blocks watched of block count: {body}"
+        );
+        assert!(body.contains("0:10:00"), "total playtime of two sessions");
+        assert_eq!(
+            body.matches("class=\"cell ").count(),
+            10,
+            "the coverage strip: a cell per block"
+        );
+        assert!(body.contains("shop-backend"), "the entitlement in force");
+        assert!(
+            body.contains("viewed by <span class=\"who\">support</span>"),
+            "{body}"
+        );
+
+        let refund_path = format!("{user_path}/media/{media}");
+        let page = get(&app, &web, &refund_path, &cookie).await;
+        assert_eq!(page.status(), 200);
+        let body = page.text().await.unwrap();
+        assert!(body.contains(&escaped) && !body.contains(user));
+        assert_no_inline_code(&body);
+        assert_eq!(
+            body.matches("class=\"cell ").count(),
+            2 * 10,
+            "heatmap: sessions x block count"
+        );
+        assert_eq!(body.matches("class=\"union ").count(), 10, "the union row");
+        assert!(body.contains("badge verified") && body.contains("badge unsigned"));
+        assert!(body.contains("device_clock"));
+        assert!(body.contains("&lt;i&gt;phone&lt;/i&gt;"), "device as text");
+        assert!(
+            body.contains("2025-12-01 11:00:00 +09:00"),
+            "start in Asia/Seoul: {body}"
+        );
+        assert!(body.contains("expired"), "the decision's reason");
+        assert!(
+            body.contains("수강 기간이 만료되었습니다."),
+            "the message the viewer saw"
+        );
+        assert!(body.contains("shop-backend"), "who changed the entitlement");
+        assert!(body.contains(&format!("{user_path}/export.csv")));
+    }
+    let video = get(&app, &web, &format!("/console/media/{media}"), &cookie).await;
+    assert_eq!(video.status(), 200);
+    let body = video.text().await.unwrap();
+    assert!(body.contains("<span class=\"viewers\">2</span>"), "{body}");
+    assert_eq!(body.matches("class=\"bar\"").count(), 5, "0-25-50-75-100%");
+    assert_eq!(
+        body.matches("class=\"point\"").count(),
+        10,
+        "one point per block"
+    );
+
+    let views = app
+        .db
+        .client()
+        .await
+        .query(
+            "SELECT key_name, client_user_id, media_content_key FROM console_views ORDER BY id",
+            &[],
+        )
+        .await
+        .unwrap();
+    let views: Vec<(String, String, Option<String>)> = views
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect();
+    let support =
+        |u: &str, m: Option<&str>| ("support".to_owned(), u.to_owned(), m.map(str::to_owned));
+    assert_eq!(
+        views,
+        [
+            support(SCRIPT, None),
+            support(SCRIPT, Some(media)),
+            support(IMG, None),
+            support(IMG, Some(media)),
+        ],
+        "a row per view of a user's data; the video page holds none"
+    );
+}
+
+#[tokio::test]
+async fn korean_by_default_english_on_request_and_the_switch_sticks() {
+    let (app, web) = spawn_console().await;
+    let form = web
+        .get(format!("{}/console/login", app.address))
+        .send()
+        .await
+        .unwrap();
+    assert!(form.text().await.unwrap().contains("로그인"));
+    let form = web
+        .get(format!("{}/console/login", app.address))
+        .header(ACCEPT_LANGUAGE, "en-US,en;q=0.9")
+        .send()
+        .await
+        .unwrap();
+    assert!(form.text().await.unwrap().contains("Sign in"));
+    let switched = web
+        .get(format!("{}/console/login?lang=en", app.address))
+        .header(ACCEPT_LANGUAGE, "ko")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(cookie_of(&switched, "console_lang").as_deref(), Some("en"));
+    assert!(switched
+        .text()
+        .await
+        .unwrap()
+        .contains("<html lang=\"en\">"));
+}
+
+#[tokio::test]
+async fn unknown_users_and_videos_are_not_found_and_leave_no_audit_row() {
+    let (app, web) = spawn_console().await;
+    let cookie = sign_in(&app, &web).await;
+    for path in [
+        "/console/users/nobody",
+        "/console/users/nobody/media/m1",
+        "/console/media/m1",
+    ] {
+        let res = get(&app, &web, path, &cookie).await;
+        assert_eq!(res.status(), StatusCode::NOT_FOUND, "{path}");
+        assert_console_headers(&res);
+    }
+    let res = get(&app, &web, "/console/media/bad%20key", &cookie).await;
+    assert_eq!(res.status(), StatusCode::BAD_REQUEST);
+    let views: i64 = app
+        .db
+        .client()
+        .await
+        .query_one("SELECT count(*) FROM console_views", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(views, 0);
+}
+
+/// The binary as an operator runs it: a SIGHUP reload that drops the support key ends the
+/// sessions it opened; a refused sign-in is logged at WARN, never with the key.
+#[tokio::test]
+async fn a_reload_that_drops_the_key_ends_its_sessions() {
+    use std::io::{BufRead as _, BufReader};
+    use std::process::{Command, Stdio};
+
+    let db = kollus_test_support::TestDb::new().await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("token_api_keys");
+    std::fs::write(
+        &file,
+        format!("app[read]:{APP_KEY},support[console]:{SUPPORT_KEY}\n"),
+    )
+    .unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_token-api"))
+        .env_clear()
+        .env("DATABASE_URL", &db.url)
+        .env("KOLLUS_SECURITY_KEY", SECURITY_KEY)
+        .env("KOLLUS_CUSTOM_KEY", CUSTOM_KEY)
+        .env("TOKEN_API_KEYS_FILE", &file)
+        .env("CONSOLE_INSECURE_COOKIE", "1")
+        .env("LISTEN_ADDR", "127.0.0.1:0")
+        .env("LOG_FORMAT", "text")
+        .env("RUST_LOG", "info")
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let stderr = child.stderr.take().unwrap();
+    let child = Kill(child);
+    let (tx, lines) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut seen = Vec::new();
+    let mut until = |what: &str| loop {
+        let line = lines
+            .recv_timeout(Duration::from_secs(30))
+            .unwrap_or_else(|_| panic!("no {what:?} in the log"));
+        seen.push(line.clone());
+        if line.contains(what) {
+            return (line, seen.clone());
+        }
+    };
+    let (listening, _) = until("token-api listening");
+    let port: u16 = listening
+        .split("port=")
+        .nth(1)
+        .and_then(|p| p.split_whitespace().next())
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("no port in {listening}"));
+    let app = TestApp {
+        address: format!("http://127.0.0.1:{port}"),
+        db,
+        client: reqwest::Client::new(),
+    };
+    let web = browser();
+    let refused = sign_in_with(&app, &web, APP_KEY).await;
+    assert_eq!(refused.status(), StatusCode::FORBIDDEN);
+    let res = sign_in_with(&app, &web, SUPPORT_KEY).await;
+    assert_eq!(res.status(), StatusCode::SEE_OTHER);
+    let cookie = set_cookies(&res)
+        .into_iter()
+        .find(|c| c.starts_with("console_session="))
+        .unwrap();
+    assert!(
+        !cookie.contains("Secure"),
+        "CONSOLE_INSECURE_COOKIE=1: {cookie}"
+    );
+    let cookie = format!(
+        "console_session={}",
+        cookie_of(&res, "console_session").unwrap()
+    );
+    assert_eq!(get(&app, &web, "/console/", &cookie).await.status(), 200);
+
+    std::fs::write(&file, format!("app[read]:{APP_KEY}\n")).unwrap();
+    let hup = Command::new("kill")
+        .args(["-HUP", &child.0.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(hup.success());
+    eventually(
+        "the session of the dropped key is refused",
+        Duration::from_secs(10),
+        || async { (get(&app, &web, "/console/", &cookie).await.status() == 303).then_some(()) },
+    )
+    .await;
+    let (_, seen) = until("its key is no longer configured");
+    let warned = seen
+        .iter()
+        .find(|l| l.contains("console sign-in refused"))
+        .expect("a WARN for the refused sign-in");
+    assert!(warned.contains("WARN"), "{warned}");
+    for line in &seen {
+        for key in [APP_KEY, SUPPORT_KEY] {
+            assert!(!line.contains(key), "a key in the log: {line}");
+        }
+    }
+    let left: i64 = app
+        .db
+        .client()
+        .await
+        .query_one("SELECT count(*) FROM console_sessions", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(left, 0, "the refused session is deleted");
+}
