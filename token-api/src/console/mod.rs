@@ -35,6 +35,8 @@ use self::pages::Frame;
 use self::session::{Agent, LOGIN_CSRF_COOKIE, SESSION_COOKIE};
 use crate::auth::{ApiScope, KeyRing};
 use crate::configuration::{ConsoleSettings, Lang};
+use crate::export::parts::{USER_CSV, USER_PARTS};
+use crate::export::stream::{stream, Format};
 use crate::playback::policy::Reason;
 
 /// The stylesheet, the console's only other file.
@@ -111,6 +113,14 @@ pub fn scope() -> actix_web::Scope<
             web::get().to(refund),
         )
         .route("/media/{media_content_key}", web::get().to(video))
+        .route(
+            "/users/{client_user_id}/export.csv",
+            web::get().to(export_csv),
+        )
+        .route(
+            "/users/{client_user_id}/export.jsonl",
+            web::get().to(export_jsonl),
+        )
 }
 
 /// Why a page is not the one asked for.
@@ -535,6 +545,60 @@ async fn video(
             viewers: &viewers,
         };
         Ok(html(&req, &console, StatusCode::OK, pages::video(&f, &p)))
+    }
+    .await;
+    answer(&req, &console, page)
+}
+
+/// `GET /console/users/{client_user_id}/export.csv`: the user export's sessions as CSV, the
+/// same stream as `GET /v1/users/{id}/export` with `Accept: text/csv`; recorded as a view.
+async fn export_csv(
+    req: HttpRequest,
+    console: web::Data<Console>,
+    path: web::Path<String>,
+) -> HttpResponse {
+    export_user(req, console, path.into_inner(), Format::Csv).await
+}
+
+/// `GET /console/users/{client_user_id}/export.jsonl`: the user export as JSON Lines (without
+/// the archive's raw reports, which the API's export adds when `ARCHIVE_DIR` is set).
+async fn export_jsonl(
+    req: HttpRequest,
+    console: web::Data<Console>,
+    path: web::Path<String>,
+) -> HttpResponse {
+    export_user(req, console, path.into_inner(), Format::Ndjson).await
+}
+
+async fn export_user(
+    req: HttpRequest,
+    console: web::Data<Console>,
+    raw: String,
+    format: Format,
+) -> HttpResponse {
+    let page = async {
+        let agent = signed_in(&req, &console).await?;
+        let user = parse_user(raw)?;
+        let client = console.pool.get().await.map_err(anyhow::Error::from)?;
+        store::record_view(&client, &agent.key_name, user.as_str(), None).await?;
+        tracing::info!(key = agent.key_name, ?format, "console user export");
+        let name = match format {
+            Format::Csv => "export.csv",
+            Format::Ndjson => "export.jsonl",
+        };
+        let mut res = stream(
+            &console.pool,
+            user.as_str().to_owned(),
+            USER_PARTS,
+            format,
+            USER_CSV,
+            None,
+        );
+        // A file name of our own (never the user id, which may hold anything).
+        if let Ok(v) = HeaderValue::from_str(&format!("attachment; filename=\"user-{name}\"")) {
+            res.headers_mut().insert(header::CONTENT_DISPOSITION, v);
+        }
+        Ok(res)
     }
     .await;
     answer(&req, &console, page)

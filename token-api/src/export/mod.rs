@@ -8,9 +8,9 @@
 //! epochs, then up to when the archive covers (`archive_coverage`).
 
 mod archive;
-mod parts;
+pub mod parts;
 mod sink;
-mod stream;
+pub mod stream;
 
 use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};

@@ -452,7 +452,25 @@ async fn every_page_shows_hostile_ids_as_text_and_records_who_viewed_them() {
             "the message the viewer saw"
         );
         assert!(body.contains("shop-backend"), "who changed the entitlement");
-        assert!(body.contains(&format!("{user_path}/export.csv")));
+        for (link, first) in [("export.csv", "client_user_id,"), ("export.jsonl", "{")] {
+            let href = format!("{user_path}/{link}");
+            assert!(body.contains(&href), "a link to {href}");
+            let export = get(&app, &web, &href, &cookie).await;
+            assert_eq!(export.status(), 200, "{href}");
+            let text = export.text().await.unwrap();
+            assert!(text.starts_with(first), "{href}: {text}");
+            assert!(
+                text.matches("mck-refund-1").count() >= 2,
+                "both sessions in {href}: {text}"
+            );
+        }
+        assert_eq!(
+            get(&app, &web, &format!("{user_path}/export.csv"), "")
+                .await
+                .status(),
+            StatusCode::SEE_OTHER,
+            "exports need a session too"
+        );
     }
     let video = get(&app, &web, &format!("/console/media/{media}"), &cookie).await;
     assert_eq!(video.status(), 200);
@@ -486,10 +504,14 @@ async fn every_page_shows_hostile_ids_as_text_and_records_who_viewed_them() {
         [
             support(SCRIPT, None),
             support(SCRIPT, Some(media)),
+            support(SCRIPT, None),
+            support(SCRIPT, None),
             support(IMG, None),
             support(IMG, Some(media)),
+            support(IMG, None),
+            support(IMG, None),
         ],
-        "a row per view of a user's data; the video page holds none"
+        "a row per view of a user's data, exports included; the video page holds none"
     );
 }
 
