@@ -1,12 +1,21 @@
-//! token-api's metrics, in the `kollus_token` namespace (bottom layer: imports nothing of this
-//! crate).
+//! token-api's metrics, in the `kollus_token` namespace, and one in the catalog's
+//! (`kollus_catalog_unknown_media_total`: token-api is where an unknown video shows) (bottom
+//! layer: imports nothing of this crate).
 
 use kollus_common::metrics::{counter_vec, histogram_vec, latency_buckets, registry, zeroed};
-use prometheus::{HistogramVec, IntCounterVec, Registry};
+use prometheus::core::{Collector, Desc};
+use prometheus::proto::MetricFamily;
+use prometheus::{HistogramVec, IntCounterVec, Opts, Registry};
 
 #[derive(Clone)]
 pub struct Metrics {
+    /// The `kollus_token_` metrics (its prefix names every metric registered in it).
     pub registry: Registry,
+    /// What `/metrics` serves: `registry`'s metrics and `unknown_media`.
+    pub exposition: Registry,
+    /// Token requests and play callbacks naming a media content key the catalog does not know,
+    /// by `source` (`token`, `play`): the catalog missed what Kollus has (`kollus-catalog sweep`).
+    pub unknown_media: IntCounterVec,
     /// Token requests by outcome: `issued`, `invalid`, `refused`, `unauthorized`, `forbidden`, `error`.
     pub issued: IntCounterVec,
     pub catalog_rejections: IntCounterVec,
@@ -75,8 +84,25 @@ impl Metrics {
                 "Exports started, by what is exported (user, media).",
                 &["of"],
             ),
+            unknown_media: IntCounterVec::new(
+                Opts::new(
+                    "unknown_media_total",
+                    "Token requests (strict catalog on) and play callbacks naming a media content key the catalog does not know, by source (token, play).",
+                )
+                .namespace("kollus_catalog"),
+                &["source"],
+            )
+            .expect("a static metric definition is valid"),
+            exposition: Registry::new(),
             registry: r,
         };
+        m.exposition
+            .register(Box::new(Gathered(m.registry.clone())))
+            .expect("registered once");
+        m.exposition
+            .register(Box::new(m.unknown_media.clone()))
+            .expect("registered once");
+        zeroed(&m.unknown_media, &[&["token"], &["play"]]);
         zeroed(&m.exports, &[&["user"], &["media"]]);
         zeroed(&m.entitlement_changes, &[&["grant"], &["revoke"]]);
         for callback in ["play", "drm"] {
@@ -127,6 +153,21 @@ impl Metrics {
         for route in routes {
             zeroed(&self.requests, &[&[route, "200"]]);
         }
+    }
+}
+
+/// A registry's metrics, as gathered (its prefix applied), inside another registry: the
+/// `kollus_token_` registry inside the unprefixed one `/metrics` serves.
+struct Gathered(Registry);
+
+impl Collector for Gathered {
+    /// None: the inner registry checked its own; the outer one merges families by name.
+    fn desc(&self) -> Vec<&Desc> {
+        Vec::new()
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        self.0.gather()
     }
 }
 

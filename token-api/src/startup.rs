@@ -99,7 +99,7 @@ impl Application {
             .with_context(|| format!("binding {}", settings.listen_addr))?;
         let port = listener.local_addr()?.port();
         let m = web::Data::new(metrics.clone());
-        let registry = metrics.registry.clone();
+        let registry = metrics.exposition.clone();
         let server = HttpServer::new(move || {
             App::new()
                 .app_data(tokens.clone())

@@ -163,6 +163,14 @@ async fn answer_play(
     })
     .await?;
     observe(p, "play", callback.kind, &decision);
+    if !facts.catalogued {
+        // Kollus plays it, so the catalog missed a callback: `kollus-catalog sweep` recovers it.
+        p.metrics.unknown_media.with_label_values(&["play"]).inc();
+        tracing::info!(
+            media,
+            "a play callback names a video the catalog does not know"
+        );
+    }
     tracing::info!(
         callback = "play", kind = callback.kind, user, media, result = decision.allowed,
         reason = decision.reason.label(), playtime_used = facts.playtime_used,

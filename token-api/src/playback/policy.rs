@@ -27,6 +27,9 @@ pub struct Facts {
     pub playtime_used: i64,
     /// Downloads of the video this user completed.
     pub downloads: i64,
+    /// The catalog knows the video (`media_contents`). No decision reads it: a video the
+    /// catalog missed is counted (`kollus_catalog_unknown_media_total`), never refused for it.
+    pub catalogued: bool,
 }
 
 /// Why a callback got its answer (a bounded metric label, recorded with the decision).
@@ -206,6 +209,7 @@ mod tests {
             grants: vec![grant(Some(3600), Some(100))],
             playtime_used: 1000,
             downloads: 0,
+            catalogued: true,
         };
         let d = decide_play(&facts, at(0), PlayDefault::Deny);
         assert!(d.allowed);
@@ -236,6 +240,7 @@ mod tests {
             ],
             playtime_used: 5,
             downloads: 0,
+            catalogued: true,
         };
         let d = decide_play(&facts, at(0), PlayDefault::Deny);
         assert_eq!(d.playtime_left, Some(495));
@@ -264,6 +269,7 @@ mod tests {
             grants: vec![grant(None, None)],
             playtime_used: 0,
             downloads: 1,
+            catalogued: true,
         };
         assert!(decide_download(&facts, at(0), PlayDefault::Deny).allowed);
         facts.downloads = 2;

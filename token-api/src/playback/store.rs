@@ -10,14 +10,16 @@ use super::policy::{Decision, Facts, Grant};
 use crate::entitlements::model::Scope;
 
 /// The grants covering the video (its own, and its channels' in the catalog), the user's
-/// playtime on it (`watch_progress`, a view over the sessions), and the downloads completed.
+/// playtime on it (`watch_progress`, a view over the sessions), the downloads completed, and
+/// whether the catalog knows the video at all (a primary key lookup).
 const FACTS: &str = "
 SELECT e.scope, e.target, e.expires_at, e.playtime_limit_seconds, e.download, e.download_limit,
        e.revoked_at IS NOT NULL AS revoked,
        coalesce((SELECT p.total_playtime FROM watch_progress p
                   WHERE p.client_user_id = $1 AND p.media_content_key = $2), 0) AS playtime_used,
        (SELECT count(*) FROM drm_downloads d
-         WHERE d.client_user_id = $1 AND d.media_content_key = $2) AS downloads
+         WHERE d.client_user_id = $1 AND d.media_content_key = $2) AS downloads,
+       EXISTS (SELECT 1 FROM media_contents m WHERE m.media_content_key = $2) AS catalogued
 FROM (SELECT 1) AS one
 LEFT JOIN entitlements e
   ON e.client_user_id = $1
@@ -32,6 +34,7 @@ pub async fn facts(client: &Client, user: &str, media: &str) -> Result<Facts, Er
     for r in &rows {
         facts.playtime_used = r.try_get("playtime_used")?;
         facts.downloads = r.try_get("downloads")?;
+        facts.catalogued = r.try_get("catalogued")?;
         let Some(scope) = r.try_get::<_, Option<&str>>("scope")? else {
             continue;
         };

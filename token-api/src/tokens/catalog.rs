@@ -65,16 +65,25 @@ impl CatalogCache {
     }
 }
 
-/// The videos the catalog refuses, with the field each one came from. Unknown videos are
-/// refused only in `require` mode.
-pub async fn refusals(
+/// What the catalog said of a request's videos.
+#[derive(Debug, Default)]
+pub struct Checked {
+    /// The videos it refuses, with the field each one came from.
+    pub refusals: Vec<(Refusal, FieldError)>,
+    /// How many of the videos it does not know (refused too in `require` mode).
+    pub unknown: usize,
+}
+
+/// Checks the videos against the catalog. Unknown videos are refused only in `require` mode;
+/// with `off` the catalog is not read, so nothing is refused or found unknown.
+pub async fn check(
     pool: &Pool,
     cache: &CatalogCache,
     mode: StrictCatalog,
     media: &[MediaContentKey],
-) -> anyhow::Result<Vec<(Refusal, FieldError)>> {
+) -> anyhow::Result<Checked> {
     if mode == StrictCatalog::Off {
-        return Ok(Vec::new());
+        return Ok(Checked::default());
     }
     let keys: Vec<&str> = media.iter().map(|k| k.as_str()).collect();
     let mut answers: Vec<Option<Option<Known>>> = keys.iter().map(|k| cache.get(k)).collect();
@@ -117,9 +126,11 @@ pub async fn refusals(
         }
         cache.put(fetched);
     }
-    let mut out = Vec::new();
+    let mut out = Checked::default();
     for (i, (key, known)) in keys.iter().zip(answers).enumerate() {
-        let refusal = match known.flatten() {
+        let known = known.flatten();
+        out.unknown += usize::from(known.is_none());
+        let refusal = match known {
             Some(k) if k.deleted => Some(Refusal::Deleted),
             Some(k) if !k.in_any_channel => Some(Refusal::InNoChannel),
             Some(_) => None,
@@ -132,7 +143,7 @@ pub async fn refusals(
                 Refusal::InNoChannel => format!("{key} is in no Kollus channel, so it cannot play"),
                 Refusal::Unknown => format!("{key} is not in the catalog (STRICT_CATALOG=require)"),
             };
-            out.push((
+            out.refusals.push((
                 refusal,
                 FieldError {
                     field: format!("media[{i}].media_content_key"),

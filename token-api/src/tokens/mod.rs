@@ -121,14 +121,23 @@ async fn issue(caller: &Caller, body: &[u8], state: &Tokens) -> Result<HttpRespo
 }
 
 async fn check_catalog(state: &Tokens, valid: &ValidRequest) -> Result<(), ApiError> {
-    match catalog::refusals(
+    let checked = catalog::check(
         &state.pool,
         &state.catalog_cache,
         state.strict,
         &valid.media,
     )
     .await
-    {
+    .inspect(|c| {
+        // Kollus knows the video, presumably, and the catalog missed it: `kollus-catalog sweep`.
+        state
+            .metrics
+            .unknown_media
+            .with_label_values(&["token"])
+            .inc_by(c.unknown as u64);
+    })
+    .map(|c| c.refusals);
+    match checked {
         Ok(refusals) if refusals.is_empty() => Ok(()),
         Ok(refusals) => {
             for (r, _) in &refusals {

@@ -114,6 +114,24 @@ impl TestApp {
 }
 
 impl TestApp {
+    /// The value `/metrics` shows for one series, e.g. `kollus_token_issued_total{outcome="issued"}`.
+    pub async fn metric(&self, series: &str) -> u64 {
+        let text = self
+            .client
+            .get(format!("{}/metrics", self.address))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        text.lines()
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+            .unwrap_or_else(|| panic!("no {series} in /metrics:\n{text}"))
+            .parse()
+            .unwrap()
+    }
+
     /// Gives a catalogued video what Kollus's API says of it (V13's columns), absent or not.
     pub async fn describe(&self, media: &str, title: &str, absent: bool) {
         self.db

@@ -10,3 +10,4 @@ mod playback;
 mod read;
 mod scopes;
 mod tokens;
+mod unknown_media;
