@@ -10,13 +10,22 @@ profile_flag=""; profile_dir=debug
 if [ "${PROFILE:-debug}" = release ]; then profile_flag=--release; profile_dir=release; fi
 bin="${CARGO_TARGET_DIR:-$root/target}/$profile_dir"
 
-# Development defaults: printed below, never fit for production.
-export CALLBACK_SECRET="${CALLBACK_SECRET:-dev-callback-secret}"
-export KOLLUS_SECURITY_KEY="${KOLLUS_SECURITY_KEY:-dev-security-key-change-me}"
-export KOLLUS_CUSTOM_KEY="${KOLLUS_CUSTOM_KEY:-dev-custom-key}"
-export TOKEN_API_KEYS="${TOKEN_API_KEYS:-dev:dev-api-key-0123456789}"
+# Development defaults, never fit for production. Only those used are printed below: a secret
+# given in the environment is never echoed.
+dev_secrets=()
+dev_default() { # NAME VALUE: export VALUE unless NAME is set already, and remember it
+  if [ -z "${!1:-}" ]; then export "$1=$2"; dev_secrets+=("$1"); fi
+}
+dev_default CALLBACK_SECRET dev-callback-secret
+dev_default KOLLUS_SECURITY_KEY dev-security-key-change-me
+dev_default KOLLUS_CUSTOM_KEY dev-custom-key
+# `dev` may call every API; `support` may sign in to the support console only.
+dev_console_key=dev-console-key-0123456789
+dev_default TOKEN_API_KEYS "dev:dev-api-key-0123456789,support[console]:$dev_console_key"
 # The key the shared fixtures' LMS hashes were made with, so the walk-through's reports verify.
-export KOLLUS_SERVICE_ACCOUNT_KEY="${KOLLUS_SERVICE_ACCOUNT_KEY:-fixture-service-account-key}"
+dev_default KOLLUS_SERVICE_ACCOUNT_KEY fixture-service-account-key
+# The console's cookie over plain HTTP on this machine (production serves it over HTTPS).
+export CONSOLE_INSECURE_COOKIE="${CONSOLE_INSECURE_COOKIE:-1}"
 export LOG_FORMAT="${LOG_FORMAT:-text}"
 export INGEST_SPOOL_DIR="${INGEST_SPOOL_DIR:-$root/.local/ingest-spool}"
 ingest_addr="${INGEST_LISTEN_ADDR:-127.0.0.1:8080}"
@@ -86,12 +95,20 @@ LISTEN_ADDR=$history_addr start history-worker "$bin/history-worker"
 LISTEN_ADDR=$archive_addr start archive "$bin/kollus-archive" dump
 wait_port "$ingest_addr"; wait_port "$token_addr"
 
+# The console's key, and the development defaults in use (never a value from the environment).
+console_hint="sign in with a key from TOKEN_API_KEYS that has the console scope"
+dev_lines=
+for name in "${dev_secrets[@]}"; do
+  [ "$name" = TOKEN_API_KEYS ] && console_hint="sign in with the development key $dev_console_key"
+  dev_lines+="${dev_lines:+$'\n'                  }$name=${!name}"
+done
 cat >&2 <<MSG
 
 run: the pipeline is up (Ctrl-C stops it)
   ingest          http://$ingest_addr/kollus/{upload,transcoding,content,channel,lms}?secret=\$CALLBACK_SECRET
   token-api       http://$token_addr/v1/playback-tokens   (Authorization: Bearer <key>)
                   http://$token_addr/kollus/{play,drm}?secret=\$CALLBACK_SECRET   (Kollus's play and DRM callbacks)
+  console         http://$token_addr/console/   ($console_hint)
   sync-worker     http://$sync_addr/metrics
   history-worker  http://$history_addr/metrics
   archive         http://$archive_addr/metrics   (every record, outside Kafka: $ARCHIVE_DIR)
@@ -100,10 +117,7 @@ run: the pipeline is up (Ctrl-C stops it)
   binaries        $bin/{ingest,sync-worker,history-worker,token-api,kollus-archive}
   ingest spool    $INGEST_SPOOL_DIR
   PostgreSQL      $(echo "$DATABASE_URL" | sed -E 's#//[^:@/]+:[^@]*@#//***@#')
-  dev secrets     CALLBACK_SECRET=$CALLBACK_SECRET
-                  KOLLUS_SECURITY_KEY=$KOLLUS_SECURITY_KEY  KOLLUS_CUSTOM_KEY=$KOLLUS_CUSTOM_KEY
-                  TOKEN_API_KEYS=$TOKEN_API_KEYS
-                  KOLLUS_SERVICE_ACCOUNT_KEY=$KOLLUS_SERVICE_ACCOUNT_KEY (LMS hash check: record)
+  dev secrets     ${dev_lines:-none printed: every secret came from the environment}
 
 MSG
 # Stop everything as soon as any one service exits.
