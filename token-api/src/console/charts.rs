@@ -2,6 +2,7 @@
 //! by class (`p0` unwatched .. `p10` fully watched, colours in the stylesheet), bar heights and
 //! line points are attributes.
 
+use kollus_common::kollus::lms::Segment;
 use maud::{html, Markup};
 
 /// Cell size, in SVG units.
@@ -49,6 +50,37 @@ pub fn heatmap(union: &[i64], sessions: &[(String, Vec<i64>)], label: &str) -> M
                         width=(CELL - 1) height=(ROW - 2) {
                         title { (name) " #" (i + 1) ": " (p) "%" }
                     }
+                }
+            }
+        }
+    }
+}
+
+/// Width of a session's timeline, in SVG units.
+const TIMELINE: u64 = 240;
+
+/// A session's played segments on the video's timeline: one bar per segment, from where it
+/// started for as long as it played (capped at the end).
+pub fn timeline(segments: &[Segment], duration: Option<i64>, label: &str) -> Markup {
+    let end = segments
+        .iter()
+        .map(|s| s.start_time + s.play_time)
+        .max()
+        .unwrap_or(0);
+    let length = duration
+        .and_then(|d| u64::try_from(d).ok())
+        .filter(|d| *d > 0)
+        .unwrap_or(end)
+        .max(1);
+    let x = |t: u64| t.min(length) * TIMELINE / length;
+    html! {
+        svg class="timeline" role="img" aria-label=(label) width=(TIMELINE) height="10"
+            viewBox={ "0 0 " (TIMELINE) " 10" } xmlns="http://www.w3.org/2000/svg" {
+            rect class="track" x="0" y="3" width=(TIMELINE) height="4" {}
+            @for s in segments {
+                rect class="segment" x=(x(s.start_time)) y="0"
+                    width=((x(s.start_time + s.play_time) - x(s.start_time)).max(1)) height="10" {
+                    title { (s.start_time) "s +" (s.play_time) "s" }
                 }
             }
         }
@@ -124,5 +156,23 @@ mod tests {
         assert_eq!(svg.matches("class=\"cell ").count(), 6);
         assert_eq!(svg.matches("class=\"union ").count(), 3);
         assert!(!svg.contains("style"), "no inline style: {svg}");
+    }
+
+    #[test]
+    fn a_timeline_places_each_segment_on_the_video() {
+        let seg = |start_time, play_time| Segment {
+            block: 0,
+            start_time,
+            play_time,
+        };
+        let svg = timeline(&[seg(0, 60), seg(120, 600)], Some(240), "x").into_string();
+        assert!(
+            svg.contains(r#"class="segment" x="0" y="0" width="60""#),
+            "{svg}"
+        );
+        assert!(
+            svg.contains(r#"class="segment" x="120" y="0" width="120""#),
+            "capped at the end: {svg}"
+        );
     }
 }

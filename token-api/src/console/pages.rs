@@ -327,6 +327,7 @@ pub fn refund(f: &Frame, p: &RefundPage) -> Markup {
                         th { "#" } th { (l.t("시작", "Start")) } th { (l.t("기기", "Device")) } th { "OS" }
                         th { (l.t("플레이어", "Player")) } th { (l.t("재생 시간", "Playtime")) }
                         th { (l.t("실제 재생 시간", "Real playtime")) } th { (l.t("실행 시간", "Runtime")) }
+                        th { (l.t("재생 구간", "Played segments")) }
                         th { (l.t("표시", "Badges")) }
                     } }
                     tbody {
@@ -340,6 +341,7 @@ pub fn refund(f: &Frame, p: &RefundPage) -> Markup {
                                 td class="num" { (duration(s.playtime)) }
                                 td class="num" { (duration(s.real_playtime)) }
                                 td class="num" { (duration(s.runtime)) }
+                                td { (charts::timeline(&s.segments, s.duration, l.t("영상 위의 재생 구간", "Played segments on the video"))) }
                                 td {
                                     @match s.hash_verified {
                                         Some(true) => span class="badge verified" { (l.t("서명 확인", "verified")) },

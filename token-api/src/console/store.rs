@@ -3,6 +3,8 @@
 //! entitlement changes behind a refund question, and the audit of who viewed whose data.
 
 use deadpool_postgres::Client;
+use kollus_common::kollus::lms::merge::stored_segments;
+use kollus_common::kollus::lms::Segment;
 use time::OffsetDateTime;
 use tokio_postgres::Row;
 
@@ -20,6 +22,10 @@ pub struct Session {
     pub playtime: i64,
     pub real_playtime: i64,
     pub runtime: i64,
+    /// The video's length as the player reported it, in seconds.
+    pub duration: Option<i64>,
+    /// Played segments (`block_info.sessions`), decoded by common's reader.
+    pub segments: Vec<Segment>,
     pub block_count: Option<i32>,
     pub blocks_played: Vec<bool>,
     pub block_percent: Vec<i64>,
@@ -41,6 +47,8 @@ impl Session {
             playtime: r.try_get("playtime")?,
             real_playtime: r.try_get("real_playtime")?,
             runtime: r.try_get("runtime")?,
+            duration: r.try_get("duration")?,
+            segments: stored_segments(&r.try_get::<_, serde_json::Value>("segments")?).collect(),
             block_count: r.try_get("block_count")?,
             blocks_played: r.try_get("blocks_played")?,
             block_percent: r.try_get("block_percent")?,
@@ -76,7 +84,7 @@ impl Session {
 
 const SESSIONS: &str = "
 SELECT s.media_content_key, u.title, u.filename, s.start_at, s.device, s.os, s.player_id,
-       s.playtime, s.real_playtime, s.runtime, s.block_count, s.blocks_played, s.block_percent,
+       s.playtime, s.real_playtime, s.runtime, s.duration, s.segments, s.block_count, s.blocks_played, s.block_percent,
        s.hash_verified, s.device_clock, s.last_report_at
   FROM watch_sessions s
   LEFT JOIN media_contents m ON m.media_content_key = s.media_content_key

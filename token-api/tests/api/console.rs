@@ -120,13 +120,14 @@ fn assert_no_inline_code(body: &str) {
 /// clock, a play refusal, an entitlement and its change.
 async fn seed(app: &TestApp, user: &str, media: &str) {
     let db = app.db.client().await;
-    for (start_at, percents, verified, clock, device) in [
+    for (start_at, percents, verified, clock, device, segments) in [
         (
             1_764_554_400i64,
             vec![100i64, 100, 50, 0, 0, 0, 0, 0, 0, 0],
             Some(true),
             false,
             "PC",
+            serde_json::json!([[0, 0, 60], [2, 120, 30]]),
         ),
         (
             1_764_640_800,
@@ -134,17 +135,19 @@ async fn seed(app: &TestApp, user: &str, media: &str) {
             Some(false),
             true,
             "<i>phone</i>",
+            serde_json::json!([[2, 120, 60], [3, 180, 60], [4, 240, 18]]),
         ),
     ] {
         let played: Vec<bool> = percents.iter().map(|p| *p > 0).collect();
         db.execute(
             "INSERT INTO watch_sessions (client_user_id, media_content_key, start_at, device, os, \
                  player_id, playtime, real_playtime, runtime, block_count, blocks_played, \
-                 block_percent, hash_verified, device_clock, first_report_at, last_report_at) \
+                 block_percent, hash_verified, device_clock, first_report_at, last_report_at, \
+                 duration, segments) \
              VALUES ($1, $2, $3, $4, 'Windows', 'html5', 300, 250, 400, 10, $5, $6, $7, $8, \
-                 now(), now())",
+                 now(), now(), 600, $9)",
             &[
-                &user, &media, &start_at, &device, &played, &percents, &verified, &clock,
+                &user, &media, &start_at, &device, &played, &percents, &verified, &clock, &segments,
             ],
         )
         .await
@@ -439,6 +442,11 @@ async fn every_page_shows_hostile_ids_as_text_and_records_who_viewed_them() {
             "heatmap: sessions x block count"
         );
         assert_eq!(body.matches("class=\"union ").count(), 10, "the union row");
+        assert_eq!(
+            body.matches("class=\"segment\"").count(),
+            5,
+            "each session's played segments on its timeline"
+        );
         assert!(body.contains("badge verified") && body.contains("badge unsigned"));
         assert!(body.contains("device_clock"));
         assert!(body.contains("&lt;i&gt;phone&lt;/i&gt;"), "device as text");
@@ -472,6 +480,21 @@ async fn every_page_shows_hostile_ids_as_text_and_records_who_viewed_them() {
             "exports need a session too"
         );
     }
+    let nothing = web
+        .get(format!("{}/console/", app.address))
+        .query(&[("q", format!("{SCRIPT}x"))])
+        .header(COOKIE, &cookie)
+        .header(ACCEPT_LANGUAGE, "en")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(nothing.status(), 200);
+    let body = nothing.text().await.unwrap();
+    assert!(
+        body.contains("Nothing found for &lt;script&gt;alert(1)&lt;/script&gt;x"),
+        "{body}"
+    );
+    assert_no_inline_code(&body);
     let video = get(&app, &web, &format!("/console/media/{media}"), &cookie).await;
     assert_eq!(video.status(), 200);
     let body = video.text().await.unwrap();
