@@ -15,7 +15,16 @@ use super::state::Console;
 use crate::auth::ApiScope;
 
 /// `GET /console/login`: the form, with a fresh double-submit CSRF token.
+/// Client addresses remembered before those with no recent attempt are forgotten.
+const FORGET_ABOVE: usize = 10_000;
+
 pub async fn login_form(req: HttpRequest, console: web::Data<Console>) -> HttpResponse {
+    // Already signed in: straight to the search.
+    if let Ok(Some(_)) = session::find(&console.pool, &console.keys, &req).await {
+        return HttpResponse::SeeOther()
+            .insert_header((header::LOCATION, "/console/"))
+            .finish();
+    }
     login_page(&req, &console, StatusCode::OK, None)
 }
 
@@ -55,6 +64,10 @@ pub async fn login(
     let lang = UiLang::of(&req).0;
     let peer = req.peer_addr().map(|a| a.ip());
     if let Some(ip) = peer {
+        // Addresses whose attempts are all long past are forgotten, so the map stays small.
+        if console.sign_ins.len() > FORGET_ABOVE {
+            console.sign_ins.retain_recent();
+        }
         if console.sign_ins.check_key(&ip).is_err() {
             tracing::warn!(peer = %ip, "console sign-in refused: too many attempts");
             return login_page(

@@ -241,6 +241,16 @@ async fn pages_need_a_session_and_a_console_key_opens_one() {
     assert!(!body.contains(SUPPORT_KEY), "the key is never in a page");
     assert_no_inline_code(&body);
 
+    let again = get(
+        &app,
+        &web,
+        "/console/login",
+        &format!("console_session={id}"),
+    )
+    .await;
+    assert_eq!(again.status(), StatusCode::SEE_OTHER, "signed in: no form");
+    assert_eq!(again.headers()[LOCATION], "/console/");
+
     let css = get(&app, &web, "/console/style.css", "").await;
     assert_eq!(css.status(), 200);
     assert_eq!(css.headers()["content-type"], "text/css; charset=utf-8");
