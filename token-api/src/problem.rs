@@ -13,6 +13,22 @@ pub struct FieldError {
     pub message: String,
 }
 
+/// A JSON request body as `T`. A value of the wrong type, or an unknown field inside an object,
+/// is a 400 naming the field (`media[0].drm_policy.kind`); a body that is not JSON, or wrong at
+/// its top level, a 400 saying why.
+pub fn json_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    let de = &mut serde_json::Deserializer::from_slice(body);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let field = e.path().to_string();
+        let message = e.inner().to_string();
+        if field == "." {
+            ApiError::BadJson(message)
+        } else {
+            invalid(&field, message)
+        }
+    })
+}
+
 /// A 400 naming one field.
 pub fn invalid(field: &str, message: impl Into<String>) -> ApiError {
     ApiError::Invalid(vec![FieldError {

@@ -4,7 +4,7 @@
 use serde::Deserialize;
 use time::OffsetDateTime;
 
-use crate::problem::{invalid, ApiError, FieldError};
+use crate::problem::{ApiError, FieldError};
 
 /// What to grant. Every field may be left out (no expiry, no allowance limit, no downloads).
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -29,16 +29,7 @@ pub struct GrantBody {
 }
 
 pub fn parse_body(body: &[u8]) -> Result<GrantBody, ApiError> {
-    let de = &mut serde_json::Deserializer::from_slice(body);
-    let grant: GrantBody = serde_path_to_error::deserialize(de).map_err(|e| {
-        let field = e.path().to_string();
-        let message = e.inner().to_string();
-        if field == "." {
-            ApiError::BadJson(message)
-        } else {
-            invalid(&field, message)
-        }
-    })?;
+    let grant: GrantBody = crate::problem::json_body(body)?;
     let mut errors = Vec::new();
     if grant.playtime_limit_seconds.is_some_and(|l| l <= 0) {
         errors.push(FieldError {

@@ -4,6 +4,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::options::{DrmPolicy, PcSkin, SubtitlePolicy, Thumbnail};
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PlaybackClaims {
     pub cuid: String,
@@ -18,6 +20,17 @@ pub struct PlaybackClaims {
     pub awtc: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub video_watermarking_code_policy: Option<WatermarkPolicy>,
+    /// SPEC.md 5.3, in Kollus's names: the player offers the next video.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_episode: Option<bool>,
+    /// The playback rates the player offers, ascending.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub playback_rates: Option<Vec<f64>>,
+    /// Play without asking the play callback.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub playcallback_ignore: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pc_skin: Option<PcSkin>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -39,6 +52,12 @@ pub struct MediaItem {
     pub disable_nscreen: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub play_section: Option<PlaySection>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drm_policy: Option<DrmPolicy>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub thumbnail: Option<Thumbnail>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subtitle_policy: Option<SubtitlePolicy>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -101,6 +120,10 @@ mod tests {
             }],
             awtc: None,
             video_watermarking_code_policy: None,
+            next_episode: None,
+            playback_rates: None,
+            playcallback_ignore: None,
+            pc_skin: None,
         };
         assert_eq!(
             serde_json::to_string(&claims).unwrap(),
@@ -117,6 +140,10 @@ mod tests {
             mc: vec![],
             awtc: None,
             video_watermarking_code_policy: None,
+            next_episode: None,
+            playback_rates: None,
+            playcallback_ignore: None,
+            pc_skin: None,
         };
         let token = crate::signer::Signer::new(&secrecy::SecretString::from("k"))
             .sign(&claims)

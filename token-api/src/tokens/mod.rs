@@ -1,9 +1,11 @@
 //! Playback tokens: `POST /v1/playback-tokens` (a signed Kollus JWT and the player URL) and
 //! `GET /v1/playback-tokens/verify`. `request.rs` checks what the product app asks for,
-//! `claims.rs` is the token's payload (SPEC.md 1), `catalog.rs` the strict catalog check.
+//! `options.rs` the player options of SPEC.md 5.3, `claims.rs` is the token's payload (SPEC.md
+//! 1), `catalog.rs` the strict catalog check.
 
 pub mod catalog;
 pub mod claims;
+pub mod options;
 pub mod request;
 
 use std::sync::Arc;
@@ -94,8 +96,7 @@ pub async fn issue_token(
 }
 
 async fn issue(caller: &Caller, body: &[u8], state: &Tokens) -> Result<HttpResponse, ApiError> {
-    let request: TokenRequest =
-        serde_json::from_slice(body).map_err(|e| ApiError::BadJson(e.to_string()))?;
+    let request: TokenRequest = crate::problem::json_body(body)?;
     let valid = request.validate(&state.limits).map_err(ApiError::Invalid)?;
     check_catalog(state, &valid).await?;
 

@@ -7,6 +7,7 @@ use kollus_common::domain::{ClientUserId, MediaContentKey};
 use serde::Deserialize;
 
 use super::claims::{MediaItem, PlaySection, PlaybackClaims, WatermarkPolicy};
+use super::options::{self, DrmPolicy, PcSkin, SubtitlePolicy, Thumbnail};
 use crate::json::{opt_whole, whole};
 use crate::problem::FieldError;
 
@@ -38,6 +39,38 @@ pub struct TokenRequest {
     pub watermark: Option<WatermarkPolicy>,
     #[serde(default)]
     pub player: PlayerOptions,
+    /// The player offers the next video (Kollus `next_episode`).
+    #[serde(default)]
+    pub next_episode: Option<bool>,
+    /// The playback rates the player offers: 1 to 10, each from 0.25 to 4.0, ascending.
+    #[serde(default)]
+    #[schema(schema_with = playback_rates_schema)]
+    pub playback_rates: Option<Vec<f64>>,
+    /// Play without asking the channel's play callback (Kollus `playcallback_ignore`).
+    #[serde(default)]
+    pub playcallback_ignore: Option<bool>,
+    /// The PC player's skin.
+    #[serde(default)]
+    pub pc_skin: Option<PcSkin>,
+}
+
+/// `playback_rates`: numbers from 0.25 to 4.0, 1 to 10 of them (ascending: checked, not
+/// expressible in JSON Schema).
+fn playback_rates_schema() -> utoipa::openapi::Array {
+    use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, Type};
+    ArrayBuilder::new()
+        .items(
+            ObjectBuilder::new()
+                .schema_type(Type::Number)
+                .minimum(Some(options::MIN_RATE))
+                .maximum(Some(options::MAX_RATE)),
+        )
+        .min_items(Some(1))
+        .max_items(Some(options::MAX_RATES))
+        .description(Some(
+            "The playback rates the player offers: 1 to 10, each from 0.25 to 4.0, ascending (Kollus `playback_rates`).",
+        ))
+        .build()
 }
 
 /// One video of the token (an item of Kollus's `mc`).
@@ -65,6 +98,15 @@ pub struct MediaRequest {
     pub play_section: Option<SectionRequest>,
     #[serde(default)]
     pub title: Option<String>,
+    /// Multi-DRM: which DRM, how the video streams, where the licence is.
+    #[serde(default)]
+    pub drm_policy: Option<DrmPolicy>,
+    /// Seek thumbnails.
+    #[serde(default)]
+    pub thumbnail: Option<Thumbnail>,
+    /// Which subtitles the player shows.
+    #[serde(default)]
+    pub subtitle_policy: Option<SubtitlePolicy>,
 }
 
 /// A preview clip: seconds from the start of the video, `end` after `start`.
@@ -136,6 +178,10 @@ pub struct ValidRequest {
     claims_media: Vec<MediaItem>,
     awtc: Option<String>,
     watermark: Option<WatermarkPolicy>,
+    next_episode: Option<bool>,
+    playback_rates: Option<Vec<f64>>,
+    playcallback_ignore: Option<bool>,
+    pc_skin: Option<PcSkin>,
 }
 
 impl ValidRequest {
@@ -148,6 +194,10 @@ impl ValidRequest {
             mc: self.claims_media.clone(),
             awtc: self.awtc.clone(),
             video_watermarking_code_policy: self.watermark.clone(),
+            next_episode: self.next_episode,
+            playback_rates: self.playback_rates.clone(),
+            playcallback_ignore: self.playcallback_ignore,
+            pc_skin: self.pc_skin.clone(),
         }
     }
 }
@@ -229,6 +279,15 @@ impl TokenRequest {
                     }
                 }
             });
+            if let Some(p) = &m.drm_policy {
+                p.check(&field("drm_policy"), &mut err);
+            }
+            if let Some(t) = &m.thumbnail {
+                t.check(&field("thumbnail"), &mut err);
+            }
+            if let Some(p) = &m.subtitle_policy {
+                p.check(&field("subtitle_policy"), &mut err);
+            }
             items.push(MediaItem {
                 mckey: keys
                     .last()
@@ -242,6 +301,9 @@ impl TokenRequest {
                 disable_playrate: m.disable_playrate,
                 disable_nscreen: m.disable_nscreen,
                 play_section,
+                drm_policy: m.drm_policy,
+                thumbnail: m.thumbnail,
+                subtitle_policy: m.subtitle_policy,
             });
         }
         let expires_in = self.expires_in.unwrap_or(limits.default_expires_in);
@@ -259,6 +321,12 @@ impl TokenRequest {
                 );
             }
         }
+        if let Some(rates) = &self.playback_rates {
+            options::check_rates(rates, &mut err);
+        }
+        if let Some(skin) = &self.pc_skin {
+            skin.check(&mut err);
+        }
         match client_user_id {
             Some(client_user_id) if errors.is_empty() => Ok(ValidRequest {
                 client_user_id,
@@ -269,6 +337,10 @@ impl TokenRequest {
                 claims_media: items,
                 awtc: self.awtc,
                 watermark: self.watermark,
+                next_episode: self.next_episode,
+                playback_rates: self.playback_rates,
+                playcallback_ignore: self.playcallback_ignore,
+                pc_skin: self.pc_skin,
             }),
             _ => Err(errors),
         }

@@ -7,6 +7,7 @@ mod helpers;
 mod hostile;
 mod openapi;
 mod playback;
+mod player_options;
 mod read;
 mod scopes;
 mod tokens;

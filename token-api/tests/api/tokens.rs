@@ -114,8 +114,12 @@ async fn invalid_requests_are_400_naming_each_field() {
         .await;
     assert_eq!(res.status(), 400);
     let problem: serde_json::Value = res.json().await.unwrap();
+    assert_eq!(problem["errors"][0]["field"], "typo_field", "{problem}");
     assert!(
-        problem["detail"].as_str().unwrap().contains("typo_field"),
+        problem["errors"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("unknown field"),
         "{problem}"
     );
 }
