@@ -64,7 +64,7 @@ const TIMELINE: u64 = 240;
 pub fn timeline(segments: &[Segment], duration: Option<i64>, label: &str) -> Markup {
     let end = segments
         .iter()
-        .map(|s| s.start_time + s.play_time)
+        .map(|s| s.start_time.saturating_add(s.play_time))
         .max()
         .unwrap_or(0);
     let length = duration
@@ -72,14 +72,15 @@ pub fn timeline(segments: &[Segment], duration: Option<i64>, label: &str) -> Mar
         .filter(|d| *d > 0)
         .unwrap_or(end)
         .max(1);
-    let x = |t: u64| t.min(length) * TIMELINE / length;
+    // In u128: seconds times the width cannot overflow.
+    let x = |t: u64| (u128::from(t.min(length)) * u128::from(TIMELINE) / u128::from(length)) as u64;
     html! {
         svg class="timeline" role="img" aria-label=(label) width=(TIMELINE) height="10"
             viewBox={ "0 0 " (TIMELINE) " 10" } xmlns="http://www.w3.org/2000/svg" {
             rect class="track" x="0" y="3" width=(TIMELINE) height="4" {}
             @for s in segments {
                 rect class="segment" x=(x(s.start_time)) y="0"
-                    width=((x(s.start_time + s.play_time) - x(s.start_time)).max(1)) height="10" {
+                    width=((x(s.start_time.saturating_add(s.play_time)) - x(s.start_time)).max(1)) height="10" {
                     title { (s.start_time) "s +" (s.play_time) "s" }
                 }
             }
@@ -174,5 +175,8 @@ mod tests {
             svg.contains(r#"class="segment" x="120" y="0" width="120""#),
             "capped at the end: {svg}"
         );
+        // A player's word: numbers past any video neither panic nor leave the timeline.
+        let svg = timeline(&[seg(u64::MAX, u64::MAX)], None, "x").into_string();
+        assert!(svg.contains(r#"x="240""#), "{svg}");
     }
 }

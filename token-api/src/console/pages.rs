@@ -9,7 +9,7 @@ use time_tz::{OffsetDateTimeExt as _, Tz};
 use super::charts;
 use super::i18n::UiLang;
 use super::session::Agent;
-use super::store::{Change, Decision, Session, Viewer};
+use super::store::{Change, Decision, Session, Viewer, MAX_BLOCKS};
 use crate::entitlements::model::Entitlement;
 
 /// What every page knows: the language, who is signed in, where it is, the time zone.
@@ -444,7 +444,8 @@ pub fn video(f: &Frame, p: &VideoPage) -> Markup {
         .iter()
         .map(|v| (v.block_count.unwrap_or(0).max(0) as usize).max(v.blocks_ever_played.len()))
         .max()
-        .unwrap_or(0);
+        .unwrap_or(0)
+        .min(MAX_BLOCKS);
     let per_block: Vec<usize> = (0..blocks)
         .map(|i| {
             p.viewers

@@ -10,6 +10,9 @@ use tokio_postgres::Row;
 
 use crate::entitlements::model::Entitlement;
 
+/// The most blocks a page draws for one video (Kollus splits a video into tens of blocks).
+pub const MAX_BLOCKS: usize = 1000;
+
 /// One watch session (one player session), with what the catalog says of its video.
 pub struct Session {
     pub media_content_key: String,
@@ -58,12 +61,14 @@ impl Session {
         })
     }
 
-    /// The blocks this session's video is split into, as far as the session knows.
+    /// The blocks this session's video is split into, as far as the session knows (at most
+    /// [`MAX_BLOCKS`]: a report is the player's word, and a page stays a page).
     pub fn blocks(&self) -> usize {
         let declared = self.block_count.unwrap_or(0).max(0) as usize;
         declared
             .max(self.block_percent.len())
             .max(self.blocks_played.len())
+            .min(MAX_BLOCKS)
     }
 
     /// Percent of block `i` played (0-100); a block marked played with no percent counts 1.
