@@ -724,3 +724,39 @@ async fn a_reload_that_drops_the_key_ends_its_sessions() {
         .get(0);
     assert_eq!(left, 0, "the refused session is deleted");
 }
+
+#[test]
+fn a_time_zone_that_is_not_one_stops_the_start_naming_the_setting() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_token-api"))
+        .env_clear()
+        .env("DATABASE_URL", "postgres://127.0.0.1:1/none")
+        .env("KOLLUS_SECURITY_KEY", SECURITY_KEY)
+        .env("KOLLUS_CUSTOM_KEY", CUSTOM_KEY)
+        .env("TOKEN_API_KEYS", format!("support[console]:{SUPPORT_KEY}"))
+        .env("CONSOLE_TIME_ZONE", "Mars/Olympus_Mons")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("CONSOLE_TIME_ZONE"), "{stderr}");
+    assert!(!stderr.contains(SUPPORT_KEY), "{stderr}");
+}
+
+#[tokio::test]
+async fn times_are_shown_in_the_console_time_zone() {
+    let app = spawn_app_with(|s| {
+        s.api_keys = ApiKeys::parse(&format!("support[console]:{SUPPORT_KEY}")).unwrap();
+        s.console.time_zone = "Europe/London".into();
+    })
+    .await;
+    let web = browser();
+    seed(&app, "u-zone", "m-zone").await;
+    let cookie = sign_in(&app, &web).await;
+    let body = get(&app, &web, "/console/users/u-zone/media/m-zone", &cookie)
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(body.contains("2025-12-01 02:00:00 +00:00"), "{body}");
+    assert!(!body.contains("+09:00"), "{body}");
+}
