@@ -24,6 +24,17 @@ if ! command -v promtool >/dev/null 2>&1 || ! command -v prometheus >/dev/null 2
   as_root apt-get update -qq
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null
 fi
+# The console's browser test (token-api/tests/api/browser.rs): headless Chromium over WebDriver,
+# and a Korean font so the console's default language shows in its screenshots.
+if ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null 2>&1 \
+  || ! fc-list : family 2>/dev/null | grep -i nanum >/dev/null; then
+  echo "test: installing chromium, chromium-driver and fonts-nanum (the console's browser test)" >&2
+  as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+  as_root apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+    chromium chromium-driver fonts-nanum >/dev/null
+fi
+
 promtool check config deploy/prometheus/prometheus.yml
 promtool check rules deploy/prometheus/rules/*.yml
 (cd deploy/prometheus/rules/tests && promtool test rules *.yml)

@@ -1,6 +1,7 @@
 //! token-api against a real PostgreSQL catalog.
 
 mod binary;
+mod browser;
 mod console;
 mod export;
 mod helpers;
