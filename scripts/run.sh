@@ -112,7 +112,7 @@ run: the pipeline is up (Ctrl-C stops it)
   sync-worker     http://$sync_addr/metrics
   history-worker  http://$history_addr/metrics
   archive         http://$archive_addr/metrics   (every record, outside Kafka: $ARCHIVE_DIR)
-  Prometheus      $([ "${PROMETHEUS:-on}" != off ] && echo "http://$prometheus_addr  (alerts: http://$prometheus_addr/alerts; PROMETHEUS=off skips it)" || echo "off (PROMETHEUS=off)")
+  Prometheus      $([ "${PROMETHEUS:-on}" != off ] && echo "http://$prometheus_addr  (alerts: http://$prometheus_addr/classic/alerts, the page Debian's package serves; PROMETHEUS=off skips it)" || echo "off (PROMETHEUS=off)")
   Kafka           $KAFKA_BROKERS   (topics keep records KAFKA_RETENTION_DAYS=${KAFKA_RETENTION_DAYS:-14} days; the archive keeps them all)
   binaries        $bin/{ingest,sync-worker,history-worker,token-api,kollus-archive}
   ingest spool    $INGEST_SPOOL_DIR
