@@ -10,7 +10,7 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 duration="${DURATION:-10}"
 target="${CARGO_TARGET_DIR:-$root/target}/release"
-body="$root/../shared/kollus/fixtures/lms-seed.form"
+body="$root/fixtures/kollus/lms-seed.form"
 work=$(mktemp -d)
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }

@@ -32,10 +32,11 @@ pub fn workspace_root() -> PathBuf {
         .to_path_buf()
 }
 
-/// A fixture from `shared/kollus/fixtures/`, without the trailing newline the files end with.
+/// A fixture from `fixtures/kollus/` (payloads shaped as Kollus sends them), without the trailing
+/// newline the files end with.
 pub fn fixture(name: &str) -> Vec<u8> {
     let path = workspace_root()
-        .join("../shared/kollus/fixtures")
+        .join("fixtures/kollus")
         .join(name);
     let mut body = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     while body.last().is_some_and(u8::is_ascii_whitespace) {

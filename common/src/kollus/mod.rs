@@ -67,12 +67,12 @@ impl PayloadError {
     }
 }
 
-/// A shared fixture (`../shared/kollus/fixtures/`) for this crate's unit tests, without the
+/// A fixture (`fixtures/kollus/` in the repository) for this crate's unit tests, without the
 /// trailing line break a saved file has.
 #[cfg(test)]
 pub(crate) fn fixture(name: &str) -> Vec<u8> {
     let path = format!(
-        "{}/../../shared/kollus/fixtures/{name}",
+        "{}/../fixtures/kollus/{name}",
         env!("CARGO_MANIFEST_DIR")
     );
     let mut body = std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
