@@ -278,6 +278,8 @@ async fn walk(app: &TestApp, browser: &Client, seed_percents: &[i64]) {
         &format!("table.videos a[href='/console/users/{USER}/media/{MEDIA}']"),
     )
     .await;
+    // The audit list closes the page: all of it is there.
+    wait_for(browser, "ul.audit").await;
     assert_eq!(
         browser.current_url().await.unwrap().path(),
         format!("/console/users/{USER}")
@@ -301,6 +303,7 @@ async fn walk(app: &TestApp, browser: &Client, seed_percents: &[i64]) {
 
     // The refund view: sessions x blocks, the union row on top, the badges.
     wait_for(browser, "svg.heatmap").await;
+    wait_for(browser, "ul.audit").await;
     assert_eq!(
         count(browser, "svg.heatmap rect.cell").await,
         2 * blocks,
