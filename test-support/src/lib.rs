@@ -35,9 +35,7 @@ pub fn workspace_root() -> PathBuf {
 /// A fixture from `fixtures/kollus/` (payloads shaped as Kollus sends them), without the trailing
 /// newline the files end with.
 pub fn fixture(name: &str) -> Vec<u8> {
-    let path = workspace_root()
-        .join("fixtures/kollus")
-        .join(name);
+    let path = workspace_root().join("fixtures/kollus").join(name);
     let mut body = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     while body.last().is_some_and(u8::is_ascii_whitespace) {
         body.pop();

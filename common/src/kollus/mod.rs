@@ -71,10 +71,7 @@ impl PayloadError {
 /// trailing line break a saved file has.
 #[cfg(test)]
 pub(crate) fn fixture(name: &str) -> Vec<u8> {
-    let path = format!(
-        "{}/../fixtures/kollus/{name}",
-        env!("CARGO_MANIFEST_DIR")
-    );
+    let path = format!("{}/../fixtures/kollus/{name}", env!("CARGO_MANIFEST_DIR"));
     let mut body = std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
     body.truncate(body.trim_ascii_end().len());
     body
