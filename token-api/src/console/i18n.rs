@@ -2,9 +2,15 @@
 //! in a cookie), else that cookie, else `Accept-Language`, else Korean.
 
 use actix_web::http::header;
-use actix_web::HttpRequest;
+use actix_web::{web, HttpRequest};
 
 use super::session::cookie;
+
+/// The language switch in a page's query string.
+#[derive(serde::Deserialize)]
+struct Switch {
+    lang: Option<String>,
+}
 
 /// The cookie the language switch leaves.
 pub const LANG_COOKIE: &str = "console_lang";
@@ -42,9 +48,10 @@ impl UiLang {
     /// The language a request asks for, and whether it came from the switch (`?lang=`), so the
     /// answer remembers it.
     pub fn of(req: &HttpRequest) -> (Self, bool) {
-        let switched = form_urlencoded::parse(req.query_string().as_bytes())
-            .find(|(k, _)| k == "lang")
-            .and_then(|(_, v)| Self::parse(&v));
+        // The console's own `?lang=` switch, not a Kollus form: only `ko` or `en` is taken.
+        let switched = web::Query::<Switch>::from_query(req.query_string())
+            .ok()
+            .and_then(|q| Self::parse(q.lang.as_deref()?));
         if let Some(lang) = switched {
             return (lang, true);
         }
