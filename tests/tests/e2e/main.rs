@@ -11,6 +11,7 @@ mod long_tier;
 mod operations;
 mod pipeline;
 mod read_api;
+mod readme;
 mod settings;
 mod stack;
 mod your_data;

@@ -10,6 +10,8 @@ pub const CALLBACK_SECRET: &str = "e2e-callback-secret";
 pub const SECURITY_KEY: &str = "e2e-security-key-0123456789";
 pub const CUSTOM_KEY: &str = "e2e-custom-key";
 pub const API_KEY: &str = "e2e-api-key-0123456789abcdef";
+/// A key with the `console` scope only (`support[console]:...` in `TOKEN_API_KEYS`).
+pub const CONSOLE_KEY: &str = "e2e-console-key-0123456789";
 /// The key `fixtures/lms-android-hash.form` was signed with (SPEC.md 4.2).
 pub const SERVICE_ACCOUNT_KEY: &str = "fixture-service-account-key";
 
@@ -34,7 +36,7 @@ impl Drop for Process {
 
 /// Fields drop in order: the processes stop before their broker and database go away.
 pub struct Stack {
-    _processes: Vec<Process>,
+    processes: Vec<Process>,
     pub db: TestDb,
     pub broker: Broker,
     pub ingest: String,
@@ -110,7 +112,11 @@ impl Stack {
                     ("LISTEN_ADDR", addr(ports[1])),
                     ("KOLLUS_SECURITY_KEY", SECURITY_KEY.into()),
                     ("KOLLUS_CUSTOM_KEY", CUSTOM_KEY.into()),
-                    ("TOKEN_API_KEYS", format!("e2e:{API_KEY}")),
+                    (
+                        "TOKEN_API_KEYS",
+                        format!("e2e:{API_KEY},support[console]:{CONSOLE_KEY}"),
+                    ),
+                    ("CONSOLE_INSECURE_COOKIE", "1".into()),
                     ("CALLBACK_SECRET", CALLBACK_SECRET.into()),
                 ],
             ),
@@ -118,7 +124,7 @@ impl Stack {
             spawn("history-worker", &[("LISTEN_ADDR", addr(ports[3]))]),
         ];
         let stack = Self {
-            _processes: processes,
+            processes,
             db,
             broker,
             ingest: format!("http://{}", addr(ports[0])),
@@ -136,6 +142,27 @@ impl Stack {
             stack.wait_ready(base).await;
         }
         stack
+    }
+
+    /// Stops the service `name` as an operator would (SIGTERM: it leaves its consumer group and
+    /// commits what it applied) and waits until it has exited.
+    pub fn stop(&mut self, name: &str) {
+        let at = self
+            .processes
+            .iter()
+            .position(|p| p.name == name)
+            .unwrap_or_else(|| panic!("no {name} in the stack"));
+        let mut process = self.processes.remove(at);
+        let pid = process.child.id().to_string();
+        let sent = Command::new("kill").args(["-TERM", &pid]).status();
+        assert!(sent.is_ok_and(|s| s.success()), "kill -TERM {name}");
+        let status = process
+            .child
+            .wait()
+            .expect("waiting for the service to exit");
+        assert!(status.success(), "{name} exited with {status} on SIGTERM");
+        // Reaped: its `Drop` has nothing left to kill or report.
+        std::mem::forget(process);
     }
 
     async fn wait_ready(&self, base: &str) {

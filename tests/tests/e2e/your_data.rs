@@ -5,11 +5,11 @@
 //! test; a worker's `--rebuild` runs in the background until the tables it rebuilds equal the
 //! lost ones.
 
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use kollus_test_support::{eventually, fixture, workspace_root, Broker};
 
+use crate::readme::{self, Block, Reader};
 use crate::stack::*;
 
 /// Every table the workers derive, as JSON text: equal snapshots, equal data.
@@ -19,31 +19,13 @@ async fn snapshot(db: &tokio_postgres::Client) -> Vec<String> {
     rows
 }
 
-/// The lines of each `sh` block of README's "Your data" section, block by block.
-fn your_data_blocks() -> Vec<Vec<String>> {
-    let readme = std::fs::read_to_string(workspace_root().join("README.md")).unwrap();
-    let start = readme
-        .find("\n## Your data\n")
-        .expect("README has \"Your data\"");
-    let rest = &readme[start + 1..];
-    let section = &rest[..rest[3..].find("\n## ").map_or(rest.len(), |i| i + 3)];
-    let mut blocks = Vec::new();
-    let mut current: Option<Vec<String>> = None;
-    for line in section.lines() {
-        match (&mut current, line.trim()) {
-            (None, "```sh") => current = Some(Vec::new()),
-            (Some(_), "```") => blocks.push(current.take().unwrap()),
-            (Some(block), l) if !l.is_empty() && !l.starts_with('#') => block.push(l.to_owned()),
-            _ => {}
-        }
-    }
-    blocks
-}
-
 #[tokio::test]
 async fn every_command_of_your_data_does_what_readme_says() {
-    let blocks = your_data_blocks();
-    let commands: usize = blocks.iter().map(Vec::len).sum();
+    let blocks: Vec<Block> = readme::blocks()
+        .into_iter()
+        .filter(|b| b.section == "Your data")
+        .collect();
+    let commands: usize = blocks.iter().map(|b| b.commands.len()).sum();
     assert!(blocks.len() >= 3 && commands >= 10, "{blocks:#?}");
 
     let stack = Stack::start().await;
@@ -51,6 +33,7 @@ async fn every_command_of_your_data_does_what_readme_says() {
         ("upload", "upload.form"),
         ("transcoding", "transcoding-success.form"),
         ("channel", "channel-join.form"),
+        ("channel", "channel-join-seed.form"),
         ("lms", "lms-seed.form"),
         ("lms", "lms-android-hash.form"),
     ] {
@@ -66,7 +49,7 @@ async fn every_command_of_your_data_does_what_readme_says() {
                 .await
                 .ok()?
                 .get(0);
-            (stack.applied_reports().await == 2 && content == 3).then_some(())
+            (stack.applied_reports().await == 2 && content == 4).then_some(())
         },
     )
     .await;
@@ -74,25 +57,11 @@ async fn every_command_of_your_data_does_what_readme_says() {
 
     let backup = std::env::temp_dir().join(format!("kollus-e2e-your-data-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&backup);
-    let bin_dir = binary("kollus-archive")
-        .parent()
-        .unwrap()
-        .display()
-        .to_string();
     let new_cluster = Broker::start().await;
-    let token_api = stack.token_api.trim_start_matches("http://").to_owned();
-    let put_in = |line: &str| {
-        line.replace("/tmp/kollus-backup", &backup.display().to_string())
-            .replace("new-kafka:9092", &new_cluster.addr)
-            .replace("127.0.0.1:8081", &token_api)
-            .replace("dev-api-key-0123456789", API_KEY)
-            .replace("target/debug/", &format!("{bin_dir}/"))
-            // An HTTP error must fail the command, as it would fail a reader.
-            .replace("curl -s ", "curl -sSf ")
-    };
+    let mut reader = Reader::for_stack(&workspace_root(), &stack)
+        .put_in("/tmp/kollus-backup", &backup.display().to_string())
+        .put_in("new-kafka:9092", &new_cluster.addr);
 
-    // Assignments carry over to the commands after them, as in one terminal.
-    let mut preamble = String::from("set -euo pipefail\n");
     let mut workers = Vec::new();
     let mut outputs = Vec::new();
     let mut rebuilt = false;
@@ -102,56 +71,20 @@ async fn every_command_of_your_data_does_what_readme_says() {
             crate::long_tier::empty_derived_tables(&db).await;
             assert!(snapshot(&db).await.is_empty());
         }
-        for line in block {
-            let line = put_in(line);
-            let is_assignment = line.starts_with("export ")
-                || line.split_once('=').is_some_and(|(name, _)| {
-                    !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
-                }) && !line.contains(' ');
-            if is_assignment || line.starts_with("K=") {
-                preamble.push_str(&line);
-                preamble.push('\n');
+        for example in &block.commands {
+            if example.text.contains("--rebuild") {
+                workers.push(reader.spawn("rebuild", &example.text));
                 continue;
             }
-            // `exec` (through `env` for a leading `NAME=value`), so the process the test holds,
-            // and kills at the end, is the command itself.
-            let exec = if line
-                .split_whitespace()
-                .next()
-                .is_some_and(|w| w.contains('='))
-            {
-                "exec env"
-            } else {
-                "exec"
+            let Some(ran) = reader.run(&example.text).await else {
+                continue;
             };
-            let mut cmd = Command::new("bash");
-            cmd.arg("-c")
-                .arg(format!("{preamble}{exec} {line}"))
-                .current_dir(workspace_root())
-                .env("KAFKA_BROKERS", &stack.broker.addr)
-                .env("KAFKA_TOPIC_PARTITIONS", "3")
-                .env("DATABASE_URL", &stack.db.url)
-                .env("LISTEN_ADDR", "127.0.0.1:0")
-                .env("LOG_FORMAT", "text")
-                .env("RUST_LOG", "warn")
-                .stdin(Stdio::null());
-            if line.contains("--rebuild") {
-                let child = cmd.spawn().expect("starting a worker");
-                workers.push(Process {
-                    name: "rebuild",
-                    child,
-                });
-                continue;
-            }
-            let out = cmd.output().expect("running bash");
-            let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+            // An HTTP error fails the command, as it would fail a reader.
             assert!(
-                out.status.success(),
-                "README command {line:?}: {}\n{stdout}\n{}",
-                out.status,
-                String::from_utf8_lossy(&out.stderr)
+                ran.success && ran.statuses().iter().all(|s| (200..300).contains(s)),
+                "README command: {ran:#?}"
             );
-            outputs.push((line, stdout));
+            outputs.push((ran.command, ran.stdout));
         }
         if !workers.is_empty() {
             // A block that rebuilds ends when the tables are back, as a reader would wait.
@@ -175,10 +108,10 @@ async fn every_command_of_your_data_does_what_readme_says() {
             .map(|(_, out)| out.as_str())
             .collect::<Vec<_>>()
     };
-    // 5 callbacks applied plus the records of ingest's dead letters: every record, once.
+    // 6 callbacks applied: every record, once.
     let dumped = said(" dump ");
     assert!(
-        dumped.len() == 1 && dumped[0].contains("archived 5 records"),
+        dumped.len() == 1 && dumped[0].contains("archived 6 records"),
         "{dumped:?}"
     );
     let verified = said(" verify ");
@@ -187,7 +120,7 @@ async fn every_command_of_your_data_does_what_readme_says() {
         "{verified:?}"
     );
     let restored = said(" restore ");
-    assert!(restored[0].contains("restored 5 records"), "{restored:?}");
+    assert!(restored[0].contains("restored 6 records"), "{restored:?}");
     let exports = said("/export");
     assert_eq!(exports.len(), 4, "{outputs:#?}");
     assert!(
@@ -200,6 +133,22 @@ async fn every_command_of_your_data_does_what_readme_says() {
         "the user's one session as CSV: {}",
         exports[1]
     );
-    assert!(exports.iter().all(|e| !e.is_empty()), "{exports:?}");
+    for said in [
+        "\"type\":\"media\"",
+        "\"filename\":\"lecture-seed.mp4\"",
+        "\"type\":\"channel\"",
+        "\"type\":\"user_totals\"",
+    ] {
+        assert!(
+            exports[2].contains(said),
+            "the video's JSON Lines: catalog, channel history and per-user totals: {}",
+            exports[2]
+        );
+    }
+    assert!(
+        exports[3].lines().count() == 2 && exports[3].starts_with("client_user_id,"),
+        "the video's per-user totals as CSV: {}",
+        exports[3]
+    );
     let _ = std::fs::remove_dir_all(&backup);
 }
