@@ -61,6 +61,11 @@ impl Progress {
         }
     }
 
+    /// Units done so far.
+    pub fn done(&self) -> u64 {
+        self.done
+    }
+
     pub fn finish(&self) {
         eprintln!("{} (done)", self.line());
     }

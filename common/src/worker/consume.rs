@@ -24,7 +24,7 @@ use super::dead_letter::DeadLetters;
 use crate::backoff::Backoff;
 use crate::http::Readiness;
 use crate::kafka;
-use crate::metrics::{counter, counter_vec, gauge, histogram, latency_buckets};
+use crate::metrics::{counter, counter_vec, gauge, gauge_vec, histogram, latency_buckets};
 
 pub(super) const BACKOFF_START: Duration = Duration::from_millis(100);
 pub(super) const BACKOFF_MAX: Duration = Duration::from_secs(10);
@@ -74,6 +74,8 @@ pub struct LoopMetrics {
     pub consumer_lag_records: prometheus::IntGauge,
     /// 1 while the worker applies records, 0 while it retries a failure (`/readyz`).
     pub ready: prometheus::IntGauge,
+    /// `--rebuild`'s replay of the archive: records `done` of `total`.
+    pub rebuild_records: prometheus::IntGaugeVec,
 }
 
 impl LoopMetrics {
@@ -122,11 +124,20 @@ impl LoopMetrics {
                 "ready",
                 "1 while the worker applies records; 0 while it retries a failure (as /readyz).",
             ),
+            rebuild_records: gauge_vec(
+                r,
+                "rebuild_records",
+                "--rebuild's replay of the archive: archived records applied (state=done) of those the archive holds for the topic (state=total). 0 when no rebuild ran.",
+                &["state"],
+            ),
         };
         crate::metrics::zeroed(
             &m.deadletters,
             &[&["invalid_envelope"], &["refused_by_database"]],
         );
+        for state in ["done", "total"] {
+            m.rebuild_records.with_label_values(&[state]);
+        }
         m
     }
 }

@@ -22,7 +22,8 @@ use crate::kafka;
 /// A built worker: its admin server and its consume loop.
 pub struct Worker<A> {
     port: u16,
-    admin: actix_web::dev::Server,
+    admin: actix_web::dev::ServerHandle,
+    admin_task: tokio::task::JoinHandle<std::io::Result<()>>,
     consume: ConsumeLoop<A>,
 }
 
@@ -47,24 +48,40 @@ impl<A: Apply> Worker<A> {
             kafka_settings.clone(),
             kafka::ARCHIVE_GRACE,
         ));
-        if parts.consume.rebuild {
-            rebuild::rebuild(
-                kafka_settings,
-                parts.group_id,
-                parts.topic,
-                parts.consume.archive_dir.as_deref(),
-                &apply,
-            )
-            .await?;
-        }
-        let consumer = kafka::consumer(kafka_settings, parts.group_id, parts.topic)?;
-        let producer =
-            kafka::durable_producer(kafka_settings, parts.stage, Duration::from_secs(10))?;
+        // The admin server first: a rebuild's progress is on /metrics while it runs (and
+        // /readyz says not ready until the consume loop applies records).
         let listener = std::net::TcpListener::bind(parts.listen_addr)
             .with_context(|| format!("binding {}", parts.listen_addr))?;
         let port = listener.local_addr()?.port();
         let ready = Readiness::default();
-        let admin = crate::http::admin_server(listener, parts.registry, ready.clone())?;
+        let server = crate::http::admin_server(listener, parts.registry, ready.clone())?;
+        let admin = server.handle();
+        let admin_task = tokio::spawn(server);
+        let built = async {
+            if parts.consume.rebuild {
+                rebuild::rebuild(
+                    kafka_settings,
+                    parts.group_id,
+                    parts.topic,
+                    parts.consume.archive_dir.as_deref(),
+                    &apply,
+                    &parts.metrics.rebuild_records,
+                )
+                .await?;
+            }
+            let consumer = kafka::consumer(kafka_settings, parts.group_id, parts.topic)?;
+            let producer =
+                kafka::durable_producer(kafka_settings, parts.stage, Duration::from_secs(10))?;
+            anyhow::Ok((consumer, producer))
+        }
+        .await;
+        let (consumer, producer) = match built {
+            Ok(built) => built,
+            Err(e) => {
+                admin.stop(false).await;
+                return Err(e);
+            }
+        };
         tracing::info!(
             stage = parts.stage,
             topic = parts.topic,
@@ -75,6 +92,7 @@ impl<A: Apply> Worker<A> {
         Ok(Self {
             port,
             admin,
+            admin_task,
             consume: ConsumeLoop {
                 consumer: kafka::OwnedConsumer::new(consumer),
                 dead_letters: DeadLetters {
@@ -103,11 +121,9 @@ impl<A: Apply> Worker<A> {
 
     /// Runs until `shutdown` resolves (tests stop workers this way).
     pub async fn run_until(self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
-        let handle = self.admin.handle();
-        let admin = tokio::spawn(self.admin);
         self.consume.run(shutdown).await;
-        handle.stop(true).await;
-        admin.await??;
+        self.admin.stop(true).await;
+        self.admin_task.await??;
         Ok(())
     }
 }

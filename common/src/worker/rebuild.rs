@@ -3,8 +3,6 @@
 //! the archive does not hold. A record met twice (a restored cluster holds archived records
 //! again) is harmless: applying a record twice changes nothing.
 
-use std::time::{Duration, Instant};
-
 use rdkafka::message::{OwnedHeaders, OwnedMessage, Timestamp};
 
 use super::apply::{decode_batch, Apply, ApplyError};
@@ -12,6 +10,7 @@ use super::consume::{BACKOFF_MAX, BACKOFF_START};
 use crate::archive::{self, Archive, ArchivedRecord, Entry};
 use crate::backoff::Backoff;
 use crate::kafka;
+use crate::progress::Progress;
 use crate::settings::KafkaSettings;
 
 /// Records applied per transaction while replaying the archive.
@@ -27,6 +26,7 @@ pub(super) async fn rebuild<A: Apply>(
     topic: &str,
     archive_dir: Option<&str>,
     apply: &A,
+    progress: &prometheus::IntGaugeVec,
 ) -> anyhow::Result<()> {
     let (archive, entries) = match archive_dir {
         Some(dir) => {
@@ -71,7 +71,7 @@ pub(super) async fn rebuild<A: Apply>(
         .await
         .map_err(|e| anyhow::anyhow!("emptying the tables for a rebuild: {e}"))?;
     let from_archive = match &archive {
-        Some(archive) => replay_archive(archive, &entries, apply).await?,
+        Some(archive) => replay_archive(archive, &entries, apply, progress).await?,
         None => 0,
     };
     tracing::warn!(
@@ -92,11 +92,14 @@ async fn replay_archive<A: Apply>(
     archive: &Archive,
     entries: &[Entry],
     apply: &A,
+    gauges: &prometheus::IntGaugeVec,
 ) -> anyhow::Result<u64> {
     let total: u64 = entries.iter().map(|e| e.records).sum();
-    let started = Instant::now();
-    let mut last_line = Instant::now();
-    let (mut done, mut refused) = (0u64, 0u64);
+    let mut progress = Progress::new("rebuild", "archived records", total).with_gauges(
+        gauges.with_label_values(&["done"]),
+        gauges.with_label_values(&["total"]),
+    );
+    let mut refused = 0u64;
     for entry in entries {
         let bytes = archive.get(&entry.segment).await?;
         let records = archive::segment::read(entry, &bytes)?;
@@ -130,14 +133,11 @@ async fn replay_archive<A: Apply>(
                     }
                 }
             }
-            done += chunk.len() as u64;
-            if last_line.elapsed() >= Duration::from_secs(2) {
-                last_line = Instant::now();
-                log_progress(done, total, started);
-            }
+            progress.add(chunk.len() as u64);
         }
     }
-    log_progress(done, total, started);
+    progress.finish();
+    let done = progress.done();
     if refused > 0 {
         tracing::warn!(
             refused,
@@ -164,23 +164,6 @@ async fn apply_one<A: Apply>(apply: &A, one: &[super::apply::Record<A::Payload>]
             }
         }
     }
-}
-
-fn log_progress(done: u64, total: u64, started: Instant) {
-    let secs = started.elapsed().as_secs_f64().max(1e-3);
-    let rate = done as f64 / secs;
-    let left = if rate > 0.0 {
-        total.saturating_sub(done) as f64 / rate
-    } else {
-        0.0
-    };
-    tracing::info!(
-        done,
-        total,
-        rate = rate.round(),
-        seconds_left = left.round(),
-        "rebuild: replaying the archive"
-    );
 }
 
 /// The Kafka record an archived record was.

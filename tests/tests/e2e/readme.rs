@@ -17,7 +17,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use kollus_test_support::kollus_api::video;
-use kollus_test_support::{eventually, workspace_root, FakeKollusApi};
+use kollus_test_support::{eventually, free_port, scrape, workspace_root, FakeKollusApi};
 
 use crate::stack::*;
 
@@ -646,7 +646,9 @@ async fn every_readme_command_runs_and_does_what_readme_says() {
                 let [example] = block.commands.as_slice() else {
                     panic!("one command: {block:?}")
                 };
+                let admin = format!("127.0.0.1:{}", free_port());
                 let mut rebuild = Reader::for_stack(&root, &stack)
+                    .env("LISTEN_ADDR", &admin)
                     .put_in(".local/archive", &archive.display().to_string());
                 workers.push(rebuild.spawn("history-worker --rebuild", &example.text));
                 eventually(
@@ -658,6 +660,12 @@ async fn every_readme_command_runs_and_does_what_readme_says() {
                     },
                 )
                 .await;
+                // Its progress, on /metrics: the 3 reports the archive holds, all replayed.
+                let base = format!("http://{admin}");
+                for state in ["done", "total"] {
+                    let sample = format!("kollus_history_rebuild_records{{state=\"{state}\"}}");
+                    assert_eq!(scrape(&base, &sample).await, Some(3.0), "{sample}");
+                }
             }
             "Your data" => continue,
             "Playback authorization" if block.lang == "sh" => {
