@@ -35,6 +35,14 @@ if ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null
     chromium chromium-driver fonts-nanum >/dev/null
 fi
 
+# PyJWT, another implementation, decodes our tokens (token-api/tests/api/player_options.rs).
+pyjwt_venv=.local/pyjwt-venv
+if ! "$pyjwt_venv/bin/python" -c 'import jwt' 2>/dev/null; then
+  echo "test: installing PyJWT into $pyjwt_venv" >&2
+  python3 -m venv "$pyjwt_venv"
+  "$pyjwt_venv/bin/pip" install --quiet --disable-pip-version-check 'PyJWT==2.15.1'
+fi
+
 promtool check config deploy/prometheus/prometheus.yml
 promtool check rules deploy/prometheus/rules/*.yml
 (cd deploy/prometheus/rules/tests && promtool test rules *.yml)

@@ -28,18 +28,25 @@ fn every_option() -> Value {
     })
 }
 
-/// The token's claims as PyJWT decodes them: HS256 only, signature and `exp` verified.
+/// The token's claims as PyJWT decodes them: HS256 only, signature and `exp` verified. PyJWT
+/// comes from the virtualenv `make test` installs it into (`scripts/test.sh`).
 fn decoded_by_pyjwt(token: &str, key: &str) -> Value {
     let script = "import json, sys, jwt\n\
                   claims = jwt.decode(sys.argv[1], sys.argv[2], algorithms=['HS256'])\n\
                   print(json.dumps(claims))";
-    let out = std::process::Command::new("python3")
+    let python = kollus_test_support::workspace_root().join(".local/pyjwt-venv/bin/python");
+    let out = std::process::Command::new(&python)
         .args(["-c", script, token, key])
         .output()
-        .expect("python3 runs (the test decodes with PyJWT)");
+        .unwrap_or_else(|e| {
+            panic!(
+                "{} does not run ({e}): run scripts/test.sh, which installs PyJWT there",
+                python.display()
+            )
+        });
     assert!(
         out.status.success(),
-        "PyJWT did not decode the token (missing? python3 -m pip install pyjwt): {}",
+        "PyJWT did not decode the token: {}",
         String::from_utf8_lossy(&out.stderr)
     );
     serde_json::from_slice(&out.stdout).unwrap()
