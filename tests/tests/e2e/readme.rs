@@ -53,8 +53,12 @@ pub fn blocks() -> Vec<Block> {
     let mut previous = "";
     let mut current: Option<Block> = None;
     let mut continued = String::new();
+    // Inside a fence without a language (a picture, output): nothing in it is a heading.
+    let mut plain = false;
     for (i, line) in readme.lines().enumerate() {
-        if let Some(block) = current.as_mut() {
+        if current.is_none() && (plain || line == "```") {
+            plain ^= line == "```";
+        } else if let Some(block) = current.as_mut() {
             if line == "```" {
                 blocks.push(current.take().unwrap());
             } else if !continued.is_empty() || !line.trim().is_empty() {
