@@ -15,7 +15,8 @@ pub fn shade(percent: i64) -> String {
     format!("p{}", (p + 9) / 10)
 }
 
-/// One row of cells, one per block, shaded by the percent of it watched.
+/// One row of cells, one per block, shaded by the percent of it watched. Cells are titled with
+/// Kollus's block names (`b0`, `b1`, ...), as the LMS report and the read API number them.
 pub fn coverage_strip(percents: &[i64], label: &str) -> Markup {
     let width = (percents.len() * CELL).max(CELL);
     html! {
@@ -23,7 +24,7 @@ pub fn coverage_strip(percents: &[i64], label: &str) -> Markup {
             viewBox={ "0 0 " (width) " " (ROW) } xmlns="http://www.w3.org/2000/svg" {
             @for (i, p) in percents.iter().enumerate() {
                 rect class={ "cell " (shade(*p)) } x=(i * CELL) y="0" width=(CELL - 1) height=(ROW - 2) {
-                    title { "#" (i + 1) ": " (p) "%" }
+                    title { "b" (i) ": " (p) "%" }
                 }
             }
         }
@@ -41,14 +42,14 @@ pub fn heatmap(union: &[i64], sessions: &[(String, Vec<i64>)], label: &str) -> M
             viewBox={ "0 0 " (width) " " (height) } xmlns="http://www.w3.org/2000/svg" {
             @for (i, p) in union.iter().enumerate() {
                 rect class={ "union " (shade(*p)) } x=(i * CELL) y="0" width=(CELL - 1) height=(ROW - 2) {
-                    title { "#" (i + 1) ": " (p) "%" }
+                    title { "b" (i) ": " (p) "%" }
                 }
             }
             @for (row, (name, percents)) in sessions.iter().enumerate() {
                 @for (i, p) in percents.iter().enumerate().take(blocks) {
                     rect class={ "cell " (shade(*p)) } x=(i * CELL) y=((row + 1) * ROW + ROW / 2)
                         width=(CELL - 1) height=(ROW - 2) {
-                        title { (name) " #" (i + 1) ": " (p) "%" }
+                        title { (name) " b" (i) ": " (p) "%" }
                     }
                 }
             }
@@ -124,7 +125,7 @@ pub fn line(counts: &[usize], label: &str) -> Markup {
             polyline class="curve" points=(points.join(" ")) {}
             @for (i, n) in counts.iter().enumerate() {
                 circle class="point" cx=(i * CELL + CELL / 2) cy=(tall - n * tall / max) r="2" {
-                    title { "#" (i + 1) ": " (n) }
+                    title { "b" (i) ": " (n) }
                 }
             }
         }
@@ -157,6 +158,9 @@ mod tests {
         assert_eq!(svg.matches("class=\"cell ").count(), 6);
         assert_eq!(svg.matches("class=\"union ").count(), 3);
         assert!(!svg.contains("style"), "no inline style: {svg}");
+        // Named as Kollus names blocks (b0, b1, ...), as the read API's `watched_blocks`.
+        assert!(svg.contains("<title>b1: 50%</title>"), "{svg}");
+        assert!(svg.contains("<title>b b1: 50%</title>"), "{svg}");
     }
 
     #[test]
