@@ -39,8 +39,8 @@ FROM runtime AS archive
 COPY --from=build /out/kollus-archive /usr/local/bin/kollus-archive
 ENTRYPOINT ["/usr/local/bin/kollus-archive"]
 
-# A one-off command, not a service: docker run --rm kollus/catalog backfill (README "Bringing an
-# existing Kollus account").
+# A one-off command, not a service: `docker compose run --rm kollus-catalog backfill` (profile
+# "tools"; README "Bringing an existing Kollus account").
 FROM runtime AS catalog
 COPY --from=build /out/kollus-catalog /usr/local/bin/kollus-catalog
 ENTRYPOINT ["/usr/local/bin/kollus-catalog"]

@@ -24,6 +24,11 @@ SERVICES = [
     ("token-api", "token-api", []),
     ("archive", "kollus-archive", ["dump"]),
 ]
+# (compose service, binary, subcommand whose --help lists every setting) run on demand with
+# `docker compose run`, never by `up`: no healthcheck, no restart, not scraped.
+TOOLS = [
+    ("kollus-catalog", "kollus-catalog", ["sweep"]),
+]
 failures = []
 passed = 0
 
@@ -126,6 +131,19 @@ def main():
         test = (svc.get("healthcheck") or {}).get("test", [])
         check(test[-2:] == [f"/usr/local/bin/{binary}", "healthcheck"],
               f"{name}: its healthcheck runs `{binary} healthcheck`")
+    for name, binary, subcommand in TOOLS:
+        svc = services.get(name, {})
+        check(svc.get("profiles") == ["tools"], f"{name}: in profile tools, so `up` leaves it out")
+        check(svc.get("restart") == "no", f"{name}: restart: no (it ends when done)")
+        environment = svc.get("environment", {}) or {}
+        reads, requires = settings_of(os.path.join(target, binary), subcommand)
+        for key in environment:
+            base = key[: -len("_FILE")] if key.endswith("_FILE") else key
+            check(base in reads, f"{name}: compose sets {key}, which `{binary} {' '.join(subcommand)} --help` does not list")
+        for key in requires:
+            check(key in environment or f"{key}_FILE" in environment,
+                  f"{name}: requires {key}, which compose does not set")
+        check("KOLLUS_API_TOKEN_FILE" in environment, f"{name}: the API token comes from a secret file")
     production(compose, services)
 
 
@@ -134,9 +152,11 @@ def production(compose, services):
     with open(os.path.join(ROOT, "docker-compose.yml")) as f:
         raw = f.read()
     declared = compose.get("secrets", {}) or {}
+    tools = {t[0] for t in TOOLS}
     for name, svc in services.items():
-        check(svc.get("restart") == "unless-stopped", f"{name}: restart: unless-stopped")
-        check(bool(svc.get("healthcheck")), f"{name}: has a healthcheck")
+        if name not in tools:
+            check(svc.get("restart") == "unless-stopped", f"{name}: restart: unless-stopped")
+            check(bool(svc.get("healthcheck")), f"{name}: has a healthcheck")
         for dep, cond in (svc.get("depends_on") or {}).items():
             check((cond or {}).get("condition") == "service_healthy",
                   f"{name}: waits for {dep} to be healthy")

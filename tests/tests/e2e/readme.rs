@@ -611,7 +611,18 @@ async fn every_readme_command_runs_and_does_what_readme_says() {
         "README blocks not run, by README's own mark:\n  {}",
         not_run.join("\n  ")
     );
-    assert_eq!(not_run.len(), 2, "{not_run:?}");
+    // Skipped only for what a test cannot run: `make` itself, and Docker Compose (no engine).
+    for block in blocks.iter().filter(|b| b.not_run.is_some()) {
+        let lacking = block
+            .commands
+            .iter()
+            .any(|c| c.text.starts_with("make ") || c.text.contains("docker compose "));
+        assert!(
+            lacking,
+            "README marks a block it could run as not run: {block:#?}"
+        );
+    }
+    assert!(not_run.len() >= 2, "{not_run:?}");
 
     let mut stack = Stack::start().await;
     let root = workspace_root();
