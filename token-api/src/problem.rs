@@ -246,3 +246,61 @@ impl ResponseError for ApiError {
         )
     }
 }
+
+/// The answers every operation behind an API key of one scope may give besides its own, for the
+/// OpenAPI document (`responses(..., ReadKeyRefused)`): no valid key, a key without the scope.
+macro_rules! key_refused {
+    ($(#[$doc:meta])* $name:ident, $scope:literal) => {
+        $(#[$doc])*
+        #[derive(utoipa::IntoResponses)]
+        pub enum $name {
+            #[response(status = 401, description = "No valid API key.", content_type = "application/problem+json")]
+            Unauthorized(Problem<'static>),
+            #[response(
+                status = 403,
+                description = concat!("The API key lacks the `", $scope, "` scope (named in `scope`)."),
+                content_type = "application/problem+json"
+            )]
+            Forbidden(Problem<'static>),
+        }
+    };
+}
+
+key_refused!(
+    /// 401 and 403 of an operation that needs the `tokens` scope.
+    TokensKeyRefused,
+    "tokens"
+);
+key_refused!(
+    /// 401 and 403 of an operation that needs the `read` scope.
+    ReadKeyRefused,
+    "read"
+);
+key_refused!(
+    /// 401 and 403 of an operation that needs the `entitlements` scope.
+    EntitlementsKeyRefused,
+    "entitlements"
+);
+key_refused!(
+    /// 401 and 403 of an operation that needs the `export` scope.
+    ExportKeyRefused,
+    "export"
+);
+
+/// What an operation that reads or writes PostgreSQL may answer besides its own (the
+/// classification of [`db_error`]), for the OpenAPI document.
+#[derive(utoipa::IntoResponses)]
+pub enum DatabaseFailed {
+    #[response(
+        status = 500,
+        description = "The database refused a statement: our fault; the cause is logged.",
+        content_type = "application/problem+json"
+    )]
+    Refused(Problem<'static>),
+    #[response(
+        status = 503,
+        description = "PostgreSQL is not answering; retry.",
+        content_type = "application/problem+json"
+    )]
+    Unavailable(Problem<'static>),
+}

@@ -59,10 +59,8 @@ const NOT_ANSWERING: &str = "the entitlements database is not answering; retry s
     responses(
         (status = 200, description = "Granted; recorded with the API key's name.", body = Entitlement, content_type = "application/json"),
         (status = 400, description = "An invalid field, named.", body = crate::problem::Problem, content_type = "application/problem+json"),
-        (status = 401, description = "No valid API key.", body = crate::problem::Problem, content_type = "application/problem+json"),
-        (status = 403, description = "The API key lacks the `entitlements` scope (named in `scope`).", body = crate::problem::Problem, content_type = "application/problem+json"),
-        (status = 500, description = "The database refused a statement: our fault; the cause is logged.", body = crate::problem::Problem, content_type = "application/problem+json"),
-        (status = 503, description = "PostgreSQL is not answering; retry.", body = crate::problem::Problem, content_type = "application/problem+json")
+        crate::problem::EntitlementsKeyRefused,
+        crate::problem::DatabaseFailed
     ),
     security(("bearer" = ["entitlements"]))
 )]
@@ -91,10 +89,8 @@ pub async fn grant_media(
     responses(
         (status = 200, description = "Granted; recorded with the API key's name.", body = Entitlement, content_type = "application/json"),
         (status = 400, description = "An invalid field, named.", body = crate::problem::Problem, content_type = "application/problem+json"),
-        (status = 401, description = "No valid API key.", body = crate::problem::Problem, content_type = "application/problem+json"),
-        (status = 403, description = "The API key lacks the `entitlements` scope (named in `scope`).", body = crate::problem::Problem, content_type = "application/problem+json"),
-        (status = 500, description = "The database refused a statement: our fault; the cause is logged.", body = crate::problem::Problem, content_type = "application/problem+json"),
-        (status = 503, description = "PostgreSQL is not answering; retry.", body = crate::problem::Problem, content_type = "application/problem+json")
+        crate::problem::EntitlementsKeyRefused,
+        crate::problem::DatabaseFailed
     ),
     security(("bearer" = ["entitlements"]))
 )]
@@ -123,10 +119,8 @@ pub async fn grant_channel(
         (status = 204, description = "Revoked; kept, marked revoked."),
         (status = 400, description = "An invalid key.", body = crate::problem::Problem, content_type = "application/problem+json"),
         (status = 404, description = "No grant in force to revoke.", body = crate::problem::Problem, content_type = "application/problem+json"),
-        (status = 401, description = "No valid API key.", body = crate::problem::Problem, content_type = "application/problem+json"),
-        (status = 403, description = "The API key lacks the `entitlements` scope (named in `scope`).", body = crate::problem::Problem, content_type = "application/problem+json"),
-        (status = 500, description = "The database refused a statement: our fault; the cause is logged.", body = crate::problem::Problem, content_type = "application/problem+json"),
-        (status = 503, description = "PostgreSQL is not answering; retry.", body = crate::problem::Problem, content_type = "application/problem+json")
+        crate::problem::EntitlementsKeyRefused,
+        crate::problem::DatabaseFailed
     ),
     security(("bearer" = ["entitlements"]))
 )]
@@ -154,10 +148,8 @@ pub async fn revoke_media(
         (status = 204, description = "Revoked; kept, marked revoked."),
         (status = 400, description = "An invalid key.", body = crate::problem::Problem, content_type = "application/problem+json"),
         (status = 404, description = "No grant in force to revoke.", body = crate::problem::Problem, content_type = "application/problem+json"),
-        (status = 401, description = "No valid API key.", body = crate::problem::Problem, content_type = "application/problem+json"),
-        (status = 403, description = "The API key lacks the `entitlements` scope (named in `scope`).", body = crate::problem::Problem, content_type = "application/problem+json"),
-        (status = 500, description = "The database refused a statement: our fault; the cause is logged.", body = crate::problem::Problem, content_type = "application/problem+json"),
-        (status = 503, description = "PostgreSQL is not answering; retry.", body = crate::problem::Problem, content_type = "application/problem+json")
+        crate::problem::EntitlementsKeyRefused,
+        crate::problem::DatabaseFailed
     ),
     security(("bearer" = ["entitlements"]))
 )]
@@ -265,10 +257,8 @@ pub struct Listing {
     responses(
         (status = 200, description = "Every grant.", body = Listing, content_type = "application/json"),
         (status = 400, description = "An invalid user id.", body = crate::problem::Problem, content_type = "application/problem+json"),
-        (status = 401, description = "No valid API key.", body = crate::problem::Problem, content_type = "application/problem+json"),
-        (status = 403, description = "The API key lacks the `entitlements` scope (named in `scope`).", body = crate::problem::Problem, content_type = "application/problem+json"),
-        (status = 500, description = "The database refused a statement: our fault; the cause is logged.", body = crate::problem::Problem, content_type = "application/problem+json"),
-        (status = 503, description = "PostgreSQL is not answering; retry.", body = crate::problem::Problem, content_type = "application/problem+json")
+        crate::problem::EntitlementsKeyRefused,
+        crate::problem::DatabaseFailed
     ),
     security(("bearer" = ["entitlements"]))
 )]

@@ -57,8 +57,7 @@ fn format_of(req: &HttpRequest) -> Format {
     responses(
         (status = 200, description = "Streamed as it is read.", content((String = "application/x-ndjson"), (String = "text/csv"))),
         (status = 400, description = "An invalid id.", body = crate::problem::Problem, content_type = "application/problem+json"),
-        (status = 401, description = "No valid API key.", body = crate::problem::Problem, content_type = "application/problem+json"),
-        (status = 403, description = "The API key lacks the `export` scope (named in `scope`).", body = crate::problem::Problem, content_type = "application/problem+json")
+        crate::problem::ExportKeyRefused
     ),
     security(("bearer" = ["export"]))
 )]
@@ -102,8 +101,7 @@ pub async fn user(
     responses(
         (status = 200, description = "Streamed as it is read.", content((String = "application/x-ndjson"), (String = "text/csv"))),
         (status = 400, description = "An invalid id.", body = crate::problem::Problem, content_type = "application/problem+json"),
-        (status = 401, description = "No valid API key.", body = crate::problem::Problem, content_type = "application/problem+json"),
-        (status = 403, description = "The API key lacks the `export` scope (named in `scope`).", body = crate::problem::Problem, content_type = "application/problem+json")
+        crate::problem::ExportKeyRefused
     ),
     security(("bearer" = ["export"]))
 )]

@@ -102,10 +102,8 @@ pub struct BlockCoverage {
         (status = 200, description = "The rollup over all of the user's sessions on the video.", body = Progress, content_type = "application/json"),
         (status = 400, description = "Invalid id.", body = crate::problem::Problem, content_type = "application/problem+json"),
         (status = 404, description = "The user has no history for this video.", body = crate::problem::Problem, content_type = "application/problem+json"),
-        (status = 401, description = "No valid API key.", body = crate::problem::Problem, content_type = "application/problem+json"),
-        (status = 403, description = "The API key lacks the `read` scope (named in `scope`).", body = crate::problem::Problem, content_type = "application/problem+json"),
-        (status = 500, description = "The database refused a statement: our fault; the cause is logged.", body = crate::problem::Problem, content_type = "application/problem+json"),
-        (status = 503, description = "PostgreSQL is not answering; retry.", body = crate::problem::Problem, content_type = "application/problem+json")
+        crate::problem::ReadKeyRefused,
+        crate::problem::DatabaseFailed
     ),
     security(("bearer" = ["read"]))
 )]
@@ -240,10 +238,8 @@ fn instant(field: &str, s: &str) -> Result<i64, ApiError> {
     responses(
         (status = 200, description = "One page.", body = HistoryPage, content_type = "application/json"),
         (status = 400, description = "Invalid id, time, cursor or limit.", body = crate::problem::Problem, content_type = "application/problem+json"),
-        (status = 401, description = "No valid API key.", body = crate::problem::Problem, content_type = "application/problem+json"),
-        (status = 403, description = "The API key lacks the `read` scope (named in `scope`).", body = crate::problem::Problem, content_type = "application/problem+json"),
-        (status = 500, description = "The database refused a statement: our fault; the cause is logged.", body = crate::problem::Problem, content_type = "application/problem+json"),
-        (status = 503, description = "PostgreSQL is not answering; retry.", body = crate::problem::Problem, content_type = "application/problem+json")
+        crate::problem::ReadKeyRefused,
+        crate::problem::DatabaseFailed
     ),
     security(("bearer" = ["read"]))
 )]
@@ -377,10 +373,8 @@ pub struct MediaState {
         (status = 200, description = "As the catalog knows it.", body = MediaState, content_type = "application/json"),
         (status = 400, description = "Invalid key.", body = crate::problem::Problem, content_type = "application/problem+json"),
         (status = 404, description = "The catalog has no such video.", body = crate::problem::Problem, content_type = "application/problem+json"),
-        (status = 401, description = "No valid API key.", body = crate::problem::Problem, content_type = "application/problem+json"),
-        (status = 403, description = "The API key lacks the `read` scope (named in `scope`).", body = crate::problem::Problem, content_type = "application/problem+json"),
-        (status = 500, description = "The database refused a statement: our fault; the cause is logged.", body = crate::problem::Problem, content_type = "application/problem+json"),
-        (status = 503, description = "PostgreSQL is not answering; retry.", body = crate::problem::Problem, content_type = "application/problem+json")
+        crate::problem::ReadKeyRefused,
+        crate::problem::DatabaseFailed
     ),
     security(("bearer" = ["read"]))
 )]

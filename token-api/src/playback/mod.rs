@@ -108,6 +108,41 @@ fn observe(p: &Playback, callback: &str, kind: i32, d: &Decision) {
 }
 
 /// `POST /kollus/play?secret=...` (SPEC.md 5.1).
+/// What the play and DRM callbacks answer besides the decision, for the OpenAPI document.
+#[derive(utoipa::IntoResponses)]
+pub enum CallbackRefused {
+    #[response(
+        status = 400,
+        description = "A malformed callback: the field is named.",
+        content_type = "application/problem+json"
+    )]
+    Malformed(crate::problem::Problem<'static>),
+    #[response(
+        status = 401,
+        description = "The secret is missing or wrong; nothing is kept.",
+        content_type = "application/problem+json"
+    )]
+    Unauthorized(crate::problem::Problem<'static>),
+    #[response(
+        status = 404,
+        description = "Play and DRM callbacks are off (CALLBACK_SECRET is not set).",
+        content_type = "application/problem+json"
+    )]
+    Off(crate::problem::Problem<'static>),
+    #[response(
+        status = 500,
+        description = "The database refused a statement: our fault; the cause is logged.",
+        content_type = "application/problem+json"
+    )]
+    Refused(crate::problem::Problem<'static>),
+    #[response(
+        status = 503,
+        description = "PostgreSQL did not answer within PLAY_TIMEOUT_MS; Kollus may retry.",
+        content_type = "application/problem+json"
+    )]
+    Unavailable(crate::problem::Problem<'static>),
+}
+
 #[utoipa::path(
     post,
     path = "/kollus/play",
@@ -117,11 +152,7 @@ fn observe(p: &Playback, callback: &str, kind: i32, d: &Decision) {
     request_body(content = wire::PlayForm, content_type = "application/x-www-form-urlencoded"),
     responses(
         (status = 200, description = "The decision, for Kollus.", body = wire::KollusAnswer, content_type = "text/plain", headers(("X-Kollus-UserKey" = String, description = "KOLLUS_CUSTOM_KEY: which key verifies the answer."))),
-        (status = 400, description = "A malformed callback: the field is named.", body = crate::problem::Problem, content_type = "application/problem+json"),
-        (status = 401, description = "The secret is missing or wrong; nothing is kept.", body = crate::problem::Problem, content_type = "application/problem+json"),
-        (status = 404, description = "Play and DRM callbacks are off (CALLBACK_SECRET is not set).", body = crate::problem::Problem, content_type = "application/problem+json"),
-        (status = 500, description = "The database refused a statement: our fault; the cause is logged.", body = crate::problem::Problem, content_type = "application/problem+json"),
-        (status = 503, description = "PostgreSQL did not answer within PLAY_TIMEOUT_MS; Kollus may retry.", body = crate::problem::Problem, content_type = "application/problem+json")
+        CallbackRefused
     ),
     security(("callbackSecret" = []))
 )]
@@ -193,11 +224,7 @@ async fn answer_play(
     request_body(content = wire::DrmForm, content_type = "application/x-www-form-urlencoded"),
     responses(
         (status = 200, description = "The decision, for Kollus.", body = wire::KollusAnswer, content_type = "text/plain", headers(("X-Kollus-UserKey" = String, description = "KOLLUS_CUSTOM_KEY: which key verifies the answer."))),
-        (status = 400, description = "A malformed callback: the field is named.", body = crate::problem::Problem, content_type = "application/problem+json"),
-        (status = 401, description = "The secret is missing or wrong; nothing is kept.", body = crate::problem::Problem, content_type = "application/problem+json"),
-        (status = 404, description = "Play and DRM callbacks are off (CALLBACK_SECRET is not set).", body = crate::problem::Problem, content_type = "application/problem+json"),
-        (status = 500, description = "The database refused a statement: our fault; the cause is logged.", body = crate::problem::Problem, content_type = "application/problem+json"),
-        (status = 503, description = "PostgreSQL did not answer within PLAY_TIMEOUT_MS; Kollus may retry.", body = crate::problem::Problem, content_type = "application/problem+json")
+        CallbackRefused
     ),
     security(("callbackSecret" = []))
 )]

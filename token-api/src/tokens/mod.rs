@@ -63,10 +63,8 @@ pub struct Issued {
         (status = 201, description = "Issued.", body = Issued, content_type = "application/json"),
         (status = 400, description = "Invalid request; `errors` names each field.", body = crate::problem::Problem, content_type = "application/problem+json"),
         (status = 409, description = "STRICT_CATALOG refuses a video the catalog knows to be deleted or in no channel (or, with `require`, does not know).", body = crate::problem::Problem, content_type = "application/problem+json"),
-        (status = 401, description = "No valid API key.", body = crate::problem::Problem, content_type = "application/problem+json"),
-        (status = 403, description = "The API key lacks the `tokens` scope (named in `scope`).", body = crate::problem::Problem, content_type = "application/problem+json"),
-        (status = 500, description = "The database refused a statement: our fault; the cause is logged.", body = crate::problem::Problem, content_type = "application/problem+json"),
-        (status = 503, description = "PostgreSQL is not answering; retry.", body = crate::problem::Problem, content_type = "application/problem+json")
+        crate::problem::TokensKeyRefused,
+        crate::problem::DatabaseFailed
     ),
     security(("bearer" = ["tokens"]))
 )]
@@ -232,8 +230,7 @@ pub struct VerifyQuery {
     responses(
         (status = 200, description = "Decoded; `valid` says whether it is unexpired.", body = Verified, content_type = "application/json"),
         (status = 400, description = "Not a token signed with our key.", body = crate::problem::Problem, content_type = "application/problem+json"),
-        (status = 401, description = "No valid API key.", body = crate::problem::Problem, content_type = "application/problem+json"),
-        (status = 403, description = "The API key lacks the `tokens` scope (named in `scope`).", body = crate::problem::Problem, content_type = "application/problem+json")
+        crate::problem::TokensKeyRefused
     ),
     security(("bearer" = ["tokens"]))
 )]
