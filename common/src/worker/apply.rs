@@ -101,7 +101,7 @@ impl From<tokio_postgres::Error> for ApplyError {
 /// A worker's way of applying records to PostgreSQL.
 pub trait Apply: Send + Sync {
     /// What the worker's topic carries in its envelopes.
-    type Payload: DeserializeOwned + Send + Sync;
+    type Payload: DeserializeOwned + Send + Sync + 'static;
 
     /// Applies `batch` (decoded by the loop; never empty) exactly once, however often it is
     /// given the same records; or fails and applies nothing the next call would not repeat.

@@ -5,6 +5,10 @@
 //! 3. dead-letter the records that can never apply, and wait for Kafka's acknowledgement;
 //! 4. only then store the offsets (committed in the background).
 //!
+//! While one batch is in steps 2 to 4 (mostly waiting on PostgreSQL), the next is taken and
+//! decoded beside it, the decoding on a blocking thread: batches are still applied one after the
+//! other, in order.
+//!
 //! A transient failure (database or broker unreachable) retries the same batch with backoff,
 //! forever: nothing is skipped. A permanent one retries record by record, and dead-letters the
 //! records that fail alone. A crash anywhere replays the batch, which [`Apply`]
@@ -32,7 +36,8 @@ pub(super) const BACKOFF_MAX: Duration = Duration::from_secs(10);
 /// Worker settings both workers share (flattened into each one's `Settings`).
 #[derive(Debug, Clone, clap::Args)]
 pub struct ConsumeSettings {
-    /// Most records applied in one transaction.
+    /// Most records applied in one transaction. The next batch is taken and decoded while one is
+    /// applied, so up to twice this many records are held at once.
     #[arg(long, env = "WORKER_MAX_BATCH", default_value_t = 1000)]
     pub max_batch: usize,
     /// How long to wait for more records to fill a batch once one arrived, in ms.
@@ -142,6 +147,13 @@ impl LoopMetrics {
     }
 }
 
+/// A batch as taken from the consumer, and its records decoded.
+struct Taken<P> {
+    batch: Vec<OwnedMessage>,
+    records: Vec<Record<P>>,
+    rejected: Vec<Rejected>,
+}
+
 pub struct ConsumeLoop<A> {
     pub consumer: kafka::OwnedConsumer,
     pub dead_letters: DeadLetters,
@@ -165,35 +177,38 @@ impl<A: Apply> ConsumeLoop<A> {
             self.metrics.clone(),
             pending.clone(),
         ));
+        // While a batch is applied (mostly waiting on PostgreSQL), the next one is taken and
+        // decoded beside it. Batches are still applied one after the other, in order, and each
+        // one's offsets are stored only after it is applied.
+        let mut next: Option<Taken<A::Payload>> = None;
         loop {
-            let batch = tokio::select! {
-                _ = &mut shutdown => break,
-                b = kafka::next_batch(&self.consumer, self.max_batch, self.linger) => b,
-            };
-            let batch = match batch {
-                Ok(b) => b,
-                Err(e) => {
-                    tracing::warn!(error = %e, "Kafka consumer error");
-                    continue;
-                }
+            let taken = match next.take() {
+                Some(taken) => taken,
+                None => match tokio::select! {
+                    _ = &mut shutdown => break,
+                    t = self.take() => t,
+                } {
+                    Some(taken) => taken,
+                    None => continue,
+                },
             };
             let started = Instant::now();
             pending.store(
-                oldest_timestamp_ms(&batch).unwrap_or_else(now_ms),
+                oldest_timestamp_ms(&taken.batch).unwrap_or_else(now_ms),
                 Ordering::Relaxed,
             );
-            let done = tokio::select! {
-                _ = &mut shutdown => false,
-                () = self.process(&batch) => true,
+            let apply = async {
+                self.process(taken).await;
+                pending.store(0, Ordering::Relaxed);
+                self.metrics
+                    .batch_duration
+                    .observe(started.elapsed().as_secs_f64());
             };
-            pending.store(0, Ordering::Relaxed);
-            if !done {
-                break;
-            }
-            self.metrics.batch_size.observe(batch.len() as f64);
-            self.metrics
-                .batch_duration
-                .observe(started.elapsed().as_secs_f64());
+            // Shutdown cuts a batch short only before its offsets are stored: it replays.
+            next = tokio::select! {
+                _ = &mut shutdown => break,
+                ((), taken) = async { tokio::join!(apply, self.take()) } => taken,
+            };
         }
         self.set_ready(false);
         gauges.abort();
@@ -209,16 +224,49 @@ impl<A: Apply> ConsumeLoop<A> {
         self.metrics.ready.set(i64::from(ready));
     }
 
-    /// Decodes, applies, dead-letters and stores offsets for one batch.
-    async fn process(&self, batch: &[OwnedMessage]) {
-        let (records, mut rejected) = decode_batch::<A::Payload>(batch);
+    /// The next batch, decoded off the async threads; `None` after a consumer error (logged).
+    async fn take(&self) -> Option<Taken<A::Payload>> {
+        let batch = match kafka::next_batch(&self.consumer, self.max_batch, self.linger).await {
+            Ok(batch) => batch,
+            Err(e) => {
+                tracing::warn!(error = %e, "Kafka consumer error");
+                return None;
+            }
+        };
+        let decoded = tokio::task::spawn_blocking(move || {
+            let (records, rejected) = decode_batch::<A::Payload>(&batch);
+            Taken {
+                batch,
+                records,
+                rejected,
+            }
+        })
+        .await;
+        match decoded {
+            Ok(taken) => Some(taken),
+            // A decoder that panicked: so does the loop, as it did when it decoded itself; the
+            // batch, its offsets never stored, is taken again after the restart.
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            // Cancelled: the runtime is stopping, and this loop with it.
+            Err(_) => None,
+        }
+    }
+
+    /// Applies, dead-letters and stores offsets for one batch.
+    async fn process(&self, taken: Taken<A::Payload>) {
+        let Taken {
+            batch,
+            records,
+            mut rejected,
+        } = taken;
+        self.metrics.batch_size.observe(batch.len() as f64);
         if !records.is_empty() {
             rejected.extend(self.apply_with_retry(&records).await.rejected);
         }
         for why in &rejected {
             self.dead_letters.send(&batch[why.index], why).await;
         }
-        if let Err(e) = kafka::store_offsets(&self.consumer, batch) {
+        if let Err(e) = kafka::store_offsets(&self.consumer, &batch) {
             // Lost assignment (rebalance): the new owner replays these records harmlessly.
             tracing::warn!(error = %e, "storing offsets failed; records will be replayed");
         }
