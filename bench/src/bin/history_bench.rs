@@ -84,6 +84,14 @@ async fn main() -> anyhow::Result<()> {
     println!(
         "RESULT worker records={records} sessions_rows={session_rows} rollup_rows={rollup_rows} seconds={drain_secs:.2} rps={worker_rps:.0}"
     );
+    // The broker's own ceiling for it: the same records taken by a consumer of the worker's
+    // kind (batches of 1000, each record copied out), applied nowhere.
+    let consume_rps = consume_only(&kafka_settings, records).await?;
+    println!(
+        "RESULT consume-only records={records} rps={consume_rps:.0} (the broker delivering to a consumer that applies nothing); worker drain at {:.0}% of it",
+        worker_rps / consume_rps * 100.0
+    );
+
     // What PostgreSQL keeps for it (VACUUM first: the figure is the live data, not dead rows
     // that autovacuum reclaims).
     client.batch_execute("VACUUM watch_sessions").await?;
@@ -196,6 +204,28 @@ fn generate(i: u64, sessions: u64) -> Envelope<LmsReport> {
         report,
         RawRequest::body(Some("application/json"), body.as_bytes()),
     )
+}
+
+/// Takes `records` records of the playback topic as the worker does (a group of its own, batches
+/// of up to 1000 copied out of librdkafka), and nothing else; records/s.
+async fn consume_only(settings: &KafkaSettings, records: u64) -> anyhow::Result<f64> {
+    let consumer = kafka::consumer(
+        settings,
+        &format!("bench-consume-only-{}", std::process::id()),
+        &settings.playback_topic,
+    )?;
+    let started = Instant::now();
+    let mut taken = 0u64;
+    while taken < records {
+        let batch = tokio::time::timeout(
+            Duration::from_secs(60),
+            kafka::next_batch(&consumer, 1000, Duration::from_millis(20)),
+        )
+        .await
+        .map_err(|_| anyhow::anyhow!("no record for 60 s after {taken} of {records}"))??;
+        taken += batch.len() as u64;
+    }
+    Ok(taken as f64 / started.elapsed().as_secs_f64())
 }
 
 /// Publishes envelopes (built lazily, `received_at` = now), at most `rate` per second when
