@@ -43,12 +43,29 @@ pub fn fixture(name: &str) -> Vec<u8> {
     body
 }
 
-/// A free TCP port on loopback (the OS's pick; reused at once, so a clash is unlikely).
+/// A free TCP port on loopback for a service a test starts, found free by binding it.
+///
+/// Chosen at random below Linux's ephemeral range (32768-60999), never from it: an ephemeral
+/// port can be taken by any outgoing connection (a Kafka or PostgreSQL client's) between this
+/// check and the service's own bind, which made a service fail to start. Only another test's
+/// pick can clash here, and tests pick at random among 12,000.
 pub fn free_port() -> u16 {
+    use std::hash::{BuildHasher as _, Hasher as _};
+    const FIRST: u16 = 20_000;
+    const COUNT: u64 = 12_000;
+    for _ in 0..100 {
+        // RandomState is seeded at random per process (and per call after the first).
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u32(std::process::id());
+        let port = FIRST + (h.finish() % COUNT) as u16;
+        if StdListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
     StdListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
-        .expect("binding an ephemeral port on loopback")
+        .expect("binding a port on loopback")
 }
 
 /// Polls `check` until it returns `Some`, or panics after `timeout` saying what was awaited.

@@ -76,10 +76,12 @@ impl Stack {
     /// The four services against `broker` (e.g. one behind a fault proxy).
     pub async fn start_with(broker: Broker) -> Self {
         let db = TestDb::new().await;
-        let ports = [free_port(), free_port(), free_port(), free_port()];
         // A spool of this test's own, never the working directory.
-        let spool_dir = std::env::temp_dir().join(format!("kollus-e2e-spool-{}", ports[0]));
-        let addr = |p: u16| format!("127.0.0.1:{p}");
+        let spool_dir = std::env::temp_dir().join(format!(
+            "kollus-e2e-spool-{}-{}",
+            std::process::id(),
+            free_port()
+        ));
         let common_env = [
             ("KAFKA_BROKERS", broker.addr.clone()),
             ("KAFKA_TOPIC_PARTITIONS", "3".to_owned()),
@@ -87,29 +89,18 @@ impl Stack {
             ("LOG_FORMAT", "text".to_owned()),
             ("RUST_LOG", "warn".to_owned()),
         ];
-        let spawn = |name: &'static str, env: &[(&str, String)]| {
-            let child = Command::new(binary(name))
-                .envs(common_env.iter().map(|(k, v)| (*k, v.as_str())))
-                .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
-                .stdin(Stdio::null())
-                .spawn()
-                .unwrap_or_else(|e| panic!("starting {name}: {e}"));
-            Process { name, child }
-        };
-        let processes = vec![
-            spawn(
+        let services: [(&'static str, Vec<(&str, String)>); 4] = [
+            (
                 "ingest",
-                &[
-                    ("LISTEN_ADDR", addr(ports[0])),
+                vec![
                     ("CALLBACK_SECRET", CALLBACK_SECRET.into()),
                     ("INGEST_SPOOL_DIR", spool_dir.display().to_string()),
                     ("KOLLUS_SERVICE_ACCOUNT_KEY", SERVICE_ACCOUNT_KEY.into()),
                 ],
             ),
-            spawn(
+            (
                 "token-api",
-                &[
-                    ("LISTEN_ADDR", addr(ports[1])),
+                vec![
                     ("KOLLUS_SECURITY_KEY", SECURITY_KEY.into()),
                     ("KOLLUS_CUSTOM_KEY", CUSTOM_KEY.into()),
                     (
@@ -120,28 +111,55 @@ impl Stack {
                     ("CALLBACK_SECRET", CALLBACK_SECRET.into()),
                 ],
             ),
-            spawn("sync-worker", &[("LISTEN_ADDR", addr(ports[2]))]),
-            spawn("history-worker", &[("LISTEN_ADDR", addr(ports[3]))]),
+            ("sync-worker", vec![]),
+            ("history-worker", vec![]),
         ];
-        let stack = Self {
-            processes,
+        let spawn = |name: &'static str, env: &[(&str, String)]| {
+            let addr = format!("127.0.0.1:{}", free_port());
+            let child = Command::new(binary(name))
+                .envs(common_env.iter().map(|(k, v)| (*k, v.as_str())))
+                .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+                .env("LISTEN_ADDR", &addr)
+                .stdin(Stdio::null())
+                .spawn()
+                .unwrap_or_else(|e| panic!("starting {name}: {e}"));
+            (Process { name, child }, format!("http://{addr}"))
+        };
+        // All four start side by side; then each is waited for.
+        let mut started: Vec<(Process, String)> = services
+            .iter()
+            .map(|(name, env)| spawn(name, env))
+            .collect();
+        let http = reqwest::Client::new();
+        for ((name, env), (process, base)) in services.iter().zip(started.iter_mut()) {
+            // A port found free can be taken before the service binds it (another test's pick):
+            // the service then exits at start, and starts again on another port.
+            for attempt in 1.. {
+                match ready_or_exited(&http, base, &mut process.child).await {
+                    Ok(()) => break,
+                    Err(status) => {
+                        assert!(
+                            attempt < 5,
+                            "{name} exited at start {attempt} times: {status}"
+                        );
+                        eprintln!("{name} exited at start ({status}; its port taken?): starting it on another port");
+                        (*process, *base) = spawn(name, env);
+                    }
+                }
+            }
+        }
+        let mut bases = started.iter().map(|(_, base)| base.clone());
+        let mut next = || bases.next().expect("four services");
+        Self {
+            ingest: next(),
+            token_api: next(),
+            sync_admin: next(),
+            history_admin: next(),
+            processes: started.into_iter().map(|(p, _)| p).collect(),
             db,
             broker,
-            ingest: format!("http://{}", addr(ports[0])),
-            token_api: format!("http://{}", addr(ports[1])),
-            sync_admin: format!("http://{}", addr(ports[2])),
-            history_admin: format!("http://{}", addr(ports[3])),
-            http: reqwest::Client::new(),
-        };
-        for base in [
-            &stack.ingest,
-            &stack.token_api,
-            &stack.sync_admin,
-            &stack.history_admin,
-        ] {
-            stack.wait_ready(base).await;
+            http,
         }
-        stack
     }
 
     /// Stops the service `name` as an operator would (SIGTERM: it leaves its consumer group and
@@ -165,19 +183,6 @@ impl Stack {
         std::mem::forget(process);
     }
 
-    async fn wait_ready(&self, base: &str) {
-        let url = format!("{base}/readyz");
-        eventually(
-            &format!("{url} to answer 200"),
-            Duration::from_secs(30),
-            || async {
-                let res = self.http.get(&url).send().await.ok()?;
-                res.status().is_success().then_some(())
-            },
-        )
-        .await;
-    }
-
     pub async fn callback(&self, route: &str, body: Vec<u8>) -> reqwest::Response {
         self.http
             .post(format!(
@@ -190,6 +195,39 @@ impl Stack {
             .await
             .expect("posting a callback to ingest")
     }
+}
+
+/// Waits until the service at `base` answers `/readyz` with 200 (`Ok`), or its process has
+/// exited (`Err` with how).
+async fn ready_or_exited(
+    http: &reqwest::Client,
+    base: &str,
+    child: &mut std::process::Child,
+) -> Result<(), std::process::ExitStatus> {
+    let url = format!("{base}/readyz");
+    eventually(
+        &format!("{url} to answer 200"),
+        Duration::from_secs(30),
+        || {
+            let exited = child.try_wait().ok().flatten();
+            let http = http.clone();
+            let url = url.clone();
+            async move {
+                if let Some(status) = exited {
+                    return Some(Err(status));
+                }
+                // Bounded: whatever else holds a taken port may never answer.
+                let res = http
+                    .get(&url)
+                    .timeout(Duration::from_secs(2))
+                    .send()
+                    .await
+                    .ok()?;
+                res.status().is_success().then_some(Ok(()))
+            }
+        },
+    )
+    .await
 }
 
 /// [`Stack::applied_reports`] of the history-worker on `brokers`.
