@@ -9,8 +9,8 @@
 //!   `console` (the support console's HTML pages, outside the API document); a
 //!   feature may use another's model (playback uses `entitlements::model::Scope`), never its
 //!   handlers;
-//! - bottom, importing nothing above it: `configuration`, `auth`, `problem`, `signer`, `json`,
-//!   `metrics`.
+//! - bottom, importing nothing above it: `configuration`, `auth`, `problem`, `params`, `signer`,
+//!   `json`, `metrics`.
 
 pub mod startup;
 
@@ -27,5 +27,6 @@ pub mod auth;
 pub mod configuration;
 pub mod json;
 pub mod metrics;
+pub mod params;
 pub mod problem;
 pub mod signer;

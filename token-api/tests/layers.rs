@@ -11,6 +11,7 @@ const BOTTOM: &[&str] = &[
     "configuration",
     "auth",
     "problem",
+    "params",
     "signer",
     "json",
     "metrics",

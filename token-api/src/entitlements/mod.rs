@@ -52,8 +52,8 @@ const NOT_ANSWERING: &str = "the entitlements database is not answering; retry s
     operation_id = "grantMediaEntitlement",
     summary = "Grant (or replace) a user's access to a media",
     params(
-        ("client_user_id" = String, Path, description = "The product's user id (Kollus `cuid`).", min_length = 1, max_length = 255, pattern = r"^[^\u0000-\u001f\u007f-\u009f]+$"),
-        ("media_content_key" = String, Path, description = "Kollus media content key.", pattern = "^[A-Za-z0-9_.-]{1,64}$")
+        crate::params::UserPath,
+        crate::params::MediaPath
     ),
     request_body(content = body::GrantBody, content_type = "application/json"),
     responses(
@@ -82,8 +82,8 @@ pub async fn grant_media(
     operation_id = "grantChannelEntitlement",
     summary = "Grant (or replace) a user's access to a channel",
     params(
-        ("client_user_id" = String, Path, description = "The product's user id (Kollus `cuid`).", min_length = 1, max_length = 255, pattern = r"^[^\u0000-\u001f\u007f-\u009f]+$"),
-        ("channel_key" = String, Path, description = "Kollus channel key: the grant covers every video the catalog has in the channel.", pattern = "^[A-Za-z0-9_.-]{1,64}$")
+        crate::params::UserPath,
+        crate::params::ChannelPath
     ),
     request_body(content = body::GrantBody, content_type = "application/json"),
     responses(
@@ -112,8 +112,8 @@ pub async fn grant_channel(
     operation_id = "revokeMediaEntitlement",
     summary = "Revoke a user's access to a media",
     params(
-        ("client_user_id" = String, Path, description = "The product's user id (Kollus `cuid`).", min_length = 1, max_length = 255, pattern = r"^[^\u0000-\u001f\u007f-\u009f]+$"),
-        ("media_content_key" = String, Path, description = "Kollus media content key.", pattern = "^[A-Za-z0-9_.-]{1,64}$")
+        crate::params::UserPath,
+        crate::params::MediaPath
     ),
     responses(
         (status = 204, description = "Revoked; kept, marked revoked."),
@@ -141,8 +141,8 @@ pub async fn revoke_media(
     operation_id = "revokeChannelEntitlement",
     summary = "Revoke a user's access to a channel",
     params(
-        ("client_user_id" = String, Path, description = "The product's user id (Kollus `cuid`).", min_length = 1, max_length = 255, pattern = r"^[^\u0000-\u001f\u007f-\u009f]+$"),
-        ("channel_key" = String, Path, description = "Kollus channel key: the grant covers every video the catalog has in the channel.", pattern = "^[A-Za-z0-9_.-]{1,64}$")
+        crate::params::UserPath,
+        crate::params::ChannelPath
     ),
     responses(
         (status = 204, description = "Revoked; kept, marked revoked."),
@@ -252,7 +252,7 @@ pub struct Listing {
     operation_id = "listEntitlements",
     summary = "A user's entitlements, in force or revoked",
     params(
-        ("client_user_id" = String, Path, description = "The product's user id (Kollus `cuid`).", min_length = 1, max_length = 255, pattern = r"^[^\u0000-\u001f\u007f-\u009f]+$")
+        crate::params::UserPath
     ),
     responses(
         (status = 200, description = "Every grant.", body = Listing, content_type = "application/json"),

@@ -52,7 +52,7 @@ fn format_of(req: &HttpRequest) -> Format {
     summary = "Everything we hold about a user",
     description = "JSON Lines (default): `session` (every watch session with its played blocks and segments), `progress` (per video), `entitlement`, `playback_decision`; with `Accept: text/csv`, the sessions as CSV. Session and progress lines, and each CSV row, end with what the catalog says of the video: `title`, `duration_seconds`, `poster_url`, `transcoding_stage`, `transcoding_stage_name` and `absent_since` (null, or an empty cell, where unknown). Streamed from a read-only snapshot, so memory stays flat for users with any number of sessions; a failure half-way ends the stream with an `error` line.",
     params(
-        ("client_user_id" = String, Path, description = "The product's user id (Kollus `cuid`).", min_length = 1, max_length = 255, pattern = r"^[^\u0000-\u001f\u007f-\u009f]+$")
+        crate::params::UserPath
     ),
     responses(
         (status = 200, description = "Streamed as it is read.", content((String = "application/x-ndjson"), (String = "text/csv"))),
@@ -96,7 +96,7 @@ pub async fn user(
     summary = "Everything we hold about a video, for its course owner",
     description = "JSON Lines (default): `media` (the catalog record, with `title`, `duration_seconds`, `poster_url`, `transcoding_stage`, `transcoding_stage_name`, `absent_since`; `deleted_at` is the delete callback's, `absent_since` an absence from Kollus's API), `channel` (memberships), `content_event` (its channel history, in event order), `user_totals` (per user); with `Accept: text/csv`, the per-user totals as CSV, each row ending with the same six catalog columns.",
     params(
-        ("media_content_key" = String, Path, description = "Kollus media content key.", pattern = "^[A-Za-z0-9_.-]{1,64}$")
+        crate::params::MediaPath
     ),
     responses(
         (status = 200, description = "Streamed as it is read.", content((String = "application/x-ndjson"), (String = "text/csv"))),

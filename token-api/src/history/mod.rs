@@ -95,8 +95,8 @@ pub struct BlockCoverage {
     operation_id = "getProgress",
     summary = "Resume position and coverage of one user on one video",
     params(
-        ("client_user_id" = String, Path, description = "The product's user id (Kollus `cuid`).", min_length = 1, max_length = 255, pattern = r"^[^\u0000-\u001f\u007f-\u009f]+$"),
-        ("media_content_key" = String, Path, description = "Kollus media content key.", pattern = "^[A-Za-z0-9_.-]{1,64}$")
+        crate::params::UserPath,
+        crate::params::MediaPath
     ),
     responses(
         (status = 200, description = "The rollup over all of the user's sessions on the video.", body = Progress, content_type = "application/json"),
@@ -228,7 +228,7 @@ fn instant(field: &str, s: &str) -> Result<i64, ApiError> {
     operation_id = "getHistory",
     summary = "A user's watch sessions, newest first, cursor-paginated",
     params(
-        ("client_user_id" = String, Path, description = "The product's user id (Kollus `cuid`).", min_length = 1, max_length = 255, pattern = r"^[^\u0000-\u001f\u007f-\u009f]+$"),
+        crate::params::UserPath,
         ("media" = Option<String>, Query, description = "Only this media content key.", pattern = "^[A-Za-z0-9_.-]{1,64}$"),
         ("from" = Option<String>, Query, description = "Sessions started at or after (RFC 3339).", format = DateTime),
         ("to" = Option<String>, Query, description = "Sessions that started before this time (exclusive). At or before `from`: an empty page.", format = DateTime),
@@ -367,7 +367,7 @@ pub struct MediaState {
     operation_id = "getMedia",
     summary = "A video's catalog state: upload (title, duration, poster, transcoding), channels, deletion or absence, playability",
     params(
-        ("media_content_key" = String, Path, description = "Kollus media content key.", pattern = "^[A-Za-z0-9_.-]{1,64}$")
+        crate::params::MediaPath
     ),
     responses(
         (status = 200, description = "As the catalog knows it.", body = MediaState, content_type = "application/json"),
