@@ -87,6 +87,27 @@ where
     }
 }
 
+/// As [`eventually`], for a check that says why it is not satisfied yet (`Err`): on a timeout,
+/// the panic gives the last reason, so a failing test shows what it last saw.
+pub async fn eventually_ok<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, String>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut tick = tokio::time::interval(Duration::from_millis(50));
+    loop {
+        tick.tick().await;
+        match check().await {
+            Ok(v) => return v,
+            Err(why) if tokio::time::Instant::now() > deadline => {
+                panic!("timed out after {timeout:?} waiting for {what}; last: {why}")
+            }
+            Err(_) => {}
+        }
+    }
+}
+
 /// The value of one Prometheus sample from `{base}/metrics`, e.g.
 /// `scrape("http://127.0.0.1:9101", "kollus_sync_records_total{kind=\"uploaded\",outcome=\"applied\"}")`.
 /// `None` when the service does not answer or has no such sample.

@@ -17,7 +17,9 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use kollus_test_support::kollus_api::video;
-use kollus_test_support::{eventually, free_port, scrape, workspace_root, FakeKollusApi};
+use kollus_test_support::{
+    eventually, eventually_ok, free_port, scrape, workspace_root, FakeKollusApi,
+};
 
 use crate::stack::*;
 
@@ -451,20 +453,16 @@ async fn run_block(reader: &mut Reader, block: &Block, table: &[Says]) -> Vec<Ra
         let says = says_for(table, &example.text);
         let ran = if says.read {
             // Run again until it answers as README says; on a timeout, say what it answered.
-            let mut last = String::new();
             let reader = &*reader;
-            let answered = tokio::time::timeout(Duration::from_secs(30), async {
-                loop {
+            eventually_ok(
+                &format!("{line:?} to answer as README says"),
+                Duration::from_secs(30),
+                || async {
                     let ran = reader.again(&example.text).await;
-                    match answers_as_said(&ran, says) {
-                        Ok(()) => break ran,
-                        Err(e) => last = e,
-                    }
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-            })
-            .await;
-            answered.unwrap_or_else(|_| panic!("after 30 s: {last}"))
+                    answers_as_said(&ran, says).map(|()| ran)
+                },
+            )
+            .await
         } else {
             let ran = reader.run(&example.text).await.unwrap();
             if let Err(e) = answers_as_said(&ran, says) {
