@@ -197,14 +197,21 @@ impl Stack {
     }
 }
 
-/// Waits until the service at `base` answers `/readyz` with 200 (`Ok`), or its process has
-/// exited (`Err` with how).
+/// Waits until the service at `base` answers `/readyz` with 200 from its own socket (`Ok`), or
+/// its process has exited (`Err` with how). Another test's service that took the port first may
+/// answer too: only a port `child` itself listens on counts.
 async fn ready_or_exited(
     http: &reqwest::Client,
     base: &str,
     child: &mut std::process::Child,
 ) -> Result<(), std::process::ExitStatus> {
     let url = format!("{base}/readyz");
+    let port: u16 = base
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .expect("a base URL ends with its port");
+    let pid = child.id();
     eventually(
         &format!("{url} to answer 200"),
         Duration::from_secs(30),
@@ -215,6 +222,9 @@ async fn ready_or_exited(
             async move {
                 if let Some(status) = exited {
                     return Some(Err(status));
+                }
+                if !listens_on(pid, port) {
+                    return None;
                 }
                 // Bounded: whatever else holds a taken port may never answer.
                 let res = http
@@ -228,6 +238,31 @@ async fn ready_or_exited(
         },
     )
     .await
+}
+
+/// Whether process `pid` holds the socket listening on 127.0.0.1:`port`: the socket's inode from
+/// `/proc/net/tcp` (state 0A, LISTEN) among the process's open files.
+fn listens_on(pid: u32, port: u16) -> bool {
+    let local = format!("0100007F:{port:04X}");
+    let Ok(table) = std::fs::read_to_string("/proc/net/tcp") else {
+        return false;
+    };
+    let inodes: Vec<String> = table
+        .lines()
+        .skip(1)
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            let listening = f.get(1) == Some(&local.as_str()) && f.get(3) == Some(&"0A");
+            Some(format!("socket:[{}]", f.get(9)?)).filter(|_| listening)
+        })
+        .collect();
+    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return false;
+    };
+    fds.flatten().any(|fd| {
+        std::fs::read_link(fd.path())
+            .is_ok_and(|target| inodes.iter().any(|i| target.as_os_str() == i.as_str()))
+    })
 }
 
 /// [`Stack::applied_reports`] of the history-worker on `brokers`.
