@@ -31,6 +31,26 @@ if ! ready; then
   ready || { echo "postgres: the server did not come up on 127.0.0.1:5432" >&2; exit 1; }
 fi
 
+# A server found installed (not by us) may want passwords over TCP (Debian's default is
+# scram-sha-256): this development server trusts local TCP connections, as one we install does.
+if ! psql -w -h 127.0.0.1 -U postgres -d postgres -tAc 'SELECT 1' >/dev/null 2>&1; then
+  version=$(ls /etc/postgresql 2>/dev/null | sort -V | tail -n 1)
+  hba="/etc/postgresql/$version/main/pg_hba.conf"
+  if [ -z "$version" ] || [ ! -f "$hba" ]; then
+    echo "postgres: 127.0.0.1:5432 refuses user postgres without a password, and its pg_hba.conf is not Debian's; set DATABASE_URL" >&2
+    exit 1
+  fi
+  echo "postgres: trusting local TCP connections in $hba (a development server)" >&2
+  as_root sed -i -E 's/^(host\s+all\s+all\s+(127\.0\.0\.1\/32|::1\/128)\s+)\S+/\1trust/' "$hba"
+  as_root pg_ctlcluster --skip-systemctl-redirect "$version" main reload
+  for _ in $(seq 1 20); do
+    psql -w -h 127.0.0.1 -U postgres -d postgres -tAc 'SELECT 1' >/dev/null 2>&1 && break
+    sleep 0.25
+  done
+  psql -w -h 127.0.0.1 -U postgres -d postgres -tAc 'SELECT 1' >/dev/null \
+    || { echo "postgres: still refused after trusting local TCP connections" >&2; exit 1; }
+fi
+
 if [ -n "${1:-}" ]; then
   exists=$(psql -h 127.0.0.1 -U postgres -d postgres -tAc "SELECT 1 FROM pg_database WHERE datname = '$1'")
   [ "$exists" = 1 ] || psql -h 127.0.0.1 -U postgres -d postgres -qc "CREATE DATABASE \"$1\""
