@@ -27,7 +27,7 @@ kafka_port=$(port); dead_port=$(port); ingest_port=$(port); spool_port=$(port); 
 .local/bin/tansu broker --listener-url "tcp://127.0.0.1:$kafka_port" --advertised-listener-url "tcp://127.0.0.1:$kafka_port" \
   --storage-engine memory://tansu/ >/dev/null 2>&1 & pids+=($!)
 wait_port "$kafka_port"
-common=(env CALLBACK_SECRET=bench-callback-secret LOG_FORMAT=json RUST_LOG=warn INGEST_SPOOL_LIMIT_BYTES=$((8 << 30)) KAFKA_TOPIC_PARTITIONS=6)
+common=(env CALLBACK_SECRET=bench-callback-secret LMS_CALLBACK_SECRET=bench-lms-callback-secret LOG_FORMAT=json RUST_LOG=warn INGEST_SPOOL_LIMIT_BYTES=$((8 << 30)) KAFKA_TOPIC_PARTITIONS=6)
 "${common[@]}" LISTEN_ADDR=127.0.0.1:$ingest_port KAFKA_BROKERS=127.0.0.1:$kafka_port INGEST_SPOOL_DIR="$work/spool-a" \
   "$target/ingest" 2>"$work/ingest.log" & pids+=($!)
 "${common[@]}" LISTEN_ADDR=127.0.0.1:$spool_port KAFKA_BROKERS=127.0.0.1:$dead_port INGEST_SPOOL_DIR="$work/spool-b" \
@@ -38,8 +38,8 @@ wait_port "$ingest_port"; wait_port "$spool_port"; wait_port "$bare_port"
 run() { # name url connections
   BODY_FILE="$body" wrk -t2 -c"$3" -d"${duration}s" --latency -s bench/post.lua "$2" | grep '^RESULT' | sed "s/^RESULT/$1 c=$3/"
 }
-url_ingest="http://127.0.0.1:$ingest_port/kollus/lms?secret=bench-callback-secret"
-url_spool="http://127.0.0.1:$spool_port/kollus/lms?secret=bench-callback-secret"
+url_ingest="http://127.0.0.1:$ingest_port/kollus/lms?secret=bench-lms-callback-secret"
+url_spool="http://127.0.0.1:$spool_port/kollus/lms?secret=bench-lms-callback-secret"
 url_bare="http://127.0.0.1:$bare_port/kollus/lms"
 # Warm up (and let the spooling ingest find Kafka gone: its first request waits the ack budget).
 BODY_FILE="$body" wrk -t1 -c4 -d2s -s bench/post.lua "$url_ingest" >/dev/null

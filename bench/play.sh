@@ -24,7 +24,7 @@ cargo build --release --locked -q -p kollus-token-api -p kollus-bench
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 env DATABASE_URL=postgres://postgres@127.0.0.1:5432/$db KOLLUS_SECURITY_KEY=bench-security-key \
   KOLLUS_CUSTOM_KEY=bench-custom-key TOKEN_API_KEYS=bench:bench-api-key-0123456789 \
-  CALLBACK_SECRET=bench-callback-secret LOG_FORMAT=json RUST_LOG=warn LISTEN_ADDR=127.0.0.1:$port \
+  PLAY_CALLBACK_SECRET=bench-play-callback-secret LOG_FORMAT=json RUST_LOG=warn LISTEN_ADDR=127.0.0.1:$port \
   "$target/token-api" & pids+=($!)
 for _ in $(seq 1 100); do (echo >"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break; sleep 0.1; done
 
@@ -54,7 +54,7 @@ ANALYZE;
 SQL
 
 mkdir -p "$root/.local/bench"
-url="http://127.0.0.1:$port/kollus/play?secret=bench-callback-secret"
+url="http://127.0.0.1:$port/kollus/play?secret=bench-play-callback-secret"
 code=$(curl -s -o /dev/null -w '%{http_code}' -d 'kind=1&client_user_id=bench-u2&media_content_key=bench-m1' "$url")
 [ "$code" = 200 ] || { echo "token-api answered $code" >&2; exit 1; }
 "$target/play-load" "$url" 200 2 10000 10 >/dev/null   # warm up

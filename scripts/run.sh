@@ -16,7 +16,11 @@ dev_secrets=()
 dev_default() { # NAME VALUE: export VALUE unless NAME is set already, and remember it
   if [ -z "${!1:-}" ]; then export "$1=$2"; dev_secrets+=("$1"); fi
 }
+# Three callback secrets, one per trust level (README "Callback secrets"): the platform
+# callbacks', the play and DRM callbacks', and the LMS URL's (public).
 dev_default CALLBACK_SECRET dev-callback-secret
+dev_default PLAY_CALLBACK_SECRET dev-play-callback-secret
+dev_default LMS_CALLBACK_SECRET dev-lms-callback-secret
 dev_default KOLLUS_SECURITY_KEY dev-security-key-change-me
 dev_default KOLLUS_CUSTOM_KEY dev-custom-key
 # `dev` may call every API; `support` may sign in to the support console only.
@@ -89,7 +93,8 @@ if [ "${PROMETHEUS:-on}" != off ]; then
     PROMETHEUS_ADDR=$prometheus_addr start prometheus scripts/prometheus.sh run "$root/.local/prometheus"
 fi
 LISTEN_ADDR=$ingest_addr start ingest "$bin/ingest"
-LISTEN_ADDR=$token_addr start token-api "$bin/token-api"
+# token-api takes the play secret only, as in production: the platform secret stays with ingest.
+LISTEN_ADDR=$token_addr start token-api env -u CALLBACK_SECRET "$bin/token-api"
 LISTEN_ADDR=$sync_addr start sync-worker "$bin/sync-worker"
 LISTEN_ADDR=$history_addr start history-worker "$bin/history-worker"
 LISTEN_ADDR=$archive_addr start archive "$bin/kollus-archive" dump
@@ -105,9 +110,10 @@ done
 cat >&2 <<MSG
 
 run: the pipeline is up (Ctrl-C stops it)
-  ingest          http://$ingest_addr/kollus/{upload,transcoding,content,channel,lms}?secret=\$CALLBACK_SECRET
+  ingest          http://$ingest_addr/kollus/{upload,transcoding,content,channel}?secret=\$CALLBACK_SECRET
+                  http://$ingest_addr/kollus/lms?secret=\$LMS_CALLBACK_SECRET   (players' LMS reports)
   token-api       http://$token_addr/v1/playback-tokens   (Authorization: Bearer <key>)
-                  http://$token_addr/kollus/{play,drm}?secret=\$CALLBACK_SECRET   (Kollus's play and DRM callbacks)
+                  http://$token_addr/kollus/{play,drm}?secret=\$PLAY_CALLBACK_SECRET   (Kollus's play and DRM callbacks)
   console         http://$token_addr/console/   ($console_hint)
   sync-worker     http://$sync_addr/metrics
   history-worker  http://$history_addr/metrics

@@ -26,7 +26,7 @@ port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); pr
 key=schemathesis-api-key-0123456789
 DATABASE_URL=postgres://postgres@127.0.0.1:5432/$db KOLLUS_SECURITY_KEY=schemathesis-security-key \
   KOLLUS_CUSTOM_KEY=schemathesis-custom-key TOKEN_API_KEYS="schemathesis:$key" \
-  CALLBACK_SECRET=schemathesis-callback-secret \
+  PLAY_CALLBACK_SECRET=schemathesis-play-callback-secret \
   LISTEN_ADDR=127.0.0.1:$port RUST_LOG=error "$bin_dir/token-api" &
 pid=$!
 trap 'kill $pid 2>/dev/null || true; wait $pid 2>/dev/null || true' EXIT
@@ -34,5 +34,5 @@ for _ in $(seq 1 100); do
   (echo >"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break
   sleep 0.1
 done
-TOKEN_API_KEY=$key CALLBACK_SECRET=schemathesis-callback-secret "$venv/bin/schemathesis" --no-color --config-file token-api/schemathesis.toml \
+TOKEN_API_KEY=$key PLAY_CALLBACK_SECRET=schemathesis-play-callback-secret "$venv/bin/schemathesis" --no-color --config-file token-api/schemathesis.toml \
   run "http://127.0.0.1:$port/openapi.json" --generation-deterministic

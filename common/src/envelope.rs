@@ -94,12 +94,22 @@ impl RawRequest {
 }
 
 /// A raw query string without its `secret=` pair (never stored), every other byte as it came.
+/// A pair is the secret when its name, decoded as the form decoder decodes it, is `secret`:
+/// `s%65cret=` authenticates, so it is stripped too.
 pub fn query_without_secret(query: &str) -> Option<String> {
     let kept: Vec<&str> = query
         .split('&')
-        .filter(|pair| !pair.is_empty() && pair.split('=').next() != Some("secret"))
+        .filter(|pair| !pair.is_empty() && !names_secret(pair.split('=').next().unwrap_or("")))
         .collect();
     (!kept.is_empty()).then(|| kept.join("&"))
+}
+
+/// Whether a raw form name decodes to `secret` (`+` is a space, `%XX` a byte).
+fn names_secret(raw: &str) -> bool {
+    let plus_as_space = raw.replace('+', " ");
+    percent_encoding::percent_decode_str(&plus_as_space)
+        .decode_utf8()
+        .is_ok_and(|name| name == "secret")
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -194,6 +204,11 @@ mod tests {
             Some("json_data=%7B%7D&uv0=a%26b")
         );
         assert_eq!(query_without_secret("secret=s3"), None);
+        assert_eq!(
+            query_without_secret("s%65cret=s3&%73ECRET=kept&x=1").as_deref(),
+            Some("%73ECRET=kept&x=1"),
+            "the decoded name is matched (exactly: names are case-sensitive)"
+        );
         assert_eq!(
             query_without_secret("a=1&secret&secret=x&b").as_deref(),
             Some("a=1&b")

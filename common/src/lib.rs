@@ -4,6 +4,7 @@
 
 pub mod archive;
 pub mod backoff;
+pub mod client_addr;
 pub mod db;
 pub mod domain;
 pub mod envelope;

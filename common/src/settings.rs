@@ -54,6 +54,51 @@ impl<T: Clone + Send + Sync + 'static> clap::builder::TypedValueParser for Redac
     }
 }
 
+/// Parses an RFC 3339 time (`2026-12-07T09:00:00Z`).
+pub fn rfc3339(s: &str) -> Result<time::OffsetDateTime, String> {
+    time::OffsetDateTime::parse(s.trim(), &time::format_description::well_known::Rfc3339)
+        .map_err(|e| format!("expected an RFC 3339 time such as 2026-12-07T09:00:00Z: {e}"))
+}
+
+/// The platform secret's previous value during a rotation (README, "Callback secrets"): taken
+/// beside `CALLBACK_SECRET` until `CALLBACK_SECRET_PREVIOUS_UNTIL`, so that Kollus's retries of
+/// requests sent before the console's URLs changed still land.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct PlatformSecretRotation {
+    /// The platform secret's previous value, accepted until CALLBACK_SECRET_PREVIOUS_UNTIL.
+    #[arg(long = "callback-secret-previous", env = "CALLBACK_SECRET_PREVIOUS", value_parser = Redacted(callback_secret), hide_env_values = true)]
+    pub previous: Option<SecretString>,
+    /// When CALLBACK_SECRET_PREVIOUS stops being accepted (RFC 3339, at most a day ahead).
+    #[arg(long = "callback-secret-previous-until", env = "CALLBACK_SECRET_PREVIOUS_UNTIL", value_parser = rfc3339)]
+    pub until: Option<time::OffsetDateTime>,
+}
+
+impl PlatformSecretRotation {
+    /// `CALLBACK_SECRET` with its previous value, checked (see [`crate::kollus::callback_secret::rotating`]).
+    pub fn secret(
+        &self,
+        current: &SecretString,
+    ) -> Result<crate::kollus::callback_secret::CallbackSecret, String> {
+        crate::kollus::callback_secret::rotating(
+            crate::kollus::callback_secret::SecretName::Platform,
+            current,
+            self.previous.as_ref(),
+            self.until,
+            time::OffsetDateTime::now_utc(),
+        )
+    }
+}
+
+/// Which clients sit behind our own reverse proxies.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct ProxySettings {
+    /// Our own reverse proxies, comma-separated CIDRs or addresses. A request from one of them is
+    /// taken to come from the right-most `X-Forwarded-For` address that is not one; from anyone
+    /// else, the header is ignored. Empty: the TCP peer is the client.
+    #[arg(long, env = "TRUSTED_PROXIES", value_parser = crate::client_addr::networks, default_value = "")]
+    pub trusted_proxies: crate::client_addr::Networks,
+}
+
 /// Parses a duration given in milliseconds.
 pub fn millis(s: &str) -> Result<Duration, String> {
     s.parse::<u64>()
@@ -183,6 +228,10 @@ impl DatabaseSettings {
 /// the file's content, without its trailing line break, becomes `NAME`.
 pub const SECRET_FILE_VARIANTS: &[&str] = &[
     "CALLBACK_SECRET",
+    "CALLBACK_SECRET_PREVIOUS",
+    "PLAY_CALLBACK_SECRET",
+    "PLAY_CALLBACK_SECRET_PREVIOUS",
+    "LMS_CALLBACK_SECRET",
     "KOLLUS_SECURITY_KEY",
     "KOLLUS_SERVICE_ACCOUNT_KEY",
     "TOKEN_API_KEYS",

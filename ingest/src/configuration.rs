@@ -3,7 +3,11 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use kollus_common::settings::{callback_secret, millis, KafkaSettings, Redacted};
+use kollus_common::client_addr::Networks;
+use kollus_common::kollus::callback_secret::{ensure_distinct, CallbackSecret, SecretName};
+use kollus_common::settings::{
+    callback_secret, millis, KafkaSettings, PlatformSecretRotation, ProxySettings, Redacted,
+};
 use kollus_common::telemetry::LogSettings;
 use secrecy::{ExposeSecret as _, SecretString};
 
@@ -14,9 +18,24 @@ pub struct Settings {
     /// Address to listen on for callbacks and /metrics.
     #[arg(long, env = "LISTEN_ADDR", default_value = "127.0.0.1:8080")]
     pub listen_addr: SocketAddr,
-    /// Secret every callback URL must carry as `?secret=` (set it in the Kollus console URLs).
+    /// The platform callbacks' secret (`?secret=` of the upload, transcoding, content and
+    /// channel URLs in the Kollus console; posted by Kollus's servers). Also taken on /kollus/lms,
+    /// with a WARN, during an upgrade (README, "Callback secrets").
     #[arg(long, env = "CALLBACK_SECRET", value_parser = Redacted(callback_secret), hide_env_values = true)]
     pub callback_secret: SecretString,
+    #[command(flatten)]
+    pub callback_secret_rotation: PlatformSecretRotation,
+    /// The LMS callback's secret (`?secret=` of the LMS URL). Every viewer's player holds that
+    /// URL, so this secret opens /kollus/lms and nothing else; it must differ from the others.
+    #[arg(long, env = "LMS_CALLBACK_SECRET", value_parser = Redacted(callback_secret), hide_env_values = true)]
+    pub lms_callback_secret: SecretString,
+    /// Where platform callbacks may come from (comma-separated CIDRs, e.g. Kollus's servers'
+    /// ranges); a platform callback from elsewhere is a 403. Empty: from anywhere. Never applied
+    /// to /kollus/lms: players post from anywhere.
+    #[arg(long, env = "CALLBACK_ALLOW_CIDRS", value_parser = kollus_common::client_addr::networks, default_value = "")]
+    pub callback_allow_cidrs: Networks,
+    #[command(flatten)]
+    pub proxies: ProxySettings,
     /// Largest request body accepted, in bytes.
     #[arg(long, env = "INGEST_BODY_LIMIT", default_value_t = 256 * 1024)]
     pub body_limit: usize,
@@ -103,7 +122,26 @@ impl Settings {
         }
     }
 
-    /// Settings for tests: an ephemeral port and the given broker.
+    /// The platform and LMS secrets, checked: distinct, and a rotation's overlap bounded.
+    pub fn callback_secrets(&self) -> anyhow::Result<(CallbackSecret, CallbackSecret)> {
+        let rotation = &self.callback_secret_rotation;
+        let mut values = vec![
+            ("CALLBACK_SECRET", &self.callback_secret),
+            ("LMS_CALLBACK_SECRET", &self.lms_callback_secret),
+        ];
+        if let Some(previous) = &rotation.previous {
+            values.push(("CALLBACK_SECRET_PREVIOUS", previous));
+        }
+        ensure_distinct(&values).map_err(anyhow::Error::msg)?;
+        let platform = rotation
+            .secret(&self.callback_secret)
+            .map_err(anyhow::Error::msg)?;
+        let lms = CallbackSecret::new(SecretName::Lms, &self.lms_callback_secret);
+        Ok((platform, lms))
+    }
+
+    /// Settings for tests: an ephemeral port and the given broker. The LMS secret is the
+    /// platform secret with `-lms` appended.
     pub fn for_tests(
         kafka: KafkaSettings,
         callback_secret: &str,
@@ -114,6 +152,10 @@ impl Settings {
             spool_limit: 1 << 30,
             listen_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             callback_secret: SecretString::from(callback_secret.to_owned()),
+            callback_secret_rotation: PlatformSecretRotation::default(),
+            lms_callback_secret: SecretString::from(format!("{callback_secret}-lms")),
+            callback_allow_cidrs: Networks::default(),
+            proxies: ProxySettings::default(),
             body_limit: 256 * 1024,
             ack_timeout: Duration::from_millis(1500),
             max_in_flight: 4096,

@@ -6,6 +6,12 @@ use kollus_ingest::startup::Application;
 async fn main() -> anyhow::Result<()> {
     kollus_common::settings::prepare_process("127.0.0.1:8080");
     let settings = Settings::parse();
+    if let Err(e) = settings.callback_secrets() {
+        use clap::CommandFactory as _;
+        Settings::command()
+            .error(clap::error::ErrorKind::ValueValidation, e)
+            .exit();
+    }
     let _log_guard = kollus_common::telemetry::init(&settings.log);
     let app = Application::build(settings).await?;
     app.run_until_stopped().await?;

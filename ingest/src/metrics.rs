@@ -1,5 +1,6 @@
 //! ingest's metrics, in the `kollus_ingest` namespace.
 
+use kollus_common::kollus::callback_secret::{Generation, SecretName};
 use kollus_common::kollus::lms::checksum::HashVerdict;
 use kollus_common::metrics::{
     counter, counter_vec, gauge, histogram, histogram_vec, latency_buckets, registry,
@@ -14,6 +15,7 @@ pub struct Metrics {
     pub kafka_produce_duration: Histogram,
     pub deadletters: IntCounterVec,
     pub lms_hash: IntCounterVec,
+    pub callback_auth: IntCounterVec,
     pub spooled: IntCounter,
     pub forwarded: IntCounter,
     pub spooled_records: IntGauge,
@@ -57,6 +59,15 @@ impl Metrics {
                 "LMS reports whose hash was checked, by verdict (verified, mismatch, absent).",
                 &["verdict"],
             ),
+            callback_auth: counter_vec(
+                &r,
+                "callback_auth_total",
+                "Callbacks authenticated, by route, the secret that opened it (platform, lms) and \
+                 its generation (current, previous): secret=\"platform\" on route=\"lms\" means \
+                 a viewer-held URL carries the platform secret; generation=\"previous\" at 0 \
+                 means a rotation's old value can go.",
+                &["route", "secret", "generation"],
+            ),
             spooled: counter(
                 &r,
                 "spooled_total",
@@ -87,6 +98,20 @@ impl Metrics {
         for kind in kollus_common::kollus::CallbackKind::ALL {
             for status in ["200", "400", "401", "503"] {
                 m.requests.with_label_values(&[kind.as_str(), status]);
+            }
+            for generation in Generation::ALL {
+                m.callback_auth.with_label_values(&[
+                    kind.as_str(),
+                    SecretName::Platform.label(),
+                    generation.label(),
+                ]);
+                if kind == kollus_common::kollus::CallbackKind::Lms {
+                    m.callback_auth.with_label_values(&[
+                        kind.as_str(),
+                        SecretName::Lms.label(),
+                        generation.label(),
+                    ]);
+                }
             }
         }
         m

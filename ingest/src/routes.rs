@@ -4,17 +4,21 @@
 //! body, parse, and answer 200 only once the record is durable.
 
 use std::collections::BTreeMap;
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
 use actix_web::http::header::{self, ContentType};
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
+use kollus_common::client_addr::{self, Networks};
 use kollus_common::envelope::query_without_secret;
 use kollus_common::envelope::{
     header as h, DeadLetter, Envelope, RawBody, RawRequest, SCHEMA_VERSION,
 };
-use kollus_common::kollus::callback_secret::check_callback_secret;
+use kollus_common::kollus::callback_secret::{
+    check_callback_secret, warn_platform_secret_on_player_route, CallbackSecret, SecretName,
+};
 use kollus_common::kollus::lms::checksum::{self, HashVerdict};
 use kollus_common::kollus::lms::request::{locate, LocateError};
 use kollus_common::kollus::lms::LmsReport;
@@ -33,7 +37,14 @@ use crate::spool::{SpoolError, SpooledRecord};
 
 /// What every handler needs, shared across HTTP workers.
 pub struct State {
-    pub secret: SecretString,
+    /// `CALLBACK_SECRET` (with its previous value during a rotation): the platform routes.
+    pub platform_secret: CallbackSecret,
+    /// `LMS_CALLBACK_SECRET`: /kollus/lms only.
+    pub lms_secret: CallbackSecret,
+    /// `CALLBACK_ALLOW_CIDRS`: where platform callbacks may come from (empty: anywhere).
+    pub allow: Networks,
+    /// `TRUSTED_PROXIES`: when `X-Forwarded-For` is believed.
+    pub proxies: Networks,
     pub body_limit: usize,
     pub in_flight: Semaphore,
     pub publisher: Publisher,
@@ -51,6 +62,8 @@ pub struct State {
 pub enum CallbackError {
     #[error("the callback URL's secret is missing or wrong")]
     Unauthorized,
+    #[error("platform callbacks are not taken from {0} (CALLBACK_ALLOW_CIDRS)")]
+    Forbidden(String),
     #[error("content type {0:?} is not accepted here; send application/x-www-form-urlencoded{1}")]
     UnsupportedMediaType(String, &'static str),
     #[error("the body is over the limit of {0} bytes")]
@@ -80,6 +93,7 @@ impl CallbackError {
     pub fn code(&self) -> &'static str {
         match self {
             Self::Unauthorized => "unauthorized",
+            Self::Forbidden(_) => "forbidden_source",
             Self::UnsupportedMediaType(..) => "unsupported_media_type",
             Self::PayloadTooLarge(_) => "body_too_large",
             Self::Invalid(_) => "invalid_callback",
@@ -108,6 +122,7 @@ impl ResponseError for CallbackError {
     fn status_code(&self) -> StatusCode {
         match self {
             Self::Unauthorized => StatusCode::UNAUTHORIZED,
+            Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::UnsupportedMediaType(..) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::Invalid(_)
@@ -180,7 +195,8 @@ pub async fn callback(
         });
     };
     let started = Instant::now();
-    let result = accept(kind, &req, payload, &state).await;
+    let client = client_addr::of_request(&req, &state.proxies);
+    let result = accept(kind, &req, client, payload, &state).await;
     let response = match &result {
         Ok((id, durable)) => HttpResponse::Ok().json(Accepted {
             id: *id,
@@ -191,10 +207,14 @@ pub async fn callback(
                 CallbackError::Unavailable(_) | CallbackError::Spool(_) => {
                     tracing::error!(route = kind.as_str(), error = %e, "callback not made durable: 503")
                 }
-                CallbackError::Unauthorized => kollus_common::telemetry::warn_auth_failure(
-                    kind.as_str(),
-                    req.peer_addr().map(|a| a.ip()),
-                ),
+                CallbackError::Unauthorized => {
+                    kollus_common::telemetry::warn_auth_failure(kind.as_str(), client)
+                }
+                // Counted in requests_total{status="403"}: a line each would let anyone flood
+                // the log; the first one of a second says who.
+                CallbackError::Forbidden(_) => {
+                    kollus_common::telemetry::warn_auth_failure(kind.as_str(), client)
+                }
                 // Counted in requests_total{status="503"}; a line each would flood the log.
                 CallbackError::Overloaded => {}
                 other => tracing::warn!(route = kind.as_str(), error = %other, "callback refused"),
@@ -219,6 +239,7 @@ pub async fn callback(
 async fn accept(
     kind: CallbackKind,
     req: &HttpRequest,
+    client: Option<IpAddr>,
     payload: web::Payload,
     state: &State,
 ) -> Result<(uuid::Uuid, Durable), CallbackError> {
@@ -226,7 +247,17 @@ async fn accept(
         .in_flight
         .try_acquire()
         .map_err(|_| CallbackError::Overloaded)?;
-    let mut query = authenticate(req, &state.secret)?;
+    if kind != CallbackKind::Lms && !state.allow.is_empty() {
+        match client {
+            Some(ip) if state.allow.contains(ip) => {}
+            other => {
+                return Err(CallbackError::Forbidden(
+                    other.map_or_else(|| "an unknown address".into(), |ip| ip.to_string()),
+                ))
+            }
+        }
+    }
+    let mut query = authenticate(kind, req, state)?;
     // Kollus POSTs every callback; only an LMS template may make the player GET.
     let method = req.method().as_str();
     if kind != CallbackKind::Lms && method != "POST" {
@@ -241,7 +272,7 @@ async fn accept(
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
     let received_at = OffsetDateTime::now_utc();
-    let source_ip = req.peer_addr().map(|a| a.ip());
+    let source_ip = client;
     let (body, too_large) = read_capped(payload, state.body_limit).await?;
     let raw = RawRequest {
         method: Some(method.to_owned()),
@@ -295,12 +326,33 @@ async fn accept(
 }
 
 /// Checks `?secret=` (common's one check, as token-api's callbacks do) and returns the other
-/// query parameters.
+/// query parameters. A platform route takes the platform secret only; /kollus/lms takes the LMS
+/// secret, and the platform secret with a WARN once and a count (an upgrade not finished).
 fn authenticate(
+    kind: CallbackKind,
     req: &HttpRequest,
-    secret: &SecretString,
+    state: &State,
 ) -> Result<BTreeMap<String, String>, CallbackError> {
-    check_callback_secret(req.query_string(), secret).map_err(|_| CallbackError::Unauthorized)
+    let accepted: &[&CallbackSecret] = if kind == CallbackKind::Lms {
+        &[&state.lms_secret, &state.platform_secret]
+    } else {
+        &[&state.platform_secret]
+    };
+    let found = check_callback_secret(req.query_string(), accepted, OffsetDateTime::now_utc())
+        .map_err(|_| CallbackError::Unauthorized)?;
+    if kind == CallbackKind::Lms && found.secret == SecretName::Platform {
+        warn_platform_secret_on_player_route(kind.as_str());
+    }
+    state
+        .metrics
+        .callback_auth
+        .with_label_values(&[
+            kind.as_str(),
+            found.secret.label(),
+            found.generation.label(),
+        ])
+        .inc();
+    Ok(found.rest)
 }
 
 /// Reads at most `limit` bytes; says whether there was more (the rest is not read).

@@ -28,6 +28,7 @@ impl Application {
     /// Binds the listener, connects the producer and makes sure the topics exist.
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
         let hash_check = settings.hash_check()?;
+        let (platform_secret, lms_secret) = settings.callback_secrets()?;
         let hash_policy = hash_check.as_ref().map(|(policy, _)| *policy);
         let spool = Spool::open(&settings.spool_dir, settings.spool_limit)?;
         let metrics = Metrics::new();
@@ -56,7 +57,10 @@ impl Application {
             metrics.ready.clone(),
         ));
         let state = Arc::new(State {
-            secret: settings.callback_secret.clone(),
+            platform_secret,
+            lms_secret,
+            allow: settings.callback_allow_cidrs.clone(),
+            proxies: settings.proxies.trusted_proxies.clone(),
             body_limit: settings.body_limit,
             in_flight: Semaphore::new(settings.max_in_flight),
             publisher: Publisher {
@@ -92,6 +96,8 @@ impl Application {
             addr = %settings.listen_addr, port, brokers = %settings.kafka.brokers,
             lms_fields = %settings.lms_fields.join(","),
             lms_hash_policy = ?hash_policy,
+            callback_allow_cidrs = %settings.callback_allow_cidrs,
+            trusted_proxies = %settings.proxies.trusted_proxies,
             "ingest listening"
         );
         Ok(Self {

@@ -3,7 +3,10 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use kollus_common::settings::{secret, DatabaseSettings, Redacted};
+use kollus_common::kollus::callback_secret::{
+    ensure_distinct, rotating, CallbackSecret, SecretName,
+};
+use kollus_common::settings::{secret, DatabaseSettings, ProxySettings, Redacted};
 use kollus_common::telemetry::LogSettings;
 use secrecy::SecretString;
 
@@ -63,6 +66,8 @@ pub struct Settings {
     pub strict_catalog_cache: std::time::Duration,
     #[command(flatten)]
     pub play: PlaySettings,
+    #[command(flatten)]
+    pub proxies: ProxySettings,
     /// The archive (`kollus-archive dump --to`): a directory or `s3://bucket/prefix`. Set, user
     /// exports also carry the raw LMS reports found in it (a scan of the archive's playback
     /// segments). Optional.
@@ -110,6 +115,7 @@ impl Settings {
         if self.console.session_hours == 0 {
             return Err("CONSOLE_SESSION_HOURS must be at least 1".into());
         }
+        self.play.secrets()?;
         Ok(())
     }
 }
@@ -117,10 +123,24 @@ impl Settings {
 /// How token-api answers play and DRM callbacks (`PLAY_*` settings).
 #[derive(Debug, Clone, clap::Args)]
 pub struct PlaySettings {
-    /// The secret Kollus's callback URLs carry (`?secret=`), as ingest's. Unset: the play and
-    /// DRM callbacks are off (404).
+    /// The play and DRM callbacks' secret (`?secret=` of the play and DRM callback URLs in the
+    /// Kollus console). Assume a viewer can read it: it opens these two routes only. Unset: the
+    /// play and DRM callbacks are off (404).
+    #[arg(long, env = "PLAY_CALLBACK_SECRET", value_parser = kollus_common::settings::Redacted(kollus_common::settings::callback_secret), hide_env_values = true)]
+    pub play_callback_secret: Option<SecretString>,
+    /// PLAY_CALLBACK_SECRET's previous value, accepted until PLAY_CALLBACK_SECRET_PREVIOUS_UNTIL.
+    #[arg(long, env = "PLAY_CALLBACK_SECRET_PREVIOUS", value_parser = kollus_common::settings::Redacted(kollus_common::settings::callback_secret), hide_env_values = true)]
+    pub play_callback_secret_previous: Option<SecretString>,
+    /// When PLAY_CALLBACK_SECRET_PREVIOUS stops being accepted (RFC 3339, at most a day ahead).
+    #[arg(long, env = "PLAY_CALLBACK_SECRET_PREVIOUS_UNTIL", value_parser = kollus_common::settings::rfc3339)]
+    pub play_callback_secret_previous_until: Option<time::OffsetDateTime>,
+    /// The platform callbacks' secret, as ingest's. Optional here: when set, it is also taken on
+    /// the play and DRM routes, with a WARN once and a count, for the time an upgrade needs
+    /// (README, "Callback secrets"). Set alone, without PLAY_CALLBACK_SECRET, it stops the start.
     #[arg(long, env = "CALLBACK_SECRET", value_parser = kollus_common::settings::Redacted(kollus_common::settings::callback_secret), hide_env_values = true)]
     pub callback_secret: Option<SecretString>,
+    #[command(flatten)]
+    pub callback_secret_rotation: kollus_common::settings::PlatformSecretRotation,
     /// What to answer when no entitlement covers the video (unknown user or video included).
     #[arg(long, env = "PLAY_DEFAULT", value_enum, default_value_t = PlayDefault::Deny)]
     pub default: PlayDefault,
@@ -158,6 +178,58 @@ pub struct ConsoleSettings {
     /// Send the session cookie without `Secure`, for local runs over plain HTTP only.
     #[arg(long = "console-insecure-cookie", env = "CONSOLE_INSECURE_COOKIE", default_value = "false", value_parser = clap::builder::BoolishValueParser::new())]
     pub insecure_cookie: bool,
+}
+
+/// The secrets the play and DRM callbacks take: their own, and the platform secret when set.
+#[derive(Debug, Clone)]
+pub struct PlaySecrets {
+    pub play: CallbackSecret,
+    pub platform: Option<CallbackSecret>,
+}
+
+impl PlaySettings {
+    /// The secrets in force, checked: none when the callbacks are off; the platform secret set
+    /// without the play secret (a deployment from before they were split) is refused, since
+    /// the callbacks would silently be off and Kollus would refuse every play.
+    pub fn secrets(&self) -> Result<Option<PlaySecrets>, String> {
+        let now = time::OffsetDateTime::now_utc();
+        let Some(play) = &self.play_callback_secret else {
+            if self.callback_secret.is_some() {
+                return Err(
+                    "CALLBACK_SECRET is set but PLAY_CALLBACK_SECRET is not: the play \
+                            and DRM callbacks now take a secret of their own. Set \
+                            PLAY_CALLBACK_SECRET and put it in the Kollus console's play and DRM \
+                            callback URLs (README, \"Callback secrets\", the upgrade steps)"
+                        .into(),
+                );
+            }
+            return Ok(None);
+        };
+        let mut values = vec![("PLAY_CALLBACK_SECRET", play)];
+        if let Some(previous) = &self.play_callback_secret_previous {
+            values.push(("PLAY_CALLBACK_SECRET_PREVIOUS", previous));
+        }
+        if let Some(platform) = &self.callback_secret {
+            values.push(("CALLBACK_SECRET", platform));
+        }
+        if let Some(previous) = &self.callback_secret_rotation.previous {
+            values.push(("CALLBACK_SECRET_PREVIOUS", previous));
+        }
+        ensure_distinct(&values)?;
+        let play = rotating(
+            SecretName::Play,
+            play,
+            self.play_callback_secret_previous.as_ref(),
+            self.play_callback_secret_previous_until,
+            now,
+        )?;
+        let platform = self
+            .callback_secret
+            .as_ref()
+            .map(|current| self.callback_secret_rotation.secret(current))
+            .transpose()?;
+        Ok(Some(PlaySecrets { play, platform }))
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]

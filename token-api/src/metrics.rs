@@ -25,6 +25,8 @@ pub struct Metrics {
     pub play_decisions: IntCounterVec,
     /// Play and DRM callbacks not answered with a decision, by callback and why.
     pub play_refused: IntCounterVec,
+    /// Play and DRM callbacks authenticated, by callback, secret and generation.
+    pub callback_auth: IntCounterVec,
     /// Entitlement grants and revocations.
     pub entitlement_changes: IntCounterVec,
     /// Exports started, by what (`user`, `media`).
@@ -72,6 +74,12 @@ impl Metrics {
                 "Play and DRM callbacks answered with an error instead of a decision, by callback and reason (bad_secret, invalid, unavailable, error, off).",
                 &["callback", "reason"],
             ),
+            callback_auth: counter_vec(
+                &r,
+                "callback_auth_total",
+                "Play and DRM callbacks authenticated, by callback, the secret that opened it (play, platform) and its generation (current, previous): secret=\"platform\" means a viewer-held URL carries the platform secret; generation=\"previous\" at 0 means a rotation's old value can go.",
+                &["callback", "secret", "generation"],
+            ),
             entitlement_changes: counter_vec(
                 &r,
                 "entitlement_changes_total",
@@ -106,6 +114,12 @@ impl Metrics {
         zeroed(&m.exports, &[&["user"], &["media"]]);
         zeroed(&m.entitlement_changes, &[&["grant"], &["revoke"]]);
         for callback in ["play", "drm"] {
+            for secret in ["play", "platform"] {
+                for generation in ["current", "previous"] {
+                    m.callback_auth
+                        .with_label_values(&[callback, secret, generation]);
+                }
+            }
             zeroed(
                 &m.play_refused,
                 &[

@@ -56,7 +56,7 @@ impl ServedDocument {
     info(
         title = "kollus-pipeline token-api",
         version = "1.0.0",
-        description = "Signed Kollus playback tokens and player URLs for the product app, the read API for watch progress, watch history and the media catalog, entitlements, exports, and the answers to Kollus's play and DRM callbacks. Every /v1 endpoint needs `Authorization: Bearer <key>` (TOKEN_API_KEYS) whose key has the scope the operation's `security` names (else 403 naming it); Kollus's /kollus callbacks carry CALLBACK_SECRET instead. Errors are RFC 7807 `application/problem+json`; validation errors list every invalid field. Operations endpoints, not listed here: /healthz, /readyz, /metrics (Prometheus)."
+        description = "Signed Kollus playback tokens and player URLs for the product app, the read API for watch progress, watch history and the media catalog, entitlements, exports, and the answers to Kollus's play and DRM callbacks. Every /v1 endpoint needs `Authorization: Bearer <key>` (TOKEN_API_KEYS) whose key has the scope the operation's `security` names (else 403 naming it); Kollus's /kollus callbacks carry PLAY_CALLBACK_SECRET instead. Errors are RFC 7807 `application/problem+json`; validation errors list every invalid field. Operations endpoints, not listed here: /healthz, /readyz, /metrics (Prometheus)."
     ),
     servers((url = "http://127.0.0.1:8081")),
     security(("bearer" = [])),
@@ -119,7 +119,7 @@ impl utoipa::Modify for SecuritySchemes {
             "callbackSecret",
             SecurityScheme::ApiKey(ApiKey::Query(ApiKeyValue::with_description(
                 "secret",
-                "CALLBACK_SECRET, in the callback URL configured in the Kollus console.",
+                "PLAY_CALLBACK_SECRET, in the play and DRM callback URLs configured in the Kollus console (README, \"Callback secrets\").",
             ))),
         );
     }

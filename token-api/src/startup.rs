@@ -61,7 +61,15 @@ impl Application {
             pool: pool.clone(),
             metrics: metrics.clone(),
         });
+        let play_secrets = settings.play.secrets().map_err(anyhow::Error::msg)?;
+        if play_secrets.is_none() {
+            tracing::warn!(
+                "PLAY_CALLBACK_SECRET is not set: Kollus's play and DRM callbacks are off (404)"
+            );
+        }
         let playback = web::Data::new(Playback {
+            secrets: play_secrets,
+            proxies: settings.proxies.trusted_proxies.clone(),
             settings: settings.play.clone(),
             signer,
             custom_key: settings.custom_key.clone(),
@@ -77,11 +85,6 @@ impl Application {
                 .map(kollus_archive::store::Archive::open)
                 .transpose()?,
         });
-        if settings.play.callback_secret.is_none() {
-            tracing::warn!(
-                "CALLBACK_SECRET is not set: Kollus's play and DRM callbacks are off (404)"
-            );
-        }
         let keys = web::Data::new(KeyRing::new(settings.api_keys.clone()));
         settings.api_keys.warn_unscoped();
         if let Some(file) = &settings.api_keys_file {

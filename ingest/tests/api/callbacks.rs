@@ -42,7 +42,7 @@ async fn lms_json_body_and_uservalues_in_the_query_are_kept() {
     let res = app
         .client
         .post(format!(
-            "{}/kollus/lms?uservalue0=production&secret={SECRET}",
+            "{}/kollus/lms?uservalue0=production&secret={LMS_SECRET}",
             app.address
         ))
         .header("content-type", "application/json")

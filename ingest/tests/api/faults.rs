@@ -65,7 +65,7 @@ async fn post_one(
         .replace("%22181353%22", &format!("%22user{n}%22"));
     let started = Instant::now();
     let res = client
-        .post(format!("{base}/kollus/lms?secret={SECRET}"))
+        .post(format!("{base}/kollus/lms?secret={LMS_SECRET}"))
         .header("content-type", FORM)
         .body(body)
         .send()
@@ -192,6 +192,7 @@ fn start_ingest(port: u16, brokers: &str, spool: &std::path::Path) -> Ingest {
         Command::new(env!("CARGO_BIN_EXE_ingest"))
             .env("LISTEN_ADDR", format!("127.0.0.1:{port}"))
             .env("CALLBACK_SECRET", SECRET)
+            .env("LMS_CALLBACK_SECRET", LMS_SECRET)
             .env("KAFKA_BROKERS", brokers)
             .env("KAFKA_TOPIC_PARTITIONS", "3")
             .env("INGEST_SPOOL_DIR", spool)

@@ -6,7 +6,19 @@ use kollus_ingest::startup::Application;
 use kollus_test_support::{read_topic, topic_record_count, Broker};
 use rdkafka::message::{Headers as _, Message as _, OwnedMessage};
 
+/// The platform secret (`CALLBACK_SECRET`).
 pub const SECRET: &str = "test-callback-secret";
+/// The LMS secret (`LMS_CALLBACK_SECRET`): `Settings::for_tests` appends `-lms`.
+pub const LMS_SECRET: &str = "test-callback-secret-lms";
+
+/// The secret the Kollus console's URL for `route` carries.
+pub fn secret_for(route: &str) -> &'static str {
+    if route == "lms" {
+        LMS_SECRET
+    } else {
+        SECRET
+    }
+}
 
 pub struct TestApp {
     pub address: String,
@@ -43,7 +55,7 @@ pub async fn spawn_app_on(broker: Broker, tweak: impl FnOnce(&mut Settings)) -> 
 
 impl TestApp {
     pub async fn post(&self, route: &str, content_type: &str, body: Vec<u8>) -> reqwest::Response {
-        self.post_with_secret(route, SECRET, content_type, body)
+        self.post_with_secret(route, secret_for(route), content_type, body)
             .await
     }
 

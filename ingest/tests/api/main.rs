@@ -5,3 +5,4 @@ mod faults;
 mod helpers;
 mod inputs;
 mod templates;
+mod trust;

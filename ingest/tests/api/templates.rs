@@ -152,7 +152,11 @@ async fn policy_off_checks_nothing_and_require_without_a_key_does_not_start() {
 #[tokio::test]
 async fn the_document_in_the_query_string_works_as_post_and_as_get() {
     let app = spawn_app().await;
-    let url = format!("{}{}&secret={SECRET}", app.address, query_string_fixture());
+    let url = format!(
+        "{}{}&secret={LMS_SECRET}",
+        app.address,
+        query_string_fixture()
+    );
     let post = app.client.post(&url).send().await.unwrap();
     assert_eq!(post.status(), 200, "{:?}", post.text().await);
     let get = app.client.get(&url).send().await.unwrap();
@@ -232,7 +236,7 @@ async fn a_template_without_the_document_is_a_400_kept_with_its_query_string() {
     let res = app
         .client
         .post(format!(
-            "{}/kollus/lms?userid=kim%40example.com&secret={SECRET}",
+            "{}/kollus/lms?userid=kim%40example.com&secret={LMS_SECRET}",
             app.address
         ))
         .header("content-type", FORM)
@@ -251,7 +255,7 @@ async fn a_template_without_the_document_is_a_400_kept_with_its_query_string() {
     let get = app
         .client
         .get(format!(
-            "{}/kollus/lms?start_at=1&secret={SECRET}",
+            "{}/kollus/lms?start_at=1&secret={LMS_SECRET}",
             app.address
         ))
         .send()

@@ -17,7 +17,7 @@ impl Stack {
         let res = self
             .http
             .post(format!(
-                "{}/kollus/play?secret={CALLBACK_SECRET}",
+                "{}/kollus/play?secret={PLAY_CALLBACK_SECRET}",
                 self.token_api
             ))
             .form(&[
@@ -98,4 +98,81 @@ async fn the_allowance_shrinks_as_the_viewer_watches_until_kollus_is_told_no() {
         refused["message"],
         "이 강의의 시청 가능 시간을 모두 사용했습니다."
     );
+}
+
+/// Callback trust through the binaries: each of the three secrets opens its own routes and no
+/// other (the platform secret aside, which the services' own tests cover), and a refused request
+/// leaves nothing on any topic nor any decision in PostgreSQL.
+#[tokio::test]
+async fn each_callback_secret_opens_only_its_own_routes() {
+    let stack = Stack::start().await;
+    let post = |base: &str, route: &str, secret: &str| {
+        let body: Vec<(&str, String)> = match route {
+            "drm" => vec![(
+                "items",
+                json!([{"kind": 1, "client_user_id": "u", "media_content_key": "m",
+                        "player_id": "p", "session_key": "s"}])
+                .to_string(),
+            )],
+            "play" => vec![
+                ("kind", "1".into()),
+                ("client_user_id", "u".into()),
+                ("media_content_key", "m".into()),
+            ],
+            _ => vec![("upload_file_key", "u".into())],
+        };
+        stack
+            .http
+            .post(format!("{base}/kollus/{route}?secret={secret}"))
+            .form(&body)
+            .send()
+    };
+    let ingest_routes = ["upload", "transcoding", "content", "channel", "lms"];
+    for route in ingest_routes {
+        for secret in [PLAY_CALLBACK_SECRET, LMS_CALLBACK_SECRET] {
+            if secret == secret_for(route) {
+                continue;
+            }
+            let res = post(&stack.ingest, route, secret).await.unwrap();
+            assert_eq!(res.status(), 401, "ingest {route} with {secret}");
+        }
+    }
+    for route in ["play", "drm"] {
+        for secret in [CALLBACK_SECRET, LMS_CALLBACK_SECRET] {
+            let res = post(&stack.token_api, route, secret).await.unwrap();
+            assert_eq!(res.status(), 401, "token-api {route} with {secret}");
+        }
+    }
+    for topic in [
+        "kollus.content.v1",
+        "kollus.playback.v1",
+        "kollus.deadletter.v1",
+    ] {
+        assert_eq!(
+            kollus_test_support::topic_record_count(&stack.broker.addr, topic),
+            0,
+            "nothing kept on {topic}"
+        );
+    }
+    let decisions: i64 = stack
+        .db
+        .client()
+        .await
+        .query_one("SELECT count(*) FROM playback_decisions", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(decisions, 0, "a refused callback decides nothing");
+    // Each route with its own secret is answered (the platform form above is no valid upload,
+    // so 400: past the secret check, and dead-lettered).
+    for route in ingest_routes {
+        let res = post(&stack.ingest, route, secret_for(route)).await.unwrap();
+        assert_ne!(res.status(), 401, "ingest {route} with its own secret");
+    }
+    for route in ["play", "drm"] {
+        let res = post(&stack.token_api, route, PLAY_CALLBACK_SECRET)
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200, "token-api {route} with its own secret");
+    }
 }

@@ -99,8 +99,9 @@ async fn post(stack: &Stack, route: &str, content_type: &str, body: Vec<u8>) {
         .unwrap();
     let res = http
         .post(format!(
-            "{}/kollus/{route}?secret={CALLBACK_SECRET}",
-            stack.ingest
+            "{}/kollus/{route}?secret={}",
+            stack.ingest,
+            secret_for(route)
         ))
         .header("content-type", content_type)
         .body(body)

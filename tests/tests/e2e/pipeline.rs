@@ -148,7 +148,7 @@ async fn every_fixture_reaches_the_tables_through_the_real_binaries() {
     let json = stack
         .http
         .post(format!(
-            "{}/kollus/lms?secret={CALLBACK_SECRET}",
+            "{}/kollus/lms?secret={LMS_CALLBACK_SECRET}",
             stack.ingest
         ))
         .header("content-type", "application/json")
@@ -161,7 +161,7 @@ async fn every_fixture_reaches_the_tables_through_the_real_binaries() {
     let get = stack
         .http
         .get(format!(
-            "{}{}&secret={CALLBACK_SECRET}",
+            "{}{}&secret={LMS_CALLBACK_SECRET}",
             stack.ingest,
             url.trim_end()
         ))

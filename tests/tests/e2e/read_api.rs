@@ -39,7 +39,7 @@ impl Stack {
         let res = self
             .http
             .post(format!(
-                "{}/kollus/lms?secret={CALLBACK_SECRET}",
+                "{}/kollus/lms?secret={LMS_CALLBACK_SECRET}",
                 self.ingest
             ))
             .header("content-type", "application/json")
@@ -285,7 +285,7 @@ async fn real_installations_reports_reach_the_read_api_signed_segmented_and_flag
     let res = stack
         .http
         .get(format!(
-            "{}{}&secret={CALLBACK_SECRET}",
+            "{}{}&secret={LMS_CALLBACK_SECRET}",
             stack.ingest,
             query_string_fixture()
         ))

@@ -189,6 +189,8 @@ impl Reader {
                 stack.token_api.trim_start_matches("http://"),
             )
             .put_in("dev-callback-secret", CALLBACK_SECRET)
+            .put_in("dev-play-callback-secret", PLAY_CALLBACK_SECRET)
+            .put_in("dev-lms-callback-secret", LMS_CALLBACK_SECRET)
             .put_in("dev-api-key-0123456789", API_KEY)
             .put_in("dev-console-key-0123456789", CONSOLE_KEY)
             .put_in(
@@ -341,11 +343,16 @@ const TRY_IT: &[Says] = &[
     says("@$F/lms-seed.form", &[200], &["{\"id\":\""]),
     says("@$F/channel-join-seed.form", &[200], &["{\"id\":\""]),
     says(
-        "callback-secret\" --data-binary @$F/channel-join.form",
+        "secret=dev-callback-secret\" --data-binary @$F/channel-join.form",
         &[200],
         &["{\"id\":\""],
     ),
     says("secret=wrong", &[401], &[]),
+    says(
+        "channel?secret=dev-lms-callback-secret",
+        &[401],
+        &["unauthorized"],
+    ),
     reads(
         "psql",
         &[],

@@ -7,6 +7,8 @@ use crate::stack::binary;
 
 const SECRETS: &[(&str, &str)] = &[
     ("CALLBACK_SECRET", "callback-secret-value-0123"),
+    ("PLAY_CALLBACK_SECRET", "play-callback-secret-value-0123"),
+    ("LMS_CALLBACK_SECRET", "lms-callback-secret-value-0123"),
     ("KOLLUS_SECURITY_KEY", "security-key-value-0123"),
     ("TOKEN_API_KEYS", "app:api-key-value-0123456789"),
     (
@@ -62,8 +64,19 @@ fn a_refused_secret_is_named_never_shown() {
         ),
         (
             "ingest",
-            &[("CALLBACK_SECRET", "short-secret")],
+            &[
+                ("CALLBACK_SECRET", "short-secret"),
+                ("LMS_CALLBACK_SECRET", "lms-callback-secret-value-0123"),
+            ],
             "CALLBACK_SECRET",
+        ),
+        (
+            "ingest",
+            &[
+                ("CALLBACK_SECRET", "callback-secret-value-0123"),
+                ("LMS_CALLBACK_SECRET", "short-lms"),
+            ],
+            "LMS_CALLBACK_SECRET",
         ),
     ];
     for (service, env, name) in cases {
@@ -102,6 +115,48 @@ fn settings_that_cannot_work_stop_the_start_with_the_setting_named() {
 }
 
 #[test]
+fn one_value_for_two_callback_secrets_or_the_old_single_secret_stops_the_start() {
+    const SHARED: &str = "one-value-for-two-secrets-0123";
+    let out = run(
+        "ingest",
+        &[],
+        &[("CALLBACK_SECRET", SHARED), ("LMS_CALLBACK_SECRET", SHARED)],
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        text(&out).contains("CALLBACK_SECRET and LMS_CALLBACK_SECRET"),
+        "{}",
+        text(&out)
+    );
+    assert!(!text(&out).contains(SHARED), "never the value");
+    // An LMS secret is required: the URL every viewer holds needs its own.
+    let out = run("ingest", &[], &[("CALLBACK_SECRET", SHARED)]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("LMS_CALLBACK_SECRET"), "{}", text(&out));
+    // token-api given only the platform secret (a deployment from before the split): its play
+    // and DRM callbacks would silently be off, and Kollus would refuse every play.
+    let token_api = [
+        ("TOKEN_API_KEYS", "app:api-key-value-0123456789"),
+        ("KOLLUS_SECURITY_KEY", "security-key-value-0123"),
+        ("KOLLUS_CUSTOM_KEY", "custom"),
+        ("CALLBACK_SECRET", SHARED),
+    ];
+    let out = run("token-api", &[], &token_api);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        text(&out).contains("PLAY_CALLBACK_SECRET"),
+        "{}",
+        text(&out)
+    );
+    let mut same = token_api.to_vec();
+    same.push(("PLAY_CALLBACK_SECRET", SHARED));
+    let out = run("token-api", &[], &same);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("same value"), "{}", text(&out));
+    assert!(!text(&out).contains(SHARED), "never the value");
+}
+
+#[test]
 fn secrets_may_come_from_files_and_healthcheck_probes_healthz() {
     let dir = std::env::temp_dir().join(format!("kollus-e2e-secrets-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
@@ -111,7 +166,10 @@ fn secrets_may_come_from_files_and_healthcheck_probes_healthz() {
     let out = run(
         "ingest",
         &[],
-        &[("CALLBACK_SECRET_FILE", file.to_str().unwrap())],
+        &[
+            ("CALLBACK_SECRET_FILE", file.to_str().unwrap()),
+            ("LMS_CALLBACK_SECRET", "lms-callback-secret-value-0123"),
+        ],
     );
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     assert!(text(&out).contains("CALLBACK_SECRET"));
@@ -147,6 +205,7 @@ async fn failed_authentication_is_logged_rate_limited_without_the_presented_valu
         .env_clear()
         .envs([
             ("CALLBACK_SECRET", "the-right-callback-secret"),
+            ("LMS_CALLBACK_SECRET", "the-right-lms-callback-secret"),
             ("LISTEN_ADDR", &format!("127.0.0.1:{port}")),
             // No broker: ingest starts anyway (it would spool).
             ("KAFKA_BROKERS", "127.0.0.1:1"),
@@ -189,5 +248,6 @@ async fn failed_authentication_is_logged_rate_limited_without_the_presented_valu
         "never the presented value"
     );
     assert!(!log.contains("the-right-callback-secret"));
+    assert!(!log.contains("the-right-lms-callback-secret"));
     let _ = std::fs::remove_dir_all(&spool);
 }

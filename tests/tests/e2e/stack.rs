@@ -6,7 +6,21 @@ use std::time::Duration;
 
 use kollus_test_support::{eventually, free_port, Broker, TestDb};
 
+/// The platform callbacks' secret (ingest's upload, transcoding, content, channel).
 pub const CALLBACK_SECRET: &str = "e2e-callback-secret";
+/// The play and DRM callbacks' secret (token-api).
+pub const PLAY_CALLBACK_SECRET: &str = "e2e-play-callback-secret";
+/// The LMS URL's secret (ingest's /kollus/lms): public.
+pub const LMS_CALLBACK_SECRET: &str = "e2e-lms-callback-secret";
+
+/// The secret the Kollus console's URL for `route` carries.
+pub fn secret_for(route: &str) -> &'static str {
+    match route {
+        "lms" => LMS_CALLBACK_SECRET,
+        "play" | "drm" => PLAY_CALLBACK_SECRET,
+        _ => CALLBACK_SECRET,
+    }
+}
 pub const SECURITY_KEY: &str = "e2e-security-key-0123456789";
 pub const CUSTOM_KEY: &str = "e2e-custom-key";
 pub const API_KEY: &str = "e2e-api-key-0123456789abcdef";
@@ -94,6 +108,7 @@ impl Stack {
                 "ingest",
                 vec![
                     ("CALLBACK_SECRET", CALLBACK_SECRET.into()),
+                    ("LMS_CALLBACK_SECRET", LMS_CALLBACK_SECRET.into()),
                     ("INGEST_SPOOL_DIR", spool_dir.display().to_string()),
                     ("KOLLUS_SERVICE_ACCOUNT_KEY", SERVICE_ACCOUNT_KEY.into()),
                 ],
@@ -108,7 +123,7 @@ impl Stack {
                         format!("e2e:{API_KEY},support[console]:{CONSOLE_KEY}"),
                     ),
                     ("CONSOLE_INSECURE_COOKIE", "1".into()),
-                    ("CALLBACK_SECRET", CALLBACK_SECRET.into()),
+                    ("PLAY_CALLBACK_SECRET", PLAY_CALLBACK_SECRET.into()),
                 ],
             ),
             ("sync-worker", vec![]),
@@ -186,8 +201,9 @@ impl Stack {
     pub async fn callback(&self, route: &str, body: Vec<u8>) -> reqwest::Response {
         self.http
             .post(format!(
-                "{}/kollus/{route}?secret={CALLBACK_SECRET}",
-                self.ingest
+                "{}/kollus/{route}?secret={}",
+                self.ingest,
+                secret_for(route)
             ))
             .header("content-type", "application/x-www-form-urlencoded")
             .body(body)

@@ -21,19 +21,26 @@ use std::sync::Arc;
 
 use actix_web::{web, HttpRequest, HttpResponse};
 use deadpool_postgres::Pool;
-use kollus_common::kollus::callback_secret::check_callback_secret;
+use kollus_common::client_addr::{self, Networks};
+use kollus_common::kollus::callback_secret::{
+    check_callback_secret, warn_platform_secret_on_player_route, SecretName,
+};
 use serde_json::Value;
 use time::OffsetDateTime;
 
 use self::policy::{decide_download, decide_play, Decision, Reason};
 use self::store::Record;
-use crate::configuration::PlaySettings;
+use crate::configuration::{PlaySecrets, PlaySettings};
 use crate::metrics::Metrics;
 use crate::problem::{db_error, ApiError};
 use crate::signer::Signer;
 
 /// What the play and DRM callbacks need, as their own `web::Data`.
 pub struct Playback {
+    /// The secrets these callbacks take; `None`: they are off (404).
+    pub secrets: Option<PlaySecrets>,
+    /// `TRUSTED_PROXIES`: who the client is, for the logs.
+    pub proxies: Networks,
     pub settings: PlaySettings,
     pub signer: Arc<Signer>,
     /// The Kollus account's custom key, sent back as `X-Kollus-UserKey`.
@@ -44,22 +51,32 @@ pub struct Playback {
 
 const NOT_ANSWERING: &str = "the entitlements database is not answering; Kollus may retry";
 
-/// Checks `?secret=` with common's one check (ingest's).
+/// Checks `?secret=` with common's one check (ingest's): the play secret, or the platform
+/// secret with a WARN once and a count (a URL a viewer holds should not carry it).
 fn check_secret(req: &HttpRequest, p: &Playback, callback: &'static str) -> Result<(), ApiError> {
-    let Some(expected) = &p.settings.callback_secret else {
+    let Some(secrets) = &p.secrets else {
         return Err(ApiError::NotFound(
-            "play and DRM callbacks are off on this server: set CALLBACK_SECRET".into(),
+            "play and DRM callbacks are off on this server: set PLAY_CALLBACK_SECRET".into(),
         ));
     };
-    check_callback_secret(req.query_string(), expected)
-        .map(drop)
+    let mut accepted = vec![&secrets.play];
+    accepted.extend(secrets.platform.as_ref());
+    let found = check_callback_secret(req.query_string(), &accepted, OffsetDateTime::now_utc())
         .map_err(|_| {
             kollus_common::telemetry::warn_auth_failure(
                 req.match_pattern().as_deref().unwrap_or(callback),
-                req.peer_addr().map(|a| a.ip()),
+                client_addr::of_request(req, &p.proxies),
             );
             ApiError::BadSecret
-        })
+        })?;
+    if found.secret == SecretName::Platform {
+        warn_platform_secret_on_player_route(callback);
+    }
+    p.metrics
+        .callback_auth
+        .with_label_values(&[callback, found.secret.label(), found.generation.label()])
+        .inc();
+    Ok(())
 }
 
 fn counted(p: &Playback, callback: &'static str, result: &Result<HttpResponse, ApiError>) {
@@ -125,7 +142,7 @@ pub enum CallbackRefused {
     Unauthorized(crate::problem::Problem<'static>),
     #[response(
         status = 404,
-        description = "Play and DRM callbacks are off (CALLBACK_SECRET is not set).",
+        description = "Play and DRM callbacks are off (PLAY_CALLBACK_SECRET is not set).",
         content_type = "application/problem+json"
     )]
     Off(crate::problem::Problem<'static>),
@@ -167,7 +184,7 @@ async fn answer_play(
     body: &[u8],
     p: &Playback,
 ) -> Result<HttpResponse, ApiError> {
-    check_secret(req, p, "/kollus/play")?;
+    check_secret(req, p, "play")?;
     let callback = wire::play(body)?;
     let now = OffsetDateTime::now_utc();
     let (user, media) = (callback.user.as_str(), callback.media.as_str());
@@ -239,7 +256,7 @@ async fn answer_drm(
     body: &[u8],
     p: &Playback,
 ) -> Result<HttpResponse, ApiError> {
-    check_secret(req, p, "/kollus/drm")?;
+    check_secret(req, p, "drm")?;
     let items = wire::drm(body)?;
     let now = OffsetDateTime::now_utc();
     let decided = within(p, async {

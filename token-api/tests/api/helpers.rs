@@ -15,6 +15,9 @@ pub const SECURITY_KEY: &str = "test-security-key-0123456789";
 pub const CUSTOM_KEY: &str = "custom-key-abc";
 pub const APP_KEY: &str = "app-key-0123456789abcdef";
 pub const OPS_KEY: &str = "ops-key-0123456789abcdef";
+/// `PLAY_CALLBACK_SECRET`: the play and DRM callbacks' own secret.
+pub const PLAY_SECRET: &str = "test-play-callback-secret-0123";
+/// `CALLBACK_SECRET`, the platform secret: unset unless a test sets it.
 pub const CALLBACK_SECRET: &str = "test-callback-secret-0123";
 
 pub struct TestApp {
@@ -29,7 +32,23 @@ pub async fn spawn_app() -> TestApp {
 
 pub async fn spawn_app_with(tweak: impl FnOnce(&mut Settings)) -> TestApp {
     let db = TestDb::new().await;
-    let mut settings = Settings {
+    let mut settings = test_settings(&db);
+    tweak(&mut settings);
+    let app = Application::build(settings)
+        .await
+        .expect("building token-api");
+    let address = format!("http://127.0.0.1:{}", app.port());
+    tokio::spawn(app.run_until_stopped());
+    TestApp {
+        address,
+        db,
+        client: reqwest::Client::new(),
+    }
+}
+
+/// The settings every test starts from, on `db`.
+pub fn test_settings(db: &TestDb) -> Settings {
+    Settings {
         listen_addr: "127.0.0.1:0".parse().unwrap(),
         security_key: SecretString::from(SECURITY_KEY),
         custom_key: CUSTOM_KEY.into(),
@@ -44,13 +63,18 @@ pub async fn spawn_app_with(tweak: impl FnOnce(&mut Settings)) -> TestApp {
         // Exact answers unless a test is about the cache.
         strict_catalog_cache: std::time::Duration::ZERO,
         play: PlaySettings {
-            callback_secret: Some(SecretString::from(CALLBACK_SECRET)),
+            play_callback_secret: Some(SecretString::from(PLAY_SECRET)),
+            play_callback_secret_previous: None,
+            play_callback_secret_previous_until: None,
+            callback_secret: None,
+            callback_secret_rotation: Default::default(),
             default: PlayDefault::Deny,
             lang: Lang::Ko,
             vmcheck: false,
             disable_tvout: false,
             timeout: std::time::Duration::from_secs(2),
         },
+        proxies: Default::default(),
         archive_dir: None,
         console: ConsoleSettings {
             time_zone: "Asia/Seoul".into(),
@@ -62,17 +86,6 @@ pub async fn spawn_app_with(tweak: impl FnOnce(&mut Settings)) -> TestApp {
             log_format: LogFormat::Text,
             log_filter: "info".into(),
         },
-    };
-    tweak(&mut settings);
-    let app = Application::build(settings)
-        .await
-        .expect("building token-api");
-    let address = format!("http://127.0.0.1:{}", app.port());
-    tokio::spawn(app.run_until_stopped());
-    TestApp {
-        address,
-        db,
-        client: reqwest::Client::new(),
     }
 }
 

@@ -13,7 +13,7 @@ impl TestApp {
     async fn raw_callback(&self, path: &str, body: String) -> reqwest::Response {
         self.client
             .post(format!(
-                "{}/kollus/{path}?secret={CALLBACK_SECRET}",
+                "{}/kollus/{path}?secret={PLAY_SECRET}",
                 self.address
             ))
             .header("content-type", "application/x-www-form-urlencoded")

@@ -2,6 +2,7 @@
 
 mod binary;
 mod browser;
+mod callback_trust;
 mod console;
 mod export;
 mod helpers;

@@ -76,7 +76,7 @@ impl TestApp {
     async fn play(&self, kind: &str, user: &str, media: &str) -> reqwest::Response {
         self.callback(
             "play",
-            CALLBACK_SECRET,
+            PLAY_SECRET,
             &[
                 ("kind", kind),
                 ("client_user_id", user),
@@ -91,7 +91,7 @@ impl TestApp {
     }
 
     async fn drm(&self, items: Value) -> reqwest::Response {
-        self.callback("drm", CALLBACK_SECRET, &[("items", &items.to_string())])
+        self.callback("drm", PLAY_SECRET, &[("items", &items.to_string())])
             .await
     }
 
@@ -370,7 +370,7 @@ async fn bad_secrets_and_malformed_callbacks_are_refused_and_keep_nothing() {
             "uservalues",
         ),
     ] {
-        let res = app.callback("play", CALLBACK_SECRET, &form).await;
+        let res = app.callback("play", PLAY_SECRET, &form).await;
         assert_eq!(res.status(), 400, "{form:?}");
         assert_eq!(res.headers()["content-type"], "application/problem+json");
         let problem: Value = res.json().await.unwrap();

@@ -77,10 +77,7 @@ async fn play_callbacks_naming_an_unknown_video_are_counted() {
         let app = &app;
         async move {
             app.client
-                .post(format!(
-                    "{}/kollus/play?secret={CALLBACK_SECRET}",
-                    app.address
-                ))
+                .post(format!("{}/kollus/play?secret={PLAY_SECRET}", app.address))
                 .form(&[
                     ("kind", "1"),
                     ("client_user_id", "u1"),
