@@ -144,11 +144,11 @@ impl Apply for History {
         for Record { index, envelope: e } in batch {
             let assessment = match self.plausibility.check(&e.payload, e.received_at) {
                 Ok(assessment) => assessment,
-                Err(detail) => {
+                Err(why) => {
                     rejected.push(Rejected {
                         index: *index,
-                        reason: "implausible_report",
-                        detail,
+                        reason: why.ceiling.reason(),
+                        detail: why.detail,
                     });
                     continue;
                 }

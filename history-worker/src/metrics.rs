@@ -4,6 +4,8 @@ use kollus_common::metrics::{counter, counter_vec, histogram, registry, zeroed};
 use kollus_common::worker::LoopMetrics;
 use prometheus::{Histogram, IntCounter, IntCounterVec, Registry};
 
+use crate::sessions::Ceiling;
+
 #[derive(Clone)]
 pub struct Metrics {
     pub registry: Registry,
@@ -42,7 +44,10 @@ impl Metrics {
             registry: r,
         };
         zeroed(&m.records, &[&["applied"], &["duplicate"], &["rejected"]]);
-        zeroed(&m.consume.deadletters, &[&["implausible_report"]]);
+        // Each ceiling a report can be refused for (the other reasons are the loop's own).
+        for c in Ceiling::ALL {
+            zeroed(&m.consume.deadletters, &[&[c.reason()]]);
+        }
         m
     }
 }

@@ -13,6 +13,9 @@
 //! each report into its stored session here, in Rust (`history.rs`); the segment merge and the
 //! `verified` rule, which token-api's read API also applies across a user's sessions, live in
 //! `kollus_common::kollus::lms::merge`.
+//!
+//! Before any of that, [`Plausibility`] holds each report to ceilings (counters that cannot be
+//! true together, or with when it was received): one past them is refused, never merged.
 
 use std::collections::BTreeMap;
 
@@ -23,6 +26,27 @@ use kollus_common::kollus::lms::{Block, LmsReport};
 pub use kollus_common::kollus::lms::merge::{merge_segments, segment_list, Segments, Signed};
 use time::OffsetDateTime;
 
+/// The most any number in a report may be (2^40). Seconds, percents and positions of real
+/// viewing are far below it (2^40 s is 34,800 years), and over eight million sessions at it
+/// still sum within a bigint: a forged counter can overflow neither a column nor a rollup.
+pub const MAX_COUNTER: u64 = 1 << 40;
+
+/// How far `start_at` may be ahead of the time the report was received, whatever the clock:
+/// a day covers any device set to a wrong time zone (UTC+14 at most), and no player is started
+/// tomorrow. Offline (`serial`) reports are forgiven a wrong clock up to here, not beyond.
+pub const MAX_START_AT_AHEAD_SECONDS: i64 = 86_400;
+
+/// Slack for `real_playtime` over `duration`. Both are whole seconds, rounded by the player on
+/// its own; a player counting 1 s ticks can count the last partial second twice over, and
+/// `duration` is one encoding profile's length, which may differ from the one played by a frame
+/// or a keyframe interval. 5 s covers that and still refuses any claim of a second viewing.
+pub const DURATION_SLACK_SECONDS: u64 = 5;
+
+/// Slack between two counters the player measures on its one clock (`showtime` and `runtime`,
+/// `showtime` and `playtime`): each is rounded to whole seconds separately, and a report sent
+/// mid-tick can have counted one and not yet the other.
+pub const SAME_CLOCK_SLACK_SECONDS: u64 = 2;
+
 /// What a believable report looks like. Players are untrusted: a report outside these bounds is
 /// dead-lettered with the reason rather than merged (its maximums would stick forever).
 #[derive(Debug, Clone, Copy, clap::Args)]
@@ -30,12 +54,24 @@ pub struct Plausibility {
     /// Most blocks a report may describe.
     #[arg(long, env = "HISTORY_MAX_BLOCKS", default_value_t = 1000)]
     pub max_blocks: u32,
-    /// Fastest playback rate players offer: `playtime` counts 10 s at 2x as 20 s.
-    #[arg(long, env = "HISTORY_MAX_PLAYBACK_RATE", default_value_t = 4.0)]
+    /// Fastest playback rate players offer (token-api lets a token offer up to 4.0): `playtime`
+    /// counts 10 s at 2x as 20 s, so a report's `playtime` may be at most its `showtime` (time
+    /// in play state) at this rate, and, without `serial`, the time since `start_at` at this rate.
+    #[arg(long, env = "HISTORY_MAX_PLAYBACK_RATE", default_value_t = 4.0, value_parser = playback_rate)]
     pub max_playback_rate: f64,
     /// Seconds of slack for clock skew between the player, Kollus and us.
     #[arg(long, env = "HISTORY_CLOCK_TOLERANCE_SECONDS", default_value_t = 300)]
     pub tolerance_seconds: i64,
+}
+
+/// A playback rate setting: a finite number of at least 1 (a slower "fastest" rate would refuse
+/// viewing at normal speed).
+fn playback_rate(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(r) if r.is_finite() && r >= 1.0 => Ok(r),
+        Ok(r) => Err(format!("{r} is not a playback rate of 1 or more")),
+        Err(e) => Err(format!("{s:?} is not a number: {e}")),
+    }
 }
 
 impl Default for Plausibility {
@@ -45,6 +81,63 @@ impl Default for Plausibility {
             max_playback_rate: 4.0,
             tolerance_seconds: 300,
         }
+    }
+}
+
+/// Which bound a refused report is past. Its [`reason`](Self::reason) is the dead-letter
+/// reason, and the `reason` label of `kollus_history_deadletter_total`: a short, fixed set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ceiling {
+    /// A number over [`MAX_COUNTER`].
+    Counter,
+    /// `block_count` over `HISTORY_MAX_BLOCKS`.
+    BlockCount,
+    /// `start_at` over [`MAX_START_AT_AHEAD_SECONDS`] after the report was received.
+    StartAt,
+    /// `real_playtime` over `duration`.
+    RealPlaytime,
+    /// `showtime` over `runtime`.
+    Showtime,
+    /// `playtime` over `showtime` at the fastest playback rate.
+    Playtime,
+    /// Times only a wrong clock explains, in a report without `serial` (which would be forgiven).
+    Clock,
+}
+
+impl Ceiling {
+    pub const ALL: [Ceiling; 7] = [
+        Self::Counter,
+        Self::BlockCount,
+        Self::StartAt,
+        Self::RealPlaytime,
+        Self::Showtime,
+        Self::Playtime,
+        Self::Clock,
+    ];
+
+    pub fn reason(self) -> &'static str {
+        match self {
+            Self::Counter => "implausible_counter",
+            Self::BlockCount => "implausible_block_count",
+            Self::StartAt => "implausible_start_at",
+            Self::RealPlaytime => "implausible_real_playtime",
+            Self::Showtime => "implausible_showtime",
+            Self::Playtime => "implausible_playtime",
+            Self::Clock => "implausible_clock",
+        }
+    }
+}
+
+/// Why a report cannot be true: the bound it is past, and how (naming the field and values).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Implausible {
+    pub ceiling: Ceiling,
+    pub detail: String,
+}
+
+impl Implausible {
+    fn new(ceiling: Ceiling, detail: String) -> Self {
+        Self { ceiling, detail }
     }
 }
 
@@ -59,22 +152,99 @@ pub struct Assessment {
 impl Plausibility {
     /// Why `r`, received at `received_at`, cannot be true; or how it can.
     ///
-    /// Reports of offline playback (`serial` present) are real viewing whatever the device's
-    /// clock says, so a time that does not fit never refuses them: it flags them instead.
-    pub fn check(&self, r: &LmsReport, received_at: OffsetDateTime) -> Result<Assessment, String> {
-        if let Some(b) = &r.blocks {
-            if b.count > self.max_blocks {
-                return Err(format!(
-                    "block_count {} is over the limit of {}",
-                    b.count, self.max_blocks
-                ));
-            }
-        }
+    /// The ceilings ([`Self::ceilings`]) hold for every report. Reports of offline playback
+    /// (`serial` present) are real viewing whatever the device's clock says, so a time that does
+    /// not fit the clock never refuses them: it flags them instead. `serial` is the player's
+    /// word like the rest of the report, so that is all it buys.
+    pub fn check(
+        &self,
+        r: &LmsReport,
+        received_at: OffsetDateTime,
+    ) -> Result<Assessment, Implausible> {
+        self.ceilings(r, received_at)?;
         match (self.clock_problem(r, received_at), r.content.serial) {
             (None, _) => Ok(Assessment::default()),
             (Some(_), Some(_)) => Ok(Assessment { device_clock: true }),
-            (Some(problem), None) => Err(problem),
+            (Some(problem), None) => Err(Implausible::new(Ceiling::Clock, problem)),
         }
+    }
+
+    /// The bounds that do not depend on the device's clock, for every report, `serial` or not.
+    /// Each compares counters of one report (SPEC.md 3, Kollus's example: play 0-10 s at 2x,
+    /// seek to 0, watch 10 s, pause 10 s gives playtime 40, real_playtime 20, runtime 30,
+    /// showtime 20):
+    ///
+    /// - `real_playtime` is video seconds played, repeats not counted: at most `duration`;
+    /// - `showtime` is wall-clock time in play state and `runtime` wall-clock time playing or
+    ///   paused, both since the player started: `showtime` at most `runtime` (not `playtime`,
+    ///   which is video seconds and exceeds the wall clock at 2x);
+    /// - `playtime` is video seconds played, speed-weighted, repeats counted: at most `showtime`
+    ///   at the fastest rate.
+    ///
+    /// A bound whose counter the report omits (old players omit `duration`, `runtime` and
+    /// `showtime`) is not checked; [`MAX_COUNTER`] still holds.
+    fn ceilings(&self, r: &LmsReport, received_at: OffsetDateTime) -> Result<(), Implausible> {
+        counters_within(r)?;
+        if let Some(b) = &r.blocks {
+            if b.count > self.max_blocks {
+                return Err(Implausible::new(
+                    Ceiling::BlockCount,
+                    format!(
+                        "block_count {} is over the limit of {}",
+                        b.count, self.max_blocks
+                    ),
+                ));
+            }
+        }
+        let c = &r.content;
+        let start = c.start_at.0;
+        let now = received_at.unix_timestamp();
+        if start > now.saturating_add(MAX_START_AT_AHEAD_SECONDS) {
+            return Err(Implausible::new(
+                Ceiling::StartAt,
+                format!(
+                    "start_at {start} is more than {MAX_START_AT_AHEAD_SECONDS} s after the \
+                     report was received ({now}), whatever the device's clock"
+                ),
+            ));
+        }
+        if let (Some(real), Some(duration)) = (c.real_playtime, c.duration) {
+            if real > duration + DURATION_SLACK_SECONDS {
+                return Err(Implausible::new(
+                    Ceiling::RealPlaytime,
+                    format!(
+                        "real_playtime {real} s is more than the video's duration {duration} s \
+                         (+{DURATION_SLACK_SECONDS} s)"
+                    ),
+                ));
+            }
+        }
+        if let (Some(show), Some(run)) = (c.showtime, c.runtime) {
+            if show > run + SAME_CLOCK_SLACK_SECONDS {
+                return Err(Implausible::new(
+                    Ceiling::Showtime,
+                    format!(
+                        "showtime {show} s is more than runtime {run} s \
+                         (+{SAME_CLOCK_SLACK_SECONDS} s)"
+                    ),
+                ));
+            }
+        }
+        if let (Some(play), Some(show)) = (c.playtime, c.showtime) {
+            // Exact in f64: both are at most 2^40 (checked above).
+            let most = (show + SAME_CLOCK_SLACK_SECONDS) as f64 * self.max_playback_rate;
+            if play as f64 > most {
+                return Err(Implausible::new(
+                    Ceiling::Playtime,
+                    format!(
+                        "playtime {play} s is more than showtime {show} s \
+                         (+{SAME_CLOCK_SLACK_SECONDS} s) allows at {}x",
+                        self.max_playback_rate
+                    ),
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// What about the report's times cannot be true with a right clock.
@@ -96,6 +266,49 @@ impl Plausibility {
             _ => None,
         }
     }
+}
+
+/// Refuses a report with any number over [`MAX_COUNTER`] (`start_at` aside: a time, bounded by
+/// [`MAX_START_AT_AHEAD_SECONDS`]), naming the first such field as the wire names it.
+fn counters_within(r: &LmsReport) -> Result<(), Implausible> {
+    fn within(v: u64, field: impl FnOnce() -> String) -> Result<(), Implausible> {
+        if v <= MAX_COUNTER {
+            return Ok(());
+        }
+        Err(Implausible::new(
+            Ceiling::Counter,
+            format!("{} {v} is over the limit of {MAX_COUNTER}", field()),
+        ))
+    }
+    let c = &r.content;
+    let content = [
+        ("duration", c.duration),
+        ("playtime", c.playtime),
+        ("real_playtime", c.real_playtime),
+        ("playtime_percent", c.playtime_percent),
+        ("last_play_at", c.last_play_at),
+        ("runtime", c.runtime),
+        ("showtime", c.showtime),
+        ("serial", c.serial),
+    ];
+    for (name, v) in content {
+        if let Some(v) = v {
+            within(v, || format!("content_info.{name}"))?;
+        }
+    }
+    for (i, b) in r.blocks.iter().flat_map(|b| &b.items).enumerate() {
+        within(b.seconds, || format!("block_info.blocks.t{i}"))?;
+        within(b.percent, || format!("block_info.blocks.p{i}"))?;
+    }
+    for (i, s) in r.segments.iter().enumerate() {
+        within(s.start_time, || {
+            format!("block_info.sessions[{i}].start_time")
+        })?;
+        within(s.play_time, || {
+            format!("block_info.sessions[{i}].play_time")
+        })?;
+    }
+    Ok(())
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -439,7 +652,7 @@ mod tests {
         let p = Plausibility::default();
         let start = at(0).unix_timestamp();
         let r = |playtime: u64, blocks: usize| {
-            report(start, playtime, 10, 1, &vec![(false, 0); blocks])
+            report(start, playtime, 4000, 1, &vec![(false, 0); blocks])
         };
         let received = at(600);
         assert_eq!(
@@ -447,18 +660,16 @@ mod tests {
             Ok(Assessment::default()),
             "900 s at 4x allows 3600"
         );
-        assert!(p
-            .check(&r(3601, 3), received)
-            .unwrap_err()
-            .contains("playtime 3601"));
-        assert!(p
-            .check(&r(1, 1001), received)
-            .unwrap_err()
-            .contains("block_count 1001"));
-        assert!(p
-            .check(&r(1, 1), at(-400))
-            .unwrap_err()
-            .contains("in the future"));
+        let refused = |r: &LmsReport, at: OffsetDateTime| p.check(r, at).unwrap_err();
+        let e = refused(&r(3601, 3), received);
+        assert_eq!(e.ceiling, Ceiling::Clock);
+        assert!(e.detail.contains("playtime 3601"), "{e:?}");
+        let e = refused(&r(1, 1001), received);
+        assert_eq!(e.ceiling, Ceiling::BlockCount);
+        assert!(e.detail.contains("block_count 1001"), "{e:?}");
+        let e = refused(&r(1, 1), at(-400));
+        assert_eq!(e.ceiling, Ceiling::Clock);
+        assert!(e.detail.contains("in the future"), "{e:?}");
         assert_eq!(
             p.check(&r(1, 1), at(-200)),
             Ok(Assessment::default()),
@@ -470,12 +681,12 @@ mod tests {
     fn offline_reports_with_a_wrong_clock_are_applied_and_flagged() {
         let p = Plausibility::default();
         let start = at(0).unix_timestamp();
-        let mut offline = report(start + 86_400, 5000, 10, 1, &[]);
+        let mut offline = report(start + 86_400, 5000, 5000, 1, &[]);
         offline.content.serial = Some(3);
         let offline_clock = Assessment { device_clock: true };
         let flagged = Ok(offline_clock);
         assert_eq!(p.check(&offline, at(0)), flagged, "a day ahead");
-        let mut behind = report(start, 9000, 10, 1, &[]);
+        let mut behind = report(start, 9000, 9000, 1, &[]);
         behind.content.serial = Some(1);
         assert_eq!(p.check(&behind, at(60)), flagged, "too much playtime");
         offline.blocks = Some(kollus_common::kollus::lms::Blocks {
@@ -490,6 +701,177 @@ mod tests {
         let mut merged = session(&behind, 61);
         merged.merge(s);
         assert!(merged.device_clock, "one flagged report flags the session");
+    }
+
+    /// A believable report started at `at(0)`, with `serial` or not, its `content_info` fields
+    /// replaced by those of `fields`.
+    fn with_content(serial: bool, fields: serde_json::Value) -> LmsReport {
+        let mut doc = serde_json::json!({
+            "user_info": {"client_user_id": "u1"},
+            "content_info": {"media_content_key": "m1", "start_at": at(0).unix_timestamp(),
+                "duration": 600, "playtime": 100, "real_playtime": 90, "runtime": 120,
+                "showtime": 100, "last_play_at": 95},
+        });
+        if serial {
+            doc["content_info"]["serial"] = serde_json::json!(1);
+        }
+        for (k, v) in fields.as_object().expect("an object of fields") {
+            doc["content_info"][k] = v.clone();
+        }
+        LmsReport::from_json(doc.to_string().as_bytes()).unwrap()
+    }
+
+    #[test]
+    fn every_ceiling_refuses_offline_reports_too_and_the_ceiling_itself_passes() {
+        use serde_json::json;
+        let p = Plausibility::default();
+        let received = at(600);
+        let day_ahead = received.unix_timestamp() + MAX_START_AT_AHEAD_SECONDS;
+        let over = MAX_COUNTER + 1;
+        // (at the ceiling, one past it, the ceiling): SPEC.md 3's meanings, the constants' slack.
+        let cases = [
+            (
+                json!({"playtime": 700, "real_playtime": 605, "showtime": 200, "runtime": 300}),
+                json!({"playtime": 700, "real_playtime": 606, "showtime": 200, "runtime": 300}),
+                Ceiling::RealPlaytime,
+            ),
+            (
+                json!({"playtime": 302, "showtime": 302, "runtime": 300}),
+                json!({"playtime": 303, "showtime": 303, "runtime": 300}),
+                Ceiling::Showtime,
+            ),
+            (
+                json!({"playtime": 408, "showtime": 100}),
+                json!({"playtime": 409, "showtime": 100}),
+                Ceiling::Playtime,
+            ),
+            (
+                json!({"start_at": day_ahead}),
+                json!({"start_at": day_ahead + 1}),
+                Ceiling::StartAt,
+            ),
+            (
+                json!({"last_play_at": MAX_COUNTER}),
+                json!({"last_play_at": over}),
+                Ceiling::Counter,
+            ),
+            (
+                json!({"duration": MAX_COUNTER, "real_playtime": MAX_COUNTER}),
+                json!({"duration": over, "real_playtime": over}),
+                Ceiling::Counter,
+            ),
+        ];
+        for (at_ceiling, past, ceiling) in cases {
+            let r = with_content(true, at_ceiling.clone());
+            assert!(p.check(&r, received).is_ok(), "{at_ceiling} with serial");
+            for serial in [true, false] {
+                let e = p.check(&with_content(serial, past.clone()), received);
+                assert_eq!(
+                    e.as_ref().map_err(|e| e.ceiling),
+                    Err(ceiling),
+                    "{past}, serial: {serial}: {e:?}"
+                );
+            }
+        }
+        let e = p
+            .check(&with_content(true, json!({"duration": over})), received)
+            .unwrap_err();
+        assert_eq!(
+            e.detail,
+            format!("content_info.duration {over} is over the limit of 1099511627776")
+        );
+    }
+
+    #[test]
+    fn counters_in_blocks_and_segments_are_bounded_and_named() {
+        let p = Plausibility::default();
+        let mut r = with_content(true, serde_json::json!({}));
+        r.blocks = Some(kollus_common::kollus::lms::Blocks {
+            count: 2,
+            items: vec![
+                Block::default(),
+                Block {
+                    played: true,
+                    seconds: 10,
+                    percent: MAX_COUNTER + 1,
+                },
+            ],
+        });
+        let e = p.check(&r, at(600)).unwrap_err();
+        assert_eq!(e.ceiling, Ceiling::Counter);
+        assert!(e.detail.starts_with("block_info.blocks.p1 "), "{e:?}");
+        r.blocks = None;
+        r.segments = vec![Segment {
+            block: 0,
+            start_time: 0,
+            play_time: MAX_COUNTER + 1,
+        }];
+        let e = p.check(&r, at(600)).unwrap_err();
+        assert!(
+            e.detail.starts_with("block_info.sessions[0].play_time "),
+            "{e:?}"
+        );
+    }
+
+    #[test]
+    fn two_forged_playtimes_that_would_overflow_a_sum_are_refused() {
+        // Just under i64::MAX each: as sessions, their sum overflowed watch_progress (bigint).
+        let p = Plausibility::default();
+        let huge = i64::MAX as u64 - 1;
+        for start in [0, 1] {
+            let r = with_content(
+                true,
+                serde_json::json!({"start_at": at(start).unix_timestamp(), "playtime": huge,
+                    "showtime": huge, "runtime": huge}),
+            );
+            let e = p.check(&r, at(600)).unwrap_err();
+            assert_eq!(e.ceiling, Ceiling::Counter);
+            assert!(e.detail.starts_with("content_info.playtime "), "{e:?}");
+        }
+    }
+
+    #[test]
+    fn a_report_without_the_counters_a_ceiling_compares_is_not_refused_by_it() {
+        // Old players omit duration, runtime and showtime (SPEC.md 4.3).
+        let doc = br#"{"user_info":{"client_user_id":"u"},"content_info":{"media_content_key":"m",
+            "start_at":"1700000000","playtime":"5000","real_playtime":"5000","serial":"1"}}"#;
+        let r = LmsReport::from_json(doc).unwrap();
+        assert_eq!(
+            Plausibility::default().check(&r, at(600)),
+            Ok(Assessment { device_clock: true })
+        );
+    }
+
+    #[test]
+    fn every_refusal_has_its_own_short_reason() {
+        let reasons: std::collections::BTreeSet<&str> =
+            Ceiling::ALL.iter().map(|c| c.reason()).collect();
+        assert_eq!(reasons.len(), Ceiling::ALL.len());
+        assert!(reasons.iter().all(|r| r.starts_with("implausible_")
+            && r.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')));
+    }
+
+    #[test]
+    fn the_playback_rate_setting_is_a_rate_of_at_least_one() {
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            p: Plausibility,
+        }
+        use clap::Parser as _;
+        let rate = |v: &str| {
+            Cli::try_parse_from(["history-worker", "--max-playback-rate", v])
+                .map(|c| c.p.max_playback_rate)
+        };
+        assert_eq!(rate("2").unwrap(), 2.0);
+        for bad in ["0.5", "NaN", "inf", "fast"] {
+            assert!(rate(bad).is_err(), "{bad}");
+        }
+        assert_eq!(
+            format!("{:?}", Cli::try_parse_from(["history-worker"]).unwrap().p),
+            format!("{:?}", Plausibility::default()),
+            "the flags' defaults are the struct's"
+        );
     }
 
     #[test]

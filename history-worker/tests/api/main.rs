@@ -1,5 +1,6 @@
 //! history-worker against real PostgreSQL and a real broker.
 
+mod ceilings;
 mod faults;
 mod group;
 mod helpers;

@@ -261,8 +261,15 @@ async fn kollus_example_counters_are_kept_as_reported() {
 async fn an_impossible_report_is_dead_lettered_with_the_reason() {
     let w = spawn_worker().await;
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
-    // Started a minute ago, claims ten hours watched: no player plays that fast.
-    let impossible = w.envelope(&report("u1", "m1", now - 60, [36_000, 10, 60, 60, 5], &[]));
+    // Started a minute ago, claims ten hours watched (and the play state to go with them): no
+    // player plays that fast, and no `serial` says a device clock might be wrong.
+    let impossible = w.envelope(&report(
+        "u1",
+        "m1",
+        now - 60,
+        [36_000, 10, 9_000, 9_000, 5],
+        &[],
+    ));
     let plausible = w.envelope(&report("u1", "m1", now - 60, [50, 45, 60, 50, 40], &[]));
     w.publish(&impossible).await;
     w.publish(&plausible).await;
@@ -270,7 +277,7 @@ async fn an_impossible_report_is_dead_lettered_with_the_reason() {
 
     let v = the_one_dead_letter(&w).await;
     assert_eq!(v["stage"], "history-worker");
-    assert_eq!(v["reason"], "implausible_report");
+    assert_eq!(v["reason"], "implausible_clock");
     assert!(
         v["detail"].as_str().unwrap().contains("playtime 36000"),
         "{v}"

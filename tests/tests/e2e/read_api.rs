@@ -25,7 +25,8 @@ pub(crate) fn report(
     json!({
         "user_info": {"client_user_id": user, "player_id": "p", "device": "x86_64", "os": "MAC"},
         "content_info": {"media_content_key": media, "start_at": start_at.to_string(),
-            "duration": "100", "playtime": playtime.to_string(), "real_playtime": playtime.to_string(),
+            // Repeats count in playtime, not in real_playtime: that never passes the duration.
+            "duration": "100", "playtime": playtime.to_string(), "real_playtime": playtime.min(100).to_string(),
             "runtime": (playtime + 1).to_string(), "showtime": playtime.to_string(),
             "last_play_at": position.to_string(), "playtime_percent": playtime.to_string()},
         "block_info": {"block_count": blocks.len().to_string(), "blocks": b}
