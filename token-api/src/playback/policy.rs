@@ -23,7 +23,8 @@ pub struct Grant {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Facts {
     pub grants: Vec<Grant>,
-    /// `playtime` this user has spent on the video over all sessions.
+    /// `playtime` this user has spent on the video over all sessions (never negative: read
+    /// clamped to `0..=i64::MAX`).
     pub playtime_used: i64,
     /// Downloads of the video this user completed.
     pub downloads: i64,
@@ -121,7 +122,11 @@ impl Decision {
 /// May the user play the video now? Among several grants in force (the video's own, its
 /// channels'), the one leaving the most playtime wins, then the one lasting longest.
 pub fn decide_play(facts: &Facts, now: OffsetDateTime, default: PlayDefault) -> Decision {
-    let left = |g: &Grant| g.playtime_limit.map(|l| (l - facts.playtime_used).max(0));
+    // Saturating: no stored number, however large, is a panic or a wrapped allowance.
+    let left = |g: &Grant| {
+        g.playtime_limit
+            .map(|l| l.saturating_sub(facts.playtime_used.max(0)).max(0))
+    };
     let in_force = facts
         .grants
         .iter()
@@ -282,5 +287,33 @@ mod tests {
             decide_download(&facts, at(0), PlayDefault::Deny).reason,
             Reason::DownloadNotAllowed
         );
+    }
+
+    #[test]
+    fn extreme_playtimes_neither_panic_nor_add_to_the_allowance() {
+        for (used, limit, left) in [
+            (i64::MAX, 3600, 0),
+            (i64::MIN, 3600, 3600),
+            (-1000, 3600, 3600),
+            (0, i64::MAX, i64::MAX),
+            (i64::MIN, i64::MAX, i64::MAX),
+        ] {
+            let facts = Facts {
+                grants: vec![grant(Some(limit), None)],
+                playtime_used: used,
+                downloads: i64::MAX,
+                catalogued: true,
+            };
+            let d = decide_play(&facts, at(0), PlayDefault::Deny);
+            assert_eq!(d.playtime_left, Some(left), "used {used}, limit {limit}");
+            assert_eq!(
+                decide_download(&facts, at(0), PlayDefault::Deny).reason,
+                if left == 0 {
+                    Reason::PlaytimeUsedUp
+                } else {
+                    Reason::DownloadLimitReached
+                }
+            );
+        }
     }
 }

@@ -12,10 +12,15 @@ use crate::entitlements::model::Scope;
 /// The grants covering the video (its own, and its channels' in the catalog), the user's
 /// playtime on it (`watch_progress`, a view over the sessions), the downloads completed, and
 /// whether the catalog knows the video at all (a primary key lookup).
+///
+/// The playtime is read clamped to `0..=i64::MAX`: a negative total (a session row with a
+/// negative `playtime`) would otherwise *add* to the allowance left, and a total the view
+/// returns as numeric could not be read as `i64` (a 500 instead of an answer).
 const FACTS: &str = "
 SELECT e.scope, e.target, e.expires_at, e.playtime_limit_seconds, e.download, e.download_limit,
        e.revoked_at IS NOT NULL AS revoked,
-       coalesce((SELECT p.total_playtime FROM watch_progress p
+       coalesce((SELECT LEAST(GREATEST(p.total_playtime, 0), 9223372036854775807)::bigint
+                   FROM watch_progress p
                   WHERE p.client_user_id = $1 AND p.media_content_key = $2), 0) AS playtime_used,
        (SELECT count(*) FROM drm_downloads d
          WHERE d.client_user_id = $1 AND d.media_content_key = $2) AS downloads,

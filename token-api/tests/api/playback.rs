@@ -329,6 +329,49 @@ async fn drm_items_are_answered_in_order_and_a_download_counts_once() {
     );
 }
 
+/// The facts read stands any stored playtime: a total at the top of `bigint` or far below zero
+/// is an answer, never a 500 or a dropped connection, and a negative one adds nothing to the
+/// allowance.
+#[tokio::test]
+async fn extreme_stored_playtimes_are_answered_and_add_nothing_to_the_allowance() {
+    let app = spawn_app().await;
+    for (user, playtime, left) in [
+        ("at-max", i64::MAX, None),
+        ("at-min", i64::MIN, Some(3600)),
+        ("negative", -1000, Some(3600)),
+    ] {
+        app.grant(
+            user,
+            "media",
+            "m1",
+            json!({"playtime_limit_seconds": 3600, "download": true}),
+        )
+        .await;
+        app.watched(user, "m1", playtime).await;
+        let claims = decoded(app.play("1", user, "m1").await).await;
+        match left {
+            Some(left) => assert_eq!(
+                (
+                    &claims["data"]["result"],
+                    &claims["data"]["expiration_playtime"]
+                ),
+                (&json!(1), &json!(left)),
+                "{user}"
+            ),
+            None => assert_eq!(claims["data"]["result"], 0, "{user}: used up"),
+        }
+        let drm = decoded(
+            app.drm(
+                json!([{"kind": 1, "client_user_id": user, "media_content_key": "m1",
+                            "session_key": "s1"}]),
+            )
+            .await,
+        )
+        .await;
+        assert_eq!(drm["data"][0]["result"], claims["data"]["result"], "{user}");
+    }
+}
+
 #[tokio::test]
 async fn bad_secrets_and_malformed_callbacks_are_refused_and_keep_nothing() {
     let app = spawn_app().await;
