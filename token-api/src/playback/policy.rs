@@ -45,10 +45,13 @@ pub enum Reason {
     DownloadNotAllowed,
     DownloadLimitReached,
     DownloadCounted,
+    /// A completed download (DRM kind 2) that no approval of ours issued: recorded, not counted
+    /// (issue 26: a forged completion must not use up someone's download limit).
+    DownloadUnmatched,
 }
 
 impl Reason {
-    pub const ALL: [Reason; 9] = [
+    pub const ALL: [Reason; 10] = [
         Self::Entitled,
         Self::DefaultAllow,
         Self::NoEntitlement,
@@ -58,6 +61,7 @@ impl Reason {
         Self::DownloadNotAllowed,
         Self::DownloadLimitReached,
         Self::DownloadCounted,
+        Self::DownloadUnmatched,
     ];
 
     pub fn label(self) -> &'static str {
@@ -71,13 +75,20 @@ impl Reason {
             Self::DownloadNotAllowed => "download_not_allowed",
             Self::DownloadLimitReached => "download_limit_reached",
             Self::DownloadCounted => "download_counted",
+            Self::DownloadUnmatched => "download_unmatched",
         }
     }
 
     /// What the viewer reads when refused.
     pub fn message(self, lang: Lang) -> &'static str {
         match (self, lang) {
-            (Self::Entitled | Self::DefaultAllow | Self::DownloadCounted, _) => "",
+            (
+                Self::Entitled
+                | Self::DefaultAllow
+                | Self::DownloadCounted
+                | Self::DownloadUnmatched,
+                _,
+            ) => "",
             (Self::NoEntitlement, Lang::Ko) => "이 강의를 시청할 권한이 없습니다.",
             (Self::NoEntitlement, Lang::En) => "You do not have access to this video.",
             (Self::Expired, Lang::Ko) => "수강 기간이 만료되었습니다.",
