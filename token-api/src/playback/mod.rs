@@ -220,7 +220,7 @@ async fn answer_play(
     path = "/kollus/drm",
     operation_id = "answerDrmCallback",
     summary = "Kollus asks whether a user may download, or play a downloaded file",
-    description = "One answer item per request item, in order. A completed download (kind 2) is counted once per session_key, and only when an approval we answered earlier (kind 1, result 1) for the same user, video and player carried that session_key; any other completion is acknowledged but not counted, and recorded with the reason download_unmatched.",
+    description = "One answer item per request item (1 to 100), in order. A completed download (kind 2) is counted once per session_key, and only when an approval we answered earlier (kind 1, result 1) for the same user, video and player carried that session_key; any other completion is acknowledged but not counted, and recorded with the reason download_unmatched.",
     request_body(content = wire::DrmForm, content_type = "application/x-www-form-urlencoded"),
     responses(
         (status = 200, description = "The decision, for Kollus.", body = wire::KollusAnswer, content_type = "text/plain", headers(("X-Kollus-UserKey" = String, description = "KOLLUS_CUSTOM_KEY: which key verifies the answer."))),

@@ -444,6 +444,36 @@ async fn a_completion_counts_only_when_an_approval_of_ours_issued_its_session_ke
     assert_eq!(next["data"][0]["result"], 0);
 }
 
+/// Kollus sends a handful of items; a forged callback may not make us answer thousands.
+#[tokio::test]
+async fn more_than_a_hundred_drm_items_are_refused_naming_the_field() {
+    let app = spawn_app().await;
+    let item = json!({"kind": 3, "client_user_id": "u1", "media_content_key": "m1"});
+    let res = app.drm(Value::Array(vec![item.clone(); 101])).await;
+    assert_eq!(res.status(), 400);
+    assert_eq!(res.headers()["content-type"], "application/problem+json");
+    let problem: Value = res.json().await.unwrap();
+    assert_eq!(problem["errors"][0]["field"], "items", "{problem}");
+    assert!(
+        problem["errors"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("at most 100"),
+        "{problem}"
+    );
+    assert_eq!(
+        app.count("SELECT count(*) FROM playback_decisions").await,
+        0
+    );
+    let claims = decoded(app.drm(Value::Array(vec![item; 100])).await).await;
+    assert_eq!(claims["data"].as_array().unwrap().len(), 100);
+    assert_eq!(
+        app.count("SELECT count(*) FROM playback_decisions").await,
+        100,
+        "every item recorded"
+    );
+}
+
 /// The facts read stands any stored playtime: a total at the top of `bigint` or far below zero
 /// is an answer, never a 500 or a dropped connection, and a negative one adds nothing to the
 /// allowance.
