@@ -23,6 +23,9 @@ use crate::problem::ApiError;
 pub enum ApiScope {
     /// Issue and verify playback tokens.
     Tokens,
+    /// Sign `playcallback_ignore: true` into a token (with `tokens`): such a token plays without
+    /// Kollus asking our play callback, so no entitlement is checked for it.
+    TokensPlaycallbackIgnore,
     /// Watch progress, watch history and the catalog state of videos.
     Read,
     /// Grant, revoke and list entitlements.
@@ -34,8 +37,9 @@ pub enum ApiScope {
 }
 
 impl ApiScope {
-    pub const ALL: [ApiScope; 5] = [
+    pub const ALL: [ApiScope; 6] = [
         Self::Tokens,
+        Self::TokensPlaycallbackIgnore,
         Self::Read,
         Self::Entitlements,
         Self::Export,
@@ -45,6 +49,7 @@ impl ApiScope {
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Tokens => "tokens",
+            Self::TokensPlaycallbackIgnore => "tokens:playcallback_ignore",
             Self::Read => "read",
             Self::Entitlements => "entitlements",
             Self::Export => "export",
@@ -92,8 +97,8 @@ impl fmt::Debug for ApiKeys {
 
 impl ApiKeys {
     /// Parses `name[scope+scope]:key,name2:key2`, entries separated by `,` or line breaks
-    /// (`TOKEN_API_KEYS_FILE` may hold one per line). The scopes ride on the name, before the
-    /// first `:`, so a key may contain `:`.
+    /// (`TOKEN_API_KEYS_FILE` may hold one per line). The scopes ride on the name, in `[...]`
+    /// before the `:`, so a key may contain `:` (and a scope, `tokens:playcallback_ignore`).
     /// Refused: a name or key holding whitespace or a control character, a key under 16
     /// characters, a name given twice, one key under two names. Errors name the entry, never
     /// show a key.
@@ -247,21 +252,28 @@ impl KeyRing {
 /// One entry into its name, scopes, whether it was given without scopes, and key:
 /// `name:key` or `name[scope+scope]:key`. Errors name the entry, never show the key.
 fn split_entry(entry: &str) -> Result<(&str, BTreeSet<ApiScope>, bool, &str), String> {
-    let (name, key) = entry
-        .split_once(':')
-        .ok_or_else(|| "each entry is name:key or name[scope+scope]:key".to_owned())?;
-    let Some((name, rest)) = name.split_once('[') else {
-        return Ok((name, ApiScope::unscoped(), true, key));
-    };
-    let list = rest
-        .strip_suffix(']')
-        .ok_or_else(|| format!("key {name:?}: the scopes end with ']' before the ':'"))?;
+    let shape = "each entry is name:key or name[scope+scope]:key";
+    let at = entry.find([':', '[']).ok_or_else(|| shape.to_owned())?;
+    let name = &entry[..at];
+    if entry[at..].starts_with(':') {
+        return Ok((name, ApiScope::unscoped(), true, &entry[at + 1..]));
+    }
+    let (list, key) = entry[at + 1..]
+        .split_once(']')
+        .and_then(|(list, rest)| Some((list, rest.strip_prefix(':')?)))
+        .ok_or_else(|| format!("key {name:?}: the scopes end with ']' right before the ':'"))?;
     let scopes = list
         .split('+')
         .map(|s| {
             ApiScope::parse(s.trim()).ok_or_else(|| {
                 let known: Vec<&str> = ApiScope::ALL.iter().map(|s| s.as_str()).collect();
-                format!("key {name:?}: {s:?} is no scope ({})", known.join(", "))
+                // A list missing its `]` may run into the key: such text is not shown.
+                let what = if s.contains(':') {
+                    "a scope with ':'".to_owned()
+                } else {
+                    format!("{s:?}")
+                };
+                format!("key {name:?}: {what} is no scope ({})", known.join(", "))
             })
         })
         .collect::<Result<BTreeSet<_>, _>>()?;
@@ -363,7 +375,7 @@ mod tests {
         let keys = ApiKeys::parse("app:0123456789abcdef, ops:fedcba9876543210").unwrap();
         assert_eq!(
             format!("{keys:?}"),
-            r#"["app[tokens+read+entitlements+export]", "ops[tokens+read+entitlements+export]"]"#
+            r#"["app[tokens+tokens:playcallback_ignore+read+entitlements+export]", "ops[tokens+tokens:playcallback_ignore+read+entitlements+export]"]"#
         );
         assert!(ApiKeys::parse("").is_err());
         assert!(ApiKeys::parse("nokey").is_err());
@@ -398,6 +410,23 @@ mod tests {
     }
 
     #[test]
+    fn a_scope_may_hold_a_colon_and_the_key_after_it_too() {
+        let keys =
+            ApiKeys::parse("shop[tokens+tokens:playcallback_ignore]:0123:456789abcdef").unwrap();
+        assert_eq!(
+            keys.0[0].scopes,
+            BTreeSet::from([ApiScope::Tokens, ApiScope::TokensPlaycallbackIgnore])
+        );
+        assert_eq!(keys.0[0].digest, fingerprint("0123:456789abcdef"));
+        assert_eq!(keys.0[0].name, "shop");
+        // A list missing its `]` runs into the key: refused, the key not shown.
+        let err = ApiKeys::parse("shop[tokens:secretsecretsecret]:x").unwrap_err();
+        assert!(!err.contains("secretsecretsecret"), "{err}");
+        let err = ApiKeys::parse("shop[tokens:0123456789abcdef").unwrap_err();
+        assert!(!err.contains("0123456789abcdef"), "{err}");
+    }
+
+    #[test]
     fn entries_may_be_separated_by_line_breaks() {
         let keys = ApiKeys::parse(
             "app[tokens]:0123456789abcdef\r\n\n  ops[read]:fedcba9876543210 ,\nx:fedcba9876543211\n",
@@ -405,7 +434,7 @@ mod tests {
         .unwrap();
         assert_eq!(
             format!("{keys:?}"),
-            r#"["app[tokens]", "ops[read]", "x[tokens+read+entitlements+export]"]"#
+            r#"["app[tokens]", "ops[read]", "x[tokens+tokens:playcallback_ignore+read+entitlements+export]"]"#
         );
         assert_eq!(keys.0[1].digest, fingerprint("fedcba9876543210"));
     }
