@@ -1,17 +1,19 @@
 //! Caller authentication and authorization (bottom layer: imports only `problem`).
 //!
-//! `Authorization: Bearer <key>` against named keys (`TOKEN_API_KEYS`), compared in constant
-//! time. Each key carries scopes (`name[read+export]:key`): an operation needs one, and a key
-//! without it gets 403 naming the scope. A key given without scopes keeps every scope but
-//! `console` (the deployments before scopes keep working; startup logs a WARN naming it). The
-//! keys live in a [`KeyRing`] that `TOKEN_API_KEYS_FILE` reloads on SIGHUP.
+//! `Authorization: Bearer <key>` against named keys (`TOKEN_API_KEYS`, entries separated by `,`
+//! or line breaks). Only each key's SHA-256 is kept, and a given key's digest is compared with
+//! every one in constant time: digests all have the same length, so neither a key's length nor
+//! its first differing byte shows in the timing. Each key carries scopes
+//! (`name[read+export]:key`): an operation needs one, and a key without it gets 403 naming the
+//! scope. A key given without scopes keeps every scope but `console` (the deployments before
+//! scopes keep working; startup logs a WARN naming it). The keys live in a [`KeyRing`] that
+//! `TOKEN_API_KEYS_FILE` reloads on SIGHUP.
 
 use std::collections::BTreeSet;
 use std::fmt;
 use std::sync::{Arc, RwLock};
 
 use actix_web::HttpRequest;
-use secrecy::{ExposeSecret as _, SecretString};
 use subtle::ConstantTimeEq as _;
 
 use crate::problem::ApiError;
@@ -21,6 +23,9 @@ use crate::problem::ApiError;
 pub enum ApiScope {
     /// Issue and verify playback tokens.
     Tokens,
+    /// Sign `playcallback_ignore: true` into a token (with `tokens`): such a token plays without
+    /// Kollus asking our play callback, so no entitlement is checked for it.
+    TokensPlaycallbackIgnore,
     /// Watch progress, watch history and the catalog state of videos.
     Read,
     /// Grant, revoke and list entitlements.
@@ -32,8 +37,9 @@ pub enum ApiScope {
 }
 
 impl ApiScope {
-    pub const ALL: [ApiScope; 5] = [
+    pub const ALL: [ApiScope; 6] = [
         Self::Tokens,
+        Self::TokensPlaycallbackIgnore,
         Self::Read,
         Self::Entitlements,
         Self::Export,
@@ -43,6 +49,7 @@ impl ApiScope {
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Tokens => "tokens",
+            Self::TokensPlaycallbackIgnore => "tokens:playcallback_ignore",
             Self::Read => "read",
             Self::Entitlements => "entitlements",
             Self::Export => "export",
@@ -69,7 +76,8 @@ pub struct ApiKey {
     pub scopes: BTreeSet<ApiScope>,
     /// Given without `[...]`: every scope but `console`.
     pub unscoped: bool,
-    key: SecretString,
+    /// The key's SHA-256 ([`fingerprint`]): all that is kept of it.
+    digest: [u8; 32],
 }
 
 /// The configured keys. Debug shows names and scopes only.
@@ -88,46 +96,50 @@ impl fmt::Debug for ApiKeys {
 }
 
 impl ApiKeys {
-    /// Parses `name[scope+scope]:key,name2:key2` (the scopes ride on the name, before the first
-    /// `:`, so a key may contain `:`). Errors name the entry, never show a key.
+    /// Parses `name[scope+scope]:key,name2:key2`, entries separated by `,` or line breaks
+    /// (`TOKEN_API_KEYS_FILE` may hold one per line). The scopes ride on the name, in `[...]`
+    /// before the `:`, so a key may contain `:` (and a scope, `tokens:playcallback_ignore`).
+    /// Refused: a name or key holding whitespace or a control character, a key under 16
+    /// characters, a name given twice, one key under two names. Errors name the entry, never
+    /// show a key.
     pub fn parse(s: &str) -> Result<Self, String> {
-        let mut keys = Vec::new();
-        for entry in s.split(',').map(str::trim).filter(|e| !e.is_empty()) {
-            let (name, key) = entry
-                .split_once(':')
-                .ok_or_else(|| "each entry is name:key or name[scope+scope]:key".to_owned())?;
-            let (name, scopes, unscoped) = match name.split_once('[') {
-                None => (name, ApiScope::unscoped(), true),
-                Some((name, rest)) => {
-                    let list = rest.strip_suffix(']').ok_or_else(|| {
-                        format!("key {name:?}: the scopes end with ']' before the ':'")
-                    })?;
-                    let scopes = list
-                        .split('+')
-                        .map(|s| {
-                            ApiScope::parse(s.trim()).ok_or_else(|| {
-                                format!(
-                                    "key {name:?}: {s:?} is no scope (tokens, read, entitlements, export, console)"
-                                )
-                            })
-                        })
-                        .collect::<Result<BTreeSet<_>, _>>()?;
-                    (name, scopes, false)
-                }
-            };
-            if name.is_empty() || key.len() < 16 {
+        let mut keys: Vec<ApiKey> = Vec::new();
+        for entry in s
+            .split([',', '\n'])
+            .map(str::trim)
+            .filter(|e| !e.is_empty())
+        {
+            let (name, scopes, unscoped, key) = split_entry(entry)?;
+            if name.is_empty() || name.chars().any(|c| c.is_whitespace() || c.is_control()) {
                 return Err(format!(
-                    "key {name:?}: the name must not be empty and the key must be at least 16 characters"
+                    "key {name:?}: the name must not be empty nor hold whitespace or control characters"
                 ));
             }
-            if keys.iter().any(|k: &ApiKey| k.name == name) {
+            if key.chars().any(|c| c.is_whitespace() || c.is_control()) {
+                return Err(format!(
+                    "key {name:?}: the key holds whitespace or a control character (not shown)"
+                ));
+            }
+            if key.len() < 16 {
+                return Err(format!(
+                    "key {name:?}: the key must be at least 16 characters"
+                ));
+            }
+            if keys.iter().any(|k| k.name == name) {
                 return Err(format!("key name {name:?} is given twice"));
+            }
+            let digest = fingerprint(key);
+            if let Some(same) = keys.iter().find(|k| k.digest == digest) {
+                return Err(format!(
+                    "keys {:?} and {name:?} are the same key: give each caller its own",
+                    same.name
+                ));
             }
             keys.push(ApiKey {
                 name: name.to_owned(),
                 scopes,
                 unscoped,
-                key: SecretString::from(key.to_owned()),
+                digest,
             });
         }
         if keys.is_empty() {
@@ -154,11 +166,16 @@ impl ApiKeys {
             .to_str()
             .ok()?
             .strip_prefix("Bearer ")?
-            .trim()
-            .as_bytes();
+            .trim();
+        self.by_key(given)
+    }
+
+    /// The key whose digest is `given`'s, comparing every configured one in constant time.
+    fn by_key(&self, given: &str) -> Option<&ApiKey> {
+        let given = fingerprint(given);
         let mut found = None;
         for k in &self.0 {
-            if bool::from(k.key.expose_secret().as_bytes().ct_eq(given)) {
+            if bool::from(k.digest.ct_eq(&given)) {
                 found = Some(k);
             }
         }
@@ -202,18 +219,12 @@ impl KeyRing {
     /// key's [`fingerprint`]. Every configured key is compared, in constant time.
     pub fn caller_by_key(&self, given: &str) -> Option<(Caller, [u8; 32])> {
         let keys = self.0.read().unwrap_or_else(|e| e.into_inner());
-        let mut found = None;
-        for k in &keys.0 {
-            if bool::from(k.key.expose_secret().as_bytes().ct_eq(given.as_bytes())) {
-                found = Some(k);
-            }
-        }
-        found.map(|k| {
+        keys.by_key(given).map(|k| {
             let caller = Caller {
                 name: k.name.clone(),
                 scopes: k.scopes.clone(),
             };
-            (caller, fingerprint(k.key.expose_secret()))
+            (caller, k.digest)
         })
     }
 
@@ -221,10 +232,11 @@ impl KeyRing {
     /// `scope`: a reload that drops or rotates a key ends what it opened.
     pub fn holds(&self, name: &str, print: &[u8], scope: ApiScope) -> bool {
         let keys = self.0.read().unwrap_or_else(|e| e.into_inner());
+        let Ok(print) = <[u8; 32]>::try_from(print) else {
+            return false;
+        };
         keys.0.iter().any(|k| {
-            k.name == name
-                && k.scopes.contains(&scope)
-                && bool::from(fingerprint(k.key.expose_secret()).ct_eq(print))
+            k.name == name && k.scopes.contains(&scope) && bool::from(k.digest.ct_eq(&print))
         })
     }
 
@@ -235,6 +247,37 @@ impl KeyRing {
             scopes: k.scopes.clone(),
         })
     }
+}
+
+/// One entry into its name, scopes, whether it was given without scopes, and key:
+/// `name:key` or `name[scope+scope]:key`. Errors name the entry, never show the key.
+fn split_entry(entry: &str) -> Result<(&str, BTreeSet<ApiScope>, bool, &str), String> {
+    let shape = "each entry is name:key or name[scope+scope]:key";
+    let at = entry.find([':', '[']).ok_or_else(|| shape.to_owned())?;
+    let name = &entry[..at];
+    if entry[at..].starts_with(':') {
+        return Ok((name, ApiScope::unscoped(), true, &entry[at + 1..]));
+    }
+    let (list, key) = entry[at + 1..]
+        .split_once(']')
+        .and_then(|(list, rest)| Some((list, rest.strip_prefix(':')?)))
+        .ok_or_else(|| format!("key {name:?}: the scopes end with ']' right before the ':'"))?;
+    let scopes = list
+        .split('+')
+        .map(|s| {
+            ApiScope::parse(s.trim()).ok_or_else(|| {
+                let known: Vec<&str> = ApiScope::ALL.iter().map(|s| s.as_str()).collect();
+                // A list missing its `]` may run into the key: such text is not shown.
+                let what = if s.contains(':') {
+                    "a scope with ':'".to_owned()
+                } else {
+                    format!("{s:?}")
+                };
+                format!("key {name:?}: {what} is no scope ({})", known.join(", "))
+            })
+        })
+        .collect::<Result<BTreeSet<_>, _>>()?;
+    Ok((name, scopes, false, key))
 }
 
 /// SHA-256 of a key, to recognise it later without keeping it (the console's sessions).
@@ -306,7 +349,14 @@ mod tests {
         std::fs::write(&file, "new[export]:fedcba9876543210\n").unwrap();
         ring.reload(&file).unwrap();
         assert_eq!(names(&ring), r#"["new[export]"]"#);
-        for bad in ["", "new[admin]:fedcba9876543210", "new:short"] {
+        for bad in [
+            "",
+            "new[admin]:fedcba9876543210",
+            "new:short",
+            "a[read]:fedcba9876543210\nb[export]:fedcba9876543210\n",
+            "new[export]:fedcba98\u{7}76543210\n",
+            "new[export]:fedcba98 76543210\n",
+        ] {
             std::fs::write(&file, bad).unwrap();
             let err = ring.reload(&file).unwrap_err();
             assert!(!err.contains("fedcba9876543210"), "never a key: {err}");
@@ -325,7 +375,7 @@ mod tests {
         let keys = ApiKeys::parse("app:0123456789abcdef, ops:fedcba9876543210").unwrap();
         assert_eq!(
             format!("{keys:?}"),
-            r#"["app[tokens+read+entitlements+export]", "ops[tokens+read+entitlements+export]"]"#
+            r#"["app[tokens+tokens:playcallback_ignore+read+entitlements+export]", "ops[tokens+tokens:playcallback_ignore+read+entitlements+export]"]"#
         );
         assert!(ApiKeys::parse("").is_err());
         assert!(ApiKeys::parse("nokey").is_err());
@@ -341,7 +391,7 @@ mod tests {
             keys.0[0].scopes,
             BTreeSet::from([ApiScope::Read, ApiScope::Console])
         );
-        assert_eq!(keys.0[0].key.expose_secret(), "0123:456789abcdef");
+        assert_eq!(keys.0[0].digest, fingerprint("0123:456789abcdef"));
         assert!(!keys.0[0].unscoped);
         assert_eq!(keys.unscoped(), ["app"]);
         assert!(
@@ -357,5 +407,81 @@ mod tests {
             let err = ApiKeys::parse(bad).unwrap_err();
             assert!(!err.contains("0123456789abcdef"), "never the key: {err}");
         }
+    }
+
+    #[test]
+    fn a_scope_may_hold_a_colon_and_the_key_after_it_too() {
+        let keys =
+            ApiKeys::parse("shop[tokens+tokens:playcallback_ignore]:0123:456789abcdef").unwrap();
+        assert_eq!(
+            keys.0[0].scopes,
+            BTreeSet::from([ApiScope::Tokens, ApiScope::TokensPlaycallbackIgnore])
+        );
+        assert_eq!(keys.0[0].digest, fingerprint("0123:456789abcdef"));
+        assert_eq!(keys.0[0].name, "shop");
+        // A list missing its `]` runs into the key: refused, the key not shown.
+        let err = ApiKeys::parse("shop[tokens:secretsecretsecret]:x").unwrap_err();
+        assert!(!err.contains("secretsecretsecret"), "{err}");
+        let err = ApiKeys::parse("shop[tokens:0123456789abcdef").unwrap_err();
+        assert!(!err.contains("0123456789abcdef"), "{err}");
+    }
+
+    #[test]
+    fn entries_may_be_separated_by_line_breaks() {
+        let keys = ApiKeys::parse(
+            "app[tokens]:0123456789abcdef\r\n\n  ops[read]:fedcba9876543210 ,\nx:fedcba9876543211\n",
+        )
+        .unwrap();
+        assert_eq!(
+            format!("{keys:?}"),
+            r#"["app[tokens]", "ops[read]", "x[tokens+tokens:playcallback_ignore+read+entitlements+export]"]"#
+        );
+        assert_eq!(keys.0[1].digest, fingerprint("fedcba9876543210"));
+    }
+
+    #[test]
+    fn one_key_under_two_names_is_refused_naming_both_never_the_key() {
+        let err =
+            ApiKeys::parse("app[tokens]:0123456789abcdef\nops[read]:0123456789abcdef").unwrap_err();
+        assert!(err.contains("\"app\"") && err.contains("\"ops\""), "{err}");
+        assert!(!err.contains("0123456789abcdef"), "{err}");
+    }
+
+    #[test]
+    fn whitespace_and_control_characters_in_names_and_keys_are_refused() {
+        for bad in [
+            "app:0123456789 abcdef",
+            "app:0123456789\tabcdef",
+            "app:0123456789\u{7f}abcdef",
+            "app:0123456789\u{0}abcdef",
+            "app:0123456789\u{a0}abcdef",
+            "app[read]: 0123456789abcdef",
+            "my app:0123456789abcdef",
+            "a\u{1b}p[read]:0123456789abcdef",
+            "app :0123456789abcdef",
+        ] {
+            let err = ApiKeys::parse(bad).unwrap_err();
+            assert!(!err.contains("0123456789"), "{bad:?}: {err}");
+            assert!(err.starts_with("key "), "{bad:?} names the entry: {err}");
+        }
+    }
+
+    #[test]
+    fn keys_are_compared_by_digest_whatever_their_length() {
+        let keys = ApiKeys::parse("a:0123456789abcdef,b:0123456789abcdef0123456789").unwrap();
+        assert_eq!(keys.by_key("0123456789abcdef").unwrap().name, "a");
+        assert_eq!(keys.by_key("0123456789abcdef0123456789").unwrap().name, "b");
+        for wrong in ["", "0123456789abcde", "0123456789abcdef0", "x"] {
+            assert!(keys.by_key(wrong).is_none(), "{wrong:?}");
+        }
+        let ring = KeyRing::new(keys);
+        let (caller, print) = ring.caller_by_key("0123456789abcdef").unwrap();
+        assert_eq!(caller.name(), "a");
+        assert!(ring.holds("a", &print, ApiScope::Read));
+        assert!(
+            !ring.holds("a", &print[..31], ApiScope::Read),
+            "a short print"
+        );
+        assert!(!ring.holds("b", &print, ApiScope::Read));
     }
 }

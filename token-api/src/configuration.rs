@@ -25,10 +25,12 @@ pub struct Settings {
     /// The Kollus account's custom (user) key: tells Kollus which key verifies the token.
     #[arg(long, env = "KOLLUS_CUSTOM_KEY")]
     pub custom_key: String,
-    /// API keys of callers, as `name[scope+scope]:key,...` (named so one can be rotated out;
-    /// only the name is ever logged). Scopes: `tokens` (issue, verify), `read` (progress,
-    /// history, media), `entitlements` (grant, revoke, list), `export`, `console`. A key given
-    /// without scopes (`name:key`) may do everything but `console`, and startup warns about it.
+    /// API keys of callers, as `name[scope+scope]:key,...`, entries separated by `,` or line
+    /// breaks (named so one can be rotated out; only the name is ever logged). Scopes: `tokens`
+    /// (issue, verify), `tokens:playcallback_ignore` (sign `playcallback_ignore: true`), `read`
+    /// (progress, history, media), `entitlements` (grant, revoke, list), `export`, `console`. A
+    /// key given without scopes (`name:key`) may do everything but `console`, and startup warns
+    /// about it. Names and keys hold no whitespace or control characters; no key is given twice.
     #[arg(long, env = "TOKEN_API_KEYS", value_parser = Redacted(ApiKeys::parse), hide_env_values = true)]
     pub api_keys: ApiKeys,
     /// A file holding `TOKEN_API_KEYS` (read into it at start); read again on SIGHUP, so a

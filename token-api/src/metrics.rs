@@ -137,6 +137,9 @@ impl Metrics {
                 &["play:1", "0", "no_entitlement"],
                 &["play:1", "0", "expired"],
                 &["play:1", "0", "playtime_used_up"],
+                &["drm:2", "1", "download_counted"],
+                // Completions no approval of ours issued: forged, or an approval we lost.
+                &["drm:2", "1", "download_unmatched"],
             ],
         );
         zeroed(

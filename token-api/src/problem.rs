@@ -194,6 +194,7 @@ fn scope_schema() -> utoipa::openapi::Object {
         .schema_type(Type::String)
         .enum_values(Some([
             "tokens",
+            "tokens:playcallback_ignore",
             "read",
             "entitlements",
             "export",
@@ -271,6 +272,24 @@ key_refused!(
     TokensKeyRefused,
     "tokens"
 );
+/// 401 and 403 of `POST /v1/playback-tokens`: `tokens`, and for `playcallback_ignore: true`
+/// also `tokens:playcallback_ignore`.
+#[derive(utoipa::IntoResponses)]
+pub enum IssueKeyRefused {
+    #[response(
+        status = 401,
+        description = "No valid API key.",
+        content_type = "application/problem+json"
+    )]
+    Unauthorized(Problem<'static>),
+    #[response(
+        status = 403,
+        description = "The API key lacks the `tokens` scope, or the `tokens:playcallback_ignore` scope a token with `playcallback_ignore: true` needs (named in `scope`).",
+        content_type = "application/problem+json"
+    )]
+    Forbidden(Problem<'static>),
+}
+
 key_refused!(
     /// 401 and 403 of an operation that needs the `read` scope.
     ReadKeyRefused,

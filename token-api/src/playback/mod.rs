@@ -237,7 +237,7 @@ async fn answer_play(
     path = "/kollus/drm",
     operation_id = "answerDrmCallback",
     summary = "Kollus asks whether a user may download, or play a downloaded file",
-    description = "One answer item per request item, in order. A completed download (kind 2) is counted once per session_key.",
+    description = "One answer item per request item (1 to 100), in order. A completed download (kind 2) is counted once per session_key, and only when an approval we answered earlier (kind 1, result 1) for the same user, video and player carried that session_key; any other completion is acknowledged but not counted, and recorded with the reason download_unmatched.",
     request_body(content = wire::DrmForm, content_type = "application/x-www-form-urlencoded"),
     responses(
         (status = 200, description = "The decision, for Kollus.", body = wire::KollusAnswer, content_type = "text/plain", headers(("X-Kollus-UserKey" = String, description = "KOLLUS_CUSTOM_KEY: which key verifies the answer."))),
@@ -260,23 +260,57 @@ async fn answer_drm(
     let items = wire::drm(body)?;
     let now = OffsetDateTime::now_utc();
     let decided = within(p, async {
-        let client = p.pool.get().await.map_err(db_error(NOT_ANSWERING))?;
-        let mut decided = Vec::with_capacity(items.len());
+        let mut client = p.pool.get().await.map_err(db_error(NOT_ANSWERING))?;
+        // One transaction: the completions counted, the facts read after them and every item's
+        // decision recorded, or none of it (a timeout drops it, rolled back).
+        let tx = client
+            .transaction()
+            .await
+            .map_err(db_error(NOT_ANSWERING))?;
+        // A completion counts only when an approval of ours (a DRM kind 1 answered 1, recorded
+        // by an earlier callback) issued its session key: see `store::COUNT_ISSUED`.
+        let completions: Vec<store::Completion> = items
+            .iter()
+            .filter(|item| item.kind == 2)
+            .map(|item| store::Completion {
+                user: item.user.as_str(),
+                media: item.media.as_str(),
+                // `wire` refuses a kind 2 without one; "" would match no approval.
+                session_key: item.session_key.as_deref().unwrap_or_default(),
+                player_id: item.player_id.as_deref(),
+            })
+            .collect();
+        let mut issued = store::count_issued_downloads(&tx, &completions, now)
+            .await
+            .map_err(db_error(NOT_ANSWERING))?
+            .into_iter();
+        // One read per (user, video), however many items name it.
+        let mut facts_of: std::collections::HashMap<(&str, &str), policy::Facts> =
+            std::collections::HashMap::new();
         for item in &items {
-            let (user, media) = (item.user.as_str(), item.media.as_str());
-            if item.kind == 2 {
-                store::count_download(&client, user, media, item.session_key.as_deref(), now)
+            let key = (item.user.as_str(), item.media.as_str());
+            if let std::collections::hash_map::Entry::Vacant(slot) = facts_of.entry(key) {
+                let facts = store::facts(&tx, key.0, key.1)
                     .await
                     .map_err(db_error(NOT_ANSWERING))?;
+                slot.insert(facts);
             }
-            let facts = store::facts(&client, user, media)
-                .await
-                .map_err(db_error(NOT_ANSWERING))?;
+        }
+        let mut decided = Vec::with_capacity(items.len());
+        for item in &items {
+            let facts = facts_of[&(item.user.as_str(), item.media.as_str())].clone();
             let decision = match item.kind {
                 1 => decide_download(&facts, now, p.settings.default),
+                // Acknowledged either way (result 1): a genuine device whose approval we cannot
+                // find keeps its file, and a forger learns nothing from the answer. Only an
+                // issued completion counts against the limit.
                 2 => Decision {
                     allowed: true,
-                    reason: Reason::DownloadCounted,
+                    reason: if issued.next().unwrap_or(false) {
+                        Reason::DownloadCounted
+                    } else {
+                        Reason::DownloadUnmatched
+                    },
                     grant: None,
                     playtime_left: None,
                 },
@@ -298,9 +332,10 @@ async fn answer_drm(
                 session_key: item.session_key.as_deref(),
             })
             .collect();
-        store::record(&client, now, &records)
+        store::record(&tx, now, &records)
             .await
             .map_err(db_error(NOT_ANSWERING))?;
+        tx.commit().await.map_err(db_error(NOT_ANSWERING))?;
         Ok(decided)
     })
     .await?;

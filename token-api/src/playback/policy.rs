@@ -23,7 +23,8 @@ pub struct Grant {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Facts {
     pub grants: Vec<Grant>,
-    /// `playtime` this user has spent on the video over all sessions.
+    /// `playtime` this user has spent on the video over all sessions (never negative: read
+    /// clamped to `0..=i64::MAX`).
     pub playtime_used: i64,
     /// Downloads of the video this user completed.
     pub downloads: i64,
@@ -44,10 +45,13 @@ pub enum Reason {
     DownloadNotAllowed,
     DownloadLimitReached,
     DownloadCounted,
+    /// A completed download (DRM kind 2) that no approval of ours issued: recorded, not counted
+    /// (issue 26: a forged completion must not use up someone's download limit).
+    DownloadUnmatched,
 }
 
 impl Reason {
-    pub const ALL: [Reason; 9] = [
+    pub const ALL: [Reason; 10] = [
         Self::Entitled,
         Self::DefaultAllow,
         Self::NoEntitlement,
@@ -57,6 +61,7 @@ impl Reason {
         Self::DownloadNotAllowed,
         Self::DownloadLimitReached,
         Self::DownloadCounted,
+        Self::DownloadUnmatched,
     ];
 
     pub fn label(self) -> &'static str {
@@ -70,13 +75,20 @@ impl Reason {
             Self::DownloadNotAllowed => "download_not_allowed",
             Self::DownloadLimitReached => "download_limit_reached",
             Self::DownloadCounted => "download_counted",
+            Self::DownloadUnmatched => "download_unmatched",
         }
     }
 
     /// What the viewer reads when refused.
     pub fn message(self, lang: Lang) -> &'static str {
         match (self, lang) {
-            (Self::Entitled | Self::DefaultAllow | Self::DownloadCounted, _) => "",
+            (
+                Self::Entitled
+                | Self::DefaultAllow
+                | Self::DownloadCounted
+                | Self::DownloadUnmatched,
+                _,
+            ) => "",
             (Self::NoEntitlement, Lang::Ko) => "이 강의를 시청할 권한이 없습니다.",
             (Self::NoEntitlement, Lang::En) => "You do not have access to this video.",
             (Self::Expired, Lang::Ko) => "수강 기간이 만료되었습니다.",
@@ -121,7 +133,11 @@ impl Decision {
 /// May the user play the video now? Among several grants in force (the video's own, its
 /// channels'), the one leaving the most playtime wins, then the one lasting longest.
 pub fn decide_play(facts: &Facts, now: OffsetDateTime, default: PlayDefault) -> Decision {
-    let left = |g: &Grant| g.playtime_limit.map(|l| (l - facts.playtime_used).max(0));
+    // Saturating: no stored number, however large, is a panic or a wrapped allowance.
+    let left = |g: &Grant| {
+        g.playtime_limit
+            .map(|l| l.saturating_sub(facts.playtime_used.max(0)).max(0))
+    };
     let in_force = facts
         .grants
         .iter()
@@ -282,5 +298,33 @@ mod tests {
             decide_download(&facts, at(0), PlayDefault::Deny).reason,
             Reason::DownloadNotAllowed
         );
+    }
+
+    #[test]
+    fn extreme_playtimes_neither_panic_nor_add_to_the_allowance() {
+        for (used, limit, left) in [
+            (i64::MAX, 3600, 0),
+            (i64::MIN, 3600, 3600),
+            (-1000, 3600, 3600),
+            (0, i64::MAX, i64::MAX),
+            (i64::MIN, i64::MAX, i64::MAX),
+        ] {
+            let facts = Facts {
+                grants: vec![grant(Some(limit), None)],
+                playtime_used: used,
+                downloads: i64::MAX,
+                catalogued: true,
+            };
+            let d = decide_play(&facts, at(0), PlayDefault::Deny);
+            assert_eq!(d.playtime_left, Some(left), "used {used}, limit {limit}");
+            assert_eq!(
+                decide_download(&facts, at(0), PlayDefault::Deny).reason,
+                if left == 0 {
+                    Reason::PlaytimeUsedUp
+                } else {
+                    Reason::DownloadLimitReached
+                }
+            );
+        }
     }
 }

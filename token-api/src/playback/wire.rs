@@ -35,6 +35,11 @@ const DRM_ITEM_STRICT: &[&str] = &[
     "start_at",
 ];
 
+/// Most items one DRM callback may carry. Kollus sends a handful (a download, its completion, a
+/// few downloaded files' checks); every item costs a read, so a forged callback may not ask for
+/// thousands.
+pub const MAX_DRM_ITEMS: usize = 100;
+
 /// A play callback (SPEC.md 5.1), checked.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PlayCallback {
@@ -112,6 +117,15 @@ pub fn drm(body: &[u8]) -> Result<Vec<DrmItem>, ApiError> {
         .map_err(|e| invalid("items", format!("must be a JSON array of objects: {e}")))?;
     if items.is_empty() {
         return Err(invalid("items", "must hold at least one item"));
+    }
+    if items.len() > MAX_DRM_ITEMS {
+        return Err(invalid(
+            "items",
+            format!(
+                "holds {} items; at most {MAX_DRM_ITEMS} are answered in one callback",
+                items.len()
+            ),
+        ));
     }
     items
         .iter()
@@ -215,9 +229,9 @@ pub enum PlayKind {
 #[schema(as = DrmCallback)]
 #[allow(dead_code, reason = "the document's form; wire::drm reads it")]
 pub struct DrmForm {
-    /// A JSON array of items, each with `kind` (1 approve a download, 2 download completed, 3
-    /// play of a downloaded file), `client_user_id`, `media_content_key`, `session_key`
-    /// (required for kind 2), `start_at`, ...
+    /// A JSON array of 1 to 100 items, each with `kind` (1 approve a download, 2 download
+    /// completed, 3 play of a downloaded file), `client_user_id`, `media_content_key`,
+    /// `session_key` (required for kind 2), `start_at`, ...
     #[schema(content_media_type = "application/json")]
     items: String,
 }
@@ -315,6 +329,22 @@ mod tests {
             field_of(drm(body.as_bytes()).unwrap_err()),
             "items",
             "a lone surrogate"
+        );
+    }
+
+    #[test]
+    fn at_most_a_hundred_items_are_answered() {
+        let item = serde_json::json!({"kind": 1, "client_user_id": "u", "media_content_key": "m"});
+        let body = |n: usize| {
+            format!(
+                "items={}",
+                urlencode(&Value::Array(vec![item.clone(); n]).to_string())
+            )
+        };
+        assert_eq!(drm(body(MAX_DRM_ITEMS).as_bytes()).unwrap().len(), 100);
+        assert_eq!(
+            field_of(drm(body(MAX_DRM_ITEMS + 1).as_bytes()).unwrap_err()),
+            "items"
         );
     }
 

@@ -58,12 +58,13 @@ pub struct Issued {
     path = "/v1/playback-tokens",
     operation_id = "issuePlaybackToken",
     summary = "Sign a Kollus playback JWT and build the player URL",
+    description = "Needs the `tokens` scope; a token with `playcallback_ignore: true` (it plays without Kollus asking the play callback, so without an entitlement check) also needs `tokens:playcallback_ignore`.",
     request_body(content = request::TokenRequest, content_type = "application/json"),
     responses(
         (status = 201, description = "Issued.", body = Issued, content_type = "application/json"),
         (status = 400, description = "Invalid request; `errors` names each field.", body = crate::problem::Problem, content_type = "application/problem+json"),
         (status = 409, description = "STRICT_CATALOG refuses a video the catalog knows to be deleted or in no channel (or, with `require`, does not know).", body = crate::problem::Problem, content_type = "application/problem+json"),
-        crate::problem::TokensKeyRefused,
+        crate::problem::IssueKeyRefused,
         crate::problem::DatabaseFailed
     ),
     security(("bearer" = ["tokens"]))
@@ -95,6 +96,11 @@ pub async fn issue_token(
 
 async fn issue(caller: &Caller, body: &[u8], state: &Tokens) -> Result<HttpResponse, ApiError> {
     let request: TokenRequest = crate::problem::json_body(body)?;
+    // Such a token plays without Kollus asking our play callback: no entitlement is checked for
+    // it, so signing one is a scope of its own (`false`, Kollus's default, needs none).
+    if request.playcallback_ignore == Some(true) {
+        caller.require(ApiScope::TokensPlaycallbackIgnore)?;
+    }
     let valid = request.validate(&state.limits).map_err(ApiError::Invalid)?;
     check_catalog(state, &valid).await?;
 

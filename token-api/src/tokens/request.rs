@@ -46,7 +46,8 @@ pub struct TokenRequest {
     #[serde(default)]
     #[schema(schema_with = playback_rates_schema)]
     pub playback_rates: Option<Vec<f64>>,
-    /// Play without asking the channel's play callback (Kollus `playcallback_ignore`).
+    /// Play without asking the channel's play callback (Kollus `playcallback_ignore`). `true`
+    /// needs the API key's `tokens:playcallback_ignore` scope besides `tokens` (else 403).
     #[serde(default)]
     pub playcallback_ignore: Option<bool>,
     /// The PC player's skin.

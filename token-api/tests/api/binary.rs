@@ -130,3 +130,132 @@ async fn the_binary_warns_about_unscoped_keys_and_sighup_revokes_a_key() {
         }
     }
 }
+
+/// Starts the binary with its keys from `file` and waits until it listens; its port.
+fn start_with_keys_file(db_url: &str, file: &std::path::Path) -> (Running, u16) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_token-api"))
+        .env_clear()
+        .env("DATABASE_URL", db_url)
+        .env("KOLLUS_SECURITY_KEY", SECURITY_KEY)
+        .env("KOLLUS_CUSTOM_KEY", CUSTOM_KEY)
+        .env("TOKEN_API_KEYS_FILE", file)
+        .env("LISTEN_ADDR", "127.0.0.1:0")
+        .env("LOG_FORMAT", "text")
+        .env("RUST_LOG", "info")
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, lines) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut app = Running {
+        child,
+        lines,
+        seen: Vec::new(),
+    };
+    let listening = app.until("token-api listening");
+    let port = listening
+        .split("port=")
+        .nth(1)
+        .and_then(|p| p.split_whitespace().next())
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("no port in {listening}"));
+    (app, port)
+}
+
+/// A keys file may hold one entry per line (CRLF and blank lines included), besides commas.
+#[tokio::test]
+async fn a_keys_file_may_hold_one_key_per_line() {
+    let db = TestDb::new().await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("token_api_keys");
+    std::fs::write(
+        &file,
+        format!("legacy[read]:{LEGACY}\r\n\nscoped[read]:{SCOPED},\nfresh[tokens]:{FRESH}\n"),
+    )
+    .unwrap();
+    let (app, port) = start_with_keys_file(&db.url, &file);
+    let client = reqwest::Client::new();
+    let status = |key: &'static str| {
+        let req = client
+            .get(format!("http://127.0.0.1:{port}/v1/media/m1"))
+            .bearer_auth(key);
+        async move { req.send().await.unwrap().status().as_u16() }
+    };
+    assert_eq!(status(LEGACY).await, 404);
+    assert_eq!(status(SCOPED).await, 404);
+    assert_eq!(status(FRESH).await, 403, "tokens only");
+    assert_eq!(status("not-a-key-0123456789abcdef").await, 401);
+    drop(app);
+}
+
+/// Keys that are ambiguous or would be mangled stop the start (status 2) naming the entry,
+/// never showing a key: one key under two names, whitespace or a control character in a key
+/// or a name. From `TOKEN_API_KEYS` and from `TOKEN_API_KEYS_FILE` alike.
+#[test]
+fn duplicate_keys_and_blanks_or_control_characters_stop_the_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("token_api_keys");
+    for (keys, named, from_file) in [
+        (
+            format!("shop[tokens]:{LEGACY},billing[entitlements]:{LEGACY}"),
+            &["\"shop\"", "\"billing\"", "same key"][..],
+            false,
+        ),
+        (
+            format!("shop[tokens]:{LEGACY}\nbilling[entitlements]:{LEGACY}\n"),
+            &["\"shop\"", "\"billing\"", "same key"][..],
+            true,
+        ),
+        (
+            "shop[tokens]:legacy-key 0123456789abcdef".to_owned(),
+            &["\"shop\"", "whitespace"][..],
+            false,
+        ),
+        (
+            "shop[tokens]:legacy-key\u{1}0123456789abcdef".to_owned(),
+            &["\"shop\"", "control"][..],
+            true,
+        ),
+        (
+            "shop[tokens]:legacy-key\t0123456789abcdef".to_owned(),
+            &["\"shop\"", "whitespace"][..],
+            true,
+        ),
+        (
+            "my shop[tokens]:legacy-key-0123456789abcdef".to_owned(),
+            &["\"my shop\"", "name"][..],
+            false,
+        ),
+    ] {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_token-api"));
+        command
+            .env_clear()
+            .env("DATABASE_URL", "postgres://127.0.0.1:1/none")
+            .env("KOLLUS_SECURITY_KEY", SECURITY_KEY)
+            .env("KOLLUS_CUSTOM_KEY", CUSTOM_KEY);
+        if from_file {
+            std::fs::write(&file, &keys).unwrap();
+            command.env("TOKEN_API_KEYS_FILE", &file);
+        } else {
+            command.env("TOKEN_API_KEYS", &keys);
+        }
+        let out = command.output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{keys:?}: {stderr}");
+        assert!(stderr.contains("TOKEN_API_KEYS"), "{stderr}");
+        for what in named {
+            assert!(stderr.contains(what), "{keys:?}: no {what} in {stderr}");
+        }
+        for part in ["legacy-key", "0123456789abcdef"] {
+            assert!(!stderr.contains(part), "a key shown: {stderr}");
+        }
+    }
+}

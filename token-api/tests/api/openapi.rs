@@ -189,3 +189,21 @@ async fn the_served_document_states_this_servers_limits() {
         .await;
     assert_eq!(res.status(), 400);
 }
+
+/// The scopes a 403 may name (`problem.rs` states them: the bottom layer cannot import
+/// `auth`) are exactly the scopes a key may hold.
+#[test]
+fn a_403_names_exactly_the_scopes_a_key_may_hold() {
+    let doc = document();
+    let named: Vec<&str> = doc["components"]["schemas"]["Problem"]["properties"]["scope"]["enum"]
+        .as_array()
+        .expect("Problem.scope is an enum")
+        .iter()
+        .map(|s| s.as_str().unwrap())
+        .collect();
+    let held: Vec<&str> = kollus_token_api::auth::ApiScope::ALL
+        .iter()
+        .map(|s| s.as_str())
+        .collect();
+    assert_eq!(named, held);
+}

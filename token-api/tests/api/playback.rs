@@ -284,14 +284,13 @@ async fn drm_items_are_answered_in_order_and_a_download_counts_once() {
         app.drm(json!([
             item(1, "m1", "s1"),
             item(1, "stream-only", "s2"),
-            item(2, "m1", "s1"),
-            item(2, "m1", "s1") // Kollus retrying the same completion
+            item(3, "m1", "s0")
         ]))
         .await,
     )
     .await;
     let data = claims["data"].as_array().unwrap();
-    assert_eq!(data.len(), 4);
+    assert_eq!(data.len(), 3);
     assert_eq!(
         data[0],
         json!({"kind": 1, "media_content_key": "m1", "session_key": "s1",
@@ -303,8 +302,18 @@ async fn drm_items_are_answered_in_order_and_a_download_counts_once() {
         (&data[1]["result"], &data[1]["message"]),
         (&json!(0), &json!("이 강의는 다운로드할 수 없습니다."))
     );
+    assert_eq!(data[2]["result"], 1);
+    // The download approved completes; Kollus retries the same completion.
+    let completed = decoded(
+        app.drm(json!([item(2, "m1", "s1"), item(2, "m1", "s1")]))
+            .await,
+    )
+    .await;
     assert_eq!(
-        (&data[2]["result"], &data[3]["result"]),
+        (
+            &completed["data"][0]["result"],
+            &completed["data"][1]["result"]
+        ),
         (&json!(1), &json!(1))
     );
     assert_eq!(app.count("SELECT count(*) FROM drm_downloads").await, 1);
@@ -327,6 +336,185 @@ async fn drm_items_are_answered_in_order_and_a_download_counts_once() {
         ),
         (&json!(1), &json!(1))
     );
+}
+
+impl TestApp {
+    async fn decisions(&self, reason: &str) -> i64 {
+        self.db
+            .client()
+            .await
+            .query_one(
+                "SELECT count(*) FROM playback_decisions WHERE callback = 'drm' AND reason = $1",
+                &[&reason],
+            )
+            .await
+            .unwrap()
+            .get(0)
+    }
+}
+
+/// Issue 26: a viewer who knows the secret forges "download completed" (kind 2) items to use up
+/// someone's download limit. Only a completion whose session key an approval of ours issued
+/// (kind 1 answered 1, same user, video and player) counts; any other is recorded, not counted.
+#[tokio::test]
+async fn a_completion_counts_only_when_an_approval_of_ours_issued_its_session_key() {
+    let app = spawn_app().await;
+    app.grant(
+        "u1",
+        "media",
+        "m1",
+        json!({"download": true, "download_limit": 1}),
+    )
+    .await;
+    app.grant("u1", "media", "stream-only", json!({})).await;
+    let item = |kind: u8, user: &str, media: &str, player: &str, session: &str| {
+        json!({"kind": kind, "client_user_id": user, "media_content_key": media,
+               "player_id": player, "session_key": session, "start_at": 1_700_000_000})
+    };
+    let unmatched =
+        r#"kollus_token_play_decisions_total{kind="drm:2",reason="download_unmatched",result="1"}"#;
+    assert_eq!(app.metric(unmatched).await, 0, "shown from the start");
+
+    // A refused approval issues nothing.
+    let refused = decoded(
+        app.drm(json!([item(1, "u1", "stream-only", "p1", "s-refused")]))
+            .await,
+    )
+    .await;
+    assert_eq!(refused["data"][0]["result"], 0);
+    // An approval for u1 on p1, and its session key.
+    let approved = decoded(app.drm(json!([item(1, "u1", "m1", "p1", "s1")])).await).await;
+    assert_eq!(approved["data"][0]["result"], 1);
+    assert_eq!(
+        approved["data"][0]["session_key"], "s1",
+        "the answer echoes it"
+    );
+
+    let forged = json!([
+        item(2, "u1", "m1", "p1", "never-issued"),
+        item(2, "u1", "m1", "p2", "s1"),    // another player
+        item(2, "u2", "m1", "p1", "s1"),    // another user
+        item(2, "u1", "other", "p1", "s1"), // another video
+        item(2, "u1", "stream-only", "p1", "s-refused"),
+        // An approval in the same callback is no earlier approval.
+        item(1, "u1", "m1", "p1", "s-same"),
+        item(2, "u1", "m1", "p1", "s-same"),
+    ]);
+    let claims = decoded(app.drm(forged).await).await;
+    let data = claims["data"].as_array().unwrap();
+    assert_eq!(data.len(), 7);
+    for (i, answer) in data.iter().enumerate().filter(|(i, _)| *i != 5) {
+        assert_eq!(answer["result"], 1, "item {i}: acknowledged, nothing told");
+    }
+    assert_eq!(
+        app.count("SELECT count(*) FROM drm_downloads").await,
+        0,
+        "no forged completion used up u1's download"
+    );
+    assert_eq!(
+        app.decisions("download_unmatched").await,
+        6,
+        "each recorded"
+    );
+    assert_eq!(app.metric(unmatched).await, 6);
+    assert_eq!(app.decisions("download_counted").await, 0);
+
+    // The genuine completion counts, once, however often Kollus retries it.
+    let genuine = item(2, "u1", "m1", "p1", "s1");
+    let claims = decoded(app.drm(json!([genuine.clone(), genuine.clone()])).await).await;
+    assert_eq!(claims["data"][0]["result"], 1);
+    decoded(app.drm(json!([genuine])).await).await;
+    assert_eq!(
+        app.count(
+            "SELECT count(*) FROM drm_downloads WHERE client_user_id = 'u1' \
+             AND media_content_key = 'm1' AND session_key = 's1'"
+        )
+        .await,
+        1
+    );
+    assert_eq!(app.count("SELECT count(*) FROM drm_downloads").await, 1);
+    assert_eq!(app.decisions("download_counted").await, 3);
+    assert_eq!(
+        app.metric(r#"kollus_token_play_decisions_total{kind="drm:2",reason="download_counted",result="1"}"#)
+            .await,
+        3
+    );
+    // The one download allowed is used by the genuine completion: the next is refused.
+    let next = decoded(app.drm(json!([item(1, "u1", "m1", "p1", "s2")])).await).await;
+    assert_eq!(next["data"][0]["result"], 0);
+}
+
+/// Kollus sends a handful of items; a forged callback may not make us answer thousands.
+#[tokio::test]
+async fn more_than_a_hundred_drm_items_are_refused_naming_the_field() {
+    let app = spawn_app().await;
+    let item = json!({"kind": 3, "client_user_id": "u1", "media_content_key": "m1"});
+    let res = app.drm(Value::Array(vec![item.clone(); 101])).await;
+    assert_eq!(res.status(), 400);
+    assert_eq!(res.headers()["content-type"], "application/problem+json");
+    let problem: Value = res.json().await.unwrap();
+    assert_eq!(problem["errors"][0]["field"], "items", "{problem}");
+    assert!(
+        problem["errors"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("at most 100"),
+        "{problem}"
+    );
+    assert_eq!(
+        app.count("SELECT count(*) FROM playback_decisions").await,
+        0
+    );
+    let claims = decoded(app.drm(Value::Array(vec![item; 100])).await).await;
+    assert_eq!(claims["data"].as_array().unwrap().len(), 100);
+    assert_eq!(
+        app.count("SELECT count(*) FROM playback_decisions").await,
+        100,
+        "every item recorded"
+    );
+}
+
+/// The facts read stands any stored playtime: a total at the top of `bigint` or far below zero
+/// is an answer, never a 500 or a dropped connection, and a negative one adds nothing to the
+/// allowance.
+#[tokio::test]
+async fn extreme_stored_playtimes_are_answered_and_add_nothing_to_the_allowance() {
+    let app = spawn_app().await;
+    for (user, playtime, left) in [
+        ("at-max", i64::MAX, None),
+        ("at-min", i64::MIN, Some(3600)),
+        ("negative", -1000, Some(3600)),
+    ] {
+        app.grant(
+            user,
+            "media",
+            "m1",
+            json!({"playtime_limit_seconds": 3600, "download": true}),
+        )
+        .await;
+        app.watched(user, "m1", playtime).await;
+        let claims = decoded(app.play("1", user, "m1").await).await;
+        match left {
+            Some(left) => assert_eq!(
+                (
+                    &claims["data"]["result"],
+                    &claims["data"]["expiration_playtime"]
+                ),
+                (&json!(1), &json!(left)),
+                "{user}"
+            ),
+            None => assert_eq!(claims["data"]["result"], 0, "{user}: used up"),
+        }
+        let drm = decoded(
+            app.drm(
+                json!([{"kind": 1, "client_user_id": user, "media_content_key": "m1",
+                            "session_key": "s1"}]),
+            )
+            .await,
+        )
+        .await;
+        assert_eq!(drm["data"][0]["result"], claims["data"]["result"], "{user}");
+    }
 }
 
 #[tokio::test]

@@ -190,3 +190,63 @@ async fn sighup_reloads_the_keys_file() {
     )
     .await;
 }
+
+/// A token with `playcallback_ignore: true` plays without Kollus asking our play callback, so
+/// without an entitlement check (issue 26): a `tokens` key alone may not sign one.
+#[tokio::test]
+async fn signing_playcallback_ignore_needs_its_own_scope() {
+    const SHOP: &str = "shop-key-0123456789abcdef";
+    const TRUSTED: &str = "trusted-key-0123456789abcdef";
+    const IGNORE_ONLY: &str = "ignore-only-key-0123456789abcdef";
+    let app = spawn_app_with(|s| {
+        s.api_keys = ApiKeys::parse(&format!(
+            "shop[tokens]:{SHOP}\n\
+             trusted[tokens+tokens:playcallback_ignore]:{TRUSTED}\n\
+             ignore-only[tokens:playcallback_ignore]:{IGNORE_ONLY}"
+        ))
+        .unwrap()
+    })
+    .await;
+    let body = |ignore: Option<bool>| {
+        let mut b = json!({"client_user_id": "u1", "media": [{"media_content_key": "m1"}]});
+        if let Some(ignore) = ignore {
+            b["playcallback_ignore"] = ignore.into();
+        }
+        b
+    };
+    let forbidden = r#"kollus_token_issued_total{outcome="forbidden"}"#;
+
+    let res = app.issue(SHOP, body(Some(true))).await;
+    assert_eq!(res.status(), 403);
+    assert_eq!(res.headers()["content-type"], "application/problem+json");
+    let problem: Value = res.json().await.unwrap();
+    assert_eq!(problem["scope"], "tokens:playcallback_ignore", "{problem}");
+    assert!(
+        problem["detail"]
+            .as_str()
+            .unwrap()
+            .contains("tokens:playcallback_ignore"),
+        "{problem}"
+    );
+    assert_eq!(app.metric(forbidden).await, 1);
+    for ignore in [None, Some(false)] {
+        assert_eq!(
+            app.issue(SHOP, body(ignore)).await.status(),
+            201,
+            "{ignore:?}: Kollus's default needs no more than tokens"
+        );
+    }
+
+    let res = app.issue(TRUSTED, body(Some(true))).await;
+    assert_eq!(res.status(), 201);
+    let issued: Value = res.json().await.unwrap();
+    let (_, claims) = verify_independently(issued["token"].as_str().unwrap(), SECURITY_KEY);
+    assert_eq!(claims["playcallback_ignore"], true);
+
+    // The scope adds to `tokens`; it does not stand for it.
+    let res = app.issue(IGNORE_ONLY, body(Some(true))).await;
+    assert_eq!(res.status(), 403);
+    let problem: Value = res.json().await.unwrap();
+    assert_eq!(problem["scope"], "tokens");
+    assert_eq!(app.metric(forbidden).await, 2);
+}
