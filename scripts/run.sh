@@ -21,6 +21,8 @@ dev_default() { # NAME VALUE: export VALUE unless NAME is set already, and remem
 dev_default CALLBACK_SECRET dev-callback-secret
 dev_default PLAY_CALLBACK_SECRET dev-play-callback-secret
 dev_default LMS_CALLBACK_SECRET dev-lms-callback-secret
+# Viewer binding (README "Viewer binding"): player URLs carry a MAC of their user; `record`.
+dev_default PLAYER_BINDING_KEY dev-player-binding-key
 dev_default KOLLUS_SECURITY_KEY dev-security-key-change-me
 dev_default KOLLUS_CUSTOM_KEY dev-custom-key
 # `dev` may call every API; `support` may sign in to the support console only.

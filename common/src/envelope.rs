@@ -43,6 +43,10 @@ pub struct Envelope<P> {
     /// LMS: what checking the report's `hash` found; absent when the check is off.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lms_hash: Option<HashVerdict>,
+    /// LMS: whether the report carries its user's viewer binding (`bound`, `absent`,
+    /// `mismatch`; README, "Viewer binding"); absent when binding is off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub binding: Option<crate::kollus::binding::Binding>,
     pub payload: P,
     pub raw: RawRequest,
 }
@@ -58,6 +62,7 @@ impl<P> Envelope<P> {
             query: BTreeMap::new(),
             form: BTreeMap::new(),
             lms_hash: None,
+            binding: None,
             payload,
             raw,
         }

@@ -66,9 +66,11 @@ pub fn rfc3339(s: &str) -> Result<time::OffsetDateTime, String> {
 #[derive(Debug, Clone, Default, clap::Args)]
 pub struct PlatformSecretRotation {
     /// The platform secret's previous value, accepted until CALLBACK_SECRET_PREVIOUS_UNTIL.
+    /// Optional: set only during a rotation.
     #[arg(long = "callback-secret-previous", env = "CALLBACK_SECRET_PREVIOUS", value_parser = Redacted(callback_secret), hide_env_values = true)]
     pub previous: Option<SecretString>,
     /// When CALLBACK_SECRET_PREVIOUS stops being accepted (RFC 3339, at most a day ahead).
+    /// Optional: set with CALLBACK_SECRET_PREVIOUS.
     #[arg(long = "callback-secret-previous-until", env = "CALLBACK_SECRET_PREVIOUS_UNTIL", value_parser = rfc3339)]
     pub until: Option<time::OffsetDateTime>,
 }
@@ -232,6 +234,7 @@ pub const SECRET_FILE_VARIANTS: &[&str] = &[
     "PLAY_CALLBACK_SECRET",
     "PLAY_CALLBACK_SECRET_PREVIOUS",
     "LMS_CALLBACK_SECRET",
+    "PLAYER_BINDING_KEY",
     "KOLLUS_SECURITY_KEY",
     "KOLLUS_SERVICE_ACCOUNT_KEY",
     "TOKEN_API_KEYS",

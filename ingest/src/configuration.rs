@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use kollus_common::client_addr::Networks;
+use kollus_common::kollus::binding::BindingSettings;
 use kollus_common::kollus::callback_secret::{ensure_distinct, CallbackSecret, SecretName};
 use kollus_common::settings::{
     callback_secret, millis, KafkaSettings, PlatformSecretRotation, ProxySettings, Redacted,
@@ -36,6 +37,8 @@ pub struct Settings {
     pub callback_allow_cidrs: Networks,
     #[command(flatten)]
     pub proxies: ProxySettings,
+    #[command(flatten)]
+    pub binding: BindingSettings,
     /// Largest request body accepted, in bytes.
     #[arg(long, env = "INGEST_BODY_LIMIT", default_value_t = 256 * 1024)]
     pub body_limit: usize,
@@ -156,6 +159,7 @@ impl Settings {
             lms_callback_secret: SecretString::from(format!("{callback_secret}-lms")),
             callback_allow_cidrs: Networks::default(),
             proxies: ProxySettings::default(),
+            binding: BindingSettings::default(),
             body_limit: 256 * 1024,
             ack_timeout: Duration::from_millis(1500),
             max_in_flight: 4096,

@@ -6,7 +6,12 @@ use kollus_ingest::startup::Application;
 async fn main() -> anyhow::Result<()> {
     kollus_common::settings::prepare_process("127.0.0.1:8080");
     let settings = Settings::parse();
-    if let Err(e) = settings.callback_secrets() {
+    if let Err(e) = settings
+        .callback_secrets()
+        .map(drop)
+        .map_err(|e| e.to_string())
+        .and_then(|()| settings.binding.binding().map(drop))
+    {
         use clap::CommandFactory as _;
         Settings::command()
             .error(clap::error::ErrorKind::ValueValidation, e)

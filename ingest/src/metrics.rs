@@ -1,5 +1,6 @@
 //! ingest's metrics, in the `kollus_ingest` namespace.
 
+use kollus_common::kollus::binding::Binding;
 use kollus_common::kollus::callback_secret::{Generation, SecretName};
 use kollus_common::kollus::lms::checksum::HashVerdict;
 use kollus_common::metrics::{
@@ -16,6 +17,7 @@ pub struct Metrics {
     pub deadletters: IntCounterVec,
     pub lms_hash: IntCounterVec,
     pub callback_auth: IntCounterVec,
+    pub lms_binding: IntCounterVec,
     pub spooled: IntCounter,
     pub forwarded: IntCounter,
     pub spooled_records: IntGauge,
@@ -68,6 +70,12 @@ impl Metrics {
                  means a rotation's old value can go.",
                 &["route", "secret", "generation"],
             ),
+            lms_binding: counter_vec(
+                &r,
+                "lms_binding_total",
+                "LMS reports whose viewer binding was checked, by what it said (bound, absent, mismatch); PLAYER_BINDING=require refuses all but bound.",
+                &["binding"],
+            ),
             spooled: counter(
                 &r,
                 "spooled_total",
@@ -91,6 +99,9 @@ impl Metrics {
         // Known label values exist at 0 from the start, so rates and alerts see them at once.
         for verdict in HashVerdict::ALL {
             m.lms_hash.with_label_values(&[verdict.as_str()]);
+        }
+        for binding in Binding::ALL {
+            m.lms_binding.with_label_values(&[binding.as_str()]);
         }
         for reason in DEADLETTER_REASONS {
             m.deadletters.with_label_values(&[reason]);
@@ -119,7 +130,8 @@ impl Metrics {
 }
 
 /// Every reason ingest dead-letters a request for (`CallbackError::code` of a 4xx).
-pub const DEADLETTER_REASONS: [&str; 7] = [
+pub const DEADLETTER_REASONS: [&str; 8] = [
+    "lms_unbound",
     "unsupported_media_type",
     "body_too_large",
     "invalid_callback",

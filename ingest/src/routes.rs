@@ -16,6 +16,7 @@ use kollus_common::envelope::query_without_secret;
 use kollus_common::envelope::{
     header as h, DeadLetter, Envelope, RawBody, RawRequest, SCHEMA_VERSION,
 };
+use kollus_common::kollus::binding::{Binding, PlayerBinding};
 use kollus_common::kollus::callback_secret::{
     check_callback_secret, warn_platform_secret_on_player_route, CallbackSecret, SecretName,
 };
@@ -45,6 +46,8 @@ pub struct State {
     pub allow: Networks,
     /// `TRUSTED_PROXIES`: when `X-Forwarded-For` is believed.
     pub proxies: Networks,
+    /// Viewer binding (`PLAYER_BINDING*`), unless off.
+    pub binding: Option<PlayerBinding>,
     pub body_limit: usize,
     pub in_flight: Semaphore,
     pub publisher: Publisher,
@@ -76,6 +79,8 @@ pub enum CallbackError {
     HashMismatch,
     #[error("the LMS report carries no hash (LMS_HASH_POLICY=require)")]
     HashAbsent,
+    #[error("the LMS report's viewer binding is {}: it does not come from a player URL made for its user (PLAYER_BINDING=require)", .0.as_str())]
+    Unbound(Binding),
     #[error("{0} is not accepted on /kollus/{1}; Kollus POSTs platform callbacks")]
     MethodNotAllowed(String, &'static str),
     #[error("reading the request body failed: {0}")]
@@ -100,6 +105,7 @@ impl CallbackError {
             Self::NoLmsDocument(_) => "lms_document_missing",
             Self::HashMismatch => "lms_hash_mismatch",
             Self::HashAbsent => "lms_hash_absent",
+            Self::Unbound(_) => "lms_unbound",
             Self::MethodNotAllowed(..) => "method_not_allowed",
             Self::BodyRead(_) => "body_read_failed",
             Self::Overloaded => "overloaded",
@@ -129,6 +135,7 @@ impl ResponseError for CallbackError {
             | Self::NoLmsDocument(_)
             | Self::HashMismatch
             | Self::HashAbsent
+            | Self::Unbound(_)
             | Self::BodyRead(_) => StatusCode::BAD_REQUEST,
             Self::MethodNotAllowed(..) => StatusCode::METHOD_NOT_ALLOWED,
             Self::Overloaded | Self::Unavailable(_) | Self::Spool(_) => {
@@ -154,6 +161,7 @@ impl ResponseError for CallbackError {
             field: match self {
                 Self::Invalid(e) | Self::NoLmsDocument(LocateError::Invalid(e)) => Some(&e.field),
                 Self::HashMismatch | Self::HashAbsent => Some("hash"),
+                Self::Unbound(_) => Some("uservalues"),
                 _ => None,
             },
         })
@@ -296,9 +304,14 @@ async fn accept(
     };
     let topic = parsed.topic(&state.kafka);
     let key = parsed.key();
-    let (payload, form, lms_hash) = match parsed {
-        Parsed::Lms { report, form, hash } => (Payload::Lms(report), form, hash),
-        Parsed::Content(event) => (Payload::Content(event), BTreeMap::new(), None),
+    let (payload, form, lms_hash, binding) = match parsed {
+        Parsed::Lms {
+            report,
+            form,
+            hash,
+            binding,
+        } => (Payload::Lms(report), form, hash, binding),
+        Parsed::Content(event) => (Payload::Content(event), BTreeMap::new(), None, None),
     };
     let envelope = Envelope {
         received_at,
@@ -306,6 +319,7 @@ async fn accept(
         query,
         form,
         lms_hash,
+        binding,
         ..Envelope::new(kind, payload, raw)
     };
     let id = envelope.id;
@@ -385,6 +399,8 @@ enum Parsed {
         /// The flat template fields posted beside the document.
         form: BTreeMap<String, String>,
         hash: Option<HashVerdict>,
+        /// The viewer binding's verdict, unless binding is off.
+        binding: Option<Binding>,
     },
     Content(ContentEvent),
 }
@@ -490,10 +506,33 @@ fn parse(
     if let Some(name) = located.source.strip_prefix("query:") {
         query.remove(name);
     }
+    let binding = state.binding.as_ref().map(|b| {
+        // The document's uservalues, or the URL's (a template may put {USERVALUEn} there).
+        let presented = located
+            .report
+            .uservalues
+            .get(&b.slot)
+            .or_else(|| query.get(&b.slot))
+            .or_else(|| located.form.get(&b.slot));
+        let verdict = b.judge(
+            located.report.user.client_user_id.as_str(),
+            presented.map(String::as_str),
+        );
+        state
+            .metrics
+            .lms_binding
+            .with_label_values(&[verdict.as_str()])
+            .inc();
+        (b.required(), verdict)
+    });
+    if let Some((true, verdict)) = binding.filter(|(_, v)| !v.is_bound()) {
+        return Err(CallbackError::Unbound(verdict));
+    }
     Ok(Parsed::Lms {
         report: located.report,
         form: located.form,
         hash: hash.map(|(_, verdict)| verdict),
+        binding: binding.map(|(_, verdict)| verdict),
     })
 }
 

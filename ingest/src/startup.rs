@@ -29,6 +29,7 @@ impl Application {
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
         let hash_check = settings.hash_check()?;
         let (platform_secret, lms_secret) = settings.callback_secrets()?;
+        let binding = settings.binding.binding().map_err(anyhow::Error::msg)?;
         let hash_policy = hash_check.as_ref().map(|(policy, _)| *policy);
         let spool = Spool::open(&settings.spool_dir, settings.spool_limit)?;
         let metrics = Metrics::new();
@@ -61,6 +62,7 @@ impl Application {
             lms_secret,
             allow: settings.callback_allow_cidrs.clone(),
             proxies: settings.proxies.trusted_proxies.clone(),
+            binding: binding.clone(),
             body_limit: settings.body_limit,
             in_flight: Semaphore::new(settings.max_in_flight),
             publisher: Publisher {
@@ -98,6 +100,7 @@ impl Application {
             lms_hash_policy = ?hash_policy,
             callback_allow_cidrs = %settings.callback_allow_cidrs,
             trusted_proxies = %settings.proxies.trusted_proxies,
+            player_binding = ?binding.as_ref().map(|b| (b.mode, b.slot.as_str())),
             "ingest listening"
         );
         Ok(Self {

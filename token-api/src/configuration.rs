@@ -70,6 +70,8 @@ pub struct Settings {
     pub play: PlaySettings,
     #[command(flatten)]
     pub proxies: ProxySettings,
+    #[command(flatten)]
+    pub binding: kollus_common::kollus::binding::BindingSettings,
     /// The archive (`kollus-archive dump --to`): a directory or `s3://bucket/prefix`. Set, user
     /// exports also carry the raw LMS reports found in it (a scan of the archive's playback
     /// segments). Optional.
@@ -118,6 +120,7 @@ impl Settings {
             return Err("CONSOLE_SESSION_HOURS must be at least 1".into());
         }
         self.play.secrets()?;
+        self.binding.binding()?;
         Ok(())
     }
 }
@@ -131,9 +134,11 @@ pub struct PlaySettings {
     #[arg(long, env = "PLAY_CALLBACK_SECRET", value_parser = kollus_common::settings::Redacted(kollus_common::settings::callback_secret), hide_env_values = true)]
     pub play_callback_secret: Option<SecretString>,
     /// PLAY_CALLBACK_SECRET's previous value, accepted until PLAY_CALLBACK_SECRET_PREVIOUS_UNTIL.
+    /// Optional: set only during a rotation.
     #[arg(long, env = "PLAY_CALLBACK_SECRET_PREVIOUS", value_parser = kollus_common::settings::Redacted(kollus_common::settings::callback_secret), hide_env_values = true)]
     pub play_callback_secret_previous: Option<SecretString>,
     /// When PLAY_CALLBACK_SECRET_PREVIOUS stops being accepted (RFC 3339, at most a day ahead).
+    /// Optional: set with PLAY_CALLBACK_SECRET_PREVIOUS.
     #[arg(long, env = "PLAY_CALLBACK_SECRET_PREVIOUS_UNTIL", value_parser = kollus_common::settings::rfc3339)]
     pub play_callback_secret_previous_until: Option<time::OffsetDateTime>,
     /// The platform callbacks' secret, as ingest's. Optional here: when set, it is also taken on

@@ -27,6 +27,8 @@ pub struct Metrics {
     pub play_refused: IntCounterVec,
     /// Play and DRM callbacks authenticated, by callback, secret and generation.
     pub callback_auth: IntCounterVec,
+    /// Play and DRM callbacks whose viewer binding was checked, by callback and verdict.
+    pub play_binding: IntCounterVec,
     /// Entitlement grants and revocations.
     pub entitlement_changes: IntCounterVec,
     /// Exports started, by what (`user`, `media`).
@@ -80,6 +82,12 @@ impl Metrics {
                 "Play and DRM callbacks authenticated, by callback, the secret that opened it (play, platform) and its generation (current, previous): secret=\"platform\" means a viewer-held URL carries the platform secret; generation=\"previous\" at 0 means a rotation's old value can go.",
                 &["callback", "secret", "generation"],
             ),
+            play_binding: counter_vec(
+                &r,
+                "play_binding_total",
+                "Play callbacks and DRM items whose viewer binding was checked, by callback and what it said (bound, absent, mismatch); PLAYER_BINDING=require answers all but bound from no facts.",
+                &["callback", "binding"],
+            ),
             entitlement_changes: counter_vec(
                 &r,
                 "entitlement_changes_total",
@@ -114,6 +122,9 @@ impl Metrics {
         zeroed(&m.exports, &[&["user"], &["media"]]);
         zeroed(&m.entitlement_changes, &[&["grant"], &["revoke"]]);
         for callback in ["play", "drm"] {
+            for binding in ["bound", "absent", "mismatch"] {
+                m.play_binding.with_label_values(&[callback, binding]);
+            }
             for secret in ["play", "platform"] {
                 for generation in ["current", "previous"] {
                     m.callback_auth

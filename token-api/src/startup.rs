@@ -45,6 +45,10 @@ impl Application {
         };
         let document = web::Data::new(ServedDocument::new(&limits));
         // Each feature's own web::Data: a handler sees only what its feature needs.
+        let binding = settings.binding.binding().map_err(anyhow::Error::msg)?;
+        if let Some(b) = &binding {
+            tracing::info!(mode = ?b.mode, uservalue = b.slot, "viewer binding on");
+        }
         let tokens = web::Data::new(Tokens {
             signer: signer.clone(),
             custom_key: settings.custom_key.clone(),
@@ -55,6 +59,7 @@ impl Application {
             catalog_cache: CatalogCache::new(settings.strict_catalog_cache),
             pool: pool.clone(),
             metrics: metrics.clone(),
+            binding: binding.clone(),
         });
         let history = web::Data::new(History { pool: pool.clone() });
         let entitlements = web::Data::new(Entitlements {
@@ -70,6 +75,7 @@ impl Application {
         let playback = web::Data::new(Playback {
             secrets: play_secrets,
             proxies: settings.proxies.trusted_proxies.clone(),
+            binding: binding.clone(),
             settings: settings.play.clone(),
             signer,
             custom_key: settings.custom_key.clone(),

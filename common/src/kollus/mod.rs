@@ -1,5 +1,6 @@
 //! Kollus's wire formats (`shared/kollus/SPEC.md`), parsed into typed values at the edge.
 
+pub mod binding;
 pub mod callback_secret;
 pub mod form;
 pub mod lms;

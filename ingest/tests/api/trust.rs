@@ -224,3 +224,88 @@ async fn behind_a_trusted_proxy_the_right_most_untrusted_hop_is_the_source() {
         "the envelope records the client, not the proxy"
     );
 }
+
+const BINDING_KEY: &str = "test-player-binding-key-0123";
+
+fn binding(
+    mode: kollus_common::kollus::binding::BindingMode,
+) -> impl FnOnce(&mut kollus_ingest::configuration::Settings) {
+    move |s| {
+        s.binding.player_binding = Some(mode);
+        s.binding.player_binding_key = Some(SecretString::from(BINDING_KEY));
+    }
+}
+
+/// The seed report (user 181353) with `uservalue99` set in its URL. A client of its own: a
+/// pooled connection idle past actix's keep-alive (5 s, while the test reads a topic) is closed
+/// by the server just as it is reused.
+async fn post_bound(app: &TestApp, uservalue99: &str) -> reqwest::Response {
+    reqwest::Client::new()
+        .post(format!(
+            "{}/kollus/lms?uservalue99={uservalue99}&secret={LMS_SECRET}",
+            app.address
+        ))
+        .header("content-type", FORM)
+        .body(fixture("lms-seed.form"))
+        .send()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn under_require_a_report_without_its_users_binding_is_refused_and_dead_lettered() {
+    use kollus_common::kollus::binding::{BindingMode, PlayerBinding};
+    let app = spawn_app_with(binding(BindingMode::Require)).await;
+    let b = PlayerBinding::new(
+        BindingMode::Require,
+        SecretString::from(BINDING_KEY),
+        "uservalue99",
+    );
+    // None, another user's (a forger's own player URL), made up: refused, dead-lettered.
+    let res = app.post("lms", FORM, fixture("lms-seed.form")).await;
+    assert_eq!(res.status(), 400);
+    let body: serde_json::Value = res.json().await.unwrap();
+    assert_eq!(body["error"], "lms_unbound");
+    assert_eq!(post_bound(&app, &b.value_for("forger")).await.status(), 400);
+    assert_eq!(post_bound(&app, "made-up").await.status(), 400);
+    assert_eq!(
+        app.count("kollus.playback.v1"),
+        0,
+        "nothing reaches history"
+    );
+    let dead = app.dead_letters(3).await;
+    assert!(
+        dead.iter().all(|d| d["reason"] == "lms_unbound"),
+        "{dead:?}"
+    );
+    // The user's own binding: kept, and said so.
+    assert_eq!(post_bound(&app, &b.value_for("181353")).await.status(), 200);
+    let v = value(&app.records("kollus.playback.v1", 1).await[0]);
+    assert_eq!(v["binding"], "bound");
+    let sample = r#"kollus_ingest_lms_binding_total{binding="mismatch"}"#;
+    assert_eq!(scrape(&app.address, sample).await, Some(2.0));
+}
+
+#[tokio::test]
+async fn under_record_an_unbound_report_is_kept_and_marked() {
+    use kollus_common::kollus::binding::BindingMode;
+    let app = spawn_app_with(binding(BindingMode::Record)).await;
+    assert_eq!(
+        app.post("lms", FORM, fixture("lms-seed.form"))
+            .await
+            .status(),
+        200
+    );
+    let v = value(&app.records("kollus.playback.v1", 1).await[0]);
+    assert_eq!(v["binding"], "absent");
+    // Off (no key): no verdict at all.
+    let off = spawn_app().await;
+    assert_eq!(
+        off.post("lms", FORM, fixture("lms-seed.form"))
+            .await
+            .status(),
+        200
+    );
+    let v = value(&off.records("kollus.playback.v1", 1).await[0]);
+    assert!(v.get("binding").is_none(), "{v}");
+}

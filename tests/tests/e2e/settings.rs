@@ -9,6 +9,7 @@ const SECRETS: &[(&str, &str)] = &[
     ("CALLBACK_SECRET", "callback-secret-value-0123"),
     ("PLAY_CALLBACK_SECRET", "play-callback-secret-value-0123"),
     ("LMS_CALLBACK_SECRET", "lms-callback-secret-value-0123"),
+    ("PLAYER_BINDING_KEY", "player-binding-key-value-0123"),
     ("KOLLUS_SECURITY_KEY", "security-key-value-0123"),
     ("TOKEN_API_KEYS", "app:api-key-value-0123456789"),
     (

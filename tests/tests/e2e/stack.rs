@@ -13,6 +13,9 @@ pub const PLAY_CALLBACK_SECRET: &str = "e2e-play-callback-secret";
 /// The LMS URL's secret (ingest's /kollus/lms): public.
 pub const LMS_CALLBACK_SECRET: &str = "e2e-lms-callback-secret";
 
+/// The viewer binding's key, on ingest and token-api (`record`: marked, not refused).
+pub const PLAYER_BINDING_KEY: &str = "e2e-player-binding-key";
+
 /// The secret the Kollus console's URL for `route` carries.
 pub fn secret_for(route: &str) -> &'static str {
     match route {
@@ -109,6 +112,7 @@ impl Stack {
                 vec![
                     ("CALLBACK_SECRET", CALLBACK_SECRET.into()),
                     ("LMS_CALLBACK_SECRET", LMS_CALLBACK_SECRET.into()),
+                    ("PLAYER_BINDING_KEY", PLAYER_BINDING_KEY.into()),
                     ("INGEST_SPOOL_DIR", spool_dir.display().to_string()),
                     ("KOLLUS_SERVICE_ACCOUNT_KEY", SERVICE_ACCOUNT_KEY.into()),
                 ],
@@ -124,6 +128,7 @@ impl Stack {
                     ),
                     ("CONSOLE_INSECURE_COOKIE", "1".into()),
                     ("PLAY_CALLBACK_SECRET", PLAY_CALLBACK_SECRET.into()),
+                    ("PLAYER_BINDING_KEY", PLAYER_BINDING_KEY.into()),
                 ],
             ),
             ("sync-worker", vec![]),

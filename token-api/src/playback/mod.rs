@@ -22,6 +22,7 @@ use std::sync::Arc;
 use actix_web::{web, HttpRequest, HttpResponse};
 use deadpool_postgres::Pool;
 use kollus_common::client_addr::{self, Networks};
+use kollus_common::kollus::binding::PlayerBinding;
 use kollus_common::kollus::callback_secret::{
     check_callback_secret, warn_platform_secret_on_player_route, SecretName,
 };
@@ -41,6 +42,8 @@ pub struct Playback {
     pub secrets: Option<PlaySecrets>,
     /// `TRUSTED_PROXIES`: who the client is, for the logs.
     pub proxies: Networks,
+    /// Viewer binding (`PLAYER_BINDING*`), unless off.
+    pub binding: Option<PlayerBinding>,
     pub settings: PlaySettings,
     pub signer: Arc<Signer>,
     /// The Kollus account's custom key, sent back as `X-Kollus-UserKey`.
@@ -77,6 +80,45 @@ fn check_secret(req: &HttpRequest, p: &Playback, callback: &'static str) -> Resu
         .with_label_values(&[callback, found.secret.label(), found.generation.label()])
         .inc();
     Ok(())
+}
+
+/// Judges a callback's viewer binding (counted); `true` when it must not count for its user
+/// (`PLAYER_BINDING=require` and unbound).
+fn unbound(p: &Playback, callback: &str, user: &str, uservalues: &wire::UserValues) -> bool {
+    let Some(b) = &p.binding else {
+        return false;
+    };
+    let verdict = b.judge(user, uservalues.get(&b.slot).map(String::as_str));
+    p.metrics
+        .play_binding
+        .with_label_values(&[callback, verdict.as_str()])
+        .inc();
+    if !verdict.is_bound() {
+        tracing::info!(
+            callback,
+            user,
+            binding = verdict.as_str(),
+            required = b.required(),
+            "a callback without its user's viewer binding"
+        );
+    }
+    b.required() && !verdict.is_bound()
+}
+
+/// What an unbound callback is answered under `PLAYER_BINDING=require`: the default policy's
+/// answer from no facts, so nothing of the named user's grants or playtime shows.
+fn unbound_decision(p: &Playback, now: OffsetDateTime, download: bool) -> Decision {
+    let facts = policy::Facts::default();
+    let d = if download {
+        decide_download(&facts, now, p.settings.default)
+    } else {
+        decide_play(&facts, now, p.settings.default)
+    };
+    if d.allowed {
+        d
+    } else {
+        Decision::refuse(Reason::Unbound, None)
+    }
 }
 
 fn counted(p: &Playback, callback: &'static str, result: &Result<HttpResponse, ApiError>) {
@@ -188,12 +230,19 @@ async fn answer_play(
     let callback = wire::play(body)?;
     let now = OffsetDateTime::now_utc();
     let (user, media) = (callback.user.as_str(), callback.media.as_str());
+    let unbound = unbound(p, "play", user, &callback.uservalues);
     let (facts, decision) = within(p, async {
         let client = p.pool.get().await.map_err(db_error(NOT_ANSWERING))?;
-        let facts = store::facts(&client, user, media)
-            .await
-            .map_err(db_error(NOT_ANSWERING))?;
-        let decision = decide_play(&facts, now, p.settings.default);
+        // Unbound under `require`: nothing of the user's is read, so nothing of it is told.
+        let (facts, decision) = if unbound {
+            (policy::Facts::default(), unbound_decision(p, now, false))
+        } else {
+            let facts = store::facts(&client, user, media)
+                .await
+                .map_err(db_error(NOT_ANSWERING))?;
+            let decision = decide_play(&facts, now, p.settings.default);
+            (facts, decision)
+        };
         let one = Record {
             callback: "play",
             kind: callback.kind,
@@ -269,9 +318,16 @@ async fn answer_drm(
             .map_err(db_error(NOT_ANSWERING))?;
         // A completion counts only when an approval of ours (a DRM kind 1 answered 1, recorded
         // by an earlier callback) issued its session key: see `store::COUNT_ISSUED`.
+        // Unbound items (under `require`) count for no one and are answered from no facts.
+        let unbound: Vec<bool> = items
+            .iter()
+            .map(|item| unbound(p, "drm", item.user.as_str(), &item.uservalues))
+            .collect();
         let completions: Vec<store::Completion> = items
             .iter()
-            .filter(|item| item.kind == 2)
+            .zip(&unbound)
+            .filter(|(item, unbound)| item.kind == 2 && !**unbound)
+            .map(|(item, _)| item)
             .map(|item| store::Completion {
                 user: item.user.as_str(),
                 media: item.media.as_str(),
@@ -297,7 +353,22 @@ async fn answer_drm(
             }
         }
         let mut decided = Vec::with_capacity(items.len());
-        for item in &items {
+        for (item, unbound) in items.iter().zip(&unbound) {
+            if *unbound {
+                let decision = match item.kind {
+                    // Acknowledged as any unmatched completion is, and not counted.
+                    2 => Decision {
+                        allowed: true,
+                        reason: Reason::DownloadUnmatched,
+                        grant: None,
+                        playtime_left: None,
+                    },
+                    1 => unbound_decision(p, now, true),
+                    _ => unbound_decision(p, now, false),
+                };
+                decided.push((policy::Facts::default(), decision));
+                continue;
+            }
             let facts = facts_of[&(item.user.as_str(), item.media.as_str())].clone();
             let decision = match item.kind {
                 1 => decide_download(&facts, now, p.settings.default),

@@ -48,10 +48,13 @@ pub enum Reason {
     /// A completed download (DRM kind 2) that no approval of ours issued: recorded, not counted
     /// (issue 26: a forged completion must not use up someone's download limit).
     DownloadUnmatched,
+    /// Under `PLAYER_BINDING=require`, a callback without its user's viewer binding: answered
+    /// from no facts (the default policy), so it reveals and changes nothing of the user's.
+    Unbound,
 }
 
 impl Reason {
-    pub const ALL: [Reason; 10] = [
+    pub const ALL: [Reason; 11] = [
         Self::Entitled,
         Self::DefaultAllow,
         Self::NoEntitlement,
@@ -62,6 +65,7 @@ impl Reason {
         Self::DownloadLimitReached,
         Self::DownloadCounted,
         Self::DownloadUnmatched,
+        Self::Unbound,
     ];
 
     pub fn label(self) -> &'static str {
@@ -76,6 +80,7 @@ impl Reason {
             Self::DownloadLimitReached => "download_limit_reached",
             Self::DownloadCounted => "download_counted",
             Self::DownloadUnmatched => "download_unmatched",
+            Self::Unbound => "unbound",
         }
     }
 
@@ -89,8 +94,10 @@ impl Reason {
                 | Self::DownloadUnmatched,
                 _,
             ) => "",
-            (Self::NoEntitlement, Lang::Ko) => "이 강의를 시청할 권한이 없습니다.",
-            (Self::NoEntitlement, Lang::En) => "You do not have access to this video.",
+            (Self::NoEntitlement | Self::Unbound, Lang::Ko) => "이 강의를 시청할 권한이 없습니다.",
+            (Self::NoEntitlement | Self::Unbound, Lang::En) => {
+                "You do not have access to this video."
+            }
             (Self::Expired, Lang::Ko) => "수강 기간이 만료되었습니다.",
             (Self::Expired, Lang::En) => "Your access to this video has expired.",
             (Self::Revoked, Lang::Ko) => "이 강의의 시청 권한이 취소되었습니다.",

@@ -48,6 +48,37 @@ pub struct PlayCallback {
     pub user: ClientUserId,
     pub media: MediaContentKey,
     pub player_id: Option<String>,
+    /// The player URL's `uservalueN`, as Kollus echoes them (the viewer binding among them).
+    pub uservalues: UserValues,
+}
+
+/// A callback's `uservalues`: text values by name (a number is kept as its text).
+pub type UserValues = std::collections::BTreeMap<String, String>;
+
+/// Reads `uservalues` given as a JSON object, or as the text of one; anything else is `None`.
+fn uservalues_of(v: &Value) -> Option<UserValues> {
+    let object = match v {
+        Value::Object(o) => o.clone(),
+        Value::String(s) if s.trim().is_empty() => return Some(UserValues::new()),
+        Value::String(s) => match serde_json::from_str::<Value>(s) {
+            Ok(Value::Object(o)) => o,
+            _ => return None,
+        },
+        Value::Null => return Some(UserValues::new()),
+        // An empty PHP array, as some SDKs send for "none".
+        Value::Array(a) if a.is_empty() => return Some(UserValues::new()),
+        _ => return None,
+    };
+    Some(
+        object
+            .into_iter()
+            .filter_map(|(k, v)| match v {
+                Value::String(s) => Some((k, s)),
+                Value::Number(n) => Some((k, n.to_string())),
+                _ => None,
+            })
+            .collect(),
+    )
 }
 
 /// One DRM item (SPEC.md 5.2), checked.
@@ -60,6 +91,8 @@ pub struct DrmItem {
     pub session_key: Option<String>,
     pub start_at: i64,
     pub player_id: Option<String>,
+    /// The item's `uservalues` (an object, or the text of one), as Kollus echoes them.
+    pub uservalues: UserValues,
 }
 
 fn form(body: &[u8], strict: &[&str]) -> Result<FormFields, ApiError> {
@@ -96,17 +129,19 @@ pub fn play(body: &[u8]) -> Result<PlayCallback, ApiError> {
         .map_err(|e| invalid("client_user_id", e.to_string()))?;
     let media = MediaContentKey::parse(required(&f, "media_content_key")?)
         .map_err(|e| invalid("media_content_key", e.to_string()))?;
-    if let Some(uv) = f.get("uservalues").filter(|v| !v.is_empty()) {
-        match serde_json::from_str::<Value>(uv) {
-            Ok(Value::Object(_)) => {}
+    let uservalues = match f.get("uservalues").filter(|v| !v.is_empty()) {
+        Some(uv) => match serde_json::from_str::<Value>(uv) {
+            Ok(v @ Value::Object(_)) => uservalues_of(&v).unwrap_or_default(),
             _ => return Err(invalid("uservalues", "must be a JSON object")),
-        }
-    }
+        },
+        None => UserValues::new(),
+    };
     Ok(PlayCallback {
         kind,
         user,
         media,
         player_id: f.get("player_id").cloned(),
+        uservalues,
     })
 }
 
@@ -179,6 +214,11 @@ fn drm_item(i: usize, item: &Value) -> Result<DrmItem, ApiError> {
         session_key,
         start_at: item.get("start_at").and_then(int_of).unwrap_or(0),
         player_id: text("player_id").map(str::to_owned),
+        uservalues: match item.get("uservalues") {
+            None => UserValues::new(),
+            Some(v) => uservalues_of(v)
+                .ok_or_else(|| invalid(&field("uservalues"), "must be a JSON object"))?,
+        },
     })
 }
 

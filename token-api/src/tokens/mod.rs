@@ -8,6 +8,7 @@ pub mod claims;
 pub mod options;
 pub mod request;
 
+use kollus_common::kollus::binding::PlayerBinding;
 use std::sync::Arc;
 
 use deadpool_postgres::Pool;
@@ -22,7 +23,7 @@ use self::request::{Limits, TokenRequest, ValidRequest};
 use crate::auth::{ApiScope, Caller};
 use crate::configuration::StrictCatalog;
 use crate::metrics::Metrics;
-use crate::problem::{ApiError, DbFailure};
+use crate::problem::{ApiError, DbFailure, FieldError};
 use crate::signer::Signer;
 
 /// What issuing and verifying tokens needs, as its own `web::Data`.
@@ -36,6 +37,8 @@ pub struct Tokens {
     pub catalog_cache: CatalogCache,
     pub pool: Pool,
     pub metrics: Metrics,
+    /// Viewer binding: every player URL carries its user's MAC in this uservalue, unless off.
+    pub binding: Option<PlayerBinding>,
 }
 
 /// A signed playback token and the player URL it goes in.
@@ -102,6 +105,18 @@ async fn issue(caller: &Caller, body: &[u8], state: &Tokens) -> Result<HttpRespo
         caller.require(ApiScope::TokensPlaycallbackIgnore)?;
     }
     let valid = request.validate(&state.limits).map_err(ApiError::Invalid)?;
+    if let Some(b) = state
+        .binding
+        .as_ref()
+        .filter(|b| valid.uservalues.contains_key(&b.slot))
+    {
+        return Err(ApiError::Invalid(vec![FieldError {
+            field: format!("uservalues.{}", b.slot),
+            message: "is reserved for the viewer binding (PLAYER_BINDING_USERVALUE); use \
+                      another uservalue"
+                .into(),
+        }]));
+    }
     check_catalog(state, &valid).await?;
 
     let now = OffsetDateTime::now_utc();
@@ -200,6 +215,9 @@ fn player_url(state: &Tokens, token: &str, valid: &ValidRequest) -> String {
         .append_pair("custom_key", &state.custom_key);
     for (k, v) in &valid.uservalues {
         q.append_pair(k, v);
+    }
+    if let Some(b) = &state.binding {
+        q.append_pair(&b.slot, &b.value_for(valid.client_user_id.as_str()));
     }
     let flag = |b: bool| if b { "1" } else { "0" };
     if let Some(a) = valid.player.autoplay {

@@ -75,6 +75,7 @@ pub fn test_settings(db: &TestDb) -> Settings {
             timeout: std::time::Duration::from_secs(2),
         },
         proxies: Default::default(),
+        binding: Default::default(),
         archive_dir: None,
         console: ConsoleSettings {
             time_zone: "Asia/Seoul".into(),

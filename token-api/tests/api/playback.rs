@@ -625,3 +625,156 @@ async fn postgres_unreachable_is_a_quick_503_not_a_hang() {
     )
     .await;
 }
+
+/// Viewer binding (issue 26): the key and slot ingest and token-api share in these tests.
+const BINDING_KEY: &str = "test-player-binding-key-0123";
+
+fn with_binding(
+    mode: kollus_common::kollus::binding::BindingMode,
+) -> impl FnOnce(&mut kollus_token_api::configuration::Settings) {
+    move |s| {
+        s.binding.player_binding = Some(mode);
+        s.binding.player_binding_key = Some(secrecy::SecretString::from(BINDING_KEY));
+    }
+}
+
+/// The binding a player URL token-api issued for `user` carries, read from that URL.
+async fn issued_binding(app: &TestApp, user: &str) -> String {
+    let res = app
+        .client
+        .post(format!("{}/v1/playback-tokens", app.address))
+        .bearer_auth(APP_KEY)
+        .json(&json!({"client_user_id": user, "media": [{"media_content_key": "m1"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 201);
+    let issued: Value = res.json().await.unwrap();
+    let url = reqwest::Url::parse(issued["url"].as_str().unwrap()).unwrap();
+    let found: Vec<String> = url
+        .query_pairs()
+        .filter(|(k, _)| k == "uservalue99")
+        .map(|(_, v)| v.into_owned())
+        .collect();
+    assert_eq!(found.len(), 1, "one binding in {url}");
+    found.into_iter().next().unwrap()
+}
+
+#[tokio::test]
+async fn under_require_a_forged_play_for_a_victim_tells_and_records_nothing_of_theirs() {
+    use kollus_common::kollus::binding::BindingMode;
+    let app = spawn_app_with(with_binding(BindingMode::Require)).await;
+    let grant = json!({"expires_at": rfc3339(FAR), "playtime_limit_seconds": 3600, "download": true, "download_limit": 1});
+    assert_eq!(
+        app.grant("victim", "media", "m1", grant).await.status(),
+        200
+    );
+    app.watched("victim", "m1", 600).await;
+    let play = |uservalues: String| {
+        let app = &app;
+        async move {
+            decoded(
+                app.callback(
+                    "play",
+                    PLAY_SECRET,
+                    &[
+                        ("kind", "1"),
+                        ("client_user_id", "victim"),
+                        ("media_content_key", "m1"),
+                        ("uservalues", &uservalues),
+                    ],
+                )
+                .await,
+            )
+            .await["data"]
+                .clone()
+        }
+    };
+    // A forger's player URL carries the forger's own binding, or none.
+    let forger = issued_binding(&app, "forger").await;
+    for uservalues in [
+        "{}".to_owned(),
+        json!({"uservalue99": forger}).to_string(),
+        json!({"uservalue99": "made-up"}).to_string(),
+    ] {
+        let data = play(uservalues.clone()).await;
+        assert_eq!(data["result"], 0, "{uservalues}: the default policy (deny)");
+        assert_eq!(
+            data["expiration_playtime"], 0,
+            "{uservalues}: no allowance told"
+        );
+        assert_eq!(data["expiration_date"], 0, "{uservalues}: no expiry told");
+    }
+    let recorded = app
+        .count("SELECT count(*) FROM playback_decisions WHERE reason = 'unbound' AND playtime_used_seconds = 0")
+        .await;
+    assert_eq!(
+        recorded, 3,
+        "recorded as unbound, with none of the victim's numbers"
+    );
+    // The victim's own player URL binds: the real answer.
+    let own = issued_binding(&app, "victim").await;
+    let data = play(json!({"uservalue99": own}).to_string()).await;
+    assert_eq!(data["result"], 1);
+    assert_eq!(data["expiration_playtime"], 3000);
+    // A forged completion for the victim, unbound, uses up none of their downloads.
+    let items = json!([{"kind": 2, "client_user_id": "victim", "media_content_key": "m1",
+                        "session_key": "s1", "player_id": "p", "uservalues": {"uservalue99": forger}}]);
+    assert_eq!(app.drm(items).await.status(), 200);
+    assert_eq!(app.count("SELECT count(*) FROM drm_downloads").await, 0);
+    let sample = r#"kollus_token_play_binding_total{binding="mismatch",callback="play"}"#;
+    assert_eq!(
+        kollus_test_support::scrape(&app.address, sample).await,
+        Some(2.0)
+    );
+}
+
+#[tokio::test]
+async fn under_record_an_unbound_play_is_answered_as_before_and_counted() {
+    use kollus_common::kollus::binding::BindingMode;
+    let app = spawn_app_with(with_binding(BindingMode::Record)).await;
+    let grant = json!({"expires_at": rfc3339(FAR), "playtime_limit_seconds": 3600});
+    assert_eq!(app.grant("u1", "media", "m1", grant).await.status(), 200);
+    let data = decoded(app.play("1", "u1", "m1").await).await;
+    assert_eq!(data["data"]["result"], 1, "record changes no answer");
+    let sample = r#"kollus_token_play_binding_total{binding="absent",callback="play"}"#;
+    assert_eq!(
+        kollus_test_support::scrape(&app.address, sample).await,
+        Some(1.0)
+    );
+}
+
+#[tokio::test]
+async fn the_binding_uservalue_is_reserved_in_token_requests() {
+    use kollus_common::kollus::binding::BindingMode;
+    let app = spawn_app_with(with_binding(BindingMode::Record)).await;
+    let res = app
+        .client
+        .post(format!("{}/v1/playback-tokens", app.address))
+        .bearer_auth(APP_KEY)
+        .json(
+            &json!({"client_user_id": "u1", "media": [{"media_content_key": "m1"}],
+                      "uservalues": {"uservalue99": "mine"}}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 400);
+    let problem: Value = res.json().await.unwrap();
+    assert_eq!(
+        problem["errors"][0]["field"], "uservalues.uservalue99",
+        "{problem}"
+    );
+    // Off (the default without a key): no binding in the URL.
+    let off = spawn_app().await;
+    let res = off
+        .client
+        .post(format!("{}/v1/playback-tokens", off.address))
+        .bearer_auth(APP_KEY)
+        .json(&json!({"client_user_id": "u1", "media": [{"media_content_key": "m1"}]}))
+        .send()
+        .await
+        .unwrap();
+    let issued: Value = res.json().await.unwrap();
+    assert!(!issued["url"].as_str().unwrap().contains("uservalue99"));
+}
