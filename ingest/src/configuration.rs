@@ -35,6 +35,10 @@ pub struct Settings {
     /// to /kollus/lms: players post from anywhere.
     #[arg(long, env = "CALLBACK_ALLOW_CIDRS", value_parser = kollus_common::client_addr::networks, default_value = "")]
     pub callback_allow_cidrs: Networks,
+    /// token-api's play and DRM secret. Optional, and never accepted here: when given, ingest
+    /// refuses to start if another of its secrets has the same value.
+    #[arg(long, env = "PLAY_CALLBACK_SECRET", value_parser = Redacted(callback_secret), hide_env_values = true)]
+    pub play_callback_secret: Option<SecretString>,
     #[command(flatten)]
     pub proxies: ProxySettings,
     #[command(flatten)]
@@ -135,6 +139,12 @@ impl Settings {
         if let Some(previous) = &rotation.previous {
             values.push(("CALLBACK_SECRET_PREVIOUS", previous));
         }
+        if let Some(play) = &self.play_callback_secret {
+            values.push(("PLAY_CALLBACK_SECRET", play));
+        }
+        if let Some(key) = &self.binding.player_binding_key {
+            values.push(("PLAYER_BINDING_KEY", key));
+        }
         ensure_distinct(&values).map_err(anyhow::Error::msg)?;
         let platform = rotation
             .secret(&self.callback_secret)
@@ -158,6 +168,7 @@ impl Settings {
             callback_secret_rotation: PlatformSecretRotation::default(),
             lms_callback_secret: SecretString::from(format!("{callback_secret}-lms")),
             callback_allow_cidrs: Networks::default(),
+            play_callback_secret: None,
             proxies: ProxySettings::default(),
             binding: BindingSettings::default(),
             body_limit: 256 * 1024,

@@ -5,8 +5,9 @@
 //! every one in constant time: digests all have the same length, so neither a key's length nor
 //! its first differing byte shows in the timing. Each key carries scopes
 //! (`name[read+export]:key`): an operation needs one, and a key without it gets 403 naming the
-//! scope. A key given without scopes keeps every scope but `console` (the deployments before
-//! scopes keep working; startup logs a WARN naming it). The keys live in a [`KeyRing`] that
+//! scope. A key given without scopes keeps every scope but `console` and
+//! `tokens:playcallback_ignore` (the deployments before scopes keep working; startup logs a WARN
+//! naming it). The keys live in a [`KeyRing`] that
 //! `TOKEN_API_KEYS_FILE` reloads on SIGHUP.
 
 use std::collections::BTreeSet;
@@ -61,11 +62,13 @@ impl ApiScope {
         Self::ALL.into_iter().find(|k| k.as_str() == s)
     }
 
-    /// What a key given without scopes may do: everything but the console.
+    /// What a key given without scopes may do: everything but the console and signing
+    /// `playcallback_ignore` (a token that plays with no entitlement check): both are given
+    /// only by name.
     fn unscoped() -> BTreeSet<Self> {
         Self::ALL
             .into_iter()
-            .filter(|s| *s != Self::Console)
+            .filter(|s| !matches!(s, Self::Console | Self::TokensPlaycallbackIgnore))
             .collect()
     }
 }
@@ -74,7 +77,7 @@ impl ApiScope {
 pub struct ApiKey {
     pub name: String,
     pub scopes: BTreeSet<ApiScope>,
-    /// Given without `[...]`: every scope but `console`.
+    /// Given without `[...]`: every scope but `console` and `tokens:playcallback_ignore`.
     pub unscoped: bool,
     /// The key's SHA-256 ([`fingerprint`]): all that is kept of it.
     digest: [u8; 32],

@@ -29,8 +29,8 @@ pub struct Settings {
     /// breaks (named so one can be rotated out; only the name is ever logged). Scopes: `tokens`
     /// (issue, verify), `tokens:playcallback_ignore` (sign `playcallback_ignore: true`), `read`
     /// (progress, history, media), `entitlements` (grant, revoke, list), `export`, `console`. A
-    /// key given without scopes (`name:key`) may do everything but `console`, and startup warns
-    /// about it. Names and keys hold no whitespace or control characters; no key is given twice.
+    /// key given without scopes (`name:key`) may do everything but `console` and
+    /// `tokens:playcallback_ignore`, and startup warns about it. Names and keys hold no whitespace or control characters; no key is given twice.
     #[arg(long, env = "TOKEN_API_KEYS", value_parser = Redacted(ApiKeys::parse), hide_env_values = true)]
     pub api_keys: ApiKeys,
     /// A file holding `TOKEN_API_KEYS` (read into it at start); read again on SIGHUP, so a
@@ -119,7 +119,8 @@ impl Settings {
         if self.console.session_hours == 0 {
             return Err("CONSOLE_SESSION_HOURS must be at least 1".into());
         }
-        self.play.secrets()?;
+        self.play
+            .secrets_beside(self.binding.player_binding_key.as_ref())?;
         self.binding.binding()?;
         Ok(())
     }
@@ -148,6 +149,10 @@ pub struct PlaySettings {
     pub callback_secret: Option<SecretString>,
     #[command(flatten)]
     pub callback_secret_rotation: kollus_common::settings::PlatformSecretRotation,
+    /// ingest's LMS secret. Optional, and never accepted here: when given, token-api refuses to
+    /// start if PLAY_CALLBACK_SECRET has the same value (the LMS secret is public).
+    #[arg(long, env = "LMS_CALLBACK_SECRET", value_parser = kollus_common::settings::Redacted(kollus_common::settings::callback_secret), hide_env_values = true)]
+    pub lms_callback_secret: Option<SecretString>,
     /// What to answer when no entitlement covers the video (unknown user or video included).
     #[arg(long, env = "PLAY_DEFAULT", value_enum, default_value_t = PlayDefault::Deny)]
     pub default: PlayDefault,
@@ -199,7 +204,18 @@ impl PlaySettings {
     /// without the play secret (a deployment from before they were split) is refused, since
     /// the callbacks would silently be off and Kollus would refuse every play.
     pub fn secrets(&self) -> Result<Option<PlaySecrets>, String> {
+        self.secrets_beside(None)
+    }
+
+    /// [`Self::secrets`], also refusing a secret equal to `binding_key` (PLAYER_BINDING_KEY).
+    pub fn secrets_beside(
+        &self,
+        binding_key: Option<&SecretString>,
+    ) -> Result<Option<PlaySecrets>, String> {
         let now = time::OffsetDateTime::now_utc();
+        if self.callback_secret.is_none() && self.callback_secret_rotation.previous.is_some() {
+            return Err("CALLBACK_SECRET_PREVIOUS is set without CALLBACK_SECRET".into());
+        }
         let Some(play) = &self.play_callback_secret else {
             if self.callback_secret.is_some() {
                 return Err(
@@ -221,6 +237,12 @@ impl PlaySettings {
         }
         if let Some(previous) = &self.callback_secret_rotation.previous {
             values.push(("CALLBACK_SECRET_PREVIOUS", previous));
+        }
+        if let Some(lms) = &self.lms_callback_secret {
+            values.push(("LMS_CALLBACK_SECRET", lms));
+        }
+        if let Some(key) = binding_key {
+            values.push(("PLAYER_BINDING_KEY", key));
         }
         ensure_distinct(&values)?;
         let play = rotating(

@@ -111,7 +111,7 @@ impl utoipa::Modify for SecuritySchemes {
             SecurityScheme::Http(
                 HttpBuilder::new()
                     .scheme(HttpAuthScheme::Bearer)
-                    .description(Some("A key from TOKEN_API_KEYS (`name[scope+scope]:key,...`). Each operation's `security` names the scope it needs: `tokens`, `read`, `entitlements`, `export` (`console` is for the support console; `tokens:playcallback_ignore` lets a `tokens` key sign `playcallback_ignore: true`). A key given without scopes has every scope but `console`; a key without the scope an operation needs gets 403 naming it."))
+                    .description(Some("A key from TOKEN_API_KEYS (`name[scope+scope]:key,...`). Each operation's `security` names the scope it needs: `tokens`, `read`, `entitlements`, `export` (`console` is for the support console; `tokens:playcallback_ignore` lets a `tokens` key sign `playcallback_ignore: true`). A key given without scopes has every scope but `console` and `tokens:playcallback_ignore`; a key without the scope an operation needs gets 403 naming it."))
                     .build(),
             ),
         );

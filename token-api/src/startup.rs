@@ -66,7 +66,10 @@ impl Application {
             pool: pool.clone(),
             metrics: metrics.clone(),
         });
-        let play_secrets = settings.play.secrets().map_err(anyhow::Error::msg)?;
+        let play_secrets = settings
+            .play
+            .secrets_beside(settings.binding.player_binding_key.as_ref())
+            .map_err(anyhow::Error::msg)?;
         if play_secrets.is_none() {
             tracing::warn!(
                 "PLAY_CALLBACK_SECRET is not set: Kollus's play and DRM callbacks are off (404)"

@@ -163,6 +163,22 @@ async fn two_secrets_with_one_value_or_an_overlap_past_a_day_do_not_start() {
         .expect("a long overlap refused")
         .to_string();
     assert!(err.contains("more than a day"), "{err}");
+
+    let mut key = kollus_ingest::configuration::Settings::for_tests(
+        app.broker.settings(),
+        SECRET,
+        spool_dir(),
+    );
+    key.binding.player_binding_key = Some(SecretString::from(LMS_SECRET));
+    let err = kollus_ingest::startup::Application::build(key)
+        .await
+        .err()
+        .expect("a binding key equal to the public LMS secret refused")
+        .to_string();
+    assert!(
+        err.contains("LMS_CALLBACK_SECRET and PLAYER_BINDING_KEY"),
+        "{err}"
+    );
 }
 
 #[tokio::test]

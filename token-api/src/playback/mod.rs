@@ -105,20 +105,12 @@ fn unbound(p: &Playback, callback: &str, user: &str, uservalues: &wire::UserValu
     b.required() && !verdict.is_bound()
 }
 
-/// What an unbound callback is answered under `PLAYER_BINDING=require`: the default policy's
-/// answer from no facts, so nothing of the named user's grants or playtime shows.
-fn unbound_decision(p: &Playback, now: OffsetDateTime, download: bool) -> Decision {
-    let facts = policy::Facts::default();
-    let d = if download {
-        decide_download(&facts, now, p.settings.default)
-    } else {
-        decide_play(&facts, now, p.settings.default)
-    };
-    if d.allowed {
-        d
-    } else {
-        Decision::refuse(Reason::Unbound, None)
-    }
+/// What an unbound callback is answered under `PLAYER_BINDING=require`: refused, whatever
+/// `PLAY_DEFAULT` says (a viewer who strips the binding from their own URL must not fall back to
+/// a default that skips their allowance), from no facts, so nothing of the named user's grants
+/// or playtime shows.
+fn unbound_decision() -> Decision {
+    Decision::refuse(Reason::Unbound, None)
 }
 
 fn counted(p: &Playback, callback: &'static str, result: &Result<HttpResponse, ApiError>) {
@@ -235,7 +227,7 @@ async fn answer_play(
         let client = p.pool.get().await.map_err(db_error(NOT_ANSWERING))?;
         // Unbound under `require`: nothing of the user's is read, so nothing of it is told.
         let (facts, decision) = if unbound {
-            (policy::Facts::default(), unbound_decision(p, now, false))
+            (policy::Facts::default(), unbound_decision())
         } else {
             let facts = store::facts(&client, user, media)
                 .await
@@ -363,8 +355,7 @@ async fn answer_drm(
                         grant: None,
                         playtime_left: None,
                     },
-                    1 => unbound_decision(p, now, true),
-                    _ => unbound_decision(p, now, false),
+                    _ => unbound_decision(),
                 };
                 decided.push((policy::Facts::default(), decision));
                 continue;

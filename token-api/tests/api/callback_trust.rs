@@ -140,4 +140,26 @@ async fn settings_that_would_leak_or_silently_switch_off_the_callbacks_do_not_st
     .await
     .expect("a previous value without an expiry is refused");
     assert!(err.contains("PLAY_CALLBACK_SECRET_PREVIOUS_UNTIL"), "{err}");
+    let err = build(|s| {
+        s.binding.player_binding_key = Some(SecretString::from(PLAY_SECRET));
+    })
+    .await
+    .expect("the binding key equal to a secret is refused");
+    assert!(
+        err.contains("PLAY_CALLBACK_SECRET and PLAYER_BINDING_KEY"),
+        "{err}"
+    );
+    let err = build(|s| {
+        s.play.lms_callback_secret = Some(SecretString::from(PLAY_SECRET));
+    })
+    .await
+    .expect("the public LMS secret equal to the play secret is refused");
+    assert!(err.contains("LMS_CALLBACK_SECRET"), "{err}");
+    let err = build(|s| {
+        s.play.callback_secret_rotation.previous =
+            Some(SecretString::from("a-previous-secret-0001"));
+    })
+    .await
+    .expect("a previous platform secret without a current one is refused");
+    assert!(err.contains("without CALLBACK_SECRET"), "{err}");
 }

@@ -68,6 +68,7 @@ pub fn test_settings(db: &TestDb) -> Settings {
             play_callback_secret_previous_until: None,
             callback_secret: None,
             callback_secret_rotation: Default::default(),
+            lms_callback_secret: None,
             default: PlayDefault::Deny,
             lang: Lang::Ko,
             vmcheck: false,

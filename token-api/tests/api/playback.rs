@@ -778,3 +778,61 @@ async fn the_binding_uservalue_is_reserved_in_token_requests() {
     let issued: Value = res.json().await.unwrap();
     assert!(!issued["url"].as_str().unwrap().contains("uservalue99"));
 }
+
+/// README's recipe for product apps that build player URLs themselves, run by Python's own
+/// `hmac` (another implementation), makes the binding token-api puts in its URLs.
+#[tokio::test]
+async fn readmes_python_recipe_makes_the_same_binding() {
+    use kollus_common::kollus::binding::BindingMode;
+    let app = spawn_app_with(with_binding(BindingMode::Record)).await;
+    let ours = issued_binding(&app, "kim@example.com").await;
+    let readme =
+        std::fs::read_to_string(kollus_test_support::workspace_root().join("README.md")).unwrap();
+    let recipe = readme
+        .split("```python\n")
+        .nth(1)
+        .and_then(|rest| rest.split("```").next())
+        .expect("README has the Python recipe");
+    let script = format!(
+        "PLAYER_BINDING_KEY = {BINDING_KEY:?}\nclient_user_id = 'kim@example.com'\nurl = ''\n{recipe}\nprint(url.split('=', 1)[1])"
+    );
+    let out = std::process::Command::new("python3")
+        .arg("-c")
+        .arg(&script)
+        .output()
+        .expect("python3 runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), ours);
+}
+
+/// A viewer who strips the binding from their own player URL, where PLAY_DEFAULT=allow, must not
+/// fall back to the default and so past their own allowance: unbound is refused whatever the
+/// default.
+#[tokio::test]
+async fn under_require_an_unbound_play_is_refused_even_when_the_default_allows() {
+    use kollus_common::kollus::binding::BindingMode;
+    let app = spawn_app_with(|s| {
+        with_binding(BindingMode::Require)(s);
+        s.play.default = kollus_token_api::configuration::PlayDefault::Allow;
+    })
+    .await;
+    let grant = json!({"expires_at": rfc3339(FAR), "playtime_limit_seconds": 600});
+    assert_eq!(app.grant("u1", "media", "m1", grant).await.status(), 200);
+    app.watched("u1", "m1", 600).await;
+    let data = decoded(app.play("1", "u1", "m1").await).await;
+    assert_eq!(
+        data["data"]["result"], 0,
+        "unbound: refused, not the default"
+    );
+    let items = json!([{"kind": 1, "client_user_id": "u1", "media_content_key": "m1",
+                        "session_key": "s1", "player_id": "p"}]);
+    let data = decoded(app.drm(items).await).await;
+    assert_eq!(
+        data["data"][0]["result"], 0,
+        "an unbound download approval too"
+    );
+}

@@ -198,11 +198,13 @@ async fn signing_playcallback_ignore_needs_its_own_scope() {
     const SHOP: &str = "shop-key-0123456789abcdef";
     const TRUSTED: &str = "trusted-key-0123456789abcdef";
     const IGNORE_ONLY: &str = "ignore-only-key-0123456789abcdef";
+    const LEGACY: &str = "legacy-key-0123456789abcdef";
     let app = spawn_app_with(|s| {
         s.api_keys = ApiKeys::parse(&format!(
             "shop[tokens]:{SHOP}\n\
              trusted[tokens+tokens:playcallback_ignore]:{TRUSTED}\n\
-             ignore-only[tokens:playcallback_ignore]:{IGNORE_ONLY}"
+             ignore-only[tokens:playcallback_ignore]:{IGNORE_ONLY}\n\
+             legacy:{LEGACY}"
         ))
         .unwrap()
     })
@@ -237,6 +239,11 @@ async fn signing_playcallback_ignore_needs_its_own_scope() {
         );
     }
 
+    // A key given without scopes (as before scopes existed) is not given this one either.
+    let res = app.issue(LEGACY, body(Some(true))).await;
+    assert_eq!(res.status(), 403, "only by name");
+    assert_eq!(app.issue(LEGACY, body(None)).await.status(), 201);
+
     let res = app.issue(TRUSTED, body(Some(true))).await;
     assert_eq!(res.status(), 201);
     let issued: Value = res.json().await.unwrap();
@@ -248,5 +255,5 @@ async fn signing_playcallback_ignore_needs_its_own_scope() {
     assert_eq!(res.status(), 403);
     let problem: Value = res.json().await.unwrap();
     assert_eq!(problem["scope"], "tokens");
-    assert_eq!(app.metric(forbidden).await, 2);
+    assert_eq!(app.metric(forbidden).await, 3);
 }
