@@ -167,7 +167,8 @@ impl Apply for History {
                     e.query.iter().map(|(k, v)| (k.clone(), v.clone())),
                     e.lms_hash,
                     assessment,
-                ),
+                )
+                .with_binding(e.binding),
             });
         }
         let received: Vec<OffsetDateTime> = parts.iter().flatten().map(|r| r.received_at).collect();

@@ -23,6 +23,7 @@ use kollus_common::domain::{ClientUserId, MediaContentKey, UnixSeconds};
 use kollus_common::kollus::lms::checksum::HashVerdict;
 use kollus_common::kollus::lms::{Block, LmsReport};
 // The segment merge and the `verified` rule live in common, where the read API uses them too.
+use kollus_common::kollus::binding::Binding;
 pub use kollus_common::kollus::lms::merge::{merge_segments, segment_list, Segments, Signed};
 use time::OffsetDateTime;
 
@@ -344,6 +345,9 @@ pub struct Session {
     /// Played segments (`block_info.sessions`), merged.
     pub segments: Segments,
     pub signed: Signed,
+    /// Whether every report carried its user's viewer binding (the same all-of rule as
+    /// `signed`: unchecked when binding was off).
+    pub bound: Signed,
     /// Some report's times only fit a wrong device clock.
     pub device_clock: bool,
     pub first_report_at: OffsetDateTime,
@@ -399,10 +403,17 @@ impl Session {
                 .unwrap_or_default(),
             segments,
             signed: Signed::of(hash),
+            bound: Signed::Unchecked,
             device_clock: assessment.device_clock,
             first_report_at: received_at,
             last_report_at: received_at,
         }
+    }
+
+    /// The viewer binding ingest found on the report (`None`: binding was off).
+    pub fn with_binding(mut self, binding: Option<Binding>) -> Self {
+        self.bound = Signed::from_option(binding.map(Binding::is_bound));
+        self
     }
 
     /// Folds `other` (the same session) into `self`; says whether `self` changed.
@@ -468,6 +479,11 @@ impl Session {
         let signed = self.signed.merge(other.signed);
         if signed != self.signed {
             self.signed = signed;
+            *c = true;
+        }
+        let bound = self.bound.merge(other.bound);
+        if bound != self.bound {
+            self.bound = bound;
             *c = true;
         }
         join(&mut self.device_clock, other.device_clock, c);

@@ -101,6 +101,7 @@ table_row! {
         last_report_at: OffsetDateTime => TIMESTAMPTZ,
         segments: serde_json::Value => JSONB,
         hash_verified: Option<bool> => BOOL,
+        bound: Option<bool> => BOOL,
         device_clock: bool => BOOL,
     }
 }
@@ -323,6 +324,7 @@ impl SessionRow {
             last_report_at: s.last_report_at,
             segments: to_stored(&s.segments),
             hash_verified: s.signed.as_option(),
+            bound: s.bound.as_option(),
             device_clock: s.device_clock,
         }
     }
@@ -374,6 +376,7 @@ impl SessionRow {
             blocks,
             segments,
             signed: Signed::from_option(self.hash_verified),
+            bound: Signed::from_option(self.bound),
             device_clock: self.device_clock,
             first_report_at: self.first_report_at,
             last_report_at: self.last_report_at,

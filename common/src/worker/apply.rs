@@ -32,6 +32,9 @@ pub struct Delivered<P> {
     pub form: BTreeMap<String, String>,
     #[serde(default)]
     pub lms_hash: Option<HashVerdict>,
+    /// LMS: the viewer binding's verdict, when ingest judged it.
+    #[serde(default)]
+    pub binding: Option<crate::kollus::binding::Binding>,
     pub payload: P,
 }
 

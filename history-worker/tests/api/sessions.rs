@@ -377,6 +377,50 @@ async fn real_player_fields_reach_the_session_signed_segmented_and_offline() {
     assert_eq!(rows[1].get::<_, i64>(4), 200, "offline viewing counts");
 }
 
+/// The viewer binding ingest judged reaches the session as `bound`: true only while every
+/// report was bound, false once one was not, NULL when binding was off.
+#[tokio::test]
+async fn the_viewer_binding_reaches_the_session_as_all_of_its_reports() {
+    use kollus_common::kollus::binding::Binding;
+    let w = spawn_worker().await;
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let cases: [(&str, &[Option<Binding>]); 3] = [
+        ("m1", &[Some(Binding::Bound), Some(Binding::Bound)]),
+        ("m2", &[Some(Binding::Bound), Some(Binding::Absent)]),
+        ("m3", &[None]),
+    ];
+    let mut sent = 0;
+    for (media, verdicts) in cases {
+        for (i, verdict) in verdicts.iter().enumerate() {
+            let n = 10 * (i as u64 + 1);
+            let mut e = w.envelope(&report("u1", media, now - 600, [n, n, n, n, 5], &[]));
+            e.binding = *verdict;
+            w.publish(&e).await;
+            sent += 1;
+        }
+    }
+    w.wait_applied(sent).await;
+    let rows =
+        w.h.db
+            .client()
+            .await
+            .query(
+                "SELECT media_content_key, bound FROM watch_sessions ORDER BY media_content_key",
+                &[],
+            )
+            .await
+            .unwrap();
+    let bound: Vec<(String, Option<bool>)> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+    assert_eq!(
+        bound,
+        [
+            ("m1".to_owned(), Some(true)),
+            ("m2".to_owned(), Some(false)),
+            ("m3".to_owned(), None)
+        ]
+    );
+}
+
 #[tokio::test]
 async fn a_record_the_database_refuses_is_dead_lettered_and_the_partition_moves_on() {
     let w = spawn_worker().await;

@@ -348,6 +348,9 @@ pub fn refund(f: &Frame, p: &RefundPage) -> Markup {
                                         Some(false) => span class="badge unsigned" { (l.t("서명 없음", "unsigned")) },
                                         None => span class="badge unchecked" { (l.t("확인 안 함", "unchecked")) },
                                     }
+                                    @if s.bound == Some(false) {
+                                        " " span class="badge unbound" title=(l.t("이 사용자용으로 발급한 플레이어 URL에서 오지 않은 보고가 있습니다", "A report did not come from a player URL issued for this user")) { (l.t("바인딩 없음", "unbound")) }
+                                    }
                                     @if s.device_clock { " " span class="badge device-clock" { "device_clock" } }
                                 }
                             }

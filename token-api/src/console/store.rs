@@ -33,6 +33,8 @@ pub struct Session {
     pub blocks_played: Vec<bool>,
     pub block_percent: Vec<i64>,
     pub hash_verified: Option<bool>,
+    /// Every report carried its user's viewer binding (`None`: binding was off).
+    pub bound: Option<bool>,
     pub device_clock: bool,
     pub last_report_at: OffsetDateTime,
 }
@@ -56,6 +58,7 @@ impl Session {
             blocks_played: r.try_get("blocks_played")?,
             block_percent: r.try_get("block_percent")?,
             hash_verified: r.try_get("hash_verified")?,
+            bound: r.try_get("bound")?,
             device_clock: r.try_get("device_clock")?,
             last_report_at: r.try_get("last_report_at")?,
         })
@@ -90,7 +93,7 @@ impl Session {
 const SESSIONS: &str = "
 SELECT s.media_content_key, u.title, u.filename, s.start_at, s.device, s.os, s.player_id,
        s.playtime, s.real_playtime, s.runtime, s.duration, s.segments, s.block_count, s.blocks_played, s.block_percent,
-       s.hash_verified, s.device_clock, s.last_report_at
+       s.hash_verified, s.bound, s.device_clock, s.last_report_at
   FROM watch_sessions s
   LEFT JOIN media_contents m ON m.media_content_key = s.media_content_key
   LEFT JOIN uploads u ON u.upload_file_key = m.upload_file_key

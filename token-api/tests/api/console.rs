@@ -143,9 +143,9 @@ async fn seed(app: &TestApp, user: &str, media: &str) {
             "INSERT INTO watch_sessions (client_user_id, media_content_key, start_at, device, os, \
                  player_id, playtime, real_playtime, runtime, block_count, blocks_played, \
                  block_percent, hash_verified, device_clock, first_report_at, last_report_at, \
-                 duration, segments) \
+                 duration, segments, bound) \
              VALUES ($1, $2, $3, $4, 'Windows', 'html5', 300, 250, 400, 10, $5, $6, $7, $8, \
-                 now(), now(), 600, $9)",
+                 now(), now(), 600, $9, $7)",
             &[
                 &user, &media, &start_at, &device, &played, &percents, &verified, &clock, &segments,
             ],
@@ -458,6 +458,11 @@ async fn every_page_shows_hostile_ids_as_text_and_records_who_viewed_them() {
             "each session's played segments on its timeline"
         );
         assert!(body.contains("badge verified") && body.contains("badge unsigned"));
+        assert_eq!(
+            body.matches("badge unbound").count(),
+            1,
+            "the one session with a report not bound to its user"
+        );
         assert!(body.contains("device_clock"));
         assert!(body.contains("&lt;i&gt;phone&lt;/i&gt;"), "device as text");
         assert!(
