@@ -378,7 +378,7 @@ mod tests {
         let keys = ApiKeys::parse("app:0123456789abcdef, ops:fedcba9876543210").unwrap();
         assert_eq!(
             format!("{keys:?}"),
-            r#"["app[tokens+tokens:playcallback_ignore+read+entitlements+export]", "ops[tokens+tokens:playcallback_ignore+read+entitlements+export]"]"#
+            r#"["app[tokens+read+entitlements+export]", "ops[tokens+read+entitlements+export]"]"#
         );
         assert!(ApiKeys::parse("").is_err());
         assert!(ApiKeys::parse("nokey").is_err());
@@ -437,7 +437,7 @@ mod tests {
         .unwrap();
         assert_eq!(
             format!("{keys:?}"),
-            r#"["app[tokens]", "ops[read]", "x[tokens+tokens:playcallback_ignore+read+entitlements+export]"]"#
+            r#"["app[tokens]", "ops[read]", "x[tokens+read+entitlements+export]"]"#
         );
         assert_eq!(keys.0[1].digest, fingerprint("fedcba9876543210"));
     }
