@@ -26,7 +26,7 @@ port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); pr
 key=schemathesis-api-key-0123456789
 DATABASE_URL=postgres://postgres@127.0.0.1:5432/$db KOLLUS_SECURITY_KEY=schemathesis-security-key \
   KOLLUS_CUSTOM_KEY=schemathesis-custom-key TOKEN_API_KEYS="schemathesis:$key" \
-  PLAY_CALLBACK_SECRET=schemathesis-play-callback-secret \
+  PLAY_CALLBACK_SECRET=schemathesis-play-callback-secret AUTH_FAILURES_PER_MINUTE=0 \
   LISTEN_ADDR=127.0.0.1:$port RUST_LOG=error "$bin_dir/token-api" &
 pid=$!
 trap 'kill $pid 2>/dev/null || true; wait $pid 2>/dev/null || true' EXIT

@@ -190,8 +190,9 @@ impl ApiKeys {
         for name in self.unscoped() {
             tracing::warn!(
                 key = name,
-                "API key {name:?} has no scopes: it may do everything but the console; \
-                 give it only what it needs, as {name}[tokens+read]:..."
+                "API key {name:?} has no scopes: it may do everything but the console and \
+                 signing playcallback_ignore; give it only what it needs, as \
+                 {name}[tokens+read]:..."
             );
         }
     }
@@ -318,11 +319,67 @@ impl Caller {
     }
 }
 
+/// How long a client address's failed authentications are counted.
+pub const AUTH_FAILURE_WINDOW: std::time::Duration = std::time::Duration::from_secs(60);
+/// Failed authentications a client address may make in [`AUTH_FAILURE_WINDOW`]; past them its
+/// requests are a 429 without a key being checked, so keys cannot be tried at speed.
+pub const AUTH_FAILURES_ALLOWED: u32 = 30;
+
+/// Failed authentications on `/v1` by client address (`TRUSTED_PROXIES` decides who the client
+/// is), counted from an address's first failure for [`AUTH_FAILURE_WINDOW`]. Bounded: at most
+/// 100,000 addresses are held, the least recently used going first.
+#[derive(Clone)]
+pub struct AuthFailures {
+    counts: moka::sync::Cache<std::net::IpAddr, std::sync::Arc<std::sync::atomic::AtomicU32>>,
+    proxies: kollus_common::client_addr::Networks,
+}
+
+impl AuthFailures {
+    pub fn new(proxies: kollus_common::client_addr::Networks) -> Self {
+        Self {
+            counts: moka::sync::Cache::builder()
+                .max_capacity(100_000)
+                .time_to_live(AUTH_FAILURE_WINDOW)
+                .build(),
+            proxies,
+        }
+    }
+
+    fn client(&self, req: &HttpRequest) -> Option<std::net::IpAddr> {
+        kollus_common::client_addr::of_request(req, &self.proxies)
+    }
+
+    fn over(&self, ip: std::net::IpAddr) -> bool {
+        self.counts
+            .get(&ip)
+            .is_some_and(|n| n.load(std::sync::atomic::Ordering::Relaxed) >= AUTH_FAILURES_ALLOWED)
+    }
+
+    fn record(&self, ip: std::net::IpAddr) {
+        self.counts
+            .get_with(ip, Default::default)
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
 impl actix_web::FromRequest for Caller {
     type Error = ApiError;
     type Future = std::future::Ready<Result<Self, Self::Error>>;
 
     fn from_request(req: &HttpRequest, _: &mut actix_web::dev::Payload) -> Self::Future {
+        let failures = req.app_data::<actix_web::web::Data<AuthFailures>>();
+        let client = match failures {
+            Some(f) => f.client(req),
+            None => req.peer_addr().map(|a| a.ip()),
+        };
+        // An address past its failures is refused before any key is compared.
+        if let (Some(f), Some(ip)) = (failures, client) {
+            if f.over(ip) {
+                return std::future::ready(Err(ApiError::TooManyAuthFailures(
+                    AUTH_FAILURE_WINDOW.as_secs(),
+                )));
+            }
+        }
         let caller = req
             .app_data::<actix_web::web::Data<KeyRing>>()
             .and_then(|ring| ring.caller(req));
@@ -331,8 +388,11 @@ impl actix_web::FromRequest for Caller {
             None => {
                 kollus_common::telemetry::warn_auth_failure(
                     req.match_pattern().as_deref().unwrap_or("unmatched"),
-                    req.peer_addr().map(|a| a.ip()),
+                    client,
                 );
+                if let (Some(f), Some(ip)) = (failures, client) {
+                    f.record(ip);
+                }
                 Err(ApiError::Unauthorized)
             }
         })

@@ -41,6 +41,9 @@ pub fn invalid(field: &str, message: impl Into<String>) -> ApiError {
 pub enum ApiError {
     #[error("a valid API key is required: Authorization: Bearer <key>")]
     Unauthorized,
+    /// Past its failed keys, an address waits this many seconds.
+    #[error("too many requests without a valid API key from this address; retry in {0} s")]
+    TooManyAuthFailures(u64),
     #[error("this API key lacks the scope {0:?}, which this operation needs")]
     Forbidden(&'static str),
     #[error("the callback URL's secret is missing or wrong")]
@@ -208,6 +211,7 @@ impl ResponseError for ApiError {
     fn status_code(&self) -> StatusCode {
         match self {
             Self::Unauthorized | Self::BadSecret => StatusCode::UNAUTHORIZED,
+            Self::TooManyAuthFailures(_) => StatusCode::TOO_MANY_REQUESTS,
             Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::Invalid(_) | Self::BadJson(_) | Self::BadToken(_) => StatusCode::BAD_REQUEST,
             Self::Refused(..) => StatusCode::CONFLICT,
@@ -227,6 +231,9 @@ impl ResponseError for ApiError {
         let mut res = HttpResponse::build(status);
         if matches!(self, Self::Unauthorized) {
             res.insert_header(("WWW-Authenticate", "Bearer"));
+        }
+        if let Self::TooManyAuthFailures(seconds) = self {
+            res.insert_header((actix_web::http::header::RETRY_AFTER, seconds.to_string()));
         }
         if let Self::MethodNotAllowed { allow, .. } = self {
             res.insert_header((actix_web::http::header::ALLOW, allow.as_str()));
@@ -263,6 +270,13 @@ macro_rules! key_refused {
                 content_type = "application/problem+json"
             )]
             Forbidden(Problem<'static>),
+            #[response(
+                status = 429,
+                description = "Too many requests without a valid key from this client address: none is checked until the minute is over (`Retry-After`).",
+                content_type = "application/problem+json",
+                headers(("Retry-After" = u64, description = "Seconds to wait."))
+            )]
+            TooManyAuthFailures(Problem<'static>),
         }
     };
 }
@@ -288,6 +302,13 @@ pub enum IssueKeyRefused {
         content_type = "application/problem+json"
     )]
     Forbidden(Problem<'static>),
+    #[response(
+        status = 429,
+        description = "Too many requests without a valid key from this client address: none is checked until the minute is over (`Retry-After`).",
+        content_type = "application/problem+json",
+        headers(("Retry-After" = u64, description = "Seconds to wait."))
+    )]
+    TooManyAuthFailures(Problem<'static>),
 }
 
 key_refused!(

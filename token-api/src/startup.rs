@@ -95,6 +95,9 @@ impl Application {
                 .transpose()?,
         });
         let keys = web::Data::new(KeyRing::new(settings.api_keys.clone()));
+        let auth_failures = web::Data::new(crate::auth::AuthFailures::new(
+            settings.proxies.trusted_proxies.clone(),
+        ));
         settings.api_keys.warn_unscoped();
         if let Some(file) = &settings.api_keys_file {
             reload_keys_on_sighup(file.clone(), (**keys).clone())?;
@@ -122,6 +125,7 @@ impl Application {
                 .app_data(console.clone())
                 .app_data(document.clone())
                 .app_data(keys.clone())
+                .app_data(auth_failures.clone())
                 .app_data(m.clone())
                 .app_data(
                     web::JsonConfig::default()

@@ -87,7 +87,7 @@ pub async fn issue_token(
     };
     let outcome = match &result {
         Ok(_) => "issued",
-        Err(ApiError::Unauthorized) => "unauthorized",
+        Err(ApiError::Unauthorized | ApiError::TooManyAuthFailures(_)) => "unauthorized",
         Err(ApiError::Forbidden(_)) => "forbidden",
         Err(ApiError::Invalid(_) | ApiError::BadJson(_)) => "invalid",
         Err(ApiError::Refused(..)) => "refused",

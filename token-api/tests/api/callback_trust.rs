@@ -163,3 +163,42 @@ async fn settings_that_would_leak_or_silently_switch_off_the_callbacks_do_not_st
     .expect("a previous platform secret without a current one is refused");
     assert!(err.contains("without CALLBACK_SECRET"), "{err}");
 }
+
+/// 401s on /v1 are limited per client address: past 30 failures in a minute an address gets 429
+/// before any key is compared (its right key included), while another client goes on; behind a
+/// trusted proxy the client is the forwarded address, not the proxy's.
+#[tokio::test]
+async fn failed_api_keys_are_limited_per_client_address() {
+    let app = spawn_app_with(|s| {
+        s.proxies.trusted_proxies =
+            kollus_common::client_addr::Networks::parse("127.0.0.1").unwrap();
+    })
+    .await;
+    let get = |key: &'static str, client: &'static str| {
+        app.client
+            .get(format!("{}/v1/media/m1", app.address))
+            .bearer_auth(key)
+            .header("x-forwarded-for", client)
+            .send()
+    };
+    for i in 0..kollus_token_api::auth::AUTH_FAILURES_ALLOWED {
+        let res = get("wrong-key-0123456789", "198.51.100.7").await.unwrap();
+        assert_eq!(res.status(), 401, "failure {i}");
+    }
+    let res = get("wrong-key-0123456789", "198.51.100.7").await.unwrap();
+    assert_eq!(res.status(), 429);
+    assert_eq!(res.headers()["retry-after"], "60");
+    let res = get(APP_KEY, "198.51.100.7").await.unwrap();
+    assert_eq!(
+        res.status(),
+        429,
+        "no key is compared for that address, the right one neither"
+    );
+    let res = get(APP_KEY, "198.51.100.8").await.unwrap();
+    assert_ne!(
+        res.status(),
+        429,
+        "another client behind the same proxy goes on"
+    );
+    assert_ne!(res.status(), 401);
+}
