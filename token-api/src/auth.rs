@@ -321,8 +321,9 @@ impl Caller {
 
 /// How long a client address's failed authentications are counted.
 pub const AUTH_FAILURE_WINDOW: std::time::Duration = std::time::Duration::from_secs(60);
-/// Failed authentications a client address may make in [`AUTH_FAILURE_WINDOW`]; past them its
-/// requests are a 429 without a key being checked, so keys cannot be tried at speed.
+/// Failed authentications a client address may make in [`AUTH_FAILURE_WINDOW`] by default
+/// (`AUTH_FAILURES_PER_MINUTE`); past them its requests are a 429 without a key being checked,
+/// so keys cannot be tried at speed.
 pub const AUTH_FAILURES_ALLOWED: u32 = 30;
 
 /// Failed authentications on `/v1` by client address (`TRUSTED_PROXIES` decides who the client
@@ -332,11 +333,14 @@ pub const AUTH_FAILURES_ALLOWED: u32 = 30;
 pub struct AuthFailures {
     counts: moka::sync::Cache<std::net::IpAddr, std::sync::Arc<std::sync::atomic::AtomicU32>>,
     proxies: kollus_common::client_addr::Networks,
+    allowed: u32,
 }
 
 impl AuthFailures {
-    pub fn new(proxies: kollus_common::client_addr::Networks) -> Self {
+    /// `allowed` failures a minute per address; 0: not limited.
+    pub fn new(proxies: kollus_common::client_addr::Networks, allowed: u32) -> Self {
         Self {
+            allowed,
             counts: moka::sync::Cache::builder()
                 .max_capacity(100_000)
                 .time_to_live(AUTH_FAILURE_WINDOW)
@@ -350,12 +354,17 @@ impl AuthFailures {
     }
 
     fn over(&self, ip: std::net::IpAddr) -> bool {
-        self.counts
-            .get(&ip)
-            .is_some_and(|n| n.load(std::sync::atomic::Ordering::Relaxed) >= AUTH_FAILURES_ALLOWED)
+        self.allowed > 0
+            && self
+                .counts
+                .get(&ip)
+                .is_some_and(|n| n.load(std::sync::atomic::Ordering::Relaxed) >= self.allowed)
     }
 
     fn record(&self, ip: std::net::IpAddr) {
+        if self.allowed == 0 {
+            return;
+        }
         self.counts
             .get_with(ip, Default::default)
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);

@@ -70,6 +70,10 @@ pub struct Settings {
     pub play: PlaySettings,
     #[command(flatten)]
     pub proxies: ProxySettings,
+    /// Failed API keys a client address may present on /v1 in a minute; past them it gets 429
+    /// and no key is compared until the minute is over. 0: not limited.
+    #[arg(long, env = "AUTH_FAILURES_PER_MINUTE", default_value_t = crate::auth::AUTH_FAILURES_ALLOWED)]
+    pub auth_failures_per_minute: u32,
     #[command(flatten)]
     pub binding: kollus_common::kollus::binding::BindingSettings,
     /// The archive (`kollus-archive dump --to`): a directory or `s3://bucket/prefix`. Set, user

@@ -97,6 +97,7 @@ impl Application {
         let keys = web::Data::new(KeyRing::new(settings.api_keys.clone()));
         let auth_failures = web::Data::new(crate::auth::AuthFailures::new(
             settings.proxies.trusted_proxies.clone(),
+            settings.auth_failures_per_minute,
         ));
         settings.api_keys.warn_unscoped();
         if let Some(file) = &settings.api_keys_file {

@@ -202,3 +202,18 @@ async fn failed_api_keys_are_limited_per_client_address() {
     );
     assert_ne!(res.status(), 401);
 }
+
+#[tokio::test]
+async fn auth_failures_per_minute_zero_limits_nothing() {
+    let app = spawn_app_with(|s| s.auth_failures_per_minute = 0).await;
+    for i in 0..kollus_token_api::auth::AUTH_FAILURES_ALLOWED + 10 {
+        let res = app
+            .client
+            .get(format!("{}/v1/media/m1", app.address))
+            .bearer_auth("wrong-key-0123456789")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 401, "failure {i}");
+    }
+}

@@ -76,6 +76,7 @@ pub fn test_settings(db: &TestDb) -> Settings {
             timeout: std::time::Duration::from_secs(2),
         },
         proxies: Default::default(),
+        auth_failures_per_minute: kollus_token_api::auth::AUTH_FAILURES_ALLOWED,
         binding: Default::default(),
         archive_dir: None,
         console: ConsoleSettings {
