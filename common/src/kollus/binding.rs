@@ -64,7 +64,8 @@ pub struct PlayerBinding {
     pub mode: BindingMode,
     /// `PLAYER_BINDING_USERVALUE`, e.g. `uservalue99`.
     pub slot: String,
-    key: SecretString,
+    /// The MAC keyed once with `PLAYER_BINDING_KEY`; cloned for each user id.
+    mac: Hmac<Sha256>,
 }
 
 impl std::fmt::Debug for PlayerBinding {
@@ -77,22 +78,25 @@ impl std::fmt::Debug for PlayerBinding {
 }
 
 impl PlayerBinding {
-    pub fn new(mode: BindingMode, key: SecretString, slot: impl Into<String>) -> Self {
-        Self {
+    /// The binding keyed with `key`; refused only if the MAC cannot take the key (HMAC takes
+    /// any length, so in practice never).
+    pub fn new(
+        mode: BindingMode,
+        key: &SecretString,
+        slot: impl Into<String>,
+    ) -> Result<Self, String> {
+        let mac = Hmac::<Sha256>::new_from_slice(key.expose_secret().as_bytes())
+            .map_err(|e| format!("PLAYER_BINDING_KEY cannot key HMAC-SHA256: {e}"))?;
+        Ok(Self {
             mode,
             slot: slot.into(),
-            key,
-        }
-    }
-
-    fn mac(&self) -> Hmac<Sha256> {
-        Hmac::<Sha256>::new_from_slice(self.key.expose_secret().as_bytes())
-            .expect("HMAC takes a key of any length")
+            mac,
+        })
     }
 
     /// The value token-api puts in the player URL's binding uservalue for `user`.
     pub fn value_for(&self, user: &str) -> String {
-        let mut mac = self.mac();
+        let mut mac = self.mac.clone();
         mac.update(user.as_bytes());
         URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes())
     }
@@ -106,7 +110,7 @@ impl PlayerBinding {
         let Ok(tag) = URL_SAFE_NO_PAD.decode(presented.trim()) else {
             return Binding::Mismatch;
         };
-        let mut mac = self.mac();
+        let mut mac = self.mac.clone();
         mac.update(user.as_bytes());
         match mac.verify_slice(&tag) {
             Ok(()) => Binding::Bound,
@@ -171,11 +175,9 @@ impl BindingSettings {
         });
         match (mode, key) {
             (BindingMode::Off, _) => Ok(None),
-            (mode, Some(key)) => Ok(Some(PlayerBinding::new(
-                mode,
-                key,
-                self.player_binding_uservalue.clone(),
-            ))),
+            (mode, Some(key)) => {
+                PlayerBinding::new(mode, &key, self.player_binding_uservalue.clone()).map(Some)
+            }
             (mode, None) => Err(format!(
                 "PLAYER_BINDING={} needs PLAYER_BINDING_KEY, which is not set",
                 if mode == BindingMode::Require {
@@ -195,9 +197,10 @@ mod tests {
     fn binding() -> PlayerBinding {
         PlayerBinding::new(
             BindingMode::Require,
-            SecretString::from("binding-key-0123456789"),
+            &SecretString::from("binding-key-0123456789"),
             "uservalue99",
         )
+        .unwrap()
     }
 
     #[test]
@@ -217,9 +220,10 @@ mod tests {
         assert_eq!(b.judge("181353", Some(&mine[..42])), Binding::Mismatch);
         let other_key = PlayerBinding::new(
             BindingMode::Record,
-            SecretString::from("another-key-0123456789"),
+            &SecretString::from("another-key-0123456789"),
             "uservalue99",
-        );
+        )
+        .unwrap();
         assert_eq!(other_key.judge("181353", Some(&mine)), Binding::Mismatch);
     }
 

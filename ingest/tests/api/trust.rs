@@ -274,9 +274,10 @@ async fn under_require_a_report_without_its_users_binding_is_refused_and_dead_le
     let app = spawn_app_with(binding(BindingMode::Require)).await;
     let b = PlayerBinding::new(
         BindingMode::Require,
-        SecretString::from(BINDING_KEY),
+        &SecretString::from(BINDING_KEY),
         "uservalue99",
-    );
+    )
+    .unwrap();
     // None, another user's (a forger's own player URL), made up: refused, dead-lettered.
     let res = app.post("lms", FORM, fixture("lms-seed.form")).await;
     assert_eq!(res.status(), 400);

@@ -332,10 +332,16 @@ async fn answer_drm(
             .await
             .map_err(db_error(NOT_ANSWERING))?
             .into_iter();
-        // One read per (user, video), however many items name it.
+        // One read per (user, video), however many items name it; none for an unbound item,
+        // whose answer reads nothing of the user's.
         let mut facts_of: std::collections::HashMap<(&str, &str), policy::Facts> =
             std::collections::HashMap::new();
-        for item in &items {
+        for item in items
+            .iter()
+            .zip(&unbound)
+            .filter(|(_, u)| !**u)
+            .map(|(i, _)| i)
+        {
             let key = (item.user.as_str(), item.media.as_str());
             if let std::collections::hash_map::Entry::Vacant(slot) = facts_of.entry(key) {
                 let facts = store::facts(&tx, key.0, key.1)
