@@ -2,6 +2,9 @@
 //! the form, wrap it in an envelope and serialize it, as fast as one core can. Also the same with
 //! the hash check (`LMS_HASH_POLICY=record`), and, for scale, the cost of only building a
 //! `serde_json::Value` tree of the document (what the hand-written parser did before its walk).
+//! Last, what callback trust adds to each callback (issue 26): the `?secret=` check against the
+//! LMS and platform secrets (SHA-256 digests compared in constant time) and the viewer binding's
+//! verdict (one HMAC-SHA256 of the user id), alone and beside the whole path.
 //!
 //! Usage: ingest-path BODY_FILE [ITERATIONS]
 
@@ -9,6 +12,8 @@ use std::collections::BTreeMap;
 use std::time::Instant;
 
 use kollus_common::envelope::{Envelope, RawRequest};
+use kollus_common::kollus::binding::{BindingMode, PlayerBinding};
+use kollus_common::kollus::callback_secret::{check_callback_secret, CallbackSecret, SecretName};
 use kollus_common::kollus::form::parse_form;
 use kollus_common::kollus::lms::checksum;
 use kollus_common::kollus::lms::request::{locate, DEFAULT_FIELDS};
@@ -58,8 +63,43 @@ fn main() -> anyhow::Result<()> {
     }
     let value_tree = n as f64 / started.elapsed().as_secs_f64();
 
+    // Callback trust, per callback: the query as a player sends it, both secrets a route of
+    // ingest's LMS takes, and the binding of the report's user.
+    let lms = CallbackSecret::new(
+        SecretName::Lms,
+        &"bench-lms-callback-secret".to_owned().into(),
+    );
+    let platform = CallbackSecret::new(
+        SecretName::Platform,
+        &"bench-callback-secret".to_owned().into(),
+    );
+    let binding = PlayerBinding::new(
+        BindingMode::Record,
+        &"bench-player-binding-key".to_owned().into(),
+        "uservalue99",
+    )
+    .map_err(anyhow::Error::msg)?;
+    let user = locate(&names, &query, body, false)?
+        .report
+        .user
+        .client_user_id
+        .as_str()
+        .to_owned();
+    let presented = binding.value_for(&user);
+    let query_string = format!("uservalue99={presented}&secret=bench-lms-callback-secret");
+    let now = time::OffsetDateTime::now_utc();
+    let started = Instant::now();
+    for _ in 0..n {
+        let found = check_callback_secret(&query_string, &[&lms, &platform], now)
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let verdict = binding.judge(&user, found.rest.get("uservalue99").map(String::as_str));
+        std::hint::black_box(verdict);
+    }
+    let trust = n as f64 / started.elapsed().as_secs_f64();
+
     println!(
-        "RESULT rps={rps:.0} rps_with_hash={rps_hash:.0} value_tree_only={value_tree:.0} records={n} bytes_per_record={bytes_per_record}"
+        "RESULT rps={rps:.0} rps_with_hash={rps_hash:.0} value_tree_only={value_tree:.0} trust_checks_only={trust:.0} trust_share_of_path={:.3} records={n} bytes_per_record={bytes_per_record}",
+        rps / trust
     );
     Ok(())
 }
