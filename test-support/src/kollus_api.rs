@@ -181,30 +181,6 @@ impl FakeKollusApi {
             .collect()
     }
 
-    /// The shortest time between two consecutive requests (None below two requests).
-    pub fn min_gap(&self) -> Option<Duration> {
-        let s = self.lock();
-        s.requests
-            .windows(2)
-            .map(|w| w[1].0.duration_since(w[0].0))
-            .min()
-    }
-
-    /// The most requests received within any window of `window`.
-    pub fn max_in_window(&self, window: Duration) -> usize {
-        let s = self.lock();
-        let times: Vec<Instant> = s.requests.iter().map(|(t, _)| *t).collect();
-        (0..times.len())
-            .map(|i| {
-                times[i..]
-                    .iter()
-                    .take_while(|t| t.duration_since(times[i]) < window)
-                    .count()
-            })
-            .max()
-            .unwrap_or(0)
-    }
-
     pub async fn stop(self) {
         self.handle.stop(true).await;
     }

@@ -62,15 +62,18 @@ async fn twenty_five_hundred_videos_over_three_channels_at_the_rate_asked() {
     assert_eq!(s.fake.request_paths().len(), expected);
     assert_eq!((r.channels, r.uploads, r.published), (3, 2500, 2500));
 
-    // The rate held: no two requests closer than the period allows (with slack for the
-    // loopback), and never more in a second than the rate.
+    // The rate held. Measured on the client's clock, which load can only lengthen: with a
+    // burst of one, the n-th request is let go no sooner than (n - 1) periods after the first.
+    // (Arrival gaps at the fake are not a bound: a loaded machine delays one request and
+    // delivers the next on time, and two land 17 ms apart at 40/s.)
     let period = Duration::from_secs_f64(1.0 / rate);
-    let gap = s.fake.min_gap().unwrap();
+    let floor = period * (r.requests as u32 - 1);
     assert!(
-        gap >= period * 8 / 10,
-        "two requests {gap:?} apart at {rate}/s"
+        r.elapsed >= floor,
+        "{} requests in {:?} at {rate}/s: faster than the rate allows ({floor:?})",
+        r.requests,
+        r.elapsed
     );
-    assert!(s.fake.max_in_window(Duration::from_secs(1)) <= rate as usize + 1);
 
     s.wait_applied(2500).await;
     // For the README's figure (`--no-capture` shows it).
@@ -156,9 +159,9 @@ async fn the_default_rate_is_one_request_a_second() {
         .await
         .expect("backfill");
     assert_eq!(r.requests, 3, "the index, the channel, the library");
-    let gap = s.fake.min_gap().unwrap();
     assert!(
-        gap >= Duration::from_millis(950),
-        "Kollus allows 1 request a second; two came {gap:?} apart"
+        r.elapsed >= Duration::from_secs(2),
+        "Kollus allows 1 request a second; three took {:?}",
+        r.elapsed
     );
 }
