@@ -1,0 +1,247 @@
+#!/usr/bin/env bash
+# The local broker: Apache Kafka (KRaft, no ZooKeeper), resolved from Maven Central with the
+# pinned versions in scripts/kafka/pom.xml. The one way to a broker for `make run`, `make test`,
+# the benchmarks and the fault runs.
+#
+#   scripts/kafka.sh install
+#       Resolve Kafka and its logging into .local/kafka/libs (idempotent; quick the second time).
+#   scripts/kafka.sh run PORT [--controller-port P] [--advertise HOST:PORT] [--data DIR]
+#       One combined broker and controller in the foreground. The controller listens on
+#       PORT+10000 unless given; clients are told HOST:PORT (default 127.0.0.1:PORT). Without
+#       --data, a fresh directory under .local/kafka/tmp/, removed on exit; a directory that
+#       already holds a node keeps its cluster id (no re-format). Prints `ready` on stderr once
+#       PORT answers a metadata request. SIGTERM is a controlled shutdown (exit 0).
+#   scripts/kafka.sh cluster N BASEPORT [--data DIR]
+#       N such nodes of one cluster: brokers on BASEPORT.., controllers on BASEPORT+10000..,
+#       data in DIR/node1.. (default: fresh, removed on exit). `ready` once all N answer.
+#
+# Each node's JVM heap is KAFKA_HEAP (default -Xms256m -Xmx512m); its log is <data>/server.log,
+# and a failed start prints that log's tail.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+home="$root/.local/kafka"
+libs="$home/libs"
+pom="$root/scripts/kafka/pom.xml"
+heap="${KAFKA_HEAP:--Xms256m -Xmx512m}"
+
+log() { echo "kafka: $*" >&2; }
+
+# The version the POM pins, read from it (one place).
+kafka_version() { sed -n 's:.*<kafka.version>\(.*\)</kafka.version>.*:\1:p' "$pom"; }
+
+install() {
+  local want stamp
+  want="$(kafka_version) $(sha256sum "$pom" | cut -c1-16)"
+  stamp="$libs/.installed"
+  if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
+    return 0
+  fi
+  command -v java >/dev/null 2>&1 || { log "java is needed (Kafka 4.x runs on Java 17+)"; exit 1; }
+  command -v mvn >/dev/null 2>&1 || { log "mvn (Maven) is needed to resolve Kafka from Maven Central"; exit 1; }
+  log "installing Apache Kafka $(kafka_version) from Maven Central into .local/kafka/libs"
+  rm -rf "$libs.new"
+  mvn -q -B -f "$pom" dependency:copy-dependencies \
+    -DincludeScope=runtime -DoutputDirectory="$libs.new" >&2
+  rm -rf "$libs"
+  mv "$libs.new" "$libs"
+  echo "$want" >"$stamp"
+  log "installed: $(ls "$libs" | wc -l) jars"
+}
+
+java_cmd() {
+  # shellcheck disable=SC2086 # KAFKA_HEAP is a list of JVM flags
+  echo java $heap -XX:+UseG1GC -XX:MaxGCPauseMillis=20 -Djava.awt.headless=true \
+    -Dlog4j2.configurationFile="$root/scripts/kafka/log4j2.properties"
+}
+
+# A KRaft cluster id: 16 random bytes, URL-safe base64 without padding (what StorageTool makes).
+new_cluster_id() {
+  python3 -c 'import base64, uuid; print(base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("="))'
+}
+
+# write_config DIR NODE_ID PORT CONTROLLER_PORT ADVERTISE VOTERS NODES
+write_config() {
+  local dir=$1 id=$2 port=$3 cport=$4 advertise=$5 voters=$6 nodes=$7
+  local rf=$((nodes < 3 ? nodes : 3))
+  local isr=$((rf > 1 ? rf - 1 : 1))
+  cat >"$dir/server.properties" <<EOF
+# Written by scripts/kafka.sh; rewritten at every start.
+process.roles=broker,controller
+node.id=$id
+controller.quorum.voters=$voters
+listeners=PLAINTEXT://127.0.0.1:$port,CONTROLLER://127.0.0.1:$cport
+advertised.listeners=PLAINTEXT://$advertise
+listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+controller.listener.names=CONTROLLER
+inter.broker.listener.name=PLAINTEXT
+log.dirs=$dir/data
+# The services create their topics, with the replication their settings name.
+auto.create.topics.enable=false
+num.partitions=1
+# Kafka's internal topics, sized to the cluster (one node cannot hold three copies).
+offsets.topic.replication.factor=$rf
+transaction.state.log.replication.factor=$rf
+transaction.state.log.min.isr=$isr
+share.coordinator.state.topic.replication.factor=$rf
+share.coordinator.state.topic.min.isr=$isr
+# A local broker: a group's first member need not wait for others.
+group.initial.rebalance.delay.ms=0
+EOF
+}
+
+# start_node DIR NODE_ID PORT CONTROLLER_PORT ADVERTISE VOTERS NODES CLUSTER_ID: formats DIR if
+# it holds no node yet, then starts the JVM in the background; its pid in $node_pid.
+start_node() {
+  local dir=$1 id=$2 port=$3 cport=$4 advertise=$5 voters=$6 nodes=$7 cluster=$8
+  mkdir -p "$dir/data"
+  write_config "$dir" "$id" "$port" "$cport" "$advertise" "$voters" "$nodes"
+  local java
+  java=$(java_cmd)
+  if [ ! -f "$dir/data/meta.properties" ]; then
+    # shellcheck disable=SC2086
+    if ! $java -Dkafka.logs.dir="$dir" -cp "$libs/*" kafka.tools.StorageTool format \
+      -t "$cluster" -c "$dir/server.properties" >"$dir/format.log" 2>&1; then
+      log "formatting $dir failed:"
+      tail -n 20 "$dir/format.log" >&2
+      return 1
+    fi
+  fi
+  # shellcheck disable=SC2086
+  $java -Dkafka.logs.dir="$dir" -cp "$libs/*" kafka.Kafka "$dir/server.properties" \
+    >"$dir/stdout.log" 2>&1 &
+  node_pid=$!
+}
+
+# The cluster id a node's data directory already holds, if any.
+existing_cluster_id() {
+  [ -f "$1/data/meta.properties" ] || return 0
+  sed -n 's/^cluster.id=//p' "$1/data/meta.properties" | head -n 1
+}
+
+# wait_ready PID DIR HOST:PORT NODE_ID ADVERTISED: until PORT answers a metadata request that
+# lists this node as ADVERTISED (not merely some broker: another may hold a port that was free a
+# moment ago), or the node exits (its log printed).
+wait_ready() {
+  local pid=$1 dir=$2 addr=$3 id=$4 adv=$5 deadline=$((SECONDS + ${KAFKA_START_TIMEOUT:-120}))
+  until kill -0 "$pid" 2>/dev/null \
+    && python3 "$root/scripts/kafka/ready.py" "$addr" 2>/dev/null | tr ' ' '\n' | grep -qxF "$id@$adv"; do
+    if ! kill -0 "$pid" 2>/dev/null || [ "$SECONDS" -ge "$deadline" ]; then
+      log "the broker on $addr did not start; the end of $dir/server.log:"
+      tail -n 40 "$dir/server.log" >&2 2>/dev/null || true
+      tail -n 20 "$dir/stdout.log" >&2 2>/dev/null || true
+      return 1
+    fi
+    sleep 0.2
+  done
+}
+
+pids=()
+cleanup_dirs=()
+stop_all() {
+  local p
+  for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
+  for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
+  pids=()
+  local d
+  for d in "${cleanup_dirs[@]}"; do rm -rf "$d"; done
+}
+
+on_signal() {
+  log "stopping (controlled shutdown)"
+  stop_all
+  exit 0
+}
+
+# run_nodes N BASEPORT CPORT ADVERTISE DATA: the common part of `run` and `cluster`.
+run_nodes() {
+  local n=$1 base=$2 cbase=$3 advertise=$4 data=$5
+  install
+  if [ -z "$data" ]; then
+    mkdir -p "$home/tmp"
+    data=$(mktemp -d "$home/tmp/kafka.XXXXXX")
+    cleanup_dirs+=("$data")
+  fi
+  local voters="" i
+  for ((i = 1; i <= n; i++)); do
+    voters+="${voters:+,}$i@127.0.0.1:$((cbase + i - 1))"
+  done
+  local dirs=()
+  if [ "$n" = 1 ]; then dirs=("$data"); else
+    for ((i = 1; i <= n; i++)); do dirs+=("$data/node$i"); done
+  fi
+  local cluster="" d
+  for d in "${dirs[@]}"; do
+    [ -n "$cluster" ] || cluster=$(existing_cluster_id "$d")
+  done
+  [ -n "$cluster" ] || cluster=$(new_cluster_id)
+  trap on_signal TERM INT
+  trap stop_all EXIT
+  local started=$SECONDS
+  for ((i = 1; i <= n; i++)); do
+    local port=$((base + i - 1)) adv="$advertise"
+    [ -n "$adv" ] || adv="127.0.0.1:$port"
+    start_node "${dirs[$((i - 1))]}" "$i" "$port" "$((cbase + i - 1))" "$adv" "$voters" "$n" "$cluster" || exit 1
+    pids+=("$node_pid")
+  done
+  for ((i = 1; i <= n; i++)); do
+    local port=$((base + i - 1)) adv="$advertise"
+    [ -n "$adv" ] || adv="127.0.0.1:$port"
+    wait_ready "${pids[$((i - 1))]}" "${dirs[$((i - 1))]}" "127.0.0.1:$port" "$i" "$adv" || exit 1
+  done
+  log "Apache Kafka $(kafka_version): $n node(s) on 127.0.0.1:$base$([ "$n" = 1 ] || echo "-$((base + n - 1))"), cluster $cluster, data in $data, up in $((SECONDS - started)) s"
+  echo ready >&2
+  # Until a signal stops them all, a node exits (then the rest stop and this fails), or whoever
+  # started this is gone (a test runner that died): no broker outlives its owner.
+  local parent=$PPID p
+  while true; do
+    for p in "${pids[@]}"; do
+      kill -0 "$p" 2>/dev/null || { log "a node exited; stopping the rest"; exit 1; }
+    done
+    kill -0 "$parent" 2>/dev/null || { log "parent $parent is gone; stopping"; stop_all; exit 0; }
+    sleep 1 &
+    wait $! || true
+  done
+}
+
+usage() {
+  sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//' >&2
+  exit 2
+}
+
+port_arg() {
+  [[ "$1" =~ ^[0-9]+$ ]] && [ "$1" -ge 1 ] && [ "$1" -le 55535 ] || { log "not a port (1-55535): $1"; exit 2; }
+}
+
+cmd=${1:-}
+[ $# -gt 0 ] && shift
+case "$cmd" in
+  install) install ;;
+  run)
+    [ $# -ge 1 ] || usage
+    port=$1; shift; port_arg "$port"
+    cport=$((port + 10000)) advertise="" data=""
+    while [ $# -gt 0 ]; do
+      case "$1" in
+        --controller-port) cport=$2; port_arg "$cport"; shift 2 ;;
+        --advertise) advertise=$2; shift 2 ;;
+        --data) data=$2; shift 2 ;;
+        *) usage ;;
+      esac
+    done
+    run_nodes 1 "$port" "$cport" "$advertise" "$data"
+    ;;
+  cluster)
+    [ $# -ge 2 ] || usage
+    n=$1 base=$2; shift 2; port_arg "$base"
+    [[ "$n" =~ ^[1-9]$ ]] || { log "N is 1 to 9: $n"; exit 2; }
+    data=""
+    while [ $# -gt 0 ]; do
+      case "$1" in
+        --data) data=$2; shift 2 ;;
+        *) usage ;;
+      esac
+    done
+    run_nodes "$n" "$base" "$((base + 10000))" "" "$data"
+    ;;
+  *) usage ;;
+esac
