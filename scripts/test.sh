@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
-# `make test`: every tier (unit, integration, end-to-end) against a real PostgreSQL and a real
-# Kafka-protocol broker, plus the docker-compose.yml check. Installs what is missing first.
+# `make test`: every tier (unit, integration, end-to-end) against a real PostgreSQL and Apache
+# Kafka, plus the docker-compose.yml check. Installs what is missing first.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 target="${CARGO_TARGET_DIR:-$root/target}"
 
-scripts/broker.sh install
+scripts/kafka.sh install
 scripts/s3.sh install
 scripts/postgres.sh
 
@@ -50,6 +50,26 @@ promtool check rules deploy/prometheus/rules/*.yml
 # The end-to-end tests run the real binaries: build them (and the tests) first.
 cargo build --locked --workspace --bins --tests
 scripts/check-compose.py "$target/debug"
+
+# One broker for every test (each names topics and groups of its own); a test that needs a
+# broker of its own starts one (test-support/src/broker.rs). It starts while nothing else
+# loads the machine, and stops with this script.
+kafka_port=${KAFKA_TEST_PORT:-19392}
+kafka_log="$target/kafka-test.log"
+KAFKA_JVM_OPTS=-XX:TieredStopAtLevel=1 scripts/kafka.sh run "$kafka_port" \
+  --controller-port "$((kafka_port + 1))" --owner $$ 2>"$kafka_log" &
+kafka_pid=$!
+trap 'kill -TERM "$kafka_pid" 2>/dev/null; wait "$kafka_pid" 2>/dev/null || true' EXIT
+until grep -qx ready "$kafka_log" 2>/dev/null; do
+  if ! kill -0 "$kafka_pid" 2>/dev/null; then
+    echo "test: the shared Kafka broker did not start:" >&2
+    cat "$kafka_log" >&2
+    exit 1
+  fi
+  sleep 0.2
+done
+grep '^kafka: Apache Kafka' "$kafka_log" >&2
+export KAFKA_TEST_BROKERS="127.0.0.1:$kafka_port"
 
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --locked --workspace --no-fail-fast

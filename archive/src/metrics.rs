@@ -75,9 +75,9 @@ impl Metrics {
             registry: r,
         };
         for topic in [
-            "kollus.content.v1",
-            "kollus.playback.v1",
-            "kollus.deadletter.v1",
+            kollus_common::settings::CONTENT_TOPIC,
+            kollus_common::settings::PLAYBACK_TOPIC,
+            kollus_common::settings::DEADLETTER_TOPIC,
         ] {
             zeroed(&m.records, &[&[topic]]);
         }

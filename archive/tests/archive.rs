@@ -92,7 +92,7 @@ async fn publish(broker: &Broker, kafka: &KafkaSettings, n: usize) {
 async fn an_archive_in_a_bucket_verifies_and_restores_into_another_broker() {
     let _s3 = s3_with_bucket("kollus-archive").await;
     let broker = Broker::start().await;
-    let kafka = KafkaSettings::with_brokers(&broker.addr);
+    let kafka = broker.settings();
     kollus_common::kafka::ensure_topics(&kafka, &kafka.topics())
         .await
         .unwrap();
@@ -100,7 +100,7 @@ async fn an_archive_in_a_bucket_verifies_and_restores_into_another_broker() {
 
     let archive = Archive::open("s3://kollus-archive/backups/prod").unwrap();
     let metrics = Metrics::new();
-    let archived = dump::until_end(&archive, &kafka, &settings("s3-test"), &metrics)
+    let archived = dump::until_end(&archive, &kafka, &settings(&broker.group("s3-test")), &metrics)
         .await
         .unwrap();
     assert_eq!(archived, 60);
@@ -120,8 +120,8 @@ async fn an_archive_in_a_bucket_verifies_and_restores_into_another_broker() {
     assert_eq!((report.records, report.repeats), (60, 0));
     assert!(report.late_starts.is_empty(), "{report:?}");
 
-    let other = Broker::start().await;
-    let summary = restore::restore(&archive, &KafkaSettings::with_brokers(&other.addr), None)
+    let other = broker.another_cluster().await;
+    let summary = restore::restore(&archive, &other.settings(), None)
         .await
         .unwrap();
     assert_eq!(summary.produced, 60);
@@ -138,13 +138,13 @@ async fn an_archive_in_a_bucket_verifies_and_restores_into_another_broker() {
 async fn verify_finds_a_damaged_segment_and_a_gap() {
     let dir = tempfile::tempdir().unwrap();
     let broker = Broker::start().await;
-    let kafka = KafkaSettings::with_brokers(&broker.addr);
+    let kafka = broker.settings();
     kollus_common::kafka::ensure_topics(&kafka, &kafka.topics())
         .await
         .unwrap();
     publish(&broker, &kafka, 300).await;
     let archive = Archive::open(dir.path().to_str().unwrap()).unwrap();
-    dump::until_end(&archive, &kafka, &settings("damage-test"), &Metrics::new())
+    dump::until_end(&archive, &kafka, &settings(&broker.group("damage-test")), &Metrics::new())
         .await
         .unwrap();
     let segments = archive.list("segments").await.unwrap();
@@ -180,7 +180,7 @@ async fn verify_finds_a_damaged_segment_and_a_gap() {
 async fn a_dump_killed_mid_stream_repeats_records_and_never_skips_one() {
     let dir = tempfile::tempdir().unwrap();
     let broker = Broker::start().await;
-    let kafka = KafkaSettings::with_brokers(&broker.addr);
+    let kafka = broker.settings();
     kollus_common::kafka::ensure_topics(&kafka, &kafka.topics())
         .await
         .unwrap();
@@ -189,8 +189,8 @@ async fn a_dump_killed_mid_stream_repeats_records_and_never_skips_one() {
     let mut running = KillOnDrop(
         Command::new(env!("CARGO_BIN_EXE_kollus-archive"))
             .args(["dump", "--to", &to])
-            .env("KAFKA_BROKERS", &broker.addr)
-            .env("ARCHIVE_GROUP_ID", "crash-test")
+            .envs(broker.env())
+            .env("ARCHIVE_GROUP_ID", broker.group("crash-test"))
             .env("KAFKA_TOPIC_PARTITIONS", "6")
             .env("ARCHIVE_SEGMENT_BYTES", "2000")
             .env("LISTEN_ADDR", "127.0.0.1:0")
@@ -210,7 +210,7 @@ async fn a_dump_killed_mid_stream_repeats_records_and_never_skips_one() {
     running.0.wait().expect("reaping it");
 
     // A new run of the same group finishes the job from its committed offsets.
-    let mut settings = settings("crash-test");
+    let mut settings = settings(&broker.group("crash-test"));
     settings.segment_bytes = 2_000;
     dump::until_end(&archive, &kafka, &settings, &Metrics::new())
         .await
@@ -220,8 +220,8 @@ async fn a_dump_killed_mid_stream_repeats_records_and_never_skips_one() {
     assert!(report.late_starts.is_empty(), "{report:?}");
     assert_eq!(report.records - report.repeats, 300, "{report:?}");
 
-    let other = Broker::start().await;
-    let summary = restore::restore(&archive, &KafkaSettings::with_brokers(&other.addr), None)
+    let other = broker.another_cluster().await;
+    let summary = restore::restore(&archive, &other.settings(), None)
         .await
         .unwrap();
     assert_eq!(
@@ -246,10 +246,10 @@ async fn a_replaced_broker_opens_a_new_epoch_and_both_brokers_records_stay_resto
     let dir = tempfile::tempdir().unwrap();
     let to = dir.path().to_str().unwrap().to_owned();
     let archive = Archive::open(&to).unwrap();
-    let mut settings = settings("same-group-on-both");
+    let first = Broker::start().await;
+    let mut settings = settings(&first.group("same-group-on-both"));
     settings.to = to.clone();
 
-    let first = Broker::start().await;
     let kafka = first.settings();
     kollus_common::kafka::ensure_topics(&kafka, &kafka.topics())
         .await
@@ -267,11 +267,10 @@ async fn a_replaced_broker_opens_a_new_epoch_and_both_brokers_records_stay_resto
         }
         v
     };
-    drop(first);
-
     // The disaster: a new broker, offsets from 0 again, other records at the same offsets;
     // the same archive location and group name.
-    let second = Broker::start().await;
+    let second = first.another_cluster().await;
+    drop(first);
     let kafka = second.settings();
     kollus_common::kafka::ensure_topics(&kafka, &kafka.topics())
         .await
@@ -294,7 +293,7 @@ async fn a_replaced_broker_opens_a_new_epoch_and_both_brokers_records_stay_resto
     assert!(report.late_starts.is_empty(), "{report:?}");
 
     // Both brokers' records come back.
-    let third = Broker::start().await;
+    let third = second.another_cluster().await;
     let summary = restore::restore(&archive, &third.settings(), None)
         .await
         .unwrap();
@@ -412,7 +411,7 @@ async fn verify_fails_on_two_different_records_at_one_offset_and_reports_topic_c
         .unwrap();
     publish_tagged(&broker, &kafka, "only", 30).await;
     let archive = Archive::open(&to).unwrap();
-    let mut s = settings("coverage");
+    let mut s = settings(&broker.group("coverage"));
     s.to = to.clone();
     dump::until_end(&archive, &kafka, &s, &Metrics::new())
         .await
@@ -465,8 +464,7 @@ async fn a_quiet_continuous_archive_logs_no_error() {
     let mut running = KillOnDrop(
         Command::new(env!("CARGO_BIN_EXE_kollus-archive"))
             .args(["dump", "--to", &to])
-            .env("KAFKA_BROKERS", &broker.addr)
-            .env("KAFKA_TOPIC_PARTITIONS", "3")
+            .envs(broker.env())
             .env("ARCHIVE_SEGMENT_SECONDS", "1")
             .env("LISTEN_ADDR", "127.0.0.1:0")
             .env("LOG_FORMAT", "text")
@@ -514,7 +512,7 @@ async fn services_warn_when_topics_forget_and_no_archiver_is_in_its_group() {
     let dir = tempfile::tempdir().unwrap();
     let broker = Broker::start().await;
     let mut kafka = broker.settings();
-    kafka.archive_group_id = "watched-archive".into();
+    kafka.archive_group_id = broker.group("watched-archive");
     kollus_common::kafka::ensure_topics(&kafka, &kafka.topics())
         .await
         .unwrap();
@@ -528,14 +526,12 @@ async fn services_warn_when_topics_forget_and_no_archiver_is_in_its_group() {
         warn_if_nothing_archives(forever, Duration::ZERO).await,
         ArchiveWatch::TopicsKeepEverything
     );
-    // A continuous archiver in that group: no warning (a member on Apache Kafka; on the local
-    // broker, which lists no groups, the offsets it commits where it starts).
+    // A continuous archiver in that group: no warning (it is a member).
     let _running = KillOnDrop(
         Command::new(env!("CARGO_BIN_EXE_kollus-archive"))
             .args(["dump", "--to", dir.path().to_str().unwrap()])
-            .env("KAFKA_BROKERS", &broker.addr)
-            .env("KAFKA_TOPIC_PARTITIONS", "3")
-            .env("ARCHIVE_GROUP_ID", "watched-archive")
+            .envs(broker.env())
+            .env("ARCHIVE_GROUP_ID", &kafka.archive_group_id)
             .env("LISTEN_ADDR", "127.0.0.1:0")
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
@@ -559,9 +555,9 @@ async fn a_broker_is_the_archived_incarnation_only_when_its_record_at_the_last_o
     let dir = tempfile::tempdir().unwrap();
     let to = dir.path().to_str().unwrap().to_owned();
     let archive = Archive::open(&to).unwrap();
-    let mut s = settings("incarnation");
-    s.to = to;
     let archived = Broker::start().await;
+    let mut s = settings(&archived.group("incarnation"));
+    s.to = to;
     let kafka = archived.settings();
     kollus_common::kafka::ensure_topics(&kafka, &kafka.topics())
         .await
@@ -571,7 +567,7 @@ async fn a_broker_is_the_archived_incarnation_only_when_its_record_at_the_last_o
         .await
         .unwrap();
     // Another broker with more records than the archive holds, at the same offsets.
-    let other = Broker::start().await;
+    let other = archived.another_cluster().await;
     let other_kafka = other.settings();
     kollus_common::kafka::ensure_topics(&other_kafka, &other_kafka.topics())
         .await

@@ -236,8 +236,9 @@ impl Drop for OwnedConsumer {
 /// watermark that the last fetch response reported (librdkafka keeps it; asking costs no
 /// request) minus the consumer's position. Read while the worker is stuck too: librdkafka's
 /// fetcher keeps fetching (and updating the watermark) while the application applies nothing.
-/// It is never above the truth: the local broker (tansu) reports a lower high watermark than
-/// Apache Kafka does (the last batch's base offset + 1), which can only make it smaller.
+/// It is never above the truth: a broker that reports a lower high watermark than Apache Kafka
+/// does (tansu, which the tests used before Apache Kafka, reported the last batch's base offset
+/// + 1) can only make it smaller.
 pub fn cached_lag(consumer: &WorkerConsumer) -> Option<i64> {
     use rdkafka::bindings::{rd_kafka_get_watermark_offsets, rd_kafka_resp_err_t};
     let positions = consumer.position().ok()?;
@@ -417,8 +418,8 @@ pub enum ArchiveWatch {
 /// continuous archiver's consumer group (`ARCHIVE_GROUP_ID`) has a member (`kollus-archive
 /// dump` without `--until-end` subscribes in it for as long as it runs; one-off dumps use groups
 /// of their own), or has committed offsets on the topics (the archiver commits where it starts
-/// as soon as it starts, see [`mark_archiver_started`]; the local broker, tansu 0.6.0, lists no
-/// groups, so there this is what tells). An archiver that stopped later is the alerts' job
+/// as soon as it starts, see [`mark_archiver_started`]; a broker that lists no groups, as
+/// tansu did, is answered by this). An archiver that stopped later is the alerts' job
 /// (`KollusTargetDown`, `KollusArchiveBehindRetention`). Checked every 5 s until `grace` has passed; silent as soon as a member is seen,
 /// or when retention is infinite. Spawn it beside the service ([`ARCHIVE_GRACE`]): it never
 /// fails the service.

@@ -118,27 +118,27 @@ pub struct KafkaSettings {
     )]
     pub brokers: String,
     /// Topic for platform callbacks (upload, transcoding, content update, channel).
-    #[arg(long, env = "KAFKA_CONTENT_TOPIC", default_value = "kollus.content.v1")]
+    #[arg(long, env = "KAFKA_CONTENT_TOPIC", default_value = CONTENT_TOPIC)]
     pub content_topic: String,
     /// Topic for LMS playback-progress callbacks.
     #[arg(
         long,
         env = "KAFKA_PLAYBACK_TOPIC",
-        default_value = "kollus.playback.v1"
+        default_value = PLAYBACK_TOPIC
     )]
     pub playback_topic: String,
     /// Topic for what could not be applied, with the reason.
     #[arg(
         long,
         env = "KAFKA_DEADLETTER_TOPIC",
-        default_value = "kollus.deadletter.v1"
+        default_value = DEADLETTER_TOPIC
     )]
     pub deadletter_topic: String,
     /// Partitions for topics this service creates when they are missing.
     #[arg(long, env = "KAFKA_TOPIC_PARTITIONS", default_value_t = 6)]
     pub topic_partitions: i32,
     /// Consumer-group session timeout, in ms: how soon a dead worker's partitions move to
-    /// another. Short also because tansu holds a group join for half of it.
+    /// another.
     #[arg(long, env = "KAFKA_SESSION_TIMEOUT_MS", default_value_t = 6000)]
     pub session_timeout_ms: u32,
     /// Days a topic this service creates keeps its records (`retention.ms`); -1 keeps them
@@ -151,6 +151,11 @@ pub struct KafkaSettings {
     #[arg(long, env = "ARCHIVE_GROUP_ID", default_value = "kollus-archive")]
     pub archive_group_id: String,
 }
+
+/// The topics' default names (`KAFKA_*_TOPIC`), in one place for every service.
+pub const CONTENT_TOPIC: &str = "kollus.content.v1";
+pub const PLAYBACK_TOPIC: &str = "kollus.playback.v1";
+pub const DEADLETTER_TOPIC: &str = "kollus.deadletter.v1";
 
 /// `KAFKA_RETENTION_DAYS`: -1 (forever) or a whole number of days from 1.
 fn retention_days(s: &str) -> Result<i64, String> {
@@ -168,9 +173,9 @@ impl KafkaSettings {
     pub fn with_brokers(brokers: impl Into<String>) -> Self {
         Self {
             brokers: brokers.into(),
-            content_topic: "kollus.content.v1".into(),
-            playback_topic: "kollus.playback.v1".into(),
-            deadletter_topic: "kollus.deadletter.v1".into(),
+            content_topic: CONTENT_TOPIC.into(),
+            playback_topic: PLAYBACK_TOPIC.into(),
+            deadletter_topic: DEADLETTER_TOPIC.into(),
             topic_partitions: 6,
             session_timeout_ms: 6000,
             retention_days: 14,

@@ -1,72 +1,155 @@
-//! A real Kafka-protocol broker (tansu) per test, and reading what topics hold.
+//! Apache Kafka for the tests: one shared broker with topics and groups of each test's own, or a
+//! broker of a test's own where the test needs one; and reading what topics hold.
+//!
+//! Every broker is `scripts/kafka.sh run`, the script `make run` uses. The shared one is
+//! started by `scripts/test.sh` before the test runner and named in `KAFKA_TEST_BROKERS`; a
+//! single `cargo test -p ...` without it starts one the first time a test asks, for the rest of
+//! that test process (the script stops it when the process is gone). A JVM broker takes seconds
+//! to start, so a test has one of its own only when it must: it sits behind the fault proxy,
+//! or needs another cluster (a new cluster id: the archive's epochs, a restore into a new
+//! broker). [`Broker::dedicated_starts`] counts those.
 
+use std::io::{BufRead as _, BufReader};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::Mutex;
-use std::time::Duration;
-
-use tokio::net::TcpStream;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
 
 use kollus_common::settings::KafkaSettings;
 
 use crate::proxy::ChaosProxy;
 use crate::{free_port, workspace_root};
 
-/// The broker binary: `TANSU_BIN`, else the one `scripts/broker.sh install` put in `.local/`.
-pub fn broker_binary() -> PathBuf {
-    std::env::var_os("TANSU_BIN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace_root().join(".local/bin/tansu"))
+/// The script every broker of the tests is started with.
+pub fn broker_script() -> PathBuf {
+    workspace_root().join("scripts/kafka.sh")
 }
 
-/// A real Kafka-protocol broker (tansu, in-memory storage) in its own process, for one test.
+/// What a test's topics and groups are named after: unique on a broker shared by every test.
+fn new_namespace() -> String {
+    format!("t{}", &uuid::Uuid::now_v7().simple().to_string()[..20])
+}
+
+static DEDICATED_STARTS: AtomicUsize = AtomicUsize::new(0);
+
+/// A Kafka broker for one test: the shared one, or one of the test's own.
+///
+/// Whichever it is, [`Broker::settings`] names topics and an archive group of this handle's
+/// own, and [`Broker::group`] names consumer groups, so tests on one broker never see each
+/// other's records or rebalance each other's groups.
 pub struct Broker {
-    child: Mutex<Option<Child>>,
-    producer: std::sync::OnceLock<rdkafka::producer::FutureProducer>,
-    listen_port: u16,
+    /// Held for its drop: a broker of the test's own stops with the test.
+    _node: Option<Node>,
+    producer: OnceLock<rdkafka::producer::FutureProducer>,
     /// What clients connect to: the broker itself, or the fault proxy in front of it.
     pub addr: String,
+    namespace: String,
     proxy: Option<ChaosProxy>,
 }
 
 impl Broker {
-    /// Starts a broker that clients reach directly.
+    /// The shared broker, with topics and groups of this test's own.
     pub async fn start() -> Self {
-        let (port, child) = spawn_tansu_somewhere(None).await;
-        let addr = format!("127.0.0.1:{port}");
+        let addr = tokio::task::spawn_blocking(shared_broker)
+            .await
+            .expect("starting the shared broker");
         Self {
-            child: Mutex::new(Some(child)),
+            _node: None,
             producer: Default::default(),
-            listen_port: port,
             addr,
+            namespace: new_namespace(),
             proxy: None,
         }
     }
 
-    /// Starts a broker that clients reach only through a [`ChaosProxy`], so a test can cut
-    /// them off. The broker advertises the proxy's address, or clients would bypass it after
-    /// their first metadata request.
+    /// A broker of this test's own: another cluster (its own cluster id), started for this test
+    /// and stopped when it is dropped. Only where the shared broker cannot serve.
+    pub async fn dedicated() -> Self {
+        let node = tokio::task::spawn_blocking(|| Node::start_somewhere(None, true))
+            .await
+            .expect("starting a broker");
+        Self {
+            addr: format!("127.0.0.1:{}", node.port),
+            _node: Some(node),
+            producer: Default::default(),
+            namespace: new_namespace(),
+            proxy: None,
+        }
+    }
+
+    /// Another cluster standing in for this broker's, as after losing it: a broker of this
+    /// test's own (a new cluster id) where [`Broker::settings`] names the same topics and
+    /// groups, so what an archive of this one holds restores under the same names.
+    pub async fn another_cluster(&self) -> Self {
+        let mut other = Self::dedicated().await;
+        other.namespace = self.namespace.clone();
+        other
+    }
+
+    /// A broker of this test's own that clients reach only through a [`ChaosProxy`], so a test
+    /// can cut them off. The broker advertises the proxy's address, or clients would bypass it
+    /// after their first metadata request.
     pub async fn start_behind_proxy() -> Self {
         // The proxy holds its port from the start; the broker behind it advertises that port.
         // Its upstream is set once the broker found a free port of its own.
         let proxy = ChaosProxy::start_unconnected().await;
         let addr = proxy.addr.to_string();
-        let (port, child) = spawn_tansu_somewhere(Some(&addr)).await;
-        proxy.connect_to(SocketAddr::from(([127, 0, 0, 1], port)));
+        let advertised = addr.clone();
+        let node = tokio::task::spawn_blocking(move || Node::start_somewhere(Some(&advertised), true))
+            .await
+            .expect("starting a broker");
+        proxy.connect_to(SocketAddr::from(([127, 0, 0, 1], node.port)));
         Self {
-            child: Mutex::new(Some(child)),
+            _node: Some(node),
             producer: Default::default(),
-            listen_port: port,
             addr,
+            namespace: new_namespace(),
             proxy: Some(proxy),
         }
     }
 
+    /// How many brokers of their own tests in this process started so far (each costs a JVM
+    /// start: seconds).
+    pub fn dedicated_starts() -> usize {
+        DEDICATED_STARTS.load(Ordering::Relaxed)
+    }
+
+    /// Settings for a service of this test: the broker, and topics and an archive group named
+    /// for this test.
     pub fn settings(&self) -> KafkaSettings {
         let mut s = KafkaSettings::with_brokers(&self.addr);
+        s.content_topic = format!("{}.content", self.namespace);
+        s.playback_topic = format!("{}.playback", self.namespace);
+        s.deadletter_topic = format!("{}.deadletter", self.namespace);
+        s.archive_group_id = self.group("archive");
         s.topic_partitions = 3;
         s
+    }
+
+    /// A consumer group named for this test.
+    pub fn group(&self, name: &str) -> String {
+        format!("{}.{name}", self.namespace)
+    }
+
+    /// A topic named for this test (beside those of [`Broker::settings`]).
+    pub fn topic(&self, name: &str) -> String {
+        format!("{}.{name}", self.namespace)
+    }
+
+    /// [`Broker::settings`] as the environment of a service's process (`KAFKA_*`,
+    /// `ARCHIVE_GROUP_ID`); a worker's own group is `KAFKA_GROUP_ID` (see [`Broker::group`]).
+    pub fn env(&self) -> Vec<(&'static str, String)> {
+        let s = self.settings();
+        vec![
+            ("KAFKA_BROKERS", s.brokers),
+            ("KAFKA_CONTENT_TOPIC", s.content_topic),
+            ("KAFKA_PLAYBACK_TOPIC", s.playback_topic),
+            ("KAFKA_DEADLETTER_TOPIC", s.deadletter_topic),
+            ("KAFKA_TOPIC_PARTITIONS", s.topic_partitions.to_string()),
+            ("ARCHIVE_GROUP_ID", s.archive_group_id),
+        ]
     }
 
     /// The fault proxy in front of the broker (only for [`Broker::start_behind_proxy`]).
@@ -74,10 +157,6 @@ impl Broker {
         self.proxy
             .as_ref()
             .expect("this broker was started without a proxy")
-    }
-
-    pub fn listen_port(&self) -> u16 {
-        self.listen_port
     }
 
     /// Publishes `envelope` to `topic` as ingest would (same key and JSON) and waits for the
@@ -115,107 +194,160 @@ impl Broker {
     }
 }
 
-impl Drop for Broker {
+/// The shared broker's address: `KAFKA_TEST_BROKERS`, else one this process started the first
+/// time it was asked. Blocking.
+fn shared_broker() -> String {
+    static SHARED: OnceLock<(String, Option<Node>)> = OnceLock::new();
+    if let Ok(brokers) = std::env::var("KAFKA_TEST_BROKERS") {
+        if !brokers.trim().is_empty() {
+            return brokers;
+        }
+    }
+    let (addr, _) = SHARED.get_or_init(|| {
+        eprintln!("KAFKA_TEST_BROKERS is not set: starting a broker for this test process");
+        // Its data in a directory the script makes and removes: this node is never dropped,
+        // and the script stops it once this process is gone (`--owner`).
+        let node = Node::start_somewhere(None, false);
+        // Not counted as a test's own: it serves them all.
+        DEDICATED_STARTS.fetch_sub(1, Ordering::Relaxed);
+        (format!("127.0.0.1:{}", node.port), Some(node))
+    });
+    addr.clone()
+}
+
+/// One `scripts/kafka.sh run` process (a process group: the script and its JVM), killed on
+/// drop, and its data directory (when this owns it) removed.
+struct Node {
+    child: Mutex<Child>,
+    port: u16,
+    data: Option<PathBuf>,
+}
+
+impl Node {
+    /// Starts a node on free ports, advertising `advertised` (or its own address). A port found
+    /// free can be taken by another test before the JVM binds it: the script then fails, and
+    /// this tries other ports. `own_data`: a data directory this removes on drop, else one
+    /// the script makes and removes when it stops.
+    fn start_somewhere(advertised: Option<&str>, own_data: bool) -> Self {
+        let mut failures = Vec::new();
+        for _ in 0..5 {
+            match Self::try_start(free_port(), free_port(), advertised, own_data) {
+                Ok(node) => {
+                    DEDICATED_STARTS.fetch_add(1, Ordering::Relaxed);
+                    return node;
+                }
+                Err(e) => {
+                    eprintln!("a broker did not start: {e}");
+                    failures.push(e);
+                }
+            }
+        }
+        panic!("could not start a broker in 5 tries: {failures:#?}");
+    }
+
+    fn try_start(
+        port: u16,
+        controller: u16,
+        advertised: Option<&str>,
+        own_data: bool,
+    ) -> Result<Self, String> {
+        use std::os::unix::process::CommandExt as _;
+        let script = broker_script();
+        let data = own_data.then(|| {
+            std::env::temp_dir().join(format!(
+                "kollus-test-kafka-{}-{port}-{}",
+                std::process::id(),
+                uuid::Uuid::now_v7().simple()
+            ))
+        });
+        let mut cmd = Command::new(&script);
+        cmd.args(["run", &port.to_string(), "--controller-port"])
+            .arg(controller.to_string())
+            // Stopped by the script if this process dies without dropping it.
+            .args(["--owner", &std::process::id().to_string()]);
+        if let Some(d) = &data {
+            cmd.arg("--data").arg(d);
+        }
+        if let Some(a) = advertised {
+            cmd.args(["--advertise", a]);
+        }
+        let started = Instant::now();
+        let mut child = cmd
+            // A quicker start for less peak throughput, which tests never reach.
+            .env("KAFKA_JVM_OPTS", "-XX:TieredStopAtLevel=1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            // Its own process group: the JVM goes with the script when the group is killed.
+            .process_group(0)
+            .spawn()
+            .map_err(|e| format!("starting {}: {e}", script.display()))?;
+        let stderr = child.stderr.take().expect("piped stderr");
+        let (tx, rx) = std::sync::mpsc::channel::<Result<(), String>>();
+        std::thread::Builder::new()
+            .name(format!("kafka-{port}"))
+            .spawn(move || {
+                let mut said = Vec::new();
+                let mut lines = BufReader::new(stderr).lines();
+                for line in lines.by_ref().map_while(Result::ok) {
+                    if line == "ready" {
+                        let _ = tx.send(Ok(()));
+                        // Keep reading: a full pipe would block the script.
+                        for _ in lines.by_ref() {}
+                        return;
+                    }
+                    said.push(line);
+                }
+                let _ = tx.send(Err(said.join("\n")));
+            })
+            .expect("a thread reading the broker's output");
+        let node = Self {
+            child: Mutex::new(child),
+            port,
+            data,
+        };
+        match rx.recv_timeout(Duration::from_secs(180)) {
+            Ok(Ok(())) => {
+                note_started(port, started.elapsed());
+                Ok(node)
+            }
+            Ok(Err(said)) => Err(format!("port {port}: the script exited:\n{said}")),
+            Err(_) => Err(format!("port {port}: not ready in 180 s")),
+        }
+    }
+}
+
+/// How long a broker took to start, for the test's output (`--no-capture` shows it).
+fn note_started(port: u16, took: Duration) {
+    eprintln!(
+        "broker on 127.0.0.1:{port} ready in {:.1} s",
+        took.as_secs_f64()
+    );
+}
+
+impl Drop for Node {
     fn drop(&mut self) {
-        if let Some(mut child) = self.child.lock().ok().and_then(|mut c| c.take()) {
+        if let Ok(mut child) = self.child.lock() {
+            // The whole group: the script and its JVM. A test's broker holds nothing to keep,
+            // so no controlled shutdown is waited for.
+            if let Ok(group) = i32::try_from(child.id()) {
+                // SAFETY: kill(2) takes any pid; a negative one names the process group that
+                // `process_group(0)` made this child the leader of.
+                unsafe { libc::kill(-group, libc::SIGKILL) };
+            }
             let _ = child.kill();
             let _ = child.wait();
         }
-    }
-}
-
-/// Starts tansu listening on `port` and advertising `advertised`, and proves the broker that
-/// answers is this one: the port was free a moment ago, but a parallel test may have taken it
-/// since, and then a mere TCP connect would succeed against the wrong server. So the broker
-/// must advertise exactly `advertised` in its metadata, and the child must still be running.
-/// Returns `None` when that is not so (the caller tries another port).
-async fn try_spawn_tansu(port: u16, advertised: &str) -> Option<Child> {
-    let bin = broker_binary();
-    assert!(
-        bin.exists(),
-        "no broker binary at {} (run `scripts/broker.sh install`, or set TANSU_BIN)",
-        bin.display()
-    );
-    let mut child = Command::new(&bin)
-        .args([
-            "broker",
-            "--listener-url",
-            &format!("tcp://127.0.0.1:{port}"),
-            "--advertised-listener-url",
-            &format!("tcp://{advertised}"),
-            "--storage-engine",
-            "memory://tansu/",
-        ])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap_or_else(|e| panic!("starting {}: {e}", bin.display()));
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    let mut tick = tokio::time::interval(Duration::from_millis(20));
-    let ours = loop {
-        tick.tick().await;
-        if !matches!(child.try_wait(), Ok(None)) {
-            break false; // it exited: most likely the port was taken
-        }
-        if TcpStream::connect(("127.0.0.1", port)).await.is_err() {
-            if tokio::time::Instant::now() > deadline {
-                break false;
-            }
-            continue;
-        }
-        let (direct, want) = (format!("127.0.0.1:{port}"), advertised.to_owned());
-        let advertised_ok = tokio::task::spawn_blocking(move || advertises(&direct, &want))
-            .await
-            .unwrap_or(false);
-        break advertised_ok && matches!(child.try_wait(), Ok(None));
-    };
-    if ours {
-        Some(child)
-    } else {
-        let _ = child.kill();
-        let _ = child.wait();
-        None
-    }
-}
-
-/// Whether the Kafka broker at `addr` advertises exactly `want` (host:port).
-fn advertises(addr: &str, want: &str) -> bool {
-    use rdkafka::consumer::{BaseConsumer, Consumer as _};
-    let Ok(client) = rdkafka::ClientConfig::new()
-        .set("bootstrap.servers", addr)
-        .set("log_level", "0")
-        .create::<BaseConsumer>()
-    else {
-        return false;
-    };
-    client
-        .fetch_metadata(None, Duration::from_secs(5))
-        .map(|m| {
-            m.brokers()
-                .iter()
-                .any(|b| format!("{}:{}", b.host(), b.port()) == want)
-        })
-        .unwrap_or(false)
-}
-
-/// Starts tansu on a port nobody else holds, advertising `advertised` (or its own address).
-async fn spawn_tansu_somewhere(advertised: Option<&str>) -> (u16, Child) {
-    for _ in 0..20 {
-        let port = free_port();
-        let own = format!("127.0.0.1:{port}");
-        if let Some(child) = try_spawn_tansu(port, advertised.unwrap_or(&own)).await {
-            return (port, child);
+        if let Some(d) = &self.data {
+            let _ = std::fs::remove_dir_all(d);
         }
     }
-    panic!("could not start a broker on a free port in 20 tries");
 }
 
 /// How many records `topic` holds now, counted by reading every partition from its start to
-/// its end (librdkafka's end-of-partition event), not from the watermarks: the local broker
-/// (tansu 0.6.0) answers ListOffsets "latest" with the last batch's base offset + 1, which
-/// undercounts whenever a batch held several records. The way to assert that *nothing* (or
-/// exactly so much) arrived.
+/// its end (librdkafka's end-of-partition event): the records themselves, not the offsets (an
+/// idempotent producer's retry or a transaction marker takes an offset and is no record). The
+/// way to assert that *nothing* (or exactly so much) arrived.
 pub fn topic_record_count(brokers: &str, topic: &str) -> i64 {
     use rdkafka::consumer::{BaseConsumer, Consumer as _};
     use rdkafka::error::KafkaError;
@@ -281,7 +413,7 @@ pub async fn read_topic(
         .set("group.id", format!("test-reader-{}", uuid::Uuid::now_v7()))
         .set("auto.offset.reset", "earliest")
         .set("enable.auto.commit", "false")
-        // tansu holds a group join for half the session timeout: keep it short.
+        // A reader that never leaves its group keeps it until the session times out: short.
         .set("session.timeout.ms", "6000")
         .set("log_level", "3")
         .create()

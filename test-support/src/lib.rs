@@ -1,6 +1,6 @@
 //! What every crate's integration tests run against, as crates.io keeps its test database crate
-//! apart from the service: a fresh PostgreSQL database per test ([`db`]), a real Kafka-protocol
-//! broker per test ([`broker`]) and what a consumer group committed on it ([`group`]), a TCP proxy that can cut connections ([`proxy`]), services run
+//! apart from the service: a fresh PostgreSQL database per test ([`db`]), Apache Kafka with topics and groups of each test's
+//! own ([`broker`]) and what a consumer group committed on it ([`group`]), a TCP proxy that can cut connections ([`proxy`]), services run
 //! as real processes or in-process under a [`Harness`] ([`process`]), a stand-in for Kollus's
 //! REST API ([`kollus_api`]), and polling with a deadline. A dev-dependency only: nothing here ships in a service.
 
@@ -17,7 +17,7 @@ use std::net::TcpListener as StdListener;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-pub use broker::{broker_binary, read_topic, topic_record_count, Broker};
+pub use broker::{broker_script, read_topic, topic_record_count, Broker};
 pub use db::TestDb;
 pub use kollus_api::FakeKollusApi;
 pub use openapi::openapi_mismatches;

@@ -81,6 +81,9 @@ pub struct Settings {
     /// segments). Optional.
     #[arg(long, env = "ARCHIVE_DIR")]
     pub archive_dir: Option<String>,
+    /// The playback topic's name, as the archive holds it (the name ingest publishes to).
+    #[arg(long = "kafka-playback-topic", env = "KAFKA_PLAYBACK_TOPIC", default_value = kollus_common::settings::PLAYBACK_TOPIC)]
+    pub playback_topic: String,
     #[command(flatten)]
     pub console: ConsoleSettings,
     #[command(flatten)]

@@ -92,7 +92,11 @@ impl Application {
                 .archive_dir
                 .as_deref()
                 .map(kollus_archive::store::Archive::open)
-                .transpose()?,
+                .transpose()?
+                .map(|archive| crate::export::RawReports {
+                    archive,
+                    topic: settings.playback_topic.clone(),
+                }),
         });
         let keys = web::Data::new(KeyRing::new(settings.api_keys.clone()));
         let auth_failures = web::Data::new(crate::auth::AuthFailures::new(

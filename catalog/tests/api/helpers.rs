@@ -22,7 +22,7 @@ impl Stack {
         if sync {
             let app = Application::build(Settings {
                 listen_addr: "127.0.0.1:0".parse().unwrap(),
-                group_id: "kollus-sync-worker".into(),
+                group_id: h.broker.group("sync-worker"),
                 consume: ConsumeSettings::default(),
                 database: h.db.settings(),
                 kafka: h.kafka.clone(),

@@ -146,8 +146,9 @@ impl Holding {
 /// The broker's record at `offset` of `topic`/`partition`, if it has one. Blocking.
 ///
 /// Reads from `offset`, or, when the high watermark is not above it, from the watermark's last
-/// offset: Apache Kafka's watermark proves the record absent, the local broker's (tansu 0.6.0:
-/// the last batch's base offset + 1) does not, so the last batch is read to its end.
+/// offset: Apache Kafka's watermark proves the record absent, but a broker that reports the last
+/// batch's base offset + 1 (tansu 0.6.0, which the tests used before) does not, so the last
+/// batch is read to its end.
 pub fn record_at(
     client: &Inspector,
     topic: &str,

@@ -11,8 +11,10 @@ use kollus_history_worker::startup::Application;
 use kollus_test_support::group::committed;
 use kollus_test_support::{eventually, scrape, Harness, TestDb};
 
-/// The consumer group of every instance [`settings`] makes.
-pub const GROUP: &str = "kollus-history-worker";
+/// The consumer group of every instance [`settings`] makes on this harness's broker.
+pub fn group(h: &Harness) -> String {
+    h.broker.group("history-worker")
+}
 
 pub struct TestWorker {
     pub h: Harness,
@@ -23,7 +25,7 @@ pub struct TestWorker {
 pub fn settings(h: &Harness) -> Settings {
     Settings {
         listen_addr: "127.0.0.1:0".parse().unwrap(),
-        group_id: GROUP.into(),
+        group_id: group(h),
         consume: ConsumeSettings::default(),
         write_shards: 2,
         plausibility: Default::default(),
@@ -97,13 +99,13 @@ impl TestWorker {
     /// every record published so far is applied (or dead-lettered), since the worker commits
     /// only after the transaction that applied them.
     pub async fn wait_applied(&self, n: i64) {
-        let kafka = &self.h.kafka;
+        let (kafka, group) = (&self.h.kafka, group(&self.h));
         eventually(
             &format!("{n} LMS reports applied (committed offsets)"),
             // A replacement member may wait out the session timeout of one killed with -9.
             Duration::from_secs(90),
             || async {
-                let done = committed(&kafka.brokers, GROUP, &kafka.playback_topic).await;
+                let done = committed(&kafka.brokers, &group, &kafka.playback_topic).await;
                 (done == n).then_some(())
             },
         )

@@ -150,7 +150,7 @@ async fn kafka_unreachable_for_a_minute_loses_nothing() {
     assert_eq!(acked.len(), CALLBACKS);
     let (seen, total) = ids_on_topic(
         &app.broker.addr,
-        "kollus.playback.v1",
+        &app.topics.playback,
         &acked,
         Duration::from_secs(90),
     )
@@ -187,14 +187,13 @@ impl Drop for Ingest {
     }
 }
 
-fn start_ingest(port: u16, brokers: &str, spool: &std::path::Path) -> Ingest {
+fn start_ingest(port: u16, broker: &Broker, spool: &std::path::Path) -> Ingest {
     Ingest(
         Command::new(env!("CARGO_BIN_EXE_ingest"))
             .env("LISTEN_ADDR", format!("127.0.0.1:{port}"))
             .env("CALLBACK_SECRET", SECRET)
             .env("LMS_CALLBACK_SECRET", LMS_SECRET)
-            .env("KAFKA_BROKERS", brokers)
-            .env("KAFKA_TOPIC_PARTITIONS", "3")
+            .envs(broker.env())
             .env("INGEST_SPOOL_DIR", spool)
             .env("RUST_LOG", "error")
             .stdin(Stdio::null())
@@ -214,7 +213,7 @@ async fn kill_9_mid_outage_keeps_every_acknowledged_callback() {
         let res = client.get(format!("{base}/healthz")).send().await.ok()?;
         res.status().is_success().then_some(())
     };
-    let mut ingest = start_ingest(port, &broker.addr, &spool);
+    let mut ingest = start_ingest(port, &broker, &spool);
     eventually("ingest to start", Duration::from_secs(30), up).await;
     broker.proxy().cut();
 
@@ -254,7 +253,7 @@ async fn kill_9_mid_outage_keeps_every_acknowledged_callback() {
     );
 
     // Restarted on the same spool, still without Kafka: it takes more, then forwards it all.
-    let _ingest = start_ingest(port, &broker.addr, &spool);
+    let _ingest = start_ingest(port, &broker, &spool);
     eventually("ingest to restart", Duration::from_secs(30), up).await;
     for n in 5000..5100 {
         let (status, id, _) = post_one(&client, &base, n).await;
@@ -264,7 +263,7 @@ async fn kill_9_mid_outage_keeps_every_acknowledged_callback() {
     broker.proxy().restore();
     let (seen, _) = ids_on_topic(
         &broker.addr,
-        "kollus.playback.v1",
+        &broker.settings().playback_topic,
         &acked,
         Duration::from_secs(90),
     )

@@ -23,7 +23,15 @@ pub fn secret_for(route: &str) -> &'static str {
 pub struct TestApp {
     pub address: String,
     pub broker: Broker,
+    /// This ingest's topics (named for the test: the broker is shared).
+    pub topics: Topics,
     pub client: reqwest::Client,
+}
+
+pub struct Topics {
+    pub content: String,
+    pub playback: String,
+    pub deadletter: String,
 }
 
 /// One ingest on a random port with its own broker.
@@ -43,12 +51,18 @@ pub fn spool_dir() -> std::path::PathBuf {
 pub async fn spawn_app_on(broker: Broker, tweak: impl FnOnce(&mut Settings)) -> TestApp {
     let mut settings = Settings::for_tests(broker.settings(), SECRET, spool_dir());
     tweak(&mut settings);
+    let topics = Topics {
+        content: settings.kafka.content_topic.clone(),
+        playback: settings.kafka.playback_topic.clone(),
+        deadletter: settings.kafka.deadletter_topic.clone(),
+    };
     let app = Application::build(settings).await.expect("building ingest");
     let address = format!("http://127.0.0.1:{}", app.port());
     tokio::spawn(app.run_until_stopped());
     TestApp {
         address,
         broker,
+        topics,
         client: reqwest::Client::new(),
     }
 }
@@ -86,7 +100,7 @@ impl TestApp {
 
     /// The first `want` dead letters, as JSON.
     pub async fn dead_letters(&self, want: usize) -> Vec<serde_json::Value> {
-        let records = self.records("kollus.deadletter.v1", want).await;
+        let records = self.records(&self.topics.deadletter, want).await;
         records.iter().map(value).collect()
     }
 }

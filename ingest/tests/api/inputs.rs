@@ -89,7 +89,7 @@ async fn every_variant_players_send_is_accepted_and_kept_as_sent() {
         let res = post_json(&app, doc).await;
         assert_eq!(res.status(), 200, "{what}: {}", res.text().await.unwrap());
     }
-    let records = app.records("kollus.playback.v1", cases.len()).await;
+    let records = app.records(&app.topics.playback, cases.len()).await;
     assert_eq!(records.len(), cases.len());
     let kept: Vec<serde_json::Value> = records.iter().map(value).collect();
     let user_ids: Vec<&str> = kept
@@ -172,12 +172,12 @@ async fn hostile_input_is_a_4xx_kept_as_a_dead_letter_never_a_5xx() {
         );
     }
     assert_eq!(
-        app.count("kollus.deadletter.v1"),
+        app.count(&app.topics.deadletter),
         cases.len() as i64,
         "every refused request is kept"
     );
     assert_eq!(
-        app.count("kollus.playback.v1") + app.count("kollus.content.v1"),
+        app.count(&app.topics.playback) + app.count(&app.topics.content),
         0
     );
 }
@@ -188,5 +188,5 @@ async fn overload_is_answered_503_at_once() {
     let res = app.post("lms", FORM, fixture("lms-seed.form")).await;
     assert_eq!(res.status(), 503);
     assert!(res.headers().contains_key("retry-after"));
-    assert_eq!(app.count("kollus.playback.v1"), 0);
+    assert_eq!(app.count(&app.topics.playback), 0);
 }

@@ -50,7 +50,7 @@ async fn the_android_report_verifies_and_keeps_its_flat_fields_and_segments() {
     assert_eq!(app.post("lms", FORM, body.clone()).await.status(), 200);
     assert_eq!(app.post("lms", FORM, tampered(&body)).await.status(), 200);
 
-    let records = app.records("kollus.playback.v1", 2).await;
+    let records = app.records(&app.topics.playback, 2).await;
     let v = value(&records[0]);
     assert_eq!(
         v["lms_hash"], "verified",
@@ -110,7 +110,7 @@ async fn require_refuses_unsigned_and_tampered_reports_and_keeps_them_as_dead_le
     // The signed report once more: same user and video, so the same partition. Had a refused
     // report been published, it would sit between the two.
     assert_eq!(app.post("lms", FORM, body.clone()).await.status(), 200);
-    let accepted = app.records("kollus.playback.v1", 2).await;
+    let accepted = app.records(&app.topics.playback, 2).await;
     assert_eq!(accepted.len(), 2);
     for r in &accepted {
         assert_eq!(
@@ -128,7 +128,7 @@ async fn policy_off_checks_nothing_and_require_without_a_key_does_not_start() {
         .post("lms", FORM, tampered(&trimmed("lms-android-hash.form")))
         .await;
     assert_eq!(res.status(), 200);
-    let v = value(&app.records("kollus.playback.v1", 1).await[0]);
+    let v = value(&app.records(&app.topics.playback, 1).await[0]);
     assert_eq!(v.get("lms_hash"), None);
 
     let mut settings = kollus_ingest::configuration::Settings::for_tests(
@@ -162,7 +162,7 @@ async fn the_document_in_the_query_string_works_as_post_and_as_get() {
     let get = app.client.get(&url).send().await.unwrap();
     assert_eq!(get.status(), 200, "{:?}", get.text().await);
 
-    let records = app.records("kollus.playback.v1", 2).await;
+    let records = app.records(&app.topics.playback, 2).await;
     assert_eq!(records.len(), 2);
     for (r, method) in records.iter().zip(["POST", "GET"]) {
         let v = value(r);
@@ -218,7 +218,7 @@ async fn any_field_name_in_form_json_or_query_is_found() {
         let res = app.post("lms", content_type, body.clone()).await;
         assert_eq!(res.status(), 200, "{what}: {:?}", res.text().await);
     }
-    let records = app.records("kollus.playback.v1", cases.len()).await;
+    let records = app.records(&app.topics.playback, cases.len()).await;
     assert_eq!(records.len(), cases.len());
     for r in &records {
         assert_eq!(value(r)["payload"]["content"]["playtime"], 151);
@@ -289,13 +289,13 @@ async fn platform_routes_take_no_get_and_keep_the_request_id() {
         .post("transcoding", FORM, trimmed("transcoding-request-id.form"))
         .await;
     assert_eq!(res.status(), 200);
-    let v = value(&app.records("kollus.content.v1", 1).await[0]);
+    let v = value(&app.records(&app.topics.content, 1).await[0]);
     assert_eq!(
         v["payload"]["request_id"],
         "20251117-callback-65a1f0c3d2b4e"
     );
     assert_eq!(v["payload"]["filename"], "lectures/2025/W01_Intro.MP4");
-    assert_eq!(app.count("kollus.deadletter.v1"), 0, "a 405 keeps nothing");
+    assert_eq!(app.count(&app.topics.deadletter), 0, "a 405 keeps nothing");
 }
 
 #[tokio::test]
@@ -323,7 +323,7 @@ async fn fields_that_vary_across_players_are_accepted() {
         let res = app.post("lms", FORM, body.into_bytes()).await;
         assert_eq!(res.status(), 200, "{doc}: {:?}", res.text().await);
     }
-    let records = app.records("kollus.playback.v1", docs.len()).await;
+    let records = app.records(&app.topics.playback, docs.len()).await;
     let third = records
         .iter()
         .map(value)

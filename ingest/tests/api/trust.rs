@@ -18,11 +18,11 @@ const PLATFORM_ROUTES: [(&str, &str); 4] = [
     ("channel", "channel-join.form"),
 ];
 
-fn all_topics() -> [&'static str; 3] {
+fn all_topics(app: &TestApp) -> [&str; 3] {
     [
-        "kollus.playback.v1",
-        "kollus.content.v1",
-        "kollus.deadletter.v1",
+        &app.topics.playback,
+        &app.topics.content,
+        &app.topics.deadletter,
     ]
 }
 
@@ -35,7 +35,7 @@ async fn the_lms_secret_every_viewer_holds_opens_no_platform_route() {
             .await;
         assert_eq!(res.status(), 401, "{route} with the LMS secret");
     }
-    for topic in all_topics() {
+    for topic in all_topics(&app) {
         assert_eq!(app.count(topic), 0, "nothing kept on {topic}");
     }
     // The platform routes take their own secret.
@@ -43,7 +43,7 @@ async fn the_lms_secret_every_viewer_holds_opens_no_platform_route() {
         let res = app.post(route, FORM, fixture(body)).await;
         assert_eq!(res.status(), 200, "{route} with CALLBACK_SECRET");
     }
-    assert_eq!(app.count("kollus.content.v1"), 4);
+    assert_eq!(app.count(&app.topics.content), 4);
 }
 
 #[tokio::test]
@@ -83,7 +83,7 @@ async fn an_encoded_secret_name_authenticates_and_is_never_archived() {
         .await
         .unwrap();
     assert_eq!(res.status(), 200);
-    let v = value(&app.records("kollus.playback.v1", 1).await[0]);
+    let v = value(&app.records(&app.topics.playback, 1).await[0]);
     let kept = v["raw"]["query_string"].as_str().unwrap_or_default();
     assert_eq!(
         kept, "uservalue0=x",
@@ -206,7 +206,7 @@ async fn platform_callbacks_from_outside_the_allowed_networks_are_403_and_lms_is
         403,
         "an untrusted peer cannot claim an address"
     );
-    assert_eq!(app.count("kollus.content.v1"), 0);
+    assert_eq!(app.count(&app.topics.content), 0);
     // Players post from anywhere: the LMS route is never address-checked.
     assert_eq!(
         app.post("lms", FORM, fixture("lms-seed.form"))
@@ -234,7 +234,7 @@ async fn behind_a_trusted_proxy_the_right_most_untrusted_hop_is_the_source() {
     // The client wrote "192.0.2.5" itself; our proxy appended its real address.
     assert_eq!(post("192.0.2.5, 198.51.100.7").await.unwrap().status(), 403);
     assert_eq!(post("198.51.100.7, 192.0.2.5").await.unwrap().status(), 200);
-    let v = value(&app.records("kollus.content.v1", 1).await[0]);
+    let v = value(&app.records(&app.topics.content, 1).await[0]);
     assert_eq!(
         v["source_ip"], "192.0.2.5",
         "the envelope records the client, not the proxy"
@@ -286,7 +286,7 @@ async fn under_require_a_report_without_its_users_binding_is_refused_and_dead_le
     assert_eq!(post_bound(&app, &b.value_for("forger")).await.status(), 400);
     assert_eq!(post_bound(&app, "made-up").await.status(), 400);
     assert_eq!(
-        app.count("kollus.playback.v1"),
+        app.count(&app.topics.playback),
         0,
         "nothing reaches history"
     );
@@ -297,7 +297,7 @@ async fn under_require_a_report_without_its_users_binding_is_refused_and_dead_le
     );
     // The user's own binding: kept, and said so.
     assert_eq!(post_bound(&app, &b.value_for("181353")).await.status(), 200);
-    let v = value(&app.records("kollus.playback.v1", 1).await[0]);
+    let v = value(&app.records(&app.topics.playback, 1).await[0]);
     assert_eq!(v["binding"], "bound");
     let sample = r#"kollus_ingest_lms_binding_total{binding="mismatch"}"#;
     assert_eq!(scrape(&app.address, sample).await, Some(2.0));
@@ -313,7 +313,7 @@ async fn under_record_an_unbound_report_is_kept_and_marked() {
             .status(),
         200
     );
-    let v = value(&app.records("kollus.playback.v1", 1).await[0]);
+    let v = value(&app.records(&app.topics.playback, 1).await[0]);
     assert_eq!(v["binding"], "absent");
     // Off (no key): no verdict at all.
     let off = spawn_app().await;
@@ -323,6 +323,6 @@ async fn under_record_an_unbound_report_is_kept_and_marked() {
             .status(),
         200
     );
-    let v = value(&off.records("kollus.playback.v1", 1).await[0]);
+    let v = value(&off.records(&off.topics.playback, 1).await[0]);
     assert!(v.get("binding").is_none(), "{v}");
 }

@@ -23,7 +23,7 @@ pub struct TestWorker {
 pub fn settings(h: &Harness) -> Settings {
     Settings {
         listen_addr: "127.0.0.1:0".parse().unwrap(),
-        group_id: "kollus-sync-worker".into(),
+        group_id: h.broker.group("sync-worker"),
         consume: ConsumeSettings::default(),
         database: h.db.settings(),
         kafka: h.kafka.clone(),

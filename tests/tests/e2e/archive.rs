@@ -18,11 +18,10 @@ async fn snapshot(db: &tokio_postgres::Client) -> Vec<String> {
 }
 
 /// Runs `kollus-archive` to completion; returns its standard output.
-fn archive(args: &[&str], brokers: &str) -> String {
+fn archive(args: &[&str], broker: &Broker) -> String {
     let out = Command::new(binary("kollus-archive"))
         .args(args)
-        .env("KAFKA_BROKERS", brokers)
-        .env("KAFKA_TOPIC_PARTITIONS", "3")
+        .envs(broker.env())
         .env("LOG_FORMAT", "text")
         .env("RUST_LOG", "warn")
         .stdin(Stdio::null())
@@ -90,32 +89,33 @@ async fn a_new_cluster_restored_from_the_archive_rebuilds_identical_tables() {
     )
     .await;
     let lost = snapshot(&db).await;
-    let dead_letters = topic_record_count(&stack.broker.addr, "kollus.deadletter.v1");
+    let dead_letter_topic = stack.broker.settings().deadletter_topic;
+    let dead_letters = topic_record_count(&stack.broker.addr, &dead_letter_topic);
     assert_eq!(dead_letters, 1);
 
     let dir = std::env::temp_dir().join(format!("kollus-e2e-archive-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let dir_s = dir.display().to_string();
-    let first = archive(&["dump", "--until-end", "--to", &dir_s], &stack.broker.addr);
+    let first = archive(&["dump", "--until-end", "--to", &dir_s], &stack.broker);
     assert!(first.contains("archived 46 records"), "{first}");
-    let again = archive(&["dump", "--until-end", "--to", &dir_s], &stack.broker.addr);
+    let again = archive(&["dump", "--until-end", "--to", &dir_s], &stack.broker);
     assert!(
         again.contains("archived 0 records"),
         "committed offsets: {again}"
     );
-    let verified = archive(&["verify", "--from", &dir_s], &stack.broker.addr);
+    let verified = archive(&["verify", "--from", &dir_s], &stack.broker);
     assert!(
         verified.contains("46 records") && verified.ends_with("ok\n"),
         "{verified}"
     );
 
     // The cluster is lost; a new one gets the archive, twice (the second adds nothing applied).
-    let new = Broker::start().await;
+    let new = stack.broker.another_cluster().await;
     for _ in 0..2 {
-        let restored = archive(&["restore", "--from", &dir_s], &new.addr);
+        let restored = archive(&["restore", "--from", &dir_s], &new);
         assert!(restored.contains("restored 46 records"), "{restored}");
     }
-    assert_eq!(topic_record_count(&new.addr, "kollus.deadletter.v1"), 2);
+    assert_eq!(topic_record_count(&new.addr, &dead_letter_topic), 2);
 
     // The tables go too (so only the replay can bring them back); both workers rebuild from
     // the new cluster.
@@ -130,8 +130,7 @@ async fn a_new_cluster_restored_from_the_archive_rebuilds_identical_tables() {
     for name in ["sync-worker", "history-worker"] {
         let child = Command::new(binary(name))
             .arg("--rebuild")
-            .env("KAFKA_BROKERS", &new.addr)
-            .env("KAFKA_TOPIC_PARTITIONS", "3")
+            .envs(new.env())
             .env("DATABASE_URL", &stack.db.url)
             .env("KAFKA_GROUP_ID", format!("{name}-restored"))
             .env("LISTEN_ADDR", "127.0.0.1:0")

@@ -143,11 +143,8 @@ async fn each_callback_secret_opens_only_its_own_routes() {
             assert_eq!(res.status(), 401, "token-api {route} with {secret}");
         }
     }
-    for topic in [
-        "kollus.content.v1",
-        "kollus.playback.v1",
-        "kollus.deadletter.v1",
-    ] {
+    let topics = stack.broker.settings();
+    for topic in topics.topics() {
         assert_eq!(
             kollus_test_support::topic_record_count(&stack.broker.addr, topic),
             0,

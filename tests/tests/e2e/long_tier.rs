@@ -44,11 +44,10 @@ async fn count(db: &tokio_postgres::Client, table: &str) -> i64 {
 }
 
 /// Runs `kollus-archive` to completion; returns its standard output.
-pub fn archive(args: &[&str], brokers: &str) -> String {
+pub fn archive(args: &[&str], broker: &Broker) -> String {
     let out = Command::new(binary("kollus-archive"))
         .args(args)
-        .env("KAFKA_BROKERS", brokers)
-        .env("KAFKA_TOPIC_PARTITIONS", "3")
+        .envs(broker.env())
         .env("LOG_FORMAT", "text")
         .env("RUST_LOG", "warn")
         .stdin(Stdio::null())
@@ -150,7 +149,7 @@ async fn a_rebuild_from_the_archive_then_a_fresh_brokers_topic_equals_the_full_r
     let dir = std::env::temp_dir().join(format!("kollus-e2e-tier-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let dir_s = dir.display().to_string();
-    let dumped = archive(&["dump", "--until-end", "--to", &dir_s], &stack.broker.addr);
+    let dumped = archive(&["dump", "--until-end", "--to", &dir_s], &stack.broker);
     assert!(dumped.contains("archived 32 records"), "{dumped}");
 
     // Second half, never archived.
@@ -173,9 +172,10 @@ async fn a_rebuild_from_the_archive_then_a_fresh_brokers_topic_equals_the_full_r
     let full = snapshot(&db).await;
 
     // A fresh broker gets only what the archive does not hold (offsets from 0 again).
-    let fresh = Broker::start().await;
+    let fresh = stack.broker.another_cluster().await;
     let mut copied = 0;
-    for (topic, total) in [("kollus.content.v1", 4), ("kollus.playback.v1", 60)] {
+    let topics = stack.broker.settings();
+    for (topic, total) in [(&topics.content_topic, 4), (&topics.playback_topic, 60)] {
         let archived = archived_ids(&dir_s, topic).await;
         let all = read_topic(&stack.broker.addr, topic, total, Duration::from_secs(30)).await;
         assert_eq!(all.len(), total, "{topic}");
@@ -198,8 +198,7 @@ async fn a_rebuild_from_the_archive_then_a_fresh_brokers_topic_equals_the_full_r
         let child = Command::new(binary(name))
             .arg("--rebuild")
             .env("ARCHIVE_DIR", &dir_s)
-            .env("KAFKA_BROKERS", &fresh.addr)
-            .env("KAFKA_TOPIC_PARTITIONS", "3")
+            .envs(fresh.env())
             .env("DATABASE_URL", &stack.db.url)
             .env("LISTEN_ADDR", "127.0.0.1:0")
             .env("LOG_FORMAT", "text")

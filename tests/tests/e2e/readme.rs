@@ -178,9 +178,13 @@ impl Reader {
     /// directory for `target/debug/`.
     pub fn for_stack(cwd: &Path, stack: &Stack) -> Self {
         let bin_dir = binary("ingest").parent().unwrap().display().to_string();
-        Self::new(cwd)
-            .env("KAFKA_BROKERS", &stack.broker.addr)
-            .env("KAFKA_TOPIC_PARTITIONS", "3")
+        // The stack's topics and groups (the broker is shared): a command of README's that
+        // names its own broker (a new cluster's) keeps the topic names.
+        let mut reader = Self::new(cwd);
+        for (name, value) in stack.broker.env() {
+            reader = reader.env(name, &value);
+        }
+        reader
             .env("DATABASE_URL", &stack.db.url)
             .put_in("http://127.0.0.1:8080", &stack.ingest)
             .put_in("http://127.0.0.1:8081", &stack.token_api)

@@ -87,7 +87,7 @@ impl Stack {
     /// LMS reports history-worker has applied (or dead-lettered): its group's committed offsets
     /// on the playback topic. It commits only after the transaction that applied them.
     pub async fn applied_reports(&self) -> i64 {
-        applied_reports(&self.broker.addr).await
+        applied_reports(&self.broker).await
     }
 
     /// The four services against `broker` (e.g. one behind a fault proxy).
@@ -99,13 +99,13 @@ impl Stack {
             std::process::id(),
             free_port()
         ));
-        let common_env = [
-            ("KAFKA_BROKERS", broker.addr.clone()),
-            ("KAFKA_TOPIC_PARTITIONS", "3".to_owned()),
+        // Topics and groups of this stack's own: the broker may be shared.
+        let mut common_env = broker.env();
+        common_env.extend([
             ("DATABASE_URL", db.url.clone()),
             ("LOG_FORMAT", "text".to_owned()),
             ("RUST_LOG", "warn".to_owned()),
-        ];
+        ]);
         let services: [(&'static str, Vec<(&str, String)>); 4] = [
             (
                 "ingest",
@@ -131,8 +131,14 @@ impl Stack {
                     ("PLAYER_BINDING_KEY", PLAYER_BINDING_KEY.into()),
                 ],
             ),
-            ("sync-worker", vec![]),
-            ("history-worker", vec![]),
+            (
+                "sync-worker",
+                vec![("KAFKA_GROUP_ID", broker.group("sync-worker"))],
+            ),
+            (
+                "history-worker",
+                vec![("KAFKA_GROUP_ID", broker.group("history-worker"))],
+            ),
         ];
         let spawn = |name: &'static str, env: &[(&str, String)]| {
             let addr = format!("127.0.0.1:{}", free_port());
@@ -286,8 +292,12 @@ fn listens_on(pid: u32, port: u16) -> bool {
     })
 }
 
-/// [`Stack::applied_reports`] of the history-worker on `brokers`.
-pub async fn applied_reports(brokers: &str) -> i64 {
-    kollus_test_support::group::committed(brokers, "kollus-history-worker", "kollus.playback.v1")
-        .await
+/// [`Stack::applied_reports`] of the history-worker of a stack on `broker`.
+pub async fn applied_reports(broker: &Broker) -> i64 {
+    kollus_test_support::group::committed(
+        &broker.addr,
+        &broker.group("history-worker"),
+        &broker.settings().playback_topic,
+    )
+    .await
 }

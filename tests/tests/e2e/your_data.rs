@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use kollus_test_support::{eventually, fixture, workspace_root, Broker};
+use kollus_test_support::{eventually, fixture, workspace_root};
 
 use crate::readme::{self, Block, Reader};
 use crate::stack::*;
@@ -57,7 +57,7 @@ async fn every_command_of_your_data_does_what_readme_says() {
 
     let backup = std::env::temp_dir().join(format!("kollus-e2e-your-data-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&backup);
-    let new_cluster = Broker::start().await;
+    let new_cluster = stack.broker.another_cluster().await;
     let mut reader = Reader::for_stack(&workspace_root(), &stack)
         .put_in("/tmp/kollus-backup", &backup.display().to_string())
         .put_in("new-kafka:9092", &new_cluster.addr);

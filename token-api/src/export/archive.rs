@@ -4,23 +4,27 @@ use serde_json::Value;
 
 use super::sink::Sink;
 
+/// Where the raw reports are: the archive, and the name the playback topic has in it
+/// (`KAFKA_PLAYBACK_TOPIC`, as the services that wrote it were told).
+#[derive(Clone)]
+pub struct RawReports {
+    pub archive: kollus_archive::store::Archive,
+    pub topic: String,
+}
+
 /// The user's LMS reports as received, from the archive: playback records are keyed
 /// `{client_user_id}\u{1f}{media_content_key}`, so the key alone selects them. Each report once
 /// by envelope id, however often it was archived: twice after a crash of `dump`, or in two
 /// epochs (a record restored into a new cluster is the same record). Then an `archive_coverage`
 /// line: the newest archived record's time, since a report sent later may still sit in a
 /// segment the archive has not closed.
-pub async fn raw_reports(
-    archive: &kollus_archive::store::Archive,
-    user: &str,
-    sink: &mut Sink,
-) -> anyhow::Result<()> {
+pub async fn raw_reports(source: &RawReports, user: &str, sink: &mut Sink) -> anyhow::Result<()> {
     use kollus_archive::record::Bytes as Raw;
-    const TOPIC: &str = "kollus.playback.v1";
+    let archive = &source.archive;
     let prefix = format!("{user}\u{1f}");
     let mut seen = std::collections::HashSet::new();
     let entries = kollus_archive::verify::entries(archive).await?;
-    for entry in entries.iter().filter(|e| e.topic == TOPIC) {
+    for entry in entries.iter().filter(|e| e.topic == source.topic) {
         let bytes = archive.get(&entry.segment).await?;
         for r in kollus_archive::segment::read(entry, &bytes)? {
             let mine = matches!(&r.key, Some(Raw::Text(k)) if k.starts_with(&prefix));
@@ -42,7 +46,7 @@ pub async fn raw_reports(
             }
         }
     }
-    let covered_until = kollus_common::archive::covered_until(&entries, TOPIC)
+    let covered_until = kollus_common::archive::covered_until(&entries, &source.topic)
         .and_then(|ms| time::OffsetDateTime::from_unix_timestamp_nanos(ms as i128 * 1_000_000).ok())
         .and_then(|t| {
             t.format(&time::format_description::well_known::Rfc3339)

@@ -8,6 +8,8 @@
 //! epochs, then up to when the archive covers (`archive_coverage`).
 
 mod archive;
+
+pub use self::archive::RawReports;
 pub mod parts;
 mod sink;
 pub mod stream;
@@ -28,7 +30,7 @@ pub struct Export {
     pub pool: Pool,
     pub metrics: Metrics,
     /// Where user exports find the raw LMS reports (`ARCHIVE_DIR`), if anywhere.
-    pub archive: Option<kollus_archive::store::Archive>,
+    pub archive: Option<RawReports>,
 }
 
 fn format_of(req: &HttpRequest) -> Format {

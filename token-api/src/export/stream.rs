@@ -26,7 +26,7 @@ pub fn stream(
     parts: &'static [Part],
     format: Format,
     csv_header: &'static [&'static str],
-    archive: Option<kollus_archive::store::Archive>,
+    archive: Option<super::RawReports>,
 ) -> HttpResponse {
     let (tx, rx) = mpsc::channel(4);
     let pool = pool.clone();

@@ -79,6 +79,7 @@ pub fn test_settings(db: &TestDb) -> Settings {
         auth_failures_per_minute: kollus_token_api::auth::AUTH_FAILURES_ALLOWED,
         binding: Default::default(),
         archive_dir: None,
+        playback_topic: kollus_common::settings::PLAYBACK_TOPIC.into(),
         console: ConsoleSettings {
             time_zone: "Asia/Seoul".into(),
             session_hours: 8,
