@@ -19,12 +19,16 @@
 //! content as first written ([`ArchivedRecord::identity`]), so a restored record archived again
 //! is the same record, not a new one. The lag gauges (the workers' and the archiver's, now minus
 //! the oldest record's timestamp) then measure the restore, instead of reading weeks at once
-//! and firing their alerts. `original` keeps the archived timestamps, for a consumer that
-//! seeks by time (`offsetsForTimes`) and a topic that keeps them (`retention.ms=-1`, or long
-//! enough): the restore then reads each target topic's `retention.ms` from the brokers and
-//! WARNs, counts in its [`Summary`] and in
-//! `kollus_archive_restore_past_retention_records_total{topic}` the records already older than
-//! it, which the broker deletes.
+//! and firing their alerts. What `now` costs: a consumer that seeks by time (`offsetsForTimes`)
+//! finds restored records at the time of the restore, the header telling the first.
+//!
+//! `original` keeps the archived timestamps, for such a consumer and a topic that keeps them
+//! (`retention.ms=-1`, or long enough): the restore then reads each target topic's
+//! `retention.ms` (and `message.timestamp.type`) from the brokers and WARNs, counts in its
+//! [`Summary`] and in `kollus_archive_restore_past_retention_records_total{topic}` the records
+//! already older than it, which the broker deletes. A topic that sets
+//! `message.timestamp.before.max.ms` refuses records older than that outright: the restore
+//! then fails with the broker's error, nothing lost silently.
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::time::Duration;
