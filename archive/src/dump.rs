@@ -456,11 +456,22 @@ async fn topic_until_end(
             estimate += (high - low).max(0) as u64;
         }
     }
-    let committed = consumer.committed_offsets(tpl.clone(), Duration::from_secs(10))?;
-    for e in committed.elements() {
-        if let Offset::Offset(o) = e.offset() {
-            estimate = estimate.saturating_sub(o.max(0) as u64);
+    // Only the estimate needs them: the consumer finds them itself (`Offset::Stored`), waiting
+    // for the group coordinator as long as it takes. A cluster that just started (a restore's
+    // target) answers NotCoordinator while it creates `__consumer_offsets`: no reason to fail.
+    match consumer.committed_offsets(tpl.clone(), Duration::from_secs(10)) {
+        Ok(committed) => {
+            for e in committed.elements() {
+                if let Offset::Offset(o) = e.offset() {
+                    estimate = estimate.saturating_sub(o.max(0) as u64);
+                }
+            }
         }
+        Err(e) => tracing::debug!(
+            error = %e,
+            topic,
+            "committed offsets not read; the progress estimate counts from the partitions' start"
+        ),
     }
     consumer.assign(&tpl)?;
     let mut progress = crate::metrics::progress_of(Some(metrics), "dump", "records", estimate);

@@ -4,6 +4,7 @@ use anyhow::Context as _;
 use clap::Parser as _;
 use kollus_archive::dump::{self, DumpSettings};
 use kollus_archive::metrics::Metrics;
+use kollus_archive::restore::{RestoreSettings, Timestamps};
 use kollus_archive::store::Archive;
 use kollus_archive::{restore, verify};
 use kollus_common::settings::KafkaSettings;
@@ -44,10 +45,16 @@ enum Command {
         #[command(flatten)]
         kafka: KafkaSettings,
     },
-    /// Produce every archived record back to the configured brokers (repeats once).
+    /// Produce every archived record back to the configured brokers (repeats once), by
+    /// default with the time of the restore as timestamp and the archived one in the
+    /// `kollus-original-timestamp` header: Kafka would delete records restored with timestamps
+    /// older than the topic's retention within minutes.
     Restore {
+        /// The archive: a directory, or `s3://bucket/prefix`.
         #[arg(long = "from", env = "ARCHIVE_DIR")]
         from: String,
+        #[command(flatten)]
+        restore: RestoreSettings,
         #[command(flatten)]
         kafka: KafkaSettings,
     },
@@ -118,9 +125,14 @@ async fn main() -> anyhow::Result<()> {
                 std::process::exit(1)
             }
         }
-        Command::Restore { from, kafka } => {
+        Command::Restore {
+            from,
+            restore: settings,
+            kafka,
+        } => {
             let archive = Archive::open_existing(&from)?;
-            let summary = restore::restore(&archive, &kafka, Some(&metrics)).await?;
+            let summary =
+                restore::restore_with(&archive, &kafka, &settings, Some(&metrics)).await?;
             if summary.empty {
                 println!(
                     "the archive at {from} is empty (no manifest): nothing to restore; \
@@ -132,8 +144,34 @@ async fn main() -> anyhow::Result<()> {
                 "restored {} records to {} ({} repeats skipped)",
                 summary.produced, kafka.brokers, summary.repeats_skipped
             );
+            print_timestamps(&summary);
             Ok(())
         }
+    }
+}
+
+/// What restore did with timestamps, and what Kafka will delete because of it.
+fn print_timestamps(summary: &restore::Summary) {
+    match summary.timestamps {
+        Timestamps::Now => println!(
+            "timestamps: the time of the restore ({} records; their archived timestamps are \
+             in the kollus-original-timestamp header)",
+            summary.retimestamped
+        ),
+        Timestamps::Original => println!("timestamps: the archived ones (--timestamps original)"),
+    }
+    for (topic, records) in &summary.past_retention {
+        println!(
+            "WARNING {topic}: {records} records are older than the topic's retention.ms: Kafka \
+             deletes them at its next retention check (within 5 min by default); restore with \
+             --timestamps now to keep them"
+        );
+    }
+    for (topic, why) in &summary.retention_unknown {
+        println!(
+            "WARNING {topic}: retention.ms unknown ({why}): records older than it are deleted \
+             by Kafka, uncounted"
+        );
     }
 }
 

@@ -16,6 +16,7 @@ pub struct Metrics {
     pub covered_until: prometheus::IntGauge,
     pub progress_done: prometheus::IntGaugeVec,
     pub progress_total: prometheus::IntGaugeVec,
+    pub restore_past_retention: prometheus::IntCounterVec,
 }
 
 impl Metrics {
@@ -72,6 +73,12 @@ impl Metrics {
                 "Units a one-shot operation has to do.",
                 &["operation"],
             ),
+            restore_past_retention: counter_vec(
+                &r,
+                "restore_past_retention_records_total",
+                "Records `restore --timestamps original` produced with a timestamp already older than their topic's retention.ms (read from the brokers): Kafka deletes them at its next retention check. Always 0 with the default `--timestamps now`.",
+                &["topic"],
+            ),
             registry: r,
         };
         for topic in [
@@ -80,6 +87,7 @@ impl Metrics {
             kollus_common::settings::DEADLETTER_TOPIC,
         ] {
             zeroed(&m.records, &[&[topic]]);
+            zeroed(&m.restore_past_retention, &[&[topic]]);
         }
         m
     }

@@ -89,6 +89,86 @@ pub async fn ensure_topics(settings: &KafkaSettings, topics: &[&str]) -> anyhow:
     Ok(())
 }
 
+/// How a topic deletes records by age, as its brokers report its configuration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AgeRetention {
+    /// `retention.ms`: a log segment whose newest record's timestamp is older than this is
+    /// deleted at the broker's next retention check (`log.retention.check.interval.ms`, 5 min
+    /// by default). Negative: never by age.
+    pub retention_ms: i64,
+    /// `message.timestamp.type=LogAppendTime`: the broker stamps each record as it arrives,
+    /// whatever timestamp its producer gave, so age counts from arrival.
+    pub log_append_time: bool,
+}
+
+impl AgeRetention {
+    /// Whether a record produced at `now_ms` with the timestamp `timestamp_ms` (both ms since
+    /// the Unix epoch) is past retention already: the broker deletes it at its next check.
+    pub fn past(&self, timestamp_ms: i64, now_ms: i64) -> bool {
+        !self.log_append_time
+            && self.retention_ms >= 0
+            && now_ms.saturating_sub(timestamp_ms) > self.retention_ms
+    }
+}
+
+/// Per topic, how it deletes records by age ([`AgeRetention`]), read from the brokers with
+/// DescribeConfigs: a topic that exists keeps its own configuration, whatever
+/// `KAFKA_RETENTION_DAYS` says now. The outer error: the brokers did not answer; a topic's
+/// own: why its configuration could not be read.
+pub async fn age_retention(
+    settings: &KafkaSettings,
+    topics: &[&str],
+) -> anyhow::Result<Vec<(String, Result<AgeRetention, String>)>> {
+    use rdkafka::admin::{OwnedResourceSpecifier, ResourceSpecifier};
+    let admin: AdminClient<DefaultClientContext> = base_config(&settings.brokers, "kollus-admin")
+        .create()
+        .context("creating Kafka admin client")?;
+    let resources: Vec<ResourceSpecifier<'_>> =
+        topics.iter().map(|t| ResourceSpecifier::Topic(t)).collect();
+    let opts = AdminOptions::new().request_timeout(Some(Duration::from_secs(10)));
+    let results = admin
+        .describe_configs(&resources, &opts)
+        .await
+        .with_context(|| format!("describing topics {topics:?} on {}", settings.brokers))?;
+    Ok(topics
+        .iter()
+        .enumerate()
+        .map(|(i, topic)| {
+            // librdkafka answers in the order asked; a configuration is matched by its name all
+            // the same, an error (which names nothing) by its place.
+            let named = results.iter().find_map(|r| match r {
+                Ok(c) if c.specifier == OwnedResourceSpecifier::Topic((*topic).to_owned()) => {
+                    Some(Ok(c))
+                }
+                _ => None,
+            });
+            let result = named.unwrap_or_else(|| match results.get(i) {
+                Some(Err(code)) => Err(format!("describing {topic}: {code}")),
+                _ => Err(format!("the brokers did not describe {topic}")),
+            });
+            let retention = result.and_then(|config| {
+                let value = |name: &str| {
+                    config
+                        .get(name)
+                        .and_then(|e| e.value.clone())
+                        .ok_or_else(|| format!("{topic} reports no {name}"))
+                };
+                let retention_ms = value("retention.ms")?
+                    .parse::<i64>()
+                    .map_err(|e| format!("{topic}: retention.ms is not a number: {e}"))?;
+                // Absent from an old broker's answer: CreateTime, Kafka's default.
+                let log_append_time = value("message.timestamp.type")
+                    .is_ok_and(|t| t.eq_ignore_ascii_case("LogAppendTime"));
+                Ok(AgeRetention {
+                    retention_ms,
+                    log_append_time,
+                })
+            });
+            ((*topic).to_owned(), retention)
+        })
+        .collect())
+}
+
 /// What every consumer-group member of ours sets: the group, its session timeout, and where a
 /// new group starts (the beginning: nothing is skipped).
 fn group_member_config(settings: &KafkaSettings, group_id: &str) -> ClientConfig {
@@ -568,4 +648,34 @@ pub fn group_members(settings: &KafkaSettings, group_id: &str) -> anyhow::Result
         .filter(|g| g.name() == group_id)
         .map(|g| g.members().len())
         .sum())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::AgeRetention;
+
+    #[test]
+    fn a_record_is_past_retention_only_when_its_own_timestamp_counts_and_is_older() {
+        const DAY: i64 = 86_400_000;
+        let now = 1_800_000_000_000;
+        let day = AgeRetention {
+            retention_ms: DAY,
+            log_append_time: false,
+        };
+        assert!(day.past(now - 30 * DAY, now));
+        assert!(day.past(now - DAY - 1, now));
+        assert!(!day.past(now - DAY, now));
+        assert!(!day.past(now + 60_000, now), "a clock ahead is not old");
+        assert!(day.past(i64::MIN, i64::MAX), "no overflow at the extremes");
+        let forever = AgeRetention {
+            retention_ms: -1,
+            ..day
+        };
+        assert!(!forever.past(0, now));
+        let stamped = AgeRetention {
+            log_append_time: true,
+            ..day
+        };
+        assert!(!stamped.past(0, now), "the broker stamps arrivals itself");
+    }
 }

@@ -37,6 +37,15 @@ pub struct Header {
     pub value: Option<Bytes>,
 }
 
+/// The header `kollus-archive restore` adds, in its default mode (`--timestamps now`), to a
+/// record it produces with the time of the restore: the record's archived Kafka timestamp, in
+/// milliseconds since the Unix epoch as decimal ASCII (`1700000000000`). A restore gives records
+/// the current time because Kafka deletes by timestamp: a record restored with its own, older
+/// than the topic's `retention.ms`, would be deleted at the broker's next retention check. A
+/// record that already carries the header (restored before, then archived again) keeps it: it
+/// names the first time the record was written, not a restore's.
+pub const ORIGINAL_TIMESTAMP_HEADER: &str = "kollus-original-timestamp";
+
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct ArchivedRecord {
     pub topic: String,
@@ -76,11 +85,43 @@ impl ArchivedRecord {
     /// What identifies the callback across copies (archived twice after a crash, restored into
     /// a new cluster and archived again in a later epoch): the envelope (or dead letter) id the
     /// services put in the `id` header; a record without one, by its whole content (its place
-    /// included: the same offset in another epoch is another record unless it is identical).
+    /// included: the same offset in another epoch is another record unless it is identical), as
+    /// it was before any restore gave it the time of the restore ([`Self::as_first_written`]):
+    /// re-timestamping a record does not make it another one.
     pub fn identity(&self) -> String {
         match self.envelope_id() {
             Some(id) => format!("{}/{id}", self.topic),
-            None => format!("{}/sha256:{}", self.topic, self.fingerprint()),
+            None => format!(
+                "{}/sha256:{}",
+                self.topic,
+                self.as_first_written().fingerprint()
+            ),
+        }
+    }
+
+    /// The timestamp a restore kept in [`ORIGINAL_TIMESTAMP_HEADER`], when the record has that
+    /// header with a decimal value (anything else is not ours, and read as absent).
+    pub fn original_timestamp(&self) -> Option<i64> {
+        self.headers
+            .iter()
+            .find(|h| h.key == ORIGINAL_TIMESTAMP_HEADER)
+            .and_then(|h| match &h.value {
+                Some(Bytes::Text(ms)) => ms.parse().ok(),
+                _ => None,
+            })
+    }
+
+    /// The record as it was before a restore re-timestamped it: its timestamp from
+    /// [`ORIGINAL_TIMESTAMP_HEADER`] and the header gone; the record itself when it has none.
+    pub fn as_first_written(&self) -> std::borrow::Cow<'_, Self> {
+        match self.original_timestamp() {
+            Some(ts) => {
+                let mut first = self.clone();
+                first.timestamp = Some(ts);
+                first.headers.retain(|h| h.key != ORIGINAL_TIMESTAMP_HEADER);
+                std::borrow::Cow::Owned(first)
+            }
+            None => std::borrow::Cow::Borrowed(self),
         }
     }
 
@@ -115,6 +156,56 @@ pub fn fingerprint(line: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn without_id(timestamp: i64) -> ArchivedRecord {
+        ArchivedRecord {
+            topic: "t".into(),
+            partition: 0,
+            offset: 7,
+            timestamp: Some(timestamp),
+            key: Some(Bytes::of(b"k")),
+            headers: vec![Header {
+                key: "kind".into(),
+                value: Some(Bytes::of(b"lms")),
+            }],
+            value: Some(Bytes::of(b"{}")),
+        }
+    }
+
+    #[test]
+    fn a_re_timestamped_record_keeps_its_identity() {
+        let first = without_id(1_700_000_000_000);
+        let mut restored = without_id(1_800_000_000_000);
+        restored.headers.push(Header {
+            key: ORIGINAL_TIMESTAMP_HEADER.into(),
+            value: Some(Bytes::of(b"1700000000000")),
+        });
+        assert_eq!(restored.original_timestamp(), Some(1_700_000_000_000));
+        assert_eq!(*restored.as_first_written(), first);
+        assert_eq!(restored.identity(), first.identity());
+        // The fingerprint stays the bytes' own: it tells incarnations apart.
+        assert_ne!(restored.fingerprint(), first.fingerprint());
+        // Another time in the header is another record.
+        restored.headers.last_mut().unwrap().value = Some(Bytes::of(b"1700000000001"));
+        assert_ne!(restored.identity(), first.identity());
+    }
+
+    #[test]
+    fn a_header_that_is_not_a_number_is_not_an_original_timestamp() {
+        let mut r = without_id(1);
+        for value in [
+            None,
+            Some(Bytes::of(b"yesterday")),
+            Some(Bytes::of(&[0xff])),
+        ] {
+            r.headers = vec![Header {
+                key: ORIGINAL_TIMESTAMP_HEADER.into(),
+                value,
+            }];
+            assert_eq!(r.original_timestamp(), None);
+            assert_eq!(*r.as_first_written(), r);
+        }
+    }
 
     #[test]
     fn values_survive_byte_for_byte() {
