@@ -350,6 +350,42 @@ pub fn cached_lag(consumer: &WorkerConsumer) -> Option<i64> {
     Some(lag)
 }
 
+/// How long a one-off group operation waits for the group's coordinator (see [`with_coordinator`]).
+const COORDINATOR_PATIENCE: Duration = Duration::from_secs(60);
+
+/// Runs `op` (a blocking group operation: commit, committed offsets, describe group) again
+/// while the group's coordinator is not ready, up to [`COORDINATOR_PATIENCE`]. Apache Kafka
+/// answers NotCoordinator, CoordinatorLoadInProgress or CoordinatorNotAvailable for seconds
+/// after a broker starts (its `__consumer_offsets` partitions loading) or when a coordinator
+/// moves; librdkafka waits this out inside a group member, but not for a one-off call, which
+/// then failed a rebuild run right after a new cluster came up.
+fn with_coordinator<T>(
+    what: &str,
+    mut op: impl FnMut() -> rdkafka::error::KafkaResult<T>,
+) -> rdkafka::error::KafkaResult<T> {
+    let deadline = std::time::Instant::now() + COORDINATOR_PATIENCE;
+    let mut wait = Duration::from_millis(100);
+    loop {
+        match op() {
+            Err(e)
+                if matches!(
+                    e.rdkafka_error_code(),
+                    Some(
+                        RDKafkaErrorCode::NotCoordinator
+                            | RDKafkaErrorCode::CoordinatorLoadInProgress
+                            | RDKafkaErrorCode::CoordinatorNotAvailable
+                    )
+                ) && std::time::Instant::now() + wait < deadline =>
+            {
+                tracing::info!(error = %e, "{what}: the group coordinator is not ready yet; retrying");
+                std::thread::sleep(wait);
+                wait = (wait * 2).min(Duration::from_secs(2));
+            }
+            other => return other,
+        }
+    }
+}
+
 /// Moves `group_id`'s committed offsets on `topic` back to where a replay starts on each
 /// partition: `start(partition, earliest)` (the first record still held: `earliest`; after an
 /// archive replay, the first offset the archive does not hold), never below the earliest.
@@ -370,9 +406,10 @@ pub fn rewind_group(
         .set("enable.auto.commit", "false")
         .create()
         .context("creating Kafka consumer for the rewind")?;
-    let groups = consumer
-        .fetch_group_list(Some(group_id), timeout)
-        .with_context(|| format!("describing consumer group {group_id}"))?;
+    let groups = with_coordinator("describing the group", || {
+        consumer.fetch_group_list(Some(group_id), timeout)
+    })
+    .with_context(|| format!("describing consumer group {group_id}"))?;
     if let Some(group) = groups.groups().iter().find(|g| g.name() == group_id) {
         let members = group.members().len();
         anyhow::ensure!(
@@ -402,9 +439,10 @@ pub fn rewind_group(
         records += (high - from).max(0);
         starts.add_partition_offset(topic, partition, Offset::Offset(from))?;
     }
-    consumer
-        .commit(&starts, CommitMode::Sync)
-        .with_context(|| format!("rewinding consumer group {group_id} on {topic}"))?;
+    with_coordinator("rewinding the group", || {
+        consumer.commit(&starts, CommitMode::Sync)
+    })
+    .with_context(|| format!("rewinding consumer group {group_id} on {topic}"))?;
     Ok(records)
 }
 
@@ -577,9 +615,10 @@ pub fn committed(
     if tpl.count() == 0 {
         return Ok(Vec::new());
     }
-    let committed = client
-        .committed_offsets(tpl, Duration::from_secs(10))
-        .with_context(|| format!("reading the offsets consumer group {group_id} committed"))?;
+    let committed = with_coordinator("reading committed offsets", || {
+        client.committed_offsets(tpl.clone(), Duration::from_secs(10))
+    })
+    .with_context(|| format!("reading the offsets consumer group {group_id} committed"))?;
     Ok(committed
         .elements()
         .iter()
@@ -623,9 +662,10 @@ pub fn mark_archiver_started(
         }
     }
     if start.count() > 0 {
-        client
-            .commit(&start, CommitMode::Sync)
-            .with_context(|| format!("committing start offsets for group {group_id}"))?;
+        with_coordinator("committing start offsets", || {
+            client.commit(&start, CommitMode::Sync)
+        })
+        .with_context(|| format!("committing start offsets for group {group_id}"))?;
     }
     Ok(())
 }
@@ -634,14 +674,15 @@ pub fn mark_archiver_started(
 pub fn group_members(settings: &KafkaSettings, group_id: &str) -> anyhow::Result<usize> {
     use rdkafka::consumer::BaseConsumer;
     // A client only asks about the group: it never subscribes, so it never joins it. Its
-    // group.id is the group's (as for the rewind), which the local broker needs to describe it.
+    // group.id is the group's (as for the rewind).
     let client: BaseConsumer = base_config(&settings.brokers, "kollus-archive-watch")
         .set("group.id", group_id)
         .create()
         .context("creating a Kafka client to describe a consumer group")?;
-    let groups = client
-        .fetch_group_list(Some(group_id), Duration::from_secs(10))
-        .with_context(|| format!("describing consumer group {group_id}"))?;
+    let groups = with_coordinator("describing the group", || {
+        client.fetch_group_list(Some(group_id), Duration::from_secs(10))
+    })
+    .with_context(|| format!("describing consumer group {group_id}"))?;
     Ok(groups
         .groups()
         .iter()

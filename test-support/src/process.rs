@@ -69,6 +69,11 @@ impl Harness {
         let db = TestDb::new().await;
         let broker = Broker::start().await;
         let kafka = broker.settings();
+        // The topics exist, as once ingest ran (Kafka creates none on first use here:
+        // auto.create.topics.enable is off, as in production), so a test can publish first.
+        kollus_common::kafka::ensure_topics(&kafka, &kafka.topics())
+            .await
+            .expect("creating the test's topics");
         Self {
             db,
             broker,

@@ -15,11 +15,7 @@ async fn run(s: &Stack, token_file: &std::path::Path, args: &[&str]) -> (Output,
         .env("KOLLUS_API_URL", &s.fake.url)
         .env("KOLLUS_API_TOKEN_FILE", token_file)
         .env("KOLLUS_API_RATE", "50")
-        .env("KAFKA_BROKERS", &s.h.kafka.brokers)
-        .env(
-            "KAFKA_TOPIC_PARTITIONS",
-            s.h.kafka.topic_partitions.to_string(),
-        )
+        .envs(s.h.broker.env())
         .env("DATABASE_URL", &s.h.db.url)
         .env("LISTEN_ADDR", "127.0.0.1:0")
         .env("LOG_FORMAT", "text")

@@ -173,8 +173,13 @@ async fn a_rebuild_from_the_archive_then_a_fresh_brokers_topic_equals_the_full_r
 
     // A fresh broker gets only what the archive does not hold (offsets from 0 again).
     let fresh = stack.broker.another_cluster().await;
+    let topics = fresh.settings();
+    // As a service would (Kafka creates no topic on first use here: auto.create.topics.enable
+    // is off, as in production).
+    kollus_common::kafka::ensure_topics(&topics, &topics.topics())
+        .await
+        .expect("creating the fresh broker's topics");
     let mut copied = 0;
-    let topics = stack.broker.settings();
     for (topic, total) in [(&topics.content_topic, 4), (&topics.playback_topic, 60)] {
         let archived = archived_ids(&dir_s, topic).await;
         let all = read_topic(&stack.broker.addr, topic, total, Duration::from_secs(30)).await;

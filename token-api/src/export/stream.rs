@@ -26,7 +26,7 @@ pub fn stream(
     parts: &'static [Part],
     format: Format,
     csv_header: &'static [&'static str],
-    archive: Option<super::RawReports>,
+    archive: Option<super::archive::RawReports>,
 ) -> HttpResponse {
     let (tx, rx) = mpsc::channel(4);
     let pool = pool.clone();
