@@ -127,8 +127,10 @@ transaction.state.log.replication.factor=$rf
 transaction.state.log.min.isr=$isr
 share.coordinator.state.topic.replication.factor=$rf
 share.coordinator.state.topic.min.isr=$isr
-# A local broker: a group's first member need not wait for others.
+# A local broker: a group's first member need not wait for others, and a new cluster's first
+# group creates 10 partitions of __consumer_offsets, not 50 (each loaded before it answers).
 group.initial.rebalance.delay.ms=0
+offsets.topic.num.partitions=10
 EOF
 }
 

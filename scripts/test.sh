@@ -70,12 +70,22 @@ until grep -qx ready "$kafka_log" 2>/dev/null; do
 done
 grep '^kafka: Apache Kafka' "$kafka_log" >&2
 export KAFKA_TEST_BROKERS="127.0.0.1:$kafka_port"
+# Each broker a test starts for itself appends "port seconds" here; summed after the tests.
+export KAFKA_TEST_START_LOG="$target/kafka-test-starts.log"
+: >"$KAFKA_TEST_START_LOG"
+brokers_of_their_own() {
+  awk '{ n++; s += $2 } END { if (n) printf "test: %d brokers of their own started, %.1f s of starts in all\n", n, s }' \
+    "$KAFKA_TEST_START_LOG" >&2
+}
 
+status=0
 if cargo nextest --version >/dev/null 2>&1; then
-  cargo nextest run --locked --workspace --no-fail-fast
+  cargo nextest run --locked --workspace --no-fail-fast || status=$?
 else
-  cargo test --locked --workspace --no-fail-fast
+  cargo test --locked --workspace --no-fail-fast || status=$?
 fi
+brokers_of_their_own
+[ "$status" = 0 ] || exit "$status"
 
 # token-api against its own OpenAPI document, by a third-party fuzzer.
 scripts/schemathesis.sh "$target/debug"

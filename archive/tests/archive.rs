@@ -100,9 +100,14 @@ async fn an_archive_in_a_bucket_verifies_and_restores_into_another_broker() {
 
     let archive = Archive::open("s3://kollus-archive/backups/prod").unwrap();
     let metrics = Metrics::new();
-    let archived = dump::until_end(&archive, &kafka, &settings(&broker.group("s3-test")), &metrics)
-        .await
-        .unwrap();
+    let archived = dump::until_end(
+        &archive,
+        &kafka,
+        &settings(&broker.group("s3-test")),
+        &metrics,
+    )
+    .await
+    .unwrap();
     assert_eq!(archived, 60);
     assert!(
         archive.list("segments").await.unwrap().len() > 3,
@@ -144,9 +149,14 @@ async fn verify_finds_a_damaged_segment_and_a_gap() {
         .unwrap();
     publish(&broker, &kafka, 300).await;
     let archive = Archive::open(dir.path().to_str().unwrap()).unwrap();
-    dump::until_end(&archive, &kafka, &settings(&broker.group("damage-test")), &Metrics::new())
-        .await
-        .unwrap();
+    dump::until_end(
+        &archive,
+        &kafka,
+        &settings(&broker.group("damage-test")),
+        &Metrics::new(),
+    )
+    .await
+    .unwrap();
     let segments = archive.list("segments").await.unwrap();
     // One segment changed by a byte, another gone (with its manifest entry: a gap).
     let damaged = dir.path().join(&segments[0]);

@@ -97,9 +97,10 @@ impl Broker {
         let proxy = ChaosProxy::start_unconnected().await;
         let addr = proxy.addr.to_string();
         let advertised = addr.clone();
-        let node = tokio::task::spawn_blocking(move || Node::start_somewhere(Some(&advertised), true))
-            .await
-            .expect("starting a broker");
+        let node =
+            tokio::task::spawn_blocking(move || Node::start_somewhere(Some(&advertised), true))
+                .await
+                .expect("starting a broker");
         proxy.connect_to(SocketAddr::from(([127, 0, 0, 1], node.port)));
         Self {
             _node: Some(node),
@@ -317,12 +318,23 @@ impl Node {
     }
 }
 
-/// How long a broker took to start, for the test's output (`--no-capture` shows it).
+/// How long a broker took to start, for the test's output (`--no-capture` shows it), and a
+/// line in `KAFKA_TEST_START_LOG` if set (`scripts/test.sh` sums them: what brokers of their own
+/// cost the suite).
 fn note_started(port: u16, took: Duration) {
     eprintln!(
         "broker on 127.0.0.1:{port} ready in {:.1} s",
         took.as_secs_f64()
     );
+    if let Some(path) = std::env::var_os("KAFKA_TEST_START_LOG") {
+        use std::io::Write as _;
+        let line = format!("{port} {:.1}\n", took.as_secs_f64());
+        let _ = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .and_then(|mut f| f.write_all(line.as_bytes()));
+    }
 }
 
 impl Drop for Node {

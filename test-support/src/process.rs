@@ -14,13 +14,16 @@ pub struct ServiceProcess(pub Child);
 impl ServiceProcess {
     pub fn start(binary: &str, h: &Harness, env: &[(&str, &str)]) -> Self {
         let mut command = Command::new(binary);
+        // The harness's topics, and a worker's group named for the test as the in-process
+        // instances' (`Broker::group` of the binary's name: "history-worker", "sync-worker").
+        let name = std::path::Path::new(binary)
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
         command
             .env("DATABASE_URL", &h.db.url)
-            .env("KAFKA_BROKERS", &h.kafka.brokers)
-            .env(
-                "KAFKA_TOPIC_PARTITIONS",
-                h.kafka.topic_partitions.to_string(),
-            )
+            .envs(h.broker.env())
+            .env("KAFKA_GROUP_ID", h.broker.group(&name))
             .env("LISTEN_ADDR", "127.0.0.1:0")
             .env("RUST_LOG", "error")
             .env("LOG_FORMAT", "text")
