@@ -2,10 +2,11 @@
 //! that hands out batches and stores offsets only when told to (after the database committed).
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, ResourceSpecifier, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{Consumer, StreamConsumer};
@@ -14,6 +15,7 @@ use rdkafka::message::{Header, Message, OwnedHeaders, OwnedMessage};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::types::RDKafkaErrorCode;
 
+use crate::backoff::Backoff;
 use crate::settings::KafkaSettings;
 
 fn base_config(brokers: &str, client_id: &str) -> ClientConfig {
@@ -53,40 +55,457 @@ pub fn durable_producer(
         .context("creating Kafka producer")
 }
 
-/// Creates the topics that do not exist yet. Safe to call from every instance at start-up.
-pub async fn ensure_topics(settings: &KafkaSettings, topics: &[&str]) -> anyhow::Result<()> {
-    let admin: AdminClient<DefaultClientContext> = base_config(&settings.brokers, "kollus-admin")
-        .create()
-        .context("creating Kafka admin client")?;
-    let retention_ms = settings.retention_ms().to_string();
-    let new: Vec<NewTopic<'_>> = topics
-        .iter()
-        .map(|t| {
-            NewTopic::new(t, settings.topic_partitions, TopicReplication::Fixed(1))
-                // Records are deleted by age only (`KAFKA_RETENTION_DAYS`), never by size: the
-                // archive is the long tier, and it must get `KAFKA_RETENTION_DAYS` to catch up
-                // whatever happens to it.
-                .set("retention.ms", &retention_ms)
-                .set("retention.bytes", "-1")
+/// `segment.ms` of the topics we create: one day. Kafka deletes whole segments, never the one
+/// still being written, and rolls a segment at `segment.bytes` (1 GiB) or `segment.ms` (7 days
+/// by its default): on a quiet topic a record would outlive its retention by up to a week. With
+/// one day, a deleted record is gone within `KAFKA_RETENTION_DAYS` plus a day.
+pub const SEGMENT_MS: i64 = 24 * 3600 * 1000;
+
+/// How long [`ensure_topics`] waits for enough brokers (`KAFKA_REPLICATION_FACTOR`) to create
+/// missing topics before it gives up: long enough for the brokers of one deployment to come up
+/// beside the services, short enough that a service does not wait unnoticed (it logs a WARN at
+/// every retry, and fails naming the reason at the end).
+pub const BROKERS_WAIT: Duration = Duration::from_secs(300);
+
+/// What [`ensure_topics`] found and did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TopicReport {
+    /// The topics it created.
+    pub created: Vec<String>,
+    /// The settings of topics that already existed and differ from what it would create (each
+    /// logged at WARN, and 1 on [`TOPIC_CONFIG_MISMATCH`]). None is altered.
+    pub mismatches: Vec<TopicMismatch>,
+    /// Existing topics not wholly checked (each logged at WARN): the broker did not describe
+    /// their configuration (their partitions and copies were checked), or their partitions were
+    /// not in its metadata yet (nothing was checked).
+    pub unchecked: Vec<String>,
+}
+
+/// One setting of an existing topic that differs from what [`ensure_topics`] would create.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicMismatch {
+    pub topic: String,
+    /// `partitions` (fewer than ours), `replication.factor`, or a topic configuration name
+    /// (`min.insync.replicas`, `retention.ms`, `retention.bytes`, `segment.ms`).
+    pub setting: &'static str,
+    pub found: String,
+    pub wanted: String,
+}
+
+/// Why [`ensure_topics`] did not create topics: fewer brokers are alive than
+/// `KAFKA_REPLICATION_FACTOR`. Kafka refuses such a topic (each copy of a partition needs a
+/// broker of its own); creating it with fewer copies would silently give less durability than
+/// asked. Callers find it with `anyhow::Error::downcast_ref`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "{alive} Kafka broker(s) alive, fewer than KAFKA_REPLICATION_FACTOR={replication_factor}: \
+     topics {missing:?} not created (each copy of a partition needs a broker of its own)"
+)]
+pub struct TooFewBrokers {
+    pub alive: usize,
+    pub replication_factor: i32,
+    pub missing: Vec<String>,
+}
+
+/// `kollus_kafka_topic_config_mismatch{topic,setting}`: 1 while a setting of an existing topic
+/// differs from what the services would create it with, 0 once seen to match. Set wherever
+/// [`ensure_topics`] runs (every service's start-up), in the registry every service's
+/// `/metrics` serves beside its own ([`crate::metrics::process_registry`]); so a difference
+/// that a WARN at start-up reported stays visible to alerts. It is not re-read until the next
+/// start.
+pub const TOPIC_CONFIG_MISMATCH: &str = "kollus_kafka_topic_config_mismatch";
+
+fn topic_config_mismatch() -> &'static prometheus::IntGaugeVec {
+    static GAUGE: std::sync::OnceLock<prometheus::IntGaugeVec> = std::sync::OnceLock::new();
+    GAUGE.get_or_init(|| {
+        crate::metrics::gauge_vec(
+            crate::metrics::process_registry(),
+            TOPIC_CONFIG_MISMATCH,
+            "1 while a setting of an existing Kafka topic differs from what the services would \
+             create it with (KAFKA_* settings), 0 once seen to match; read at start-up, never \
+             altered automatically.",
+            &["topic", "setting"],
+        )
+    })
+}
+
+/// The settings [`ensure_topics`] creates a topic with and checks on an existing one, besides
+/// its partitions and replicas: one list, so what is checked is what is created.
+fn wanted_config(settings: &KafkaSettings) -> [(&'static str, String); 4] {
+    [
+        // Records are deleted by age only (`KAFKA_RETENTION_DAYS`), never by size: the archive
+        // is the long tier, and it must get `KAFKA_RETENTION_DAYS` to catch up whatever
+        // happens to it.
+        ("retention.ms", settings.retention_ms().to_string()),
+        ("retention.bytes", "-1".to_owned()),
+        ("segment.ms", SEGMENT_MS.to_string()),
+        // Our producers ask acks=all: a write is acknowledged once this many copies hold it.
+        (
+            "min.insync.replicas",
+            settings.min_insync_replicas().to_string(),
+        ),
+    ]
+}
+
+/// Creates the topics that do not exist yet, with `KAFKA_TOPIC_PARTITIONS` partitions of
+/// `KAFKA_REPLICATION_FACTOR` copies, `min.insync.replicas`, `retention.ms`, `retention.bytes`
+/// and `segment.ms` ([`SEGMENT_MS`]); reports (WARN, metric, return value) every existing
+/// topic whose settings differ, and alters none: a topic's partitions decide which records keep
+/// their order, and its copies are moved by a reassignment, both an operator's decision. Safe
+/// to call from every instance at start-up.
+///
+/// Topics are created only while at least `KAFKA_REPLICATION_FACTOR` brokers are alive;
+/// otherwise it logs a WARN saying so and retries with backoff, for up to [`BROKERS_WAIT`],
+/// then fails with [`TooFewBrokers`]. Topics that all exist are checked without waiting, so a
+/// restart during a broker's outage is not held up. Refuses settings that
+/// [`KafkaSettings::check`] refuses.
+pub async fn ensure_topics(
+    settings: &KafkaSettings,
+    topics: &[&str],
+) -> anyhow::Result<TopicReport> {
+    ensure_topics_within(settings, topics, BROKERS_WAIT).await
+}
+
+/// [`ensure_topics`], waiting at most `wait` for enough brokers. `Duration::ZERO` tries once:
+/// for callers that retry on their own (ingest, which serves meanwhile).
+pub async fn ensure_topics_within(
+    settings: &KafkaSettings,
+    topics: &[&str],
+    wait: Duration,
+) -> anyhow::Result<TopicReport> {
+    settings.check().map_err(anyhow::Error::msg)?;
+    let admin: Arc<AdminClient<DefaultClientContext>> = Arc::new(
+        base_config(&settings.brokers, "kollus-admin")
+            .create()
+            .context("creating Kafka admin client")?,
+    );
+    let deadline = tokio::time::Instant::now() + wait;
+    let mut backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(30));
+    loop {
+        let error = match ensure_topics_once(&admin, settings, topics).await {
+            Ok(report) => return Ok(report),
+            Err(e) => e,
+        };
+        let Some(few) = error.downcast_ref::<TooFewBrokers>() else {
+            return Err(error);
+        };
+        if tokio::time::Instant::now() >= deadline {
+            return Err(error);
+        }
+        tracing::warn!(
+            alive = few.alive,
+            replication_factor = few.replication_factor,
+            setting = "KAFKA_REPLICATION_FACTOR",
+            missing = ?few.missing,
+            retry_in = ?backoff.next_delay(),
+            "not creating Kafka topics: fewer brokers are alive than KAFKA_REPLICATION_FACTOR \
+             (each copy of a partition needs a broker of its own); waiting for more"
+        );
+        // At the deadline: one last attempt, then its error.
+        let _ = tokio::time::timeout_at(deadline, backoff.wait()).await;
+    }
+}
+
+/// What the cluster's metadata says: how many brokers are alive, and for each topic the number
+/// of copies (replicas) of each of its partitions.
+struct ClusterView {
+    brokers: usize,
+    topics: HashMap<String, Vec<usize>>,
+}
+
+/// The metadata of every topic (never of named ones: a metadata request naming a topic may
+/// create it on a broker with `auto.create.topics.enable`). librdkafka's call blocks, so it
+/// runs off the async threads.
+async fn cluster_view(
+    admin: &Arc<AdminClient<DefaultClientContext>>,
+) -> anyhow::Result<ClusterView> {
+    let admin = admin.clone();
+    tokio::task::spawn_blocking(move || {
+        let metadata = admin
+            .inner()
+            .fetch_metadata(None, Duration::from_secs(10))
+            .context("reading the Kafka cluster's metadata")?;
+        let topics = metadata
+            .topics()
+            .iter()
+            .filter(|t| {
+                t.error()
+                    != Some(rdkafka::types::RDKafkaRespErr::RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART)
+            })
+            .map(|t| {
+                let replicas = t.partitions().iter().map(|p| p.replicas().len()).collect();
+                (t.name().to_owned(), replicas)
+            })
+            .collect();
+        Ok(ClusterView {
+            brokers: metadata.brokers().len(),
+            topics,
         })
+    })
+    .await
+    .context("reading the Kafka cluster's metadata")?
+}
+
+async fn ensure_topics_once(
+    admin: &Arc<AdminClient<DefaultClientContext>>,
+    settings: &KafkaSettings,
+    topics: &[&str],
+) -> anyhow::Result<TopicReport> {
+    let mut view = cluster_view(admin).await?;
+    let missing: Vec<&str> = topics
+        .iter()
+        .copied()
+        .filter(|t| !view.topics.contains_key(*t))
         .collect();
-    let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
-    let results = admin
-        .create_topics(&new, &opts)
-        .await
-        .with_context(|| format!("creating topics {topics:?} on {}", settings.brokers))?;
-    for result in results {
-        match result {
-            Ok(topic) => tracing::info!(
-                %topic,
-                retention_ms = settings.retention_ms(),
-                "created Kafka topic"
-            ),
-            Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
-            Err((topic, code)) => anyhow::bail!("creating topic {topic}: {code}"),
+    let mut report = TopicReport::default();
+    if !missing.is_empty() {
+        let rf = settings.replication_factor;
+        if view.brokers < usize::try_from(rf).unwrap_or(usize::MAX) {
+            return Err(TooFewBrokers {
+                alive: view.brokers,
+                replication_factor: rf,
+                missing: missing.iter().map(|t| (*t).to_owned()).collect(),
+            }
+            .into());
+        }
+        let config = wanted_config(settings);
+        let new: Vec<NewTopic<'_>> = missing
+            .iter()
+            .map(|t| {
+                config.iter().fold(
+                    NewTopic::new(t, settings.topic_partitions, TopicReplication::Fixed(rf)),
+                    |topic, (key, value)| topic.set(key, value),
+                )
+            })
+            .collect();
+        let opts = AdminOptions::new()
+            .operation_timeout(Some(Duration::from_secs(10)))
+            .request_timeout(Some(Duration::from_secs(15)));
+        let results = admin
+            .create_topics(&new, &opts)
+            .await
+            .with_context(|| format!("creating topics {missing:?} on {}", settings.brokers))?;
+        let mut raced = false;
+        for result in results {
+            match result {
+                Ok(topic) => {
+                    tracing::info!(
+                        %topic,
+                        partitions = settings.topic_partitions,
+                        replication_factor = rf,
+                        min_insync_replicas = settings.min_insync_replicas(),
+                        retention_ms = settings.retention_ms(),
+                        segment_ms = SEGMENT_MS,
+                        "created Kafka topic"
+                    );
+                    report.created.push(topic);
+                }
+                // Another instance created it meanwhile: checked like any existing topic.
+                Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => raced = true,
+                Err((topic, code)) => anyhow::bail!("creating topic {topic}: {code}"),
+            }
+        }
+        if raced {
+            view = cluster_view(admin).await?;
         }
     }
-    Ok(())
+    let existing: Vec<&str> = topics
+        .iter()
+        .copied()
+        .filter(|t| !report.created.iter().any(|c| c == t))
+        .collect();
+    let view = settled(admin, view, &existing).await?;
+    let configs = describe_topics(admin, &existing).await;
+    for topic in &existing {
+        let Some(replicas) = view.topics.get(*topic).filter(|r| !r.is_empty()) else {
+            tracing::warn!(
+                topic,
+                "the Kafka topic exists but its partitions are not in the metadata yet: its \
+                 settings are not checked against ours"
+            );
+            report.unchecked.push((*topic).to_owned());
+            continue;
+        };
+        let config = configs.get(*topic);
+        if config.is_none() {
+            report.unchecked.push((*topic).to_owned());
+        }
+        report
+            .mismatches
+            .extend(differences(settings, topic, replicas, config));
+    }
+    record(settings, topics, &report);
+    Ok(report)
+}
+
+/// `view`, or a later one in which every one of `topics` has its partitions listed, waiting up
+/// to 10 s: a topic created a moment ago (by another instance, or by hand) reaches a broker's
+/// metadata a little later, and is not to be reported as differing only for being new.
+async fn settled(
+    admin: &Arc<AdminClient<DefaultClientContext>>,
+    mut view: ClusterView,
+    topics: &[&str],
+) -> anyhow::Result<ClusterView> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let complete = |view: &ClusterView| {
+        topics
+            .iter()
+            .all(|t| view.topics.get(*t).is_some_and(|r| !r.is_empty()))
+    };
+    while !complete(&view) && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        view = cluster_view(admin).await?;
+    }
+    Ok(view)
+}
+
+/// Each existing topic's configuration, by topic: those the broker did not describe are absent
+/// (logged at WARN; the caller reports them unchecked). Never fails: the check must not stop a
+/// service that could otherwise run.
+async fn describe_topics(
+    admin: &AdminClient<DefaultClientContext>,
+    topics: &[&str],
+) -> HashMap<String, HashMap<String, Option<String>>> {
+    let mut configs = HashMap::new();
+    if topics.is_empty() {
+        return configs;
+    }
+    let specifiers: Vec<ResourceSpecifier<'_>> =
+        topics.iter().map(|t| ResourceSpecifier::Topic(t)).collect();
+    let opts = AdminOptions::new().request_timeout(Some(Duration::from_secs(15)));
+    let results = match admin.describe_configs(&specifiers, &opts).await {
+        Ok(results) => results,
+        Err(e) => {
+            tracing::warn!(
+                error = %e,
+                ?topics,
+                "could not read the Kafka topics' configuration: their retention, segments and \
+                 min.insync.replicas are not checked against ours"
+            );
+            return configs;
+        }
+    };
+    for (topic, result) in topics.iter().zip(results) {
+        match result {
+            // A topic too new for the broker that answered is described with no entries.
+            Ok(resource) if resource.entries.is_empty() => tracing::warn!(
+                topic,
+                "the broker described no configuration of the Kafka topic: its retention, \
+                 segments and min.insync.replicas are not checked against ours"
+            ),
+            Ok(resource) => {
+                let entries = resource
+                    .entries
+                    .into_iter()
+                    .map(|e| (e.name, e.value))
+                    .collect();
+                configs.insert((*topic).to_owned(), entries);
+            }
+            Err(code) => tracing::warn!(
+                topic,
+                error = %code,
+                "could not read the Kafka topic's configuration: its retention, segments and \
+                 min.insync.replicas are not checked against ours"
+            ),
+        }
+    }
+    configs
+}
+
+/// The settings of existing `topic` that differ from what [`ensure_topics`] would create:
+/// fewer partitions than ours, another number of copies (the fewest any partition has), or a
+/// configuration value of [`wanted_config`] (when `config` was read; a value the broker does
+/// not report counts as differing).
+fn differences(
+    settings: &KafkaSettings,
+    topic: &str,
+    replicas: &[usize],
+    config: Option<&HashMap<String, Option<String>>>,
+) -> Vec<TopicMismatch> {
+    let mismatch = |setting, found: String, wanted: String| TopicMismatch {
+        topic: topic.to_owned(),
+        setting,
+        found,
+        wanted,
+    };
+    let mut found = Vec::new();
+    let partitions = i64::try_from(replicas.len()).unwrap_or(i64::MAX);
+    if partitions < i64::from(settings.topic_partitions) {
+        found.push(mismatch(
+            "partitions",
+            partitions.to_string(),
+            settings.topic_partitions.to_string(),
+        ));
+    }
+    if let Some(fewest) = replicas.iter().min() {
+        if i64::try_from(*fewest).unwrap_or(i64::MAX) != i64::from(settings.replication_factor) {
+            found.push(mismatch(
+                "replication.factor",
+                fewest.to_string(),
+                settings.replication_factor.to_string(),
+            ));
+        }
+    }
+    if let Some(config) = config {
+        for (key, wanted) in wanted_config(settings) {
+            let value = config.get(key).cloned().flatten();
+            let same = value.as_deref().is_some_and(|v| same_value(v, &wanted));
+            if !same {
+                found.push(mismatch(
+                    key,
+                    value.unwrap_or_else(|| "(not reported)".to_owned()),
+                    wanted,
+                ));
+            }
+        }
+    }
+    found
+}
+
+/// Whether a configuration value the broker reports is the one we want: as numbers when both
+/// are (`"86400000"` and `"86400000 "` alike), else as text.
+fn same_value(found: &str, wanted: &str) -> bool {
+    match (found.trim().parse::<i64>(), wanted.trim().parse::<i64>()) {
+        (Ok(f), Ok(w)) => f == w,
+        _ => found.trim() == wanted.trim(),
+    }
+}
+
+/// Logs each difference at WARN and sets [`TOPIC_CONFIG_MISMATCH`] for every setting checked on
+/// every one of `topics`: 1 where it differs, 0 where it matches (so alerts see the series
+/// before a difference). A configuration not read leaves its series as they were.
+fn record(settings: &KafkaSettings, topics: &[&str], report: &TopicReport) {
+    for m in &report.mismatches {
+        tracing::warn!(
+            topic = m.topic,
+            setting = m.setting,
+            found = m.found,
+            wanted = m.wanted,
+            "an existing Kafka topic differs from what this service would create it with \
+             (KAFKA_* settings); it is left as it is: change the topic (kafka-configs.sh, a \
+             partition reassignment) or the settings, whichever is wrong"
+        );
+    }
+    let gauge = topic_config_mismatch();
+    let settings_checked: Vec<&str> = ["partitions", "replication.factor"]
+        .into_iter()
+        .chain(wanted_config(settings).map(|(key, _)| key))
+        .collect();
+    for topic in topics {
+        let unread = report.unchecked.iter().any(|t| t == topic);
+        for setting in &settings_checked {
+            if unread && !matches!(*setting, "partitions" | "replication.factor") {
+                continue;
+            }
+            let differs = report
+                .mismatches
+                .iter()
+                .any(|m| m.topic == *topic && m.setting == *setting);
+            gauge
+                .with_label_values(&[topic, setting])
+                .set(i64::from(differs));
+        }
+    }
 }
 
 /// How a topic deletes records by age, as its brokers report its configuration.
@@ -693,7 +1112,76 @@ pub fn group_members(settings: &KafkaSettings, group_id: &str) -> anyhow::Result
 
 #[cfg(test)]
 mod tests {
-    use super::AgeRetention;
+    use super::*;
+
+    fn settings(partitions: i32, rf: i32) -> KafkaSettings {
+        let mut s = KafkaSettings::with_brokers("b:9092");
+        s.topic_partitions = partitions;
+        s.replication_factor = rf;
+        s
+    }
+
+    fn ours(s: &KafkaSettings) -> HashMap<String, Option<String>> {
+        wanted_config(s)
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), Some(v)))
+            .collect()
+    }
+
+    #[test]
+    fn a_topic_as_we_create_it_or_with_more_partitions_does_not_differ() {
+        let s = settings(3, 3);
+        let c = ours(&s);
+        assert_eq!(differences(&s, "t", &[3, 3, 3], Some(&c)), []);
+        assert_eq!(
+            differences(&s, "t", &[3; 12], Some(&c)),
+            [],
+            "more partitions are not less"
+        );
+        assert_eq!(
+            differences(&s, "t", &[3, 3, 3], None),
+            [],
+            "configuration not read: only partitions and copies"
+        );
+    }
+
+    #[test]
+    fn fewer_partitions_the_fewest_copies_and_other_values_differ() {
+        let s = settings(6, 3);
+        let mut c = ours(&s);
+        c.insert("retention.ms".into(), Some("604800000".into()));
+        c.remove("segment.ms");
+        let found: Vec<_> = differences(&s, "t", &[3, 2, 3], Some(&c))
+            .into_iter()
+            .map(|m| (m.setting, m.found, m.wanted))
+            .collect();
+        assert_eq!(
+            found,
+            [
+                ("partitions", "3".to_owned(), "6".to_owned()),
+                ("replication.factor", "2".to_owned(), "3".to_owned()),
+                (
+                    "retention.ms",
+                    "604800000".to_owned(),
+                    "1209600000".to_owned()
+                ),
+                (
+                    "segment.ms",
+                    "(not reported)".to_owned(),
+                    "86400000".to_owned()
+                ),
+            ]
+        );
+    }
+
+    #[test]
+    fn values_compare_as_numbers_when_both_are() {
+        assert!(same_value("86400000", "86400000"));
+        assert!(same_value(" 86400000", "86400000"));
+        assert!(!same_value("-1", "1"));
+        assert!(same_value("delete", "delete"));
+        assert!(!same_value("delete", "compact"));
+    }
 
     #[test]
     fn a_record_is_past_retention_only_when_its_own_timestamp_counts_and_is_older() {

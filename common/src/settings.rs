@@ -150,6 +150,37 @@ pub struct KafkaSettings {
     /// topics forget (finite retention) and no archiver is a member.
     #[arg(long, env = "ARCHIVE_GROUP_ID", default_value = "kollus-archive")]
     pub archive_group_id: String,
+    /// Copies of each partition, on distinct brokers, for topics this service creates. 1 loses
+    /// acknowledged records with a broker's disk; 3 survives one broker down (with the default
+    /// KAFKA_MIN_INSYNC_REPLICAS) and another lost. Topics are not created while fewer brokers
+    /// are alive: they would be refused, or be made with fewer copies than asked.
+    #[arg(
+        long = "kafka-replication-factor",
+        env = "KAFKA_REPLICATION_FACTOR",
+        default_value_t = 1,
+        value_parser = replicas
+    )]
+    pub replication_factor: i32,
+    /// Copies that must hold a record before Kafka acknowledges it (`min.insync.replicas`; our
+    /// producers ask `acks=all`), for topics this service creates. Unset: one less than
+    /// KAFKA_REPLICATION_FACTOR, at least 1, so one broker may be down without stopping
+    /// writes. At most KAFKA_REPLICATION_FACTOR (more could never be met).
+    #[arg(
+        long = "kafka-min-insync-replicas",
+        env = "KAFKA_MIN_INSYNC_REPLICAS",
+        value_parser = replicas
+    )]
+    pub min_insync: Option<i32>,
+}
+
+/// `KAFKA_REPLICATION_FACTOR`, `KAFKA_MIN_INSYNC_REPLICAS`: a count of copies, from 1 to what
+/// Kafka's protocol carries (a 16-bit count).
+fn replicas(s: &str) -> Result<i32, String> {
+    match s.trim().parse::<i32>() {
+        Ok(n) if (1..=i32::from(i16::MAX)).contains(&n) => Ok(n),
+        Ok(n) => Err(format!("{n}: expected 1 to {} copies", i16::MAX)),
+        Err(e) => Err(format!("expected a whole number of copies: {e}")),
+    }
 }
 
 /// The topics' default names (`KAFKA_*_TOPIC`), in one place for every service.
@@ -180,7 +211,44 @@ impl KafkaSettings {
             session_timeout_ms: 6000,
             retention_days: 14,
             archive_group_id: "kollus-archive".into(),
+            replication_factor: 1,
+            min_insync: None,
         }
+    }
+
+    /// `min.insync.replicas` for the topics this service creates: `KAFKA_MIN_INSYNC_REPLICAS`,
+    /// else one less than the replication factor (at least 1). [`KafkaSettings::check`] refuses
+    /// one above the replication factor.
+    pub fn min_insync_replicas(&self) -> i32 {
+        self.min_insync
+            .unwrap_or((self.replication_factor - 1).max(1))
+    }
+
+    /// What clap cannot check one setting at a time: the replication settings together. Run at
+    /// start-up (topic creation runs it too), so a service refuses to start rather than create
+    /// topics no write could ever be acknowledged on.
+    pub fn check(&self) -> Result<(), String> {
+        if self.replication_factor < 1 {
+            return Err(format!(
+                "KAFKA_REPLICATION_FACTOR is {}: at least 1 copy is needed",
+                self.replication_factor
+            ));
+        }
+        let min_insync = self.min_insync_replicas();
+        if min_insync < 1 {
+            return Err(format!(
+                "KAFKA_MIN_INSYNC_REPLICAS is {min_insync}: at least 1 copy is needed"
+            ));
+        }
+        if min_insync > self.replication_factor {
+            return Err(format!(
+                "KAFKA_MIN_INSYNC_REPLICAS ({min_insync}) is more than KAFKA_REPLICATION_FACTOR \
+                 ({}): with acks=all no write could ever be acknowledged; lower it or raise the \
+                 replication factor",
+                self.replication_factor
+            ));
+        }
+        Ok(())
     }
 
     /// `retention.ms` for the topics this service creates: -1 (forever) or the days in ms.
@@ -288,6 +356,84 @@ pub fn load_secret_files(names: &[&str]) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use clap::Parser as _;
+
+    #[derive(clap::Parser)]
+    struct Kafka {
+        #[command(flatten)]
+        kafka: KafkaSettings,
+    }
+
+    fn kafka(args: &[&str]) -> Result<KafkaSettings, clap::Error> {
+        Kafka::try_parse_from(std::iter::once("test").chain(args.iter().copied())).map(|k| k.kafka)
+    }
+
+    #[test]
+    fn replication_defaults_to_one_copy_and_one_in_sync() {
+        let parsed = kafka(&[]).unwrap();
+        assert_eq!(parsed.replication_factor, 1);
+        assert_eq!(parsed.min_insync_replicas(), 1);
+        assert_eq!(parsed.check(), Ok(()));
+        let built = KafkaSettings::with_brokers("b:9092");
+        assert_eq!(
+            (built.replication_factor, built.min_insync_replicas()),
+            (1, 1),
+            "with_brokers has clap's defaults"
+        );
+    }
+
+    #[test]
+    fn min_insync_defaults_to_one_less_than_the_replication_factor() {
+        for (rf, want) in [("1", 1), ("2", 1), ("3", 2), ("5", 4)] {
+            let s = kafka(&["--kafka-replication-factor", rf]).unwrap();
+            assert_eq!(s.min_insync_replicas(), want, "RF {rf}");
+            assert_eq!(s.check(), Ok(()));
+        }
+        let s = kafka(&[
+            "--kafka-replication-factor",
+            "3",
+            "--kafka-min-insync-replicas",
+            "3",
+        ])
+        .unwrap();
+        assert_eq!(s.min_insync_replicas(), 3, "an explicit value is kept");
+        assert_eq!(s.check(), Ok(()));
+    }
+
+    #[test]
+    fn min_insync_above_the_replication_factor_is_refused_by_name() {
+        let s = kafka(&[
+            "--kafka-replication-factor",
+            "2",
+            "--kafka-min-insync-replicas",
+            "3",
+        ])
+        .unwrap();
+        let err = s.check().unwrap_err();
+        assert!(err.contains("KAFKA_MIN_INSYNC_REPLICAS"), "{err}");
+        assert!(err.contains("KAFKA_REPLICATION_FACTOR"), "{err}");
+        let mut built = KafkaSettings::with_brokers("b:9092");
+        built.min_insync = Some(2);
+        assert!(built.check().is_err(), "RF 1 with 2 in sync");
+    }
+
+    #[test]
+    fn copies_below_one_or_not_a_number_are_refused() {
+        for bad in ["0", "-1", "x", "40000"] {
+            let err = kafka(&[&format!("--kafka-replication-factor={bad}")]).unwrap_err();
+            assert_eq!(
+                err.kind(),
+                clap::error::ErrorKind::ValueValidation,
+                "{bad}: {err}"
+            );
+            let err = kafka(&[&format!("--kafka-min-insync-replicas={bad}")]).unwrap_err();
+            assert_eq!(err.kind(), clap::error::ErrorKind::ValueValidation);
+        }
+        let mut built = KafkaSettings::with_brokers("b:9092");
+        built.replication_factor = 0;
+        let err = built.check().unwrap_err();
+        assert!(err.contains("KAFKA_REPLICATION_FACTOR"), "{err}");
+    }
 
     #[test]
     fn secret_files_fill_their_variable_and_refuse_two_sources() {

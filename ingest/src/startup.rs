@@ -38,7 +38,10 @@ impl Application {
         metrics
             .spool_limit_bytes
             .set(i64::try_from(settings.spool_limit).unwrap_or(i64::MAX));
-        // Without Kafka ingest still starts, and spools; topics are made when Kafka answers.
+        // A replication setting no topic could be made with is refused now, not retried.
+        settings.kafka.check().map_err(anyhow::Error::msg)?;
+        // Without Kafka ingest still starts, and spools; topics are made when Kafka answers
+        // (and has KAFKA_REPLICATION_FACTOR brokers alive).
         tokio::spawn(ensure_topics_eventually(settings.kafka.clone()));
         // Requests wait at most the acknowledgement budget; the forwarder can wait longer.
         let producer =
@@ -118,18 +121,22 @@ impl Application {
     }
 }
 
-/// Creates the topics once Kafka answers, retrying in the background; then warns once if they
-/// forget and nothing archives them.
+/// Creates the topics once Kafka answers with enough brokers alive, retrying in the background
+/// (each failure, such as too few brokers for KAFKA_REPLICATION_FACTOR, a WARN with its
+/// reason); then warns once if they forget and nothing archives them.
 async fn ensure_topics_eventually(kafka_settings: kollus_common::settings::KafkaSettings) {
     let mut backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(30));
     loop {
+        // One try per round (the loop is the retry, while ingest serves and spools); each of
+        // its broker requests is bounded (metadata, creation, configuration: 10-15 s), this
+        // bounds them all.
         let attempt = tokio::time::timeout(
-            Duration::from_secs(15),
-            kafka::ensure_topics(&kafka_settings, &kafka_settings.topics()),
+            Duration::from_secs(45),
+            kafka::ensure_topics_within(&kafka_settings, &kafka_settings.topics(), Duration::ZERO),
         )
         .await;
         match attempt {
-            Ok(Ok(())) => {
+            Ok(Ok(_report)) => {
                 kafka::warn_if_nothing_archives(kafka_settings, kafka::ARCHIVE_GRACE).await;
                 return;
             }

@@ -43,13 +43,10 @@ impl<A: Apply> Worker<A> {
     pub async fn build(parts: WorkerParts<'_>, apply: A) -> anyhow::Result<Self> {
         use anyhow::Context as _;
         let kafka_settings = parts.kafka;
-        kafka::ensure_topics(kafka_settings, &kafka_settings.topics()).await?;
-        tokio::spawn(kafka::warn_if_nothing_archives(
-            kafka_settings.clone(),
-            kafka::ARCHIVE_GRACE,
-        ));
-        // The admin server first: a rebuild's progress is on /metrics while it runs (and
-        // /readyz says not ready until the consume loop applies records).
+        kafka_settings.check().map_err(anyhow::Error::msg)?;
+        // The admin server first: a rebuild's progress is on /metrics while it runs, and so is
+        // a wait for enough brokers to create the topics (with /healthz answering, and
+        // /readyz saying not ready until the consume loop applies records).
         let listener = std::net::TcpListener::bind(parts.listen_addr)
             .with_context(|| format!("binding {}", parts.listen_addr))?;
         let port = listener.local_addr()?.port();
@@ -58,6 +55,11 @@ impl<A: Apply> Worker<A> {
         let admin = server.handle();
         let admin_task = tokio::spawn(server);
         let built = async {
+            kafka::ensure_topics(kafka_settings, &kafka_settings.topics()).await?;
+            tokio::spawn(kafka::warn_if_nothing_archives(
+                kafka_settings.clone(),
+                kafka::ARCHIVE_GRACE,
+            ));
             if parts.consume.rebuild {
                 rebuild::rebuild(
                     kafka_settings,
