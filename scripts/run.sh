@@ -181,7 +181,7 @@ wait_port "$ingest_addr"; wait_port "$token_addr"
 kafka_note=
 if [ -n "$local_broker" ]; then
   kafka_note="                  Apache Kafka $(sed -n 's:.*<kafka.version>\(.*\)</kafka.version>.*:\1:p' scripts/kafka/pom.xml) (KRaft), $kafka_nodes node(s), KAFKA_REPLICATION_FACTOR=$KAFKA_REPLICATION_FACTOR
-                  data kept in $kafka_where (rm -rf it to start empty; KAFKA_NODES=3: a cluster)
+                  data kept across runs in $kafka_where (rm -rf $kafka_where to start empty)
 "
 fi
 # The console's key, and the development defaults in use (never a value from the environment).
