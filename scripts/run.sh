@@ -80,8 +80,8 @@ if [ -z "${KAFKA_BROKERS:-}" ]; then
       exit 2
     fi
   fi
-  # Topics as replicated as the cluster allows, up to three copies (min ISR: the services'
-  # default, one fewer, so that one node may be down).
+  # Topics as replicated as the cluster allows, up to three copies; the min ISR is left to the
+  # services' default, max(1, RF-1), so that one node may be down.
   export KAFKA_REPLICATION_FACTOR="${KAFKA_REPLICATION_FACTOR:-$((kafka_nodes < 3 ? kafka_nodes : 3))}"
   if ! [[ "$KAFKA_REPLICATION_FACTOR" =~ ^[0-9]+$ ]] || [ "$KAFKA_REPLICATION_FACTOR" -lt 1 ] \
     || [ "$KAFKA_REPLICATION_FACTOR" -gt "$kafka_nodes" ]; then
