@@ -40,11 +40,11 @@ wait_port() { for _ in $(seq 1 100); do (echo >"/dev/tcp/127.0.0.1/$1") 2>/dev/n
 # Starts Apache Kafka (scripts/kafka.sh run: one node, a fresh log removed when it stops) on a
 # free port and sets $broker to its address once it says `ready`. Not in a subshell: its pid
 # must reach `kafkas`, which cleanup stops with SIGTERM (a controlled shutdown; SIGKILL would
-# leave its JVM running).
+# leave its JVM running). Should this script die without cleanup, --owner stops it.
 kafka() {
   local p c log; p=$(port); c=$(port); log="$work/kafka-$p.log"
   while [ "$c" = "$p" ]; do c=$(port); done
-  scripts/kafka.sh run "$p" --controller-port "$c" 2>"$log" & kafkas+=($!)
+  scripts/kafka.sh run "$p" --controller-port "$c" --owner $$ 2>"$log" & kafkas+=($!)
   until grep -qx ready "$log"; do
     kill -0 "${kafkas[-1]}" 2>/dev/null || { cat "$log" >&2; echo "Kafka did not start on $p" >&2; exit 1; }
     sleep 0.2

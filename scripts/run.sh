@@ -65,10 +65,10 @@ if [ -z "${KAFKA_BROKERS:-}" ]; then
   done
   if [ "$kafka_nodes" = 1 ]; then
     kafka_data=.local/kafka/run
-    kafka_cmd=(scripts/kafka.sh run 9092 --data "$kafka_data")
+    kafka_cmd=(scripts/kafka.sh run 9092 --data "$kafka_data" --owner $$)
   else
     kafka_data=.local/kafka
-    kafka_cmd=(scripts/kafka.sh cluster "$kafka_nodes" 9092 --data "$kafka_data")
+    kafka_cmd=(scripts/kafka.sh cluster "$kafka_nodes" 9092 --data "$kafka_data" --owner $$)
     # A cluster's voters are fixed when its nodes are formatted: the data of another node count
     # cannot be reused.
     formatted=0
