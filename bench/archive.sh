@@ -10,6 +10,9 @@
 #    the archive first, then B's topic, until the worker's group committed B's every record.
 # 3. `restore` of the archive into broker C, timed.
 #
+# Each broker is Apache Kafka, one node from scripts/kafka.sh on a fresh log: B and C are new
+# clusters, as after losing one.
+#
 #   bench/archive.sh [RECORDS]     default 1000000
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -18,26 +21,47 @@ records="${1:-1000000}"
 half=$((records / 2))
 target="${CARGO_TARGET_DIR:-$root/target}/release"
 work=$(mktemp -d)
-pids=()
+pids=() kafkas=()
 db=kollus_bench_archive
 admin_url="${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres}"
 cleanup() {
   for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done
+  for p in "${kafkas[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
   wait 2>/dev/null || true
   psql "$admin_url" -qc "DROP DATABASE IF EXISTS $db" >/dev/null 2>&1 || true
   rm -rf "$work"
 }
 trap cleanup EXIT
 
-scripts/broker.sh install
+scripts/kafka.sh install
 scripts/postgres.sh
 cargo build --release --locked -q -p kollus-archive -p kollus-history-worker -p kollus-bench
 
-port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_port() { for _ in $(seq 1 100); do (echo >"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.1; done; echo "nothing on $1" >&2; exit 1; }
-# Starts a broker and sets $broker to its address (not in a subshell: its pid must reach `pids`).
-broker() { local p; p=$(port); .local/bin/tansu broker --listener-url "tcp://127.0.0.1:$p" \
-  --advertised-listener-url "tcp://127.0.0.1:$p" --storage-engine memory://tansu/ >/dev/null 2>&1 & pids+=($!); wait_port "$p"; broker="127.0.0.1:$p"; }
+# A free port below 55536 (kafka.sh takes ports to 55535: its controller listens on PORT+10000
+# unless told otherwise).
+port() { python3 -c 'import random, socket
+while True:
+    s, p = socket.socket(), random.randint(20000, 55535)
+    try:
+        s.bind(("127.0.0.1", p)); print(p); break
+    except OSError:
+        pass
+    finally:
+        s.close()'; }
+# Starts Apache Kafka (scripts/kafka.sh run: one node, a fresh log removed when it stops) on a
+# free port and sets $broker to its address once it says `ready`. Not in a subshell: its pid
+# must reach `kafkas`, which cleanup stops with SIGTERM (a controlled shutdown; SIGKILL would
+# leave its JVM running). Should this script die without cleanup, --owner stops it.
+kafka() {
+  local p c log; p=$(port); c=$(port); log="$work/kafka-$p.log"
+  while [ "$c" = "$p" ]; do c=$(port); done
+  scripts/kafka.sh run "$p" --controller-port "$c" --owner $$ 2>"$log" & kafkas+=($!)
+  until grep -qx ready "$log"; do
+    kill -0 "${kafkas[-1]}" 2>/dev/null || { cat "$log" >&2; echo "Kafka did not start on $p" >&2; exit 1; }
+    sleep 0.2
+  done
+  broker="127.0.0.1:$p"
+}
 
 timed() { # name count command...
   local name=$1 count=$2; shift 2
@@ -49,7 +73,7 @@ timed() { # name count command...
 export LOG_FORMAT=text RUST_LOG=warn KAFKA_TOPIC_PARTITIONS=6
 
 # 1. The first half, archived.
-broker; broker_a=$broker
+kafka; broker_a=$broker
 echo "archive: publishing $half varied reports to broker A" >&2
 "$target/archive-bench" publish "$broker_a" "$half" 0 | tee -a "$work/results"
 timed dump "$half" env KAFKA_BROKERS="$broker_a" "$target/kollus-archive" dump --until-end --to "$work/archive"
@@ -57,7 +81,7 @@ archive_bytes=$(du -sb "$work/archive/segments" | cut -f1)
 timed verify "$half" "$target/kollus-archive" verify --no-topics --from "$work/archive"
 
 # 2. The second half on a fresh broker only; the rebuild reads both.
-broker; broker_b=$broker
+kafka; broker_b=$broker
 echo "archive: publishing the other $((records - half)) reports to a fresh broker B" >&2
 "$target/archive-bench" publish "$broker_b" "$((records - half))" "$half" | tee -a "$work/results"
 psql "$admin_url" -qc "DROP DATABASE IF EXISTS $db" -c "CREATE DATABASE $db" >/dev/null
@@ -69,7 +93,7 @@ sessions=$(psql "$db_url" -Atc "SELECT count(*) FROM watch_sessions")
 kill "$worker"; wait "$worker" 2>/dev/null || true
 
 # 3. Restore into another broker.
-broker; broker_c=$broker
+kafka; broker_c=$broker
 timed restore "$half" env KAFKA_BROKERS="$broker_c" "$target/kollus-archive" restore --from "$work/archive"
 
 echo

@@ -2,6 +2,7 @@
 # history-worker benchmark: LMS records/s from topic to table for 1M generated reports over 50k
 # sessions, lag from receive time to row at a steady rate, and the same reports applied one per
 # transaction (1 and 8 connections), all in one run on this machine (bench/src/bin/history_bench.rs).
+# The broker is Apache Kafka, one node from scripts/kafka.sh on a fresh log.
 #
 #   bench/history.sh [RECORDS [SESSIONS]]      defaults: 1000000 50000
 set -euo pipefail
@@ -9,23 +10,46 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 target="${CARGO_TARGET_DIR:-$root/target}/release"
 work=$(mktemp -d)
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
+pids=() kafkas=()
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  for p in "${kafkas[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true; rm -rf "$work"
+}
 trap cleanup EXIT
 
-scripts/broker.sh install
+scripts/kafka.sh install
 scripts/postgres.sh
 cargo build --release --locked -q -p kollus-history-worker -p kollus-bench
 
-port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_port() { for _ in $(seq 1 100); do (echo >"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.1; done; echo "nothing on $1" >&2; exit 1; }
+# A free port below 55536 (kafka.sh takes ports to 55535: its controller listens on PORT+10000
+# unless told otherwise).
+port() { python3 -c 'import random, socket
+while True:
+    s, p = socket.socket(), random.randint(20000, 55535)
+    try:
+        s.bind(("127.0.0.1", p)); print(p); break
+    except OSError:
+        pass
+    finally:
+        s.close()'; }
+# Starts Apache Kafka (scripts/kafka.sh run: one node, a fresh log removed when it stops) on a
+# free port and sets $broker to its address once it says `ready`. Not in a subshell: its pid
+# must reach `kafkas`, which cleanup stops with SIGTERM (a controlled shutdown; SIGKILL would
+# leave its JVM running). Should this script die without cleanup, --owner stops it.
+kafka() {
+  local p c log; p=$(port); c=$(port); log="$work/kafka-$p.log"
+  while [ "$c" = "$p" ]; do c=$(port); done
+  scripts/kafka.sh run "$p" --controller-port "$c" --owner $$ 2>"$log" & kafkas+=($!)
+  until grep -qx ready "$log"; do
+    kill -0 "${kafkas[-1]}" 2>/dev/null || { cat "$log" >&2; echo "Kafka did not start on $p" >&2; exit 1; }
+    sleep 0.2
+  done
+  broker="127.0.0.1:$p"
+}
 
-kafka_port=$(port)
-.local/bin/tansu broker --listener-url "tcp://127.0.0.1:$kafka_port" --advertised-listener-url "tcp://127.0.0.1:$kafka_port" \
-  --storage-engine memory://tansu/ >/dev/null 2>&1 & pids+=($!)
-wait_port "$kafka_port"
-
-"$target/history-bench" "127.0.0.1:$kafka_port" "${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres}" \
+kafka
+"$target/history-bench" "$broker" "${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres}" \
   "$target/history-worker" "${1:-1000000}" "${2:-50000}" | tee "$work/out"
 
 ingest_rps_file=.local/bench/ingest-rps

@@ -2,7 +2,8 @@
 # ingest benchmark: sustained callbacks/s and p50/p99 latency for the seed LMS form, at 64 and
 # 256 connections, against a bare actix-web handler that reads the same body and answers 200,
 # all in one run on this machine. Also: ingest with Kafka cut off (every callback spooled and
-# fsynced), and the broker alone (a plain acks=all producer) as the ceiling.
+# fsynced), and the broker alone (a plain acks=all producer) as the ceiling. The broker is
+# Apache Kafka, one node from scripts/kafka.sh on a fresh log, as in production but unreplicated.
 #
 #   bench/ingest.sh            DURATION=10 (seconds per run) by default
 set -euo pipefail
@@ -12,23 +13,49 @@ duration="${DURATION:-10}"
 target="${CARGO_TARGET_DIR:-$root/target}/release"
 body="$root/fixtures/kollus/lms-seed.form"
 work=$(mktemp -d)
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
+pids=() kafkas=()
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  for p in "${kafkas[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true; rm -rf "$work"
+}
 trap cleanup EXIT
 
 command -v wrk >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null; }
-scripts/broker.sh install
+scripts/kafka.sh install
 cargo build --release --locked -q -p kollus-ingest -p kollus-bench
 
-port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+# A free port below 55536 (kafka.sh takes ports to 55535: its controller listens on PORT+10000
+# unless told otherwise).
+port() { python3 -c 'import random, socket
+while True:
+    s, p = socket.socket(), random.randint(20000, 55535)
+    try:
+        s.bind(("127.0.0.1", p)); print(p); break
+    except OSError:
+        pass
+    finally:
+        s.close()'; }
 wait_port() { for _ in $(seq 1 100); do (echo >"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.1; done; echo "nothing on $1" >&2; exit 1; }
+# Starts Apache Kafka (scripts/kafka.sh run: one node, a fresh log removed when it stops) on a
+# free port and sets $broker to its address once it says `ready`. Not in a subshell: its pid
+# must reach `kafkas`, which cleanup stops with SIGTERM (a controlled shutdown; SIGKILL would
+# leave its JVM running). Should this script die without cleanup, --owner stops it.
+kafka() {
+  local p c log; p=$(port); c=$(port); log="$work/kafka-$p.log"
+  while [ "$c" = "$p" ]; do c=$(port); done
+  scripts/kafka.sh run "$p" --controller-port "$c" --owner $$ 2>"$log" & kafkas+=($!)
+  until grep -qx ready "$log"; do
+    kill -0 "${kafkas[-1]}" 2>/dev/null || { cat "$log" >&2; echo "Kafka did not start on $p" >&2; exit 1; }
+    sleep 0.2
+  done
+  broker="127.0.0.1:$p"
+}
 
-kafka_port=$(port); dead_port=$(port); ingest_port=$(port); spool_port=$(port); bare_port=$(port)
-.local/bin/tansu broker --listener-url "tcp://127.0.0.1:$kafka_port" --advertised-listener-url "tcp://127.0.0.1:$kafka_port" \
-  --storage-engine memory://tansu/ >/dev/null 2>&1 & pids+=($!)
-wait_port "$kafka_port"
+kafka
+dead_port=$(port); ingest_port=$(port); spool_port=$(port); bare_port=$(port)
 common=(env CALLBACK_SECRET=bench-callback-secret LMS_CALLBACK_SECRET=bench-lms-callback-secret LOG_FORMAT=json RUST_LOG=warn INGEST_SPOOL_LIMIT_BYTES=$((8 << 30)) KAFKA_TOPIC_PARTITIONS=6)
-"${common[@]}" LISTEN_ADDR=127.0.0.1:$ingest_port KAFKA_BROKERS=127.0.0.1:$kafka_port INGEST_SPOOL_DIR="$work/spool-a" \
+"${common[@]}" LISTEN_ADDR=127.0.0.1:$ingest_port KAFKA_BROKERS=$broker INGEST_SPOOL_DIR="$work/spool-a" \
   "$target/ingest" 2>"$work/ingest.log" & pids+=($!)
 "${common[@]}" LISTEN_ADDR=127.0.0.1:$spool_port KAFKA_BROKERS=127.0.0.1:$dead_port INGEST_SPOOL_DIR="$work/spool-b" \
   "$target/ingest" 2>"$work/ingest-spool.log" & pids+=($!)
@@ -52,7 +79,7 @@ for c in 64 256; do
   run ingest "$url_ingest" "$c" | tee -a "$results"
   run ingest-spool "$url_spool" "$c" | tee -a "$results"
 done
-"$target/broker-ceiling" "127.0.0.1:$kafka_port" 200000 "$body" 256 | sed 's/^RESULT/broker-alone/' | tee -a "$results"
+"$target/broker-ceiling" "$broker" 200000 "$body" 256 | sed 's/^RESULT/broker-alone/' | tee -a "$results"
 "$target/ingest-path" "$body" 200000 | sed 's/^RESULT/own-path/' | tee -a "$results"
 
 echo

@@ -2,6 +2,12 @@
 # `make run`: the whole pipeline on this machine, in the foreground, logs prefixed by service.
 # Ctrl-C stops everything. Settings given in the environment (README "Settings") win over the
 # development defaults below; KAFKA_BROKERS or DATABASE_URL from outside replace the local ones.
+#
+# Kafka is Apache Kafka (KRaft) from scripts/kafka.sh, kept on disk so that a restart keeps the
+# topics and the groups' committed offsets (remove the directory to start empty):
+#   KAFKA_NODES=1 (default)  one node: broker 127.0.0.1:9092, controller 19092, .local/kafka/run
+#   KAFKA_NODES=N (2 to 9)   one cluster: brokers 127.0.0.1:9092.., controllers 19092..,
+#                            .local/kafka/node1..N; the services get KAFKA_REPLICATION_FACTOR=min(N, 3)
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
@@ -47,30 +53,87 @@ if [ -z "${DATABASE_URL:-}" ]; then
 fi
 local_broker=
 if [ -z "${KAFKA_BROKERS:-}" ]; then
-  scripts/broker.sh install
+  kafka_nodes="${KAFKA_NODES:-1}"
+  if ! [[ "$kafka_nodes" =~ ^[1-9]$ ]]; then
+    echo "run: KAFKA_NODES is the number of local Kafka nodes, 1 to 9 (1 by default, 3 for a cluster that keeps three copies): not '$kafka_nodes'" >&2
+    exit 2
+  fi
+  # Every node's broker and controller port, all of which must be free.
+  kafka_ports=() kafka_addrs=()
+  for ((i = 0; i < kafka_nodes; i++)); do
+    kafka_ports+=($((9092 + i)) $((19092 + i))); kafka_addrs+=("127.0.0.1:$((9092 + i))")
+  done
+  if [ "$kafka_nodes" = 1 ]; then
+    kafka_data=.local/kafka/run
+    kafka_cmd=(scripts/kafka.sh run 9092 --data "$kafka_data" --owner $$)
+  else
+    kafka_data=.local/kafka
+    kafka_cmd=(scripts/kafka.sh cluster "$kafka_nodes" 9092 --data "$kafka_data" --owner $$)
+    # A cluster's voters are fixed when its nodes are formatted: the data of another node count
+    # cannot be reused.
+    formatted=0
+    for meta in .local/kafka/node[1-9]/data/meta.properties; do
+      [ ! -f "$meta" ] || formatted=$((formatted + 1))
+    done
+    if [ "$formatted" != 0 ] && [ "$formatted" != "$kafka_nodes" ]; then
+      echo "run: .local/kafka/node* hold a cluster of $formatted nodes, not $kafka_nodes: run with KAFKA_NODES=$formatted, or remove .local/kafka/node[1-9] (their topics and offsets) to start a new one" >&2
+      exit 2
+    fi
+  fi
+  # Topics as replicated as the cluster allows, up to three copies; the min ISR is left to the
+  # services' default, max(1, RF-1), so that one node may be down.
+  export KAFKA_REPLICATION_FACTOR="${KAFKA_REPLICATION_FACTOR:-$((kafka_nodes < 3 ? kafka_nodes : 3))}"
+  if ! [[ "$KAFKA_REPLICATION_FACTOR" =~ ^[0-9]+$ ]] || [ "$KAFKA_REPLICATION_FACTOR" -lt 1 ] \
+    || [ "$KAFKA_REPLICATION_FACTOR" -gt "$kafka_nodes" ]; then
+    echo "run: KAFKA_REPLICATION_FACTOR=$KAFKA_REPLICATION_FACTOR: with KAFKA_NODES=$kafka_nodes it is 1 to $kafka_nodes (a copy per node at most)" >&2
+    exit 2
+  fi
+  scripts/kafka.sh install
   local_broker=1
-  export KAFKA_BROKERS=127.0.0.1:9092
+  KAFKA_BROKERS=$(IFS=,; echo "${kafka_addrs[*]}")
+  kafka_where=$kafka_data
+  [ "$kafka_nodes" = 1 ] || kafka_where=".local/kafka/node[1-$kafka_nodes]"
+  export KAFKA_BROKERS
+elif [ -n "${KAFKA_NODES:-}" ]; then
+  echo "run: KAFKA_NODES is ignored: KAFKA_BROKERS names the brokers to use" >&2
 fi
 
 echo "run: building the services ($profile_dir)" >&2
 cargo build --locked --workspace --bins $profile_flag
+stack_started=$SECONDS
 
-pids=()
+pids=() kafka_pid= kafka_out=
+alive() { local pid; for pid in "$@"; do kill -0 "$pid" 2>/dev/null && return 0; done; return 1; }
 stop() {
-  trap - INT TERM EXIT
+  # A second Ctrl-C while stopping does not leave Kafka or a service behind.
+  trap '' INT TERM; trap - EXIT
   echo "run: stopping" >&2
+  # The services first, while Kafka is still up to take their last commits (at most 15 s), then
+  # Kafka, with a controlled shutdown.
   for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  for _ in $(seq 1 150); do alive "${pids[@]}" || break; sleep 0.1; done
+  if [ -n "$kafka_pid" ]; then
+    kill "$kafka_pid" 2>/dev/null || true
+    for _ in $(seq 1 600); do alive "$kafka_pid" || break; sleep 0.1; done
+  fi
   wait 2>/dev/null || true
+  [ -z "$kafka_out" ] || rm -f "$kafka_out"
 }
 trap stop INT TERM EXIT
 
-# Starts "$@" with its output prefixed by [name]; remembers the service's own pid.
+# Starts "$@" with its output prefixed by [name] (and copied to $START_COPY when set); remembers
+# the service's own pid in pids and in $started.
 start() {
   local name=$1; shift
   local pidfile; pidfile=$(mktemp)
-  { "$@" 2>&1 & echo $! >"$pidfile"; wait; } | sed -u "s/^/[$name] /" &
+  if [ -n "${START_COPY:-}" ]; then
+    { "$@" 2>&1 & echo $! >"$pidfile"; wait; } | tee -a "$START_COPY" | sed -u "s/^/[$name] /" &
+  else
+    { "$@" 2>&1 & echo $! >"$pidfile"; wait; } | sed -u "s/^/[$name] /" &
+  fi
   for _ in $(seq 1 50); do [ -s "$pidfile" ] && break; sleep 0.02; done
-  pids+=("$(cat "$pidfile")"); rm -f "$pidfile"
+  started=$(cat "$pidfile"); rm -f "$pidfile"
+  pids+=("$started")
 }
 
 wait_port() {
@@ -82,11 +145,24 @@ wait_port() {
 }
 
 if [ -n "$local_broker" ]; then
-  if (echo >/dev/tcp/127.0.0.1/9092) 2>/dev/null; then
-    echo "run: 127.0.0.1:9092 is taken; stop what uses it, or set KAFKA_BROKERS" >&2; exit 1
-  fi
-  start broker scripts/broker.sh run 9092
-  wait_port 127.0.0.1:9092
+  for port in "${kafka_ports[@]}"; do
+    if (echo >"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+      echo "run: 127.0.0.1:$port is taken (Kafka's ports: ${kafka_ports[*]}); stop what uses it, or set KAFKA_BROKERS" >&2; exit 1
+    fi
+  done
+  echo "run: starting Apache Kafka, $kafka_nodes node(s) on $KAFKA_BROKERS, data in $kafka_where" >&2
+  kafka_started=$SECONDS
+  kafka_out=$(mktemp)
+  START_COPY=$kafka_out start kafka "${kafka_cmd[@]}"
+  # Kafka is stopped last (stop), not with the services.
+  kafka_pid=$started; unset 'pids[-1]'
+  # kafka.sh says `ready` once every node answers a metadata request; it exits if one does not
+  # within KAFKA_START_TIMEOUT (120 s), printing that node's log.
+  until grep -qx ready "$kafka_out"; do
+    alive "$kafka_pid" || { echo "run: Kafka did not start (its log is above)" >&2; exit 1; }
+    sleep 0.2
+  done
+  echo "run: Kafka is ready after $((SECONDS - kafka_started)) s" >&2
 fi
 prometheus_addr="${PROMETHEUS_ADDR:-127.0.0.1:9090}"
 if [ "${PROMETHEUS:-on}" != off ]; then
@@ -102,6 +178,12 @@ LISTEN_ADDR=$history_addr start history-worker "$bin/history-worker"
 LISTEN_ADDR=$archive_addr start archive "$bin/kollus-archive" dump
 wait_port "$ingest_addr"; wait_port "$token_addr"
 
+kafka_note=
+if [ -n "$local_broker" ]; then
+  kafka_note="                  Apache Kafka $(sed -n 's:.*<kafka.version>\(.*\)</kafka.version>.*:\1:p' scripts/kafka/pom.xml) (KRaft), $kafka_nodes node(s), KAFKA_REPLICATION_FACTOR=$KAFKA_REPLICATION_FACTOR
+                  data kept across runs in $kafka_where (rm -rf $kafka_where to start empty)
+"
+fi
 # The console's key, and the development defaults in use (never a value from the environment).
 console_hint="sign in with a key from TOKEN_API_KEYS that has the console scope"
 dev_lines=
@@ -111,7 +193,7 @@ for name in "${dev_secrets[@]}"; do
 done
 cat >&2 <<MSG
 
-run: the pipeline is up (Ctrl-C stops it)
+run: the pipeline is up in $((SECONDS - stack_started)) s (Ctrl-C stops it)
   ingest          http://$ingest_addr/kollus/{upload,transcoding,content,channel}?secret=\$CALLBACK_SECRET
                   http://$ingest_addr/kollus/lms?secret=\$LMS_CALLBACK_SECRET   (players' LMS reports)
   token-api       http://$token_addr/v1/playback-tokens   (Authorization: Bearer <key>)
@@ -122,7 +204,7 @@ run: the pipeline is up (Ctrl-C stops it)
   archive         http://$archive_addr/metrics   (every record, outside Kafka: $ARCHIVE_DIR)
   Prometheus      $([ "${PROMETHEUS:-on}" != off ] && echo "http://$prometheus_addr  (alerts: http://$prometheus_addr/classic/alerts, the page Debian's package serves; PROMETHEUS=off skips it)" || echo "off (PROMETHEUS=off)")
   Kafka           $KAFKA_BROKERS   (topics keep records KAFKA_RETENTION_DAYS=${KAFKA_RETENTION_DAYS:-14} days; the archive keeps them all)
-  binaries        $bin/{ingest,sync-worker,history-worker,token-api,kollus-archive}
+${kafka_note}  binaries        $bin/{ingest,sync-worker,history-worker,token-api,kollus-archive}
   ingest spool    $INGEST_SPOOL_DIR
   PostgreSQL      $(echo "$DATABASE_URL" | sed -E 's#//[^:@/]+:[^@]*@#//***@#')
   dev secrets     ${dev_lines:-none printed: every secret came from the environment}
@@ -130,5 +212,5 @@ run: the pipeline is up (Ctrl-C stops it)
 MSG
 # Stop everything as soon as any one service exits.
 wait -n
-echo "run: a service exited; stopping the rest" >&2
+echo "run: a service or Kafka exited; stopping the rest" >&2
 exit 1

@@ -166,6 +166,7 @@ async fn publish(brokers: &str, first: u64, records: u64) -> anyhow::Result<()> 
 /// the partitions: every offset from 0), printing progress every 5 s.
 fn wait_committed(brokers: &str, group: &str, topic: &str, n: i64) -> anyhow::Result<()> {
     use rdkafka::consumer::{BaseConsumer, Consumer as _};
+    use rdkafka::types::RDKafkaErrorCode;
     use rdkafka::{Offset, TopicPartitionList};
     let client: BaseConsumer = rdkafka::ClientConfig::new()
         .set("bootstrap.servers", brokers)
@@ -181,15 +182,31 @@ fn wait_committed(brokers: &str, group: &str, topic: &str, n: i64) -> anyhow::Re
         for p in &partitions {
             tpl.add_partition(topic, *p);
         }
-        let committed = client.committed_offsets(tpl, Duration::from_secs(10))?;
-        let done: i64 = committed
-            .elements()
-            .iter()
-            .map(|e| match e.offset() {
-                Offset::Offset(o) => o,
-                _ => 0,
-            })
-            .sum();
+        let done: i64 = match client.committed_offsets(tpl, Duration::from_secs(10)) {
+            Ok(committed) => committed
+                .elements()
+                .iter()
+                .map(|e| match e.offset() {
+                    Offset::Offset(o) => o,
+                    _ => 0,
+                })
+                .sum(),
+            // A new cluster's group coordinator answers these for seconds while Kafka loads
+            // __consumer_offsets: nothing is committed yet, as far as this wait is concerned.
+            Err(e)
+                if matches!(
+                    e.rdkafka_error_code(),
+                    Some(
+                        RDKafkaErrorCode::NotCoordinator
+                            | RDKafkaErrorCode::CoordinatorLoadInProgress
+                            | RDKafkaErrorCode::CoordinatorNotAvailable
+                    )
+                ) =>
+            {
+                0
+            }
+            Err(e) => return Err(e.into()),
+        };
         if done >= n {
             return Ok(());
         }
