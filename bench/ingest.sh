@@ -45,7 +45,7 @@ kafka() {
   local p c log; p=$(port); c=$(port); log="$work/kafka-$p.log"
   while [ "$c" = "$p" ]; do c=$(port); done
   scripts/kafka.sh run "$p" --controller-port "$c" --owner $$ 2>"$log" & kafkas+=($!)
-  until grep -qx ready "$log"; do
+  until grep -qsx ready "$log"; do
     kill -0 "${kafkas[-1]}" 2>/dev/null || { cat "$log" >&2; echo "Kafka did not start on $p" >&2; exit 1; }
     sleep 0.2
   done
