@@ -13,6 +13,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::future::Future;
 use std::time::Duration;
 
+use anyhow::Context as _;
 use rdkafka::consumer::{CommitMode, Consumer as _};
 use rdkafka::message::Message as _;
 use rdkafka::{Offset, TopicPartitionList};
@@ -444,34 +445,38 @@ async fn topic_until_end(
     topic: &str,
 ) -> anyhow::Result<u64> {
     // Assigned, not subscribed: one topic at a time, so an end-of-partition event (which names
-    // only the partition) is this topic's. Starts at the group's committed offsets.
+    // only the partition) is this topic's. Starts at the group's committed offsets, read here
+    // and assigned as explicit offsets: with `Offset::Stored`, librdkafka fetches them itself,
+    // and on a cluster that just started (a restore's target) its first OffsetFetch met
+    // NotCoordinator while `__consumer_offsets` loaded and the partitions never started
+    // fetching. `with_coordinator` waits that out.
     let consumer = kafka::archive_consumer(kafka_settings, &settings.group(kafka_settings), &[])?;
     let partitions = kafka::partitions(&consumer, topic)?;
-    let mut tpl = TopicPartitionList::new();
+    let mut asked = TopicPartitionList::new();
     let mut estimate = 0;
     for p in &partitions {
-        tpl.add_partition_offset(topic, *p, Offset::Stored)?;
-        // An estimate for the progress line (the local broker's "latest" undercounts).
+        asked.add_partition(topic, *p);
+        // An estimate for the progress line.
         if let Ok((low, high)) = consumer.fetch_watermarks(topic, *p, Duration::from_secs(5)) {
             estimate += (high - low).max(0) as u64;
         }
     }
-    // Only the estimate needs them: the consumer finds them itself (`Offset::Stored`), waiting
-    // for the group coordinator as long as it takes. A cluster that just started (a restore's
-    // target) answers NotCoordinator while it creates `__consumer_offsets`: no reason to fail.
-    match consumer.committed_offsets(tpl.clone(), Duration::from_secs(10)) {
-        Ok(committed) => {
-            for e in committed.elements() {
-                if let Offset::Offset(o) = e.offset() {
-                    estimate = estimate.saturating_sub(o.max(0) as u64);
-                }
+    let group = settings.group(kafka_settings);
+    let committed = kafka::with_coordinator("reading the offsets the dump committed", || {
+        consumer.committed_offsets(asked.clone(), Duration::from_secs(10))
+    })
+    .with_context(|| format!("reading the offsets group {group} committed on {topic}"))?;
+    let mut tpl = TopicPartitionList::new();
+    for e in committed.elements() {
+        let start = match e.offset() {
+            Offset::Offset(o) => {
+                estimate = estimate.saturating_sub(o.max(0) as u64);
+                Offset::Offset(o)
             }
-        }
-        Err(e) => tracing::debug!(
-            error = %e,
-            topic,
-            "committed offsets not read; the progress estimate counts from the partitions' start"
-        ),
+            // Nothing committed: from the start, as `auto.offset.reset=earliest` would.
+            _ => Offset::Beginning,
+        };
+        tpl.add_partition_offset(topic, e.partition(), start)?;
     }
     consumer.assign(&tpl)?;
     let mut progress = crate::metrics::progress_of(Some(metrics), "dump", "records", estimate);

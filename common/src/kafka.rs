@@ -778,7 +778,7 @@ const COORDINATOR_PATIENCE: Duration = Duration::from_secs(60);
 /// after a broker starts (its `__consumer_offsets` partitions loading) or when a coordinator
 /// moves; librdkafka waits this out inside a group member, but not for a one-off call, which
 /// then failed a rebuild run right after a new cluster came up.
-fn with_coordinator<T>(
+pub fn with_coordinator<T>(
     what: &str,
     mut op: impl FnMut() -> rdkafka::error::KafkaResult<T>,
 ) -> rdkafka::error::KafkaResult<T> {
