@@ -28,8 +28,10 @@ pub fn broker_script() -> PathBuf {
 }
 
 /// What a test's topics and groups are named after: unique on a broker shared by every test.
+/// The whole UUID: a v7's first 20 hex digits are its millisecond and the counter's high bits,
+/// the same for two tests that start in one millisecond (which then read each other's records).
 fn new_namespace() -> String {
-    format!("t{}", &uuid::Uuid::now_v7().simple().to_string()[..20])
+    format!("t{}", uuid::Uuid::now_v7().simple())
 }
 
 static DEDICATED_STARTS: AtomicUsize = AtomicUsize::new(0);
