@@ -6,12 +6,14 @@
 #   scripts/kafka.sh install
 #       Resolve Kafka and its logging into .local/kafka/libs (idempotent; quick the second time).
 #   scripts/kafka.sh run PORT [--controller-port P] [--advertise HOST:PORT] [--data DIR] [--owner PID]
+#                        [--config KEY=VALUE]...
 #       One combined broker and controller in the foreground. The controller listens on
 #       PORT+10000 unless given; clients are told HOST:PORT (default 127.0.0.1:PORT). Without
 #       --data, a fresh directory under .local/kafka/tmp/, removed on exit; a directory that
 #       already holds a node keeps its cluster id (no re-format). Prints `ready` on stderr once
 #       PORT answers a metadata request. SIGTERM is a controlled shutdown (exit 0). With
 #       --owner, it stops once process PID is gone (a test runner that died keeps no broker).
+#       --config adds a broker setting (a test's log.retention.check.interval.ms, say).
 #   scripts/kafka.sh cluster N BASEPORT [--data DIR] [--owner PID]
 #       N such nodes of one cluster: brokers on BASEPORT.., controllers on BASEPORT+10000..,
 #       data in DIR/node1.. (default: fresh, removed on exit). `ready` once all N answer.
@@ -39,13 +41,21 @@ kafka_version() { sed -n 's:.*<kafka.version>\(.*\)</kafka.version>.*:\1:p' "$po
 cds="$home/kafka.jsa"
 
 install() {
+  command -v java >/dev/null 2>&1 || { log "java is needed (Kafka 4.x runs on Java 17+)"; exit 1; }
   local want stamp
   want="$(kafka_version) $(sha256sum "$pom" | cut -c1-16) $(java -version 2>&1 | head -n 1)"
   stamp="$libs/.installed"
-  if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && [ -f "$cds" ]; then
+  # Done once per POM and JDK (the class-data archive is attempted then, and not again if it
+  # could not be recorded), and one install at a time: the shared test broker, a test's own and
+  # `make run` may all ask at once.
+  [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && return 0
+  mkdir -p "$home"
+  exec {lock}>"$home/.install.lock"
+  flock "$lock"
+  if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
+    flock -u "$lock"
     return 0
   fi
-  command -v java >/dev/null 2>&1 || { log "java is needed (Kafka 4.x runs on Java 17+)"; exit 1; }
   command -v mvn >/dev/null 2>&1 || { log "mvn (Maven) is needed to resolve Kafka from Maven Central"; exit 1; }
   log "installing Apache Kafka $(kafka_version) from Maven Central into .local/kafka/libs"
   rm -rf "$libs.new"
@@ -56,13 +66,17 @@ install() {
   log "installed: $(ls "$libs" | wc -l) jars; recording a class-data archive (one start and stop)"
   record_cds
   echo "$want" >"$stamp"
+  flock -u "$lock"
 }
 
 # One node started and stopped with -XX:ArchiveClassesAtExit: the classes a start loads, in
 # $cds. Best effort: without the archive a broker starts all the same, only slower.
 record_cds() {
-  local dir port cport pid
+  local dir port cport
   dir=$(mktemp -d)
+  node_pid=""
+  # Interrupted (Ctrl-C during a first `make run`), the recording broker goes too.
+  trap 'kill -KILL "${node_pid:-0}" 2>/dev/null; rm -rf "$dir" "$cds.new"; exit 130' INT TERM
   port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
   cport=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
   cds_flags="-XX:ArchiveClassesAtExit=$cds.new"
@@ -75,6 +89,7 @@ record_cds() {
     [ -z "${node_pid:-}" ] || kill -KILL "$node_pid" 2>/dev/null || true
   fi
   rm -rf "$dir" "$cds.new"
+  trap - INT TERM
   cds_flags=""
   [ -f "$cds" ] && log "class-data archive: $cds" || log "no class-data archive (brokers start slower)"
 }
@@ -132,6 +147,8 @@ share.coordinator.state.topic.min.isr=$isr
 group.initial.rebalance.delay.ms=0
 offsets.topic.num.partitions=10
 EOF
+  local c
+  for c in "${extra_config[@]}"; do echo "$c" >>"$dir/server.properties"; done
 }
 
 # start_node DIR NODE_ID PORT CONTROLLER_PORT ADVERTISE VOTERS NODES CLUSTER_ID: formats DIR if
@@ -182,10 +199,21 @@ wait_ready() {
 
 pids=()
 cleanup_dirs=()
+# Each node gets a controlled shutdown, last started first, within KAFKA_STOP_TIMEOUT seconds
+# (default 60) in all; what is still running then is killed. A combined node whose controller
+# quorum has gone can wait for it forever in its controlled shutdown.
 stop_all() {
-  local p
-  for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
-  for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
+  local p i deadline=$((SECONDS + ${KAFKA_STOP_TIMEOUT:-60}))
+  for ((i = ${#pids[@]} - 1; i >= 0; i--)); do
+    p=${pids[$i]}
+    kill -TERM "$p" 2>/dev/null || continue
+    while kill -0 "$p" 2>/dev/null && [ "$SECONDS" -lt "$deadline" ]; do sleep 0.2; done
+    if kill -0 "$p" 2>/dev/null; then
+      log "node $((i + 1)) did not stop within KAFKA_STOP_TIMEOUT; killing it"
+      kill -KILL "$p" 2>/dev/null || true
+    fi
+    wait "$p" 2>/dev/null || true
+  done
   pids=()
   local d
   for d in "${cleanup_dirs[@]}"; do rm -rf "$d"; done
@@ -253,7 +281,8 @@ run_nodes() {
 }
 
 usage() {
-  sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//' >&2
+  # The comment at the top of this file, up to its first line of code.
+  awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0" >&2
   exit 2
 }
 
@@ -262,6 +291,7 @@ port_arg() {
 }
 
 owner=""
+extra_config=()
 cmd=${1:-}
 [ $# -gt 0 ] && shift
 case "$cmd" in
@@ -272,10 +302,13 @@ case "$cmd" in
     cport=$((port + 10000)) advertise="" data=""
     while [ $# -gt 0 ]; do
       case "$1" in
-        --owner) owner=$2; shift 2 ;;
-        --controller-port) cport=$2; port_arg "$cport"; shift 2 ;;
-        --advertise) advertise=$2; shift 2 ;;
-        --data) data=$2; shift 2 ;;
+        --owner) owner=${2:?--owner needs a PID}; shift 2 ;;
+        --controller-port) cport=${2:?--controller-port needs a port}; port_arg "$cport"; shift 2 ;;
+        --advertise) advertise=${2:?--advertise needs HOST:PORT}; shift 2 ;;
+        --data) data=${2:?--data needs a directory}; shift 2 ;;
+        --config)
+          [[ "${2:-}" =~ ^[a-z0-9._-]+=.*$ ]] || { log "--config takes KEY=VALUE: '${2:-}'"; exit 2; }
+          extra_config+=("$2"); shift 2 ;;
         *) usage ;;
       esac
     done
@@ -288,8 +321,8 @@ case "$cmd" in
     data=""
     while [ $# -gt 0 ]; do
       case "$1" in
-        --owner) owner=$2; shift 2 ;;
-        --data) data=$2; shift 2 ;;
+        --owner) owner=${2:?--owner needs a PID}; shift 2 ;;
+        --data) data=${2:?--data needs a directory}; shift 2 ;;
         *) usage ;;
       esac
     done

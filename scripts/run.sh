@@ -115,11 +115,16 @@ stop() {
   if [ -n "$kafka_pid" ]; then
     kill "$kafka_pid" 2>/dev/null || true
     for _ in $(seq 1 600); do alive "$kafka_pid" || break; sleep 0.1; done
+    # kafka.sh kills what outlives KAFKA_STOP_TIMEOUT; if even it is stuck, so is nothing here.
+    alive "$kafka_pid" && kill -KILL "$kafka_pid" 2>/dev/null
   fi
+  for pid in "${pids[@]}"; do kill -KILL "$pid" 2>/dev/null || true; done
   wait 2>/dev/null || true
   [ -z "$kafka_out" ] || rm -f "$kafka_out"
 }
-trap stop INT TERM EXIT
+# A signal stops everything and ends the script (it must not go on where it was interrupted).
+trap 'stop; exit 130' INT TERM
+trap stop EXIT
 
 # Starts "$@" with its output prefixed by [name] (and copied to $START_COPY when set); remembers
 # the service's own pid in pids and in $started.

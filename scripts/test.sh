@@ -55,6 +55,13 @@ scripts/check-compose.py "$target/debug"
 # broker of its own starts one (test-support/src/broker.rs). It starts while nothing else
 # loads the machine, and stops with this script.
 kafka_port=${KAFKA_TEST_PORT:-19392}
+# A broker already there (another `make test`) would be taken for ours: refuse instead.
+for port in "$kafka_port" "$((kafka_port + 1))"; do
+  if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+    echo "test: 127.0.0.1:$port is taken (another make test?); set KAFKA_TEST_PORT to another port" >&2
+    exit 1
+  fi
+done
 kafka_log="$target/kafka-test.log"
 KAFKA_JVM_OPTS=-XX:TieredStopAtLevel=1 scripts/kafka.sh run "$kafka_port" \
   --controller-port "$((kafka_port + 1))" --owner $$ 2>"$kafka_log" &

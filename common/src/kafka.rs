@@ -302,6 +302,16 @@ async fn ensure_topics_once(
                 }
                 // Another instance created it meanwhile: checked like any existing topic.
                 Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => raced = true,
+                // A broker left (or began its shutdown) between the metadata read and the
+                // request: the same as seeing too few, and waited out the same way.
+                Err((_, RDKafkaErrorCode::InvalidReplicationFactor)) => {
+                    return Err(TooFewBrokers {
+                        alive: view.brokers.saturating_sub(1),
+                        replication_factor: rf,
+                        missing: missing.iter().map(|t| (*t).to_owned()).collect(),
+                    }
+                    .into());
+                }
                 Err((topic, code)) => anyhow::bail!("creating topic {topic}: {code}"),
             }
         }
@@ -598,9 +608,9 @@ fn group_member_config(settings: &KafkaSettings, group_id: &str) -> ClientConfig
             settings.session_timeout_ms.to_string(),
         )
         .set("auto.offset.reset", "earliest")
-        // librdkafka lets the broker hold a fetch up to 500 ms for more data; the local broker
-        // holds it that long even when records are waiting. 50 ms keeps the lag low at the cost
-        // of a few more fetch requests while idle.
+        // librdkafka lets the broker hold a fetch up to 500 ms for more data (a broker answers
+        // sooner when records wait, but only once `fetch.min.bytes` of them have). 50 ms keeps
+        // the lag low at the cost of a few more fetch requests while idle.
         .set("fetch.wait.max.ms", "50");
     c
 }

@@ -1,6 +1,6 @@
 //! The archive as the long tier, end to end: a worker's `--rebuild` reads the archive first,
-//! then the topic from the first offset the archive does not hold. The local broker keeps
-//! everything in memory, so retention is not relied on: the first half of a run's records is
+//! then the topic from the first offset the archive does not hold. Retention is not waited
+//! for (it deletes by age, days here): the first half of a run's records is
 //! archived from one broker, only the second half is produced to a fresh broker, and the
 //! rebuild from both must equal the tables the whole run built.
 
