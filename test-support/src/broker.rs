@@ -232,6 +232,8 @@ impl Node {
     /// this tries other ports. `own_data`: a data directory this removes on drop, else one
     /// the script makes and removes when it stops.
     fn start_somewhere(advertised: Option<&str>, own_data: bool) -> Self {
+        static SWEPT: std::sync::Once = std::sync::Once::new();
+        SWEPT.call_once(remove_data_of_dead_runs);
         let mut failures = Vec::new();
         for _ in 0..5 {
             match Self::try_start(free_port(), free_port(), advertised, own_data) {
@@ -316,6 +318,28 @@ impl Node {
             }
             Ok(Err(said)) => Err(format!("port {port}: the script exited:\n{said}")),
             Err(_) => Err(format!("port {port}: not ready in 180 s")),
+        }
+    }
+}
+
+/// Removes the data directories of test brokers whose test process is gone: `Drop` removes a
+/// broker's own, but a test process that was killed (a runner's timeout) never dropped it. The
+/// directories are named `kollus-test-kafka-<pid>-...`; a pid that no longer runs owns nothing.
+fn remove_data_of_dead_runs() {
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(pid) = name
+            .strip_prefix("kollus-test-kafka-")
+            .and_then(|rest| rest.split('-').next())
+            .and_then(|pid| pid.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if pid != std::process::id() && !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = std::fs::remove_dir_all(entry.path());
         }
     }
 }
