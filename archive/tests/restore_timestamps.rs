@@ -437,14 +437,12 @@ async fn original_timestamps_past_the_topics_retention_are_counted_and_kafka_del
     }
 
     // And the broker does what the summary said, at a retention check (every second here).
-    let deadline = restored_at + Duration::from_secs(60);
-    while low_watermark(&kafka.addr, CONTENT) < 5 {
-        assert!(
-            Instant::now() < deadline,
-            "{CONTENT}: the records past retention are still there 60 s after the restore"
-        );
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    kollus_test_support::eventually(
+        "the records past retention deleted by the broker",
+        Duration::from_secs(60).saturating_sub(restored_at.elapsed()),
+        || async { (low_watermark(&kafka.addr, CONTENT) >= 5).then_some(()) },
+    )
+    .await;
     assert!(read_partition(&kafka.addr, CONTENT).is_empty());
     assert_eq!(
         low_watermark(&kafka.addr, PLAYBACK),
