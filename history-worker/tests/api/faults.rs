@@ -3,26 +3,40 @@
 
 use std::time::Duration;
 
-use kollus_history_worker::startup::Application;
-use kollus_test_support::{eventually, scrape, ServiceProcess};
-
 use kollus_common::envelope::Envelope;
 use kollus_common::kollus::lms::LmsReport;
+use kollus_common::worker::Apply as _;
+use kollus_history_worker::startup::Application;
+use kollus_test_support::{eventually, scrape, ServiceProcess, TestDb};
 
-use crate::helpers::{applied_once, report, settings, snapshot, TestWorker};
+use crate::helpers::{
+    applied_once, assert_every_report_left_its_mark, assert_same_rows, envelope, history,
+    missing_marks, records, report, settings, snapshot, with_segment, TestWorker,
+};
+
+/// Report `n` (1 to 25) of `user`'s one session: counters that grow with `n`, and the 10 s it
+/// played since report `n - 1` as a segment of its own, so each report leaves a mark in the
+/// session that no other report can leave (the counters keep maxima: they show only report 25).
+fn nth_report(user: u64, n: u64) -> Envelope<LmsReport> {
+    envelope(&with_segment(
+        report(
+            &format!("u{user}"),
+            "m1",
+            1_700_000_000,
+            [n * 10, n * 5, n * 12, n * 8, n],
+            &[(1, n, n * 4)],
+        ),
+        (n - 1) * 10,
+        10,
+    ))
+}
 
 /// 40 users x 25 growing reports each: 1,000 records, 40 sessions. Returns what it published.
 async fn publish_reports(w: &TestWorker, users: std::ops::Range<u64>) -> Vec<Envelope<LmsReport>> {
     let mut published = Vec::new();
     for n in 1..=25u64 {
         for user in users.clone() {
-            let e = w.envelope(&report(
-                &format!("u{user}"),
-                "m1",
-                1_700_000_000,
-                [n * 10, n * 5, n * 12, n * 8, n],
-                &[(1, n, n * 4)],
-            ));
+            let e = nth_report(user, n);
             w.publish(&e).await;
             published.push(e);
         }
@@ -30,12 +44,17 @@ async fn publish_reports(w: &TestWorker, users: std::ops::Range<u64>) -> Vec<Env
     published
 }
 
-/// The tables hold exactly what applying each of `published` once gives.
+/// The tables hold exactly what applying each of `published` once gives, and every report of
+/// `published` left its own mark (a report the worker skipped, or lost, leaves none).
 async fn assert_exact(w: &TestWorker, users: i64, published: &[Envelope<LmsReport>]) {
     let db = w.h.db.client().await;
+    // First, by name: `applied_once` runs the same apply, so a report the apply skips is
+    // missing from both sides of the comparison below; only the marks see it.
+    assert_every_report_left_its_mark(&db, published).await;
     let row = db
         .query_one(
             "SELECT count(*), min(playtime), max(playtime), min(block_seconds[1]), \
+                    min(jsonb_array_length(segments)), max(jsonb_array_length(segments)), \
                     (SELECT count(*) FROM watch_progress), (SELECT sum(sessions)::bigint FROM watch_progress) \
              FROM watch_sessions",
             &[],
@@ -49,10 +68,38 @@ async fn assert_exact(w: &TestWorker, users: i64, published: &[Envelope<LmsRepor
         "maximums, never sums"
     );
     assert_eq!(row.get::<_, Option<i64>>(3), Some(25));
-    assert_eq!((row.get::<_, i64>(4), row.get::<_, i64>(5)), (users, users));
+    assert_eq!(
+        (row.get::<_, Option<i32>>(4), row.get::<_, Option<i32>>(5)),
+        (Some(25), Some(25)),
+        "25 segments in every session, one per report"
+    );
+    assert_eq!((row.get::<_, i64>(6), row.get::<_, i64>(7)), (users, users));
+    assert_same_rows(
+        &snapshot(&db).await,
+        &applied_once(published).await,
+        "the tables equal each report applied exactly once",
+    );
+}
+
+/// The comparison the fault tests end with sees one report lost in the middle of a session:
+/// the marks make each report count (without them, reports 1 and 25 alone give the same rows).
+#[tokio::test]
+async fn the_comparison_sees_one_lost_middle_report() {
+    let all: Vec<_> = (1..=25).map(|n| nth_report(0, n)).collect();
+    let mut one_lost = all.clone();
+    let lost = one_lost.remove(12);
+    let (whole, without) = (applied_once(&all).await, applied_once(&one_lost).await);
+    assert_ne!(whole, without, "the snapshot without report 13 must differ");
+    // And the mark check names it, and only it, in tables that lack it.
+    let db = TestDb::new().await;
+    let applied = history(&db).apply(&records(&one_lost)).await.unwrap();
+    assert!(applied.rejected.is_empty(), "{:?}", applied.rejected);
+    let missing = missing_marks(&db.client().await, &all).await;
+    assert_eq!(missing.len(), 1, "{missing:#?}");
+    assert!(missing[0].contains(&lost.id.to_string()), "{missing:#?}");
     assert!(
-        snapshot(&db).await == applied_once(published).await,
-        "the tables equal each report applied exactly once"
+        missing[0].contains("u0/m1@1700000000 segment at 120 s"),
+        "{missing:#?}"
     );
 }
 

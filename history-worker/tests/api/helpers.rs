@@ -75,13 +75,7 @@ impl TestWorker {
 
     /// Wraps a report in an envelope as ingest would (not yet published).
     pub fn envelope(&self, json: &serde_json::Value) -> Envelope<LmsReport> {
-        let body = json.to_string();
-        let report = LmsReport::from_json(body.as_bytes()).expect("a valid report");
-        Envelope::new(
-            CallbackKind::Lms,
-            report,
-            RawRequest::body(Some("application/json"), body.as_bytes()),
-        )
+        envelope(json)
     }
 
     pub async fn publish(&self, envelope: &Envelope<LmsReport>) {
@@ -111,6 +105,128 @@ impl TestWorker {
         )
         .await;
     }
+}
+
+/// Wraps a report in an envelope as ingest would (not yet published).
+pub fn envelope(json: &serde_json::Value) -> Envelope<LmsReport> {
+    let body = json.to_string();
+    let report = LmsReport::from_json(body.as_bytes()).expect("a valid report");
+    Envelope::new(
+        CallbackKind::Lms,
+        report,
+        RawRequest::body(Some("application/json"), body.as_bytes()),
+    )
+}
+
+/// `doc` with one played segment (`block_info.sessions`) of its own: `play_time` seconds from
+/// `start_time` in block 0. Segments merge as a union keyed by (block, start time), so a report
+/// whose segment no other report carries leaves a trace in its session that only it can leave,
+/// where counters (maximums) show only the largest report.
+pub fn with_segment(
+    mut doc: serde_json::Value,
+    start_time: u64,
+    play_time: u64,
+) -> serde_json::Value {
+    doc["block_info"]["sessions"] =
+        serde_json::json!([{"block": 0, "start_time": start_time, "play_time": play_time}]);
+    doc
+}
+
+/// Asserts that every report of `published` left its mark in `watch_sessions`: each of its
+/// segments is in its session, with at least its play time. Counters keep maximums and
+/// committed offsets count skipped records too, so this is what sees a report lost in the
+/// middle of a stream. The marks must be the reports' own (no two reports share one), or a
+/// lost report could hide behind another's.
+pub async fn assert_every_report_left_its_mark(
+    db: &tokio_postgres::Client,
+    published: &[Envelope<LmsReport>],
+) {
+    let missing = missing_marks(db, published).await;
+    assert!(
+        missing.is_empty(),
+        "{} of {} reports left no mark in watch_sessions: {missing:#?}",
+        missing.len(),
+        published.len()
+    );
+}
+
+/// The reports of `published` whose mark (see [`assert_every_report_left_its_mark`]) is not in
+/// `watch_sessions`, each named by its session, segment and envelope id.
+pub async fn missing_marks(
+    db: &tokio_postgres::Client,
+    published: &[Envelope<LmsReport>],
+) -> Vec<String> {
+    use std::collections::HashMap;
+    // (user, video, start_at, block, start_time) of a segment.
+    type Mark = (String, String, i64, i64, i64);
+    let mut owners: HashMap<Mark, uuid::Uuid> = HashMap::new();
+    let mut marks = Vec::new();
+    for e in published {
+        let r = &e.payload;
+        assert!(
+            !r.segments.is_empty(),
+            "report {} carries no segment to find it by",
+            e.id
+        );
+        for s in &r.segments {
+            let mark: Mark = (
+                r.user.client_user_id.as_str().to_owned(),
+                r.content.media_content_key.as_str().to_owned(),
+                r.content.start_at.0,
+                i64::from(s.block),
+                s.start_time as i64,
+            );
+            if let Some(other) = owners.insert(mark.clone(), e.id) {
+                assert_eq!(
+                    other, e.id,
+                    "reports {other} and {} share the mark {mark:?}",
+                    e.id
+                );
+            }
+            marks.push((mark, s.play_time as i64, e.id));
+        }
+    }
+    // Read straight from the stored JSON (`[block, start_time, play_time]` triples, V6).
+    let held: HashMap<Mark, i64> = db
+        .query(
+            "SELECT client_user_id, media_content_key, start_at, \
+                    (s->>0)::bigint, (s->>1)::bigint, (s->>2)::bigint \
+             FROM watch_sessions, jsonb_array_elements(segments) s",
+            &[],
+        )
+        .await
+        .expect("reading the sessions' segments")
+        .iter()
+        .map(|r| ((r.get(0), r.get(1), r.get(2), r.get(3), r.get(4)), r.get(5)))
+        .collect();
+    let mut missing: Vec<String> = marks
+        .iter()
+        .filter(|(mark, play_time, _)| held.get(mark).is_none_or(|held| held < play_time))
+        .map(|((user, media, start_at, _, start_time), _, id)| {
+            format!("{user}/{media}@{start_at} segment at {start_time} s (report {id})")
+        })
+        .collect();
+    missing.dedup();
+    missing
+}
+
+/// Asserts two snapshots are equal, showing the first rows that differ rather than every row.
+pub fn assert_same_rows(got: &[String], want: &[String], what: &str) {
+    if got == want {
+        return;
+    }
+    let at = got
+        .iter()
+        .zip(want)
+        .position(|(g, w)| g != w)
+        .unwrap_or(got.len().min(want.len()));
+    panic!(
+        "{what}: {} rows, {} expected; first difference at row {at}:\n  got:  {}\n  want: {}",
+        got.len(),
+        want.len(),
+        got.get(at).map_or("(none)", String::as_str),
+        want.get(at).map_or("(none)", String::as_str),
+    );
 }
 
 /// An LMS report document with the given counters.
