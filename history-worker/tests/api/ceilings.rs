@@ -3,12 +3,11 @@
 //! failing a read.
 
 use std::collections::BTreeMap;
-use std::time::Duration;
 
 use kollus_common::envelope::Envelope;
 use kollus_common::kollus::lms::LmsReport;
 use kollus_history_worker::sessions::MAX_COUNTER;
-use kollus_test_support::{read_topic, scrape, TestDb};
+use kollus_test_support::{scrape, TestDb};
 use serde_json::json;
 
 use crate::helpers::{applied_once, report, snapshot, spawn_worker, TestWorker};
@@ -21,21 +20,14 @@ fn offline(w: &TestWorker, start_at: i64, c: [u64; 5], serial: u64) -> Envelope<
     w.envelope(&doc)
 }
 
-/// The dead letters of the topic, `n` of them, by the id of the record each refused:
+/// The dead letters of the topic, exactly `n` of them, by the id of the record each refused:
 /// (reason, detail).
 async fn dead_letters(w: &TestWorker, n: usize) -> BTreeMap<String, (String, String)> {
-    let dead = read_topic(
-        &w.h.broker.addr,
-        &w.h.kafka.deadletter_topic,
-        n,
-        Duration::from_secs(20),
-    )
-    .await;
-    assert_eq!(dead.len(), n);
-    dead.iter()
-        .map(|m| {
-            let v: serde_json::Value =
-                serde_json::from_slice(rdkafka::Message::payload(m).unwrap()).unwrap();
+    let by_id: BTreeMap<_, _> = w
+        .dead_letters(n)
+        .await
+        .iter()
+        .map(|v| {
             let record: serde_json::Value =
                 serde_json::from_str(v["record"]["body"].as_str().unwrap()).unwrap();
             let text = |f: &str| v[f].as_str().unwrap().to_owned();
@@ -44,7 +36,9 @@ async fn dead_letters(w: &TestWorker, n: usize) -> BTreeMap<String, (String, Str
                 (text("reason"), text("detail")),
             )
         })
-        .collect()
+        .collect();
+    assert_eq!(by_id.len(), n, "one dead letter per refused record");
+    by_id
 }
 
 /// `kollus_history_deadletter_total{reason}` as the worker's `/metrics` says.

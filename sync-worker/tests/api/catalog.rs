@@ -1,7 +1,7 @@
 use std::time::Duration;
 
 use kollus_common::kollus::CallbackKind;
-use kollus_test_support::{eventually, read_topic, scrape};
+use kollus_test_support::{eventually, scrape};
 
 use crate::helpers::spawn_worker;
 
@@ -134,16 +134,9 @@ async fn a_poison_record_is_dead_lettered_and_the_worker_goes_on() {
     w.send_fixture(CallbackKind::Upload, "upload.form").await;
     w.wait_applied(1).await;
 
-    let dead = read_topic(
-        &w.h.broker.addr,
-        &w.h.kafka.deadletter_topic,
-        1,
-        Duration::from_secs(15),
-    )
-    .await;
-    assert_eq!(dead.len(), 1);
-    let v: serde_json::Value =
-        serde_json::from_slice(rdkafka::Message::payload(&dead[0]).unwrap()).unwrap();
+    w.wait_committed(2).await;
+    // The poison record's letter, and no other.
+    let v = w.dead_letters(1).await.remove(0);
     assert_eq!(v["stage"], "sync-worker");
     assert_eq!(v["reason"], "invalid_envelope");
     assert_eq!(v["record"]["body"], "not json");

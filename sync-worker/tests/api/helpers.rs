@@ -10,7 +10,8 @@ use kollus_sync_worker::catalog::Catalog;
 use kollus_sync_worker::configuration::Settings;
 use kollus_sync_worker::metrics::Metrics;
 use kollus_sync_worker::startup::Application;
-use kollus_test_support::{eventually, fixture, Harness, TestDb};
+use kollus_test_support::group::committed;
+use kollus_test_support::{eventually, fixture, read_topic, topic_record_count, Harness, TestDb};
 use rdkafka::message::{OwnedMessage, Timestamp};
 
 pub struct TestWorker {
@@ -79,6 +80,48 @@ impl TestWorker {
 
     pub async fn send_fixture(&self, kind: CallbackKind, name: &str) -> Envelope<ContentEvent> {
         self.send(kind, &fixture(name)).await
+    }
+
+    /// Waits until the worker's group has committed past `n` records of the content topic: every
+    /// record published so far is applied or dead-lettered (the loop sends a batch's dead
+    /// letters before it stores the batch's offsets).
+    pub async fn wait_committed(&self, n: i64) {
+        let (kafka, group) = (&self.h.kafka, settings(&self.h).group_id);
+        eventually(
+            &format!("{n} records committed"),
+            Duration::from_secs(30),
+            || async {
+                let done = committed(&kafka.brokers, &group, &kafka.content_topic).await;
+                (done == n).then_some(())
+            },
+        )
+        .await;
+    }
+
+    /// The dead letters of this worker's topic, as JSON, once the topic holds exactly `n`: read
+    /// until `n` arrived, and counted from start to end so that one more (a record refused that
+    /// should not have been, a letter sent twice) fails rather than goes unread. Call it once
+    /// every record is committed ([`Self::wait_committed`]), when no letter can still come.
+    pub async fn dead_letters(&self, n: usize) -> Vec<serde_json::Value> {
+        let (brokers, topic) = (
+            self.h.broker.addr.clone(),
+            self.h.kafka.deadletter_topic.clone(),
+        );
+        let dead = read_topic(&brokers, &topic, n, Duration::from_secs(15)).await;
+        let held = tokio::task::spawn_blocking(move || topic_record_count(&brokers, &topic))
+            .await
+            .expect("counting the dead letters");
+        assert_eq!(
+            (dead.len(), held),
+            (n, n as i64),
+            "dead letters read, and held by the topic"
+        );
+        dead.iter()
+            .map(|m| {
+                serde_json::from_slice(rdkafka::Message::payload(m).expect("a dead letter"))
+                    .expect("a dead letter is JSON")
+            })
+            .collect()
     }
 
     /// Waits until `content_events` holds `n` rows: every published record was applied.
