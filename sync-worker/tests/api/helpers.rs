@@ -6,7 +6,7 @@ use kollus_common::kollus::CallbackKind;
 use kollus_common::telemetry::{LogFormat, LogSettings};
 use kollus_common::worker::ConsumeSettings;
 use kollus_common::worker::{decode_batch, Apply as _};
-use kollus_sync_worker::catalog::Catalog;
+use kollus_sync_worker::catalog::{Catalog, TABLES};
 use kollus_sync_worker::configuration::Settings;
 use kollus_sync_worker::metrics::Metrics;
 use kollus_sync_worker::startup::Application;
@@ -170,26 +170,147 @@ pub fn record(e: &Envelope<ContentEvent>, offset: i64) -> OwnedMessage {
 /// Applies `batches` with the worker's own `Apply` (no broker) to a fresh database; returns
 /// its snapshot and the database. The reference a pipeline run must equal.
 pub async fn apply_directly(batches: Vec<Vec<&Envelope<ContentEvent>>>) -> (Vec<String>, TestDb) {
-    let db = TestDb::new().await;
-    let catalog = Catalog {
-        pool: kollus_common::db::pool(&db.settings()).unwrap(),
-        metrics: Metrics::new(),
-    };
-    let mut offset = 0;
-    for batch in batches {
-        let messages: Vec<_> = batch
-            .iter()
-            .map(|e| {
-                offset += 1;
-                record(e, offset)
-            })
-            .collect();
-        let (records, undecoded) = decode_batch::<ContentEvent>(&messages);
-        assert!(undecoded.is_empty(), "{undecoded:?}");
-        let applied = catalog.apply(&records).await.expect("the batch applies");
-        assert!(applied.rejected.is_empty(), "{:?}", applied.rejected);
+    let replayer = Replayer::new().await;
+    let rows = replayer.run(batches).await;
+    (rows, replayer.db)
+}
+
+/// The worker's own `Apply` on a database of its own, emptied before each run: many orders and
+/// batchings of the same events, each from an empty catalog, for a `TRUNCATE` apiece rather than
+/// a database.
+pub struct Replayer {
+    pub db: TestDb,
+    catalog: Catalog,
+}
+
+impl Replayer {
+    pub async fn new() -> Self {
+        let db = TestDb::new().await;
+        let catalog = Catalog {
+            pool: kollus_common::db::pool(&db.settings()).unwrap(),
+            metrics: Metrics::new(),
+        };
+        Self { db, catalog }
     }
-    (snapshot(&db.client().await).await, db)
+
+    /// Empties the catalog, applies `batches` in order, and returns the catalog's snapshot.
+    pub async fn run(&self, batches: Vec<Vec<&Envelope<ContentEvent>>>) -> Vec<String> {
+        let client = self.db.client().await;
+        // DELETE rather than the worker's TRUNCATE: much cheaper for a handful of rows.
+        let empty: String = TABLES.iter().map(|t| format!("DELETE FROM {t};")).collect();
+        client
+            .batch_execute(&empty)
+            .await
+            .expect("emptying the catalog");
+        assert!(
+            snapshot(&client).await.is_empty(),
+            "the catalog is empty before a run"
+        );
+        let mut offset = 0;
+        for batch in batches {
+            let messages: Vec<_> = batch
+                .iter()
+                .map(|e| {
+                    offset += 1;
+                    record(e, offset)
+                })
+                .collect();
+            let (records, undecoded) = decode_batch::<ContentEvent>(&messages);
+            assert!(undecoded.is_empty(), "{undecoded:?}");
+            let applied = self
+                .catalog
+                .apply(&records)
+                .await
+                .expect("the batch applies");
+            assert!(applied.rejected.is_empty(), "{:?}", applied.rejected);
+        }
+        snapshot(&client).await
+    }
+}
+
+/// Asserts two catalog snapshots are equal, showing the first rows that differ rather than
+/// every row of both.
+pub fn assert_same_catalog(got: &[String], want: &[String], what: &str) {
+    if got == want {
+        return;
+    }
+    let at = got
+        .iter()
+        .zip(want)
+        .position(|(g, w)| g != w)
+        .unwrap_or(got.len().min(want.len()));
+    panic!(
+        "{what}: another catalog ({} rows, {} expected); first difference at row {at}:\n  \
+         got:  {}\n  want: {}",
+        got.len(),
+        want.len(),
+        got.get(at).map_or("(none)", String::as_str),
+        want.get(at).map_or("(none)", String::as_str),
+    );
+}
+
+/// A small deterministic generator (xorshift), so a failing order can be reproduced by seed.
+pub struct Rng(pub u64);
+
+impl Rng {
+    /// The generator of order number `seed`.
+    pub fn seeded(seed: u64) -> Self {
+        Self(0x9E37_79B9_7F4A_7C15 ^ seed)
+    }
+
+    pub fn below(&mut self, n: usize) -> usize {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        (self.0 % n as u64) as usize
+    }
+}
+
+/// `events` as one delivery might bring them: each one to `most_copies` times (re-deliveries),
+/// shuffled, and cut into batches of 1 up to a size drawn per delivery from 1, 4, 16 and the
+/// whole delivery, so that events meet in one batch as often as in separate ones.
+pub fn delivery<'a>(
+    rng: &mut Rng,
+    events: &'a [Envelope<ContentEvent>],
+    most_copies: usize,
+) -> Vec<Vec<&'a Envelope<ContentEvent>>> {
+    let mut copies: Vec<&Envelope<ContentEvent>> = Vec::new();
+    for e in events {
+        copies.extend(std::iter::repeat_n(e, 1 + rng.below(most_copies)));
+    }
+    for i in (1..copies.len()).rev() {
+        copies.swap(i, rng.below(i + 1));
+    }
+    let largest = [1, 4, 16, copies.len()][rng.below(4)];
+    let mut batches = Vec::new();
+    while !copies.is_empty() {
+        let n = (1 + rng.below(largest)).min(copies.len());
+        batches.push(copies.drain(..n).collect());
+    }
+    batches
+}
+
+/// Every order of `items` (Heap's algorithm): `n!` of them, for the handful of events a case
+/// has.
+pub fn permutations<T: Clone>(items: &[T]) -> Vec<Vec<T>> {
+    fn heap<T: Clone>(k: usize, a: &mut Vec<T>, out: &mut Vec<Vec<T>>) {
+        if k <= 1 {
+            out.push(a.clone());
+            return;
+        }
+        heap(k - 1, a, out);
+        for i in 0..k - 1 {
+            if k % 2 == 0 {
+                a.swap(i, k - 1);
+            } else {
+                a.swap(0, k - 1);
+            }
+            heap(k - 1, a, out);
+        }
+    }
+    let mut out = Vec::new();
+    heap(items.len(), &mut items.to_vec(), &mut out);
+    out
 }
 
 /// A `snapshot` envelope as `kollus-catalog` publishes it: what Kollus's API said about `upload`

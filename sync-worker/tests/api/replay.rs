@@ -7,7 +7,7 @@ use kollus_common::envelope::Envelope;
 use kollus_common::kollus::platform::ContentEvent;
 use kollus_common::kollus::CallbackKind::{self, Channel, ContentUpdate, Transcoding, Upload};
 
-use crate::helpers::{apply_directly, envelope};
+use crate::helpers::{apply_directly, assert_same_catalog, delivery, envelope, Replayer, Rng};
 
 /// A week of one provider's catalog, every change kind and the awkward cases: a re-transcode
 /// after a failure, leave then rejoin under a new channel name, a video in two channels, a
@@ -100,16 +100,9 @@ fn history() -> Vec<Envelope<ContentEvent>> {
         .collect()
 }
 
-/// A small deterministic generator (xorshift), so a failing order can be reproduced by seed.
-struct Rng(u64);
-impl Rng {
-    fn below(&mut self, n: usize) -> usize {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        (self.0 % n as u64) as usize
-    }
-}
+/// Deliveries tried: each a random order, number of copies and batching of the history (a run
+/// from an empty catalog costs a `TRUNCATE` and a few batches).
+const DELIVERIES: u64 = 120;
 
 #[tokio::test]
 async fn any_order_any_duplicates_any_batching_gives_the_same_catalog() {
@@ -191,22 +184,19 @@ async fn any_order_any_duplicates_any_batching_gives_the_same_catalog() {
         .get(0);
     assert_eq!(audit, 1, "the unknown update type is kept");
 
-    for seed in 1..=6u64 {
-        let mut rng = Rng(0x9E37_79B9_7F4A_7C15 ^ seed);
-        // Every event one to three times, then shuffled, then cut into batches of 1 to 7.
-        let mut copies: Vec<&Envelope<ContentEvent>> = Vec::new();
-        for e in &events {
-            copies.extend(std::iter::repeat_n(e, 1 + rng.below(3)));
-        }
-        for i in (1..copies.len()).rev() {
-            copies.swap(i, rng.below(i + 1));
-        }
-        let mut batches = Vec::new();
-        while !copies.is_empty() {
-            let n = (1 + rng.below(7)).min(copies.len());
-            batches.push(copies.drain(..n).collect());
-        }
-        let (shuffled, _db) = apply_directly(batches).await;
-        assert_eq!(shuffled, in_order, "seed {seed} gave another catalog");
+    // Every event one to three times, shuffled, cut into batches (up to all in one).
+    let replayer = Replayer::new().await;
+    for seed in 1..=DELIVERIES {
+        let batches = delivery(&mut Rng::seeded(seed), &events, 3);
+        let shape: Vec<usize> = batches.iter().map(Vec::len).collect();
+        let shuffled = replayer.run(batches).await;
+        assert_same_catalog(
+            &shuffled,
+            &in_order,
+            &format!("delivery {seed} (batches of {shape:?})"),
+        );
     }
+    // And the whole history in one batch, newest first.
+    let newest_first = replayer.run(vec![events.iter().rev().collect()]).await;
+    assert_same_catalog(&newest_first, &in_order, "one batch, newest first");
 }

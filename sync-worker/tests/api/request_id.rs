@@ -3,7 +3,7 @@
 
 use kollus_common::kollus::CallbackKind;
 
-use crate::helpers::{apply_directly, envelope, spawn_worker};
+use crate::helpers::{assert_same_catalog, envelope, permutations, spawn_worker, Replayer};
 
 const JOIN: &str = "upload_file_key=20251117-fx7k2m9q&update_type=channel_join\
     &media_content_key=fxmck001&channel_key=abcd1234&channel_name=Math\
@@ -81,9 +81,27 @@ async fn copies_of_one_event_give_one_catalog_in_any_order() {
         envelope(CallbackKind::Channel, &join, 20),
         envelope(CallbackKind::Channel, &join, 300),
     ];
-    let (in_order, _db) = apply_directly(vec![events.iter().collect()]).await;
-    let (reversed, _db2) = apply_directly(events.iter().rev().map(|e| vec![e]).collect()).await;
-    assert_eq!(in_order, reversed);
+    let replayer = Replayer::new().await;
+    let in_order = replayer.run(vec![events.iter().collect()]).await;
+    // All 24 arrival orders, each one per batch and all in one batch.
+    for order in permutations(&events.iter().collect::<Vec<_>>()) {
+        let received: Vec<i64> = order
+            .iter()
+            .map(|e| (e.received_at - at(0)).whole_seconds())
+            .collect();
+        let singly = replayer.run(order.iter().map(|e| vec![*e]).collect()).await;
+        assert_same_catalog(
+            &singly,
+            &in_order,
+            &format!("received at {received:?}, singly"),
+        );
+        let together = replayer.run(vec![order]).await;
+        assert_same_catalog(
+            &together,
+            &in_order,
+            &format!("received at {received:?}, together"),
+        );
+    }
     assert!(
         in_order
             .iter()

@@ -1,28 +1,49 @@
 //! Snapshots from Kollus's REST API beside the callbacks: ordered at the instant their request
 //! started, so a callback received after that always wins, one received before loses; they fill
 //! what the catalog lacks, correct memberships, follow "replace content", never delete, and mark
-//! a confirmed absence until a later event clears it. Every case is applied in both arrival
-//! orders (and the whole set under shuffles): the catalog stays a function of the set of events.
+//! a confirmed absence until a later event clears it. Every case is applied in every arrival
+//! order (and the whole set under shuffles): the catalog stays a function of the set of events.
 
 use kollus_common::envelope::Envelope;
 use kollus_common::kollus::platform::ContentEvent;
 use kollus_common::kollus::CallbackKind::{Channel, ContentUpdate, Upload};
 use kollus_test_support::TestDb;
 
-use crate::helpers::{api_snapshot, apply_directly, envelope, instant, spawn_worker};
+use crate::helpers::{
+    api_snapshot, apply_directly, assert_same_catalog, delivery, envelope, instant, permutations,
+    spawn_worker, Replayer, Rng,
+};
 
 const JOIN_A: &str = "upload_file_key=u1&media_content_key=m1&channel_key=cha&channel_name=A\
     &profile_key=hi&update_type=channel_join";
 const LEAVE_A: &str =
     "upload_file_key=u1&media_content_key=m1&channel_key=cha&update_type=channel_leave";
 
-/// Applies `events` one per batch in the given order and in reverse; both catalogs must be equal.
-/// Returns the database of the first.
-async fn both_orders(events: &[Envelope<ContentEvent>]) -> TestDb {
-    let (forward, db) = apply_directly(events.iter().map(|e| vec![e]).collect()).await;
-    let (backward, _db) = apply_directly(events.iter().rev().map(|e| vec![e]).collect()).await;
-    assert_eq!(forward, backward, "arrival order changed the catalog");
-    db
+/// Applies `events` in every order, one per batch, and all in one batch forward and backward;
+/// every catalog must be equal. Returns a database holding it.
+async fn every_order(events: &[Envelope<ContentEvent>]) -> TestDb {
+    let replayer = Replayer::new().await;
+    let forward = replayer.run(events.iter().map(|e| vec![e]).collect()).await;
+    let mut runs = 0;
+    for order in permutations(&events.iter().collect::<Vec<_>>()) {
+        let ids: Vec<String> = order.iter().map(|e| e.id.to_string()).collect();
+        let got = replayer
+            .run(order.into_iter().map(|e| vec![e]).collect())
+            .await;
+        assert_same_catalog(&got, &forward, &format!("arrival order {ids:?}"));
+        runs += 1;
+    }
+    assert_eq!(
+        runs,
+        (1..=events.len()).product::<usize>(),
+        "every order ran"
+    );
+    for batch in [events.iter().collect(), events.iter().rev().collect()] {
+        let got = replayer.run(vec![batch]).await;
+        assert_same_catalog(&got, &forward, "all in one batch");
+    }
+    replayer.run(events.iter().map(|e| vec![e]).collect()).await;
+    replayer.db
 }
 
 async fn membership(db: &TestDb, m: &str, ch: &str) -> Option<bool> {
@@ -52,7 +73,7 @@ async fn playable(db: &TestDb, m: &str) -> bool {
 
 #[tokio::test]
 async fn a_snapshot_alone_fills_an_empty_catalog() {
-    let db = both_orders(&[api_snapshot(
+    let db = every_order(&[api_snapshot(
         "u1",
         0,
         5,
@@ -88,7 +109,7 @@ async fn a_snapshot_alone_fills_an_empty_catalog() {
 async fn a_callback_received_after_the_request_started_wins_over_the_snapshot() {
     // The leave reached us at 10 s; the API request started at 5 s and, cached, still lists the
     // video in the channel: the leave stands, whichever arrives first.
-    let db = both_orders(&[
+    let db = every_order(&[
         envelope(Channel, JOIN_A, 0),
         envelope(Channel, LEAVE_A, 10),
         api_snapshot("u1", 5, 20, Some("Intro"), &[("cha", "m1")]),
@@ -113,7 +134,7 @@ async fn a_callback_received_after_the_request_started_wins_over_the_snapshot() 
 #[tokio::test]
 async fn a_snapshot_requested_after_a_callback_corrects_it_both_ways() {
     // A join missed during an outage: the last callback says left, the API (asked later) lists it.
-    let db = both_orders(&[
+    let db = every_order(&[
         envelope(Channel, JOIN_A, 0),
         envelope(Channel, LEAVE_A, 10),
         api_snapshot("u1", 30, 31, Some("Intro"), &[("cha", "m1")]),
@@ -147,14 +168,14 @@ async fn a_snapshot_requested_after_a_callback_corrects_it_both_ways() {
     );
 
     // A leave missed: the last callback says joined, the API asked later lists no channel.
-    let db = both_orders(&[
+    let db = every_order(&[
         envelope(Channel, JOIN_A, 0),
         api_snapshot("u1", 30, 31, Some("Intro"), &[]),
     ])
     .await;
     assert_eq!(membership(&db, "m1", "cha").await, Some(false));
     // ... unless the join came after the request started.
-    let db = both_orders(&[
+    let db = every_order(&[
         envelope(Channel, JOIN_A, 40),
         api_snapshot("u1", 30, 31, Some("Intro"), &[]),
     ])
@@ -165,7 +186,7 @@ async fn a_snapshot_requested_after_a_callback_corrects_it_both_ways() {
 #[tokio::test]
 async fn a_snapshot_never_deletes_and_never_undeletes() {
     let delete = "upload_file_key=u1&update_type=content_delete";
-    let db = both_orders(&[
+    let db = every_order(&[
         envelope(Channel, JOIN_A, 0),
         envelope(ContentUpdate, delete, 10),
         api_snapshot("u1", 30, 31, Some("Intro"), &[("cha", "m1")]),
@@ -173,7 +194,7 @@ async fn a_snapshot_never_deletes_and_never_undeletes() {
     .await;
     assert!(!playable(&db, "m1").await, "a delete is final");
     // A snapshot that leaves a video out of a channel is a leave, not a delete.
-    let db = both_orders(&[
+    let db = every_order(&[
         envelope(Channel, JOIN_A, 0),
         api_snapshot("u1", 30, 31, Some("Intro"), &[]),
     ])
@@ -193,7 +214,7 @@ async fn a_snapshot_never_deletes_and_never_undeletes() {
 
 #[tokio::test]
 async fn replace_content_moves_the_media_content_key_to_the_new_upload() {
-    let db = both_orders(&[
+    let db = every_order(&[
         envelope(Channel, JOIN_A, 0),
         envelope(Upload, "upload_file_key=u2&filename=v2.mp4", 20),
         api_snapshot("u2", 30, 31, Some("Intro (re-cut)"), &[("cha", "m1")]),
@@ -219,7 +240,7 @@ async fn replace_content_moves_the_media_content_key_to_the_new_upload() {
 async fn a_confirmed_absence_holds_until_a_later_event_clears_it() {
     let absent = || api_snapshot("u1", 30, 31, None, &[]);
     // Absent: not playable, dated by the request.
-    let db = both_orders(&[envelope(Channel, JOIN_A, 0), absent()]).await;
+    let db = every_order(&[envelope(Channel, JOIN_A, 0), absent()]).await;
     assert!(!playable(&db, "m1").await);
     let since: Option<time::OffsetDateTime> = db
         .client()
@@ -250,7 +271,7 @@ async fn a_confirmed_absence_holds_until_a_later_event_clears_it() {
     );
     assert!(row.get::<_, bool>(1));
     // A callback received later clears it; one received before does not.
-    let db = both_orders(&[
+    let db = every_order(&[
         envelope(Channel, JOIN_A, 0),
         absent(),
         envelope(
@@ -262,24 +283,13 @@ async fn a_confirmed_absence_holds_until_a_later_event_clears_it() {
     .await;
     assert!(playable(&db, "m1").await);
     // A later snapshot that finds it clears it too.
-    let db = both_orders(&[
+    let db = every_order(&[
         envelope(Channel, JOIN_A, 0),
         absent(),
         api_snapshot("u1", 60, 61, Some("Intro"), &[("cha", "m1")]),
     ])
     .await;
     assert!(playable(&db, "m1").await);
-}
-
-/// A small deterministic generator (xorshift), so a failing order can be reproduced by seed.
-struct Rng(u64);
-impl Rng {
-    fn below(&mut self, n: usize) -> usize {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        (self.0 % n as u64) as usize
-    }
 }
 
 #[tokio::test]
@@ -312,22 +322,17 @@ async fn callbacks_and_snapshots_in_any_order_and_batching_give_one_catalog() {
     let (in_order, db) = apply_directly(events.iter().map(|e| vec![e]).collect()).await;
     assert!(playable(&db, "m1").await && playable(&db, "m1b").await && playable(&db, "m2").await);
     assert!(!playable(&db, "m3").await, "absent since 30 s");
-    for seed in 1..=4u64 {
-        let mut rng = Rng(0x9E37_79B9_7F4A_7C15 ^ seed);
-        let mut copies: Vec<&Envelope<ContentEvent>> = Vec::new();
-        for e in &events {
-            copies.extend(std::iter::repeat_n(e, 1 + rng.below(2)));
-        }
-        for i in (1..copies.len()).rev() {
-            copies.swap(i, rng.below(i + 1));
-        }
-        let mut batches = Vec::new();
-        while !copies.is_empty() {
-            let n = (1 + rng.below(4)).min(copies.len());
-            batches.push(copies.drain(..n).collect());
-        }
-        let (shuffled, _db) = apply_directly(batches).await;
-        assert_eq!(shuffled, in_order, "seed {seed} gave another catalog");
+    // Every event once or twice, shuffled, cut into batches (up to all in one).
+    let replayer = Replayer::new().await;
+    for seed in 1..=120u64 {
+        let batches = delivery(&mut Rng::seeded(seed), &events, 2);
+        let shape: Vec<usize> = batches.iter().map(Vec::len).collect();
+        let shuffled = replayer.run(batches).await;
+        assert_same_catalog(
+            &shuffled,
+            &in_order,
+            &format!("delivery {seed} (batches of {shape:?})"),
+        );
     }
 }
 
