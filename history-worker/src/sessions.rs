@@ -557,9 +557,10 @@ mod tests {
         Session::from_report(r, at(t), [], None, Assessment::default())
     }
 
-    #[test]
-    fn growing_reports_merge_to_their_maximums_in_any_order() {
-        let reports: Vec<LmsReport> = (1..=20)
+    /// 20 growing reports of one session: block 0 played from report 4 on, block 1 from
+    /// report 11 on.
+    fn growing_reports() -> Vec<LmsReport> {
+        (1..=20)
             .map(|i| {
                 report(
                     100,
@@ -569,19 +570,18 @@ mod tests {
                     &[(i > 3, i), (i > 10, i / 2), (false, 0)],
                 )
             })
-            .collect();
+            .collect()
+    }
+
+    #[test]
+    fn growing_reports_merge_to_their_maximums() {
+        let reports = growing_reports();
         let in_order = coalesce(
             reports
                 .iter()
                 .enumerate()
                 .map(|(i, r)| session(r, i as i64)),
         );
-        let mut shuffled: Vec<(usize, &LmsReport)> = reports.iter().enumerate().collect();
-        shuffled.reverse();
-        shuffled.rotate_left(7);
-        let out_of_order = coalesce(shuffled.iter().map(|(i, r)| session(r, *i as i64)));
-        assert_eq!(in_order, out_of_order);
-
         let s = &in_order[0];
         assert_eq!(in_order.len(), 1);
         assert_eq!((s.playtime, s.real_playtime, s.runtime), (200, 100, 300));
@@ -611,6 +611,29 @@ mod tests {
             ]
         );
         assert_eq!((s.first_report_at, s.last_report_at), (at(0), at(19)));
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::test_runner::Config::with_cases(512))]
+
+        /// Any of the 20! orders (proptest's shuffle reaches every permutation) merges to the
+        /// session of the reports merged in order.
+        #[test]
+        fn growing_reports_merge_to_their_maximums_in_any_order(
+            order in proptest::strategy::Strategy::prop_shuffle(
+                proptest::strategy::Just((0..20).collect::<Vec<usize>>())
+            ),
+        ) {
+            let reports = growing_reports();
+            let in_order = coalesce(
+                reports
+                    .iter()
+                    .enumerate()
+                    .map(|(i, r)| session(r, i as i64)),
+            );
+            let shuffled = coalesce(order.iter().map(|&i| session(&reports[i], i as i64)));
+            proptest::prop_assert_eq!(in_order, shuffled, "order {:?}", order);
+        }
     }
 
     #[test]
@@ -908,10 +931,28 @@ mod tests {
             with(vec![seg(21, 0, 3), seg(22, 0, 48), seg(23, 5, 10)]),
         ];
         let forward = coalesce(reports.iter().map(|r| session(r, 0)));
-        let backward = coalesce(reports.iter().rev().map(|r| session(r, 0)));
-        let repeated = coalesce(reports.iter().chain(&reports).map(|r| session(r, 0)));
-        assert_eq!(forward[0].segments, backward[0].segments);
-        assert_eq!(forward[0].segments, repeated[0].segments);
+        // All six orders, and each again after all of them (repeats).
+        for order in [
+            [0, 1, 2],
+            [0, 2, 1],
+            [1, 0, 2],
+            [1, 2, 0],
+            [2, 0, 1],
+            [2, 1, 0],
+        ] {
+            let once = coalesce(order.iter().map(|&i| session(&reports[i], 0)));
+            assert_eq!(once[0].segments, forward[0].segments, "order {order:?}");
+            let repeated = coalesce(
+                order
+                    .iter()
+                    .chain(&[0, 1, 2])
+                    .map(|&i| session(&reports[i], 0)),
+            );
+            assert_eq!(
+                repeated[0].segments, forward[0].segments,
+                "{order:?}, repeated"
+            );
+        }
         assert_eq!(
             segment_list(&forward[0].segments),
             [seg(21, 0, 3), seg(22, 0, 48), seg(23, 5, 10)]
