@@ -2,6 +2,8 @@
 # `make test`: every tier (unit, integration, end-to-end) against a real PostgreSQL and Apache
 # Kafka, plus the docker-compose.yml check. Installs what is missing first.
 set -euo pipefail
+# A step that fails says which; a silent exit 1 cannot be told from anything else.
+trap 'echo "test: scripts/test.sh line $LINENO failed: $BASH_COMMAND" >&2' ERR
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 target="${CARGO_TARGET_DIR:-$root/target}"
