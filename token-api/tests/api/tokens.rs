@@ -5,6 +5,7 @@ use crate::helpers::*;
 #[tokio::test]
 async fn issues_a_token_kollus_accepts() {
     let app = spawn_app().await;
+    // The clock read on either side of the request: the service's `now` lies between them.
     let before = time::OffsetDateTime::now_utc().unix_timestamp();
     let res = app
         .issue(
@@ -13,6 +14,7 @@ async fn issues_a_token_kollus_accepts() {
                    "uservalues": {"uservalue0": "production"}, "player": {"t": 120}}),
         )
         .await;
+    let after = time::OffsetDateTime::now_utc().unix_timestamp();
     assert_eq!(res.status(), 201);
     let body: serde_json::Value = res.json().await.unwrap();
     let token = body["token"].as_str().unwrap();
@@ -20,9 +22,11 @@ async fn issues_a_token_kollus_accepts() {
     let (header, claims) = verify_independently(token, SECURITY_KEY);
     assert_eq!(header, json!({"alg": "HS256", "typ": "JWT"}));
     let expt = claims["expt"].as_i64().unwrap();
+    // Whole seconds, truncated as `unix_timestamp` truncates: TOKEN_DEFAULT_EXPIRES_IN (3600)
+    // after the moment of issue, however long the request took.
     assert!(
-        (before + 3600..=before + 3602).contains(&expt),
-        "expt is Unix seconds, an hour ahead"
+        (before + 3600..=after + 3600).contains(&expt),
+        "expt {expt} is Unix seconds, an hour after the issue (between {before} and {after})"
     );
     assert_eq!(
         claims,
