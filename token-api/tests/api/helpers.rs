@@ -204,3 +204,12 @@ pub fn sign_independently(
         URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes())
     )
 }
+
+/// `value[key]`, which must be there. Indexing a `serde_json::Value` gives `Null` for a key
+/// that is missing, so `v["k"] == Value::Null` holds as well when `k` was never sent.
+#[track_caller]
+pub fn present<'a>(value: &'a serde_json::Value, key: &str) -> &'a serde_json::Value {
+    value
+        .get(key)
+        .unwrap_or_else(|| panic!("no {key:?} in {value}"))
+}

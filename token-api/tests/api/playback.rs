@@ -261,7 +261,10 @@ async fn a_channel_entitlement_covers_every_video_the_catalog_has_in_that_channe
         .unwrap();
     assert_eq!(listed["entitlements"][0]["scope"], "channel");
     assert_eq!(listed["entitlements"][0]["key"], "ch");
-    assert_eq!(listed["entitlements"][0]["revoked_at"], Value::Null);
+    assert_eq!(
+        *present(&listed["entitlements"][0], "revoked_at"),
+        Value::Null
+    );
 }
 
 #[tokio::test]
