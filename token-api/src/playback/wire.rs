@@ -399,32 +399,161 @@ mod tests {
             .filter(|s| !s.contains('\0'))
     }
 
-    fn percent(bytes: &[u8]) -> String {
-        bytes.iter().map(|b| format!("%{b:02X}")).collect()
+    /// The play form's fields that must be read strictly, as SPEC.md and the module say: the
+    /// test's own list, so that dropping a field from `PLAY_STRICT` shows here.
+    const PLAY_KEPT: &[&str] = &[
+        "kind",
+        "client_user_id",
+        "media_content_key",
+        "player_id",
+        "uservalues",
+        "localtime",
+    ];
+    /// A DRM item's fields that must never be taken with a NUL (likewise the test's own list).
+    const DRM_KEPT: &[&str] = &[
+        "kind",
+        "client_user_id",
+        "media_content_key",
+        "session_key",
+        "player_id",
+        "start_at",
+    ];
+
+    /// Characters that hurt: NUL, DEL, other C0 and C1 controls, what JSON and forms escape,
+    /// line and byte-order marks; then ordinary text, then any `char` at all. (`any::<String>()`
+    /// is `\PC*`: it never makes a control character, NUL included.)
+    fn hostile_char() -> impl Strategy<Value = char> {
+        prop_oneof![
+            3 => Just('\0'),
+            1 => Just('\u{7f}'),
+            3 => prop::sample::select(vec![
+                '\u{1}', '\u{8}', '\t', '\n', '\r', '\u{1b}', '\u{1f}', '\u{80}', '\u{85}',
+                '\u{9f}', '\u{a0}', '\u{2028}', '\u{feff}', '\u{fffd}', '"', '\\', '%', '&',
+                '=', '+', ' ',
+            ]),
+            5 => prop::sample::select(('a'..='z').chain('0'..='9').collect::<Vec<_>>()),
+            2 => any::<char>(),
+        ]
+    }
+
+    /// Text for a JSON string: hostile characters, and text that looks like an escape
+    /// (`%00`, `\u0000`) and must stay the text it is.
+    fn hostile_text() -> impl Strategy<Value = String> {
+        let piece = prop_oneof![
+            6 => hostile_char().prop_map(String::from),
+            1 => prop::sample::select(vec!["%00", "%", "%G1", "%FF", "\\u0000", "%2500"])
+                .prop_map(String::from),
+        ];
+        prop::collection::vec(piece, 0..8).prop_map(|pieces| pieces.concat())
+    }
+
+    /// A piece of a form value: what goes on the wire and the bytes it decodes to.
+    type Piece = (String, Vec<u8>);
+
+    /// Bytes in a form value, as a hostile sender writes them: NUL, DEL, C0 and C1 controls
+    /// (U+0080 to U+009F in UTF-8), invalid UTF-8 (a lone continuation byte, 0xFF, an overlong
+    /// NUL, a surrogate, a truncated sequence), percent-escaped; `+`; and invalid escapes
+    /// (`%`, `%4`, `%G1`), which a form decoder keeps as the text they are. Every raw piece
+    /// starts with `%` or `+`, so no piece can complete the escape its neighbour left open.
+    fn hostile_piece() -> impl Strategy<Value = Piece> {
+        let escaped = |bytes: Vec<u8>| -> Piece {
+            (bytes.iter().map(|b| format!("%{b:02X}")).collect(), bytes)
+        };
+        let bytes = prop_oneof![
+            3 => Just(vec![0u8]),
+            1 => Just(vec![0x7f]),
+            2 => prop::sample::select(vec![
+                vec![0x01], vec![0x1f], vec![0x0a], vec![0xc2, 0x80], vec![0xc2, 0x85],
+                vec![0xc2, 0x9f], vec![0x80], vec![0xff], vec![0xc0, 0x80],
+                vec![0xed, 0xa0, 0x80], vec![0xc3, 0x28], vec![0xe2, 0x82],
+            ]),
+            5 => prop::sample::select(b"abcxyz0189-_.".to_vec()).prop_map(|b| vec![b]),
+            1 => any::<u8>().prop_map(|b| vec![b]),
+        ];
+        let invalid_escape = prop::sample::select(vec![
+            ("%", "%"),
+            ("%4", "%4"),
+            ("%G1", "%G1"),
+            ("%zz", "%zz"),
+            ("%%", "%%"),
+            ("+", " "),
+        ]);
+        prop_oneof![
+            4 => bytes.prop_map(escaped),
+            1 => invalid_escape
+                .prop_map(|(wire, decoded)| (wire.to_owned(), decoded.as_bytes().to_vec())),
+        ]
+    }
+
+    fn hostile_value() -> impl Strategy<Value = Piece> {
+        prop::collection::vec(hostile_piece(), 0..8).prop_map(|pieces| {
+            pieces
+                .into_iter()
+                .fold((String::new(), Vec::new()), |(mut w, mut d), (pw, pd)| {
+                    w.push_str(&pw);
+                    d.extend(pd);
+                    (w, d)
+                })
+        })
+    }
+
+    /// The generators make the hostile cases: many values with a NUL, DEL, a C1 control,
+    /// invalid UTF-8, an invalid escape; and clean ones too, so both answers are seen.
+    #[test]
+    fn the_generators_make_the_hostile_cases() {
+        use proptest::strategy::ValueTree as _;
+        let mut runner = proptest::test_runner::TestRunner::deterministic();
+        let texts: Vec<String> = (0..256)
+            .map(|_| hostile_text().new_tree(&mut runner).unwrap().current())
+            .collect();
+        let share = |f: &dyn Fn(&String) -> bool| texts.iter().filter(|t| f(t)).count();
+        assert!(share(&|t| t.contains('\0')) >= 32, "NUL: {texts:?}");
+        assert!(share(&|t| t.contains('\u{7f}')) >= 8, "DEL");
+        assert!(share(&|t| t.chars().any(|c| ('\u{80}'..='\u{9f}').contains(&c))) >= 8);
+        assert!(share(&|t| t.chars().any(|c| c < ' ' && c != '\0')) >= 16);
+        assert!(share(&|t| t.contains("%00") || t.contains("\\u0000")) >= 8);
+        assert!(share(&|t| !t.is_empty() && !t.chars().any(char::is_control)) >= 32);
+
+        let values: Vec<Piece> = (0..256)
+            .map(|_| hostile_value().new_tree(&mut runner).unwrap().current())
+            .collect();
+        let share = |f: &dyn Fn(&Piece) -> bool| values.iter().filter(|v| f(v)).count();
+        assert!(share(&|(_, d)| d.contains(&0)) >= 32, "NUL: {values:?}");
+        assert!(share(&|(_, d)| d.contains(&0x7f)) >= 8, "DEL");
+        assert!(share(&|(_, d)| std::str::from_utf8(d).is_err()) >= 32);
+        assert!(share(&|(w, _)| w.contains("%G1") || w.contains("%4%") || w.ends_with("%4")) >= 8);
+        assert!(share(&|(_, d)| !d.is_empty() && clean(d).is_some()) >= 16);
     }
 
     proptest! {
-        /// Arbitrary bytes in every field of the play form: refused naming that field, or taken
-        /// exactly as sent.
+        #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+        /// Hostile bytes and escapes in every field of the play form: refused naming that
+        /// field, or taken exactly as sent, and a field we keep is never taken with a NUL or
+        /// invalid UTF-8.
         #[test]
         fn play_takes_what_was_sent_or_names_the_field(
             field in prop::sample::select(vec!["kind", "client_user_id", "media_content_key", "player_id", "device_name", "hardware_id", "uservalues", "localtime"]),
-            bytes in prop::collection::vec(any::<u8>(), 0..12),
+            (wire, decoded) in hostile_value(),
         ) {
-            let mut fields = vec![
-                ("kind", b"1".to_vec()),
-                ("client_user_id", b"u1".to_vec()),
-                ("media_content_key", b"m1".to_vec()),
-                ("player_id", b"p1".to_vec()),
+            let mut fields: Vec<(&str, String, Vec<u8>)> = vec![
+                ("kind", "1".into(), b"1".to_vec()),
+                ("client_user_id", "u1".into(), b"u1".to_vec()),
+                ("media_content_key", "m1".into(), b"m1".to_vec()),
+                ("player_id", "p1".into(), b"p1".to_vec()),
             ];
-            match fields.iter_mut().find(|(n, _)| *n == field) {
-                Some((_, v)) => *v = bytes.clone(),
-                None => fields.push((field, bytes.clone())),
+            match fields.iter_mut().find(|(n, _, _)| *n == field) {
+                Some((_, w, d)) => (*w, *d) = (wire.clone(), decoded.clone()),
+                None => fields.push((field, wire.clone(), decoded.clone())),
             }
-            let body = fields.iter().map(|(n, v)| format!("{n}={}", percent(v))).collect::<Vec<_>>().join("&");
+            let body = fields.iter().map(|(n, w, _)| format!("{n}={w}")).collect::<Vec<_>>().join("&");
+            let sent = |name: &str| fields.iter().find(|(n, _, _)| *n == name).map(|(_, _, d)| d.clone());
             match play(body.as_bytes()) {
                 Ok(p) => {
-                    let sent = |name: &str| fields.iter().find(|(n, _)| *n == name).map(|(_, v)| v.clone());
+                    prop_assert!(
+                        !PLAY_KEPT.contains(&field) || clean(&decoded).is_some(),
+                        "{} taken with {:?} ({})", field, decoded, body
+                    );
                     prop_assert_eq!(p.user.as_str().as_bytes(), &sent("client_user_id").unwrap()[..]);
                     prop_assert_eq!(p.media.as_str().as_bytes(), &sent("media_content_key").unwrap()[..]);
                     prop_assert_eq!(p.player_id.map(String::into_bytes), sent("player_id"));
@@ -433,28 +562,35 @@ mod tests {
                 Err(e) => {
                     let named = field_of(e);
                     prop_assert_eq!(&named, field, "the refusal names the field changed");
-                    prop_assert!(PLAY_STRICT.contains(&field), "an ignored field never refuses a play");
+                    prop_assert!(PLAY_KEPT.contains(&field), "an ignored field never refuses a play");
                 }
             }
         }
 
-        /// Arbitrary text (any char, NUL included) in every field of a DRM item.
+        /// Hostile text (NUL, DEL, C0 and C1 controls, escapes as text) in every field of a DRM
+        /// item: refused naming the item's field, or taken exactly as sent; a field we keep is
+        /// never taken with a NUL.
         #[test]
         fn drm_takes_what_was_sent_or_names_the_field(
             field in prop::sample::select(vec!["kind", "client_user_id", "media_content_key", "session_key", "player_id", "start_at", "device_name", "hardware_id"]),
-            value in any::<String>(),
+            value in hostile_text(),
         ) {
             let mut item = serde_json::json!({"kind": 2, "client_user_id": "u", "media_content_key": "m", "session_key": "s", "player_id": "p", "start_at": 5});
             item[field] = Value::String(value.clone());
             let body = format!("items={}", urlencode(&Value::Array(vec![item.clone()]).to_string()));
             match drm(body.as_bytes()) {
                 Ok(items) => {
+                    prop_assert!(
+                        clean(value.as_bytes()).is_some() || !DRM_KEPT.contains(&field),
+                        "{} taken with {:?}", field, value
+                    );
+                    prop_assert_eq!(items.len(), 1);
                     let it = &items[0];
                     prop_assert_eq!(it.user.as_str(), item["client_user_id"].as_str().unwrap());
                     prop_assert_eq!(it.media.as_str(), item["media_content_key"].as_str().unwrap());
                     prop_assert_eq!(it.session_key.as_deref(), item["session_key"].as_str());
                     prop_assert_eq!(it.player_id.as_deref(), item["player_id"].as_str().filter(|s| !s.is_empty()));
-                    prop_assert!(clean(value.as_bytes()).is_some() || !DRM_ITEM_STRICT.contains(&field));
+                    prop_assert_eq!(Some(i64::from(it.kind)), int_of(&item["kind"]));
                 }
                 Err(e) => prop_assert_eq!(field_of(e), format!("items[0].{field}")),
             }

@@ -177,6 +177,10 @@ async fn seed(app: &TestApp, user: &str, media: &str) {
     .unwrap();
 }
 
+fn hex_of(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 fn path_seg(s: &str) -> String {
     s.bytes()
         .map(|b| {
@@ -209,21 +213,33 @@ async fn pages_need_a_session_and_a_console_key_opens_one() {
     }
     let id = cookie_of(&res, "console_session").unwrap();
     let db = app.db.client().await;
+    // Only the id's hash is kept: the SHA-256 of the cookie's value, computed here by
+    // PostgreSQL, and the id itself nowhere in the row, as text or as bytes.
     let row = db
         .query_one(
-            "SELECT key_name, encode(id_hash, 'hex') AS id_hash, \
+            "SELECT key_name, id_hash = sha256(convert_to($1, 'UTF8')) AS hashed, \
+                    row_to_json(s)::text AS whole, \
                     extract(epoch FROM expires_at - created_at)::bigint AS lasts \
-               FROM console_sessions",
-            &[],
+               FROM console_sessions s",
+            &[&id],
         )
         .await
         .unwrap();
     assert_eq!(row.get::<_, String>("key_name"), "support");
-    assert_ne!(
-        row.get::<_, String>("id_hash"),
-        id,
-        "only the id's hash is kept"
+    assert!(
+        row.get::<_, bool>("hashed"),
+        "id_hash is sha256 of the cookie's id"
     );
+    let whole: String = row.get("whole");
+    // The search below sees bytes: the row shows its bytea as hex, the hash's among them.
+    use sha2::Digest as _;
+    assert!(
+        whole.contains(&hex_of(&sha2::Sha256::digest(id.as_bytes()))),
+        "{whole}"
+    );
+    for plain in [id.clone(), hex_of(id.as_bytes())] {
+        assert!(!whole.contains(&plain), "the id is in the row: {whole}");
+    }
     assert_eq!(
         row.get::<_, i64>("lasts"),
         8 * 3600,
@@ -274,15 +290,20 @@ async fn keys_without_the_console_scope_and_unknown_keys_are_refused() {
     let res = sign_in_with(&app, &web, "no-such-key-0123456789abcdef").await;
     assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
     assert!(cookie_of(&res, "console_session").is_none());
-    let sessions: i64 = app
-        .db
-        .client()
-        .await
-        .query_one("SELECT count(*) FROM console_sessions", &[])
-        .await
-        .unwrap()
-        .get(0);
-    assert_eq!(sessions, 0);
+    let sessions = || async {
+        app.db
+            .client()
+            .await
+            .query_one("SELECT count(*) FROM console_sessions", &[])
+            .await
+            .unwrap()
+            .get::<_, i64>(0)
+    };
+    assert_eq!(sessions().await, 0);
+    // The control: the console key opens one, and the count shows it.
+    let res = sign_in_with(&app, &web, SUPPORT_KEY).await;
+    assert_eq!(res.status(), StatusCode::SEE_OTHER);
+    assert_eq!(sessions().await, 1);
 }
 
 #[tokio::test]

@@ -261,7 +261,10 @@ async fn a_channel_entitlement_covers_every_video_the_catalog_has_in_that_channe
         .unwrap();
     assert_eq!(listed["entitlements"][0]["scope"], "channel");
     assert_eq!(listed["entitlements"][0]["key"], "ch");
-    assert_eq!(listed["entitlements"][0]["revoked_at"], Value::Null);
+    assert_eq!(
+        *present(&listed["entitlements"][0], "revoked_at"),
+        Value::Null
+    );
 }
 
 #[tokio::test]
@@ -597,13 +600,34 @@ async fn play_default_allow_lets_unknown_users_play() {
     assert_eq!(claims["data"]["expiration_playtime"], 0, "no limit");
 }
 
+/// `PLAY_TIMEOUT_MS` in the 503 tests: the longest the code waits for PostgreSQL.
+const PLAY_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(500);
+/// What a busy two-core machine may add to an answer the code bounds by `PLAY_TIMEOUT`.
+const SCHEDULER_SLACK: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// A play callback's answer and how long it took; a hang fails here, at `PLAY_TIMEOUT` plus
+/// slack, with a message, not at the harness's global timeout.
+async fn timed_play(app: &TestApp) -> (reqwest::Response, std::time::Duration) {
+    let limit = PLAY_TIMEOUT + SCHEDULER_SLACK;
+    let started = std::time::Instant::now();
+    let res = tokio::time::timeout(limit, app.play("1", "u1", "m1"))
+        .await
+        .unwrap_or_else(|_| {
+            panic!(
+                "no answer within {limit:?} (PLAY_TIMEOUT_MS {PLAY_TIMEOUT:?} + {SCHEDULER_SLACK:?} \
+                 for a busy machine): the callback hangs on PostgreSQL"
+            )
+        });
+    (res, started.elapsed())
+}
+
 #[tokio::test]
 async fn postgres_unreachable_is_a_quick_503_not_a_hang() {
     let db = kollus_test_support::TestDb::new().await;
     let (proxy, proxied) = db.behind_proxy().await;
     let app = spawn_app_with(move |s| {
         s.database = proxied;
-        s.play.timeout = std::time::Duration::from_millis(500);
+        s.play.timeout = PLAY_TIMEOUT;
     })
     .await;
     app.grant("u1", "media", "m1", json!({})).await;
@@ -613,8 +637,8 @@ async fn postgres_unreachable_is_a_quick_503_not_a_hang() {
     );
 
     proxy.cut();
-    let res = app.play("1", "u1", "m1").await;
-    assert_eq!(res.status(), 503);
+    let (res, took) = timed_play(&app).await;
+    assert_eq!(res.status(), 503, "after {took:?}");
     assert_eq!(res.headers()["content-type"], "application/problem+json");
 
     proxy.restore();
@@ -624,6 +648,35 @@ async fn postgres_unreachable_is_a_quick_503_not_a_hang() {
         || async { (app.play("1", "u1", "m1").await.status() == 200).then_some(()) },
     )
     .await;
+}
+
+/// A PostgreSQL that takes the connection but does not answer (a lock held, a stuck disk) is
+/// a 503 once `PLAY_TIMEOUT_MS` has passed, not before (the wait was the database's) and not
+/// much after (nothing else waits).
+#[tokio::test]
+async fn postgres_not_answering_is_a_503_after_play_timeout_not_a_hang() {
+    let app = spawn_app_with(|s| s.play.timeout = PLAY_TIMEOUT).await;
+    app.grant("u1", "media", "m1", json!({})).await;
+    let (res, _) = timed_play(&app).await;
+    assert_eq!(decoded(res).await["data"]["result"], 1);
+
+    // The decision reads watch_progress: hold a lock on it that every read waits for.
+    let locker = app.db.client().await;
+    locker
+        .batch_execute("BEGIN; LOCK TABLE watch_progress IN ACCESS EXCLUSIVE MODE")
+        .await
+        .unwrap();
+    let (res, took) = timed_play(&app).await;
+    assert_eq!(res.status(), 503, "after {took:?}");
+    assert_eq!(res.headers()["content-type"], "application/problem+json");
+    assert!(
+        took >= PLAY_TIMEOUT,
+        "a 503 after {took:?}, before PLAY_TIMEOUT_MS: the database was not what it waited for"
+    );
+
+    locker.batch_execute("ROLLBACK").await.unwrap();
+    let (res, _) = timed_play(&app).await;
+    assert_eq!(decoded(res).await["data"]["result"], 1, "answers again");
 }
 
 /// Viewer binding (issue 26): the key and slot ingest and token-api share in these tests.

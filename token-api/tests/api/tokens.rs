@@ -1,3 +1,5 @@
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
 use serde_json::json;
 
 use crate::helpers::*;
@@ -5,6 +7,7 @@ use crate::helpers::*;
 #[tokio::test]
 async fn issues_a_token_kollus_accepts() {
     let app = spawn_app().await;
+    // The clock read on either side of the request: the service's `now` lies between them.
     let before = time::OffsetDateTime::now_utc().unix_timestamp();
     let res = app
         .issue(
@@ -13,6 +16,7 @@ async fn issues_a_token_kollus_accepts() {
                    "uservalues": {"uservalue0": "production"}, "player": {"t": 120}}),
         )
         .await;
+    let after = time::OffsetDateTime::now_utc().unix_timestamp();
     assert_eq!(res.status(), 201);
     let body: serde_json::Value = res.json().await.unwrap();
     let token = body["token"].as_str().unwrap();
@@ -20,9 +24,11 @@ async fn issues_a_token_kollus_accepts() {
     let (header, claims) = verify_independently(token, SECURITY_KEY);
     assert_eq!(header, json!({"alg": "HS256", "typ": "JWT"}));
     let expt = claims["expt"].as_i64().unwrap();
+    // Whole seconds, truncated as `unix_timestamp` truncates: TOKEN_DEFAULT_EXPIRES_IN (3600)
+    // after the moment of issue, however long the request took.
     assert!(
-        (before + 3600..=before + 3602).contains(&expt),
-        "expt is Unix seconds, an hour ahead"
+        (before + 3600..=after + 3600).contains(&expt),
+        "expt {expt} is Unix seconds, an hour after the issue (between {before} and {after})"
     );
     assert_eq!(
         claims,
@@ -191,8 +197,66 @@ async fn verify_decodes_what_was_issued_and_refuses_forgeries() {
     assert_eq!(v["valid"], true);
     assert_eq!(v["claims"]["cuid"], "u");
 
-    let forged = format!("{}x", token);
-    assert_eq!(verify(forged).await.unwrap().status(), 400);
+    // Well-formed tokens that are not ours: each refused as not a token signed with our key.
+    let (header, claims) = verify_independently(token, SECURITY_KEY);
+    let [head, _, signature]: [&str; 3] = token.split('.').collect::<Vec<_>>().try_into().unwrap();
+    let mut raised = claims.clone();
+    raised["cuid"] = json!("admin");
+    let b64 = |v: &serde_json::Value| URL_SAFE_NO_PAD.encode(v.to_string());
+    let none = json!({"alg": "none", "typ": "JWT"});
+    let forgeries = [
+        (
+            "signed with another key",
+            sign_independently(&header, &claims, "another-security-key-0123456789"),
+        ),
+        (
+            "a claim changed under the old signature",
+            format!("{head}.{}.{signature}", b64(&raised)),
+        ),
+        (
+            "alg none, unsigned",
+            format!("{}.{}.", b64(&none), b64(&claims)),
+        ),
+        (
+            "alg none, the old signature",
+            format!("{}.{}.{signature}", b64(&none), b64(&claims)),
+        ),
+        (
+            "HS512 under our key",
+            sign_hs512(
+                &json!({"alg": "HS512", "typ": "JWT"}),
+                &claims,
+                SECURITY_KEY,
+            ),
+        ),
+    ];
+    for (what, forged) in forgeries {
+        let res = verify(forged).await.unwrap();
+        assert_eq!(res.status(), 400, "{what}");
+        assert_eq!(res.headers()["content-type"], "application/problem+json");
+    }
+    // The control: the same construction under our key is taken, so each refusal above is
+    // for the forgery, not for how the test builds tokens.
+    let genuine = sign_independently(&header, &raised, SECURITY_KEY);
+    let res = verify(genuine).await.unwrap();
+    assert_eq!(res.status(), 200);
+    let v: serde_json::Value = res.json().await.unwrap();
+    assert_eq!(v["claims"]["cuid"], "admin");
+}
+
+fn sign_hs512(header: &serde_json::Value, claims: &serde_json::Value, key: &str) -> String {
+    use hmac::Mac as _;
+    let input = format!(
+        "{}.{}",
+        URL_SAFE_NO_PAD.encode(header.to_string()),
+        URL_SAFE_NO_PAD.encode(claims.to_string())
+    );
+    let mut mac = hmac::Hmac::<sha2::Sha512>::new_from_slice(key.as_bytes()).unwrap();
+    mac.update(input.as_bytes());
+    format!(
+        "{input}.{}",
+        URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes())
+    )
 }
 
 #[tokio::test]
@@ -223,7 +287,20 @@ async fn strict_answers_are_reused_only_as_long_as_the_cache_setting_says() {
     cached.catalog("m", true, false).await;
     assert_eq!(cached.issue(APP_KEY, body.clone()).await.status(), 201);
     delete_upload(&cached, "u-m").await;
-    assert_eq!(cached.issue(APP_KEY, body).await.status(), 201);
+    assert_eq!(cached.issue(APP_KEY, body.clone()).await.status(), 201);
+
+    // A second's cache: its answer expires, and the deletion is then seen.
+    let brief =
+        spawn_app_with(|s| s.strict_catalog_cache = std::time::Duration::from_secs(1)).await;
+    brief.catalog("m", true, false).await;
+    assert_eq!(brief.issue(APP_KEY, body.clone()).await.status(), 201);
+    delete_upload(&brief, "u-m").await;
+    kollus_test_support::eventually(
+        "the cached answer expires",
+        std::time::Duration::from_secs(30),
+        || async { (brief.issue(APP_KEY, body.clone()).await.status() == 409).then_some(()) },
+    )
+    .await;
 }
 
 async fn delete_upload(app: &TestApp, upload: &str) {
