@@ -64,6 +64,7 @@ impl Broker {
             namespace: new_namespace(),
             proxy: None,
         }
+        .registered()
     }
 
     /// A broker of this test's own: another cluster (its own cluster id), started for this test
@@ -79,6 +80,7 @@ impl Broker {
             namespace: new_namespace(),
             proxy: None,
         }
+        .registered()
     }
 
     /// Another cluster standing in for this broker's, as after losing it: a broker of this
@@ -87,7 +89,7 @@ impl Broker {
     pub async fn another_cluster(&self) -> Self {
         let mut other = Self::dedicated().await;
         other.namespace = self.namespace.clone();
-        other
+        other.registered()
     }
 
     /// A broker of this test's own that clients reach only through a [`ChaosProxy`], so a test
@@ -111,6 +113,19 @@ impl Broker {
             namespace: new_namespace(),
             proxy: Some(proxy),
         }
+        .registered()
+    }
+
+    /// Notes this broker's [`Broker::settings`] topics as ones its services are told to use
+    /// (see [`expected_topic`]).
+    fn registered(self) -> Self {
+        let settings = self.settings();
+        let mut expected = EXPECTED.lock().unwrap_or_else(|e| e.into_inner());
+        for topic in settings.topics() {
+            expected.insert((self.addr.clone(), topic.to_owned()));
+        }
+        drop(expected);
+        self
     }
 
     /// How many brokers of their own tests in this process started so far (each costs a JVM
@@ -382,35 +397,70 @@ impl Drop for Node {
     }
 }
 
-/// How long a helper waits for a topic to exist before it fails: services create their topics in
-/// the background once they start (ingest does once Kafka answers), and a loaded machine can be
-/// slow to.
+/// How long a helper waits for a topic no service of this process was told to use (another
+/// process may be creating it) before it fails.
 const TOPIC_WAIT: Duration = Duration::from_secs(60);
 
-/// The partitions of `topic`, once the broker knows it. A topic it does not know after `wait`
-/// (never created, or a misspelt name) fails the test, naming it: an unknown topic holds nothing,
-/// but "nothing" read from one proves nothing. A blocking call.
+/// (broker address, topic) of every [`Broker::settings`] topic of this process: the topics the
+/// services of a test are told to use.
+static EXPECTED: Mutex<std::collections::BTreeSet<(String, String)>> =
+    Mutex::new(std::collections::BTreeSet::new());
+
+/// Whether `topic` on `brokers` is one of a [`Broker`]'s own topics, which its services create
+/// when they start (ingest does so in the background, once Kafka answers). Not created yet, it
+/// holds nothing and no group has committed on it; a topic of any other name or broker that
+/// does not exist is a mistake to fail on.
+fn expected_topic(brokers: &str, topic: &str) -> bool {
+    EXPECTED
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .contains(&(brokers.to_owned(), topic.to_owned()))
+}
+
+/// The partitions of `topic`, or `None` when it is a topic of a [`Broker`]'s settings not
+/// created yet ([`expected_topic`]). Any other topic the broker does not know after `wait`
+/// (never created, a misspelt name, another broker) fails the test, naming it: a topic that
+/// does not exist holds nothing, but "nothing" read from a wrong name proves nothing. A broker
+/// that does not answer fails it too. A blocking call (it never waits for a topic of the
+/// settings: an in-process service creating it may need this thread).
 pub(crate) fn known_partitions<C, K>(
     consumer: &K,
     brokers: &str,
     topic: &str,
     wait: Duration,
-) -> Vec<i32>
+) -> Option<Vec<i32>>
 where
     C: rdkafka::consumer::ConsumerContext,
     K: rdkafka::consumer::Consumer<C>,
 {
+    use rdkafka::types::RDKafkaRespErr;
     let deadline = Instant::now() + wait;
     loop {
-        let why = match kollus_common::kafka::partitions(consumer, topic) {
-            Ok(p) if !p.is_empty() => return p,
-            Ok(_) => "the broker does not know it".to_owned(),
-            Err(e) => format!("{e:#}"),
+        let why = match consumer.fetch_metadata(Some(topic), Duration::from_secs(10)) {
+            Ok(metadata) => {
+                let found = metadata.topics().iter().find(|t| t.name() == topic);
+                match found.map(|t| (t.error(), t.partitions())) {
+                    Some((None, partitions)) if !partitions.is_empty() => {
+                        return Some(partitions.iter().map(|p| p.id()).collect());
+                    }
+                    None
+                    | Some((Some(RDKafkaRespErr::RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART), _))
+                        if expected_topic(brokers, topic) =>
+                    {
+                        return None;
+                    }
+                    None => "the broker does not know it".to_owned(),
+                    Some((Some(e), _)) => format!("{e:?}"),
+                    Some((None, _)) => "no partitions".to_owned(),
+                }
+            }
+            Err(e) => format!("metadata: {e}"),
         };
         assert!(
             Instant::now() < deadline,
-            "topic {topic} on {brokers}: no partitions after {wait:?} ({why}); was it created, \
-             and is the name right?"
+            "topic {topic} on {brokers}: not readable after {wait:?} ({why}); no Broker of this \
+             test process gave it to its services: was it created, is the name right, is it the \
+             right broker?"
         );
         std::thread::sleep(Duration::from_millis(200));
     }
@@ -421,8 +471,9 @@ where
 /// idempotent producer's retry or a transaction marker takes an offset and is no record). The
 /// way to assert that *nothing* (or exactly so much) arrived.
 ///
-/// A topic the broker does not know (after a minute: a service may still be creating it) fails
-/// the test, as does any error reading it: never 0 for a topic that could not be read.
+/// 0 for a topic of a [`Broker`]'s settings not created yet (its services create it; nothing
+/// can be on it). Any other topic the broker does not know (after a minute) fails the test,
+/// naming it, as does any error reading it: never 0 for a topic that could not be read.
 pub fn topic_record_count(brokers: &str, topic: &str) -> i64 {
     count_records(brokers, topic, TOPIC_WAIT)
 }
@@ -439,7 +490,9 @@ fn count_records(brokers: &str, topic: &str, topic_wait: Duration) -> i64 {
         .set("log_level", "3")
         .create()
         .expect("creating a counting consumer");
-    let partitions = known_partitions(&consumer, brokers, topic, topic_wait);
+    let Some(partitions) = known_partitions(&consumer, brokers, topic, topic_wait) else {
+        return 0;
+    };
     let mut assignment = TopicPartitionList::new();
     for p in &partitions {
         assignment
@@ -485,6 +538,7 @@ fn watermarks(brokers: &str, topic: &str) -> Vec<(i32, i64, i64)> {
         .create()
         .expect("creating a consumer to read watermarks");
     known_partitions(&consumer, brokers, topic, TOPIC_WAIT)
+        .unwrap_or_default()
         .into_iter()
         .map(|p| {
             let (low, high) = consumer
@@ -616,6 +670,18 @@ mod tests {
             &broker.topic("never-created"),
             Duration::from_secs(2),
         );
+    }
+
+    #[tokio::test]
+    async fn a_topic_of_the_settings_not_created_yet_holds_nothing() {
+        let broker = Broker::start().await;
+        // At once: an in-process service creating it may need this thread.
+        let started = Instant::now();
+        assert_eq!(
+            topic_record_count(&broker.addr, &broker.settings().playback_topic),
+            0
+        );
+        assert!(started.elapsed() < Duration::from_secs(15));
     }
 
     #[tokio::test]
