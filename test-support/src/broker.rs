@@ -64,6 +64,7 @@ impl Broker {
             namespace: new_namespace(),
             proxy: None,
         }
+        .registered()
     }
 
     /// A broker of this test's own: another cluster (its own cluster id), started for this test
@@ -79,6 +80,7 @@ impl Broker {
             namespace: new_namespace(),
             proxy: None,
         }
+        .registered()
     }
 
     /// Another cluster standing in for this broker's, as after losing it: a broker of this
@@ -87,7 +89,7 @@ impl Broker {
     pub async fn another_cluster(&self) -> Self {
         let mut other = Self::dedicated().await;
         other.namespace = self.namespace.clone();
-        other
+        other.registered()
     }
 
     /// A broker of this test's own that clients reach only through a [`ChaosProxy`], so a test
@@ -111,6 +113,19 @@ impl Broker {
             namespace: new_namespace(),
             proxy: Some(proxy),
         }
+        .registered()
+    }
+
+    /// Notes this broker's [`Broker::settings`] topics as ones its services are told to use
+    /// (see [`expected_topic`]).
+    fn registered(self) -> Self {
+        let settings = self.settings();
+        let mut expected = EXPECTED.lock().unwrap_or_else(|e| e.into_inner());
+        for topic in settings.topics() {
+            expected.insert((self.addr.clone(), topic.to_owned()));
+        }
+        drop(expected);
+        self
     }
 
     /// How many brokers of their own tests in this process started so far (each costs a JVM
@@ -382,11 +397,88 @@ impl Drop for Node {
     }
 }
 
+/// How long a helper waits for a topic no service of this process was told to use (another
+/// process may be creating it) before it fails.
+const TOPIC_WAIT: Duration = Duration::from_secs(60);
+
+/// (broker address, topic) of every [`Broker::settings`] topic of this process: the topics the
+/// services of a test are told to use.
+static EXPECTED: Mutex<std::collections::BTreeSet<(String, String)>> =
+    Mutex::new(std::collections::BTreeSet::new());
+
+/// Whether `topic` on `brokers` is one of a [`Broker`]'s own topics, which its services create
+/// when they start (ingest does so in the background, once Kafka answers). Not created yet, it
+/// holds nothing and no group has committed on it; a topic of any other name or broker that
+/// does not exist is a mistake to fail on.
+fn expected_topic(brokers: &str, topic: &str) -> bool {
+    EXPECTED
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .contains(&(brokers.to_owned(), topic.to_owned()))
+}
+
+/// The partitions of `topic`, or `None` when it is a topic of a [`Broker`]'s settings not
+/// created yet ([`expected_topic`]). Any other topic the broker does not know after `wait`
+/// (never created, a misspelt name, another broker) fails the test, naming it: a topic that
+/// does not exist holds nothing, but "nothing" read from a wrong name proves nothing. A broker
+/// that does not answer fails it too. A blocking call (it never waits for a topic of the
+/// settings: an in-process service creating it may need this thread).
+pub(crate) fn known_partitions<C, K>(
+    consumer: &K,
+    brokers: &str,
+    topic: &str,
+    wait: Duration,
+) -> Option<Vec<i32>>
+where
+    C: rdkafka::consumer::ConsumerContext,
+    K: rdkafka::consumer::Consumer<C>,
+{
+    use rdkafka::types::RDKafkaRespErr;
+    let deadline = Instant::now() + wait;
+    loop {
+        let why = match consumer.fetch_metadata(Some(topic), Duration::from_secs(10)) {
+            Ok(metadata) => {
+                let found = metadata.topics().iter().find(|t| t.name() == topic);
+                match found.map(|t| (t.error(), t.partitions())) {
+                    Some((None, partitions)) if !partitions.is_empty() => {
+                        return Some(partitions.iter().map(|p| p.id()).collect());
+                    }
+                    None
+                    | Some((Some(RDKafkaRespErr::RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART), _))
+                        if expected_topic(brokers, topic) =>
+                    {
+                        return None;
+                    }
+                    None => "the broker does not know it".to_owned(),
+                    Some((Some(e), _)) => format!("{e:?}"),
+                    Some((None, _)) => "no partitions".to_owned(),
+                }
+            }
+            Err(e) => format!("metadata: {e}"),
+        };
+        assert!(
+            Instant::now() < deadline,
+            "topic {topic} on {brokers}: not readable after {wait:?} ({why}); no Broker of this \
+             test process gave it to its services: was it created, is the name right, is it the \
+             right broker?"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
 /// How many records `topic` holds now, counted by reading every partition from its start to
 /// its end (librdkafka's end-of-partition event): the records themselves, not the offsets (an
 /// idempotent producer's retry or a transaction marker takes an offset and is no record). The
 /// way to assert that *nothing* (or exactly so much) arrived.
+///
+/// 0 for a topic of a [`Broker`]'s settings not created yet (its services create it; nothing
+/// can be on it). Any other topic the broker does not know (after a minute) fails the test,
+/// naming it, as does any error reading it: never 0 for a topic that could not be read.
 pub fn topic_record_count(brokers: &str, topic: &str) -> i64 {
+    count_records(brokers, topic, TOPIC_WAIT)
+}
+
+fn count_records(brokers: &str, topic: &str, topic_wait: Duration) -> i64 {
     use rdkafka::consumer::{BaseConsumer, Consumer as _};
     use rdkafka::error::KafkaError;
     use rdkafka::{ClientConfig, Offset, TopicPartitionList};
@@ -398,11 +490,9 @@ pub fn topic_record_count(brokers: &str, topic: &str) -> i64 {
         .set("log_level", "3")
         .create()
         .expect("creating a counting consumer");
-    let partitions =
-        kollus_common::kafka::partitions(&consumer, topic).unwrap_or_else(|e| panic!("{e:#}"));
-    if partitions.is_empty() {
+    let Some(partitions) = known_partitions(&consumer, brokers, topic, topic_wait) else {
         return 0;
-    }
+    };
     let mut assignment = TopicPartitionList::new();
     for p in &partitions {
         assignment
@@ -414,7 +504,8 @@ pub fn topic_record_count(brokers: &str, topic: &str) -> i64 {
         .expect("assigning the partitions");
     let mut at_end = std::collections::HashSet::new();
     let mut count = 0;
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    // Reading a few records of a test's topic: a minute is for a loaded machine.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
     while at_end.len() < partitions.len() {
         assert!(
             std::time::Instant::now() < deadline,
@@ -436,8 +527,37 @@ pub fn topic_record_count(brokers: &str, topic: &str) -> i64 {
     count
 }
 
+/// The (partition, low, high) watermarks of every partition of `topic` now. A blocking call.
+fn watermarks(brokers: &str, topic: &str) -> Vec<(i32, i64, i64)> {
+    use rdkafka::consumer::{BaseConsumer, Consumer as _};
+    use rdkafka::ClientConfig;
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", format!("test-ends-{}", uuid::Uuid::now_v7()))
+        .set("log_level", "3")
+        .create()
+        .expect("creating a consumer to read watermarks");
+    known_partitions(&consumer, brokers, topic, TOPIC_WAIT)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|p| {
+            let (low, high) = consumer
+                .fetch_watermarks(topic, p, Duration::from_secs(30))
+                .unwrap_or_else(|e| panic!("the watermarks of {topic} [{p}]: {e}"));
+            (p, low, high)
+        })
+        .collect()
+}
+
+/// How long [`read_topic`] reads on once it has reached the end of the topic, for records
+/// published just after: an extra the caller should see is rarely later than this.
+const SETTLE: Duration = Duration::from_secs(1);
+
 /// Reads `topic` from the beginning with a throwaway consumer group until `want` records
-/// arrived or `timeout` passed, and returns what arrived.
+/// arrived or `timeout` passed; then, once `want` arrived, on to the end of the topic (its high
+/// watermarks at that moment) and for a short settle read after. Returns everything read: more
+/// than `want` when the topic holds more, so `len() == want` sees extras. Fewer than `want` only
+/// when `timeout` passed first.
 pub async fn read_topic(
     brokers: &str,
     topic: &str,
@@ -445,6 +565,9 @@ pub async fn read_topic(
     timeout: Duration,
 ) -> Vec<rdkafka::message::OwnedMessage> {
     use rdkafka::consumer::{Consumer as _, StreamConsumer};
+    use rdkafka::error::KafkaError;
+    use rdkafka::message::Message as _;
+    use rdkafka::types::RDKafkaErrorCode;
     use rdkafka::ClientConfig;
     let consumer: StreamConsumer = ClientConfig::new()
         .set("bootstrap.servers", brokers)
@@ -458,17 +581,131 @@ pub async fn read_topic(
         .expect("creating a test consumer");
     consumer.subscribe(&[topic]).expect("subscribing");
     let mut out = Vec::new();
+    // Per partition, the offset after the last record read.
+    let mut next = std::collections::HashMap::<i32, i64>::new();
+    fn take(
+        m: rdkafka::message::BorrowedMessage<'_>,
+        out: &mut Vec<rdkafka::message::OwnedMessage>,
+        next: &mut std::collections::HashMap<i32, i64>,
+    ) {
+        let after = next.entry(m.partition()).or_default();
+        *after = (*after).max(m.offset() + 1);
+        out.push(m.detach());
+    }
     let deadline = tokio::time::Instant::now() + timeout;
     while out.len() < want {
         match tokio::time::timeout_at(deadline, consumer.recv()).await {
-            Ok(Ok(m)) => out.push(m.detach()),
+            Ok(Ok(m)) => take(m, &mut out, &mut next),
             // Not created yet (a service creates its topics once Kafka answers): keep reading.
-            Ok(Err(rdkafka::error::KafkaError::MessageConsumption(
-                rdkafka::types::RDKafkaErrorCode::UnknownTopicOrPartition,
-            ))) => continue,
+            Ok(Err(KafkaError::MessageConsumption(RDKafkaErrorCode::UnknownTopicOrPartition))) => {
+                continue
+            }
             Ok(Err(e)) => panic!("reading {topic}: {e}"),
-            Err(_) => break,
+            // What arrived: the caller's count names the shortfall.
+            Err(_) => return out,
         }
     }
-    out
+    // `want` arrived: read on to the end the topic has now, so extras are returned too.
+    let (b, t) = (brokers.to_owned(), topic.to_owned());
+    let ends = tokio::task::spawn_blocking(move || watermarks(&b, &t))
+        .await
+        .expect("reading the topic's watermarks");
+    let to_end = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let short: Vec<(i32, i64, i64)> = ends
+            .iter()
+            .copied()
+            .filter(|(p, low, high)| high > low && next.get(p).copied().unwrap_or(0) < *high)
+            .collect();
+        if short.is_empty() {
+            break;
+        }
+        match tokio::time::timeout_at(to_end, consumer.recv()).await {
+            Ok(Ok(m)) => take(m, &mut out, &mut next),
+            Ok(Err(e)) => panic!("reading {topic} to its end: {e}"),
+            Err(_) => panic!(
+                "reading {topic} to its end: after {} records, (partition, low, high) {short:?} \
+                 not reached in 60 s (read up to {next:?})",
+                out.len()
+            ),
+        }
+    }
+    let settled = tokio::time::Instant::now() + SETTLE;
+    loop {
+        match tokio::time::timeout_at(settled, consumer.recv()).await {
+            Ok(Ok(m)) => take(m, &mut out, &mut next),
+            Ok(Err(e)) => panic!("reading {topic} past its end: {e}"),
+            Err(_) => return out,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rdkafka::message::Message as _;
+
+    /// A broker for this test and a topic of its own, created with `records` records on it.
+    pub(crate) async fn topic_with(records: usize) -> (Broker, String) {
+        let broker = Broker::start().await;
+        let settings = broker.settings();
+        let topic = settings.content_topic.clone();
+        kollus_common::kafka::ensure_topics(&settings, &[&topic])
+            .await
+            .expect("creating the test's topic");
+        for i in 0..records {
+            broker
+                .publish_raw(&topic, &format!("k{i}"), format!("r{i}").as_bytes())
+                .await;
+        }
+        (broker, topic)
+    }
+
+    #[tokio::test]
+    #[should_panic(expected = "never-created on")]
+    async fn counting_a_topic_the_broker_does_not_know_fails_naming_it() {
+        let broker = Broker::start().await;
+        count_records(
+            &broker.addr,
+            &broker.topic("never-created"),
+            Duration::from_secs(2),
+        );
+    }
+
+    #[tokio::test]
+    async fn a_topic_of_the_settings_not_created_yet_holds_nothing() {
+        let broker = Broker::start().await;
+        // At once: an in-process service creating it may need this thread.
+        let started = Instant::now();
+        assert_eq!(
+            topic_record_count(&broker.addr, &broker.settings().playback_topic),
+            0
+        );
+        assert!(started.elapsed() < Duration::from_secs(15));
+    }
+
+    #[tokio::test]
+    async fn counting_sees_nothing_and_then_each_record() {
+        let (broker, topic) = topic_with(0).await;
+        assert_eq!(topic_record_count(&broker.addr, &topic), 0);
+        broker.publish_raw(&topic, "k", b"one").await;
+        broker.publish_raw(&topic, "k", b"two").await;
+        assert_eq!(topic_record_count(&broker.addr, &topic), 2);
+    }
+
+    #[tokio::test]
+    async fn reading_returns_records_past_the_ones_wanted() {
+        let (broker, topic) = topic_with(4).await;
+        let read = read_topic(&broker.addr, &topic, 3, Duration::from_secs(60)).await;
+        let mut values: Vec<&[u8]> = read.iter().filter_map(|m| m.payload()).collect();
+        values.sort_unstable();
+        assert_eq!(values, [&b"r0"[..], b"r1", b"r2", b"r3"], "want 3 of 4");
+    }
+
+    #[tokio::test]
+    async fn reading_returns_what_arrived_when_fewer_than_wanted() {
+        let (broker, topic) = topic_with(2).await;
+        let read = read_topic(&broker.addr, &topic, 3, Duration::from_secs(10)).await;
+        assert_eq!(read.len(), 2);
+    }
 }

@@ -3,9 +3,9 @@
 //! it: every table equal to the one the lost cluster built.
 
 use std::process::{Command, Stdio};
-use std::time::Duration;
 
-use kollus_test_support::{eventually, fixture, topic_record_count, Broker};
+use kollus_test_support::{eventually, fixture, read_topic, Broker};
+use rdkafka::message::Message as _;
 
 use crate::read_api::report;
 use crate::stack::*;
@@ -79,19 +79,33 @@ async fn a_new_cluster_restored_from_the_archive_rebuilds_identical_tables() {
     assert_eq!(refused.status(), 400);
 
     let db = stack.db.client().await;
-    eventually(
-        "the workers to apply everything",
-        Duration::from_secs(30),
-        || async {
-            (stack.applied_reports().await == 41 && count(&db, "content_events").await == 4)
-                .then_some(())
-        },
-    )
+    eventually("the workers to apply everything", SLACK, || async {
+        (stack.applied_reports().await == 41 && count(&db, "content_events").await == 4)
+            .then_some(())
+    })
     .await;
     let lost = snapshot(&db).await;
     let dead_letter_topic = stack.broker.settings().deadletter_topic;
-    let dead_letters = topic_record_count(&stack.broker.addr, &dead_letter_topic);
-    assert_eq!(dead_letters, 1);
+    let refusal = |m: &rdkafka::message::OwnedMessage| {
+        let v: serde_json::Value =
+            serde_json::from_slice(m.payload().unwrap_or_default()).expect("a dead letter is JSON");
+        (
+            v["stage"].as_str().map(str::to_owned),
+            v["reason"].as_str().map(str::to_owned),
+            v["raw"]["body"].as_str().map(str::to_owned),
+        )
+    };
+    let the_refusal = (
+        Some("ingest".to_owned()),
+        Some("lms_document_missing".to_owned()),
+        Some("userid=u1&pt=30".to_owned()),
+    );
+    let dead_letters = read_topic(&stack.broker.addr, &dead_letter_topic, 1, SLACK).await;
+    assert_eq!(
+        dead_letters.iter().map(refusal).collect::<Vec<_>>(),
+        std::slice::from_ref(&the_refusal),
+        "the one dead letter is ingest's refusal of the template"
+    );
 
     let dir = std::env::temp_dir().join(format!("kollus-e2e-archive-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
@@ -115,7 +129,13 @@ async fn a_new_cluster_restored_from_the_archive_rebuilds_identical_tables() {
         let restored = archive(&["restore", "--from", &dir_s], &new);
         assert!(restored.contains("restored 46 records"), "{restored}");
     }
-    assert_eq!(topic_record_count(&new.addr, &dead_letter_topic), 2);
+    // Restored twice: the refusal, twice (a dead letter is kept, not applied).
+    let restored = read_topic(&new.addr, &dead_letter_topic, 2, SLACK).await;
+    assert_eq!(
+        restored.iter().map(refusal).collect::<Vec<_>>(),
+        [the_refusal.clone(), the_refusal],
+        "the restored dead letters"
+    );
 
     // The tables go too (so only the replay can bring them back); both workers rebuild from
     // the new cluster.
@@ -143,7 +163,7 @@ async fn a_new_cluster_restored_from_the_archive_rebuilds_identical_tables() {
     }
     eventually(
         "the rebuilt tables to equal the lost cluster's",
-        Duration::from_secs(60),
+        SLACK,
         || async { (snapshot(&db).await == lost).then_some(()) },
     )
     .await;

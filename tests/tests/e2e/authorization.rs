@@ -2,10 +2,8 @@
 //! allowance, the viewer's player reports through ingest, history-worker applies the reports,
 //! and token-api's answers to Kollus's play callback shrink the allowance until it refuses.
 
-use std::time::Duration;
-
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
-use kollus_test_support::eventually;
+use kollus_test_support::{eventually, eventually_ok};
 use serde_json::{json, Value};
 
 use crate::read_api::report;
@@ -72,7 +70,7 @@ async fn the_allowance_shrinks_as_the_viewer_watches_until_kollus_is_told_no() {
         .await;
     eventually(
         "the play answer to count the 50 s watched",
-        Duration::from_secs(30),
+        SLACK,
         || async {
             let data = stack.play("viewer", "mAuth").await;
             (data["expiration_playtime"] == 70).then_some(())
@@ -86,7 +84,7 @@ async fn the_allowance_shrinks_as_the_viewer_watches_until_kollus_is_told_no() {
         .await;
     let refused = eventually(
         "the play callback to be refused once the allowance is used up",
-        Duration::from_secs(30),
+        SLACK,
         || async {
             let data = stack.play("viewer", "mAuth").await;
             (data["result"] == 0).then_some(data)
@@ -144,27 +142,41 @@ async fn each_callback_secret_opens_only_its_own_routes() {
         }
     }
     let topics = stack.broker.settings();
-    for topic in topics.topics() {
-        assert_eq!(
-            kollus_test_support::topic_record_count(&stack.broker.addr, topic),
-            0,
-            "nothing kept on {topic}"
-        );
+    let kept = || {
+        topics
+            .topics()
+            .into_iter()
+            .map(|topic| {
+                let n = kollus_test_support::topic_record_count(&stack.broker.addr, topic);
+                (topic.to_owned(), n)
+            })
+            .collect::<Vec<_>>()
+    };
+    for (topic, n) in kept() {
+        assert_eq!(n, 0, "nothing kept on {topic}");
     }
-    let decisions: i64 = stack
-        .db
-        .client()
-        .await
-        .query_one("SELECT count(*) FROM playback_decisions", &[])
-        .await
-        .unwrap()
-        .get(0);
-    assert_eq!(decisions, 0, "a refused callback decides nothing");
-    // Each route with its own secret is answered (the platform form above is no valid upload,
-    // so 400: past the secret check, and dead-lettered).
+    let decisions = || async {
+        stack
+            .db
+            .client()
+            .await
+            .query_one("SELECT count(*) FROM playback_decisions", &[])
+            .await
+            .unwrap()
+            .get::<_, i64>(0)
+    };
+    assert_eq!(decisions().await, 0, "a refused callback decides nothing");
+    // Each route with its own secret is answered: a 200 keeps the callback on its topic, a
+    // 400 (the form above is no valid callback of most routes) keeps a dead letter.
+    let (mut content, mut playback, mut dead) = (0, 0, 0);
     for route in ingest_routes {
         let res = post(&stack.ingest, route, secret_for(route)).await.unwrap();
-        assert_ne!(res.status(), 401, "ingest {route} with its own secret");
+        match (res.status().as_u16(), route) {
+            (200, "lms") => playback += 1,
+            (200, _) => content += 1,
+            (400, _) => dead += 1,
+            (status, _) => panic!("ingest {route} with its own secret: {status}"),
+        }
     }
     for route in ["play", "drm"] {
         let res = post(&stack.token_api, route, PLAY_CALLBACK_SECRET)
@@ -172,4 +184,28 @@ async fn each_callback_secret_opens_only_its_own_routes() {
             .unwrap();
         assert_eq!(res.status(), 200, "token-api {route} with its own secret");
     }
+    // The counts above could have seen a record or a decision: those the right secrets let in
+    // are there.
+    let expected: Vec<(String, i64)> = topics
+        .topics()
+        .into_iter()
+        .zip([content, playback, dead])
+        .map(|(t, n)| (t.to_owned(), n))
+        .collect();
+    assert_eq!(content + playback + dead, 5);
+    eventually_ok(
+        "what the answered callbacks kept: their records, a decision per token-api route",
+        SLACK,
+        || async {
+            let (kept, decided) = (kept(), decisions().await);
+            if kept == expected && decided == 2 {
+                Ok(())
+            } else {
+                Err(format!(
+                    "kept {kept:?}, {decided} decisions; expected {expected:?}"
+                ))
+            }
+        },
+    )
+    .await;
 }

@@ -4,7 +4,6 @@
 //! gone, after which token-api's strict catalog refuses its playback token.
 
 use std::process::Command;
-use std::time::Duration;
 
 use kollus_test_support::kollus_api::video;
 use kollus_test_support::{eventually, fixture, FakeKollusApi};
@@ -84,18 +83,14 @@ async fn a_backfill_then_a_sweep_finds_the_delete_the_callbacks_missed() {
 
     let out = kollus_catalog(&stack, &fake, &["backfill"]).await;
     assert!(out.contains("backfill: 2 uploads in 1 channels"), "{out}");
-    eventually(
-        "both videos playable and titled",
-        Duration::from_secs(60),
-        || async {
-            count(
-                "SELECT count(*) FROM media_playability p JOIN uploads u USING (upload_file_key) \
+    eventually("both videos playable and titled", SLACK, || async {
+        count(
+            "SELECT count(*) FROM media_playability p JOIN uploads u USING (upload_file_key) \
              WHERE p.playable AND u.title IS NOT NULL",
-            )
-            .await
-            .filter(|n| *n == 2)
-        },
-    )
+        )
+        .await
+        .filter(|n| *n == 2)
+    })
     .await;
     assert_eq!(stack.token_status("vnCVPVyV").await, 201);
 
@@ -104,11 +99,9 @@ async fn a_backfill_then_a_sweep_finds_the_delete_the_callbacks_missed() {
     let out = kollus_catalog(&stack, &fake, &["sweep"]).await;
     assert!(out.contains("absent      upload ufk-0001"), "{out}");
     assert!(out.contains("sweep: 1 differences corrected"), "{out}");
-    eventually(
-        "token-api to refuse the absent video",
-        Duration::from_secs(30),
-        || async { (stack.token_status("vnCVPVyV").await == 409).then_some(()) },
-    )
+    eventually("token-api to refuse the absent video", SLACK, || async {
+        (stack.token_status("vnCVPVyV").await == 409).then_some(())
+    })
     .await;
     assert_eq!(
         stack.token_status("oldmedia1").await,

@@ -6,7 +6,6 @@
 
 use std::collections::HashSet;
 use std::process::{Command, Stdio};
-use std::time::Duration;
 
 use kollus_test_support::{eventually, fixture, read_topic, Broker};
 use rdkafka::message::Message as _;
@@ -137,14 +136,10 @@ async fn a_rebuild_from_the_archive_then_a_fresh_brokers_topic_equals_the_full_r
         post(&stack, route, form, fixture(file)).await;
     }
     post_reports(0..30).await;
-    eventually(
-        "the first half applied",
-        Duration::from_secs(30),
-        || async {
-            (stack.applied_reports().await == 30 && count(&db, "content_events").await == 2)
-                .then_some(())
-        },
-    )
+    eventually("the first half applied", SLACK, || async {
+        (stack.applied_reports().await == 30 && count(&db, "content_events").await == 2)
+            .then_some(())
+    })
     .await;
     let dir = std::env::temp_dir().join(format!("kollus-e2e-tier-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
@@ -160,14 +155,10 @@ async fn a_rebuild_from_the_archive_then_a_fresh_brokers_topic_equals_the_full_r
         post(&stack, route, form, fixture(file)).await;
     }
     post_reports(30..60).await;
-    eventually(
-        "the second half applied",
-        Duration::from_secs(30),
-        || async {
-            (stack.applied_reports().await == 60 && count(&db, "content_events").await == 4)
-                .then_some(())
-        },
-    )
+    eventually("the second half applied", SLACK, || async {
+        (stack.applied_reports().await == 60 && count(&db, "content_events").await == 4)
+            .then_some(())
+    })
     .await;
     let full = snapshot(&db).await;
 
@@ -182,7 +173,7 @@ async fn a_rebuild_from_the_archive_then_a_fresh_brokers_topic_equals_the_full_r
     let mut copied = 0;
     for (topic, total) in [(&topics.content_topic, 4), (&topics.playback_topic, 60)] {
         let archived = archived_ids(&dir_s, topic).await;
-        let all = read_topic(&stack.broker.addr, topic, total, Duration::from_secs(30)).await;
+        let all = read_topic(&stack.broker.addr, topic, total, SLACK).await;
         assert_eq!(all.len(), total, "{topic}");
         for m in all.iter().filter(|m| !archived.contains(&envelope_id(m))) {
             let key = std::str::from_utf8(m.key().unwrap()).unwrap();
@@ -215,7 +206,7 @@ async fn a_rebuild_from_the_archive_then_a_fresh_brokers_topic_equals_the_full_r
     }
     eventually(
         "the rebuilt tables to equal the full run's",
-        Duration::from_secs(60),
+        SLACK,
         || async { (snapshot(&db).await == full).then_some(()) },
     )
     .await;

@@ -1,7 +1,8 @@
 use std::time::Duration;
 
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
-use kollus_test_support::{eventually, fixture};
+use kollus_test_support::{eventually, eventually_ok, fixture, read_topic, topic_record_count};
+use rdkafka::message::Message as _;
 
 use crate::stack::*;
 
@@ -25,7 +26,7 @@ async fn callbacks_flow_to_the_catalog_and_history_and_tokens_are_signed() {
     );
 
     let db = stack.db.client().await;
-    let session = eventually("the seed session row", Duration::from_secs(60), || async {
+    let session = eventually("the seed session row", SLACK, || async {
         db.query_opt(
             "SELECT client_user_id, start_at, playtime, \
                     cardinality(array_positions(blocks_played, true)) \
@@ -46,24 +47,21 @@ async fn callbacks_flow_to_the_catalog_and_history_and_tokens_are_signed() {
         "5 blocks watched"
     );
 
-    let playable: bool = eventually(
-        "vnCVPVyV in the catalog",
-        Duration::from_secs(60),
-        || async {
-            db.query_opt(
-                "SELECT playable FROM media_playability WHERE media_content_key = 'vnCVPVyV'",
-                &[],
-            )
-            .await
-            .ok()
-            .flatten()
-            .map(|r| r.get(0))
-        },
-    )
+    let playable: bool = eventually("vnCVPVyV in the catalog", SLACK, || async {
+        db.query_opt(
+            "SELECT playable FROM media_playability WHERE media_content_key = 'vnCVPVyV'",
+            &[],
+        )
+        .await
+        .ok()
+        .flatten()
+        .map(|r| r.get(0))
+    })
     .await;
     assert!(playable, "joined a channel: playable");
 
     // A token for the video the catalog now knows.
+    let asked = time::OffsetDateTime::now_utc().unix_timestamp();
     let res = stack
         .http
         .post(format!("{}/v1/playback-tokens", stack.token_api))
@@ -89,11 +87,13 @@ async fn callbacks_flow_to_the_catalog_and_history_and_tokens_are_signed() {
     )
     .expect("the token verifies with the shared security key");
     let claims = decoded.claims;
-    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let answered = time::OffsetDateTime::now_utc().unix_timestamp();
     let expt = claims["expt"].as_i64().unwrap();
+    // An hour from when token-api signed it, which was between the request and its answer
+    // (however long a loaded machine took).
     assert!(
-        (now + 3590..=now + 3601).contains(&expt),
-        "expt {expt} is an hour from {now}"
+        (asked + 3600..=answered + 3600).contains(&expt),
+        "expt {expt} is an hour from the request, made in [{asked}, {answered}]"
     );
     assert_eq!(
         claims,
@@ -127,69 +127,166 @@ async fn callbacks_flow_to_the_catalog_and_history_and_tokens_are_signed() {
 }
 
 /// Every shared fixture, posted as Kollus or a player would to the real ingest binary, lands in
-/// the tables through the broker and both workers.
+/// the tables through the broker and both workers: each fixture's own mark is found there (not a
+/// count another fixture or a dead letter could make up), and nothing was dead-lettered.
 #[tokio::test]
 async fn every_fixture_reaches_the_tables_through_the_real_binaries() {
     let stack = Stack::start().await;
-    for (route, file) in [
-        ("upload", "upload.form"),
-        ("transcoding", "transcoding-success.form"),
-        ("transcoding", "transcoding-request-id.form"),
-        ("channel", "channel-join.form"),
-        ("channel", "channel-leave.form"),
-        ("content", "content-poster.form"),
-        ("content", "content-delete.form"),
-        ("lms", "lms-seed.form"),
-        ("lms", "lms-android-hash.form"),
-    ] {
-        let res = stack.callback(route, fixture(file)).await;
+    // (fixture, how it is sent, the route, a query finding its own mark in the tables).
+    // `lms-seed.json` and `lms-query-string.url` are the documents of `lms-seed.form` and
+    // `lms-android-hash.form` in another shape: each is sent with a user of its own, so its
+    // session is its own and not one the other fixture made.
+    let fixtures: [(&str, Body, &str, &str); 11] = [
+        (
+            "upload.form",
+            Body::Form,
+            "upload",
+            "SELECT count(*) FROM content_events \
+             WHERE change = 'uploaded' AND upload_file_key = 'ufk-0001'",
+        ),
+        (
+            "transcoding-success.form",
+            Body::Form,
+            "transcoding",
+            "SELECT count(*) FROM content_events \
+             WHERE change = 'transcoded' AND upload_file_key = 'ufk-0001'",
+        ),
+        (
+            "transcoding-request-id.form",
+            Body::Form,
+            "transcoding",
+            "SELECT count(*) FROM content_events \
+             WHERE change = 'transcoded' AND upload_file_key = '20251117-fx7k2m9q' \
+               AND request_id = '20251117-callback-65a1f0c3d2b4e'",
+        ),
+        (
+            "channel-join.form",
+            Body::Form,
+            "channel",
+            "SELECT count(*) FROM content_events WHERE change = 'channel_join' \
+               AND media_content_key = 'vnCVPVyV' AND channel_key = 'ch-main'",
+        ),
+        (
+            "channel-leave.form",
+            Body::Form,
+            "channel",
+            "SELECT count(*) FROM content_events WHERE change = 'channel_leave' \
+               AND media_content_key = 'vnCVPVyV' AND channel_key = 'ch-main'",
+        ),
+        (
+            "content-poster.form",
+            Body::Form,
+            "content",
+            "SELECT count(*) FROM content_events \
+             WHERE change = 'content_poster' AND upload_file_key = 'ufk-0001'",
+        ),
+        (
+            "content-delete.form",
+            Body::Form,
+            "content",
+            "SELECT count(*) FROM content_events \
+             WHERE change = 'content_delete' AND upload_file_key = 'ufk-0001'",
+        ),
+        (
+            "lms-seed.form",
+            Body::Form,
+            "lms",
+            "SELECT count(*) FROM watch_sessions \
+             WHERE client_user_id = '181353' AND media_content_key = 'mediacontentkey'",
+        ),
+        (
+            "lms-seed.json",
+            Body::JsonAs("181353-json"),
+            "lms",
+            "SELECT count(*) FROM watch_sessions \
+             WHERE client_user_id = '181353-json' AND media_content_key = 'mediacontentkey'",
+        ),
+        (
+            "lms-android-hash.form",
+            Body::Form,
+            "lms",
+            // Signed: verified only if this report, not its unsigned copy, made the row.
+            "SELECT count(*) FROM watch_sessions WHERE client_user_id = 'fixture-user-7' \
+               AND media_content_key = 'fxAndr01' AND hash_verified",
+        ),
+        (
+            "lms-query-string.url",
+            Body::QueryAs("fixture-user-7-get"),
+            "lms",
+            "SELECT count(*) FROM watch_sessions \
+             WHERE client_user_id = 'fixture-user-7-get' AND media_content_key = 'fxAndr01'",
+        ),
+    ];
+    for (file, body, route, _) in &fixtures {
+        let res = body.send(&stack, route, file).await;
         assert_eq!(res.status(), 200, "{file}: {:?}", res.text().await);
     }
-    let json = stack
-        .http
-        .post(format!(
-            "{}/kollus/lms?secret={LMS_CALLBACK_SECRET}",
-            stack.ingest
-        ))
-        .header("content-type", "application/json")
-        .body(fixture("lms-seed.json"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(json.status(), 200, "lms-seed.json");
-    let url = String::from_utf8(fixture("lms-query-string.url")).unwrap();
-    let get = stack
-        .http
-        .get(format!(
-            "{}{}&secret={LMS_CALLBACK_SECRET}",
-            stack.ingest,
-            url.trim_end()
-        ))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(get.status(), 200, "lms-query-string.url as a GET");
 
-    let db = stack.db.client().await;
-    let count = |sql: &'static str| {
-        let db = &db;
-        async move {
-            db.query_one(sql, &[])
-                .await
-                .ok()
-                .map(|r| r.get::<_, i64>(0))
-        }
-    };
-    eventually(
-        "7 platform callbacks and 4 reports applied",
-        Duration::from_secs(60),
+    // Each accepted callback is one record; once both workers have committed past every one,
+    // each record is applied or dead-lettered.
+    let topics = stack.broker.settings();
+    let content = topic_record_count(&stack.broker.addr, &topics.content_topic);
+    let playback = topic_record_count(&stack.broker.addr, &topics.playback_topic);
+    let lms = fixtures.iter().filter(|f| f.2 == "lms").count() as i64;
+    assert_eq!(
+        (content, playback),
+        (fixtures.len() as i64 - lms, lms),
+        "one record per callback"
+    );
+    eventually_ok(
+        "both workers to commit past every record",
+        SLACK,
         || async {
-            let events = count("SELECT count(*) FROM content_events").await?;
-            let reports = stack.applied_reports().await;
-            (events == 7 && reports == 4).then_some(())
+            let sync = kollus_test_support::group::committed(
+                &stack.broker.addr,
+                &stack.broker.group("sync-worker"),
+                &topics.content_topic,
+            )
+            .await;
+            let history = stack.applied_reports().await;
+            if (sync, history) == (content, playback) {
+                Ok(())
+            } else {
+                Err(format!(
+                    "sync-worker {sync} of {content}, history-worker {history} of {playback}"
+                ))
+            }
         },
     )
     .await;
+    let dead = read_topic(
+        &stack.broker.addr,
+        &topics.deadletter_topic,
+        0,
+        Duration::from_secs(10),
+    )
+    .await;
+    // Each as "stage reason: detail" (the record it holds is long).
+    let dead: Vec<String> = dead
+        .iter()
+        .map(|m| {
+            let text = String::from_utf8_lossy(m.payload().unwrap_or_default()).into_owned();
+            match serde_json::from_str::<serde_json::Value>(&text) {
+                Ok(v) => format!("{} {}: {}", v["stage"], v["reason"], v["detail"]),
+                Err(_) => text,
+            }
+        })
+        .collect();
+    assert!(dead.is_empty(), "dead-lettered: {dead:#?}");
+
+    let db = stack.db.client().await;
+    let mut missing = Vec::new();
+    for (file, _, _, mark) in &fixtures {
+        let found: i64 = db.query_one(*mark, &[]).await.unwrap().get(0);
+        if found != 1 {
+            missing.push(format!("{file} ({found} rows: {mark})"));
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "fixtures whose own mark is not in the tables: {missing:#?}"
+    );
+
     let row = db
         .query_one(
             "SELECT request_id, payload->>'filename' FROM content_events \
@@ -220,10 +317,11 @@ async fn every_fixture_reaches_the_tables_through_the_real_binaries() {
     assert_eq!(
         sessions,
         [
-            // The seed form and the seed JSON: one session, two unsigned reports.
             ("181353".to_owned(), 151, Some(false)),
-            // Android's signed report, then the same document unsigned by GET.
-            ("fixture-user-7".to_owned(), 596, Some(false)),
+            ("181353-json".to_owned(), 151, Some(false)),
+            // Android's signed report; the same document unsigned, by GET.
+            ("fixture-user-7".to_owned(), 596, Some(true)),
+            ("fixture-user-7-get".to_owned(), 596, Some(false)),
         ]
     );
     let deleted: bool = db
@@ -235,4 +333,54 @@ async fn every_fixture_reaches_the_tables_through_the_real_binaries() {
         .unwrap()
         .get(0);
     assert!(deleted, "content-delete.form applied");
+}
+
+/// How a fixture is sent to ingest.
+enum Body {
+    /// The file as a form body, to its route.
+    Form,
+    /// The JSON file as the body, its user replaced by this one.
+    JsonAs(&'static str),
+    /// The path and query of the file as a GET (no body), its user replaced by this one.
+    QueryAs(&'static str),
+}
+
+impl Body {
+    async fn send(&self, stack: &Stack, route: &str, file: &str) -> reqwest::Response {
+        let text = || String::from_utf8(fixture(file)).unwrap();
+        match self {
+            Body::Form => stack.callback(route, fixture(file)).await,
+            Body::JsonAs(user) => {
+                let doc = text().replace("\"181353\"", &format!("\"{user}\""));
+                assert!(doc.contains(user), "{file} names user 181353");
+                stack
+                    .http
+                    .post(format!(
+                        "{}/kollus/{route}?secret={}",
+                        stack.ingest,
+                        secret_for(route)
+                    ))
+                    .header("content-type", "application/json")
+                    .body(doc)
+                    .send()
+                    .await
+                    .unwrap()
+            }
+            Body::QueryAs(user) => {
+                let url = text().replace("fixture-user-7", user);
+                assert!(url.contains(user), "{file} names user fixture-user-7");
+                stack
+                    .http
+                    .get(format!(
+                        "{}{}&secret={}",
+                        stack.ingest,
+                        url.trim_end(),
+                        secret_for(route)
+                    ))
+                    .send()
+                    .await
+                    .unwrap()
+            }
+        }
+    }
 }

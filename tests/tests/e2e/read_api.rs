@@ -1,7 +1,5 @@
 //! token-api's read API answering from what ingest, the broker and the workers applied.
 
-use std::time::Duration;
-
 use kollus_test_support::{eventually, fixture, openapi_mismatches};
 use serde_json::{json, Value};
 
@@ -126,15 +124,11 @@ async fn the_read_api_answers_from_what_the_pipeline_applied() {
     let doc = stack.openapi().await;
 
     // Progress: once every report is applied.
-    let progress = eventually(
-        "mA progress over 5 sessions",
-        Duration::from_secs(60),
-        || async {
-            let (status, body) = stack.read("/v1/users/reader/media/mA/progress").await;
-            (status == 200 && body["sessions"] == 5 && body["total_real_playtime"] == 60)
-                .then_some(body)
-        },
-    )
+    let progress = eventually("mA progress over 5 sessions", SLACK, || async {
+        let (status, body) = stack.read("/v1/users/reader/media/mA/progress").await;
+        (status == 200 && body["sessions"] == 5 && body["total_real_playtime"] == 60)
+            .then_some(body)
+    })
     .await;
     conforms(&doc, "Progress", &progress);
     assert_eq!(
@@ -149,7 +143,7 @@ async fn the_read_api_answers_from_what_the_pipeline_applied() {
     );
 
     // History: all seven sessions, newest first, across pages of three.
-    eventually("both mB sessions", Duration::from_secs(60), || async {
+    eventually("both mB sessions", SLACK, || async {
         let (_, body) = stack.read("/v1/users/reader/history?media=mB").await;
         (body["sessions"].as_array()?.len() == 2).then_some(())
     })
@@ -214,14 +208,10 @@ async fn the_read_api_answers_from_what_the_pipeline_applied() {
     );
 
     // The catalog state of the video the channel callback named.
-    let media = eventually(
-        "vnCVPVyV in the catalog",
-        Duration::from_secs(60),
-        || async {
-            let (status, body) = stack.read("/v1/media/vnCVPVyV").await;
-            (status == 200).then_some(body)
-        },
-    )
+    let media = eventually("vnCVPVyV in the catalog", SLACK, || async {
+        let (status, body) = stack.read("/v1/media/vnCVPVyV").await;
+        (status == 200).then_some(body)
+    })
     .await;
     conforms(&doc, "MediaState", &media);
     assert_eq!(media["playable"], true);
@@ -255,17 +245,13 @@ async fn real_installations_reports_reach_the_read_api_signed_segmented_and_flag
         assert_eq!(res.status(), 200);
     }
     let history = "/v1/users/fixture-user-7/history";
-    let session = eventually(
-        "two signed reports applied",
-        Duration::from_secs(60),
-        || async {
-            if stack.applied_reports().await < 2 {
-                return None;
-            }
-            let (_, body) = stack.read(history).await;
-            body["sessions"].get(0).cloned()
-        },
-    )
+    let session = eventually("two signed reports applied", SLACK, || async {
+        if stack.applied_reports().await < 2 {
+            return None;
+        }
+        let (_, body) = stack.read(history).await;
+        body["sessions"].get(0).cloned()
+    })
     .await;
     assert_eq!(
         session["verified"], true,
@@ -294,16 +280,12 @@ async fn real_installations_reports_reach_the_read_api_signed_segmented_and_flag
         .await
         .unwrap();
     assert_eq!(res.status(), 200);
-    let (_, page) = eventually(
-        "the unsigned report applied",
-        Duration::from_secs(60),
-        || async {
-            if stack.applied_reports().await < 3 {
-                return None;
-            }
-            Some(stack.read(history).await)
-        },
-    )
+    let (_, page) = eventually("the unsigned report applied", SLACK, || async {
+        if stack.applied_reports().await < 3 {
+            return None;
+        }
+        Some(stack.read(history).await)
+    })
     .await;
     conforms(&doc, "HistoryPage", &page);
     assert_eq!(
@@ -325,16 +307,12 @@ async fn real_installations_reports_reach_the_read_api_signed_segmented_and_flag
                        "sessions": [{"block": 0, "start_time": 0, "play_time": 300}]},
     });
     stack.lms(offline.to_string().into_bytes()).await;
-    let progress = eventually(
-        "the offline report applied",
-        Duration::from_secs(60),
-        || async {
-            let (status, body) = stack
-                .read("/v1/users/fixture-user-7/media/fxOffl01/progress")
-                .await;
-            (status == 200).then_some(body)
-        },
-    )
+    let progress = eventually("the offline report applied", SLACK, || async {
+        let (status, body) = stack
+            .read("/v1/users/fixture-user-7/media/fxOffl01/progress")
+            .await;
+        (status == 200).then_some(body)
+    })
     .await;
     conforms(&doc, "Progress", &progress);
     assert_eq!(progress["device_clock"], true);

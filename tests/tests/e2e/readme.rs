@@ -14,7 +14,6 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::Duration;
 
 use kollus_test_support::kollus_api::video;
 use kollus_test_support::{
@@ -467,7 +466,7 @@ async fn run_block(reader: &mut Reader, block: &Block, table: &[Says]) -> Vec<Ra
             let reader = &*reader;
             eventually_ok(
                 &format!("{line:?} to answer as README says"),
-                Duration::from_secs(30),
+                SLACK,
                 || async {
                     let ran = reader.again(&example.text).await;
                     answers_as_said(&ran, says).map(|()| ran)
@@ -688,7 +687,7 @@ async fn every_readme_command_runs_and_does_what_readme_says() {
                 workers.push(rebuild.spawn("history-worker --rebuild", &example.text));
                 eventually(
                     "the rebuilt history to equal the history before",
-                    Duration::from_secs(60),
+                    SLACK,
                     || async {
                         (kollus_test_support::db::history_snapshot(&db).await == before)
                             .then_some(())

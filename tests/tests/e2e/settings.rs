@@ -218,16 +218,19 @@ async fn failed_authentication_is_logged_rate_limited_without_the_presented_valu
         .unwrap();
     let http = reqwest::Client::new();
     let url = format!("http://127.0.0.1:{port}/kollus/lms?secret=presented-wrong-value");
-    kollus_test_support::eventually(
-        "ingest to listen",
-        std::time::Duration::from_secs(30),
-        || async { http.post(&url).send().await.ok().map(|_| ()) },
-    )
+    kollus_test_support::eventually("ingest to listen", crate::stack::SLACK, || async {
+        http.post(&url).send().await.ok().map(|_| ())
+    })
     .await;
+    let started = std::time::Instant::now();
     for _ in 0..50 {
         let res = http.post(&url).body("x=1").send().await.unwrap();
         assert_eq!(res.status(), 401);
     }
+    // The limit is a line per second of the clock: the 50 refusals span at most this many of
+    // its seconds (and the poll above may have been refused in the second before), however
+    // slowly a loaded machine answered them.
+    let seconds = started.elapsed().as_secs() + 3;
     child.kill().unwrap();
     let out = child.wait_with_output().unwrap();
     let log = String::from_utf8_lossy(&out.stderr);
@@ -236,7 +239,11 @@ async fn failed_authentication_is_logged_rate_limited_without_the_presented_valu
         .filter(|l| l.contains("authentication failed"))
         .collect();
     assert!(!lines.is_empty(), "failed authentication is logged: {log}");
-    assert!(lines.len() <= 5, "at most a line a second: {}", lines.len());
+    assert!(
+        lines.len() as u64 <= seconds,
+        "at most a line a second: {} lines in {seconds} seconds",
+        lines.len()
+    );
     assert!(lines
         .iter()
         .all(|l| l.contains("\"level\":\"WARN\"") && l.contains("\"route\":\"lms\"")));

@@ -13,6 +13,12 @@ pub const PLAY_CALLBACK_SECRET: &str = "e2e-play-callback-secret";
 /// The LMS URL's secret (ingest's /kollus/lms): public.
 pub const LMS_CALLBACK_SECRET: &str = "e2e-lms-callback-secret";
 
+/// How long a timed assertion of these tests waits for what the services do asynchronously
+/// (start, apply, scrape). Four cold binaries, a broker and PostgreSQL share two busy cores
+/// here: a short deadline fails a correct pipeline that is merely slow. A deadline only bounds
+/// how long a failure takes to show; a pass never waits it out.
+pub const SLACK: Duration = Duration::from_secs(120);
+
 /// The viewer binding's key, on ingest and token-api (`record`: marked, not refused).
 pub const PLAYER_BINDING_KEY: &str = "e2e-player-binding-key";
 
@@ -239,31 +245,27 @@ async fn ready_or_exited(
         .and_then(|p| p.parse().ok())
         .expect("a base URL ends with its port");
     let pid = child.id();
-    eventually(
-        &format!("{url} to answer 200"),
-        Duration::from_secs(30),
-        || {
-            let exited = child.try_wait().ok().flatten();
-            let http = http.clone();
-            let url = url.clone();
-            async move {
-                if let Some(status) = exited {
-                    return Some(Err(status));
-                }
-                if !listens_on(pid, port) {
-                    return None;
-                }
-                // Bounded: whatever else holds a taken port may never answer.
-                let res = http
-                    .get(&url)
-                    .timeout(Duration::from_secs(2))
-                    .send()
-                    .await
-                    .ok()?;
-                res.status().is_success().then_some(Ok(()))
+    eventually(&format!("{url} to answer 200"), SLACK, || {
+        let exited = child.try_wait().ok().flatten();
+        let http = http.clone();
+        let url = url.clone();
+        async move {
+            if let Some(status) = exited {
+                return Some(Err(status));
             }
-        },
-    )
+            if !listens_on(pid, port) {
+                return None;
+            }
+            // Bounded: whatever else holds a taken port may never answer.
+            let res = http
+                .get(&url)
+                .timeout(Duration::from_secs(2))
+                .send()
+                .await
+                .ok()?;
+            res.status().is_success().then_some(Ok(()))
+        }
+    })
     .await
 }
 

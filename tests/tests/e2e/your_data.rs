@@ -5,8 +5,6 @@
 //! test; a worker's `--rebuild` runs in the background until the tables it rebuilds equal the
 //! lost ones.
 
-use std::time::Duration;
-
 use kollus_test_support::{eventually, fixture, workspace_root};
 
 use crate::readme::{self, Block, Reader};
@@ -40,18 +38,14 @@ async fn every_command_of_your_data_does_what_readme_says() {
         assert_eq!(stack.callback(route, fixture(file)).await.status(), 200);
     }
     let db = stack.db.client().await;
-    eventually(
-        "the workers to apply everything",
-        Duration::from_secs(30),
-        || async {
-            let content: i64 = db
-                .query_one("SELECT count(*) FROM content_events", &[])
-                .await
-                .ok()?
-                .get(0);
-            (stack.applied_reports().await == 2 && content == 4).then_some(())
-        },
-    )
+    eventually("the workers to apply everything", SLACK, || async {
+        let content: i64 = db
+            .query_one("SELECT count(*) FROM content_events", &[])
+            .await
+            .ok()?
+            .get(0);
+        (stack.applied_reports().await == 2 && content == 4).then_some(())
+    })
     .await;
     let lost = snapshot(&db).await;
 
@@ -90,7 +84,7 @@ async fn every_command_of_your_data_does_what_readme_says() {
             // A block that rebuilds ends when the tables are back, as a reader would wait.
             eventually(
                 "the rebuilt tables to equal the lost cluster's",
-                Duration::from_secs(60),
+                SLACK,
                 || async { (snapshot(&db).await == lost).then_some(()) },
             )
             .await;
