@@ -94,11 +94,26 @@ impl TestApp {
         topic_record_count(&self.broker.addr, topic)
     }
 
+    /// The records `topic` holds, which must be exactly `want`: read until `want` arrived, then
+    /// the topic counted to its end, so one record more (a callback published twice, a refused
+    /// one published anyway) fails as surely as one fewer.
     pub async fn records(&self, topic: &str, want: usize) -> Vec<OwnedMessage> {
-        read_topic(&self.broker.addr, topic, want, Duration::from_secs(15)).await
+        let records = read_topic(&self.broker.addr, topic, want, Duration::from_secs(15)).await;
+        assert_eq!(
+            records.len(),
+            want,
+            "{topic}: {} records read, {want} expected",
+            records.len()
+        );
+        let held = self.count(topic);
+        assert_eq!(
+            held, want as i64,
+            "{topic} holds {held} records, not {want}"
+        );
+        records
     }
 
-    /// The first `want` dead letters, as JSON.
+    /// The dead letters, which must be exactly `want`, as JSON.
     pub async fn dead_letters(&self, want: usize) -> Vec<serde_json::Value> {
         let records = self.records(&self.topics.deadletter, want).await;
         records.iter().map(value).collect()
