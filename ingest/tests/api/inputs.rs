@@ -194,7 +194,11 @@ async fn hostile_input_is_a_4xx_kept_as_a_dead_letter_never_a_5xx() {
             })
             .unwrap_or_else(|| panic!("{what}: no dead letter holds it"));
         let d = dead.swap_remove(at);
-        assert_eq!((d.stage.as_str(), d.reason.as_str()), ("ingest", *reason), "{what}");
+        assert_eq!(
+            (d.stage.as_str(), d.reason.as_str()),
+            ("ingest", *reason),
+            "{what}"
+        );
     }
     assert_eq!(
         app.count(&app.topics.playback) + app.count(&app.topics.content),

@@ -214,6 +214,11 @@ async fn platform_callbacks_from_outside_the_allowed_networks_are_403_and_lms_is
             .status(),
         200
     );
+    assert_eq!(
+        app.count(&app.topics.playback),
+        1,
+        "what is kept is counted"
+    );
 }
 
 #[tokio::test]
