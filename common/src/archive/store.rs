@@ -1,6 +1,7 @@
 //! Where segments go: a local directory (every write fsynced, file and directory; objects only
 //! ever created, never replaced) or an S3-compatible bucket (`s3://bucket/prefix`; credentials, region and endpoint from the usual
-//! `AWS_*` variables, e.g. `AWS_ENDPOINT=http://127.0.0.1:9000 AWS_ALLOW_HTTP=true`).
+//! `AWS_*` variables, e.g. `AWS_ENDPOINT=http://127.0.0.1:9000 AWS_ALLOW_HTTP=true`, or given
+//! to [`Archive::open_s3`]).
 
 use std::sync::Arc;
 
@@ -30,16 +31,33 @@ pub enum Created {
 impl Archive {
     /// The archive at `dir`, for writing: a directory is created when missing.
     pub fn open(dir: &str) -> anyhow::Result<Self> {
-        Self::open_with(dir, true)
+        Self::open_with(dir, true, None)
     }
 
     /// The archive at `dir`, for reading: a directory that does not exist is an error, never an
     /// empty archive (a mistyped path must not read as "nothing archived").
     pub fn open_existing(dir: &str) -> anyhow::Result<Self> {
-        Self::open_with(dir, false)
+        Self::open_with(dir, false, None)
     }
 
-    fn open_with(dir: &str, create: bool) -> anyhow::Result<Self> {
+    /// The archive at `s3://bucket/prefix` with the S3 settings given here, by object_store's
+    /// names (`aws_endpoint`, `aws_region`, `aws_access_key_id`, `aws_allow_http`, ...), and
+    /// none read from the process's `AWS_*` variables: for a program that talks to more than one
+    /// S3 server at once (tests sharing a process), where process-wide variables would be shared.
+    pub fn open_s3(dir: &str, config: &[(&str, &str)]) -> anyhow::Result<Self> {
+        anyhow::ensure!(dir.starts_with("s3://"), "{dir}: not an s3:// location");
+        let mut builder = AmazonS3Builder::new();
+        for (key, value) in config {
+            let key = key
+                .parse()
+                .with_context(|| format!("S3 setting {key} for {dir}"))?;
+            builder = builder.with_config(key, *value);
+        }
+        Self::open_with(dir, true, Some(builder))
+    }
+
+    /// `s3`: the S3 settings, when not those of the `AWS_*` variables.
+    fn open_with(dir: &str, create: bool, s3: Option<AmazonS3Builder>) -> anyhow::Result<Self> {
         anyhow::ensure!(
             !dir.trim().is_empty(),
             "no archive location given (ARCHIVE_DIR or --from/--to)"
@@ -47,7 +65,8 @@ impl Archive {
         let store: Arc<dyn ObjectStore> = if let Some(rest) = dir.strip_prefix("s3://") {
             let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
             anyhow::ensure!(!bucket.is_empty(), "{dir}: no bucket named");
-            let s3 = AmazonS3Builder::from_env()
+            let s3 = s3
+                .unwrap_or_else(AmazonS3Builder::from_env)
                 .with_bucket_name(bucket)
                 .build()
                 .with_context(|| format!("opening {dir}"))?;

@@ -54,6 +54,56 @@ async fn ids_on_topic(
     (seen, total)
 }
 
+/// The envelope id (the `id` header) of every record `topic` holds, each partition read from
+/// its start to its end: a record twice is here twice.
+async fn every_id_on_topic(brokers: &str, topic: &str) -> Vec<String> {
+    let (brokers, topic) = (brokers.to_owned(), topic.to_owned());
+    tokio::task::spawn_blocking(move || {
+        use rdkafka::consumer::BaseConsumer;
+        use rdkafka::error::KafkaError;
+        use rdkafka::{Offset, TopicPartitionList};
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", &brokers)
+            // Assigned, never subscribed: the group only names the client.
+            .set("group.id", "fault-reader-to-end")
+            .set("enable.auto.commit", "false")
+            .set("enable.partition.eof", "true")
+            .set("log_level", "3")
+            .create()
+            .unwrap();
+        let partitions = kollus_common::kafka::partitions(&consumer, &topic).unwrap();
+        assert!(!partitions.is_empty(), "{topic}: no partitions");
+        let mut assignment = TopicPartitionList::new();
+        for p in &partitions {
+            assignment
+                .add_partition_offset(&topic, *p, Offset::Beginning)
+                .unwrap();
+        }
+        consumer.assign(&assignment).unwrap();
+        let (mut ids, mut at_end) = (Vec::new(), HashSet::new());
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while at_end.len() < partitions.len() {
+            assert!(Instant::now() < deadline, "{topic}: never read to its end");
+            match consumer.poll(Duration::from_millis(200)) {
+                Some(Ok(m)) => ids.push(
+                    m.headers()
+                        .and_then(|h| h.iter().find(|h| h.key == "id").and_then(|h| h.value))
+                        .map(|v| String::from_utf8_lossy(v).into_owned())
+                        .expect("every record has an id header"),
+                ),
+                Some(Err(KafkaError::PartitionEOF(p))) => {
+                    at_end.insert(p);
+                }
+                Some(Err(e)) => panic!("reading {topic}: {e}"),
+                None => {}
+            }
+        }
+        ids
+    })
+    .await
+    .unwrap()
+}
+
 /// One LMS callback for a distinct user; returns (status, answer id, latency).
 async fn post_one(
     client: &reqwest::Client,
@@ -92,10 +142,18 @@ async fn kafka_unreachable_for_a_minute_loses_nothing() {
     });
     const CALLBACKS: usize = 5000;
     const OUTAGE: Duration = Duration::from_secs(60);
-    let app = spawn_app_on(Broker::start_behind_proxy().await, |_| {}).await;
+    // How long a request waits for Kafka's acknowledgement before the spool takes it (the
+    // default, named here because the timing below rests on it).
+    const ACK_TIMEOUT: Duration = Duration::from_millis(1500);
+    let app = spawn_app_on(Broker::start_behind_proxy().await, |s| {
+        s.ack_timeout = ACK_TIMEOUT;
+    })
+    .await;
     // Kafka is up: a first callback is acknowledged (straight through, or spooled while the
     // fresh broker is still creating ingest's topics: counted here, so only the outage's count).
-    assert_eq!(post_one(&app.client, &app.address, 0).await.0, 200);
+    let (status, first_id, _) = post_one(&app.client, &app.address, 0).await;
+    assert_eq!(status, 200);
+    let first_id = first_id.expect("the answer names the envelope");
     let spooled_before = scrape(&app.address, "kollus_ingest_spooled_total")
         .await
         .unwrap_or(0.0);
@@ -115,7 +173,6 @@ async fn kafka_unreachable_for_a_minute_loses_nothing() {
         .buffer_unordered(512)
         .collect()
         .await;
-    let slowest = results.iter().map(|r| r.2).max().unwrap();
     let not_ok: Vec<_> = results.iter().filter(|r| r.0 != 200).map(|r| r.0).collect();
     assert!(
         not_ok.is_empty(),
@@ -123,9 +180,25 @@ async fn kafka_unreachable_for_a_minute_loses_nothing() {
         not_ok.len(),
         &not_ok[..not_ok.len().min(10)]
     );
+    // What the code controls: a request waits for Kafka at most ACK_TIMEOUT, and only until
+    // the first one gave up; from then on the spool takes every request at once. The rest of
+    // an answer is a spool append and the scheduler, which two busy cores can stretch by a
+    // second: the slowest is bounded by the deadline plus 1.5 s (Kollus's own 3 s limit), and
+    // the median, which a few stalls do not move, by half the deadline (every request waiting
+    // for Kafka would put it past the deadline).
+    let mut latencies: Vec<Duration> = results.iter().map(|r| r.2).collect();
+    latencies.sort_unstable();
+    let (median, slowest) = (
+        latencies[latencies.len() / 2],
+        latencies[latencies.len() - 1],
+    );
     assert!(
-        slowest < Duration::from_secs(2),
+        slowest < ACK_TIMEOUT + Duration::from_millis(1500),
         "slowest answer took {slowest:?}; Kollus gives up at 3 s"
+    );
+    assert!(
+        median < ACK_TIMEOUT / 2,
+        "the median answer took {median:?}: requests kept waiting for Kafka during the outage"
     );
     let spooled = scrape(&app.address, "kollus_ingest_spooled_total")
         .await
@@ -146,24 +219,15 @@ async fn kafka_unreachable_for_a_minute_loses_nothing() {
 
     app.broker.proxy().restore();
     let acked: HashSet<String> = results.into_iter().filter_map(|r| r.1).collect();
-    assert_eq!(acked.len(), CALLBACKS);
-    let (seen, total) = ids_on_topic(
-        &app.broker.addr,
-        &app.topics.playback,
-        &acked,
-        Duration::from_secs(90),
-    )
-    .await;
-    let missing = acked.difference(&seen).count();
-    assert_eq!(missing, 0, "every acknowledged callback is on the topic");
     assert_eq!(
-        seen.len(),
-        CALLBACKS + 1,
-        "nothing else, nothing doubled ({total} records read)"
+        acked.len(),
+        CALLBACKS,
+        "each answer names an envelope of its own"
     );
+    // Readiness returns once the forwarder has emptied the spool: nothing more is on its way.
     eventually(
         "the spool to drain and readiness to return",
-        Duration::from_secs(30),
+        Duration::from_secs(120),
         || async {
             let res = app
                 .client
@@ -175,6 +239,21 @@ async fn kafka_unreachable_for_a_minute_loses_nothing() {
         },
     )
     .await;
+    let ids = every_id_on_topic(&app.broker.addr, &app.topics.playback).await;
+    let distinct: HashSet<&String> = ids.iter().collect();
+    let missing = acked
+        .iter()
+        .chain([&first_id])
+        .filter(|id| !distinct.contains(id))
+        .count();
+    assert_eq!(missing, 0, "every acknowledged callback is on the topic");
+    // With none missing, CALLBACKS + 1 distinct ids are the acknowledged ones and no other; as
+    // many records as ids: none twice.
+    assert_eq!(
+        (ids.len(), distinct.len()),
+        (CALLBACKS + 1, CALLBACKS + 1),
+        "(records, distinct ids) on the topic: nothing else, nothing doubled"
+    );
 }
 
 struct Ingest(Child);

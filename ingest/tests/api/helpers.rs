@@ -3,7 +3,7 @@ use std::time::Duration;
 use kollus_common::envelope::header;
 use kollus_ingest::configuration::Settings;
 use kollus_ingest::startup::Application;
-use kollus_test_support::{read_topic, topic_record_count, Broker};
+use kollus_test_support::{eventually, read_topic, topic_record_count, Broker};
 use rdkafka::message::{Headers as _, Message as _, OwnedMessage};
 
 /// The platform secret (`CALLBACK_SECRET`).
@@ -59,12 +59,45 @@ pub async fn spawn_app_on(broker: Broker, tweak: impl FnOnce(&mut Settings)) -> 
     let app = Application::build(settings).await.expect("building ingest");
     let address = format!("http://127.0.0.1:{}", app.port());
     tokio::spawn(app.run_until_stopped());
+    wait_for_topics(
+        &broker.addr,
+        [&topics.content, &topics.playback, &topics.deadletter],
+    )
+    .await;
     TestApp {
         address,
         broker,
         topics,
         client: reqwest::Client::new(),
     }
+}
+
+/// Waits until ingest has made its topics (in the background, once Kafka answers), so a count
+/// is of a topic that exists: 0 then means nothing arrived, not "not made yet".
+async fn wait_for_topics(brokers: &str, topics: [&str; 3]) {
+    let brokers = brokers.to_owned();
+    let topics: Vec<String> = topics.iter().map(|t| (*t).to_owned()).collect();
+    eventually("ingest to make its topics", Duration::from_secs(60), || {
+        let (brokers, topics) = (brokers.clone(), topics.clone());
+        async move {
+            tokio::task::spawn_blocking(move || {
+                let consumer: rdkafka::consumer::BaseConsumer = rdkafka::ClientConfig::new()
+                    .set("bootstrap.servers", &brokers)
+                    .set("log_level", "3")
+                    .create()
+                    .ok()?;
+                topics
+                    .iter()
+                    .all(|t| {
+                        kollus_common::kafka::partitions(&consumer, t).is_ok_and(|p| !p.is_empty())
+                    })
+                    .then_some(())
+            })
+            .await
+            .ok()?
+        }
+    })
+    .await;
 }
 
 impl TestApp {
@@ -94,11 +127,26 @@ impl TestApp {
         topic_record_count(&self.broker.addr, topic)
     }
 
+    /// The records `topic` holds, which must be exactly `want`: read until `want` arrived, then
+    /// the topic counted to its end, so one record more (a callback published twice, a refused
+    /// one published anyway) fails as surely as one fewer.
     pub async fn records(&self, topic: &str, want: usize) -> Vec<OwnedMessage> {
-        read_topic(&self.broker.addr, topic, want, Duration::from_secs(15)).await
+        let records = read_topic(&self.broker.addr, topic, want, Duration::from_secs(15)).await;
+        assert_eq!(
+            records.len(),
+            want,
+            "{topic}: {} records read, {want} expected",
+            records.len()
+        );
+        let held = self.count(topic);
+        assert_eq!(
+            held, want as i64,
+            "{topic} holds {held} records, not {want}"
+        );
+        records
     }
 
-    /// The first `want` dead letters, as JSON.
+    /// The dead letters, which must be exactly `want`, as JSON.
     pub async fn dead_letters(&self, want: usize) -> Vec<serde_json::Value> {
         let records = self.records(&self.topics.deadletter, want).await;
         records.iter().map(value).collect()

@@ -1,10 +1,16 @@
 //! What players and Kollus may send: every variant accepted, every hostile input answered
 //! with a 4xx and kept on the dead-letter topic, never a 5xx.
 
+use kollus_common::envelope::DeadLetter;
 use kollus_test_support::fixture;
 use serde_json::json;
 
 use crate::helpers::*;
+
+/// Why most hostile inputs are refused.
+const INVALID: &str = "invalid_callback";
+/// The body limit `Settings::for_tests` sets: a dead letter keeps a body up to it.
+const BODY_LIMIT: usize = 256 * 1024;
 
 fn lms(content: serde_json::Value, extra: serde_json::Value) -> serde_json::Value {
     let mut doc = json!({
@@ -134,28 +140,29 @@ async fn hostile_input_is_a_4xx_kept_as_a_dead_letter_never_a_5xx() {
     let app = spawn_app().await;
     let seed = String::from_utf8(fixture("lms-seed.json")).unwrap();
     let json = "application/json";
-    let cases: Vec<(&str, &str, &str, Vec<u8>)> = vec![
-        ("truncated JSON", "lms", json, seed.as_bytes()[..seed.len() / 2].to_vec()),
-        ("not JSON at all", "lms", json, b"<xml/>".to_vec()),
-        ("a JSON array", "lms", json, b"[1,2,3]".to_vec()),
-        ("user_info a string", "lms", json, br#"{"user_info":"x","content_info":{}}"#.to_vec()),
-        ("negative playtime", "lms", json, lms(json!({"media_content_key": "m1", "start_at": "1", "playtime": "-5"}), json!({})).to_string().into_bytes()),
-        ("huge number", "lms", json, lms(json!({"media_content_key": "m1", "start_at": "1", "runtime": "99999999999999999999999"}), json!({})).to_string().into_bytes()),
-        ("fractional counter", "lms", json, lms(json!({"media_content_key": "m1", "start_at": "1", "runtime": 1.5}), json!({})).to_string().into_bytes()),
-        ("block_count disagrees", "lms", json, lms(base_content(), json!({"block_info": {"block_count": "2", "blocks": {"b0": "1", "b1": "0", "b7": "1"}}})).to_string().into_bytes()),
-        ("block_count absurd", "lms", json, lms(base_content(), json!({"block_info": {"block_count": "4000000000"}})).to_string().into_bytes()),
-        ("deeply nested", "lms", json, format!("{}{}", "[".repeat(100_000), "]".repeat(100_000)).into_bytes()),
-        ("invalid UTF-8 in JSON", "lms", json, b"{\"user_info\":{\"client_user_id\":\"\xff\xfe\"}}".to_vec()),
-        ("invalid UTF-8 in a form", "upload", FORM, b"upload_file_key=%FF%FE".to_vec()),
-        ("raw invalid UTF-8 bytes", "channel", FORM, vec![0xff, 0x00, 0xfe, b'=', 0x80]),
-        ("json_data not JSON", "lms", FORM, b"json_data=%7Bnope".to_vec()),
-        ("a key with a slash", "channel", FORM, b"upload_file_key=u1&update_type=channel_join&channel_key=c&media_content_key=a%2Fb".to_vec()),
-        ("a field twice", "upload", FORM, b"upload_file_key=u1&upload_file_key=u2".to_vec()),
-        ("empty body", "transcoding", FORM, Vec::new()),
-        ("wrong content type", "lms", "text/plain", seed.clone().into_bytes()),
-        ("10 MB body", "lms", FORM, vec![b'x'; 10 * 1024 * 1024]),
+    // (what, route, content type, body, the reason it is refused for)
+    let cases: Vec<(&str, &str, &str, Vec<u8>, &str)> = vec![
+        ("truncated JSON", "lms", json, seed.as_bytes()[..seed.len() / 2].to_vec(), INVALID),
+        ("not JSON at all", "lms", json, b"<xml/>".to_vec(), INVALID),
+        ("a JSON array", "lms", json, b"[1,2,3]".to_vec(), INVALID),
+        ("user_info a string", "lms", json, br#"{"user_info":"x","content_info":{}}"#.to_vec(), INVALID),
+        ("negative playtime", "lms", json, lms(json!({"media_content_key": "m1", "start_at": "1", "playtime": "-5"}), json!({})).to_string().into_bytes(), INVALID),
+        ("huge number", "lms", json, lms(json!({"media_content_key": "m1", "start_at": "1", "runtime": "99999999999999999999999"}), json!({})).to_string().into_bytes(), INVALID),
+        ("fractional counter", "lms", json, lms(json!({"media_content_key": "m1", "start_at": "1", "runtime": 1.5}), json!({})).to_string().into_bytes(), INVALID),
+        ("block_count disagrees", "lms", json, lms(base_content(), json!({"block_info": {"block_count": "2", "blocks": {"b0": "1", "b1": "0", "b7": "1"}}})).to_string().into_bytes(), INVALID),
+        ("block_count absurd", "lms", json, lms(base_content(), json!({"block_info": {"block_count": "4000000000"}})).to_string().into_bytes(), INVALID),
+        ("deeply nested", "lms", json, format!("{}{}", "[".repeat(100_000), "]".repeat(100_000)).into_bytes(), INVALID),
+        ("invalid UTF-8 in JSON", "lms", json, b"{\"user_info\":{\"client_user_id\":\"\xff\xfe\"}}".to_vec(), INVALID),
+        ("invalid UTF-8 in a form", "upload", FORM, b"upload_file_key=%FF%FE".to_vec(), INVALID),
+        ("raw invalid UTF-8 bytes", "channel", FORM, vec![0xff, 0x00, 0xfe, b'=', 0x80], INVALID),
+        ("json_data not JSON", "lms", FORM, b"json_data=%7Bnope".to_vec(), INVALID),
+        ("a key with a slash", "channel", FORM, b"upload_file_key=u1&update_type=channel_join&channel_key=c&media_content_key=a%2Fb".to_vec(), INVALID),
+        ("a field twice", "upload", FORM, b"upload_file_key=u1&upload_file_key=u2".to_vec(), INVALID),
+        ("empty body", "transcoding", FORM, Vec::new(), INVALID),
+        ("wrong content type", "lms", "text/plain", seed.clone().into_bytes(), "unsupported_media_type"),
+        ("10 MB body", "lms", FORM, vec![b'x'; 10 * 1024 * 1024], "body_too_large"),
     ];
-    for (what, route, content_type, body) in &cases {
+    for (what, route, content_type, body, reason) in &cases {
         let res = app.post(route, content_type, body.clone()).await;
         let status = res.status().as_u16();
         let answer: serde_json::Value = res
@@ -166,16 +173,33 @@ async fn hostile_input_is_a_4xx_kept_as_a_dead_letter_never_a_5xx() {
             (400..500).contains(&status),
             "{what}: answered {status} {answer}"
         );
-        assert!(
-            answer["error"].is_string() && answer["detail"].is_string(),
-            "{what}: {answer}"
+        assert_eq!(answer["error"], *reason, "{what}: {answer}");
+        assert!(answer["detail"].is_string(), "{what}: {answer}");
+    }
+    // Each refused request is kept, as itself (its route and its body, up to the body limit)
+    // and with the reason it was refused for: not merely as many dead letters as requests.
+    let mut dead: Vec<DeadLetter> = app
+        .dead_letters(cases.len())
+        .await
+        .into_iter()
+        .map(|v| serde_json::from_value(v).expect("a dead letter"))
+        .collect();
+    for (what, route, _, body, reason) in &cases {
+        let kept = &body[..body.len().min(BODY_LIMIT)];
+        let at = dead
+            .iter()
+            .position(|d| {
+                d.kind.map(|k| k.as_str()) == Some(*route)
+                    && d.raw.as_ref().map(|r| r.body.as_bytes()) == Some(kept)
+            })
+            .unwrap_or_else(|| panic!("{what}: no dead letter holds it"));
+        let d = dead.swap_remove(at);
+        assert_eq!(
+            (d.stage.as_str(), d.reason.as_str()),
+            ("ingest", *reason),
+            "{what}"
         );
     }
-    assert_eq!(
-        app.count(&app.topics.deadletter),
-        cases.len() as i64,
-        "every refused request is kept"
-    );
     assert_eq!(
         app.count(&app.topics.playback) + app.count(&app.topics.content),
         0

@@ -296,6 +296,12 @@ async fn platform_routes_take_no_get_and_keep_the_request_id() {
     );
     assert_eq!(v["payload"]["filename"], "lectures/2025/W01_Intro.MP4");
     assert_eq!(app.count(&app.topics.deadletter), 0, "a 405 keeps nothing");
+    // What a refused callback keeps is seen on this topic: a 400 is kept.
+    let res = app
+        .post("transcoding", FORM, b"transcoding_result=success".to_vec())
+        .await;
+    assert_eq!(res.status(), 400);
+    assert_eq!(app.count(&app.topics.deadletter), 1);
 }
 
 #[tokio::test]

@@ -214,6 +214,11 @@ async fn platform_callbacks_from_outside_the_allowed_networks_are_403_and_lms_is
             .status(),
         200
     );
+    assert_eq!(
+        app.count(&app.topics.playback),
+        1,
+        "what is kept is counted"
+    );
 }
 
 #[tokio::test]
@@ -290,11 +295,29 @@ async fn under_require_a_report_without_its_users_binding_is_refused_and_dead_le
         0,
         "nothing reaches history"
     );
+    // Each of the three kept, with its own binding value (none, the forger's, made up), and
+    // refused as unbound.
+    let forged = b.value_for("forger");
     let dead = app.dead_letters(3).await;
-    assert!(
-        dead.iter().all(|d| d["reason"] == "lms_unbound"),
-        "{dead:?}"
-    );
+    let mut kept: Vec<(Option<&str>, &str)> = dead
+        .iter()
+        .map(|d| {
+            let value = d.get("query").map(|q| {
+                q.get("uservalue99")
+                    .and_then(|v| v.as_str())
+                    .unwrap_or_else(|| panic!("a query without uservalue99: {d}"))
+            });
+            (value, d["reason"].as_str().expect("a reason"))
+        })
+        .collect();
+    kept.sort_unstable();
+    let mut want = vec![
+        (None, "lms_unbound"),
+        (Some(forged.as_str()), "lms_unbound"),
+        (Some("made-up"), "lms_unbound"),
+    ];
+    want.sort_unstable();
+    assert_eq!(kept, want);
     // The user's own binding: kept, and said so.
     assert_eq!(post_bound(&app, &b.value_for("181353")).await.status(), 200);
     let v = value(&app.records(&app.topics.playback, 1).await[0]);
