@@ -85,6 +85,32 @@ impl Harness {
         }
     }
 
+    /// The dead letters of this test's topic, as JSON, once the topic holds exactly `n`: read
+    /// until `n` arrived, and counted from start to end so that one more (a record refused that
+    /// should not have been, a letter sent twice) fails rather than goes unread. Call it once
+    /// every record is committed, when no letter can still come.
+    pub async fn dead_letters(&self, n: usize) -> Vec<serde_json::Value> {
+        let (brokers, topic) = (
+            self.broker.addr.clone(),
+            self.kafka.deadletter_topic.clone(),
+        );
+        let dead = crate::read_topic(&brokers, &topic, n, std::time::Duration::from_secs(20)).await;
+        let held = tokio::task::spawn_blocking(move || crate::topic_record_count(&brokers, &topic))
+            .await
+            .expect("counting the dead letters");
+        assert_eq!(
+            (dead.len(), held),
+            (n, n as i64),
+            "dead letters read, and held by the topic"
+        );
+        dead.iter()
+            .map(|m| {
+                serde_json::from_slice(rdkafka::Message::payload(m).expect("a dead letter"))
+                    .expect("a dead letter is JSON")
+            })
+            .collect()
+    }
+
     /// Runs a service: `run` gets the stop signal and returns the service's run future.
     pub fn spawn<Fut>(&mut self, run: impl FnOnce(StopSignal) -> Fut)
     where

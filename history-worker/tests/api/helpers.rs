@@ -9,7 +9,7 @@ use kollus_history_worker::configuration::Settings;
 use kollus_history_worker::history::History;
 use kollus_history_worker::startup::Application;
 use kollus_test_support::group::committed;
-use kollus_test_support::{eventually, read_topic, scrape, topic_record_count, Harness, TestDb};
+use kollus_test_support::{eventually, scrape, Harness, TestDb};
 
 /// The consumer group of every instance [`settings`] makes on this harness's broker.
 pub fn group(h: &Harness) -> String {
@@ -230,29 +230,10 @@ pub fn assert_same_rows(got: &[String], want: &[String], what: &str) {
 }
 
 impl TestWorker {
-    /// The dead letters of this worker's topic, as JSON, once the topic holds exactly `n`: read
-    /// until `n` arrived, and counted from start to end so that one more (a report refused that
-    /// should not have been, a letter sent twice) fails rather than goes unread.
+    /// The dead letters of this worker's topic, once it holds exactly `n`: test-support's
+    /// `Harness::dead_letters`.
     pub async fn dead_letters(&self, n: usize) -> Vec<serde_json::Value> {
-        let (brokers, topic) = (
-            self.h.broker.addr.clone(),
-            self.h.kafka.deadletter_topic.clone(),
-        );
-        let dead = read_topic(&brokers, &topic, n, Duration::from_secs(20)).await;
-        let held = tokio::task::spawn_blocking(move || topic_record_count(&brokers, &topic))
-            .await
-            .expect("counting the dead letters");
-        assert_eq!(
-            (dead.len(), held),
-            (n, n as i64),
-            "dead letters read, and held by the topic"
-        );
-        dead.iter()
-            .map(|m| {
-                serde_json::from_slice(rdkafka::Message::payload(m).expect("a dead letter"))
-                    .expect("a dead letter is JSON")
-            })
-            .collect()
+        self.h.dead_letters(n).await
     }
 }
 

@@ -11,7 +11,7 @@ use kollus_sync_worker::configuration::Settings;
 use kollus_sync_worker::metrics::Metrics;
 use kollus_sync_worker::startup::Application;
 use kollus_test_support::group::committed;
-use kollus_test_support::{eventually, fixture, read_topic, topic_record_count, Harness, TestDb};
+use kollus_test_support::{eventually, fixture, Harness, TestDb};
 use rdkafka::message::{OwnedMessage, Timestamp};
 
 pub struct TestWorker {
@@ -98,30 +98,10 @@ impl TestWorker {
         .await;
     }
 
-    /// The dead letters of this worker's topic, as JSON, once the topic holds exactly `n`: read
-    /// until `n` arrived, and counted from start to end so that one more (a record refused that
-    /// should not have been, a letter sent twice) fails rather than goes unread. Call it once
-    /// every record is committed ([`Self::wait_committed`]), when no letter can still come.
+    /// The dead letters of this worker's topic, once it holds exactly `n`: test-support's
+    /// `Harness::dead_letters`.
     pub async fn dead_letters(&self, n: usize) -> Vec<serde_json::Value> {
-        let (brokers, topic) = (
-            self.h.broker.addr.clone(),
-            self.h.kafka.deadletter_topic.clone(),
-        );
-        let dead = read_topic(&brokers, &topic, n, Duration::from_secs(15)).await;
-        let held = tokio::task::spawn_blocking(move || topic_record_count(&brokers, &topic))
-            .await
-            .expect("counting the dead letters");
-        assert_eq!(
-            (dead.len(), held),
-            (n, n as i64),
-            "dead letters read, and held by the topic"
-        );
-        dead.iter()
-            .map(|m| {
-                serde_json::from_slice(rdkafka::Message::payload(m).expect("a dead letter"))
-                    .expect("a dead letter is JSON")
-            })
-            .collect()
+        self.h.dead_letters(n).await
     }
 
     /// Waits until `content_events` holds `n` rows: every published record was applied.
