@@ -118,3 +118,23 @@ pub async fn scrape(base: &str, sample: &str) -> Option<f64> {
         .find_map(|l| l.strip_prefix(sample)?.strip_prefix(' '))
         .and_then(|v| v.trim().parse().ok())
 }
+
+/// Asserts two snapshots (rows rendered as text, in order) are equal, showing the first rows
+/// that differ rather than every row of both.
+pub fn assert_same_rows(got: &[String], want: &[String], what: &str) {
+    if got == want {
+        return;
+    }
+    let at = got
+        .iter()
+        .zip(want)
+        .position(|(g, w)| g != w)
+        .unwrap_or(got.len().min(want.len()));
+    panic!(
+        "{what}: {} rows, {} expected; first difference at row {at}:\n  got:  {}\n  want: {}",
+        got.len(),
+        want.len(),
+        got.get(at).map_or("(none)", String::as_str),
+        want.get(at).map_or("(none)", String::as_str),
+    );
+}

@@ -210,24 +210,7 @@ pub async fn missing_marks(
     missing
 }
 
-/// Asserts two snapshots are equal, showing the first rows that differ rather than every row.
-pub fn assert_same_rows(got: &[String], want: &[String], what: &str) {
-    if got == want {
-        return;
-    }
-    let at = got
-        .iter()
-        .zip(want)
-        .position(|(g, w)| g != w)
-        .unwrap_or(got.len().min(want.len()));
-    panic!(
-        "{what}: {} rows, {} expected; first difference at row {at}:\n  got:  {}\n  want: {}",
-        got.len(),
-        want.len(),
-        got.get(at).map_or("(none)", String::as_str),
-        want.get(at).map_or("(none)", String::as_str),
-    );
-}
+pub use kollus_test_support::assert_same_rows;
 
 impl TestWorker {
     /// The dead letters of this worker's topic, once it holds exactly `n`: test-support's

@@ -208,25 +208,9 @@ impl Replayer {
     }
 }
 
-/// Asserts two catalog snapshots are equal, showing the first rows that differ rather than
-/// every row of both.
+/// Asserts two catalog snapshots are equal, showing the first rows that differ.
 pub fn assert_same_catalog(got: &[String], want: &[String], what: &str) {
-    if got == want {
-        return;
-    }
-    let at = got
-        .iter()
-        .zip(want)
-        .position(|(g, w)| g != w)
-        .unwrap_or(got.len().min(want.len()));
-    panic!(
-        "{what}: another catalog ({} rows, {} expected); first difference at row {at}:\n  \
-         got:  {}\n  want: {}",
-        got.len(),
-        want.len(),
-        got.get(at).map_or("(none)", String::as_str),
-        want.get(at).map_or("(none)", String::as_str),
-    );
+    kollus_test_support::assert_same_rows(got, want, &format!("{what}: another catalog"));
 }
 
 /// A small deterministic generator (xorshift), so a failing order can be reproduced by seed.
