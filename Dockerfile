@@ -1,7 +1,8 @@
 # One image per service, from one build: docker build --target ingest -t kollus/ingest .
 FROM rust:1.95-bookworm AS build
 WORKDIR /src
-# librdkafka is built from source by rdkafka-sys: it needs a C toolchain (present) and make.
+# librdkafka is built from source by rdkafka-sys: it needs a C toolchain and make (present), and
+# OpenSSL's headers (libssl-dev, present) for TLS and SASL to Kafka; the runtime needs libssl3.
 COPY . .
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
@@ -11,7 +12,7 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
        target/release/token-api target/release/kollus-archive target/release/kollus-catalog /out/
 
 FROM debian:bookworm-slim AS runtime
-RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates \
+RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates libssl3 \
  && rm -rf /var/lib/apt/lists/* \
  && useradd --system --uid 10001 kollus \
  && mkdir -p /var/lib/kollus/spool /var/lib/kollus/archive \

@@ -70,7 +70,15 @@ impl Broker {
     /// A broker of this test's own: another cluster (its own cluster id), started for this test
     /// and stopped when it is dropped. Only where the shared broker cannot serve.
     pub async fn dedicated() -> Self {
-        let node = tokio::task::spawn_blocking(|| Node::start_somewhere(None, true))
+        Self::dedicated_with_config(&[]).await
+    }
+
+    /// [`Broker::dedicated`] with broker settings of the test's own (`KEY=VALUE`, as
+    /// `scripts/kafka.sh run --config` takes them): a short `log.retention.check.interval.ms`,
+    /// say.
+    pub async fn dedicated_with_config(config: &[&str]) -> Self {
+        let config: Vec<String> = config.iter().map(|c| (*c).to_owned()).collect();
+        let node = tokio::task::spawn_blocking(move || Node::start_somewhere(None, true, &config))
             .await
             .expect("starting a broker");
         Self {
@@ -102,7 +110,7 @@ impl Broker {
         let addr = proxy.addr.to_string();
         let advertised = addr.clone();
         let node =
-            tokio::task::spawn_blocking(move || Node::start_somewhere(Some(&advertised), true))
+            tokio::task::spawn_blocking(move || Node::start_somewhere(Some(&advertised), true, &[]))
                 .await
                 .expect("starting a broker");
         proxy.connect_to(SocketAddr::from(([127, 0, 0, 1], node.port)));
@@ -225,7 +233,7 @@ fn shared_broker() -> String {
         eprintln!("KAFKA_TEST_BROKERS is not set: starting a broker for this test process");
         // Its data in a directory the script makes and removes: this node is never dropped,
         // and the script stops it once this process is gone (`--owner`).
-        let node = Node::start_somewhere(None, false);
+        let node = Node::start_somewhere(None, false, &[]);
         // Not counted as a test's own: it serves them all.
         DEDICATED_STARTS.fetch_sub(1, Ordering::Relaxed);
         (format!("127.0.0.1:{}", node.port), Some(node))
@@ -246,12 +254,12 @@ impl Node {
     /// free can be taken by another test before the JVM binds it: the script then fails, and
     /// this tries other ports. `own_data`: a data directory this removes on drop, else one
     /// the script makes and removes when it stops.
-    fn start_somewhere(advertised: Option<&str>, own_data: bool) -> Self {
+    fn start_somewhere(advertised: Option<&str>, own_data: bool, config: &[String]) -> Self {
         static SWEPT: std::sync::Once = std::sync::Once::new();
         SWEPT.call_once(remove_data_of_dead_runs);
         let mut failures = Vec::new();
         for _ in 0..5 {
-            match Self::try_start(free_port(), free_port(), advertised, own_data) {
+            match Self::try_start(free_port(), free_port(), advertised, own_data, config) {
                 Ok(node) => {
                     DEDICATED_STARTS.fetch_add(1, Ordering::Relaxed);
                     return node;
@@ -270,6 +278,7 @@ impl Node {
         controller: u16,
         advertised: Option<&str>,
         own_data: bool,
+        config: &[String],
     ) -> Result<Self, String> {
         use std::os::unix::process::CommandExt as _;
         let script = broker_script();
@@ -290,6 +299,9 @@ impl Node {
         }
         if let Some(a) = advertised {
             cmd.args(["--advertise", a]);
+        }
+        for c in config {
+            cmd.args(["--config", c]);
         }
         let started = Instant::now();
         let mut child = cmd
