@@ -6,7 +6,7 @@
 #   scripts/kafka.sh install
 #       Resolve Kafka and its logging into .local/kafka/libs (idempotent; quick the second time).
 #   scripts/kafka.sh run PORT [--controller-port P] [--advertise HOST:PORT] [--data DIR] [--owner PID]
-#                        [--config KEY=VALUE]...
+#                        [--config KEY=VALUE]... [--metrics-port P]
 #       One combined broker and controller in the foreground. The controller listens on
 #       PORT+10000 unless given; clients are told HOST:PORT (default 127.0.0.1:PORT). Without
 #       --data, a fresh directory under .local/kafka/tmp/, removed on exit; a directory that
@@ -14,9 +14,14 @@
 #       PORT answers a metadata request. SIGTERM is a controlled shutdown (exit 0). With
 #       --owner, it stops once process PID is gone (a test runner that died keeps no broker).
 #       --config adds a broker setting (a test's log.retention.check.interval.ms, say).
-#   scripts/kafka.sh cluster N BASEPORT [--data DIR] [--owner PID]
+#   scripts/kafka.sh cluster N BASEPORT [--data DIR] [--owner PID] [--metrics-port P]
 #       N such nodes of one cluster: brokers on BASEPORT.., controllers on BASEPORT+10000..,
 #       data in DIR/node1.. (default: fresh, removed on exit). `ready` once all N answer.
+#
+# --metrics-port P serves the broker's metrics as Prometheus text on http://127.0.0.1:P/metrics
+# (node i of a cluster on P+i-1): the Prometheus JMX exporter's Java agent (its version in the
+# POM, copied once into .local/kafka/jmx-exporter/, never onto Kafka's classpath) with the
+# rules of scripts/kafka/jmx-exporter.yml (kafka_server_replicamanager_underreplicatedpartitions..).
 #
 # Each node's JVM heap is KAFKA_HEAP (default -Xms256m -Xmx512m); KAFKA_JVM_OPTS adds JVM flags
 # (the tests add -XX:TieredStopAtLevel=1: a quicker start for less peak throughput). A node's
@@ -37,6 +42,30 @@ log() { echo "kafka: $*" >&2; }
 
 # The version the POM pins, read from it (one place).
 kafka_version() { sed -n 's:.*<kafka.version>\(.*\)</kafka.version>.*:\1:p' "$pom"; }
+
+# --metrics-port: the JMX exporter's agent jar, copied from Maven Central once per version (the
+# POM's `provided` dependency: install's runtime copy leaves it out), one copy at a time.
+metrics_agent() {
+  local v dir jar
+  v=$(sed -n 's:.*<jmx-exporter.version>\(.*\)</jmx-exporter.version>.*:\1:p' "$pom")
+  dir="$home/jmx-exporter" jar="$home/jmx-exporter/jmx_prometheus_javaagent-$v.jar"
+  if [ ! -f "$jar" ]; then
+    mkdir -p "$dir"
+    exec {alock}>"$home/.jmx-exporter.lock"
+    flock "$alock"
+    if [ ! -f "$jar" ]; then
+      command -v mvn >/dev/null 2>&1 || { log "mvn (Maven) is needed to resolve the JMX exporter from Maven Central"; exit 1; }
+      log "installing the Prometheus JMX exporter $v (a Java agent) into .local/kafka/jmx-exporter"
+      if ! mvn -q -B -Dstyle.color=never -f "$pom" dependency:copy-dependencies -DincludeScope=provided \
+        -DincludeArtifactIds=jmx_prometheus_javaagent -DoutputDirectory="$dir" >&2 || [ ! -f "$jar" ]; then
+        log "could not resolve the JMX exporter $v from Maven Central into $dir"
+        exit 1
+      fi
+    fi
+    flock -u "$alock"
+  fi
+  echo "$jar"
+}
 
 cds="$home/kafka.jsa"
 
@@ -169,7 +198,7 @@ start_node() {
     fi
   fi
   # shellcheck disable=SC2086
-  $java -Dkafka.logs.dir="$dir" -cp "$libs/*" kafka.Kafka "$dir/server.properties" \
+  $java $metrics_flag -Dkafka.logs.dir="$dir" -cp "$libs/*" kafka.Kafka "$dir/server.properties" \
     >"$dir/stdout.log" 2>&1 &
   node_pid=$!
 }
@@ -253,6 +282,7 @@ run_nodes() {
   for ((i = 1; i <= n; i++)); do
     local port=$((base + i - 1)) adv="$advertise"
     [ -n "$adv" ] || adv="127.0.0.1:$port"
+    [ -z "$metrics_base" ] || metrics_flag="-javaagent:$agent=127.0.0.1:$((metrics_base + i - 1)):$root/scripts/kafka/jmx-exporter.yml"
     start_node "${dirs[$((i - 1))]}" "$i" "$port" "$((cbase + i - 1))" "$adv" "$voters" "$n" "$cluster" || exit 1
     pids+=("$node_pid")
   done
@@ -292,6 +322,7 @@ port_arg() {
 
 owner=""
 extra_config=()
+metrics_base="" metrics_flag="" agent=""
 cmd=${1:-}
 [ $# -gt 0 ] && shift
 case "$cmd" in
@@ -309,9 +340,11 @@ case "$cmd" in
         --config)
           [[ "${2:-}" =~ ^[a-z0-9._-]+=.*$ ]] || { log "--config takes KEY=VALUE: '${2:-}'"; exit 2; }
           extra_config+=("$2"); shift 2 ;;
+        --metrics-port) metrics_base=${2:?--metrics-port needs a port}; port_arg "$metrics_base"; shift 2 ;;
         *) usage ;;
       esac
     done
+    [ -z "$metrics_base" ] || agent=$(metrics_agent)
     run_nodes 1 "$port" "$cport" "$advertise" "$data"
     ;;
   cluster)
@@ -323,9 +356,11 @@ case "$cmd" in
       case "$1" in
         --owner) owner=${2:?--owner needs a PID}; shift 2 ;;
         --data) data=${2:?--data needs a directory}; shift 2 ;;
+        --metrics-port) metrics_base=${2:?--metrics-port needs a port}; port_arg "$metrics_base"; shift 2 ;;
         *) usage ;;
       esac
     done
+    [ -z "$metrics_base" ] || agent=$(metrics_agent)
     run_nodes "$n" "$base" "$((base + 10000))" "" "$data"
     ;;
   *) usage ;;

@@ -5,7 +5,9 @@
 #   scripts/prometheus.sh run DIR     write DIR/prometheus.yml and run Prometheus in the foreground
 #
 # run reads: PROMETHEUS_ADDR (127.0.0.1:9090); INGEST, TOKEN_API, SYNC_WORKER, HISTORY_WORKER, ARCHIVE
-# (host:port of each service); SCRAPE_INTERVAL (5s); RULES (deploy/prometheus/rules/*.yml).
+# (host:port of each service); KAFKA (host:port,... of the brokers' metrics, `scripts/kafka.sh
+# --metrics-port`: job kafka, left out when unset); SCRAPE_INTERVAL (5s); RULES
+# (deploy/prometheus/rules/*.yml).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 
@@ -26,6 +28,11 @@ case "${1:-install}" in
     dir=${2:?usage: $0 run DIR}
     mkdir -p "$dir/data"
     interval=${SCRAPE_INTERVAL:-5s}
+    kafka_job=""
+    if [ -n "${KAFKA:-}" ]; then
+      kafka_job="  - job_name: kafka
+    static_configs: [{ targets: [\"${KAFKA//,/\", \"}\"] }]"
+    fi
     cat >"$dir/prometheus.yml" <<YML
 # Written by scripts/prometheus.sh: the jobs of deploy/prometheus/prometheus.yml, local targets.
 global:
@@ -44,6 +51,7 @@ scrape_configs:
     static_configs: [{ targets: ["${HISTORY_WORKER:-127.0.0.1:9102}"] }]
   - job_name: archive
     static_configs: [{ targets: ["${ARCHIVE:-127.0.0.1:9103}"] }]
+$kafka_job
 YML
     exec prometheus --config.file="$dir/prometheus.yml" --storage.tsdb.path="$dir/data" \
       --web.listen-address="${PROMETHEUS_ADDR:-127.0.0.1:9090}" --log.level=warn

@@ -8,6 +8,8 @@
 #   KAFKA_NODES=1 (default)  one node: broker 127.0.0.1:9092, controller 19092, .local/kafka/run
 #   KAFKA_NODES=N (2 to 9)   one cluster: brokers 127.0.0.1:9092.., controllers 19092..,
 #                            .local/kafka/node1..N; the services get KAFKA_REPLICATION_FACTOR=min(N, 3)
+# Each node serves its metrics (the JMX exporter, `kafka.sh --metrics-port`) on 127.0.0.1:9404..,
+# which the local Prometheus scrapes as job kafka.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
@@ -59,16 +61,17 @@ if [ -z "${KAFKA_BROKERS:-}" ]; then
     exit 2
   fi
   # Every node's broker and controller port, all of which must be free.
-  kafka_ports=() kafka_addrs=()
+  kafka_ports=() kafka_addrs=() kafka_metrics=()
   for ((i = 0; i < kafka_nodes; i++)); do
-    kafka_ports+=($((9092 + i)) $((19092 + i))); kafka_addrs+=("127.0.0.1:$((9092 + i))")
+    kafka_ports+=($((9092 + i)) $((19092 + i)) $((9404 + i))); kafka_addrs+=("127.0.0.1:$((9092 + i))")
+    kafka_metrics+=("127.0.0.1:$((9404 + i))")
   done
   if [ "$kafka_nodes" = 1 ]; then
     kafka_data=.local/kafka/run
-    kafka_cmd=(scripts/kafka.sh run 9092 --data "$kafka_data" --owner $$)
+    kafka_cmd=(scripts/kafka.sh run 9092 --data "$kafka_data" --owner $$ --metrics-port 9404)
   else
     kafka_data=.local/kafka
-    kafka_cmd=(scripts/kafka.sh cluster "$kafka_nodes" 9092 --data "$kafka_data" --owner $$)
+    kafka_cmd=(scripts/kafka.sh cluster "$kafka_nodes" 9092 --data "$kafka_data" --owner $$ --metrics-port 9404)
     # A cluster's voters are fixed when its nodes are formatted: the data of another node count
     # cannot be reused.
     formatted=0
@@ -172,6 +175,8 @@ fi
 prometheus_addr="${PROMETHEUS_ADDR:-127.0.0.1:9090}"
 if [ "${PROMETHEUS:-on}" != off ]; then
   scripts/prometheus.sh install
+  # The local brokers' metrics (none when KAFKA_BROKERS names brokers of elsewhere).
+  KAFKA=$([ -z "$local_broker" ] || (IFS=,; echo "${kafka_metrics[*]}")) \
   INGEST=$ingest_addr TOKEN_API=$token_addr SYNC_WORKER=$sync_addr HISTORY_WORKER=$history_addr ARCHIVE=$archive_addr \
     PROMETHEUS_ADDR=$prometheus_addr start prometheus scripts/prometheus.sh run "$root/.local/prometheus"
 fi
@@ -186,6 +191,7 @@ wait_port "$ingest_addr"; wait_port "$token_addr"
 kafka_note=
 if [ -n "$local_broker" ]; then
   kafka_note="                  Apache Kafka $(sed -n 's:.*<kafka.version>\(.*\)</kafka.version>.*:\1:p' scripts/kafka/pom.xml) (KRaft), $kafka_nodes node(s), KAFKA_REPLICATION_FACTOR=$KAFKA_REPLICATION_FACTOR
+                  broker metrics http://${kafka_metrics[0]}/metrics$([ "$kafka_nodes" = 1 ] || echo " .. ${kafka_metrics[-1]}") (scraped by Prometheus as job kafka)
                   data kept across runs in $kafka_where (rm -rf $kafka_where to start empty)
 "
 fi

@@ -6,6 +6,7 @@
 
 mod archive;
 mod authorization;
+mod broker_metrics;
 mod catalog;
 mod long_tier;
 mod operations;
