@@ -6,7 +6,9 @@
 //! Each record goes to its partition's current epoch (see `kollus_common::archive::segment`): a
 //! record at an offset the archive already holds in that epoch is compared with the archived
 //! one; the same record is a repeat, another record means the partition's offsets restarted (a
-//! replaced broker, a recreated topic) and opens a new epoch. A changed cluster id opens one too.
+//! replaced broker, a recreated topic) and opens a new epoch. A cluster the archive holds no
+//! epoch of opens one too; epochs are named by number and cluster, so archivers of two clusters
+//! writing one location (at once, or one after the other) never write into each other's.
 //! Nothing already archived is ever written over.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -20,8 +22,9 @@ use rdkafka::{Offset, TopicPartitionList};
 use sha2::{Digest as _, Sha256};
 
 use crate::metrics::Metrics;
+use kollus_common::archive::of_cluster;
 use kollus_common::archive::record::ArchivedRecord;
-use kollus_common::archive::segment::{Entry, Open};
+use kollus_common::archive::segment::{epoch_name, Entry, Open};
 use kollus_common::archive::store::{Archive, Created};
 use kollus_common::backoff::Backoff;
 use kollus_common::kafka;
@@ -113,50 +116,50 @@ impl<'a> Dumper<'a> {
         })
     }
 
-    /// The partition's epoch as the archive left it, or a new one when the cluster changed.
+    /// The partition's epoch as the archive left it for this cluster, or a new one when the
+    /// archive holds none of this cluster's. Epochs of other clusters (another archiver writing
+    /// the same location, or the cluster before a disaster) are left as they are: their names
+    /// carry their cluster, so this one's never meet them.
     fn starting_epoch(&self, topic: &str, partition: i32) -> PartitionEpoch {
-        let mine = self
+        let of_partition = |e: &&Entry| e.topic == topic && e.partition == partition;
+        let max_epoch = self
             .entries
             .iter()
-            .filter(|e| e.topic == topic && e.partition == partition);
-        let latest = mine.max_by_key(|e| (e.epoch, e.last_offset));
-        let Some(latest) = latest else {
+            .filter(of_partition)
+            .map(|e| e.epoch)
+            .max();
+        let Some(max_epoch) = max_epoch else {
             return PartitionEpoch {
                 epoch: 1,
                 archived_last: -1,
                 max_epoch: 0,
             };
         };
-        let archived_last = self
-            .entries
-            .iter()
-            .filter(|e| e.topic == topic && e.partition == partition && e.epoch == latest.epoch)
-            .map(|e| e.last_offset)
-            .max()
-            .unwrap_or(-1);
-        let other_cluster = !self.cluster_id.is_empty()
-            && !latest.cluster_id.is_empty()
-            && latest.cluster_id != self.cluster_id;
-        if other_cluster {
+        let mine = || of_cluster(&self.entries, &self.cluster_id).filter(of_partition);
+        let Some(latest) = mine().max_by_key(|e| (e.epoch, e.last_offset)) else {
             tracing::warn!(
                 topic,
                 partition,
-                archived_cluster = latest.cluster_id,
                 cluster = self.cluster_id,
-                epoch = latest.epoch + 1,
-                "another Kafka cluster: a new epoch; what the archive holds stays as it is"
+                epoch = epoch_name(max_epoch + 1, &self.cluster_id),
+                "the archive holds this partition of other Kafka clusters only: a new epoch; \
+                 what the archive holds stays as it is"
             );
-            PartitionEpoch {
-                epoch: latest.epoch + 1,
+            return PartitionEpoch {
+                epoch: max_epoch + 1,
                 archived_last: -1,
-                max_epoch: latest.epoch,
-            }
-        } else {
-            PartitionEpoch {
-                epoch: latest.epoch,
-                archived_last,
-                max_epoch: latest.epoch,
-            }
+                max_epoch: max_epoch + 1,
+            };
+        };
+        let archived_last = mine()
+            .filter(|e| e.epoch == latest.epoch)
+            .map(|e| e.last_offset)
+            .max()
+            .unwrap_or(-1);
+        PartitionEpoch {
+            epoch: latest.epoch,
+            archived_last,
+            max_epoch,
         }
     }
 
@@ -168,9 +171,7 @@ impl<'a> Dumper<'a> {
         epoch: u32,
         offset: i64,
     ) -> anyhow::Result<Option<ArchivedRecord>> {
-        let Some(entry) = self
-            .entries
-            .iter()
+        let Some(entry) = of_cluster(&self.entries, &self.cluster_id)
             .filter(|e| e.topic == topic && e.partition == partition && e.epoch == epoch)
             .find(|e| (e.first_offset..=e.last_offset).contains(&offset))
             .cloned()
@@ -208,7 +209,7 @@ impl<'a> Dumper<'a> {
                     partition = r.partition,
                     offset = r.offset,
                     archived_up_to = current.archived_last,
-                    epoch,
+                    epoch = epoch_name(epoch, &self.cluster_id),
                     "the partition's offsets restarted with other records (a new broker or \
                      topic): a new epoch; what the archive holds stays as it is"
                 );

@@ -42,6 +42,9 @@ enum Command {
         /// Skip the comparison with the topics (no broker at hand).
         #[arg(long)]
         no_topics: bool,
+        /// Verify only the epochs of this Kafka cluster (its id, as the report names it).
+        #[arg(long)]
+        cluster: Option<String>,
         #[command(flatten)]
         kafka: KafkaSettings,
     },
@@ -114,9 +117,11 @@ async fn main() -> anyhow::Result<()> {
         Command::Verify {
             from,
             no_topics,
+            cluster,
             kafka,
         } => {
-            let problems = verify_command(&from, no_topics, &kafka, &metrics).await;
+            let problems =
+                verify_command(&from, no_topics, cluster.as_deref(), &kafka, &metrics).await;
             if problems == 0 {
                 println!("ok");
                 Ok(())
@@ -134,10 +139,16 @@ async fn main() -> anyhow::Result<()> {
             let summary =
                 restore::restore_with(&archive, &kafka, &settings, Some(&metrics)).await?;
             if summary.empty {
-                println!(
-                    "the archive at {from} is empty (no manifest): nothing to restore; \
-                     the brokers were not touched"
-                );
+                match &settings.cluster {
+                    Some(cluster) => println!(
+                        "the archive at {from} holds no epoch of cluster {cluster}: nothing to \
+                         restore; the brokers were not touched"
+                    ),
+                    None => println!(
+                        "the archive at {from} is empty (no manifest): nothing to restore; \
+                         the brokers were not touched"
+                    ),
+                }
                 return Ok(());
             }
             println!(
@@ -179,6 +190,7 @@ fn print_timestamps(summary: &restore::Summary) {
 async fn verify_command(
     from: &str,
     no_topics: bool,
+    cluster: Option<&str>,
     kafka: &KafkaSettings,
     metrics: &Metrics,
 ) -> usize {
@@ -189,7 +201,7 @@ async fn verify_command(
             return 1;
         }
     };
-    let report = match verify::verify(&archive, Some(metrics)).await {
+    let report = match verify::verify_of(&archive, Some(metrics), cluster).await {
         Ok(r) => r,
         Err(e) => {
             println!("UNREADABLE {from}: {e:#}");
@@ -197,7 +209,12 @@ async fn verify_command(
         }
     };
     if report.empty {
-        println!("EMPTY {from}: no manifest, so nothing archived there (a wrong location?)");
+        match cluster {
+            Some(c) => println!("EMPTY {from}: no epoch of cluster {c} (a wrong cluster id?)"),
+            None => {
+                println!("EMPTY {from}: no manifest, so nothing archived there (a wrong location?)")
+            }
+        }
         return 1;
     }
     println!(
@@ -214,7 +231,7 @@ async fn verify_command(
             "{}/{} epoch {} ({cluster}): offsets {}..={}, {} records in {} segments, {} repeats",
             e.topic,
             e.partition,
-            e.epoch,
+            e.name,
             e.first_offset,
             e.last_offset,
             e.records,
@@ -240,7 +257,12 @@ async fn verify_command(
         return problems;
     }
     let entries = match kollus_archive::verify::entries(&archive).await {
-        Ok(e) => e,
+        Ok(mut e) => {
+            if let Some(c) = cluster {
+                e.retain(|e| e.cluster_id == c);
+            }
+            e
+        }
         Err(e) => {
             println!("UNREADABLE {from}: {e:#}");
             return problems + 1;

@@ -1,8 +1,9 @@
 //! `kollus-archive restore`: produces every archived record back to the configured brokers'
 //! topics, with its key, headers and value, in its partition where the topic has it. Records
 //! archived twice (a crash of `dump`), or in two epochs (a restored cluster archived again), are
-//! produced once, by envelope id; epochs in order, so each partition's records keep the order
-//! they had. An empty archive is said to be so, and touches no broker. Running it again produces
+//! produced once, by envelope id; epochs in order (by number, then cluster: each epoch whole),
+//! so each partition's records keep the order they had. `--cluster` restores one Kafka
+//! cluster's epochs alone (an archive two clusters wrote into). An empty archive is said to be so, and touches no broker. Running it again produces
 //! the records again, which the workers skip as already applied (they keep every envelope id
 //! they applied): nothing is applied twice.
 //!
@@ -70,6 +71,10 @@ pub struct RestoreSettings {
         default_value_t = Timestamps::Now
     )]
     pub timestamps: Timestamps,
+    /// Restore only the epochs of this Kafka cluster (its id, as `verify` prints it): of an
+    /// archive that two clusters wrote into, one cluster's records. Default: every epoch.
+    #[arg(long, env = "ARCHIVE_RESTORE_CLUSTER")]
+    pub cluster: Option<String>,
 }
 
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -129,7 +134,17 @@ pub async fn restore_with(
         timestamps: settings.timestamps,
         ..Summary::default()
     };
-    let entries = entries(archive).await?;
+    let mut entries = entries(archive).await?;
+    if let Some(cluster) = &settings.cluster {
+        let all = entries.len();
+        entries.retain(|e| &e.cluster_id == cluster);
+        tracing::info!(
+            cluster,
+            segments = entries.len(),
+            of = all,
+            "restoring the epochs of one Kafka cluster"
+        );
+    }
     if entries.is_empty() {
         summary.empty = true;
         return Ok(summary);

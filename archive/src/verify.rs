@@ -2,7 +2,9 @@
 //! offsets in order), then per topic, partition and epoch: gaps (records the archive lacks),
 //! repeats (records archived twice after a crash, which restore drops) and collisions (two
 //! different records at one offset of one epoch, or two entries naming one segment with
-//! different checksums). With a broker, per partition: whether the archive and what the topic
+//! different checksums). An epoch is its number and its cluster (two clusters archived into one
+//! location each have their own epochs, whatever their numbers), and [`verify_of`] checks one
+//! cluster's epochs alone. With a broker, per partition: whether the archive and what the topic
 //! still retains together cover every offset ([`coverage`]).
 
 use std::collections::hash_map::DefaultHasher;
@@ -25,6 +27,8 @@ pub struct EpochReport {
     pub partition: i32,
     pub epoch: u32,
     pub cluster_id: String,
+    /// The epoch's name: its number and its cluster (`0001-MkU3OEVBNTcwNTJENDM2Qk`).
+    pub name: String,
     pub segments: u64,
     /// Distinct offsets held.
     pub records: u64,
@@ -70,8 +74,22 @@ struct Seen {
     report: Option<EpochReport>,
 }
 
+/// Verifies every epoch of the archive.
 pub async fn verify(archive: &Archive, metrics: Option<&Metrics>) -> anyhow::Result<Report> {
-    let entries = entries(archive).await?;
+    verify_of(archive, metrics, None).await
+}
+
+/// Verifies the epochs of Kafka cluster `cluster` (every epoch when None): an archive that
+/// holds none of its epochs is `empty`.
+pub async fn verify_of(
+    archive: &Archive,
+    metrics: Option<&Metrics>,
+    cluster: Option<&str>,
+) -> anyhow::Result<Report> {
+    let mut entries = entries(archive).await?;
+    if let Some(cluster) = cluster {
+        entries.retain(|e| e.cluster_id == cluster);
+    }
     let mut report = Report {
         empty: entries.is_empty(),
         ..Report::default()
@@ -89,7 +107,7 @@ pub async fn verify(archive: &Archive, metrics: Option<&Metrics>) -> anyhow::Res
     }
     let mut progress =
         crate::metrics::progress_of(metrics, "verify", "segments", entries.len() as u64);
-    let mut seen: BTreeMap<(String, i32, u32), Seen> = BTreeMap::new();
+    let mut seen: BTreeMap<(String, i32, u32, String), Seen> = BTreeMap::new();
     for entry in &entries {
         progress.add(1);
         report.segments += 1;
@@ -105,13 +123,19 @@ pub async fn verify(archive: &Archive, metrics: Option<&Metrics>) -> anyhow::Res
             }
         };
         report.records += records.len() as u64;
-        let key = (entry.topic.clone(), entry.partition, entry.epoch);
+        let key = (
+            entry.topic.clone(),
+            entry.partition,
+            entry.epoch,
+            entry.cluster_id.clone(),
+        );
         let s = seen.entry(key).or_default();
         let epoch = s.report.get_or_insert_with(|| EpochReport {
             topic: entry.topic.clone(),
             partition: entry.partition,
             epoch: entry.epoch,
             cluster_id: entry.cluster_id.clone(),
+            name: entry.epoch_name(),
             segments: 0,
             records: 0,
             first_offset: entry.first_offset,
@@ -126,7 +150,11 @@ pub async fn verify(archive: &Archive, metrics: Option<&Metrics>) -> anyhow::Res
             match s.hashes.get(&r.offset) {
                 Some(before) if *before != hash => report.collisions.push(format!(
                     "{}/{} epoch {}: two different records at offset {} (the second in {})",
-                    entry.topic, entry.partition, entry.epoch, r.offset, entry.segment
+                    entry.topic,
+                    entry.partition,
+                    entry.epoch_name(),
+                    r.offset,
+                    entry.segment
                 )),
                 Some(_) => {
                     report.repeats += 1;
@@ -168,8 +196,9 @@ pub struct Coverage {
     pub partition: i32,
     /// The topic's earliest retained offset.
     pub earliest: i64,
-    /// The archive's epoch that is this broker's partition, and the last offset it holds.
-    pub archived: Option<(u32, i64)>,
+    /// The archive's epoch that is this broker's partition (its name, number and cluster), and
+    /// the last offset it holds.
+    pub archived: Option<(String, i64)>,
     /// Offsets neither holds: (first, last).
     pub missing: Option<(i64, i64)>,
 }
@@ -177,7 +206,7 @@ pub struct Coverage {
 impl std::fmt::Display for Coverage {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let (t, p) = (&self.topic, self.partition);
-        let archive = match self.archived {
+        let archive = match &self.archived {
             Some((epoch, last)) => format!("archive (epoch {epoch}) holds up to offset {last}"),
             None => "archive holds none of this broker's records yet".into(),
         };
@@ -197,13 +226,16 @@ impl std::fmt::Display for Coverage {
 }
 
 /// Per partition of the configured topics on `kafka`'s brokers: the topic's earliest retained
-/// offset against the last offset the archive holds of that broker's incarnation. Blocking.
+/// offset (its low watermark: what retention has deleted is below it) against the last offset
+/// the archive holds of that broker's incarnation, looked for among the epochs of the brokers'
+/// cluster (and of no known cluster). Blocking.
 pub fn coverage(entries: &[Entry], kafka: &KafkaSettings) -> anyhow::Result<Vec<Coverage>> {
-    use kollus_common::archive::{cluster_id, holdings, inspector};
+    use kollus_common::archive::{cluster_id, holdings, inspector, of_cluster};
     use rdkafka::consumer::Consumer as _;
     let client = inspector(&kafka.brokers)?;
     let cluster = cluster_id(&client);
-    let holdings = holdings(entries);
+    let mine: Vec<Entry> = of_cluster(entries, &cluster).cloned().collect();
+    let holdings = holdings(&mine);
     let mut out = Vec::new();
     for topic in kafka.topics() {
         for partition in kollus_common::kafka::partitions(&client, topic)? {
@@ -212,11 +244,11 @@ pub fn coverage(entries: &[Entry], kafka: &KafkaSettings) -> anyhow::Result<Vec<
                 .map_err(|e| anyhow::anyhow!("offsets of {topic}/{partition}: {e}"))?;
             let archived = match holdings.get(&(topic.to_owned(), partition)) {
                 Some(h) if h.matches_broker(&client, &cluster, topic, partition)? => {
-                    Some((h.epoch, h.last_offset))
+                    Some((segment::epoch_name(h.epoch, &h.cluster_id), h.last_offset))
                 }
                 _ => None,
             };
-            let first_needed = archived.map_or(0, |(_, last)| last + 1);
+            let first_needed = archived.as_ref().map_or(0, |(_, last)| last + 1);
             let missing = (earliest > first_needed).then_some((first_needed, earliest - 1));
             out.push(Coverage {
                 topic: topic.to_owned(),

@@ -725,7 +725,7 @@ async fn verify_fails_on_two_different_records_at_one_offset_and_reports_topic_c
     assert_eq!(code, 0, "{out}{err}");
     assert_eq!(out.matches("COVERED ").count(), 9, "{out}");
     assert!(!out.contains("NOT COVERED"), "{out}");
-    assert!(out.contains("epoch 1"), "{out}");
+    assert!(out.contains("epoch 0001-"), "{out}");
 
     // A forged segment in the same epoch holding another record at an archived offset.
     let entries = verify::entries(&archive).await.unwrap();
@@ -895,4 +895,284 @@ async fn a_broker_is_the_archived_incarnation_only_when_its_record_at_the_last_o
     })
     .await
     .unwrap();
+}
+
+/// The archive's cluster id of `broker` (as `dump` records it).
+async fn cluster_of(broker: &Broker) -> String {
+    let brokers = broker.addr.clone();
+    tokio::task::spawn_blocking(move || {
+        let client = kollus_common::archive::inspector(&brokers).expect("a client");
+        kollus_common::archive::cluster_id(&client)
+    })
+    .await
+    .unwrap()
+}
+
+/// Every object of the archive, by path, with its bytes.
+async fn objects(archive: &Archive) -> BTreeMap<String, bytes::Bytes> {
+    let mut all = BTreeMap::new();
+    for path in archive.list("").await.unwrap() {
+        let bytes = archive.get(&path).await.unwrap();
+        all.insert(path, bytes);
+    }
+    all
+}
+
+#[tokio::test]
+async fn two_clusters_archiving_into_one_directory_at_once_keep_their_own_epochs() {
+    let started = std::time::Instant::now();
+    // Two clusters with the same topic names (as two deployments, or a cluster and its
+    // replacement running side by side).
+    let (a, b) = tokio::join!(Broker::dedicated(), Broker::dedicated());
+    let ka = a.settings();
+    let kb = KafkaSettings {
+        brokers: b.addr.clone(),
+        ..ka.clone()
+    };
+    let (ca, cb) = (cluster_of(&a).await, cluster_of(&b).await);
+    assert!(!ca.is_empty() && !cb.is_empty() && ca != cb, "{ca} {cb}");
+    for k in [&ka, &kb] {
+        kollus_common::kafka::ensure_topics(k, &k.topics())
+            .await
+            .unwrap();
+    }
+    tokio::join!(
+        publish_tagged(&a, &ka, "a", 90),
+        publish_tagged(&b, &kb, "b", 60)
+    );
+    let topics = ka.topics();
+    let (source_a, source_b) =
+        tokio::join!(records_on(&a.addr, &topics), records_on(&b.addr, &topics));
+
+    // One directory, two archivers (two handles, as two processes), at the same time.
+    let dir = tempfile::tempdir().unwrap();
+    let to = dir.path().to_str().unwrap().to_owned();
+    let (archive_a, archive_b) = (Archive::open(&to).unwrap(), Archive::open(&to).unwrap());
+    let mut s = settings(&a.group("archive-once"));
+    s.to = to.clone();
+    let (ma, mb) = (Metrics::new(), Metrics::new());
+    let (da, db) = tokio::join!(
+        dump::until_end(&archive_a, &ka, &s, &ma),
+        dump::until_end(&archive_b, &kb, &s, &mb)
+    );
+    assert_eq!((da.unwrap(), db.unwrap()), (90, 60));
+
+    // Each entry's epoch is named by its number and its own cluster, in its segment's and its
+    // manifest's path: whatever numbers the two archivers picked, no path is shared.
+    let entries = verify::entries(&archive_a).await.unwrap();
+    let mut numbers: BTreeMap<(String, i32), BTreeMap<String, u32>> = BTreeMap::new();
+    for e in &entries {
+        let name = format!("{:04}-{}", e.epoch, e.cluster_id);
+        let dir = format!("{}/{}/{name}/", e.topic, e.partition);
+        assert!(
+            e.segment.starts_with(&format!("segments/{dir}"))
+                && e.manifest_path().starts_with(&format!("manifest/{dir}")),
+            "{} (epoch {name})",
+            e.segment
+        );
+        assert!(e.cluster_id == ca || e.cluster_id == cb, "{e:?}");
+        numbers
+            .entry((e.topic.clone(), e.partition))
+            .or_default()
+            .insert(e.cluster_id.clone(), e.epoch);
+    }
+    let same_number = numbers
+        .values()
+        .filter(|by| by.len() == 2 && by[&ca] == by[&cb])
+        .count();
+    eprintln!(
+        "two clusters: {} partitions where both archivers picked the same epoch number (of {})",
+        same_number,
+        numbers.len()
+    );
+
+    // Both archives whole: verify passes for each cluster, and for the two together.
+    for (cluster, records) in [(&ca, 90), (&cb, 60)] {
+        let report = verify::verify_of(&archive_a, None, Some(cluster))
+            .await
+            .unwrap();
+        assert!(report.ok(), "{cluster}: {report:?}");
+        assert_eq!((report.records, report.repeats), (records, 0), "{report:?}");
+        assert!(
+            report.epochs.iter().all(|e| &e.cluster_id == cluster),
+            "{report:?}"
+        );
+    }
+    let report = verify::verify(&archive_a, None).await.unwrap();
+    assert!(report.ok() && report.collisions.is_empty(), "{report:?}");
+    assert_eq!(report.records, 150);
+    let env_b = vec![
+        ("KAFKA_BROKERS", kb.brokers.clone()),
+        ("KAFKA_CONTENT_TOPIC", kb.content_topic.clone()),
+        ("KAFKA_PLAYBACK_TOPIC", kb.playback_topic.clone()),
+        ("KAFKA_DEADLETTER_TOPIC", kb.deadletter_topic.clone()),
+    ];
+    let (code, out, err) = run_archive(&["verify", "--from", &to, "--cluster", &cb], &env_b);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains(&format!("-{cb} (cluster {cb})")), "{out}");
+    assert!(
+        !out.contains(&ca),
+        "verify --cluster {cb} shows only its epochs:\n{out}"
+    );
+    assert_eq!(out.matches("COVERED ").count(), 9, "{out}");
+    assert!(!out.contains("NOT COVERED"), "{out}");
+
+    // Nothing is ever written over: the same dumps again add nothing and change no byte, and
+    // an object created again with other bytes is refused and kept.
+    let before = objects(&archive_a).await;
+    let (da, db) = tokio::join!(
+        dump::until_end(&archive_a, &ka, &s, &ma),
+        dump::until_end(&archive_b, &kb, &s, &mb)
+    );
+    assert_eq!((da.unwrap(), db.unwrap()), (0, 0));
+    assert_eq!(objects(&archive_a).await, before, "the archive changed");
+    let (path, bytes) = before.iter().next().unwrap();
+    let refused = archive_b
+        .create(path, b"other".to_vec(), |there| there == b"other")
+        .await
+        .expect_err("an existing object written over");
+    assert!(format!("{refused:#}").contains("collision"), "{refused:#}");
+    assert_eq!(&archive_a.get(path).await.unwrap(), bytes);
+    // Each cluster's records come back, its own only, byte for byte: a's into the shared
+    // broker (where these topic names are new); b's into cluster a, after a's own records
+    // (which stay as they were: no other record of a is produced again).
+    let shared = Broker::start().await;
+    let only = |cluster: &String| restore::RestoreSettings {
+        cluster: Some(cluster.clone()),
+        ..Default::default()
+    };
+    let into_shared = KafkaSettings {
+        brokers: shared.addr.clone(),
+        ..ka.clone()
+    };
+    let summary = restore::restore_with(&archive_a, &into_shared, &only(&ca), None)
+        .await
+        .unwrap();
+    assert_eq!((summary.produced, summary.repeats_skipped), (90, 0));
+    assert_restored(&source_a, &records_on(&shared.addr, &topics).await);
+    let summary = restore::restore_with(&archive_a, &ka, &only(&cb), None)
+        .await
+        .unwrap();
+    assert_eq!((summary.produced, summary.repeats_skipped), (60, 0));
+    let mut on_a = records_on(&a.addr, &topics).await;
+    let mut restored_b = Partitions::new();
+    for (place, records) in &mut on_a {
+        let own = source_a[place].len();
+        restored_b.insert(place.clone(), records.split_off(own.min(records.len())));
+    }
+    assert_eq!(
+        on_a, source_a,
+        "cluster a's own records, before b's restored ones"
+    );
+    assert_restored(&source_b, &restored_b);
+
+    eprintln!(
+        "two clusters into one directory: {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+}
+
+#[tokio::test]
+async fn archives_of_older_layouts_still_verify_and_restore() {
+    // Records of a real topic, archived as the layouts before epoch names carried their
+    // cluster wrote them: partition 0 as before epochs (no epoch, no cluster, no fingerprint:
+    // `segments/{topic}/0/{first}-{last}.jsonl.zst`), the others in epochs named by number
+    // alone (`segments/{topic}/{p}/0001/...`). Their topics renamed, so a restore into the
+    // same broker makes them anew.
+    let broker = Broker::start().await;
+    let kafka = broker.settings();
+    kollus_common::kafka::ensure_topics(&kafka, &kafka.topics())
+        .await
+        .unwrap();
+    publish(&broker, &kafka, 45).await;
+    let current = tempfile::tempdir().unwrap();
+    let archive = Archive::open(current.path().to_str().unwrap()).unwrap();
+    let mut s = settings(&broker.group("old-layouts"));
+    s.to = archive.location.clone();
+    dump::until_end(&archive, &kafka, &s, &Metrics::new())
+        .await
+        .unwrap();
+
+    let renamed = |t: &str| format!("{t}-old");
+    let old_dir = tempfile::tempdir().unwrap();
+    let old = Archive::open(old_dir.path().to_str().unwrap()).unwrap();
+    for e in verify::entries(&archive).await.unwrap() {
+        let bytes = archive.get(&e.segment).await.unwrap();
+        let mut records = kollus_archive::segment::read(&e, &bytes).unwrap();
+        for r in &mut records {
+            r.topic = renamed(&r.topic);
+        }
+        let mut open = kollus_archive::segment::Open::new(&records[0], 1, &e.cluster_id).unwrap();
+        for r in &records {
+            open.push(r).unwrap();
+        }
+        let (bytes, mut entry) = open.close().unwrap();
+        let (topic, p, first, last) = (
+            &entry.topic,
+            entry.partition,
+            entry.first_offset,
+            entry.last_offset,
+        );
+        let mut json = if p == 0 {
+            entry.segment = format!("segments/{topic}/{p}/{first:020}-{last:020}.jsonl.zst");
+            let mut json = serde_json::to_value(&entry).unwrap();
+            for newer in [
+                "epoch",
+                "cluster_id",
+                "last_record_sha256",
+                "last_timestamp",
+            ] {
+                json.as_object_mut().unwrap().remove(newer);
+            }
+            json
+        } else {
+            entry.segment = format!(
+                "segments/{topic}/{p}/0001/{first:020}-{last:020}-{}.jsonl.zst",
+                &entry.sha256[..16]
+            );
+            serde_json::to_value(&entry).unwrap()
+        };
+        json["closed_at"] = "2026-01-01T00:00:00Z".into();
+        old.create(&entry.segment, bytes.to_vec(), |_| false)
+            .await
+            .unwrap();
+        old.create(
+            &entry.manifest_path(),
+            serde_json::to_vec(&json).unwrap(),
+            |_| false,
+        )
+        .await
+        .unwrap();
+    }
+    assert!(
+        old.list("segments")
+            .await
+            .unwrap()
+            .iter()
+            .any(|p| p.contains("/0/0000")),
+        "a pre-epoch path"
+    );
+
+    let report = verify::verify(&old, None).await.unwrap();
+    assert!(report.ok(), "{report:?}");
+    assert_eq!((report.records, report.repeats), (45, 0), "{report:?}");
+    let epochs: std::collections::BTreeSet<String> =
+        report.epochs.iter().map(|e| e.name.clone()).collect();
+    let cluster = cluster_of(&broker).await;
+    assert_eq!(
+        epochs,
+        ["0000".to_owned(), format!("0001-{cluster}")].into(),
+        "{report:?}"
+    );
+
+    let summary = restore::restore(&old, &kafka, None).await.unwrap();
+    assert_eq!((summary.produced, summary.repeats_skipped), (45, 0));
+    let topics: Vec<String> = kafka.topics().iter().map(|t| renamed(t)).collect();
+    let topics: Vec<&str> = topics.iter().map(String::as_str).collect();
+    let source = records_on(&broker.addr, &kafka.topics()).await;
+    let source: Partitions = source
+        .into_iter()
+        .map(|((t, p), records)| ((renamed(&t), p), records))
+        .collect();
+    assert_restored(&source, &records_on(&broker.addr, &topics).await);
 }

@@ -403,6 +403,7 @@ async fn original_timestamps_past_the_topics_retention_are_counted_and_kafka_del
     let metrics = Metrics::new();
     let original = RestoreSettings {
         timestamps: Timestamps::Original,
+        ..RestoreSettings::default()
     };
     let summary = restore::restore_with(&archive, &settings, &original, Some(&metrics))
         .await

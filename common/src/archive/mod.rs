@@ -20,8 +20,9 @@ pub use record::ArchivedRecord;
 pub use segment::Entry;
 pub use store::Archive;
 
-/// Every manifest entry of the archive, in (topic, partition, epoch, first offset) order. An
-/// archive with none is empty (or a wrong location: callers say so).
+/// Every manifest entry of the archive, in (topic, partition, epoch, cluster, first offset)
+/// order: two clusters' epochs of one number each stay whole. An archive with none is empty (or
+/// a wrong location: callers say so).
 pub async fn entries(archive: &Archive) -> anyhow::Result<Vec<Entry>> {
     let mut entries = Vec::new();
     for path in archive.list("manifest").await? {
@@ -34,11 +35,12 @@ pub async fn entries(archive: &Archive) -> anyhow::Result<Vec<Entry>> {
     Ok(entries)
 }
 
-fn order(e: &Entry) -> (&str, i32, u32, i64, i64) {
+fn order(e: &Entry) -> (&str, i32, u32, &str, i64, i64) {
     (
         &e.topic,
         e.partition,
         e.epoch,
+        &e.cluster_id,
         e.first_offset,
         e.last_offset,
     )
@@ -76,6 +78,17 @@ pub fn holdings(entries: &[Entry]) -> BTreeMap<(String, i32), Holding> {
         }
     }
     out
+}
+
+/// The entries a broker of cluster `cluster_id` can be the incarnation of: its own cluster's and
+/// those of no known cluster. All of them when `cluster_id` is unknown ("").
+pub fn of_cluster<'a>(
+    entries: &'a [Entry],
+    cluster_id: &'a str,
+) -> impl Iterator<Item = &'a Entry> {
+    entries.iter().filter(move |e| {
+        cluster_id.is_empty() || e.cluster_id.is_empty() || e.cluster_id == cluster_id
+    })
 }
 
 /// The Kafka timestamp (ms) of the newest record in any closed segment of `topic`: up to when

@@ -1,18 +1,26 @@
 //! Segments: the records of one partition, in offset order, as zstd-compressed JSON Lines, and
 //! for each closed segment a manifest entry with its SHA-256.
 //!
-//! Layout in the archive (`{epoch}` four digits, `{sha}` the segment's SHA-256's first 16 hex
-//! digits):
+//! Layout in the archive (`{epoch}` the epoch's name, [`epoch_name`]: its number in four digits
+//! and the Kafka cluster id, `0001-MkU3OEVBNTcwNTJENDM2Qk`; `{sha}` the segment's SHA-256's
+//! first 16 hex digits):
 //! - `segments/{topic}/{partition}/{epoch}/{first:020}-{last:020}-{sha}.jsonl.zst`
 //! - `manifest/{topic}/{partition}/{epoch}/{first:020}-{last:020}-{sha}.json` ([`Entry`]),
 //!   written after its segment, so an entry always names a complete segment.
 //!
 //! An epoch is one incarnation of a partition as the archive met it: the archive starts a new one
 //! when a partition's offsets restart below what it holds with other records (a replaced broker,
-//! a recreated topic) or the cluster id changes. Offsets are unique within an epoch only. With
-//! the content in the name as well, two different segments never share a name, and a segment
+//! a recreated topic) or the cluster id changes. Offsets are unique within an epoch only. An
+//! epoch is named by its number *and* its cluster, so archivers of two clusters writing one
+//! location at once, which can both pick the same number, still write two epochs. With the
+//! content in the name as well, two different segments never share a name, and a segment
 //! written twice (a retry after a crash) has the same name and bytes: objects are only ever
-//! created, never replaced. Archives written before epochs existed read as epoch 0.
+//! created, never replaced.
+//!
+//! Older layouts read as they are (a reader goes by the manifest entry's `segment` path, never
+//! by a name it rebuilds): epochs named by their number alone (`{epoch:04}`, before epoch names
+//! carried their cluster; the cluster id is in the entry), and archives written before epochs
+//! existed (`segments/{topic}/{partition}/{first:020}-{last:020}.jsonl.zst`) as epoch 0.
 
 use std::io::Write as _;
 use std::time::Instant;
@@ -110,10 +118,10 @@ impl Open {
         let bytes = self.encoder.finish()?;
         let sha256 = hex::encode(Sha256::digest(&bytes));
         let name = format!(
-            "{}/{}/{:04}/{:020}-{:020}-{}",
+            "{}/{}/{}/{:020}-{:020}-{}",
             self.topic,
             self.partition,
-            self.epoch,
+            epoch_name(self.epoch, &self.cluster_id),
             self.first_offset,
             self.last_offset,
             &sha256[..16]
@@ -138,7 +146,34 @@ impl Open {
     }
 }
 
+/// An epoch's name in paths: its number in four digits, then the Kafka cluster id
+/// (`0002-MkU3OEVBNTcwNTJENDM2Qk`), or the number alone when the broker reported no cluster id.
+/// A cluster id as Kafka makes them (22 characters of URL-safe base64) is used as it is; any
+/// other (a broker of another make) as `x` and the first 16 hex digits of its SHA-256, so a
+/// name is always one safe path component.
+pub fn epoch_name(epoch: u32, cluster_id: &str) -> String {
+    if cluster_id.is_empty() {
+        return format!("{epoch:04}");
+    }
+    let plain = cluster_id.len() <= 64
+        && cluster_id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if plain {
+        format!("{epoch:04}-{cluster_id}")
+    } else {
+        let digest = hex::encode(Sha256::digest(cluster_id.as_bytes()));
+        format!("{epoch:04}-x{}", &digest[..16])
+    }
+}
+
 impl Entry {
+    /// This entry's epoch as a reader names it: the number and the cluster id, as written in new
+    /// layouts' paths ([`epoch_name`]); for an entry of an older layout, the name it would have.
+    pub fn epoch_name(&self) -> String {
+        epoch_name(self.epoch, &self.cluster_id)
+    }
+
     /// Where this entry is kept: beside its segment's path, under `manifest/`.
     pub fn manifest_path(&self) -> String {
         let name = self
@@ -156,6 +191,7 @@ impl Entry {
             &self.segment,
             &self.sha256,
             self.epoch,
+            &self.cluster_id,
             self.first_offset,
             self.last_offset,
             self.records,
@@ -163,6 +199,7 @@ impl Entry {
             &other.segment,
             &other.sha256,
             other.epoch,
+            &other.cluster_id,
             other.first_offset,
             other.last_offset,
             other.records,
@@ -248,14 +285,14 @@ mod tests {
         assert_eq!(
             entry.segment,
             format!(
-                "segments/t/2/0003/00000000000000000005-00000000000000000008-{}.jsonl.zst",
+                "segments/t/2/0003-cluster-a/00000000000000000005-00000000000000000008-{}.jsonl.zst",
                 &entry.sha256[..16]
             )
         );
         assert_eq!(
             entry.manifest_path(),
             format!(
-                "manifest/t/2/0003/00000000000000000005-00000000000000000008-{}.json",
+                "manifest/t/2/0003-cluster-a/00000000000000000005-00000000000000000008-{}.json",
                 &entry.sha256[..16]
             )
         );
@@ -269,5 +306,68 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("SHA-256"));
+    }
+
+    #[test]
+    fn an_epoch_name_carries_its_cluster_and_is_one_path_component() {
+        assert_eq!(
+            epoch_name(2, "MkU3OEVBNTcwNTJENDM2Qk"),
+            "0002-MkU3OEVBNTcwNTJENDM2Qk"
+        );
+        assert_eq!(epoch_name(2, ""), "0002");
+        let odd = epoch_name(12, "a/b c");
+        assert!(odd.starts_with("0012-x") && odd.len() == 22, "{odd}");
+        assert_ne!(odd, epoch_name(12, "a/b d"));
+        // Two clusters at one epoch number: two names, so two sets of paths.
+        let segment = |cluster: &str| {
+            let mut open = Open::new(&record(5), 1, cluster).unwrap();
+            open.push(&record(5)).unwrap();
+            open.close().unwrap().1.segment
+        };
+        assert_ne!(segment("cluster-a"), segment("cluster-b"));
+        assert!(segment("").starts_with("segments/t/2/0001/"));
+    }
+
+    #[test]
+    fn entries_of_older_layouts_keep_their_paths() {
+        let mut open = Open::new(&record(5), 1, "cluster-a").unwrap();
+        open.push(&record(5)).unwrap();
+        let (bytes, mut entry) = open.close().unwrap();
+        // An epoch named by its number alone, and a pre-epoch entry (epoch 0, no cluster).
+        for (segment, json_epoch) in [
+            (
+                "segments/t/2/0001/00000000000000000005-00000000000000000005-abc.jsonl.zst",
+                "",
+            ),
+            (
+                "segments/t/2/00000000000000000005-00000000000000000005.jsonl.zst",
+                "x",
+            ),
+        ] {
+            entry.segment = segment.into();
+            let json = serde_json::to_value(&entry).unwrap();
+            let mut json = json.as_object().unwrap().clone();
+            if json_epoch == "x" {
+                for old in [
+                    "epoch",
+                    "cluster_id",
+                    "last_record_sha256",
+                    "last_timestamp",
+                ] {
+                    json.remove(old);
+                }
+            }
+            let back: Entry = serde_json::from_value(json.into()).unwrap();
+            assert_eq!(
+                back.manifest_path(),
+                segment
+                    .replacen("segments/", "manifest/", 1)
+                    .replace(".jsonl.zst", ".json")
+            );
+            assert_eq!(read(&back, &bytes).unwrap(), vec![record(5)]);
+            if json_epoch == "x" {
+                assert_eq!((back.epoch, back.epoch_name()), (0, "0000".to_owned()));
+            }
+        }
     }
 }
