@@ -618,13 +618,13 @@ fn group_member_config(settings: &KafkaSettings, group_id: &str) -> ClientConfig
             group = group_id,
             group_protocol = "consumer",
             session_timeout = "the broker's group.consumer.session.timeout.ms",
-            "joining the Kafka consumer group (KIP-848 protocol)"
+            "Kafka consumer group protocol: consumer (KIP-848; the broker sets the session timeout)"
         ),
         GroupProtocol::Classic => tracing::info!(
             group = group_id,
             group_protocol = "classic",
             session_timeout_ms = settings.classic_session_timeout_ms(),
-            "joining the Kafka consumer group (classic protocol)"
+            "Kafka consumer group protocol: classic (the client sets the session timeout)"
         ),
     }
     if let Some(warning) = settings.ignored_group_setting() {
