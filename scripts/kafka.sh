@@ -175,6 +175,16 @@ share.coordinator.state.topic.min.isr=$isr
 # group creates 10 partitions of __consumer_offsets, not 50 (each loaded before it answers).
 group.initial.rebalance.delay.ms=0
 offsets.topic.num.partitions=10
+# Consumer groups of the KIP-848 protocol (KAFKA_GROUP_PROTOCOL=consumer, the services' default)
+# take their session timeout and heartbeat interval from the broker, not the client. A local
+# broker lowers them, with the minimums that bound them: a member killed with -9 hands its
+# partitions on after 6 s (a test waits that, not 45 s), and a heartbeat every second carries
+# a rebalance's steps sooner. Production brokers keep Kafka's 45 s session and 5 s heartbeat
+# (README "Operations": group protocol and rebalance times).
+group.consumer.session.timeout.ms=6000
+group.consumer.min.session.timeout.ms=6000
+group.consumer.heartbeat.interval.ms=1000
+group.consumer.min.heartbeat.interval.ms=1000
 EOF
   local c
   for c in "${extra_config[@]}"; do echo "$c" >>"$dir/server.properties"; done

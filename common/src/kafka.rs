@@ -16,7 +16,7 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::types::RDKafkaErrorCode;
 
 use crate::backoff::Backoff;
-use crate::settings::KafkaSettings;
+use crate::settings::{GroupProtocol, KafkaSettings};
 
 fn base_config(brokers: &str, client_id: &str) -> ClientConfig {
     let mut c = ClientConfig::new();
@@ -598,21 +598,60 @@ pub async fn age_retention(
         .collect())
 }
 
-/// What every consumer-group member of ours sets: the group, its session timeout, and where a
-/// new group starts (the beginning: nothing is skipped).
+/// What every consumer-group member of ours sets: the group, its protocol (see
+/// [`group_protocol_config`]), and where a new group starts (the beginning: nothing is
+/// skipped). Says at INFO which protocol the member joins with, and warns (once per process)
+/// about a setting the protocol ignores.
 fn group_member_config(settings: &KafkaSettings, group_id: &str) -> ClientConfig {
     let mut c = base_config(&settings.brokers, group_id);
-    c.set("group.id", group_id)
-        .set(
-            "session.timeout.ms",
-            settings.session_timeout_ms.to_string(),
-        )
-        .set("auto.offset.reset", "earliest")
+    c.set("group.id", group_id);
+    for (key, value) in group_protocol_config(settings) {
+        c.set(key, value);
+    }
+    c.set("auto.offset.reset", "earliest")
         // librdkafka lets the broker hold a fetch up to 500 ms for more data (a broker answers
         // sooner when records wait, but only once `fetch.min.bytes` of them have). 50 ms keeps
         // the lag low at the cost of a few more fetch requests while idle.
         .set("fetch.wait.max.ms", "50");
+    match settings.group_protocol {
+        GroupProtocol::Consumer => tracing::info!(
+            group = group_id,
+            group_protocol = "consumer",
+            session_timeout = "the broker's group.consumer.session.timeout.ms",
+            "Kafka consumer group protocol: consumer (KIP-848; the broker sets the session timeout)"
+        ),
+        GroupProtocol::Classic => tracing::info!(
+            group = group_id,
+            group_protocol = "classic",
+            session_timeout_ms = settings.classic_session_timeout_ms(),
+            "Kafka consumer group protocol: classic (the client sets the session timeout)"
+        ),
+    }
+    if let Some(warning) = settings.ignored_group_setting() {
+        static WARNED: std::sync::Once = std::sync::Once::new();
+        WARNED.call_once(|| tracing::warn!(setting = "KAFKA_SESSION_TIMEOUT_MS", "{warning}"));
+    }
     c
+}
+
+/// The client settings of `KAFKA_GROUP_PROTOCOL`. Under `consumer`, `group.protocol` alone:
+/// the broker sets the session timeout and heartbeat, and assigns partitions (librdkafka
+/// refuses a consumer given `session.timeout.ms`, `heartbeat.interval.ms` or
+/// `partition.assignment.strategy` then). Under `classic`, the session timeout
+/// (`KAFKA_SESSION_TIMEOUT_MS`), with a heartbeat at most a third of it (librdkafka's 3 s
+/// default would otherwise outlast a short session).
+pub fn group_protocol_config(settings: &KafkaSettings) -> Vec<(&'static str, String)> {
+    match settings.group_protocol {
+        GroupProtocol::Consumer => vec![("group.protocol", "consumer".to_owned())],
+        GroupProtocol::Classic => {
+            let session = settings.classic_session_timeout_ms();
+            vec![
+                ("group.protocol", "classic".to_owned()),
+                ("session.timeout.ms", session.to_string()),
+                ("heartbeat.interval.ms", (session / 3).min(3000).to_string()),
+            ]
+        }
+    }
 }
 
 /// The partitions `topic` has, by id (none when the broker does not know the topic). A
@@ -835,19 +874,14 @@ pub fn rewind_group(
         .set("enable.auto.commit", "false")
         .create()
         .context("creating Kafka consumer for the rewind")?;
-    let groups = with_coordinator("describing the group", || {
-        consumer.fetch_group_list(Some(group_id), timeout)
-    })
-    .with_context(|| format!("describing consumer group {group_id}"))?;
-    if let Some(group) = groups.groups().iter().find(|g| g.name() == group_id) {
-        let members = group.members().len();
-        anyhow::ensure!(
-            members == 0,
-            "consumer group {group_id} has {members} member(s) (state {}): stop every instance \
-             before a rebuild",
-            group.state()
-        );
-    }
+    let group = describe_group(settings, group_id)?;
+    anyhow::ensure!(
+        group.members == 0,
+        "consumer group {group_id} has {} member(s) (state {}): stop every instance before a \
+         rebuild",
+        group.members,
+        group.state
+    );
     let metadata = consumer
         .fetch_metadata(Some(topic), timeout)
         .with_context(|| format!("reading the partitions of {topic}"))?;
@@ -1101,23 +1135,118 @@ pub fn mark_archiver_started(
 
 /// How many members consumer group `group_id` has now (0 when it does not exist). Blocking.
 pub fn group_members(settings: &KafkaSettings, group_id: &str) -> anyhow::Result<usize> {
-    use rdkafka::consumer::BaseConsumer;
-    // A client only asks about the group: it never subscribes, so it never joins it. Its
-    // group.id is the group's (as for the rewind).
-    let client: BaseConsumer = base_config(&settings.brokers, "kollus-archive-watch")
-        .set("group.id", group_id)
-        .create()
-        .context("creating a Kafka client to describe a consumer group")?;
-    let groups = with_coordinator("describing the group", || {
-        client.fetch_group_list(Some(group_id), Duration::from_secs(10))
+    Ok(describe_group(settings, group_id)?.members)
+}
+
+/// What [`describe_group`] says of a consumer group.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupDescription {
+    /// librdkafka's name of the group's state (`Empty`, `Stable`, `PreparingRebalance`, ...;
+    /// `Dead` for a group that does not exist).
+    pub state: String,
+    pub members: usize,
+}
+
+/// Describes consumer group `group_id`, of either protocol: librdkafka's DescribeConsumerGroups
+/// asks the coordinator with KIP-848's ConsumerGroupDescribe and falls back to the classic
+/// DescribeGroups for a classic group. (The classic call alone, `fetch_group_list`, describes a
+/// `consumer`-protocol group as `Dead` with no members: a rebuild would then rewind under its
+/// running members.) A group that does not exist has no members. Retries while the coordinator
+/// is not ready ([`with_coordinator`]). Blocking.
+pub fn describe_group(
+    settings: &KafkaSettings,
+    group_id: &str,
+) -> anyhow::Result<GroupDescription> {
+    let admin: AdminClient<DefaultClientContext> =
+        base_config(&settings.brokers, "kollus-group-describe")
+            .create()
+            .context("creating a Kafka admin client to describe a consumer group")?;
+    with_coordinator("describing the group", || {
+        describe_group_once(&admin, group_id, Duration::from_secs(10))
     })
-    .with_context(|| format!("describing consumer group {group_id}"))?;
-    Ok(groups
-        .groups()
-        .iter()
-        .filter(|g| g.name() == group_id)
-        .map(|g| g.members().len())
-        .sum())
+    .with_context(|| format!("describing consumer group {group_id}"))
+}
+
+fn describe_group_once(
+    admin: &AdminClient<DefaultClientContext>,
+    group_id: &str,
+    timeout: Duration,
+) -> rdkafka::error::KafkaResult<GroupDescription> {
+    use rdkafka::bindings as rd;
+    use std::ffi::{CStr, CString};
+    let failed = |code: rd::rd_kafka_resp_err_t| KafkaError::GroupListFetch(code.into());
+    let name = CString::new(group_id).map_err(KafkaError::from)?;
+    let timeout_ms = i32::try_from(timeout.as_millis()).unwrap_or(i32::MAX);
+    let rk = admin.inner().native_ptr();
+    // SAFETY: `rk` is valid while `admin` is borrowed. The queue, options and event are created
+    // and destroyed here, each exactly once; the group descriptions and strings read are owned
+    // by the event and read before it is destroyed. librdkafka copies the group name.
+    unsafe {
+        let queue = rd::rd_kafka_queue_new(rk);
+        let options = rd::rd_kafka_AdminOptions_new(
+            rk,
+            rd::rd_kafka_admin_op_t::RD_KAFKA_ADMIN_OP_DESCRIBECONSUMERGROUPS,
+        );
+        let mut errstr = [0 as std::ffi::c_char; 256];
+        rd::rd_kafka_AdminOptions_set_request_timeout(
+            options,
+            timeout_ms,
+            errstr.as_mut_ptr(),
+            errstr.len(),
+        );
+        let mut groups = [name.as_ptr()];
+        rd::rd_kafka_DescribeConsumerGroups(rk, groups.as_mut_ptr(), 1, options, queue);
+        // The request's own timeout bounds it; the poll waits a little longer for its answer.
+        let event = rd::rd_kafka_queue_poll(queue, timeout_ms.saturating_add(5000));
+        rd::rd_kafka_AdminOptions_destroy(options);
+        rd::rd_kafka_queue_destroy(queue);
+        if event.is_null() {
+            return Err(failed(
+                rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR__TIMED_OUT,
+            ));
+        }
+        let answer = (|| {
+            let err = rd::rd_kafka_event_error(event);
+            if err != rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR {
+                return Err(failed(err));
+            }
+            let result = rd::rd_kafka_event_DescribeConsumerGroups_result(event);
+            if result.is_null() {
+                return Err(failed(rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR__BAD_MSG));
+            }
+            let mut count = 0usize;
+            let descriptions =
+                rd::rd_kafka_DescribeConsumerGroups_result_groups(result, &mut count);
+            if descriptions.is_null() || count == 0 {
+                return Err(failed(rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR__BAD_MSG));
+            }
+            let group = *descriptions;
+            let error = rd::rd_kafka_ConsumerGroupDescription_error(group);
+            if !error.is_null() {
+                let code = rd::rd_kafka_error_code(error);
+                if code == rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_GROUP_ID_NOT_FOUND {
+                    return Ok(GroupDescription {
+                        state: "Dead".into(),
+                        members: 0,
+                    });
+                }
+                return Err(failed(code));
+            }
+            let state = rd::rd_kafka_consumer_group_state_name(
+                rd::rd_kafka_ConsumerGroupDescription_state(group),
+            );
+            Ok(GroupDescription {
+                state: if state.is_null() {
+                    "Unknown".into()
+                } else {
+                    CStr::from_ptr(state).to_string_lossy().into_owned()
+                },
+                members: rd::rd_kafka_ConsumerGroupDescription_member_count(group),
+            })
+        })();
+        rd::rd_kafka_event_destroy(event);
+        answer
+    }
 }
 
 #[cfg(test)]
@@ -1182,6 +1311,50 @@ mod tests {
                 ),
             ]
         );
+    }
+
+    /// librdkafka checks a consumer's settings when it is created: no broker is needed.
+    fn member(s: &KafkaSettings) -> rdkafka::error::KafkaResult<rdkafka::consumer::BaseConsumer> {
+        group_member_config(s, "g").create()
+    }
+
+    #[test]
+    fn a_consumer_protocol_member_sets_no_session_timeout_and_librdkafka_accepts_it() {
+        let s = KafkaSettings::with_brokers("127.0.0.1:1");
+        assert!(member(&s).is_ok(), "{:?}", member(&s).err());
+        let config = group_protocol_config(&s);
+        assert_eq!(config, [("group.protocol", "consumer".to_owned())]);
+        // What librdkafka refuses under this protocol (why the member sets none of it):
+        for (key, value) in [
+            ("session.timeout.ms", "6000"),
+            ("heartbeat.interval.ms", "1000"),
+            ("partition.assignment.strategy", "range"),
+        ] {
+            let refused = group_member_config(&s, "g")
+                .set(key, value)
+                .create::<rdkafka::consumer::BaseConsumer>();
+            let err = refused.err().map(|e| e.to_string()).unwrap_or_default();
+            assert!(err.contains(key), "{key}: {err:?}");
+        }
+    }
+
+    #[test]
+    fn a_classic_member_asks_its_session_timeout_with_a_heartbeat_inside_it() {
+        let mut s = KafkaSettings::with_brokers("127.0.0.1:1");
+        s.group_protocol = GroupProtocol::Classic;
+        assert_eq!(
+            group_protocol_config(&s),
+            [
+                ("group.protocol", "classic".to_owned()),
+                ("session.timeout.ms", "45000".to_owned()),
+                ("heartbeat.interval.ms", "3000".to_owned()),
+            ]
+        );
+        s.session_timeout_ms = Some(6000);
+        let config: HashMap<_, _> = group_protocol_config(&s).into_iter().collect();
+        assert_eq!(config["session.timeout.ms"], "6000");
+        assert_eq!(config["heartbeat.interval.ms"], "2000");
+        assert!(member(&s).is_ok(), "{:?}", member(&s).err());
     }
 
     #[test]

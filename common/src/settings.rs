@@ -137,10 +137,18 @@ pub struct KafkaSettings {
     /// Partitions for topics this service creates when they are missing.
     #[arg(long, env = "KAFKA_TOPIC_PARTITIONS", default_value_t = 6)]
     pub topic_partitions: i32,
-    /// Consumer-group session timeout, in ms: how soon a dead worker's partitions move to
-    /// another.
-    #[arg(long, env = "KAFKA_SESSION_TIMEOUT_MS", default_value_t = 6000)]
-    pub session_timeout_ms: u32,
+    /// Consumer-group session timeout, in ms, under KAFKA_GROUP_PROTOCOL=classic only: how soon
+    /// a dead worker's partitions move to another. Default 45000 (Kafka's). Under `consumer`
+    /// the broker's `group.consumer.session.timeout.ms` governs, and this setting is ignored
+    /// (with a warning at start-up).
+    #[arg(long, env = "KAFKA_SESSION_TIMEOUT_MS", value_parser = clap::value_parser!(u32).range(1000..=300_000))]
+    pub session_timeout_ms: Option<u32>,
+    /// Consumer-group protocol: `consumer` (KIP-848: the broker assigns partitions and moves
+    /// them one at a time, members never stop all together; session timeout and heartbeat set
+    /// by the broker) or `classic` (the client-side assignor and its stop-the-world rebalances,
+    /// for brokers before Kafka 4.0).
+    #[arg(long, env = "KAFKA_GROUP_PROTOCOL", value_enum, default_value_t = GroupProtocol::Consumer)]
+    pub group_protocol: GroupProtocol,
     /// Days a topic this service creates keeps its records (`retention.ms`); -1 keeps them
     /// forever. The archive (`kollus-archive dump`) is the long tier: past this age a record
     /// exists only there.
@@ -172,6 +180,32 @@ pub struct KafkaSettings {
     )]
     pub min_insync: Option<i32>,
 }
+
+/// `KAFKA_GROUP_PROTOCOL`: how the services' consumer groups assign partitions (README
+/// "Operations", group protocol and rebalance times).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum GroupProtocol {
+    /// KIP-848 (`group.protocol=consumer`): the broker's group coordinator assigns partitions
+    /// and times sessions out (`group.consumer.session.timeout.ms`).
+    #[default]
+    Consumer,
+    /// The protocol before KIP-848 (`group.protocol=classic`): the client's session timeout
+    /// (`KAFKA_SESSION_TIMEOUT_MS`) and assignor.
+    Classic,
+}
+
+impl GroupProtocol {
+    /// The value of librdkafka's `group.protocol`, and of `KAFKA_GROUP_PROTOCOL`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Consumer => "consumer",
+            Self::Classic => "classic",
+        }
+    }
+}
+
+/// `KAFKA_SESSION_TIMEOUT_MS` when unset (classic protocol): Kafka's own default.
+pub const CLASSIC_SESSION_TIMEOUT_MS: u32 = 45_000;
 
 /// `KAFKA_REPLICATION_FACTOR`, `KAFKA_MIN_INSYNC_REPLICAS`: a count of copies, from 1 to what
 /// Kafka's protocol carries (a 16-bit count).
@@ -208,11 +242,32 @@ impl KafkaSettings {
             playback_topic: PLAYBACK_TOPIC.into(),
             deadletter_topic: DEADLETTER_TOPIC.into(),
             topic_partitions: 6,
-            session_timeout_ms: 6000,
+            session_timeout_ms: None,
+            group_protocol: GroupProtocol::Consumer,
             retention_days: 14,
             archive_group_id: "kollus-archive".into(),
             replication_factor: 1,
             min_insync: None,
+        }
+    }
+
+    /// The session timeout a classic-protocol member asks for: `KAFKA_SESSION_TIMEOUT_MS`, else
+    /// [`CLASSIC_SESSION_TIMEOUT_MS`]. Under the consumer protocol the broker decides.
+    pub fn classic_session_timeout_ms(&self) -> u32 {
+        self.session_timeout_ms
+            .unwrap_or(CLASSIC_SESSION_TIMEOUT_MS)
+    }
+
+    /// A setting given that the group protocol ignores, said as a warning: under `consumer`,
+    /// `KAFKA_SESSION_TIMEOUT_MS` (the broker's `group.consumer.session.timeout.ms` governs).
+    pub fn ignored_group_setting(&self) -> Option<String> {
+        match (self.group_protocol, self.session_timeout_ms) {
+            (GroupProtocol::Consumer, Some(ms)) => Some(format!(
+                "KAFKA_SESSION_TIMEOUT_MS={ms} is ignored under KAFKA_GROUP_PROTOCOL=consumer: the \
+                 broker's group.consumer.session.timeout.ms governs (Kafka's default 45 s). Unset \
+                 it, or set KAFKA_GROUP_PROTOCOL=classic to use it"
+            )),
+            _ => None,
         }
     }
 
@@ -433,6 +488,77 @@ mod tests {
         built.replication_factor = 0;
         let err = built.check().unwrap_err();
         assert!(err.contains("KAFKA_REPLICATION_FACTOR"), "{err}");
+    }
+
+    #[test]
+    fn the_group_protocol_is_consumer_by_default_and_classic_on_request() {
+        let parsed = kafka(&[]).unwrap();
+        assert_eq!(parsed.group_protocol, GroupProtocol::Consumer);
+        assert_eq!(parsed.session_timeout_ms, None);
+        assert_eq!(parsed.ignored_group_setting(), None);
+        let built = KafkaSettings::with_brokers("b:9092");
+        assert_eq!(
+            (built.group_protocol, built.session_timeout_ms),
+            (GroupProtocol::Consumer, None),
+            "with_brokers has clap's defaults"
+        );
+        let classic = kafka(&["--group-protocol", "classic"]).unwrap();
+        assert_eq!(classic.group_protocol, GroupProtocol::Classic);
+        assert_eq!(
+            classic.classic_session_timeout_ms(),
+            45_000,
+            "Kafka's own default"
+        );
+        let short = kafka(&[
+            "--group-protocol",
+            "classic",
+            "--session-timeout-ms",
+            "6000",
+        ])
+        .unwrap();
+        assert_eq!(short.classic_session_timeout_ms(), 6000);
+        assert_eq!(
+            short.ignored_group_setting(),
+            None,
+            "classic uses the timeout"
+        );
+    }
+
+    #[test]
+    fn an_unknown_group_protocol_is_refused_naming_the_choices() {
+        let err = kafka(&["--group-protocol", "eager"]).unwrap_err();
+        assert_eq!(err.kind(), clap::error::ErrorKind::InvalidValue);
+        let text = err.to_string();
+        assert!(
+            text.contains("eager") && text.contains("consumer") && text.contains("classic"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn a_session_timeout_out_of_range_is_refused() {
+        for bad in ["0", "999", "300001", "x"] {
+            let err = kafka(&[&format!("--session-timeout-ms={bad}")]).unwrap_err();
+            assert_eq!(
+                err.kind(),
+                clap::error::ErrorKind::ValueValidation,
+                "{bad}: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_session_timeout_under_the_consumer_protocol_is_named_as_ignored() {
+        let s = kafka(&["--session-timeout-ms", "6000"]).unwrap();
+        let warning = s.ignored_group_setting().expect("a warning");
+        assert!(
+            warning.contains("KAFKA_SESSION_TIMEOUT_MS=6000"),
+            "{warning}"
+        );
+        assert!(
+            warning.contains("group.consumer.session.timeout.ms"),
+            "{warning}"
+        );
     }
 
     #[test]

@@ -5,5 +5,6 @@ mod faults;
 mod group;
 mod helpers;
 mod merge;
+mod rebalance;
 mod rebuild;
 mod sessions;
