@@ -201,7 +201,7 @@ impl std::fmt::Display for Coverage {
 pub fn coverage(entries: &[Entry], kafka: &KafkaSettings) -> anyhow::Result<Vec<Coverage>> {
     use kollus_common::archive::{cluster_id, holdings, inspector};
     use rdkafka::consumer::Consumer as _;
-    let client = inspector(&kafka.brokers)?;
+    let client = inspector(kafka)?;
     let cluster = cluster_id(&client);
     let holdings = holdings(entries);
     let mut out = Vec::new();

@@ -44,7 +44,7 @@ pub(super) async fn rebuild<A: Apply>(
     let rewound = {
         let (settings, group_id, topic) = (settings.clone(), group_id.to_owned(), topic.to_owned());
         tokio::task::spawn_blocking(move || {
-            let client = archive::inspector(&settings.brokers)?;
+            let client = archive::inspector(&settings)?;
             let cluster = archive::cluster_id(&client);
             kafka::rewind_group(&settings, &group_id, &topic, |partition, earliest| {
                 let Some(h) = holdings.get(&(topic.clone(), partition)) else {
