@@ -14,6 +14,11 @@
 #       PORT answers a metadata request. SIGTERM is a controlled shutdown (exit 0). With
 #       --owner, it stops once process PID is gone (a test runner that died keeps no broker).
 #       --config adds a broker setting (a test's log.retention.check.interval.ms, say).
+#       --sasl-ssl SPORT DIR adds a SASL_SSL listener on 127.0.0.1:SPORT (SCRAM-SHA-512 and
+#       SCRAM-SHA-256) beside PLAINTEXT (kept for the controller and between brokers): DIR holds
+#       server.crt (PEM, the chain), server.key (PEM, unencrypted PKCS#8) and users (one
+#       `NAME PASSWORD` a line, created at format time: a --data directory formatted before
+#       keeps the users it had).
 #   scripts/kafka.sh cluster N BASEPORT [--data DIR] [--owner PID] [--metrics-port P]
 #       N such nodes of one cluster: brokers on BASEPORT.., controllers on BASEPORT+10000..,
 #       data in DIR/node1.. (default: fresh, removed on exit). `ready` once all N answer.
@@ -201,7 +206,7 @@ start_node() {
   if [ ! -f "$dir/data/meta.properties" ]; then
     # shellcheck disable=SC2086
     if ! $java -Dkafka.logs.dir="$dir" -cp "$libs/*" kafka.tools.StorageTool format \
-      -t "$cluster" -c "$dir/server.properties" >"$dir/format.log" 2>&1; then
+      -t "$cluster" -c "$dir/server.properties" "${format_args[@]}" >"$dir/format.log" 2>&1; then
       log "formatting $dir failed:"
       tail -n 20 "$dir/format.log" >&2
       return 1
@@ -326,6 +331,33 @@ usage() {
   exit 2
 }
 
+# sasl_ssl SPORT DIR PORT CPORT ADVERTISE: the broker settings and format arguments of
+# `run --sasl-ssl` (appended settings win over write_config's: Java properties, last one wins).
+sasl_ssl() {
+  local sport=$1 dir=$2 port=$3 cport=$4 adv=${5:-127.0.0.1:$3} f name pw
+  for f in server.crt server.key users; do
+    [ -r "$dir/$f" ] || { log "--sasl-ssl: $dir/$f is missing"; exit 2; }
+  done
+  # PEM inline, its line breaks as \n (a PEM key file would need a password of its own).
+  pem() { awk '{ printf "%s\\n", $0 }' "$1"; }
+  extra_config+=(
+    "listeners=PLAINTEXT://127.0.0.1:$port,CONTROLLER://127.0.0.1:$cport,SASL_SSL://127.0.0.1:$sport"
+    "advertised.listeners=PLAINTEXT://$adv,SASL_SSL://127.0.0.1:$sport"
+    "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT,SASL_SSL:SASL_SSL"
+    "sasl.enabled.mechanisms=SCRAM-SHA-512,SCRAM-SHA-256"
+    "listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;"
+    "listener.name.sasl_ssl.scram-sha-256.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;"
+    "ssl.keystore.type=PEM"
+    "ssl.keystore.certificate.chain=$(pem "$dir/server.crt")"
+    "ssl.keystore.key=$(pem "$dir/server.key")"
+  )
+  while read -r name pw; do
+    [ -n "$name" ] || continue
+    format_args+=(--add-scram "SCRAM-SHA-512=[name=$name,password=$pw]"
+      --add-scram "SCRAM-SHA-256=[name=$name,password=$pw]")
+  done <"$dir/users"
+}
+
 port_arg() {
   [[ "$1" =~ ^[0-9]+$ ]] && [ "$1" -ge 1 ] && [ "$1" -le 55535 ] || { log "not a port (1-55535): $1"; exit 2; }
 }
@@ -333,6 +365,7 @@ port_arg() {
 owner=""
 extra_config=()
 metrics_base="" metrics_flag="" agent=""
+format_args=()
 cmd=${1:-}
 [ $# -gt 0 ] && shift
 case "$cmd" in
@@ -340,7 +373,7 @@ case "$cmd" in
   run)
     [ $# -ge 1 ] || usage
     port=$1; shift; port_arg "$port"
-    cport=$((port + 10000)) advertise="" data=""
+    cport=$((port + 10000)) advertise="" data="" sasl_port="" sasl_dir=""
     while [ $# -gt 0 ]; do
       case "$1" in
         --owner) owner=${2:?--owner needs a PID}; shift 2 ;;
@@ -351,10 +384,14 @@ case "$cmd" in
           [[ "${2:-}" =~ ^[a-z0-9._-]+=.*$ ]] || { log "--config takes KEY=VALUE: '${2:-}'"; exit 2; }
           extra_config+=("$2"); shift 2 ;;
         --metrics-port) metrics_base=${2:?--metrics-port needs a port}; port_arg "$metrics_base"; shift 2 ;;
+        --sasl-ssl)
+          sasl_port=${2:?--sasl-ssl needs PORT DIR}; sasl_dir=${3:?--sasl-ssl needs PORT DIR}
+          port_arg "$sasl_port"; shift 3 ;;
         *) usage ;;
       esac
     done
     [ -z "$metrics_base" ] || agent=$(metrics_agent)
+    [ -z "$sasl_port" ] || sasl_ssl "$sasl_port" "$sasl_dir" "$port" "$cport" "$advertise"
     run_nodes 1 "$port" "$cport" "$advertise" "$data"
     ;;
   cluster)

@@ -232,7 +232,7 @@ impl std::fmt::Display for Coverage {
 pub fn coverage(entries: &[Entry], kafka: &KafkaSettings) -> anyhow::Result<Vec<Coverage>> {
     use kollus_common::archive::{cluster_id, holdings, inspector, of_cluster};
     use rdkafka::consumer::Consumer as _;
-    let client = inspector(&kafka.brokers)?;
+    let client = inspector(kafka)?;
     let cluster = cluster_id(&client);
     let mine: Vec<Entry> = of_cluster(entries, &cluster).cloned().collect();
     let holdings = holdings(&mine);

@@ -883,7 +883,7 @@ async fn a_broker_is_the_archived_incarnation_only_when_its_record_at_the_last_o
     let (a, b) = (archived.addr.clone(), other.addr.clone());
     tokio::task::spawn_blocking(move || {
         for (addr, want) in [(a, true), (b, false)] {
-            let client = inspector(&addr).unwrap();
+            let client = inspector(&KafkaSettings::with_brokers(&addr)).unwrap();
             let cluster = cluster_id(&client);
             for ((topic, partition), h) in &held {
                 let same = h
@@ -901,7 +901,10 @@ async fn a_broker_is_the_archived_incarnation_only_when_its_record_at_the_last_o
 async fn cluster_of(broker: &Broker) -> String {
     let brokers = broker.addr.clone();
     tokio::task::spawn_blocking(move || {
-        let client = kollus_common::archive::inspector(&brokers).expect("a client");
+        let client = kollus_common::archive::inspector(
+            &kollus_common::settings::KafkaSettings::with_brokers(&brokers),
+        )
+        .expect("a client");
         kollus_common::archive::cluster_id(&client)
     })
     .await

@@ -18,12 +18,45 @@ use rdkafka::types::RDKafkaErrorCode;
 use crate::backoff::Backoff;
 use crate::settings::{GroupProtocol, KafkaSettings};
 
-fn base_config(brokers: &str, client_id: &str) -> ClientConfig {
+/// The configuration every Kafka client of the services starts from: `settings`' brokers and
+/// their security (`KAFKA_SECURITY_PROTOCOL`, SASL, TLS files). Every client reaches the
+/// brokers through here, so none of them forgets the security settings. What
+/// [`KafkaSettings::check_security`] refuses is checked at start-up; rdkafka's `Debug` of a
+/// config hides `sasl.password`.
+pub fn base_config(settings: &KafkaSettings, client_id: &str) -> ClientConfig {
+    use secrecy::ExposeSecret as _;
     let mut c = ClientConfig::new();
-    c.set("bootstrap.servers", brokers)
+    c.set("bootstrap.servers", &settings.brokers)
         .set("client.id", client_id)
         // librdkafka logs through its own channel; only warnings and worse are interesting.
-        .set("log_level", "4");
+        .set("log_level", "4")
+        .set("security.protocol", settings.security_protocol.as_str());
+    if settings.security_protocol.sasl() {
+        if let Some(m) = settings.sasl_mechanism {
+            c.set("sasl.mechanism", m.as_str());
+        }
+        if let Some(u) = &settings.sasl_username {
+            c.set("sasl.username", u);
+        }
+        if let Some(p) = &settings.sasl_password {
+            c.set("sasl.password", p.expose_secret());
+        }
+    }
+    if settings.security_protocol.tls() {
+        let files = [
+            ("ssl.ca.location", &settings.ssl_ca_location),
+            (
+                "ssl.certificate.location",
+                &settings.ssl_certificate_location,
+            ),
+            ("ssl.key.location", &settings.ssl_key_location),
+        ];
+        for (key, path) in files {
+            if let Some(path) = path {
+                c.set(key, path.to_string_lossy());
+            }
+        }
+    }
     c
 }
 
@@ -34,7 +67,7 @@ pub fn durable_producer(
     client_id: &str,
     message_timeout: Duration,
 ) -> anyhow::Result<FutureProducer> {
-    base_config(&settings.brokers, client_id)
+    base_config(settings, client_id)
         .set("acks", "all")
         .set("enable.idempotence", "true")
         // A short linger lets concurrent requests share a produce request without adding
@@ -175,7 +208,7 @@ pub async fn ensure_topics_within(
 ) -> anyhow::Result<TopicReport> {
     settings.check().map_err(anyhow::Error::msg)?;
     let admin: Arc<AdminClient<DefaultClientContext>> = Arc::new(
-        base_config(&settings.brokers, "kollus-admin")
+        base_config(settings, "kollus-admin")
             .create()
             .context("creating Kafka admin client")?,
     );
@@ -187,7 +220,7 @@ pub async fn ensure_topics_within(
             Err(e) => e,
         };
         let Some(few) = error.downcast_ref::<TooFewBrokers>() else {
-            return Err(error);
+            return Err(explained(settings, error).await);
         };
         if tokio::time::Instant::now() >= deadline {
             return Err(error);
@@ -203,6 +236,81 @@ pub async fn ensure_topics_within(
         );
         // At the deadline: one last attempt, then its error.
         let _ = tokio::time::timeout_at(deadline, backoff.wait()).await;
+    }
+}
+
+/// `error` with librdkafka's reason first, when a client of `settings` hears one (see
+/// [`connection_problem`]): "Broker transport failure" alone does not tell a refused password
+/// from a certificate not trusted or a broker down.
+async fn explained(settings: &KafkaSettings, error: anyhow::Error) -> anyhow::Error {
+    let settings = settings.clone();
+    let heard =
+        tokio::task::spawn_blocking(move || connection_problem(&settings, Duration::from_secs(5)))
+            .await
+            .ok()
+            .flatten();
+    match heard {
+        Some(reason) => error.context(format!("Kafka connection failed: {reason}")),
+        None => error,
+    }
+}
+
+/// Why a client of `settings` cannot talk to the brokers, in librdkafka's words (a SASL login
+/// refused, a TLS handshake failed: never the password), or `None` when it heard nothing
+/// within `wait`. An admin client's own log and error events go to a queue nothing polls
+/// (rdkafka forwards them to its main queue), so a failed request of one says only "Broker
+/// transport failure"; a consumer that joins no group, polled here, hears them. Blocking.
+pub fn connection_problem(settings: &KafkaSettings, wait: Duration) -> Option<String> {
+    use rdkafka::config::RDKafkaLogLevel;
+    use rdkafka::consumer::BaseConsumer;
+
+    #[derive(Default)]
+    struct Heard(std::sync::Mutex<Option<String>>);
+    impl Heard {
+        fn keep(&self, what: String) {
+            let mut heard = self.0.lock().unwrap_or_else(|e| e.into_inner());
+            heard.get_or_insert(what);
+        }
+    }
+    impl rdkafka::ClientContext for Heard {
+        fn log(&self, level: RDKafkaLogLevel, fac: &str, message: &str) {
+            if matches!(
+                level,
+                RDKafkaLogLevel::Emerg
+                    | RDKafkaLogLevel::Alert
+                    | RDKafkaLogLevel::Critical
+                    | RDKafkaLogLevel::Error
+            ) {
+                self.keep(format!("{fac}: {message}"));
+            }
+        }
+        fn error(&self, error: KafkaError, reason: &str) {
+            self.keep(format!("{error}: {reason}"));
+        }
+    }
+    impl rdkafka::consumer::ConsumerContext for Heard {}
+
+    let consumer: BaseConsumer<Heard> = base_config(settings, "kollus-connection-check")
+        .set("group.id", "kollus-connection-check")
+        .create_with_context(Heard::default())
+        .ok()?;
+    let deadline = std::time::Instant::now() + wait;
+    // A metadata request makes it connect; its events are then polled.
+    let _ = consumer.fetch_metadata(None, wait / 2);
+    loop {
+        if let Some(heard) = consumer
+            .context()
+            .0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+        {
+            return Some(heard);
+        }
+        if std::time::Instant::now() >= deadline {
+            return None;
+        }
+        let _ = consumer.poll(Duration::from_millis(100));
     }
 }
 
@@ -549,7 +657,7 @@ pub async fn age_retention(
     topics: &[&str],
 ) -> anyhow::Result<Vec<(String, Result<AgeRetention, String>)>> {
     use rdkafka::admin::{OwnedResourceSpecifier, ResourceSpecifier};
-    let admin: AdminClient<DefaultClientContext> = base_config(&settings.brokers, "kollus-admin")
+    let admin: AdminClient<DefaultClientContext> = base_config(settings, "kollus-admin")
         .create()
         .context("creating Kafka admin client")?;
     let resources: Vec<ResourceSpecifier<'_>> =
@@ -603,7 +711,7 @@ pub async fn age_retention(
 /// skipped). Says at INFO which protocol the member joins with, and warns (once per process)
 /// about a setting the protocol ignores.
 fn group_member_config(settings: &KafkaSettings, group_id: &str) -> ClientConfig {
-    let mut c = base_config(&settings.brokers, group_id);
+    let mut c = base_config(settings, group_id);
     c.set("group.id", group_id);
     for (key, value) in group_protocol_config(settings) {
         c.set(key, value);
@@ -869,7 +977,7 @@ pub fn rewind_group(
     use rdkafka::consumer::{BaseConsumer, CommitMode};
     use rdkafka::{Offset, TopicPartitionList};
     let timeout = Duration::from_secs(10);
-    let consumer: BaseConsumer = base_config(&settings.brokers, group_id)
+    let consumer: BaseConsumer = base_config(settings, group_id)
         .set("group.id", group_id)
         .set("enable.auto.commit", "false")
         .create()
@@ -1064,7 +1172,7 @@ pub fn committed(
 ) -> anyhow::Result<Vec<(String, i32, i64)>> {
     use rdkafka::consumer::BaseConsumer;
     use rdkafka::{Offset, TopicPartitionList};
-    let client: BaseConsumer = base_config(&settings.brokers, "kollus-archive-watch")
+    let client: BaseConsumer = base_config(settings, "kollus-archive-watch")
         .set("group.id", group_id)
         .set("enable.auto.commit", "false")
         .create()
@@ -1107,7 +1215,7 @@ pub fn mark_archiver_started(
         .into_iter()
         .map(|(t, p, _)| (t, p))
         .collect();
-    let client: BaseConsumer = base_config(&settings.brokers, group_id)
+    let client: BaseConsumer = base_config(settings, group_id)
         .set("group.id", group_id)
         .set("enable.auto.commit", "false")
         .create()
@@ -1157,10 +1265,9 @@ pub fn describe_group(
     settings: &KafkaSettings,
     group_id: &str,
 ) -> anyhow::Result<GroupDescription> {
-    let admin: AdminClient<DefaultClientContext> =
-        base_config(&settings.brokers, "kollus-group-describe")
-            .create()
-            .context("creating a Kafka admin client to describe a consumer group")?;
+    let admin: AdminClient<DefaultClientContext> = base_config(settings, "kollus-group-describe")
+        .create()
+        .context("creating a Kafka admin client to describe a consumer group")?;
     with_coordinator("describing the group", || {
         describe_group_once(&admin, group_id, Duration::from_secs(10))
     })

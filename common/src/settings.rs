@@ -1,6 +1,7 @@
 //! Settings several services share, as clap argument groups: every flag has an environment
 //! variable, both are listed in `--help`, and secrets are wrapped so they cannot be printed.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use secrecy::SecretString;
@@ -117,6 +118,44 @@ pub struct KafkaSettings {
         default_value = "127.0.0.1:9092"
     )]
     pub brokers: String,
+    /// How every client reaches the brokers: `plaintext`, `ssl` (TLS), `sasl_plaintext` or
+    /// `sasl_ssl` (SASL over TLS: what a production Kafka wants), case-insensitive.
+    #[arg(
+        long = "kafka-security-protocol",
+        env = "KAFKA_SECURITY_PROTOCOL",
+        default_value = "plaintext",
+        value_parser = security_protocol
+    )]
+    pub security_protocol: SecurityProtocol,
+    /// SASL mechanism: PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512. Optional: for `sasl_*` only.
+    #[arg(long = "kafka-sasl-mechanism", env = "KAFKA_SASL_MECHANISM", value_parser = sasl_mechanism)]
+    pub sasl_mechanism: Option<SaslMechanism>,
+    /// SASL user name. Optional: for `sasl_*` only.
+    #[arg(long = "kafka-sasl-username", env = "KAFKA_SASL_USERNAME")]
+    pub sasl_username: Option<String>,
+    /// SASL password (or KAFKA_SASL_PASSWORD_FILE: a file holding it; never logged).
+    /// Optional: for `sasl_*` only.
+    #[arg(
+        long = "kafka-sasl-password",
+        env = "KAFKA_SASL_PASSWORD",
+        value_parser = Redacted(secret),
+        hide_env_values = true
+    )]
+    pub sasl_password: Option<SecretString>,
+    /// PEM file of the CA(s) that signed the brokers' certificates, for `ssl` and `sasl_ssl`.
+    /// Optional: unset, the system's CAs.
+    #[arg(long = "kafka-ssl-ca-location", env = "KAFKA_SSL_CA_LOCATION")]
+    pub ssl_ca_location: Option<PathBuf>,
+    /// PEM file of this client's certificate, for brokers that ask one (mutual TLS); with
+    /// KAFKA_SSL_KEY_LOCATION. Optional.
+    #[arg(
+        long = "kafka-ssl-certificate-location",
+        env = "KAFKA_SSL_CERTIFICATE_LOCATION"
+    )]
+    pub ssl_certificate_location: Option<PathBuf>,
+    /// PEM file of the private key of KAFKA_SSL_CERTIFICATE_LOCATION (unencrypted). Optional.
+    #[arg(long = "kafka-ssl-key-location", env = "KAFKA_SSL_KEY_LOCATION")]
+    pub ssl_key_location: Option<PathBuf>,
     /// Topic for platform callbacks (upload, transcoding, content update, channel).
     #[arg(long, env = "KAFKA_CONTENT_TOPIC", default_value = CONTENT_TOPIC)]
     pub content_topic: String,
@@ -204,8 +243,83 @@ impl GroupProtocol {
     }
 }
 
+/// `KAFKA_SECURITY_PROTOCOL`: librdkafka's `security.protocol`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SecurityProtocol {
+    #[default]
+    Plaintext,
+    Ssl,
+    SaslPlaintext,
+    SaslSsl,
+}
+
+impl SecurityProtocol {
+    /// The name librdkafka's `security.protocol` and `KAFKA_SECURITY_PROTOCOL` take.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Plaintext => "plaintext",
+            Self::Ssl => "ssl",
+            Self::SaslPlaintext => "sasl_plaintext",
+            Self::SaslSsl => "sasl_ssl",
+        }
+    }
+
+    /// Whether clients authenticate with SASL (and need a mechanism, user and password).
+    pub fn sasl(self) -> bool {
+        matches!(self, Self::SaslPlaintext | Self::SaslSsl)
+    }
+
+    /// Whether the connection is TLS (and the `KAFKA_SSL_*` files apply).
+    pub fn tls(self) -> bool {
+        matches!(self, Self::Ssl | Self::SaslSsl)
+    }
+}
+
+fn security_protocol(s: &str) -> Result<SecurityProtocol, String> {
+    match s.trim().to_ascii_lowercase().as_str() {
+        "plaintext" => Ok(SecurityProtocol::Plaintext),
+        "ssl" => Ok(SecurityProtocol::Ssl),
+        "sasl_plaintext" => Ok(SecurityProtocol::SaslPlaintext),
+        "sasl_ssl" => Ok(SecurityProtocol::SaslSsl),
+        other => Err(format!(
+            "KAFKA_SECURITY_PROTOCOL {other:?}: expected plaintext, ssl, sasl_plaintext or sasl_ssl"
+        )),
+    }
+}
+
+/// `KAFKA_SASL_MECHANISM`: the SASL mechanisms librdkafka built with OpenSSL offers (no
+/// GSSAPI/Kerberos, no OAUTHBEARER).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SaslMechanism {
+    Plain,
+    ScramSha256,
+    ScramSha512,
+}
+
+impl SaslMechanism {
+    /// The name librdkafka's `sasl.mechanism` and `KAFKA_SASL_MECHANISM` take.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Plain => "PLAIN",
+            Self::ScramSha256 => "SCRAM-SHA-256",
+            Self::ScramSha512 => "SCRAM-SHA-512",
+        }
+    }
+}
+
 /// `KAFKA_SESSION_TIMEOUT_MS` when unset (classic protocol): Kafka's own default.
 pub const CLASSIC_SESSION_TIMEOUT_MS: u32 = 45_000;
+
+fn sasl_mechanism(s: &str) -> Result<SaslMechanism, String> {
+    match s.trim().to_ascii_uppercase().as_str() {
+        "PLAIN" => Ok(SaslMechanism::Plain),
+        "SCRAM-SHA-256" => Ok(SaslMechanism::ScramSha256),
+        "SCRAM-SHA-512" => Ok(SaslMechanism::ScramSha512),
+        other => Err(format!(
+            "KAFKA_SASL_MECHANISM {other:?}: expected PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512"
+        )),
+    }
+}
 
 /// `KAFKA_REPLICATION_FACTOR`, `KAFKA_MIN_INSYNC_REPLICAS`: a count of copies, from 1 to what
 /// Kafka's protocol carries (a 16-bit count).
@@ -238,6 +352,13 @@ impl KafkaSettings {
     pub fn with_brokers(brokers: impl Into<String>) -> Self {
         Self {
             brokers: brokers.into(),
+            security_protocol: SecurityProtocol::Plaintext,
+            sasl_mechanism: None,
+            sasl_username: None,
+            sasl_password: None,
+            ssl_ca_location: None,
+            ssl_certificate_location: None,
+            ssl_key_location: None,
             content_topic: CONTENT_TOPIC.into(),
             playback_topic: PLAYBACK_TOPIC.into(),
             deadletter_topic: DEADLETTER_TOPIC.into(),
@@ -283,6 +404,7 @@ impl KafkaSettings {
     /// start-up (topic creation runs it too), so a service refuses to start rather than create
     /// topics no write could ever be acknowledged on.
     pub fn check(&self) -> Result<(), String> {
+        self.check_security()?;
         if self.replication_factor < 1 {
             return Err(format!(
                 "KAFKA_REPLICATION_FACTOR is {}: at least 1 copy is needed",
@@ -302,6 +424,71 @@ impl KafkaSettings {
                  replication factor",
                 self.replication_factor
             ));
+        }
+        Ok(())
+    }
+
+    /// The security settings together: what `sasl_*` needs, nothing given that the protocol
+    /// would ignore, files that can be read. Errors name the setting, never the password.
+    pub fn check_security(&self) -> Result<(), String> {
+        let protocol = self.security_protocol;
+        let p = protocol.as_str();
+        if protocol.sasl() {
+            if self.sasl_mechanism.is_none() {
+                return Err(format!(
+                    "KAFKA_SECURITY_PROTOCOL={p} needs KAFKA_SASL_MECHANISM (PLAIN, \
+                     SCRAM-SHA-256 or SCRAM-SHA-512)"
+                ));
+            }
+            if self.sasl_username.as_deref().is_none_or(str::is_empty) {
+                return Err(format!(
+                    "KAFKA_SECURITY_PROTOCOL={p} needs KAFKA_SASL_USERNAME"
+                ));
+            }
+            if self.sasl_password.is_none() {
+                return Err(format!(
+                    "KAFKA_SECURITY_PROTOCOL={p} needs KAFKA_SASL_PASSWORD or \
+                     KAFKA_SASL_PASSWORD_FILE"
+                ));
+            }
+        } else {
+            let given = [
+                ("KAFKA_SASL_MECHANISM", self.sasl_mechanism.is_some()),
+                ("KAFKA_SASL_USERNAME", self.sasl_username.is_some()),
+                ("KAFKA_SASL_PASSWORD", self.sasl_password.is_some()),
+            ];
+            if let Some((name, _)) = given.iter().find(|(_, set)| *set) {
+                return Err(format!(
+                    "{name} is set but KAFKA_SECURITY_PROTOCOL={p} does not use SASL (it would \
+                     be ignored): use sasl_ssl or sasl_plaintext, or unset it"
+                ));
+            }
+        }
+        let files = [
+            ("KAFKA_SSL_CA_LOCATION", &self.ssl_ca_location),
+            (
+                "KAFKA_SSL_CERTIFICATE_LOCATION",
+                &self.ssl_certificate_location,
+            ),
+            ("KAFKA_SSL_KEY_LOCATION", &self.ssl_key_location),
+        ];
+        for (name, path) in files {
+            let Some(path) = path else { continue };
+            if !protocol.tls() {
+                return Err(format!(
+                    "{name} is set but KAFKA_SECURITY_PROTOCOL={p} is not TLS (it would be \
+                     ignored): use ssl or sasl_ssl, or unset it"
+                ));
+            }
+            std::fs::File::open(path)
+                .map_err(|e| format!("{name}: reading {}: {e}", path.display()))?;
+        }
+        if self.ssl_certificate_location.is_some() != self.ssl_key_location.is_some() {
+            return Err(
+                "KAFKA_SSL_CERTIFICATE_LOCATION and KAFKA_SSL_KEY_LOCATION go together (a \
+                 client certificate and its key): set both or neither"
+                    .into(),
+            );
         }
         Ok(())
     }
@@ -367,6 +554,7 @@ pub const SECRET_FILE_VARIANTS: &[&str] = &[
     "KOLLUS_SERVICE_ACCOUNT_KEY",
     "TOKEN_API_KEYS",
     "DATABASE_URL",
+    "KAFKA_SASL_PASSWORD",
 ];
 
 /// What every `main` does before parsing its settings: answers `<binary> healthcheck` (GET
@@ -559,6 +747,111 @@ mod tests {
             warning.contains("group.consumer.session.timeout.ms"),
             "{warning}"
         );
+    }
+
+    #[test]
+    fn security_defaults_to_plaintext_and_parses_any_case() {
+        let parsed = kafka(&[]).unwrap();
+        assert_eq!(parsed.security_protocol, SecurityProtocol::Plaintext);
+        assert_eq!(parsed.check(), Ok(()));
+        let s = kafka(&[
+            "--kafka-security-protocol=SASL_SSL",
+            "--kafka-sasl-mechanism=scram-sha-512",
+            "--kafka-sasl-username=svc",
+            "--kafka-sasl-password=pw-0123",
+        ])
+        .unwrap();
+        assert_eq!(s.security_protocol, SecurityProtocol::SaslSsl);
+        assert_eq!(s.sasl_mechanism, Some(SaslMechanism::ScramSha512));
+        assert_eq!(s.check(), Ok(()));
+        for bad in ["tls", "sasl", ""] {
+            let err = kafka(&[&format!("--kafka-security-protocol={bad}")]).unwrap_err();
+            assert_eq!(err.kind(), clap::error::ErrorKind::ValueValidation, "{bad}");
+            assert!(err.to_string().contains("sasl_ssl"), "{err}");
+        }
+        let err = kafka(&["--kafka-sasl-mechanism=GSSAPI"]).unwrap_err();
+        assert!(err.to_string().contains("SCRAM-SHA-512"), "{err}");
+    }
+
+    #[test]
+    fn sasl_without_its_settings_is_refused_by_name_never_showing_the_password() {
+        let password = "the-sasl-password-0123";
+        let full = [
+            "--kafka-security-protocol=sasl_ssl",
+            "--kafka-sasl-mechanism=PLAIN",
+            "--kafka-sasl-username=svc",
+        ];
+        let with_password = format!("--kafka-sasl-password={password}");
+        for (missing, want) in [
+            (1, "KAFKA_SASL_MECHANISM"),
+            (2, "KAFKA_SASL_USERNAME"),
+            (3, "KAFKA_SASL_PASSWORD"),
+        ] {
+            let mut args: Vec<&str> = full.to_vec();
+            args.push(&with_password);
+            args.remove(missing);
+            let err = kafka(&args).unwrap().check().unwrap_err();
+            assert!(err.contains(want), "{want}: {err}");
+            assert!(!err.contains(password), "{err}");
+        }
+        // SASL settings on a protocol without SASL would be ignored: refused.
+        let err = kafka(&[&with_password]).unwrap().check().unwrap_err();
+        assert!(err.contains("KAFKA_SASL_PASSWORD is set"), "{err}");
+        assert!(!err.contains(password), "{err}");
+        let s = kafka(&[&full[..], &[with_password.as_str()]].concat()).unwrap();
+        let debug = format!("{s:?}");
+        assert!(debug.contains("svc"), "{debug}");
+        assert!(
+            !debug.contains(password),
+            "Debug shows the password: {debug}"
+        );
+        let config = format!("{:?}", crate::kafka::base_config(&s, "c"));
+        assert!(!config.contains(password), "{config}");
+        // An empty password is refused by name, without the value.
+        let err = kafka(&["--kafka-sasl-password="]).unwrap_err().to_string();
+        assert!(
+            err.contains("--sasl_password") || err.contains("KAFKA_SASL_PASSWORD"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn tls_files_must_exist_go_together_and_need_tls() {
+        let missing = "/nonexistent/kollus-ca.pem";
+        let err = kafka(&[
+            "--kafka-security-protocol=ssl",
+            &format!("--kafka-ssl-ca-location={missing}"),
+        ])
+        .unwrap()
+        .check()
+        .unwrap_err();
+        assert!(
+            err.starts_with("KAFKA_SSL_CA_LOCATION: reading /nonexistent"),
+            "{err}"
+        );
+        let err = kafka(&["--kafka-ssl-ca-location=/etc/hostname"])
+            .unwrap()
+            .check()
+            .unwrap_err();
+        assert!(err.contains("KAFKA_SSL_CA_LOCATION is set"), "{err}");
+        let err = kafka(&[
+            "--kafka-security-protocol=ssl",
+            "--kafka-ssl-certificate-location=/etc/hostname",
+        ])
+        .unwrap()
+        .check()
+        .unwrap_err();
+        assert!(err.contains("KAFKA_SSL_KEY_LOCATION"), "{err}");
+        let s = kafka(&[
+            "--kafka-security-protocol=Ssl",
+            "--kafka-ssl-ca-location=/etc/hostname",
+        ])
+        .unwrap();
+        assert_eq!(s.check(), Ok(()));
+        let config = crate::kafka::base_config(&s, "c");
+        assert_eq!(config.get("security.protocol"), Some("ssl"));
+        assert_eq!(config.get("ssl.ca.location"), Some("/etc/hostname"));
+        assert_eq!(config.get("sasl.mechanism"), None);
     }
 
     #[test]

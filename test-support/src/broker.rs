@@ -109,10 +109,11 @@ impl Broker {
         let proxy = ChaosProxy::start_unconnected().await;
         let addr = proxy.addr.to_string();
         let advertised = addr.clone();
-        let node =
-            tokio::task::spawn_blocking(move || Node::start_somewhere(Some(&advertised), true, &[]))
-                .await
-                .expect("starting a broker");
+        let node = tokio::task::spawn_blocking(move || {
+            Node::start_somewhere(Some(&advertised), true, &[])
+        })
+        .await
+        .expect("starting a broker");
         proxy.connect_to(SocketAddr::from(([127, 0, 0, 1], node.port)));
         Self {
             _node: Some(node),

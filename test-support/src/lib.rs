@@ -11,6 +11,7 @@ pub mod kollus_api;
 pub mod openapi;
 pub mod process;
 pub mod proxy;
+pub mod tls;
 
 use std::future::Future;
 use std::net::TcpListener as StdListener;

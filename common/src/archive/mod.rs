@@ -104,10 +104,10 @@ pub fn covered_until(entries: &[Entry], topic: &str) -> Option<i64> {
 /// A client for looking at single records and watermarks (no group joined, nothing committed).
 pub type Inspector = BaseConsumer<crate::kafka::QuietEof>;
 
-/// An [`Inspector`] of `brokers`.
-pub fn inspector(brokers: &str) -> anyhow::Result<Inspector> {
-    rdkafka::ClientConfig::new()
-        .set("bootstrap.servers", brokers)
+/// An [`Inspector`] of `settings`' brokers (with their security settings, checked).
+pub fn inspector(settings: &crate::settings::KafkaSettings) -> anyhow::Result<Inspector> {
+    settings.check_security().map_err(anyhow::Error::msg)?;
+    crate::kafka::base_config(settings, "kollus-archive-inspect")
         .set("group.id", "kollus-archive-inspect")
         .set("enable.auto.commit", "false")
         .set("enable.partition.eof", "true")

@@ -40,12 +40,16 @@ pub(super) async fn rebuild<A: Apply>(
         }
         None => (None, Vec::new()),
     };
-    let holdings = archive::holdings(&entries);
     let rewound = {
         let (settings, group_id, topic) = (settings.clone(), group_id.to_owned(), topic.to_owned());
+        let entries = entries.clone();
         tokio::task::spawn_blocking(move || {
-            let client = archive::inspector(&settings.brokers)?;
+            let client = archive::inspector(&settings)?;
             let cluster = archive::cluster_id(&client);
+            // What this cluster's own epochs hold: another cluster archiving into the same
+            // location has epochs of its own, which this topic never continues.
+            let own: Vec<Entry> = archive::of_cluster(&entries, &cluster).cloned().collect();
+            let holdings = archive::holdings(&own);
             kafka::rewind_group(&settings, &group_id, &topic, |partition, earliest| {
                 let Some(h) = holdings.get(&(topic.clone(), partition)) else {
                     return Ok(earliest);
