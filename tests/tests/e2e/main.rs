@@ -7,6 +7,7 @@
 mod archive;
 mod authorization;
 mod catalog;
+mod failover;
 mod long_tier;
 mod operations;
 mod pipeline;
