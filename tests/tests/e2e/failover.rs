@@ -280,10 +280,14 @@ async fn all_applied_once(stack: &Stack, sent: &[Sent], what: &str) {
     let refused: Vec<&Sent> = sent.iter().filter(|s| s.status != 200).collect();
     assert!(
         refused.is_empty(),
-        "{what}: {} of {} callbacks not answered 200, first: {:?}",
+        "{what}: {} of {} callbacks not answered 200, first: {:?} ({})",
         refused.len(),
         sent.len(),
-        refused.first()
+        refused.first(),
+        refused
+            .first()
+            .and_then(|s| s.error.as_deref())
+            .unwrap_or("answered")
     );
     let want_sessions: BTreeMap<u64, i64> = sent
         .iter()
