@@ -6,7 +6,8 @@
 #   scripts/kafka.sh install
 #       Resolve Kafka and its logging into .local/kafka/libs (idempotent; quick the second time).
 #   scripts/kafka.sh run PORT [--controller-port P] [--advertise HOST:PORT] [--data DIR] [--owner PID]
-#                        [--config KEY=VALUE]... [--metrics-port P]
+#                        [--config KEY=VALUE]... [--metrics-port P] [--sasl-ssl SPORT DIR]
+#                        [--node-id N --voters LIST --cluster-id ID]
 #       One combined broker and controller in the foreground. The controller listens on
 #       PORT+10000 unless given; clients are told HOST:PORT (default 127.0.0.1:PORT). Without
 #       --data, a fresh directory under .local/kafka/tmp/, removed on exit; a directory that
@@ -19,6 +20,11 @@
 #       server.crt (PEM, the chain), server.key (PEM, unencrypted PKCS#8) and users (one
 #       `NAME PASSWORD` a line, created at format time: a --data directory formatted before
 #       keeps the users it had).
+#       One node of a multi-node cluster, run as its own process (a test stops, kills and
+#       restarts each): --node-id N --voters "1@127.0.0.1:P1,2@127.0.0.1:P2,..." --cluster-id ID,
+#       with --data kept across its restarts (a node restarted on its data rejoins with what it
+#       held; a different ID than the data's is refused). Every node of one cluster gets the
+#       same --voters and --cluster-id; none is `ready` until a majority of voters runs.
 #   scripts/kafka.sh cluster N BASEPORT [--data DIR] [--owner PID] [--metrics-port P]
 #       N such nodes of one cluster: brokers on BASEPORT.., controllers on BASEPORT+10000..,
 #       data in DIR/node1.. (default: fresh, removed on exit). `ready` once all N answer.
@@ -269,7 +275,8 @@ on_signal() {
   exit 0
 }
 
-# run_nodes N BASEPORT CPORT ADVERTISE DATA: the common part of `run` and `cluster`.
+# run_nodes N BASEPORT CPORT ADVERTISE DATA: the common part of `run` and `cluster`. A `run`
+# with --voters is one node (id $node_id) of the cluster they name.
 run_nodes() {
   local n=$1 base=$2 cbase=$3 advertise=$4 data=$5
   install
@@ -282,6 +289,10 @@ run_nodes() {
   for ((i = 1; i <= n; i++)); do
     voters+="${voters:+,}$i@127.0.0.1:$((cbase + i - 1))"
   done
+  local members=$n first_id=1
+  if [ -n "$voters_arg" ]; then
+    voters=$voters_arg members=$(($(tr -cd ',' <<<"$voters_arg" | wc -c) + 1)) first_id=$node_id
+  fi
   local dirs=()
   if [ "$n" = 1 ]; then dirs=("$data"); else
     for ((i = 1; i <= n; i++)); do dirs+=("$data/node$i"); done
@@ -290,6 +301,11 @@ run_nodes() {
   for d in "${dirs[@]}"; do
     [ -n "$cluster" ] || cluster=$(existing_cluster_id "$d")
   done
+  if [ -n "$cluster_arg" ]; then
+    [ -z "$cluster" ] || [ "$cluster" = "$cluster_arg" ] \
+      || { log "$data holds cluster $cluster, not --cluster-id $cluster_arg"; exit 2; }
+    cluster=$cluster_arg
+  fi
   [ -n "$cluster" ] || cluster=$(new_cluster_id)
   trap on_signal TERM INT
   trap stop_all EXIT
@@ -298,13 +314,13 @@ run_nodes() {
     local port=$((base + i - 1)) adv="$advertise"
     [ -n "$adv" ] || adv="127.0.0.1:$port"
     [ -z "$metrics_base" ] || metrics_flag="-javaagent:$agent=127.0.0.1:$((metrics_base + i - 1)):$root/scripts/kafka/jmx-exporter.yml"
-    start_node "${dirs[$((i - 1))]}" "$i" "$port" "$((cbase + i - 1))" "$adv" "$voters" "$n" "$cluster" || exit 1
+    start_node "${dirs[$((i - 1))]}" "$((first_id + i - 1))" "$port" "$((cbase + i - 1))" "$adv" "$voters" "$members" "$cluster" || exit 1
     pids+=("$node_pid")
   done
   for ((i = 1; i <= n; i++)); do
     local port=$((base + i - 1)) adv="$advertise"
     [ -n "$adv" ] || adv="127.0.0.1:$port"
-    wait_ready "${pids[$((i - 1))]}" "${dirs[$((i - 1))]}" "127.0.0.1:$port" "$i" "$adv" || exit 1
+    wait_ready "${pids[$((i - 1))]}" "${dirs[$((i - 1))]}" "127.0.0.1:$port" "$((first_id + i - 1))" "$adv" || exit 1
   done
   log "Apache Kafka $(kafka_version): $n node(s) on 127.0.0.1:$base$([ "$n" = 1 ] || echo "-$((base + n - 1))"), cluster $cluster, data in $data, up in $((SECONDS - started)) s"
   echo ready >&2
@@ -366,6 +382,7 @@ owner=""
 extra_config=()
 metrics_base="" metrics_flag="" agent=""
 format_args=()
+node_id=1 voters_arg="" cluster_arg=""
 cmd=${1:-}
 [ $# -gt 0 ] && shift
 case "$cmd" in
@@ -380,6 +397,15 @@ case "$cmd" in
         --controller-port) cport=${2:?--controller-port needs a port}; port_arg "$cport"; shift 2 ;;
         --advertise) advertise=${2:?--advertise needs HOST:PORT}; shift 2 ;;
         --data) data=${2:?--data needs a directory}; shift 2 ;;
+        --node-id)
+          node_id=${2:-}; [[ "$node_id" =~ ^[1-9][0-9]*$ ]] || { log "--node-id takes a number from 1: '$node_id'"; exit 2; }
+          shift 2 ;;
+        --voters)
+          voters_arg=${2:-}
+          [[ "$voters_arg" =~ ^[0-9]+@[^,@]+:[0-9]+(,[0-9]+@[^,@]+:[0-9]+)*$ ]] \
+            || { log "--voters takes ID@HOST:PORT,...: '$voters_arg'"; exit 2; }
+          shift 2 ;;
+        --cluster-id) cluster_arg=${2:?--cluster-id needs an id}; shift 2 ;;
         --config)
           [[ "${2:-}" =~ ^[a-z0-9._-]+=.*$ ]] || { log "--config takes KEY=VALUE: '${2:-}'"; exit 2; }
           extra_config+=("$2"); shift 2 ;;
@@ -392,6 +418,12 @@ case "$cmd" in
     done
     [ -z "$metrics_base" ] || agent=$(metrics_agent)
     [ -z "$sasl_port" ] || sasl_ssl "$sasl_port" "$sasl_dir" "$port" "$cport" "$advertise"
+    if [ -n "$voters_arg" ]; then
+      grep -qE "(^|,)$node_id@127\.0\.0\.1:$cport(,|$)" <<<"$voters_arg" \
+        || { log "--voters must name this node as $node_id@127.0.0.1:$cport: '$voters_arg'"; exit 2; }
+      [ -n "$data" ] && [ -n "$cluster_arg" ] \
+        || { log "a node of a cluster (--voters) needs --data and --cluster-id"; exit 2; }
+    fi
     run_nodes 1 "$port" "$cport" "$advertise" "$data"
     ;;
   cluster)

@@ -49,6 +49,8 @@ pub struct Broker {
     pub addr: String,
     namespace: String,
     proxy: Option<ChaosProxy>,
+    /// The services' `KAFKA_REPLICATION_FACTOR` on a multi-node cluster (else their default).
+    replication: Option<i32>,
 }
 
 impl Broker {
@@ -63,6 +65,7 @@ impl Broker {
             addr,
             namespace: new_namespace(),
             proxy: None,
+            replication: None,
         }
         .registered()
     }
@@ -87,6 +90,7 @@ impl Broker {
             producer: Default::default(),
             namespace: new_namespace(),
             proxy: None,
+            replication: None,
         }
         .registered()
     }
@@ -121,6 +125,21 @@ impl Broker {
             addr,
             namespace: new_namespace(),
             proxy: Some(proxy),
+            replication: None,
+        }
+        .registered()
+    }
+
+    /// The brokers of a cluster a test runs ([`crate::cluster::Cluster::broker`]): topics and
+    /// groups of this handle's own, which the services create with `replication` copies.
+    pub(crate) fn on_cluster(bootstrap: String, replication: i32) -> Self {
+        Self {
+            _node: None,
+            producer: Default::default(),
+            addr: bootstrap,
+            namespace: new_namespace(),
+            proxy: None,
+            replication: Some(replication),
         }
         .registered()
     }
@@ -152,6 +171,9 @@ impl Broker {
         s.deadletter_topic = format!("{}.deadletter", self.namespace);
         s.archive_group_id = self.group("archive");
         s.topic_partitions = 3;
+        if let Some(copies) = self.replication {
+            s.replication_factor = copies;
+        }
         s
     }
 
@@ -169,14 +191,18 @@ impl Broker {
     /// `ARCHIVE_GROUP_ID`); a worker's own group is `KAFKA_GROUP_ID` (see [`Broker::group`]).
     pub fn env(&self) -> Vec<(&'static str, String)> {
         let s = self.settings();
-        vec![
+        let mut env = vec![
             ("KAFKA_BROKERS", s.brokers),
             ("KAFKA_CONTENT_TOPIC", s.content_topic),
             ("KAFKA_PLAYBACK_TOPIC", s.playback_topic),
             ("KAFKA_DEADLETTER_TOPIC", s.deadletter_topic),
             ("KAFKA_TOPIC_PARTITIONS", s.topic_partitions.to_string()),
             ("ARCHIVE_GROUP_ID", s.archive_group_id),
-        ]
+        ];
+        if self.replication.is_some() {
+            env.push(("KAFKA_REPLICATION_FACTOR", s.replication_factor.to_string()));
+        }
+        env
     }
 
     /// The fault proxy in front of the broker (only for [`Broker::start_behind_proxy`]).
@@ -244,8 +270,8 @@ fn shared_broker() -> String {
 
 /// One `scripts/kafka.sh run` process (a process group: the script and its JVM), killed on
 /// drop, and its data directory (when this owns it) removed.
-struct Node {
-    child: Mutex<Child>,
+pub(crate) struct Node {
+    pub(crate) child: Mutex<Child>,
     port: u16,
     data: Option<PathBuf>,
 }
@@ -281,8 +307,6 @@ impl Node {
         own_data: bool,
         config: &[String],
     ) -> Result<Self, String> {
-        use std::os::unix::process::CommandExt as _;
-        let script = broker_script();
         let data = own_data.then(|| {
             std::env::temp_dir().join(format!(
                 "kollus-test-kafka-{}-{port}-{}",
@@ -290,20 +314,34 @@ impl Node {
                 uuid::Uuid::now_v7().simple()
             ))
         });
-        let mut cmd = Command::new(&script);
-        cmd.args(["run", &port.to_string(), "--controller-port"])
-            .arg(controller.to_string())
-            // Stopped by the script if this process dies without dropping it.
-            .args(["--owner", &std::process::id().to_string()]);
+        let mut args: Vec<String> = vec!["--controller-port".into(), controller.to_string()];
         if let Some(d) = &data {
-            cmd.arg("--data").arg(d);
+            args.extend(["--data".into(), d.display().to_string()]);
         }
         if let Some(a) = advertised {
-            cmd.args(["--advertise", a]);
+            args.extend(["--advertise".into(), a.to_owned()]);
         }
         for c in config {
-            cmd.args(["--config", c]);
+            args.extend(["--config".into(), c.clone()]);
         }
+        Self::launch(port, &args, data)
+    }
+
+    /// `scripts/kafka.sh run PORT ARGS... --owner <this process>`, in a process group of its
+    /// own, once it says `ready`. `data`: a directory removed when this is dropped (`None`: the
+    /// script's, or one its caller keeps).
+    pub(crate) fn launch(
+        port: u16,
+        args: &[String],
+        data: Option<PathBuf>,
+    ) -> Result<Self, String> {
+        use std::os::unix::process::CommandExt as _;
+        let script = broker_script();
+        let mut cmd = Command::new(&script);
+        cmd.args(["run", &port.to_string()])
+            .args(args)
+            // Stopped by the script if this process dies without dropping it.
+            .args(["--owner", &std::process::id().to_string()]);
         let started = Instant::now();
         let mut child = cmd
             // A quicker start for less peak throughput, which tests never reach.

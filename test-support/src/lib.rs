@@ -5,6 +5,7 @@
 //! REST API ([`kollus_api`]), and polling with a deadline. A dev-dependency only: nothing here ships in a service.
 
 pub mod broker;
+pub mod cluster;
 pub mod db;
 pub mod group;
 pub mod kollus_api;
