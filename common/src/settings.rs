@@ -177,7 +177,7 @@ pub struct KafkaSettings {
     #[arg(long, env = "KAFKA_TOPIC_PARTITIONS", default_value_t = 6)]
     pub topic_partitions: i32,
     /// Consumer-group session timeout, in ms, under KAFKA_GROUP_PROTOCOL=classic only: how soon
-    /// a dead worker's partitions move to another. Default 45000 (Kafka's). Under `consumer`
+    /// a dead worker's partitions move to another. Default: 45000 (Kafka's). Under `consumer`
     /// the broker's `group.consumer.session.timeout.ms` governs, and this setting is ignored
     /// (with a warning at start-up).
     #[arg(long, env = "KAFKA_SESSION_TIMEOUT_MS", value_parser = clap::value_parser!(u32).range(1000..=300_000))]

@@ -20,6 +20,8 @@ struct Member {
     id: u32,
     port: u16,
     controller: u16,
+    /// Where its metrics are served (`scripts/kafka.sh run --metrics-port`), when asked for.
+    metrics: Option<u16>,
     running: Option<Node>,
 }
 
@@ -38,9 +40,19 @@ impl Cluster {
     /// found free can be taken before a JVM binds them: then every node stops and the cluster
     /// starts again on other ports.
     pub async fn start(n: u32) -> Self {
+        Self::start_on_free_ports(n, false).await
+    }
+
+    /// [`Cluster::start`] with each node serving its metrics through the JMX exporter agent
+    /// (`--metrics-port`), at [`Cluster::metrics_addr`].
+    pub async fn start_with_metrics(n: u32) -> Self {
+        Self::start_on_free_ports(n, true).await
+    }
+
+    async fn start_on_free_ports(n: u32, metrics: bool) -> Self {
         let mut failures = Vec::new();
         for _ in 0..3 {
-            let mut cluster = Self::on_free_ports(n);
+            let mut cluster = Self::on_free_ports(n, metrics);
             let ids: Vec<u32> = (1..=n).collect();
             match cluster.try_start_nodes(&ids).await {
                 Ok(took) => {
@@ -61,12 +73,13 @@ impl Cluster {
         panic!("could not start a cluster of {n} in 3 tries: {failures:#?}");
     }
 
-    fn on_free_ports(n: u32) -> Self {
+    fn on_free_ports(n: u32, metrics: bool) -> Self {
         let members: Vec<Member> = (1..=n)
             .map(|id| Member {
                 id,
                 port: free_port(),
                 controller: free_port(),
+                metrics: metrics.then(free_port),
                 running: None,
             })
             .collect();
@@ -108,6 +121,16 @@ impl Cluster {
     /// Node `id`'s address.
     pub fn addr(&self, id: u32) -> String {
         format!("127.0.0.1:{}", self.member(id).port)
+    }
+
+    /// Where node `id` serves its metrics (`/metrics`), for a cluster started
+    /// [`Cluster::start_with_metrics`].
+    pub fn metrics_addr(&self, id: u32) -> String {
+        let port = self
+            .member(id)
+            .metrics
+            .unwrap_or_else(|| panic!("this cluster was started without metrics"));
+        format!("127.0.0.1:{port}")
     }
 
     fn member(&self, id: u32) -> &Member {
@@ -199,7 +222,7 @@ impl Cluster {
             let m = self.member(id);
             assert!(m.running.is_none(), "node {id} is running already");
             let data = self.dir.join(format!("node{id}"));
-            let args = vec![
+            let mut args = vec![
                 "--controller-port".to_owned(),
                 m.controller.to_string(),
                 "--node-id".to_owned(),
@@ -211,6 +234,9 @@ impl Cluster {
                 "--data".to_owned(),
                 data.display().to_string(),
             ];
+            if let Some(metrics) = m.metrics {
+                args.extend(["--metrics-port".to_owned(), metrics.to_string()]);
+            }
             let port = m.port;
             starting.push((
                 id,

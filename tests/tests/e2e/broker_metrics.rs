@@ -1,5 +1,7 @@
-//! The broker metrics operators expect, live: a three-node cluster from `scripts/kafka.sh cluster
-//! --metrics-port` (the JMX exporter agent with `scripts/kafka/jmx-exporter.yml`), scraped by a
+//! The broker metrics operators expect, live: a three-node cluster whose nodes run with
+//! `scripts/kafka.sh run --metrics-port` (the JMX exporter agent with
+//! `scripts/kafka/jmx-exporter.yml`; test-support's `Cluster`, each node a process of its own that
+//! the test stops as an operator would), scraped by a
 //! real Prometheus from `scripts/prometheus.sh` (as `make run` starts it) with the project's
 //! rules loaded. A topic of three replicas and `min.insync.replicas=2`; every metric the Kafka*
 //! alerts read exists on every node and reads 0 (one active controller); one node stopped: its
@@ -7,12 +9,11 @@
 //! holds in Prometheus; a second node stopped: under min ISR, `KafkaUnderMinIsrPartitions` holds.
 //! (promtool's unit tests cover the thresholds and `for:` durations.)
 
-use std::io::{BufRead as _, BufReader};
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
+use kollus_test_support::cluster::Cluster;
 use kollus_test_support::{eventually_ok, free_port, workspace_root};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
@@ -34,146 +35,6 @@ const ALERT_METRICS: &[(&str, f64)] = &[
         1.0,
     ),
 ];
-
-/// A base port for `count` consecutive ports, each free now (and free at +10000 when
-/// `controllers`: a cluster's controller ports).
-fn free_run(count: u16, controllers: bool) -> u16 {
-    for _ in 0..200 {
-        let base = free_port();
-        if base > 50_000 {
-            continue;
-        }
-        let ports = (0..count).flat_map(|i| {
-            let mut p = vec![base + i];
-            if controllers {
-                p.push(base + i + 10_000);
-            }
-            p
-        });
-        let held: Result<Vec<_>, _> = ports.map(|p| TcpListener::bind(("127.0.0.1", p))).collect();
-        if held.is_ok() {
-            return base;
-        }
-    }
-    panic!("no run of {count} free ports found");
-}
-
-/// `scripts/kafka.sh cluster` as a child of this test. The test freezes it (SIGSTOP) while it
-/// stops nodes: the script stops the whole cluster once any node exits, which is right for
-/// `make run` and wrong for a test of a cluster that lost nodes. (Frozen, it cannot see its
-/// `--owner` go either: this handle's Drop does its part, on a failure too.) Dropped: the nodes
-/// still running are killed, the script resumed and stopped, the data removed.
-struct Cluster {
-    script: Child,
-    data: PathBuf,
-}
-
-impl Cluster {
-    /// The pid of node `n`'s JVM: the process whose command line names its server.properties.
-    fn node_pid(&self, n: u32) -> Option<u32> {
-        let config = self.data.join(format!("node{n}/server.properties"));
-        let config = config.to_string_lossy();
-        std::fs::read_dir("/proc")
-            .ok()?
-            .flatten()
-            .find_map(|entry| {
-                let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
-                let cmdline = std::fs::read(entry.path().join("cmdline")).ok()?;
-                let mut args = cmdline.split(|b| *b == 0).map(String::from_utf8_lossy);
-                args.any(|a| a == config).then_some(pid)
-            })
-    }
-
-    fn signal(pid: u32, signal: &str) {
-        let status = Command::new("kill")
-            .args([format!("-{signal}"), pid.to_string()])
-            .status()
-            .expect("running kill");
-        assert!(status.success(), "kill -{signal} {pid} failed");
-    }
-
-    /// A controlled shutdown of node `n` (SIGTERM to its JVM), waited for: the partitions it led
-    /// move, and the controller takes it out of every ISR.
-    async fn stop_node(&mut self, n: u32) {
-        Self::signal(self.script.id(), "STOP");
-        let pid = self
-            .node_pid(n)
-            .unwrap_or_else(|| panic!("node {n}'s JVM is not running"));
-        Self::signal(pid, "TERM");
-        // Exited: gone, or a zombie the frozen script cannot reap yet.
-        eventually_ok(
-            &format!("node {n} to finish its shutdown"),
-            SLACK,
-            || async {
-                match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-                    Err(_) => Ok(()),
-                    Ok(stat) if stat.rsplit(") ").next().is_some_and(|s| s.starts_with('Z')) => {
-                        Ok(())
-                    }
-                    Ok(_) => Err(format!("pid {pid} still runs")),
-                }
-            },
-        )
-        .await;
-    }
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        // Without a quorum a node's controlled shutdown would wait for it: kill what is left.
-        for n in 1..=3 {
-            if let Some(pid) = self.node_pid(n) {
-                let _ = Command::new("kill")
-                    .args(["-KILL", &pid.to_string()])
-                    .status();
-            }
-        }
-        let pid = self.script.id().to_string();
-        let _ = Command::new("kill").args(["-CONT", &pid]).status();
-        let _ = Command::new("kill").args(["-TERM", &pid]).status();
-        let _ = self.script.wait();
-        let _ = std::fs::remove_dir_all(&self.data);
-    }
-}
-
-/// Starts the cluster, waits for its `ready` (the script's log echoed on stderr).
-async fn start_cluster(base: u16, metrics: u16, data: &Path) -> Cluster {
-    let mut script = Command::new(workspace_root().join("scripts/kafka.sh"))
-        .args(["cluster", "3", &base.to_string()])
-        .args(["--metrics-port", &metrics.to_string()])
-        .arg("--data")
-        .arg(data)
-        .args(["--owner", &std::process::id().to_string()])
-        // A quicker start for throughput this test never needs (as test-support's brokers).
-        .env("KAFKA_JVM_OPTS", "-XX:TieredStopAtLevel=1")
-        .stdin(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("starting scripts/kafka.sh cluster");
-    let stderr = script.stderr.take().expect("the script's stderr");
-    let (ready_tx, ready) = tokio::sync::oneshot::channel();
-    std::thread::spawn(move || {
-        let mut ready_tx = Some(ready_tx);
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            eprintln!("[kafka] {line}");
-            if line == "ready" {
-                if let Some(tx) = ready_tx.take() {
-                    let _ = tx.send(());
-                }
-            }
-        }
-    });
-    let cluster = Cluster {
-        script,
-        data: data.to_owned(),
-    };
-    let ready = tokio::time::timeout(Duration::from_secs(300), ready).await;
-    assert!(
-        matches!(ready, Ok(Ok(()))),
-        "the cluster did not start (its log is above)"
-    );
-    cluster
-}
 
 /// The test's directory, removed when dropped (declared first: it goes after the cluster and
 /// Prometheus that write in it, on a failure too).
@@ -279,26 +140,19 @@ impl Prometheus {
 #[tokio::test]
 async fn broker_metrics_and_alerts_follow_nodes_stopping() {
     let started = Instant::now();
-    let base = free_run(3, true);
-    let metrics = loop {
-        let p = free_run(3, false);
-        if p.abs_diff(base) > 3 && p.abs_diff(base + 10_000) > 3 {
-            break p;
-        }
-    };
-    let scratch = Scratch(std::env::temp_dir().join(format!("kollus-e2e-broker-metrics-{base}")));
-    let _ = std::fs::remove_dir_all(&scratch.0);
+    let scratch = Scratch(std::env::temp_dir().join(format!(
+        "kollus-e2e-broker-metrics-{}-{}",
+        std::process::id(),
+        free_port()
+    )));
     std::fs::create_dir_all(&scratch.0).unwrap();
-    let mut cluster = start_cluster(base, metrics, &scratch.0.join("kafka")).await;
+    let mut cluster = Cluster::start_with_metrics(3).await;
     let up = started.elapsed();
-    let targets: Vec<String> = (0..3)
-        .map(|i| format!("127.0.0.1:{}", metrics + i))
-        .collect();
+    let targets: Vec<String> = (1..=3).map(|id| cluster.metrics_addr(id)).collect();
     let prometheus = Prometheus::start(&scratch.0.join("prometheus"), &targets.join(","));
 
-    let brokers: Vec<String> = (0..3).map(|i| format!("127.0.0.1:{}", base + i)).collect();
     let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", brokers.join(","))
+        .set("bootstrap.servers", cluster.bootstrap())
         .create()
         .expect("an admin client");
     let topic = NewTopic::new("broker-metrics", 3, TopicReplication::Fixed(3))
@@ -348,7 +202,7 @@ async fn broker_metrics_and_alerts_follow_nodes_stopping() {
 
     // One node stopped: a survivor leads partitions one replica short.
     let stop = Instant::now();
-    cluster.stop_node(3).await;
+    cluster.stop(3).await;
     prometheus
         .until_holds("KafkaUnderReplicatedPartitions")
         .await;
@@ -372,7 +226,7 @@ async fn broker_metrics_and_alerts_follow_nodes_stopping() {
 
     // A second node stopped: node 1 leads every partition alone, under min ISR 2.
     let stop = Instant::now();
-    cluster.stop_node(2).await;
+    cluster.stop(2).await;
     prometheus.until_holds("KafkaUnderMinIsrPartitions").await;
     let under_min = prometheus
         .query("kafka_server_replicamanager_underminisrpartitioncount")
