@@ -10,25 +10,13 @@ use kollus_history_worker::startup::Application;
 use kollus_test_support::{eventually, scrape, ServiceProcess, TestDb};
 
 use crate::helpers::{
-    applied_once, assert_every_report_left_its_mark, assert_same_rows, envelope, history,
-    missing_marks, records, report, settings, snapshot, with_segment, TestWorker,
+    applied_once, assert_every_report_left_its_mark, assert_same_rows, history, missing_marks,
+    records, settings, snapshot, TestWorker,
 };
 
-/// Report `n` (1 to 25) of `user`'s one session: counters that grow with `n`, and the 10 s it
-/// played since report `n - 1` as a segment of its own, so each report leaves a mark in the
-/// session that no other report can leave (the counters keep maxima: they show only report 25).
+/// Report `n` of user `u{user}` (see [`crate::helpers::nth_report`]).
 fn nth_report(user: u64, n: u64) -> Envelope<LmsReport> {
-    envelope(&with_segment(
-        report(
-            &format!("u{user}"),
-            "m1",
-            1_700_000_000,
-            [n * 10, n * 5, n * 12, n * 8, n],
-            &[(1, n, n * 4)],
-        ),
-        (n - 1) * 10,
-        10,
-    ))
+    crate::helpers::nth_report(&format!("u{user}"), n)
 }
 
 /// 40 users x 25 growing reports each: 1,000 records, 40 sessions. Returns what it published.

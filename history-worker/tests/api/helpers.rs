@@ -132,6 +132,23 @@ pub fn with_segment(
     doc
 }
 
+/// Report `n` (from 1) of `user` on video `m1`: counters that grow with `n`, and the 10 s played
+/// since report `n - 1` as a segment of its own, so each report leaves a mark in the session
+/// that no other report can leave (the counters keep maxima: they show only the last report).
+pub fn nth_report(user: &str, n: u64) -> Envelope<LmsReport> {
+    envelope(&with_segment(
+        report(
+            user,
+            "m1",
+            1_700_000_000,
+            [n * 10, n * 5, n * 12, n * 8, n],
+            &[(1, n, n * 4)],
+        ),
+        (n - 1) * 10,
+        10,
+    ))
+}
+
 /// Asserts that every report of `published` left its mark in `watch_sessions`: each of its
 /// segments is in its session, with at least its play time. Counters keep maximums and
 /// committed offsets count skipped records too, so this is what sees a report lost in the

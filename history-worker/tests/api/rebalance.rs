@@ -15,8 +15,8 @@ use kollus_history_worker::startup::Application;
 use kollus_test_support::{eventually, scrape, Harness, ServiceProcess};
 
 use crate::helpers::{
-    applied_once, assert_every_report_left_its_mark, assert_same_rows, envelope, group,
-    missing_marks, report, settings, snapshot, with_segment,
+    applied_once, assert_every_report_left_its_mark, assert_same_rows, group, missing_marks,
+    settings, snapshot,
 };
 
 /// Reports per second while the members come and go.
@@ -30,17 +30,7 @@ const USERS: u64 = 200;
 /// segment that no other report carries (its mark: see `assert_every_report_left_its_mark`).
 fn stream_report(i: u64) -> Envelope<LmsReport> {
     let (user, n) = (i % USERS, i / USERS + 1);
-    envelope(&with_segment(
-        report(
-            &format!("r{user}"),
-            "m1",
-            1_700_000_000,
-            [n * 10, n * 5, n * 12, n * 8, n],
-            &[(1, n, n * 4)],
-        ),
-        (n - 1) * 10,
-        10,
-    ))
+    crate::helpers::nth_report(&format!("r{user}"), n)
 }
 
 /// The partitions an in-process instance owns now (its gauge, sampled every second).

@@ -183,6 +183,15 @@ fn quantiles(mut latencies: Vec<Duration>) -> String {
 /// The sum of a service's samples whose line starts with `prefix` (every label set of a
 /// counter), or `None` if the service does not answer.
 async fn metric_sum(http: &reqwest::Client, base: &str, prefix: &str) -> Option<f64> {
+    metric_sum_where(http, base, |l| l.starts_with(prefix)).await
+}
+
+/// The sum of the samples of `base`'s `/metrics` whose line `line` accepts.
+async fn metric_sum_where(
+    http: &reqwest::Client,
+    base: &str,
+    line: impl Fn(&str) -> bool,
+) -> Option<f64> {
     let text = http
         .get(format!("{base}/metrics"))
         .timeout(Duration::from_secs(5))
@@ -194,7 +203,7 @@ async fn metric_sum(http: &reqwest::Client, base: &str, prefix: &str) -> Option<
         .ok()?;
     Some(
         text.lines()
-            .filter(|l| l.starts_with(prefix))
+            .filter(|l| line(l))
             .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
             .sum(),
     )
@@ -207,26 +216,9 @@ async fn duplicates(stack: &Stack, history: &str, sync: &str) -> (f64, f64) {
         history,
         "kollus_history_records_total{outcome=\"duplicate\"}",
     );
-    let s = async {
-        let text = stack
-            .http
-            .get(format!("{sync}/metrics"))
-            .send()
-            .await
-            .ok()?
-            .text()
-            .await
-            .ok()?;
-        Some(
-            text.lines()
-                .filter(|l| {
-                    l.starts_with("kollus_sync_records_total{")
-                        && l.contains("outcome=\"duplicate\"")
-                })
-                .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-                .sum::<f64>(),
-        )
-    };
+    let s = metric_sum_where(&stack.http, sync, |l| {
+        l.starts_with("kollus_sync_records_total{") && l.contains("outcome=\"duplicate\"")
+    });
     let (h, s) = tokio::join!(h, s);
     (
         h.expect("history-worker's metrics"),
