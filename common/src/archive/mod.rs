@@ -80,6 +80,17 @@ pub fn holdings(entries: &[Entry]) -> BTreeMap<(String, i32), Holding> {
     out
 }
 
+/// [`holdings`] of the entries a broker of cluster `cluster_id` can be the incarnation of
+/// ([`of_cluster`]): where its topic continues what the archive holds. Another cluster's newer
+/// or longer epoch in the same location never counts (its records are not this topic's).
+pub fn holdings_of_cluster(
+    entries: &[Entry],
+    cluster_id: &str,
+) -> BTreeMap<(String, i32), Holding> {
+    let own: Vec<Entry> = of_cluster(entries, cluster_id).cloned().collect();
+    holdings(&own)
+}
+
 /// The entries a broker of cluster `cluster_id` can be the incarnation of: its own cluster's and
 /// those of no known cluster. All of them when `cluster_id` is unknown ("").
 pub fn of_cluster<'a>(
@@ -206,4 +217,46 @@ pub fn record_at(
     };
     client.unassign()?;
     Ok(found)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(cluster: &str, epoch: u32, last_offset: i64) -> Entry {
+        Entry {
+            segment: format!("segments/t/0/{epoch:04}-{cluster}/x"),
+            topic: "t".into(),
+            partition: 0,
+            epoch,
+            cluster_id: cluster.into(),
+            first_offset: 0,
+            last_offset,
+            records: 1,
+            bytes: 1,
+            sha256: String::new(),
+            last_record_sha256: format!("{cluster}-{last_offset}"),
+            last_timestamp: None,
+            closed_at: String::new(),
+        }
+    }
+
+    #[test]
+    fn a_cluster_continues_its_own_epochs_never_another_clusters_in_the_same_location() {
+        // Two clusters archiving into one location: b's epoch is newer and longer.
+        let entries = [entry("a", 1, 10), entry("b", 1, 90), entry("b", 2, 5)];
+        let key = ("t".to_owned(), 0);
+        let a = holdings_of_cluster(&entries, "a");
+        assert_eq!(
+            (a[&key].cluster_id.as_str(), a[&key].last_offset),
+            ("a", 10)
+        );
+        let b = holdings_of_cluster(&entries, "b");
+        assert_eq!((b[&key].epoch, b[&key].last_offset), (2, 5));
+        // A broker that reports no cluster id can be any of them: the newest counts.
+        assert_eq!(holdings_of_cluster(&entries, "")[&key].cluster_id, "b");
+        // An archive from before cluster ids (no id recorded) is every cluster's.
+        let old = [entry("", 1, 7)];
+        assert_eq!(holdings_of_cluster(&old, "a")[&key].last_offset, 7);
+    }
 }

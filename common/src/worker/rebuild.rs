@@ -48,8 +48,7 @@ pub(super) async fn rebuild<A: Apply>(
             let cluster = archive::cluster_id(&client);
             // What this cluster's own epochs hold: another cluster archiving into the same
             // location has epochs of its own, which this topic never continues.
-            let own: Vec<Entry> = archive::of_cluster(&entries, &cluster).cloned().collect();
-            let holdings = archive::holdings(&own);
+            let holdings = archive::holdings_of_cluster(&entries, &cluster);
             kafka::rewind_group(&settings, &group_id, &topic, |partition, earliest| {
                 let Some(h) = holdings.get(&(topic.clone(), partition)) else {
                     return Ok(earliest);
