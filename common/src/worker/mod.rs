@@ -116,9 +116,14 @@ impl<A: Apply> Worker<A> {
         self.port
     }
 
-    /// Runs until Ctrl-C or SIGTERM.
+    /// Runs until Ctrl-C or SIGTERM; then the process ends within [`SHUTDOWN_DEADLINE`]
+    /// whatever its Kafka clients do (see [`exit_after`]).
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
-        self.run_until(crate::http::shutdown_signal()).await
+        self.run_until(async {
+            crate::http::shutdown_signal().await;
+            exit_after(SHUTDOWN_DEADLINE);
+        })
+        .await
     }
 
     /// Runs until `shutdown` resolves (tests stop workers this way).
@@ -127,5 +132,34 @@ impl<A: Apply> Worker<A> {
         self.admin.stop(true).await;
         self.admin_task.await??;
         Ok(())
+    }
+}
+
+/// How long a worker binary may take to stop after SIGTERM before it exits regardless.
+pub const SHUTDOWN_DEADLINE: std::time::Duration = std::time::Duration::from_secs(20);
+
+/// Ends the process `deadline` from now unless it ended by itself. librdkafka's clients close
+/// on their destructors and wait on brokers; seen in the three-broker failover test (after a
+/// node was killed and restarted, KIP-848 group): a history-worker that had stopped consuming
+/// stayed alive on SIGTERM for minutes, its runtime waiting on a client's destructor. What it
+/// applied is committed as it goes (every second, and before a graceful stop), so exiting here
+/// costs at most the last uncommitted second's records, applied again after a restart (once in
+/// effect). Only the binaries arm it (`run_until_stopped`): an in-process test's worker stops
+/// with its own future and never ends the test process.
+fn exit_after(deadline: std::time::Duration) {
+    let armed = std::thread::Builder::new()
+        .name("shutdown-deadline".into())
+        .spawn(move || {
+            std::thread::sleep(deadline);
+            tracing::warn!(
+                deadline_s = deadline.as_secs(),
+                "the worker did not stop within its shutdown deadline (a Kafka client waiting \
+                 on a broker as it closes); exiting: what was applied is committed, at most the \
+                 last second's records are applied again after a restart"
+            );
+            std::process::exit(0);
+        });
+    if let Err(e) = armed {
+        tracing::warn!(error = %e, "no thread for the shutdown deadline: stopping without one");
     }
 }
