@@ -2,9 +2,10 @@
 //! uses) as CSV or JSON Lines, behind the console's sign-in, each recorded as a view.
 
 use actix_web::http::header::{self, HeaderValue};
-use actix_web::{web, HttpRequest, HttpResponse};
+use actix_web::web;
 
-use super::reply::{answer, parse_user, signed_in};
+use super::reply::{parse_user, Page};
+use super::session::Agent;
 use super::state::Console;
 use super::store;
 use crate::export::parts::{USER_CSV, USER_PARTS};
@@ -13,53 +14,48 @@ use crate::export::stream::{stream, Format};
 /// `GET /console/users/{client_user_id}/export.csv`: the user export's sessions as CSV, the
 /// same stream as `GET /v1/users/{id}/export` with `Accept: text/csv`; recorded as a view.
 pub async fn export_csv(
-    req: HttpRequest,
     console: web::Data<Console>,
+    agent: web::ReqData<Agent>,
     path: web::Path<String>,
-) -> HttpResponse {
-    export_user(req, console, path.into_inner(), Format::Csv).await
+) -> Page {
+    export_user(console, &agent, path.into_inner(), Format::Csv).await
 }
 
 /// `GET /console/users/{client_user_id}/export.jsonl`: the user export as JSON Lines (without
 /// the archive's raw reports, which the API's export adds when `ARCHIVE_DIR` is set).
 pub async fn export_jsonl(
-    req: HttpRequest,
     console: web::Data<Console>,
+    agent: web::ReqData<Agent>,
     path: web::Path<String>,
-) -> HttpResponse {
-    export_user(req, console, path.into_inner(), Format::Ndjson).await
+) -> Page {
+    export_user(console, &agent, path.into_inner(), Format::Ndjson).await
 }
 
 async fn export_user(
-    req: HttpRequest,
     console: web::Data<Console>,
+    agent: &Agent,
     raw: String,
     format: Format,
-) -> HttpResponse {
-    let page = async {
-        let agent = signed_in(&req, &console).await?;
-        let user = parse_user(raw)?;
-        let client = console.pool.get().await.map_err(anyhow::Error::from)?;
-        store::record_view(&client, &agent.key_name, user.as_str(), None).await?;
-        tracing::info!(key = agent.key_name, ?format, "console user export");
-        let name = match format {
-            Format::Csv => "export.csv",
-            Format::Ndjson => "export.jsonl",
-        };
-        let mut res = stream(
-            &console.pool,
-            user.as_str().to_owned(),
-            USER_PARTS,
-            format,
-            USER_CSV,
-            None,
-        );
-        // A file name of our own (never the user id, which may hold anything).
-        if let Ok(v) = HeaderValue::from_str(&format!("attachment; filename=\"user-{name}\"")) {
-            res.headers_mut().insert(header::CONTENT_DISPOSITION, v);
-        }
-        Ok(res)
+) -> Page {
+    let user = parse_user(raw)?;
+    let client = console.pool.get().await?;
+    store::record_view(&client, &agent.key_name, user.as_str(), None).await?;
+    tracing::info!(key = agent.key_name, ?format, "console user export");
+    let name = match format {
+        Format::Csv => "export.csv",
+        Format::Ndjson => "export.jsonl",
+    };
+    let mut res = stream(
+        &console.pool,
+        user.as_str().to_owned(),
+        USER_PARTS,
+        format,
+        USER_CSV,
+        None,
+    );
+    // A file name of our own (never the user id, which may hold anything).
+    if let Ok(v) = HeaderValue::from_str(&format!("attachment; filename=\"user-{name}\"")) {
+        res.headers_mut().insert(header::CONTENT_DISPOSITION, v);
     }
-    .await;
-    answer(&req, &console, page)
+    Ok(res)
 }

@@ -9,14 +9,18 @@
 //! carries a strict CSP (`default-src 'self'`: no inline script or style anywhere), `X-Frame-
 //! Options: DENY`, `Referrer-Policy: no-referrer` and `Cache-Control: no-store`.
 //!
-//! Here only the route table; handlers in `sign_in` (sign-in, sign-out), `views` (the pages) and
-//! `download` (the exports), over `reply` (answers and refusals as pages), `state` (the
-//! feature's `web::Data`), `session`, `store` (SQL), `pages` (maud templates), `charts` (SVG)
-//! and `i18n`. Nothing here imports another feature's handlers: entitlements' and export's
-//! models, playback's policy (the viewer's messages).
+//! Here only the route table, [`routes`], which says of each route whether an agent must be
+//! signed in: `gate` wraps those in the sign-in middleware, so a handler receives the agent.
+//! Handlers in `sign_in` (sign-in, sign-out), `views` (the pages) and `download` (the
+//! exports), over `reply` (answers and refusals), `gate` (the middlewares), `state` (the
+//! feature's `web::Data`), `session`, `store` (SQL), `model` (what each page shows, decided
+//! from the rows), `pages` (maud templates), `charts` (SVG) and `i18n`. Nothing here imports
+//! another feature's handlers: entitlements' and export's models, playback's policy (the
+//! viewer's messages).
 
 mod charts;
 mod download;
+mod gate;
 mod i18n;
 mod pages;
 mod reply;
@@ -26,16 +30,86 @@ mod state;
 mod store;
 mod views;
 
-use actix_web::http::header;
-use actix_web::middleware::DefaultHeaders;
-use actix_web::{web, HttpResponse};
+use actix_web::http::{header, Method};
+use actix_web::middleware::{from_fn, DefaultHeaders};
+use actix_web::{web, FromRequest, Handler, HttpResponse, Responder};
 
 pub use self::state::Console;
 
 /// The stylesheet, the console's only other file.
 const STYLE: &str = include_str!("style.css");
 
-/// The console's routes, under `/console`, with its headers on every answer.
+/// Who may use a route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// Before any session: sign-in and the stylesheet.
+    Anyone,
+    /// A signed-in agent only; the handler receives it.
+    Agent,
+}
+
+/// One of the console's routes, under `/console`.
+pub struct ConsoleRoute {
+    pub method: Method,
+    pub path: &'static str,
+    pub access: Access,
+    route: actix_web::Route,
+}
+
+fn at<F, Args>(access: Access, method: Method, path: &'static str, handler: F) -> ConsoleRoute
+where
+    F: Handler<Args>,
+    Args: FromRequest + 'static,
+    F::Output: Responder + 'static,
+{
+    ConsoleRoute {
+        route: web::method(method.clone()).to(handler),
+        method,
+        path,
+        access,
+    }
+}
+
+/// Every route of the console: the scope is built from this list, and a test requests each
+/// `Access::Agent` route without a session.
+pub fn routes() -> Vec<ConsoleRoute> {
+    use Access::{Agent, Anyone};
+    vec![
+        at(Anyone, Method::GET, "/style.css", style),
+        at(Anyone, Method::GET, "/login", sign_in::login_form),
+        at(Anyone, Method::POST, "/login", sign_in::login),
+        at(Agent, Method::POST, "/logout", sign_in::logout),
+        at(Agent, Method::GET, "/", views::search),
+        at(Agent, Method::GET, "/users/{client_user_id}", views::user),
+        at(
+            Agent,
+            Method::GET,
+            "/users/{client_user_id}/media/{media_content_key}",
+            views::refund,
+        ),
+        at(
+            Agent,
+            Method::GET,
+            "/media/{media_content_key}",
+            views::video,
+        ),
+        at(
+            Agent,
+            Method::GET,
+            "/users/{client_user_id}/export.csv",
+            download::export_csv,
+        ),
+        at(
+            Agent,
+            Method::GET,
+            "/users/{client_user_id}/export.jsonl",
+            download::export_jsonl,
+        ),
+    ]
+}
+
+/// The console's routes, under `/console`, with its headers on every answer: those for an
+/// agent behind `gate::agent_required`, refusals shown as pages by `gate::refusals_as_pages`.
 pub fn scope() -> actix_web::Scope<
     impl actix_web::dev::ServiceFactory<
         actix_web::dev::ServiceRequest,
@@ -45,7 +119,15 @@ pub fn scope() -> actix_web::Scope<
         InitError = (),
     >,
 > {
-    web::scope("/console")
+    let (mut open, mut signed_in) = (web::scope("/console"), web::scope(""));
+    for r in routes() {
+        match r.access {
+            Access::Anyone => open = open.route(r.path, r.route),
+            Access::Agent => signed_in = signed_in.route(r.path, r.route),
+        }
+    }
+    open.service(signed_in.wrap(from_fn(gate::agent_required)))
+        .wrap(from_fn(gate::refusals_as_pages))
         .wrap(
             DefaultHeaders::new()
                 .add((header::CONTENT_SECURITY_POLICY, "default-src 'self'"))
@@ -53,25 +135,6 @@ pub fn scope() -> actix_web::Scope<
                 .add((header::REFERRER_POLICY, "no-referrer"))
                 .add((header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
                 .add((header::CACHE_CONTROL, "no-store")),
-        )
-        .route("/", web::get().to(views::search))
-        .route("/style.css", web::get().to(style))
-        .route("/login", web::get().to(sign_in::login_form))
-        .route("/login", web::post().to(sign_in::login))
-        .route("/logout", web::post().to(sign_in::logout))
-        .route("/users/{client_user_id}", web::get().to(views::user))
-        .route(
-            "/users/{client_user_id}/media/{media_content_key}",
-            web::get().to(views::refund),
-        )
-        .route("/media/{media_content_key}", web::get().to(views::video))
-        .route(
-            "/users/{client_user_id}/export.csv",
-            web::get().to(download::export_csv),
-        )
-        .route(
-            "/users/{client_user_id}/export.jsonl",
-            web::get().to(download::export_jsonl),
         )
 }
 

@@ -1,10 +1,13 @@
-//! How a console handler answers: the page in the frame every page shares (with the language
-//! cookie when the switch was used), a redirect, or a [`Refusal`] shown as a page (the sign-in
-//! redirect, 400, 404, 500), never a panic; and the checks every page makes first.
+//! How a console handler answers: a page in the frame every page shares (with the language
+//! cookie when the switch was used), a redirect, or a [`Refusal`]. A handler returns a refusal
+//! as its error; `gate::refusals_as_pages` shows it as a page in the request's language (the
+//! sign-in redirect, 400, 404, 503 while PostgreSQL is not answering, 500), never a panic.
+
+use std::fmt;
 
 use actix_web::http::header;
 use actix_web::http::StatusCode;
-use actix_web::{HttpRequest, HttpResponse};
+use actix_web::{HttpRequest, HttpResponse, ResponseError};
 use kollus_common::domain::{ClientUserId, MediaContentKey};
 use maud::Markup;
 
@@ -12,25 +15,88 @@ use super::i18n::{UiLang, LANG_COOKIE};
 use super::pages::{self, Frame};
 use super::session::{self, Agent};
 use super::state::Console;
+use crate::problem::DbFailure as _;
+
+/// Seconds a page refused for a database outage asks the browser to wait.
+const RETRY_AFTER_SECONDS: u32 = 30;
 
 /// Why a page is not the one asked for.
+#[derive(Debug)]
 pub enum Refusal {
     /// No live session: to the sign-in page.
     SignIn,
     NotFound(&'static str, &'static str),
     BadRequest(String),
+    /// PostgreSQL is not answering (refused, lost or timed-out connections): a 503 to retry.
+    Unavailable(anyhow::Error),
+    /// Anything else: a fault of ours, a 500.
     Failed(anyhow::Error),
 }
 
+/// A failure is `Unavailable` when any cause in its chain is PostgreSQL not answering, as
+/// `problem::DbFailure` (the API's classifier) says; otherwise `Failed`.
 impl From<anyhow::Error> for Refusal {
     fn from(e: anyhow::Error) -> Self {
-        Self::Failed(e)
+        let not_answering = e.chain().any(|cause| {
+            cause
+                .downcast_ref::<tokio_postgres::Error>()
+                .is_some_and(|e| e.not_answering())
+                || cause
+                    .downcast_ref::<deadpool_postgres::PoolError>()
+                    .is_some_and(|e| e.not_answering())
+        });
+        if not_answering {
+            Self::Unavailable(e)
+        } else {
+            Self::Failed(e)
+        }
+    }
+}
+
+impl From<deadpool_postgres::PoolError> for Refusal {
+    fn from(e: deadpool_postgres::PoolError) -> Self {
+        anyhow::Error::from(e).into()
+    }
+}
+
+/// What a refusal says without a request to render it for (never its cause).
+impl fmt::Display for Refusal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::SignIn => f.write_str("sign in first"),
+            Self::NotFound(_, en) => f.write_str(en),
+            Self::BadRequest(why) => f.write_str(why),
+            Self::Unavailable(_) => f.write_str("the database is not answering"),
+            Self::Failed(_) => f.write_str("the page could not be built"),
+        }
+    }
+}
+
+/// The bare answer, in case no `refusals_as_pages` renders it: the right status all the same.
+impl ResponseError for Refusal {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            Self::SignIn => StatusCode::SEE_OTHER,
+            Self::NotFound(..) => StatusCode::NOT_FOUND,
+            Self::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Failed(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        match self {
+            Self::SignIn => see_other("/console/login"),
+            _ => HttpResponse::build(self.status_code())
+                .content_type("text/plain; charset=utf-8")
+                .body(self.to_string()),
+        }
     }
 }
 
 pub type Page = Result<HttpResponse, Refusal>;
 
-/// The frame's facts for this request, and the language cookie when the switch was used.
+/// The frame's facts for this request.
 pub fn frame<'a>(req: &'a HttpRequest, console: &Console, agent: Option<&'a Agent>) -> Frame<'a> {
     Frame {
         lang: UiLang::of(req).0,
@@ -40,6 +106,7 @@ pub fn frame<'a>(req: &'a HttpRequest, console: &Console, agent: Option<&'a Agen
     }
 }
 
+/// A page, with the language cookie when the switch was used.
 pub fn html(
     req: &HttpRequest,
     console: &Console,
@@ -68,48 +135,58 @@ pub fn see_other(to: &str) -> HttpResponse {
         .finish()
 }
 
-/// Answers a refusal as a page (the sign-in redirect, 404, 400, 500), never a panic.
-pub fn answer(req: &HttpRequest, console: &Console, page: Page) -> HttpResponse {
+/// A refusal as a page in the request's language; failures are logged here (an outage at
+/// WARN, a fault of ours at ERROR), with their whole chain of causes.
+pub fn refused(req: &HttpRequest, console: &Console, refusal: &Refusal) -> HttpResponse {
     let lang = UiLang::of(req).0;
     let f = frame(req, console, None);
-    match page {
-        Ok(res) => res,
-        Err(Refusal::SignIn) => see_other("/console/login"),
-        Err(Refusal::NotFound(ko, en)) => html(
-            req,
-            console,
+    let notice = |status, title, text| html(req, console, status, pages::notice(&f, title, text));
+    match refusal {
+        Refusal::SignIn => see_other("/console/login"),
+        Refusal::NotFound(ko, en) => notice(
             StatusCode::NOT_FOUND,
-            pages::notice(&f, lang.t("없음", "Not found"), lang.t(ko, en)),
+            lang.t("없음", "Not found"),
+            lang.t(ko, en),
         ),
-        Err(Refusal::BadRequest(why)) => html(
-            req,
-            console,
+        Refusal::BadRequest(why) => notice(
             StatusCode::BAD_REQUEST,
-            pages::notice(&f, lang.t("잘못된 요청", "Bad request"), &why),
+            lang.t("잘못된 요청", "Bad request"),
+            why,
         ),
-        Err(Refusal::Failed(e)) => {
-            tracing::error!(error = format!("{e:#}"), "console page failed");
-            html(
-                req,
-                console,
+        Refusal::Unavailable(e) => {
+            tracing::warn!(
+                error = format!("{e:#}"),
+                path = req.uri().path(),
+                "console page refused: PostgreSQL is not answering"
+            );
+            let mut res = notice(
+                StatusCode::SERVICE_UNAVAILABLE,
+                lang.t("일시적으로 사용할 수 없음", "Temporarily unavailable"),
+                lang.t(
+                    "데이터베이스가 응답하지 않습니다. 잠시 후 다시 시도하세요.",
+                    "The database is not answering; try again in a minute.",
+                ),
+            );
+            res.headers_mut()
+                .insert(header::RETRY_AFTER, RETRY_AFTER_SECONDS.into());
+            res
+        }
+        Refusal::Failed(e) => {
+            tracing::error!(
+                error = format!("{e:#}"),
+                path = req.uri().path(),
+                "console page failed"
+            );
+            notice(
                 StatusCode::INTERNAL_SERVER_ERROR,
-                pages::notice(
-                    &f,
-                    lang.t("오류", "Error"),
-                    lang.t(
-                        "페이지를 만들지 못했습니다. 잠시 후 다시 시도하세요.",
-                        "The page could not be built; try again shortly.",
-                    ),
+                lang.t("오류", "Error"),
+                lang.t(
+                    "페이지를 만들지 못했습니다. 잠시 후 다시 시도하세요.",
+                    "The page could not be built; try again shortly.",
                 ),
             )
         }
     }
-}
-
-pub async fn signed_in(req: &HttpRequest, console: &Console) -> Result<Agent, Refusal> {
-    session::find(&console.pool, &console.keys, req)
-        .await?
-        .ok_or(Refusal::SignIn)
 }
 
 pub fn parse_user(raw: String) -> Result<ClientUserId, Refusal> {
@@ -118,4 +195,23 @@ pub fn parse_user(raw: String) -> Result<ClientUserId, Refusal> {
 
 pub fn parse_media(raw: String) -> Result<MediaContentKey, Refusal> {
     MediaContentKey::parse(raw).map_err(|e| Refusal::BadRequest(format!("media_content_key {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_database_that_is_not_answering_is_unavailable() {
+        let refused = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+        let outage: Refusal =
+            deadpool_postgres::PoolError::Timeout(deadpool_postgres::TimeoutType::Wait).into();
+        assert!(matches!(outage, Refusal::Unavailable(_)), "{outage:?}");
+        assert_eq!(outage.status_code(), StatusCode::SERVICE_UNAVAILABLE);
+        let ours: Refusal = anyhow::Error::from(refused)
+            .context("not PostgreSQL")
+            .into();
+        assert!(matches!(ours, Refusal::Failed(_)), "{ours:?}");
+        assert_eq!(ours.status_code(), StatusCode::INTERNAL_SERVER_ERROR);
+    }
 }

@@ -9,15 +9,15 @@ use serde::Deserialize;
 
 use super::i18n::UiLang;
 use super::pages;
-use super::reply::{answer, frame, html, signed_in};
-use super::session::{self, LOGIN_CSRF_COOKIE, SESSION_COOKIE};
+use super::reply::{frame, html, Page};
+use super::session::{self, Agent, LOGIN_CSRF_COOKIE, SESSION_COOKIE};
 use super::state::Console;
 use crate::auth::ApiScope;
 
-/// `GET /console/login`: the form, with a fresh double-submit CSRF token.
 /// Client addresses remembered before those with no recent attempt are forgotten.
 const FORGET_ABOVE: usize = 10_000;
 
+/// `GET /console/login`: the form, with a fresh double-submit CSRF token.
 pub async fn login_form(req: HttpRequest, console: web::Data<Console>) -> HttpResponse {
     // Already signed in: straight to the search.
     if let Ok(Some(_)) = session::find(&console.pool, &console.keys, &req).await {
@@ -60,7 +60,7 @@ pub async fn login(
     req: HttpRequest,
     console: web::Data<Console>,
     form: web::Form<LoginForm>,
-) -> HttpResponse {
+) -> Page {
     let lang = UiLang::of(&req).0;
     let peer = req.peer_addr().map(|a| a.ip());
     if let Some(ip) = peer {
@@ -70,7 +70,7 @@ pub async fn login(
         }
         if console.sign_ins.check_key(&ip).is_err() {
             tracing::warn!(peer = %ip, "console sign-in refused: too many attempts");
-            return login_page(
+            return Ok(login_page(
                 &req,
                 &console,
                 StatusCode::TOO_MANY_REQUESTS,
@@ -78,13 +78,13 @@ pub async fn login(
                     "로그인 시도가 너무 많습니다. 잠시 후 다시 시도하세요.",
                     "Too many sign-in attempts; wait a minute.",
                 )),
-            );
+            ));
         }
     }
     let expected = session::cookie(&req, LOGIN_CSRF_COOKIE).unwrap_or_default();
     if !session::same_token(&form.csrf_token, &expected) {
         tracing::warn!(peer = ?peer, "console sign-in refused: no valid CSRF token");
-        return login_page(
+        return Ok(login_page(
             &req,
             &console,
             StatusCode::FORBIDDEN,
@@ -92,21 +92,21 @@ pub async fn login(
                 "양식이 만료되었습니다. 다시 시도하세요.",
                 "The form expired; try again.",
             )),
-        );
+        ));
     }
     let Some((caller, print)) = console.keys.caller_by_key(form.key.trim()) else {
         // Never the key: only that one was refused, and from where.
         tracing::warn!(peer = ?peer, "console sign-in refused: no such API key");
-        return login_page(
+        return Ok(login_page(
             &req,
             &console,
             StatusCode::UNAUTHORIZED,
             Some(lang.t("알 수 없는 키입니다.", "Unknown key.")),
-        );
+        ));
     };
     if caller.require(ApiScope::Console).is_err() {
         tracing::warn!(key = caller.name(), peer = ?peer, "console sign-in refused: the key lacks the console scope");
-        return login_page(
+        return Ok(login_page(
             &req,
             &console,
             StatusCode::FORBIDDEN,
@@ -114,27 +114,23 @@ pub async fn login(
                 "이 키에는 console 권한이 없습니다.",
                 "This key lacks the console scope.",
             )),
-        );
+        ));
     }
-    let page = async {
-        let (id, _) =
-            session::open(&console.pool, caller.name(), &print, console.session_hours).await?;
-        tracing::info!(key = caller.name(), "console sign-in");
-        let max_age = i64::from(console.session_hours) * 3600;
-        Ok(HttpResponse::SeeOther()
-            .insert_header((header::LOCATION, "/console/"))
-            .append_header((
-                header::SET_COOKIE,
-                session::set_cookie(SESSION_COOKIE, &id, max_age, console.insecure_cookie),
-            ))
-            .append_header((
-                header::SET_COOKIE,
-                session::set_cookie(LOGIN_CSRF_COOKIE, "", 0, console.insecure_cookie),
-            ))
-            .finish())
-    }
-    .await;
-    answer(&req, &console, page)
+    let (id, _) =
+        session::open(&console.pool, caller.name(), &print, console.session_hours).await?;
+    tracing::info!(key = caller.name(), "console sign-in");
+    let max_age = i64::from(console.session_hours) * 3600;
+    Ok(HttpResponse::SeeOther()
+        .insert_header((header::LOCATION, "/console/"))
+        .append_header((
+            header::SET_COOKIE,
+            session::set_cookie(SESSION_COOKIE, &id, max_age, console.insecure_cookie),
+        ))
+        .append_header((
+            header::SET_COOKIE,
+            session::set_cookie(LOGIN_CSRF_COOKIE, "", 0, console.insecure_cookie),
+        ))
+        .finish())
 }
 
 #[derive(Deserialize)]
@@ -147,29 +143,25 @@ pub struct CsrfForm {
 pub async fn logout(
     req: HttpRequest,
     console: web::Data<Console>,
+    agent: web::ReqData<Agent>,
     form: web::Form<CsrfForm>,
-) -> HttpResponse {
-    let page = async {
-        let agent = signed_in(&req, &console).await?;
-        if !session::same_token(&form.csrf_token, &agent.csrf_token) {
-            tracing::warn!(
-                key = agent.key_name,
-                "console sign-out refused: bad CSRF token"
-            );
-            return Ok(HttpResponse::Forbidden()
-                .content_type("text/plain; charset=utf-8")
-                .body("CSRF token missing or wrong"));
-        }
-        session::close(&console.pool, &req).await?;
-        tracing::info!(key = agent.key_name, "console sign-out");
-        Ok(HttpResponse::SeeOther()
-            .insert_header((header::LOCATION, "/console/login"))
-            .append_header((
-                header::SET_COOKIE,
-                session::set_cookie(SESSION_COOKIE, "", 0, console.insecure_cookie),
-            ))
-            .finish())
+) -> Page {
+    if !session::same_token(&form.csrf_token, &agent.csrf_token) {
+        tracing::warn!(
+            key = agent.key_name,
+            "console sign-out refused: bad CSRF token"
+        );
+        return Ok(HttpResponse::Forbidden()
+            .content_type("text/plain; charset=utf-8")
+            .body("CSRF token missing or wrong"));
     }
-    .await;
-    answer(&req, &console, page)
+    session::close(&console.pool, &req).await?;
+    tracing::info!(key = agent.key_name, "console sign-out");
+    Ok(HttpResponse::SeeOther()
+        .insert_header((header::LOCATION, "/console/login"))
+        .append_header((
+            header::SET_COOKIE,
+            session::set_cookie(SESSION_COOKIE, "", 0, console.insecure_cookie),
+        ))
+        .finish())
 }

@@ -119,7 +119,11 @@ fn assert_no_inline_code(body: &str) {
 /// Two sessions of `user` on `media` (10 blocks), one verified and one unsigned on a device
 /// clock, a play refusal, an entitlement and its change.
 async fn seed(app: &TestApp, user: &str, media: &str) {
-    let db = app.db.client().await;
+    seed_in(&app.db, user, media).await;
+}
+
+async fn seed_in(db: &kollus_test_support::TestDb, user: &str, media: &str) {
+    let db = db.client().await;
     for (start_at, percents, verified, clock, device, segments) in [
         (
             1_764_554_400i64,
@@ -785,4 +789,101 @@ async fn times_are_shown_in_the_console_time_zone() {
         .unwrap();
     assert!(body.contains("2025-12-01 02:00:00 +00:00"), "{body}");
     assert!(!body.contains("+09:00"), "{body}");
+}
+
+/// Every route for an agent, asked without a session or with one that is not live, is the
+/// sign-in redirect and shows nothing: the list is the one the console's scope is built from,
+/// so a new page cannot skip the check; only sign-in and the stylesheet are open.
+#[tokio::test]
+async fn every_agent_route_sends_a_request_without_a_session_to_sign_in() {
+    use kollus_token_api::console::{routes, Access};
+    let (app, web) = spawn_console().await;
+    seed(&app, "u1", "m1").await;
+    let routes = routes();
+    let open: Vec<String> = routes
+        .iter()
+        .filter(|r| r.access == Access::Anyone)
+        .map(|r| format!("{} {}", r.method, r.path))
+        .collect();
+    assert_eq!(open, ["GET /style.css", "GET /login", "POST /login"]);
+    let agent_routes: Vec<_> = routes.iter().filter(|r| r.access == Access::Agent).collect();
+    assert!(agent_routes.len() >= 7, "every page is listed");
+    for r in agent_routes {
+        let path = format!("/console{}", r.path)
+            .replace("{client_user_id}", "u1")
+            .replace("{media_content_key}", "m1");
+        let method = reqwest::Method::from_bytes(r.method.as_str().as_bytes()).unwrap();
+        for cookie in ["", "console_session=0123456789abcdef"] {
+            let res = web
+                .request(method.clone(), format!("{}{path}", app.address))
+                .header(COOKIE, cookie)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(
+                res.status(),
+                StatusCode::SEE_OTHER,
+                "{method} {path} with {cookie:?}"
+            );
+            assert_eq!(res.headers()[LOCATION], "/console/login", "{path}");
+            assert_console_headers(&res);
+            assert!(res.text().await.unwrap().is_empty(), "{path} shows nothing");
+        }
+    }
+    let views: i64 = app
+        .db
+        .client()
+        .await
+        .query_one("SELECT count(*) FROM console_views", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(views, 0, "no page was shown, so none recorded");
+}
+
+/// PostgreSQL unreachable while an agent is signed in: each page is a 503 page saying so, with
+/// `Retry-After` (not a 500: nothing of ours failed), counted by route and status; the pages
+/// come back with the database.
+#[tokio::test]
+async fn a_database_outage_is_a_503_page_to_retry() {
+    let db = kollus_test_support::TestDb::new().await;
+    let (proxy, proxied) = db.behind_proxy().await;
+    let app = spawn_app_with(move |s| {
+        s.database = proxied;
+        s.api_keys =
+            ApiKeys::parse(&format!("app:{APP_KEY},support[console]:{SUPPORT_KEY}")).unwrap();
+    })
+    .await;
+    let web = browser();
+    seed_in(&db, "u1", "m1").await;
+    let cookie = sign_in(&app, &web).await;
+    assert_eq!(get(&app, &web, "/console/users/u1", &cookie).await.status(), 200);
+
+    proxy.cut();
+    for path in [
+        "/console/users/u1",
+        "/console/users/u1/media/m1",
+        "/console/media/m1",
+        "/console/?q=u1",
+    ] {
+        let res = get(&app, &web, path, &cookie).await;
+        assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE, "{path}");
+        assert_eq!(res.headers()["retry-after"], "30", "{path}");
+        assert_eq!(res.headers()["content-type"], "text/html; charset=utf-8");
+        assert_console_headers(&res);
+        let body = res.text().await.unwrap();
+        assert!(body.contains("The database is not answering"), "{body}");
+    }
+    let series = "kollus_token_requests_total{route=\"/console/users/{client_user_id}\",status=\"503\"}";
+    assert_eq!(app.metric(series).await, 1);
+
+    proxy.restore();
+    eventually(
+        "the page once PostgreSQL is back",
+        Duration::from_secs(20),
+        || async {
+            (get(&app, &web, "/console/users/u1", &cookie).await.status() == 200).then_some(())
+        },
+    )
+    .await;
 }
