@@ -22,6 +22,7 @@ mod charts;
 mod download;
 mod gate;
 mod i18n;
+mod model;
 mod pages;
 mod reply;
 mod session;

@@ -1,6 +1,7 @@
 //! The console's pages, rendered with `maud` (compile-time templates; every value is escaped
 //! unless marked otherwise, and nothing here marks it): the frame every page shares, sign-in,
-//! search, a user, a user and a video (the refund view), and a video.
+//! search, a user, a user and a video (the refund view), and a video. What a page shows is
+//! decided in `model`; here only how it looks, in the agent's language and time zone.
 
 use maud::{html, Markup, DOCTYPE};
 use time::OffsetDateTime;
@@ -8,9 +9,8 @@ use time_tz::{OffsetDateTimeExt as _, Tz};
 
 use super::charts;
 use super::i18n::UiLang;
+use super::model::{Badge, RefundModel, UserModel, VideoModel};
 use super::session::Agent;
-use super::store::{Change, Decision, Session, Viewer, MAX_BLOCKS};
-use crate::entitlements::model::Entitlement;
 
 /// What every page knows: the language, who is signed in, where it is, the time zone.
 pub struct Frame<'a> {
@@ -154,51 +154,13 @@ pub fn search(f: &Frame, q: &str, found: Option<&Found>) -> Markup {
     )
 }
 
-fn video_name(title: &Option<String>, filename: &Option<String>) -> String {
-    title
-        .clone()
-        .or_else(|| filename.clone())
-        .unwrap_or_default()
-}
-
-/// Per block, the most of it any session watched.
-pub fn union(sessions: &[&Session]) -> Vec<i64> {
-    let blocks = sessions.iter().map(|s| s.blocks()).max().unwrap_or(0);
-    (0..blocks)
-        .map(|i| sessions.iter().map(|s| s.percent(i)).max().unwrap_or(0))
-        .collect()
-}
-
-pub struct UserPage<'a> {
-    pub user: &'a str,
-    pub sessions: &'a [Session],
-    pub entitlements: &'a [Entitlement],
-    pub views: &'a [(String, OffsetDateTime)],
-    pub now: OffsetDateTime,
-}
-
-pub fn user(f: &Frame, p: &UserPage) -> Markup {
+pub fn user(f: &Frame, p: &UserModel) -> Markup {
     let l = f.lang;
-    // Sessions come ordered by video: one group per video.
-    let mut videos: Vec<Vec<&Session>> = Vec::new();
-    for s in p.sessions {
-        match videos.last_mut() {
-            Some(g) if g[0].media_content_key == s.media_content_key => g.push(s),
-            _ => videos.push(vec![s]),
-        }
-    }
-    let playtime_of = |media: &str| -> i64 {
-        p.sessions
-            .iter()
-            .filter(|s| s.media_content_key == media)
-            .map(|s| s.playtime)
-            .sum()
-    };
     html! {
         (frame(f, &format!("{} {}", l.t("사용자", "User"), p.user), html! {
             p class="subject" { (l.t("사용자 ID", "Client user id")) ": " code { (p.user) } }
             h2 { (l.t("시청한 영상", "Videos watched")) }
-            @if videos.is_empty() { p { (l.t("시청 기록이 없습니다.", "No watch history.")) } }
+            @if p.videos.is_empty() { p { (l.t("시청 기록이 없습니다.", "No watch history.")) } }
             @else {
                 table class="videos" {
                     thead { tr {
@@ -211,33 +173,26 @@ pub fn user(f: &Frame, p: &UserPage) -> Markup {
                         th { (l.t("구간", "Coverage")) }
                     } }
                     tbody {
-                        @for g in &videos {
-                            @let s0 = g[0];
-                            @let cover = union(g);
-                            @let watched = cover.iter().filter(|p| **p > 0).count();
-                            @let first = g.iter().map(|s| s.start_at).min().unwrap_or(0);
-                            @let last = g.iter().map(|s| s.last_report_at).max().unwrap_or(p.now);
+                        @for v in &p.videos {
                             tr {
                                 td {
-                                    a href=(refund_href(p.user, &s0.media_content_key)) { code { (s0.media_content_key) } }
-                                    " " span class="title" { (video_name(&s0.title, &s0.filename)) }
-                                    " " a class="small" href=(media_href(&s0.media_content_key)) { (l.t("영상 통계", "video")) }
+                                    a href=(refund_href(p.user, v.media)) { code { (v.media) } }
+                                    " " span class="title" { (v.name) }
+                                    " " a class="small" href=(media_href(v.media)) { (l.t("영상 통계", "video")) }
                                 }
-                                td class="num" { (g.len()) }
-                                td class="num" { (duration(g.iter().map(|s| s.playtime).sum())) }
-                                td class="num" { (watched) " / " (cover.len()) }
-                                td { (OffsetDateTime::from_unix_timestamp(first).map(|t| local(t, f.tz)).unwrap_or_default()) }
-                                td { (local(last, f.tz)) }
-                                td { (charts::coverage_strip(&cover, l.t("블록별 시청", "Watched per block"))) }
+                                td class="num" { (v.sessions) }
+                                td class="num" { (duration(v.playtime)) }
+                                td class="num" { (v.blocks_watched) " / " (v.coverage.len()) }
+                                td { (v.first.map(|t| local(t, f.tz)).unwrap_or_default()) }
+                                td { (local(v.last, f.tz)) }
+                                td { (charts::coverage_strip(&v.coverage, l.t("블록별 시청", "Watched per block"))) }
                             }
                         }
                     }
                 }
             }
             h2 { (l.t("유효한 수강 권한", "Entitlements in force")) }
-            @let in_force: Vec<&Entitlement> = p.entitlements.iter()
-                .filter(|e| e.revoked_at.is_none() && e.expires_at.is_none_or(|t| t > p.now)).collect();
-            @if in_force.is_empty() { p { (l.t("없음", "None")) } }
+            @if p.grants.is_empty() { p { (l.t("없음", "None")) } }
             @else {
                 table class="entitlements" {
                     thead { tr {
@@ -247,15 +202,15 @@ pub fn user(f: &Frame, p: &UserPage) -> Markup {
                         th { (l.t("부여", "Granted by")) }
                     } }
                     tbody {
-                        @for e in &in_force {
-                            @let used = (e.scope.as_str() == "media").then(|| playtime_of(&e.key));
+                        @for g in &p.grants {
+                            @let e = g.entitlement;
                             tr {
                                 td { (e.scope.as_str()) }
                                 td { code { (e.key) } }
                                 td { (e.expires_at.map(|t| local(t, f.tz)).unwrap_or_else(|| l.t("없음", "never").to_owned())) }
                                 td { (e.playtime_limit_seconds.map(duration).unwrap_or_else(|| l.t("무제한", "unlimited").to_owned())) }
-                                td { (used.map(duration).unwrap_or_else(|| l.t("영상마다", "per video").to_owned())) }
-                                td { @if let (Some(limit), Some(u)) = (e.playtime_limit_seconds, used) { (duration(limit - u)) } @else { "-" } }
+                                td { (g.used.map(duration).unwrap_or_else(|| l.t("영상마다", "per video").to_owned())) }
+                                td { (g.left.map(duration).unwrap_or_else(|| "-".to_owned())) }
                                 td { (e.granted_by) " " (local(e.granted_at, f.tz)) }
                             }
                         }
@@ -279,30 +234,15 @@ fn audit(f: &Frame, views: &[(String, OffsetDateTime)]) -> Markup {
     }
 }
 
-pub struct RefundPage<'a> {
-    pub user: &'a str,
-    pub media: &'a str,
-    pub name: String,
-    pub sessions: &'a [Session],
-    pub decisions: &'a [Decision],
-    pub changes: &'a [Change],
-    pub views: &'a [(String, OffsetDateTime)],
-    /// The message a refused viewer saw, by reason label.
-    pub message: &'a dyn Fn(&str) -> &'static str,
-}
-
-pub fn refund(f: &Frame, p: &RefundPage) -> Markup {
+pub fn refund(f: &Frame, p: &RefundModel) -> Markup {
     let l = f.lang;
-    let all: Vec<&Session> = p.sessions.iter().collect();
-    let cover = union(&all);
     let rows: Vec<(String, Vec<i64>)> = p
         .sessions
         .iter()
-        .map(|s| {
-            let start = OffsetDateTime::from_unix_timestamp(s.start_at)
-                .map(|t| local(t, f.tz))
-                .unwrap_or_else(|_| s.start_at.to_string());
-            (start, (0..cover.len()).map(|i| s.percent(i)).collect())
+        .map(|r| {
+            let start = r.start.map(|t| local(t, f.tz));
+            let start = start.unwrap_or_else(|| r.session.start_at.to_string());
+            (start, r.percents.clone())
         })
         .collect();
     let title = format!("{} · {}", p.user, p.media);
@@ -320,8 +260,8 @@ pub fn refund(f: &Frame, p: &RefundPage) -> Markup {
             h2 { (l.t("블록별 시청 (맨 위: 모든 세션의 합)", "Watched per block (top row: all sessions together)")) }
             @if p.sessions.is_empty() { p { (l.t("이 영상의 시청 기록이 없습니다.", "No watch history for this video.")) } }
             @else {
-                p { (cover.iter().filter(|x| **x > 0).count()) " / " (cover.len()) " " (l.t("블록 시청", "blocks watched")) }
-                (charts::heatmap(&cover, &rows, l.t("세션별, 블록별 시청 비율", "Percent of each block watched, per session")))
+                p { (p.blocks_watched) " / " (p.coverage.len()) " " (l.t("블록 시청", "blocks watched")) }
+                (charts::heatmap(&p.coverage, &rows, l.t("세션별, 블록별 시청 비율", "Percent of each block watched, per session")))
                 table class="sessions" {
                     thead { tr {
                         th { "#" } th { (l.t("시작", "Start")) } th { (l.t("기기", "Device")) } th { "OS" }
@@ -331,7 +271,8 @@ pub fn refund(f: &Frame, p: &RefundPage) -> Markup {
                         th { (l.t("표시", "Badges")) }
                     } }
                     tbody {
-                        @for (i, s) in p.sessions.iter().enumerate() {
+                        @for (i, r) in p.sessions.iter().enumerate() {
+                            @let s = r.session;
                             tr {
                                 td class="num" { (i + 1) }
                                 td { (rows[i].0) }
@@ -343,15 +284,10 @@ pub fn refund(f: &Frame, p: &RefundPage) -> Markup {
                                 td class="num" { (duration(s.runtime)) }
                                 td { (charts::timeline(&s.segments, s.duration, l.t("영상 위의 재생 구간", "Played segments on the video"))) }
                                 td {
-                                    @match s.hash_verified {
-                                        Some(true) => span class="badge verified" { (l.t("서명 확인", "verified")) },
-                                        Some(false) => span class="badge unsigned" { (l.t("서명 없음", "unsigned")) },
-                                        None => span class="badge unchecked" { (l.t("확인 안 함", "unchecked")) },
+                                    @for (n, b) in r.badges.iter().enumerate() {
+                                        @if n > 0 { " " }
+                                        (badge(l, *b))
                                     }
-                                    @if s.bound == Some(false) {
-                                        " " span class="badge unbound" title=(l.t("이 사용자용으로 발급한 플레이어 URL에서 오지 않은 보고가 있습니다", "A report did not come from a player URL issued for this user")) { (l.t("바인딩 없음", "unbound")) }
-                                    }
-                                    @if s.device_clock { " " span class="badge device-clock" { "device_clock" } }
                                 }
                             }
                         }
@@ -368,13 +304,14 @@ pub fn refund(f: &Frame, p: &RefundPage) -> Markup {
                         th { (l.t("근거", "Grant")) } th { (l.t("플레이어", "Player")) }
                     } }
                     tbody {
-                        @for d in p.decisions {
+                        @for r in &p.decisions {
+                            @let d = r.decision;
                             tr {
                                 td { (local(d.decided_at, f.tz)) }
                                 td { (d.callback) " " (d.kind) }
                                 td { @if d.allowed { span class="badge verified" { (l.t("허용", "allowed")) } } @else { span class="badge unsigned" { (l.t("거부", "refused")) } } }
                                 td { code { (d.reason) } }
-                                td { ((p.message)(&d.reason)) }
+                                td { (r.message) }
                                 td { (d.scope.as_deref().unwrap_or("-")) " " (d.target.as_deref().unwrap_or("")) }
                                 td { (d.player_id.as_deref().unwrap_or("-")) }
                             }
@@ -409,66 +346,39 @@ pub fn refund(f: &Frame, p: &RefundPage) -> Markup {
     }
 }
 
-pub struct VideoPage<'a> {
-    pub media: &'a str,
-    pub name: String,
-    pub viewers: &'a [Viewer],
-}
-
-/// The completion buckets: fewer than 25% of blocks, 25-50, 50-75, 75-100 (not all), all.
-pub fn completion(viewers: &[Viewer]) -> [usize; 5] {
-    let mut buckets = [0; 5];
-    for v in viewers {
-        let blocks = (v.block_count.unwrap_or(0).max(0) as usize).max(v.blocks_ever_played.len());
-        let watched = v.blocks_ever_played.iter().filter(|b| **b).count();
-        let i = if blocks == 0 {
-            0
-        } else if watched >= blocks {
-            4
-        } else {
-            (watched * 4 / blocks).min(3)
-        };
-        buckets[i] += 1;
-    }
-    buckets
-}
-
-pub fn video(f: &Frame, p: &VideoPage) -> Markup {
+pub fn video(f: &Frame, p: &VideoModel) -> Markup {
     let l = f.lang;
-    let buckets = completion(p.viewers);
     let labels = ["0-25%", "25-50%", "50-75%", "75-99%", "100%"];
     let counts: Vec<(String, usize)> = labels
         .iter()
-        .zip(buckets)
+        .zip(p.completion)
         .map(|(n, c)| ((*n).to_owned(), c))
         .collect();
-    let blocks = p
-        .viewers
-        .iter()
-        .map(|v| (v.block_count.unwrap_or(0).max(0) as usize).max(v.blocks_ever_played.len()))
-        .max()
-        .unwrap_or(0)
-        .min(MAX_BLOCKS);
-    let per_block: Vec<usize> = (0..blocks)
-        .map(|i| {
-            p.viewers
-                .iter()
-                .filter(|v| v.blocks_ever_played.get(i).copied().unwrap_or(false))
-                .count()
-        })
-        .collect();
-    let total: i64 = p.viewers.iter().map(|v| v.total_playtime).sum();
     html! {
         (frame(f, &format!("{} {}", l.t("영상", "Video"), p.media), html! {
             p class="subject" { code { (p.media) } " " span class="title" { (p.name) } }
-            p { (l.t("시청자", "Viewers")) ": " span class="viewers" { (p.viewers.len()) } " · "
-                (l.t("총 재생 시간", "Total playtime")) ": " (duration(total)) }
+            p { (l.t("시청자", "Viewers")) ": " span class="viewers" { (p.viewers) } " · "
+                (l.t("총 재생 시간", "Total playtime")) ": " (duration(p.playtime)) }
             h2 { (l.t("완료 분포 (시청한 블록 비율)", "Completion (share of blocks watched)")) }
             (charts::bars(&counts, l.t("완료 분포", "Completion distribution")))
             h2 { (l.t("블록별 시청자 (이탈 지점)", "Viewers per block (where they drop off)")) }
-            @if per_block.is_empty() { p { (l.t("블록 정보가 없습니다.", "No block information.")) } }
-            @else { (charts::line(&per_block, l.t("블록별 시청자 수", "Viewers per block"))) }
+            @if p.per_block.is_empty() { p { (l.t("블록 정보가 없습니다.", "No block information.")) } }
+            @else { (charts::line(&p.per_block, l.t("블록별 시청자 수", "Viewers per block"))) }
         }))
+    }
+}
+
+fn badge(l: UiLang, b: Badge) -> Markup {
+    match b {
+        Badge::Verified => html! { span class="badge verified" { (l.t("서명 확인", "verified")) } },
+        Badge::Unsigned => html! { span class="badge unsigned" { (l.t("서명 없음", "unsigned")) } },
+        Badge::Unchecked => {
+            html! { span class="badge unchecked" { (l.t("확인 안 함", "unchecked")) } }
+        }
+        Badge::Unbound => html! {
+            span class="badge unbound" title=(l.t("이 사용자용으로 발급한 플레이어 URL에서 오지 않은 보고가 있습니다", "A report did not come from a player URL issued for this user")) { (l.t("바인딩 없음", "unbound")) }
+        },
+        Badge::DeviceClock => html! { span class="badge device-clock" { "device_clock" } },
     }
 }
 
@@ -500,16 +410,5 @@ mod tests {
         let seoul = time_tz::timezones::get_by_name("Asia/Seoul").unwrap();
         let t = OffsetDateTime::from_unix_timestamp(0).unwrap();
         assert_eq!(local(t, seoul), "1970-01-01 09:00:00 +09:00");
-    }
-
-    #[test]
-    fn completion_buckets_by_share_of_blocks() {
-        let v = |n: usize, of: usize| Viewer {
-            block_count: Some(of as i32),
-            blocks_ever_played: (0..of).map(|i| i < n).collect(),
-            total_playtime: 0,
-        };
-        let viewers = [v(0, 4), v(1, 4), v(2, 4), v(3, 4), v(4, 4), v(9, 10)];
-        assert_eq!(completion(&viewers), [1, 1, 1, 2, 1]);
     }
 }

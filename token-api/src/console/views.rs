@@ -7,12 +7,12 @@ use kollus_common::domain::{ClientUserId, MediaContentKey};
 use serde::Deserialize;
 use time::OffsetDateTime;
 
+use super::model::{video_name, RefundFacts, RefundModel, UserModel, VideoModel};
 use super::pages;
 use super::reply::{frame, html, parse_media, parse_user, see_other, Page, Refusal};
 use super::session::Agent;
 use super::state::Console;
 use super::store;
-use crate::playback::policy::Reason;
 
 #[derive(Deserialize)]
 pub struct SearchQuery {
@@ -81,13 +81,8 @@ pub async fn user(
     store::record_view(&client, &agent.key_name, user.as_str(), None).await?;
     let views = store::views(&client, user.as_str()).await?;
     let f = frame(&req, &console, Some(&agent));
-    let p = pages::UserPage {
-        user: user.as_str(),
-        sessions: &sessions,
-        entitlements: &entitlements,
-        views: &views,
-        now: OffsetDateTime::now_utc(),
-    };
+    let now = OffsetDateTime::now_utc();
+    let p = UserModel::new(user.as_str(), &sessions, &entitlements, &views, now);
     Ok(html(&req, &console, StatusCode::OK, pages::user(&f, &p)))
 }
 
@@ -112,22 +107,14 @@ pub async fn refund(
             "We hold nothing about this user and video.",
         ));
     }
-    let name = match store::catalog_entry(&client, m).await? {
-        Some((title, filename)) => title.or(filename).unwrap_or_default(),
-        None => String::new(),
-    };
+    let name = store::catalog_entry(&client, m)
+        .await?
+        .map(|(title, filename)| video_name(title, filename))
+        .unwrap_or_default();
     store::record_view(&client, &agent.key_name, u, Some(m)).await?;
     let views = store::views(&client, u).await?;
-    let lang = console.message_lang;
-    let message = move |label: &str| {
-        Reason::ALL
-            .into_iter()
-            .find(|r| r.label() == label)
-            .map(|r| r.message(lang))
-            .unwrap_or("")
-    };
     let f = frame(&req, &console, Some(&agent));
-    let p = pages::RefundPage {
+    let p = RefundModel::new(RefundFacts {
         user: u,
         media: m,
         name,
@@ -135,8 +122,8 @@ pub async fn refund(
         decisions: &decisions,
         changes: &changes,
         views: &views,
-        message: &message,
-    };
+        message_lang: console.message_lang,
+    });
     Ok(html(&req, &console, StatusCode::OK, pages::refund(&f, &p)))
 }
 
@@ -159,13 +146,9 @@ pub async fn video(
         ));
     }
     let name = catalog
-        .and_then(|(title, filename)| title.or(filename))
+        .map(|(title, filename)| video_name(title, filename))
         .unwrap_or_default();
     let f = frame(&req, &console, Some(&agent));
-    let p = pages::VideoPage {
-        media: media.as_str(),
-        name,
-        viewers: &viewers,
-    };
+    let p = VideoModel::new(media.as_str(), name, &viewers);
     Ok(html(&req, &console, StatusCode::OK, pages::video(&f, &p)))
 }

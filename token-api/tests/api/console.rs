@@ -806,7 +806,10 @@ async fn every_agent_route_sends_a_request_without_a_session_to_sign_in() {
         .map(|r| format!("{} {}", r.method, r.path))
         .collect();
     assert_eq!(open, ["GET /style.css", "GET /login", "POST /login"]);
-    let agent_routes: Vec<_> = routes.iter().filter(|r| r.access == Access::Agent).collect();
+    let agent_routes: Vec<_> = routes
+        .iter()
+        .filter(|r| r.access == Access::Agent)
+        .collect();
     assert!(agent_routes.len() >= 7, "every page is listed");
     for r in agent_routes {
         let path = format!("/console{}", r.path)
@@ -857,7 +860,10 @@ async fn a_database_outage_is_a_503_page_to_retry() {
     let web = browser();
     seed_in(&db, "u1", "m1").await;
     let cookie = sign_in(&app, &web).await;
-    assert_eq!(get(&app, &web, "/console/users/u1", &cookie).await.status(), 200);
+    assert_eq!(
+        get(&app, &web, "/console/users/u1", &cookie).await.status(),
+        200
+    );
 
     proxy.cut();
     for path in [
@@ -874,7 +880,8 @@ async fn a_database_outage_is_a_503_page_to_retry() {
         let body = res.text().await.unwrap();
         assert!(body.contains("The database is not answering"), "{body}");
     }
-    let series = "kollus_token_requests_total{route=\"/console/users/{client_user_id}\",status=\"503\"}";
+    let series =
+        "kollus_token_requests_total{route=\"/console/users/{client_user_id}\",status=\"503\"}";
     assert_eq!(app.metric(series).await, 1);
 
     proxy.restore();
