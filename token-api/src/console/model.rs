@@ -10,6 +10,12 @@ use crate::configuration::Lang;
 use crate::entitlements::model::{Entitlement, Scope};
 use crate::playback::policy::Reason;
 
+/// What a search found: a user, a video, both (an id that is both), or neither.
+pub struct Found {
+    pub user: Option<String>,
+    pub media: Option<String>,
+}
+
 /// A video's name as the catalog has it: its title, else its file's name, else nothing.
 pub fn video_name(title: Option<String>, filename: Option<String>) -> String {
     title.or(filename).unwrap_or_default()

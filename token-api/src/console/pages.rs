@@ -9,7 +9,7 @@ use time_tz::{OffsetDateTimeExt as _, Tz};
 
 use super::charts;
 use super::i18n::UiLang;
-use super::model::{Badge, RefundModel, UserModel, VideoModel};
+use super::model::{Badge, Found, RefundModel, UserModel, VideoModel};
 use super::session::Agent;
 
 /// What every page knows: the language, who is signed in, where it is, the time zone.
@@ -118,12 +118,6 @@ pub fn login(f: &Frame, csrf: &str, error: Option<&str>) -> Markup {
             }
         },
     )
-}
-
-/// What a search found.
-pub struct Found {
-    pub user: Option<String>,
-    pub media: Option<String>,
 }
 
 pub fn search(f: &Frame, q: &str, found: Option<&Found>) -> Markup {

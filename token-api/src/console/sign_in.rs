@@ -9,7 +9,7 @@ use serde::Deserialize;
 
 use super::i18n::UiLang;
 use super::pages;
-use super::reply::{frame, html, Page};
+use super::reply::{frame, html, see_other, Page};
 use super::session::{self, Agent, LOGIN_CSRF_COOKIE, SESSION_COOKIE};
 use super::state::Console;
 use crate::auth::ApiScope;
@@ -18,14 +18,17 @@ use crate::auth::ApiScope;
 const FORGET_ABOVE: usize = 10_000;
 
 /// `GET /console/login`: the form, with a fresh double-submit CSRF token.
-pub async fn login_form(req: HttpRequest, console: web::Data<Console>) -> HttpResponse {
+/// A database that fails is that refusal (a 503 while it is not answering), not a form
+/// whose sign-in would fail.
+pub async fn login_form(req: HttpRequest, console: web::Data<Console>) -> Page {
     // Already signed in: straight to the search.
-    if let Ok(Some(_)) = session::find(&console.pool, &console.keys, &req).await {
-        return HttpResponse::SeeOther()
-            .insert_header((header::LOCATION, "/console/"))
-            .finish();
+    if session::find(&console.pool, &console.keys, &req)
+        .await?
+        .is_some()
+    {
+        return Ok(see_other("/console/"));
     }
-    login_page(&req, &console, StatusCode::OK, None)
+    Ok(login_page(&req, &console, StatusCode::OK, None))
 }
 
 pub fn login_page(

@@ -7,7 +7,7 @@ use kollus_common::domain::{ClientUserId, MediaContentKey};
 use serde::Deserialize;
 use time::OffsetDateTime;
 
-use super::model::{video_name, RefundFacts, RefundModel, UserModel, VideoModel};
+use super::model::{video_name, Found, RefundFacts, RefundModel, UserModel, VideoModel};
 use super::pages;
 use super::reply::{frame, html, parse_media, parse_user, see_other, Page, Refusal};
 use super::session::Agent;
@@ -52,7 +52,7 @@ pub async fn search(
         (None, Some(m)) => return Ok(see_other(&pages::media_href(m))),
         _ => {}
     }
-    let found = pages::Found { user, media };
+    let found = Found { user, media };
     Ok(html(
         &req,
         &console,

@@ -871,6 +871,7 @@ async fn a_database_outage_is_a_503_page_to_retry() {
         "/console/users/u1/media/m1",
         "/console/media/m1",
         "/console/?q=u1",
+        "/console/login",
     ] {
         let res = get(&app, &web, path, &cookie).await;
         assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE, "{path}");
