@@ -3,8 +3,6 @@
 //! as its error; `gate::refusals_as_pages` shows it as a page in the request's language (the
 //! sign-in redirect, 400, 404, 503 while PostgreSQL is not answering, 500), never a panic.
 
-use std::fmt;
-
 use actix_web::http::header;
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, ResponseError};
@@ -20,16 +18,22 @@ use crate::problem::DbFailure as _;
 /// Seconds a page refused for a database outage asks the browser to wait.
 const RETRY_AFTER_SECONDS: u32 = 30;
 
-/// Why a page is not the one asked for.
-#[derive(Debug)]
+/// Why a page is not the one asked for; its message (never its cause) is what the bare answer
+/// says when no `refusals_as_pages` renders it.
+#[derive(Debug, thiserror::Error)]
 pub enum Refusal {
     /// No live session: to the sign-in page.
+    #[error("sign in first")]
     SignIn,
+    #[error("{1}")]
     NotFound(&'static str, &'static str),
+    #[error("{0}")]
     BadRequest(String),
     /// PostgreSQL is not answering (refused, lost or timed-out connections): a 503 to retry.
+    #[error("the database is not answering")]
     Unavailable(anyhow::Error),
     /// Anything else: a fault of ours, a 500.
+    #[error("the page could not be built")]
     Failed(anyhow::Error),
 }
 
@@ -56,19 +60,6 @@ impl From<anyhow::Error> for Refusal {
 impl From<deadpool_postgres::PoolError> for Refusal {
     fn from(e: deadpool_postgres::PoolError) -> Self {
         anyhow::Error::from(e).into()
-    }
-}
-
-/// What a refusal says without a request to render it for (never its cause).
-impl fmt::Display for Refusal {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::SignIn => f.write_str("sign in first"),
-            Self::NotFound(_, en) => f.write_str(en),
-            Self::BadRequest(why) => f.write_str(why),
-            Self::Unavailable(_) => f.write_str("the database is not answering"),
-            Self::Failed(_) => f.write_str("the page could not be built"),
-        }
     }
 }
 
