@@ -1,8 +1,8 @@
 //! Every feature's routes and the OpenAPI document, both from one list of handlers (`api!`):
 //! a route's path and method are written once, in its handler's `#[utoipa::path]`. The document
-//! is derived from the same handlers and their types ([`ApiDoc`], utoipa); a test holds it to its
-//! reviewed snapshot. Top layer: it imports the features' handlers; nothing imports it
-//! but `startup`.
+//! is derived from the same handlers and their types ([`ApiDoc`], utoipa); a test holds it to
+//! its reviewed snapshot (`insta`, `tests/snapshots/openapi.snap`). Top layer: it imports the
+//! features' handlers; nothing imports it but `startup`.
 
 use crate::tokens::request::Limits;
 use crate::{entitlements, export, history, playback, tokens};
@@ -35,10 +35,6 @@ macro_rules! api {
     };
 }
 
-/// `token-api/openapi.json`: the snapshot of [`ApiDoc`] (with the default settings), kept in the
-/// repository so API changes show in diffs; a test holds it equal to the derived document.
-pub const OPENAPI: &str = include_str!("../openapi.json");
-
 /// The document derived from the code, as JSON, with the two facts utoipa's attributes cannot
 /// state, taken from the code too: the history page's default `limit`, and that every Kollus
 /// answer carries `X-Kollus-UserKey`.
@@ -62,7 +58,7 @@ pub fn derived() -> serde_json::Value {
 
 /// The document as served: the limits that are settings (`TOKEN_MAX_MEDIA`,
 /// `TOKEN_MAX_EXPIRES_IN`) are this server's, so a client generated from it asks for nothing
-/// the server refuses. With the default settings it is `openapi.json` itself.
+/// the server refuses. With the default settings it is [`derived`] itself.
 pub struct ServedDocument(String);
 
 impl ServedDocument {
@@ -152,7 +148,6 @@ impl utoipa::Modify for SecuritySchemes {
     }
 }
 
-/// `GET /openapi.json`
 #[utoipa::path(
     get,
     path = "/openapi.json",
