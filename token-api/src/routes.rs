@@ -4,10 +4,9 @@
 //! its reviewed snapshot (`insta`, `tests/snapshots/openapi.snap`). Top layer: it imports the
 //! features' handlers; nothing imports it but `startup`.
 
+use crate::problem::method_not_allowed;
 use crate::tokens::request::Limits;
 use crate::{entitlements, export, history, playback, tokens};
-
-use crate::problem::method_not_allowed;
 
 use actix_web::http::Method;
 use actix_web::{web, HttpResponse};
@@ -103,6 +102,7 @@ api! {
     )]
     pub struct ApiDoc;
 
+    // The handlers: each path and method is in its `#[utoipa::path]`.
     tokens::issue_token,
     tokens::verify_token,
     history::progress,
