@@ -35,11 +35,14 @@ async fn readyz(ready: web::Data<Readiness>) -> HttpResponse {
     }
 }
 
+/// The liveness path: served by [`configure_ops`], asked by [`probe_healthz`].
+const HEALTHZ: &str = "/healthz";
+
 /// Adds `/healthz`, `/readyz` and `/metrics` to an app.
 pub fn configure_ops(cfg: &mut web::ServiceConfig, registry: Registry, ready: Readiness) {
     cfg.app_data(web::Data::new(registry))
         .app_data(web::Data::new(ready))
-        .route("/healthz", web::get().to(healthz))
+        .route(HEALTHZ, web::get().to(healthz))
         .route("/readyz", web::get().to(readyz))
         .route("/metrics", web::get().to(metrics_endpoint));
 }
@@ -72,7 +75,7 @@ pub fn probe_healthz(addr: &str) -> std::io::Result<()> {
     let timeout = std::time::Duration::from_secs(2);
     let mut stream = std::net::TcpStream::connect_timeout(&target, timeout)?;
     stream.set_read_timeout(Some(timeout))?;
-    stream.write_all(b"GET /healthz HTTP/1.0\r\nHost: localhost\r\n\r\n")?;
+    stream.write_all(format!("GET {HEALTHZ} HTTP/1.0\r\nHost: localhost\r\n\r\n").as_bytes())?;
     let mut head = [0u8; 12];
     stream.read_exact(&mut head)?;
     if head.starts_with(b"HTTP/1.1 200") || head.starts_with(b"HTTP/1.0 200") {
@@ -106,4 +109,43 @@ pub async fn shutdown_signal() {
     }
     #[cfg(not(unix))]
     let _ = ctrl_c.await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `<binary> healthcheck` asks the path the operations routes serve.
+    #[tokio::test]
+    async fn the_probe_passes_against_the_ops_routes_and_fails_elsewhere() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let server = admin_server(listener, Registry::new(), Readiness::default()).unwrap();
+        let handle = server.handle();
+        tokio::spawn(server);
+        let probe = |addr: String| tokio::task::spawn_blocking(move || probe_healthz(&addr));
+        let answer = probe(addr).await.unwrap();
+        assert!(answer.is_ok(), "{answer:?}");
+
+        // A server without them: the probe fails, naming the answer.
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let other = listener.local_addr().unwrap().to_string();
+        let bare = HttpServer::new(App::new)
+            .workers(1)
+            .disable_signals()
+            .listen(listener)
+            .unwrap()
+            .run();
+        let bare_handle = bare.handle();
+        tokio::spawn(bare);
+        let answer = probe(other).await.unwrap();
+        assert!(
+            answer
+                .as_ref()
+                .is_err_and(|e| e.to_string().contains("404")),
+            "{answer:?}"
+        );
+        handle.stop(false).await;
+        bare_handle.stop(false).await;
+    }
 }

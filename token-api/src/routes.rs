@@ -1,17 +1,38 @@
-//! Every feature's routes, registered from one list ([`api_routes`]), and the OpenAPI document
-//! derived from the same handlers and their types ([`ApiDoc`], utoipa); tests hold the list, the
-//! derived document and its snapshot `openapi.json` equal. Top layer: it imports the features'
-//! handlers; nothing imports it but `startup`.
+//! Every feature's routes and the OpenAPI document, both from one list of handlers (`api!`):
+//! a route's path and method are written once, in its handler's `#[utoipa::path]`. The document
+//! is derived from the same handlers and their types ([`ApiDoc`], utoipa); a test holds it to
+//! its reviewed snapshot (`insta`, `tests/snapshots/openapi.snap`). Top layer: it imports the
+//! features' handlers; nothing imports it but `startup`.
 
+use crate::problem::method_not_allowed;
 use crate::tokens::request::Limits;
 use crate::{entitlements, export, history, playback, tokens};
 
 use actix_web::http::Method;
 use actix_web::{web, HttpResponse};
 
-/// `token-api/openapi.json`: the snapshot of [`ApiDoc`] (with the default settings), kept in the
-/// repository so API changes show in diffs; a test holds it equal to the derived document.
-pub const OPENAPI: &str = include_str!("../openapi.json");
+/// The API's one list of handlers, each named once: it derives both the document (`paths` of
+/// the struct given) and the router ([`api_routes`]), which serves each handler at the path and
+/// with the method of its `#[utoipa::path]`.
+macro_rules! api {
+    ($(#[$attr:meta])* pub struct $doc:ident; $($($handler:ident)::+),* $(,)?) => {
+        $(#[$attr])*
+        #[openapi(paths($($($handler)::+),*))]
+        pub struct $doc;
+
+        /// Every API route, in the order of the list.
+        pub fn api_routes() -> Vec<ApiRoute> {
+            let mut routes = Vec::new();
+            $(routes.extend({
+                #[derive(utoipa::OpenApi)]
+                #[openapi(paths($($handler)::+))]
+                struct Operation;
+                ApiRoute::of::<Operation, _, _>($($handler)::+)
+            });)*
+            routes
+        }
+    };
+}
 
 /// The document derived from the code, as JSON, with the two facts utoipa's attributes cannot
 /// state, taken from the code too: the history page's default `limit`, and that every Kollus
@@ -36,7 +57,7 @@ pub fn derived() -> serde_json::Value {
 
 /// The document as served: the limits that are settings (`TOKEN_MAX_MEDIA`,
 /// `TOKEN_MAX_EXPIRES_IN`) are this server's, so a client generated from it asks for nothing
-/// the server refuses. With the default settings it is `openapi.json` itself.
+/// the server refuses. With the default settings it is [`derived`] itself.
 pub struct ServedDocument(String);
 
 impl ServedDocument {
@@ -49,53 +70,55 @@ impl ServedDocument {
     }
 }
 
-/// The document derived from the handlers and types (`#[utoipa::path]` on each handler,
-/// `ToSchema` on each body); `openapi.json` is its snapshot, held equal by a test.
-#[derive(utoipa::OpenApi)]
-#[openapi(
-    info(
-        title = "kollus-pipeline token-api",
-        version = "1.0.0",
-        description = "Signed Kollus playback tokens and player URLs for the product app, the read API for watch progress, watch history and the media catalog, entitlements, exports, and the answers to Kollus's play and DRM callbacks. Every /v1 endpoint needs `Authorization: Bearer <key>` (TOKEN_API_KEYS) whose key has the scope the operation's `security` names (else 403 naming it); Kollus's /kollus callbacks carry PLAY_CALLBACK_SECRET instead. Errors are RFC 7807 `application/problem+json`; validation errors list every invalid field. Operations endpoints, not listed here: /healthz, /readyz, /metrics (Prometheus)."
-    ),
-    servers((url = "http://127.0.0.1:8081")),
-    security(("bearer" = [])),
-    paths(
-        tokens::issue_token,
-        tokens::verify_token,
-        history::progress,
-        history::history,
-        history::media,
-        openapi,
-        playback::play,
-        playback::drm,
-        entitlements::grant_media,
-        entitlements::revoke_media,
-        entitlements::grant_channel,
-        entitlements::revoke_channel,
-        entitlements::list,
-        export::user,
-        export::media,
-    ),
-    components(schemas(
-        crate::problem::Problem,
-        tokens::request::TokenRequest,
-        tokens::request::MediaRequest,
-        tokens::Issued,
-        tokens::Verified,
-        history::Progress,
-        history::HistoryPage,
-        history::MediaState,
-        entitlements::body::GrantBody,
-        entitlements::model::Entitlement,
-        entitlements::Listing,
-        playback::wire::PlayForm,
-        playback::wire::DrmForm,
-        playback::wire::KollusAnswer,
-    )),
-    modifiers(&SecuritySchemes)
-)]
-pub struct ApiDoc;
+api! {
+    /// The document derived from the handlers and types (`#[utoipa::path]` on each handler,
+    /// `ToSchema` on each body); its snapshot is held by a test.
+    #[derive(utoipa::OpenApi)]
+    #[openapi(
+        info(
+            title = "kollus-pipeline token-api",
+            version = "1.0.0",
+            description = "Signed Kollus playback tokens and player URLs for the product app, the read API for watch progress, watch history and the media catalog, entitlements, exports, and the answers to Kollus's play and DRM callbacks. Every /v1 endpoint needs `Authorization: Bearer <key>` (TOKEN_API_KEYS) whose key has the scope the operation's `security` names (else 403 naming it); Kollus's /kollus callbacks carry PLAY_CALLBACK_SECRET instead. Errors are RFC 7807 `application/problem+json`; validation errors list every invalid field. Operations endpoints, not listed here: /healthz, /readyz, /metrics (Prometheus)."
+        ),
+        servers((url = "http://127.0.0.1:8081")),
+        security(("bearer" = [])),
+        components(schemas(
+            crate::problem::Problem,
+            tokens::request::TokenRequest,
+            tokens::request::MediaRequest,
+            tokens::Issued,
+            tokens::Verified,
+            history::Progress,
+            history::HistoryPage,
+            history::MediaState,
+            entitlements::body::GrantBody,
+            entitlements::model::Entitlement,
+            entitlements::Listing,
+            playback::wire::PlayForm,
+            playback::wire::DrmForm,
+            playback::wire::KollusAnswer,
+        )),
+        modifiers(&SecuritySchemes)
+    )]
+    pub struct ApiDoc;
+
+    // The handlers: each path and method is in its `#[utoipa::path]`.
+    tokens::issue_token,
+    tokens::verify_token,
+    history::progress,
+    history::history,
+    history::media,
+    openapi,
+    playback::play,
+    playback::drm,
+    entitlements::grant_media,
+    entitlements::revoke_media,
+    entitlements::grant_channel,
+    entitlements::revoke_channel,
+    entitlements::list,
+    export::user,
+    export::media,
+}
 
 /// The two ways in: API keys (`Authorization: Bearer`, with scopes) and Kollus's callback secret.
 struct SecuritySchemes;
@@ -125,7 +148,6 @@ impl utoipa::Modify for SecuritySchemes {
     }
 }
 
-/// `GET /openapi.json`
 #[utoipa::path(
     get,
     path = "/openapi.json",
@@ -142,72 +164,63 @@ pub async fn openapi(doc: web::Data<ServedDocument>) -> HttpResponse {
         .body(doc.0.clone())
 }
 
-/// Every API route, registered from this one list; a test holds it equal to `openapi.json`.
-/// (`/healthz`, `/readyz` and `/metrics` are the operations endpoints every service has.)
-pub fn api_routes() -> Vec<(&'static str, Method, actix_web::Route)> {
-    vec![
-        (
-            "/v1/playback-tokens",
-            Method::POST,
-            web::post().to(tokens::issue_token),
-        ),
-        (
-            "/v1/playback-tokens/verify",
-            Method::GET,
-            web::get().to(tokens::verify_token),
-        ),
-        (
-            "/v1/users/{client_user_id}/media/{media_content_key}/progress",
-            Method::GET,
-            web::get().to(history::progress),
-        ),
-        (
-            "/v1/users/{client_user_id}/history",
-            Method::GET,
-            web::get().to(history::history),
-        ),
-        (
-            "/v1/media/{media_content_key}",
-            Method::GET,
-            web::get().to(history::media),
-        ),
-        (
-            "/v1/users/{client_user_id}/entitlements",
-            Method::GET,
-            web::get().to(entitlements::list),
-        ),
-        (
-            "/v1/users/{client_user_id}/entitlements/media/{media_content_key}",
-            Method::PUT,
-            web::put().to(entitlements::grant_media),
-        ),
-        (
-            "/v1/users/{client_user_id}/entitlements/media/{media_content_key}",
-            Method::DELETE,
-            web::delete().to(entitlements::revoke_media),
-        ),
-        (
-            "/v1/users/{client_user_id}/entitlements/channel/{channel_key}",
-            Method::PUT,
-            web::put().to(entitlements::grant_channel),
-        ),
-        (
-            "/v1/users/{client_user_id}/entitlements/channel/{channel_key}",
-            Method::DELETE,
-            web::delete().to(entitlements::revoke_channel),
-        ),
-        (
-            "/v1/users/{client_user_id}/export",
-            Method::GET,
-            web::get().to(export::user),
-        ),
-        (
-            "/v1/media/{media_content_key}/export",
-            Method::GET,
-            web::get().to(export::media),
-        ),
-        ("/kollus/play", Method::POST, web::post().to(playback::play)),
-        ("/kollus/drm", Method::POST, web::post().to(playback::drm)),
-        ("/openapi.json", Method::GET, web::get().to(openapi)),
-    ]
+/// One operation as served: the path and method its `#[utoipa::path]` states, and its handler.
+pub struct ApiRoute {
+    pub path: String,
+    pub method: Method,
+    pub route: actix_web::Route,
+}
+
+impl ApiRoute {
+    /// The routes of `handler`, at the path and with the methods of `D`, a document of that
+    /// handler alone (so both come from its `#[utoipa::path]`, as in [`ApiDoc`]).
+    fn of<D, F, Args>(handler: F) -> Vec<Self>
+    where
+        D: utoipa::OpenApi,
+        F: actix_web::Handler<Args>,
+        Args: actix_web::FromRequest + 'static,
+        F::Output: actix_web::Responder + 'static,
+    {
+        let mut routes = Vec::new();
+        for (path, item) in D::openapi().paths.paths {
+            let operations = [
+                (Method::GET, &item.get),
+                (Method::PUT, &item.put),
+                (Method::POST, &item.post),
+                (Method::DELETE, &item.delete),
+                (Method::OPTIONS, &item.options),
+                (Method::HEAD, &item.head),
+                (Method::PATCH, &item.patch),
+                (Method::TRACE, &item.trace),
+            ];
+            for (method, _) in operations.into_iter().filter(|(_, op)| op.is_some()) {
+                routes.push(Self {
+                    path: path.clone(),
+                    route: web::route().method(method.clone()).to(handler.clone()),
+                    method,
+                });
+            }
+        }
+        routes
+    }
+}
+
+/// Registers every API route: one resource per path, with every method it takes, and 405 naming
+/// them (`Allow`) for any other.
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    let mut by_path: Vec<(String, Vec<ApiRoute>)> = Vec::new();
+    for route in api_routes() {
+        match by_path.iter_mut().find(|(p, _)| *p == route.path) {
+            Some((_, routes)) => routes.push(route),
+            None => by_path.push((route.path.clone(), vec![route])),
+        }
+    }
+    for (path, routes) in by_path {
+        let allow = routes.iter().map(|r| r.method.clone()).collect();
+        let mut resource = web::resource(path);
+        for r in routes {
+            resource = resource.route(r.route);
+        }
+        cfg.service(resource.default_service(web::to(method_not_allowed(allow))));
+    }
 }

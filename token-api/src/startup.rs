@@ -19,7 +19,7 @@ use crate::export::Export;
 use crate::history::History;
 use crate::metrics::Metrics;
 use crate::playback::Playback;
-use crate::problem::{method_not_allowed, unknown_route, ApiError};
+use crate::problem::{unknown_route, ApiError};
 use crate::routes::{api_routes, ServedDocument};
 use crate::signer::Signer;
 use crate::tokens::catalog::CatalogCache;
@@ -36,7 +36,7 @@ impl Application {
         let pool = kollus_common::db::connect_database(&settings.database).await?;
         let metrics = Metrics::new();
         kollus_common::metrics::register_pool(&metrics.registry, &pool);
-        metrics.zero_routes(api_routes().iter().map(|(path, _, _)| *path));
+        metrics.zero_routes(api_routes().iter().map(|r| r.path.as_str()));
         let signer = Arc::new(Signer::new(&settings.security_key));
         let limits = Limits {
             default_expires_in: settings.default_expires_in,
@@ -137,26 +137,7 @@ impl Application {
                         .error_handler(|e, _| ApiError::BadJson(e.to_string()).into()),
                 )
                 .wrap(from_fn(red_metrics))
-                .configure(|cfg| {
-                    // One resource per path, with every method it takes.
-                    let mut by_path: Vec<(&str, Vec<(actix_web::http::Method, actix_web::Route)>)> =
-                        Vec::new();
-                    for (path, method, route) in api_routes() {
-                        match by_path.iter_mut().find(|(p, _)| *p == path) {
-                            Some((_, routes)) => routes.push((method, route)),
-                            None => by_path.push((path, vec![(method, route)])),
-                        }
-                    }
-                    for (path, routes) in by_path {
-                        let allow: Vec<actix_web::http::Method> =
-                            routes.iter().map(|(m, _)| m.clone()).collect();
-                        let mut resource = web::resource(path);
-                        for (_, route) in routes {
-                            resource = resource.route(route);
-                        }
-                        cfg.service(resource.default_service(web::to(method_not_allowed(allow))));
-                    }
-                })
+                .configure(crate::routes::configure)
                 // The console's HTML pages: outside the API list and its document.
                 .service(crate::console::scope())
                 .configure(|cfg| configure_ops(cfg, registry.clone(), ready.clone()))

@@ -45,10 +45,13 @@ fn target(user: &str, scope: Scope, key: &str) -> Result<(ClientUserId, Scope, S
 
 const NOT_ANSWERING: &str = "the entitlements database is not answering; retry shortly";
 
-/// `PUT /v1/users/{client_user_id}/entitlements/media/{media_content_key}`
+/// The two grants' paths, each taking `PUT` (grant) and `DELETE` (revoke).
+const MEDIA_GRANT: &str = "/v1/users/{client_user_id}/entitlements/media/{media_content_key}";
+const CHANNEL_GRANT: &str = "/v1/users/{client_user_id}/entitlements/channel/{channel_key}";
+
 #[utoipa::path(
     put,
-    path = "/v1/users/{client_user_id}/entitlements/media/{media_content_key}",
+    path = MEDIA_GRANT,
     operation_id = "grantMediaEntitlement",
     summary = "Grant (or replace) a user's access to a media",
     params(
@@ -75,10 +78,9 @@ pub async fn grant_media(
     grant(caller, target(&user, Scope::Media, &key)?, &body, &e).await
 }
 
-/// `PUT /v1/users/{client_user_id}/entitlements/channel/{channel_key}`
 #[utoipa::path(
     put,
-    path = "/v1/users/{client_user_id}/entitlements/channel/{channel_key}",
+    path = CHANNEL_GRANT,
     operation_id = "grantChannelEntitlement",
     summary = "Grant (or replace) a user's access to a channel",
     params(
@@ -105,10 +107,9 @@ pub async fn grant_channel(
     grant(caller, target(&user, Scope::Channel, &key)?, &body, &e).await
 }
 
-/// `DELETE /v1/users/{client_user_id}/entitlements/media/{media_content_key}`
 #[utoipa::path(
     delete,
-    path = "/v1/users/{client_user_id}/entitlements/media/{media_content_key}",
+    path = MEDIA_GRANT,
     operation_id = "revokeMediaEntitlement",
     summary = "Revoke a user's access to a media",
     params(
@@ -134,10 +135,9 @@ pub async fn revoke_media(
     revoke(caller, target(&user, Scope::Media, &key)?, &e).await
 }
 
-/// `DELETE /v1/users/{client_user_id}/entitlements/channel/{channel_key}`
 #[utoipa::path(
     delete,
-    path = "/v1/users/{client_user_id}/entitlements/channel/{channel_key}",
+    path = CHANNEL_GRANT,
     operation_id = "revokeChannelEntitlement",
     summary = "Revoke a user's access to a channel",
     params(
@@ -245,7 +245,7 @@ pub struct Listing {
     entitlements: Vec<Entitlement>,
 }
 
-/// `GET /v1/users/{client_user_id}/entitlements`: every grant, in force or revoked.
+/// Every grant, in force or revoked.
 #[utoipa::path(
     get,
     path = "/v1/users/{client_user_id}/entitlements",

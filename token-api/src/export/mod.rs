@@ -46,7 +46,6 @@ fn format_of(req: &HttpRequest) -> Format {
     }
 }
 
-/// `GET /v1/users/{client_user_id}/export`
 #[utoipa::path(
     get,
     path = "/v1/users/{client_user_id}/export",
@@ -90,7 +89,6 @@ pub async fn user(
     ))
 }
 
-/// `GET /v1/media/{media_content_key}/export`
 #[utoipa::path(
     get,
     path = "/v1/media/{media_content_key}/export",

@@ -158,7 +158,6 @@ fn observe(p: &Playback, callback: &str, kind: i32, d: &Decision) {
         .inc();
 }
 
-/// `POST /kollus/play?secret=...` (SPEC.md 5.1).
 /// What the play and DRM callbacks answer besides the decision, for the OpenAPI document.
 #[derive(utoipa::IntoResponses)]
 pub enum CallbackRefused {
@@ -194,6 +193,7 @@ pub enum CallbackRefused {
     Unavailable(crate::problem::Problem<'static>),
 }
 
+/// SPEC.md 5.1.
 #[utoipa::path(
     post,
     path = "/kollus/play",
@@ -272,7 +272,7 @@ async fn answer_play(
     )
 }
 
-/// `POST /kollus/drm?secret=...` (SPEC.md 5.2): one answer item per request item, in order.
+/// SPEC.md 5.2: one answer item per request item, in order.
 #[utoipa::path(
     post,
     path = "/kollus/drm",

@@ -55,7 +55,6 @@ pub struct Issued {
     expires_at: OffsetDateTime,
 }
 
-/// `POST /v1/playback-tokens`
 #[utoipa::path(
     post,
     path = "/v1/playback-tokens",
@@ -242,7 +241,7 @@ pub struct VerifyQuery {
     token: String,
 }
 
-/// `GET /v1/playback-tokens/verify?token=`: for operators, checks signature and expiry.
+/// For operators: checks signature and expiry.
 #[utoipa::path(
     get,
     path = "/v1/playback-tokens/verify",

@@ -79,7 +79,7 @@ async fn media_state_says_where_a_video_is_and_whether_it_plays() {
     app.catalog("playing", true, false).await;
     app.catalog("gone", true, true).await;
     app.catalog("left", false, false).await;
-    let doc: Value = serde_json::from_str(kollus_token_api::routes::OPENAPI).unwrap();
+    let doc = kollus_token_api::routes::derived();
     for (media, playable, deleted, status) in [
         ("playing", true, false, "in"),
         ("gone", false, true, "in"),
@@ -166,7 +166,7 @@ async fn a_stage_nobody_documented_is_answered_as_unknown_and_the_document_allow
     assert_eq!(res.status(), 200);
     let body: Value = res.json().await.unwrap();
     assert_eq!(body["upload"]["transcoding_state"], "unknown", "{body}");
-    let doc: Value = serde_json::from_str(kollus_token_api::routes::OPENAPI).unwrap();
+    let doc = kollus_token_api::routes::derived();
     let mismatches = kollus_test_support::openapi_mismatches(
         &doc,
         &json!({"$ref": "#/components/schemas/MediaState"}),
@@ -182,7 +182,7 @@ async fn media_state_carries_what_kollus_api_says_and_an_absence_is_not_a_delete
     app.describe("titled", "3강 - 미적분 기초", false).await;
     app.catalog("vanished", true, false).await;
     app.describe("vanished", "gone quietly", true).await;
-    let doc: Value = serde_json::from_str(kollus_token_api::routes::OPENAPI).unwrap();
+    let doc = kollus_token_api::routes::derived();
 
     let titled: Value = app
         .get(Some(APP_KEY), "/v1/media/titled")

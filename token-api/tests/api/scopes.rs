@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use kollus_test_support::eventually;
 use kollus_token_api::auth::ApiKeys;
-use kollus_token_api::routes::OPENAPI;
+use kollus_token_api::routes::derived;
 use serde_json::{json, Value};
 
 use crate::helpers::*;
@@ -34,7 +34,7 @@ fn scoped_keys() -> String {
 
 /// Every documented operation behind a key: (method, path with sample parameters, scope).
 fn operations() -> Vec<(String, String, String)> {
-    let doc: Value = serde_json::from_str(OPENAPI).unwrap();
+    let doc = derived();
     let mut out = Vec::new();
     for (path, ops) in doc["paths"].as_object().unwrap() {
         for (method, op) in ops.as_object().unwrap() {
