@@ -11,6 +11,7 @@ use kollus_common::model::{qualified, SessionRow, UploadRow};
 use time::OffsetDateTime;
 use tokio_postgres::Row;
 
+use crate::entitlements::model::grants_covering_video;
 use crate::entitlements::model::Entitlement;
 
 /// The most blocks a page draws for one video (Kollus splits a video into tens of blocks).
@@ -267,18 +268,17 @@ pub struct Change {
     pub playtime_limit_seconds: Option<i64>,
 }
 
-/// The user's entitlement changes for the video itself or a channel the catalog has it in.
+/// The user's entitlement changes for the grants covering the video (the play callback's
+/// [`grants_covering_video`]: the video itself, or a channel the catalog has it in now).
 pub async fn changes(client: &Client, user: &str, media: &str) -> anyhow::Result<Vec<Change>> {
     let rows = client
         .query(
-            "SELECT changed_at, changed_by, action, scope, target, expires_at, \
-                    playtime_limit_seconds \
-               FROM entitlement_changes \
-              WHERE client_user_id = $1 \
-                AND ((scope = 'media' AND target = $2) \
-                  OR (scope = 'channel' AND target IN (SELECT channel_key FROM channel_memberships \
-                                                        WHERE media_content_key = $2))) \
-              ORDER BY changed_at, id",
+            concat!(
+                "SELECT changed_at, changed_by, action, scope, target, expires_at, \
+                        playtime_limit_seconds FROM entitlement_changes WHERE ",
+                grants_covering_video!(),
+                " ORDER BY changed_at, id"
+            ),
             &[&user, &media],
         )
         .await?;

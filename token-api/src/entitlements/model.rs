@@ -80,3 +80,18 @@ impl Entitlement {
         })
     }
 }
+
+/// The rows of the user (`$1`) that cover the video (`$2`): on the video itself, or on a channel
+/// the catalog has the video in *now* (`in_channel`; a channel grant covers "every video the
+/// catalog has in the channel", V9), as a condition on `client_user_id`, `scope` and `target` of
+/// `entitlements` or `entitlement_changes`. The play and DRM callbacks decide on it; the console
+/// shows the same grants' changes.
+macro_rules! grants_covering_video {
+    () => {
+        "client_user_id = $1 \
+         AND ((scope = 'media' AND target = $2) \
+           OR (scope = 'channel' AND target IN (SELECT c.channel_key FROM channel_memberships c \
+                                                WHERE c.media_content_key = $2 AND c.in_channel)))"
+    };
+}
+pub(crate) use grants_covering_video;
