@@ -236,7 +236,7 @@ pub fn user(f: &Frame, p: &UserPage) -> Markup {
             }
             h2 { (l.t("유효한 수강 권한", "Entitlements in force")) }
             @let in_force: Vec<&Entitlement> = p.entitlements.iter()
-                .filter(|e| e.revoked_at.is_none() && e.expires_at.is_none_or(|t| t > p.now)).collect();
+                .filter(|e| e.in_force_at(p.now)).collect();
             @if in_force.is_empty() { p { (l.t("없음", "None")) } }
             @else {
                 table class="entitlements" {
