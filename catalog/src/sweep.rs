@@ -12,6 +12,7 @@ use anyhow::Context as _;
 use deadpool_postgres::Pool;
 use kollus_common::domain::UploadFileKey;
 use kollus_common::kollus::snapshot::{SnapshotChannel, UploadSnapshot};
+use kollus_common::model::UploadRow;
 
 use crate::api::{wire, ApiError, KollusApi};
 use crate::metrics::Metrics;
@@ -115,23 +116,22 @@ async fn read_catalog(pool: &Pool) -> anyhow::Result<BTreeMap<String, Known>> {
     let mut known: BTreeMap<String, Known> = BTreeMap::new();
     for r in db
         .query(
-            "SELECT upload_file_key, title, duration_seconds, poster_url, transcoding_stage, \
-                    deleted_at IS NOT NULL AS deleted, absent_since IS NOT NULL AS absent \
-             FROM uploads",
+            &format!("SELECT {} FROM uploads", UploadRow::COLUMNS.join(", ")),
             &[],
         )
         .await
         .context("reading uploads")?
     {
+        let u = UploadRow::from_row(&r).context("reading an upload")?;
         known.insert(
-            r.get("upload_file_key"),
+            u.upload_file_key,
             Known {
-                title: r.get("title"),
-                duration_seconds: r.get("duration_seconds"),
-                poster_url: r.get("poster_url"),
-                transcoding_stage: r.get("transcoding_stage"),
-                deleted: r.get("deleted"),
-                absent: r.get("absent"),
+                title: u.title,
+                duration_seconds: u.duration_seconds,
+                poster_url: u.poster_url,
+                transcoding_stage: u.transcoding_stage,
+                deleted: u.deleted_at.is_some(),
+                absent: u.absent_since.is_some(),
                 in_channels: BTreeSet::new(),
             },
         );

@@ -12,6 +12,7 @@ pub mod http;
 pub mod kafka;
 pub mod kollus;
 pub mod metrics;
+pub mod model;
 pub mod progress;
 pub mod settings;
 pub mod telemetry;

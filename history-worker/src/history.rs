@@ -27,7 +27,7 @@ use time::OffsetDateTime;
 
 use crate::metrics::Metrics;
 use crate::sessions::{Plausibility, Session, SessionKey};
-use crate::store::{self, Raced, SessionRow, Version, Write};
+use crate::store::{self, Raced, SessionRow, SessionRowExt as _, Version, Write};
 
 pub struct History {
     pub pool: Pool,

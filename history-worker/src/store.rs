@@ -1,5 +1,6 @@
-//! Moving history rows in and out of PostgreSQL, and nothing else: one struct per table, its
-//! fields named as the columns ([`SessionRow`]), every statement built from that one list.
+//! Moving history rows in and out of PostgreSQL, and nothing else: common's read model of the
+//! table ([`SessionRow`], its fields named as the columns), every statement built from its one
+//! column list.
 //! Merging is not done here (`sessions.rs`).
 //!
 //! Writes go through a temporary staging table per table (`COPY ... BINARY` into it, then one
@@ -21,90 +22,15 @@ use std::sync::LazyLock;
 use deadpool_postgres::Transaction;
 use kollus_common::kollus::lms::merge::{merge_segments, stored_segments, to_stored};
 use kollus_common::kollus::lms::Block;
-use time::OffsetDateTime;
+pub use kollus_common::model::SessionRow;
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
 use tokio_postgres::types::{ToSql, Type};
-use tokio_postgres::Row;
 
 use crate::sessions::{Segments, Session, SessionKey, Signed};
 
 /// The watch-history tables, all derived from `kollus.playback.v1` (emptied by `--rebuild`).
 /// `watch_progress` is a view over them.
 pub const TABLES: &[&str] = &["watch_sessions"];
-
-/// Declares a table's row struct: one field per column, in the order every statement built from
-/// `COLUMNS` lists them, with the type COPY sends it as.
-macro_rules! table_row {
-    ($(#[$doc:meta])* $name:ident in $table:literal keyed by $keys:literal {
-        $($col:ident: $ty:ty => $pg:ident,)*
-    }) => {
-        $(#[$doc])*
-        #[derive(Debug, Clone, PartialEq)]
-        pub struct $name {
-            $(pub $col: $ty,)*
-        }
-
-        impl $name {
-            pub const TABLE: &'static str = $table;
-            pub const COLUMNS: &'static [&'static str] = &[$(stringify!($col),)*];
-            /// The columns that identify a row, `COLUMNS` comes first with them.
-            const KEYS: usize = $keys;
-            const TYPES: &'static [Type] = &[$(Type::$pg,)*];
-
-            /// Reads a row selected with `COLUMNS`, in that order.
-            fn from_row(row: &Row) -> Result<Self, tokio_postgres::Error> {
-                let mut at = 0..;
-                Ok(Self {
-                    $($col: {
-                        let i = at.next().unwrap_or_default();
-                        debug_assert_eq!(row.columns()[i].name(), stringify!($col));
-                        row.try_get(i)?
-                    },)*
-                })
-            }
-
-            fn values(&self) -> Vec<&(dyn ToSql + Sync)> {
-                vec![$(&self.$col,)*]
-            }
-        }
-    };
-}
-
-table_row! {
-    /// One `watch_sessions` row.
-    SessionRow in "watch_sessions" keyed by 3 {
-        client_user_id: String => TEXT,
-        media_content_key: String => TEXT,
-        start_at: i64 => INT8,
-        channel_key: Option<String> => TEXT,
-        encoding_profile: Option<String> => TEXT,
-        duration: Option<i64> => INT8,
-        player_id: Option<String> => TEXT,
-        hardware_id: Option<String> => TEXT,
-        device: Option<String> => TEXT,
-        os: Option<String> => TEXT,
-        version: Option<String> => TEXT,
-        host_name: Option<String> => TEXT,
-        uservalues: serde_json::Value => JSONB,
-        playtime: i64 => INT8,
-        real_playtime: i64 => INT8,
-        runtime: i64 => INT8,
-        showtime: i64 => INT8,
-        playtime_percent: i64 => INT8,
-        last_play_at: Option<i64> => INT8,
-        last_play_at_runtime: Option<i64> => INT8,
-        block_count: Option<i32> => INT4,
-        blocks_played: Vec<bool> => BOOL_ARRAY,
-        block_seconds: Vec<i64> => INT8_ARRAY,
-        block_percent: Vec<i64> => INT8_ARRAY,
-        first_report_at: OffsetDateTime => TIMESTAMPTZ,
-        last_report_at: OffsetDateTime => TIMESTAMPTZ,
-        segments: serde_json::Value => JSONB,
-        hash_verified: Option<bool> => BOOL,
-        bound: Option<bool> => BOOL,
-        device_clock: bool => BOOL,
-    }
-}
 
 /// A session's identity as stored: (client_user_id, media_content_key, start_at).
 pub type SessionId = (String, String, i64);
@@ -279,16 +205,15 @@ fn uint(v: i64) -> u64 {
     u64::try_from(v).unwrap_or(0)
 }
 
-impl SessionRow {
-    pub fn id(&self) -> SessionId {
-        (
-            self.client_user_id.clone(),
-            self.media_content_key.clone(),
-            self.start_at,
-        )
-    }
+/// A session as its row, and back: the worker's side of common's [`SessionRow`].
+pub trait SessionRowExt {
+    fn of(s: &Session) -> Self;
+    /// The session this row stores (`key` is its identity, already parsed).
+    fn into_session(self, key: SessionKey) -> Session;
+}
 
-    pub fn of(s: &Session) -> Self {
+impl SessionRowExt for SessionRow {
+    fn of(s: &Session) -> Self {
         let blocks = &s.blocks;
         Self {
             client_user_id: s.key.client_user_id.as_str().to_owned(),
@@ -329,8 +254,7 @@ impl SessionRow {
         }
     }
 
-    /// The session this row stores (`key` is its identity, already parsed).
-    pub fn into_session(self, key: SessionKey) -> Session {
+    fn into_session(self, key: SessionKey) -> Session {
         let n = self
             .blocks_played
             .len()

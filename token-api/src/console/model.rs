@@ -29,11 +29,6 @@ pub fn union(sessions: &[&Session]) -> Vec<i64> {
         .collect()
 }
 
-/// Whether an entitlement is in force at `now`: not revoked, not expired.
-pub fn in_force(e: &Entitlement, now: OffsetDateTime) -> bool {
-    e.revoked_at.is_none() && e.expires_at.is_none_or(|t| t > now)
-}
-
 /// A user's page.
 pub struct UserModel<'a> {
     pub user: &'a str,
@@ -114,7 +109,7 @@ impl<'a> UserModel<'a> {
         };
         let grants = entitlements
             .iter()
-            .filter(|e| in_force(e, now))
+            .filter(|e| e.in_force_at(now))
             .map(|e| {
                 let used = (e.scope == Scope::Media).then(|| playtime_of(&e.key));
                 Grant {

@@ -1,13 +1,17 @@
-//! The console's SQL, rows read by column name: a user's watch sessions with the catalog's
+//! The console's SQL, rows read by column name (a table's row by common's model): a user's watch sessions with the catalog's
 //! title and file name beside each video, a video's viewers, the play and DRM decisions and the
 //! entitlement changes behind a refund question, and the audit of who viewed whose data.
+
+use std::sync::LazyLock;
 
 use deadpool_postgres::Client;
 use kollus_common::kollus::lms::merge::stored_segments;
 use kollus_common::kollus::lms::Segment;
+use kollus_common::model::{qualified, SessionRow, UploadRow};
 use time::OffsetDateTime;
 use tokio_postgres::Row;
 
+use crate::entitlements::model::grants_covering_video;
 use crate::entitlements::model::Entitlement;
 
 /// The most blocks a page draws for one video (Kollus splits a video into tens of blocks).
@@ -40,27 +44,30 @@ pub struct Session {
 }
 
 impl Session {
+    /// Common's row of the session, then the catalog's title and file name (`u.title`,
+    /// `u.filename`, null when the catalog does not know the video).
     fn from_row(r: &Row) -> Result<Self, tokio_postgres::Error> {
+        let s = SessionRow::from_row(r)?;
         Ok(Self {
-            media_content_key: r.try_get("media_content_key")?,
             title: r.try_get("title")?,
             filename: r.try_get("filename")?,
-            start_at: r.try_get("start_at")?,
-            device: r.try_get("device")?,
-            os: r.try_get("os")?,
-            player_id: r.try_get("player_id")?,
-            playtime: r.try_get("playtime")?,
-            real_playtime: r.try_get("real_playtime")?,
-            runtime: r.try_get("runtime")?,
-            duration: r.try_get("duration")?,
-            segments: stored_segments(&r.try_get::<_, serde_json::Value>("segments")?).collect(),
-            block_count: r.try_get("block_count")?,
-            blocks_played: r.try_get("blocks_played")?,
-            block_percent: r.try_get("block_percent")?,
-            hash_verified: r.try_get("hash_verified")?,
-            bound: r.try_get("bound")?,
-            device_clock: r.try_get("device_clock")?,
-            last_report_at: r.try_get("last_report_at")?,
+            segments: stored_segments(&s.segments).collect(),
+            media_content_key: s.media_content_key,
+            start_at: s.start_at,
+            device: s.device,
+            os: s.os,
+            player_id: s.player_id,
+            playtime: s.playtime,
+            real_playtime: s.real_playtime,
+            runtime: s.runtime,
+            duration: s.duration,
+            block_count: s.block_count,
+            blocks_played: s.blocks_played,
+            block_percent: s.block_percent,
+            hash_verified: s.hash_verified,
+            bound: s.bound,
+            device_clock: s.device_clock,
+            last_report_at: s.last_report_at,
         })
     }
 
@@ -90,20 +97,22 @@ impl Session {
     }
 }
 
-const SESSIONS: &str = "
-SELECT s.media_content_key, u.title, u.filename, s.start_at, s.device, s.os, s.player_id,
-       s.playtime, s.real_playtime, s.runtime, s.duration, s.segments, s.block_count, s.blocks_played, s.block_percent,
-       s.hash_verified, s.bound, s.device_clock, s.last_report_at
-  FROM watch_sessions s
-  LEFT JOIN media_contents m ON m.media_content_key = s.media_content_key
-  LEFT JOIN uploads u ON u.upload_file_key = m.upload_file_key
- WHERE s.client_user_id = $1";
+static SESSIONS: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "SELECT {}, u.title, u.filename
+           FROM watch_sessions s
+           LEFT JOIN media_contents m ON m.media_content_key = s.media_content_key
+           LEFT JOIN uploads u ON u.upload_file_key = m.upload_file_key
+          WHERE s.client_user_id = $1",
+        qualified("s", SessionRow::COLUMNS)
+    )
+});
 
 /// Every session of the user, by video then start.
 pub async fn user_sessions(client: &Client, user: &str) -> anyhow::Result<Vec<Session>> {
     let rows = client
         .query(
-            &format!("{SESSIONS} ORDER BY s.media_content_key, s.start_at"),
+            &format!("{} ORDER BY s.media_content_key, s.start_at", *SESSIONS),
             &[&user],
         )
         .await?;
@@ -121,7 +130,10 @@ pub async fn user_media_sessions(
 ) -> anyhow::Result<Vec<Session>> {
     let rows = client
         .query(
-            &format!("{SESSIONS} AND s.media_content_key = $2 ORDER BY s.start_at"),
+            &format!(
+                "{} AND s.media_content_key = $2 ORDER BY s.start_at",
+                *SESSIONS
+            ),
             &[&user, &media],
         )
         .await?;
@@ -138,14 +150,20 @@ pub async fn catalog_entry(
 ) -> anyhow::Result<Option<(Option<String>, Option<String>)>> {
     let row = client
         .query_opt(
-            "SELECT u.title, u.filename FROM media_contents m \
-               JOIN uploads u ON u.upload_file_key = m.upload_file_key \
-              WHERE m.media_content_key = $1",
+            &format!(
+                "SELECT {} FROM media_contents m \
+                   JOIN uploads u ON u.upload_file_key = m.upload_file_key \
+                  WHERE m.media_content_key = $1",
+                qualified("u", UploadRow::COLUMNS)
+            ),
             &[&media],
         )
         .await?;
     Ok(match row {
-        Some(r) => Some((r.try_get("title")?, r.try_get("filename")?)),
+        Some(r) => {
+            let u = UploadRow::from_row(&r)?;
+            Some((u.title, u.filename))
+        }
         None => None,
     })
 }
@@ -250,18 +268,17 @@ pub struct Change {
     pub playtime_limit_seconds: Option<i64>,
 }
 
-/// The user's entitlement changes for the video itself or a channel the catalog has it in.
+/// The user's entitlement changes for the grants covering the video (the play callback's
+/// [`grants_covering_video`]: the video itself, or a channel the catalog has it in now).
 pub async fn changes(client: &Client, user: &str, media: &str) -> anyhow::Result<Vec<Change>> {
     let rows = client
         .query(
-            "SELECT changed_at, changed_by, action, scope, target, expires_at, \
-                    playtime_limit_seconds \
-               FROM entitlement_changes \
-              WHERE client_user_id = $1 \
-                AND ((scope = 'media' AND target = $2) \
-                  OR (scope = 'channel' AND target IN (SELECT channel_key FROM channel_memberships \
-                                                        WHERE media_content_key = $2))) \
-              ORDER BY changed_at, id",
+            concat!(
+                "SELECT changed_at, changed_by, action, scope, target, expires_at, \
+                        playtime_limit_seconds FROM entitlement_changes WHERE ",
+                grants_covering_video!(),
+                " ORDER BY changed_at, id"
+            ),
             &[&user, &media],
         )
         .await?;

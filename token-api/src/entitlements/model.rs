@@ -80,3 +80,47 @@ impl Entitlement {
         })
     }
 }
+
+/// Whether a grant is in force at `now`: not revoked, and not past its `expires_at` (the end,
+/// exclusive). The play callback decides on it and the console lists by it.
+pub fn in_force_at(revoked: bool, expires_at: Option<OffsetDateTime>, now: OffsetDateTime) -> bool {
+    !revoked && expires_at.is_none_or(|at| at > now)
+}
+
+impl Entitlement {
+    /// [`in_force_at`] for this grant.
+    pub fn in_force_at(&self, now: OffsetDateTime) -> bool {
+        in_force_at(self.revoked_at.is_some(), self.expires_at, now)
+    }
+}
+
+/// The rows of the user (`$1`) that cover the video (`$2`): on the video itself, or on a channel
+/// the catalog has the video in *now* (`in_channel`; a channel grant covers "every video the
+/// catalog has in the channel", V9), as a condition on `client_user_id`, `scope` and `target` of
+/// `entitlements` or `entitlement_changes`. The play and DRM callbacks decide on it; the console
+/// shows the same grants' changes.
+macro_rules! grants_covering_video {
+    () => {
+        "client_user_id = $1 \
+         AND ((scope = 'media' AND target = $2) \
+           OR (scope = 'channel' AND target IN (SELECT c.channel_key FROM channel_memberships c \
+                                                WHERE c.media_content_key = $2 AND c.in_channel)))"
+    };
+}
+pub(crate) use grants_covering_video;
+
+#[cfg(test)]
+mod tests {
+    use time::Duration;
+
+    use super::*;
+
+    #[test]
+    fn a_grant_is_in_force_until_its_end_exclusive_and_never_once_revoked() {
+        let now = OffsetDateTime::UNIX_EPOCH + Duration::days(20_000);
+        assert!(in_force_at(false, None, now));
+        assert!(in_force_at(false, Some(now + Duration::SECOND), now));
+        assert!(!in_force_at(false, Some(now), now), "the end is exclusive");
+        assert!(!in_force_at(true, None, now));
+    }
+}

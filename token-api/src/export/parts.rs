@@ -1,23 +1,43 @@
 //! What an export holds: the queries of a user's export and of a video's, each one statement
 //! with one parameter (`$1`, the user or the video), in the order they are written.
 
-/// What the catalog says of a video (SPEC.md section 7, from Kollus's API and callbacks), as one
-/// jsonb object over the upload `u`, null where unknown: a user's `session` and `progress` lines
-/// carry it.
-macro_rules! catalog_json {
-    () => {
-        "jsonb_build_object('title', u.title, 'duration_seconds', u.duration_seconds, \
-         'poster_url', u.poster_url, 'transcoding_stage', u.transcoding_stage, \
-         'transcoding_stage_name', u.transcoding_stage_name, 'absent_since', u.absent_since)"
+/// What the catalog says of a video (SPEC.md section 7, from Kollus's API and callbacks): the
+/// upload `u`'s columns, null where unknown, named once here and written by `$as`: one jsonb
+/// object (a user's `session` and `progress` lines carry it), columns (last in each CSV row and
+/// in the video's `media` line), or their names (both CSV headers end with them).
+macro_rules! catalog {
+    ($as:ident) => {
+        $as!(
+            title,
+            duration_seconds,
+            poster_url,
+            transcoding_stage,
+            transcoding_stage_name,
+            absent_since
+        )
     };
 }
 
-/// The same as columns: last in each CSV row (both CSV headers end with their names) and in the
-/// video's `media` line.
-macro_rules! catalog_columns {
-    () => {
-        "u.title, u.duration_seconds, u.poster_url, u.transcoding_stage, \
-         u.transcoding_stage_name, u.absent_since"
+macro_rules! json_object {
+    ($first:ident $(, $c:ident)*) => {
+        concat!(
+            "jsonb_build_object('", stringify!($first), "', u.", stringify!($first),
+            $(", '", stringify!($c), "', u.", stringify!($c),)*
+            ")"
+        )
+    };
+}
+
+macro_rules! columns {
+    ($first:ident $(, $c:ident)*) => {
+        concat!("u.", stringify!($first), $(", u.", stringify!($c),)*)
+    };
+}
+
+#[cfg(test)]
+macro_rules! names {
+    ($($c:ident),*) => {
+        [$(stringify!($c)),*]
     };
 }
 
@@ -42,7 +62,7 @@ pub static USER_PARTS: &[Part] = &[
     Part {
         sql: concat!(
             "SELECT to_jsonb(s) || ",
-            catalog_json!(),
+            catalog!(json_object),
             " FROM watch_sessions s",
             catalog_join!("s"),
             "WHERE s.client_user_id = $1 ORDER BY s.media_content_key, s.start_at"
@@ -52,7 +72,7 @@ pub static USER_PARTS: &[Part] = &[
     Part {
         sql: concat!(
             "SELECT to_jsonb(p) || ",
-            catalog_json!(),
+            catalog!(json_object),
             " FROM watch_progress p",
             catalog_join!("p"),
             "WHERE p.client_user_id = $1 ORDER BY p.media_content_key"
@@ -77,7 +97,7 @@ pub static USER_PARTS: &[Part] = &[
                     s.block_count, cardinality(array_positions(s.blocks_played, true))::int, \
                     s.first_report_at, s.last_report_at, s.hash_verified, s.device_clock, \
                     s.player_id, s.device, s.os, ",
-            catalog_columns!(),
+            catalog!(columns),
             " FROM watch_sessions s",
             catalog_join!("s"),
             "WHERE s.client_user_id = $1 ORDER BY s.media_content_key, s.start_at"
@@ -125,7 +145,7 @@ pub static MEDIA_PARTS: &[Part] = &[
                     u.deleted_at, p.in_any_channel, p.playable, u.filename, u.full_filename, \
                     u.content_provider_key, u.transcoding_state, u.uploaded_at, u.transcoded_at, \
                     u.poster_changed_at, ",
-            catalog_columns!(),
+            catalog!(columns),
             " FROM media_playability p JOIN uploads u USING (upload_file_key) \
                WHERE p.media_content_key = $1) m"
         ),
@@ -154,7 +174,7 @@ pub static MEDIA_PARTS: &[Part] = &[
         sql: concat!(
             "SELECT p.client_user_id, p.sessions, p.total_playtime, p.total_real_playtime, \
                     p.blocks_watched, p.block_count, p.first_watched_at, p.last_watched_at, ",
-            catalog_columns!(),
+            catalog!(columns),
             " FROM watch_progress p",
             catalog_join!("p"),
             "WHERE p.media_content_key = $1 ORDER BY p.client_user_id"
@@ -179,3 +199,16 @@ pub const MEDIA_CSV: &[&str] = &[
     "transcoding_stage_name",
     "absent_since",
 ];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn both_csv_headers_end_with_the_catalog_columns() {
+        let catalog = catalog!(names);
+        for header in [USER_CSV, MEDIA_CSV] {
+            assert!(header.ends_with(&catalog), "{header:?}");
+        }
+    }
+}

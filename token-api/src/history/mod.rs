@@ -2,6 +2,8 @@
 //! catalog state of a video, read from the tables the workers keep (`migrations/`). Each answer
 //! is one indexed read (the history page: one index range scan).
 
+use std::sync::LazyLock;
+
 use actix_web::{web, HttpRequest, HttpResponse};
 use kollus_common::domain::{ClientUserId, MediaContentKey};
 use kollus_common::kollus::lms::Segment;
@@ -13,7 +15,9 @@ mod rows;
 
 use deadpool_postgres::Pool;
 
-use self::rows::{CatalogRow, Membership, ProgressRow, SessionRow, Upload, WatchSession};
+use self::rows::{
+    CatalogRow, Membership, ProgressRow, SessionRow, Upload, UploadRow, WatchSession,
+};
 use crate::auth::{ApiScope, Caller};
 use crate::problem::{db_error, invalid, ApiError};
 
@@ -222,6 +226,21 @@ fn instant(field: &str, s: &str) -> Result<i64, ApiError> {
         .map_err(|_| invalid(field, "must be an RFC 3339 time, e.g. 2026-11-01T09:00:00Z"))
 }
 
+/// A page of the user's sessions (common's row: every column), newest first.
+static HISTORY_PAGE: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "SELECT {} FROM watch_sessions \
+         WHERE client_user_id = $1 \
+           AND ($2::text IS NULL OR media_content_key = $2) \
+           AND ($3::bigint IS NULL OR start_at >= $3) \
+           AND ($4::bigint IS NULL OR start_at < $4) \
+           AND ($5::bigint IS NULL OR (start_at, media_content_key) < ($5, $6::text)) \
+         ORDER BY start_at DESC, media_content_key DESC \
+         LIMIT $7",
+        SessionRow::COLUMNS.join(", ")
+    )
+});
+
 #[utoipa::path(
     get,
     path = "/v1/users/{client_user_id}/history",
@@ -284,19 +303,7 @@ pub async fn history(
     let rows = client(&state)
         .await?
         .query(
-            "SELECT media_content_key, start_at, first_report_at, last_report_at, device, os, \
-                    player_id, channel_key, duration, playtime, real_playtime, playtime_percent, \
-                    runtime, showtime, last_play_at, block_count, \
-                    cardinality(array_positions(blocks_played, true)) AS blocks_watched, segments, \
-                    hash_verified, device_clock \
-             FROM watch_sessions \
-             WHERE client_user_id = $1 \
-               AND ($2::text IS NULL OR media_content_key = $2) \
-               AND ($3::bigint IS NULL OR start_at >= $3) \
-               AND ($4::bigint IS NULL OR start_at < $4) \
-               AND ($5::bigint IS NULL OR (start_at, media_content_key) < ($5, $6::text)) \
-             ORDER BY start_at DESC, media_content_key DESC \
-             LIMIT $7",
+            HISTORY_PAGE.as_str(),
             &[
                 &user.as_str(),
                 &media.as_ref().map(|m| m.as_str()),
@@ -361,6 +368,16 @@ pub struct MediaState {
     channels: Vec<Membership>,
 }
 
+/// A video's upload (common's row: every column) and playability.
+static CATALOG_ROW: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "SELECT {}, p.playable \
+         FROM media_playability p JOIN uploads u USING (upload_file_key) \
+         WHERE p.media_content_key = $1",
+        kollus_common::model::qualified("u", UploadRow::COLUMNS)
+    )
+});
+
 #[utoipa::path(
     get,
     path = "/v1/media/{media_content_key}",
@@ -387,16 +404,7 @@ pub async fn media(
     let media = media_key("media_content_key", &path.into_inner())?;
     let db = client(&state).await?;
     let row = db
-        .query_opt(
-            "SELECT p.playable, u.deleted_at, u.absent_since, u.poster_changed_at, \
-                    u.upload_file_key, u.filename, u.full_filename, u.content_provider_key, \
-                    u.title, u.duration_seconds, u.poster_url, u.transcoding_state, \
-                    u.transcoding_stage, u.transcoding_stage_name, u.uploaded_at, \
-                    u.transcoded_at, u.first_event_at, u.last_event_at \
-             FROM media_playability p JOIN uploads u USING (upload_file_key) \
-             WHERE p.media_content_key = $1",
-            &[&media.as_str()],
-        )
+        .query_opt(CATALOG_ROW.as_str(), &[&media.as_str()])
         .await
         .map_err(db_error(NOT_ANSWERING))?
         .ok_or_else(|| {
@@ -419,11 +427,11 @@ pub async fn media(
     Ok(HttpResponse::Ok().json(MediaState {
         media_content_key: media.as_str().into(),
         playable: catalog.playable,
-        deleted: catalog.deleted_at.is_some(),
-        deleted_at: catalog.deleted_at,
-        absent_since: catalog.absent_since,
-        poster_changed_at: catalog.poster_changed_at,
-        upload: catalog.upload,
+        deleted: catalog.upload.deleted_at.is_some(),
+        deleted_at: catalog.upload.deleted_at,
+        absent_since: catalog.upload.absent_since,
+        poster_changed_at: catalog.upload.poster_changed_at,
+        upload: Upload::from(&catalog.upload),
         channels,
     }))
 }

@@ -1,10 +1,13 @@
-//! The read API's rows, read by column name into named structs (never `r.get(7)`): a column
-//! renamed or reordered in SQL is an error naming it, not a value in the wrong field.
+//! The read API's rows and answers: the tables' rows are common's read models
+//! ([`SessionRow`], [`UploadRow`]); the progress rollup and a membership are read here, by column
+//! name (never `r.get(7)`): a column renamed or reordered in SQL is an error naming it, not a
+//! value in the wrong field.
 
 use kollus_common::kollus::lms::merge::{
     merge_segments, segment_list, stored_segments, Segments, Signed,
 };
 use kollus_common::kollus::lms::Segment;
+pub use kollus_common::model::{SessionRow, UploadRow};
 use serde::Serialize;
 use time::OffsetDateTime;
 use tokio_postgres::{Error, Row};
@@ -70,57 +73,6 @@ impl ProgressRow {
     }
 }
 
-/// One `watch_sessions` row of a history page.
-pub struct SessionRow {
-    pub media_content_key: String,
-    pub start_at: i64,
-    pub first_report_at: OffsetDateTime,
-    pub last_report_at: OffsetDateTime,
-    pub device: Option<String>,
-    pub os: Option<String>,
-    pub player_id: Option<String>,
-    pub channel_key: Option<String>,
-    pub duration: Option<i64>,
-    pub playtime: i64,
-    pub real_playtime: i64,
-    pub playtime_percent: i64,
-    pub runtime: i64,
-    pub showtime: i64,
-    pub last_play_at: Option<i64>,
-    pub block_count: Option<i32>,
-    pub blocks_watched: Option<i32>,
-    pub segments: serde_json::Value,
-    pub hash_verified: Option<bool>,
-    pub device_clock: bool,
-}
-
-impl SessionRow {
-    pub fn from_row(r: &Row) -> Result<Self, Error> {
-        Ok(Self {
-            media_content_key: r.try_get("media_content_key")?,
-            start_at: r.try_get("start_at")?,
-            first_report_at: r.try_get("first_report_at")?,
-            last_report_at: r.try_get("last_report_at")?,
-            device: r.try_get("device")?,
-            os: r.try_get("os")?,
-            player_id: r.try_get("player_id")?,
-            channel_key: r.try_get("channel_key")?,
-            duration: r.try_get("duration")?,
-            playtime: r.try_get("playtime")?,
-            real_playtime: r.try_get("real_playtime")?,
-            playtime_percent: r.try_get("playtime_percent")?,
-            runtime: r.try_get("runtime")?,
-            showtime: r.try_get("showtime")?,
-            last_play_at: r.try_get("last_play_at")?,
-            block_count: r.try_get("block_count")?,
-            blocks_watched: r.try_get("blocks_watched")?,
-            segments: r.try_get("segments")?,
-            hash_verified: r.try_get("hash_verified")?,
-            device_clock: r.try_get("device_clock")?,
-        })
-    }
-}
-
 #[derive(Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct WatchSession {
@@ -167,6 +119,7 @@ pub struct WatchSession {
 
 impl From<SessionRow> for WatchSession {
     fn from(r: SessionRow) -> Self {
+        let blocks_watched = r.blocks_watched();
         Self {
             media_content_key: r.media_content_key,
             start_at: r.start_at,
@@ -186,7 +139,7 @@ impl From<SessionRow> for WatchSession {
             showtime: r.showtime,
             last_play_at: r.last_play_at,
             block_count: r.block_count,
-            blocks_watched: r.blocks_watched.unwrap_or(0),
+            blocks_watched,
             // The worker stored them merged: read, not merged again.
             segments: stored_segments(&r.segments).collect(),
             verified: r.hash_verified,
@@ -229,38 +182,17 @@ pub enum MembershipStatus {
     Left,
 }
 
-/// `GET /v1/media/{key}`'s catalog row: playability and the upload.
+/// `GET /v1/media/{key}`'s catalog row: the upload (common's model), then playability.
 pub struct CatalogRow {
+    pub upload: UploadRow,
     pub playable: bool,
-    pub deleted_at: Option<OffsetDateTime>,
-    pub absent_since: Option<OffsetDateTime>,
-    pub poster_changed_at: Option<OffsetDateTime>,
-    pub upload: Upload,
 }
 
 impl CatalogRow {
     pub fn from_row(r: &Row) -> Result<Self, Error> {
         Ok(Self {
+            upload: UploadRow::from_row(r)?,
             playable: r.try_get("playable")?,
-            deleted_at: r.try_get("deleted_at")?,
-            absent_since: r.try_get("absent_since")?,
-            poster_changed_at: r.try_get("poster_changed_at")?,
-            upload: Upload {
-                upload_file_key: r.try_get("upload_file_key")?,
-                filename: r.try_get("filename")?,
-                full_filename: r.try_get("full_filename")?,
-                content_provider_key: r.try_get("content_provider_key")?,
-                title: r.try_get("title")?,
-                duration_seconds: r.try_get("duration_seconds")?,
-                poster_url: r.try_get("poster_url")?,
-                transcoding_state: r.try_get("transcoding_state")?,
-                transcoding_stage: r.try_get("transcoding_stage")?,
-                transcoding_stage_name: r.try_get("transcoding_stage_name")?,
-                uploaded_at: r.try_get("uploaded_at")?,
-                transcoded_at: r.try_get("transcoded_at")?,
-                first_event_at: r.try_get("first_event_at")?,
-                last_event_at: r.try_get("last_event_at")?,
-            },
         })
     }
 }
@@ -303,6 +235,27 @@ pub struct Upload {
     pub first_event_at: OffsetDateTime,
     #[serde(with = "time::serde::rfc3339")]
     pub last_event_at: OffsetDateTime,
+}
+
+impl From<&UploadRow> for Upload {
+    fn from(u: &UploadRow) -> Self {
+        Self {
+            upload_file_key: u.upload_file_key.clone(),
+            filename: u.filename.clone(),
+            full_filename: u.full_filename.clone(),
+            content_provider_key: u.content_provider_key.clone(),
+            title: u.title.clone(),
+            duration_seconds: u.duration_seconds,
+            poster_url: u.poster_url.clone(),
+            transcoding_state: u.transcoding_state.clone(),
+            transcoding_stage: u.transcoding_stage,
+            transcoding_stage_name: u.transcoding_stage_name.clone(),
+            uploaded_at: u.uploaded_at,
+            transcoded_at: u.transcoded_at,
+            first_event_at: u.first_event_at,
+            last_event_at: u.last_event_at,
+        }
+    }
 }
 
 #[derive(Serialize, utoipa::ToSchema)]

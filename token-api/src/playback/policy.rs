@@ -148,7 +148,7 @@ pub fn decide_play(facts: &Facts, now: OffsetDateTime, default: PlayDefault) -> 
     let in_force = facts
         .grants
         .iter()
-        .filter(|g| !g.revoked && g.expires_at.is_none_or(|at| at > now));
+        .filter(|g| crate::entitlements::model::in_force_at(g.revoked, g.expires_at, now));
     // `None` (no limit, no expiry) sorts above every number.
     let best = in_force.max_by_key(|g| {
         (

@@ -4,23 +4,25 @@
 //! column name. Functions take any [`GenericClient`], so the DRM callback runs them in one
 //! transaction.
 
+use std::sync::LazyLock;
+
 use deadpool_postgres::GenericClient;
 use time::OffsetDateTime;
 use tokio_postgres::Error;
 
 use super::policy::{Decision, Facts, Grant};
-use crate::entitlements::model::Scope;
+use crate::entitlements::model::{grants_covering_video, Entitlement};
 
-/// The grants covering the video (its own, and its channels' in the catalog), the user's
-/// playtime on it (`watch_progress`, a view over the sessions), the downloads completed, and
-/// whether the catalog knows the video at all (a primary key lookup).
+/// The grants covering the video ([`grants_covering_video`]: its own, and its channels' in the
+/// catalog), the user's playtime on it (`watch_progress`, a view over the sessions), the
+/// downloads completed, and whether the catalog knows the video at all (a primary key lookup).
 ///
 /// The playtime is read clamped to `0..=i64::MAX`: a negative total (a session row with a
 /// negative `playtime`) would otherwise *add* to the allowance left, and a total the view
 /// returns as numeric could not be read as `i64` (a 500 instead of an answer).
-const FACTS: &str = "
-SELECT e.scope, e.target, e.expires_at, e.playtime_limit_seconds, e.download, e.download_limit,
-       e.revoked_at IS NOT NULL AS revoked,
+static FACTS: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "SELECT {columns},
        coalesce((SELECT LEAST(GREATEST(p.total_playtime, 0), 9223372036854775807)::bigint
                    FROM watch_progress p
                   WHERE p.client_user_id = $1 AND p.media_content_key = $2), 0) AS playtime_used,
@@ -28,35 +30,33 @@ SELECT e.scope, e.target, e.expires_at, e.playtime_limit_seconds, e.download, e.
          WHERE d.client_user_id = $1 AND d.media_content_key = $2) AS downloads,
        EXISTS (SELECT 1 FROM media_contents m WHERE m.media_content_key = $2) AS catalogued
 FROM (SELECT 1) AS one
-LEFT JOIN entitlements e
-  ON e.client_user_id = $1
- AND ((e.scope = 'media' AND e.target = $2)
-   OR (e.scope = 'channel' AND e.target IN (SELECT c.channel_key FROM channel_memberships c
-                                           WHERE c.media_content_key = $2 AND c.in_channel)))";
+LEFT JOIN entitlements e ON {covering}",
+        columns = Entitlement::COLUMNS,
+        covering = grants_covering_video!(),
+    )
+});
 
 pub async fn facts(client: &impl GenericClient, user: &str, media: &str) -> Result<Facts, Error> {
-    let statement = client.prepare_cached(FACTS).await?;
+    let statement = client.prepare_cached(&FACTS).await?;
     let rows = client.query(&statement, &[&user, &media]).await?;
     let mut facts = Facts::default();
     for r in &rows {
         facts.playtime_used = r.try_get("playtime_used")?;
         facts.downloads = r.try_get("downloads")?;
         facts.catalogued = r.try_get("catalogued")?;
-        let Some(scope) = r.try_get::<_, Option<&str>>("scope")? else {
+        // No grant covers the video: one row, the entitlement's columns null.
+        if r.try_get::<_, Option<&str>>("scope")?.is_none() {
             continue;
-        };
+        }
+        let e = Entitlement::from_row(r)?;
         facts.grants.push(Grant {
-            scope: if scope == "channel" {
-                Scope::Channel
-            } else {
-                Scope::Media
-            },
-            target: r.try_get("target")?,
-            expires_at: r.try_get("expires_at")?,
-            playtime_limit: r.try_get("playtime_limit_seconds")?,
-            download: r.try_get("download")?,
-            download_limit: r.try_get("download_limit")?,
-            revoked: r.try_get("revoked")?,
+            scope: e.scope,
+            target: e.key,
+            expires_at: e.expires_at,
+            playtime_limit: e.playtime_limit_seconds,
+            download: e.download,
+            download_limit: e.download_limit,
+            revoked: e.revoked_at.is_some(),
         });
     }
     Ok(facts)

@@ -895,3 +895,54 @@ async fn a_database_outage_is_a_503_page_to_retry() {
     )
     .await;
 }
+
+/// A channel grant covers a video while the catalog has the video in the channel: the refund
+/// page lists the changes of the grants the play callback decides on, never those of a channel
+/// the video has left (the play callback refuses that video).
+#[tokio::test]
+async fn the_refund_page_lists_the_changes_of_the_grants_covering_the_video_now() {
+    let (app, web) = spawn_console().await;
+    app.catalog("in-ch", true, false).await;
+    app.catalog("left-ch", false, false).await;
+    let db = app.db.client().await;
+    db.execute(
+        "INSERT INTO entitlement_changes (client_user_id, scope, target, action, changed_by, \
+             changed_at) VALUES ('u1', 'channel', 'ch', 'grant', 'channel-shop', now())",
+        &[],
+    )
+    .await
+    .unwrap();
+    for media in ["in-ch", "left-ch"] {
+        db.execute(
+            "INSERT INTO playback_decisions (decided_at, callback, kind, client_user_id, \
+                 media_content_key, result, reason) VALUES (now(), 'play', 1, 'u1', $1, 0, \
+                 'expired')",
+            &[&media],
+        )
+        .await
+        .unwrap();
+    }
+    let cookie = sign_in(&app, &web).await;
+    let mut bodies = Vec::new();
+    for media in ["in-ch", "left-ch"] {
+        let page = get(
+            &app,
+            &web,
+            &format!("/console/users/u1/media/{media}"),
+            &cookie,
+        )
+        .await;
+        assert_eq!(page.status(), 200, "{media}");
+        bodies.push(page.text().await.unwrap());
+    }
+    assert!(
+        bodies[0].contains("channel-shop"),
+        "the channel's grant covers a video in it: {}",
+        bodies[0]
+    );
+    assert!(
+        !bodies[1].contains("channel-shop"),
+        "a video that left the channel is no longer covered: {}",
+        bodies[1]
+    );
+}
