@@ -9,7 +9,6 @@ use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
 use super::apply::Rejected;
-use super::consume::{BACKOFF_MAX, BACKOFF_START};
 use crate::backoff::Backoff;
 use crate::envelope::{header, DeadLetter, RawBody};
 use crate::kafka;
@@ -44,7 +43,7 @@ impl DeadLetters {
             .map(|k| String::from_utf8_lossy(k).into_owned())
             .unwrap_or_default();
         let id = letter.id.to_string();
-        let mut backoff = Backoff::new(BACKOFF_START, BACKOFF_MAX);
+        let mut backoff = Backoff::worker();
         loop {
             let headers = kafka::headers(&[(header::REASON, why.reason), (header::ID, &id)]);
             let sent = kafka::send(
