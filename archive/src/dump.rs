@@ -22,10 +22,10 @@ use rdkafka::{Offset, TopicPartitionList};
 use sha2::{Digest as _, Sha256};
 
 use crate::metrics::Metrics;
-use kollus_common::archive::{holding_of, of_cluster};
 use kollus_common::archive::record::ArchivedRecord;
 use kollus_common::archive::segment::{epoch_name, Entry, Open};
 use kollus_common::archive::store::{Archive, Created};
+use kollus_common::archive::{holding_of, of_cluster};
 use kollus_common::backoff::Backoff;
 use kollus_common::kafka;
 use kollus_common::settings::KafkaSettings;

@@ -111,10 +111,8 @@ pub fn holding_of(
     topic: &str,
     partition: i32,
 ) -> Option<Holding> {
-    latest(
-        of_cluster(entries, cluster_id).filter(|e| e.topic == topic && e.partition == partition),
-    )
-    .map(Holding::from)
+    latest(of_cluster(entries, cluster_id).filter(|e| e.topic == topic && e.partition == partition))
+        .map(Holding::from)
 }
 
 /// The entries a broker of cluster `cluster_id` can be the incarnation of: its own cluster's and

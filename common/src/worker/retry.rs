@@ -32,7 +32,11 @@ pub(super) async fn apply_with_retry<A: Apply>(
                 tracing::warn!(error = %e, records = records.len(), "records refused; applying them one by one");
                 let mut all = Applied::default();
                 for record in records {
-                    let one = Box::pin(apply_with_retry(apply, std::slice::from_ref(record), observe));
+                    let one = Box::pin(apply_with_retry(
+                        apply,
+                        std::slice::from_ref(record),
+                        observe,
+                    ));
                     all.rejected.extend(one.await.rejected);
                 }
                 return all;
@@ -117,13 +121,23 @@ mod tests {
         };
         let heard = Mutex::new(Vec::new());
         let records = [record(4, 1), record(5, 13), record(6, 2)];
-        let applied =
-            apply_with_retry(&db, &records, &|a| heard.lock().unwrap().push(a)).await;
-        let rejected: Vec<_> = applied.rejected.iter().map(|r| (r.index, r.reason)).collect();
+        let applied = apply_with_retry(&db, &records, &|a| heard.lock().unwrap().push(a)).await;
+        let rejected: Vec<_> = applied
+            .rejected
+            .iter()
+            .map(|r| (r.index, r.reason))
+            .collect();
         assert_eq!(rejected, [(5, "refused_by_database")]);
         assert_eq!(
             *db.calls.lock().unwrap(),
-            [vec![1, 13, 2], vec![1, 13, 2], vec![1, 13, 2], vec![1], vec![13], vec![2]],
+            [
+                vec![1, 13, 2],
+                vec![1, 13, 2],
+                vec![1, 13, 2],
+                vec![1],
+                vec![13],
+                vec![2]
+            ],
             "the same batch until the database is back, then one by one"
         );
         use Attempt::{Applied as A, Waiting as W};
