@@ -42,16 +42,15 @@ impl DeadLetters {
             .key()
             .map(|k| String::from_utf8_lossy(k).into_owned())
             .unwrap_or_default();
-        let id = letter.id.to_string();
+        let headers = letter.headers();
         let mut backoff = Backoff::worker();
         loop {
-            let headers = kafka::headers(&[(header::REASON, why.reason), (header::ID, &id)]);
             let sent = kafka::send(
                 &self.producer,
                 &self.topic,
                 &key,
                 &value,
-                headers,
+                header::to_kafka(&headers),
                 Duration::from_secs(10),
             )
             .await;
@@ -78,19 +77,16 @@ impl DeadLetters {
         let received_at = field("received_at")
             .and_then(|t| serde_json::from_value::<String>(t).ok())
             .and_then(|t| OffsetDateTime::parse(&t, &Rfc3339).ok());
-        let now = OffsetDateTime::now_utc();
         DeadLetter {
-            id: uuid::Uuid::now_v7(),
-            stage: self.stage.into(),
-            reason: why.reason.into(),
-            detail: why.detail.clone(),
-            dead_lettered_at: now,
-            kind: field("kind").and_then(|k| serde_json::from_value(k).ok()),
-            received_at: received_at.unwrap_or(now),
             source_ip: field("source_ip").and_then(|ip| serde_json::from_value(ip).ok()),
-            query: Default::default(),
             record: Some(RawBody::from_bytes(record.payload().unwrap_or_default())),
-            raw: None,
+            ..DeadLetter::new(
+                self.stage,
+                why.reason,
+                why.detail.clone(),
+                field("kind").and_then(|k| serde_json::from_value(k).ok()),
+                received_at.unwrap_or_else(OffsetDateTime::now_utc),
+            )
         }
     }
 }
