@@ -22,10 +22,10 @@ use rdkafka::{Offset, TopicPartitionList};
 use sha2::{Digest as _, Sha256};
 
 use crate::metrics::Metrics;
-use kollus_common::archive::of_cluster;
 use kollus_common::archive::record::ArchivedRecord;
 use kollus_common::archive::segment::{epoch_name, Entry, Open};
 use kollus_common::archive::store::{Archive, Created};
+use kollus_common::archive::{holding_of, of_cluster};
 use kollus_common::backoff::Backoff;
 use kollus_common::kafka;
 use kollus_common::settings::KafkaSettings;
@@ -135,8 +135,7 @@ impl<'a> Dumper<'a> {
                 max_epoch: 0,
             };
         };
-        let mine = || of_cluster(&self.entries, &self.cluster_id).filter(of_partition);
-        let Some(latest) = mine().max_by_key(|e| (e.epoch, e.last_offset)) else {
+        let Some(latest) = holding_of(&self.entries, &self.cluster_id, topic, partition) else {
             tracing::warn!(
                 topic,
                 partition,
@@ -151,14 +150,9 @@ impl<'a> Dumper<'a> {
                 max_epoch: max_epoch + 1,
             };
         };
-        let archived_last = mine()
-            .filter(|e| e.epoch == latest.epoch)
-            .map(|e| e.last_offset)
-            .max()
-            .unwrap_or(-1);
         PartitionEpoch {
             epoch: latest.epoch,
-            archived_last,
+            archived_last: latest.last_offset,
             max_epoch,
         }
     }

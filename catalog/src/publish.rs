@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use futures_util::stream::{self, TryStreamExt as _};
 use kollus_common::domain::UploadFileKey;
-use kollus_common::envelope::{header as h, Envelope, RawBody, RawRequest, SCHEMA_VERSION};
+use kollus_common::envelope::{header as h, Envelope, RawBody, RawRequest};
 use kollus_common::kafka;
 use kollus_common::kollus::platform::ContentEvent;
 use kollus_common::kollus::snapshot::UploadSnapshot;
@@ -68,13 +68,7 @@ impl Publisher {
         let event = ContentEvent::snapshot(o.upload, o.snapshot);
         let envelope = Envelope::new(CallbackKind::Snapshot, event, raw);
         let bytes = serde_json::to_vec(&envelope)?;
-        let id = envelope.id.to_string();
-        let version = SCHEMA_VERSION.to_string();
-        let headers = kafka::headers(&[
-            (h::KIND, CallbackKind::Snapshot.as_str()),
-            (h::SCHEMA_VERSION, &version),
-            (h::ID, &id),
-        ]);
+        let headers = h::to_kafka(&envelope.headers());
         kafka::send(
             &self.producer,
             &self.topic,

@@ -19,6 +19,12 @@ impl Backoff {
         }
     }
 
+    /// What the workers wait between attempts at a batch or a dead letter: from 100 ms, doubling
+    /// to 10 s.
+    pub fn worker() -> Self {
+        Self::new(Duration::from_millis(100), Duration::from_secs(10))
+    }
+
     /// How long the next wait will be (for the log line before it).
     pub fn next_delay(&self) -> Duration {
         self.next

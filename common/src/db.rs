@@ -104,3 +104,85 @@ pub fn describe(url: &SecretString) -> String {
         Err(_) => "<invalid DATABASE_URL>".into(),
     }
 }
+
+/// Is this PostgreSQL failure transient: the database, or the way to it, cannot serve now, and
+/// the same statement may well succeed later, unchanged? The one answer for every service: a
+/// worker retries a transient failure with backoff and dead-letters anything else; the APIs
+/// answer 503 to a transient failure and 500 to anything else.
+pub fn is_transient(e: &tokio_postgres::Error) -> bool {
+    match e.code() {
+        Some(code) => sqlstate_is_transient(code.code()),
+        // No SQLSTATE: a closed connection or I/O under it is the way to the server failing;
+        // anything else (a value that does not convert, a wrong column count) is ours and
+        // repeats on every retry.
+        None => {
+            e.is_closed()
+                || std::iter::successors(std::error::Error::source(e), |e| e.source())
+                    .any(|e| e.is::<std::io::Error>())
+        }
+    }
+}
+
+/// A connection the pool could not give: transient whatever the cause (no connection in time,
+/// the server refusing or unreachable, even a password it rejects), so a worker waits for its
+/// database instead of dead-lettering good records, and an API answers 503.
+pub fn pool_error_is_transient(_: &deadpool_postgres::PoolError) -> bool {
+    true
+}
+
+/// The SQLSTATEs that mean "not now" rather than "never" (PostgreSQL's appendix A). Everything
+/// not listed (a value or constraint refused, a statement or schema of ours that is wrong, an
+/// internal error) fails again the same way, so retrying it would stall a worker forever.
+pub fn sqlstate_is_transient(code: &str) -> bool {
+    // 08: connection exception.
+    code.starts_with("08")
+        || matches!(
+            code,
+            // The transaction lost a race (serialization failure, deadlock): run it again.
+            "40001" | "40P01"
+            // Out of resources (disk full, out of memory, too many connections), all freed in
+            // time; not 53400, a statement over a configured limit, which repeats.
+            | "53000" | "53100" | "53200" | "53300"
+            // A lock held by another session past `lock_timeout` or `NOWAIT`.
+            | "55P03"
+            // Operator intervention: a statement timeout, a shutdown, a crash, a server still
+            // starting, an idle session closed; not 57P04, a database dropped.
+            | "57000" | "57014" | "57P01" | "57P02" | "57P03" | "57P05"
+            // The server's storage failed an I/O.
+            | "58030"
+        )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::sqlstate_is_transient;
+
+    #[test]
+    fn not_now_is_transient_and_never_is_not() {
+        let transient = [
+            "08000", "08001", "08003", "08006", "08P01", // connection
+            "40001", "40P01", // serialization failure, deadlock
+            "53000", "53100", "53200", "53300", // resources: disk full, memory, connections
+            "55P03", // lock not available
+            "57000", "57014", "57P01", "57P02", "57P03", "57P05", // operator intervention
+            "58030", // I/O error
+        ];
+        let permanent = [
+            "22001", "22P02", "22003", // data exception
+            "23505", "23503", "23514", // integrity constraint violation
+            "42703", "42P01", "42501", // syntax or access rule
+            "40002", "40003", // rollbacks that are not lost races
+            "53400", // a configured limit: the same statement exceeds it again
+            "55000", "55006", // object state other than a lock
+            "57P04", // database dropped
+            "58000", "58P01", // system errors other than I/O
+            "0A000", "25P02", "28P01", "P0001", "XX000", "XX001",
+        ];
+        for code in transient {
+            assert!(sqlstate_is_transient(code), "{code} is transient");
+        }
+        for code in permanent {
+            assert!(!sqlstate_is_transient(code), "{code} is not transient");
+        }
+    }
+}

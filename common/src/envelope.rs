@@ -15,11 +15,25 @@ use crate::kollus::CallbackKind;
 pub const SCHEMA_VERSION: u16 = 1;
 
 /// Kafka record headers, so tools can route and filter without parsing the value.
+/// What ingest, the catalog and the workers put on every record they publish: an envelope's
+/// [`Envelope::headers`], a dead letter's [`DeadLetter::headers`].
 pub mod header {
+    use rdkafka::message::{Header, OwnedHeaders};
+
     pub const KIND: &str = "kind";
     pub const SCHEMA_VERSION: &str = "schema_version";
     pub const ID: &str = "id";
     pub const REASON: &str = "reason";
+
+    /// Headers as a Kafka record carries them.
+    pub fn to_kafka(pairs: &[(String, String)]) -> OwnedHeaders {
+        pairs.iter().fold(OwnedHeaders::new(), |h, (key, value)| {
+            h.insert(Header {
+                key,
+                value: Some(value),
+            })
+        })
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -66,6 +80,18 @@ impl<P> Envelope<P> {
             payload,
             raw,
         }
+    }
+
+    /// The record's headers: its kind, schema version and id.
+    pub fn headers(&self) -> Vec<(String, String)> {
+        vec![
+            (header::KIND.into(), self.kind.as_str().into()),
+            (
+                header::SCHEMA_VERSION.into(),
+                self.schema_version.to_string(),
+            ),
+            (header::ID.into(), self.id.to_string()),
+        ]
     }
 }
 
@@ -186,6 +212,43 @@ pub struct DeadLetter {
     pub raw: Option<RawRequest>,
 }
 
+impl DeadLetter {
+    /// A dead letter `stage` writes now, for a request received at `received_at`; the caller
+    /// adds what it kept of the request or the record.
+    pub fn new(
+        stage: &str,
+        reason: &str,
+        detail: String,
+        kind: Option<CallbackKind>,
+        received_at: OffsetDateTime,
+    ) -> Self {
+        Self {
+            id: Uuid::now_v7(),
+            stage: stage.into(),
+            reason: reason.into(),
+            detail,
+            dead_lettered_at: OffsetDateTime::now_utc(),
+            kind,
+            received_at,
+            source_ip: None,
+            query: BTreeMap::new(),
+            record: None,
+            raw: None,
+        }
+    }
+
+    /// The record's headers: its kind (when known), reason and id.
+    pub fn headers(&self) -> Vec<(String, String)> {
+        let kind = self.kind.map(|k| (header::KIND.into(), k.as_str().into()));
+        kind.into_iter()
+            .chain([
+                (header::REASON.into(), self.reason.clone()),
+                (header::ID.into(), self.id.to_string()),
+            ])
+            .collect()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -226,5 +289,16 @@ mod tests {
         let b = Envelope::new(CallbackKind::Lms, (), a.raw.clone());
         assert_eq!(a.id.get_version_num(), 7);
         assert!(b.id > a.id);
+    }
+
+    #[test]
+    fn a_dead_letter_names_its_kind_when_it_is_known() {
+        let now = OffsetDateTime::now_utc();
+        let names = |d: &DeadLetter| d.headers().into_iter().map(|(k, _)| k).collect::<Vec<_>>();
+        let known = DeadLetter::new("w", "r", "d".into(), Some(CallbackKind::Lms), now);
+        assert_eq!(names(&known), [header::KIND, header::REASON, header::ID]);
+        assert_eq!(known.headers()[0].1, "lms");
+        let unknown = DeadLetter::new("w", "r", "d".into(), None, now);
+        assert_eq!(names(&unknown), [header::REASON, header::ID]);
     }
 }

@@ -8,6 +8,8 @@ use kollus_common::metrics::{
 };
 use prometheus::{Histogram, HistogramVec, IntCounter, IntCounterVec, IntGauge, Registry};
 
+use crate::routes::error::Refusal;
+
 #[derive(Clone)]
 pub struct Metrics {
     pub registry: Registry,
@@ -103,7 +105,7 @@ impl Metrics {
         for binding in Binding::ALL {
             m.lms_binding.with_label_values(&[binding.as_str()]);
         }
-        for reason in DEADLETTER_REASONS {
+        for reason in Refusal::dead_letter_reasons() {
             m.deadletters.with_label_values(&[reason]);
         }
         for kind in kollus_common::kollus::CallbackKind::ALL {
@@ -128,18 +130,6 @@ impl Metrics {
         m
     }
 }
-
-/// Every reason ingest dead-letters a request for (`CallbackError::code` of a 4xx).
-pub const DEADLETTER_REASONS: [&str; 8] = [
-    "lms_unbound",
-    "unsupported_media_type",
-    "body_too_large",
-    "invalid_callback",
-    "lms_document_missing",
-    "lms_hash_mismatch",
-    "lms_hash_absent",
-    "body_read_failed",
-];
 
 impl Default for Metrics {
     fn default() -> Self {

@@ -9,9 +9,11 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use kollus_common::backoff::Backoff;
+use kollus_common::envelope::{header, DeadLetter, Envelope};
 use kollus_common::kafka;
 use kollus_common::settings::KafkaSettings;
 use rdkafka::producer::FutureProducer;
+use serde::Serialize;
 
 use crate::metrics::Metrics;
 use crate::spool::{Spool, SpoolError, SpooledRecord};
@@ -21,6 +23,27 @@ use crate::spool::{Spool, SpoolError, SpooledRecord};
 pub enum Durable {
     Kafka,
     Spool,
+}
+
+/// Why a record is not durable: it could not be serialized, or Kafka did not take it in time
+/// and neither did the spool.
+#[derive(Debug, thiserror::Error)]
+pub enum NotDurable {
+    #[error("serializing the record: {0}")]
+    Serialize(#[from] serde_json::Error),
+    #[error("{0}")]
+    Full(SpoolError),
+    #[error("{0}")]
+    Failed(SpoolError),
+}
+
+impl From<SpoolError> for NotDurable {
+    fn from(e: SpoolError) -> Self {
+        match e {
+            SpoolError::Full { .. } => Self::Full(e),
+            SpoolError::Storage(_) => Self::Failed(e),
+        }
+    }
 }
 
 pub struct Publisher {
@@ -35,18 +58,40 @@ pub struct Publisher {
 }
 
 impl Publisher {
-    pub async fn publish(&self, record: SpooledRecord) -> Result<Durable, SpoolError> {
+    /// Makes `envelope` durable on `topic` under `key`, with its headers.
+    pub async fn envelope<P: Serialize>(
+        &self,
+        topic: &str,
+        key: String,
+        envelope: &Envelope<P>,
+    ) -> Result<Durable, NotDurable> {
+        let record = SpooledRecord {
+            topic: topic.to_owned(),
+            key,
+            headers: envelope.headers(),
+            value: serde_json::to_string(envelope)?,
+        };
+        Ok(self.publish(record).await?)
+    }
+
+    /// Makes `letter` durable on the dead-letter topic, keyed by its kind, with its headers.
+    pub async fn dead_letter(&self, letter: &DeadLetter) -> Result<Durable, NotDurable> {
+        let record = SpooledRecord {
+            topic: self.kafka.deadletter_topic.clone(),
+            key: letter.kind.map(|k| k.as_str()).unwrap_or_default().into(),
+            headers: letter.headers(),
+            value: serde_json::to_string(letter)?,
+        };
+        Ok(self.publish(record).await?)
+    }
+
+    async fn publish(&self, record: SpooledRecord) -> Result<Durable, SpoolError> {
         if self.kafka_ok.load(Ordering::Acquire) && self.spool.records() == 0 {
             let producer = match self.producer.read() {
                 Ok(p) => p.clone(),
                 Err(poisoned) => poisoned.into_inner().clone(),
             };
             let started = Instant::now();
-            let headers: Vec<(&str, &str)> = record
-                .headers
-                .iter()
-                .map(|(k, v)| (k.as_str(), v.as_str()))
-                .collect();
             let sent = tokio::time::timeout(
                 self.ack_timeout,
                 kafka::send(
@@ -54,7 +99,7 @@ impl Publisher {
                     &record.topic,
                     &record.key,
                     record.value.as_bytes(),
-                    kafka::headers(&headers),
+                    header::to_kafka(&record.headers),
                     self.ack_timeout,
                 ),
             )
@@ -159,17 +204,12 @@ pub async fn forward(
             }
         };
         let sends = batch.iter().map(|(_, _, r)| {
-            let headers: Vec<(&str, &str)> = r
-                .headers
-                .iter()
-                .map(|(k, v)| (k.as_str(), v.as_str()))
-                .collect();
             kafka::send(
                 &producer,
                 &r.topic,
                 &r.key,
                 r.value.as_bytes(),
-                kafka::headers(&headers),
+                header::to_kafka(&r.headers),
                 Duration::from_secs(5),
             )
         });

@@ -9,6 +9,7 @@ pub mod cluster;
 pub mod db;
 pub mod group;
 pub mod kollus_api;
+pub mod layers;
 pub mod openapi;
 pub mod process;
 pub mod proxy;

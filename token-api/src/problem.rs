@@ -71,32 +71,17 @@ pub trait DbFailure: std::error::Error {
     fn not_answering(&self) -> bool;
 }
 
+/// The one classifier every service uses (`kollus_common::db`): a lock not available, a full
+/// disk or a statement timeout is a 503 like a lost connection; a statement refused is a 500.
 impl DbFailure for tokio_postgres::Error {
-    /// Connection refused, lost or timed out, the server shutting down or out of connections, a
-    /// statement cancelled by its timeout, a transaction to retry. Everything else (a value
-    /// PostgreSQL refuses, a missing column, a type mismatch) is a fault of ours.
     fn not_answering(&self) -> bool {
-        if let Some(db) = self.as_db_error() {
-            let code = db.code().code();
-            return code.starts_with("08")
-                || matches!(
-                    code,
-                    "57P01" | "57P02" | "57P03" | "53300" | "57014" | "40001" | "40P01"
-                );
-        }
-        self.is_closed()
-            || std::iter::successors(std::error::Error::source(self), |e| e.source())
-                .any(|e| e.is::<std::io::Error>())
+        kollus_common::db::is_transient(self)
     }
 }
 
 impl DbFailure for deadpool_postgres::PoolError {
     fn not_answering(&self) -> bool {
-        match self {
-            Self::Backend(e) => e.not_answering(),
-            // No connection within the pool's wait, a closed pool, a failed connection hook.
-            _ => true,
-        }
+        kollus_common::db::pool_error_is_transient(self)
     }
 }
 
@@ -343,4 +328,65 @@ pub enum DatabaseFailed {
         content_type = "application/problem+json"
     )]
     Unavailable(Problem<'static>),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A real error from the test server with SQLSTATE `code`, raised by PL/pgSQL.
+    async fn raised(url: &str, code: &str) -> tokio_postgres::Error {
+        let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+            .await
+            .expect("connecting to the test database");
+        tokio::spawn(conn);
+        client
+            .batch_execute(&format!(
+                "DO $$ BEGIN RAISE EXCEPTION 'raised' USING ERRCODE = '{code}'; END $$"
+            ))
+            .await
+            .expect_err("RAISE fails")
+    }
+
+    fn status(e: ApiError) -> StatusCode {
+        ResponseError::status_code(&e)
+    }
+
+    // The worker always retried these; this API answered 500 to them. A full disk and a lock
+    // held past `lock_timeout` pass: retrying later is the right advice, not "our fault".
+    #[tokio::test]
+    async fn a_full_disk_or_a_lock_not_available_is_a_503_and_a_refused_value_a_500() {
+        let db = kollus_test_support::db::TestDb::new().await;
+        for (code, expected) in [
+            ("53100", StatusCode::SERVICE_UNAVAILABLE),
+            ("55P03", StatusCode::SERVICE_UNAVAILABLE),
+            ("57014", StatusCode::SERVICE_UNAVAILABLE),
+            ("40001", StatusCode::SERVICE_UNAVAILABLE),
+            ("22P02", StatusCode::INTERNAL_SERVER_ERROR),
+            ("42703", StatusCode::INTERNAL_SERVER_ERROR),
+            ("XX000", StatusCode::INTERNAL_SERVER_ERROR),
+        ] {
+            let e = raised(&db.url, code).await;
+            assert_eq!(status(db_error("retry")(e)), expected, "SQLSTATE {code}");
+        }
+    }
+
+    // A connection the pool cannot open (here: its database does not exist, 3D000) is the
+    // database unavailable to us: 503, as the workers wait for it. It was a 500.
+    #[tokio::test]
+    async fn a_connection_the_pool_cannot_open_is_a_503() {
+        let db = kollus_test_support::db::TestDb::new().await;
+        let config: tokio_postgres::Config = format!("{}_missing", db.url).parse().unwrap();
+        let manager = deadpool_postgres::Manager::new(config, tokio_postgres::NoTls);
+        let pool = deadpool_postgres::Pool::builder(manager).build().unwrap();
+        let e = pool.get().await.expect_err("no such database");
+        assert!(
+            matches!(&e, deadpool_postgres::PoolError::Backend(b) if b.code().is_some()),
+            "the server refused: {e:?}"
+        );
+        assert_eq!(
+            status(db_error("retry")(e)),
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+    }
 }

@@ -57,27 +57,40 @@ pub struct Holding {
     pub last_record_sha256: String,
 }
 
-/// Per (topic, partition), what the archive holds in the partition's latest epoch.
-pub fn holdings(entries: &[Entry]) -> BTreeMap<(String, i32), Holding> {
-    let mut out: BTreeMap<(String, i32), Holding> = BTreeMap::new();
-    for e in entries {
-        let key = (e.topic.clone(), e.partition);
-        let newer = out
-            .get(&key)
-            .is_none_or(|h| (e.epoch, e.last_offset) > (h.epoch, h.last_offset));
-        if newer {
-            out.insert(
-                key,
-                Holding {
-                    epoch: e.epoch,
-                    cluster_id: e.cluster_id.clone(),
-                    last_offset: e.last_offset,
-                    last_record_sha256: e.last_record_sha256.clone(),
-                },
-            );
+/// The epoch rule, one place for `kollus-archive dump` (which epoch it writes on in) and the
+/// workers' `--rebuild` (where the topic continues): of a partition's entries, the latest is the
+/// one of the highest epoch, and within it the highest last offset (the first one on a tie).
+fn latest<'a>(entries: impl Iterator<Item = &'a Entry>) -> Option<&'a Entry> {
+    entries.fold(None, |best: Option<&Entry>, e| match best {
+        Some(b) if (e.epoch, e.last_offset) <= (b.epoch, b.last_offset) => Some(b),
+        _ => Some(e),
+    })
+}
+
+impl From<&Entry> for Holding {
+    fn from(e: &Entry) -> Self {
+        Self {
+            epoch: e.epoch,
+            cluster_id: e.cluster_id.clone(),
+            last_offset: e.last_offset,
+            last_record_sha256: e.last_record_sha256.clone(),
         }
     }
-    out
+}
+
+/// Per (topic, partition), what the archive holds in the partition's latest epoch.
+pub fn holdings(entries: &[Entry]) -> BTreeMap<(String, i32), Holding> {
+    let mut partitions: BTreeMap<(String, i32), Vec<&Entry>> = BTreeMap::new();
+    for e in entries {
+        partitions
+            .entry((e.topic.clone(), e.partition))
+            .or_default()
+            .push(e);
+    }
+    partitions
+        .into_iter()
+        .filter_map(|(key, es)| latest(es.into_iter()).map(|e| (key, e.into())))
+        .collect()
 }
 
 /// [`holdings`] of the entries a broker of cluster `cluster_id` can be the incarnation of
@@ -89,6 +102,17 @@ pub fn holdings_of_cluster(
 ) -> BTreeMap<(String, i32), Holding> {
     let own: Vec<Entry> = of_cluster(entries, cluster_id).cloned().collect();
     holdings(&own)
+}
+
+/// [`holdings_of_cluster`] of one partition.
+pub fn holding_of(
+    entries: &[Entry],
+    cluster_id: &str,
+    topic: &str,
+    partition: i32,
+) -> Option<Holding> {
+    latest(of_cluster(entries, cluster_id).filter(|e| e.topic == topic && e.partition == partition))
+        .map(Holding::from)
 }
 
 /// The entries a broker of cluster `cluster_id` can be the incarnation of: its own cluster's and
@@ -258,5 +282,28 @@ mod tests {
         // An archive from before cluster ids (no id recorded) is every cluster's.
         let old = [entry("", 1, 7)];
         assert_eq!(holdings_of_cluster(&old, "a")[&key].last_offset, 7);
+    }
+
+    #[test]
+    fn a_partition_continues_its_latest_epoch_at_that_epochs_highest_offset() {
+        // Epoch 2 in two segments listed out of order; epoch 1 is longer; b's epoch is newer.
+        let entries = [
+            entry("a", 1, 90),
+            entry("a", 2, 5),
+            entry("a", 2, 20),
+            entry("b", 3, 1),
+        ];
+        let key = ("t".to_owned(), 0);
+        let a = holding_of(&entries, "a", "t", 0).unwrap();
+        assert_eq!((a.epoch, a.last_offset), (2, 20));
+        // dump (one partition) and rebuild (every partition) read the same rule.
+        for cluster in ["a", "b", ""] {
+            assert_eq!(
+                holding_of(&entries, cluster, "t", 0),
+                holdings_of_cluster(&entries, cluster).get(&key).cloned(),
+                "cluster {cluster:?}"
+            );
+        }
+        assert_eq!(holding_of(&entries, "a", "t", 1), None);
     }
 }

@@ -73,15 +73,12 @@ pub enum ApplyError {
 }
 
 impl ApplyError {
-    /// Classifies a database error by its SQLSTATE class.
+    /// Classifies a database error as every service does (`db::is_transient`).
     pub fn from_db(e: tokio_postgres::Error) -> Self {
-        let class = e.code().map(|c| c.code()[..2].to_owned());
-        match class.as_deref() {
-            // 22 data exception, 23 integrity violation, 42 syntax or access rule.
-            Some("22" | "23" | "42") => Self::Permanent(e.into()),
-            // No SQLSTATE: I/O, closed connection. Others: 08 connection, 40 rollback,
-            // 53 resources, 57 operator intervention, 58 system error.
-            _ => Self::Transient(e.into()),
+        if crate::db::is_transient(&e) {
+            Self::Transient(e.into())
+        } else {
+            Self::Permanent(e.into())
         }
     }
 }
@@ -91,7 +88,11 @@ impl ApplyError {
 // conversion would call a serialization bug transient and retry its batch forever.
 impl From<deadpool_postgres::PoolError> for ApplyError {
     fn from(e: deadpool_postgres::PoolError) -> Self {
-        Self::Transient(e.into())
+        if crate::db::pool_error_is_transient(&e) {
+            Self::Transient(e.into())
+        } else {
+            Self::Permanent(e.into())
+        }
     }
 }
 

@@ -23,15 +23,12 @@ use rdkafka::consumer::{CommitMode, Consumer as _};
 use rdkafka::message::{Message as _, OwnedMessage};
 use time::OffsetDateTime;
 
-use super::apply::{decode_batch, Applied, Apply, ApplyError, Record, Rejected};
+use super::apply::{decode_batch, Applied, Apply, Record, Rejected};
 use super::dead_letter::DeadLetters;
-use crate::backoff::Backoff;
+use super::retry::{apply_with_retry, Attempt};
 use crate::http::Readiness;
 use crate::kafka;
 use crate::metrics::{counter, counter_vec, gauge, gauge_vec, histogram, latency_buckets};
-
-pub(super) const BACKOFF_START: Duration = Duration::from_millis(100);
-pub(super) const BACKOFF_MAX: Duration = Duration::from_secs(10);
 
 /// Worker settings both workers share (flattened into each one's `Settings`).
 #[derive(Debug, Clone, clap::Args)]
@@ -272,42 +269,16 @@ impl<A: Apply> ConsumeLoop<A> {
         }
     }
 
-    /// Applies `records`, retrying transient failures forever; a permanent failure is narrowed
-    /// down record by record, and a record that fails alone is rejected.
+    /// Applies `records` ([`apply_with_retry`]), not ready while the database is away.
     async fn apply_with_retry(&self, records: &[Record<A::Payload>]) -> Applied {
-        let mut backoff = Backoff::new(BACKOFF_START, BACKOFF_MAX);
-        loop {
-            match self.apply.apply(records).await {
-                Ok(applied) => {
-                    self.set_ready(true);
-                    return applied;
-                }
-                Err(ApplyError::Permanent(e)) if records.len() > 1 => {
-                    tracing::warn!(error = %e, records = records.len(), "batch refused; applying record by record");
-                    let mut all = Applied::default();
-                    for record in records {
-                        let one = Box::pin(self.apply_with_retry(std::slice::from_ref(record)));
-                        all.rejected.extend(one.await.rejected);
-                    }
-                    return all;
-                }
-                Err(ApplyError::Permanent(e)) => {
-                    return Applied {
-                        rejected: vec![Rejected {
-                            index: records[0].index,
-                            reason: "refused_by_database",
-                            detail: format!("{e:#}"),
-                        }],
-                    }
-                }
-                Err(ApplyError::Transient(e)) => {
-                    self.set_ready(false);
-                    self.metrics.retries.inc();
-                    tracing::warn!(error = %e, retry_in = ?backoff.next_delay(), "applying a batch failed; will retry");
-                    backoff.wait().await;
-                }
+        let observe = |attempt| match attempt {
+            Attempt::Waiting => {
+                self.set_ready(false);
+                self.metrics.retries.inc();
             }
-        }
+            Attempt::Applied => self.set_ready(true),
+        };
+        apply_with_retry(&self.apply, records, &observe).await
     }
 }
 

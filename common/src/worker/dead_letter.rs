@@ -9,7 +9,6 @@ use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
 use super::apply::Rejected;
-use super::consume::{BACKOFF_MAX, BACKOFF_START};
 use crate::backoff::Backoff;
 use crate::envelope::{header, DeadLetter, RawBody};
 use crate::kafka;
@@ -43,16 +42,15 @@ impl DeadLetters {
             .key()
             .map(|k| String::from_utf8_lossy(k).into_owned())
             .unwrap_or_default();
-        let id = letter.id.to_string();
-        let mut backoff = Backoff::new(BACKOFF_START, BACKOFF_MAX);
+        let headers = letter.headers();
+        let mut backoff = Backoff::worker();
         loop {
-            let headers = kafka::headers(&[(header::REASON, why.reason), (header::ID, &id)]);
             let sent = kafka::send(
                 &self.producer,
                 &self.topic,
                 &key,
                 &value,
-                headers,
+                header::to_kafka(&headers),
                 Duration::from_secs(10),
             )
             .await;
@@ -79,19 +77,16 @@ impl DeadLetters {
         let received_at = field("received_at")
             .and_then(|t| serde_json::from_value::<String>(t).ok())
             .and_then(|t| OffsetDateTime::parse(&t, &Rfc3339).ok());
-        let now = OffsetDateTime::now_utc();
         DeadLetter {
-            id: uuid::Uuid::now_v7(),
-            stage: self.stage.into(),
-            reason: why.reason.into(),
-            detail: why.detail.clone(),
-            dead_lettered_at: now,
-            kind: field("kind").and_then(|k| serde_json::from_value(k).ok()),
-            received_at: received_at.unwrap_or(now),
             source_ip: field("source_ip").and_then(|ip| serde_json::from_value(ip).ok()),
-            query: Default::default(),
             record: Some(RawBody::from_bytes(record.payload().unwrap_or_default())),
-            raw: None,
+            ..DeadLetter::new(
+                self.stage,
+                why.reason,
+                why.detail.clone(),
+                field("kind").and_then(|k| serde_json::from_value(k).ok()),
+                received_at.unwrap_or_else(OffsetDateTime::now_utc),
+            )
         }
     }
 }

@@ -8,6 +8,7 @@ mod apply;
 mod consume;
 mod dead_letter;
 mod rebuild;
+mod retry;
 
 use std::future::Future;
 use std::time::Duration;

@@ -5,10 +5,9 @@
 
 use rdkafka::message::{OwnedHeaders, OwnedMessage, Timestamp};
 
-use super::apply::{decode_batch, Apply, ApplyError};
-use super::consume::{BACKOFF_MAX, BACKOFF_START};
+use super::apply::{decode_batch, Apply};
+use super::retry::apply_with_retry;
 use crate::archive::{self, Archive, ArchivedRecord, Entry};
-use crate::backoff::Backoff;
 use crate::kafka;
 use crate::progress::Progress;
 use crate::settings::KafkaSettings;
@@ -88,7 +87,7 @@ pub(super) async fn rebuild<A: Apply>(
 }
 
 /// Applies every archived record of `entries` (one topic), in (partition, epoch, offset) order,
-/// with retries as the consume loop does. Records that can never apply are counted and logged,
+/// with the consume loop's retry ([`apply_with_retry`]). Records that can never apply are counted and logged,
 /// not dead-lettered again: the live pipeline did that when they first came, and the
 /// dead-letter topic is archived too. Returns the records applied.
 async fn replay_archive<A: Apply>(
@@ -111,30 +110,10 @@ async fn replay_archive<A: Apply>(
             let (decoded, rejected) = decode_batch::<A::Payload>(&batch);
             refused += rejected.len() as u64;
             if !decoded.is_empty() {
-                let mut backoff = Backoff::new(BACKOFF_START, BACKOFF_MAX);
-                loop {
-                    match apply.apply(&decoded).await {
-                        Ok(applied) => {
-                            refused += applied.rejected.len() as u64;
-                            break;
-                        }
-                        // One record the database refuses must not stop a rebuild: apply the
-                        // rest one by one.
-                        Err(ApplyError::Permanent(e)) => {
-                            tracing::warn!(error = %e, "rebuild: an archived batch refused; applying record by record");
-                            for one in decoded.chunks(1) {
-                                if !apply_one(apply, one).await {
-                                    refused += 1;
-                                }
-                            }
-                            break;
-                        }
-                        Err(ApplyError::Transient(e)) => {
-                            tracing::warn!(error = %e, retry_in = ?backoff.next_delay(), "rebuild: applying archived records failed; will retry");
-                            backoff.wait().await;
-                        }
-                    }
-                }
+                refused += apply_with_retry(apply, &decoded, &|_| ())
+                    .await
+                    .rejected
+                    .len() as u64;
             }
             progress.add(chunk.len() as u64);
         }
@@ -148,25 +127,6 @@ async fn replay_archive<A: Apply>(
         );
     }
     Ok(done)
-}
-
-/// Applies one record, retrying transient failures (database away) until they pass, as the
-/// consume loop does: only a record the database refuses is given up. Whether it applied.
-async fn apply_one<A: Apply>(apply: &A, one: &[super::apply::Record<A::Payload>]) -> bool {
-    let mut backoff = Backoff::new(BACKOFF_START, BACKOFF_MAX);
-    loop {
-        match apply.apply(one).await {
-            Ok(applied) => return applied.rejected.is_empty(),
-            Err(ApplyError::Permanent(e)) => {
-                tracing::warn!(error = %e, "rebuild: an archived record refused; skipped");
-                return false;
-            }
-            Err(ApplyError::Transient(e)) => {
-                tracing::warn!(error = %e, retry_in = ?backoff.next_delay(), "rebuild: applying an archived record failed; will retry");
-                backoff.wait().await;
-            }
-        }
-    }
 }
 
 /// The Kafka record an archived record was.
