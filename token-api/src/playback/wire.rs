@@ -171,27 +171,21 @@ pub fn drm(body: &[u8]) -> Result<Vec<DrmItem>, ApiError> {
 /// What we keep, sign or query by is read strictly (a NUL is refused, named); other fields
 /// (`device_name`, `hardware_id`, ...) are not read at all.
 #[serde_as]
-#[derive(serde::Deserialize)]
+#[derive(Default, serde::Deserialize)]
+#[serde(default)]
 struct WireDrmItem {
     #[serde_as(as = "OptWhole")]
-    #[serde(default)]
     kind: Option<u64>,
     #[serde_as(as = "OptText")]
-    #[serde(default)]
     client_user_id: Option<String>,
     #[serde_as(as = "OptText")]
-    #[serde(default)]
     media_content_key: Option<String>,
     #[serde_as(as = "OptText")]
-    #[serde(default)]
     session_key: Option<String>,
     #[serde_as(as = "OptWhole")]
-    #[serde(default)]
     start_at: Option<u64>,
     #[serde_as(as = "OptText")]
-    #[serde(default)]
     player_id: Option<String>,
-    #[serde(default)]
     uservalues: Option<Value>,
 }
 
