@@ -358,7 +358,12 @@ mod tests {
     /// (`kollus::loose`): a negative one is refused, naming the field, as it is there.
     #[test]
     fn numbers_are_kollus_numbers() {
-        let at = |stage: Value| media_item(&json!({"upload_file_key": "u1", "transcoding_stage": stage}), "r");
+        let at = |stage: Value| {
+            media_item(
+                &json!({"upload_file_key": "u1", "transcoding_stage": stage}),
+                "r",
+            )
+        };
         assert_eq!(at(json!("21")).unwrap().transcoding_stage, Some(21));
         assert_eq!(at(json!(12)).unwrap().transcoding_stage, Some(12));
         assert_eq!(at(json!("")).unwrap().transcoding_stage, None);

@@ -285,7 +285,11 @@ mod tests {
     fn negatives_are_refused_in_both_shapes() {
         for v in [json!(-3), json!("-3"), json!(" -3"), json!(-0.5)] {
             assert_eq!(whole(v.clone()), Err("must not be negative".into()), "{v}");
-            assert_eq!(opt_whole(v.clone()), Err("must not be negative".into()), "{v}");
+            assert_eq!(
+                opt_whole(v.clone()),
+                Err("must not be negative".into()),
+                "{v}"
+            );
         }
     }
 
@@ -307,7 +311,10 @@ mod tests {
         assert_eq!(whole(json!(true)), Err("must be a number".into()));
         assert_eq!(whole(json!([1])), Err("must be a number".into()));
         assert_eq!(whole(json!(null)), Err("is required".into()));
-        assert_eq!(whole(json!("")), Err("must be a whole number, got \"\"".into()));
+        assert_eq!(
+            whole(json!("")),
+            Err("must be a whole number, got \"\"".into())
+        );
     }
 
     #[test]
@@ -329,7 +336,10 @@ mod tests {
         let text = |v: Value| Text::deserialize_as(&v).map_err(|e| e.to_string());
         assert_eq!(text(json!(42)), Ok("42".into()));
         assert_eq!(text(json!("kim@example.com")), Ok("kim@example.com".into()));
-        assert_eq!(text(json!("a\u{0}b")), Err("contains a NUL character".into()));
+        assert_eq!(
+            text(json!("a\u{0}b")),
+            Err("contains a NUL character".into())
+        );
         assert_eq!(text(json!(false)), Err("must be a string".into()));
         assert_eq!(text(json!({})), Err("must be a string".into()));
     }
