@@ -20,10 +20,32 @@ pub enum IdError {
     ControlChar,
 }
 
-/// Longest key we accept. Kollus keys seen in the wild are 8 to 40 characters.
-const MAX_KEY_LEN: usize = 128;
-/// Longest user id we accept (ours, chosen by the product app).
-const MAX_USER_ID_LEN: usize = 256;
+/// Longest key we accept, in characters. Kollus keys seen in the wild are 8 to 40 characters;
+/// Kollus documents no limit. The OpenAPI document states this very number (`openapi` feature).
+pub const MAX_KEY_LEN: usize = 128;
+/// Longest user id we accept, in characters (ours, chosen by the product app).
+pub const MAX_USER_ID_LEN: usize = 256;
+
+/// A Kollus key's characters, as the OpenAPI document states them (the length is `maxLength`).
+pub const KEY_PATTERN: &str = "^[A-Za-z0-9_.-]+$";
+/// A user id's characters: anything but a control character (`char::is_control`: C0, DEL, C1).
+pub const USER_ID_PATTERN: &str = r"^[^\u0000-\u001f\u007f-\u009f]+$";
+
+/// The OpenAPI schema of an id: text of 1 to `max_length` characters matching `pattern`. The
+/// document takes the limits from the constants the parsers use, so the two cannot disagree.
+#[cfg(feature = "openapi")]
+fn id_schema(
+    max_length: usize,
+    pattern: &str,
+) -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+    use utoipa::openapi::schema::{ObjectBuilder, Type};
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .min_length(Some(1))
+        .max_length(Some(max_length))
+        .pattern(Some(pattern))
+        .into()
+}
 
 fn parse_kollus_key(s: &str) -> Result<(), IdError> {
     if s.is_empty() {
@@ -79,6 +101,14 @@ macro_rules! kollus_key {
                 f.write_str(&self.0)
             }
         }
+        #[cfg(feature = "openapi")]
+        impl utoipa::PartialSchema for $name {
+            fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+                id_schema(MAX_KEY_LEN, KEY_PATTERN)
+            }
+        }
+        #[cfg(feature = "openapi")]
+        impl utoipa::ToSchema for $name {}
     };
 }
 
@@ -137,6 +167,14 @@ impl fmt::Display for ClientUserId {
         f.write_str(&self.0)
     }
 }
+#[cfg(feature = "openapi")]
+impl utoipa::PartialSchema for ClientUserId {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        id_schema(MAX_USER_ID_LEN, USER_ID_PATTERN)
+    }
+}
+#[cfg(feature = "openapi")]
+impl utoipa::ToSchema for ClientUserId {}
 
 /// A point in time as Kollus writes it: whole seconds since the Unix epoch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -166,8 +204,8 @@ mod tests {
         assert_eq!(MediaContentKey::parse("a b"), Err(IdError::BadChar(' ')));
         assert_eq!(MediaContentKey::parse("a/b"), Err(IdError::BadChar('/')));
         assert_eq!(
-            ChannelKey::parse("x".repeat(129)),
-            Err(IdError::TooLong { max: 128 })
+            ChannelKey::parse("x".repeat(MAX_KEY_LEN + 1)),
+            Err(IdError::TooLong { max: MAX_KEY_LEN })
         );
     }
 

@@ -1,18 +1,17 @@
 //! The path parameters the API's operations share, described once for the OpenAPI document
 //! (`params(UserPath, MediaPath)` in an operation's annotation). Handlers read them with
-//! `web::Path` and check them themselves (bottom layer: imports nothing of this crate).
+//! `web::Path` and check them themselves (bottom layer: imports nothing of this crate). Each
+//! names its id type, whose schema carries the limits its parser applies (`common::domain`).
+
+use kollus_common::domain::{ChannelKey, ClientUserId, MediaContentKey};
 
 /// `{client_user_id}`.
 #[derive(utoipa::IntoParams)]
 #[into_params(parameter_in = Path)]
 pub struct UserPath {
     /// The product's user id (Kollus `cuid`).
-    #[param(
-        min_length = 1,
-        max_length = 255,
-        pattern = r"^[^\u0000-\u001f\u007f-\u009f]+$"
-    )]
-    pub client_user_id: String,
+    #[param(inline)]
+    pub client_user_id: ClientUserId,
 }
 
 /// `{media_content_key}`.
@@ -20,8 +19,8 @@ pub struct UserPath {
 #[into_params(parameter_in = Path)]
 pub struct MediaPath {
     /// Kollus media content key.
-    #[param(pattern = "^[A-Za-z0-9_.-]{1,64}$")]
-    pub media_content_key: String,
+    #[param(inline)]
+    pub media_content_key: MediaContentKey,
 }
 
 /// `{channel_key}`.
@@ -29,6 +28,6 @@ pub struct MediaPath {
 #[into_params(parameter_in = Path)]
 pub struct ChannelPath {
     /// Kollus channel key: the grant covers every video the catalog has in the channel.
-    #[param(pattern = "^[A-Za-z0-9_.-]{1,64}$")]
-    pub channel_key: String,
+    #[param(inline)]
+    pub channel_key: ChannelKey,
 }

@@ -4,6 +4,7 @@
 //! `"HH:MM:SS"`; numbers may come as strings. Any other shape is refused, naming the field.
 
 use kollus_common::domain::{ChannelKey, MediaContentKey, UploadFileKey};
+use kollus_common::kollus::loose;
 use serde_json::Value;
 
 /// An answer in a shape Kollus does not document: where, and what is wrong.
@@ -110,24 +111,17 @@ pub fn items(result: &Value) -> Result<Vec<&Value>, ShapeError> {
     }
 }
 
-/// `field` of `v` (at `path`, for errors) as an integer, given as a number or a numeric
-/// string; absent or empty is `None`.
+/// `field` of `v` (at `path`, for errors) as a Kollus number (`kollus::loose`: a number or its
+/// digits, never negative); absent, `null` or `""` is `None`.
 fn int(v: &Value, field: &str, path: &str) -> Result<Option<i64>, ShapeError> {
     let at = || format!("{path}.{field}");
-    match v.get(field) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::Number(n)) => n
-            .as_i64()
-            .map(Some)
-            .ok_or_else(|| shape(at(), format!("{n} is not a whole number"))),
-        Some(Value::String(s)) if s.trim().is_empty() => Ok(None),
-        Some(Value::String(s)) => s
-            .trim()
-            .parse()
-            .map(Some)
-            .map_err(|_| shape(at(), format!("{s:?} is not a whole number"))),
-        Some(other) => Err(shape(at(), format!("is {}, not a number", kind(other)))),
-    }
+    let Some(n) = v.get(field) else {
+        return Ok(None);
+    };
+    loose::opt_whole(n)
+        .map_err(|problem| shape(at(), problem))?
+        .map(|n| i64::try_from(n).map_err(|_| shape(at(), "is out of range")))
+        .transpose()
 }
 
 fn text(v: &Value, field: &str, path: &str) -> Result<Option<String>, ShapeError> {
@@ -358,6 +352,29 @@ mod tests {
             media_item(&item, "r").unwrap_err().path,
             "r.transcoding_stage"
         );
+    }
+
+    /// The catalog reads Kollus's numbers as the LMS parser and the play and DRM callbacks do
+    /// (`kollus::loose`): a negative one is refused, naming the field, as it is there.
+    #[test]
+    fn numbers_are_kollus_numbers() {
+        let at = |stage: Value| {
+            media_item(
+                &json!({"upload_file_key": "u1", "transcoding_stage": stage}),
+                "r",
+            )
+        };
+        assert_eq!(at(json!("21")).unwrap().transcoding_stage, Some(21));
+        assert_eq!(at(json!(12)).unwrap().transcoding_stage, Some(12));
+        assert_eq!(at(json!("")).unwrap().transcoding_stage, None);
+        for negative in [json!(-1), json!("-1")] {
+            assert_eq!(
+                at(negative).unwrap_err(),
+                shape("r.transcoding_stage", "must not be negative")
+            );
+        }
+        let r = ok(json!({"error": 0, "result": {"count": "-5"}}));
+        assert_eq!(count(&r).unwrap_err().path, "result.count");
     }
 
     #[test]

@@ -4,6 +4,7 @@ pub mod binding;
 pub mod callback_secret;
 pub mod form;
 pub mod lms;
+pub mod loose;
 pub mod platform;
 pub mod snapshot;
 

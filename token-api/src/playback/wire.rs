@@ -9,7 +9,9 @@
 
 use kollus_common::domain::{ClientUserId, MediaContentKey};
 use kollus_common::kollus::form::{parse_form_strict_in, FormFields};
+use kollus_common::kollus::loose::{OptText, OptWhole};
 use serde_json::Value;
+use serde_with::serde_as;
 
 use crate::problem::{invalid, ApiError};
 
@@ -23,16 +25,6 @@ const PLAY_STRICT: &[&str] = &[
     "uservalues",
     "localtime",
     "channel_key",
-];
-
-/// What a DRM item keeps, signs or queries by: read strictly.
-const DRM_ITEM_STRICT: &[&str] = &[
-    "kind",
-    "client_user_id",
-    "media_content_key",
-    "session_key",
-    "player_id",
-    "start_at",
 ];
 
 /// Most items one DRM callback may carry. Kollus sends a handful (a download, its completion, a
@@ -106,30 +98,32 @@ fn required<'a>(f: &'a FormFields, field: &str) -> Result<&'a str, ApiError> {
         .ok_or_else(|| invalid(field, "is required"))
 }
 
-/// An integer Kollus may send as a JSON number or a string.
-fn int_of(v: &Value) -> Option<i64> {
-    v.as_i64()
-        .or_else(|| v.as_str().and_then(|s| s.trim().parse().ok()))
-}
-
-/// `POST /kollus/play`'s form.
+/// `POST /kollus/play`'s form, read by derive into [`PlayForm`] (the document's form too).
 pub fn play(body: &[u8]) -> Result<PlayCallback, ApiError> {
     let f = form(body, PLAY_STRICT)?;
-    let kind = match required(&f, "kind")? {
-        "1" => 1,
-        "3" => 3,
-        other => {
-            return Err(invalid(
+    let fields = f.iter().map(|(k, v)| (k.as_str(), v.as_str()));
+    let de = serde::de::value::MapDeserializer::<_, serde::de::value::Error>::new(fields);
+    let form: PlayForm = serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let message = e.inner().to_string();
+        let field = match message
+            .strip_prefix("missing field `")
+            .and_then(|r| r.strip_suffix('`'))
+        {
+            Some(missing) => missing.to_owned(),
+            None => path,
+        };
+        let field = field.as_str();
+        match f.get(field).map(String::as_str) {
+            None | Some("") => invalid(field, "is required"),
+            Some(other) if field == "kind" => invalid(
                 "kind",
                 format!("{other:?}: only 1 (before playback) and 3 (player ready) are answered"),
-            ))
+            ),
+            Some(_) => invalid(field, message),
         }
-    };
-    let user = ClientUserId::parse(required(&f, "client_user_id")?)
-        .map_err(|e| invalid("client_user_id", e.to_string()))?;
-    let media = MediaContentKey::parse(required(&f, "media_content_key")?)
-        .map_err(|e| invalid("media_content_key", e.to_string()))?;
-    let uservalues = match f.get("uservalues").filter(|v| !v.is_empty()) {
+    })?;
+    let uservalues = match Some(form.uservalues.as_str()).filter(|v| !v.is_empty()) {
         Some(uv) => match serde_json::from_str::<Value>(uv) {
             Ok(v @ Value::Object(_)) => uservalues_of(&v).unwrap_or_default(),
             _ => return Err(invalid("uservalues", "must be a JSON object")),
@@ -137,10 +131,13 @@ pub fn play(body: &[u8]) -> Result<PlayCallback, ApiError> {
         None => UserValues::new(),
     };
     Ok(PlayCallback {
-        kind,
-        user,
-        media,
-        player_id: f.get("player_id").cloned(),
+        kind: match form.kind {
+            PlayKind::BeforePlayback => 1,
+            PlayKind::PlayerReady => 3,
+        },
+        user: form.client_user_id,
+        media: form.media_content_key,
+        player_id: form.player_id,
         uservalues,
     })
 }
@@ -169,39 +166,55 @@ pub fn drm(body: &[u8]) -> Result<Vec<DrmItem>, ApiError> {
         .collect()
 }
 
+/// One DRM item as Kollus sends it: numbers as numbers or digits, text as text or a number,
+/// `""` and `null` as absent (`kollus::loose`, as the LMS parser and the catalog read them).
+/// What we keep, sign or query by is read strictly (a NUL is refused, named); other fields
+/// (`device_name`, `hardware_id`, ...) are not read at all.
+#[serde_as]
+#[derive(Default, serde::Deserialize)]
+#[serde(default)]
+struct WireDrmItem {
+    #[serde_as(as = "OptWhole")]
+    kind: Option<u64>,
+    #[serde_as(as = "OptText")]
+    client_user_id: Option<String>,
+    #[serde_as(as = "OptText")]
+    media_content_key: Option<String>,
+    #[serde_as(as = "OptText")]
+    session_key: Option<String>,
+    #[serde_as(as = "OptWhole")]
+    start_at: Option<u64>,
+    #[serde_as(as = "OptText")]
+    player_id: Option<String>,
+    uservalues: Option<Value>,
+}
+
 fn drm_item(i: usize, item: &Value) -> Result<DrmItem, ApiError> {
     let field = |name: &str| format!("items[{i}].{name}");
-    // A JSON escape (`\u0000`) is as much a NUL as a raw byte.
-    for name in DRM_ITEM_STRICT {
-        if item
-            .get(*name)
-            .and_then(Value::as_str)
-            .is_some_and(|s| s.contains('\0'))
-        {
-            return Err(invalid(&field(name), "contains a NUL character"));
+    let kind_refused = || invalid(&field("kind"), "must be 1, 2 or 3");
+    let wire: WireDrmItem = serde_path_to_error::deserialize(item).map_err(|e| {
+        let path = e.path().to_string();
+        match path.as_str() {
+            "kind" => kind_refused(),
+            "." => invalid(&format!("items[{i}]"), "must be a JSON object"),
+            _ => invalid(&field(&path), e.inner().to_string()),
         }
-    }
-    let text = |name: &str| {
-        item.get(name)
-            .and_then(Value::as_str)
-            .filter(|s| !s.is_empty())
-    };
-    let kind = item
-        .get("kind")
-        .and_then(int_of)
+    })?;
+    let kind = wire
+        .kind
         .filter(|k| (1..=3).contains(k))
-        .ok_or_else(|| invalid(&field("kind"), "must be 1, 2 or 3"))?;
+        .ok_or_else(kind_refused)?;
     let user = ClientUserId::parse(
-        text("client_user_id").ok_or_else(|| invalid(&field("client_user_id"), "is required"))?,
+        wire.client_user_id
+            .ok_or_else(|| invalid(&field("client_user_id"), "is required"))?,
     )
     .map_err(|e| invalid(&field("client_user_id"), e.to_string()))?;
     let media = MediaContentKey::parse(
-        text("media_content_key")
+        wire.media_content_key
             .ok_or_else(|| invalid(&field("media_content_key"), "is required"))?,
     )
     .map_err(|e| invalid(&field("media_content_key"), e.to_string()))?;
-    let session_key = text("session_key").map(str::to_owned);
-    if kind == 2 && session_key.is_none() {
+    if kind == 2 && wire.session_key.is_none() {
         return Err(invalid(
             &field("session_key"),
             "is required for a completed download (kind 2): it is what counts it once",
@@ -211,52 +224,60 @@ fn drm_item(i: usize, item: &Value) -> Result<DrmItem, ApiError> {
         kind: kind as i32,
         user,
         media,
-        session_key,
-        start_at: item.get("start_at").and_then(int_of).unwrap_or(0),
-        player_id: text("player_id").map(str::to_owned),
-        uservalues: match item.get("uservalues") {
+        session_key: wire.session_key,
+        // Absent: the answer echoes 0, as it always has.
+        start_at: match wire.start_at {
+            None => 0,
+            Some(s) => {
+                i64::try_from(s).map_err(|_| invalid(&field("start_at"), "is out of range"))?
+            }
+        },
+        player_id: wire.player_id,
+        uservalues: match wire.uservalues {
             None => UserValues::new(),
-            Some(v) => uservalues_of(v)
+            Some(v) => uservalues_of(&v)
                 .ok_or_else(|| invalid(&field("uservalues"), "must be a JSON object"))?,
         },
     })
 }
 
 // ---------------------------------------------------------------------------------------------
-// The forms as the API document states them (derived into openapi.json; never built).
+// The forms as the API document states them (derived into openapi.json); `play` reads its own.
 // ---------------------------------------------------------------------------------------------
 
 /// Kollus's play callback form (SPEC.md 5.1). Other fields Kollus adds are ignored.
 #[derive(serde::Deserialize, utoipa::ToSchema)]
 #[schema(as = PlayCallback)]
-#[allow(dead_code, reason = "the document's form; wire::play reads it")]
 pub struct PlayForm {
     kind: PlayKind,
-    #[schema(
-        min_length = 1,
-        max_length = 255,
-        pattern = r"^[^\u0000-\u001f\u007f-\u009f]+$"
-    )]
-    client_user_id: String,
-    #[schema(pattern = "^[A-Za-z0-9_.-]{1,64}$")]
-    media_content_key: String,
+    client_user_id: ClientUserId,
+    media_content_key: MediaContentKey,
+    // Absent and empty differ: an empty one is recorded as sent.
+    #[serde(default, deserialize_with = "given")]
+    #[schema(value_type = String)]
+    player_id: Option<String>,
     #[serde(default)]
-    player_id: String,
-    #[serde(default)]
+    #[expect(dead_code, reason = "in the document; read leniently, never used")]
     hardware_id: String,
     #[serde(default)]
+    #[expect(dead_code, reason = "in the document; read leniently, never used")]
     device_name: String,
     /// A JSON object, as text.
     #[serde(default)]
     #[schema(content_media_type = "application/json")]
     uservalues: String,
     #[serde(default)]
+    #[expect(dead_code, reason = "in the document; read strictly, not used yet")]
     localtime: String,
+}
+
+/// A form field that is there, empty or not (a form's values are text: no `null` to read).
+fn given<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    <String as serde::Deserialize>::deserialize(d).map(Some)
 }
 
 /// 1: before playback; 3: the player is ready.
 #[derive(serde::Deserialize, utoipa::ToSchema)]
-#[allow(dead_code, reason = "the document's form; wire::play reads it")]
 pub enum PlayKind {
     #[serde(rename = "1")]
     BeforePlayback,
@@ -385,6 +406,103 @@ mod tests {
         assert_eq!(
             field_of(drm(body(MAX_DRM_ITEMS + 1).as_bytes()).unwrap_err()),
             "items"
+        );
+    }
+
+    fn problem_of(e: ApiError) -> (String, String) {
+        match e {
+            ApiError::Invalid(errors) => (errors[0].field.clone(), errors[0].message.clone()),
+            other => panic!("not a 400 naming a field: {other:?}"),
+        }
+    }
+
+    /// The play form is read by derive into the document's `PlayForm`; its refusals say what
+    /// they said when it was read by hand.
+    #[test]
+    fn play_refusals_name_the_field_and_say_why() {
+        let refused = |body: &str| problem_of(play(body.as_bytes()).unwrap_err());
+        let is = |field: &str, message: &str| (field.to_owned(), message.to_owned());
+        assert_eq!(
+            refused("kind=5&client_user_id=u&media_content_key=m"),
+            is(
+                "kind",
+                "\"5\": only 1 (before playback) and 3 (player ready) are answered"
+            )
+        );
+        assert_eq!(
+            refused("client_user_id=u&media_content_key=m"),
+            is("kind", "is required")
+        );
+        assert_eq!(
+            refused("kind=&client_user_id=u&media_content_key=m"),
+            is("kind", "is required")
+        );
+        assert_eq!(
+            refused("kind=1&media_content_key=m"),
+            is("client_user_id", "is required")
+        );
+        assert_eq!(
+            refused("kind=1&client_user_id=&media_content_key=m"),
+            is("client_user_id", "is required")
+        );
+        assert_eq!(
+            refused("kind=1&client_user_id=u&media_content_key=bad+key"),
+            is(
+                "media_content_key",
+                "contains ' ', which Kollus keys never contain (allowed: A-Z a-z 0-9 - _ .)"
+            )
+        );
+        assert_eq!(
+            refused("kind=1&client_user_id=u&media_content_key=m&uservalues=%5B%5D"),
+            is("uservalues", "must be a JSON object")
+        );
+        let ok = play(b"kind=3&client_user_id=u&media_content_key=m&player_id=").unwrap();
+        assert_eq!((ok.kind, ok.player_id.as_deref()), (3, Some("")));
+        let ok = play(b"kind=1&client_user_id=u&media_content_key=m").unwrap();
+        assert_eq!((ok.kind, ok.player_id), (1, None));
+    }
+
+    fn drm_one(item: Value) -> Result<DrmItem, ApiError> {
+        let body = format!("items={}", urlencode(&Value::Array(vec![item]).to_string()));
+        drm(body.as_bytes()).map(|mut items| items.remove(0))
+    }
+
+    /// A DRM item's numbers are read as the LMS parser and the catalog read Kollus's numbers
+    /// (`kollus::loose`): a number or its digits; a negative one (`-3`, which this form took
+    /// until the three agreed) or text that is no number is refused, naming the field.
+    #[test]
+    fn drm_numbers_are_kollus_numbers() {
+        let base = serde_json::json!({"kind": "2", "client_user_id": 42, "media_content_key": "m", "session_key": "s"});
+        let with = |name: &str, v: Value| {
+            let mut item = base.clone();
+            item[name] = v;
+            item
+        };
+        let ok = drm_one(with("start_at", "1700000000".into())).unwrap();
+        assert_eq!((ok.kind, ok.start_at), (2, 1_700_000_000));
+        assert_eq!(ok.user.as_str(), "42", "a number as text, as in LMS");
+        assert_eq!(drm_one(with("start_at", 7.into())).unwrap().start_at, 7);
+        assert_eq!(drm_one(with("start_at", "".into())).unwrap().start_at, 0);
+        for (name, v) in [
+            ("start_at", Value::from("-3")),
+            ("start_at", Value::from(-3)),
+            ("start_at", Value::from("soon")),
+            ("kind", Value::from("-3")),
+            ("kind", Value::from(-1)),
+            ("kind", Value::from("4")),
+        ] {
+            let e = drm_one(with(name, v.clone())).unwrap_err();
+            assert_eq!(field_of(e), format!("items[0].{name}"), "{v}");
+        }
+        let e = drm_one(with("start_at", "-3".into())).unwrap_err();
+        let ApiError::Invalid(errors) = e else {
+            panic!("not a 400")
+        };
+        assert_eq!(errors[0].message, "must not be negative");
+        assert_eq!(
+            field_of(drm_one(Value::from(1)).unwrap_err()),
+            "items[0]",
+            "an item that is no object"
         );
     }
 
@@ -590,7 +708,11 @@ mod tests {
                     prop_assert_eq!(it.media.as_str(), item["media_content_key"].as_str().unwrap());
                     prop_assert_eq!(it.session_key.as_deref(), item["session_key"].as_str());
                     prop_assert_eq!(it.player_id.as_deref(), item["player_id"].as_str().filter(|s| !s.is_empty()));
-                    prop_assert_eq!(Some(i64::from(it.kind)), int_of(&item["kind"]));
+                    let sent_kind = match &item["kind"] {
+                        Value::String(s) => s.trim().parse::<i64>().ok(),
+                        v => v.as_i64(),
+                    };
+                    prop_assert_eq!(Some(i64::from(it.kind)), sent_kind);
                 }
                 Err(e) => prop_assert_eq!(field_of(e), format!("items[0].{field}")),
             }

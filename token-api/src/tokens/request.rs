@@ -16,11 +16,7 @@ use crate::problem::FieldError;
 #[serde(deny_unknown_fields)]
 pub struct TokenRequest {
     /// Our user's id (Kollus cuid): any printable text.
-    #[schema(
-        min_length = 1,
-        max_length = 255,
-        pattern = r"^[^\u0000-\u001f\u007f-\u009f]+$"
-    )]
+    #[schema(value_type = ClientUserId)]
     pub client_user_id: String,
     /// 1 to TOKEN_MAX_MEDIA (default 10) videos.
     #[schema(min_items = 1, max_items = 10)]
@@ -78,11 +74,11 @@ fn playback_rates_schema() -> utoipa::openapi::Array {
 #[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MediaRequest {
-    #[schema(pattern = "^[A-Za-z0-9_.-]{1,64}$")]
+    #[schema(value_type = MediaContentKey)]
     pub media_content_key: String,
-    /// Encoding profile key (Kollus `mcpf`).
+    /// Encoding profile key (Kollus `mcpf`): a Kollus key, checked as one.
     #[serde(default)]
-    #[schema(pattern = "^[A-Za-z0-9_.-]{1,64}$")]
+    #[schema(value_type = Option<MediaContentKey>)]
     pub profile_key: Option<String>,
     #[serde(default)]
     pub intro: Option<bool>,

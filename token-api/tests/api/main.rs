@@ -7,6 +7,7 @@ mod console;
 mod export;
 mod helpers;
 mod hostile;
+mod id_limits;
 mod models;
 mod openapi;
 mod playback;

@@ -3,9 +3,10 @@
 //!
 //! Players are loose: numbers arrive as strings (`"151"`) or as numbers, text as numbers
 //! (`"client_user_id": 42`), empty strings mean "absent", old players omit fields added since
-//! 2014, and the block map is flat (`b0`, `t0`, `p0`, `b1`, ...). The adapters below accept all of
-//! that and nothing else; every refusal names the field (`content_info.playtime`,
-//! `block_info.blocks.t3`, `block_info.sessions[1].play_time`).
+//! 2014, and the block map is flat (`b0`, `t0`, `p0`, `b1`, ...). The adapters of
+//! `kollus::loose` (shared with the play and DRM callbacks and the catalog) accept all of that and
+//! nothing else; every refusal names the field (`content_info.playtime`, `block_info.blocks.t3`,
+//! `block_info.sessions[1].play_time`).
 //!
 //! Errors are rare, so the fast pass deserializes without tracking where it is; only a document
 //! that fails is read a second time through `serde_path_to_error` to name the failing field.
@@ -16,6 +17,8 @@ use std::fmt;
 use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
 use serde_with::{serde_as, DeserializeAs};
+
+use crate::kollus::loose::{no_nul, OptText, OptWhole, Text, Whole, WholeSeed};
 
 use super::{Block, Blocks, LmsContent, LmsReport, LmsUser, Segment, MAX_BLOCKS, MAX_SEGMENTS};
 use crate::domain::{ClientUserId, IdError, MediaContentKey, UnixSeconds};
@@ -139,7 +142,7 @@ struct UserInfo {
 struct ContentInfo {
     #[serde_as(as = "Text")]
     media_content_key: String,
-    #[serde_as(as = "Loose")]
+    #[serde_as(as = "Whole")]
     start_at: u64,
     #[serde_as(as = "OptText")]
     #[serde(default)]
@@ -147,28 +150,28 @@ struct ContentInfo {
     #[serde_as(as = "OptText")]
     #[serde(default)]
     encoding_profile: Option<String>,
-    #[serde_as(as = "OptLoose")]
+    #[serde_as(as = "OptWhole")]
     #[serde(default)]
     duration: Option<u64>,
-    #[serde_as(as = "OptLoose")]
+    #[serde_as(as = "OptWhole")]
     #[serde(default)]
     playtime: Option<u64>,
-    #[serde_as(as = "OptLoose")]
+    #[serde_as(as = "OptWhole")]
     #[serde(default)]
     real_playtime: Option<u64>,
-    #[serde_as(as = "OptLoose")]
+    #[serde_as(as = "OptWhole")]
     #[serde(default)]
     playtime_percent: Option<u64>,
-    #[serde_as(as = "OptLoose")]
+    #[serde_as(as = "OptWhole")]
     #[serde(default)]
     last_play_at: Option<u64>,
-    #[serde_as(as = "OptLoose")]
+    #[serde_as(as = "OptWhole")]
     #[serde(default)]
     runtime: Option<u64>,
-    #[serde_as(as = "OptLoose")]
+    #[serde_as(as = "OptWhole")]
     #[serde(default)]
     showtime: Option<u64>,
-    #[serde_as(as = "OptLoose")]
+    #[serde_as(as = "OptWhole")]
     #[serde(default)]
     serial: Option<u64>,
 }
@@ -176,7 +179,7 @@ struct ContentInfo {
 #[serde_as]
 #[derive(Deserialize)]
 struct BlockInfo {
-    #[serde_as(as = "OptLoose")]
+    #[serde_as(as = "OptWhole")]
     #[serde(default)]
     block_count: Option<u64>,
     #[serde(default)]
@@ -188,11 +191,11 @@ struct BlockInfo {
 #[serde_as]
 #[derive(Deserialize)]
 struct WireSegment {
-    #[serde_as(as = "Loose")]
+    #[serde_as(as = "Whole")]
     block: u64,
-    #[serde_as(as = "Loose")]
+    #[serde_as(as = "Whole")]
     start_time: u64,
-    #[serde_as(as = "Loose")]
+    #[serde_as(as = "Whole")]
     play_time: u64,
 }
 
@@ -428,7 +431,7 @@ impl<'de> Visitor<'de> for BlockMapVisitor {
                     continue;
                 }
             };
-            let value = map.next_value_seed(LooseSeed)?;
+            let value = map.next_value_seed(WholeSeed)?;
             if out.items.len() <= index {
                 out.items.resize(index + 1, Block::default());
                 out.given.resize(index + 1, 0);
@@ -497,224 +500,6 @@ impl<'de> Visitor<'de> for BlockKeySeed {
             _ => None,
         };
         Ok(parsed.unwrap_or_else(|| BlockKey::Other(v.to_owned())))
-    }
-}
-
-// ---------------------------------------------------------------------------------------------
-// Loose scalars, as serde_with adapters
-// ---------------------------------------------------------------------------------------------
-
-/// A whole, non-negative number given as a JSON number or as a string of digits.
-struct Loose;
-/// [`Loose`], or absent: `null` and `""` mean the player did not say.
-struct OptLoose;
-/// Text; a number is kept as its digits (`"client_user_id": 42`).
-struct Text;
-/// [`Text`], or absent: `null` and `""` mean the player did not say.
-struct OptText;
-
-impl<'de> DeserializeAs<'de, u64> for Loose {
-    fn deserialize_as<D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
-        LooseSeed.deserialize(d)
-    }
-}
-
-impl<'de> DeserializeAs<'de, Option<u64>> for OptLoose {
-    fn deserialize_as<D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
-        d.deserialize_any(Optional(LooseSeed))
-    }
-}
-
-impl<'de> DeserializeAs<'de, String> for Text {
-    fn deserialize_as<D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
-        d.deserialize_any(TextVisitor)
-    }
-}
-
-impl<'de> DeserializeAs<'de, Option<String>> for OptText {
-    fn deserialize_as<D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
-        d.deserialize_any(Optional(TextVisitor))
-    }
-}
-
-#[derive(Clone, Copy)]
-struct LooseSeed;
-
-impl<'de> DeserializeSeed<'de> for LooseSeed {
-    type Value = u64;
-
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<u64, D::Error> {
-        d.deserialize_any(self)
-    }
-}
-
-impl<'de> Visitor<'de> for LooseSeed {
-    type Value = u64;
-
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("a whole number")
-    }
-
-    fn visit_u64<E: de::Error>(self, v: u64) -> Result<u64, E> {
-        Ok(v)
-    }
-
-    fn visit_i64<E: de::Error>(self, v: i64) -> Result<u64, E> {
-        u64::try_from(v).map_err(|_| E::custom("must not be negative"))
-    }
-
-    fn visit_f64<E: de::Error>(self, v: f64) -> Result<u64, E> {
-        if v < 0.0 {
-            Err(E::custom("must not be negative"))
-        } else if v.fract() != 0.0 || !v.is_finite() {
-            Err(E::custom("must be a whole number"))
-        } else {
-            Err(E::custom("is out of range"))
-        }
-    }
-
-    fn visit_str<E: de::Error>(self, v: &str) -> Result<u64, E> {
-        let s = v.trim();
-        if s.starts_with('-') {
-            Err(E::custom("must not be negative"))
-        } else if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
-            Err(E::custom(format!("must be a whole number, got {s:?}")))
-        } else {
-            s.parse().map_err(|_| E::custom("is out of range"))
-        }
-    }
-
-    fn visit_bool<E: de::Error>(self, _: bool) -> Result<u64, E> {
-        Err(E::custom("must be a number"))
-    }
-
-    fn visit_unit<E: de::Error>(self) -> Result<u64, E> {
-        Err(E::custom("is required"))
-    }
-
-    fn visit_map<A: MapAccess<'de>>(self, _: A) -> Result<u64, A::Error> {
-        Err(de::Error::custom("must be a number"))
-    }
-
-    fn visit_seq<A: SeqAccess<'de>>(self, _: A) -> Result<u64, A::Error> {
-        Err(de::Error::custom("must be a number"))
-    }
-}
-
-struct TextVisitor;
-
-impl<'de> Visitor<'de> for TextVisitor {
-    type Value = String;
-
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("a string")
-    }
-
-    fn visit_str<E: de::Error>(self, v: &str) -> Result<String, E> {
-        no_nul(v)?;
-        Ok(v.to_owned())
-    }
-
-    fn visit_string<E: de::Error>(self, v: String) -> Result<String, E> {
-        no_nul(&v)?;
-        Ok(v)
-    }
-
-    fn visit_u64<E: de::Error>(self, v: u64) -> Result<String, E> {
-        Ok(v.to_string())
-    }
-
-    fn visit_i64<E: de::Error>(self, v: i64) -> Result<String, E> {
-        Ok(v.to_string())
-    }
-
-    fn visit_f64<E: de::Error>(self, v: f64) -> Result<String, E> {
-        Ok(v.to_string())
-    }
-
-    fn visit_bool<E: de::Error>(self, _: bool) -> Result<String, E> {
-        Err(E::custom("must be a string"))
-    }
-
-    fn visit_unit<E: de::Error>(self) -> Result<String, E> {
-        Err(E::custom("is required"))
-    }
-
-    fn visit_map<A: MapAccess<'de>>(self, _: A) -> Result<String, A::Error> {
-        Err(de::Error::custom("must be a string"))
-    }
-
-    fn visit_seq<A: SeqAccess<'de>>(self, _: A) -> Result<String, A::Error> {
-        Err(de::Error::custom("must be a string"))
-    }
-}
-
-/// PostgreSQL stores no U+0000, in text or jsonb: refused at the edge, named, instead of by a
-/// worker's database later.
-fn no_nul<E: de::Error>(v: &str) -> Result<(), E> {
-    if v.contains('\0') {
-        Err(E::custom("contains a NUL character"))
-    } else {
-        Ok(())
-    }
-}
-
-/// Wraps a scalar visitor: `null` and `""` are `None`.
-struct Optional<V>(V);
-
-impl<'de, V: Visitor<'de>> Visitor<'de> for Optional<V> {
-    type Value = Option<V::Value>;
-
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        self.0.expecting(f)
-    }
-
-    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
-        Ok(None)
-    }
-
-    fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
-        Ok(None)
-    }
-
-    fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
-        if v.is_empty() {
-            Ok(None)
-        } else {
-            self.0.visit_str(v).map(Some)
-        }
-    }
-
-    fn visit_string<E: de::Error>(self, v: String) -> Result<Self::Value, E> {
-        if v.is_empty() {
-            Ok(None)
-        } else {
-            self.0.visit_string(v).map(Some)
-        }
-    }
-
-    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
-        self.0.visit_u64(v).map(Some)
-    }
-
-    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
-        self.0.visit_i64(v).map(Some)
-    }
-
-    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Self::Value, E> {
-        self.0.visit_f64(v).map(Some)
-    }
-
-    fn visit_bool<E: de::Error>(self, v: bool) -> Result<Self::Value, E> {
-        self.0.visit_bool(v).map(Some)
-    }
-
-    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
-        self.0.visit_map(map).map(Some)
-    }
-
-    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Self::Value, A::Error> {
-        self.0.visit_seq(seq).map(Some)
     }
 }
 
