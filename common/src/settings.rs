@@ -102,6 +102,29 @@ pub struct ProxySettings {
     pub trusted_proxies: crate::client_addr::Networks,
 }
 
+/// Parses `args` (the program's name first) as `cmd`'s command line, with every setting's
+/// environment variable ignored: what the settings are from the command line and the clap
+/// attributes alone.
+pub fn parse_ignoring_env<T: clap::FromArgMatches>(
+    cmd: clap::Command,
+    args: impl IntoIterator<Item = impl Into<std::ffi::OsString> + Clone>,
+) -> Result<T, clap::Error> {
+    fn without_env(cmd: clap::Command) -> clap::Command {
+        cmd.mut_args(|a| a.env(None)).mut_subcommands(without_env)
+    }
+    let matches = without_env(cmd).try_get_matches_from(args)?;
+    T::from_arg_matches(&matches)
+}
+
+/// A settings group's defaults: its clap attributes (`default_value`), the one place each is
+/// written, read without a command line or environment. For groups whose every setting has a
+/// default or is optional (a unit test of each type calls this).
+pub fn defaults<A: clap::Args>() -> A {
+    let cmd = A::augment_args(clap::Command::new("defaults"));
+    parse_ignoring_env(cmd, ["defaults"])
+        .unwrap_or_else(|e| panic!("a settings group without a default for every setting: {e}"))
+}
+
 /// Parses a duration given in milliseconds.
 pub fn millis(s: &str) -> Result<Duration, String> {
     s.parse::<u64>()
@@ -349,26 +372,11 @@ fn retention_days(s: &str) -> Result<i64, String> {
 }
 
 impl KafkaSettings {
+    /// The defaults (`--help`), with `brokers`.
     pub fn with_brokers(brokers: impl Into<String>) -> Self {
         Self {
             brokers: brokers.into(),
-            security_protocol: SecurityProtocol::Plaintext,
-            sasl_mechanism: None,
-            sasl_username: None,
-            sasl_password: None,
-            ssl_ca_location: None,
-            ssl_certificate_location: None,
-            ssl_key_location: None,
-            content_topic: CONTENT_TOPIC.into(),
-            playback_topic: PLAYBACK_TOPIC.into(),
-            deadletter_topic: DEADLETTER_TOPIC.into(),
-            topic_partitions: 6,
-            session_timeout_ms: None,
-            group_protocol: GroupProtocol::Consumer,
-            retention_days: 14,
-            archive_group_id: "kollus-archive".into(),
-            replication_factor: 1,
-            min_insync: None,
+            ..defaults()
         }
     }
 
@@ -533,10 +541,11 @@ pub struct DatabaseSettings {
 }
 
 impl DatabaseSettings {
+    /// The defaults (`--help`), with `url`.
     pub fn new(url: &str) -> Self {
         Self {
             url: SecretString::from(url.to_owned()),
-            pool_size: 8,
+            ..defaults()
         }
     }
 }
@@ -599,7 +608,7 @@ pub fn load_secret_files(names: &[&str]) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clap::Parser as _;
+    use clap::{Args as _, FromArgMatches as _, Parser as _};
 
     #[derive(clap::Parser)]
     struct Kafka {
@@ -609,6 +618,65 @@ mod tests {
 
     fn kafka(args: &[&str]) -> Result<KafkaSettings, clap::Error> {
         Kafka::try_parse_from(std::iter::once("test").chain(args.iter().copied())).map(|k| k.kafka)
+    }
+
+    /// A group of one setting, with an environment variable no other test sets.
+    #[derive(Debug, clap::Args)]
+    struct Probe {
+        #[arg(long, env = "KOLLUS_TEST_DEFAULTS_PROBE", default_value_t = 7)]
+        probe: u32,
+    }
+
+    #[test]
+    fn defaults_are_the_clap_attributes_whatever_the_environment() {
+        std::env::set_var("KOLLUS_TEST_DEFAULTS_PROBE", "9");
+        assert_eq!(
+            defaults::<Probe>().probe,
+            7,
+            "the attribute, not the environment"
+        );
+        let cmd = Probe::augment_args(clap::Command::new("t"));
+        let given: Probe = parse_ignoring_env(cmd.clone(), ["t", "--probe", "8"]).unwrap();
+        assert_eq!(given.probe, 8, "the command line still counts");
+        let from_env = Probe::from_arg_matches(&cmd.get_matches_from(["t"])).unwrap();
+        assert_eq!(from_env.probe, 9, "a real parse reads the environment");
+    }
+
+    /// Debug text (secrets show redacted) of `T` parsed from `args`, environment ignored.
+    fn parsed<T: clap::Args + std::fmt::Debug>(args: &[&str]) -> String {
+        let cmd = T::augment_args(clap::Command::new("t"));
+        let t: T =
+            parse_ignoring_env(cmd, std::iter::once("t").chain(args.iter().copied())).unwrap();
+        format!("{t:?}")
+    }
+
+    #[test]
+    fn every_constructor_has_the_flags_defaults() {
+        assert_eq!(
+            format!("{:?}", KafkaSettings::with_brokers("b:9092")),
+            parsed::<KafkaSettings>(&["--kafka-brokers=b:9092"])
+        );
+        assert_eq!(
+            format!("{:?}", DatabaseSettings::new("postgres://h/d")),
+            parsed::<DatabaseSettings>(&["--database-url=postgres://h/d"])
+        );
+        assert_eq!(DatabaseSettings::new("postgres://h/d").pool_size, 8);
+        let consume = crate::worker::ConsumeSettings::default();
+        assert_eq!(
+            format!("{consume:?}"),
+            parsed::<crate::worker::ConsumeSettings>(&[])
+        );
+        assert_eq!(
+            (consume.max_batch, consume.linger),
+            (1000, Duration::from_millis(20))
+        );
+        let binding = crate::kollus::binding::BindingSettings::default();
+        assert_eq!(
+            format!("{binding:?}"),
+            parsed::<crate::kollus::binding::BindingSettings>(&[])
+        );
+        assert_eq!(binding.player_binding_uservalue, "uservalue99");
+        assert!(binding.binding().unwrap().is_none(), "off without a key");
     }
 
     #[test]
