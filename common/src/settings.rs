@@ -245,7 +245,8 @@ pub struct KafkaSettings {
 
 /// `KAFKA_GROUP_PROTOCOL`: how the services' consumer groups assign partitions (README
 /// "Operations", group protocol and rebalance times).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, strum::IntoStaticStr)]
+#[strum(serialize_all = "snake_case")]
 pub enum GroupProtocol {
     /// KIP-848 (`group.protocol=consumer`): the broker's group coordinator assigns partitions
     /// and times sessions out (`group.consumer.session.timeout.ms`).
@@ -259,15 +260,23 @@ pub enum GroupProtocol {
 impl GroupProtocol {
     /// The value of librdkafka's `group.protocol`, and of `KAFKA_GROUP_PROTOCOL`.
     pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Consumer => "consumer",
-            Self::Classic => "classic",
-        }
+        self.into()
     }
 }
 
 /// `KAFKA_SECURITY_PROTOCOL`: librdkafka's `security.protocol`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Default,
+    strum::IntoStaticStr,
+    strum::EnumString,
+    strum::VariantNames,
+)]
+#[strum(serialize_all = "snake_case", ascii_case_insensitive)]
 pub enum SecurityProtocol {
     #[default]
     Plaintext,
@@ -279,12 +288,7 @@ pub enum SecurityProtocol {
 impl SecurityProtocol {
     /// The name librdkafka's `security.protocol` and `KAFKA_SECURITY_PROTOCOL` take.
     pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Plaintext => "plaintext",
-            Self::Ssl => "ssl",
-            Self::SaslPlaintext => "sasl_plaintext",
-            Self::SaslSsl => "sasl_ssl",
-        }
+        self.into()
     }
 
     /// Whether clients authenticate with SASL (and need a mechanism, user and password).
@@ -299,34 +303,42 @@ impl SecurityProtocol {
 }
 
 fn security_protocol(s: &str) -> Result<SecurityProtocol, String> {
-    match s.trim().to_ascii_lowercase().as_str() {
-        "plaintext" => Ok(SecurityProtocol::Plaintext),
-        "ssl" => Ok(SecurityProtocol::Ssl),
-        "sasl_plaintext" => Ok(SecurityProtocol::SaslPlaintext),
-        "sasl_ssl" => Ok(SecurityProtocol::SaslSsl),
-        other => Err(format!(
-            "KAFKA_SECURITY_PROTOCOL {other:?}: expected plaintext, ssl, sasl_plaintext or sasl_ssl"
-        )),
-    }
+    named_value("KAFKA_SECURITY_PROTOCOL", s)
+}
+
+/// A value of `setting` named by one of `T`'s texts (strum's, case-insensitive); refused
+/// naming them all.
+fn named_value<T>(setting: &str, s: &str) -> Result<T, String>
+where
+    T: std::str::FromStr + strum::VariantNames,
+{
+    let s = s.trim();
+    s.parse().map_err(|_| {
+        let names = T::VARIANTS;
+        let (last, rest) = names.split_last().unwrap_or((&"", &[]));
+        format!("{setting} {s:?}: expected {} or {last}", rest.join(", "))
+    })
 }
 
 /// `KAFKA_SASL_MECHANISM`: the SASL mechanisms librdkafka built with OpenSSL offers (no
 /// GSSAPI/Kerberos, no OAUTHBEARER).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, strum::IntoStaticStr, strum::EnumString, strum::VariantNames,
+)]
+#[strum(ascii_case_insensitive)]
 pub enum SaslMechanism {
+    #[strum(serialize = "PLAIN")]
     Plain,
+    #[strum(serialize = "SCRAM-SHA-256")]
     ScramSha256,
+    #[strum(serialize = "SCRAM-SHA-512")]
     ScramSha512,
 }
 
 impl SaslMechanism {
     /// The name librdkafka's `sasl.mechanism` and `KAFKA_SASL_MECHANISM` take.
     pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Plain => "PLAIN",
-            Self::ScramSha256 => "SCRAM-SHA-256",
-            Self::ScramSha512 => "SCRAM-SHA-512",
-        }
+        self.into()
     }
 }
 
@@ -334,14 +346,7 @@ impl SaslMechanism {
 pub const CLASSIC_SESSION_TIMEOUT_MS: u32 = 45_000;
 
 fn sasl_mechanism(s: &str) -> Result<SaslMechanism, String> {
-    match s.trim().to_ascii_uppercase().as_str() {
-        "PLAIN" => Ok(SaslMechanism::Plain),
-        "SCRAM-SHA-256" => Ok(SaslMechanism::ScramSha256),
-        "SCRAM-SHA-512" => Ok(SaslMechanism::ScramSha512),
-        other => Err(format!(
-            "KAFKA_SASL_MECHANISM {other:?}: expected PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512"
-        )),
-    }
+    named_value("KAFKA_SASL_MECHANISM", s)
 }
 
 /// `KAFKA_REPLICATION_FACTOR`, `KAFKA_MIN_INSYNC_REPLICAS`: a count of copies, from 1 to what
@@ -608,7 +613,7 @@ pub fn load_secret_files(names: &[&str]) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clap::{Args as _, FromArgMatches as _, Parser as _};
+    use clap::{Args as _, FromArgMatches as _, Parser as _, ValueEnum as _};
 
     #[derive(clap::Parser)]
     struct Kafka {
@@ -677,6 +682,46 @@ mod tests {
         );
         assert_eq!(binding.player_binding_uservalue, "uservalue99");
         assert!(binding.binding().unwrap().is_none(), "off without a key");
+    }
+
+    #[test]
+    fn each_enum_has_librdkafkas_names_and_parses_them_back() {
+        use strum::VariantNames as _;
+        assert_eq!(
+            SecurityProtocol::VARIANTS,
+            ["plaintext", "ssl", "sasl_plaintext", "sasl_ssl"]
+        );
+        assert_eq!(
+            SaslMechanism::VARIANTS,
+            ["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
+        );
+        for p in [
+            SecurityProtocol::Plaintext,
+            SecurityProtocol::Ssl,
+            SecurityProtocol::SaslPlaintext,
+            SecurityProtocol::SaslSsl,
+        ] {
+            assert_eq!(security_protocol(&p.as_str().to_uppercase()), Ok(p));
+        }
+        for m in [
+            SaslMechanism::Plain,
+            SaslMechanism::ScramSha256,
+            SaslMechanism::ScramSha512,
+        ] {
+            assert_eq!(
+                sasl_mechanism(&format!(" {} ", m.as_str().to_lowercase())),
+                Ok(m)
+            );
+        }
+        assert_eq!(
+            sasl_mechanism("GSSAPI").unwrap_err(),
+            "KAFKA_SASL_MECHANISM \"GSSAPI\": expected PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512"
+        );
+        for g in GroupProtocol::value_variants() {
+            let name = g.to_possible_value().unwrap();
+            assert_eq!(g.as_str(), name.get_name(), "librdkafka's name is clap's");
+        }
+        assert_eq!(GroupProtocol::Consumer.as_str(), "consumer");
     }
 
     #[test]
