@@ -42,17 +42,10 @@ dev_default KOLLUS_SERVICE_ACCOUNT_KEY fixture-service-account-key
 export CONSOLE_INSECURE_COOKIE="${CONSOLE_INSECURE_COOKIE:-1}"
 export LOG_FORMAT="${LOG_FORMAT:-text}"
 export INGEST_SPOOL_DIR="${INGEST_SPOOL_DIR:-$root/.local/ingest-spool}"
-ingest_addr="${INGEST_LISTEN_ADDR:-127.0.0.1:8080}"
-token_addr="${TOKEN_API_LISTEN_ADDR:-127.0.0.1:8081}"
-sync_addr="${SYNC_WORKER_LISTEN_ADDR:-127.0.0.1:9101}"
-history_addr="${HISTORY_WORKER_LISTEN_ADDR:-127.0.0.1:9102}"
-archive_addr="${ARCHIVE_LISTEN_ADDR:-127.0.0.1:9103}"
 export ARCHIVE_DIR="${ARCHIVE_DIR:-$root/.local/archive}"
 
-if [ -z "${DATABASE_URL:-}" ]; then
-  scripts/postgres.sh kollus
-  export DATABASE_URL=postgres://postgres@127.0.0.1:5432/kollus
-fi
+# Unset, DATABASE_URL is the services' default: the local PostgreSQL's database `kollus`.
+[ -n "${DATABASE_URL:-}" ] || scripts/postgres.sh kollus
 local_broker=
 if [ -z "${KAFKA_BROKERS:-}" ]; then
   kafka_nodes="${KAFKA_NODES:-1}"
@@ -103,6 +96,23 @@ fi
 
 echo "run: building the services ($profile_dir)" >&2
 cargo build --locked --workspace --bins $profile_flag
+
+# The default of the setting read from NAME, from BINARY's own --help (the one place it is
+# written): default_of NAME BINARY [SUBCOMMAND].
+default_of() {
+  local name=$1 value; shift
+  value=$(env -u "$name" "$@" --help | sed -n "/\[env: $name[]=]/{n;s/^ *\[default: \(.*\)\]\$/\1/p;}")
+  [ -n "$value" ] || { echo "run: $* --help shows no default for $name" >&2; return 1; }
+  echo "$value"
+}
+# Where each service listens: its LISTEN_ADDR default unless <SERVICE>_LISTEN_ADDR says otherwise.
+ingest_addr="${INGEST_LISTEN_ADDR:-$(default_of LISTEN_ADDR "$bin/ingest")}"
+token_addr="${TOKEN_API_LISTEN_ADDR:-$(default_of LISTEN_ADDR "$bin/token-api")}"
+sync_addr="${SYNC_WORKER_LISTEN_ADDR:-$(default_of LISTEN_ADDR "$bin/sync-worker")}"
+history_addr="${HISTORY_WORKER_LISTEN_ADDR:-$(default_of LISTEN_ADDR "$bin/history-worker")}"
+archive_addr="${ARCHIVE_LISTEN_ADDR:-$(default_of LISTEN_ADDR "$bin/kollus-archive" dump)}"
+database_url="${DATABASE_URL:-$(default_of DATABASE_URL "$bin/token-api")}"
+retention_days="${KAFKA_RETENTION_DAYS:-$(default_of KAFKA_RETENTION_DAYS "$bin/ingest")}"
 stack_started=$SECONDS
 
 pids=() kafka_pid= kafka_out=
@@ -214,10 +224,10 @@ run: the pipeline is up in $((SECONDS - stack_started)) s (Ctrl-C stops it)
   history-worker  http://$history_addr/metrics
   archive         http://$archive_addr/metrics   (every record, outside Kafka: $ARCHIVE_DIR)
   Prometheus      $([ "${PROMETHEUS:-on}" != off ] && echo "http://$prometheus_addr  (alerts: http://$prometheus_addr/classic/alerts, the page Debian's package serves; PROMETHEUS=off skips it)" || echo "off (PROMETHEUS=off)")
-  Kafka           $KAFKA_BROKERS   (topics keep records KAFKA_RETENTION_DAYS=${KAFKA_RETENTION_DAYS:-14} days; the archive keeps them all)
+  Kafka           $KAFKA_BROKERS   (topics keep records KAFKA_RETENTION_DAYS=$retention_days days; the archive keeps them all)
 ${kafka_note}  binaries        $bin/{ingest,sync-worker,history-worker,token-api,kollus-archive}
   ingest spool    $INGEST_SPOOL_DIR
-  PostgreSQL      $(echo "$DATABASE_URL" | sed -E 's#//[^:@/]+:[^@]*@#//***@#')
+  PostgreSQL      $(echo "$database_url" | sed -E 's#//[^:@/]+:[^@]*@#//***@#')
   dev secrets     ${dev_lines:-none printed: every secret came from the environment}
 
 MSG

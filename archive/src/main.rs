@@ -10,6 +10,9 @@ use kollus_archive::{restore, verify};
 use kollus_common::settings::KafkaSettings;
 use kollus_common::telemetry::LogSettings;
 
+/// `LISTEN_ADDR` when unset; also where `healthcheck` looks then.
+const DEFAULT_LISTEN_ADDR: &str = "127.0.0.1:9103";
+
 /// Keeps a copy of every record of the Kafka topics outside Kafka, verifies it, restores it.
 #[derive(Debug, clap::Parser)]
 #[command(name = "kollus-archive", version)]
@@ -27,7 +30,7 @@ enum Command {
         #[command(flatten)]
         dump: DumpSettings,
         /// Address for /metrics, /healthz and /readyz (continuous mode).
-        #[arg(long, env = "LISTEN_ADDR", default_value = "127.0.0.1:9103")]
+        #[arg(long, env = "LISTEN_ADDR", default_value = DEFAULT_LISTEN_ADDR)]
         listen_addr: SocketAddr,
         #[command(flatten)]
         kafka: KafkaSettings,
@@ -65,7 +68,7 @@ enum Command {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    kollus_common::settings::prepare_process("127.0.0.1:9103");
+    kollus_common::settings::prepare_process(DEFAULT_LISTEN_ADDR);
     let cli = Cli::parse();
     let _log_guard = kollus_common::telemetry::init(&cli.log);
     let metrics = Metrics::new();

@@ -7,6 +7,9 @@ use kollus_common::settings::{secret, DatabaseSettings, KafkaSettings, Redacted}
 use kollus_common::telemetry::LogSettings;
 use secrecy::SecretString;
 
+/// `LISTEN_ADDR` when unset; also where `healthcheck` looks then.
+pub const DEFAULT_LISTEN_ADDR: &str = "127.0.0.1:9105";
+
 /// Backfills and sweeps the catalog from Kollus's REST API: publishes what it finds as snapshot
 /// events on the content topic, which sync-worker applies.
 #[derive(Debug, clap::Parser)]
@@ -70,7 +73,7 @@ pub struct ApiSettings {
     #[arg(long, env = "KOLLUS_API_RETRY_MS", default_value = "1000", value_parser = kollus_common::settings::millis)]
     pub retry_start: Duration,
     /// Address for /metrics (progress, requests by outcome) while the command runs.
-    #[arg(long, env = "LISTEN_ADDR", default_value = "127.0.0.1:9105")]
+    #[arg(long, env = "LISTEN_ADDR", default_value = DEFAULT_LISTEN_ADDR)]
     pub listen_addr: SocketAddr,
 }
 

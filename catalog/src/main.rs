@@ -3,7 +3,7 @@ use kollus_catalog::configuration::{Cli, Command};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    kollus_common::settings::prepare_process("127.0.0.1:9105");
+    kollus_common::settings::prepare_process(kollus_catalog::configuration::DEFAULT_LISTEN_ADDR);
     if let Err(e) = kollus_common::settings::load_secret_files(&["KOLLUS_API_TOKEN"]) {
         eprintln!("error: {e}");
         std::process::exit(2);

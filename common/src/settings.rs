@@ -102,6 +102,29 @@ pub struct ProxySettings {
     pub trusted_proxies: crate::client_addr::Networks,
 }
 
+/// Parses `args` (the program's name first) as `cmd`'s command line, with every setting's
+/// environment variable ignored: what the settings are from the command line and the clap
+/// attributes alone.
+pub fn parse_ignoring_env<T: clap::FromArgMatches>(
+    cmd: clap::Command,
+    args: impl IntoIterator<Item = impl Into<std::ffi::OsString> + Clone>,
+) -> Result<T, clap::Error> {
+    fn without_env(cmd: clap::Command) -> clap::Command {
+        cmd.mut_args(|a| a.env(None)).mut_subcommands(without_env)
+    }
+    let matches = without_env(cmd).try_get_matches_from(args)?;
+    T::from_arg_matches(&matches)
+}
+
+/// A settings group's defaults: its clap attributes (`default_value`), the one place each is
+/// written, read without a command line or environment. For groups whose every setting has a
+/// default or is optional (a unit test of each type calls this).
+pub fn defaults<A: clap::Args>() -> A {
+    let cmd = A::augment_args(clap::Command::new("defaults"));
+    parse_ignoring_env(cmd, ["defaults"])
+        .unwrap_or_else(|e| panic!("a settings group without a default for every setting: {e}"))
+}
+
 /// Parses a duration given in milliseconds.
 pub fn millis(s: &str) -> Result<Duration, String> {
     s.parse::<u64>()
@@ -222,7 +245,8 @@ pub struct KafkaSettings {
 
 /// `KAFKA_GROUP_PROTOCOL`: how the services' consumer groups assign partitions (README
 /// "Operations", group protocol and rebalance times).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, strum::IntoStaticStr)]
+#[strum(serialize_all = "snake_case")]
 pub enum GroupProtocol {
     /// KIP-848 (`group.protocol=consumer`): the broker's group coordinator assigns partitions
     /// and times sessions out (`group.consumer.session.timeout.ms`).
@@ -236,15 +260,23 @@ pub enum GroupProtocol {
 impl GroupProtocol {
     /// The value of librdkafka's `group.protocol`, and of `KAFKA_GROUP_PROTOCOL`.
     pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Consumer => "consumer",
-            Self::Classic => "classic",
-        }
+        self.into()
     }
 }
 
 /// `KAFKA_SECURITY_PROTOCOL`: librdkafka's `security.protocol`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Default,
+    strum::IntoStaticStr,
+    strum::EnumString,
+    strum::VariantNames,
+)]
+#[strum(serialize_all = "snake_case", ascii_case_insensitive)]
 pub enum SecurityProtocol {
     #[default]
     Plaintext,
@@ -256,12 +288,7 @@ pub enum SecurityProtocol {
 impl SecurityProtocol {
     /// The name librdkafka's `security.protocol` and `KAFKA_SECURITY_PROTOCOL` take.
     pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Plaintext => "plaintext",
-            Self::Ssl => "ssl",
-            Self::SaslPlaintext => "sasl_plaintext",
-            Self::SaslSsl => "sasl_ssl",
-        }
+        self.into()
     }
 
     /// Whether clients authenticate with SASL (and need a mechanism, user and password).
@@ -276,34 +303,42 @@ impl SecurityProtocol {
 }
 
 fn security_protocol(s: &str) -> Result<SecurityProtocol, String> {
-    match s.trim().to_ascii_lowercase().as_str() {
-        "plaintext" => Ok(SecurityProtocol::Plaintext),
-        "ssl" => Ok(SecurityProtocol::Ssl),
-        "sasl_plaintext" => Ok(SecurityProtocol::SaslPlaintext),
-        "sasl_ssl" => Ok(SecurityProtocol::SaslSsl),
-        other => Err(format!(
-            "KAFKA_SECURITY_PROTOCOL {other:?}: expected plaintext, ssl, sasl_plaintext or sasl_ssl"
-        )),
-    }
+    named_value("KAFKA_SECURITY_PROTOCOL", s)
+}
+
+/// A value of `setting` named by one of `T`'s texts (strum's, case-insensitive); refused
+/// naming them all.
+fn named_value<T>(setting: &str, s: &str) -> Result<T, String>
+where
+    T: std::str::FromStr + strum::VariantNames,
+{
+    let s = s.trim();
+    s.parse().map_err(|_| {
+        let names = T::VARIANTS;
+        let (last, rest) = names.split_last().unwrap_or((&"", &[]));
+        format!("{setting} {s:?}: expected {} or {last}", rest.join(", "))
+    })
 }
 
 /// `KAFKA_SASL_MECHANISM`: the SASL mechanisms librdkafka built with OpenSSL offers (no
 /// GSSAPI/Kerberos, no OAUTHBEARER).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, strum::IntoStaticStr, strum::EnumString, strum::VariantNames,
+)]
+#[strum(ascii_case_insensitive)]
 pub enum SaslMechanism {
+    #[strum(serialize = "PLAIN")]
     Plain,
+    #[strum(serialize = "SCRAM-SHA-256")]
     ScramSha256,
+    #[strum(serialize = "SCRAM-SHA-512")]
     ScramSha512,
 }
 
 impl SaslMechanism {
     /// The name librdkafka's `sasl.mechanism` and `KAFKA_SASL_MECHANISM` take.
     pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Plain => "PLAIN",
-            Self::ScramSha256 => "SCRAM-SHA-256",
-            Self::ScramSha512 => "SCRAM-SHA-512",
-        }
+        self.into()
     }
 }
 
@@ -311,14 +346,7 @@ impl SaslMechanism {
 pub const CLASSIC_SESSION_TIMEOUT_MS: u32 = 45_000;
 
 fn sasl_mechanism(s: &str) -> Result<SaslMechanism, String> {
-    match s.trim().to_ascii_uppercase().as_str() {
-        "PLAIN" => Ok(SaslMechanism::Plain),
-        "SCRAM-SHA-256" => Ok(SaslMechanism::ScramSha256),
-        "SCRAM-SHA-512" => Ok(SaslMechanism::ScramSha512),
-        other => Err(format!(
-            "KAFKA_SASL_MECHANISM {other:?}: expected PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512"
-        )),
-    }
+    named_value("KAFKA_SASL_MECHANISM", s)
 }
 
 /// `KAFKA_REPLICATION_FACTOR`, `KAFKA_MIN_INSYNC_REPLICAS`: a count of copies, from 1 to what
@@ -349,26 +377,11 @@ fn retention_days(s: &str) -> Result<i64, String> {
 }
 
 impl KafkaSettings {
+    /// The defaults (`--help`), with `brokers`.
     pub fn with_brokers(brokers: impl Into<String>) -> Self {
         Self {
             brokers: brokers.into(),
-            security_protocol: SecurityProtocol::Plaintext,
-            sasl_mechanism: None,
-            sasl_username: None,
-            sasl_password: None,
-            ssl_ca_location: None,
-            ssl_certificate_location: None,
-            ssl_key_location: None,
-            content_topic: CONTENT_TOPIC.into(),
-            playback_topic: PLAYBACK_TOPIC.into(),
-            deadletter_topic: DEADLETTER_TOPIC.into(),
-            topic_partitions: 6,
-            session_timeout_ms: None,
-            group_protocol: GroupProtocol::Consumer,
-            retention_days: 14,
-            archive_group_id: "kollus-archive".into(),
-            replication_factor: 1,
-            min_insync: None,
+            ..defaults()
         }
     }
 
@@ -533,10 +546,11 @@ pub struct DatabaseSettings {
 }
 
 impl DatabaseSettings {
+    /// The defaults (`--help`), with `url`.
     pub fn new(url: &str) -> Self {
         Self {
             url: SecretString::from(url.to_owned()),
-            pool_size: 8,
+            ..defaults()
         }
     }
 }
@@ -599,7 +613,7 @@ pub fn load_secret_files(names: &[&str]) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clap::Parser as _;
+    use clap::{Args as _, FromArgMatches as _, Parser as _, ValueEnum as _};
 
     #[derive(clap::Parser)]
     struct Kafka {
@@ -609,6 +623,105 @@ mod tests {
 
     fn kafka(args: &[&str]) -> Result<KafkaSettings, clap::Error> {
         Kafka::try_parse_from(std::iter::once("test").chain(args.iter().copied())).map(|k| k.kafka)
+    }
+
+    /// A group of one setting, with an environment variable no other test sets.
+    #[derive(Debug, clap::Args)]
+    struct Probe {
+        #[arg(long, env = "KOLLUS_TEST_DEFAULTS_PROBE", default_value_t = 7)]
+        probe: u32,
+    }
+
+    #[test]
+    fn defaults_are_the_clap_attributes_whatever_the_environment() {
+        std::env::set_var("KOLLUS_TEST_DEFAULTS_PROBE", "9");
+        assert_eq!(
+            defaults::<Probe>().probe,
+            7,
+            "the attribute, not the environment"
+        );
+        let cmd = Probe::augment_args(clap::Command::new("t"));
+        let given: Probe = parse_ignoring_env(cmd.clone(), ["t", "--probe", "8"]).unwrap();
+        assert_eq!(given.probe, 8, "the command line still counts");
+        let from_env = Probe::from_arg_matches(&cmd.get_matches_from(["t"])).unwrap();
+        assert_eq!(from_env.probe, 9, "a real parse reads the environment");
+    }
+
+    /// Debug text (secrets show redacted) of `T` parsed from `args`, environment ignored.
+    fn parsed<T: clap::Args + std::fmt::Debug>(args: &[&str]) -> String {
+        let cmd = T::augment_args(clap::Command::new("t"));
+        let t: T =
+            parse_ignoring_env(cmd, std::iter::once("t").chain(args.iter().copied())).unwrap();
+        format!("{t:?}")
+    }
+
+    #[test]
+    fn every_constructor_has_the_flags_defaults() {
+        assert_eq!(
+            format!("{:?}", KafkaSettings::with_brokers("b:9092")),
+            parsed::<KafkaSettings>(&["--kafka-brokers=b:9092"])
+        );
+        assert_eq!(
+            format!("{:?}", DatabaseSettings::new("postgres://h/d")),
+            parsed::<DatabaseSettings>(&["--database-url=postgres://h/d"])
+        );
+        assert_eq!(DatabaseSettings::new("postgres://h/d").pool_size, 8);
+        let consume = crate::worker::ConsumeSettings::default();
+        assert_eq!(
+            format!("{consume:?}"),
+            parsed::<crate::worker::ConsumeSettings>(&[])
+        );
+        assert_eq!(
+            (consume.max_batch, consume.linger),
+            (1000, Duration::from_millis(20))
+        );
+        let binding = crate::kollus::binding::BindingSettings::default();
+        assert_eq!(
+            format!("{binding:?}"),
+            parsed::<crate::kollus::binding::BindingSettings>(&[])
+        );
+        assert_eq!(binding.player_binding_uservalue, "uservalue99");
+        assert!(binding.binding().unwrap().is_none(), "off without a key");
+    }
+
+    #[test]
+    fn each_enum_has_librdkafkas_names_and_parses_them_back() {
+        use strum::VariantNames as _;
+        assert_eq!(
+            SecurityProtocol::VARIANTS,
+            ["plaintext", "ssl", "sasl_plaintext", "sasl_ssl"]
+        );
+        assert_eq!(
+            SaslMechanism::VARIANTS,
+            ["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
+        );
+        for p in [
+            SecurityProtocol::Plaintext,
+            SecurityProtocol::Ssl,
+            SecurityProtocol::SaslPlaintext,
+            SecurityProtocol::SaslSsl,
+        ] {
+            assert_eq!(security_protocol(&p.as_str().to_uppercase()), Ok(p));
+        }
+        for m in [
+            SaslMechanism::Plain,
+            SaslMechanism::ScramSha256,
+            SaslMechanism::ScramSha512,
+        ] {
+            assert_eq!(
+                sasl_mechanism(&format!(" {} ", m.as_str().to_lowercase())),
+                Ok(m)
+            );
+        }
+        assert_eq!(
+            sasl_mechanism("GSSAPI").unwrap_err(),
+            "KAFKA_SASL_MECHANISM \"GSSAPI\": expected PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512"
+        );
+        for g in GroupProtocol::value_variants() {
+            let name = g.to_possible_value().unwrap();
+            assert_eq!(g.as_str(), name.get_name(), "librdkafka's name is clap's");
+        }
+        assert_eq!(GroupProtocol::Consumer.as_str(), "consumer");
     }
 
     #[test]

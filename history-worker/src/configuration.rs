@@ -6,12 +6,15 @@ use kollus_common::settings::{DatabaseSettings, KafkaSettings};
 use kollus_common::telemetry::LogSettings;
 use kollus_common::worker::ConsumeSettings;
 
+/// `LISTEN_ADDR` when unset; also where `healthcheck` looks then.
+pub const DEFAULT_LISTEN_ADDR: &str = "127.0.0.1:9102";
+
 /// Keeps players' watch sessions in PostgreSQL, one row per player session.
 #[derive(Debug, Clone, clap::Parser)]
 #[command(name = "history-worker", version)]
 pub struct Settings {
     /// Address for /metrics, /healthz and /readyz.
-    #[arg(long, env = "LISTEN_ADDR", default_value = "127.0.0.1:9102")]
+    #[arg(long, env = "LISTEN_ADDR", default_value = DEFAULT_LISTEN_ADDR)]
     pub listen_addr: SocketAddr,
     /// Consumer group: every history-worker instance shares it, and partitions are spread over them.
     #[arg(long, env = "KAFKA_GROUP_ID", default_value = "kollus-history-worker")]

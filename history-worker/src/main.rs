@@ -4,7 +4,9 @@ use kollus_history_worker::startup::Application;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    kollus_common::settings::prepare_process("127.0.0.1:9102");
+    kollus_common::settings::prepare_process(
+        kollus_history_worker::configuration::DEFAULT_LISTEN_ADDR,
+    );
     let settings = Settings::parse();
     let _log_guard = kollus_common::telemetry::init(&settings.log);
     Application::build(settings)

@@ -76,12 +76,9 @@ fn playback_rate(s: &str) -> Result<f64, String> {
 }
 
 impl Default for Plausibility {
+    /// The clap defaults (`--help`).
     fn default() -> Self {
-        Self {
-            max_blocks: 1000,
-            max_playback_rate: 4.0,
-            tolerance_seconds: 300,
-        }
+        kollus_common::settings::defaults()
     }
 }
 

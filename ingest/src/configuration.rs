@@ -12,12 +12,18 @@ use kollus_common::settings::{
 use kollus_common::telemetry::LogSettings;
 use secrecy::{ExposeSecret as _, SecretString};
 
+/// `LISTEN_ADDR` when unset; also where `healthcheck` looks then.
+pub const DEFAULT_LISTEN_ADDR: &str = "127.0.0.1:8080";
+
+/// `INGEST_BODY_LIMIT` when unset, in bytes.
+pub const DEFAULT_BODY_LIMIT: usize = 256 * 1024;
+
 /// Accepts Kollus callbacks, makes them durable on Kafka, and only then answers 200.
 #[derive(Debug, Clone, clap::Parser)]
 #[command(name = "ingest", version)]
 pub struct Settings {
     /// Address to listen on for callbacks and /metrics.
-    #[arg(long, env = "LISTEN_ADDR", default_value = "127.0.0.1:8080")]
+    #[arg(long, env = "LISTEN_ADDR", default_value = DEFAULT_LISTEN_ADDR)]
     pub listen_addr: SocketAddr,
     /// The platform callbacks' secret (`?secret=` of the upload, transcoding, content and
     /// channel URLs in the Kollus console; posted by Kollus's servers). Also taken on /kollus/lms,
@@ -44,7 +50,7 @@ pub struct Settings {
     #[command(flatten)]
     pub binding: BindingSettings,
     /// Largest request body accepted, in bytes.
-    #[arg(long, env = "INGEST_BODY_LIMIT", default_value_t = 256 * 1024)]
+    #[arg(long, env = "INGEST_BODY_LIMIT", default_value_t = DEFAULT_BODY_LIMIT)]
     pub body_limit: usize,
     /// How long to wait for Kafka's acknowledgement before giving up on a request, in ms.
     /// Kollus abandons a request after 3 s, so keep this well under it.
@@ -152,40 +158,24 @@ impl Settings {
         let lms = CallbackSecret::new(SecretName::Lms, &self.lms_callback_secret);
         Ok((platform, lms))
     }
+}
 
-    /// Settings for tests: an ephemeral port and the given broker. The LMS secret is the
-    /// platform secret with `-lms` appended.
-    pub fn for_tests(
-        kafka: KafkaSettings,
-        callback_secret: &str,
-        spool_dir: std::path::PathBuf,
-    ) -> Self {
-        Self {
-            spool_dir,
-            spool_limit: 1 << 30,
-            listen_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
-            callback_secret: SecretString::from(callback_secret.to_owned()),
-            callback_secret_rotation: PlatformSecretRotation::default(),
-            lms_callback_secret: SecretString::from(format!("{callback_secret}-lms")),
-            callback_allow_cidrs: Networks::default(),
-            play_callback_secret: None,
-            proxies: ProxySettings::default(),
-            binding: BindingSettings::default(),
-            body_limit: 256 * 1024,
-            ack_timeout: Duration::from_millis(1500),
-            max_in_flight: 4096,
-            http_workers: 2,
-            lms_fields: kollus_common::kollus::lms::request::DEFAULT_FIELDS
-                .iter()
-                .map(|s| s.to_string())
-                .collect(),
-            service_account_key: None,
-            lms_hash_policy: None,
-            kafka,
-            log: LogSettings {
-                log_format: kollus_common::telemetry::LogFormat::Text,
-                log_filter: "info".into(),
-            },
-        }
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_lms_fields_default_is_the_parsers() {
+        let s: super::Settings = kollus_common::settings::parse_ignoring_env(
+            <super::Settings as clap::CommandFactory>::command(),
+            [
+                "ingest",
+                "--callback-secret=0123456789abcdef",
+                "--lms-callback-secret=0123456789abcdeg",
+            ],
+        )
+        .unwrap();
+        assert_eq!(
+            s.lms_fields,
+            kollus_common::kollus::lms::request::DEFAULT_FIELDS
+        );
     }
 }

@@ -4,7 +4,7 @@ use kollus_ingest::startup::Application;
 
 #[actix_web::main]
 async fn main() -> anyhow::Result<()> {
-    kollus_common::settings::prepare_process("127.0.0.1:8080");
+    kollus_common::settings::prepare_process(kollus_ingest::configuration::DEFAULT_LISTEN_ADDR);
     let settings = Settings::parse();
     if let Err(e) = settings
         .callback_secrets()

@@ -13,6 +13,7 @@ pub mod layers;
 pub mod openapi;
 pub mod process;
 pub mod proxy;
+pub mod settings;
 pub mod tls;
 
 use std::future::Future;
@@ -26,6 +27,7 @@ pub use kollus_api::FakeKollusApi;
 pub use openapi::openapi_mismatches;
 pub use process::{Harness, ServiceProcess, StopSignal};
 pub use proxy::ChaosProxy;
+pub use settings::{settings, settings_group, EPHEMERAL_PORT};
 
 /// The workspace root (where `Cargo.toml`, `scripts/` and `.local/` are).
 pub fn workspace_root() -> PathBuf {

@@ -12,12 +12,15 @@ use secrecy::SecretString;
 
 use crate::auth::ApiKeys;
 
+/// `LISTEN_ADDR` when unset; also where `healthcheck` looks then.
+pub const DEFAULT_LISTEN_ADDR: &str = "127.0.0.1:8081";
+
 /// Signs Kollus playback tokens for the product app, and answers its watch-history questions.
 #[derive(Debug, Clone, clap::Parser)]
 #[command(name = "token-api", version)]
 pub struct Settings {
     /// Address to listen on.
-    #[arg(long, env = "LISTEN_ADDR", default_value = "127.0.0.1:8081")]
+    #[arg(long, env = "LISTEN_ADDR", default_value = DEFAULT_LISTEN_ADDR)]
     pub listen_addr: SocketAddr,
     /// The Kollus account's security key (HS256 secret for playback tokens).
     #[arg(long, env = "KOLLUS_SECURITY_KEY", value_parser = Redacted(secret), hide_env_values = true)]

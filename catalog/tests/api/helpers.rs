@@ -1,8 +1,6 @@
 use std::time::Duration;
 
 use kollus_catalog::configuration::ApiSettings;
-use kollus_common::telemetry::{LogFormat, LogSettings};
-use kollus_common::worker::ConsumeSettings;
 use kollus_sync_worker::configuration::Settings;
 use kollus_sync_worker::startup::Application;
 use kollus_test_support::{eventually, topic_record_count, FakeKollusApi, Harness};
@@ -20,19 +18,14 @@ impl Stack {
     pub async fn new(sync: bool) -> Self {
         let mut h = Harness::new().await;
         if sync {
-            let app = Application::build(Settings {
-                listen_addr: "127.0.0.1:0".parse().unwrap(),
-                group_id: h.broker.group("sync-worker"),
-                consume: ConsumeSettings::default(),
-                database: h.db.settings(),
-                kafka: h.kafka.clone(),
-                log: LogSettings {
-                    log_format: LogFormat::Text,
-                    log_filter: "warn".into(),
-                },
-            })
-            .await
-            .expect("building sync-worker");
+            let mut settings: Settings =
+                kollus_test_support::settings(&[kollus_test_support::EPHEMERAL_PORT]);
+            settings.group_id = h.broker.group("sync-worker");
+            settings.database = h.db.settings();
+            settings.kafka = h.kafka.clone();
+            let app = Application::build(settings)
+                .await
+                .expect("building sync-worker");
             h.spawn(|stop| app.run_until(stop));
         }
         Self {
@@ -43,14 +36,15 @@ impl Stack {
 
     /// API settings against the stand-in at `rate` requests a second.
     pub fn api(&self, rate: f64) -> ApiSettings {
-        ApiSettings {
-            api_url: self.fake.url.parse().unwrap(),
-            api_token: TOKEN.to_owned().into(),
-            api_rate: rate,
-            per_page: 100,
-            retry_start: Duration::from_millis(50),
-            listen_addr: "127.0.0.1:0".parse().unwrap(),
-        }
+        kollus_test_support::settings_group(&[
+            "--api-url",
+            &self.fake.url,
+            "--api-token",
+            TOKEN,
+            &format!("--api-rate={rate}"),
+            "--retry-start=50",
+            kollus_test_support::EPHEMERAL_PORT,
+        ])
     }
 
     /// Records on the content topic.

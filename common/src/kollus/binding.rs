@@ -142,13 +142,9 @@ pub struct BindingSettings {
 }
 
 impl Default for BindingSettings {
-    /// Off (no key), in the default slot.
+    /// The clap defaults (`--help`): off (no key), in the default slot.
     fn default() -> Self {
-        Self {
-            player_binding: None,
-            player_binding_key: None,
-            player_binding_uservalue: "uservalue99".into(),
-        }
+        crate::settings::defaults()
     }
 }
 

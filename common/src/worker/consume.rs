@@ -54,13 +54,9 @@ pub struct ConsumeSettings {
 }
 
 impl Default for ConsumeSettings {
+    /// The clap defaults (`--help`).
     fn default() -> Self {
-        Self {
-            max_batch: 1000,
-            linger: Duration::from_millis(20),
-            rebuild: false,
-            archive_dir: None,
-        }
+        crate::settings::defaults()
     }
 }
 

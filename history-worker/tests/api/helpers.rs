@@ -3,8 +3,7 @@ use std::time::Duration;
 use kollus_common::envelope::{Envelope, RawRequest};
 use kollus_common::kollus::lms::LmsReport;
 use kollus_common::kollus::CallbackKind;
-use kollus_common::telemetry::{LogFormat, LogSettings};
-use kollus_common::worker::{decode_batch, Apply as _, ConsumeSettings, Record};
+use kollus_common::worker::{decode_batch, Apply as _, Record};
 use kollus_history_worker::configuration::Settings;
 use kollus_history_worker::history::History;
 use kollus_history_worker::startup::Application;
@@ -23,19 +22,12 @@ pub struct TestWorker {
 
 /// Settings for an instance against the harness's database and broker.
 pub fn settings(h: &Harness) -> Settings {
-    Settings {
-        listen_addr: "127.0.0.1:0".parse().unwrap(),
-        group_id: group(h),
-        consume: ConsumeSettings::default(),
-        write_shards: 2,
-        plausibility: Default::default(),
-        database: h.db.settings(),
-        kafka: h.kafka.clone(),
-        log: LogSettings {
-            log_format: LogFormat::Text,
-            log_filter: "info".into(),
-        },
-    }
+    let mut s: Settings =
+        kollus_test_support::settings(&[kollus_test_support::EPHEMERAL_PORT, "--write-shards=2"]);
+    s.group_id = group(h);
+    s.database = h.db.settings();
+    s.kafka = h.kafka.clone();
+    s
 }
 
 pub async fn spawn_worker() -> TestWorker {

@@ -1,6 +1,7 @@
 use std::time::Duration;
 
 use kollus_common::envelope::header;
+use kollus_common::settings::KafkaSettings;
 use kollus_ingest::configuration::Settings;
 use kollus_ingest::startup::Application;
 use kollus_test_support::{eventually, read_topic, topic_record_count, Broker};
@@ -8,7 +9,7 @@ use rdkafka::message::{Headers as _, Message as _, OwnedMessage};
 
 /// The platform secret (`CALLBACK_SECRET`).
 pub const SECRET: &str = "test-callback-secret";
-/// The LMS secret (`LMS_CALLBACK_SECRET`): `Settings::for_tests` appends `-lms`.
+/// The LMS secret (`LMS_CALLBACK_SECRET`): [`settings`] appends `-lms`.
 pub const LMS_SECRET: &str = "test-callback-secret-lms";
 
 /// The secret the Kollus console's URL for `route` carries.
@@ -48,8 +49,24 @@ pub fn spool_dir() -> std::path::PathBuf {
     std::env::temp_dir().join(format!("kollus-ingest-test-{}", uuid::Uuid::now_v7()))
 }
 
+/// ingest's settings as the binary parses them, with the test's broker, [`SECRET`] and
+/// [`LMS_SECRET`], a fresh spool, an ephemeral port and two HTTP workers.
+pub fn settings(kafka: KafkaSettings) -> Settings {
+    let mut s: Settings = kollus_test_support::settings(&[
+        kollus_test_support::EPHEMERAL_PORT,
+        "--callback-secret",
+        SECRET,
+        "--lms-callback-secret",
+        LMS_SECRET,
+        "--http-workers=2",
+    ]);
+    s.spool_dir = spool_dir();
+    s.kafka = kafka;
+    s
+}
+
 pub async fn spawn_app_on(broker: Broker, tweak: impl FnOnce(&mut Settings)) -> TestApp {
-    let mut settings = Settings::for_tests(broker.settings(), SECRET, spool_dir());
+    let mut settings = settings(broker.settings());
     tweak(&mut settings);
     let topics = Topics {
         content: settings.kafka.content_topic.clone(),

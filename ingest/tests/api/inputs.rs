@@ -9,8 +9,8 @@ use crate::helpers::*;
 
 /// Why most hostile inputs are refused.
 const INVALID: &str = "invalid_callback";
-/// The body limit `Settings::for_tests` sets: a dead letter keeps a body up to it.
-const BODY_LIMIT: usize = 256 * 1024;
+/// The body limit the tests run with (the default): a dead letter keeps a body up to it.
+const BODY_LIMIT: usize = kollus_ingest::configuration::DEFAULT_BODY_LIMIT;
 
 fn lms(content: serde_json::Value, extra: serde_json::Value) -> serde_json::Value {
     let mut doc = json!({

@@ -131,11 +131,7 @@ async fn policy_off_checks_nothing_and_require_without_a_key_does_not_start() {
     let v = value(&app.records(&app.topics.playback, 1).await[0]);
     assert_eq!(v.get("lms_hash"), None);
 
-    let mut settings = kollus_ingest::configuration::Settings::for_tests(
-        app.broker.settings(),
-        SECRET,
-        spool_dir(),
-    );
+    let mut settings = settings(app.broker.settings());
     settings.lms_hash_policy = Some(HashPolicy::Require);
     // Compose passes an unset key as an empty value: still no key.
     settings.service_account_key = Some(SecretString::from(""));

@@ -138,8 +138,7 @@ async fn a_previous_platform_secret_lands_until_its_expiry_and_is_refused_after(
 async fn two_secrets_with_one_value_or_an_overlap_past_a_day_do_not_start() {
     let app = spawn_app().await;
     let broker = app.broker.settings();
-    let mut same =
-        kollus_ingest::configuration::Settings::for_tests(broker.clone(), SECRET, spool_dir());
+    let mut same = settings(broker.clone());
     same.lms_callback_secret = SecretString::from(SECRET);
     let err = kollus_ingest::startup::Application::build(same)
         .await
@@ -152,7 +151,7 @@ async fn two_secrets_with_one_value_or_an_overlap_past_a_day_do_not_start() {
     );
     assert!(!err.contains(SECRET), "never the value: {err}");
 
-    let mut long = kollus_ingest::configuration::Settings::for_tests(broker, SECRET, spool_dir());
+    let mut long = settings(broker);
     long.callback_secret_rotation.previous =
         Some(SecretString::from("the-previous-callback-secret"));
     long.callback_secret_rotation.until =
@@ -164,11 +163,7 @@ async fn two_secrets_with_one_value_or_an_overlap_past_a_day_do_not_start() {
         .to_string();
     assert!(err.contains("more than a day"), "{err}");
 
-    let mut key = kollus_ingest::configuration::Settings::for_tests(
-        app.broker.settings(),
-        SECRET,
-        spool_dir(),
-    );
+    let mut key = settings(app.broker.settings());
     key.binding.player_binding_key = Some(SecretString::from(LMS_SECRET));
     let err = kollus_ingest::startup::Application::build(key)
         .await

@@ -3,8 +3,6 @@ use std::time::Duration;
 use kollus_common::envelope::{Envelope, RawRequest};
 use kollus_common::kollus::platform::ContentEvent;
 use kollus_common::kollus::CallbackKind;
-use kollus_common::telemetry::{LogFormat, LogSettings};
-use kollus_common::worker::ConsumeSettings;
 use kollus_common::worker::{decode_batch, Apply as _};
 use kollus_sync_worker::catalog::{Catalog, TABLES};
 use kollus_sync_worker::configuration::Settings;
@@ -22,17 +20,11 @@ pub struct TestWorker {
 
 /// Settings for an instance against the harness's database and broker.
 pub fn settings(h: &Harness) -> Settings {
-    Settings {
-        listen_addr: "127.0.0.1:0".parse().unwrap(),
-        group_id: h.broker.group("sync-worker"),
-        consume: ConsumeSettings::default(),
-        database: h.db.settings(),
-        kafka: h.kafka.clone(),
-        log: LogSettings {
-            log_format: LogFormat::Text,
-            log_filter: "info".into(),
-        },
-    }
+    let mut s: Settings = kollus_test_support::settings(&[kollus_test_support::EPHEMERAL_PORT]);
+    s.group_id = h.broker.group("sync-worker");
+    s.database = h.db.settings();
+    s.kafka = h.kafka.clone();
+    s
 }
 
 pub async fn spawn_worker() -> TestWorker {

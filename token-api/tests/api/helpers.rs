@@ -1,14 +1,9 @@
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use hmac::{Hmac, Mac};
-use kollus_common::telemetry::{LogFormat, LogSettings};
 use kollus_test_support::TestDb;
-use kollus_token_api::auth::ApiKeys;
-use kollus_token_api::configuration::{
-    ConsoleSettings, Lang, PlayDefault, PlaySettings, Settings, StrictCatalog,
-};
+use kollus_token_api::configuration::Settings;
 use kollus_token_api::startup::Application;
-use secrecy::SecretString;
 use sha2::Sha256;
 
 pub const SECURITY_KEY: &str = "test-security-key-0123456789";
@@ -48,49 +43,22 @@ pub async fn spawn_app_with(tweak: impl FnOnce(&mut Settings)) -> TestApp {
 
 /// The settings every test starts from, on `db`.
 pub fn test_settings(db: &TestDb) -> Settings {
-    Settings {
-        listen_addr: "127.0.0.1:0".parse().unwrap(),
-        security_key: SecretString::from(SECURITY_KEY),
-        custom_key: CUSTOM_KEY.into(),
-        api_keys: ApiKeys::parse(&format!("app:{APP_KEY},ops:{OPS_KEY}")).unwrap(),
-        api_keys_file: None,
-        player_url: "https://v.kr.kollus.com/s".into(),
-        default_expires_in: 3600,
-        max_expires_in: 86_400,
-        max_media: 10,
-        emit_exp: true,
-        strict_catalog: StrictCatalog::On,
+    let api_keys = format!("app:{APP_KEY},ops:{OPS_KEY}");
+    let mut s: Settings = kollus_test_support::settings(&[
+        kollus_test_support::EPHEMERAL_PORT,
+        "--security-key",
+        SECURITY_KEY,
+        "--custom-key",
+        CUSTOM_KEY,
+        "--api-keys",
+        &api_keys,
+        "--play-callback-secret",
+        PLAY_SECRET,
         // Exact answers unless a test is about the cache.
-        strict_catalog_cache: std::time::Duration::ZERO,
-        play: PlaySettings {
-            play_callback_secret: Some(SecretString::from(PLAY_SECRET)),
-            play_callback_secret_previous: None,
-            play_callback_secret_previous_until: None,
-            callback_secret: None,
-            callback_secret_rotation: Default::default(),
-            lms_callback_secret: None,
-            default: PlayDefault::Deny,
-            lang: Lang::Ko,
-            vmcheck: false,
-            disable_tvout: false,
-            timeout: std::time::Duration::from_secs(2),
-        },
-        proxies: Default::default(),
-        auth_failures_per_minute: kollus_token_api::auth::AUTH_FAILURES_ALLOWED,
-        binding: Default::default(),
-        archive_dir: None,
-        playback_topic: kollus_common::settings::PLAYBACK_TOPIC.into(),
-        console: ConsoleSettings {
-            time_zone: "Asia/Seoul".into(),
-            session_hours: 8,
-            insecure_cookie: false,
-        },
-        database: db.settings(),
-        log: LogSettings {
-            log_format: LogFormat::Text,
-            log_filter: "info".into(),
-        },
-    }
+        "--strict-catalog-cache=0",
+    ]);
+    s.database = db.settings();
+    s
 }
 
 impl TestApp {
