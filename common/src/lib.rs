@@ -15,4 +15,5 @@ pub mod metrics;
 pub mod progress;
 pub mod settings;
 pub mod telemetry;
+pub mod vocab;
 pub mod worker;

@@ -31,23 +31,28 @@ pub struct ContentEvent {
     pub extra: BTreeMap<String, String>,
 }
 
-/// What happened to the upload.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// What happened to the upload. Its strum text ([`label`](Self::label)) is a short, bounded name
+/// for logs and metric labels: Kollus's `update_type` where there is one, unlike the serde `type`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, strum::IntoStaticStr)]
 #[serde(tag = "type", rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
 pub enum ContentChange {
     Uploaded,
     Transcoded {
         result: TranscodingResult,
     },
     /// `update_type=channel_join`: the video became playable in a channel.
+    #[strum(serialize = "channel_join")]
     ChannelJoined {
         channel: ChannelRef,
     },
     /// `update_type=channel_leave`.
+    #[strum(serialize = "channel_leave")]
     ChannelLeft {
         channel: ChannelRef,
     },
     /// `update_type=content_delete`; may name the video only by its upload.
+    #[strum(serialize = "content_delete")]
     Deleted {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         media_content_key: Option<MediaContentKey>,
@@ -56,6 +61,7 @@ pub enum ContentChange {
         channel: Option<ChannelFields>,
     },
     /// `update_type=content_poster`; may name the video only by its upload.
+    #[strum(serialize = "content_poster")]
     PosterChanged {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         media_content_key: Option<MediaContentKey>,
@@ -77,21 +83,24 @@ pub enum ContentChange {
 impl ContentChange {
     /// A short, bounded name for logs and metric labels.
     pub fn label(&self) -> &'static str {
-        match self {
-            Self::Uploaded => "uploaded",
-            Self::Transcoded { .. } => "transcoded",
-            Self::ChannelJoined { .. } => "channel_join",
-            Self::ChannelLeft { .. } => "channel_leave",
-            Self::Deleted { .. } => "content_delete",
-            Self::PosterChanged { .. } => "content_poster",
-            Self::OtherUpdate { .. } => "other_update",
-            Self::Snapshot(_) => "snapshot",
-        }
+        self.into()
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Serialize,
+    Deserialize,
+    strum::IntoStaticStr,
+    strum::EnumString,
+    strum::VariantArray,
+)]
 #[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
 pub enum TranscodingResult {
     Success,
     Fail,
@@ -132,16 +141,8 @@ impl ContentEvent {
         let change = match kind {
             CallbackKind::Upload => ContentChange::Uploaded,
             CallbackKind::Transcoding => {
-                let result = match required(&mut f, "transcoding_result")?.as_str() {
-                    "success" => TranscodingResult::Success,
-                    "fail" => TranscodingResult::Fail,
-                    other => {
-                        return Err(PayloadError::new(
-                            "transcoding_result",
-                            format!("must be \"success\" or \"fail\", got {other:?}"),
-                        ))
-                    }
-                };
+                let result = crate::vocab::parse(&required(&mut f, "transcoding_result")?)
+                    .map_err(|e| PayloadError::new("transcoding_result", e.to_string()))?;
                 ContentChange::Transcoded { result }
             }
             CallbackKind::ContentUpdate | CallbackKind::Channel => update(kind, &mut f)?,
