@@ -64,7 +64,9 @@ macro_rules! text_column {
                 raw: &'a [u8],
             ) -> ::std::result::Result<
                 Self,
-                ::std::boxed::Box<dyn ::std::error::Error + ::std::marker::Sync + ::std::marker::Send>,
+                ::std::boxed::Box<
+                    dyn ::std::error::Error + ::std::marker::Sync + ::std::marker::Send,
+                >,
             > {
                 let text = <&str as $crate::vocab::__pg::FromSql>::from_sql(ty, raw)?;
                 ::std::result::Result::Ok($crate::vocab::parse::<$t>(text)?)
@@ -82,7 +84,9 @@ macro_rules! text_column {
                 out: &mut $crate::vocab::__BytesMut,
             ) -> ::std::result::Result<
                 $crate::vocab::__pg::IsNull,
-                ::std::boxed::Box<dyn ::std::error::Error + ::std::marker::Sync + ::std::marker::Send>,
+                ::std::boxed::Box<
+                    dyn ::std::error::Error + ::std::marker::Sync + ::std::marker::Send,
+                >,
             > {
                 let text: &'static str = (*self).into();
                 <&str as $crate::vocab::__pg::ToSql>::to_sql(&text, ty, out)
@@ -136,8 +140,28 @@ mod tests {
         agrees::<Binding>();
     }
 
-    #[derive(Debug, Clone, Copy, PartialEq, strum::IntoStaticStr, strum::EnumString)]
-    #[derive(strum::VariantArray)]
+    /// The texts dashboards and alerts name (`sync-worker`'s `records_total{kind}`), pinned.
+    #[test]
+    fn a_content_change_is_labelled_by_kollus_update_type() {
+        use crate::kollus::platform::ChangeKind;
+        assert_eq!(
+            labels::<ChangeKind>().collect::<Vec<_>>(),
+            [
+                "uploaded",
+                "transcoded",
+                "channel_join",
+                "channel_leave",
+                "content_delete",
+                "content_poster",
+                "other_update",
+                "snapshot"
+            ]
+        );
+    }
+
+    #[derive(
+        Debug, Clone, Copy, PartialEq, strum::IntoStaticStr, strum::EnumString, strum::VariantArray,
+    )]
     #[strum(serialize_all = "snake_case")]
     enum Colour {
         Red,
@@ -157,8 +181,13 @@ mod tests {
             e.to_string(),
             r#""green" is not a Colour (one of: red, deep_blue)"#
         );
-        assert!(Colour::from_sql(&Type::TEXT, b"Red").is_err(), "exact text only");
-        assert!(!<Colour as tokio_postgres::types::FromSql>::accepts(&Type::INT4));
+        assert!(
+            Colour::from_sql(&Type::TEXT, b"Red").is_err(),
+            "exact text only"
+        );
+        assert!(!<Colour as tokio_postgres::types::FromSql>::accepts(
+            &Type::INT4
+        ));
         let mut out = BytesMut::new();
         Colour::Red.to_sql(&Type::TEXT, &mut out).unwrap();
         assert_eq!(&out[..], b"red");

@@ -34,9 +34,7 @@ use super::form::{parse_form, FormFields};
 pub struct BadSecret;
 
 /// Which of the three secrets; its text is the metric label.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Hash, strum::IntoStaticStr, strum::VariantArray,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, strum::IntoStaticStr, strum::VariantArray)]
 #[strum(serialize_all = "snake_case")]
 pub enum SecretName {
     /// `CALLBACK_SECRET`: platform callbacks, posted by Kollus's servers.

@@ -31,28 +31,33 @@ pub struct ContentEvent {
     pub extra: BTreeMap<String, String>,
 }
 
-/// What happened to the upload. Its strum text ([`label`](Self::label)) is a short, bounded name
-/// for logs and metric labels: Kollus's `update_type` where there is one, unlike the serde `type`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, strum::IntoStaticStr)]
+/// What happened to the upload. Its [`ChangeKind`]'s text is a short, bounded name for logs and
+/// metric labels ([`label`](Self::label)): Kollus's `update_type` where there is one, unlike the
+/// serde `type`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, strum::EnumDiscriminants)]
 #[serde(tag = "type", rename_all = "snake_case")]
-#[strum(serialize_all = "snake_case")]
+#[strum_discriminants(
+    name(ChangeKind),
+    derive(strum::IntoStaticStr, strum::EnumString, strum::VariantArray),
+    strum(serialize_all = "snake_case")
+)]
 pub enum ContentChange {
     Uploaded,
     Transcoded {
         result: TranscodingResult,
     },
     /// `update_type=channel_join`: the video became playable in a channel.
-    #[strum(serialize = "channel_join")]
+    #[strum_discriminants(strum(serialize = "channel_join"))]
     ChannelJoined {
         channel: ChannelRef,
     },
     /// `update_type=channel_leave`.
-    #[strum(serialize = "channel_leave")]
+    #[strum_discriminants(strum(serialize = "channel_leave"))]
     ChannelLeft {
         channel: ChannelRef,
     },
     /// `update_type=content_delete`; may name the video only by its upload.
-    #[strum(serialize = "content_delete")]
+    #[strum_discriminants(strum(serialize = "content_delete"))]
     Deleted {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         media_content_key: Option<MediaContentKey>,
@@ -61,7 +66,7 @@ pub enum ContentChange {
         channel: Option<ChannelFields>,
     },
     /// `update_type=content_poster`; may name the video only by its upload.
-    #[strum(serialize = "content_poster")]
+    #[strum_discriminants(strum(serialize = "content_poster"))]
     PosterChanged {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         media_content_key: Option<MediaContentKey>,
@@ -83,7 +88,7 @@ pub enum ContentChange {
 impl ContentChange {
     /// A short, bounded name for logs and metric labels.
     pub fn label(&self) -> &'static str {
-        self.into()
+        ChangeKind::from(self).into()
     }
 }
 
@@ -247,18 +252,18 @@ fn update(kind: CallbackKind, f: &mut FormFields) -> Result<ContentChange, Paylo
             profile_keys: profile_keys(f),
         })
     };
-    let change = match update_type.as_str() {
-        "channel_join" => ContentChange::ChannelJoined {
+    let change = match update_type.parse() {
+        Ok(ChangeKind::ChannelJoined) => ContentChange::ChannelJoined {
             channel: channel(f)?,
         },
-        "channel_leave" => ContentChange::ChannelLeft {
+        Ok(ChangeKind::ChannelLeft) => ContentChange::ChannelLeft {
             channel: channel(f)?,
         },
-        "content_delete" => ContentChange::Deleted {
+        Ok(ChangeKind::Deleted) => ContentChange::Deleted {
             channel: channel_fields(f),
             media_content_key,
         },
-        "content_poster" => ContentChange::PosterChanged {
+        Ok(ChangeKind::PosterChanged) => ContentChange::PosterChanged {
             channel: channel_fields(f),
             media_content_key,
         },

@@ -200,5 +200,13 @@ mod tests {
         assert_eq!(PlayStatus::parse(" PAUSE"), Some(PlayStatus::Pause));
         assert_eq!(PlayStatus::parse("stop"), Some(PlayStatus::Stop));
         assert_eq!(PlayStatus::parse("seeking"), None);
+        assert_eq!(PlayStatus::parse("Playing"), Some(PlayStatus::Play));
+        assert_eq!(PlayStatus::parse("paused"), Some(PlayStatus::Pause));
+        assert_eq!(PlayStatus::parse("STOPPED\n"), Some(PlayStatus::Stop));
+        assert_eq!(
+            PlayStatus::Play.as_str(),
+            "play",
+            "written as Kollus's shortest name"
+        );
     }
 }
