@@ -9,6 +9,7 @@ use std::path::Path;
 
 const BOTTOM: &[&str] = &[
     "configuration",
+    "api_scope",
     "auth",
     "problem",
     "params",

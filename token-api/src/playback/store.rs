@@ -42,15 +42,11 @@ pub async fn facts(client: &impl GenericClient, user: &str, media: &str) -> Resu
         facts.playtime_used = r.try_get("playtime_used")?;
         facts.downloads = r.try_get("downloads")?;
         facts.catalogued = r.try_get("catalogued")?;
-        let Some(scope) = r.try_get::<_, Option<&str>>("scope")? else {
+        let Some(scope) = r.try_get::<_, Option<Scope>>("scope")? else {
             continue;
         };
         facts.grants.push(Grant {
-            scope: if scope == "channel" {
-                Scope::Channel
-            } else {
-                Scope::Media
-            },
+            scope,
             target: r.try_get("target")?,
             expires_at: r.try_get("expires_at")?,
             playtime_limit: r.try_get("playtime_limit_seconds")?,
