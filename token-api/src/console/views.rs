@@ -129,7 +129,7 @@ pub async fn refund(
         let lang = console.message_lang;
         let message = move |label: &str| {
             Reason::ALL
-                .into_iter()
+                .iter()
                 .find(|r| r.label() == label)
                 .map(|r| r.message(lang))
                 .unwrap_or("")
