@@ -6,8 +6,9 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use tokio_postgres::{Error, Row};
 
-/// What an entitlement covers. Its text is serde's and strum's alike (a test holds them
-/// together); the `scope` column reads into it ([`kollus_common::text_column!`]).
+/// What an entitlement covers.
+// (Its text is serde's and strum's alike, a test holds them together; the `scope` column reads
+// into it through `kollus_common::text_column!`. Not a doc comment: the API document shows those.)
 #[derive(
     Debug,
     Clone,
