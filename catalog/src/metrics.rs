@@ -9,7 +9,7 @@ use prometheus::{Histogram, IntCounterVec, IntGaugeVec, Registry};
 #[derive(Clone)]
 pub struct Metrics {
     pub registry: Registry,
-    /// Requests to Kollus's API by outcome (`ok`, `rate_limited`, `server_error`, ...).
+    /// Requests to Kollus's API by [`Outcome`].
     pub requests: IntCounterVec,
     pub request_duration: Histogram,
     /// `state`: `done` or `total` requests of the running scan.
@@ -20,16 +20,19 @@ pub struct Metrics {
     pub differences: IntCounterVec,
 }
 
-pub const OUTCOMES: &[&str] = &[
-    "ok",
-    "not_found",
-    "rate_limited",
-    "server_error",
-    "transport_error",
-    "unauthorized",
-    "refused",
-    "bad_shape",
-];
+/// How a request to Kollus's API ended: `requests_total{outcome}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, strum::IntoStaticStr, strum::VariantArray)]
+#[strum(serialize_all = "snake_case")]
+pub enum Outcome {
+    Ok,
+    NotFound,
+    RateLimited,
+    ServerError,
+    TransportError,
+    Unauthorized,
+    Refused,
+    BadShape,
+}
 
 impl Metrics {
     pub fn new() -> Self {
@@ -67,9 +70,9 @@ impl Metrics {
             ),
             registry: r,
         };
-        let outcomes: Vec<[&str; 1]> = OUTCOMES.iter().map(|o| [*o]).collect();
-        let outcomes: Vec<&[&str]> = outcomes.iter().map(|o| &o[..]).collect();
-        zeroed(&m.requests, &outcomes);
+        for outcome in kollus_common::vocab::labels::<Outcome>() {
+            zeroed(&m.requests, &[&[outcome]]);
+        }
         zeroed(&m.snapshots, &[&["found"], &["absent"]]);
         m
     }
@@ -88,5 +91,26 @@ impl Metrics {
 impl Default for Metrics {
     fn default() -> Self {
         Self::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use kollus_common::metrics::series;
+    use kollus_common::vocab::labels;
+
+    use super::{Metrics, Outcome};
+
+    #[test]
+    fn every_request_outcome_has_its_series_from_the_start() {
+        let mut held: Vec<String> = series(&Metrics::new().requests)
+            .into_iter()
+            .map(|s| s["outcome"].clone())
+            .collect();
+        held.sort();
+        let mut want: Vec<&str> = labels::<Outcome>().collect();
+        want.sort();
+        assert_eq!(held, want);
+        assert_eq!(want.len(), 8);
     }
 }

@@ -32,8 +32,9 @@ struct Known {
     in_channels: BTreeSet<(String, String)>,
 }
 
-/// One way the catalog differed from Kollus's API.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+/// One way the catalog differed from Kollus's API; its [`kind`](Self::kind) is strum's text.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, strum::IntoStaticStr)]
+#[strum(serialize_all = "snake_case")]
 pub enum Difference {
     /// Kollus has an upload the catalog never heard of.
     New { upload: String },
@@ -62,50 +63,30 @@ pub enum Difference {
 
 impl Difference {
     pub fn kind(&self) -> &'static str {
-        match self {
-            Self::New { .. } => "new",
-            Self::Join { .. } => "join",
-            Self::Leave { .. } => "leave",
-            Self::Described { .. } => "described",
-            Self::Reappeared { .. } => "reappeared",
-            Self::Absent { .. } => "absent",
-            Self::Unlisted { .. } => "unlisted",
-        }
+        self.into()
     }
 }
 
+/// One line of the sweep's report: the kind in a column, then what differed.
 impl fmt::Display for Difference {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:<12}", self.kind())?;
         match self {
-            Self::New { upload } => write!(f, "new         upload {upload}"),
+            Self::New { upload } | Self::Reappeared { upload } => write!(f, "upload {upload}"),
             Self::Join {
                 upload,
                 media,
                 channel,
-            } => write!(
-                f,
-                "join        {media} in channel {channel} (upload {upload})"
-            ),
+            } => write!(f, "{media} in channel {channel} (upload {upload})"),
             Self::Leave {
                 upload,
                 media,
                 channel,
-            } => write!(
-                f,
-                "leave       {media} from channel {channel} (upload {upload})"
-            ),
-            Self::Described { upload, fields } => {
-                write!(f, "described   upload {upload}: {fields}")
-            }
-            Self::Reappeared { upload } => write!(f, "reappeared  upload {upload}"),
-            Self::Absent { upload } => {
-                write!(f, "absent      upload {upload} (not listed, not found)")
-            }
+            } => write!(f, "{media} from channel {channel} (upload {upload})"),
+            Self::Described { upload, fields } => write!(f, "upload {upload}: {fields}"),
+            Self::Absent { upload } => write!(f, "upload {upload} (not listed, not found)"),
             Self::Unlisted { upload } => {
-                write!(
-                    f,
-                    "unlisted    upload {upload} (in no list, found on its own)"
-                )
+                write!(f, "upload {upload} (in no list, found on its own)")
             }
         }
     }

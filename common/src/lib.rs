@@ -16,4 +16,5 @@ pub mod model;
 pub mod progress;
 pub mod settings;
 pub mod telemetry;
+pub mod vocab;
 pub mod worker;

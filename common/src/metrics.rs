@@ -53,6 +53,22 @@ fn build_info() -> &'static IntGaugeVec {
     })
 }
 
+/// The series a counter holds so far, each as its labels by name: what a test of the series
+/// made at start-up reads.
+pub fn series(counter: &IntCounterVec) -> Vec<std::collections::BTreeMap<String, String>> {
+    counter
+        .collect()
+        .iter()
+        .flat_map(|family| family.get_metric())
+        .map(|m| {
+            m.get_label()
+                .iter()
+                .map(|l| (l.name().to_owned(), l.value().to_owned()))
+                .collect()
+        })
+        .collect()
+}
+
 /// Creates each listed label combination at 0, so `rate()` panels and alerts see a counter
 /// before its first event.
 pub fn zeroed(counter: &IntCounterVec, combinations: &[&[&str]]) {

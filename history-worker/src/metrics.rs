@@ -57,3 +57,22 @@ impl Default for Metrics {
         Self::new()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use kollus_common::metrics::series;
+
+    use super::Metrics;
+    use crate::sessions::Ceiling;
+
+    #[test]
+    fn every_ceiling_has_its_dead_letter_series_from_the_start() {
+        let held: Vec<String> = series(&Metrics::new().consume.deadletters)
+            .into_iter()
+            .map(|s| s["reason"].clone())
+            .collect();
+        for c in Ceiling::ALL {
+            assert!(held.contains(&c.reason().to_owned()), "{c:?}: {held:?}");
+        }
+    }
+}

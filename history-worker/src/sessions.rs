@@ -83,8 +83,10 @@ impl Default for Plausibility {
 }
 
 /// Which bound a refused report is past. Its [`reason`](Self::reason) is the dead-letter
-/// reason, and the `reason` label of `kollus_history_deadletter_total`: a short, fixed set.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// reason, and the `reason` label of `kollus_history_deadletter_total`: a short, fixed set
+/// (strum's text: `implausible_` and the variant).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, strum::IntoStaticStr, strum::VariantArray)]
+#[strum(serialize_all = "snake_case", prefix = "implausible_")]
 pub enum Ceiling {
     /// A number over [`MAX_COUNTER`].
     Counter,
@@ -103,26 +105,10 @@ pub enum Ceiling {
 }
 
 impl Ceiling {
-    pub const ALL: [Ceiling; 7] = [
-        Self::Counter,
-        Self::BlockCount,
-        Self::StartAt,
-        Self::RealPlaytime,
-        Self::Showtime,
-        Self::Playtime,
-        Self::Clock,
-    ];
+    pub const ALL: &[Self] = <Self as strum::VariantArray>::VARIANTS;
 
     pub fn reason(self) -> &'static str {
-        match self {
-            Self::Counter => "implausible_counter",
-            Self::BlockCount => "implausible_block_count",
-            Self::StartAt => "implausible_start_at",
-            Self::RealPlaytime => "implausible_real_playtime",
-            Self::Showtime => "implausible_showtime",
-            Self::Playtime => "implausible_playtime",
-            Self::Clock => "implausible_clock",
-        }
+        self.into()
     }
 }
 

@@ -1,5 +1,6 @@
 //! sync-worker's metrics, in the `kollus_sync` namespace.
 
+use kollus_common::kollus::platform::ChangeKind;
 use kollus_common::metrics::{counter_vec, histogram, latency_buckets, registry, zeroed};
 use kollus_common::worker::LoopMetrics;
 use prometheus::{Histogram, IntCounterVec, Registry};
@@ -43,16 +44,7 @@ impl Metrics {
             registry: r,
         };
         zeroed(&m.absences, &[&["marked"], &["cleared"]]);
-        for kind in [
-            "uploaded",
-            "transcoded",
-            "channel_join",
-            "channel_leave",
-            "content_delete",
-            "content_poster",
-            "other_update",
-            "snapshot",
-        ] {
+        for kind in kollus_common::vocab::labels::<ChangeKind>() {
             zeroed(&m.records, &[&[kind, "applied"], &[kind, "duplicate"]]);
         }
         m
@@ -62,5 +54,29 @@ impl Metrics {
 impl Default for Metrics {
     fn default() -> Self {
         Self::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use kollus_common::kollus::platform::ChangeKind;
+    use kollus_common::metrics::series;
+    use kollus_common::vocab::labels;
+
+    use super::Metrics;
+
+    #[test]
+    fn every_change_kind_has_its_series_from_the_start() {
+        let held = series(&Metrics::new().records);
+        for kind in labels::<ChangeKind>() {
+            for outcome in ["applied", "duplicate"] {
+                assert!(
+                    held.iter()
+                        .any(|s| s["kind"] == kind && s["outcome"] == outcome),
+                    "{kind} {outcome}: {held:?}"
+                );
+            }
+        }
+        assert_eq!(held.len(), 2 * labels::<ChangeKind>().count());
     }
 }

@@ -1,4 +1,5 @@
-//! Caller authentication and authorization (bottom layer: imports only `problem`).
+//! Caller authentication and authorization (bottom layer: imports only `problem` and
+//! `api_scope`).
 //!
 //! `Authorization: Bearer <key>` against named keys (`TOKEN_API_KEYS`, entries separated by `,`
 //! or line breaks). Only each key's SHA-256 is kept, and a given key's digest is compared with
@@ -17,61 +18,8 @@ use std::sync::{Arc, RwLock};
 use actix_web::HttpRequest;
 use subtle::ConstantTimeEq as _;
 
+pub use crate::api_scope::ApiScope;
 use crate::problem::ApiError;
-
-/// What a key may do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum ApiScope {
-    /// Issue and verify playback tokens.
-    Tokens,
-    /// Sign `playcallback_ignore: true` into a token (with `tokens`): such a token plays without
-    /// Kollus asking our play callback, so no entitlement is checked for it.
-    TokensPlaycallbackIgnore,
-    /// Watch progress, watch history and the catalog state of videos.
-    Read,
-    /// Grant, revoke and list entitlements.
-    Entitlements,
-    /// Per-user and per-video exports.
-    Export,
-    /// The support console's personal data; only ever given explicitly.
-    Console,
-}
-
-impl ApiScope {
-    pub const ALL: [ApiScope; 6] = [
-        Self::Tokens,
-        Self::TokensPlaycallbackIgnore,
-        Self::Read,
-        Self::Entitlements,
-        Self::Export,
-        Self::Console,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Tokens => "tokens",
-            Self::TokensPlaycallbackIgnore => "tokens:playcallback_ignore",
-            Self::Read => "read",
-            Self::Entitlements => "entitlements",
-            Self::Export => "export",
-            Self::Console => "console",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|k| k.as_str() == s)
-    }
-
-    /// What a key given without scopes may do: everything but the console and signing
-    /// `playcallback_ignore` (a token that plays with no entitlement check): both are given
-    /// only by name.
-    fn unscoped() -> BTreeSet<Self> {
-        Self::ALL
-            .into_iter()
-            .filter(|s| !matches!(s, Self::Console | Self::TokensPlaycallbackIgnore))
-            .collect()
-    }
-}
 
 #[derive(Clone)]
 pub struct ApiKey {
@@ -270,7 +218,7 @@ fn split_entry(entry: &str) -> Result<(&str, BTreeSet<ApiScope>, bool, &str), St
         .split('+')
         .map(|s| {
             ApiScope::parse(s.trim()).ok_or_else(|| {
-                let known: Vec<&str> = ApiScope::ALL.iter().map(|s| s.as_str()).collect();
+                let known: Vec<&str> = kollus_common::vocab::labels::<ApiScope>().collect();
                 // A list missing its `]` may run into the key: such text is not shown.
                 let what = if s.contains(':') {
                     "a scope with ':'".to_owned()

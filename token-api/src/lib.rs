@@ -9,8 +9,8 @@
 //!   `console` (the support console's HTML pages, outside the API document); a
 //!   feature may use another's model (playback uses `entitlements::model::Scope`), never its
 //!   handlers;
-//! - bottom, importing nothing above it: `configuration`, `auth`, `problem`, `params`, `signer`,
-//!   `json`, `metrics`.
+//! - bottom, importing nothing above it: `configuration`, `api_scope`, `auth`, `problem`,
+//!   `params`, `signer`, `json`, `metrics`.
 
 pub mod startup;
 
@@ -23,6 +23,7 @@ pub mod history;
 pub mod playback;
 pub mod tokens;
 
+pub mod api_scope;
 pub mod auth;
 pub mod configuration;
 pub mod json;

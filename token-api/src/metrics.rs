@@ -2,10 +2,38 @@
 //! (`kollus_catalog_unknown_media_total`: token-api is where an unknown video shows) (bottom
 //! layer: imports nothing of this crate).
 
+use kollus_common::kollus::binding::Binding;
+use kollus_common::kollus::callback_secret::{Generation, SecretName};
 use kollus_common::metrics::{counter_vec, histogram_vec, latency_buckets, registry, zeroed};
+use kollus_common::vocab::labels;
 use prometheus::core::{Collector, Desc};
 use prometheus::proto::MetricFamily;
 use prometheus::{HistogramVec, IntCounterVec, Opts, Registry};
+
+/// How a token request ended: `issued_total{outcome}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, strum::IntoStaticStr, strum::VariantArray)]
+#[strum(serialize_all = "snake_case")]
+pub enum TokenOutcome {
+    Issued,
+    Invalid,
+    Refused,
+    Unauthorized,
+    Forbidden,
+    Error,
+}
+
+/// Why a play or DRM callback got an error instead of a decision:
+/// `play_callbacks_refused_total{reason}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, strum::IntoStaticStr, strum::VariantArray)]
+#[strum(serialize_all = "snake_case")]
+pub enum Undecided {
+    BadSecret,
+    Invalid,
+    Unavailable,
+    Error,
+    /// The callbacks are turned off (404).
+    Off,
+}
 
 #[derive(Clone)]
 pub struct Metrics {
@@ -16,14 +44,15 @@ pub struct Metrics {
     /// Token requests and play callbacks naming a media content key the catalog does not know,
     /// by `source` (`token`, `play`): the catalog missed what Kollus has (`kollus-catalog sweep`).
     pub unknown_media: IntCounterVec,
-    /// Token requests by outcome: `issued`, `invalid`, `refused`, `unauthorized`, `forbidden`, `error`.
+    /// Token requests by outcome ([`TokenOutcome`]).
     pub issued: IntCounterVec,
     pub catalog_rejections: IntCounterVec,
     pub requests: IntCounterVec,
     pub request_duration: HistogramVec,
     /// Play and DRM callback answers, by `callback:kind`, result (1, 0) and reason.
     pub play_decisions: IntCounterVec,
-    /// Play and DRM callbacks not answered with a decision, by callback and why.
+    /// Play and DRM callbacks not answered with a decision, by callback and why
+    /// ([`Undecided`]).
     pub play_refused: IntCounterVec,
     /// Play and DRM callbacks authenticated, by callback, secret and generation.
     pub callback_auth: IntCounterVec,
@@ -73,7 +102,10 @@ impl Metrics {
             play_refused: counter_vec(
                 &r,
                 "play_callbacks_refused_total",
-                "Play and DRM callbacks answered with an error instead of a decision, by callback and reason (bad_secret, invalid, unavailable, error, off).",
+                &format!(
+                    "Play and DRM callbacks answered with an error instead of a decision, by callback and reason ({}).",
+                    labels::<Undecided>().collect::<Vec<_>>().join(", ")
+                ),
                 &["callback", "reason"],
             ),
             callback_auth: counter_vec(
@@ -122,58 +154,46 @@ impl Metrics {
         zeroed(&m.exports, &[&["user"], &["media"]]);
         zeroed(&m.entitlement_changes, &[&["grant"], &["revoke"]]);
         for callback in ["play", "drm"] {
-            for binding in ["bound", "absent", "mismatch"] {
+            for binding in labels::<Binding>() {
                 m.play_binding.with_label_values(&[callback, binding]);
             }
-            for secret in ["play", "platform"] {
-                for generation in ["current", "previous"] {
+            // The secrets a player route takes: its own, and the platform's (counted, warned).
+            for secret in [SecretName::Play.label(), SecretName::Platform.label()] {
+                for generation in labels::<Generation>() {
                     m.callback_auth
                         .with_label_values(&[callback, secret, generation]);
                 }
             }
-            zeroed(
-                &m.play_refused,
-                &[
-                    &[callback, "bad_secret"],
-                    &[callback, "invalid"],
-                    &[callback, "unavailable"],
-                    &[callback, "error"],
-                ],
-            );
+            for reason in labels::<Undecided>() {
+                zeroed(&m.play_refused, &[&[callback, reason]]);
+            }
         }
-        zeroed(
-            &m.play_decisions,
-            &[
-                &["play:1", "1", "entitled"],
-                &["play:1", "0", "no_entitlement"],
-                &["play:1", "0", "expired"],
-                &["play:1", "0", "playtime_used_up"],
-                &["drm:2", "1", "download_counted"],
-                // Completions no approval of ours issued: forged, or an approval we lost.
-                &["drm:2", "1", "download_unmatched"],
-            ],
-        );
-        zeroed(
-            &m.issued,
-            &[
-                &["issued"],
-                &["invalid"],
-                &["refused"],
-                &["unauthorized"],
-                &["forbidden"],
-                &["error"],
-            ],
-        );
-        zeroed(
-            &m.catalog_rejections,
-            &[
-                &["deleted"],
-                &["in_no_channel"],
-                &["unknown"],
-                &["check_skipped_catalog_unavailable"],
-            ],
-        );
+        for outcome in labels::<TokenOutcome>() {
+            zeroed(&m.issued, &[&[outcome]]);
+        }
+        zeroed(&m.catalog_rejections, &[&[Self::CATALOG_CHECK_SKIPPED]]);
         m
+    }
+
+    /// `catalog_rejections_total`'s reason when the catalog could not be asked (`STRICT_CATALOG=on`
+    /// issues anyway).
+    pub const CATALOG_CHECK_SKIPPED: &str = "check_skipped_catalog_unavailable";
+
+    /// Shows every reason a feature counts from the start (at 0), so a rate over it is defined:
+    /// `decisions` (`callback:kind`, result, reason) for `play_decisions_total`, one per playback
+    /// reason, and `refusals` for `catalog_rejections_total`. Startup passes the features'
+    /// vocabularies in: this bottom layer does not name them.
+    pub fn zero_reasons(
+        &self,
+        decisions: impl IntoIterator<Item = [&'static str; 3]>,
+        refusals: impl IntoIterator<Item = &'static str>,
+    ) {
+        for series in decisions {
+            zeroed(&self.play_decisions, &[&series]);
+        }
+        for reason in refusals {
+            zeroed(&self.catalog_rejections, &[&[reason]]);
+        }
     }
 
     /// Shows each route's requests from the start (at 0), so a rate over them is defined.
@@ -202,5 +222,95 @@ impl Collector for Gathered {
 impl Default for Metrics {
     fn default() -> Self {
         Self::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use kollus_common::metrics::series;
+    use kollus_common::vocab::labels;
+
+    use super::{Metrics, TokenOutcome, Undecided};
+    use crate::playback::policy::Reason;
+    use crate::tokens::catalog::Refusal;
+
+    fn values(m: &prometheus::IntCounterVec, label: &str) -> Vec<String> {
+        series(m).into_iter().map(|s| s[label].clone()).collect()
+    }
+
+    #[test]
+    fn every_reason_and_refusal_has_its_series_from_the_start() {
+        let m = Metrics::new();
+        m.zero_reasons(
+            Reason::ALL.iter().map(|r| r.first_series()),
+            labels::<Refusal>(),
+        );
+        let decided = values(&m.play_decisions, "reason");
+        for r in Reason::ALL {
+            assert!(
+                decided.contains(&r.label().to_owned()),
+                "{r:?}: {decided:?}"
+            );
+        }
+        assert_eq!(decided.len(), Reason::ALL.len(), "one series each");
+        let refused = values(&m.catalog_rejections, "reason");
+        for r in labels::<Refusal>().chain([Metrics::CATALOG_CHECK_SKIPPED]) {
+            assert!(refused.contains(&r.to_owned()), "{r}: {refused:?}");
+        }
+    }
+
+    #[test]
+    fn a_reason_shows_where_it_arises_with_its_result() {
+        let series = |r: Reason| r.first_series();
+        assert_eq!(series(Reason::Entitled), ["play:1", "1", "entitled"]);
+        assert_eq!(series(Reason::Unbound), ["play:1", "0", "unbound"]);
+        assert_eq!(
+            series(Reason::DownloadLimitReached),
+            ["drm:1", "0", "download_limit_reached"]
+        );
+        assert_eq!(
+            series(Reason::DownloadUnmatched),
+            ["drm:2", "1", "download_unmatched"]
+        );
+    }
+
+    #[test]
+    fn every_token_outcome_and_undecided_callback_has_its_series() {
+        let m = Metrics::new();
+        let mut outcomes = values(&m.issued, "outcome");
+        outcomes.sort();
+        let mut want: Vec<&str> = labels::<TokenOutcome>().collect();
+        want.sort();
+        assert_eq!(outcomes, want);
+        for callback in ["play", "drm"] {
+            let reasons: Vec<String> = series(&m.play_refused)
+                .into_iter()
+                .filter(|s| s["callback"] == callback)
+                .map(|s| s["reason"].clone())
+                .collect();
+            let mut want: Vec<&str> = labels::<Undecided>().collect();
+            want.sort();
+            let mut reasons = reasons;
+            reasons.sort();
+            assert_eq!(reasons, want, "{callback}");
+        }
+    }
+
+    #[test]
+    fn every_binding_verdict_and_secret_generation_has_its_series() {
+        let m = Metrics::new();
+        for (label, want) in [
+            ("binding", vec!["absent", "bound", "mismatch"]),
+            ("callback", vec!["drm", "play"]),
+        ] {
+            let mut got = values(&m.play_binding, label);
+            got.sort();
+            got.dedup();
+            assert_eq!(got, want, "{label}");
+        }
+        let mut generations = values(&m.callback_auth, "generation");
+        generations.sort();
+        generations.dedup();
+        assert_eq!(generations, ["current", "previous"]);
     }
 }

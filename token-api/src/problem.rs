@@ -1,9 +1,11 @@
 //! Error answers as RFC 7807 `application/problem+json`, and PostgreSQL failures classified
-//! where they happen (bottom layer: imports nothing of this crate).
+//! where they happen (bottom layer: imports only `api_scope`).
 
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError};
 use serde::Serialize;
+
+use crate::api_scope::ApiScope;
 
 /// One problem with one field, e.g. `media[1].play_section`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
@@ -175,19 +177,12 @@ pub struct Problem<'a> {
     scope: Option<&'static str>,
 }
 
-/// The scopes a key may lack (auth.rs's `ApiScope`, named here: the bottom layer's order).
+/// The scopes a key may lack: every [`ApiScope`]'s text.
 fn scope_schema() -> utoipa::openapi::Object {
     use utoipa::openapi::schema::{ObjectBuilder, Type};
     ObjectBuilder::new()
         .schema_type(Type::String)
-        .enum_values(Some([
-            "tokens",
-            "tokens:playcallback_ignore",
-            "read",
-            "entitlements",
-            "export",
-            "console",
-        ]))
+        .enum_values(Some(kollus_common::vocab::labels::<ApiScope>()))
         .description(Some("On a 403: the scope the API key lacks."))
         .build()
 }

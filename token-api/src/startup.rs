@@ -37,6 +37,12 @@ impl Application {
         let metrics = Metrics::new();
         kollus_common::metrics::register_pool(&metrics.registry, &pool);
         metrics.zero_routes(api_routes().iter().map(|r| r.path.as_str()));
+        metrics.zero_reasons(
+            crate::playback::policy::Reason::ALL
+                .iter()
+                .map(|r| r.first_series()),
+            kollus_common::vocab::labels::<crate::tokens::catalog::Refusal>(),
+        );
         let signer = Arc::new(Signer::new(&settings.security_key));
         let limits = Limits {
             default_expires_in: settings.default_expires_in,

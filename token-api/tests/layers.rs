@@ -9,6 +9,7 @@ use kollus_test_support::layers;
 
 const BOTTOM: &[&str] = &[
     "configuration",
+    "api_scope",
     "auth",
     "problem",
     "params",

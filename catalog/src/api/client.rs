@@ -16,7 +16,7 @@ use serde_json::Value;
 use time::OffsetDateTime;
 
 use super::wire::{self, ShapeError};
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, Outcome};
 
 /// Why a request gave no answer to use. Each says what to do.
 #[derive(Debug, thiserror::Error)]
@@ -131,7 +131,7 @@ impl KollusApi {
                 Ok(res) => res,
                 Err(e) => {
                     failures += 1;
-                    self.count("transport_error");
+                    self.count(Outcome::TransportError);
                     let error = chain(&e.without_url());
                     if failures >= MAX_ATTEMPTS {
                         return Err(ApiError::Transport {
@@ -149,11 +149,11 @@ impl KollusApi {
             match status {
                 200 => {}
                 401 => {
-                    self.count("unauthorized");
+                    self.count(Outcome::Unauthorized);
                     return Err(ApiError::Unauthorized { what });
                 }
                 404 => {
-                    self.count("not_found");
+                    self.count(Outcome::NotFound);
                     return Ok(Answer {
                         requested_at,
                         result: None,
@@ -161,7 +161,7 @@ impl KollusApi {
                 }
                 429 => {
                     limited += 1;
-                    self.count("rate_limited");
+                    self.count(Outcome::RateLimited);
                     let wait = retry_after(res.headers()).unwrap_or(DEFAULT_RETRY_AFTER);
                     if limited > MAX_RATE_LIMITED {
                         return Err(ApiError::Status {
@@ -176,7 +176,7 @@ impl KollusApi {
                 }
                 500..=599 => {
                     failures += 1;
-                    self.count("server_error");
+                    self.count(Outcome::ServerError);
                     if failures >= MAX_ATTEMPTS {
                         return Err(ApiError::Status {
                             what,
@@ -189,7 +189,7 @@ impl KollusApi {
                     continue;
                 }
                 _ => {
-                    self.count("refused");
+                    self.count(Outcome::Refused);
                     return Err(ApiError::Status {
                         what,
                         status,
@@ -201,7 +201,7 @@ impl KollusApi {
                 Ok(b) => b,
                 Err(e) => {
                     failures += 1;
-                    self.count("transport_error");
+                    self.count(Outcome::TransportError);
                     if failures >= MAX_ATTEMPTS {
                         return Err(ApiError::Transport {
                             what,
@@ -215,14 +215,14 @@ impl KollusApi {
             };
             return match wire::envelope(&body) {
                 Ok(wire::Envelope::Ok(result)) => {
-                    self.count("ok");
+                    self.count(Outcome::Ok);
                     Ok(Answer {
                         requested_at,
                         result: Some(result),
                     })
                 }
                 Ok(wire::Envelope::Refused { code, message }) => {
-                    self.count("refused");
+                    self.count(Outcome::Refused);
                     Err(ApiError::Refused {
                         what,
                         code,
@@ -230,15 +230,18 @@ impl KollusApi {
                     })
                 }
                 Err(shape) => {
-                    self.count("bad_shape");
+                    self.count(Outcome::BadShape);
                     Err(ApiError::Shape { what, shape })
                 }
             };
         }
     }
 
-    fn count(&self, outcome: &str) {
-        self.metrics.requests.with_label_values(&[outcome]).inc();
+    fn count(&self, outcome: Outcome) {
+        self.metrics
+            .requests
+            .with_label_values(&[<&str>::from(outcome)])
+            .inc();
     }
 }
 

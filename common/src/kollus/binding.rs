@@ -31,8 +31,20 @@ pub enum BindingMode {
 }
 
 /// What a callback's binding says about it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Serialize,
+    Deserialize,
+    strum::IntoStaticStr,
+    strum::EnumString,
+    strum::VariantArray,
+)]
 #[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
 pub enum Binding {
     /// The MAC matches the callback's `client_user_id`: a player URL we made for that user.
     Bound,
@@ -43,14 +55,10 @@ pub enum Binding {
 }
 
 impl Binding {
-    pub const ALL: [Self; 3] = [Self::Bound, Self::Absent, Self::Mismatch];
+    pub const ALL: &[Self] = <Self as strum::VariantArray>::VARIANTS;
 
     pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Bound => "bound",
-            Self::Absent => "absent",
-            Self::Mismatch => "mismatch",
-        }
+        self.into()
     }
 
     pub fn is_bound(self) -> bool {

@@ -33,8 +33,9 @@ use super::form::{parse_form, FormFields};
 #[error("the callback URL's secret is missing or wrong")]
 pub struct BadSecret;
 
-/// Which of the three secrets.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+/// Which of the three secrets; its text is the metric label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, strum::IntoStaticStr, strum::VariantArray)]
+#[strum(serialize_all = "snake_case")]
 pub enum SecretName {
     /// `CALLBACK_SECRET`: platform callbacks, posted by Kollus's servers.
     Platform,
@@ -45,8 +46,6 @@ pub enum SecretName {
 }
 
 impl SecretName {
-    pub const ALL: [Self; 3] = [Self::Platform, Self::Play, Self::Lms];
-
     /// The setting's name.
     pub fn setting(self) -> &'static str {
         match self {
@@ -58,29 +57,24 @@ impl SecretName {
 
     /// The metric label.
     pub fn label(self) -> &'static str {
-        match self {
-            Self::Platform => "platform",
-            Self::Play => "play",
-            Self::Lms => "lms",
-        }
+        self.into()
     }
 }
 
-/// Whether the current value or the previous one (during a rotation) matched.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Whether the current value or the previous one (during a rotation) matched; its text is the
+/// metric label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, strum::IntoStaticStr, strum::VariantArray)]
+#[strum(serialize_all = "snake_case")]
 pub enum Generation {
     Current,
     Previous,
 }
 
 impl Generation {
-    pub const ALL: [Self; 2] = [Self::Current, Self::Previous];
+    pub const ALL: &[Self] = <Self as strum::VariantArray>::VARIANTS;
 
     pub fn label(self) -> &'static str {
-        match self {
-            Self::Current => "current",
-            Self::Previous => "previous",
-        }
+        self.into()
     }
 }
 

@@ -10,9 +10,23 @@ pub mod snapshot;
 
 use serde::{Deserialize, Serialize};
 
-/// Which callback URL a request came in on. Also the envelope's `kind`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+/// Which callback URL a request came in on. Also the envelope's `kind`. Its text is serde's and
+/// strum's, the same snake_case (a unit test holds them together).
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    Serialize,
+    Deserialize,
+    strum::IntoStaticStr,
+    strum::EnumString,
+    strum::VariantArray,
+)]
 #[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
 pub enum CallbackKind {
     Upload,
     Transcoding,
@@ -34,21 +48,11 @@ impl CallbackKind {
     ];
 
     pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Upload => "upload",
-            Self::Transcoding => "transcoding",
-            Self::ContentUpdate => "content_update",
-            Self::Channel => "channel",
-            Self::Lms => "lms",
-            Self::Snapshot => "snapshot",
-        }
+        self.into()
     }
 
     pub fn parse(s: &str) -> Option<Self> {
-        Self::ALL
-            .into_iter()
-            .chain([Self::Snapshot])
-            .find(|k| k.as_str() == s)
+        s.parse().ok()
     }
 }
 

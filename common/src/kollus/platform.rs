@@ -31,23 +31,33 @@ pub struct ContentEvent {
     pub extra: BTreeMap<String, String>,
 }
 
-/// What happened to the upload.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// What happened to the upload. Its [`ChangeKind`]'s text is a short, bounded name for logs and
+/// metric labels ([`label`](Self::label)): Kollus's `update_type` where there is one, unlike the
+/// serde `type`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, strum::EnumDiscriminants)]
 #[serde(tag = "type", rename_all = "snake_case")]
+#[strum_discriminants(
+    name(ChangeKind),
+    derive(strum::IntoStaticStr, strum::EnumString, strum::VariantArray),
+    strum(serialize_all = "snake_case")
+)]
 pub enum ContentChange {
     Uploaded,
     Transcoded {
         result: TranscodingResult,
     },
     /// `update_type=channel_join`: the video became playable in a channel.
+    #[strum_discriminants(strum(serialize = "channel_join"))]
     ChannelJoined {
         channel: ChannelRef,
     },
     /// `update_type=channel_leave`.
+    #[strum_discriminants(strum(serialize = "channel_leave"))]
     ChannelLeft {
         channel: ChannelRef,
     },
     /// `update_type=content_delete`; may name the video only by its upload.
+    #[strum_discriminants(strum(serialize = "content_delete"))]
     Deleted {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         media_content_key: Option<MediaContentKey>,
@@ -56,6 +66,7 @@ pub enum ContentChange {
         channel: Option<ChannelFields>,
     },
     /// `update_type=content_poster`; may name the video only by its upload.
+    #[strum_discriminants(strum(serialize = "content_poster"))]
     PosterChanged {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         media_content_key: Option<MediaContentKey>,
@@ -77,21 +88,24 @@ pub enum ContentChange {
 impl ContentChange {
     /// A short, bounded name for logs and metric labels.
     pub fn label(&self) -> &'static str {
-        match self {
-            Self::Uploaded => "uploaded",
-            Self::Transcoded { .. } => "transcoded",
-            Self::ChannelJoined { .. } => "channel_join",
-            Self::ChannelLeft { .. } => "channel_leave",
-            Self::Deleted { .. } => "content_delete",
-            Self::PosterChanged { .. } => "content_poster",
-            Self::OtherUpdate { .. } => "other_update",
-            Self::Snapshot(_) => "snapshot",
-        }
+        ChangeKind::from(self).into()
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Serialize,
+    Deserialize,
+    strum::IntoStaticStr,
+    strum::EnumString,
+    strum::VariantArray,
+)]
 #[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
 pub enum TranscodingResult {
     Success,
     Fail,
@@ -132,16 +146,8 @@ impl ContentEvent {
         let change = match kind {
             CallbackKind::Upload => ContentChange::Uploaded,
             CallbackKind::Transcoding => {
-                let result = match required(&mut f, "transcoding_result")?.as_str() {
-                    "success" => TranscodingResult::Success,
-                    "fail" => TranscodingResult::Fail,
-                    other => {
-                        return Err(PayloadError::new(
-                            "transcoding_result",
-                            format!("must be \"success\" or \"fail\", got {other:?}"),
-                        ))
-                    }
-                };
+                let result = crate::vocab::parse(&required(&mut f, "transcoding_result")?)
+                    .map_err(|e| PayloadError::new("transcoding_result", e.to_string()))?;
                 ContentChange::Transcoded { result }
             }
             CallbackKind::ContentUpdate | CallbackKind::Channel => update(kind, &mut f)?,
@@ -246,18 +252,18 @@ fn update(kind: CallbackKind, f: &mut FormFields) -> Result<ContentChange, Paylo
             profile_keys: profile_keys(f),
         })
     };
-    let change = match update_type.as_str() {
-        "channel_join" => ContentChange::ChannelJoined {
+    let change = match update_type.parse() {
+        Ok(ChangeKind::ChannelJoined) => ContentChange::ChannelJoined {
             channel: channel(f)?,
         },
-        "channel_leave" => ContentChange::ChannelLeft {
+        Ok(ChangeKind::ChannelLeft) => ContentChange::ChannelLeft {
             channel: channel(f)?,
         },
-        "content_delete" => ContentChange::Deleted {
+        Ok(ChangeKind::Deleted) => ContentChange::Deleted {
             channel: channel_fields(f),
             media_content_key,
         },
-        "content_poster" => ContentChange::PosterChanged {
+        Ok(ChangeKind::PosterChanged) => ContentChange::PosterChanged {
             channel: channel_fields(f),
             media_content_key,
         },

@@ -15,7 +15,9 @@ struct Switch {
 /// The cookie the language switch leaves.
 pub const LANG_COOKIE: &str = "console_lang";
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The console's language; its text (strum) is the language code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, strum::IntoStaticStr, strum::EnumString)]
+#[strum(serialize_all = "snake_case", ascii_case_insensitive)]
 pub enum UiLang {
     Ko,
     En,
@@ -23,18 +25,12 @@ pub enum UiLang {
 
 impl UiLang {
     pub fn code(self) -> &'static str {
-        match self {
-            Self::Ko => "ko",
-            Self::En => "en",
-        }
+        self.into()
     }
 
+    /// A language tag's primary language (`en-US` -> `en`), in any case.
     fn parse(s: &str) -> Option<Self> {
-        match s.trim().get(..2)?.to_ascii_lowercase().as_str() {
-            "ko" => Some(Self::Ko),
-            "en" => Some(Self::En),
-            _ => None,
-        }
+        s.trim().get(..2)?.parse().ok()
     }
 
     /// The text in this language.

@@ -207,7 +207,7 @@ impl<'a> RefundModel<'a> {
             .map(|d| DecisionRow {
                 decision: d,
                 message: Reason::ALL
-                    .into_iter()
+                    .iter()
                     .find(|r| r.label() == d.reason)
                     .map(|r| r.message(lang))
                     .unwrap_or(""),

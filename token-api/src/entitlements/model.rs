@@ -7,8 +7,23 @@ use time::OffsetDateTime;
 use tokio_postgres::{Error, Row};
 
 /// What an entitlement covers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+// (Its text is serde's and strum's alike, a test holds them together; the `scope` column reads
+// into it through `kollus_common::text_column!`. Not a doc comment: the API document shows those.)
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
+    strum::IntoStaticStr,
+    strum::EnumString,
+    strum::VariantArray,
+)]
 #[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
 pub enum Scope {
     /// One video (`media_content_key`).
     Media,
@@ -16,20 +31,11 @@ pub enum Scope {
     Channel,
 }
 
+kollus_common::text_column!(Scope);
+
 impl Scope {
     pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Media => "media",
-            Self::Channel => "channel",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Self> {
-        match s {
-            "media" => Some(Self::Media),
-            "channel" => Some(Self::Channel),
-            _ => None,
-        }
+        self.into()
     }
 }
 
@@ -67,7 +73,7 @@ impl Entitlement {
 
     pub fn from_row(r: &Row) -> Result<Self, Error> {
         Ok(Self {
-            scope: Scope::parse(r.try_get("scope")?).unwrap_or(Scope::Media),
+            scope: r.try_get("scope")?,
             key: r.try_get("target")?,
             expires_at: r.try_get("expires_at")?,
             playtime_limit_seconds: r.try_get("playtime_limit_seconds")?,
@@ -113,6 +119,8 @@ pub(crate) use grants_covering_video;
 mod tests {
     use time::Duration;
 
+    use tokio_postgres::types::{FromSql as _, Type};
+
     use super::*;
 
     #[test]
@@ -122,5 +130,28 @@ mod tests {
         assert!(in_force_at(false, Some(now + Duration::SECOND), now));
         assert!(!in_force_at(false, Some(now), now), "the end is exclusive");
         assert!(!in_force_at(true, None, now));
+    }
+
+    #[test]
+    fn a_scope_is_written_alike_in_json_and_in_its_column() {
+        for (scope, text) in [(Scope::Media, "media"), (Scope::Channel, "channel")] {
+            assert_eq!(scope.as_str(), text);
+            assert_eq!(serde_json::to_value(scope).unwrap(), text);
+            assert_eq!(
+                Scope::from_sql(&Type::TEXT, text.as_bytes()).unwrap(),
+                scope
+            );
+        }
+    }
+
+    /// A `scope` the enum does not know fails the row, naming the value: no longer read as
+    /// `media`, a silent guess at what a grant covers.
+    #[test]
+    fn an_unknown_scope_in_the_column_is_an_error_not_media() {
+        let e = Scope::from_sql(&Type::TEXT, b"studio").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            r#""studio" is not a Scope (one of: media, channel)"#
+        );
     }
 }

@@ -32,7 +32,7 @@ use time::OffsetDateTime;
 use self::policy::{decide_download, decide_play, Decision, Reason};
 use self::store::Record;
 use crate::configuration::{PlaySecrets, PlaySettings};
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, Undecided};
 use crate::problem::{db_error, ApiError};
 use crate::signer::Signer;
 
@@ -116,20 +116,20 @@ fn unbound_decision() -> Decision {
 fn counted(p: &Playback, callback: &'static str, result: &Result<HttpResponse, ApiError>) {
     let outcome = match result {
         Ok(_) => return,
-        Err(ApiError::BadSecret) => "bad_secret",
-        Err(ApiError::Invalid(_)) => "invalid",
-        Err(ApiError::Unavailable(_)) => "unavailable",
-        Err(ApiError::NotFound(_)) => "off",
-        Err(_) => "error",
+        Err(ApiError::BadSecret) => Undecided::BadSecret,
+        Err(ApiError::Invalid(_)) => Undecided::Invalid,
+        Err(ApiError::Unavailable(_)) => Undecided::Unavailable,
+        Err(ApiError::NotFound(_)) => Undecided::Off,
+        Err(_) => Undecided::Error,
     };
-    if outcome == "invalid" {
+    if outcome == Undecided::Invalid {
         if let Err(e) = result {
             tracing::warn!(callback, error = %e, detail = ?e, "malformed Kollus callback refused");
         }
     }
     p.metrics
         .play_refused
-        .with_label_values(&[callback, outcome])
+        .with_label_values(&[callback, outcome.into()])
         .inc();
 }
 

@@ -33,8 +33,12 @@ pub struct Facts {
     pub catalogued: bool,
 }
 
-/// Why a callback got its answer (a bounded metric label, recorded with the decision).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Why a callback got its answer (a bounded metric label, recorded with the decision): its text
+/// is strum's.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, strum::IntoStaticStr, strum::EnumString, strum::VariantArray,
+)]
+#[strum(serialize_all = "snake_case")]
 pub enum Reason {
     Entitled,
     DefaultAllow,
@@ -53,35 +57,28 @@ pub enum Reason {
     Unbound,
 }
 
+kollus_common::text_column!(Reason);
+
 impl Reason {
-    pub const ALL: [Reason; 11] = [
-        Self::Entitled,
-        Self::DefaultAllow,
-        Self::NoEntitlement,
-        Self::Expired,
-        Self::Revoked,
-        Self::PlaytimeUsedUp,
-        Self::DownloadNotAllowed,
-        Self::DownloadLimitReached,
-        Self::DownloadCounted,
-        Self::DownloadUnmatched,
-        Self::Unbound,
-    ];
+    pub const ALL: &[Self] = <Self as strum::VariantArray>::VARIANTS;
 
     pub fn label(self) -> &'static str {
-        match self {
-            Self::Entitled => "entitled",
-            Self::DefaultAllow => "default_allow",
-            Self::NoEntitlement => "no_entitlement",
-            Self::Expired => "expired",
-            Self::Revoked => "revoked",
-            Self::PlaytimeUsedUp => "playtime_used_up",
-            Self::DownloadNotAllowed => "download_not_allowed",
-            Self::DownloadLimitReached => "download_limit_reached",
-            Self::DownloadCounted => "download_counted",
-            Self::DownloadUnmatched => "download_unmatched",
-            Self::Unbound => "unbound",
-        }
+        self.into()
+    }
+
+    /// The `play_decisions_total` series (`callback:kind`, result, reason) this reason shows in
+    /// from the start: where it arises first (a DRM download request is kind 1, a completion 2).
+    pub fn first_series(self) -> [&'static str; 3] {
+        let kind = match self {
+            Self::DownloadNotAllowed | Self::DownloadLimitReached => "drm:1",
+            Self::DownloadCounted | Self::DownloadUnmatched => "drm:2",
+            _ => "play:1",
+        };
+        let allowed = matches!(
+            self,
+            Self::Entitled | Self::DefaultAllow | Self::DownloadCounted | Self::DownloadUnmatched
+        );
+        [kind, if allowed { "1" } else { "0" }, self.label()]
     }
 
     /// What the viewer reads when refused.

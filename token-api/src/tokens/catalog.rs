@@ -8,8 +8,9 @@ use kollus_common::domain::MediaContentKey;
 use crate::configuration::StrictCatalog;
 use crate::problem::FieldError;
 
-/// Why the catalog refuses a video (a bounded metric label).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Why the catalog refuses a video (a bounded metric label: strum's text).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, strum::IntoStaticStr, strum::VariantArray)]
+#[strum(serialize_all = "snake_case")]
 pub enum Refusal {
     Deleted,
     InNoChannel,
@@ -18,11 +19,7 @@ pub enum Refusal {
 
 impl Refusal {
     pub fn label(self) -> &'static str {
-        match self {
-            Self::Deleted => "deleted",
-            Self::InNoChannel => "in_no_channel",
-            Self::Unknown => "unknown",
-        }
+        self.into()
     }
 }
 

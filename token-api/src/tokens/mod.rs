@@ -22,7 +22,7 @@ use self::claims::PlaybackClaims;
 use self::request::{Limits, TokenRequest, ValidRequest};
 use crate::auth::{ApiScope, Caller};
 use crate::configuration::StrictCatalog;
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, TokenOutcome};
 use crate::problem::{ApiError, DbFailure, FieldError};
 use crate::signer::Signer;
 
@@ -85,14 +85,20 @@ pub async fn issue_token(
         Err(e) => Err(e),
     };
     let outcome = match &result {
-        Ok(_) => "issued",
-        Err(ApiError::Unauthorized | ApiError::TooManyAuthFailures(_)) => "unauthorized",
-        Err(ApiError::Forbidden(_)) => "forbidden",
-        Err(ApiError::Invalid(_) | ApiError::BadJson(_)) => "invalid",
-        Err(ApiError::Refused(..)) => "refused",
-        Err(_) => "error",
+        Ok(_) => TokenOutcome::Issued,
+        Err(ApiError::Unauthorized | ApiError::TooManyAuthFailures(_)) => {
+            TokenOutcome::Unauthorized
+        }
+        Err(ApiError::Forbidden(_)) => TokenOutcome::Forbidden,
+        Err(ApiError::Invalid(_) | ApiError::BadJson(_)) => TokenOutcome::Invalid,
+        Err(ApiError::Refused(..)) => TokenOutcome::Refused,
+        Err(_) => TokenOutcome::Error,
     };
-    state.metrics.issued.with_label_values(&[outcome]).inc();
+    state
+        .metrics
+        .issued
+        .with_label_values(&[<&str>::from(outcome)])
+        .inc();
     result
 }
 
@@ -200,7 +206,7 @@ async fn check_catalog(state: &Tokens, valid: &ValidRequest) -> Result<(), ApiEr
             state
                 .metrics
                 .catalog_rejections
-                .with_label_values(&["check_skipped_catalog_unavailable"])
+                .with_label_values(&[Metrics::CATALOG_CHECK_SKIPPED])
                 .inc();
             Ok(())
         }

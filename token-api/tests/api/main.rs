@@ -16,3 +16,4 @@ mod read;
 mod scopes;
 mod tokens;
 mod unknown_media;
+mod vocabulary;

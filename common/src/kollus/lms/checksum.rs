@@ -15,8 +15,21 @@ use serde::{Deserialize, Serialize};
 use subtle::ConstantTimeEq as _;
 
 /// What checking a report's `hash` found. Kept in the envelope and, summed up, on the session.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    Serialize,
+    Deserialize,
+    strum::IntoStaticStr,
+    strum::EnumString,
+    strum::VariantArray,
+)]
 #[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
 pub enum HashVerdict {
     /// The body carried a `hash` that matches.
     Verified,
@@ -28,14 +41,10 @@ pub enum HashVerdict {
 }
 
 impl HashVerdict {
-    pub const ALL: [HashVerdict; 3] = [Self::Verified, Self::Mismatch, Self::Absent];
+    pub const ALL: &[Self] = <Self as strum::VariantArray>::VARIANTS;
 
     pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Verified => "verified",
-            Self::Mismatch => "mismatch",
-            Self::Absent => "absent",
-        }
+        self.into()
     }
 }
 

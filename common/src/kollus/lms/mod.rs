@@ -128,32 +128,41 @@ pub struct Segment {
 }
 
 /// The template's `{PLAY_STATUS}`: what the player was doing when it sent the report.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+/// Kollus's values in any case (`play`, `playing`, ...); anything else is not a play status (the
+/// raw field is still kept with the template's other flat fields).
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+    strum::IntoStaticStr,
+    strum::EnumString,
+    strum::VariantArray,
+)]
 #[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case", ascii_case_insensitive)]
 pub enum PlayStatus {
+    #[strum(to_string = "play", serialize = "playing")]
     Play,
+    #[strum(to_string = "pause", serialize = "paused")]
     Pause,
+    #[strum(to_string = "stop", serialize = "stopped")]
     Stop,
 }
 
 impl PlayStatus {
-    /// Kollus's values, in any case; anything else is not a play status (the raw field is still
-    /// kept with the template's other flat fields).
     pub fn parse(s: &str) -> Option<Self> {
-        match s.trim().to_ascii_lowercase().as_str() {
-            "play" | "playing" => Some(Self::Play),
-            "pause" | "paused" => Some(Self::Pause),
-            "stop" | "stopped" => Some(Self::Stop),
-            _ => None,
-        }
+        s.trim().parse().ok()
     }
 
     pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Play => "play",
-            Self::Pause => "pause",
-            Self::Stop => "stop",
-        }
+        self.into()
     }
 }
 
@@ -191,5 +200,13 @@ mod tests {
         assert_eq!(PlayStatus::parse(" PAUSE"), Some(PlayStatus::Pause));
         assert_eq!(PlayStatus::parse("stop"), Some(PlayStatus::Stop));
         assert_eq!(PlayStatus::parse("seeking"), None);
+        assert_eq!(PlayStatus::parse("Playing"), Some(PlayStatus::Play));
+        assert_eq!(PlayStatus::parse("paused"), Some(PlayStatus::Pause));
+        assert_eq!(PlayStatus::parse("STOPPED\n"), Some(PlayStatus::Stop));
+        assert_eq!(
+            PlayStatus::Play.as_str(),
+            "play",
+            "written as Kollus's shortest name"
+        );
     }
 }
