@@ -259,7 +259,7 @@ async fn verify_command(
         println!("topics: not compared (--no-topics)");
         return problems;
     }
-    let entries = match kollus_archive::verify::entries(&archive).await {
+    let entries = match verify::entries(&archive).await {
         Ok(mut e) => {
             if let Some(c) = cluster {
                 e.retain(|e| e.cluster_id == c);

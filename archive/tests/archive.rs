@@ -419,7 +419,7 @@ async fn verify_finds_a_damaged_segment_and_a_gap() {
     bytes[last] ^= 0x55;
     std::fs::write(&damaged, bytes).unwrap();
     // A partition's second segment of three or more: records after it show the gap.
-    let entries = kollus_archive::verify::entries(&archive).await.unwrap();
+    let entries = verify::entries(&archive).await.unwrap();
     let middle = entries
         .windows(3)
         .find(|w| {
@@ -901,10 +901,8 @@ async fn a_broker_is_the_archived_incarnation_only_when_its_record_at_the_last_o
 async fn cluster_of(broker: &Broker) -> String {
     let brokers = broker.addr.clone();
     tokio::task::spawn_blocking(move || {
-        let client = kollus_common::archive::inspector(
-            &kollus_common::settings::KafkaSettings::with_brokers(&brokers),
-        )
-        .expect("a client");
+        let client = kollus_common::archive::inspector(&KafkaSettings::with_brokers(&brokers))
+            .expect("a client");
         kollus_common::archive::cluster_id(&client)
     })
     .await

@@ -245,10 +245,8 @@ async fn retention_deletes_what_the_archive_holds_and_a_rebuild_still_restores_e
     let cluster = tokio::task::spawn_blocking({
         let brokers = broker.addr.clone();
         move || {
-            let client = kollus_common::archive::inspector(
-                &kollus_common::settings::KafkaSettings::with_brokers(&brokers),
-            )
-            .expect("a client");
+            let client = kollus_common::archive::inspector(&KafkaSettings::with_brokers(&brokers))
+                .expect("a client");
             kollus_common::archive::cluster_id(&client)
         }
     })

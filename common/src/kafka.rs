@@ -859,16 +859,16 @@ pub fn archive_consumer(
 /// wait indefinitely (seen: a cancelled worker task hung its runtime for minutes). The last
 /// handle is therefore dropped on a thread of its own: nothing async waits for it, and a process
 /// that exits does not either.
-pub struct OwnedConsumer(Option<std::sync::Arc<WorkerConsumer>>);
+pub struct OwnedConsumer(Option<Arc<WorkerConsumer>>);
 
 impl OwnedConsumer {
     pub fn new(consumer: WorkerConsumer) -> Self {
-        Self(Some(std::sync::Arc::new(consumer)))
+        Self(Some(Arc::new(consumer)))
     }
 }
 
 impl std::ops::Deref for OwnedConsumer {
-    type Target = std::sync::Arc<WorkerConsumer>;
+    type Target = Arc<WorkerConsumer>;
 
     fn deref(&self) -> &Self::Target {
         self.0.as_ref().expect("present until dropped")
@@ -895,6 +895,10 @@ impl Drop for OwnedConsumer {
 /// It is never above the truth: a broker that reports a lower high watermark than Apache Kafka
 /// does (tansu, which the tests used before Apache Kafka, reported the last batch's base offset
 /// + 1) can only make it smaller.
+#[expect(
+    unsafe_code,
+    reason = "rust-rdkafka has no safe call for the cached watermarks; one FFI call, its contract stated at the block"
+)]
 pub fn cached_lag(consumer: &WorkerConsumer) -> Option<i64> {
     use rdkafka::bindings::{rd_kafka_get_watermark_offsets, rd_kafka_resp_err_t};
     let positions = consumer.position().ok()?;
@@ -1274,6 +1278,10 @@ pub fn describe_group(
     .with_context(|| format!("describing consumer group {group_id}"))
 }
 
+#[expect(
+    unsafe_code,
+    reason = "rust-rdkafka 0.39 has no DescribeConsumerGroups; librdkafka's C API, its contract stated at the block"
+)]
 fn describe_group_once(
     admin: &AdminClient<DefaultClientContext>,
     group_id: &str,

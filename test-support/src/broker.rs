@@ -437,7 +437,10 @@ impl Drop for Node {
             if let Ok(group) = i32::try_from(child.id()) {
                 // SAFETY: kill(2) takes any pid; a negative one names the process group that
                 // `process_group(0)` made this child the leader of.
-                unsafe { libc::kill(-group, libc::SIGKILL) };
+                #[expect(unsafe_code, reason = "kill(2) has no safe wrapper in std")]
+                unsafe {
+                    libc::kill(-group, libc::SIGKILL)
+                };
             }
             let _ = child.kill();
             let _ = child.wait();
@@ -556,10 +559,10 @@ fn count_records(brokers: &str, topic: &str, topic_wait: Duration) -> i64 {
     let mut at_end = std::collections::HashSet::new();
     let mut count = 0;
     // Reading a few records of a test's topic: a minute is for a loaded machine.
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let deadline = Instant::now() + Duration::from_secs(60);
     while at_end.len() < partitions.len() {
         assert!(
-            std::time::Instant::now() < deadline,
+            Instant::now() < deadline,
             "counting {topic}: partitions {:?} never reached their end",
             partitions
                 .iter()

@@ -192,7 +192,10 @@ impl Cluster {
             let mut child = node.child.lock().unwrap_or_else(|e| e.into_inner());
             let pid = i32::try_from(child.id()).expect("a pid fits i32");
             // SAFETY: kill(2) on the script's own pid (a child of this process, not reaped).
-            unsafe { libc::kill(pid, libc::SIGTERM) };
+            #[expect(unsafe_code, reason = "kill(2) has no safe wrapper in std")]
+            unsafe {
+                libc::kill(pid, libc::SIGTERM)
+            };
             let status = child.wait().expect("waiting for a node to stop");
             assert!(
                 status.success(),

@@ -279,7 +279,7 @@ pub const AUTH_FAILURES_ALLOWED: u32 = 30;
 /// 100,000 addresses are held, the least recently used going first.
 #[derive(Clone)]
 pub struct AuthFailures {
-    counts: moka::sync::Cache<std::net::IpAddr, std::sync::Arc<std::sync::atomic::AtomicU32>>,
+    counts: moka::sync::Cache<std::net::IpAddr, Arc<std::sync::atomic::AtomicU32>>,
     proxies: kollus_common::client_addr::Networks,
     allowed: u32,
 }

@@ -68,7 +68,7 @@ pub struct Settings {
     /// time). A video deleted or removed from its last channel can still get tokens for this
     /// long after the catalog learns of it.
     #[arg(long, env = "STRICT_CATALOG_CACHE_MS", value_parser = kollus_common::settings::millis, default_value = "1000")]
-    pub strict_catalog_cache: std::time::Duration,
+    pub strict_catalog_cache: Duration,
     #[command(flatten)]
     pub play: PlaySettings,
     #[command(flatten)]

@@ -137,7 +137,7 @@ impl<A: Apply> Worker<A> {
 }
 
 /// How long a worker binary may take to stop after SIGTERM before it exits regardless.
-pub const SHUTDOWN_DEADLINE: std::time::Duration = std::time::Duration::from_secs(20);
+pub const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(20);
 
 /// Ends the process `deadline` from now unless it ended by itself. librdkafka's clients close
 /// on their destructors and wait on brokers; seen in the three-broker failover test (after a
@@ -147,7 +147,7 @@ pub const SHUTDOWN_DEADLINE: std::time::Duration = std::time::Duration::from_sec
 /// costs at most the last uncommitted second's records, applied again after a restart (once in
 /// effect). Only the binaries arm it (`run_until_stopped`): an in-process test's worker stops
 /// with its own future and never ends the test process.
-fn exit_after(deadline: std::time::Duration) {
+fn exit_after(deadline: Duration) {
     let armed = std::thread::Builder::new()
         .name("shutdown-deadline".into())
         .spawn(move || {

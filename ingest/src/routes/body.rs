@@ -39,7 +39,7 @@ pub(super) async fn read_capped(
 }
 
 /// A callback parsed, with what its envelope keeps beside the payload.
-#[allow(
+#[expect(
     clippy::large_enum_variant,
     reason = "built once per request and taken apart at once; boxing only adds an allocation"
 )]
@@ -59,7 +59,7 @@ pub(super) enum Parsed {
 /// already says which).
 #[derive(Serialize)]
 #[serde(untagged)]
-#[allow(
+#[expect(
     clippy::large_enum_variant,
     reason = "built once per request and moved straight into the envelope; boxing only adds an allocation"
 )]

@@ -282,7 +282,7 @@ async fn dead_letter(
     state: &State,
     kind: CallbackKind,
     received_at: OffsetDateTime,
-    source_ip: Option<std::net::IpAddr>,
+    source_ip: Option<IpAddr>,
     query: BTreeMap<String, String>,
     raw: RawRequest,
     why: &CallbackError,

@@ -236,7 +236,7 @@ impl Stack {
 async fn ready_or_exited(
     http: &reqwest::Client,
     base: &str,
-    child: &mut std::process::Child,
+    child: &mut Child,
 ) -> Result<(), std::process::ExitStatus> {
     let url = format!("{base}/readyz");
     let port: u16 = base

@@ -154,7 +154,6 @@ impl From<SessionRow> for WatchSession {
 #[derive(Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 #[schema(as = Segment)]
-#[allow(dead_code, reason = "a schema of common's Segment, never built")]
 pub struct SegmentDoc {
     block: u32,
     start_time: u64,
@@ -165,7 +164,7 @@ pub struct SegmentDoc {
 /// stage nobody documented (the number is kept in `transcoding_stage`).
 #[derive(Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
-#[allow(dead_code, reason = "a schema of the stored text, never built")]
+#[expect(dead_code, reason = "a schema of the stored text, never built")]
 pub enum TranscodingState {
     Pending,
     Success,
@@ -176,7 +175,7 @@ pub enum TranscodingState {
 /// `in` the channel now, or `left` it.
 #[derive(Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
-#[allow(dead_code, reason = "a schema of the answered text, never built")]
+#[expect(dead_code, reason = "a schema of the answered text, never built")]
 pub enum MembershipStatus {
     In,
     Left,

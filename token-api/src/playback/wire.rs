@@ -288,7 +288,7 @@ pub enum PlayKind {
 /// Kollus's DRM callback form (SPEC.md 5.2).
 #[derive(serde::Deserialize, utoipa::ToSchema)]
 #[schema(as = DrmCallback)]
-#[allow(dead_code, reason = "the document's form; wire::drm reads it")]
+#[expect(dead_code, reason = "the document's form; wire::drm reads it")]
 pub struct DrmForm {
     /// A JSON array of 1 to 100 items, each with `kind` (1 approve a download, 2 download
     /// completed, 3 play of a downloaded file), `client_user_id`, `media_content_key`,

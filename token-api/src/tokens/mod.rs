@@ -61,7 +61,7 @@ pub struct Issued {
     operation_id = "issuePlaybackToken",
     summary = "Sign a Kollus playback JWT and build the player URL",
     description = "Needs the `tokens` scope; a token with `playcallback_ignore: true` (it plays without Kollus asking the play callback, so without an entitlement check) also needs `tokens:playcallback_ignore`.",
-    request_body(content = request::TokenRequest, content_type = "application/json"),
+    request_body(content = TokenRequest, content_type = "application/json"),
     responses(
         (status = 201, description = "Issued.", body = Issued, content_type = "application/json"),
         (status = 400, description = "Invalid request; `errors` names each field.", body = crate::problem::Problem, content_type = "application/problem+json"),
