@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 
-use super::PayloadError;
+use super::callback::PayloadError;
 
 /// Form fields in a map. Every Kollus value is a string.
 pub type FormFields = BTreeMap<String, String>;

@@ -1,6 +1,7 @@
 //! Kollus's wire formats (`shared/kollus/SPEC.md`), parsed into typed values at the edge.
 
 pub mod binding;
+pub mod callback;
 pub mod callback_secret;
 pub mod form;
 pub mod lms;
@@ -8,70 +9,7 @@ pub mod loose;
 pub mod platform;
 pub mod snapshot;
 
-use serde::{Deserialize, Serialize};
-
-/// Which callback URL a request came in on. Also the envelope's `kind`. Its text is serde's and
-/// strum's, the same snake_case (a unit test holds them together).
-#[derive(
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    Hash,
-    Serialize,
-    Deserialize,
-    strum::IntoStaticStr,
-    strum::EnumString,
-    strum::VariantArray,
-)]
-#[serde(rename_all = "snake_case")]
-#[strum(serialize_all = "snake_case")]
-pub enum CallbackKind {
-    Upload,
-    Transcoding,
-    ContentUpdate,
-    Channel,
-    Lms,
-    /// Not a callback: what Kollus's REST API said about one upload (`kollus-catalog`).
-    Snapshot,
-}
-
-impl CallbackKind {
-    /// The kinds Kollus posts to a callback URL (a snapshot is not one).
-    pub const ALL: [CallbackKind; 5] = [
-        Self::Upload,
-        Self::Transcoding,
-        Self::ContentUpdate,
-        Self::Channel,
-        Self::Lms,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        self.into()
-    }
-
-    pub fn parse(s: &str) -> Option<Self> {
-        s.parse().ok()
-    }
-}
-
-/// A callback that is not what Kollus sends: names the field and what is wrong with it.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{field}: {problem}")]
-pub struct PayloadError {
-    pub field: String,
-    pub problem: String,
-}
-
-impl PayloadError {
-    pub fn new(field: impl Into<String>, problem: impl Into<String>) -> Self {
-        Self {
-            field: field.into(),
-            problem: problem.into(),
-        }
-    }
-}
+pub use callback::{CallbackKind, PayloadError};
 
 /// A fixture (`fixtures/kollus/` in the repository) for this crate's unit tests, without the
 /// trailing line break a saved file has.

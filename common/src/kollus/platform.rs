@@ -6,9 +6,9 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use super::callback::{CallbackKind, PayloadError};
 use super::form::{parse_form, FormFields};
 use super::snapshot::UploadSnapshot;
-use super::{CallbackKind, PayloadError};
 use crate::domain::{ChannelKey, IdError, MediaContentKey, UploadFileKey};
 
 /// One platform callback, as the catalog needs it.

@@ -3,7 +3,7 @@
 
 use time::OffsetDateTime;
 
-use super::table_row;
+use super::table::table_row;
 
 table_row! {
     /// One `watch_sessions` row.

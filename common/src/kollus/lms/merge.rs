@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 
 use super::checksum::HashVerdict;
-use super::Segment;
+use super::report::Segment;
 
 /// Whether a session's reports were signed (SPEC.md 4.2), summed up over its reports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -13,9 +13,9 @@
 
 use std::collections::BTreeMap;
 
-use super::{LmsReport, PlayStatus};
+use super::report::{LmsReport, PlayStatus};
+use crate::kollus::callback::PayloadError;
 use crate::kollus::form::{parse_form, FormFields};
-use crate::kollus::PayloadError;
 
 /// The default names of the field that holds the document (`INGEST_LMS_FIELDS`).
 pub const DEFAULT_FIELDS: &[&str] = &["json_data", "lms_data"];

@@ -20,9 +20,11 @@ use serde_with::{serde_as, DeserializeAs};
 
 use crate::kollus::loose::{no_nul, OptText, OptWhole, Text, Whole, WholeSeed};
 
-use super::{Block, Blocks, LmsContent, LmsReport, LmsUser, Segment, MAX_BLOCKS, MAX_SEGMENTS};
+use super::report::{
+    Block, Blocks, LmsContent, LmsReport, LmsUser, Segment, MAX_BLOCKS, MAX_SEGMENTS,
+};
 use crate::domain::{ClientUserId, IdError, MediaContentKey, UnixSeconds};
-use crate::kollus::PayloadError;
+use crate::kollus::callback::PayloadError;
 
 /// The field name a refusal of the whole document carries (the usual form field's name).
 const DOCUMENT: &str = "json_data";
