@@ -248,10 +248,10 @@ static HISTORY_PAGE: LazyLock<String> = LazyLock::new(|| {
     summary = "A user's watch sessions, newest first, cursor-paginated",
     params(
         crate::params::UserPath,
-        ("media" = Option<String>, Query, description = "Only this media content key.", pattern = "^[A-Za-z0-9_.-]{1,64}$"),
+        ("media" = inline(Option<MediaContentKey>), Query, description = "Only this media content key."),
         ("from" = Option<String>, Query, description = "Sessions started at or after (RFC 3339).", format = DateTime),
         ("to" = Option<String>, Query, description = "Sessions that started before this time (exclusive). At or before `from`: an empty page.", format = DateTime),
-        ("cursor" = Option<String>, Query, description = "`next_cursor` of the previous page: `<start_at>:<media_content_key>` of its last session.", pattern = "^[0-9]{1,18}:[A-Za-z0-9_.-]{1,64}$"),
+        ("cursor" = Option<String>, Query, description = "`next_cursor` of the previous page: `<start_at>:<media_content_key>` of its last session.", pattern = "^[0-9]{1,18}:[A-Za-z0-9_.-]+$"),
         ("limit" = Option<i64>, Query, description = "Sessions per page.", minimum = 1, maximum = 200)
     ),
     responses(

@@ -33,8 +33,11 @@ fn id_named(name: &str) -> Option<Id> {
             parse: |s| ClientUserId::parse(s).map(drop),
             filler: '김',
         }),
-        // `profile_key` is checked as a media content key (`tokens::request`).
-        "media_content_key" | "profile_key" => Some(key(|s| MediaContentKey::parse(s).map(drop))),
+        // `profile_key` is checked as a media content key (`tokens::request`); `?media` is the
+        // history's query filter.
+        "media_content_key" | "profile_key" | "?media" => {
+            Some(key(|s| MediaContentKey::parse(s).map(drop)))
+        }
         "channel_key" => Some(key(|s| ChannelKey::parse(s).map(drop))),
         _ => None,
     }
@@ -52,8 +55,14 @@ fn id_places(doc: &Value) -> Vec<(String, String, &Value)> {
         for (method, op) in operations.as_object().into_iter().flatten() {
             let at = format!("{method} {path}");
             for p in op["parameters"].as_array().into_iter().flatten() {
-                if let Some(name) = p["name"].as_str().filter(|n| id_named(n).is_some()) {
-                    out.push((at.clone(), name.into(), &p["schema"]));
+                // A query parameter is named `?name`: the history's `media` filter is not the
+                // token request's `media` list.
+                let name = match (p["in"].as_str(), p["name"].as_str()) {
+                    (Some("query"), Some(n)) => format!("?{n}"),
+                    (_, n) => n.unwrap_or_default().to_owned(),
+                };
+                if id_named(&name).is_some() {
+                    out.push((at.clone(), name, &p["schema"]));
                 }
             }
             for (_, content) in op["requestBody"]["content"]
@@ -128,6 +137,7 @@ fn every_id_in_the_document_states_the_limits_its_parser_applies() {
     assert_eq!(
         names,
         [
+            "?media",
             "channel_key",
             "client_user_id",
             "media_content_key",
