@@ -5,7 +5,7 @@ use std::str::FromStr as _;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use secrecy::{ExposeSecret as _, SecretString};
 use tokio_postgres::NoTls;
 
@@ -16,7 +16,10 @@ mod embedded {
     refinery::embed_migrations!("../migrations");
 }
 
-/// A pool that connects lazily: building it never fails because the database is down.
+/// A pool that connects lazily: building it never fails because the database is down. A
+/// connection not free within `DATABASE_POOL_WAIT_MS`, or not opened within
+/// `DATABASE_CONNECT_TIMEOUT_MS`, is a `PoolError::Timeout`: transient, so an API answers 503 and
+/// a worker retries, instead of waiting for as long as the pool stays full.
 pub fn pool(settings: &DatabaseSettings) -> anyhow::Result<Pool> {
     let config = tokio_postgres::Config::from_str(settings.url.expose_secret())
         .context("DATABASE_URL is not a valid PostgreSQL URL")?;
@@ -29,8 +32,26 @@ pub fn pool(settings: &DatabaseSettings) -> anyhow::Result<Pool> {
     );
     Pool::builder(manager)
         .max_size(settings.pool_size)
+        // deadpool's timeouts need the runtime whose timers they use.
+        .runtime(Runtime::Tokio1)
+        .wait_timeout(Some(settings.pool_wait))
+        .create_timeout(Some(settings.connect_timeout))
         .build()
         .context("building the PostgreSQL pool")
+}
+
+/// The statements that bound a transaction on the server's side, for its first statements
+/// (`SET LOCAL`: they end with the transaction, so a pooled connection keeps its defaults):
+/// `statement_timeout` cancels one statement running longer, and
+/// `idle_in_transaction_session_timeout` ends the session when the transaction sits idle
+/// longer (its snapshot held while a client reads slowly, or a task of ours stuck), so no
+/// snapshot outlives them whatever our process does.
+pub fn transaction_timeouts(statement: Duration, idle_in_transaction: Duration) -> String {
+    format!(
+        "SET LOCAL statement_timeout = {}; SET LOCAL idle_in_transaction_session_timeout = {}",
+        statement.as_millis().max(1),
+        idle_in_transaction.as_millis().max(1)
+    )
 }
 
 /// Connects and migrates, retrying while PostgreSQL is not up yet (a service started before

@@ -543,6 +543,33 @@ pub struct DatabaseSettings {
         default_value_t = 8
     )]
     pub pool_size: usize,
+    /// Longest a request waits for one of the pool's connections, in ms (1 to 600000): past
+    /// it the request fails as transient (the APIs answer 503, the workers retry), never hangs.
+    #[arg(
+        long = "database-pool-wait-ms",
+        env = "DATABASE_POOL_WAIT_MS",
+        value_parser = timeout_millis,
+        default_value = "5000"
+    )]
+    pub pool_wait: Duration,
+    /// Longest opening a new PostgreSQL connection may take, in ms (1 to 600000); past it, a
+    /// transient failure as above.
+    #[arg(
+        long = "database-connect-timeout-ms",
+        env = "DATABASE_CONNECT_TIMEOUT_MS",
+        value_parser = timeout_millis,
+        default_value = "5000"
+    )]
+    pub connect_timeout: Duration,
+}
+
+/// A timeout in milliseconds, 1 ms to 10 minutes: 0 would fail every wait at once.
+pub fn timeout_millis(s: &str) -> Result<Duration, String> {
+    match s.parse::<u64>() {
+        Ok(ms @ 1..=600_000) => Ok(Duration::from_millis(ms)),
+        Ok(_) => Err("expected 1 to 600000 milliseconds".into()),
+        Err(e) => Err(format!("expected milliseconds: {e}")),
+    }
 }
 
 impl DatabaseSettings {
@@ -665,7 +692,12 @@ mod tests {
             format!("{:?}", DatabaseSettings::new("postgres://h/d")),
             parsed::<DatabaseSettings>(&["--database-url=postgres://h/d"])
         );
-        assert_eq!(DatabaseSettings::new("postgres://h/d").pool_size, 8);
+        let database = DatabaseSettings::new("postgres://h/d");
+        assert_eq!(database.pool_size, 8);
+        assert_eq!(
+            (database.pool_wait, database.connect_timeout),
+            (Duration::from_secs(5), Duration::from_secs(5))
+        );
         let consume = crate::worker::ConsumeSettings::default();
         assert_eq!(
             format!("{consume:?}"),
@@ -682,6 +714,23 @@ mod tests {
         );
         assert_eq!(binding.player_binding_uservalue, "uservalue99");
         assert!(binding.binding().unwrap().is_none(), "off without a key");
+    }
+
+    #[test]
+    fn a_pool_timeout_of_zero_or_past_ten_minutes_is_refused_naming_its_flag() {
+        for (flag, value) in [
+            ("--database-pool-wait-ms", "0"),
+            ("--database-connect-timeout-ms", "600001"),
+            ("--database-pool-wait-ms", "soon"),
+        ] {
+            let cmd = DatabaseSettings::augment_args(clap::Command::new("t"));
+            let e = parse_ignoring_env::<DatabaseSettings>(cmd, ["t", &format!("{flag}={value}")])
+                .expect_err(value)
+                .to_string();
+            assert!(e.contains(flag), "{e}");
+        }
+        let given = parsed::<DatabaseSettings>(&["--database-pool-wait-ms=250"]);
+        assert!(given.contains("pool_wait: 250ms"), "{given}");
     }
 
     #[test]
