@@ -119,6 +119,7 @@ fn csv_line<I: AsRef<[u8]>>(fields: impl IntoIterator<Item = I>) -> anyhow::Resu
 }
 
 /// A column as CSV text: the export's CSV queries select text, numbers, booleans and times.
+/// Text that a spreadsheet would run as a formula is neutralised; numbers stay numbers.
 fn cell(row: &tokio_postgres::Row, i: usize) -> String {
     use tokio_postgres::types::Type;
     let ty = row.columns()[i].type_().clone();
@@ -130,7 +131,63 @@ fn cell(row: &tokio_postgres::Row, i: usize) -> String {
             t.format(&time::format_description::well_known::Rfc3339)
                 .ok()
         }),
-        _ => row.get::<_, Option<String>>(i),
+        _ => row.get::<_, Option<String>>(i).map(neutralised),
     };
     text.unwrap_or_default()
+}
+
+/// A text cell as a spreadsheet must read it (OWASP, "CSV Injection"): one whose first
+/// character is `=`, `+`, `-`, `@`, a tab or a carriage return would run as a formula (a
+/// device named `=HYPERLINK(...)` in the file the console offers as evidence), so it gets a
+/// leading `'`, which spreadsheets show as text. A text that is a plain number (`-3`) is
+/// left as it is: a spreadsheet reads it as that number, which runs nothing.
+fn neutralised(text: String) -> String {
+    let formula = text.starts_with(['=', '+', '-', '@', '\t', '\r']);
+    if formula && !plain_number(&text) {
+        format!("'{text}")
+    } else {
+        text
+    }
+}
+
+/// A sign, digits, and at most one decimal point among them: `-3`, `+1.5`.
+fn plain_number(text: &str) -> bool {
+    let digits = text.strip_prefix(['-', '+']).unwrap_or(text);
+    let mut parts = digits.splitn(2, '.');
+    let whole = parts.next().unwrap_or("");
+    let fraction = parts.next();
+    let all_digits = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
+    !whole.is_empty()
+        && all_digits(whole)
+        && fraction.is_none_or(|f| !f.is_empty() && all_digits(f))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{neutralised, plain_number};
+
+    #[test]
+    fn a_formula_cell_is_text_and_a_number_stays_a_number() {
+        for (given, written) in [
+            (
+                "=HYPERLINK(\"http://x\",\"y\")",
+                "'=HYPERLINK(\"http://x\",\"y\")",
+            ),
+            ("+1+cmd|' /C calc'!A0", "'+1+cmd|' /C calc'!A0"),
+            ("-2+3", "'-2+3"),
+            ("@SUM(A1)", "'@SUM(A1)"),
+            ("\t=1", "'\t=1"),
+            ("\r=1", "'\r=1"),
+            ("-", "'-"),
+            ("-3", "-3"),
+            ("+1.5", "+1.5"),
+            ("iPhone = 15", "iPhone = 15"),
+            ("", ""),
+        ] {
+            assert_eq!(neutralised(given.into()), written, "{given:?}");
+        }
+        for not_plain in ["-", "-.5", "1.", "1.2.3", "-1e5", "--1", "- 1"] {
+            assert!(!plain_number(not_plain), "{not_plain:?}");
+        }
+    }
 }

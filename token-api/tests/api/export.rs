@@ -353,3 +353,77 @@ async fn exports_say_what_the_catalog_knows_of_each_video() {
     assert_eq!(&rows[0][at("title")], "3강 - 미적분 기초");
     assert_eq!(&rows[0][at("poster_url")], "https://img.example/m3.jpg");
 }
+
+/// The characters that make a spreadsheet run a cell as a formula (OWASP, "CSV Injection").
+const FORMULA_START: [char; 6] = ['=', '+', '-', '@', '\t', '\r'];
+
+/// Would a spreadsheet read this cell as a number (`-3`, `+1.5`)?
+fn a_number(cell: &str) -> bool {
+    let digits = cell.strip_prefix(['-', '+']).unwrap_or(cell);
+    !digits.is_empty()
+        && digits.bytes().filter(|b| *b == b'.').count() <= 1
+        && digits.bytes().all(|b| b.is_ascii_digit() || b == b'.')
+        && !digits.starts_with('.')
+        && !digits.ends_with('.')
+}
+
+#[tokio::test]
+async fn a_csv_cell_that_would_run_as_a_formula_is_text_and_numbers_stay_numbers() {
+    let app = spawn_app().await;
+    // A forged report names its device, player and OS; a session's `duration` is -3.
+    app.db
+        .client()
+        .await
+        .execute(
+            "INSERT INTO watch_sessions (client_user_id, media_content_key, start_at, duration, \
+                 device, player_id, os, channel_key, first_report_at, last_report_at) \
+             VALUES ('u1', 'm1', 1700000000, -3, $1, $2, $3, $4, now(), now())",
+            &[
+                &r#"=HYPERLINK("http://x","y")"#,
+                &"+1+cmd|' /C calc'!A0",
+                &"@SUM(1+1)*cmd|' /C calc'!A0",
+                &"\t=1+1",
+            ],
+        )
+        .await
+        .unwrap();
+    app.db
+        .client()
+        .await
+        .execute(
+            "INSERT INTO watch_sessions (client_user_id, media_content_key, start_at, device, \
+                 os, first_report_at, last_report_at) \
+             VALUES ('u1', 'm2', 1700000001, '-2+3', '\r=1', now(), now())",
+            &[],
+        )
+        .await
+        .unwrap();
+
+    let text = export(&app, "/v1/users/u1/export", "text/csv")
+        .await
+        .text()
+        .await
+        .unwrap();
+    // Read back as a spreadsheet would: each cell unquoted, then its first character.
+    let mut reader = csv::Reader::from_reader(text.as_bytes());
+    let header = reader.headers().unwrap().clone();
+    let rows: Vec<csv::StringRecord> = reader.records().map(Result::unwrap).collect();
+    assert_eq!(rows.len(), 2, "{text}");
+    for row in &rows {
+        for (name, cell) in header.iter().zip(row.iter()) {
+            assert!(
+                !cell.starts_with(FORMULA_START) || a_number(cell),
+                "{name} would run as a formula: {cell:?}"
+            );
+        }
+    }
+    let at = |name: &str| header.iter().position(|h| h == name).unwrap();
+    let m1 = &rows[0];
+    assert_eq!(&m1[at("device")], r#"'=HYPERLINK("http://x","y")"#);
+    assert_eq!(&m1[at("player_id")], "'+1+cmd|' /C calc'!A0");
+    assert_eq!(&m1[at("os")], "'@SUM(1+1)*cmd|' /C calc'!A0");
+    assert_eq!(&m1[at("channel_key")], "'\t=1+1");
+    assert_eq!(&m1[at("duration")], "-3", "a number stays a number");
+    assert_eq!(&rows[1][at("device")], "'-2+3");
+    assert_eq!(&rows[1][at("os")], "'\r=1");
+}
