@@ -90,6 +90,8 @@ pub struct Settings {
     #[command(flatten)]
     pub console: ConsoleSettings,
     #[command(flatten)]
+    pub export: ExportSettings,
+    #[command(flatten)]
     pub database: DatabaseSettings,
     #[command(flatten)]
     pub log: LogSettings,
@@ -133,6 +135,42 @@ impl Settings {
             .secrets_beside(self.binding.player_binding_key.as_ref())?;
         self.binding.binding()?;
         Ok(())
+    }
+}
+
+/// How exports are bounded (`EXPORT_*`), so that they cannot starve playback.
+#[derive(Debug, Clone, Copy, clap::Args)]
+pub struct ExportSettings {
+    /// Exports streaming at once (1 to 64), each on a PostgreSQL connection of the exports' own
+    /// pool, opened beside DATABASE_POOL_SIZE's (so an export never takes a connection the play
+    /// and DRM callbacks need); one more export is answered 503 with Retry-After.
+    #[arg(long = "export-concurrency", env = "EXPORT_CONCURRENCY", default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub concurrency: u16,
+    /// Seconds a client may take to accept each 64 KiB chunk of an export (1 to 3600). Past
+    /// them the export is cut: its transaction rolled back, its snapshot, connection and slot
+    /// released, and the response ends without its last chunk (never a short file that passes
+    /// for a whole one). Also the Retry-After of an export refused for want of a slot.
+    #[arg(long = "export-chunk-deadline-seconds", env = "EXPORT_CHUNK_DEADLINE_SECONDS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub chunk_deadline_seconds: u64,
+    /// `statement_timeout` of an export's statements, in seconds (1 to 3600): each fetch of a
+    /// page of rows. The transaction's `idle_in_transaction_session_timeout` is the chunk
+    /// deadline and 10 s more, so PostgreSQL itself ends a snapshot this process forgot.
+    #[arg(long = "export-statement-timeout-seconds", env = "EXPORT_STATEMENT_TIMEOUT_SECONDS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub statement_timeout_seconds: u64,
+}
+
+impl ExportSettings {
+    pub fn chunk_deadline(&self) -> Duration {
+        Duration::from_secs(self.chunk_deadline_seconds)
+    }
+
+    pub fn statement_timeout(&self) -> Duration {
+        Duration::from_secs(self.statement_timeout_seconds)
+    }
+
+    /// Longer than the chunk deadline, while which the transaction waits idle for the client.
+    pub fn idle_in_transaction(&self) -> Duration {
+        self.chunk_deadline() + Duration::from_secs(10)
     }
 }
 

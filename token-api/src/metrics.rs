@@ -62,6 +62,9 @@ pub struct Metrics {
     pub entitlement_changes: IntCounterVec,
     /// Exports started, by what (`user`, `media`).
     pub exports: IntCounterVec,
+    /// Exports refused or ended early, by reason (`busy`: no slot; `stalled`: the client
+    /// took no chunk within the deadline; `failed`: PostgreSQL failed half-way).
+    pub exports_unfinished: IntCounterVec,
 }
 
 impl Metrics {
@@ -132,6 +135,12 @@ impl Metrics {
                 "Exports started, by what is exported (user, media).",
                 &["of"],
             ),
+            exports_unfinished: counter_vec(
+                &r,
+                "exports_unfinished_total",
+                "Exports refused for want of a slot (busy), cut for a client that stopped reading (stalled), or failed half-way (failed).",
+                &["reason"],
+            ),
             unknown_media: IntCounterVec::new(
                 Opts::new(
                     "unknown_media_total",
@@ -152,6 +161,10 @@ impl Metrics {
             .expect("registered once");
         zeroed(&m.unknown_media, &[&["token"], &["play"]]);
         zeroed(&m.exports, &[&["user"], &["media"]]);
+        zeroed(
+            &m.exports_unfinished,
+            &[&["busy"], &["stalled"], &["failed"]],
+        );
         zeroed(&m.entitlement_changes, &[&["grant"], &["revoke"]]);
         for callback in ["play", "drm"] {
             for binding in labels::<Binding>() {

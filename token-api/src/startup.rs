@@ -91,10 +91,12 @@ impl Application {
             pool: pool.clone(),
             metrics: metrics.clone(),
         });
-        let export = web::Data::new(Export {
-            pool: pool.clone(),
-            metrics: metrics.clone(),
-            archive: settings
+        // Exports on a pool of their own: a slow reader never holds a callback's connection.
+        let export = web::Data::new(Export::new(
+            &settings.database,
+            settings.export,
+            metrics.clone(),
+            settings
                 .archive_dir
                 .as_deref()
                 .map(kollus_archive::store::Archive::open)
@@ -103,7 +105,7 @@ impl Application {
                     archive,
                     topic: settings.playback_topic.clone(),
                 }),
-        });
+        )?);
         let keys = web::Data::new(KeyRing::new(settings.api_keys.clone()));
         let auth_failures = web::Data::new(crate::auth::AuthFailures::new(
             settings.proxies.trusted_proxies.clone(),

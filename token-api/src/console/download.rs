@@ -4,10 +4,11 @@
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::web;
 
-use super::reply::{parse_user, Page};
+use super::reply::{parse_user, Page, Refusal};
 use super::session::Agent;
 use super::state::Console;
 use super::store;
+use crate::export::gate::{Export, NotAdmitted};
 use crate::export::parts::{USER_CSV, USER_PARTS};
 use crate::export::stream::{stream, Format};
 
@@ -15,29 +16,39 @@ use crate::export::stream::{stream, Format};
 /// same stream as `GET /v1/users/{id}/export` with `Accept: text/csv`; recorded as a view.
 pub async fn export_csv(
     console: web::Data<Console>,
+    export: web::Data<Export>,
     agent: web::ReqData<Agent>,
     path: web::Path<String>,
 ) -> Page {
-    export_user(console, &agent, path.into_inner(), Format::Csv).await
+    export_user(console, &export, &agent, path.into_inner(), Format::Csv).await
 }
 
 /// `GET /console/users/{client_user_id}/export.jsonl`: the user export as JSON Lines (without
 /// the archive's raw reports, which the API's export adds when `ARCHIVE_DIR` is set).
 pub async fn export_jsonl(
     console: web::Data<Console>,
+    export: web::Data<Export>,
     agent: web::ReqData<Agent>,
     path: web::Path<String>,
 ) -> Page {
-    export_user(console, &agent, path.into_inner(), Format::Ndjson).await
+    export_user(console, &export, &agent, path.into_inner(), Format::Ndjson).await
 }
 
 async fn export_user(
     console: web::Data<Console>,
+    export: &Export,
     agent: &Agent,
     raw: String,
     format: Format,
 ) -> Page {
     let user = parse_user(raw)?;
+    // A slot first (the API's exports' bound), so a download refused is not recorded as a view.
+    let admitted = export.admit().await.map_err(|e| match e {
+        NotAdmitted::Busy => Refusal::Unavailable(anyhow::anyhow!(
+            "every export slot is streaming (EXPORT_CONCURRENCY)"
+        )),
+        NotAdmitted::Database(e) => e.into(),
+    })?;
     let client = console.pool.get().await?;
     store::record_view(&client, &agent.key_name, user.as_str(), None).await?;
     tracing::info!(key = agent.key_name, ?format, "console user export");
@@ -46,7 +57,8 @@ async fn export_user(
         Format::Ndjson => "export.jsonl",
     };
     let mut res = stream(
-        &console.pool,
+        export,
+        admitted,
         user.as_str().to_owned(),
         USER_PARTS,
         format,

@@ -6,31 +6,50 @@
 //! a user's export ends with the raw LMS reports the archive holds for the user (`lms_report`),
 //! found by scanning the archive's playback segments one at a time, each envelope once across
 //! epochs, then up to when the archive covers (`archive_coverage`).
+//!
+//! Exports cannot starve playback: they run on a pool of their own, at most
+//! `EXPORT_CONCURRENCY` at once (one more is a 503 with `Retry-After`, before anything is
+//! streamed), and a client that stops reading is cut off after `EXPORT_CHUNK_DEADLINE_SECONDS`.
 
 mod archive;
+pub mod gate;
 
 pub use self::archive::RawReports;
+pub use self::gate::Export;
 pub mod parts;
 mod sink;
 pub mod stream;
 
 use actix_web::http::header;
-use actix_web::{web, HttpRequest, HttpResponse};
-use deadpool_postgres::Pool;
+use actix_web::{web, HttpRequest, HttpResponse, ResponseError as _};
 use kollus_common::domain::{ClientUserId, MediaContentKey};
 
+use self::gate::{Admitted, NotAdmitted};
 use self::parts::{MEDIA_CSV, MEDIA_PARTS, USER_CSV, USER_PARTS};
 use self::stream::{stream, Format};
 use crate::auth::{ApiScope, Caller};
-use crate::metrics::Metrics;
-use crate::problem::{invalid, ApiError};
+use crate::problem::{db_error, invalid, ApiError};
 
-/// What exports need, as their own `web::Data`.
-pub struct Export {
-    pub pool: Pool,
-    pub metrics: Metrics,
-    /// Where user exports find the raw LMS reports (`ARCHIVE_DIR`), if anywhere.
-    pub archive: Option<RawReports>,
+/// [`Export::admit`] for the API: a refusal as its answer (503; `Retry-After` when every slot is
+/// streaming).
+async fn admit_or_answer(export: &Export) -> Result<Admitted, Result<HttpResponse, ApiError>> {
+    match export.admit().await {
+        Ok(admitted) => Ok(admitted),
+        Err(NotAdmitted::Busy) => {
+            let mut res = ApiError::Unavailable(
+                "every export slot is streaming (EXPORT_CONCURRENCY); retry later".into(),
+            )
+            .error_response();
+            res.headers_mut().insert(
+                header::RETRY_AFTER,
+                export.settings.chunk_deadline_seconds.into(),
+            );
+            Err(Ok(res))
+        }
+        Err(NotAdmitted::Database(e)) => {
+            Err(Err(db_error("PostgreSQL is not answering; retry")(e)))
+        }
+    }
 }
 
 fn format_of(req: &HttpRequest) -> Format {
@@ -58,6 +77,7 @@ fn format_of(req: &HttpRequest) -> Format {
     responses(
         (status = 200, description = "Streamed as it is read.", content((String = "application/x-ndjson"), (String = "text/csv"))),
         (status = 400, description = "An invalid id.", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Every export slot is streaming (`EXPORT_CONCURRENCY`; `Retry-After` says when to ask again), or PostgreSQL is not answering.", body = crate::problem::Problem, content_type = "application/problem+json", headers(("Retry-After" = u64, description = "Seconds to wait, when every slot is streaming."))),
         crate::problem::ExportKeyRefused
     ),
     security(("bearer" = ["export"]))
@@ -78,9 +98,14 @@ pub async fn user(
         ?format,
         "user export"
     );
+    let admitted = match admit_or_answer(&state).await {
+        Ok(admitted) => admitted,
+        Err(answer) => return answer,
+    };
     state.metrics.exports.with_label_values(&["user"]).inc();
     Ok(stream(
-        &state.pool,
+        &state,
+        admitted,
         user.as_str().to_owned(),
         USER_PARTS,
         format,
@@ -101,6 +126,7 @@ pub async fn user(
     responses(
         (status = 200, description = "Streamed as it is read.", content((String = "application/x-ndjson"), (String = "text/csv"))),
         (status = 400, description = "An invalid id.", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Every export slot is streaming (`EXPORT_CONCURRENCY`; `Retry-After` says when to ask again), or PostgreSQL is not answering.", body = crate::problem::Problem, content_type = "application/problem+json", headers(("Retry-After" = u64, description = "Seconds to wait, when every slot is streaming."))),
         crate::problem::ExportKeyRefused
     ),
     security(("bearer" = ["export"]))
@@ -121,9 +147,14 @@ pub async fn media(
         ?format,
         "video export"
     );
+    let admitted = match admit_or_answer(&state).await {
+        Ok(admitted) => admitted,
+        Err(answer) => return answer,
+    };
     state.metrics.exports.with_label_values(&["media"]).inc();
     Ok(stream(
-        &state.pool,
+        &state,
+        admitted,
         media.as_str().to_owned(),
         MEDIA_PARTS,
         format,

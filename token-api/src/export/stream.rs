@@ -1,16 +1,25 @@
 //! Streaming an export: rows through a cursor in a read-only snapshot, a few pages in flight,
-//! written as JSON Lines or CSV in chunks: memory stays flat however much there is.
+//! written as JSON Lines or CSV in chunks: memory stays flat however much there is. The
+//! snapshot is bounded on both sides: each chunk must be taken within the chunk deadline, and
+//! the server ends the transaction past `statement_timeout` or
+//! `idle_in_transaction_session_timeout` whatever becomes of this process.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 use actix_web::HttpResponse;
-use deadpool_postgres::Pool;
 use serde_json::Value;
 use tokio::sync::mpsc;
 
+use super::gate::{Admitted, Export};
 use super::parts::Part;
-use super::sink::{Sink, CHUNK};
+use super::sink::Sink;
 
 /// Rows fetched per round trip.
 const PAGE: i32 = 500;
+
+/// What an export's connection is called in `pg_stat_activity` while its snapshot is open.
+pub const APPLICATION_NAME: &str = "kollus-token-api export";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
@@ -18,10 +27,13 @@ pub enum Format {
     Csv,
 }
 
-/// Streams `parts` for `key` as `format`; a failure half-way ends the stream with an error line
-/// (JSON Lines) and in the log, so a truncated export never passes for a whole one.
+/// Streams `parts` for `key` as `format` on the admitted export's connection. A failure
+/// half-way ends JSON Lines with an error line, and cuts a CSV (no last chunk): a truncated
+/// export never passes for a whole one. A client that takes no chunk within the chunk deadline
+/// is cut off: the transaction rolled back, its connection and slot released at once.
 pub fn stream(
-    pool: &Pool,
+    export: &Export,
+    admitted: Admitted,
     key: String,
     parts: &'static [Part],
     format: Format,
@@ -29,20 +41,28 @@ pub fn stream(
     archive: Option<super::archive::RawReports>,
 ) -> HttpResponse {
     let (tx, rx) = mpsc::channel(4);
-    let pool = pool.clone();
+    let cut = Arc::new(AtomicBool::new(false));
+    let cut_by_task = cut.clone();
+    let settings = export.settings;
+    let metrics = export.metrics.clone();
     tokio::spawn(async move {
-        let mut sink = Sink {
-            tx,
-            buf: Vec::with_capacity(CHUNK),
-        };
+        let Admitted { permit, mut client } = admitted;
+        let mut sink = Sink::new(tx, settings.chunk_deadline());
         let result = async {
-            let mut client = pool.get().await?;
             let tx = client
                 .build_transaction()
                 .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
                 .read_only(true)
                 .start()
                 .await?;
+            tx.batch_execute(&format!(
+                "{}; SET LOCAL application_name = '{APPLICATION_NAME}'",
+                kollus_common::db::transaction_timeouts(
+                    settings.statement_timeout(),
+                    settings.idle_in_transaction(),
+                )
+            ))
+            .await?;
             if format == Format::Csv {
                 sink.push(&csv_line(csv_header)?).await;
             }
@@ -88,19 +108,54 @@ pub fn stream(
             anyhow::Ok(())
         }
         .await;
+        // The snapshot is gone with the transaction (rolled back if not committed); the
+        // connection goes back before the slot, so the next export admitted finds it free.
+        drop(client);
+        drop(permit);
+        if sink.stalled() {
+            tracing::warn!(
+                deadline_seconds = settings.chunk_deadline_seconds,
+                "export cut: the client took no chunk within EXPORT_CHUNK_DEADLINE_SECONDS"
+            );
+            metrics
+                .exports_unfinished
+                .with_label_values(&["stalled"])
+                .inc();
+            cut_by_task.store(true, Ordering::Release);
+            return;
+        }
         if let Err(e) = result {
             tracing::warn!(error = format!("{e:#}"), "export failed half-way");
+            metrics
+                .exports_unfinished
+                .with_label_values(&["failed"])
+                .inc();
             if format == Format::Ndjson {
                 let line = serde_json::json!({"type": "error", "detail": "the export stopped early: the database failed; ask again"});
                 let _ = sink.push(format!("{line}\n").as_bytes()).await;
+            } else {
+                cut_by_task.store(true, Ordering::Release);
+                return;
             }
         }
         sink.flush().await;
     });
-    let body = futures_util::stream::unfold(rx, |mut rx| async move {
-        rx.recv()
-            .await
-            .map(|chunk| (Ok::<_, actix_web::Error>(chunk), rx))
+    // The chunks as they come; once the task is done, a cut export ends in an error, which
+    // closes the connection without the last chunk of the chunked encoding.
+    let body = futures_util::stream::unfold(rx, move |mut rx| {
+        let cut = cut.clone();
+        async move {
+            match rx.recv().await {
+                Some(chunk) => Some((Ok::<_, actix_web::Error>(chunk), rx)),
+                None if cut.swap(false, Ordering::Acquire) => Some((
+                    Err(actix_web::error::ErrorServiceUnavailable(
+                        "the export was cut before its end",
+                    )),
+                    rx,
+                )),
+                None => None,
+            }
+        }
     });
     HttpResponse::Ok()
         .content_type(match format {

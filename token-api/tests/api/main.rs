@@ -5,6 +5,7 @@ mod browser;
 mod callback_trust;
 mod console;
 mod export;
+mod export_stalls;
 mod helpers;
 mod hostile;
 mod id_limits;

@@ -1,0 +1,225 @@
+//! Exports cannot starve playback (issue 30): clients that start an export and stop reading
+//! hold neither the connections the play callback needs nor, past the chunk deadline, their
+//! snapshot and connection; an export beyond `EXPORT_CONCURRENCY` is a 503 with `Retry-After`.
+
+use std::time::{Duration, Instant};
+
+use kollus_test_support::eventually_ok;
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::net::TcpStream;
+
+use crate::helpers::*;
+
+/// `EXPORT_CHUNK_DEADLINE_SECONDS` here: short, so the test waits little for the cut, and long
+/// enough for the eight clients to start and the play callbacks to be posted before it.
+const CHUNK_DEADLINE_SECONDS: u64 = 6;
+/// `EXPORT_CONCURRENCY`, the default.
+const SLOTS: usize = 4;
+/// Clients that stop reading: as many as the pool's connections (`DATABASE_POOL_SIZE`, 8), which
+/// before issue 30 was all the play callback had.
+const STALLED: usize = 8;
+
+/// `n` sessions of `user` with 100 blocks each: about 2 KB a line, so an export of them is many
+/// times what the socket buffers and the response's chunks in flight can hold.
+async fn fat_sessions(app: &TestApp, user: &str, n: i64) {
+    app.db
+        .client()
+        .await
+        .batch_execute(&format!(
+            "INSERT INTO watch_sessions (client_user_id, media_content_key, start_at, playtime, \
+                 blocks_played, block_seconds, block_percent, segments, first_report_at, \
+                 last_report_at) \
+             SELECT '{user}', 'm' || (i % 7), 1700000000 + i, i % 900, \
+                    array_fill(true, ARRAY[100]), array_fill(30::bigint, ARRAY[100]), \
+                    array_fill(100::bigint, ARRAY[100]), '[[1, 0, 30], [2, 5, 25]]', \
+                    to_timestamp(1700000000 + i), to_timestamp(1700000100 + i) \
+             FROM generate_series(1, {n}) i"
+        ))
+        .await
+        .unwrap();
+}
+
+/// A client that asks for `user`'s export on a socket with a small receive buffer, reads the
+/// answer's head, and then reads nothing more (but stays connected).
+async fn stop_reading_after_the_head(app: &TestApp, user: &str) -> (TcpStream, String) {
+    let addr = app.address.trim_start_matches("http://").parse().unwrap();
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut stream = socket.connect(addr).await.unwrap();
+    stream
+        .write_all(
+            format!(
+                "GET /v1/users/{user}/export HTTP/1.1\r\nHost: {addr}\r\n\
+                 Authorization: Bearer {OPS_KEY}\r\nAccept: application/x-ndjson\r\n\r\n"
+            )
+            .as_bytes(),
+        )
+        .await
+        .unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        stream.read_exact(&mut byte).await.unwrap();
+        head.push(byte[0]);
+    }
+    (
+        stream,
+        String::from_utf8(head).unwrap().to_ascii_lowercase(),
+    )
+}
+
+/// A play callback (kind 1) for `user` and `media`, and how long its answer took.
+async fn play(app: &TestApp, user: &str, media: &str) -> (reqwest::Response, Duration) {
+    let started = Instant::now();
+    let res = app
+        .client
+        .post(format!("{}/kollus/play?secret={PLAY_SECRET}", app.address))
+        .form(&[
+            ("kind", "1"),
+            ("client_user_id", user),
+            ("media_content_key", media),
+            ("player_id", "player-1"),
+            ("device_name", "iPhone"),
+            ("uservalues", r#"{"uservalue0":"course-7"}"#),
+            ("localtime", "1700000000"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    (res, started.elapsed())
+}
+
+/// Export transactions open in this test's database, and snapshots held in it by anyone but
+/// the asker.
+async fn exports_open(app: &TestApp) -> (i64, i64) {
+    let row = app
+        .db
+        .client()
+        .await
+        .query_one(
+            "SELECT count(*) FILTER (WHERE application_name = $1), \
+                    count(*) FILTER (WHERE backend_xmin IS NOT NULL) \
+             FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()",
+            &[&kollus_token_api::export::stream::APPLICATION_NAME],
+        )
+        .await
+        .unwrap();
+    (row.get(0), row.get(1))
+}
+
+#[tokio::test]
+async fn eight_clients_that_stop_reading_starve_neither_playback_nor_the_database() {
+    let app = spawn_app_with(|s| s.export.chunk_deadline_seconds = CHUNK_DEADLINE_SECONDS).await;
+    fat_sessions(&app, "heavy", 20_000).await;
+    let granted = app
+        .client
+        .put(format!("{}/v1/users/u1/entitlements/media/m1", app.address))
+        .bearer_auth(APP_KEY)
+        .json(&serde_json::json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(granted.status(), 200);
+
+    let first_asked = Instant::now();
+    let mut stalled = Vec::new();
+    for _ in 0..STALLED {
+        stalled.push(stop_reading_after_the_head(&app, "heavy").await);
+    }
+    let started = stalled
+        .iter()
+        .filter(|(_, head)| head.starts_with("http/1.1 200"))
+        .count();
+    assert_eq!(started, SLOTS, "EXPORT_CONCURRENCY exports stream");
+    for (_, head) in stalled
+        .iter()
+        .filter(|(_, h)| !h.starts_with("http/1.1 200"))
+    {
+        assert!(head.starts_with("http/1.1 503"), "{head}");
+        assert!(
+            head.contains(&format!("\r\nretry-after: {CHUNK_DEADLINE_SECONDS}\r\n")),
+            "{head}"
+        );
+    }
+    // The streaming exports hold their snapshots while their clients do not read...
+    eventually_ok(
+        "the exports' transactions open",
+        Duration::from_secs(20),
+        || async {
+            match exports_open(&app).await {
+                (open, _) if open == SLOTS as i64 => Ok(()),
+                seen => Err(format!("{seen:?}")),
+            }
+        },
+    )
+    .await;
+
+    // ... and the play callback still has its connections: a decision, within its deadline
+    // (PLAY_TIMEOUT_MS, 2 s; before, it waited for a pooled connection and answered 503).
+    let mut answered_in = Vec::new();
+    for _ in 0..3 {
+        let (res, took) = play(&app, "u1", "m1").await;
+        assert_eq!(res.status(), 200, "after {took:?}: {:?}", res.text().await);
+        assert!(took < Duration::from_secs(2), "answered after {took:?}");
+        answered_in.push(took);
+    }
+
+    // Past the chunk deadline each stalled export is cut: no export transaction, no snapshot.
+    eventually_ok(
+        "the stalled exports' snapshots released",
+        Duration::from_secs(CHUNK_DEADLINE_SECONDS + 20),
+        || async {
+            match exports_open(&app).await {
+                (0, 0) => Ok(()),
+                seen => Err(format!("(exports open, snapshots held) = {seen:?}")),
+            }
+        },
+    )
+    .await;
+    let released_after = first_asked.elapsed();
+    assert_eq!(
+        app.metric(r#"kollus_token_exports_unfinished_total{reason="stalled"}"#)
+            .await,
+        SLOTS as u64
+    );
+    assert_eq!(
+        app.metric(r#"kollus_token_exports_unfinished_total{reason="busy"}"#)
+            .await,
+        (STALLED - SLOTS) as u64
+    );
+
+    // A cut export never ends as a whole one would: what was buffered, then the connection
+    // closes without the chunked encoding's last chunk.
+    let (mut cut, _) = stalled
+        .into_iter()
+        .find(|(_, head)| head.starts_with("http/1.1 200"))
+        .unwrap();
+    let mut rest = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(60), cut.read_to_end(&mut rest)).await;
+    assert!(read.is_ok(), "the cut connection closes once read");
+    assert!(
+        !rest.ends_with(b"\r\n0\r\n\r\n"),
+        "a cut export must not end like a whole one"
+    );
+    println!(
+        "play answered in {answered_in:?} beside {SLOTS} stalled exports; snapshots released \
+         {released_after:?} after the first export was asked (deadline {CHUNK_DEADLINE_SECONDS} s); \
+         a cut connection held {} bytes unread",
+        rest.len()
+    );
+
+    // The slots and connections are back: a reader that reads gets the whole export.
+    let mut res = app
+        .client
+        .get(format!("{}/v1/users/heavy/export", app.address))
+        .bearer_auth(OPS_KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let mut lines = 0;
+    while let Some(chunk) = res.chunk().await.unwrap() {
+        lines += chunk.iter().filter(|b| **b == b'\n').count();
+    }
+    assert_eq!(lines, 20_000 + 7, "every session and progress line");
+}
