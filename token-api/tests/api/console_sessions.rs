@@ -110,6 +110,72 @@ async fn behind_a_trusted_proxy_one_clients_wrong_keys_do_not_lock_another_out()
     assert_eq!(failures(&app, "no_console_scope").await, 1);
 }
 
+/// The failures map is bounded: past 10,000 other failing addresses, the least recently failed
+/// is forgotten (in O(1), no sweep), so it may fail a whole burst again. Had it been kept, the
+/// seconds since its burst would have given it back only one failure per 6 s.
+#[tokio::test]
+async fn the_failures_map_holds_at_most_10000_addresses_the_least_recent_going_first() {
+    use futures_util::StreamExt as _;
+    let app = spawn_behind_proxy().await;
+    let web = browser();
+    let form = get(&app, &web, "/console/login", "").await;
+    // One signed token serves every post: it is not bound to an address.
+    let csrf = cookie_of(&form, LOGIN_CSRF).unwrap();
+    let post = |client: String, csrf_token: String| {
+        let (web, address, csrf) = (web.clone(), app.address.clone(), csrf.clone());
+        async move {
+            web.post(format!("{address}/console/login"))
+                .header("x-forwarded-for", client)
+                .header(COOKIE, format!("{LOGIN_CSRF}={csrf}"))
+                .form(&[("key", WRONG_KEY), ("csrf_token", csrf_token.as_str())])
+                .send()
+                .await
+                .unwrap()
+                .status()
+        }
+    };
+    let first = "198.51.100.1".to_owned();
+    let burst_at = std::time::Instant::now();
+    for _ in 0..10 {
+        assert_eq!(
+            post(first.clone(), csrf.clone()).await,
+            StatusCode::UNAUTHORIZED
+        );
+    }
+    assert_eq!(
+        post(first.clone(), csrf.clone()).await,
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    // More than the bound, and more than moka's pending writes, so the eviction has run.
+    let others: Vec<StatusCode> = futures_util::stream::iter(0..11_000u32)
+        .map(|i| {
+            post(
+                format!("10.{}.{}.{}", i >> 16, (i >> 8) & 255, i & 255),
+                csrf.clone(),
+            )
+        })
+        .buffer_unordered(32)
+        .collect()
+        .await;
+    assert!(others.iter().all(|s| *s == StatusCode::UNAUTHORIZED));
+    let since = burst_at.elapsed();
+    assert!(
+        since < std::time::Duration::from_secs(48),
+        "{since:?}: too slow to tell a forgotten address from a refilled one"
+    );
+    let mut allowed = 0;
+    while post(first.clone(), csrf.clone()).await == StatusCode::UNAUTHORIZED {
+        allowed += 1;
+        assert!(allowed <= 10, "never limited again");
+    }
+    assert_eq!(
+        allowed,
+        10,
+        "forgotten: a whole burst again ({since:?} after its first; kept, it would have had {})",
+        (since.as_secs() / 6).min(9)
+    );
+}
+
 #[tokio::test]
 async fn successes_use_no_quota() {
     let (app, web) = spawn_console().await;
