@@ -193,6 +193,7 @@ pub struct ConsoleSettings {
     #[arg(
         long = "console-session-hours",
         env = "CONSOLE_SESSION_HOURS",
+        value_name = "CONSOLE_SESSION_HOURS",
         default_value_t = 8
     )]
     pub session_hours: u32,
@@ -201,6 +202,7 @@ pub struct ConsoleSettings {
     #[arg(
         long = "console-idle-minutes",
         env = "CONSOLE_IDLE_MINUTES",
+        value_name = "CONSOLE_IDLE_MINUTES",
         default_value_t = 30
     )]
     pub idle_minutes: u32,

@@ -413,6 +413,8 @@ fn session_hours_outside_1_to_12_stop_the_start_naming_the_setting() {
         ("CONSOLE_SESSION_HOURS", "0"),
         ("CONSOLE_SESSION_HOURS", "13"),
         ("CONSOLE_SESSION_HOURS", "4294967295"),
+        ("CONSOLE_SESSION_HOURS", "-1"),
+        ("CONSOLE_SESSION_HOURS", "eight"),
         ("CONSOLE_IDLE_MINUTES", "0"),
         ("CONSOLE_IDLE_MINUTES", "721"),
     ] {
