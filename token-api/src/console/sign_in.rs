@@ -169,7 +169,7 @@ pub async fn login(
     tracing::info!(
         key = caller.name(),
         client = %shown,
-        replaced = held.is_some(),
+        held_a_session_cookie = held.is_some(),
         "console sign-in"
     );
     let mut res = HttpResponse::SeeOther();
