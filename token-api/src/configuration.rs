@@ -128,9 +128,7 @@ impl Settings {
                 self.console.time_zone
             ));
         }
-        if self.console.session_hours == 0 {
-            return Err("CONSOLE_SESSION_HOURS must be at least 1".into());
-        }
+        self.console.check()?;
         self.play
             .secrets_beside(self.binding.player_binding_key.as_ref())?;
         self.binding.binding()?;
@@ -228,16 +226,53 @@ pub struct ConsoleSettings {
         default_value = "Asia/Seoul"
     )]
     pub time_zone: String,
-    /// How long a console sign-in lasts, in hours.
+    /// How long a console sign-in lasts at most, in hours, however active its agent: 1 to 12
+    /// (anything else stops the start).
     #[arg(
         long = "console-session-hours",
         env = "CONSOLE_SESSION_HOURS",
+        value_name = "CONSOLE_SESSION_HOURS",
         default_value_t = 8
     )]
     pub session_hours: u32,
+    /// How long a console session may go without its agent loading a page, in minutes (1 to
+    /// 720): a session idle longer is refused and deleted.
+    #[arg(
+        long = "console-idle-minutes",
+        env = "CONSOLE_IDLE_MINUTES",
+        value_name = "CONSOLE_IDLE_MINUTES",
+        default_value_t = 30
+    )]
+    pub idle_minutes: u32,
     /// Send the session cookie without `Secure`, for local runs over plain HTTP only.
     #[arg(long = "console-insecure-cookie", env = "CONSOLE_INSECURE_COOKIE", default_value = "false", value_parser = clap::builder::BoolishValueParser::new())]
     pub insecure_cookie: bool,
+}
+
+/// The bounds of `CONSOLE_SESSION_HOURS`: a working day at most, so a stolen cookie does not
+/// outlive the shift that lost it.
+pub const CONSOLE_SESSION_HOURS: std::ops::RangeInclusive<u32> = 1..=12;
+
+impl ConsoleSettings {
+    /// The session settings' bounds, each refusal naming its setting.
+    pub fn check(&self) -> Result<(), String> {
+        if !CONSOLE_SESSION_HOURS.contains(&self.session_hours) {
+            return Err(format!(
+                "CONSOLE_SESSION_HOURS must be {} to {} (hours), not {}",
+                CONSOLE_SESSION_HOURS.start(),
+                CONSOLE_SESSION_HOURS.end(),
+                self.session_hours
+            ));
+        }
+        let longest = CONSOLE_SESSION_HOURS.end() * 60;
+        if !(1..=longest).contains(&self.idle_minutes) {
+            return Err(format!(
+                "CONSOLE_IDLE_MINUTES must be 1 to {longest} (minutes), not {}",
+                self.idle_minutes
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// The secrets the play and DRM callbacks take: their own, and the platform secret when set.

@@ -35,6 +35,20 @@ pub enum Undecided {
     Off,
 }
 
+/// Why a console sign-in was refused: `console_sign_in_failures_total{reason}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, strum::IntoStaticStr, strum::VariantArray)]
+#[strum(serialize_all = "snake_case")]
+pub enum SignInFailure {
+    /// No configured key is the one posted (counts against the client's address).
+    UnknownKey,
+    /// A configured key without the `console` scope (counts against the client's address).
+    NoConsoleScope,
+    /// The form's CSRF token is missing, not the cookie's, not signed here, or too old.
+    Csrf,
+    /// The client's address had used up its failures: refused before any key was compared.
+    Limited,
+}
+
 #[derive(Clone)]
 pub struct Metrics {
     /// The `kollus_token_` metrics (its prefix names every metric registered in it).
@@ -65,6 +79,8 @@ pub struct Metrics {
     /// Exports refused or ended early, by reason (`busy`: no slot; `stalled`: the client
     /// took no chunk within the deadline; `failed`: PostgreSQL failed half-way).
     pub exports_unfinished: IntCounterVec,
+    /// Console sign-ins refused, by reason ([`SignInFailure`]).
+    pub console_sign_in_failures: IntCounterVec,
 }
 
 impl Metrics {
@@ -141,6 +157,15 @@ impl Metrics {
                 "Exports refused for want of a slot (busy), cut for a client that stopped reading (stalled), or failed half-way (failed).",
                 &["reason"],
             ),
+            console_sign_in_failures: counter_vec(
+                &r,
+                "console_sign_in_failures_total",
+                &format!(
+                    "Console sign-ins refused, by reason ({}); successes are not counted.",
+                    labels::<SignInFailure>().collect::<Vec<_>>().join(", ")
+                ),
+                &["reason"],
+            ),
             unknown_media: IntCounterVec::new(
                 Opts::new(
                     "unknown_media_total",
@@ -180,6 +205,9 @@ impl Metrics {
             for reason in labels::<Undecided>() {
                 zeroed(&m.play_refused, &[&[callback, reason]]);
             }
+        }
+        for reason in labels::<SignInFailure>() {
+            zeroed(&m.console_sign_in_failures, &[&[reason]]);
         }
         for outcome in labels::<TokenOutcome>() {
             zeroed(&m.issued, &[&[outcome]]);

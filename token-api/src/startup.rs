@@ -120,6 +120,8 @@ impl Application {
             (**keys).clone(),
             &settings.console,
             settings.play.lang,
+            settings.proxies.trusted_proxies.clone(),
+            metrics.clone(),
         )?);
         let ready = Readiness::default();
         ready.set(true);

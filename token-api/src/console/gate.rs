@@ -9,11 +9,11 @@ use actix_web::middleware::Next;
 use actix_web::{web, HttpMessage as _};
 
 use super::reply::{refused, Refusal};
-use super::session;
 use super::state::Console;
 
-/// Looks the request's session up: a live one puts its [`session::Agent`] in the request for
-/// the handler; none is the sign-in redirect; a database that fails is that refusal.
+/// Looks the request's session up (which moves its idle time): a live one puts its
+/// [`super::session::Agent`] in the request for the handler; none (or one idle too long or past its
+/// lifetime) is the sign-in redirect; a database that fails is that refusal.
 pub async fn agent_required(
     req: ServiceRequest,
     next: Next<impl MessageBody>,
@@ -24,7 +24,11 @@ pub async fn agent_required(
             .error_response(Refusal::Failed(missing))
             .map_into_right_body());
     };
-    match session::find(&console.pool, &console.keys, req.request()).await {
+    match console
+        .sessions
+        .find(&console.pool, &console.keys, req.request())
+        .await
+    {
         Ok(Some(agent)) => {
             req.extensions_mut().insert(agent);
             Ok(next.call(req).await?.map_into_left_body())

@@ -6,8 +6,9 @@
 //! Sign-in takes an API key with the `console` scope, posted once; the session lives in
 //! PostgreSQL (`session`). Every page view of a user's data is recorded (`console_views`) and
 //! shown on that user's pages. Pages are HTML, so none is in the OpenAPI document; every answer
-//! carries a strict CSP (`default-src 'self'`: no inline script or style anywhere), `X-Frame-
-//! Options: DENY`, `Referrer-Policy: no-referrer` and `Cache-Control: no-store`.
+//! carries a strict CSP ([`CSP`]: no inline script or style anywhere, forms to us only, no
+//! `<base>`, no framing, no plugins), `X-Frame-Options: DENY`, `Referrer-Policy: no-referrer`
+//! and `Cache-Control: no-store`.
 //!
 //! Here only the route table, [`routes`], which says of each route whether an agent must be
 //! signed in: `gate` wraps those in the sign-in middleware, so a handler receives the agent.
@@ -36,6 +37,11 @@ use actix_web::middleware::{from_fn, DefaultHeaders};
 use actix_web::{web, FromRequest, Handler, HttpResponse, Responder};
 
 pub use self::state::Console;
+
+/// Every answer's `Content-Security-Policy`: our own files only (no inline script or style),
+/// forms posted only to us, no `<base>` to re-point relative links, no framing, no plugins.
+pub const CSP: &str = "default-src 'self'; form-action 'self'; base-uri 'none'; \
+                       frame-ancestors 'none'; object-src 'none'";
 
 /// The stylesheet, the console's only other file.
 const STYLE: &str = include_str!("style.css");
@@ -131,7 +137,7 @@ pub fn scope() -> actix_web::Scope<
         .wrap(from_fn(gate::refusals_as_pages))
         .wrap(
             DefaultHeaders::new()
-                .add((header::CONTENT_SECURITY_POLICY, "default-src 'self'"))
+                .add((header::CONTENT_SECURITY_POLICY, CSP))
                 .add((header::X_FRAME_OPTIONS, "DENY"))
                 .add((header::REFERRER_POLICY, "no-referrer"))
                 .add((header::X_CONTENT_TYPE_OPTIONS, "nosniff"))

@@ -1,13 +1,23 @@
 //! Who is signed in to the console: a server-side session (`console_sessions`) referenced by a
-//! random id in an `HttpOnly`, `SameSite=Strict` cookie (`Secure` unless
-//! `CONSOLE_INSECURE_COOKIE`). The table keeps only the id's SHA-256; a session ends when it
-//! expires, on sign-out, or when the key that opened it is no longer configured with the
-//! `console` scope (a SIGHUP reload). Each session carries the CSRF token its forms echo; the
-//! sign-in form, before any session, uses a double-submit cookie instead.
+//! random id in an `HttpOnly`, `SameSite=Strict` browser-session cookie (no `Max-Age`: it goes
+//! when the browser closes), named `__Host-console_session` so the browser insists on `Secure`,
+//! `Path=/` and no `Domain` and no sibling host can set or shadow it. Under
+//! `CONSOLE_INSECURE_COOKIE` (plain HTTP on one's own machine) a prefixed cookie cannot be set,
+//! so the name is unprefixed there and `Secure` is dropped.
+//!
+//! The table keeps only the id's SHA-256. A session ends at its absolute lifetime
+//! (`CONSOLE_SESSION_HOURS`), when idle longer than `CONSOLE_IDLE_MINUTES` (each page moves
+//! `last_seen_at`), on sign-out, when the same browser signs in again (rotation), or when the key
+//! that opened it is no longer configured with the `console` scope (a SIGHUP reload). Each
+//! session carries the CSRF token its forms echo; the sign-in form, before any session, carries
+//! a token signed under a per-process key (a nonce and an issue time, checked for age) that the
+//! form and a cookie both hold, so a cookie tossed by a sibling site, with a matching form value
+//! of its own making, is refused.
 
 use actix_web::http::header;
 use actix_web::HttpRequest;
 use deadpool_postgres::Pool;
+use hmac::{Hmac, Mac as _};
 use rand::RngCore as _;
 use sha2::Digest as _;
 use subtle::ConstantTimeEq as _;
@@ -15,10 +25,12 @@ use time::OffsetDateTime;
 
 use crate::auth::{ApiScope, KeyRing};
 
-/// The session cookie.
-pub const SESSION_COOKIE: &str = "console_session";
-/// The sign-in form's CSRF cookie (double submit: the form carries the same value).
-pub const LOGIN_CSRF_COOKIE: &str = "console_login_csrf";
+/// How long a sign-in form may be posted after it was served.
+pub const LOGIN_FORM_LIFETIME: time::Duration = time::Duration::hours(1);
+
+/// The cookies of earlier versions, scoped to `/console` and persistent: cleared at sign-in so an
+/// old one cannot shadow the new (a browser sends the longer path's cookie first).
+const LEGACY_COOKIES: [&str; 2] = ["console_session", "console_login_csrf"];
 
 /// A signed-in agent, as a page sees it.
 #[derive(Debug, Clone)]
@@ -28,7 +40,7 @@ pub struct Agent {
     pub csrf_token: String,
 }
 
-/// 32 random bytes, hex: session ids and CSRF tokens.
+/// 32 random bytes, hex: session ids, CSRF tokens, nonces.
 pub fn random_token() -> String {
     let mut bytes = [0u8; 32];
     rand::rngs::OsRng.fill_bytes(&mut bytes);
@@ -50,8 +62,8 @@ pub fn cookie(req: &HttpRequest, name: &str) -> Option<String> {
         .map(|(_, v)| v.trim().to_owned())
 }
 
-/// A `Set-Cookie` value for the console's cookies: `HttpOnly`, `SameSite=Strict`, scoped to
-/// `/console`, `Secure` unless `insecure`; `max_age` 0 removes it.
+/// A `Set-Cookie` value for the console's persistent cookies (the language): `HttpOnly`,
+/// `SameSite=Strict`, scoped to `/console`, `Secure` unless `insecure`; `max_age` 0 removes it.
 pub fn set_cookie(name: &str, value: &str, max_age: i64, insecure: bool) -> String {
     format!(
         "{name}={value}; Path=/console; Max-Age={max_age}; HttpOnly; SameSite=Strict{}",
@@ -64,30 +76,137 @@ pub fn same_token(given: &str, expected: &str) -> bool {
     !expected.is_empty() && bool::from(given.as_bytes().ct_eq(expected.as_bytes()))
 }
 
-/// Opens a session for the key named `key_name` (fingerprint `print`); returns the id for the
-/// cookie and the session.
-pub async fn open(
-    pool: &Pool,
-    key_name: &str,
-    print: &[u8],
-    hours: u32,
-) -> anyhow::Result<(String, Agent)> {
-    let id = random_token();
-    let csrf_token = random_token();
-    let now = OffsetDateTime::now_utc();
-    let expires = now + time::Duration::hours(i64::from(hours));
-    let client = pool.get().await?;
-    // Expired sessions go as new ones come: the table holds live sessions only.
-    client
-        .execute(
-            "DELETE FROM console_sessions WHERE expires_at <= $1",
-            &[&now],
+/// The console's sessions as configured: their lifetimes, their cookies, and the key the
+/// sign-in form's tokens are signed with (random per process: a form served by one process
+/// and posted to another, or before a restart, is refused as expired).
+pub struct Sessions {
+    /// `CONSOLE_SESSION_HOURS`, checked to be 1 to 12.
+    pub hours: u32,
+    /// `CONSOLE_IDLE_MINUTES`, checked to be 1 to 720.
+    pub idle_minutes: i32,
+    /// `CONSOLE_INSECURE_COOKIE`: no `Secure`, no `__Host-` prefix.
+    pub insecure: bool,
+    login_key: [u8; 32],
+}
+
+impl Sessions {
+    pub fn new(hours: u32, idle_minutes: u32, insecure: bool) -> anyhow::Result<Self> {
+        let mut login_key = [0u8; 32];
+        rand::rngs::OsRng.fill_bytes(&mut login_key);
+        Ok(Self {
+            hours,
+            idle_minutes: i32::try_from(idle_minutes)
+                .map_err(|_| anyhow::anyhow!("CONSOLE_IDLE_MINUTES {idle_minutes} is too large"))?,
+            insecure,
+            login_key,
+        })
+    }
+
+    /// The session cookie's name: `__Host-` prefixed unless insecure.
+    pub fn cookie_name(&self) -> &'static str {
+        if self.insecure {
+            "console_session"
+        } else {
+            "__Host-console_session"
+        }
+    }
+
+    /// The sign-in form's CSRF cookie's name: `__Host-` prefixed unless insecure.
+    pub fn login_cookie_name(&self) -> &'static str {
+        if self.insecure {
+            "console_login_csrf"
+        } else {
+            "__Host-console_login_csrf"
+        }
+    }
+
+    /// A browser-session `Set-Cookie` (no `Max-Age` or `Expires`): `HttpOnly`, `SameSite=Strict`,
+    /// `Path=/` and no `Domain` (as `__Host-` requires), `Secure` unless insecure.
+    pub fn set_cookie(&self, name: &str, value: &str) -> String {
+        format!(
+            "{name}={value}; Path=/; HttpOnly; SameSite=Strict{}",
+            if self.insecure { "" } else { "; Secure" }
+        )
+    }
+
+    /// The `Set-Cookie` that removes the cookie `name` set by [`Self::set_cookie`].
+    pub fn removal(&self, name: &str) -> String {
+        format!("{}; Max-Age=0", self.set_cookie(name, ""))
+    }
+
+    /// Removals of the cookies earlier versions set under `/console`.
+    pub fn legacy_removals(&self) -> impl Iterator<Item = String> + '_ {
+        LEGACY_COOKIES
+            .iter()
+            .map(|name| set_cookie(name, "", 0, self.insecure))
+    }
+
+    fn login_mac(&self, nonce: &str, issued: i64) -> Hmac<sha2::Sha256> {
+        let mut mac = Hmac::<sha2::Sha256>::new_from_slice(&self.login_key)
+            .expect("HMAC takes a key of any length");
+        mac.update(b"kollus console sign-in\0");
+        mac.update(nonce.as_bytes());
+        mac.update(b"\0");
+        mac.update(issued.to_string().as_bytes());
+        mac
+    }
+
+    /// A sign-in form's CSRF token, issued at `now`: `nonce.issued.mac`.
+    pub fn login_token(&self, now: OffsetDateTime) -> String {
+        let nonce = random_token();
+        let issued = now.unix_timestamp();
+        let mac = self.login_mac(&nonce, issued).finalize().into_bytes();
+        format!("{nonce}.{issued}.{}", hex::encode(mac))
+    }
+
+    /// Whether `token` is one this process signed, at most [`LOGIN_FORM_LIFETIME`] before `now`.
+    pub fn login_token_holds(&self, token: &str, now: OffsetDateTime) -> bool {
+        let mut parts = token.split('.');
+        let (Some(nonce), Some(issued), Some(mac), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return false;
+        };
+        let (Ok(issued), Ok(mac)) = (issued.parse::<i64>(), hex::decode(mac)) else {
+            return false;
+        };
+        let age = now.unix_timestamp().saturating_sub(issued);
+        (0..=LOGIN_FORM_LIFETIME.whole_seconds()).contains(&age)
+            && self.login_mac(nonce, issued).verify_slice(&mac).is_ok()
+    }
+
+    /// The request's session id, from its cookie.
+    pub fn id_of(&self, req: &HttpRequest) -> Option<String> {
+        cookie(req, self.cookie_name())
+    }
+
+    /// Opens a session for the key named `key_name` (fingerprint `print`), ending the session
+    /// `replaces` names (the one the signing-in browser held: rotation) and any past its
+    /// lifetime or idle time; returns the id for the cookie and the session.
+    pub async fn open(
+        &self,
+        pool: &Pool,
+        key_name: &str,
+        print: &[u8],
+        replaces: Option<&str>,
+    ) -> anyhow::Result<(String, Agent)> {
+        let id = random_token();
+        let csrf_token = random_token();
+        let now = OffsetDateTime::now_utc();
+        let expires = now + time::Duration::hours(i64::from(self.hours));
+        let replaced = replaces.map(id_hash);
+        let mut client = pool.get().await?;
+        let tx = client.transaction().await?;
+        // Ended sessions go as new ones come: the table holds live sessions only.
+        tx.execute(
+            "DELETE FROM console_sessions WHERE expires_at <= $1 \
+                 OR last_seen_at <= $1 - make_interval(mins => $2) OR id_hash = $3",
+            &[&now, &self.idle_minutes, &replaced],
         )
         .await?;
-    client
-        .execute(
+        tx.execute(
             "INSERT INTO console_sessions (id_hash, key_name, key_fingerprint, csrf_token, \
-                 created_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6)",
+                 created_at, expires_at, last_seen_at) VALUES ($1, $2, $3, $4, $5, $6, $5)",
             &[
                 &id_hash(&id),
                 &key_name,
@@ -98,76 +217,157 @@ pub async fn open(
             ],
         )
         .await?;
-    Ok((
-        id,
-        Agent {
-            key_name: key_name.to_owned(),
-            csrf_token,
-        },
-    ))
-}
-
-/// The request's session, if it has one that is live and whose key is still configured with
-/// the `console` scope. A session whose key was revoked is deleted on sight.
-pub async fn find(pool: &Pool, keys: &KeyRing, req: &HttpRequest) -> anyhow::Result<Option<Agent>> {
-    let Some(id) = cookie(req, SESSION_COOKIE) else {
-        return Ok(None);
-    };
-    let client = pool.get().await?;
-    let hash = id_hash(&id);
-    let Some(row) = client
-        .query_opt(
-            "SELECT key_name, key_fingerprint, csrf_token FROM console_sessions \
-             WHERE id_hash = $1 AND expires_at > now()",
-            &[&hash],
-        )
-        .await?
-    else {
-        return Ok(None);
-    };
-    let key_name: String = row.try_get("key_name")?;
-    let print: Vec<u8> = row.try_get("key_fingerprint")?;
-    if !keys.holds(&key_name, &print, ApiScope::Console) {
-        tracing::warn!(
-            key = key_name,
-            "console session refused: its key is no longer configured with the console scope"
-        );
-        client
-            .execute("DELETE FROM console_sessions WHERE id_hash = $1", &[&hash])
-            .await?;
-        return Ok(None);
+        tx.commit().await?;
+        Ok((
+            id,
+            Agent {
+                key_name: key_name.to_owned(),
+                csrf_token,
+            },
+        ))
     }
-    Ok(Some(Agent {
-        key_name,
-        csrf_token: row.try_get("csrf_token")?,
-    }))
-}
 
-/// Deletes the request's session (sign-out).
-pub async fn close(pool: &Pool, req: &HttpRequest) -> anyhow::Result<()> {
-    if let Some(id) = cookie(req, SESSION_COOKIE) {
-        pool.get()
-            .await?
-            .execute(
-                "DELETE FROM console_sessions WHERE id_hash = $1",
-                &[&id_hash(&id)],
+    /// The request's session, if it has one within its lifetime, not idle too long, and whose
+    /// key is still configured with the `console` scope; finding it moves its `last_seen_at`.
+    /// A session idle too long, past its lifetime or whose key was revoked is deleted on sight.
+    pub async fn find(
+        &self,
+        pool: &Pool,
+        keys: &KeyRing,
+        req: &HttpRequest,
+    ) -> anyhow::Result<Option<Agent>> {
+        let Some(id) = self.id_of(req) else {
+            return Ok(None);
+        };
+        let client = pool.get().await?;
+        let hash = id_hash(&id);
+        let Some(row) = client
+            .query_opt(
+                "UPDATE console_sessions SET last_seen_at = now() \
+                 WHERE id_hash = $1 AND expires_at > now() \
+                   AND last_seen_at > now() - make_interval(mins => $2) \
+                 RETURNING key_name, key_fingerprint, csrf_token",
+                &[&hash, &self.idle_minutes],
             )
-            .await?;
+            .await?
+        else {
+            // Idle too long or past its lifetime (or never ours): gone, so it cannot come back.
+            if let Some(ended) = client
+                .query_opt(
+                    "DELETE FROM console_sessions WHERE id_hash = $1 RETURNING key_name",
+                    &[&hash],
+                )
+                .await?
+            {
+                let key_name: String = ended.try_get("key_name")?;
+                tracing::info!(
+                    key = key_name,
+                    "console session ended: idle too long or past its lifetime"
+                );
+            }
+            return Ok(None);
+        };
+        let key_name: String = row.try_get("key_name")?;
+        let print: Vec<u8> = row.try_get("key_fingerprint")?;
+        if !keys.holds(&key_name, &print, ApiScope::Console) {
+            tracing::warn!(
+                key = key_name,
+                "console session refused: its key is no longer configured with the console scope"
+            );
+            client
+                .execute("DELETE FROM console_sessions WHERE id_hash = $1", &[&hash])
+                .await?;
+            return Ok(None);
+        }
+        Ok(Some(Agent {
+            key_name,
+            csrf_token: row.try_get("csrf_token")?,
+        }))
     }
-    Ok(())
+
+    /// Deletes the request's session (sign-out).
+    pub async fn close(&self, pool: &Pool, req: &HttpRequest) -> anyhow::Result<()> {
+        if let Some(id) = self.id_of(req) {
+            pool.get()
+                .await?
+                .execute(
+                    "DELETE FROM console_sessions WHERE id_hash = $1",
+                    &[&id_hash(&id)],
+                )
+                .await?;
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn sessions(insecure: bool) -> Sessions {
+        Sessions::new(8, 30, insecure).unwrap()
+    }
+
     #[test]
-    fn cookies_are_http_only_strict_and_secure_unless_asked() {
-        let c = set_cookie(SESSION_COOKIE, "abc", 60, false);
-        assert!(c.contains("HttpOnly") && c.contains("SameSite=Strict") && c.contains("Secure"));
-        assert!(!set_cookie(SESSION_COOKIE, "abc", 60, true).contains("Secure"));
+    fn session_cookies_are_host_prefixed_browser_session_cookies_unless_insecure() {
+        let s = sessions(false);
+        let c = s.set_cookie(s.cookie_name(), "abc");
+        assert!(c.starts_with("__Host-console_session=abc; "), "{c}");
+        for attribute in ["; Path=/;", "HttpOnly", "SameSite=Strict", "Secure"] {
+            assert!(c.contains(attribute), "{attribute} in {c}");
+        }
+        for absent in ["Max-Age", "Expires", "Domain"] {
+            assert!(!c.contains(absent), "{absent} in {c}");
+        }
+        assert!(s.removal(s.cookie_name()).ends_with("Secure; Max-Age=0"));
+        let plain = sessions(true);
+        let c = plain.set_cookie(plain.cookie_name(), "abc");
+        assert!(
+            c.starts_with("console_session=abc; ") && !c.contains("Secure"),
+            "{c}"
+        );
+        assert_eq!(plain.login_cookie_name(), "console_login_csrf");
+        assert_eq!(s.login_cookie_name(), "__Host-console_login_csrf");
         assert_ne!(random_token(), random_token());
         assert_eq!(random_token().len(), 64);
         assert!(same_token("x", "x") && !same_token("x", "y") && !same_token("", ""));
+    }
+
+    #[test]
+    fn login_tokens_hold_only_when_signed_here_and_young() {
+        let s = sessions(false);
+        let now = OffsetDateTime::now_utc();
+        let token = s.login_token(now);
+        assert!(s.login_token_holds(&token, now));
+        assert!(s.login_token_holds(&token, now + time::Duration::minutes(59)));
+        assert!(
+            !s.login_token_holds(&token, now + time::Duration::minutes(61)),
+            "too old"
+        );
+        assert!(
+            !s.login_token_holds(&token, now - time::Duration::minutes(1)),
+            "issued in the future"
+        );
+        assert!(
+            !sessions(false).login_token_holds(&token, now),
+            "another process's key"
+        );
+        // A token whose nonce or time was changed keeps its MAC and fails.
+        let (nonce, rest) = token.split_once('.').unwrap();
+        let flipped = if nonce.starts_with('0') { "1" } else { "0" };
+        let other_nonce = format!("{flipped}{}.{rest}", &nonce[1..]);
+        let (head, mac) = token.rsplit_once('.').unwrap();
+        let (nonce, issued) = head.split_once('.').unwrap();
+        let earlier = format!("{nonce}.{}.{mac}", issued.parse::<i64>().unwrap() - 1);
+        for forged in [
+            "",
+            "aaaa",
+            "aaaa.1.bbbb",
+            &other_nonce,
+            &earlier,
+            &format!("{token}.x"),
+        ] {
+            assert!(!s.login_token_holds(forged, now), "{forged:?}");
+        }
     }
 }

@@ -1,28 +1,36 @@
 //! Sign-in and sign-out: an API key with the `console` scope, posted once (never in a URL or a
-//! page), opens a session; attempts are rate-limited per client address; refusals are logged at
-//! WARN with the key's name or the address, never the key. Both forms carry a CSRF token.
+//! page), opens a session and ends the one the browser held. Failed sign-ins are limited per
+//! client address (`TRUSTED_PROXIES` decides who the client is; IPv6 by /64): successes use no
+//! quota, and an address past its failures is refused before any key is compared. Each refusal
+//! is counted by reason and logged at WARN with the client's address (and the key's name when
+//! there is one), never the key; a sign-in is logged at INFO with the address. Both forms
+//! carry a CSRF token: the sign-in form's is signed (`session::Sessions::login_token`).
+
+use std::net::IpAddr;
+use std::time::Instant;
 
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
+use time::OffsetDateTime;
 
 use super::i18n::UiLang;
 use super::pages;
 use super::reply::{frame, html, see_other, Page};
-use super::session::{self, Agent, LOGIN_CSRF_COOKIE, SESSION_COOKIE};
+use super::session::{self, Agent};
 use super::state::Console;
 use crate::auth::ApiScope;
+use crate::metrics::SignInFailure;
 
-/// Client addresses remembered before those with no recent attempt are forgotten.
-const FORGET_ABOVE: usize = 10_000;
-
-/// `GET /console/login`: the form, with a fresh double-submit CSRF token.
+/// `GET /console/login`: the form, with a fresh signed CSRF token (in the form and a cookie).
 /// A database that fails is that refusal (a 503 while it is not answering), not a form
 /// whose sign-in would fail.
 pub async fn login_form(req: HttpRequest, console: web::Data<Console>) -> Page {
     // Already signed in: straight to the search.
-    if session::find(&console.pool, &console.keys, &req)
+    if console
+        .sessions
+        .find(&console.pool, &console.keys, &req)
         .await?
         .is_some()
     {
@@ -37,15 +45,12 @@ pub fn login_page(
     status: StatusCode,
     error: Option<&str>,
 ) -> HttpResponse {
-    let csrf = session::random_token();
+    let sessions = &console.sessions;
+    let csrf = sessions.login_token(OffsetDateTime::now_utc());
     let f = frame(req, console, None);
     let mut res = html(req, console, status, pages::login(&f, &csrf, error));
-    if let Ok(v) = HeaderValue::from_str(&session::set_cookie(
-        LOGIN_CSRF_COOKIE,
-        &csrf,
-        3600,
-        console.insecure_cookie,
-    )) {
+    if let Ok(v) = HeaderValue::from_str(&sessions.set_cookie(sessions.login_cookie_name(), &csrf))
+    {
         res.headers_mut().append(header::SET_COOKIE, v);
     }
     res
@@ -58,6 +63,27 @@ pub struct LoginForm {
     csrf_token: String,
 }
 
+/// Counts and logs a refused sign-in; returns the form again with `status` and `message`.
+fn refuse(
+    req: &HttpRequest,
+    console: &Console,
+    client: Option<IpAddr>,
+    why: SignInFailure,
+    status: StatusCode,
+    message: &str,
+) -> HttpResponse {
+    let reason: &'static str = why.into();
+    console
+        .metrics
+        .console_sign_in_failures
+        .with_label_values(&[reason])
+        .inc();
+    if let (Some(ip), SignInFailure::UnknownKey | SignInFailure::NoConsoleScope) = (client, why) {
+        console.sign_ins.failed(ip, Instant::now());
+    }
+    login_page(req, console, status, Some(message))
+}
+
 /// `POST /console/login`: a key with the `console` scope opens a session.
 pub async fn login(
     req: HttpRequest,
@@ -65,75 +91,101 @@ pub async fn login(
     form: web::Form<LoginForm>,
 ) -> Page {
     let lang = UiLang::of(&req).0;
-    let peer = req.peer_addr().map(|a| a.ip());
-    if let Some(ip) = peer {
-        // Addresses whose attempts are all long past are forgotten, so the map stays small.
-        if console.sign_ins.len() > FORGET_ABOVE {
-            console.sign_ins.retain_recent();
-        }
-        if console.sign_ins.check_key(&ip).is_err() {
-            tracing::warn!(peer = %ip, "console sign-in refused: too many attempts");
-            return Ok(login_page(
+    let client = kollus_common::client_addr::of_request(&req, &console.proxies);
+    let shown = client.map_or_else(|| "unknown".to_owned(), |ip| ip.to_string());
+    if let Some(ip) = client {
+        if let Err(wait) = console.sign_ins.check(ip, Instant::now()) {
+            tracing::warn!(client = %shown, "console sign-in refused: too many failed attempts");
+            let mut res = refuse(
                 &req,
                 &console,
+                client,
+                SignInFailure::Limited,
                 StatusCode::TOO_MANY_REQUESTS,
-                Some(lang.t(
-                    "로그인 시도가 너무 많습니다. 잠시 후 다시 시도하세요.",
-                    "Too many sign-in attempts; wait a minute.",
-                )),
-            ));
+                lang.t(
+                    "로그인 실패가 너무 많습니다. 잠시 후 다시 시도하세요.",
+                    "Too many failed sign-ins; wait a minute.",
+                ),
+            );
+            if let Ok(v) = HeaderValue::from_str(&wait.as_secs().max(1).to_string()) {
+                res.headers_mut().insert(header::RETRY_AFTER, v);
+            }
+            return Ok(res);
         }
     }
-    let expected = session::cookie(&req, LOGIN_CSRF_COOKIE).unwrap_or_default();
-    if !session::same_token(&form.csrf_token, &expected) {
-        tracing::warn!(peer = ?peer, "console sign-in refused: no valid CSRF token");
-        return Ok(login_page(
+    let sessions = &console.sessions;
+    let expected = session::cookie(&req, sessions.login_cookie_name()).unwrap_or_default();
+    if !session::same_token(&form.csrf_token, &expected)
+        || !sessions.login_token_holds(&form.csrf_token, OffsetDateTime::now_utc())
+    {
+        tracing::warn!(client = %shown, "console sign-in refused: no valid CSRF token");
+        return Ok(refuse(
             &req,
             &console,
+            client,
+            SignInFailure::Csrf,
             StatusCode::FORBIDDEN,
-            Some(lang.t(
+            lang.t(
                 "양식이 만료되었습니다. 다시 시도하세요.",
                 "The form expired; try again.",
-            )),
+            ),
         ));
     }
     let Some((caller, print)) = console.keys.caller_by_key(form.key.trim()) else {
         // Never the key: only that one was refused, and from where.
-        tracing::warn!(peer = ?peer, "console sign-in refused: no such API key");
-        return Ok(login_page(
+        tracing::warn!(client = %shown, "console sign-in refused: no such API key");
+        return Ok(refuse(
             &req,
             &console,
+            client,
+            SignInFailure::UnknownKey,
             StatusCode::UNAUTHORIZED,
-            Some(lang.t("알 수 없는 키입니다.", "Unknown key.")),
+            lang.t("알 수 없는 키입니다.", "Unknown key."),
         ));
     };
     if caller.require(ApiScope::Console).is_err() {
-        tracing::warn!(key = caller.name(), peer = ?peer, "console sign-in refused: the key lacks the console scope");
-        return Ok(login_page(
+        tracing::warn!(
+            key = caller.name(),
+            client = %shown,
+            "console sign-in refused: the key lacks the console scope"
+        );
+        return Ok(refuse(
             &req,
             &console,
+            client,
+            SignInFailure::NoConsoleScope,
             StatusCode::FORBIDDEN,
-            Some(lang.t(
+            lang.t(
                 "이 키에는 console 권한이 없습니다.",
                 "This key lacks the console scope.",
-            )),
+            ),
         ));
     }
-    let (id, _) =
-        session::open(&console.pool, caller.name(), &print, console.session_hours).await?;
-    tracing::info!(key = caller.name(), "console sign-in");
-    let max_age = i64::from(console.session_hours) * 3600;
-    Ok(HttpResponse::SeeOther()
-        .insert_header((header::LOCATION, "/console/"))
+    // The session this browser held, if any, ends here: a sign-in never leaves two.
+    let held = sessions.id_of(&req);
+    let (id, _) = sessions
+        .open(&console.pool, caller.name(), &print, held.as_deref())
+        .await?;
+    tracing::info!(
+        key = caller.name(),
+        client = %shown,
+        held_a_session_cookie = held.is_some(),
+        "console sign-in"
+    );
+    let mut res = HttpResponse::SeeOther();
+    res.insert_header((header::LOCATION, "/console/"))
         .append_header((
             header::SET_COOKIE,
-            session::set_cookie(SESSION_COOKIE, &id, max_age, console.insecure_cookie),
+            sessions.set_cookie(sessions.cookie_name(), &id),
         ))
         .append_header((
             header::SET_COOKIE,
-            session::set_cookie(LOGIN_CSRF_COOKIE, "", 0, console.insecure_cookie),
-        ))
-        .finish())
+            sessions.removal(sessions.login_cookie_name()),
+        ));
+    for legacy in sessions.legacy_removals() {
+        res.append_header((header::SET_COOKIE, legacy));
+    }
+    Ok(res.finish())
 }
 
 #[derive(Deserialize)]
@@ -158,13 +210,11 @@ pub async fn logout(
             .content_type("text/plain; charset=utf-8")
             .body("CSRF token missing or wrong"));
     }
-    session::close(&console.pool, &req).await?;
+    let sessions = &console.sessions;
+    sessions.close(&console.pool, &req).await?;
     tracing::info!(key = agent.key_name, "console sign-out");
     Ok(HttpResponse::SeeOther()
         .insert_header((header::LOCATION, "/console/login"))
-        .append_header((
-            header::SET_COOKIE,
-            session::set_cookie(SESSION_COOKIE, "", 0, console.insecure_cookie),
-        ))
+        .append_header((header::SET_COOKIE, sessions.removal(sessions.cookie_name())))
         .finish())
 }

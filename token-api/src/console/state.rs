@@ -1,31 +1,43 @@
 //! What the console needs, as its own `web::Data`: the pool, the keys in force (to refuse a
-//! session whose key a reload dropped), the time zone, the session settings, and the sign-in
-//! rate limiter.
+//! session whose key a reload dropped), the time zone, the sessions as configured, who our
+//! proxies are, and the sign-in failure limits ([`SignInLimits`]).
 
 use std::net::IpAddr;
-use std::num::NonZeroU32;
+use std::time::{Duration, Instant};
 
 use deadpool_postgres::Pool;
-use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use kollus_common::client_addr::Networks;
+use moka::policy::EvictionPolicy;
 use time_tz::Tz;
 
+use super::session::Sessions;
 use crate::auth::KeyRing;
 use crate::configuration::{ConsoleSettings, Lang};
+use crate::metrics::Metrics;
 
-/// Sign-in attempts allowed per client address: a burst of 10, then one every 6 seconds.
-const SIGN_INS_PER_MINUTE: u32 = 10;
+/// Failed sign-ins an address may make at once; then one more each [`SIGN_IN_FAILURE_EVERY`].
+pub const SIGN_IN_FAILURES_BURST: u32 = 10;
+/// After the burst, one failed sign-in is allowed per this long: 10 a minute.
+pub const SIGN_IN_FAILURE_EVERY: Duration = Duration::from_secs(6);
+/// Client addresses (or IPv6 /64s) whose failures are remembered; past this many, the one that
+/// failed least recently is forgotten.
+pub const SIGN_IN_ADDRESSES: u64 = 10_000;
 
 /// What the console needs, as its own `web::Data`.
 pub struct Console {
     pub pool: Pool,
     pub keys: KeyRing,
     pub tz: &'static Tz,
-    pub session_hours: u32,
+    /// Lifetimes, cookies and the sign-in form's signing key.
+    pub sessions: Sessions,
     pub insecure_cookie: bool,
     /// The language refused viewers read (`PLAY_MESSAGE_LANG`), to show what they saw.
     pub message_lang: Lang,
-    /// Sign-in attempts by client address.
-    pub sign_ins: DefaultKeyedRateLimiter<IpAddr>,
+    /// `TRUSTED_PROXIES`: who the client is, behind our own proxies.
+    pub proxies: Networks,
+    /// Failed sign-ins by client address.
+    pub sign_ins: SignInLimits,
+    pub metrics: Metrics,
 }
 
 impl Console {
@@ -34,6 +46,8 @@ impl Console {
         keys: KeyRing,
         settings: &ConsoleSettings,
         message_lang: Lang,
+        proxies: Networks,
+        metrics: Metrics,
     ) -> anyhow::Result<Self> {
         let tz = time_tz::timezones::get_by_name(&settings.time_zone).ok_or_else(|| {
             anyhow::anyhow!(
@@ -41,15 +55,161 @@ impl Console {
                 settings.time_zone
             )
         })?;
-        let per_minute = NonZeroU32::new(SIGN_INS_PER_MINUTE).expect("a positive constant");
+        settings.check().map_err(anyhow::Error::msg)?;
         Ok(Self {
             pool,
             keys,
             tz,
-            session_hours: settings.session_hours,
+            sessions: Sessions::new(
+                settings.session_hours,
+                settings.idle_minutes,
+                settings.insecure_cookie,
+            )?,
             insecure_cookie: settings.insecure_cookie,
             message_lang,
-            sign_ins: RateLimiter::keyed(Quota::per_minute(per_minute)),
+            proxies,
+            sign_ins: SignInLimits::new(SIGN_IN_ADDRESSES),
+            metrics,
         })
+    }
+}
+
+/// Whose failures count together: an IPv4 address, or an IPv6 address's /64 (one subscriber
+/// commonly holds a whole /64, so its addresses are one client).
+pub fn bucket(client: IpAddr) -> IpAddr {
+    match client.to_canonical() {
+        IpAddr::V6(v6) => {
+            let prefix = u128::from(v6) & !u128::from(u64::MAX);
+            IpAddr::V6(prefix.into())
+        }
+        v4 => v4,
+    }
+}
+
+/// Failed sign-ins by client bucket ([`bucket`]), as a GCRA: each failure pushes the bucket's
+/// theoretical arrival time on by [`SIGN_IN_FAILURE_EVERY`] (from now, if it lies behind), and a
+/// bucket whose time lies further ahead than the burst allows is refused before any key is
+/// compared. Successes change nothing. Bounded: at most `capacity` buckets, the least recently failed evicted first
+/// (moka's LRU policy, O(1), no sweep on the request path); an entry a burst and a period old
+/// says nothing any more and expires.
+pub struct SignInLimits {
+    ahead: moka::sync::Cache<IpAddr, Instant>,
+}
+
+impl SignInLimits {
+    pub fn new(capacity: u64) -> Self {
+        Self {
+            ahead: moka::sync::Cache::builder()
+                .max_capacity(capacity)
+                .eviction_policy(EvictionPolicy::lru())
+                .time_to_live(SIGN_IN_FAILURE_EVERY * (SIGN_IN_FAILURES_BURST + 1))
+                .build(),
+        }
+    }
+
+    /// Whether `client` may try a key at `now`; `Err` holds how long until it may. A failure
+    /// now would put its time more than a burst ahead exactly when it already lies more than a
+    /// burst less one period ahead (GCRA's tolerance).
+    pub fn check(&self, client: IpAddr, now: Instant) -> Result<(), Duration> {
+        let tolerance = SIGN_IN_FAILURE_EVERY * (SIGN_IN_FAILURES_BURST - 1);
+        let ahead = self
+            .ahead
+            .get(&bucket(client))
+            .map_or(Duration::ZERO, |tat| tat.saturating_duration_since(now));
+        if ahead > tolerance {
+            Err(ahead - tolerance)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Counts a failed sign-in of `client` at `now`.
+    pub fn failed(&self, client: IpAddr, now: Instant) {
+        self.ahead.entry(bucket(client)).and_upsert_with(|was| {
+            was.map_or(now, |e| (*e.value()).max(now)) + SIGN_IN_FAILURE_EVERY
+        });
+    }
+
+    /// Buckets held, once pending evictions are done (tests, and the bound's check).
+    pub fn held(&self) -> u64 {
+        self.ahead.run_pending_tasks();
+        self.ahead.entry_count()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn a_burst_of_failures_then_one_per_period_and_other_buckets_untouched() {
+        let limits = SignInLimits::new(100);
+        let t0 = Instant::now();
+        for _ in 0..SIGN_IN_FAILURES_BURST {
+            assert_eq!(limits.check(ip("192.0.2.1"), t0), Ok(()));
+            limits.failed(ip("192.0.2.1"), t0);
+        }
+        assert_eq!(
+            limits.check(ip("192.0.2.1"), t0),
+            Err(SIGN_IN_FAILURE_EVERY)
+        );
+        let spread = SignInLimits::new(100);
+        for i in 0..SIGN_IN_FAILURES_BURST {
+            // Ten failures over 4.5 s: the eleventh still waits.
+            spread.failed(ip("192.0.2.3"), t0 + Duration::from_millis(500) * i);
+        }
+        let eleventh = t0 + Duration::from_millis(4_600);
+        assert_eq!(
+            spread.check(ip("192.0.2.3"), eleventh),
+            Err(Duration::from_millis(1_400))
+        );
+        assert_eq!(limits.check(ip("192.0.2.2"), t0), Ok(()), "another client");
+        let later = t0 + SIGN_IN_FAILURE_EVERY;
+        assert_eq!(limits.check(ip("192.0.2.1"), later), Ok(()), "one more");
+        limits.failed(ip("192.0.2.1"), later);
+        assert!(limits.check(ip("192.0.2.1"), later).is_err());
+        let rested = later + SIGN_IN_FAILURE_EVERY * SIGN_IN_FAILURES_BURST;
+        for _ in 0..SIGN_IN_FAILURES_BURST {
+            assert_eq!(
+                limits.check(ip("192.0.2.1"), rested),
+                Ok(()),
+                "a full burst again"
+            );
+            limits.failed(ip("192.0.2.1"), rested);
+        }
+    }
+
+    #[test]
+    fn ipv6_addresses_of_one_slash_64_share_a_bucket_and_mapped_v4_is_v4() {
+        assert_eq!(
+            bucket(ip("2001:db8:1:2::1")),
+            bucket(ip("2001:db8:1:2:ffff::9"))
+        );
+        assert_ne!(bucket(ip("2001:db8:1:2::1")), bucket(ip("2001:db8:1:3::1")));
+        assert_eq!(bucket(ip("::ffff:192.0.2.7")), ip("192.0.2.7"));
+        assert_eq!(bucket(ip("192.0.2.7")), ip("192.0.2.7"));
+    }
+
+    #[test]
+    fn the_map_holds_at_most_its_capacity_and_keeps_the_latest_failures() {
+        let limits = SignInLimits::new(100);
+        let now = Instant::now();
+        for i in 0..5_000u32 {
+            limits.failed(IpAddr::V4(std::net::Ipv4Addr::from(0x0a00_0000 + i)), now);
+        }
+        let held = limits.held();
+        assert!(held <= 100, "{held} buckets held");
+        let last = ip("192.0.2.200");
+        for _ in 0..SIGN_IN_FAILURES_BURST {
+            limits.failed(last, now);
+        }
+        assert!(
+            limits.check(last, now).is_err(),
+            "the latest failer is still limited"
+        );
     }
 }

@@ -12,12 +12,16 @@ use reqwest::{redirect, Response, StatusCode};
 
 use crate::helpers::*;
 
-const SUPPORT_KEY: &str = "support-key-0123456789abcdef";
+pub const SUPPORT_KEY: &str = "support-key-0123456789abcdef";
+/// The session cookie's name over HTTPS (`__Host-`: Secure, Path=/, no Domain).
+pub const SESSION: &str = "__Host-console_session";
+/// The sign-in form's CSRF cookie's name over HTTPS.
+pub const LOGIN_CSRF: &str = "__Host-console_login_csrf";
 const SCRIPT: &str = "<script>alert(1)</script>";
 const IMG: &str = "\"><img src=x onerror=alert(1)>";
 
 /// An app whose keys are `app` (every scope but console) and `support[console]`.
-async fn spawn_console() -> (TestApp, reqwest::Client) {
+pub async fn spawn_console() -> (TestApp, reqwest::Client) {
     let app = spawn_app_with(|s| {
         s.api_keys =
             ApiKeys::parse(&format!("app:{APP_KEY},support[console]:{SUPPORT_KEY}")).unwrap();
@@ -28,14 +32,14 @@ async fn spawn_console() -> (TestApp, reqwest::Client) {
 
 /// A client that follows no redirect (tests look at each answer) and keeps no cookies (tests
 /// send them).
-fn browser() -> reqwest::Client {
+pub fn browser() -> reqwest::Client {
     reqwest::Client::builder()
         .redirect(redirect::Policy::none())
         .build()
         .unwrap()
 }
 
-fn set_cookies(res: &Response) -> Vec<String> {
+pub fn set_cookies(res: &Response) -> Vec<String> {
     res.headers()
         .get_all(SET_COOKIE)
         .iter()
@@ -43,7 +47,7 @@ fn set_cookies(res: &Response) -> Vec<String> {
         .collect()
 }
 
-fn cookie_of(res: &Response, name: &str) -> Option<String> {
+pub fn cookie_of(res: &Response, name: &str) -> Option<String> {
     set_cookies(res).iter().find_map(|c| {
         let (pair, _) = c.split_once(';').unwrap_or((c, ""));
         let (k, v) = pair.split_once('=')?;
@@ -51,7 +55,7 @@ fn cookie_of(res: &Response, name: &str) -> Option<String> {
     })
 }
 
-fn csrf_in(body: &str) -> String {
+pub fn csrf_in(body: &str) -> String {
     let at = body
         .find("name=\"csrf_token\" value=\"")
         .unwrap_or_else(|| panic!("no CSRF field in {body}"));
@@ -60,22 +64,41 @@ fn csrf_in(body: &str) -> String {
 }
 
 /// Posts `key` through the sign-in form as a browser would (its CSRF cookie and field).
-async fn sign_in_with(app: &TestApp, web: &reqwest::Client, key: &str) -> Response {
+pub async fn sign_in_with(app: &TestApp, web: &reqwest::Client, key: &str) -> Response {
+    sign_in_holding(app, web, key, None).await
+}
+
+/// [`sign_in_with`] from a browser that also holds the cookie `held` (`name=value`).
+pub async fn sign_in_holding(
+    app: &TestApp,
+    web: &reqwest::Client,
+    key: &str,
+    held: Option<&str>,
+) -> Response {
     let form = web
         .get(format!("{}/console/login", app.address))
         .send()
         .await
         .unwrap();
     assert_eq!(form.status(), 200);
-    let csrf = cookie_of(&form, "console_login_csrf").expect("a CSRF cookie");
+    // `__Host-` prefixed over HTTPS, plain under CONSOLE_INSECURE_COOKIE.
+    let name = [LOGIN_CSRF, "console_login_csrf"]
+        .into_iter()
+        .find(|n| cookie_of(&form, n).is_some())
+        .expect("a CSRF cookie");
+    let csrf = cookie_of(&form, name).unwrap();
     let body = form.text().await.unwrap();
     assert_eq!(
         csrf_in(&body),
         csrf,
         "double submit: the field is the cookie"
     );
+    let mut cookies = format!("{name}={csrf}");
+    if let Some(held) = held {
+        cookies = format!("{held}; {cookies}");
+    }
     web.post(format!("{}/console/login", app.address))
-        .header(COOKIE, format!("console_login_csrf={csrf}"))
+        .header(COOKIE, cookies)
         .form(&[("key", key), ("csrf_token", &csrf)])
         .send()
         .await
@@ -83,16 +106,16 @@ async fn sign_in_with(app: &TestApp, web: &reqwest::Client, key: &str) -> Respon
 }
 
 /// Signs in with the support key; returns the `Cookie` header value of the session.
-async fn sign_in(app: &TestApp, web: &reqwest::Client) -> String {
+pub async fn sign_in(app: &TestApp, web: &reqwest::Client) -> String {
     let res = sign_in_with(app, web, SUPPORT_KEY).await;
     assert_eq!(res.status(), StatusCode::SEE_OTHER);
     format!(
-        "console_session={}",
-        cookie_of(&res, "console_session").expect("a session cookie")
+        "{SESSION}={}",
+        cookie_of(&res, SESSION).expect("a session cookie")
     )
 }
 
-async fn get(app: &TestApp, web: &reqwest::Client, path: &str, cookie: &str) -> Response {
+pub async fn get(app: &TestApp, web: &reqwest::Client, path: &str, cookie: &str) -> Response {
     web.get(format!("{}{path}", app.address))
         .header(COOKIE, cookie)
         .header(ACCEPT_LANGUAGE, "en")
@@ -101,9 +124,13 @@ async fn get(app: &TestApp, web: &reqwest::Client, path: &str, cookie: &str) -> 
         .unwrap()
 }
 
-fn assert_console_headers(res: &Response) {
+pub fn assert_console_headers(res: &Response) {
     let h = res.headers();
-    assert_eq!(h["content-security-policy"], "default-src 'self'");
+    assert_eq!(
+        h["content-security-policy"],
+        "default-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'; \
+         object-src 'none'"
+    );
     assert_eq!(h["x-frame-options"], "DENY");
     assert_eq!(h["referrer-policy"], "no-referrer");
     assert_eq!(h["cache-control"], "no-store");
@@ -210,12 +237,12 @@ async fn pages_need_a_session_and_a_console_key_opens_one() {
     assert_console_headers(&res);
     let cookie = set_cookies(&res)
         .into_iter()
-        .find(|c| c.starts_with("console_session="))
+        .find(|c| c.starts_with(&format!("{SESSION}=")))
         .unwrap();
-    for attribute in ["HttpOnly", "SameSite=Strict", "Secure", "Path=/console"] {
+    for attribute in ["HttpOnly", "SameSite=Strict", "Secure", "Path=/;"] {
         assert!(cookie.contains(attribute), "{attribute} in {cookie}");
     }
-    let id = cookie_of(&res, "console_session").unwrap();
+    let id = cookie_of(&res, SESSION).unwrap();
     let db = app.db.client().await;
     // Only the id's hash is kept: the SHA-256 of the cookie's value, computed here by
     // PostgreSQL, and the id itself nowhere in the row, as text or as bytes.
@@ -250,7 +277,7 @@ async fn pages_need_a_session_and_a_console_key_opens_one() {
         "CONSOLE_SESSION_HOURS"
     );
 
-    let page = get(&app, &web, "/console/", &format!("console_session={id}")).await;
+    let page = get(&app, &web, "/console/", &format!("{SESSION}={id}")).await;
     assert_eq!(page.status(), 200);
     assert_console_headers(&page);
     let body = page.text().await.unwrap();
@@ -261,13 +288,7 @@ async fn pages_need_a_session_and_a_console_key_opens_one() {
     assert!(!body.contains(SUPPORT_KEY), "the key is never in a page");
     assert_no_inline_code(&body);
 
-    let again = get(
-        &app,
-        &web,
-        "/console/login",
-        &format!("console_session={id}"),
-    )
-    .await;
+    let again = get(&app, &web, "/console/login", &format!("{SESSION}={id}")).await;
     assert_eq!(again.status(), StatusCode::SEE_OTHER, "signed in: no form");
     assert_eq!(again.headers()[LOCATION], "/console/");
 
@@ -286,14 +307,14 @@ async fn keys_without_the_console_scope_and_unknown_keys_are_refused() {
         StatusCode::FORBIDDEN,
         "every scope but console"
     );
-    assert!(cookie_of(&res, "console_session").is_none());
+    assert!(cookie_of(&res, SESSION).is_none());
     let body = res.text().await.unwrap();
     assert!(body.contains("console"), "{body}");
     assert!(!body.contains(APP_KEY), "the key is never shown back");
 
     let res = sign_in_with(&app, &web, "no-such-key-0123456789abcdef").await;
     assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
-    assert!(cookie_of(&res, "console_session").is_none());
+    assert!(cookie_of(&res, SESSION).is_none());
     let sessions = || async {
         app.db
             .client()
@@ -337,13 +358,13 @@ async fn forms_without_their_csrf_token_are_refused() {
     // Sign-in: a field that is not the cookie's value.
     let res = web
         .post(format!("{}/console/login", app.address))
-        .header(COOKIE, "console_login_csrf=aaaa")
+        .header(COOKIE, format!("{LOGIN_CSRF}=aaaa"))
         .form(&[("key", SUPPORT_KEY), ("csrf_token", "bbbb")])
         .send()
         .await
         .unwrap();
     assert_eq!(res.status(), StatusCode::FORBIDDEN);
-    assert!(cookie_of(&res, "console_session").is_none());
+    assert!(cookie_of(&res, SESSION).is_none());
     let res = web
         .post(format!("{}/console/login", app.address))
         .form(&[("key", SUPPORT_KEY)])
@@ -739,6 +760,18 @@ async fn a_reload_that_drops_the_key_ends_its_sessions() {
         .find(|l| l.contains("console sign-in refused"))
         .expect("a WARN for the refused sign-in");
     assert!(warned.contains("WARN"), "{warned}");
+    assert!(
+        warned.contains("client=127.0.0.1"),
+        "the refused address: {warned}"
+    );
+    let signed_in = seen
+        .iter()
+        .find(|l| l.contains("console sign-in") && !l.contains("refused"))
+        .expect("an INFO for the sign-in");
+    assert!(
+        signed_in.contains("client=127.0.0.1") && signed_in.contains("support"),
+        "who signed in, from where: {signed_in}"
+    );
     for line in &seen {
         for key in [APP_KEY, SUPPORT_KEY] {
             assert!(!line.contains(key), "a key in the log: {line}");
@@ -816,10 +849,10 @@ async fn every_agent_route_sends_a_request_without_a_session_to_sign_in() {
             .replace("{client_user_id}", "u1")
             .replace("{media_content_key}", "m1");
         let method = reqwest::Method::from_bytes(r.method.as_str().as_bytes()).unwrap();
-        for cookie in ["", "console_session=0123456789abcdef"] {
+        for cookie in [String::new(), format!("{SESSION}=0123456789abcdef")] {
             let res = web
                 .request(method.clone(), format!("{}{path}", app.address))
-                .header(COOKIE, cookie)
+                .header(COOKIE, &cookie)
                 .send()
                 .await
                 .unwrap();
