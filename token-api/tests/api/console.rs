@@ -17,7 +17,7 @@ const SCRIPT: &str = "<script>alert(1)</script>";
 const IMG: &str = "\"><img src=x onerror=alert(1)>";
 
 /// An app whose keys are `app` (every scope but console) and `support[console]`.
-async fn spawn_console() -> (TestApp, reqwest::Client) {
+pub(crate) async fn spawn_console() -> (TestApp, reqwest::Client) {
     let app = spawn_app_with(|s| {
         s.api_keys =
             ApiKeys::parse(&format!("app:{APP_KEY},support[console]:{SUPPORT_KEY}")).unwrap();
@@ -83,7 +83,7 @@ async fn sign_in_with(app: &TestApp, web: &reqwest::Client, key: &str) -> Respon
 }
 
 /// Signs in with the support key; returns the `Cookie` header value of the session.
-async fn sign_in(app: &TestApp, web: &reqwest::Client) -> String {
+pub(crate) async fn sign_in(app: &TestApp, web: &reqwest::Client) -> String {
     let res = sign_in_with(app, web, SUPPORT_KEY).await;
     assert_eq!(res.status(), StatusCode::SEE_OTHER);
     format!(
@@ -92,7 +92,12 @@ async fn sign_in(app: &TestApp, web: &reqwest::Client) -> String {
     )
 }
 
-async fn get(app: &TestApp, web: &reqwest::Client, path: &str, cookie: &str) -> Response {
+pub(crate) async fn get(
+    app: &TestApp,
+    web: &reqwest::Client,
+    path: &str,
+    cookie: &str,
+) -> Response {
     web.get(format!("{}{path}", app.address))
         .header(COOKIE, cookie)
         .header(ACCEPT_LANGUAGE, "en")
@@ -118,7 +123,7 @@ fn assert_no_inline_code(body: &str) {
 
 /// Two sessions of `user` on `media` (10 blocks), one verified and one unsigned on a device
 /// clock, a play refusal, an entitlement and its change.
-async fn seed(app: &TestApp, user: &str, media: &str) {
+pub(crate) async fn seed(app: &TestApp, user: &str, media: &str) {
     seed_in(&app.db, user, media).await;
 }
 

@@ -5,6 +5,7 @@ mod browser;
 mod callback_trust;
 mod console;
 mod export;
+mod far_and_dots;
 mod helpers;
 mod hostile;
 mod id_limits;
