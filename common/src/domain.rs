@@ -18,6 +18,11 @@ pub enum IdError {
     BadChar(char),
     #[error("contains a control character")]
     ControlChar,
+    /// `.`, `..`, `...`: in a URL path such a segment means "this" or "the parent" (a browser or
+    /// the `url` crate resolves even `%2E%2E`), so a link or an API path built from it would
+    /// point to another page. Kollus's characters allow it; no real key or user id is one.
+    #[error("is only dots, which would read as a relative path in a URL")]
+    DotsOnly,
 }
 
 /// Longest key we accept, in characters. Kollus keys seen in the wild are 8 to 40 characters;
@@ -26,10 +31,21 @@ pub const MAX_KEY_LEN: usize = 128;
 /// Longest user id we accept, in characters (ours, chosen by the product app).
 pub const MAX_USER_ID_LEN: usize = 256;
 
-/// A Kollus key's characters, as the OpenAPI document states them (the length is `maxLength`).
-pub const KEY_PATTERN: &str = "^[A-Za-z0-9_.-]+$";
-/// A user id's characters: anything but a control character (`char::is_control`: C0, DEL, C1).
-pub const USER_ID_PATTERN: &str = r"^[^\u0000-\u001f\u007f-\u009f]+$";
+/// A Kollus key's characters, as the OpenAPI document states them (the length is `maxLength`):
+/// at least one of them not a dot ([`IdError::DotsOnly`]).
+pub const KEY_PATTERN: &str = "^[A-Za-z0-9_.-]*[A-Za-z0-9_-][A-Za-z0-9_.-]*$";
+/// A user id's characters: anything but a control character (`char::is_control`: C0, DEL, C1),
+/// at least one of them not a dot ([`IdError::DotsOnly`]).
+pub const USER_ID_PATTERN: &str =
+    r"^[^\u0000-\u001f\u007f-\u009f]*[^.\u0000-\u001f\u007f-\u009f][^\u0000-\u001f\u007f-\u009f]*$";
+
+/// Refuses an id made of dots only; the other checks come first, so an id's first fault is named.
+fn not_dots_only(s: &str) -> Result<(), IdError> {
+    if s.chars().all(|c| c == '.') {
+        return Err(IdError::DotsOnly);
+    }
+    Ok(())
+}
 
 /// The OpenAPI schema of an id: text of 1 to `max_length` characters matching `pattern`. The
 /// document takes the limits from the constants the parsers use, so the two cannot disagree.
@@ -59,7 +75,7 @@ fn parse_kollus_key(s: &str) -> Result<(), IdError> {
         .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')))
     {
         Some(c) => Err(IdError::BadChar(c)),
-        None => Ok(()),
+        None => not_dots_only(s),
     }
 }
 
@@ -145,6 +161,7 @@ impl ClientUserId {
         if s.chars().any(char::is_control) {
             return Err(IdError::ControlChar);
         }
+        not_dots_only(&s)?;
         Ok(Self(s))
     }
     pub fn as_str(&self) -> &str {
@@ -207,6 +224,22 @@ mod tests {
             ChannelKey::parse("x".repeat(MAX_KEY_LEN + 1)),
             Err(IdError::TooLong { max: MAX_KEY_LEN })
         );
+    }
+
+    #[test]
+    fn ids_of_dots_only_are_refused_as_relative_paths() {
+        for dots in [".", "..", "..."] {
+            assert_eq!(MediaContentKey::parse(dots), Err(IdError::DotsOnly));
+            assert_eq!(UploadFileKey::parse(dots), Err(IdError::DotsOnly));
+            assert_eq!(ChannelKey::parse(dots), Err(IdError::DotsOnly));
+            assert_eq!(ClientUserId::parse(dots), Err(IdError::DotsOnly));
+        }
+        // A dot among other characters is Kollus's and ours.
+        for k in [".a", "a..", "v1.2", "_."] {
+            assert!(MediaContentKey::parse(k).is_ok(), "{k}");
+            assert!(ClientUserId::parse(k).is_ok(), "{k}");
+        }
+        assert!(ClientUserId::parse(". .").is_ok());
     }
 
     #[test]

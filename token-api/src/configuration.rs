@@ -51,7 +51,7 @@ pub struct Settings {
     /// Token lifetime when the request gives none, in seconds.
     #[arg(long, env = "TOKEN_DEFAULT_EXPIRES_IN", default_value_t = 3600)]
     pub default_expires_in: i64,
-    /// Longest token lifetime a request may ask for, in seconds.
+    /// Longest token lifetime a request may ask for, in seconds (at most a year: 31536000).
     #[arg(long, env = "TOKEN_MAX_EXPIRES_IN", default_value_t = 86_400)]
     pub max_expires_in: i64,
     /// Most videos in one token.
@@ -97,6 +97,10 @@ pub struct Settings {
     pub log: LogSettings,
 }
 
+/// The most `TOKEN_MAX_EXPIRES_IN` may be, in seconds: a year. Unbounded, `now + expires_in`
+/// could pass what a date holds (the `expt` claim, the answer's `expires_at`).
+pub const MAX_TOKEN_LIFETIME: i64 = 31_536_000;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum StrictCatalog {
     Off,
@@ -115,6 +119,13 @@ impl Settings {
             return Err(
                 "TOKEN_DEFAULT_EXPIRES_IN and TOKEN_MAX_EXPIRES_IN must be positive".into(),
             );
+        }
+        if self.max_expires_in > MAX_TOKEN_LIFETIME {
+            return Err(format!(
+                "TOKEN_MAX_EXPIRES_IN ({}) must not exceed {MAX_TOKEN_LIFETIME} seconds (a year): \
+                 a token's expiry must be a date every reader can hold",
+                self.max_expires_in
+            ));
         }
         if self.default_expires_in > self.max_expires_in {
             return Err(format!(

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use kollus_common::backoff::Backoff;
+use kollus_common::domain::UploadFileKey;
 use secrecy::{ExposeSecret as _, SecretString};
 use serde_json::Value;
 use time::OffsetDateTime;
@@ -264,6 +265,23 @@ fn chain(e: &dyn std::error::Error) -> String {
     text
 }
 
+/// The path of one upload's detail, `media/library/media_content/{upload_file_key}`, relative
+/// to `KOLLUS_API_URL`: the key one segment, percent-encoded (`.` too, as anything but
+/// `A-Z a-z 0-9 - _`). A key is never dots only (`UploadFileKey` refuses it): no encoding makes
+/// `..` safe, as a URL parser (the `url` crate's, a proxy's) resolves `%2E%2E` as `..` too, and
+/// the request would go to the list above it.
+pub fn upload_detail_path(upload: &UploadFileKey) -> String {
+    let mut path = String::from("media/library/media_content/");
+    for b in upload.as_str().bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_') {
+            path.push(b as char);
+        } else {
+            path.push_str(&format!("%{b:02X}"));
+        }
+    }
+    path
+}
+
 /// A request as logs and errors name it: the path and its parameters, never the token.
 fn describe(path: &str, params: &[(&str, String)]) -> String {
     if params.is_empty() {
@@ -286,6 +304,32 @@ mod tests {
             ),
             "media/channel/media_content (channel_key=abcd1234, page=2)"
         );
+    }
+
+    #[test]
+    fn an_uploads_detail_path_stays_under_the_detail_route() {
+        let base = reqwest::Url::parse("https://api.kr.kollus.com/0/").unwrap();
+        for (key, encoded) in [
+            ("ufk-0001", "ufk-0001"),
+            ("a.b", "a%2Eb"),
+            ("...a", "%2E%2E%2Ea"),
+            ("_.", "_%2E"),
+        ] {
+            let path = upload_detail_path(&UploadFileKey::parse(key).unwrap());
+            assert_eq!(path, format!("media/library/media_content/{encoded}"));
+            let url = base.join(&path).unwrap();
+            assert_eq!(
+                url.path(),
+                format!("/0/media/library/media_content/{encoded}"),
+                "{key}"
+            );
+        }
+        // What no encoding could keep in its place never becomes a key.
+        for dots in [".", "..", "..."] {
+            assert!(UploadFileKey::parse(dots).is_err(), "{dots}");
+        }
+        let resolved = base.join("media/library/media_content/%2E%2E").unwrap();
+        assert_eq!(resolved.path(), "/0/media/library/", "why: %2E%2E is ..");
     }
 
     #[test]

@@ -4,8 +4,8 @@
 //! decided in `model`; here only how it looks, in the agent's language and time zone.
 
 use maud::{html, Markup, DOCTYPE};
-use time::OffsetDateTime;
-use time_tz::{OffsetDateTimeExt as _, Tz};
+use time::{OffsetDateTime, UtcOffset};
+use time_tz::{Offset as _, TimeZone as _, Tz};
 
 use super::charts;
 use super::i18n::UiLang;
@@ -21,11 +21,12 @@ pub struct Frame<'a> {
     pub tz: &'static Tz,
 }
 
-/// A path segment, percent-encoded: anything but unreserved characters.
+/// A path segment, percent-encoded: anything but unreserved characters, and `.` too, so that no
+/// segment can read as `.` or `..` to a reader that decodes before it resolves.
 pub fn seg(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'~') {
             out.push(b as char);
         } else {
             out.push_str(&format!("%{b:02X}"));
@@ -34,21 +35,58 @@ pub fn seg(s: &str) -> String {
     out
 }
 
+/// An id of dots only cannot be a path segment: a browser resolves `..` (and `%2E%2E`, as the
+/// URL standard says) to the parent. The parsers refuse such ids (`IdError::DotsOnly`); a row
+/// stored before they did is linked to the search for it instead, which stays where it is.
+fn dots_only(id: &str) -> bool {
+    id.bytes().all(|b| b == b'.')
+}
+
+fn search_href(q: &str) -> String {
+    format!("/console/?q={}", seg(q))
+}
+
 pub fn user_href(user: &str) -> String {
+    if dots_only(user) {
+        return search_href(user);
+    }
     format!("/console/users/{}", seg(user))
 }
 
 pub fn refund_href(user: &str, media: &str) -> String {
+    if dots_only(user) {
+        return search_href(user);
+    }
+    if dots_only(media) {
+        return search_href(media);
+    }
     format!("/console/users/{}/media/{}", seg(user), seg(media))
 }
 
 pub fn media_href(media: &str) -> String {
+    if dots_only(media) {
+        return search_href(media);
+    }
     format!("/console/media/{}", seg(media))
 }
 
-/// A time in the console's zone, with its offset.
+/// A time in the console's zone, with its offset; a time that does not fit that zone's dates
+/// (past 9999-12-31 there, as a "never" of `9999-12-31T23:59:59Z` is east of UTC) in UTC,
+/// marked `UTC`.
 pub fn local(t: OffsetDateTime, tz: &Tz) -> String {
-    let t = t.to_timezone(tz);
+    let offset = tz.get_offset_utc(&t).to_utc();
+    let Some(t) = t.checked_to_offset(offset) else {
+        let t = t.checked_to_offset(UtcOffset::UTC).unwrap_or(t);
+        return format!(
+            "{:04}-{:02}-{:02} {:02}:{:02}:{:02} UTC",
+            t.year(),
+            u8::from(t.month()),
+            t.day(),
+            t.hour(),
+            t.minute(),
+            t.second()
+        );
+    };
     let (h, m, _) = t.offset().as_hms();
     format!(
         "{:04}-{:02}-{:02} {:02}:{:02}:{:02} {}{:02}:{:02}",
@@ -391,7 +429,8 @@ mod tests {
 
     #[test]
     fn segments_are_percent_encoded() {
-        assert_eq!(seg("abc-1_2.~"), "abc-1_2.~");
+        assert_eq!(seg("abc-1_2~"), "abc-1_2~");
+        assert_eq!(seg("a.b"), "a%2Eb");
         assert_eq!(seg("a/b c"), "a%2Fb%20c");
         assert_eq!(seg("<\"'>"), "%3C%22%27%3E");
         assert_eq!(seg("홍"), "%ED%99%8D");
@@ -404,5 +443,40 @@ mod tests {
         let seoul = time_tz::timezones::get_by_name("Asia/Seoul").unwrap();
         let t = OffsetDateTime::from_unix_timestamp(0).unwrap();
         assert_eq!(local(t, seoul), "1970-01-01 09:00:00 +09:00");
+    }
+
+    #[test]
+    fn times_past_the_zones_last_date_are_shown_in_utc() {
+        let seoul = time_tz::timezones::get_by_name("Asia/Seoul").unwrap();
+        let at = |unix: i64| OffsetDateTime::from_unix_timestamp(unix).unwrap();
+        let never = at(253_402_300_799); // 9999-12-31T23:59:59Z
+
+        assert_eq!(local(never, seoul), "9999-12-31 23:59:59 UTC");
+        // The last instant Seoul can still write.
+        let last = at(253_402_300_799 - 9 * 3600);
+        assert_eq!(local(last, seoul), "9999-12-31 23:59:59 +09:00");
+        // West of UTC, the first dates do not fit either.
+        let la = time_tz::timezones::get_by_name("America/Los_Angeles").unwrap();
+        let first = OffsetDateTime::new_utc(
+            time::Date::from_calendar_date(-9999, time::Month::January, 1).unwrap(),
+            time::Time::MIDNIGHT,
+        );
+        assert!(local(first, la).ends_with(" UTC"), "{}", local(first, la));
+    }
+
+    #[test]
+    fn links_encode_dots_and_never_name_a_dots_only_id_as_a_segment() {
+        assert_eq!(user_href("u.1"), "/console/users/u%2E1");
+        assert_eq!(refund_href("u", "m.1"), "/console/users/u/media/m%2E1");
+        assert_eq!(media_href("..."), "/console/?q=%2E%2E%2E");
+        for dots in [".", "..", "..."] {
+            for href in [
+                user_href(dots),
+                refund_href(dots, "m"),
+                refund_href("u", dots),
+            ] {
+                assert!(href.starts_with("/console/?q=%2E"), "{href}");
+            }
+        }
     }
 }

@@ -89,10 +89,13 @@ pub static USER_PARTS: &[Part] = &[
               ORDER BY d.decided_at, d.id",
         kind: "playback_decision",
     },
+    // `started_at` only up to 9999-12-31T23:59:59Z, what a time value here holds (a row stored
+    // before history-worker bounded `start_at` may be later): empty past it, never a failed row.
     Part {
         sql: concat!(
             "SELECT s.client_user_id, s.media_content_key, s.start_at, \
-                    to_timestamp(s.start_at) AS started_at, s.channel_key, s.duration, s.playtime, \
+                    CASE WHEN s.start_at <= 253402300799 THEN to_timestamp(s.start_at) END \
+                    AS started_at, s.channel_key, s.duration, s.playtime, \
                     s.real_playtime, s.runtime, s.showtime, s.playtime_percent, s.last_play_at, \
                     s.block_count, cardinality(array_positions(s.blocks_played, true))::int, \
                     s.first_report_at, s.last_report_at, s.hash_verified, s.device_clock, \

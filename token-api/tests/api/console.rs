@@ -145,7 +145,7 @@ fn assert_no_inline_code(body: &str) {
 
 /// Two sessions of `user` on `media` (10 blocks), one verified and one unsigned on a device
 /// clock, a play refusal, an entitlement and its change.
-async fn seed(app: &TestApp, user: &str, media: &str) {
+pub async fn seed(app: &TestApp, user: &str, media: &str) {
     seed_in(&app.db, user, media).await;
 }
 

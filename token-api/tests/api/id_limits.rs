@@ -1,7 +1,8 @@
 //! The document states the limits the parsers apply: every id parameter and property of the
 //! derived document carries its id type's length and characters (`common::domain`'s constants,
 //! through the id types' `ToSchema`), and the parser takes that length and refuses one more.
-//! The document once said 64 and 255 where the service took 128 and 256.
+//! The document once said 64 and 255 where the service took 128 and 256. Neither takes an id of
+//! dots only.
 
 use kollus_common::domain::{
     ChannelKey, ClientUserId, IdError, MediaContentKey, KEY_PATTERN, MAX_KEY_LEN, MAX_USER_ID_LEN,
@@ -173,5 +174,13 @@ fn every_id_in_the_document_states_the_limits_its_parser_applies() {
             Err(IdError::Empty),
             "{name}: minLength 1"
         );
+        // The pattern asks for one character that is not a dot: `..` in a path is the parent.
+        for dots in [".", "..", "..."] {
+            assert_eq!(
+                (id.parse)(dots.to_owned()),
+                Err(IdError::DotsOnly),
+                "{name}: {dots}"
+            );
+        }
     }
 }

@@ -7,6 +7,7 @@ mod console;
 mod console_sessions;
 mod export;
 mod export_stalls;
+mod far_and_dots;
 mod helpers;
 mod hostile;
 mod id_limits;

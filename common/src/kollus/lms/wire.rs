@@ -673,6 +673,25 @@ mod tests {
     }
 
     #[test]
+    fn ids_of_dots_only_are_refused_naming_the_field() {
+        // Refused, a report goes back as a 400 and to the dead-letter topic with this reason
+        // (ingest), as any malformed id does: a `..` would make links point elsewhere.
+        let dots = IdError::DotsOnly.to_string();
+        assert_eq!(
+            err(
+                r#"{"user_info":{"client_user_id":".."},"content_info":{"media_content_key":"m","start_at":1}}"#
+            ),
+            PayloadError::new("user_info.client_user_id", dots.clone())
+        );
+        assert_eq!(
+            err(
+                r#"{"user_info":{"client_user_id":"u"},"content_info":{"media_content_key":"...","start_at":1}}"#
+            ),
+            PayloadError::new("content_info.media_content_key", dots)
+        );
+    }
+
+    #[test]
     fn bad_reports_name_the_field() {
         let base = r#""user_info":{"client_user_id":"u"},"content_info":{"media_content_key":"m","start_at":"1""#;
         assert_eq!(err("{").field, "json_data");
