@@ -122,6 +122,7 @@ impl Application {
             settings.play.lang,
             settings.proxies.trusted_proxies.clone(),
             metrics.clone(),
+            &settings.security_key,
         )?);
         let ready = Readiness::default();
         ready.set(true);

@@ -10,9 +10,9 @@
 //! `last_seen_at`), on sign-out, when the same browser signs in again (rotation), or when the key
 //! that opened it is no longer configured with the `console` scope (a SIGHUP reload). Each
 //! session carries the CSRF token its forms echo; the sign-in form, before any session, carries
-//! a token signed under a per-process key (a nonce and an issue time, checked for age) that the
-//! form and a cookie both hold, so a cookie tossed by a sibling site, with a matching form value
-//! of its own making, is refused.
+//! a token signed under a key derived from `KOLLUS_SECURITY_KEY` (every replica holds it), over a
+//! nonce and an issue time (checked for age), that the form and a cookie both hold, so a cookie
+//! tossed by a sibling site, with a matching form value of its own making, is refused.
 
 use actix_web::http::header;
 use actix_web::HttpRequest;
@@ -77,8 +77,9 @@ pub fn same_token(given: &str, expected: &str) -> bool {
 }
 
 /// The console's sessions as configured: their lifetimes, their cookies, and the key the
-/// sign-in form's tokens are signed with (random per process: a form served by one process
-/// and posted to another, or before a restart, is refused as expired).
+/// sign-in form's tokens are signed with ([`login_key`]: every replica sharing
+/// `KOLLUS_SECURITY_KEY` holds the same one, so a form served by one replica signs in at
+/// another, and after a restart).
 pub struct Sessions {
     /// `CONSOLE_SESSION_HOURS`, checked to be 1 to 12.
     pub hours: u32,
@@ -89,10 +90,23 @@ pub struct Sessions {
     login_key: [u8; 32],
 }
 
+/// The sign-in form's signing key, derived from `secret` (the Kollus security key every
+/// replica holds) under a label of its own, so it is no key Kollus or a player sees and no
+/// token signed with it passes for anything else.
+pub fn login_key(secret: &[u8]) -> [u8; 32] {
+    let mut mac =
+        Hmac::<sha2::Sha256>::new_from_slice(secret).expect("HMAC takes a key of any length");
+    mac.update(b"kollus-pipeline console sign-in form key v1");
+    mac.finalize().into_bytes().into()
+}
+
 impl Sessions {
-    pub fn new(hours: u32, idle_minutes: u32, insecure: bool) -> anyhow::Result<Self> {
-        let mut login_key = [0u8; 32];
-        rand::rngs::OsRng.fill_bytes(&mut login_key);
+    pub fn new(
+        hours: u32,
+        idle_minutes: u32,
+        insecure: bool,
+        login_key: [u8; 32],
+    ) -> anyhow::Result<Self> {
         Ok(Self {
             hours,
             idle_minutes: i32::try_from(idle_minutes)
@@ -305,7 +319,7 @@ mod tests {
     use super::*;
 
     fn sessions(insecure: bool) -> Sessions {
-        Sessions::new(8, 30, insecure).unwrap()
+        Sessions::new(8, 30, insecure, login_key(b"a security key")).unwrap()
     }
 
     #[test]
@@ -348,9 +362,11 @@ mod tests {
             !s.login_token_holds(&token, now - time::Duration::minutes(1)),
             "issued in the future"
         );
+        assert!(sessions(false).login_token_holds(&token, now), "a replica");
+        let elsewhere = Sessions::new(8, 30, false, login_key(b"another key")).unwrap();
         assert!(
-            !sessions(false).login_token_holds(&token, now),
-            "another process's key"
+            !elsewhere.login_token_holds(&token, now),
+            "another security key"
         );
         // A token whose nonce or time was changed keeps its MAC and fails.
         let (nonce, rest) = token.split_once('.').unwrap();

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use deadpool_postgres::Pool;
 use kollus_common::client_addr::Networks;
 use moka::policy::EvictionPolicy;
+use secrecy::ExposeSecret as _;
 use time_tz::Tz;
 
 use super::session::Sessions;
@@ -48,6 +49,7 @@ impl Console {
         message_lang: Lang,
         proxies: Networks,
         metrics: Metrics,
+        security_key: &secrecy::SecretString,
     ) -> anyhow::Result<Self> {
         let tz = time_tz::timezones::get_by_name(&settings.time_zone).ok_or_else(|| {
             anyhow::anyhow!(
@@ -64,6 +66,7 @@ impl Console {
                 settings.session_hours,
                 settings.idle_minutes,
                 settings.insecure_cookie,
+                super::session::login_key(security_key.expose_secret().as_bytes()),
             )?,
             insecure_cookie: settings.insecure_cookie,
             message_lang,
