@@ -44,9 +44,7 @@ async fn export_user(
     let user = parse_user(raw)?;
     // A slot first (the API's exports' bound), so a download refused is not recorded as a view.
     let admitted = export.admit().await.map_err(|e| match e {
-        NotAdmitted::Busy => Refusal::Unavailable(anyhow::anyhow!(
-            "every export slot is streaming (EXPORT_CONCURRENCY)"
-        )),
+        NotAdmitted::Busy => Refusal::Busy(export.settings.chunk_deadline_seconds),
         NotAdmitted::Database(e) => e.into(),
     })?;
     let client = console.pool.get().await?;

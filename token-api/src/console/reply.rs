@@ -32,6 +32,10 @@ pub enum Refusal {
     /// PostgreSQL is not answering (refused, lost or timed-out connections): a 503 to retry.
     #[error("the database is not answering")]
     Unavailable(anyhow::Error),
+    /// Every export slot is streaming (`EXPORT_CONCURRENCY`): a 503 to retry after this many
+    /// seconds (the chunk deadline, by which a stalled one has let its slot go).
+    #[error("every export slot is in use")]
+    Busy(u64),
     /// Anything else: a fault of ours, a 500.
     #[error("the page could not be built")]
     Failed(anyhow::Error),
@@ -70,7 +74,7 @@ impl ResponseError for Refusal {
             Self::SignIn => StatusCode::SEE_OTHER,
             Self::NotFound(..) => StatusCode::NOT_FOUND,
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
-            Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Unavailable(_) | Self::Busy(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Failed(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -160,6 +164,23 @@ pub fn refused(req: &HttpRequest, console: &Console, refusal: &Refusal) -> HttpR
             );
             res.headers_mut()
                 .insert(header::RETRY_AFTER, RETRY_AFTER_SECONDS.into());
+            res
+        }
+        Refusal::Busy(retry_after) => {
+            tracing::warn!(
+                path = req.uri().path(),
+                "console download refused: every export slot is in use (EXPORT_CONCURRENCY)"
+            );
+            let mut res = notice(
+                StatusCode::SERVICE_UNAVAILABLE,
+                lang.t("다운로드 대기 중", "Downloads busy"),
+                lang.t(
+                    "다른 내보내기가 진행 중입니다. 잠시 후 다시 시도하세요.",
+                    "Other exports are streaming; try again shortly.",
+                ),
+            );
+            res.headers_mut()
+                .insert(header::RETRY_AFTER, (*retry_after).into());
             res
         }
         Refusal::Failed(e) => {

@@ -109,7 +109,17 @@ async fn exports_open(app: &TestApp) -> (i64, i64) {
 
 #[tokio::test]
 async fn eight_clients_that_stop_reading_starve_neither_playback_nor_the_database() {
-    let app = spawn_app_with(|s| s.export.chunk_deadline_seconds = CHUNK_DEADLINE_SECONDS).await;
+    let app = spawn_app_with(|s| {
+        s.export.chunk_deadline_seconds = CHUNK_DEADLINE_SECONDS;
+        s.api_keys = kollus_token_api::auth::ApiKeys::parse(&format!(
+            "app:{APP_KEY},ops:{OPS_KEY},support[console]:{}",
+            crate::console::SUPPORT_KEY
+        ))
+        .unwrap();
+    })
+    .await;
+    let web = crate::console::browser();
+    let agent = crate::console::sign_in(&app, &web).await;
     fat_sessions(&app, "heavy", 20_000).await;
     let granted = app
         .client
@@ -154,6 +164,16 @@ async fn eight_clients_that_stop_reading_starve_neither_playback_nor_the_databas
     )
     .await;
 
+    // A console download waits for the same slots: a page that says so, not the database's.
+    let busy = crate::console::get(&app, &web, "/console/users/heavy/export.csv", &agent).await;
+    assert_eq!(busy.status(), 503);
+    assert_eq!(
+        busy.headers()["retry-after"],
+        CHUNK_DEADLINE_SECONDS.to_string().as_str()
+    );
+    let page = busy.text().await.unwrap();
+    assert!(page.contains("Downloads busy"), "{page}");
+
     // ... and the play callback still has its connections: a decision, within its deadline
     // (PLAY_TIMEOUT_MS, 2 s; before, it waited for a pooled connection and answered 503).
     let mut answered_in = Vec::new();
@@ -185,7 +205,8 @@ async fn eight_clients_that_stop_reading_starve_neither_playback_nor_the_databas
     assert_eq!(
         app.metric(r#"kollus_token_exports_unfinished_total{reason="busy"}"#)
             .await,
-        (STALLED - SLOTS) as u64
+        (STALLED - SLOTS + 1) as u64,
+        "the API's four and the console's one"
     );
 
     // A cut export never ends as a whole one would: what was buffered, then the connection
