@@ -8,6 +8,7 @@ mod export;
 mod helpers;
 mod hostile;
 mod id_limits;
+mod listeners;
 mod models;
 mod openapi;
 mod playback;
