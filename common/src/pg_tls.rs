@@ -70,8 +70,10 @@ pub fn split_url(url: &str) -> Result<(String, TlsRequest), String> {
     let mut kept = Vec::new();
     for pair in query.split('&') {
         let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        // Decoded as tokio-postgres decodes them, so `ssl%6Dode` cannot slip past.
+        let key = percent_encoding::percent_decode_str(key).decode_utf8_lossy();
         let decoded = percent_encoding::percent_decode_str(value).decode_utf8_lossy();
-        match key {
+        match &*key {
             "sslmode" => {
                 mode = Some(match &*decoded {
                     "disable" | "allow" | "prefer" => SslMode::Off,
@@ -420,6 +422,12 @@ mod tests {
         let (_, mode, roots) =
             split(&format!("{base}?sslmode=verify-full&sslrootcert=system")).unwrap();
         assert_eq!((mode, roots), (SslMode::VerifyFull, Some(Roots::System)));
+        let (url, mode, _) = split(&format!("{base}?ssl%6Dode=verify-full")).unwrap();
+        assert_eq!(
+            (url, mode),
+            (format!("{base}?sslmode=require"), SslMode::VerifyFull),
+            "an encoded name is the name"
+        );
         // key=value form: as it is.
         let kv = "host=db user=u sslmode=require";
         assert_eq!(split(kv), Ok((kv.into(), SslMode::Off, None)));
