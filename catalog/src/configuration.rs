@@ -50,7 +50,9 @@ pub enum Command {
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct ApiSettings {
-    /// Kollus's v0 API base URL (`https://api.jp.kollus.com/0/` for the jp region).
+    /// Kollus's v0 API base URL (`https://api.jp.kollus.com/0/` for the jp region). `https://`
+    /// only: every request carries the API token. `http://` is taken for a loopback host alone
+    /// (`127.0.0.0/8`, `::1`, `localhost`: a stand-in in tests, or a local TLS-terminating proxy).
     #[arg(long, env = "KOLLUS_API_URL", default_value = "https://api.kr.kollus.com/0/", value_parser = base_url)]
     pub api_url: reqwest::Url,
     /// The API access token (console: service account > API), or KOLLUS_API_TOKEN_FILE. Issuing
@@ -78,9 +80,19 @@ pub struct ApiSettings {
 }
 
 fn base_url(s: &str) -> Result<reqwest::Url, String> {
-    let mut url = reqwest::Url::parse(s).map_err(|e| format!("not a URL: {e}"))?;
-    if !matches!(url.scheme(), "https" | "http") {
-        return Err("must be an http(s) URL".into());
+    let mut url =
+        reqwest::Url::parse(s).map_err(|e| format!("KOLLUS_API_URL is not a URL: {e}"))?;
+    match url.scheme() {
+        "https" => {}
+        "http" if is_loopback(&url) => {}
+        "http" => {
+            return Err(
+                "KOLLUS_API_URL must be https:// (every request carries KOLLUS_API_TOKEN, which \
+                 plain http would show to the network); http:// is taken for a loopback host only"
+                    .into(),
+            )
+        }
+        _ => return Err("KOLLUS_API_URL must be an https:// URL".into()),
     }
     if url.query().is_some() {
         return Err("must not carry a query string (the token is KOLLUS_API_TOKEN)".into());
@@ -91,6 +103,19 @@ fn base_url(s: &str) -> Result<reqwest::Url, String> {
         url.set_path(&path);
     }
     Ok(url)
+}
+
+/// Whether `url`'s host is this machine: a loopback address, or `localhost` (RFC 6761).
+fn is_loopback(url: &reqwest::Url) -> bool {
+    let Some(host) = url.host_str() else {
+        return false;
+    };
+    // An IPv6 host is written in brackets.
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    match host.parse::<std::net::IpAddr>() {
+        Ok(ip) => ip.is_loopback(),
+        Err(_) => host.eq_ignore_ascii_case("localhost"),
+    }
 }
 
 impl ApiSettings {
@@ -164,6 +189,60 @@ mod tests {
             "a stand-in may go faster"
         );
         assert_eq!(api.api_url.as_str(), "http://127.0.0.1:1/0/");
+    }
+
+    #[test]
+    fn the_api_url_is_https_unless_its_host_is_this_machine() {
+        let url = |u: &str| {
+            Cli::try_parse_from([
+                "kollus-catalog",
+                "backfill",
+                "--api-token",
+                "t",
+                "--api-url",
+                u,
+            ])
+            .map(|cli| {
+                let Command::Backfill { api, .. } = cli.command else {
+                    panic!()
+                };
+                api.api_url.to_string()
+            })
+        };
+        for taken in [
+            "https://api.jp.kollus.com/0/",
+            "https://10.0.0.7:8443/0/",
+            "http://127.0.0.1:1/0/",
+            "http://127.3.4.5/0/",
+            "http://[::1]:8080/0/",
+            "http://localhost:9/0/",
+            "http://LOCALHOST/0/",
+        ] {
+            // A host's name is kept in lower case.
+            assert_eq!(
+                url(taken).map_err(|e| e.to_string()),
+                Ok(taken.to_lowercase())
+            );
+        }
+        for refused in [
+            "http://api.kr.kollus.com/0/",
+            "http://10.0.0.7/0/",
+            "http://[::ffff:127.0.0.1]/0/",
+            "http://localhost.example.com/0/",
+            "http://127.0.0.1.nip.io/0/",
+            "ftp://127.0.0.1/0/",
+        ] {
+            let err = url(refused).unwrap_err();
+            assert_eq!(
+                err.kind(),
+                clap::error::ErrorKind::ValueValidation,
+                "{refused}"
+            );
+            assert!(
+                err.to_string().contains("KOLLUS_API_URL"),
+                "{refused}: {err}"
+            );
+        }
     }
 
     #[test]

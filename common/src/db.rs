@@ -16,20 +16,23 @@ mod embedded {
     refinery::embed_migrations!("../migrations");
 }
 
-/// A pool that connects lazily: building it never fails because the database is down. A
-/// connection not free within `DATABASE_POOL_WAIT_MS`, or not opened within
+/// A pool that connects lazily: building it never fails because the database is down. TLS
+/// as the URL's `sslmode` asks ([`crate::pg_tls`]); a root file that cannot be read fails here.
+/// A connection not free within `DATABASE_POOL_WAIT_MS`, or not opened within
 /// `DATABASE_CONNECT_TIMEOUT_MS`, is a `PoolError::Timeout`: transient, so an API answers 503 and
 /// a worker retries, instead of waiting for as long as the pool stays full.
 pub fn pool(settings: &DatabaseSettings) -> anyhow::Result<Pool> {
-    let config = tokio_postgres::Config::from_str(settings.url.expose_secret())
+    let (url, tls) =
+        crate::pg_tls::split_url(settings.url.expose_secret()).map_err(anyhow::Error::msg)?;
+    let config = tokio_postgres::Config::from_str(&url)
         .context("DATABASE_URL is not a valid PostgreSQL URL")?;
-    let manager = Manager::from_config(
-        config,
-        NoTls,
-        ManagerConfig {
-            recycling_method: RecyclingMethod::Fast,
-        },
-    );
+    let manager_config = ManagerConfig {
+        recycling_method: RecyclingMethod::Fast,
+    };
+    let manager = match tls.connector().map_err(anyhow::Error::msg)? {
+        Some(tls) => Manager::from_config(config, tls, manager_config),
+        None => Manager::from_config(config, NoTls, manager_config),
+    };
     Pool::builder(manager)
         .max_size(settings.pool_size)
         // deadpool's timeouts need the runtime whose timers they use.
@@ -115,14 +118,17 @@ pub fn migration_sources() -> Vec<(String, String)> {
 
 /// A redacted form of a database URL for logs: host, port and database, never credentials.
 pub fn describe(url: &SecretString) -> String {
-    match tokio_postgres::Config::from_str(url.expose_secret()) {
-        Ok(c) => format!(
+    let parsed = crate::pg_tls::split_url(url.expose_secret())
+        .ok()
+        .and_then(|(url, _)| tokio_postgres::Config::from_str(&url).ok());
+    match parsed {
+        Some(c) => format!(
             "{:?}:{:?}/{}",
             c.get_hosts(),
             c.get_ports(),
             c.get_dbname().unwrap_or("")
         ),
-        Err(_) => "<invalid DATABASE_URL>".into(),
+        None => "<invalid DATABASE_URL>".into(),
     }
 }
 

@@ -40,10 +40,21 @@ const HEALTHZ: &str = "/healthz";
 
 /// Adds `/healthz`, `/readyz` and `/metrics` to an app.
 pub fn configure_ops(cfg: &mut web::ServiceConfig, registry: Registry, ready: Readiness) {
-    cfg.app_data(web::Data::new(registry))
-        .app_data(web::Data::new(ready))
+    configure_probes(cfg, ready);
+    configure_metrics(cfg, registry);
+}
+
+/// Adds the probes alone, `/healthz` and `/readyz`: for a listener that serves them without
+/// `/metrics` (token-api's main one when `OPS_LISTEN_ADDR` takes `/metrics` elsewhere).
+pub fn configure_probes(cfg: &mut web::ServiceConfig, ready: Readiness) {
+    cfg.app_data(web::Data::new(ready))
         .route(HEALTHZ, web::get().to(healthz))
-        .route("/readyz", web::get().to(readyz))
+        .route("/readyz", web::get().to(readyz));
+}
+
+/// Adds `/metrics` alone.
+pub fn configure_metrics(cfg: &mut web::ServiceConfig, registry: Registry) {
+    cfg.app_data(web::Data::new(registry))
         .route("/metrics", web::get().to(metrics_endpoint));
 }
 

@@ -13,6 +13,7 @@ pub mod kafka;
 pub mod kollus;
 pub mod metrics;
 pub mod model;
+pub mod pg_tls;
 pub mod progress;
 pub mod settings;
 pub mod telemetry;

@@ -596,6 +596,10 @@ pub const SECRET_FILE_VARIANTS: &[&str] = &[
     "TOKEN_API_KEYS",
     "DATABASE_URL",
     "KAFKA_SASL_PASSWORD",
+    // The archive's S3 credentials (kollus-archive, and token-api's exports when ARCHIVE_DIR is
+    // `s3://`): read from the process's environment by the S3 client once filled in here.
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
 ];
 
 /// What every `main` does before parsing its settings: answers `<binary> healthcheck` (GET

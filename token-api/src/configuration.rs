@@ -19,9 +19,22 @@ pub const DEFAULT_LISTEN_ADDR: &str = "127.0.0.1:8081";
 #[derive(Debug, Clone, clap::Parser)]
 #[command(name = "token-api", version)]
 pub struct Settings {
-    /// Address to listen on.
+    /// Address to listen on: the API, Kollus's play and DRM callbacks, the probes, and (unless
+    /// CONSOLE_LISTEN_ADDR or OPS_LISTEN_ADDR move them) the console and `/metrics`.
     #[arg(long, env = "LISTEN_ADDR", default_value = DEFAULT_LISTEN_ADDR)]
     pub listen_addr: SocketAddr,
+    /// A listener of its own for the support console (`/console/`), off the port Kollus must
+    /// reach: e.g. `127.0.0.1:8082` behind the TLS proxy, or an address only the staff network
+    /// reaches. Optional: unset, the console is on LISTEN_ADDR. Set, `/console/` on LISTEN_ADDR
+    /// answers 404, and this listener serves the console alone.
+    #[arg(long, env = "CONSOLE_LISTEN_ADDR")]
+    pub console_listen_addr: Option<SocketAddr>,
+    /// A listener of its own for `/metrics`, `/healthz` and `/readyz` (Prometheus and the
+    /// orchestrator, on an internal address). Optional: unset, they are on LISTEN_ADDR. Set,
+    /// `/metrics` on LISTEN_ADDR answers 404; the probes stay there too (a load balancer checks
+    /// the port it sends to), and this listener serves these three alone.
+    #[arg(long, env = "OPS_LISTEN_ADDR")]
+    pub ops_listen_addr: Option<SocketAddr>,
     /// The Kollus account's security key (HS256 secret for playback tokens).
     #[arg(long, env = "KOLLUS_SECURITY_KEY", value_parser = Redacted(secret), hide_env_values = true)]
     pub security_key: SecretString,
@@ -112,6 +125,7 @@ impl Settings {
     /// Checks what one flag alone cannot: a refusal names the setting, so the service exits at
     /// start (status 2) instead of refusing every request later.
     pub fn validate(&self) -> Result<(), String> {
+        self.check_listeners()?;
         if self.max_media == 0 {
             return Err("TOKEN_MAX_MEDIA must be at least 1".into());
         }
@@ -180,6 +194,50 @@ impl ExportSettings {
     /// Longer than the chunk deadline, while which the transaction waits idle for the client.
     pub fn idle_in_transaction(&self) -> Duration {
         self.chunk_deadline() + Duration::from_secs(10)
+    }
+}
+
+impl Settings {
+    /// Where the console is served: CONSOLE_LISTEN_ADDR, else LISTEN_ADDR.
+    pub fn console_addr(&self) -> SocketAddr {
+        self.console_listen_addr.unwrap_or(self.listen_addr)
+    }
+
+    /// The listeners together: no two on one address, and CONSOLE_INSECURE_COOKIE only where
+    /// no other machine can reach the console (a session cookie without `Secure` goes over
+    /// plain HTTP, to anyone on the path). Also run by [`crate::startup::Application::build`].
+    pub fn check_listeners(&self) -> Result<(), String> {
+        let listeners = [
+            ("LISTEN_ADDR", Some(self.listen_addr)),
+            ("CONSOLE_LISTEN_ADDR", self.console_listen_addr),
+            ("OPS_LISTEN_ADDR", self.ops_listen_addr),
+        ];
+        for (i, (name, addr)) in listeners.iter().enumerate() {
+            let Some(addr) = addr else { continue };
+            // Port 0 (a free port each) never collides.
+            if addr.port() == 0 {
+                continue;
+            }
+            if let Some((other, _)) = listeners[i + 1..]
+                .iter()
+                .find(|(_, a)| a.is_some_and(|a| a.port() == addr.port() && a.ip() == addr.ip()))
+            {
+                return Err(format!(
+                    "{name} and {other} are both {addr}: give each listener an address of its own"
+                ));
+            }
+        }
+        let console = self.console_addr();
+        if self.console.insecure_cookie && !console.ip().is_loopback() {
+            return Err(format!(
+                "CONSOLE_INSECURE_COOKIE is set, but the console listens on {console} \
+                 (CONSOLE_LISTEN_ADDR, else LISTEN_ADDR), which is not a loopback address: \
+                 the session cookie without Secure would cross the network in clear. Unset \
+                 CONSOLE_INSECURE_COOKIE and serve the console over HTTPS (README, \"The \
+                 console behind TLS\"), or listen on 127.0.0.1"
+            ));
+        }
+        Ok(())
     }
 }
 

@@ -1,15 +1,16 @@
 //! Building and running token-api: the same [`Application`] runs in `main` and in tests.
 
-use std::net::TcpListener;
+use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
 use std::time::Instant;
 
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
-use actix_web::middleware::{from_fn, Next};
+use actix_web::http::header;
+use actix_web::middleware::{from_fn, Condition, DefaultHeaders, Next};
 use actix_web::{web, App, HttpServer};
 use anyhow::Context as _;
-use kollus_common::http::{configure_ops, Readiness};
+use kollus_common::http::{configure_metrics, configure_probes, Readiness};
 
 use crate::auth::KeyRing;
 use crate::configuration::Settings;
@@ -28,11 +29,45 @@ use crate::tokens::Tokens;
 
 pub struct Application {
     port: u16,
-    server: actix_web::dev::Server,
+    console_port: Option<u16>,
+    ops_port: Option<u16>,
+    /// LISTEN_ADDR's server first, then CONSOLE_LISTEN_ADDR's and OPS_LISTEN_ADDR's when set.
+    servers: Vec<actix_web::dev::Server>,
 }
+
+/// What one listener serves: LISTEN_ADDR's everything that was not moved to a listener of its
+/// own (CONSOLE_LISTEN_ADDR, OPS_LISTEN_ADDR), and each of those only its part.
+#[derive(Debug, Clone, Copy)]
+struct Serves {
+    api: bool,
+    console: bool,
+    metrics: bool,
+    probes: bool,
+}
+
+impl Serves {
+    const NOTHING: Self = Self {
+        api: false,
+        console: false,
+        metrics: false,
+        probes: false,
+    };
+}
+
+/// Binds `addr`, naming the setting that gave it when that fails.
+fn bind(addr: SocketAddr, setting: &str) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(addr).with_context(|| format!("binding {addr} ({setting})"))
+}
+
+/// HSTS on the console's answers: a browser that reached it once over HTTPS never again sends
+/// its session cookie over plain HTTP to that host (ignored by browsers on a plain-HTTP
+/// answer). A year, without `includeSubDomains`: other hosts of the domain are not ours to
+/// decide.
+const CONSOLE_HSTS: &str = "max-age=31536000";
 
 impl Application {
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        settings.check_listeners().map_err(anyhow::Error::msg)?;
         let pool = kollus_common::db::connect_database(&settings.database).await?;
         let metrics = Metrics::new();
         kollus_common::metrics::register_pool(&metrics.registry, &pool);
@@ -126,12 +161,34 @@ impl Application {
         )?);
         let ready = Readiness::default();
         ready.set(true);
-        let listener = TcpListener::bind(settings.listen_addr)
-            .with_context(|| format!("binding {}", settings.listen_addr))?;
+        let listener = bind(settings.listen_addr, "LISTEN_ADDR")?;
         let port = listener.local_addr()?.port();
+        let console_listener = settings
+            .console_listen_addr
+            .map(|addr| bind(addr, "CONSOLE_LISTEN_ADDR"))
+            .transpose()?;
+        let ops_listener = settings
+            .ops_listen_addr
+            .map(|addr| bind(addr, "OPS_LISTEN_ADDR"))
+            .transpose()?;
+        let local_port = |l: &Option<TcpListener>| {
+            l.as_ref()
+                .map(|l| l.local_addr().map(|a| a.port()))
+                .transpose()
+        };
+        let (console_port, ops_port) = (local_port(&console_listener)?, local_port(&ops_listener)?);
+        let main_serves = Serves {
+            api: true,
+            console: console_listener.is_none(),
+            metrics: ops_listener.is_none(),
+            probes: true,
+        };
+        let hsts = !settings.console.insecure_cookie;
         let m = web::Data::new(metrics.clone());
         let registry = metrics.exposition.clone();
-        let server = HttpServer::new(move || {
+        // Every listener's app has the same data; what differs is the routes it serves.
+        let app = move |serves: Serves| {
+            let (registry, ready) = (registry.clone(), ready.clone());
             App::new()
                 .app_data(tokens.clone())
                 .app_data(history.clone())
@@ -148,24 +205,92 @@ impl Application {
                         .error_handler(|e, _| ApiError::BadJson(e.to_string()).into()),
                 )
                 .wrap(from_fn(red_metrics))
-                .configure(crate::routes::configure)
-                // The console's HTML pages: outside the API list and its document.
-                .service(crate::console::scope())
-                .configure(|cfg| configure_ops(cfg, registry.clone(), ready.clone()))
+                .configure(|cfg| {
+                    if serves.api {
+                        crate::routes::configure(cfg);
+                    }
+                    if serves.console {
+                        // The console's HTML pages: outside the API list and its document.
+                        cfg.service(
+                            crate::console::scope().wrap(Condition::new(
+                                hsts,
+                                DefaultHeaders::new()
+                                    .add((header::STRICT_TRANSPORT_SECURITY, CONSOLE_HSTS)),
+                            )),
+                        );
+                    }
+                    if serves.probes {
+                        configure_probes(cfg, ready);
+                    }
+                    if serves.metrics {
+                        configure_metrics(cfg, registry);
+                    }
+                })
                 .default_service(web::to(unknown_route))
+        };
+        let mut servers = vec![{
+            let app = app.clone();
+            HttpServer::new(move || app(main_serves))
+                .listen(listener)?
+                .run()
+        }];
+        if let Some(listener) = console_listener {
+            let app = app.clone();
+            let serves = Serves {
+                console: true,
+                ..Serves::NOTHING
+            };
+            servers.push(HttpServer::new(move || app(serves)).listen(listener)?.run());
+        }
+        if let Some(listener) = ops_listener {
+            let serves = Serves {
+                metrics: true,
+                probes: true,
+                ..Serves::NOTHING
+            };
+            let app = app.clone();
+            servers.push(
+                HttpServer::new(move || app(serves))
+                    .workers(1)
+                    .listen(listener)?
+                    .run(),
+            );
+        }
+        tracing::info!(
+            addr = %settings.listen_addr, port,
+            console = %settings.console_addr(),
+            ops = %settings.ops_listen_addr.unwrap_or(settings.listen_addr),
+            keys = ?settings.api_keys, "token-api listening"
+        );
+        Ok(Self {
+            port,
+            console_port,
+            ops_port,
+            servers,
         })
-        .listen(listener)?
-        .run();
-        tracing::info!(addr = %settings.listen_addr, port, keys = ?settings.api_keys, "token-api listening");
-        Ok(Self { port, server })
     }
 
+    /// LISTEN_ADDR's port.
     pub fn port(&self) -> u16 {
         self.port
     }
 
+    /// CONSOLE_LISTEN_ADDR's port, when the console has a listener of its own.
+    pub fn console_port(&self) -> Option<u16> {
+        self.console_port
+    }
+
+    /// OPS_LISTEN_ADDR's port, when `/metrics` has a listener of its own.
+    pub fn ops_port(&self) -> Option<u16> {
+        self.ops_port
+    }
+
+    /// Runs every listener until each has stopped (each stops on SIGTERM or Ctrl-C); the first
+    /// to fail ends them all.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
-        self.server.await
+        futures_util::future::try_join_all(self.servers)
+            .await
+            .map(|_| ())
     }
 }
 

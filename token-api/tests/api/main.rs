@@ -11,6 +11,7 @@ mod far_and_dots;
 mod helpers;
 mod hostile;
 mod id_limits;
+mod listeners;
 mod models;
 mod openapi;
 mod playback;
