@@ -25,7 +25,7 @@ pub fn video_name(title: Option<String>, filename: Option<String>) -> String {
 
 /// Sessions a refund view shows at most on one page (fewer when the page's byte budget is spent
 /// first); the rest are a keyset link away.
-pub const SESSIONS_PER_PAGE: usize = 50;
+pub const SESSIONS_PER_PAGE: usize = 25;
 
 /// Videos a user's page shows at most (fewer when the byte budget is spent first).
 pub const VIDEOS_PER_PAGE: usize = 50;
@@ -35,8 +35,9 @@ pub const VIDEOS_PER_PAGE: usize = 50;
 /// changes, 20 views).
 pub const PAGE_BYTES: usize = 1024 * 1024;
 
-/// The part of [`PAGE_BYTES`] a page's list of sessions or videos may use.
-pub const LIST_BYTES: usize = PAGE_BYTES / 2;
+/// The part of [`PAGE_BYTES`] a page's list of sessions or videos may use (a quarter: drawing
+/// is most of a page's time once its sums are PostgreSQL's).
+pub const LIST_BYTES: usize = PAGE_BYTES / 4;
 
 /// Width of a session's timeline, in SVG units (pixels at the page's scale).
 pub const TIMELINE: u64 = 240;

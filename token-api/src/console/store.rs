@@ -5,10 +5,12 @@
 use std::sync::LazyLock;
 
 use deadpool_postgres::Client;
+use futures_util::TryStreamExt as _;
 use kollus_common::kollus::lms::merge::stored_segments;
 use kollus_common::kollus::lms::Segment;
 use kollus_common::model::{qualified, SessionRow, UploadRow};
 use time::OffsetDateTime;
+use tokio_postgres::types::ToSql;
 use tokio_postgres::Row;
 
 use crate::entitlements::model::grants_covering_video;
@@ -62,17 +64,18 @@ impl Session {
 
     /// Percent of block `i` played (0-100); a block marked played with no percent counts 1.
     pub fn percent(&self, i: usize) -> i64 {
-        let p = self
-            .block_percent
-            .get(i)
-            .copied()
-            .unwrap_or(0)
-            .clamp(0, 100);
-        if p == 0 && self.blocks_played.get(i).copied().unwrap_or(false) {
-            1
-        } else {
-            p
-        }
+        block_percent(&self.block_percent, &self.blocks_played, i)
+    }
+}
+
+/// Percent of block `i` played (0-100), from a session's `block_percent` and `blocks_played`; a
+/// block marked played with no percent counts 1.
+fn block_percent(percent: &[i64], played: &[bool], i: usize) -> i64 {
+    let p = percent.get(i).copied().unwrap_or(0).clamp(0, 100);
+    if p == 0 && played.get(i).copied().unwrap_or(false) {
+        1
+    } else {
+        p
     }
 }
 
@@ -100,21 +103,6 @@ fn drawn(n: i32) -> usize {
     usize::try_from(n).unwrap_or(0).min(MAX_BLOCKS)
 }
 
-/// Per block of a session (`i`, from 1), its percent as [`Session::percent`] reads it: clamped
-/// to 0-100, and 1 for a block marked played with no percent.
-macro_rules! block_percents {
-    () => {
-        "unnest(s.block_percent, s.blocks_played) WITH ORDINALITY AS b(p, played, i)"
-    };
-}
-macro_rules! block_percent {
-    () => {
-        "CASE WHEN least(greatest(coalesce(b.p, 0), 0), 100) > 0 \
-              THEN least(greatest(b.p, 0), 100) \
-              WHEN b.played THEN 1 ELSE 0 END"
-    };
-}
-
 /// Sums of a user's counters saturate at bigint's limit (as `watch_progress`'s, V18).
 macro_rules! saturating_sum {
     ($column:literal) => {
@@ -122,19 +110,22 @@ macro_rules! saturating_sum {
     };
 }
 
-/// Per block, the most of it any of the rows' sessions watched, from `(i, percent)` rows: a
-/// row per block up to `blocks`, unwatched blocks 0.
-fn coverage_of(blocks: usize, rows: impl IntoIterator<Item = (i64, i64)>) -> Vec<i64> {
-    let mut coverage = vec![0; blocks];
-    for (i, p) in rows {
-        if let Some(c) = usize::try_from(i - 1)
-            .ok()
-            .and_then(|i| coverage.get_mut(i))
-        {
-            *c = (*c).max(p);
-        }
+/// Adds a session's blocks (a row with `block_count`, `block_percent`, `blocks_played`) to a
+/// union row: per block, the most of it any session watched; as long as the most blocks any
+/// session declared or reported, at most [`MAX_BLOCKS`].
+fn fold_blocks(coverage: &mut Vec<i64>, r: &Row) -> Result<(), tokio_postgres::Error> {
+    let declared: Option<i32> = r.try_get("block_count")?;
+    let percent: Vec<i64> = r.try_get("block_percent")?;
+    let played: Vec<bool> = r.try_get("blocks_played")?;
+    let reported = percent.len().max(played.len()).min(MAX_BLOCKS);
+    let blocks = drawn(declared.unwrap_or(0)).max(reported);
+    if coverage.len() < blocks {
+        coverage.resize(blocks, 0);
     }
-    coverage
+    for (i, c) in coverage.iter_mut().enumerate().take(reported) {
+        *c = (*c).max(block_percent(&percent, &played, i));
+    }
+    Ok(())
 }
 
 /// One video a user watched, summed over all their sessions of it in SQL.
@@ -187,29 +178,23 @@ pub async fn user_videos(
         .map(|r| r.try_get("media_content_key"))
         .collect::<Result<_, _>>()?;
     let (mut total, mut earlier) = (0, 0);
-    let mut cells = std::collections::HashMap::<String, Vec<(i64, i64)>>::new();
+    // Each video's union, folded from its sessions' blocks as they stream in (a union row per
+    // video of the page in memory, whatever the number of sessions).
+    let mut cells = std::collections::HashMap::<String, Vec<i64>>::new();
     if !keys.is_empty() {
-        for r in client
-            .query(
-                concat!(
-                    "SELECT s.media_content_key, b.i, max(",
-                    block_percent!(),
-                    ") AS p FROM watch_sessions s, ",
-                    block_percents!(),
-                    " WHERE s.client_user_id = $1 AND s.media_content_key = ANY($2) \
-                       AND b.i <= $3 \
-                     GROUP BY s.media_content_key, b.i HAVING max(",
-                    block_percent!(),
-                    ") > 0"
-                ),
-                &[&user, &keys, &MAX_BLOCKS_SQL],
+        let params: [&(dyn ToSql + Sync); 2] = [&user, &keys];
+        let rows = client
+            .query_raw(
+                "SELECT s.media_content_key, s.block_count, s.block_percent, s.blocks_played \
+                   FROM watch_sessions s \
+                  WHERE s.client_user_id = $1 AND s.media_content_key = ANY($2)",
+                params,
             )
-            .await?
-        {
-            cells
-                .entry(r.try_get("media_content_key")?)
-                .or_default()
-                .push((r.try_get("i")?, r.try_get("p")?));
+            .await?;
+        futures_util::pin_mut!(rows);
+        while let Some(r) = rows.try_next().await? {
+            let coverage = cells.entry(r.try_get("media_content_key")?).or_default();
+            fold_blocks(coverage, &r)?;
         }
     }
     let mut videos = Vec::with_capacity(rows.len());
@@ -219,7 +204,11 @@ pub async fn user_videos(
         let key: String = r.try_get("media_content_key")?;
         let blocks = drawn(r.try_get("blocks")?);
         videos.push(VideoSummary {
-            coverage: coverage_of(blocks, cells.remove(&key).unwrap_or_default()),
+            coverage: {
+                let mut c = cells.remove(&key).unwrap_or_default();
+                c.resize(blocks, 0);
+                c
+            },
             media_content_key: key,
             title: r.try_get("title")?,
             filename: r.try_get("filename")?,
@@ -270,52 +259,38 @@ pub struct PairSummary {
 }
 
 /// The refund view's union over every session of the user on the video, and how many there are
-/// (in all, and at or after `before`).
+/// (in all, and at or after `before`): one pass over the pair's sessions, streamed and folded as
+/// they arrive (only their blocks are read; memory is one union row, whatever their number).
+/// Folding here costs PostgreSQL half what `unnest` and `GROUP BY` did (issue 30's bench).
 pub async fn pair_summary(
     client: &Client,
     user: &str,
     media: &str,
     before: Option<i64>,
 ) -> anyhow::Result<PairSummary> {
-    let row = client
-        .query_one(
-            concat!(
-                "SELECT count(*) AS sessions, \
-                        count(*) FILTER (WHERE s.start_at >= $3) AS newer, \
-                        coalesce(max(",
-                session_blocks!(),
-                "), 0) AS blocks \
-                   FROM watch_sessions s \
-                  WHERE s.client_user_id = $1 AND s.media_content_key = $2"
-            ),
-            &[&user, &media, &before],
+    let params: [&(dyn ToSql + Sync); 2] = [&user, &media];
+    let rows = client
+        .query_raw(
+            "SELECT s.start_at, s.block_count, s.block_percent, s.blocks_played \
+               FROM watch_sessions s \
+              WHERE s.client_user_id = $1 AND s.media_content_key = $2",
+            params,
         )
         .await?;
-    let blocks = drawn(row.try_get("blocks")?);
-    let cells = client
-        .query(
-            concat!(
-                "SELECT b.i, max(",
-                block_percent!(),
-                ") AS p FROM watch_sessions s, ",
-                block_percents!(),
-                " WHERE s.client_user_id = $1 AND s.media_content_key = $2 AND b.i <= $3 \
-                  GROUP BY b.i"
-            ),
-            &[&user, &media, &MAX_BLOCKS_SQL],
-        )
-        .await?;
-    Ok(PairSummary {
-        sessions: row.try_get("sessions")?,
-        newer: row.try_get("newer")?,
-        coverage: coverage_of(
-            blocks,
-            cells
-                .iter()
-                .map(|r| Ok((r.try_get("i")?, r.try_get("p")?)))
-                .collect::<Result<Vec<_>, tokio_postgres::Error>>()?,
-        ),
-    })
+    futures_util::pin_mut!(rows);
+    let mut summary = PairSummary {
+        sessions: 0,
+        newer: 0,
+        coverage: Vec::new(),
+    };
+    while let Some(r) = rows.try_next().await? {
+        summary.sessions += 1;
+        if before.is_some_and(|b| r.try_get::<_, i64>("start_at").is_ok_and(|s| s >= b)) {
+            summary.newer += 1;
+        }
+        fold_blocks(&mut summary.coverage, &r)?;
+    }
+    Ok(summary)
 }
 
 /// A page of the user's sessions of one video, newest first, starting before `before` (the
