@@ -128,7 +128,8 @@ fn fold_blocks(coverage: &mut Vec<i64>, r: &Row) -> Result<(), tokio_postgres::E
     Ok(())
 }
 
-/// One video a user watched, summed over all their sessions of it in SQL.
+/// One video a user watched, over all their sessions of it: sums by PostgreSQL, the coverage
+/// folded from the sessions' blocks as they stream in.
 pub struct VideoSummary {
     pub media_content_key: String,
     pub title: Option<String>,
@@ -142,7 +143,7 @@ pub struct VideoSummary {
 }
 
 /// A page of the videos a user watched, by media content key after `after`: at most `limit`,
-/// each summed over all its sessions by PostgreSQL (the page reads no session), and how many
+/// each summed over all its sessions (the page holds no session), and how many
 /// videos the user watched in all and how many of them sort at or before `after` (0 when the
 /// page is empty).
 pub async fn user_videos(
@@ -247,7 +248,7 @@ pub async fn user_playtime(
         .collect()
 }
 
-/// All of a user's sessions of one video, summed in SQL: the refund view's union row and the
+/// All of a user's sessions of one video, folded: the refund view's union row and the
 /// counts its page of sessions is placed among.
 pub struct PairSummary {
     /// Every session of the user on the video.
@@ -368,8 +369,8 @@ pub async fn media_known(client: &Client, media: &str) -> anyhow::Result<bool> {
         .try_get("known")?)
 }
 
-/// A video's viewers, summed in SQL over `watch_progress` (one row per viewer, the union of
-/// their sessions' blocks): the page reads no viewer.
+/// A video's viewers, summed in SQL over its sessions (per viewer as `watch_progress` has
+/// them: the union of their sessions' blocks): the page reads no viewer.
 pub struct VideoAudience {
     pub viewers: i64,
     pub playtime: i64,

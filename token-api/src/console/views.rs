@@ -117,7 +117,7 @@ pub async fn user(
 }
 
 /// `GET /console/users/{client_user_id}/media/{media_content_key}[?before=]`: the refund view,
-/// the union over every session (in SQL) above a page of sessions, newest first; the view is
+/// the union over every session above a page of sessions, newest first; the view is
 /// recorded.
 pub async fn refund(
     req: HttpRequest,
