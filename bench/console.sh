@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
-# The support console's user page for a heavy user: 1,000 sessions over 50 videos (30 blocks
-# each, one to twelve blocks watched per session with partial edges, played segments, mixed
-# badges), signed in with a console key, the page requested REQUESTS times from CONCURRENCY
-# connections on loopback (at most SECONDS), and as many from one connection (one agent); p50,
-# p99 and pages/s. Each view also writes its audit row, as in production. The aim: p99 under
-# 200 ms.
+# The support console under a heavy user and an adversarial one, signed in with a console key,
+# each page requested REQUESTS times from CONCURRENCY connections on loopback (at most SECONDS),
+# and as many from one connection (one agent); p50, p99, pages/s, the page's size and token-api's
+# peak RSS while it served that page (VmHWM, reset before each page through clear_refs). Each
+# view also writes its audit row, as in production. The aim: p99 under 200 ms.
+# - ordinary: a user page of 1,000 sessions over 50 videos (30 blocks each, one to twelve blocks
+#   watched per session with partial edges, played segments, mixed badges);
+# - adversarial: one user and video with 10,000 sessions of 1,000 played segments each (30
+#   blocks), as forged reports could plant them: the refund view, and the user's page.
 #
 #   bench/console.sh [REQUESTS [CONCURRENCY [SECONDS]]]     defaults: 2000 4 60
 set -euo pipefail
@@ -16,6 +19,7 @@ seconds="${3:-60}"
 target="${CARGO_TARGET_DIR:-$root/target}/release"
 key=bench-console-key-0123456789
 user=bench-console-user
+forged=bench-forged-user
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
 trap cleanup EXIT
@@ -76,21 +80,69 @@ SQL
 psql -h 127.0.0.1 -U postgres -d $db -Atc \
   "SELECT 'seeded: ' || count(*) || ' sessions over ' || count(DISTINCT media_content_key) || ' videos' FROM watch_sessions WHERE client_user_id = '$user'"
 
+# The adversarial pair: 10,000 sessions of one user on one video, each with 1,000 played segments
+# (ten patterns spread over the 1,461 s video, a few per timeline pixel) and one of 30 blocks.
+psql -h 127.0.0.1 -U postgres -d $db -q -v user="$forged" <<'SQL'
+WITH segs AS (
+  SELECT w, jsonb_agg(jsonb_build_array(k * 30 / 1000, k * 1461 / 1000 + w, 1 + (k + w) % 3) ORDER BY k) AS j
+  FROM generate_series(0, 9) w, generate_series(0, 999) k GROUP BY w
+)
+INSERT INTO watch_sessions (client_user_id, media_content_key, start_at, device, os, player_id,
+                            playtime, real_playtime, runtime, duration, block_count, blocks_played,
+                            block_percent, segments, hash_verified, device_clock,
+                            first_report_at, last_report_at)
+SELECT :'user', 'bench-forged', 1700000000 + 60 * s, 'forged', 'forged', 'html5', 2000, 2000, 2000,
+       1461, 30, array_fill(true, ARRAY[30]),
+       (SELECT array_agg(((s + b) % 101)::bigint ORDER BY b) FROM generate_series(0, 29) b),
+       segs.j, false, false, now(), now()
+FROM generate_series(0, 9999) s JOIN segs ON segs.w = s % 10;
+ANALYZE;
+SQL
+psql -h 127.0.0.1 -U postgres -d $db -Atc \
+  "SELECT 'seeded: ' || count(*) || ' sessions of $forged, ' || sum(jsonb_array_length(segments)) || ' segments' FROM watch_sessions WHERE client_user_id = '$forged'"
+
 mkdir -p "$root/.local/bench"
 base="http://127.0.0.1:$port"
-"$target/console-load" "$base" "$key" "$user" 50 30 20 1 30 >/dev/null   # warm up
-for c in 1 "$concurrency"; do
-  "$target/console-load" "$base" "$key" "$user" 50 30 "$requests" "$c" "$seconds"
-done | tee "$root/.local/bench/console.out"
+api=${pids[0]}
+hwm() { awk '/VmHWM/{print $2}' "/proc/$api/status"; }
+# name, path, cells at least: the ordinary user page (50 videos x 30 blocks), the adversarial
+# refund view (at least one session's row of 30 cells) and the adversarial user's page.
+pages=(
+  "ordinary-user|/console/users/$user|1500"
+  "adversarial-refund|/console/users/$forged/media/bench-forged|30"
+  "adversarial-user|/console/users/$forged|30"
+)
+: >"$root/.local/bench/console.out"
+for entry in "${pages[@]}"; do
+  IFS='|' read -r name path cells <<<"$entry"
+  "$target/console-load" "$base" "$key" "$path" "$cells" 20 1 30 >/dev/null   # warm up
+  echo 5 >"/proc/$api/clear_refs"   # the peak RSS from here on is this page's
+  for c in 1 "$concurrency"; do
+    "$target/console-load" "$base" "$key" "$path" "$cells" "$requests" "$c" "$seconds" |
+      sed "s/^RESULT /RESULT page=$name /"
+  done
+  echo "RSS page=$name vmhwm_kib=$(hwm)"
+done | tee -a "$root/.local/bench/console.out"
 
 echo
 echo "machine: $(nproc) cores, $(lscpu | sed -n 's/^Model name:[[:space:]]*//p'), $(free -g | awk '/Mem:/{print $2}') GiB; token-api, PostgreSQL and the load generator share the cores"
 python3 - "$root/.local/bench/console.out" <<'PY'
 import re, sys
+what = {"ordinary-user": "user page, 1,000 sessions over 50 videos",
+        "adversarial-refund": "refund view, 10,000 sessions x 1,000 segments",
+        "adversarial-user": "user page, 10,000 sessions x 1,000 segments on one video"}
 for line in open(sys.argv[1]):
+    name = re.search(r"page=([\w-]+)", line)
+    if not name:
+        continue
+    name = name.group(1)
+    if line.startswith("RSS"):
+        kib = int(re.search(r"vmhwm_kib=(\d+)", line).group(1))
+        print(f"{name}: token-api peak RSS {kib // 1024} MiB")
+        continue
     if not line.startswith("RESULT"):
         continue
     d = dict(re.findall(r"(\w+)=([\d.]+)", line))
-    print(f"console user page (1,000 sessions, 50 videos, {int(d['bytes']) // 1024} KiB), {d['concurrency']} connection(s): "
+    print(f"{name} ({what[name]}, {int(d['bytes']) // 1024} KiB), {d['concurrency']} connection(s): "
           f"{d['pages']} pages in {d['seconds']} s, {float(d['per_s']):.1f} pages/s; p50 {d['p50_ms']} ms, p99 {d['p99_ms']} ms (aim: under 200 ms)")
 PY

@@ -2,8 +2,9 @@
 //! by class (`p0` unwatched .. `p10` fully watched, colours in the stylesheet), bar heights and
 //! line points are attributes.
 
-use kollus_common::kollus::lms::Segment;
 use maud::{html, Markup};
+
+use super::model::{Run, TIMELINE};
 
 /// Cell size, in SVG units.
 const CELL: usize = 12;
@@ -31,12 +32,12 @@ pub fn coverage_strip(percents: &[i64], label: &str) -> Markup {
     }
 }
 
-/// The refund view's heatmap: the union of the sessions on top (`union` cells), then one row
-/// per session (`cell` cells), one column per block.
-pub fn heatmap(union: &[i64], sessions: &[(String, Vec<i64>)], label: &str) -> Markup {
+/// The refund view's heatmap: the union of the sessions on top (`union` cells), then the
+/// session rows (`cell` cells, from [`heatmap_row`]), one column per block.
+pub fn heatmap(union: &[i64], rows: &[Markup], label: &str) -> Markup {
     let blocks = union.len();
     let width = (blocks * CELL).max(CELL);
-    let height = (sessions.len() + 1) * ROW + ROW / 2;
+    let height = (rows.len() + 1) * ROW + ROW / 2;
     html! {
         svg class="heatmap" role="img" aria-label=(label) width=(width) height=(height)
             viewBox={ "0 0 " (width) " " (height) } xmlns="http://www.w3.org/2000/svg" {
@@ -45,44 +46,33 @@ pub fn heatmap(union: &[i64], sessions: &[(String, Vec<i64>)], label: &str) -> M
                     title { "b" (i) ": " (p) "%" }
                 }
             }
-            @for (row, (name, percents)) in sessions.iter().enumerate() {
-                @for (i, p) in percents.iter().enumerate().take(blocks) {
-                    rect class={ "cell " (shade(*p)) } x=(i * CELL) y=((row + 1) * ROW + ROW / 2)
-                        width=(CELL - 1) height=(ROW - 2) {
-                        title { (name) " b" (i) ": " (p) "%" }
-                    }
-                }
+            @for row in rows { (row) }
+        }
+    }
+}
+
+/// Row `row` (from 0) of the heatmap: a session's cells, one per block of the union's `blocks`.
+pub fn heatmap_row(row: usize, name: &str, percents: &[i64], blocks: usize) -> Markup {
+    html! {
+        @for (i, p) in percents.iter().enumerate().take(blocks) {
+            rect class={ "cell " (shade(*p)) } x=(i * CELL) y=((row + 1) * ROW + ROW / 2)
+                width=(CELL - 1) height=(ROW - 2) {
+                title { (name) " b" (i) ": " (p) "%" }
             }
         }
     }
 }
 
-/// Width of a session's timeline, in SVG units.
-const TIMELINE: u64 = 240;
-
-/// A session's played segments on the video's timeline: one bar per segment, from where it
-/// started for as long as it played (capped at the end).
-pub fn timeline(segments: &[Segment], duration: Option<i64>, label: &str) -> Markup {
-    let end = segments
-        .iter()
-        .map(|s| s.start_time.saturating_add(s.play_time))
-        .max()
-        .unwrap_or(0);
-    let length = duration
-        .and_then(|d| u64::try_from(d).ok())
-        .filter(|d| *d > 0)
-        .unwrap_or(end)
-        .max(1);
-    // In u128: seconds times the width cannot overflow.
-    let x = |t: u64| (u128::from(t.min(length)) * u128::from(TIMELINE) / u128::from(length)) as u64;
+/// A session's played segments on the video's timeline: one bar per run of pixels played
+/// (`model::timeline_runs`: at most one per pixel), titled with the time it covers.
+pub fn timeline(runs: &[Run], label: &str) -> Markup {
     html! {
         svg class="timeline" role="img" aria-label=(label) width=(TIMELINE) height="10"
             viewBox={ "0 0 " (TIMELINE) " 10" } xmlns="http://www.w3.org/2000/svg" {
             rect class="track" x="0" y="3" width=(TIMELINE) height="4" {}
-            @for s in segments {
-                rect class="segment" x=(x(s.start_time)) y="0"
-                    width=((x(s.start_time.saturating_add(s.play_time)) - x(s.start_time)).max(1)) height="10" {
-                    title { (s.start_time) "s +" (s.play_time) "s" }
+            @for r in runs {
+                rect class="segment" x=(r.x) y="0" width=(r.width) height="10" {
+                    title { (r.from) "s +" (r.to.saturating_sub(r.from)) "s" }
                 }
             }
         }
@@ -150,11 +140,11 @@ mod tests {
     #[test]
     fn the_heatmap_has_a_cell_per_session_and_block_and_a_union_row() {
         let union = vec![100, 50, 0];
-        let sessions = vec![
-            ("a".to_owned(), vec![100, 0, 0]),
-            ("b".to_owned(), vec![20, 50, 0]),
+        let rows = [
+            heatmap_row(0, "a", &[100, 0, 0], 3),
+            heatmap_row(1, "b", &[20, 50, 0, 70], 3),
         ];
-        let svg = heatmap(&union, &sessions, "x").into_string();
+        let svg = heatmap(&union, &rows, "x").into_string();
         assert_eq!(svg.matches("class=\"cell ").count(), 6);
         assert_eq!(svg.matches("class=\"union ").count(), 3);
         assert!(!svg.contains("style"), "no inline style: {svg}");
@@ -164,23 +154,18 @@ mod tests {
     }
 
     #[test]
-    fn a_timeline_places_each_segment_on_the_video() {
-        let seg = |start_time, play_time| Segment {
-            block: 0,
-            start_time,
-            play_time,
-        };
-        let svg = timeline(&[seg(0, 60), seg(120, 600)], Some(240), "x").into_string();
+    fn a_timeline_draws_a_bar_per_run() {
+        let run = |x, width, from, to| Run { x, width, from, to };
+        let svg = timeline(&[run(0, 60, 0, 60), run(120, 120, 120, 720)], "x").into_string();
         assert!(
             svg.contains(r#"class="segment" x="0" y="0" width="60""#),
             "{svg}"
         );
         assert!(
             svg.contains(r#"class="segment" x="120" y="0" width="120""#),
-            "capped at the end: {svg}"
+            "{svg}"
         );
-        // A player's word: numbers past any video neither panic nor leave the timeline.
-        let svg = timeline(&[seg(u64::MAX, u64::MAX)], None, "x").into_string();
-        assert!(svg.contains(r#"x="240""#), "{svg}");
+        assert!(svg.contains("<title>120s +600s</title>"), "{svg}");
+        assert_eq!(svg.matches("class=\"segment\"").count(), 2);
     }
 }

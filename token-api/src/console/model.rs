@@ -5,7 +5,9 @@
 
 use time::OffsetDateTime;
 
-use super::store::{Change, Decision, Session, Viewer, MAX_BLOCKS};
+use kollus_common::kollus::lms::Segment;
+
+use super::store::{Change, Decision, PairSummary, Session, VideoAudience, VideoSummary};
 use crate::configuration::Lang;
 use crate::entitlements::model::{Entitlement, Scope};
 use crate::playback::policy::Reason;
@@ -21,12 +23,78 @@ pub fn video_name(title: Option<String>, filename: Option<String>) -> String {
     title.or(filename).unwrap_or_default()
 }
 
-/// Per block, the most of it any session watched.
-pub fn union(sessions: &[&Session]) -> Vec<i64> {
-    let blocks = sessions.iter().map(|s| s.blocks()).max().unwrap_or(0);
-    (0..blocks)
-        .map(|i| sessions.iter().map(|s| s.percent(i)).max().unwrap_or(0))
-        .collect()
+/// Sessions a refund view shows at most on one page (fewer when the page's byte budget is spent
+/// first); the rest are a keyset link away.
+pub const SESSIONS_PER_PAGE: usize = 25;
+
+/// Videos a user's page shows at most (fewer when the byte budget is spent first).
+pub const VIDEOS_PER_PAGE: usize = 50;
+
+/// What a page may weigh, in bytes of HTML: its sessions or videos are shown until their part
+/// ([`LIST_BYTES`]) is spent, every other part is bounded by its own count (200 decisions, 200
+/// changes, 20 views).
+pub const PAGE_BYTES: usize = 1024 * 1024;
+
+/// The part of [`PAGE_BYTES`] a page's list of sessions or videos may use (a quarter: drawing
+/// is most of a page's time once its sums are PostgreSQL's).
+pub const LIST_BYTES: usize = PAGE_BYTES / 4;
+
+/// Width of a session's timeline, in SVG units (pixels at the page's scale).
+pub const TIMELINE: u64 = 240;
+
+/// One bar of a session's timeline: `[x, x + width)` in timeline pixels, over the played time
+/// `[from, to)` in seconds of the video.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Run {
+    pub x: u64,
+    pub width: u64,
+    pub from: u64,
+    pub to: u64,
+}
+
+/// A session's played segments on a timeline `TIMELINE` pixels wide, for a video `duration`
+/// seconds long (else as long as its furthest segment): each segment from where it started for
+/// as long as it played (capped at the end, at least one pixel), and segments that share a pixel
+/// merged into one bar. So at most one bar per pixel, whatever a report claimed.
+pub fn timeline_runs(segments: &[Segment], duration: Option<i64>) -> Vec<Run> {
+    let end = segments
+        .iter()
+        .map(|s| s.start_time.saturating_add(s.play_time))
+        .max()
+        .unwrap_or(0);
+    let length = duration
+        .and_then(|d| u64::try_from(d).ok())
+        .filter(|d| *d > 0)
+        .unwrap_or(end)
+        .max(1);
+    // In u128: seconds times the width cannot overflow.
+    let x = |t: u64| (u128::from(t.min(length)) * u128::from(TIMELINE) / u128::from(length)) as u64;
+    let mut spans: Vec<(u64, u64, u64, u64)> = segments
+        .iter()
+        .map(|s| {
+            let to = s.start_time.saturating_add(s.play_time);
+            let x0 = x(s.start_time).min(TIMELINE - 1);
+            (x0, x(to).max(x0 + 1), s.start_time, to)
+        })
+        .collect();
+    spans.sort_unstable();
+    let mut runs: Vec<Run> = Vec::new();
+    for (x0, x1, from, to) in spans {
+        match runs.last_mut() {
+            Some(r) if x0 < r.x + r.width => {
+                r.width = r.width.max(x1 - r.x);
+                r.from = r.from.min(from);
+                r.to = r.to.max(to);
+            }
+            _ => runs.push(Run {
+                x: x0,
+                width: x1 - x0,
+                from,
+                to,
+            }),
+        }
+    }
+    runs
 }
 
 /// A user's page.
@@ -38,13 +106,15 @@ pub struct UserModel<'a> {
     pub grants: Vec<Grant<'a>>,
     /// Who viewed this user's data, and when.
     pub views: &'a [(String, OffsetDateTime)],
+    /// Where `videos` stand among all the user's.
+    pub page: VideoPage,
 }
 
 /// One video a user watched, over all their sessions of it.
 pub struct WatchedVideo<'a> {
     pub media: &'a str,
     pub name: String,
-    pub sessions: usize,
+    pub sessions: i64,
     pub playtime: i64,
     /// Per block, the most of it any session watched (percent).
     pub coverage: Vec<i64>,
@@ -64,48 +134,44 @@ pub struct Grant<'a> {
     pub left: Option<i64>,
 }
 
+/// Where a user's page of videos stands among all the user's videos.
+pub struct VideoPage {
+    /// Every video the user watched.
+    pub total: i64,
+    /// Those sorting before this page (on the pages before it).
+    pub earlier: i64,
+}
+
 impl<'a> UserModel<'a> {
-    /// `sessions` come ordered by video, as `store::user_sessions` gives them.
+    /// `videos` is a page of the user's videos, summed by the store (`store::user_videos`);
+    /// `playtime` the user's playtime on the videos of their media grants (`store::user_playtime`).
     pub fn new(
         user: &'a str,
-        sessions: &'a [Session],
+        videos: &'a [VideoSummary],
+        playtime: &[(String, i64)],
         entitlements: &'a [Entitlement],
+        page: VideoPage,
         views: &'a [(String, OffsetDateTime)],
         now: OffsetDateTime,
     ) -> Self {
-        let mut groups: Vec<Vec<&Session>> = Vec::new();
-        for s in sessions {
-            match groups.last_mut() {
-                Some(g) if g[0].media_content_key == s.media_content_key => g.push(s),
-                _ => groups.push(vec![s]),
-            }
-        }
-        let videos = groups
-            .into_iter()
-            .map(|g| {
-                let coverage = union(&g);
-                WatchedVideo {
-                    media: &g[0].media_content_key,
-                    name: video_name(g[0].title.clone(), g[0].filename.clone()),
-                    sessions: g.len(),
-                    playtime: g.iter().map(|s| s.playtime).sum(),
-                    blocks_watched: coverage.iter().filter(|p| **p > 0).count(),
-                    coverage,
-                    first: g
-                        .iter()
-                        .map(|s| s.start_at)
-                        .min()
-                        .and_then(|t| OffsetDateTime::from_unix_timestamp(t).ok()),
-                    last: g.iter().map(|s| s.last_report_at).max().unwrap_or(now),
-                }
+        let videos = videos
+            .iter()
+            .map(|v| WatchedVideo {
+                media: &v.media_content_key,
+                name: video_name(v.title.clone(), v.filename.clone()),
+                sessions: v.sessions,
+                playtime: v.playtime,
+                blocks_watched: v.coverage.iter().filter(|p| **p > 0).count(),
+                coverage: v.coverage.clone(),
+                first: OffsetDateTime::from_unix_timestamp(v.first_start_at).ok(),
+                last: v.last_report_at,
             })
             .collect();
         let playtime_of = |media: &str| -> i64 {
-            sessions
+            playtime
                 .iter()
-                .filter(|s| s.media_content_key == media)
-                .map(|s| s.playtime)
-                .sum()
+                .find(|(m, _)| m == media)
+                .map_or(0, |(_, p)| *p)
         };
         let grants = entitlements
             .iter()
@@ -115,7 +181,10 @@ impl<'a> UserModel<'a> {
                 Grant {
                     entitlement: e,
                     used,
-                    left: e.playtime_limit_seconds.zip(used).map(|(l, u)| l - u),
+                    left: e
+                        .playtime_limit_seconds
+                        .zip(used)
+                        .map(|(l, u)| l.saturating_sub(u)),
                 }
             })
             .collect();
@@ -124,6 +193,7 @@ impl<'a> UserModel<'a> {
             videos,
             grants,
             views,
+            page,
         }
     }
 }
@@ -150,6 +220,8 @@ pub struct SessionRow<'a> {
     pub start: Option<OffsetDateTime>,
     /// Percent watched of each block of the video (as many as the union row has).
     pub percents: Vec<i64>,
+    /// Its played segments on the timeline, at most one bar per pixel.
+    pub runs: Vec<Run>,
     pub badges: Vec<Badge>,
 }
 
@@ -165,19 +237,39 @@ pub struct RefundModel<'a> {
     pub user: &'a str,
     pub media: &'a str,
     pub name: String,
-    /// Per block, the most of it any session watched (percent).
+    /// Per block, the most of it any session watched (percent), over every session.
     pub coverage: Vec<i64>,
     pub blocks_watched: usize,
+    /// Every session of the user on the video.
+    pub total: i64,
+    /// Sessions newer than this page's (on the pages before it).
+    pub newer: i64,
+    /// This page's sessions, newest first (the page may show fewer: its byte budget).
     pub sessions: Vec<SessionRow<'a>>,
     pub decisions: Vec<DecisionRow<'a>>,
     pub changes: &'a [Change],
     pub views: &'a [(String, OffsetDateTime)],
 }
 
+impl RefundModel<'_> {
+    /// How many sessions the page leaves out when it shows the first `shown` of its own:
+    /// (newer ones, older ones).
+    pub fn not_shown(&self, shown: usize) -> (i64, i64) {
+        let shown = i64::try_from(shown).unwrap_or(i64::MAX);
+        (
+            self.newer,
+            (self.total - self.newer).saturating_sub(shown).max(0),
+        )
+    }
+}
+
 pub struct RefundFacts<'a> {
     pub user: &'a str,
     pub media: &'a str,
     pub name: String,
+    /// The union and counts over every session (`store::pair_summary`).
+    pub summary: PairSummary,
+    /// A page of sessions, newest first (`store::user_media_sessions`).
     pub sessions: &'a [Session],
     pub decisions: &'a [Decision],
     pub changes: &'a [Change],
@@ -188,8 +280,7 @@ pub struct RefundFacts<'a> {
 
 impl<'a> RefundModel<'a> {
     pub fn new(facts: RefundFacts<'a>) -> Self {
-        let all: Vec<&Session> = facts.sessions.iter().collect();
-        let coverage = union(&all);
+        let coverage = facts.summary.coverage;
         let sessions = facts
             .sessions
             .iter()
@@ -197,6 +288,7 @@ impl<'a> RefundModel<'a> {
                 session: s,
                 start: OffsetDateTime::from_unix_timestamp(s.start_at).ok(),
                 percents: (0..coverage.len()).map(|i| s.percent(i)).collect(),
+                runs: timeline_runs(&s.segments, s.duration),
                 badges: badges(s),
             })
             .collect();
@@ -219,6 +311,8 @@ impl<'a> RefundModel<'a> {
             name: facts.name,
             blocks_watched: coverage.iter().filter(|x| **x > 0).count(),
             coverage,
+            total: facts.summary.sessions,
+            newer: facts.summary.newer,
             sessions,
             decisions,
             changes: facts.changes,
@@ -255,44 +349,16 @@ pub struct VideoModel<'a> {
 }
 
 impl<'a> VideoModel<'a> {
-    pub fn new(media: &'a str, name: String, viewers: &[Viewer]) -> Self {
-        let blocks_of = |v: &Viewer| {
-            (v.block_count.unwrap_or(0).max(0) as usize).max(v.blocks_ever_played.len())
-        };
-        let blocks = viewers
-            .iter()
-            .map(blocks_of)
-            .max()
-            .unwrap_or(0)
-            .min(MAX_BLOCKS);
-        let per_block = (0..blocks)
-            .map(|i| {
-                viewers
-                    .iter()
-                    .filter(|v| v.blocks_ever_played.get(i).copied().unwrap_or(false))
-                    .count()
-            })
-            .collect();
-        let mut completion = [0; 5];
-        for v in viewers {
-            let blocks = blocks_of(v);
-            let watched = v.blocks_ever_played.iter().filter(|b| **b).count();
-            let i = if blocks == 0 {
-                0
-            } else if watched >= blocks {
-                4
-            } else {
-                (watched * 4 / blocks).min(3)
-            };
-            completion[i] += 1;
-        }
+    /// From the store's sums (`store::audience`): the page reads no viewer.
+    pub fn new(media: &'a str, name: String, audience: VideoAudience) -> Self {
+        let count = |n: i64| usize::try_from(n).unwrap_or(0);
         Self {
             media,
             name,
-            viewers: viewers.len(),
-            playtime: viewers.iter().map(|v| v.total_playtime).sum(),
-            completion,
-            per_block,
+            viewers: count(audience.viewers),
+            playtime: audience.playtime,
+            completion: audience.completion.map(count),
+            per_block: audience.per_block.into_iter().map(count).collect(),
         }
     }
 }
@@ -301,11 +367,8 @@ impl<'a> VideoModel<'a> {
 mod tests {
     use super::*;
 
-    fn session(media: &str, playtime: i64, percents: &[i64]) -> Session {
+    fn session(playtime: i64, percents: &[i64]) -> Session {
         Session {
-            media_content_key: media.into(),
-            title: None,
-            filename: Some(format!("{media}.mp4")),
             start_at: 1_764_554_400,
             device: None,
             os: None,
@@ -315,13 +378,11 @@ mod tests {
             runtime: playtime,
             duration: None,
             segments: Vec::new(),
-            block_count: Some(percents.len() as i32),
             blocks_played: percents.iter().map(|p| *p > 0).collect(),
             block_percent: percents.to_vec(),
             hash_verified: None,
             bound: None,
             device_clock: false,
-            last_report_at: OffsetDateTime::from_unix_timestamp(1_764_558_000).unwrap(),
         }
     }
 
@@ -340,13 +401,25 @@ mod tests {
         }
     }
 
+    fn summary(media: &str, sessions: i64, playtime: i64, coverage: &[i64]) -> VideoSummary {
+        VideoSummary {
+            media_content_key: media.into(),
+            title: None,
+            filename: Some(format!("{media}.mp4")),
+            sessions,
+            playtime,
+            coverage: coverage.to_vec(),
+            first_start_at: 1_764_554_400,
+            last_report_at: OffsetDateTime::from_unix_timestamp(1_764_558_000).unwrap(),
+        }
+    }
+
     #[test]
-    fn a_user_page_groups_sessions_by_video_and_shows_grants_in_force_with_what_is_left() {
+    fn a_user_page_shows_each_video_summed_and_grants_in_force_with_what_is_left() {
         let now = OffsetDateTime::from_unix_timestamp(1_800_000_000).unwrap();
-        let sessions = [
-            session("m1", 600, &[100, 0, 20]),
-            session("m1", 300, &[0, 50, 0]),
-            session("m2", 60, &[10]),
+        let videos = [
+            summary("m1", 2, 900, &[100, 50, 20]),
+            summary("m2", 1, 60, &[10]),
         ];
         let mut expired = grant(Scope::Media, "m2", None);
         expired.expires_at = Some(now);
@@ -360,19 +433,19 @@ mod tests {
             revoked,
             later,
         ];
-        let p = UserModel::new("u1", &sessions, &entitlements, &[], now);
+        let page = VideoPage {
+            total: 2,
+            earlier: 0,
+        };
+        let playtime = [("m1".to_owned(), 900)];
+        let p = UserModel::new("u1", &videos, &playtime, &entitlements, page, &[], now);
 
-        let videos: Vec<_> = p
+        let shown: Vec<_> = p
             .videos
             .iter()
             .map(|v| (v.media, v.sessions, v.playtime))
             .collect();
-        assert_eq!(videos, [("m1", 2, 900), ("m2", 1, 60)]);
-        assert_eq!(
-            p.videos[0].coverage,
-            [100, 50, 20],
-            "the most any session watched"
-        );
+        assert_eq!(shown, [("m1", 2, 900), ("m2", 1, 60)]);
         assert_eq!(p.videos[0].blocks_watched, 3);
         assert_eq!(
             p.videos[0].name, "m1.mp4",
@@ -394,12 +467,12 @@ mod tests {
 
     #[test]
     fn the_refund_view_marks_each_session_and_shows_what_a_refused_viewer_read() {
-        let mut unsigned = session("m1", 60, &[100, 100]);
+        let mut unsigned = session(60, &[100, 100]);
         unsigned.hash_verified = Some(false);
         unsigned.bound = Some(false);
         unsigned.device_clock = true;
         unsigned.start_at = i64::MAX;
-        let mut verified = session("m1", 60, &[0, 0, 0, 40]);
+        let mut verified = session(60, &[0, 0, 0, 40]);
         verified.hash_verified = Some(true);
         verified.bound = Some(true);
         let sessions = [unsigned, verified];
@@ -421,14 +494,25 @@ mod tests {
             user: "u1",
             media: "m1",
             name: String::new(),
+            summary: PairSummary {
+                sessions: 120,
+                newer: 50,
+                coverage: vec![100, 100, 0, 40],
+            },
             sessions: &sessions,
             decisions: &decisions,
             changes: &[],
             views: &[],
             message_lang: Lang::En,
         });
-        assert_eq!(p.coverage, [100, 100, 0, 40]);
+        assert_eq!(p.coverage, [100, 100, 0, 40], "the store's union");
         assert_eq!(p.blocks_watched, 3);
+        assert_eq!(
+            p.not_shown(2),
+            (50, 68),
+            "newer on the pages before, older on those after"
+        );
+        assert_eq!(p.not_shown(1000), (50, 0));
         let badges: Vec<_> = p.sessions.iter().map(|r| r.badges.clone()).collect();
         assert_eq!(
             badges,
@@ -458,16 +542,39 @@ mod tests {
     }
 
     #[test]
-    fn a_video_page_buckets_viewers_by_share_of_blocks_and_counts_viewers_per_block() {
-        let v = |n: usize, of: usize| Viewer {
-            block_count: Some(of as i32),
-            blocks_ever_played: (0..of).map(|i| i < n).collect(),
-            total_playtime: 10,
+    fn a_timeline_has_at_most_one_bar_per_pixel_whatever_the_segments() {
+        let seg = |start_time, play_time| Segment {
+            block: 0,
+            start_time,
+            play_time,
         };
-        let viewers = [v(0, 4), v(1, 4), v(2, 4), v(3, 4), v(4, 4), v(9, 10)];
-        let p = VideoModel::new("m1", String::new(), &viewers);
-        assert_eq!(p.completion, [1, 1, 1, 2, 1]);
-        assert_eq!(p.per_block, [5, 4, 3, 2, 1, 1, 1, 1, 1, 0]);
-        assert_eq!((p.viewers, p.playtime), (6, 60));
+        // 10,000 one-second segments, two seconds apart, on a 20,000 s video: 84 s per pixel.
+        let many: Vec<_> = (0..10_000).map(|i| seg(i * 2, 1)).collect();
+        let runs = timeline_runs(&many, Some(20_000));
+        assert_eq!(
+            runs.len(),
+            TIMELINE as usize,
+            "a bar per pixel, not per segment"
+        );
+        assert_eq!((runs[0].from, runs[239].to), (0, 19_999));
+        assert!(runs.iter().all(|r| r.width == 1));
+        // Scattered over every pixel and beyond: never more bars than pixels, none sharing one.
+        let scattered: Vec<_> = (0..10_000u64).map(|i| seg(i * 7919 % 20_000, 3)).collect();
+        let runs = timeline_runs(&scattered, Some(20_000));
+        assert!(runs.len() <= TIMELINE as usize, "{}", runs.len());
+        for w in runs.windows(2) {
+            assert!(w[0].x + w[0].width <= w[1].x, "no pixel shared: {w:?}");
+        }
+        assert!(runs.iter().all(|r| r.x + r.width <= TIMELINE));
+        // Apart on the screen, apart on the timeline; in the order played.
+        let runs = timeline_runs(&[seg(120, 600), seg(0, 60)], Some(240));
+        let bars: Vec<_> = runs.iter().map(|r| (r.x, r.width)).collect();
+        assert_eq!(bars, [(0, 60), (120, 120)], "capped at the end");
+        let runs = timeline_runs(&[seg(u64::MAX, u64::MAX)], None);
+        assert_eq!(
+            (runs[0].x, runs[0].width),
+            (TIMELINE - 1, 1),
+            "on the timeline"
+        );
     }
 }

@@ -9,7 +9,9 @@ use time_tz::{Offset as _, TimeZone as _, Tz};
 
 use super::charts;
 use super::i18n::UiLang;
-use super::model::{Badge, Found, RefundModel, UserModel, VideoModel};
+use super::model::{
+    Badge, Found, RefundModel, SessionRow, UserModel, VideoModel, WatchedVideo, LIST_BYTES,
+};
 use super::session::Agent;
 
 /// What every page knows: the language, who is signed in, where it is, the time zone.
@@ -108,6 +110,43 @@ pub fn duration(seconds: i64) -> String {
     format!("{}:{:02}:{:02}", s / 3600, s / 60 % 60, s % 60)
 }
 
+/// A player's word shown in a table cell (device, OS, player): at most [`CLIP`] characters, so a
+/// report cannot spend the page's byte budget on one cell.
+fn clip(s: Option<&str>) -> String {
+    match s {
+        None => "-".to_owned(),
+        Some(s) if s.chars().count() > CLIP => {
+            let mut out: String = s.chars().take(CLIP).collect();
+            out.push('…');
+            out
+        }
+        Some(s) => s.to_owned(),
+    }
+}
+
+const CLIP: usize = 80;
+
+/// The items whose rendered parts fit in `budget` bytes of HTML, in order, rendered (the first
+/// always: a page shows at least one); the caller says how many it left out.
+fn within<T, const N: usize>(
+    items: &[T],
+    budget: usize,
+    render: impl Fn(usize, &T) -> [Markup; N],
+) -> Vec<[Markup; N]> {
+    let mut used = 0;
+    let mut out = Vec::new();
+    for (i, item) in items.iter().enumerate() {
+        let parts = render(i, item);
+        let size: usize = parts.iter().map(|m| m.0.len()).sum();
+        if !out.is_empty() && used + size > budget {
+            break;
+        }
+        used += size;
+        out.push(parts);
+    }
+    out
+}
+
 fn frame(f: &Frame, title: &str, body: Markup) -> Markup {
     let l = f.lang;
     html! {
@@ -188,12 +227,32 @@ pub fn search(f: &Frame, q: &str, found: Option<&Found>) -> Markup {
 
 pub fn user(f: &Frame, p: &UserModel) -> Markup {
     let l = f.lang;
+    let rows = within(&p.videos, LIST_BYTES, |_, v| [video_row(f, p.user, v)]);
+    let shown = rows.len();
+    let first = p.page.earlier + 1;
+    let last = p.page.earlier + i64::try_from(shown).unwrap_or(i64::MAX);
+    let more = (p.page.total - last).max(0);
     html! {
         (frame(f, &format!("{} {}", l.t("사용자", "User"), p.user), html! {
             p class="subject" { (l.t("사용자 ID", "Client user id")) ": " code { (p.user) } }
             h2 { (l.t("시청한 영상", "Videos watched")) }
-            @if p.videos.is_empty() { p { (l.t("시청 기록이 없습니다.", "No watch history.")) } }
+            @if p.videos.is_empty() && p.page.earlier == 0 { p { (l.t("시청 기록이 없습니다.", "No watch history.")) } }
             @else {
+                @if p.page.earlier > 0 || more > 0 {
+                    p class="paging" {
+                        (l.t("영상 ", "Videos ")) (first) "–" (last) (l.t(" (전체 ", " of "))
+                        span class="total" { (p.page.total) } (l.t(")", ""))
+                        @if p.page.earlier > 0 {
+                            " · " a class="first" href=(user_href(p.user)) { (l.t("← 처음", "← First")) }
+                        }
+                        @if more > 0 {
+                            @if let Some(v) = shown.checked_sub(1).and_then(|i| p.videos.get(i)) {
+                                " · " span class="not-shown" { (more) } (l.t("개 영상 표시 안 함: ", " more videos not shown: "))
+                                a class="next" href={ (user_href(p.user)) "?after=" (seg(v.media)) } { (l.t("다음 →", "Next →")) }
+                            }
+                        }
+                    }
+                }
                 table class="videos" {
                     thead { tr {
                         th { (l.t("영상", "Video")) }
@@ -204,23 +263,7 @@ pub fn user(f: &Frame, p: &UserModel) -> Markup {
                         th { (l.t("마지막 시청", "Last watched")) }
                         th { (l.t("구간", "Coverage")) }
                     } }
-                    tbody {
-                        @for v in &p.videos {
-                            tr {
-                                td {
-                                    a href=(refund_href(p.user, v.media)) { code { (v.media) } }
-                                    " " span class="title" { (v.name) }
-                                    " " a class="small" href=(media_href(v.media)) { (l.t("영상 통계", "video")) }
-                                }
-                                td class="num" { (v.sessions) }
-                                td class="num" { (duration(v.playtime)) }
-                                td class="num" { (v.blocks_watched) " / " (v.coverage.len()) }
-                                td { (v.first.map(|t| local(t, f.tz)).unwrap_or_default()) }
-                                td { (local(v.last, f.tz)) }
-                                td { (charts::coverage_strip(&v.coverage, l.t("블록별 시청", "Watched per block"))) }
-                            }
-                        }
-                    }
+                    tbody { @for [row] in &rows { (row) } }
                 }
             }
             h2 { (l.t("유효한 수강 권한", "Entitlements in force")) }
@@ -254,6 +297,26 @@ pub fn user(f: &Frame, p: &UserModel) -> Markup {
     }
 }
 
+/// One video of a user's page.
+fn video_row(f: &Frame, user: &str, v: &WatchedVideo) -> Markup {
+    let l = f.lang;
+    html! {
+        tr {
+            td {
+                a href=(refund_href(user, v.media)) { code { (v.media) } }
+                " " span class="title" { (v.name) }
+                " " a class="small" href=(media_href(v.media)) { (l.t("영상 통계", "video")) }
+            }
+            td class="num" { (v.sessions) }
+            td class="num" { (duration(v.playtime)) }
+            td class="num" { (v.blocks_watched) " / " (v.coverage.len()) }
+            td { (v.first.map(|t| local(t, f.tz)).unwrap_or_default()) }
+            td { (local(v.last, f.tz)) }
+            td { (charts::coverage_strip(&v.coverage, l.t("블록별 시청", "Watched per block"))) }
+        }
+    }
+}
+
 fn audit(f: &Frame, views: &[(String, OffsetDateTime)]) -> Markup {
     let l = f.lang;
     html! {
@@ -268,15 +331,20 @@ fn audit(f: &Frame, views: &[(String, OffsetDateTime)]) -> Markup {
 
 pub fn refund(f: &Frame, p: &RefundModel) -> Markup {
     let l = f.lang;
-    let rows: Vec<(String, Vec<i64>)> = p
-        .sessions
-        .iter()
-        .map(|r| {
-            let start = r.start.map(|t| local(t, f.tz));
-            let start = start.unwrap_or_else(|| r.session.start_at.to_string());
-            (start, r.percents.clone())
-        })
-        .collect();
+    let blocks = p.coverage.len();
+    let number = |i: usize| p.newer + i64::try_from(i + 1).unwrap_or(i64::MAX);
+    let rows = within(&p.sessions, LIST_BYTES, |i, r| {
+        let start = r.start.map(|t| local(t, f.tz));
+        let start = start.unwrap_or_else(|| r.session.start_at.to_string());
+        [
+            charts::heatmap_row(i, &start, &r.percents, blocks),
+            session_row(l, number(i), &start, r),
+        ]
+    });
+    let shown = rows.len();
+    let (newer, older) = p.not_shown(shown);
+    let (heat, table): (Vec<Markup>, Vec<Markup>) = rows.into_iter().map(|[h, t]| (h, t)).unzip();
+    let here = refund_href(p.user, p.media);
     let title = format!("{} · {}", p.user, p.media);
     html! {
         (frame(f, &title, html! {
@@ -290,39 +358,38 @@ pub fn refund(f: &Frame, p: &RefundModel) -> Markup {
                 a href={ (user_href(p.user)) "/export.jsonl" } { "JSON Lines" }
             }
             h2 { (l.t("블록별 시청 (맨 위: 모든 세션의 합)", "Watched per block (top row: all sessions together)")) }
-            @if p.sessions.is_empty() { p { (l.t("이 영상의 시청 기록이 없습니다.", "No watch history for this video.")) } }
+            @if p.total == 0 { p { (l.t("이 영상의 시청 기록이 없습니다.", "No watch history for this video.")) } }
             @else {
                 p { (p.blocks_watched) " / " (p.coverage.len()) " " (l.t("블록 시청", "blocks watched")) }
-                (charts::heatmap(&p.coverage, &rows, l.t("세션별, 블록별 시청 비율", "Percent of each block watched, per session")))
-                table class="sessions" {
-                    thead { tr {
-                        th { "#" } th { (l.t("시작", "Start")) } th { (l.t("기기", "Device")) } th { "OS" }
-                        th { (l.t("플레이어", "Player")) } th { (l.t("재생 시간", "Playtime")) }
-                        th { (l.t("실제 재생 시간", "Real playtime")) } th { (l.t("실행 시간", "Runtime")) }
-                        th { (l.t("재생 구간", "Played segments")) }
-                        th { (l.t("표시", "Badges")) }
-                    } }
-                    tbody {
-                        @for (i, r) in p.sessions.iter().enumerate() {
-                            @let s = r.session;
-                            tr {
-                                td class="num" { (i + 1) }
-                                td { (rows[i].0) }
-                                td { (s.device.as_deref().unwrap_or("-")) }
-                                td { (s.os.as_deref().unwrap_or("-")) }
-                                td { (s.player_id.as_deref().unwrap_or("-")) }
-                                td class="num" { (duration(s.playtime)) }
-                                td class="num" { (duration(s.real_playtime)) }
-                                td class="num" { (duration(s.runtime)) }
-                                td { (charts::timeline(&s.segments, s.duration, l.t("영상 위의 재생 구간", "Played segments on the video"))) }
-                                td {
-                                    @for (n, b) in r.badges.iter().enumerate() {
-                                        @if n > 0 { " " }
-                                        (badge(l, *b))
-                                    }
-                                }
+                @if newer > 0 || older > 0 {
+                    p class="paging" {
+                        (l.t("세션 ", "Sessions ")) (p.newer + 1) "–" (p.newer + i64::try_from(shown).unwrap_or(i64::MAX))
+                        (l.t(" (전체 ", " of ")) span class="total" { (p.total) } (l.t(", 최신순)", ", newest first"))
+                        @if newer > 0 {
+                            " · " span class="newer-count" { (newer) } (l.t("개 최근 세션 표시 안 함: ", " newer sessions not shown: "))
+                            a class="newest" href=(here) { (l.t("← 최근 세션", "← Newest sessions")) }
+                        }
+                        @if older > 0 {
+                            @if let Some(r) = shown.checked_sub(1).and_then(|i| p.sessions.get(i)) {
+                                " · " span class="older-count" { (older) } (l.t("개 이전 세션 표시 안 함: ", " older sessions not shown: "))
+                                a class="older" href={ (here) "?before=" (r.session.start_at) } { (l.t("이전 세션 →", "Older sessions →")) }
                             }
                         }
+                    }
+                }
+                @if shown == 0 {
+                    p { (l.t("이 지점 이전의 세션이 없습니다.", "No sessions before this point.")) }
+                } @else {
+                    (charts::heatmap(&p.coverage, &heat, l.t("세션별, 블록별 시청 비율", "Percent of each block watched, per session")))
+                    table class="sessions" {
+                        thead { tr {
+                            th { "#" } th { (l.t("시작", "Start")) } th { (l.t("기기", "Device")) } th { "OS" }
+                            th { (l.t("플레이어", "Player")) } th { (l.t("재생 시간", "Playtime")) }
+                            th { (l.t("실제 재생 시간", "Real playtime")) } th { (l.t("실행 시간", "Runtime")) }
+                            th { (l.t("재생 구간", "Played segments")) }
+                            th { (l.t("표시", "Badges")) }
+                        } }
+                        tbody { @for row in &table { (row) } }
                     }
                 }
             }
@@ -397,6 +464,30 @@ pub fn video(f: &Frame, p: &VideoModel) -> Markup {
             @if p.per_block.is_empty() { p { (l.t("블록 정보가 없습니다.", "No block information.")) } }
             @else { (charts::line(&p.per_block, l.t("블록별 시청자 수", "Viewers per block"))) }
         }))
+    }
+}
+
+/// One session's line in the refund view's table, numbered `n` among all the pair's sessions.
+fn session_row(l: UiLang, n: i64, start: &str, r: &SessionRow) -> Markup {
+    let s = r.session;
+    html! {
+        tr {
+            td class="num" { (n) }
+            td { (start) }
+            td { (clip(s.device.as_deref())) }
+            td { (clip(s.os.as_deref())) }
+            td { (clip(s.player_id.as_deref())) }
+            td class="num" { (duration(s.playtime)) }
+            td class="num" { (duration(s.real_playtime)) }
+            td class="num" { (duration(s.runtime)) }
+            td { (charts::timeline(&r.runs, l.t("영상 위의 재생 구간", "Played segments on the video"))) }
+            td {
+                @for (n, b) in r.badges.iter().enumerate() {
+                    @if n > 0 { " " }
+                    (badge(l, *b))
+                }
+            }
+        }
     }
 }
 

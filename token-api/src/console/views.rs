@@ -7,12 +7,16 @@ use kollus_common::domain::{ClientUserId, MediaContentKey};
 use serde::Deserialize;
 use time::OffsetDateTime;
 
-use super::model::{video_name, Found, RefundFacts, RefundModel, UserModel, VideoModel};
+use super::model::{
+    video_name, Found, RefundFacts, RefundModel, UserModel, VideoModel, VideoPage,
+    SESSIONS_PER_PAGE, VIDEOS_PER_PAGE,
+};
 use super::pages;
 use super::reply::{frame, html, parse_media, parse_user, see_other, Page, Refusal};
 use super::session::Agent;
 use super::state::Console;
 use super::store;
+use crate::entitlements::model::Scope;
 
 #[derive(Deserialize)]
 pub struct SearchQuery {
@@ -61,7 +65,23 @@ pub async fn search(
     ))
 }
 
-/// `GET /console/users/{client_user_id}`: every video the user watched; the view is recorded.
+/// Where a page of a list starts: `?before=` a session's start (the refund view's older
+/// sessions), `?after=` a media content key (a user's next videos). Other parameters (`lang`)
+/// are the frame's.
+#[derive(Deserialize)]
+struct Cursor {
+    before: Option<String>,
+    after: Option<String>,
+}
+
+fn cursor(req: &HttpRequest) -> Result<Cursor, Refusal> {
+    web::Query::<Cursor>::from_query(req.query_string())
+        .map(web::Query::into_inner)
+        .map_err(|e| Refusal::BadRequest(format!("the page's query: {e}")))
+}
+
+/// `GET /console/users/{client_user_id}[?after=]`: a page of the videos the user watched, each
+/// summed in SQL; the view is recorded.
 pub async fn user(
     req: HttpRequest,
     console: web::Data<Console>,
@@ -69,25 +89,36 @@ pub async fn user(
     path: web::Path<String>,
 ) -> Page {
     let user = parse_user(path.into_inner())?;
+    let after = cursor(&req)?.after.map(parse_media).transpose()?;
+    let after = after.as_ref().map(MediaContentKey::as_str);
     let client = console.pool.get().await?;
-    let sessions = store::user_sessions(&client, user.as_str()).await?;
-    let entitlements = store::entitlements(&client, user.as_str()).await?;
-    if sessions.is_empty() && entitlements.is_empty() {
+    let u = user.as_str();
+    let (videos, total, earlier) = store::user_videos(&client, u, after, VIDEOS_PER_PAGE).await?;
+    let entitlements = store::entitlements(&client, u).await?;
+    if videos.is_empty() && entitlements.is_empty() && !store::user_known(&client, u).await? {
         return Err(Refusal::NotFound(
             "이 사용자에 대해 가진 기록이 없습니다.",
             "We hold nothing about this user.",
         ));
     }
-    store::record_view(&client, &agent.key_name, user.as_str(), None).await?;
-    let views = store::views(&client, user.as_str()).await?;
+    let granted: Vec<&str> = entitlements
+        .iter()
+        .filter(|e| e.scope == Scope::Media)
+        .map(|e| e.key.as_str())
+        .collect();
+    let playtime = store::user_playtime(&client, u, &granted).await?;
+    store::record_view(&client, &agent.key_name, u, None).await?;
+    let views = store::views(&client, u).await?;
     let f = frame(&req, &console, Some(&agent));
     let now = OffsetDateTime::now_utc();
-    let p = UserModel::new(user.as_str(), &sessions, &entitlements, &views, now);
+    let page = VideoPage { total, earlier };
+    let p = UserModel::new(u, &videos, &playtime, &entitlements, page, &views, now);
     Ok(html(&req, &console, StatusCode::OK, pages::user(&f, &p)))
 }
 
-/// `GET /console/users/{client_user_id}/media/{media_content_key}`: the refund view; the view
-/// is recorded.
+/// `GET /console/users/{client_user_id}/media/{media_content_key}[?before=]`: the refund view,
+/// the union over every session above a page of sessions, newest first; the view is
+/// recorded.
 pub async fn refund(
     req: HttpRequest,
     console: web::Data<Console>,
@@ -96,12 +127,21 @@ pub async fn refund(
 ) -> Page {
     let (user, media) = path.into_inner();
     let (user, media) = (parse_user(user)?, parse_media(media)?);
+    let before = cursor(&req)?
+        .before
+        .map(|b| {
+            b.parse::<i64>().map_err(|_| {
+                Refusal::BadRequest("before: a session's start_at (Unix seconds)".to_owned())
+            })
+        })
+        .transpose()?;
     let client = console.pool.get().await?;
     let (u, m) = (user.as_str(), media.as_str());
-    let sessions = store::user_media_sessions(&client, u, m).await?;
+    let summary = store::pair_summary(&client, u, m, before).await?;
+    let sessions = store::user_media_sessions(&client, u, m, before, SESSIONS_PER_PAGE).await?;
     let decisions = store::decisions(&client, u, m).await?;
     let changes = store::changes(&client, u, m).await?;
-    if sessions.is_empty() && decisions.is_empty() && changes.is_empty() {
+    if summary.sessions == 0 && decisions.is_empty() && changes.is_empty() {
         return Err(Refusal::NotFound(
             "이 사용자와 영상에 대해 가진 기록이 없습니다.",
             "We hold nothing about this user and video.",
@@ -118,6 +158,7 @@ pub async fn refund(
         user: u,
         media: m,
         name,
+        summary,
         sessions: &sessions,
         decisions: &decisions,
         changes: &changes,
@@ -127,8 +168,8 @@ pub async fn refund(
     Ok(html(&req, &console, StatusCode::OK, pages::refund(&f, &p)))
 }
 
-/// `GET /console/media/{media_content_key}`: a video's viewers, completion and drop-off (no
-/// one user's data, so no audit row).
+/// `GET /console/media/{media_content_key}`: a video's viewers, completion and drop-off, summed
+/// in SQL (no one user's data, so no audit row).
 pub async fn video(
     req: HttpRequest,
     console: web::Data<Console>,
@@ -138,8 +179,8 @@ pub async fn video(
     let media = parse_media(path.into_inner())?;
     let client = console.pool.get().await?;
     let catalog = store::catalog_entry(&client, media.as_str()).await?;
-    let viewers = store::viewers(&client, media.as_str()).await?;
-    if catalog.is_none() && viewers.is_empty() {
+    let audience = store::audience(&client, media.as_str()).await?;
+    if catalog.is_none() && audience.viewers == 0 {
         return Err(Refusal::NotFound(
             "이 영상에 대해 가진 기록이 없습니다.",
             "We hold nothing about this video.",
@@ -149,6 +190,6 @@ pub async fn video(
         .map(|(title, filename)| video_name(title, filename))
         .unwrap_or_default();
     let f = frame(&req, &console, Some(&agent));
-    let p = VideoModel::new(media.as_str(), name, &viewers);
+    let p = VideoModel::new(media.as_str(), name, audience);
     Ok(html(&req, &console, StatusCode::OK, pages::video(&f, &p)))
 }

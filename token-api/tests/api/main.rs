@@ -4,6 +4,7 @@ mod binary;
 mod browser;
 mod callback_trust;
 mod console;
+mod console_bounds;
 mod console_sessions;
 mod export;
 mod export_stalls;
