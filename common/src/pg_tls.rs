@@ -3,9 +3,11 @@
 //! - unset, `disable`, `allow`, `prefer`: no TLS (as before this existed);
 //! - `require`: TLS, the server's certificate not checked (encryption against a passive
 //!   listener only), unless `sslrootcert` names a file: then as `verify-ca`;
-//! - `verify-ca`: TLS, the certificate signed by a root of `sslrootcert` (a PEM file, or
-//!   `system`), else of the system's roots; its name not checked;
-//! - `verify-full`: as `verify-ca`, and the certificate names the host connected to.
+//! - `verify-ca`: TLS, the certificate signed by a root of `sslrootcert`, a PEM file that must be
+//!   given (the system's roots sign certificates for anyone's name, and the name is not
+//!   checked here: with them, anyone holding a public certificate would pass);
+//! - `verify-full`: the certificate signed by a root of `sslrootcert` (a PEM file, or `system`,
+//!   the default when unset), and naming the host connected to.
 //!
 //! tokio-postgres knows neither `verify-*` nor `sslrootcert`, so [`split_url`] reads them out
 //! of the URL and hands it `sslmode=require`. No channel binding (`ChannelBinding::none`):
@@ -121,6 +123,16 @@ pub fn split_url(url: &str) -> Result<(String, TlsRequest), String> {
             return Err(
                 "DATABASE_URL's sslrootcert=system needs sslmode=verify-full (any name the \
                  system's roots sign would pass otherwise)"
+                    .into(),
+            )
+        }
+        // The system's roots without the name checked would let any public certificate pass
+        // (libpq too refuses verify-ca without a root file).
+        (SslMode::VerifyCa, None) => {
+            return Err(
+                "DATABASE_URL's sslmode=verify-ca needs sslrootcert naming a PEM file of the \
+                 roots that signed the server's certificate (for the system's roots, use \
+                 sslmode=verify-full, which also checks the name)"
                     .into(),
             )
         }
@@ -395,7 +407,6 @@ mod tests {
             ("sslmode=allow", "sslmode=disable", SslMode::Off),
             ("sslmode=prefer", "sslmode=prefer", SslMode::Off),
             ("sslmode=require", "sslmode=require", SslMode::Require),
-            ("sslmode=verify-ca", "sslmode=require", SslMode::VerifyCa),
             (
                 "sslmode=verify-full",
                 "sslmode=require",
@@ -442,6 +453,7 @@ mod tests {
             ("sslmode=prefer&sslrootcert=/ca.pem", "asks no TLS"),
             ("sslmode=require&sslrootcert=system", "verify-full"),
             ("sslmode=verify-ca&sslrootcert=system", "verify-full"),
+            ("sslmode=verify-ca", "needs sslrootcert"),
             ("sslmode=verify-full&sslrootcert=", "empty"),
         ] {
             let err = split(&format!("{base}?{query}")).unwrap_err();
