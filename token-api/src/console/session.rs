@@ -28,8 +28,9 @@ use crate::auth::{ApiScope, KeyRing};
 /// How long a sign-in form may be posted after it was served.
 pub const LOGIN_FORM_LIFETIME: time::Duration = time::Duration::hours(1);
 
-/// The cookies of earlier versions, scoped to `/console` and persistent: cleared at sign-in so an
-/// old one cannot shadow the new (a browser sends the longer path's cookie first).
+/// The cookies of earlier versions, scoped to `/console` and persistent: cleared with the sign-in
+/// form and at sign-in, so an old one cannot shadow the new for long (a browser sends the longer
+/// path's cookie first; under `CONSOLE_INSECURE_COOKIE` the names are the same).
 const LEGACY_COOKIES: [&str; 2] = ["console_session", "console_login_csrf"];
 
 /// A signed-in agent, as a page sees it.
@@ -51,15 +52,21 @@ fn id_hash(id: &str) -> Vec<u8> {
     sha2::Sha256::digest(id.as_bytes()).to_vec()
 }
 
-/// A cookie's value from the request's `Cookie` headers.
-pub fn cookie(req: &HttpRequest, name: &str) -> Option<String> {
+/// Every value of the cookie `name` in the request's `Cookie` headers, in the order sent (a
+/// browser may send several of one name: other paths, or an old one beside the new).
+pub fn cookies<'r>(req: &'r HttpRequest, name: &'r str) -> impl Iterator<Item = String> + 'r {
     req.headers()
         .get_all(header::COOKIE)
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(k, _)| *k == name)
+        .filter(move |(k, _)| *k == name)
         .map(|(_, v)| v.trim().to_owned())
+}
+
+/// A cookie's value from the request's `Cookie` headers: the first sent of that name.
+pub fn cookie(req: &HttpRequest, name: &str) -> Option<String> {
+    cookies(req, name).next()
 }
 
 /// A `Set-Cookie` value for the console's persistent cookies (the language): `HttpOnly`,

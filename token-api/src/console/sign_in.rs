@@ -23,7 +23,8 @@ use super::state::Console;
 use crate::auth::ApiScope;
 use crate::metrics::SignInFailure;
 
-/// `GET /console/login`: the form, with a fresh signed CSRF token (in the form and a cookie).
+/// `GET /console/login`: the form, with a fresh signed CSRF token (in the form and a cookie),
+/// and the removals of earlier versions' cookies, which would shadow it.
 /// A database that fails is that refusal (a 503 while it is not answering), not a form
 /// whose sign-in would fail.
 pub async fn login_form(req: HttpRequest, console: web::Data<Console>) -> Page {
@@ -49,9 +50,14 @@ pub fn login_page(
     let csrf = sessions.login_token(OffsetDateTime::now_utc());
     let f = frame(req, console, None);
     let mut res = html(req, console, status, pages::login(&f, &csrf, error));
-    if let Ok(v) = HeaderValue::from_str(&sessions.set_cookie(sessions.login_cookie_name(), &csrf))
-    {
-        res.headers_mut().append(header::SET_COOKIE, v);
+    // An old `/console` cookie of the same name is sent before ours: it goes now, not only at
+    // a sign-in it would have blocked.
+    let cookies = std::iter::once(sessions.set_cookie(sessions.login_cookie_name(), &csrf))
+        .chain(sessions.legacy_removals());
+    for cookie in cookies {
+        if let Ok(v) = HeaderValue::from_str(&cookie) {
+            res.headers_mut().append(header::SET_COOKIE, v);
+        }
     }
     res
 }
@@ -114,10 +120,10 @@ pub async fn login(
         }
     }
     let sessions = &console.sessions;
-    let expected = session::cookie(&req, sessions.login_cookie_name()).unwrap_or_default();
-    if !session::same_token(&form.csrf_token, &expected)
-        || !sessions.login_token_holds(&form.csrf_token, OffsetDateTime::now_utc())
-    {
+    // Any cookie of the name may hold it: an old one (another path) is sent before ours.
+    let in_a_cookie = session::cookies(&req, sessions.login_cookie_name())
+        .any(|held| session::same_token(&form.csrf_token, &held));
+    if !in_a_cookie || !sessions.login_token_holds(&form.csrf_token, OffsetDateTime::now_utc()) {
         tracing::warn!(client = %shown, "console sign-in refused: no valid CSRF token");
         return Ok(refuse(
             &req,

@@ -1,7 +1,8 @@
 //! The console's sign-in limits and sessions (issue 30): failed sign-ins limited per client
 //! address behind a trusted proxy (IPv6 by /64), successes free, the failures counted by
 //! reason; idle expiry, rotation on sign-in, the signed sign-in token a tossed cookie cannot
-//! match, the cookies' attributes, and CONSOLE_SESSION_HOURS bounded at start.
+//! match, an old cookie that no longer blocks sign-in, the cookies' attributes, and
+//! CONSOLE_SESSION_HOURS bounded at start.
 
 use kollus_common::client_addr::Networks;
 use kollus_token_api::auth::ApiKeys;
@@ -374,6 +375,52 @@ async fn a_tossed_login_cookie_with_a_matching_form_value_is_refused() {
         sign_in_with(&app, &web, SUPPORT_KEY).await.status(),
         StatusCode::SEE_OTHER
     );
+}
+
+/// Under CONSOLE_INSECURE_COOKIE the form's cookie is named as the `/console`-scoped one earlier
+/// versions set for an hour, which the browser sends first: the login page clears it, and
+/// until it goes, a post whose token is in any cookie of the name signs in.
+#[tokio::test]
+async fn an_old_login_cookie_sent_first_no_longer_blocks_sign_in() {
+    let app = spawn_app_with(|s| {
+        s.api_keys = ApiKeys::parse(&format!("support[console]:{SUPPORT_KEY}")).unwrap();
+        s.console.insecure_cookie = true;
+    })
+    .await;
+    let web = browser();
+    let form = get(&app, &web, "/console/login", "").await;
+    let removals = set_cookies(&form);
+    for name in ["console_login_csrf", "console_session"] {
+        assert!(
+            removals.iter().any(|c| c.starts_with(&format!("{name}=;"))
+                && c.contains("Path=/console;")
+                && c.contains("Max-Age=0")),
+            "the login page removes the old {name}: {removals:?}"
+        );
+    }
+    let csrf = cookie_of(&form, "console_login_csrf").expect("a CSRF cookie");
+    let stale = format!("{}.1700000000.{}", "ab".repeat(32), "cd".repeat(32));
+    let res = web
+        .post(format!("{}/console/login", app.address))
+        .header(
+            COOKIE,
+            format!("console_login_csrf={stale}; console_login_csrf={csrf}"),
+        )
+        .form(&[("key", SUPPORT_KEY), ("csrf_token", csrf.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::SEE_OTHER, "the old cookie first");
+    assert!(cookie_of(&res, "console_session").is_some());
+    // Only a cookie holding the form's token counts: the old one alone is refused.
+    let res = web
+        .post(format!("{}/console/login", app.address))
+        .header(COOKIE, format!("console_login_csrf={stale}"))
+        .form(&[("key", SUPPORT_KEY), ("csrf_token", csrf.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::FORBIDDEN);
 }
 
 fn the_cookie(res: &Response, name: &str) -> String {
