@@ -9,10 +9,26 @@
 //! (`CONSOLE_SESSION_HOURS`), when idle longer than `CONSOLE_IDLE_MINUTES` (each page moves
 //! `last_seen_at`), on sign-out, when the same browser signs in again (rotation), or when the key
 //! that opened it is no longer configured with the `console` scope (a SIGHUP reload). Each
-//! session carries the CSRF token its forms echo; the sign-in form, before any session, carries
-//! a token signed under a key derived from `KOLLUS_SECURITY_KEY` (every replica holds it), over a
-//! nonce and an issue time (checked for age), that the form and a cookie both hold, so a cookie
-//! tossed by a sibling site, with a matching form value of its own making, is refused.
+//! session carries the CSRF token its forms echo.
+//!
+//! The sign-in form, before any session, carries a token signed under a key derived from
+//! `KOLLUS_SECURITY_KEY` (every replica holds it) over a nonce, an issue time (checked for age)
+//! and the client's address bucket (`state::bucket`: the address `TRUSTED_PROXIES` finds, an IPv6
+//! address by its /64); the form and a cookie both hold it. What each part stops:
+//! - `SameSite=Strict`: a form posted from another site carries no cookie, so it is refused
+//!   (a sibling host is the same site: this alone does not stop it).
+//! - The `__Host-` prefix: no sibling host (`evil.example.com` beside `console.example.com`) and
+//!   no plain-HTTP answer can set or shadow the cookie, so over HTTPS no other host can toss a
+//!   cookie of its choosing into an agent's browser.
+//! - The signature: a cookie and form value someone made up are refused.
+//! - The address in the signature: a genuine token anyone may fetch from `GET /console/login`
+//!   (valid for an hour), tossed into another client's browser, is refused there (login CSRF:
+//!   signing the victim in as the attacker). It does not stop a tosser who shares the victim's
+//!   bucket (one NAT address, one IPv6 /64, or every client when a proxy in front is not listed
+//!   in `TRUSTED_PROXIES`); under `CONSOLE_INSECURE_COOKIE` the cookies are unprefixed and this
+//!   binding is all that stands against a tossed one.
+
+use std::net::IpAddr;
 
 use actix_web::http::header;
 use actix_web::HttpRequest;
@@ -23,13 +39,15 @@ use sha2::Digest as _;
 use subtle::ConstantTimeEq as _;
 use time::OffsetDateTime;
 
+use super::state::bucket;
 use crate::auth::{ApiScope, KeyRing};
 
 /// How long a sign-in form may be posted after it was served.
 pub const LOGIN_FORM_LIFETIME: time::Duration = time::Duration::hours(1);
 
-/// The cookies of earlier versions, scoped to `/console` and persistent: cleared at sign-in so an
-/// old one cannot shadow the new (a browser sends the longer path's cookie first).
+/// The cookies of earlier versions, scoped to `/console` and persistent: cleared with the sign-in
+/// form and at sign-in, so an old one cannot shadow the new for long (a browser sends the longer
+/// path's cookie first; under `CONSOLE_INSECURE_COOKIE` the names are the same).
 const LEGACY_COOKIES: [&str; 2] = ["console_session", "console_login_csrf"];
 
 /// A signed-in agent, as a page sees it.
@@ -51,15 +69,21 @@ fn id_hash(id: &str) -> Vec<u8> {
     sha2::Sha256::digest(id.as_bytes()).to_vec()
 }
 
-/// A cookie's value from the request's `Cookie` headers.
-pub fn cookie(req: &HttpRequest, name: &str) -> Option<String> {
+/// Every value of the cookie `name` in the request's `Cookie` headers, in the order sent (a
+/// browser may send several of one name: other paths, or an old one beside the new).
+pub fn cookies<'r>(req: &'r HttpRequest, name: &'r str) -> impl Iterator<Item = String> + 'r {
     req.headers()
         .get_all(header::COOKIE)
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(k, _)| *k == name)
+        .filter(move |(k, _)| *k == name)
         .map(|(_, v)| v.trim().to_owned())
+}
+
+/// A cookie's value from the request's `Cookie` headers: the first sent of that name.
+pub fn cookie(req: &HttpRequest, name: &str) -> Option<String> {
+    cookies(req, name).next()
 }
 
 /// A `Set-Cookie` value for the console's persistent cookies (the language): `HttpOnly`,
@@ -155,26 +179,43 @@ impl Sessions {
             .map(|name| set_cookie(name, "", 0, self.insecure))
     }
 
-    fn login_mac(&self, nonce: &str, issued: i64) -> Hmac<sha2::Sha256> {
+    fn login_mac(&self, nonce: &str, issued: i64, client: Option<IpAddr>) -> Hmac<sha2::Sha256> {
         let mut mac = Hmac::<sha2::Sha256>::new_from_slice(&self.login_key)
             .expect("HMAC takes a key of any length");
-        mac.update(b"kollus console sign-in\0");
+        // v2: bound to the client's bucket; a v1 token (unbound) no longer holds.
+        mac.update(b"kollus console sign-in v2\0");
         mac.update(nonce.as_bytes());
         mac.update(b"\0");
         mac.update(issued.to_string().as_bytes());
+        mac.update(b"\0");
+        match client {
+            Some(ip) => mac.update(bucket(ip).to_string().as_bytes()),
+            None => mac.update(b"unknown"),
+        }
         mac
     }
 
-    /// A sign-in form's CSRF token, issued at `now`: `nonce.issued.mac`.
-    pub fn login_token(&self, now: OffsetDateTime) -> String {
+    /// A sign-in form's CSRF token, issued at `now` to `client` (the address `TRUSTED_PROXIES`
+    /// finds; `None` when there is no peer address): `nonce.issued.mac`, the MAC also over the
+    /// client's bucket ([`bucket`]: IPv6 by /64), which the token does not show.
+    pub fn login_token(&self, now: OffsetDateTime, client: Option<IpAddr>) -> String {
         let nonce = random_token();
         let issued = now.unix_timestamp();
-        let mac = self.login_mac(&nonce, issued).finalize().into_bytes();
+        let mac = self
+            .login_mac(&nonce, issued, client)
+            .finalize()
+            .into_bytes();
         format!("{nonce}.{issued}.{}", hex::encode(mac))
     }
 
-    /// Whether `token` is one this process signed, at most [`LOGIN_FORM_LIFETIME`] before `now`.
-    pub fn login_token_holds(&self, token: &str, now: OffsetDateTime) -> bool {
+    /// Whether `token` is one this process (or a replica sharing `KOLLUS_SECURITY_KEY`) signed
+    /// for `client`'s bucket, at most [`LOGIN_FORM_LIFETIME`] before `now`.
+    pub fn login_token_holds(
+        &self,
+        token: &str,
+        now: OffsetDateTime,
+        client: Option<IpAddr>,
+    ) -> bool {
         let mut parts = token.split('.');
         let (Some(nonce), Some(issued), Some(mac), None) =
             (parts.next(), parts.next(), parts.next(), parts.next())
@@ -186,7 +227,10 @@ impl Sessions {
         };
         let age = now.unix_timestamp().saturating_sub(issued);
         (0..=LOGIN_FORM_LIFETIME.whole_seconds()).contains(&age)
-            && self.login_mac(nonce, issued).verify_slice(&mac).is_ok()
+            && self
+                .login_mac(nonce, issued, client)
+                .verify_slice(&mac)
+                .is_ok()
     }
 
     /// The request's session id, from its cookie.
@@ -351,21 +395,25 @@ mod tests {
     fn login_tokens_hold_only_when_signed_here_and_young() {
         let s = sessions(false);
         let now = OffsetDateTime::now_utc();
-        let token = s.login_token(now);
-        assert!(s.login_token_holds(&token, now));
-        assert!(s.login_token_holds(&token, now + time::Duration::minutes(59)));
+        let a = Some("198.51.100.7".parse().unwrap());
+        let token = s.login_token(now, a);
+        assert!(s.login_token_holds(&token, now, a));
+        assert!(s.login_token_holds(&token, now + time::Duration::minutes(59), a));
         assert!(
-            !s.login_token_holds(&token, now + time::Duration::minutes(61)),
+            !s.login_token_holds(&token, now + time::Duration::minutes(61), a),
             "too old"
         );
         assert!(
-            !s.login_token_holds(&token, now - time::Duration::minutes(1)),
+            !s.login_token_holds(&token, now - time::Duration::minutes(1), a),
             "issued in the future"
         );
-        assert!(sessions(false).login_token_holds(&token, now), "a replica");
+        assert!(
+            sessions(false).login_token_holds(&token, now, a),
+            "a replica"
+        );
         let elsewhere = Sessions::new(8, 30, false, login_key(b"another key")).unwrap();
         assert!(
-            !elsewhere.login_token_holds(&token, now),
+            !elsewhere.login_token_holds(&token, now, a),
             "another security key"
         );
         // A token whose nonce or time was changed keeps its MAC and fails.
@@ -383,7 +431,25 @@ mod tests {
             &earlier,
             &format!("{token}.x"),
         ] {
-            assert!(!s.login_token_holds(forged, now), "{forged:?}");
+            assert!(!s.login_token_holds(forged, now, a), "{forged:?}");
         }
+    }
+
+    #[test]
+    fn login_tokens_hold_only_for_the_bucket_they_were_served_to() {
+        let s = sessions(false);
+        let now = OffsetDateTime::now_utc();
+        let ip = |a: &str| Some(a.parse::<IpAddr>().unwrap());
+        let token = s.login_token(now, ip("198.51.100.7"));
+        assert!(!s.login_token_holds(&token, now, ip("198.51.100.8")));
+        assert!(!s.login_token_holds(&token, now, None));
+        let v6 = s.login_token(now, ip("2001:db8:1:2::1"));
+        assert!(s.login_token_holds(&v6, now, ip("2001:db8:1:2:ffff:ffff:ffff:ffff")));
+        assert!(!s.login_token_holds(&v6, now, ip("2001:db8:1:3::1")));
+        let mapped = s.login_token(now, ip("::ffff:198.51.100.7"));
+        assert!(s.login_token_holds(&mapped, now, ip("198.51.100.7")));
+        let nowhere = s.login_token(now, None);
+        assert!(s.login_token_holds(&nowhere, now, None));
+        assert!(!s.login_token_holds(&nowhere, now, ip("198.51.100.7")));
     }
 }

@@ -4,7 +4,9 @@
 //! quota, and an address past its failures is refused before any key is compared. Each refusal
 //! is counted by reason and logged at WARN with the client's address (and the key's name when
 //! there is one), never the key; a sign-in is logged at INFO with the address. Both forms
-//! carry a CSRF token: the sign-in form's is signed (`session::Sessions::login_token`).
+//! carry a CSRF token: the sign-in form's is signed for the client's address bucket
+//! (`session::Sessions::login_token`), so a form served to one client and posted from another
+//! is refused (403, counted as `csrf`).
 
 use std::net::IpAddr;
 use std::time::Instant;
@@ -23,7 +25,8 @@ use super::state::Console;
 use crate::auth::ApiScope;
 use crate::metrics::SignInFailure;
 
-/// `GET /console/login`: the form, with a fresh signed CSRF token (in the form and a cookie).
+/// `GET /console/login`: the form, with a fresh CSRF token signed for this client (in the form
+/// and a cookie), and the removals of earlier versions' cookies, which would shadow it.
 /// A database that fails is that refusal (a 503 while it is not answering), not a form
 /// whose sign-in would fail.
 pub async fn login_form(req: HttpRequest, console: web::Data<Console>) -> Page {
@@ -46,12 +49,18 @@ pub fn login_page(
     error: Option<&str>,
 ) -> HttpResponse {
     let sessions = &console.sessions;
-    let csrf = sessions.login_token(OffsetDateTime::now_utc());
+    let client = kollus_common::client_addr::of_request(req, &console.proxies);
+    let csrf = sessions.login_token(OffsetDateTime::now_utc(), client);
     let f = frame(req, console, None);
     let mut res = html(req, console, status, pages::login(&f, &csrf, error));
-    if let Ok(v) = HeaderValue::from_str(&sessions.set_cookie(sessions.login_cookie_name(), &csrf))
-    {
-        res.headers_mut().append(header::SET_COOKIE, v);
+    // An old `/console` cookie of the same name is sent before ours: it goes now, not only at
+    // a sign-in it would have blocked.
+    let cookies = std::iter::once(sessions.set_cookie(sessions.login_cookie_name(), &csrf))
+        .chain(sessions.legacy_removals());
+    for cookie in cookies {
+        if let Ok(v) = HeaderValue::from_str(&cookie) {
+            res.headers_mut().append(header::SET_COOKIE, v);
+        }
     }
     res
 }
@@ -114,11 +123,16 @@ pub async fn login(
         }
     }
     let sessions = &console.sessions;
-    let expected = session::cookie(&req, sessions.login_cookie_name()).unwrap_or_default();
-    if !session::same_token(&form.csrf_token, &expected)
-        || !sessions.login_token_holds(&form.csrf_token, OffsetDateTime::now_utc())
+    // Any cookie of the name may hold it: an old one (another path) is sent before ours.
+    let in_a_cookie = session::cookies(&req, sessions.login_cookie_name())
+        .any(|held| session::same_token(&form.csrf_token, &held));
+    if !in_a_cookie
+        || !sessions.login_token_holds(&form.csrf_token, OffsetDateTime::now_utc(), client)
     {
-        tracing::warn!(client = %shown, "console sign-in refused: no valid CSRF token");
+        tracing::warn!(
+            client = %shown,
+            "console sign-in refused: no valid CSRF token (none, too old, or served to another client)"
+        );
         return Ok(refuse(
             &req,
             &console,

@@ -78,7 +78,8 @@ impl Console {
 }
 
 /// Whose failures count together: an IPv4 address, or an IPv6 address's /64 (one subscriber
-/// commonly holds a whole /64, so its addresses are one client).
+/// commonly holds a whole /64, so its addresses are one client). The sign-in form's token is
+/// bound to the same bucket (`session::Sessions::login_token`).
 pub fn bucket(client: IpAddr) -> IpAddr {
     match client.to_canonical() {
         IpAddr::V6(v6) => {

@@ -1,7 +1,8 @@
 //! The console's sign-in limits and sessions (issue 30): failed sign-ins limited per client
 //! address behind a trusted proxy (IPv6 by /64), successes free, the failures counted by
 //! reason; idle expiry, rotation on sign-in, the signed sign-in token a tossed cookie cannot
-//! match, the cookies' attributes, and CONSOLE_SESSION_HOURS bounded at start.
+//! match (nor a genuine one served to another client), an old cookie that no longer blocks
+//! sign-in, the cookies' attributes, and CONSOLE_SESSION_HOURS bounded at start.
 
 use kollus_common::client_addr::Networks;
 use kollus_token_api::auth::ApiKeys;
@@ -26,23 +27,40 @@ async fn spawn_behind_proxy() -> TestApp {
     .await
 }
 
-/// Posts `key` through the sign-in form, the proxy saying the client is `client`.
-async fn sign_in_from(app: &TestApp, client: &str, key: &str) -> Response {
-    let web = browser();
+/// The sign-in form's CSRF token served to `client` (the proxy saying so).
+async fn login_token_for(app: &TestApp, web: &reqwest::Client, client: &str) -> String {
     let form = web
         .get(format!("{}/console/login", app.address))
         .header("x-forwarded-for", client)
         .send()
         .await
         .unwrap();
-    let csrf = cookie_of(&form, LOGIN_CSRF).expect("a CSRF cookie");
+    cookie_of(&form, LOGIN_CSRF).expect("a CSRF cookie")
+}
+
+/// Posts `key` with the CSRF token `csrf` (cookie and field), the proxy saying the client is
+/// `client`.
+async fn post_from(
+    app: &TestApp,
+    web: &reqwest::Client,
+    client: &str,
+    csrf: &str,
+    key: &str,
+) -> Response {
     web.post(format!("{}/console/login", app.address))
         .header("x-forwarded-for", client)
         .header(COOKIE, format!("{LOGIN_CSRF}={csrf}"))
-        .form(&[("key", key), ("csrf_token", &csrf)])
+        .form(&[("key", key), ("csrf_token", csrf)])
         .send()
         .await
         .unwrap()
+}
+
+/// Posts `key` through the sign-in form, the proxy saying the client is `client`.
+async fn sign_in_from(app: &TestApp, client: &str, key: &str) -> Response {
+    let web = browser();
+    let csrf = login_token_for(app, &web, client).await;
+    post_from(app, &web, client, &csrf, key).await
 }
 
 async fn failures(app: &TestApp, reason: &str) -> u64 {
@@ -118,16 +136,28 @@ async fn the_failures_map_holds_at_most_10000_addresses_the_least_recent_going_f
     use futures_util::StreamExt as _;
     let app = spawn_behind_proxy().await;
     let web = browser();
-    let form = get(&app, &web, "/console/login", "").await;
-    // One signed token serves every post: it is not bound to an address.
-    let csrf = cookie_of(&form, LOGIN_CSRF).unwrap();
-    let post = |client: String, csrf_token: String| {
-        let (web, address, csrf) = (web.clone(), app.address.clone(), csrf.clone());
+    // Each address posts the token served to it (a token holds for its own address only),
+    // fetched before the clock below starts.
+    let address = |i: u32| format!("10.{}.{}.{}", i >> 16, (i >> 8) & 255, i & 255);
+    let tokens: Vec<(String, String)> = futures_util::stream::iter(0..11_000u32)
+        .map(|i| {
+            let (app, web) = (&app, &web);
+            async move {
+                let client = address(i);
+                let csrf = login_token_for(app, web, &client).await;
+                (client, csrf)
+            }
+        })
+        .buffer_unordered(32)
+        .collect()
+        .await;
+    let post = |client: String, csrf: String| {
+        let (web, address) = (web.clone(), app.address.clone());
         async move {
             web.post(format!("{address}/console/login"))
                 .header("x-forwarded-for", client)
                 .header(COOKIE, format!("{LOGIN_CSRF}={csrf}"))
-                .form(&[("key", WRONG_KEY), ("csrf_token", csrf_token.as_str())])
+                .form(&[("key", WRONG_KEY), ("csrf_token", csrf.as_str())])
                 .send()
                 .await
                 .unwrap()
@@ -135,6 +165,7 @@ async fn the_failures_map_holds_at_most_10000_addresses_the_least_recent_going_f
         }
     };
     let first = "198.51.100.1".to_owned();
+    let csrf = login_token_for(&app, &web, &first).await;
     let burst_at = std::time::Instant::now();
     for _ in 0..10 {
         assert_eq!(
@@ -147,13 +178,8 @@ async fn the_failures_map_holds_at_most_10000_addresses_the_least_recent_going_f
         StatusCode::TOO_MANY_REQUESTS
     );
     // More than the bound, and more than moka's pending writes, so the eviction has run.
-    let others: Vec<StatusCode> = futures_util::stream::iter(0..11_000u32)
-        .map(|i| {
-            post(
-                format!("10.{}.{}.{}", i >> 16, (i >> 8) & 255, i & 255),
-                csrf.clone(),
-            )
-        })
+    let others: Vec<StatusCode> = futures_util::stream::iter(tokens)
+        .map(|(client, csrf)| post(client, csrf))
         .buffer_unordered(32)
         .collect()
         .await;
@@ -306,7 +332,8 @@ async fn signing_in_again_ends_the_session_the_cookie_names() {
 }
 
 /// A sibling site can toss a cookie (the unprefixed one, or any under plain HTTP) and post a
-/// form with the same value: without this process's signature on it, the form is refused.
+/// form with the same value: without this process's signature on it, the form is refused. (A
+/// genuine token served to another client is refused too: see the next test.)
 #[tokio::test]
 async fn a_tossed_login_cookie_with_a_matching_form_value_is_refused() {
     let (app, web) = spawn_console().await;
@@ -374,6 +401,93 @@ async fn a_tossed_login_cookie_with_a_matching_form_value_is_refused() {
         sign_in_with(&app, &web, SUPPORT_KEY).await.status(),
         StatusCode::SEE_OTHER
     );
+}
+
+/// Anyone may GET a genuine token and cookie; tossed into another client's browser with the
+/// same token posted (login CSRF: the victim signed in as the attacker), it is refused, since
+/// the token is signed for the address bucket it was served to. The same client, or another
+/// address of its IPv6 /64, signs in with it.
+#[tokio::test]
+async fn a_genuine_token_served_to_one_client_is_refused_from_another() {
+    let app = spawn_behind_proxy().await;
+    let web = browser();
+    let attacker = login_token_for(&app, &web, "198.51.100.66").await;
+    let res = post_from(&app, &web, "203.0.113.5", &attacker, SUPPORT_KEY).await;
+    assert_eq!(
+        res.status(),
+        StatusCode::FORBIDDEN,
+        "posted from another client"
+    );
+    assert_console_headers(&res);
+    assert!(cookie_of(&res, SESSION).is_none());
+    assert_eq!(failures(&app, "csrf").await, 1);
+    assert_eq!(failures(&app, "unknown_key").await, 0);
+    assert_eq!(sessions(&app).await, 0);
+    let res = post_from(&app, &web, "198.51.100.66", &attacker, SUPPORT_KEY).await;
+    assert_eq!(
+        res.status(),
+        StatusCode::SEE_OTHER,
+        "posted from the client served"
+    );
+    assert!(cookie_of(&res, SESSION).is_some());
+
+    let v6 = login_token_for(&app, &web, "2001:db8:1:2::1").await;
+    let res = post_from(&app, &web, "2001:db8:1:3::1", &v6, SUPPORT_KEY).await;
+    assert_eq!(res.status(), StatusCode::FORBIDDEN, "the next /64");
+    let res = post_from(&app, &web, "2001:db8:1:2:ffff::7", &v6, SUPPORT_KEY).await;
+    assert_eq!(
+        res.status(),
+        StatusCode::SEE_OTHER,
+        "the same /64 is one client"
+    );
+    assert_eq!(failures(&app, "csrf").await, 2);
+    assert_eq!(sessions(&app).await, 2);
+}
+
+/// Under CONSOLE_INSECURE_COOKIE the form's cookie is named as the `/console`-scoped one earlier
+/// versions set for an hour, which the browser sends first: the login page clears it, and
+/// until it goes, a post whose token is in any cookie of the name signs in.
+#[tokio::test]
+async fn an_old_login_cookie_sent_first_no_longer_blocks_sign_in() {
+    let app = spawn_app_with(|s| {
+        s.api_keys = ApiKeys::parse(&format!("support[console]:{SUPPORT_KEY}")).unwrap();
+        s.console.insecure_cookie = true;
+    })
+    .await;
+    let web = browser();
+    let form = get(&app, &web, "/console/login", "").await;
+    let removals = set_cookies(&form);
+    for name in ["console_login_csrf", "console_session"] {
+        assert!(
+            removals.iter().any(|c| c.starts_with(&format!("{name}=;"))
+                && c.contains("Path=/console;")
+                && c.contains("Max-Age=0")),
+            "the login page removes the old {name}: {removals:?}"
+        );
+    }
+    let csrf = cookie_of(&form, "console_login_csrf").expect("a CSRF cookie");
+    let stale = format!("{}.1700000000.{}", "ab".repeat(32), "cd".repeat(32));
+    let res = web
+        .post(format!("{}/console/login", app.address))
+        .header(
+            COOKIE,
+            format!("console_login_csrf={stale}; console_login_csrf={csrf}"),
+        )
+        .form(&[("key", SUPPORT_KEY), ("csrf_token", csrf.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::SEE_OTHER, "the old cookie first");
+    assert!(cookie_of(&res, "console_session").is_some());
+    // Only a cookie holding the form's token counts: the old one alone is refused.
+    let res = web
+        .post(format!("{}/console/login", app.address))
+        .header(COOKIE, format!("console_login_csrf={stale}"))
+        .form(&[("key", SUPPORT_KEY), ("csrf_token", csrf.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::FORBIDDEN);
 }
 
 fn the_cookie(res: &Response, name: &str) -> String {
