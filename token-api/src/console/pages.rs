@@ -13,6 +13,7 @@ use super::model::{
     Badge, Found, RefundModel, SessionRow, UserModel, VideoModel, WatchedVideo, LIST_BYTES,
 };
 use super::session::Agent;
+use super::store::MAX_SEGMENTS;
 
 /// What every page knows: the language, who is signed in, where it is, the time zone.
 pub struct Frame<'a> {
@@ -237,6 +238,13 @@ pub fn user(f: &Frame, p: &UserModel) -> Markup {
             p class="subject" { (l.t("사용자 ID", "Client user id")) ": " code { (p.user) } }
             h2 { (l.t("시청한 영상", "Videos watched")) }
             @if p.videos.is_empty() && p.page.earlier == 0 { p { (l.t("시청 기록이 없습니다.", "No watch history.")) } }
+            @else if p.videos.is_empty() {
+                p class="paging no-more" {
+                    (l.t("이 지점 이후의 영상이 없습니다 (전체 ", "No more videos past this point (of "))
+                    span class="total" { (p.page.total) } (l.t("개). ", "). "))
+                    a class="first" href=(user_href(p.user)) { (l.t("← 처음", "← First")) }
+                }
+            }
             @else {
                 @if p.page.earlier > 0 || more > 0 {
                     p class="paging" {
@@ -269,6 +277,13 @@ pub fn user(f: &Frame, p: &UserModel) -> Markup {
             h2 { (l.t("유효한 수강 권한", "Entitlements in force")) }
             @if p.grants.is_empty() { p { (l.t("없음", "None")) } }
             @else {
+                @if p.grants_not_shown > 0 {
+                    p class="paging" {
+                        (l.t("최근에 부여한 ", "The ")) (p.grants.len()) (l.t("개만 표시합니다: ", " most recently granted are shown; "))
+                        span class="grants-not-shown" { (p.grants_not_shown) }
+                        (l.t("개 더 있습니다 (API: GET /v1/users/{id}/entitlements).", " more are in force (API: GET /v1/users/{id}/entitlements)."))
+                    }
+                }
                 table class="entitlements" {
                     thead { tr {
                         th { (l.t("범위", "Scope")) } th { (l.t("대상", "Target")) }
@@ -281,7 +296,7 @@ pub fn user(f: &Frame, p: &UserModel) -> Markup {
                             @let e = g.entitlement;
                             tr {
                                 td { (e.scope.as_str()) }
-                                td { code { (e.key) } }
+                                td { code { (clip(Some(&e.key))) } }
                                 td { (e.expires_at.map(|t| local(t, f.tz)).unwrap_or_else(|| l.t("없음", "never").to_owned())) }
                                 td { (e.playtime_limit_seconds.map(duration).unwrap_or_else(|| l.t("무제한", "unlimited").to_owned())) }
                                 td { (g.used.map(duration).unwrap_or_else(|| l.t("영상마다", "per video").to_owned())) }
@@ -411,8 +426,8 @@ pub fn refund(f: &Frame, p: &RefundModel) -> Markup {
                                 td { @if d.allowed { span class="badge verified" { (l.t("허용", "allowed")) } } @else { span class="badge unsigned" { (l.t("거부", "refused")) } } }
                                 td { code { (d.reason) } }
                                 td { (r.message) }
-                                td { (d.scope.as_deref().unwrap_or("-")) " " (d.target.as_deref().unwrap_or("")) }
-                                td { (d.player_id.as_deref().unwrap_or("-")) }
+                                td { (clip(d.scope.as_deref())) " " (d.target.as_deref().map(|t| clip(Some(t))).unwrap_or_default()) }
+                                td { (clip(d.player_id.as_deref())) }
                             }
                         }
                     }
@@ -480,7 +495,16 @@ fn session_row(l: UiLang, n: i64, start: &str, r: &SessionRow) -> Markup {
             td class="num" { (duration(s.playtime)) }
             td class="num" { (duration(s.real_playtime)) }
             td class="num" { (duration(s.runtime)) }
-            td { (charts::timeline(&r.runs, l.t("영상 위의 재생 구간", "Played segments on the video"))) }
+            td {
+                (charts::timeline(&r.runs, l.t("영상 위의 재생 구간", "Played segments on the video")))
+                @if s.segment_count > i64::try_from(MAX_SEGMENTS).unwrap_or(i64::MAX) {
+                    " " span class="segments-cut" {
+                        (l.t("처음 ", "the first ")) (MAX_SEGMENTS) (l.t("개 구간만 표시 (전체 ", " of "))
+                        span class="segment-count" { (s.segment_count) }
+                        (l.t("개)", " segments shown"))
+                    }
+                }
+            }
             td {
                 @for (n, b) in r.badges.iter().enumerate() {
                     @if n > 0 { " " }
