@@ -21,6 +21,9 @@ pub struct Frame<'a> {
     pub agent: Option<&'a Agent>,
     /// The request's path, for the language switch's links.
     pub path: &'a str,
+    /// The request's list cursor (`before=...&` or `after=...&`, re-encoded; else empty), kept
+    /// on the language switch's links so switching stays on the same page of a list.
+    pub cursor: String,
     pub tz: &'static Tz,
 }
 
@@ -43,6 +46,18 @@ pub fn seg(s: &str) -> String {
 /// stored before they did is linked to the search for it instead, which stays where it is.
 fn dots_only(id: &str) -> bool {
     id.bytes().all(|b| b == b'.')
+}
+
+/// The list cursor of a query string (`before` or `after`, the first of each), each value
+/// percent-encoded again, as `name=value&` to put before a link's `lang=`.
+pub fn cursor_of(query: &str) -> String {
+    let mut out = String::new();
+    for name in ["before", "after"] {
+        if let Some((_, v)) = form_urlencoded::parse(query.as_bytes()).find(|(k, _)| k == name) {
+            out.push_str(&format!("{name}={}&", seg(&v)));
+        }
+    }
+    out
 }
 
 fn search_href(q: &str) -> String {
@@ -163,9 +178,9 @@ fn frame(f: &Frame, title: &str, body: Markup) -> Markup {
                 header {
                     a class="home" href="/console/" { (l.t("지원 콘솔", "Support console")) }
                     nav class="lang" {
-                        a href={ (f.path) "?lang=ko" } lang="ko" { "한국어" }
+                        a href={ (f.path) "?" (f.cursor) "lang=ko" } lang="ko" { "한국어" }
                         " · "
-                        a href={ (f.path) "?lang=en" } lang="en" { "English" }
+                        a href={ (f.path) "?" (f.cursor) "lang=en" } lang="en" { "English" }
                     }
                     @if let Some(agent) = f.agent {
                         form class="signout" method="post" action="/console/logout" {
@@ -541,6 +556,14 @@ pub fn notice(f: &Frame, title: &str, text: &str) -> Markup {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_language_switch_keeps_a_lists_cursor_only() {
+        assert_eq!(cursor_of("after=m%2E1&lang=en"), "after=m%2E1&");
+        assert_eq!(cursor_of("before=1700000000"), "before=1700000000&");
+        assert_eq!(cursor_of("lang=ko&x=1"), "");
+        assert_eq!(cursor_of("after=a%22%3E<b"), "after=a%22%3E%3Cb&");
+    }
 
     #[test]
     fn segments_are_percent_encoded() {

@@ -428,6 +428,10 @@ async fn a_stale_next_link_says_there_are_no_more_videos_and_links_to_the_first(
         link(&body, "first").as_deref(),
         Some("/console/users/u-stale")
     );
+    assert!(
+        body.contains("href=\"/console/users/u-stale?after=m9&amp;lang=ko\""),
+        "the language switch keeps the page's cursor: {body}"
+    );
     let first = page(&app, &web, &cookie, "/console/users/u-stale").await;
     assert!(first.contains(">m1<"));
 }
