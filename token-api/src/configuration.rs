@@ -316,6 +316,18 @@ pub struct ConsoleSettings {
     /// Send the session cookie without `Secure`, for local runs over plain HTTP only.
     #[arg(long = "console-insecure-cookie", env = "CONSOLE_INSECURE_COOKIE", default_value = "false", value_parser = clap::builder::BoolishValueParser::new())]
     pub insecure_cookie: bool,
+    /// Connections of the console's own pool (1 to 16), on `DATABASE_URL`'s server beside the
+    /// callbacks' `DATABASE_POOL_SIZE`: every console page, sign-in and download's view record
+    /// takes one, so agents' pages can never hold a connection the play and DRM callbacks need;
+    /// a page that gets none within `DATABASE_POOL_WAIT_MS` is the console's 503 page.
+    #[arg(
+        long = "console-db-connections",
+        env = "CONSOLE_DB_CONNECTIONS",
+        value_name = "CONSOLE_DB_CONNECTIONS",
+        default_value_t = 2,
+        value_parser = clap::value_parser!(u16).range(1..=16)
+    )]
+    pub db_connections: u16,
 }
 
 /// The bounds of `CONSOLE_SESSION_HOURS`: a working day at most, so a stolen cookie does not

@@ -150,8 +150,13 @@ impl Application {
         if let Some(file) = &settings.api_keys_file {
             reload_keys_on_sighup(file.clone(), (**keys).clone())?;
         }
+        // The console on a pool of its own: agents' pages never hold a callback's connection.
+        let console_pool = kollus_common::db::pool(&kollus_common::settings::DatabaseSettings {
+            pool_size: usize::from(settings.console.db_connections),
+            ..settings.database.clone()
+        })?;
         let console = web::Data::new(Console::new(
-            pool.clone(),
+            console_pool,
             (**keys).clone(),
             &settings.console,
             settings.play.lang,

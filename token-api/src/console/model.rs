@@ -102,8 +102,10 @@ pub struct UserModel<'a> {
     pub user: &'a str,
     /// One per video watched, in the store's order.
     pub videos: Vec<WatchedVideo<'a>>,
-    /// The entitlements in force now.
+    /// The entitlements in force now, newest first (at most `store::GRANTS_PER_PAGE`).
     pub grants: Vec<Grant<'a>>,
+    /// Grants in force the page leaves out (past `store::GRANTS_PER_PAGE`).
+    pub grants_not_shown: i64,
     /// Who viewed this user's data, and when.
     pub views: &'a [(String, OffsetDateTime)],
     /// Where `videos` stand among all the user's.
@@ -192,6 +194,7 @@ impl<'a> UserModel<'a> {
             user,
             videos,
             grants,
+            grants_not_shown: 0,
             views,
             page,
         }
@@ -378,6 +381,7 @@ mod tests {
             runtime: playtime,
             duration: None,
             segments: Vec::new(),
+            segment_count: 0,
             blocks_played: percents.iter().map(|p| *p > 0).collect(),
             block_percent: percents.to_vec(),
             hash_verified: None,

@@ -13,6 +13,7 @@ use super::model::{
     Badge, Found, RefundModel, SessionRow, UserModel, VideoModel, WatchedVideo, LIST_BYTES,
 };
 use super::session::Agent;
+use super::store::MAX_SEGMENTS;
 
 /// What every page knows: the language, who is signed in, where it is, the time zone.
 pub struct Frame<'a> {
@@ -20,6 +21,9 @@ pub struct Frame<'a> {
     pub agent: Option<&'a Agent>,
     /// The request's path, for the language switch's links.
     pub path: &'a str,
+    /// The request's list cursor (`before=...&` or `after=...&`, re-encoded; else empty), kept
+    /// on the language switch's links so switching stays on the same page of a list.
+    pub cursor: String,
     pub tz: &'static Tz,
 }
 
@@ -42,6 +46,18 @@ pub fn seg(s: &str) -> String {
 /// stored before they did is linked to the search for it instead, which stays where it is.
 fn dots_only(id: &str) -> bool {
     id.bytes().all(|b| b == b'.')
+}
+
+/// The list cursor of a query string (`before` or `after`, the first of each), each value
+/// percent-encoded again, as `name=value&` to put before a link's `lang=`.
+pub fn cursor_of(query: &str) -> String {
+    let mut out = String::new();
+    for name in ["before", "after"] {
+        if let Some((_, v)) = form_urlencoded::parse(query.as_bytes()).find(|(k, _)| k == name) {
+            out.push_str(&format!("{name}={}&", seg(&v)));
+        }
+    }
+    out
 }
 
 fn search_href(q: &str) -> String {
@@ -162,9 +178,9 @@ fn frame(f: &Frame, title: &str, body: Markup) -> Markup {
                 header {
                     a class="home" href="/console/" { (l.t("지원 콘솔", "Support console")) }
                     nav class="lang" {
-                        a href={ (f.path) "?lang=ko" } lang="ko" { "한국어" }
+                        a href={ (f.path) "?" (f.cursor) "lang=ko" } lang="ko" { "한국어" }
                         " · "
-                        a href={ (f.path) "?lang=en" } lang="en" { "English" }
+                        a href={ (f.path) "?" (f.cursor) "lang=en" } lang="en" { "English" }
                     }
                     @if let Some(agent) = f.agent {
                         form class="signout" method="post" action="/console/logout" {
@@ -237,6 +253,13 @@ pub fn user(f: &Frame, p: &UserModel) -> Markup {
             p class="subject" { (l.t("사용자 ID", "Client user id")) ": " code { (p.user) } }
             h2 { (l.t("시청한 영상", "Videos watched")) }
             @if p.videos.is_empty() && p.page.earlier == 0 { p { (l.t("시청 기록이 없습니다.", "No watch history.")) } }
+            @else if p.videos.is_empty() {
+                p class="paging no-more" {
+                    (l.t("이 지점 이후의 영상이 없습니다 (전체 ", "No more videos past this point (of "))
+                    span class="total" { (p.page.total) } (l.t("개). ", "). "))
+                    a class="first" href=(user_href(p.user)) { (l.t("← 처음", "← First")) }
+                }
+            }
             @else {
                 @if p.page.earlier > 0 || more > 0 {
                     p class="paging" {
@@ -269,6 +292,13 @@ pub fn user(f: &Frame, p: &UserModel) -> Markup {
             h2 { (l.t("유효한 수강 권한", "Entitlements in force")) }
             @if p.grants.is_empty() { p { (l.t("없음", "None")) } }
             @else {
+                @if p.grants_not_shown > 0 {
+                    p class="paging" {
+                        (l.t("최근에 부여한 ", "The ")) (p.grants.len()) (l.t("개만 표시합니다: ", " most recently granted are shown; "))
+                        span class="grants-not-shown" { (p.grants_not_shown) }
+                        (l.t("개 더 있습니다 (API: GET /v1/users/{id}/entitlements).", " more are in force (API: GET /v1/users/{id}/entitlements)."))
+                    }
+                }
                 table class="entitlements" {
                     thead { tr {
                         th { (l.t("범위", "Scope")) } th { (l.t("대상", "Target")) }
@@ -281,7 +311,7 @@ pub fn user(f: &Frame, p: &UserModel) -> Markup {
                             @let e = g.entitlement;
                             tr {
                                 td { (e.scope.as_str()) }
-                                td { code { (e.key) } }
+                                td { code { (clip(Some(&e.key))) } }
                                 td { (e.expires_at.map(|t| local(t, f.tz)).unwrap_or_else(|| l.t("없음", "never").to_owned())) }
                                 td { (e.playtime_limit_seconds.map(duration).unwrap_or_else(|| l.t("무제한", "unlimited").to_owned())) }
                                 td { (g.used.map(duration).unwrap_or_else(|| l.t("영상마다", "per video").to_owned())) }
@@ -411,8 +441,8 @@ pub fn refund(f: &Frame, p: &RefundModel) -> Markup {
                                 td { @if d.allowed { span class="badge verified" { (l.t("허용", "allowed")) } } @else { span class="badge unsigned" { (l.t("거부", "refused")) } } }
                                 td { code { (d.reason) } }
                                 td { (r.message) }
-                                td { (d.scope.as_deref().unwrap_or("-")) " " (d.target.as_deref().unwrap_or("")) }
-                                td { (d.player_id.as_deref().unwrap_or("-")) }
+                                td { (clip(d.scope.as_deref())) " " (d.target.as_deref().map(|t| clip(Some(t))).unwrap_or_default()) }
+                                td { (clip(d.player_id.as_deref())) }
                             }
                         }
                     }
@@ -480,7 +510,16 @@ fn session_row(l: UiLang, n: i64, start: &str, r: &SessionRow) -> Markup {
             td class="num" { (duration(s.playtime)) }
             td class="num" { (duration(s.real_playtime)) }
             td class="num" { (duration(s.runtime)) }
-            td { (charts::timeline(&r.runs, l.t("영상 위의 재생 구간", "Played segments on the video"))) }
+            td {
+                (charts::timeline(&r.runs, l.t("영상 위의 재생 구간", "Played segments on the video")))
+                @if s.segment_count > i64::try_from(MAX_SEGMENTS).unwrap_or(i64::MAX) {
+                    " " span class="segments-cut" {
+                        (l.t("처음 ", "the first ")) (MAX_SEGMENTS) (l.t("개 구간만 표시 (전체 ", " of "))
+                        span class="segment-count" { (s.segment_count) }
+                        (l.t("개)", " segments shown"))
+                    }
+                }
+            }
             td {
                 @for (n, b) in r.badges.iter().enumerate() {
                     @if n > 0 { " " }
@@ -517,6 +556,14 @@ pub fn notice(f: &Frame, title: &str, text: &str) -> Markup {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_language_switch_keeps_a_lists_cursor_only() {
+        assert_eq!(cursor_of("after=m%2E1&lang=en"), "after=m%2E1&");
+        assert_eq!(cursor_of("before=1700000000"), "before=1700000000&");
+        assert_eq!(cursor_of("lang=ko&x=1"), "");
+        assert_eq!(cursor_of("after=a%22%3E<b"), "after=a%22%3E%3Cb&");
+    }
 
     #[test]
     fn segments_are_percent_encoded() {

@@ -97,6 +97,7 @@ pub fn frame<'a>(req: &'a HttpRequest, console: &Console, agent: Option<&'a Agen
         lang: UiLang::of(req).0,
         agent,
         path: req.uri().path(),
+        cursor: pages::cursor_of(req.query_string()),
         tz: console.tz,
     }
 }

@@ -30,8 +30,12 @@ pub struct Session {
     pub runtime: i64,
     /// The video's length as the player reported it, in seconds.
     pub duration: Option<i64>,
-    /// Played segments (`block_info.sessions`), decoded by common's reader.
+    /// Played segments (`block_info.sessions`), decoded by common's reader: the first
+    /// [`MAX_SEGMENTS`] stored (PostgreSQL slices the array; the page never parses more).
     pub segments: Vec<Segment>,
+    /// How many segments the session stores in all (more than `segments` holds when it stores
+    /// more than [`MAX_SEGMENTS`]: the page says so).
+    pub segment_count: i64,
     pub blocks_played: Vec<bool>,
     pub block_percent: Vec<i64>,
     pub hash_verified: Option<bool>,
@@ -46,6 +50,7 @@ impl Session {
         let s = SessionRow::from_row(r)?;
         Ok(Self {
             segments: stored_segments(&s.segments).collect(),
+            segment_count: r.try_get("segment_count")?,
             start_at: s.start_at,
             device: s.device,
             os: s.os,
@@ -79,10 +84,40 @@ fn block_percent(percent: &[i64], played: &[bool], i: usize) -> i64 {
     }
 }
 
+/// The most segments a page reads of one session: one report carries at most 10,000, but
+/// history-worker merges reports with no cap, so a forged session may store millions.
+pub const MAX_SEGMENTS: usize = 10_000;
+
+/// A session's stored segments as a page reads them: the first [`MAX_SEGMENTS`], sliced by
+/// PostgreSQL (`jsonb_path_query_array`) only when there are more, and `segment_count`, how many
+/// it stores (0 for anything but an array, which common's reader skips anyway).
+macro_rules! bounded_segments {
+    () => {
+        "CASE WHEN jsonb_typeof(s.segments) = 'array' \
+                   AND jsonb_array_length(s.segments) > 10000 \
+              THEN jsonb_path_query_array(s.segments, '$[0 to 9999]') \
+              ELSE s.segments END AS segments, \
+         CASE WHEN jsonb_typeof(s.segments) = 'array' \
+              THEN jsonb_array_length(s.segments)::bigint ELSE 0 END AS segment_count"
+    };
+}
+
+/// A user's sessions with every column of common's row, their segments bounded
+/// ([`bounded_segments`]).
 static SESSIONS: LazyLock<String> = LazyLock::new(|| {
+    let columns: Vec<String> = SessionRow::COLUMNS
+        .iter()
+        .map(|c| {
+            if *c == "segments" {
+                bounded_segments!().to_owned()
+            } else {
+                format!("s.{c}")
+            }
+        })
+        .collect();
     format!(
         "SELECT {} FROM watch_sessions s WHERE s.client_user_id = $1",
-        qualified("s", SessionRow::COLUMNS)
+        columns.join(", ")
     )
 });
 
@@ -197,6 +232,19 @@ pub async fn user_videos(
             let coverage = cells.entry(r.try_get("media_content_key")?).or_default();
             fold_blocks(coverage, &r)?;
         }
+    }
+    if rows.is_empty() && after.is_some() {
+        // A cursor past the user's last video (a stale Next link): how many they have, all of
+        // them before it, so the page says there are no more rather than no history.
+        let r = client
+            .query_one(
+                "SELECT count(DISTINCT s.media_content_key) AS videos FROM watch_sessions s \
+                  WHERE s.client_user_id = $1",
+                &[&user],
+            )
+            .await?;
+        total = r.try_get("videos")?;
+        earlier = total;
     }
     let mut videos = Vec::with_capacity(rows.len());
     for r in &rows {
@@ -559,19 +607,54 @@ pub async fn views(client: &Client, user: &str) -> anyhow::Result<Vec<(String, O
         .collect()
 }
 
-/// Every grant of the user, in force or revoked (entitlements' own model reads the row).
-pub async fn entitlements(client: &Client, user: &str) -> anyhow::Result<Vec<Entitlement>> {
+/// The most grants in force a user's page shows (newest first); it says how many more there are.
+pub const GRANTS_PER_PAGE: usize = 200;
+
+/// The user's grants in force now, newest first, at most `limit` (entitlements' own model
+/// reads the row), and how many are in force in all.
+pub async fn entitlements_in_force(
+    client: &Client,
+    user: &str,
+    limit: usize,
+) -> anyhow::Result<(Vec<Entitlement>, i64)> {
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
     let rows = client
         .query(
             &format!(
-                "SELECT {} FROM entitlements WHERE client_user_id = $1 ORDER BY scope, target",
+                "SELECT {}, count(*) OVER () AS in_force FROM entitlements \
+                  WHERE client_user_id = $1 AND revoked_at IS NULL \
+                    AND (expires_at IS NULL OR expires_at > now()) \
+                  ORDER BY granted_at DESC, scope, target LIMIT $2",
                 Entitlement::COLUMNS
             ),
-            &[&user],
+            &[&user, &limit],
         )
         .await?;
-    Ok(rows
-        .iter()
-        .map(Entitlement::from_row)
-        .collect::<Result<_, _>>()?)
+    let total = match rows.first() {
+        Some(r) => r.try_get("in_force")?,
+        None => 0,
+    };
+    Ok((
+        rows.iter()
+            .map(Entitlement::from_row)
+            .collect::<Result<_, _>>()?,
+        total,
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_segments_sql_slices_at_max_segments() {
+        let sql = bounded_segments!();
+        assert!(sql.contains(&format!("> {MAX_SEGMENTS}")), "{sql}");
+        assert!(
+            sql.contains(&format!("[0 to {}]", MAX_SEGMENTS - 1)),
+            "{sql}"
+        );
+        assert!(SESSIONS.contains("AS segment_count"));
+        assert_eq!(SESSIONS.matches("s.segments").count(), 6, "{}", *SESSIONS);
+    }
 }

@@ -94,7 +94,8 @@ pub async fn user(
     let client = console.pool.get().await?;
     let u = user.as_str();
     let (videos, total, earlier) = store::user_videos(&client, u, after, VIDEOS_PER_PAGE).await?;
-    let entitlements = store::entitlements(&client, u).await?;
+    let (entitlements, in_force) =
+        store::entitlements_in_force(&client, u, store::GRANTS_PER_PAGE).await?;
     if videos.is_empty() && entitlements.is_empty() && !store::user_known(&client, u).await? {
         return Err(Refusal::NotFound(
             "이 사용자에 대해 가진 기록이 없습니다.",
@@ -112,7 +113,8 @@ pub async fn user(
     let f = frame(&req, &console, Some(&agent));
     let now = OffsetDateTime::now_utc();
     let page = VideoPage { total, earlier };
-    let p = UserModel::new(u, &videos, &playtime, &entitlements, page, &views, now);
+    let mut p = UserModel::new(u, &videos, &playtime, &entitlements, page, &views, now);
+    p.grants_not_shown = in_force.saturating_sub(i64::try_from(p.grants.len()).unwrap_or(0));
     Ok(html(&req, &console, StatusCode::OK, pages::user(&f, &p)))
 }
 

@@ -323,3 +323,265 @@ async fn a_video_page_counts_viewers_per_share_of_blocks_and_per_block_in_sql() 
         );
     }
 }
+
+#[tokio::test]
+async fn a_session_of_200000_segments_is_read_as_its_first_10000_and_the_page_says_so() {
+    let (app, web, cookie) = spawn_console().await;
+    // As history-worker's uncapped merge across reports could leave it.
+    plant(&app, "u-huge", "m-huge", 1, 200_000).await;
+    let body = page(&app, &web, &cookie, "/console/users/u-huge/media/m-huge").await;
+    assert!(
+        body.len() < PAGE_BYTES,
+        "the page weighs {} bytes",
+        body.len()
+    );
+    assert_eq!(
+        count_in(&body, "segment-count"),
+        Some(200_000),
+        "says of how many"
+    );
+    assert!(
+        body.contains("the first 10000 of"),
+        "says the timeline is the first 10,000"
+    );
+    let bars = body.matches("class=\"segment\"").count();
+    assert!(bars > 0 && bars <= TIMELINE, "{bars} bars");
+
+    // A session within the bound says nothing of the kind.
+    plant(&app, "u-small", "m-small", 1, 10_000).await;
+    let body = page(&app, &web, &cookie, "/console/users/u-small/media/m-small").await;
+    assert_eq!(count_in(&body, "segment-count"), None);
+}
+
+#[tokio::test]
+async fn a_user_page_shows_the_newest_200_grants_and_says_how_many_more_with_cells_clipped() {
+    let (app, web, cookie) = spawn_console().await;
+    let db = app.db.client().await;
+    let long = "x".repeat(5_000);
+    db.execute(
+        "INSERT INTO entitlements (client_user_id, scope, target, download, granted_by, granted_at)
+         SELECT 'u-grants', 'media', 'g' || lpad(i::text, 3, '0'), false, 'app',
+                now() - i * interval '1 minute'
+           FROM generate_series(0, 249) i
+         UNION ALL SELECT 'u-grants', 'media', $1, false, 'app', now() + interval '1 minute'
+         UNION ALL SELECT 'u-grants', 'media', 'revoked', false, 'app', now()",
+        &[&long],
+    )
+    .await
+    .unwrap();
+    db.execute(
+        "UPDATE entitlements SET revoked_at = now(), revoked_by = 'app' WHERE target = 'revoked'",
+        &[],
+    )
+    .await
+    .unwrap();
+    let body = page(&app, &web, &cookie, "/console/users/u-grants").await;
+    let table = body
+        .split("<table class=\"entitlements\">")
+        .nth(1)
+        .and_then(|t| t.split("</table>").next())
+        .expect("the grants' table");
+    assert_eq!(table.matches("<tr>").count() - 1, 200, "200 grants shown");
+    assert_eq!(
+        count_in(&body, "grants-not-shown"),
+        Some(51),
+        "251 in force"
+    );
+    assert!(table.contains(">g000<"), "the newest");
+    assert!(!table.contains(">g249<"), "not the oldest");
+    assert!(!table.contains(">revoked<"), "only grants in force");
+    assert!(!body.contains(&"x".repeat(81)), "the long target clipped");
+
+    // The refund view's decisions: what the player sent is clipped.
+    let player = "p".repeat(5_000);
+    let target = "t".repeat(5_000);
+    db.execute(
+        "INSERT INTO playback_decisions (decided_at, callback, kind, client_user_id, \
+             media_content_key, result, reason, scope, target, player_id)
+         SELECT now() - i * interval '1 second', 'play', 1, 'u-grants', 'm-d', 0,
+                'no_entitlement', 'media', $1, $2
+           FROM generate_series(1, 300) i",
+        &[&target, &player],
+    )
+    .await
+    .unwrap();
+    let body = page(&app, &web, &cookie, "/console/users/u-grants/media/m-d").await;
+    assert!(
+        body.len() < PAGE_BYTES,
+        "the page weighs {} bytes",
+        body.len()
+    );
+    assert!(!body.contains(&"p".repeat(81)), "player_id clipped");
+    assert!(!body.contains(&"t".repeat(81)), "target clipped");
+    assert!(body.contains(&format!("{}…", "p".repeat(80))));
+}
+
+#[tokio::test]
+async fn a_stale_next_link_says_there_are_no_more_videos_and_links_to_the_first() {
+    let (app, web, cookie) = spawn_console().await;
+    plant(&app, "u-stale", "m1", 1, 1).await;
+    let body = page(&app, &web, &cookie, "/console/users/u-stale?after=m9").await;
+    assert!(!body.contains("No watch history"), "{body}");
+    assert!(body.contains("No more videos"), "{body}");
+    assert_eq!(count_in(&body, "total"), Some(1));
+    assert_eq!(
+        link(&body, "first").as_deref(),
+        Some("/console/users/u-stale")
+    );
+    assert!(
+        body.contains("href=\"/console/users/u-stale?after=m9&amp;lang=ko\""),
+        "the language switch keeps the page's cursor: {body}"
+    );
+    let first = page(&app, &web, &cookie, "/console/users/u-stale").await;
+    assert!(first.contains(">m1<"));
+}
+
+/// A play callback (kind 1) for `user` and `media`, and how long its answer took.
+async fn play(app: &TestApp, user: &str, media: &str) -> (Response, std::time::Duration) {
+    let started = std::time::Instant::now();
+    let res = app
+        .client
+        .post(format!("{}/kollus/play?secret={PLAY_SECRET}", app.address))
+        .form(&[
+            ("kind", "1"),
+            ("client_user_id", user),
+            ("media_content_key", media),
+            ("player_id", "player-1"),
+            ("localtime", "1700000000"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    (res, started.elapsed())
+}
+
+#[tokio::test]
+async fn console_pages_blocked_in_the_database_hold_only_the_consoles_pool_not_playbacks() {
+    let app = spawn_app_with(|s| {
+        s.api_keys = ApiKeys::parse(&format!("support[console]:{SUPPORT_KEY}")).unwrap();
+        // CONSOLE_DB_CONNECTIONS's default, 2; a short wait so a page without one is a 503 soon.
+        assert_eq!(s.console.db_connections, 2);
+        s.database.pool_wait = std::time::Duration::from_millis(1_000);
+    })
+    .await;
+    let web = reqwest::Client::builder()
+        .redirect(redirect::Policy::none())
+        .build()
+        .unwrap();
+    let cookie = sign_in(&app, &web).await;
+    plant(&app, "u-slow", "m-slow", 1, 1).await;
+
+    // Every page's view record waits on a lock this test holds: ten slow page loads, more than
+    // the callbacks' whole pool (DATABASE_POOL_SIZE, 8).
+    let locker = app.db.client().await;
+    locker
+        .batch_execute("BEGIN; LOCK TABLE console_views IN EXCLUSIVE MODE")
+        .await
+        .unwrap();
+    let loads: Vec<_> = (0..10)
+        .map(|_| {
+            let (web, cookie) = (web.clone(), cookie.clone());
+            let url = format!("{}/console/users/u-slow", app.address);
+            tokio::spawn(async move {
+                web.get(url)
+                    .header(COOKIE, cookie)
+                    .send()
+                    .await
+                    .unwrap()
+                    .status()
+            })
+        })
+        .collect();
+    let watcher = app.db.client().await;
+    kollus_test_support::eventually_ok(
+        "the console's two connections blocked on the lock",
+        std::time::Duration::from_secs(20),
+        || async {
+            let waiting: i64 = watcher
+                .query_one(
+                    "SELECT count(*) AS n FROM pg_stat_activity \
+                      WHERE datname = current_database() AND wait_event_type = 'Lock' \
+                        AND query LIKE 'INSERT INTO console_views%'",
+                    &[],
+                )
+                .await
+                .unwrap()
+                .get("n");
+            if waiting >= 2 {
+                Ok(waiting)
+            } else {
+                Err(format!("{waiting} waiting"))
+            }
+        },
+    )
+    .await;
+
+    // The play callback still gets a connection: a decision within its deadline
+    // (PLAY_TIMEOUT_MS, 2 s).
+    for _ in 0..3 {
+        let (res, took) = play(&app, "u-slow", "m-slow").await;
+        assert_eq!(res.status(), 200, "after {took:?}: {:?}", res.text().await);
+        assert!(
+            took < std::time::Duration::from_secs(2),
+            "answered after {took:?}"
+        );
+    }
+    // ... while another console page, with no connection left to it, is the console's 503.
+    let res = web
+        .get(format!("{}/console/users/u-slow", app.address))
+        .header(COOKIE, &cookie)
+        .header(ACCEPT_LANGUAGE, "en")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let blocked: i64 = watcher
+        .query_one(
+            "SELECT count(*) AS n FROM pg_stat_activity \
+              WHERE datname = current_database() AND wait_event_type = 'Lock'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get("n");
+    assert_eq!(blocked, 2, "no more than the console's pool ever waited");
+
+    locker.batch_execute("ROLLBACK").await.unwrap();
+    let mut answered = Vec::new();
+    for load in loads {
+        answered.push(load.await.unwrap());
+    }
+    assert!(
+        answered
+            .iter()
+            .all(|s| *s == StatusCode::OK || *s == StatusCode::SERVICE_UNAVAILABLE),
+        "{answered:?}"
+    );
+    assert!(
+        answered.iter().filter(|s| **s == StatusCode::OK).count() >= 2,
+        "{answered:?}"
+    );
+}
+
+/// The binary refuses a console pool outside 1 to 16 connections at start, naming the setting.
+#[test]
+fn console_db_connections_outside_1_to_16_stop_the_start_naming_the_setting() {
+    for value in ["0", "17", "-1", "two"] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_token-api"))
+            .env_clear()
+            .env("DATABASE_URL", "postgres://127.0.0.1:1/none")
+            .env("KOLLUS_SECURITY_KEY", SECURITY_KEY)
+            .env("KOLLUS_CUSTOM_KEY", CUSTOM_KEY)
+            .env("TOKEN_API_KEYS", format!("support[console]:{SUPPORT_KEY}"))
+            .env("CONSOLE_DB_CONNECTIONS", value)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{value}: {stderr}");
+        assert!(
+            stderr.contains("CONSOLE_DB_CONNECTIONS"),
+            "{value}: {stderr}"
+        );
+        assert!(!stderr.contains("panicked"), "{stderr}");
+    }
+}
