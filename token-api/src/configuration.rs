@@ -445,3 +445,41 @@ pub enum Lang {
     Ko,
     En,
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use clap::Parser as _;
+
+    use super::{ExportSettings, IDLE_IN_TRANSACTION_MARGIN};
+
+    #[derive(clap::Parser)]
+    struct Exports {
+        #[command(flatten)]
+        export: ExportSettings,
+    }
+
+    #[test]
+    fn an_export_is_bounded_in_total_and_the_servers_net_sits_past_that() {
+        let default = Exports::try_parse_from(["token-api"]).unwrap().export;
+        assert_eq!(default.max_seconds, 600);
+        assert_eq!(
+            default.idle_in_transaction(),
+            Duration::from_secs(600) + IDLE_IN_TRANSACTION_MARGIN
+        );
+        // The server's net never cuts what our own deadlines allow: a page pushed through
+        // chunk after chunk, each within the chunk deadline, up to the export's deadline.
+        assert!(default.idle_in_transaction() > default.max_duration());
+        for refused in ["9", "86401", "0", "ten"] {
+            let error = Exports::try_parse_from(["token-api", "--export-max-seconds", refused])
+                .err()
+                .unwrap_or_else(|| panic!("{refused} taken"))
+                .to_string();
+            assert!(error.contains("--export-max-seconds"), "{error}");
+        }
+        for taken in ["10", "86400"] {
+            Exports::try_parse_from(["token-api", "--export-max-seconds", taken]).unwrap();
+        }
+    }
+}
