@@ -176,11 +176,21 @@ pub struct ExportSettings {
     #[arg(long = "export-chunk-deadline-seconds", env = "EXPORT_CHUNK_DEADLINE_SECONDS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub chunk_deadline_seconds: u64,
     /// `statement_timeout` of an export's statements, in seconds (1 to 3600): each fetch of a
-    /// page of rows. The transaction's `idle_in_transaction_session_timeout` is the chunk
-    /// deadline and 10 s more, so PostgreSQL itself ends a snapshot this process forgot.
+    /// page of rows.
     #[arg(long = "export-statement-timeout-seconds", env = "EXPORT_STATEMENT_TIMEOUT_SECONDS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub statement_timeout_seconds: u64,
+    /// Seconds a whole export may last (10 to 86400), however steadily its client reads: past
+    /// them it is cut as a stalled one is (rolled back, snapshot, connection and slot released,
+    /// no last chunk), counted `overtime`. What bounds how long an export holds its
+    /// REPEATABLE READ snapshot; the transaction's `idle_in_transaction_session_timeout` is
+    /// this and [`IDLE_IN_TRANSACTION_MARGIN`] more.
+    #[arg(long = "export-max-seconds", env = "EXPORT_MAX_SECONDS", default_value_t = 600, value_parser = clap::value_parser!(u64).range(10..=86400))]
+    pub max_seconds: u64,
 }
+
+/// How much longer than `EXPORT_MAX_SECONDS` PostgreSQL lets an export's transaction sit idle
+/// before it ends the session itself: time for our own cut to roll back first.
+pub const IDLE_IN_TRANSACTION_MARGIN: Duration = Duration::from_secs(10);
 
 impl ExportSettings {
     pub fn chunk_deadline(&self) -> Duration {
@@ -191,9 +201,20 @@ impl ExportSettings {
         Duration::from_secs(self.statement_timeout_seconds)
     }
 
-    /// Longer than the chunk deadline, while which the transaction waits idle for the client.
+    /// `EXPORT_MAX_SECONDS`: the whole export's deadline, counted from when its task starts.
+    pub fn max_duration(&self) -> Duration {
+        Duration::from_secs(self.max_seconds)
+    }
+
+    /// The transaction's `idle_in_transaction_session_timeout`: PostgreSQL's safety net, which
+    /// ends the snapshot of an export this process forgot. The transaction is idle for as long
+    /// as one page of rows takes to be pushed through the client, chunk after chunk, each
+    /// within the chunk deadline: many chunk deadlines in a row, which only the whole
+    /// export's deadline bounds. So the net is set past that deadline, and never cuts an
+    /// export our own deadlines allow (a reader slow but steady is ours to cut, at
+    /// `EXPORT_MAX_SECONDS`, not the server's half-way through a page).
     pub fn idle_in_transaction(&self) -> Duration {
-        self.chunk_deadline() + Duration::from_secs(10)
+        self.max_duration() + IDLE_IN_TRANSACTION_MARGIN
     }
 }
 
@@ -435,4 +456,42 @@ pub enum PlayDefault {
 pub enum Lang {
     Ko,
     En,
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use clap::Parser as _;
+
+    use super::{ExportSettings, IDLE_IN_TRANSACTION_MARGIN};
+
+    #[derive(clap::Parser)]
+    struct Exports {
+        #[command(flatten)]
+        export: ExportSettings,
+    }
+
+    #[test]
+    fn an_export_is_bounded_in_total_and_the_servers_net_sits_past_that() {
+        let default = Exports::try_parse_from(["token-api"]).unwrap().export;
+        assert_eq!(default.max_seconds, 600);
+        assert_eq!(
+            default.idle_in_transaction(),
+            Duration::from_secs(600) + IDLE_IN_TRANSACTION_MARGIN
+        );
+        // The server's net never cuts what our own deadlines allow: a page pushed through
+        // chunk after chunk, each within the chunk deadline, up to the export's deadline.
+        assert!(default.idle_in_transaction() > default.max_duration());
+        for refused in ["9", "86401", "0", "ten"] {
+            let error = Exports::try_parse_from(["token-api", "--export-max-seconds", refused])
+                .err()
+                .unwrap_or_else(|| panic!("{refused} taken"))
+                .to_string();
+            assert!(error.contains("--export-max-seconds"), "{error}");
+        }
+        for taken in ["10", "86400"] {
+            Exports::try_parse_from(["token-api", "--export-max-seconds", taken]).unwrap();
+        }
+    }
 }

@@ -77,7 +77,8 @@ pub struct Metrics {
     /// Exports started, by what (`user`, `media`).
     pub exports: IntCounterVec,
     /// Exports refused or ended early, by reason (`busy`: no slot; `stalled`: the client
-    /// took no chunk within the deadline; `failed`: PostgreSQL failed half-way).
+    /// took no chunk within the deadline; `overtime`: still running at `EXPORT_MAX_SECONDS`;
+    /// `failed`: PostgreSQL failed half-way).
     pub exports_unfinished: IntCounterVec,
     /// Console sign-ins refused, by reason ([`SignInFailure`]).
     pub console_sign_in_failures: IntCounterVec,
@@ -154,7 +155,7 @@ impl Metrics {
             exports_unfinished: counter_vec(
                 &r,
                 "exports_unfinished_total",
-                "Exports refused for want of a slot (busy), cut for a client that stopped reading (stalled), or failed half-way (failed).",
+                "Exports refused for want of a slot (busy), cut for a client that stopped reading (stalled) or at the export's deadline (overtime), or failed half-way (failed).",
                 &["reason"],
             ),
             console_sign_in_failures: counter_vec(
@@ -188,7 +189,7 @@ impl Metrics {
         zeroed(&m.exports, &[&["user"], &["media"]]);
         zeroed(
             &m.exports_unfinished,
-            &[&["busy"], &["stalled"], &["failed"]],
+            &[&["busy"], &["stalled"], &["overtime"], &["failed"]],
         );
         zeroed(&m.entitlement_changes, &[&["grant"], &["revoke"]]);
         for callback in ["play", "drm"] {

@@ -9,7 +9,8 @@
 //!
 //! Exports cannot starve playback: they run on a pool of their own, at most
 //! `EXPORT_CONCURRENCY` at once (one more is a 503 with `Retry-After`, before anything is
-//! streamed), and a client that stops reading is cut off after `EXPORT_CHUNK_DEADLINE_SECONDS`.
+//! streamed), a client that stops reading is cut off after `EXPORT_CHUNK_DEADLINE_SECONDS`, and
+//! an export still running at `EXPORT_MAX_SECONDS` is cut too, however steadily it is read.
 
 mod archive;
 pub mod gate;
@@ -70,7 +71,7 @@ fn format_of(req: &HttpRequest) -> Format {
     path = "/v1/users/{client_user_id}/export",
     operation_id = "exportUser",
     summary = "Everything we hold about a user",
-    description = "JSON Lines (default): `session` (every watch session with its played blocks and segments), `progress` (per video), `entitlement`, `playback_decision`; with `Accept: text/csv`, the sessions as CSV. Session and progress lines, and each CSV row, end with what the catalog says of the video: `title`, `duration_seconds`, `poster_url`, `transcoding_stage`, `transcoding_stage_name` and `absent_since` (null, or an empty cell, where unknown). Streamed from a read-only snapshot, so memory stays flat for users with any number of sessions; a failure half-way ends the stream with an `error` line.",
+    description = "JSON Lines (default): `session` (every watch session with its played blocks and segments), `progress` (per video), `entitlement`, `playback_decision`; with `Accept: text/csv`, the sessions as CSV. Session and progress lines, and each CSV row, end with what the catalog says of the video: `title`, `duration_seconds`, `poster_url`, `transcoding_stage`, `transcoding_stage_name` and `absent_since` (null, or an empty cell, where unknown). Streamed from a read-only snapshot, so memory stays flat for users with any number of sessions; a failure half-way ends the stream with an `error` line. An export is cut (the connection closes without the chunked encoding's last chunk, never a short file that passes for a whole one) when the client takes no 64 KiB chunk within `EXPORT_CHUNK_DEADLINE_SECONDS` (30 by default), or when it is not done within `EXPORT_MAX_SECONDS` (600 by default).",
     params(
         crate::params::UserPath
     ),
@@ -119,7 +120,7 @@ pub async fn user(
     path = "/v1/media/{media_content_key}/export",
     operation_id = "exportMedia",
     summary = "Everything we hold about a video, for its course owner",
-    description = "JSON Lines (default): `media` (the catalog record, with `title`, `duration_seconds`, `poster_url`, `transcoding_stage`, `transcoding_stage_name`, `absent_since`; `deleted_at` is the delete callback's, `absent_since` an absence from Kollus's API), `channel` (memberships), `content_event` (its channel history, in event order), `user_totals` (per user); with `Accept: text/csv`, the per-user totals as CSV, each row ending with the same six catalog columns.",
+    description = "JSON Lines (default): `media` (the catalog record, with `title`, `duration_seconds`, `poster_url`, `transcoding_stage`, `transcoding_stage_name`, `absent_since`; `deleted_at` is the delete callback's, `absent_since` an absence from Kollus's API), `channel` (memberships), `content_event` (its channel history, in event order), `user_totals` (per user); with `Accept: text/csv`, the per-user totals as CSV, each row ending with the same six catalog columns. Cut as a user's export is, at the same deadlines.",
     params(
         crate::params::MediaPath
     ),

@@ -1,8 +1,9 @@
 //! Streaming an export: rows through a cursor in a read-only snapshot, a few pages in flight,
 //! written as JSON Lines or CSV in chunks: memory stays flat however much there is. The
-//! snapshot is bounded on both sides: each chunk must be taken within the chunk deadline, and
-//! the server ends the transaction past `statement_timeout` or
-//! `idle_in_transaction_session_timeout` whatever becomes of this process.
+//! snapshot is bounded on both sides: each chunk must be taken within the chunk deadline and
+//! the whole export must end within `EXPORT_MAX_SECONDS`, and the server ends the transaction
+//! past `statement_timeout` or `idle_in_transaction_session_timeout` (the export's deadline
+//! and a margin, so never before our own cut) whatever becomes of this process.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -13,7 +14,9 @@ use tokio::sync::mpsc;
 
 use super::gate::{Admitted, Export};
 use super::parts::Part;
-use super::sink::Sink;
+use super::sink::{Cut, Sink};
+use crate::configuration::ExportSettings;
+use crate::metrics::Metrics;
 
 /// Rows fetched per round trip.
 const PAGE: i32 = 500;
@@ -29,8 +32,9 @@ pub enum Format {
 
 /// Streams `parts` for `key` as `format` on the admitted export's connection. A failure
 /// half-way ends JSON Lines with an error line, and cuts a CSV (no last chunk): a truncated
-/// export never passes for a whole one. A client that takes no chunk within the chunk deadline
-/// is cut off: the transaction rolled back, its connection and slot released at once.
+/// export never passes for a whole one. A client that takes no chunk within the chunk deadline,
+/// or an export still running at `EXPORT_MAX_SECONDS`, is cut off: the transaction rolled back,
+/// its connection and slot released at once.
 pub fn stream(
     export: &Export,
     admitted: Admitted,
@@ -47,8 +51,10 @@ pub fn stream(
     let metrics = export.metrics.clone();
     tokio::spawn(async move {
         let Admitted { permit, mut client } = admitted;
-        let mut sink = Sink::new(tx, settings.chunk_deadline());
-        let result = async {
+        // Counted from here, so no idle spell of the transaction (opened below) reaches it.
+        let ends_at = tokio::time::Instant::now() + settings.max_duration();
+        let mut sink = Sink::new(tx, settings.chunk_deadline(), ends_at);
+        let result = tokio::time::timeout_at(ends_at, async {
             let tx = client
                 .build_transaction()
                 .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
@@ -106,24 +112,24 @@ pub fn stream(
                 super::archive::raw_reports(archive, &key, &mut sink).await?;
             }
             anyhow::Ok(())
-        }
+        })
         .await;
+        // Past the export's deadline, in a fetch (the timeout above) or waiting for the client
+        // (the sink's own).
+        let (why_cut, result) = match result {
+            Err(_) => (Some(Cut::Overtime), Ok(())),
+            Ok(result) => (sink.cut(), result),
+        };
         // The snapshot is gone with the transaction (rolled back if not committed); the
         // connection goes back before the slot, so the next export admitted finds it free.
         drop(client);
         drop(permit);
-        if sink.stalled() {
-            tracing::warn!(
-                deadline_seconds = settings.chunk_deadline_seconds,
-                "export cut: the client took no chunk within EXPORT_CHUNK_DEADLINE_SECONDS"
-            );
-            metrics
-                .exports_unfinished
-                .with_label_values(&["stalled"])
-                .inc();
+        if let Some(why) = why_cut {
+            count_cut(why, &settings, &metrics);
             cut_by_task.store(true, Ordering::Release);
             return;
         }
+        let failed = result.is_err();
         if let Err(e) = result {
             tracing::warn!(error = format!("{e:#}"), "export failed half-way");
             metrics
@@ -138,7 +144,16 @@ pub fn stream(
                 return;
             }
         }
-        sink.flush().await;
+        // The last chunk is held to the same deadlines: one not taken in time cuts the response
+        // too, or it would end as a whole file without its last rows.
+        if !sink.flush().await {
+            if let Some(why) = sink.cut() {
+                if !failed {
+                    count_cut(why, &settings, &metrics);
+                }
+                cut_by_task.store(true, Ordering::Release);
+            }
+        }
     });
     // The chunks as they come; once the task is done, a cut export ends in an error, which
     // closes the connection without the last chunk of the chunked encoding.
@@ -163,6 +178,30 @@ pub fn stream(
             Format::Csv => "text/csv; charset=utf-8",
         })
         .streaming(body)
+}
+
+/// Logs and counts an export cut before its end (at WARN: the client or the deadlines decide).
+fn count_cut(why: Cut, settings: &ExportSettings, metrics: &Metrics) {
+    let reason = match why {
+        Cut::Stalled => {
+            tracing::warn!(
+                deadline_seconds = settings.chunk_deadline_seconds,
+                "export cut: the client took no chunk within EXPORT_CHUNK_DEADLINE_SECONDS"
+            );
+            "stalled"
+        }
+        Cut::Overtime => {
+            tracing::warn!(
+                max_seconds = settings.max_seconds,
+                "export cut: still running after EXPORT_MAX_SECONDS"
+            );
+            "overtime"
+        }
+    };
+    metrics
+        .exports_unfinished
+        .with_label_values(&[reason])
+        .inc();
 }
 
 /// One CSV record, quoted as RFC 4180 wants.

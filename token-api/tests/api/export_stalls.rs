@@ -1,6 +1,8 @@
 //! Exports cannot starve playback (issue 30): clients that start an export and stop reading
 //! hold neither the connections the play callback needs nor, past the chunk deadline, their
 //! snapshot and connection; an export beyond `EXPORT_CONCURRENCY` is a 503 with `Retry-After`.
+//! A client that reads slowly but steadily is bounded by `EXPORT_MAX_SECONDS`, and by nothing
+//! shorter (the server's `idle_in_transaction_session_timeout` used to cut it half-way).
 
 use std::time::{Duration, Instant};
 
@@ -22,6 +24,11 @@ const STALLED: usize = 8;
 /// `n` sessions of `user` with 100 blocks each: about 2 KB a line, so an export of them is many
 /// times what the socket buffers and the response's chunks in flight can hold.
 async fn fat_sessions(app: &TestApp, user: &str, n: i64) {
+    sessions_of_blocks(app, user, n, 100).await;
+}
+
+/// `n` sessions of `user` with `blocks` blocks each.
+async fn sessions_of_blocks(app: &TestApp, user: &str, n: i64, blocks: i64) {
     app.db
         .client()
         .await
@@ -30,8 +37,8 @@ async fn fat_sessions(app: &TestApp, user: &str, n: i64) {
                  blocks_played, block_seconds, block_percent, segments, first_report_at, \
                  last_report_at) \
              SELECT '{user}', 'm' || (i % 7), 1700000000 + i, i % 900, \
-                    array_fill(true, ARRAY[100]), array_fill(30::bigint, ARRAY[100]), \
-                    array_fill(100::bigint, ARRAY[100]), '[[1, 0, 30], [2, 5, 25]]', \
+                    array_fill(true, ARRAY[{blocks}]), array_fill(30::bigint, ARRAY[{blocks}]), \
+                    array_fill(100::bigint, ARRAY[{blocks}]), '[[1, 0, 30], [2, 5, 25]]', \
                     to_timestamp(1700000000 + i), to_timestamp(1700000100 + i) \
              FROM generate_series(1, {n}) i"
         ))
@@ -42,9 +49,15 @@ async fn fat_sessions(app: &TestApp, user: &str, n: i64) {
 /// A client that asks for `user`'s export on a socket with a small receive buffer, reads the
 /// answer's head, and then reads nothing more (but stays connected).
 async fn stop_reading_after_the_head(app: &TestApp, user: &str) -> (TcpStream, String) {
+    ask_and_read_the_head(app, user, 4096).await
+}
+
+/// Asks for `user`'s export on a socket with a receive buffer of `recv_buffer` bytes, and reads
+/// the answer's head.
+async fn ask_and_read_the_head(app: &TestApp, user: &str, recv_buffer: u32) -> (TcpStream, String) {
     let addr = app.address.trim_start_matches("http://").parse().unwrap();
     let socket = tokio::net::TcpSocket::new_v4().unwrap();
-    socket.set_recv_buffer_size(4096).unwrap();
+    socket.set_recv_buffer_size(recv_buffer).unwrap();
     let mut stream = socket.connect(addr).await.unwrap();
     stream
         .write_all(
@@ -243,4 +256,225 @@ async fn eight_clients_that_stop_reading_starve_neither_playback_nor_the_databas
         lines += chunk.iter().filter(|b| **b == b'\n').count();
     }
     assert_eq!(lines, 20_000 + 7, "every session and progress line");
+}
+
+/// The export's deadline in the slow readers' tests: short, so the test waits little.
+const SLOW_CHUNK_DEADLINE_SECONDS: u64 = 2;
+/// Sessions in the slow readers' export: two pages of rows (500 each) and one more, so the
+/// export fetches again after the transaction sat idle while a whole page went through the
+/// client, once the buffers on the way (the server's send buffer alone grows to 4 MB) are full.
+const SLOW_SESSIONS: i64 = 1001;
+/// Blocks per session there: about 32 KB a line, so a page is about 16 MB.
+const SLOW_BLOCKS: i64 = 2500;
+/// How fast the slow readers read: a 64 KiB chunk in well under the chunk deadline, and a page
+/// in about 16 s, past the old idle bound (12 s here) even less what the buffers hold.
+const SLOW_BYTES_PER_SECOND: usize = 1_000_000;
+
+/// What a slow reader got.
+struct SlowRead {
+    /// The response's head, lower-cased.
+    head: String,
+    /// The body, its chunked encoding undone.
+    body: Vec<u8>,
+    /// Did it end with the chunked encoding's last chunk (a whole export)?
+    whole: bool,
+    /// From the request to the end (the last chunk, or the connection closed).
+    took: Duration,
+}
+
+/// A client that asks for `user`'s export and reads it slowly but steadily
+/// (`SLOW_BYTES_PER_SECOND`, a little every 10 ms) until it ends or the connection closes.
+async fn read_slowly(app: &TestApp, user: &str) -> SlowRead {
+    let asked = Instant::now();
+    // A receive buffer small enough to hold the export back (no autotuning to megabytes),
+    // large enough for TCP to keep up with the reads.
+    let (mut stream, head) = ask_and_read_the_head(app, user, 64 * 1024).await;
+    let per_tick = SLOW_BYTES_PER_SECOND / 100;
+    let mut ticks = tokio::time::interval(Duration::from_millis(10));
+    let mut raw = Vec::new();
+    let mut buf = vec![0u8; per_tick];
+    loop {
+        ticks.tick().await;
+        let n = stream.read(&mut buf).await.unwrap_or(0);
+        if n == 0 {
+            break;
+        }
+        raw.extend_from_slice(&buf[..n]);
+        if raw.ends_with(b"\r\n0\r\n\r\n") {
+            break;
+        }
+    }
+    let (body, whole) = dechunk(&raw);
+    SlowRead {
+        head,
+        body,
+        whole,
+        took: asked.elapsed(),
+    }
+}
+
+/// A chunked body's data, and whether it ended with the last (empty) chunk.
+fn dechunk(mut raw: &[u8]) -> (Vec<u8>, bool) {
+    let mut body = Vec::new();
+    loop {
+        let Some(eol) = raw.windows(2).position(|w| w == b"\r\n") else {
+            return (body, false);
+        };
+        let size = usize::from_str_radix(std::str::from_utf8(&raw[..eol]).unwrap(), 16).unwrap();
+        if size == 0 {
+            return (body, true);
+        }
+        let data = &raw[eol + 2..];
+        if data.len() < size + 2 {
+            body.extend_from_slice(&data[..data.len().min(size)]);
+            return (body, false);
+        }
+        body.extend_from_slice(&data[..size]);
+        raw = &data[size + 2..];
+    }
+}
+
+#[tokio::test]
+async fn a_slow_steady_reader_is_not_cut_by_the_database_half_way() {
+    let app = spawn_app_with(|s| {
+        s.export.chunk_deadline_seconds = SLOW_CHUNK_DEADLINE_SECONDS;
+    })
+    .await;
+    sessions_of_blocks(&app, "slow", SLOW_SESSIONS, SLOW_BLOCKS).await;
+
+    let read = read_slowly(&app, "slow").await;
+    assert!(read.head.starts_with("http/1.1 200"), "{}", read.head);
+    let lines = read.body.iter().filter(|b| **b == b'\n').count();
+    let last = read
+        .body
+        .split(|b| *b == b'\n')
+        .rev()
+        .nth(1)
+        .unwrap_or_default();
+    println!(
+        "a slow reader ({SLOW_BYTES_PER_SECOND} B/s) read {} bytes in {:?} (chunk deadline \
+         {SLOW_CHUNK_DEADLINE_SECONDS} s; the old idle bound {} s)",
+        read.body.len(),
+        read.took,
+        SLOW_CHUNK_DEADLINE_SECONDS + 10
+    );
+    assert!(
+        read.whole,
+        "the export ends whole, after {:?}; its last line begins: {}",
+        read.took,
+        String::from_utf8_lossy(&last[..last.len().min(200)])
+    );
+    assert!(
+        !String::from_utf8_lossy(&read.body).contains(r#""type":"error""#),
+        "no error line (the database cut the export half-way)"
+    );
+    assert_eq!(
+        lines,
+        SLOW_SESSIONS as usize + 7,
+        "every session and progress line"
+    );
+    assert!(
+        read.took > Duration::from_secs(SLOW_CHUNK_DEADLINE_SECONDS + 10),
+        "read for longer than the old idle bound, or the test shows nothing: {:?}",
+        read.took
+    );
+    for reason in ["stalled", "overtime", "failed"] {
+        assert_eq!(
+            app.metric(&format!(
+                r#"kollus_token_exports_unfinished_total{{reason="{reason}"}}"#
+            ))
+            .await,
+            0,
+            "{reason}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_slow_reader_is_cut_at_export_max_seconds_and_its_snapshot_released() {
+    const MAX_SECONDS: u64 = 10;
+    let app = spawn_app_with(|s| {
+        s.export.chunk_deadline_seconds = SLOW_CHUNK_DEADLINE_SECONDS;
+        s.export.max_seconds = MAX_SECONDS;
+    })
+    .await;
+    sessions_of_blocks(&app, "slow", SLOW_SESSIONS, SLOW_BLOCKS).await;
+    assert_eq!(
+        app.metric(r#"kollus_token_exports_unfinished_total{reason="overtime"}"#)
+            .await,
+        0,
+        "pre-registered at zero"
+    );
+
+    let asked = Instant::now();
+    // The client reads on while the export's transaction is watched.
+    let (read, released_after) = tokio::join!(read_slowly(&app, "slow"), async {
+        eventually_ok(
+            "the export's transaction open",
+            Duration::from_secs(10),
+            || async {
+                match exports_open(&app).await {
+                    (1, _) => Ok(()),
+                    seen => Err(format!("{seen:?}")),
+                }
+            },
+        )
+        .await;
+        // Cut at the export's deadline while the client still reads: no export transaction, no
+        // snapshot, counted `overtime`.
+        eventually_ok(
+            "the slow export cut and its snapshot released",
+            Duration::from_secs(MAX_SECONDS + 10),
+            || async {
+                match exports_open(&app).await {
+                    (0, 0) => Ok(()),
+                    seen => Err(format!("(exports open, snapshots held) = {seen:?}")),
+                }
+            },
+        )
+        .await;
+        let released_after = asked.elapsed();
+        assert!(
+            released_after >= Duration::from_secs(MAX_SECONDS),
+            "released after {released_after:?}, before EXPORT_MAX_SECONDS"
+        );
+        assert!(
+            released_after < Duration::from_secs(MAX_SECONDS + 5),
+            "released after {released_after:?}"
+        );
+        eventually_ok("counted overtime", Duration::from_secs(5), || async {
+            match app
+                .metric(r#"kollus_token_exports_unfinished_total{reason="overtime"}"#)
+                .await
+            {
+                1 => Ok(()),
+                n => Err(format!("{n}")),
+            }
+        })
+        .await;
+        for reason in ["stalled", "failed"] {
+            assert_eq!(
+                app.metric(&format!(
+                    r#"kollus_token_exports_unfinished_total{{reason="{reason}"}}"#
+                ))
+                .await,
+                0,
+                "{reason}"
+            );
+        }
+        released_after
+    });
+    assert!(read.head.starts_with("http/1.1 200"), "{}", read.head);
+    assert!(
+        !read.whole,
+        "a cut export must not end like a whole one ({} bytes)",
+        read.body.len()
+    );
+    println!(
+        "a slow reader ({SLOW_BYTES_PER_SECOND} B/s) cut at EXPORT_MAX_SECONDS={MAX_SECONDS}: \
+         snapshot released {released_after:?} after the request; the client read {} bytes \
+         in {:?}",
+        read.body.len(),
+        read.took
+    );
 }
