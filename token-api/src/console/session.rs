@@ -13,7 +13,7 @@
 //!
 //! The sign-in form, before any session, carries a token signed under a key derived from
 //! `KOLLUS_SECURITY_KEY` (every replica holds it) over a nonce, an issue time (checked for age)
-//! and the client's address bucket (`state::bucket`: the address `TRUSTED_PROXIES` finds, an IPv6
+//! and the client's address bucket (`bucket`: the address `TRUSTED_PROXIES` finds, an IPv6
 //! address by its /64); the form and a cookie both hold it. What each part stops:
 //! - `SameSite=Strict`: a form posted from another site carries no cookie, so it is refused
 //!   (a sibling host is the same site: this alone does not stop it).
@@ -39,7 +39,6 @@ use sha2::Digest as _;
 use subtle::ConstantTimeEq as _;
 use time::OffsetDateTime;
 
-use super::state::bucket;
 use crate::auth::{ApiScope, KeyRing};
 
 /// How long a sign-in form may be posted after it was served.
@@ -98,6 +97,20 @@ pub fn set_cookie(name: &str, value: &str, max_age: i64, insecure: bool) -> Stri
 /// Whether `given` equals `expected`, in constant time; an empty token never matches.
 pub fn same_token(given: &str, expected: &str) -> bool {
     !expected.is_empty() && bool::from(given.as_bytes().ct_eq(expected.as_bytes()))
+}
+
+/// Who a client is, as far as its address tells: an IPv4 address, or an IPv6 address's /64 (one
+/// subscriber commonly holds a whole /64, so its addresses are one client). The sign-in form's
+/// token is bound to it ([`Sessions::login_token`]), and failed sign-ins count by it
+/// (`state::SignInLimits`).
+pub fn bucket(client: IpAddr) -> IpAddr {
+    match client.to_canonical() {
+        IpAddr::V6(v6) => {
+            let prefix = u128::from(v6) & !u128::from(u64::MAX);
+            IpAddr::V6(prefix.into())
+        }
+        v4 => v4,
+    }
 }
 
 /// The console's sessions as configured: their lifetimes, their cookies, and the key the

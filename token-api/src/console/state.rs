@@ -11,7 +11,7 @@ use moka::policy::EvictionPolicy;
 use secrecy::ExposeSecret as _;
 use time_tz::Tz;
 
-use super::session::Sessions;
+use super::session::{bucket, Sessions};
 use crate::auth::KeyRing;
 use crate::configuration::{ConsoleSettings, Lang};
 use crate::metrics::Metrics;
@@ -74,19 +74,6 @@ impl Console {
             sign_ins: SignInLimits::new(SIGN_IN_ADDRESSES),
             metrics,
         })
-    }
-}
-
-/// Whose failures count together: an IPv4 address, or an IPv6 address's /64 (one subscriber
-/// commonly holds a whole /64, so its addresses are one client). The sign-in form's token is
-/// bound to the same bucket (`session::Sessions::login_token`).
-pub fn bucket(client: IpAddr) -> IpAddr {
-    match client.to_canonical() {
-        IpAddr::V6(v6) => {
-            let prefix = u128::from(v6) & !u128::from(u64::MAX);
-            IpAddr::V6(prefix.into())
-        }
-        v4 => v4,
     }
 }
 
