@@ -145,27 +145,28 @@ pub async fn metrics_endpoint(registry: web::Data<Registry>) -> HttpResponse {
 /// `db_pool_connections{state="idle"|"in_use"}`, `db_pool_max_connections` and
 /// `db_pool_waiting` (tasks waiting for a connection: the pool is too small or the database slow).
 pub fn register_pool(r: &Registry, pool: &deadpool_postgres::Pool) {
-    let gauges = |name: &str, help: &str| IntGauge::new(name, help);
+    register_pool_as(r, pool, "db_pool");
+}
+
+/// [`register_pool`] for a service's second pool, its metrics named `<prefix>_connections`,
+/// `<prefix>_max_connections` and `<prefix>_waiting` (token-api's console and exports have
+/// pools of their own beside the one the callbacks use).
+pub fn register_pool_as(r: &Registry, pool: &deadpool_postgres::Pool, prefix: &str) {
+    let gauges = |name: &str, help: &str| IntGauge::new(format!("{prefix}_{name}"), help);
     let collector = PoolCollector {
         pool: pool.clone(),
         connections: IntGaugeVec::new(
             Opts::new(
-                "db_pool_connections",
+                format!("{prefix}_connections"),
                 "PostgreSQL connections held by the pool, by state.",
             ),
             &["state"],
         )
-        .expect("static metric definition is valid"),
-        max: gauges(
-            "db_pool_max_connections",
-            "Most connections the pool opens.",
-        )
-        .expect("static metric definition is valid"),
-        waiting: gauges(
-            "db_pool_waiting",
-            "Tasks waiting for a PostgreSQL connection.",
-        )
-        .expect("static metric definition is valid"),
+        .expect("a metric name of a prefix and a constant is valid"),
+        max: gauges("max_connections", "Most connections the pool opens.")
+            .expect("a metric name of a prefix and a constant is valid"),
+        waiting: gauges("waiting", "Tasks waiting for a PostgreSQL connection.")
+            .expect("a metric name of a prefix and a constant is valid"),
     };
     r.register(Box::new(collector))
         .expect("the pool metrics are registered once");

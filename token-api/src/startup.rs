@@ -155,6 +155,12 @@ impl Application {
             pool_size: usize::from(settings.console.db_connections),
             ..settings.database.clone()
         })?;
+        kollus_common::metrics::register_pool_as(
+            &metrics.registry,
+            &console_pool,
+            "console_db_pool",
+        );
+        kollus_common::metrics::register_pool_as(&metrics.registry, &export.pool, "export_db_pool");
         let console = web::Data::new(Console::new(
             console_pool,
             (**keys).clone(),

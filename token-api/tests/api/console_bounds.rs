@@ -545,6 +545,23 @@ async fn console_pages_blocked_in_the_database_hold_only_the_consoles_pool_not_p
         .unwrap()
         .get("n");
     assert_eq!(blocked, 2, "no more than the console's pool ever waited");
+    // Operators see it: the console's pool full, the callbacks' and the exports' pools apart.
+    assert_eq!(
+        app.metric("kollus_token_console_db_pool_max_connections")
+            .await,
+        2
+    );
+    assert_eq!(
+        app.metric(r#"kollus_token_console_db_pool_connections{state="in_use"}"#)
+            .await,
+        2
+    );
+    assert_eq!(
+        app.metric("kollus_token_export_db_pool_max_connections")
+            .await,
+        4
+    );
+    assert_eq!(app.metric("kollus_token_db_pool_max_connections").await, 8);
 
     locker.batch_execute("ROLLBACK").await.unwrap();
     let mut answered = Vec::new();
