@@ -42,12 +42,14 @@ async fn export_user(
     format: Format,
 ) -> Page {
     let user = parse_user(raw)?;
-    // A slot first (the API's exports' bound), so a download refused is not recorded as a view.
+    // The console's connection first, so no export slot waits on the console's pool; then a
+    // slot (the API's exports' bound), and only then the view, so a download refused is not
+    // recorded as one.
+    let client = console.pool.get().await?;
     let admitted = export.admit().await.map_err(|e| match e {
         NotAdmitted::Busy => Refusal::Busy(export.settings.chunk_deadline_seconds),
         NotAdmitted::Database(e) => e.into(),
     })?;
-    let client = console.pool.get().await?;
     store::record_view(&client, &agent.key_name, user.as_str(), None).await?;
     tracing::info!(key = agent.key_name, ?format, "console user export");
     let name = match format {

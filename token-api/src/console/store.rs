@@ -93,8 +93,10 @@ pub const MAX_SEGMENTS: usize = 10_000;
 /// it stores (0 for anything but an array, which common's reader skips anyway).
 macro_rules! bounded_segments {
     () => {
-        "CASE WHEN jsonb_typeof(s.segments) = 'array' \
-                   AND jsonb_array_length(s.segments) > 10000 \
+        // CASE, not AND: PostgreSQL promises the order of a CASE's branches only, and
+        // jsonb_array_length fails on anything but an array.
+        "CASE WHEN jsonb_typeof(s.segments) <> 'array' THEN s.segments \
+              WHEN jsonb_array_length(s.segments) > 10000 \
               THEN jsonb_path_query_array(s.segments, '$[0 to 9999]') \
               ELSE s.segments END AS segments, \
          CASE WHEN jsonb_typeof(s.segments) = 'array' \

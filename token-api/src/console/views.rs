@@ -114,7 +114,10 @@ pub async fn user(
     let now = OffsetDateTime::now_utc();
     let page = VideoPage { total, earlier };
     let mut p = UserModel::new(u, &videos, &playtime, &entitlements, page, &views, now);
-    p.grants_not_shown = in_force.saturating_sub(i64::try_from(p.grants.len()).unwrap_or(0));
+    // Against what the statement returned, not what the model kept of it at this process's
+    // clock: a grant that expired in between is not one left out.
+    p.grants_not_shown =
+        in_force.saturating_sub(i64::try_from(entitlements.len()).unwrap_or(i64::MAX));
     Ok(html(&req, &console, StatusCode::OK, pages::user(&f, &p)))
 }
 
