@@ -22,10 +22,36 @@ mod embedded {
 /// `DATABASE_CONNECT_TIMEOUT_MS`, is a `PoolError::Timeout`: transient, so an API answers 503 and
 /// a worker retries, instead of waiting for as long as the pool stays full.
 pub fn pool(settings: &DatabaseSettings) -> anyhow::Result<Pool> {
+    pool_with(settings, None)
+}
+
+/// [`pool`] whose every connection runs its statements under `statement_timeout` (a session
+/// setting sent as the connection opens): a statement that outlives it is cancelled (57014,
+/// transient), so a request nobody waits for any more cannot hold a connection for long.
+pub fn pool_with_statement_timeout(
+    settings: &DatabaseSettings,
+    statement_timeout: Duration,
+) -> anyhow::Result<Pool> {
+    pool_with(settings, Some(statement_timeout))
+}
+
+fn pool_with(
+    settings: &DatabaseSettings,
+    statement_timeout: Option<Duration>,
+) -> anyhow::Result<Pool> {
     let (url, tls) =
         crate::pg_tls::split_url(settings.url.expose_secret()).map_err(anyhow::Error::msg)?;
-    let config = tokio_postgres::Config::from_str(&url)
+    let mut config = tokio_postgres::Config::from_str(&url)
         .context("DATABASE_URL is not a valid PostgreSQL URL")?;
+    if let Some(timeout) = statement_timeout {
+        // After any options the URL gives, so this one wins for statement_timeout only.
+        let given = config.get_options().unwrap_or_default();
+        let options = format!(
+            "{given} -c statement_timeout={}",
+            timeout.as_millis().max(1)
+        );
+        config.options(options.trim_start());
+    }
     let manager_config = ManagerConfig {
         recycling_method: RecyclingMethod::Fast,
     };

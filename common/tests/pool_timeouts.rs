@@ -97,3 +97,58 @@ async fn a_transactions_timeouts_end_it_on_the_server_and_leave_the_connection_a
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+#[tokio::test]
+async fn a_pool_with_a_statement_timeout_cancels_a_long_statement_on_every_connection() {
+    // The URL's own options are kept beside the timeout.
+    let base = url();
+    let join = if base.contains('?') { '&' } else { '?' };
+    let url = format!("{base}{join}options=-c%20application_name%3Dbounded-pool");
+    let pool = kollus_common::db::pool_with_statement_timeout(
+        &DatabaseSettings {
+            pool_size: 2,
+            ..DatabaseSettings::new(&url)
+        },
+        Duration::from_millis(300),
+    )
+    .unwrap();
+    let (a, b) = (pool.get().await.unwrap(), pool.get().await.unwrap());
+    for client in [&a, &b] {
+        let shown: String = client
+            .query_one("SHOW statement_timeout", &[])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(shown, "300ms");
+        let name: String = client
+            .query_one("SHOW application_name", &[])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(name, "bounded-pool", "the URL's options are kept");
+        let e = client
+            .batch_execute("SELECT pg_sleep(5)")
+            .await
+            .expect_err("cancelled at the timeout");
+        assert_eq!(
+            e.code(),
+            Some(&tokio_postgres::error::SqlState::QUERY_CANCELED)
+        );
+        assert!(is_transient(&e), "a page answers 503");
+    }
+    // The plain pool keeps the server's default (none).
+    let plain = pool_of_defaults();
+    let shown: String = plain
+        .get()
+        .await
+        .unwrap()
+        .query_one("SHOW statement_timeout", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(shown, "0");
+}
+
+fn pool_of_defaults() -> deadpool_postgres::Pool {
+    pool(&DatabaseSettings::new(&url())).unwrap()
+}

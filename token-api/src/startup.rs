@@ -151,10 +151,13 @@ impl Application {
             reload_keys_on_sighup(file.clone(), (**keys).clone())?;
         }
         // The console on a pool of its own: agents' pages never hold a callback's connection.
-        let console_pool = kollus_common::db::pool(&kollus_common::settings::DatabaseSettings {
-            pool_size: usize::from(settings.console.db_connections),
-            ..settings.database.clone()
-        })?;
+        let console_pool = kollus_common::db::pool_with_statement_timeout(
+            &kollus_common::settings::DatabaseSettings {
+                pool_size: usize::from(settings.console.db_connections),
+                ..settings.database.clone()
+            },
+            crate::console::STATEMENT_TIMEOUT,
+        )?;
         kollus_common::metrics::register_pool_as(
             &metrics.registry,
             &console_pool,

@@ -43,6 +43,10 @@ pub use self::state::Console;
 pub const CSP: &str = "default-src 'self'; form-action 'self'; base-uri 'none'; \
                        frame-ancestors 'none'; object-src 'none'";
 
+/// How long one statement of a console page may run (on the console's own pool): a page an agent
+/// gave up on, or one blocked in the database, frees its connection by then (a 503 page).
+pub const STATEMENT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// The stylesheet, the console's only other file.
 const STYLE: &str = include_str!("style.css");
 
