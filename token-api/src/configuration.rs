@@ -480,9 +480,6 @@ mod tests {
             default.idle_in_transaction(),
             Duration::from_secs(600) + IDLE_IN_TRANSACTION_MARGIN
         );
-        // The server's net never cuts what our own deadlines allow: a page pushed through
-        // chunk after chunk, each within the chunk deadline, up to the export's deadline.
-        assert!(default.idle_in_transaction() > default.max_duration());
         for refused in ["9", "86401", "0", "ten"] {
             let error = Exports::try_parse_from(["token-api", "--export-max-seconds", refused])
                 .err()

@@ -120,9 +120,17 @@ pub fn stream(
             Err(_) => (Some(Cut::Overtime), Ok(())),
             Ok(result) => (sink.cut(), result),
         };
-        // The snapshot is gone with the transaction (rolled back if not committed); the
-        // connection goes back before the slot, so the next export admitted finds it free.
-        drop(client);
+        if result.is_err() || why_cut == Some(Cut::Overtime) {
+            // A statement may still be running on the server (the deadline cut a fetch short):
+            // that connection is closed, not pooled, so the next export gets a fresh one
+            // instead of waiting behind it (the server ends the statement at
+            // statement_timeout at the latest, its snapshot with it).
+            drop(deadpool_postgres::Object::take(client));
+        } else {
+            // The snapshot is gone with the transaction (rolled back if not committed); the
+            // connection goes back before the slot, so the next export admitted finds it free.
+            drop(client);
+        }
         drop(permit);
         if let Some(why) = why_cut {
             count_cut(why, &settings, &metrics);
