@@ -351,6 +351,21 @@ async fn a_session_of_200000_segments_is_read_as_its_first_10000_and_the_page_sa
     plant(&app, "u-small", "m-small", 1, 10_000).await;
     let body = page(&app, &web, &cookie, "/console/users/u-small/media/m-small").await;
     assert_eq!(count_in(&body, "segment-count"), None);
+
+    // Segments that are no array (no writer stores one, but the column is jsonb) cannot fail
+    // the slice: the page answers, with no timeline for them.
+    plant(&app, "u-odd", "m-odd", 1, 1).await;
+    app.db
+        .client()
+        .await
+        .execute(
+            "UPDATE watch_sessions SET segments = '{}' WHERE client_user_id = 'u-odd'",
+            &[],
+        )
+        .await
+        .unwrap();
+    let body = page(&app, &web, &cookie, "/console/users/u-odd/media/m-odd").await;
+    assert_eq!(count_in(&body, "segment-count"), None);
 }
 
 #[tokio::test]
