@@ -48,16 +48,19 @@ fn dots_only(id: &str) -> bool {
     id.bytes().all(|b| b == b'.')
 }
 
-/// The list cursor of a query string (`before` or `after`, the first of each), each value
-/// percent-encoded again, as `name=value&` to put before a link's `lang=`.
+/// The list cursor of a query string (`before` or `after`), each value percent-encoded again,
+/// as `name=value&` to put before a link's `lang=`. Decoded by common's strict decoder: a
+/// cursor with a NUL, invalid UTF-8 or given twice is no cursor (the page refuses it anyway).
 pub fn cursor_of(query: &str) -> String {
-    let mut out = String::new();
-    for name in ["before", "after"] {
-        if let Some((_, v)) = form_urlencoded::parse(query.as_bytes()).find(|(k, _)| k == name) {
-            out.push_str(&format!("{name}={}&", seg(&v)));
-        }
-    }
-    out
+    const CURSORS: [&str; 2] = ["before", "after"];
+    let Ok(fields) = kollus_common::kollus::form::parse_form_strict_in(query.as_bytes(), &CURSORS)
+    else {
+        return String::new();
+    };
+    CURSORS
+        .iter()
+        .filter_map(|name| Some(format!("{name}={}&", seg(fields.get(*name)?))))
+        .collect()
 }
 
 fn search_href(q: &str) -> String {
