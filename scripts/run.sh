@@ -38,6 +38,19 @@ dev_console_key=dev-console-key-0123456789
 dev_default TOKEN_API_KEYS "dev:dev-api-key-0123456789,support[console]:$dev_console_key"
 # The key the shared fixtures' LMS hashes were made with, so the walk-through's reports verify.
 dev_default KOLLUS_SERVICE_ACCOUNT_KEY fixture-service-account-key
+# token-api's key files (README "The access record"): made once under .local/dev-keys and kept,
+# so the access log's chain verifies across runs.
+dev_key_file() { # NAME FILE: export NAME=FILE unless NAME is set, making FILE when missing
+  if [ -z "${!1:-}" ]; then
+    if [ ! -s "$2" ]; then
+      mkdir -p "$(dirname "$2")"; (umask 077; openssl rand -base64 32 > "$2")
+    fi
+    export "$1=$2"
+  fi
+}
+dev_key_file ACCESS_LOG_KEY_FILE "$root/.local/dev-keys/access-log.key"
+dev_key_file SUBJECT_TAG_KEY_FILE "$root/.local/dev-keys/subject-tag.key"
+dev_key_file ARCHIVE_KEK_FILE "$root/.local/dev-keys/archive-kek.key"
 # The console's cookie over plain HTTP on this machine (production serves it over HTTPS).
 export CONSOLE_INSECURE_COOKIE="${CONSOLE_INSECURE_COOKIE:-1}"
 export LOG_FORMAT="${LOG_FORMAT:-text}"

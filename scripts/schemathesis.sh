@@ -24,6 +24,11 @@ psql -h 127.0.0.1 -U postgres -qc "DROP DATABASE IF EXISTS $db WITH (FORCE)"
 psql -h 127.0.0.1 -U postgres -qc "CREATE DATABASE $db"
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 key=schemathesis-api-key-0123456789
+# token-api's key files (README "The access record"), fresh for this run.
+keys_dir=$(mktemp -d)
+for k in ACCESS_LOG_KEY_FILE SUBJECT_TAG_KEY_FILE ARCHIVE_KEK_FILE; do
+  (umask 077; openssl rand -base64 32 > "$keys_dir/$k"); export "$k=$keys_dir/$k"
+done
 DATABASE_URL=postgres://postgres@127.0.0.1:5432/$db KOLLUS_SECURITY_KEY=schemathesis-security-key \
   KOLLUS_CUSTOM_KEY=schemathesis-custom-key TOKEN_API_KEYS="schemathesis:$key" \
   PLAY_CALLBACK_SECRET=schemathesis-play-callback-secret AUTH_FAILURES_PER_MINUTE=0 \

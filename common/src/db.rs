@@ -85,12 +85,15 @@ pub fn transaction_timeouts(statement: Duration, idle_in_transaction: Duration) 
 
 /// Connects and migrates, retrying while PostgreSQL is not up yet (a service started before
 /// its database waits up to a minute instead of dying).
+/// Migrations run through `DATABASE_MIGRATION_URL` when it is set (its own one-connection pool,
+/// dropped after), so the service's role needs no DDL rights.
 pub async fn connect_database(settings: &DatabaseSettings) -> anyhow::Result<Pool> {
     let pool = pool(settings)?;
+    let migrator = migration_pool(settings)?;
     let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(10));
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        match migrate(&pool).await {
+        match migrate(migrator.as_ref().unwrap_or(&pool)).await {
             Ok(()) => return Ok(pool),
             Err(e) if Instant::now() < deadline => {
                 tracing::warn!(
@@ -102,6 +105,24 @@ pub async fn connect_database(settings: &DatabaseSettings) -> anyhow::Result<Poo
             Err(e) => return Err(e),
         }
     }
+}
+
+/// A one-connection pool on `DATABASE_MIGRATION_URL`, `None` when it is unset (DATABASE_URL's
+/// role migrates).
+pub fn migration_pool(settings: &DatabaseSettings) -> anyhow::Result<Option<Pool>> {
+    settings
+        .migration_url
+        .as_ref()
+        .map(|url| {
+            pool(&DatabaseSettings {
+                url: url.clone(),
+                migration_url: None,
+                pool_size: 1,
+                ..settings.clone()
+            })
+            .context("DATABASE_MIGRATION_URL")
+        })
+        .transpose()
 }
 
 /// An arbitrary constant naming the advisory lock that serialises migrations, so several

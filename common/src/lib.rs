@@ -16,6 +16,7 @@ pub mod model;
 pub mod pg_tls;
 pub mod progress;
 pub mod settings;
+pub mod subject;
 pub mod telemetry;
 pub mod vocab;
 pub mod worker;

@@ -536,6 +536,18 @@ pub struct DatabaseSettings {
         hide_default_value = false
     )]
     pub url: SecretString,
+    /// PostgreSQL URL of the role that owns the schema: migrations at start-up and
+    /// `token-api access-log maintain` run through it (one short-lived connection), the service
+    /// itself through DATABASE_URL, whose role then needs only `kollus_service`'s rights (it may
+    /// only append to and read the access log, and runs no DDL). Unset: DATABASE_URL's role does
+    /// both (a development set-up; `make run`). Never logged.
+    #[arg(
+        long = "database-migration-url",
+        env = "DATABASE_MIGRATION_URL",
+        value_parser = Redacted(secret),
+        hide_env_values = true
+    )]
+    pub migration_url: Option<SecretString>,
     /// Most connections in the pool.
     #[arg(
         long = "database-pool-size",
@@ -592,6 +604,7 @@ pub const SECRET_FILE_VARIANTS: &[&str] = &[
     "LMS_CALLBACK_SECRET",
     "PLAYER_BINDING_KEY",
     "KOLLUS_SECURITY_KEY",
+    "DATABASE_MIGRATION_URL",
     "KOLLUS_SERVICE_ACCOUNT_KEY",
     "TOKEN_API_KEYS",
     "DATABASE_URL",

@@ -8,6 +8,7 @@ pub mod broker;
 pub mod cluster;
 pub mod db;
 pub mod group;
+pub mod keys;
 pub mod kollus_api;
 pub mod layers;
 pub mod openapi;
@@ -23,6 +24,7 @@ use std::time::Duration;
 
 pub use broker::{broker_script, read_topic, topic_record_count, Broker};
 pub use db::TestDb;
+pub use keys::key_files;
 pub use kollus_api::FakeKollusApi;
 pub use openapi::openapi_mismatches;
 pub use process::{Harness, ServiceProcess, StopSignal};

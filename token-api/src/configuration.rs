@@ -103,11 +103,42 @@ pub struct Settings {
     #[command(flatten)]
     pub console: ConsoleSettings,
     #[command(flatten)]
+    pub access_log: AccessLogSettings,
+    #[command(flatten)]
     pub export: ExportSettings,
     #[command(flatten)]
     pub database: DatabaseSettings,
     #[command(flatten)]
     pub log: LogSettings,
+}
+
+/// The access record (README "The access record"): its keys and how long it is kept.
+#[derive(Debug, Clone, clap::Args)]
+pub struct AccessLogSettings {
+    /// A file holding the access log's chain key (32 random bytes, base64: `openssl rand
+    /// -base64 32`). The database never holds it: without it, no row of the log can be
+    /// altered, removed or reordered unseen. Keep it like a signing key; losing it ends the
+    /// chain (a new key starts a new one, and `verify` needs the old key for the old rows).
+    #[arg(long, env = "ACCESS_LOG_KEY_FILE")]
+    pub access_log_key_file: std::path::PathBuf,
+    /// A file holding the key subject tags are made with (32 random bytes, base64): a tag
+    /// names a user in the access log (and the archive) without the id. Never derived from
+    /// ARCHIVE_KEK_FILE. Losing it: a user's new records get another tag than their old ones.
+    #[arg(long, env = "SUBJECT_TAG_KEY_FILE")]
+    pub subject_tag_key_file: std::path::PathBuf,
+    /// A file holding the key-encryption key (32 random bytes, base64) that wraps each user's
+    /// data key; the user id in an access-log row is sealed under that data key, and erasing
+    /// the user destroys it. Losing this file makes every sealed id unreadable.
+    #[arg(long, env = "ARCHIVE_KEK_FILE")]
+    pub archive_kek_file: std::path::PathBuf,
+    /// Days the access log keeps accesses (at least 730: two years, for a system with 50,000
+    /// or more data subjects). Access-right changes are kept 1,095 days whatever this says.
+    /// Whole months past it are dropped by `token-api access-log maintain`.
+    #[arg(long, env = "ACCESS_LOG_RETENTION_DAYS", default_value_t = 730, value_parser = clap::value_parser!(u32).range(730..=36_500))]
+    pub access_log_retention_days: u32,
+    /// How often new rows are sealed into the chain, in ms.
+    #[arg(long, env = "ACCESS_LOG_SEAL_INTERVAL_MS", value_parser = kollus_common::settings::timeout_millis, default_value = "2000")]
+    pub access_log_seal_interval: Duration,
 }
 
 /// The most `TOKEN_MAX_EXPIRES_IN` may be, in seconds: a year. Unbounded, `now + expires_in`

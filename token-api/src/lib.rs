@@ -6,7 +6,8 @@
 //!
 //! - top: `startup` (builds each feature's `web::Data`) and `routes` (registers every route);
 //! - features: `tokens`, `history` (the read API), `entitlements`, `playback`, `export`,
-//!   `console` (the support console's HTML pages, outside the API document); a
+//!   `console` (the support console's HTML pages, outside the API document), `access_log`
+//!   (the record of who accessed whose data: others write it through `access_log::record`); a
 //!   feature may use another's model (playback uses `entitlements::model::Scope`), never its
 //!   handlers;
 //! - bottom, importing nothing above it: `configuration`, `api_scope`, `auth`, `problem`,
@@ -16,6 +17,7 @@ pub mod startup;
 
 pub mod routes;
 
+pub mod access_log;
 pub mod console;
 pub mod entitlements;
 pub mod export;

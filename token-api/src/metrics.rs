@@ -82,6 +82,8 @@ pub struct Metrics {
     pub exports_unfinished: IntCounterVec,
     /// Console sign-ins refused, by reason ([`SignInFailure`]).
     pub console_sign_in_failures: IntCounterVec,
+    /// Access-log rows written, by action (`access_log::record::Action`).
+    pub access_log_rows: IntCounterVec,
 }
 
 impl Metrics {
@@ -166,6 +168,12 @@ impl Metrics {
                     labels::<SignInFailure>().collect::<Vec<_>>().join(", ")
                 ),
                 &["reason"],
+            ),
+            access_log_rows: counter_vec(
+                &r,
+                "access_log_rows_total",
+                "Rows appended to the access record, by action (api_read: one per key, subject and day).",
+                &["action"],
             ),
             unknown_media: IntCounterVec::new(
                 Opts::new(

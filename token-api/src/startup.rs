@@ -12,6 +12,7 @@ use actix_web::{web, App, HttpServer};
 use anyhow::Context as _;
 use kollus_common::http::{configure_metrics, configure_probes, Readiness};
 
+use crate::access_log::record::AccessLog;
 use crate::auth::KeyRing;
 use crate::configuration::Settings;
 use crate::console::Console;
@@ -102,6 +103,11 @@ impl Application {
             metrics: metrics.clone(),
             binding: binding.clone(),
         });
+        let subjects = kollus_common::subject::Subjects::from_files(
+            &settings.access_log.subject_tag_key_file,
+            &settings.access_log.archive_kek_file,
+        )?;
+        let access_log = web::Data::new(AccessLog::new(subjects, metrics.access_log_rows.clone()));
         let history = web::Data::new(History { pool: pool.clone() });
         let entitlements = web::Data::new(Entitlements {
             pool: pool.clone(),
@@ -210,6 +216,7 @@ impl Application {
                 .app_data(playback.clone())
                 .app_data(export.clone())
                 .app_data(console.clone())
+                .app_data(access_log.clone())
                 .app_data(document.clone())
                 .app_data(keys.clone())
                 .app_data(auth_failures.clone())

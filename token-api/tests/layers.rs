@@ -24,6 +24,7 @@ const FEATURES: &[&str] = &[
     "playback",
     "export",
     "console",
+    "access_log",
 ];
 
 fn top(module: &str) -> &str {

@@ -19,10 +19,17 @@ const SECRETS: &[(&str, &str)] = &[
     ("KOLLUS_SERVICE_ACCOUNT_KEY", "service-account-value-0123"),
 ];
 
+/// Runs `service` with `env` alone (token-api also with its key files, which no case here is
+/// about).
 fn run(service: &str, args: &[&str], env: &[(&str, &str)]) -> Output {
+    let key_files = match service {
+        "token-api" => kollus_test_support::key_files().env(),
+        _ => Vec::new(),
+    };
     Command::new(binary(service))
         .args(args)
         .env_clear()
+        .envs(key_files)
         .envs(env.iter().copied())
         .output()
         .unwrap_or_else(|e| panic!("running {service}: {e}"))

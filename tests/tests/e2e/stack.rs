@@ -125,7 +125,7 @@ impl Stack {
             ),
             (
                 "token-api",
-                vec![
+                [
                     ("KOLLUS_SECURITY_KEY", SECURITY_KEY.into()),
                     ("KOLLUS_CUSTOM_KEY", CUSTOM_KEY.into()),
                     (
@@ -135,7 +135,10 @@ impl Stack {
                     ("CONSOLE_INSECURE_COOKIE", "1".into()),
                     ("PLAY_CALLBACK_SECRET", PLAY_CALLBACK_SECRET.into()),
                     ("PLAYER_BINDING_KEY", PLAYER_BINDING_KEY.into()),
-                ],
+                ]
+                .into_iter()
+                .chain(kollus_test_support::key_files().env())
+                .collect(),
             ),
             (
                 "sync-worker",

@@ -53,6 +53,7 @@ async fn the_binary_warns_about_unscoped_keys_and_sighup_revokes_a_key() {
         .env_clear()
         .env("DATABASE_URL", &db.url)
         .env("KOLLUS_SECURITY_KEY", SECURITY_KEY)
+        .envs(kollus_test_support::key_files().env())
         .env("KOLLUS_CUSTOM_KEY", CUSTOM_KEY)
         .env("TOKEN_API_KEYS_FILE", &file)
         .env("LISTEN_ADDR", "127.0.0.1:0")
@@ -137,6 +138,7 @@ fn start_with_keys_file(db_url: &str, file: &std::path::Path) -> (Running, u16) 
         .env_clear()
         .env("DATABASE_URL", db_url)
         .env("KOLLUS_SECURITY_KEY", SECURITY_KEY)
+        .envs(kollus_test_support::key_files().env())
         .env("KOLLUS_CUSTOM_KEY", CUSTOM_KEY)
         .env("TOKEN_API_KEYS_FILE", file)
         .env("LISTEN_ADDR", "127.0.0.1:0")
@@ -240,6 +242,7 @@ fn duplicate_keys_and_blanks_or_control_characters_stop_the_start() {
             .env_clear()
             .env("DATABASE_URL", "postgres://127.0.0.1:1/none")
             .env("KOLLUS_SECURITY_KEY", SECURITY_KEY)
+            .envs(kollus_test_support::key_files().env())
             .env("KOLLUS_CUSTOM_KEY", CUSTOM_KEY);
         if from_file {
             std::fs::write(&file, &keys).unwrap();

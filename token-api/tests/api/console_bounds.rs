@@ -603,6 +603,7 @@ fn console_db_connections_outside_1_to_16_stop_the_start_naming_the_setting() {
             .env_clear()
             .env("DATABASE_URL", "postgres://127.0.0.1:1/none")
             .env("KOLLUS_SECURITY_KEY", SECURITY_KEY)
+            .envs(kollus_test_support::key_files().env())
             .env("KOLLUS_CUSTOM_KEY", CUSTOM_KEY)
             .env("TOKEN_API_KEYS", format!("support[console]:{SUPPORT_KEY}"))
             .env("CONSOLE_DB_CONNECTIONS", value)

@@ -172,6 +172,7 @@ fn a_token_lifetime_past_a_year_stops_the_start_naming_the_setting() {
         .env_clear()
         .env("DATABASE_URL", "postgres://127.0.0.1:1/none")
         .env("KOLLUS_SECURITY_KEY", SECURITY_KEY)
+        .envs(kollus_test_support::key_files().env())
         .env("KOLLUS_CUSTOM_KEY", CUSTOM_KEY)
         .env("TOKEN_API_KEYS", format!("app:{APP_KEY}"))
         .env("TOKEN_MAX_EXPIRES_IN", i64::MAX.to_string())

@@ -44,8 +44,12 @@ pub async fn spawn_app_with(tweak: impl FnOnce(&mut Settings)) -> TestApp {
 /// The settings every test starts from, on `db`.
 pub fn test_settings(db: &TestDb) -> Settings {
     let api_keys = format!("app:{APP_KEY},ops:{OPS_KEY}");
+    let key_args = kollus_test_support::key_files().args();
     let mut s: Settings = kollus_test_support::settings(&[
         kollus_test_support::EPHEMERAL_PORT,
+        &key_args[0],
+        &key_args[1],
+        &key_args[2],
         "--security-key",
         SECURITY_KEY,
         "--custom-key",

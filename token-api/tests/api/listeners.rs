@@ -202,6 +202,7 @@ fn the_binary_refuses_an_insecure_cookie_on_a_public_address() {
     let out = Command::new(env!("CARGO_BIN_EXE_token-api"))
         .env_clear()
         .env("KOLLUS_SECURITY_KEY", SECURITY_KEY)
+        .envs(kollus_test_support::key_files().env())
         .env("KOLLUS_CUSTOM_KEY", CUSTOM_KEY)
         .env("TOKEN_API_KEYS", format!("app:{APP_KEY}"))
         .env("LISTEN_ADDR", "0.0.0.0:0")

@@ -1,0 +1,418 @@
+//! Data subjects (the learners personal data is about), named without naming them.
+//!
+//! - A subject's **tag** is an HMAC-SHA256 of its `client_user_id` under `SUBJECT_TAG_KEY_FILE`
+//!   (hex, 128 bits): stable, so every record about one user carries the same tag, and useless
+//!   without the key to tell who it is.
+//! - A subject's **data key** (AES-256-GCM) seals what must stay readable until the subject is
+//!   erased (the user id in an access-log row; issue 32's archive frames). Data keys are random,
+//!   one per (tag, generation), stored in `subject_keys` wrapped by the key-encryption key
+//!   (`ARCHIVE_KEK_FILE`), never derived from it: destroying a subject's wrapped key makes what
+//!   was sealed under it unreadable, whoever holds the KEK. A subject erased and seen again gets
+//!   a new generation.
+//!
+//! Key files hold 32 random bytes, base64 (`openssl rand -base64 32 > file`); only their paths
+//! are settings, and nothing here logs a key.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context as _;
+use aws_lc_rs::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM, NONCE_LEN};
+use base64::Engine as _;
+use hmac::{Hmac, Mac as _};
+use sha2::Sha256;
+use tokio_postgres::GenericClient;
+
+/// Bytes of a key file's key, once base64-decoded.
+pub const KEY_LEN: usize = 32;
+
+/// Reads a key file: 32 bytes, base64 (surrounding whitespace ignored). Errors name the setting
+/// and the path, never the content.
+pub fn read_key_file(setting: &str, path: &Path) -> anyhow::Result<[u8; KEY_LEN]> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("{setting}: reading {}", path.display()))?;
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(text.trim())
+        .map_err(|_| {
+            anyhow::anyhow!(
+                "{setting}: {} does not hold base64 (make one with `openssl rand -base64 32`)",
+                path.display()
+            )
+        })?;
+    <[u8; KEY_LEN]>::try_from(bytes.as_slice()).map_err(|_| {
+        anyhow::anyhow!(
+            "{setting}: {} holds {} bytes; a key is {KEY_LEN} (`openssl rand -base64 32`)",
+            path.display(),
+            bytes.len()
+        )
+    })
+}
+
+/// A subject's tag: 32 lowercase hex digits.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SubjectTag(String);
+
+impl SubjectTag {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// A tag read back from storage (not checked: it was written by [`Tagger::tag`]).
+    pub fn from_stored(s: String) -> Self {
+        Self(s)
+    }
+}
+
+impl std::fmt::Display for SubjectTag {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Tags subjects: HMAC-SHA256 of the user id under `SUBJECT_TAG_KEY_FILE`, first 16 bytes.
+#[derive(Clone)]
+pub struct Tagger {
+    key: [u8; KEY_LEN],
+}
+
+impl std::fmt::Debug for Tagger {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Tagger(..)")
+    }
+}
+
+impl Tagger {
+    pub fn new(key: [u8; KEY_LEN]) -> Self {
+        Self { key }
+    }
+
+    pub fn from_file(path: &Path) -> anyhow::Result<Self> {
+        read_key_file("SUBJECT_TAG_KEY_FILE", path).map(Self::new)
+    }
+
+    pub fn tag(&self, client_user_id: &str) -> SubjectTag {
+        let mut mac = Hmac::<Sha256>::new_from_slice(&self.key).expect("HMAC takes any key");
+        mac.update(client_user_id.as_bytes());
+        SubjectTag(hex::encode(&mac.finalize().into_bytes()[..16]))
+    }
+}
+
+/// An AES-256-GCM key: a subject's data key, or the key-encryption key that wraps them.
+/// Sealed bytes are `nonce (12) || ciphertext || tag (16)`, the nonce random.
+pub struct SealKey(LessSafeKey);
+
+impl std::fmt::Debug for SealKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SealKey(..)")
+    }
+}
+
+impl SealKey {
+    pub fn new(key: &[u8; KEY_LEN]) -> Self {
+        Self(LessSafeKey::new(
+            UnboundKey::new(&AES_256_GCM, key).expect("a 32-byte AES-256 key"),
+        ))
+    }
+
+    /// A new random key's bytes.
+    pub fn random_bytes() -> [u8; KEY_LEN] {
+        let mut key = [0u8; KEY_LEN];
+        aws_lc_rs::rand::fill(&mut key).expect("the system's random source");
+        key
+    }
+
+    /// Encrypts `plain`, binding `aad` (which [`SealKey::open`] must be given again).
+    pub fn seal(&self, plain: &[u8], aad: &[u8]) -> Vec<u8> {
+        let mut nonce = [0u8; NONCE_LEN];
+        aws_lc_rs::rand::fill(&mut nonce).expect("the system's random source");
+        let mut out = Vec::with_capacity(NONCE_LEN + plain.len() + AES_256_GCM.tag_len());
+        out.extend_from_slice(&nonce);
+        let mut body = plain.to_vec();
+        self.0
+            .seal_in_place_append_tag(
+                Nonce::assume_unique_for_key(nonce),
+                Aad::from(aad),
+                &mut body,
+            )
+            .expect("sealing fits in memory");
+        out.extend_from_slice(&body);
+        out
+    }
+
+    /// Decrypts what [`SealKey::seal`] made with the same `aad`; `None` when it was not (another
+    /// key, another `aad`, altered bytes).
+    pub fn open(&self, sealed: &[u8], aad: &[u8]) -> Option<Vec<u8>> {
+        if sealed.len() < NONCE_LEN {
+            return None;
+        }
+        let (nonce, body) = sealed.split_at(NONCE_LEN);
+        let nonce = Nonce::try_assume_unique_for_key(nonce).ok()?;
+        let mut body = body.to_vec();
+        let plain = self
+            .0
+            .open_in_place(nonce, Aad::from(aad), &mut body)
+            .ok()?;
+        Some(plain.to_vec())
+    }
+}
+
+/// The associated data a subject's key is wrapped with, and a sealed value under it is bound
+/// to: the tag and the generation (a key or a value moved to another subject does not open).
+fn subject_aad(tag: &SubjectTag, generation: i32, what: &str) -> Vec<u8> {
+    format!("kollus-subject-v1|{what}|{}|{generation}", tag.as_str()).into_bytes()
+}
+
+/// Subjects' tags and data keys: [`Tagger`] plus the key-encryption key, over `subject_keys`.
+#[derive(Clone)]
+pub struct Subjects {
+    tagger: Tagger,
+    kek: std::sync::Arc<SealKey>,
+}
+
+impl std::fmt::Debug for Subjects {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Subjects(..)")
+    }
+}
+
+/// A subject's data key, with the tag and generation it belongs to.
+#[derive(Debug)]
+pub struct DataKey {
+    pub tag: SubjectTag,
+    pub generation: i32,
+    key: SealKey,
+}
+
+impl DataKey {
+    /// Seals `plain` as a value of kind `what` (e.g. `"client_user_id"`) of this subject.
+    pub fn seal(&self, what: &str, plain: &[u8]) -> Vec<u8> {
+        self.key
+            .seal(plain, &subject_aad(&self.tag, self.generation, what))
+    }
+
+    pub fn open(&self, what: &str, sealed: &[u8]) -> Option<Vec<u8>> {
+        self.key
+            .open(sealed, &subject_aad(&self.tag, self.generation, what))
+    }
+}
+
+/// What an access-log row keeps of its subject: the tag, the generation and the sealed id.
+#[derive(Debug, Clone)]
+pub struct SealedSubject {
+    pub tag: SubjectTag,
+    pub generation: i32,
+    pub sealed_id: Vec<u8>,
+}
+
+/// The kind a sealed `client_user_id` is bound to.
+pub const CLIENT_USER_ID: &str = "client_user_id";
+
+impl Subjects {
+    pub fn new(tagger: Tagger, kek: [u8; KEY_LEN]) -> Self {
+        Self {
+            tagger,
+            kek: std::sync::Arc::new(SealKey::new(&kek)),
+        }
+    }
+
+    /// From the two key files (`SUBJECT_TAG_KEY_FILE`, `ARCHIVE_KEK_FILE`).
+    pub fn from_files(tag_key: &Path, kek: &Path) -> anyhow::Result<Self> {
+        Ok(Self::new(
+            Tagger::from_file(tag_key)?,
+            read_key_file("ARCHIVE_KEK_FILE", kek)?,
+        ))
+    }
+
+    pub fn tag(&self, client_user_id: &str) -> SubjectTag {
+        self.tagger.tag(client_user_id)
+    }
+
+    /// The subject's current data key, made (a new generation after an erasure) when it has
+    /// none. Safe to race: the first insert wins and every caller reads it.
+    pub async fn current_key(
+        &self,
+        client: &impl GenericClient,
+        tag: &SubjectTag,
+    ) -> anyhow::Result<DataKey> {
+        loop {
+            let row = client
+                .query_opt(
+                    "SELECT generation, wrapped FROM subject_keys WHERE tag = $1 \
+                      ORDER BY generation DESC LIMIT 1",
+                    &[&tag.as_str()],
+                )
+                .await
+                .context("reading a subject key")?;
+            let next = match row {
+                Some(row) => {
+                    let generation: i32 = row.try_get("generation")?;
+                    match row.try_get::<_, Option<Vec<u8>>>("wrapped")? {
+                        Some(wrapped) => return self.unwrap_key(tag, generation, &wrapped),
+                        None => generation + 1, // erased: the subject starts over
+                    }
+                }
+                None => 1,
+            };
+            let key = SealKey::random_bytes();
+            let wrapped = self.kek.seal(&key, &subject_aad(tag, next, "data_key"));
+            let inserted = client
+                .execute(
+                    "INSERT INTO subject_keys (tag, generation, wrapped) VALUES ($1, $2, $3) \
+                     ON CONFLICT DO NOTHING",
+                    &[&tag.as_str(), &next, &wrapped],
+                )
+                .await
+                .context("storing a subject key")?;
+            if inserted == 1 {
+                return Ok(DataKey {
+                    tag: tag.clone(),
+                    generation: next,
+                    key: SealKey::new(&key),
+                });
+            }
+            // Another request made it first: read theirs.
+        }
+    }
+
+    /// The subject's data key of `generation`, `None` when erased or never made.
+    pub async fn key_at(
+        &self,
+        client: &impl GenericClient,
+        tag: &SubjectTag,
+        generation: i32,
+    ) -> anyhow::Result<Option<DataKey>> {
+        let row = client
+            .query_opt(
+                "SELECT wrapped FROM subject_keys WHERE tag = $1 AND generation = $2",
+                &[&tag.as_str(), &generation],
+            )
+            .await
+            .context("reading a subject key")?;
+        match row.and_then(|r| r.get::<_, Option<Vec<u8>>>("wrapped")) {
+            Some(wrapped) => self.unwrap_key(tag, generation, &wrapped).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// The user id sealed under its subject's current key, for a record naming it.
+    pub async fn seal_id(
+        &self,
+        client: &impl GenericClient,
+        client_user_id: &str,
+    ) -> anyhow::Result<SealedSubject> {
+        let tag = self.tag(client_user_id);
+        let key = self.current_key(client, &tag).await?;
+        Ok(SealedSubject {
+            sealed_id: key.seal(CLIENT_USER_ID, client_user_id.as_bytes()),
+            generation: key.generation,
+            tag,
+        })
+    }
+
+    /// The user id a record sealed, `None` once its subject's key is destroyed.
+    pub async fn open_id(
+        &self,
+        client: &impl GenericClient,
+        sealed: &SealedSubject,
+    ) -> anyhow::Result<Option<String>> {
+        Ok(self
+            .key_at(client, &sealed.tag, sealed.generation)
+            .await?
+            .and_then(|key| key.open(CLIENT_USER_ID, &sealed.sealed_id))
+            .and_then(|plain| String::from_utf8(plain).ok()))
+    }
+
+    fn unwrap_key(
+        &self,
+        tag: &SubjectTag,
+        generation: i32,
+        wrapped: &[u8],
+    ) -> anyhow::Result<DataKey> {
+        let key = self
+            .kek
+            .open(wrapped, &subject_aad(tag, generation, "data_key"))
+            .context(
+                "a subject key does not unwrap under ARCHIVE_KEK_FILE (another KEK, or altered)",
+            )?;
+        let key = <[u8; KEY_LEN]>::try_from(key.as_slice())
+            .map_err(|_| anyhow::anyhow!("a subject key of {} bytes", key.len()))?;
+        Ok(DataKey {
+            tag: tag.clone(),
+            generation,
+            key: SealKey::new(&key),
+        })
+    }
+}
+
+/// Key file paths for tests and `make run`: writes a fresh random key to `dir/name` (mode 0600)
+/// and returns its path.
+pub fn write_random_key_file(dir: &Path, name: &str) -> anyhow::Result<PathBuf> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let path = dir.join(name);
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&path)
+        .with_context(|| format!("writing {}", path.display()))?;
+    writeln!(
+        f,
+        "{}",
+        base64::engine::general_purpose::STANDARD.encode(SealKey::random_bytes())
+    )?;
+    Ok(path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_tag_is_stable_per_key_and_tells_nothing_without_it() {
+        let a = Tagger::new([1; KEY_LEN]);
+        let b = Tagger::new([2; KEY_LEN]);
+        assert_eq!(a.tag("user-1"), a.tag("user-1"));
+        assert_ne!(a.tag("user-1"), a.tag("user-2"));
+        assert_ne!(a.tag("user-1"), b.tag("user-1"));
+        assert_eq!(a.tag("user-1").as_str().len(), 32);
+        assert!(!a.tag("user-1").as_str().contains("user"));
+    }
+
+    #[test]
+    fn sealed_bytes_open_only_with_their_key_and_aad() {
+        let key = SealKey::new(&[7; KEY_LEN]);
+        let sealed = key.seal(b"user-1", b"aad");
+        assert!(!sealed.windows(6).any(|w| w == b"user-1"));
+        assert_eq!(key.open(&sealed, b"aad").as_deref(), Some(&b"user-1"[..]));
+        assert_eq!(key.open(&sealed, b"other"), None);
+        assert_eq!(SealKey::new(&[8; KEY_LEN]).open(&sealed, b"aad"), None);
+        let mut altered = sealed.clone();
+        *altered.last_mut().unwrap() ^= 1;
+        assert_eq!(key.open(&altered, b"aad"), None);
+        assert_eq!(key.open(&sealed[..5], b"aad"), None);
+        // A random nonce: the same id seals differently each time.
+        assert_ne!(key.seal(b"user-1", b"aad"), sealed);
+    }
+
+    #[test]
+    fn key_files_must_hold_32_base64_bytes_and_errors_never_show_them() {
+        let dir = std::env::temp_dir().join(format!("kollus-subject-{}", std::process::id()));
+        let path = write_random_key_file(&dir, "good").unwrap();
+        assert!(read_key_file("X_FILE", &path).is_ok());
+        std::fs::write(dir.join("short"), "c2hvcnQ=\n").unwrap();
+        let e = read_key_file("X_FILE", &dir.join("short"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("X_FILE") && e.contains("5 bytes"), "{e}");
+        std::fs::write(dir.join("text"), "not base64 secret!!\n").unwrap();
+        let e = read_key_file("X_FILE", &dir.join("text"))
+            .unwrap_err()
+            .to_string();
+        assert!(!e.contains("secret"), "{e}");
+        let e = read_key_file("X_FILE", &dir.join("missing")).unwrap_err();
+        assert!(format!("{e:#}").contains("X_FILE: reading"), "{e:#}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
