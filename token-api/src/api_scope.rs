@@ -34,6 +34,9 @@ pub enum ApiScope {
     Export,
     /// The support console's personal data; only ever given explicitly.
     Console,
+    /// The access record: its review page in the console (with `console`) and
+    /// `GET /v1/access-log/verify`; only ever given explicitly (a privacy officer's key).
+    Audit,
 }
 
 impl ApiScope {
@@ -47,14 +50,19 @@ impl ApiScope {
         s.parse().ok()
     }
 
-    /// What a key given without scopes may do: everything but the console and signing
+    /// What a key given without scopes may do: everything but the console, the audit and signing
     /// `playcallback_ignore` (a token that plays with no entitlement check): both are given
     /// only by name.
     pub(crate) fn unscoped() -> BTreeSet<Self> {
         Self::ALL
             .iter()
             .copied()
-            .filter(|s| !matches!(s, Self::Console | Self::TokensPlaycallbackIgnore))
+            .filter(|s| {
+                !matches!(
+                    s,
+                    Self::Console | Self::Audit | Self::TokensPlaycallbackIgnore
+                )
+            })
             .collect()
     }
 }
