@@ -34,7 +34,7 @@ port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); pr
 # token-api's key files (README "The access record"), fresh for this run.
 keys_dir=$(mktemp -d)
 for k in ACCESS_LOG_KEY_FILE SUBJECT_TAG_KEY_FILE ARCHIVE_KEK_FILE; do
-  (umask 077; openssl rand -base64 32 > "$keys_dir/$k"); export "$k=$keys_dir/$k"
+  (umask 077; head -c 32 /dev/urandom | base64 > "$keys_dir/$k"); export "$k=$keys_dir/$k"
 done
 env DATABASE_URL=postgres://postgres@127.0.0.1:5432/$db KOLLUS_SECURITY_KEY=bench-security-key \
   KOLLUS_CUSTOM_KEY=bench-custom-key TOKEN_API_KEYS="bench:bench-api-key-0123456789,support[console]:$key" \

@@ -43,7 +43,7 @@ dev_default KOLLUS_SERVICE_ACCOUNT_KEY fixture-service-account-key
 dev_key_file() { # NAME FILE: export NAME=FILE unless NAME is set, making FILE when missing
   if [ -z "${!1:-}" ]; then
     if [ ! -s "$2" ]; then
-      mkdir -p "$(dirname "$2")"; (umask 077; openssl rand -base64 32 > "$2")
+      mkdir -p "$(dirname "$2")"; (umask 077; head -c 32 /dev/urandom | base64 > "$2")
     fi
     export "$1=$2"
   fi

@@ -27,7 +27,7 @@ key=schemathesis-api-key-0123456789
 # token-api's key files (README "The access record"), fresh for this run.
 keys_dir=$(mktemp -d)
 for k in ACCESS_LOG_KEY_FILE SUBJECT_TAG_KEY_FILE ARCHIVE_KEK_FILE; do
-  (umask 077; openssl rand -base64 32 > "$keys_dir/$k"); export "$k=$keys_dir/$k"
+  (umask 077; head -c 32 /dev/urandom | base64 > "$keys_dir/$k"); export "$k=$keys_dir/$k"
 done
 DATABASE_URL=postgres://postgres@127.0.0.1:5432/$db KOLLUS_SECURITY_KEY=schemathesis-security-key \
   KOLLUS_CUSTOM_KEY=schemathesis-custom-key TOKEN_API_KEYS="schemathesis:$key" \
