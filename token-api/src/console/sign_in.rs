@@ -10,8 +10,9 @@
 //!
 //! The access record holds every sign-in (`sign_in`, with the new session's hash, written in the
 //! session's own transaction) and every refusal (`sign_in_refused`, target the refusal's reason,
-//! key name `-` unless a known key lacked `console`), with the client's address. A refusal whose
-//! row cannot be written is the console's error page instead of the form.
+//! key name `-` unless a known key lacked `console`), with the client's address, up to
+//! `state::REFUSALS_RECORDED_PER_MINUTE` per client and minute (the rest counted and logged). A
+//! refusal whose row cannot be written is the console's error page instead of the form.
 
 use std::net::IpAddr;
 use std::time::Instant;
@@ -106,16 +107,18 @@ async fn refuse(
     {
         console.sign_ins.failed(ip, Instant::now());
     }
-    let db = console.pool.get().await?;
-    log.record(
-        &**db,
-        Entry {
-            client_addr: r.client,
-            target: Some(reason),
-            ..Entry::new(Action::SignInRefused, r.key_name)
-        },
-    )
-    .await?;
+    if console.sign_ins.record_refusal(r.client) {
+        let db = console.pool.get().await?;
+        log.record(
+            &**db,
+            Entry {
+                client_addr: r.client,
+                target: Some(reason),
+                ..Entry::new(Action::SignInRefused, r.key_name)
+            },
+        )
+        .await?;
+    }
     Ok(login_page(req, console, status, Some(message)))
 }
 

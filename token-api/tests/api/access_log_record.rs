@@ -567,3 +567,108 @@ async fn console_views_of_before_the_log_move_into_it_at_start() {
         "when viewed"
     );
 }
+
+#[tokio::test]
+async fn refused_sign_ins_from_one_client_are_recorded_up_to_the_minutes_cap() {
+    let app = spawn().await;
+    let web = forwarded();
+    for _ in 0..25 {
+        let res = web
+            .post(format!("{}/console/login", app.address))
+            .form(&[("key", "whatever-0123456789")])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), StatusCode::FORBIDDEN, "no CSRF token");
+    }
+    let refused = of(&app, "sign_in_refused").await;
+    assert_eq!(refused.len(), 20, "{refused:?}");
+    assert!(refused
+        .iter()
+        .all(|r| r.target.as_deref() == Some("csrf") && r.addr.as_deref() == Some(CLIENT)));
+    assert_eq!(
+        app.metric("kollus_token_console_sign_in_failures_total{reason=\"csrf\"}")
+            .await,
+        25,
+        "every refusal counted"
+    );
+}
+
+/// An access whose row cannot be written (here the database's disk full, as a trigger says) is
+/// refused: the console's 503 page, the API's 503 problem, no export streamed, no grant made.
+#[tokio::test]
+async fn an_access_that_cannot_be_recorded_is_refused_never_shown() {
+    let app = spawn().await;
+    app.catalog(MEDIA, true, false).await;
+    seed(&app, USER, MEDIA).await;
+    let web = forwarded();
+    let cookie = sign_in(&app, &web).await;
+    app.db
+        .client()
+        .await
+        .batch_execute(
+            "CREATE FUNCTION refuse_rows() RETURNS trigger LANGUAGE plpgsql AS $$ \
+             BEGIN RAISE EXCEPTION 'disk full' USING ERRCODE = 'disk_full'; END $$; \
+             CREATE TRIGGER refuse BEFORE INSERT ON access_log \
+                 FOR EACH ROW EXECUTE FUNCTION refuse_rows(); \
+             CREATE TRIGGER refuse BEFORE INSERT OR UPDATE ON access_log_reads \
+                 FOR EACH ROW EXECUTE FUNCTION refuse_rows();",
+        )
+        .await
+        .unwrap();
+    let page = get(&app, &web, &format!("/console/users/{USER}"), &cookie).await;
+    assert_eq!(page.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let body = page.text().await.unwrap();
+    assert!(
+        !body.contains("mck-audit-1"),
+        "nothing of the user shown: {body}"
+    );
+    let res = download(
+        &app,
+        &web,
+        &format!("/console/users/{USER}/export.csv"),
+        &cookie,
+        Some("why"),
+    )
+    .await;
+    assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
+    for path in [
+        format!("/v1/users/{USER}/history"),
+        format!("/v1/users/{USER}/export?reason=why"),
+    ] {
+        let res = app
+            .client
+            .get(format!("{}{path}", app.address))
+            .bearer_auth(APP_KEY)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE, "{path}");
+        assert_eq!(res.headers()["content-type"], "application/problem+json");
+        assert!(!res.text().await.unwrap().contains(MEDIA), "{path}");
+    }
+    let res = app
+        .client
+        .put(format!(
+            "{}/v1/users/{USER}/entitlements/media/m-new",
+            app.address
+        ))
+        .bearer_auth(APP_KEY)
+        .json(&serde_json::json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let granted: i64 = app
+        .db
+        .client()
+        .await
+        .query_one(
+            "SELECT count(*) FROM entitlements WHERE target = 'm-new'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(granted, 0, "the grant went with its row");
+}

@@ -775,6 +775,40 @@ async fn a_reload_that_drops_the_key_ends_its_sessions() {
         || async { (get(&app, &web, "/console/", &cookie).await.status() == 303).then_some(()) },
     )
     .await;
+    // The access record holds the list put in force at start and what the reload changed
+    // (names and scopes, never a key), by the process itself.
+    let db = app.db.client().await;
+    let reloads: Vec<(String, String, String)> = kollus_test_support::eventually_ok(
+        "the reload's row (written once the reload is in force)",
+        Duration::from_secs(10),
+        || async {
+            let rows: Vec<(String, String, String)> = db
+                .query(
+                    "SELECT class, key_name, target FROM access_log \
+                      WHERE action = 'keys_reloaded' ORDER BY id",
+                    &[],
+                )
+                .await
+                .unwrap()
+                .iter()
+                .map(|r| (r.get(0), r.get(1), r.get(2)))
+                .collect();
+            if rows.len() >= 2 {
+                Ok(rows)
+            } else {
+                Err(format!("{rows:?}"))
+            }
+        },
+    )
+    .await;
+    let row = |t: &str| ("rights".to_owned(), "-".to_owned(), t.to_owned());
+    assert_eq!(
+        reloads,
+        [
+            row("start; added: app[read] support[console]"),
+            row("removed: support[console]"),
+        ]
+    );
     let (_, seen) = until("its key is no longer configured");
     let warned = seen
         .iter()
