@@ -109,19 +109,24 @@ pub fn db_error<E: DbFailure>(retry: &'static str) -> impl Fn(E) -> ApiError {
     }
 }
 
-/// A failure to write the access record (`access_log::record`): the access is refused, never
-/// answered unrecorded. A 503 when any cause is PostgreSQL not answering (as [`db_error`]
-/// classifies it), else a 500; the cause is logged either way.
-pub fn not_recorded(e: anyhow::Error) -> ApiError {
-    let not_answering = e.chain().any(|cause| {
+/// Whether any cause in `e`'s chain is PostgreSQL not answering, as [`DbFailure`] classifies a
+/// cause: the one test for an `anyhow` chain (the API's and the console's).
+pub fn not_answering(e: &anyhow::Error) -> bool {
+    e.chain().any(|cause| {
         cause
             .downcast_ref::<tokio_postgres::Error>()
             .is_some_and(DbFailure::not_answering)
             || cause
                 .downcast_ref::<deadpool_postgres::PoolError>()
                 .is_some_and(DbFailure::not_answering)
-    });
-    if not_answering {
+    })
+}
+
+/// A failure to write the access record (`access_log::record`): the access is refused, never
+/// answered unrecorded. A 503 when any cause is PostgreSQL not answering (as [`db_error`]
+/// classifies it), else a 500; the cause is logged either way.
+pub fn not_recorded(e: anyhow::Error) -> ApiError {
+    if not_answering(&e) {
         tracing::warn!(
             error = format!("{e:#}"),
             "access not recorded: PostgreSQL is not answering"

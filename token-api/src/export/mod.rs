@@ -48,7 +48,8 @@ fn reason_of(req: &HttpRequest) -> Result<String, ApiError> {
     record::reason(q.reason.as_deref()).map_err(|why| invalid("reason", why))
 }
 
-/// `reason` as the document describes it.
+/// `reason` as the document describes it (its `max_length`, a literal there, is
+/// `record::REASON_MAX_CHARS`: a test holds them equal).
 const REASON_PARAM: &str = "Why this data is downloaded (1 to 500 characters, no control characters), kept in the access record with the key, the client address and the time. Required: every download of personal data gives its reason.";
 
 /// [`Export::admit`] for the API: a refusal as its answer (503; `Retry-After` when every slot is
@@ -94,7 +95,7 @@ fn format_of(req: &HttpRequest) -> Format {
     description = "JSON Lines (default): `session` (every watch session with its played blocks and segments), `progress` (per video), `entitlement`, `playback_decision`; with `Accept: text/csv`, the sessions as CSV. Session and progress lines, and each CSV row, end with what the catalog says of the video: `title`, `duration_seconds`, `poster_url`, `transcoding_stage`, `transcoding_stage_name` and `absent_since` (null, or an empty cell, where unknown). Streamed from a read-only snapshot, so memory stays flat for users with any number of sessions; a failure half-way ends the stream with an `error` line. An export is cut (the connection closes without the chunked encoding's last chunk, never a short file that passes for a whole one) when the client takes no 64 KiB chunk within `EXPORT_CHUNK_DEADLINE_SECONDS` (30 by default), or when it is not done within `EXPORT_MAX_SECONDS` (600 by default).",
     params(
         crate::params::UserPath,
-        ("reason" = String, Query, description = REASON_PARAM, min_length = 1, max_length = 500, pattern = r"^[^\u0000-\u001f\u007f-\u009f]*[^\s\u0000-\u001f\u007f-\u009f][^\u0000-\u001f\u007f-\u009f]*$")
+        ("reason" = String, Query, description = REASON_PARAM, min_length = 1, pattern = r"^[^\u0000-\u001f\u007f-\u009f]*[^\s\u0000-\u001f\u007f-\u009f][^\u0000-\u001f\u007f-\u009f]*$", max_length = 500)
     ),
     responses(
         (status = 200, description = "Streamed as it is read; the access record holds the export (`api_export`) before the first byte.", content((String = "application/x-ndjson"), (String = "text/csv"))),
@@ -156,7 +157,7 @@ pub async fn user(
     description = "JSON Lines (default): `media` (the catalog record, with `title`, `duration_seconds`, `poster_url`, `transcoding_stage`, `transcoding_stage_name`, `absent_since`; `deleted_at` is the delete callback's, `absent_since` an absence from Kollus's API), `channel` (memberships), `content_event` (its channel history, in event order), `user_totals` (per user); with `Accept: text/csv`, the per-user totals as CSV, each row ending with the same six catalog columns. Cut as a user's export is, at the same deadlines.",
     params(
         crate::params::MediaPath,
-        ("reason" = String, Query, description = REASON_PARAM, min_length = 1, max_length = 500, pattern = r"^[^\u0000-\u001f\u007f-\u009f]*[^\s\u0000-\u001f\u007f-\u009f][^\u0000-\u001f\u007f-\u009f]*$")
+        ("reason" = String, Query, description = REASON_PARAM, min_length = 1, pattern = r"^[^\u0000-\u001f\u007f-\u009f]*[^\s\u0000-\u001f\u007f-\u009f][^\u0000-\u001f\u007f-\u009f]*$", max_length = 500)
     ),
     responses(
         (status = 200, description = "Streamed as it is read; the access record holds the export (`api_export`, target the video) before the first byte.", content((String = "application/x-ndjson"), (String = "text/csv"))),

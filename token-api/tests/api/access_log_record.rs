@@ -672,3 +672,23 @@ async fn an_access_that_cannot_be_recorded_is_refused_never_shown() {
         .get(0);
     assert_eq!(granted, 0, "the grant went with its row");
 }
+
+/// The document's `reason` is the one `record::reason` checks: its bound, on every export.
+#[test]
+fn the_documented_reason_is_the_checked_one() {
+    use kollus_token_api::access_log::record::REASON_MAX_CHARS;
+    let doc = serde_json::to_value(kollus_token_api::routes::derived()).unwrap();
+    for path in [
+        "/v1/users/{client_user_id}/export",
+        "/v1/media/{media_content_key}/export",
+    ] {
+        let params = doc["paths"][path]["get"]["parameters"].as_array().unwrap();
+        let reason = params
+            .iter()
+            .find(|p| p["name"] == "reason")
+            .unwrap_or_else(|| panic!("no reason in {path}"));
+        assert_eq!(reason["required"], true, "{path}");
+        assert_eq!(reason["in"], "query", "{path}");
+        assert_eq!(reason["schema"]["maxLength"], REASON_MAX_CHARS, "{path}");
+    }
+}
