@@ -14,6 +14,7 @@ use super::model::{
 };
 use super::session::Agent;
 use super::store::MAX_SEGMENTS;
+use crate::access_log::record::REASON_MAX_CHARS;
 
 /// What every page knows: the language, who is signed in, where it is, the time zone.
 pub struct Frame<'a> {
@@ -553,7 +554,7 @@ pub fn downloads(f: &Frame, user: &str, error: Option<&str>) -> Markup {
         form class="downloads" method="post" action={ (href) "/export.csv" } {
             @if let Some(e) = error { p class="error" { (e) } }
             label for="reason" { (l.t("증거 내려받기: 사유 (접속기록에 남습니다)", "Download the evidence: the reason (kept in the access record)")) }
-            input id="reason" type="text" name="reason" maxlength="500" required;
+            input id="reason" type="text" name="reason" maxlength=(REASON_MAX_CHARS) required;
             @if let Some(agent) = f.agent { input type="hidden" name="csrf_token" value=(agent.csrf_token); }
             button type="submit" formaction={ (href) "/export.csv" } { "CSV" }
             " "
