@@ -336,7 +336,12 @@ async fn access_log_at_start(
         tracing::info!(moved, "console_views rows moved into the access log");
     }
     let started = crate::auth::KeyChange::at_start(keys);
-    record_keys(pool, log, &format!("start; {}", started.summary()))
+    let summary = if started.is_empty() {
+        "no keys".to_owned()
+    } else {
+        started.summary()
+    };
+    record_keys(pool, log, &format!("start; {summary}"))
         .await
         .context("recording the key list in force in the access log")
 }
