@@ -155,16 +155,19 @@ impl KeyRing {
         Self(Arc::new(RwLock::new(keys)))
     }
 
-    /// Reads `file` (`TOKEN_API_KEYS_FILE`) and puts its keys in force. A file that cannot be
-    /// read or parsed changes nothing; the error names why, never a key.
-    pub fn reload(&self, file: &std::path::Path) -> Result<(), String> {
+    /// Reads `file` (`TOKEN_API_KEYS_FILE`) and puts its keys in force; returns what changed
+    /// ([`KeyChange`]: names and scopes, never a key). A file that cannot be read or parsed
+    /// changes nothing; the error names why, never a key.
+    pub fn reload(&self, file: &std::path::Path) -> Result<KeyChange, String> {
         let text = std::fs::read_to_string(file)
             .map_err(|e| format!("reading {}: {e}", file.display()))?;
         let keys = ApiKeys::parse(text.trim_end_matches(['\n', '\r']))?;
         keys.warn_unscoped();
         tracing::info!(keys = ?keys, "TOKEN_API_KEYS_FILE reloaded");
-        *self.0.write().unwrap_or_else(|e| e.into_inner()) = keys;
-        Ok(())
+        let mut held = self.0.write().unwrap_or_else(|e| e.into_inner());
+        let change = KeyChange::between(&held, &keys);
+        *held = keys;
+        Ok(change)
     }
 
     /// The caller whose key is `given` (the console's sign-in form posts it once), with the
@@ -175,6 +178,7 @@ impl KeyRing {
             let caller = Caller {
                 name: k.name.clone(),
                 scopes: k.scopes.clone(),
+                addr: None,
             };
             (caller, k.digest)
         })
@@ -192,12 +196,89 @@ impl KeyRing {
         })
     }
 
-    fn caller(&self, req: &HttpRequest) -> Option<Caller> {
+    fn caller(&self, req: &HttpRequest, addr: Option<std::net::IpAddr>) -> Option<Caller> {
         let keys = self.0.read().unwrap_or_else(|e| e.into_inner());
         keys.authenticate(req).map(|k| Caller {
             name: k.name.clone(),
             scopes: k.scopes.clone(),
+            addr,
         })
+    }
+}
+
+/// What a key-list reload changed, by key name: added, removed, scopes changed, or the key
+/// itself replaced under the same name and scopes (rotated). Names and scopes only, never a key:
+/// the access record's `keys_reloaded` row says this.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct KeyChange {
+    /// `name[scope+scope]` of each key added.
+    pub added: Vec<String>,
+    /// `name[scope+scope]` of each key removed.
+    pub removed: Vec<String>,
+    /// `name[old scopes]->[new scopes]` of each key whose scopes changed.
+    pub scopes_changed: Vec<String>,
+    /// Names whose key was replaced, scopes kept.
+    pub rotated: Vec<String>,
+}
+
+fn scopes_of(k: &ApiKey) -> String {
+    let scopes: Vec<&str> = k.scopes.iter().map(|s| s.as_str()).collect();
+    scopes.join("+")
+}
+
+impl KeyChange {
+    pub fn between(before: &ApiKeys, after: &ApiKeys) -> Self {
+        let find = |keys: &ApiKeys, name: &str| keys.0.iter().find(|k| k.name == name).cloned();
+        let mut change = Self::default();
+        for k in &after.0 {
+            match find(before, &k.name) {
+                None => change.added.push(format!("{}[{}]", k.name, scopes_of(k))),
+                Some(was) if was.scopes != k.scopes => change.scopes_changed.push(format!(
+                    "{}[{}]->[{}]",
+                    k.name,
+                    scopes_of(&was),
+                    scopes_of(k)
+                )),
+                Some(was) if !bool::from(was.digest.ct_eq(&k.digest)) => {
+                    change.rotated.push(k.name.clone());
+                }
+                Some(_) => {}
+            }
+        }
+        for k in &before.0 {
+            if find(after, &k.name).is_none() {
+                change.removed.push(format!("{}[{}]", k.name, scopes_of(k)));
+            }
+        }
+        change
+    }
+
+    /// Every key of `keys` as added: the list put in force at start.
+    pub fn at_start(keys: &ApiKeys) -> Self {
+        Self::between(&ApiKeys(Vec::new()), keys)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.added.is_empty()
+            && self.removed.is_empty()
+            && self.scopes_changed.is_empty()
+            && self.rotated.is_empty()
+    }
+
+    /// `added: a[read] b[console]; removed: c[export]; scopes: d[read]->[read+export];
+    /// rotated: e`, the parts that hold something.
+    pub fn summary(&self) -> String {
+        [
+            ("added", &self.added),
+            ("removed", &self.removed),
+            ("scopes", &self.scopes_changed),
+            ("rotated", &self.rotated),
+        ]
+        .into_iter()
+        .filter(|(_, v)| !v.is_empty())
+        .map(|(what, v)| format!("{what}: {}", v.join(" ")))
+        .collect::<Vec<_>>()
+        .join("; ")
     }
 }
 
@@ -244,9 +325,17 @@ pub fn fingerprint(key: &str) -> [u8; 32] {
 pub struct Caller {
     name: String,
     scopes: BTreeSet<ApiScope>,
+    /// The client's address (the TCP peer, or behind `TRUSTED_PROXIES` the forwarded client),
+    /// for the access record.
+    addr: Option<std::net::IpAddr>,
 }
 
 impl Caller {
+    /// The client's address as `TRUSTED_PROXIES` decides it (the access record's).
+    pub fn client_addr(&self) -> Option<std::net::IpAddr> {
+        self.addr
+    }
+
     /// The key's name (never the key), for logs and audit records.
     pub fn name(&self) -> &str {
         &self.name
@@ -339,7 +428,7 @@ impl actix_web::FromRequest for Caller {
         }
         let caller = req
             .app_data::<actix_web::web::Data<KeyRing>>()
-            .and_then(|ring| ring.caller(req));
+            .and_then(|ring| ring.caller(req, client));
         std::future::ready(match caller {
             Some(caller) => Ok(caller),
             None => {
@@ -367,8 +456,13 @@ mod tests {
         let ring = KeyRing::new(ApiKeys::parse("old[read]:0123456789abcdef").unwrap());
         let names = |ring: &KeyRing| format!("{:?}", ring.0.read().unwrap());
         std::fs::write(&file, "new[export]:fedcba9876543210\n").unwrap();
-        ring.reload(&file).unwrap();
+        let change = ring.reload(&file).unwrap();
         assert_eq!(names(&ring), r#"["new[export]"]"#);
+        assert_eq!(
+            change.summary(),
+            "added: new[export]; removed: old[read]",
+            "names and scopes only"
+        );
         for bad in [
             "",
             "new[admin]:fedcba9876543210",
@@ -388,6 +482,32 @@ mod tests {
         }
         assert!(ring.reload(&dir.path().join("missing")).is_err());
         assert_eq!(names(&ring), r#"["new[export]"]"#);
+    }
+
+    #[test]
+    fn a_key_change_names_keys_added_removed_rescoped_and_rotated_never_a_key() {
+        let before =
+            ApiKeys::parse("a[read]:0123456789abcdef,b[read]:1123456789abcdef,c:2123456789abcdef")
+                .unwrap();
+        let after = ApiKeys::parse(
+            "a[read+export]:0123456789abcdef,b[read]:9923456789abcdef,d[console]:3123456789abcdef",
+        )
+        .unwrap();
+        let change = KeyChange::between(&before, &after);
+        let summary = change.summary();
+        assert_eq!(
+            summary,
+            "added: d[console]; removed: c[tokens+read+entitlements+export]; \
+             scopes: a[read]->[read+export]; rotated: b",
+            "{change:?}"
+        );
+        assert!(!summary.contains("23456789abcdef"), "never a key");
+        assert!(KeyChange::between(&after, &after).is_empty());
+        assert_eq!(
+            KeyChange::at_start(&before).added.len(),
+            3,
+            "at start, every key is added"
+        );
     }
 
     #[test]

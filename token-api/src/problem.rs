@@ -109,6 +109,35 @@ pub fn db_error<E: DbFailure>(retry: &'static str) -> impl Fn(E) -> ApiError {
     }
 }
 
+/// Whether any cause in `e`'s chain is PostgreSQL not answering, as [`DbFailure`] classifies a
+/// cause: the one test for an `anyhow` chain (the API's and the console's).
+pub fn not_answering(e: &anyhow::Error) -> bool {
+    e.chain().any(|cause| {
+        cause
+            .downcast_ref::<tokio_postgres::Error>()
+            .is_some_and(DbFailure::not_answering)
+            || cause
+                .downcast_ref::<deadpool_postgres::PoolError>()
+                .is_some_and(DbFailure::not_answering)
+    })
+}
+
+/// A failure to write the access record (`access_log::record`): the access is refused, never
+/// answered unrecorded. A 503 when any cause is PostgreSQL not answering (as [`db_error`]
+/// classifies it), else a 500; the cause is logged either way.
+pub fn not_recorded(e: anyhow::Error) -> ApiError {
+    if not_answering(&e) {
+        tracing::warn!(
+            error = format!("{e:#}"),
+            "access not recorded: PostgreSQL is not answering"
+        );
+        ApiError::Unavailable("the access record could not be written; retry shortly".into())
+    } else {
+        tracing::error!(error = format!("{e:#}"), "access not recorded");
+        ApiError::Internal("the access record could not be written; the cause is logged".into())
+    }
+}
+
 /// Parses a request's query string into `T` (after authentication, so a caller without a key
 /// learns nothing about the parameters): a refusal names the parameter, as RFC 7807.
 pub fn parse_query<T: serde::de::DeserializeOwned>(

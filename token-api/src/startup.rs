@@ -108,6 +108,7 @@ impl Application {
             &settings.access_log.archive_kek_file,
         )?;
         let access_log = web::Data::new(AccessLog::new(subjects, metrics.access_log_rows.clone()));
+        access_log_at_start(&pool, &access_log, &settings.api_keys).await?;
         let history = web::Data::new(History { pool: pool.clone() });
         let entitlements = web::Data::new(Entitlements {
             pool: pool.clone(),
@@ -154,7 +155,12 @@ impl Application {
         ));
         settings.api_keys.warn_unscoped();
         if let Some(file) = &settings.api_keys_file {
-            reload_keys_on_sighup(file.clone(), (**keys).clone())?;
+            reload_keys_on_sighup(
+                file.clone(),
+                (**keys).clone(),
+                pool.clone(),
+                (**access_log).clone(),
+            )?;
         }
         // The console on a pool of its own: agents' pages never hold a callback's connection.
         let console_pool = kollus_common::db::pool_with_statement_timeout(
@@ -315,19 +321,78 @@ impl Application {
     }
 }
 
+/// The access record at start: `console_views`' rows moved in (V15's record, which named users
+/// in the clear), and the key list put in force (`keys_reloaded`: who may access from now on).
+/// Either failing stops the start.
+async fn access_log_at_start(
+    pool: &deadpool_postgres::Pool,
+    log: &AccessLog,
+    keys: &crate::auth::ApiKeys,
+) -> anyhow::Result<()> {
+    let moved = crate::access_log::legacy::move_console_views(pool, log)
+        .await
+        .context("moving console_views into the access log")?;
+    if moved > 0 {
+        tracing::info!(moved, "console_views rows moved into the access log");
+    }
+    let started = crate::auth::KeyChange::at_start(keys);
+    let summary = if started.is_empty() {
+        "no keys".to_owned()
+    } else {
+        started.summary()
+    };
+    record_keys(pool, log, &format!("start; {summary}"))
+        .await
+        .context("recording the key list in force in the access log")
+}
+
+/// A `keys_reloaded` row (class rights) by the process itself (key name `-`): `what` names the
+/// keys and scopes, never a key.
+async fn record_keys(
+    pool: &deadpool_postgres::Pool,
+    log: &AccessLog,
+    what: &str,
+) -> anyhow::Result<()> {
+    use crate::access_log::record::{Action, Entry};
+    let client = pool.get().await?;
+    let entry = Entry {
+        target: Some(what),
+        ..Entry::new(Action::KeysReloaded, "-")
+    };
+    log.record(&**client, entry).await
+}
+
 /// Reads `TOKEN_API_KEYS_FILE` again on every SIGHUP and puts its keys in force; a file that
-/// cannot be read or parsed keeps the keys in force (ERROR, naming why, never a key).
-fn reload_keys_on_sighup(file: std::path::PathBuf, ring: KeyRing) -> anyhow::Result<()> {
+/// cannot be read or parsed keeps the keys in force (ERROR, naming why, never a key). A reload
+/// that changed something writes its `keys_reloaded` row; one that cannot be written leaves the
+/// reload in force (a revocation is never held back) and logs the change at ERROR instead.
+fn reload_keys_on_sighup(
+    file: std::path::PathBuf,
+    ring: KeyRing,
+    pool: deadpool_postgres::Pool,
+    log: AccessLog,
+) -> anyhow::Result<()> {
     use tokio::signal::unix::{signal, SignalKind};
     // Registered now, so a SIGHUP from here on is never the default (terminate).
     let mut hangups = signal(SignalKind::hangup()).context("listening for SIGHUP")?;
     tokio::spawn(async move {
         while hangups.recv().await.is_some() {
-            if let Err(e) = ring.reload(&file) {
-                tracing::error!(
+            match ring.reload(&file) {
+                Err(e) => tracing::error!(
                     error = e,
                     "SIGHUP: TOKEN_API_KEYS_FILE not reloaded; the keys in force stay"
-                );
+                ),
+                Ok(change) if change.is_empty() => {}
+                Ok(change) => {
+                    let what = change.summary();
+                    if let Err(e) = record_keys(&pool, &log, &what).await {
+                        tracing::error!(
+                            error = format!("{e:#}"),
+                            change = what,
+                            "SIGHUP: the key change is in force but not in the access record"
+                        );
+                    }
+                }
             }
         }
     });

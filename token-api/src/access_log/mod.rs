@@ -3,7 +3,9 @@
 //!
 //! - `record`: writing rows ([`record::AccessLog`]); every feature that shows or changes a
 //!   user's data records through it, before it answers.
+//! - `legacy`: `console_views` (V15), moved into the log at start.
 //! - Rows are chained by an HMAC keyed by `ACCESS_LOG_KEY_FILE` (a key the database never
 //!   holds), sealed in id order a few seconds after they are written.
 
+pub mod legacy;
 pub mod record;

@@ -4,8 +4,9 @@
 //! badges, the play and DRM decisions and the entitlement changes); a video's completion.
 //!
 //! Sign-in takes an API key with the `console` scope, posted once; the session lives in
-//! PostgreSQL (`session`). Every page view of a user's data is recorded (`console_views`) and
-//! shown on that user's pages. Pages are HTML, so none is in the OpenAPI document; every answer
+//! PostgreSQL (`session`). Every sign-in (and refusal), search, page view of a user's data and
+//! download (with its reason) is written to the access record (`access_log::record`) before it
+//! is answered. Pages are HTML, so none is in the OpenAPI document; every answer
 //! carries a strict CSP ([`CSP`]: no inline script or style anywhere, forms to us only, no
 //! `<base>`, no framing, no plugins), `X-Frame-Options: DENY`, `Referrer-Policy: no-referrer`
 //! and `Cache-Control: no-store`.
@@ -108,11 +109,23 @@ pub fn routes() -> Vec<ConsoleRoute> {
             Agent,
             Method::GET,
             "/users/{client_user_id}/export.csv",
-            download::export_csv,
+            download::ask_reason,
         ),
         at(
             Agent,
             Method::GET,
+            "/users/{client_user_id}/export.jsonl",
+            download::ask_reason,
+        ),
+        at(
+            Agent,
+            Method::POST,
+            "/users/{client_user_id}/export.csv",
+            download::export_csv,
+        ),
+        at(
+            Agent,
+            Method::POST,
             "/users/{client_user_id}/export.jsonl",
             download::export_jsonl,
         ),

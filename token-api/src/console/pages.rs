@@ -14,6 +14,7 @@ use super::model::{
 };
 use super::session::Agent;
 use super::store::MAX_SEGMENTS;
+use crate::access_log::record::REASON_MAX_CHARS;
 
 /// What every page knows: the language, who is signed in, where it is, the time zone.
 pub struct Frame<'a> {
@@ -254,6 +255,7 @@ pub fn user(f: &Frame, p: &UserModel) -> Markup {
     html! {
         (frame(f, &format!("{} {}", l.t("사용자", "User"), p.user), html! {
             p class="subject" { (l.t("사용자 ID", "Client user id")) ": " code { (p.user) } }
+            (downloads(f, p.user, None))
             h2 { (l.t("시청한 영상", "Videos watched")) }
             @if p.videos.is_empty() && p.page.earlier == 0 { p { (l.t("시청 기록이 없습니다.", "No watch history.")) } }
             @else if p.videos.is_empty() {
@@ -385,11 +387,7 @@ pub fn refund(f: &Frame, p: &RefundModel) -> Markup {
                 (l.t("사용자", "User")) " " a href=(user_href(p.user)) { code { (p.user) } } " · "
                 (l.t("영상", "Video")) " " a href=(media_href(p.media)) { code { (p.media) } } " " span class="title" { (p.name) }
             }
-            p class="downloads" {
-                (l.t("증거 내려받기: ", "Download the evidence: "))
-                a href={ (user_href(p.user)) "/export.csv" } { "CSV" } " · "
-                a href={ (user_href(p.user)) "/export.jsonl" } { "JSON Lines" }
-            }
+            (downloads(f, p.user, None))
             h2 { (l.t("블록별 시청 (맨 위: 모든 세션의 합)", "Watched per block (top row: all sessions together)")) }
             @if p.total == 0 { p { (l.t("이 영상의 시청 기록이 없습니다.", "No watch history for this video.")) } }
             @else {
@@ -545,6 +543,37 @@ fn badge(l: UiLang, b: Badge) -> Markup {
         },
         Badge::DeviceClock => html! { span class="badge device-clock" { "device_clock" } },
     }
+}
+
+/// The user's downloads (CSV, JSON Lines): a form that asks why before either, posted with the
+/// session's CSRF token; `error` says what was wrong with the last one.
+pub fn downloads(f: &Frame, user: &str, error: Option<&str>) -> Markup {
+    let l = f.lang;
+    let href = user_href(user);
+    html! {
+        form class="downloads" method="post" action={ (href) "/export.csv" } {
+            @if let Some(e) = error { p class="error" { (e) } }
+            label for="reason" { (l.t("증거 내려받기: 사유 (접속기록에 남습니다)", "Download the evidence: the reason (kept in the access record)")) }
+            input id="reason" type="text" name="reason" maxlength=(REASON_MAX_CHARS) required;
+            @if let Some(agent) = f.agent { input type="hidden" name="csrf_token" value=(agent.csrf_token); }
+            button type="submit" formaction={ (href) "/export.csv" } { "CSV" }
+            " "
+            button type="submit" formaction={ (href) "/export.jsonl" } { "JSON Lines" }
+        }
+    }
+}
+
+/// The downloads' form on a page of its own: asked for, or shown again with `error`.
+pub fn download(f: &Frame, user: &str, error: Option<&str>) -> Markup {
+    let l = f.lang;
+    frame(
+        f,
+        &format!("{} {}", l.t("내려받기", "Download"), user),
+        html! {
+            p class="subject" { (l.t("사용자", "User")) " " a href=(user_href(user)) { code { (user) } } }
+            (downloads(f, user, error))
+        },
+    )
 }
 
 /// A page for an answer that is not the page asked for (not found, refused, failed).

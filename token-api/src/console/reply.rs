@@ -13,7 +13,6 @@ use super::i18n::{UiLang, LANG_COOKIE};
 use super::pages::{self, Frame};
 use super::session::{self, Agent};
 use super::state::Console;
-use crate::problem::DbFailure as _;
 
 /// Seconds a page refused for a database outage asks the browser to wait.
 const RETRY_AFTER_SECONDS: u32 = 30;
@@ -41,19 +40,11 @@ pub enum Refusal {
     Failed(anyhow::Error),
 }
 
-/// A failure is `Unavailable` when any cause in its chain is PostgreSQL not answering, as
-/// `problem::DbFailure` (the API's classifier) says; otherwise `Failed`.
+/// A failure is `Unavailable` when any cause in its chain is PostgreSQL not answering
+/// (`problem::not_answering`, the API's classifier); otherwise `Failed`.
 impl From<anyhow::Error> for Refusal {
     fn from(e: anyhow::Error) -> Self {
-        let not_answering = e.chain().any(|cause| {
-            cause
-                .downcast_ref::<tokio_postgres::Error>()
-                .is_some_and(|e| e.not_answering())
-                || cause
-                    .downcast_ref::<deadpool_postgres::PoolError>()
-                    .is_some_and(|e| e.not_answering())
-        });
-        if not_answering {
+        if crate::problem::not_answering(&e) {
             Self::Unavailable(e)
         } else {
             Self::Failed(e)

@@ -39,6 +39,7 @@ use sha2::Digest as _;
 use subtle::ConstantTimeEq as _;
 use time::OffsetDateTime;
 
+use crate::access_log::record::{AccessLog, Action, Entry};
 use crate::auth::{ApiScope, KeyRing};
 
 /// How long a sign-in form may be posted after it was served.
@@ -55,6 +56,9 @@ pub struct Agent {
     /// The name of the API key that signed in (never the key).
     pub key_name: String,
     pub csrf_token: String,
+    /// The session id's SHA-256 (`console_sessions.id_hash`): what the access record names the
+    /// session by.
+    pub session_hash: Vec<u8>,
 }
 
 /// 32 random bytes, hex: session ids, CSRF tokens, nonces.
@@ -253,13 +257,17 @@ impl Sessions {
 
     /// Opens a session for the key named `key_name` (fingerprint `print`), ending the session
     /// `replaces` names (the one the signing-in browser held: rotation) and any past its
-    /// lifetime or idle time; returns the id for the cookie and the session.
+    /// lifetime or idle time, and records the sign-in from `from` in the access record, in
+    /// the same transaction (no session opens unrecorded); returns the id for the cookie and
+    /// the session.
     pub async fn open(
         &self,
         pool: &Pool,
+        log: &AccessLog,
         key_name: &str,
         print: &[u8],
         replaces: Option<&str>,
+        from: Option<IpAddr>,
     ) -> anyhow::Result<(String, Agent)> {
         let id = random_token();
         let csrf_token = random_token();
@@ -288,12 +296,23 @@ impl Sessions {
             ],
         )
         .await?;
+        let session_hash = id_hash(&id);
+        log.record(
+            &*tx,
+            Entry {
+                session: Some(&session_hash),
+                client_addr: from,
+                ..Entry::new(Action::SignIn, key_name)
+            },
+        )
+        .await?;
         tx.commit().await?;
         Ok((
             id,
             Agent {
                 key_name: key_name.to_owned(),
                 csrf_token,
+                session_hash,
             },
         ))
     }
@@ -353,6 +372,7 @@ impl Sessions {
         Ok(Some(Agent {
             key_name,
             csrf_token: row.try_get("csrf_token")?,
+            session_hash: hash,
         }))
     }
 

@@ -7,6 +7,12 @@
 //! carry a CSRF token: the sign-in form's is signed for the client's address bucket
 //! (`session::Sessions::login_token`), so a form served to one client and posted from another
 //! is refused (403, counted as `csrf`).
+//!
+//! The access record holds every sign-in (`sign_in`, with the new session's hash, written in the
+//! session's own transaction) and every refusal (`sign_in_refused`, target the refusal's reason,
+//! key name `-` unless a known key lacked `console`), with the client's address, up to
+//! `state::REFUSALS_RECORDED_PER_MINUTE` per client and minute (the rest counted and logged). A
+//! refusal whose row cannot be written is the console's error page instead of the form.
 
 use std::net::IpAddr;
 use std::time::Instant;
@@ -22,6 +28,7 @@ use super::pages;
 use super::reply::{frame, html, see_other, Page};
 use super::session::{self, Agent};
 use super::state::Console;
+use crate::access_log::record::{AccessLog, Action, Entry};
 use crate::auth::ApiScope;
 use crate::metrics::SignInFailure;
 
@@ -72,31 +79,54 @@ pub struct LoginForm {
     csrf_token: String,
 }
 
-/// Counts and logs a refused sign-in; returns the form again with `status` and `message`.
-fn refuse(
-    req: &HttpRequest,
-    console: &Console,
+/// What a refused sign-in was: who asked (`key_name`: the key's name when the key was known,
+/// else `-`), from where, and why.
+struct Refused<'a> {
+    key_name: &'a str,
     client: Option<IpAddr>,
     why: SignInFailure,
+}
+
+/// Counts, logs and records a refused sign-in (`sign_in_refused`); returns the form again with
+/// `status` and `message`, or the error page when the refusal could not be recorded.
+async fn refuse(
+    req: &HttpRequest,
+    console: &Console,
+    log: &AccessLog,
+    r: Refused<'_>,
     status: StatusCode,
     message: &str,
-) -> HttpResponse {
-    let reason: &'static str = why.into();
+) -> Page {
+    let reason: &'static str = r.why.into();
     console
         .metrics
         .console_sign_in_failures
         .with_label_values(&[reason])
         .inc();
-    if let (Some(ip), SignInFailure::UnknownKey | SignInFailure::NoConsoleScope) = (client, why) {
+    if let (Some(ip), SignInFailure::UnknownKey | SignInFailure::NoConsoleScope) = (r.client, r.why)
+    {
         console.sign_ins.failed(ip, Instant::now());
     }
-    login_page(req, console, status, Some(message))
+    if console.sign_ins.record_refusal(r.client) {
+        let db = console.pool.get().await?;
+        log.record(
+            &**db,
+            Entry {
+                client_addr: r.client,
+                target: Some(reason),
+                ..Entry::new(Action::SignInRefused, r.key_name)
+            },
+        )
+        .await?;
+    }
+    Ok(login_page(req, console, status, Some(message)))
 }
 
 /// `POST /console/login`: a key with the `console` scope opens a session.
 pub async fn login(
     req: HttpRequest,
     console: web::Data<Console>,
+    log: web::Data<AccessLog>,
     form: web::Form<LoginForm>,
 ) -> Page {
     let lang = UiLang::of(&req).0;
@@ -108,14 +138,19 @@ pub async fn login(
             let mut res = refuse(
                 &req,
                 &console,
-                client,
-                SignInFailure::Limited,
+                &log,
+                Refused {
+                    key_name: "-",
+                    client,
+                    why: SignInFailure::Limited,
+                },
                 StatusCode::TOO_MANY_REQUESTS,
                 lang.t(
                     "로그인 실패가 너무 많습니다. 잠시 후 다시 시도하세요.",
                     "Too many failed sign-ins; wait a minute.",
                 ),
-            );
+            )
+            .await?;
             if let Ok(v) = HeaderValue::from_str(&wait.as_secs().max(1).to_string()) {
                 res.headers_mut().insert(header::RETRY_AFTER, v);
             }
@@ -133,29 +168,39 @@ pub async fn login(
             client = %shown,
             "console sign-in refused: no valid CSRF token (none, too old, or served to another client)"
         );
-        return Ok(refuse(
+        return refuse(
             &req,
             &console,
-            client,
-            SignInFailure::Csrf,
+            &log,
+            Refused {
+                key_name: "-",
+                client,
+                why: SignInFailure::Csrf,
+            },
             StatusCode::FORBIDDEN,
             lang.t(
                 "양식이 만료되었습니다. 다시 시도하세요.",
                 "The form expired; try again.",
             ),
-        ));
+        )
+        .await;
     }
     let Some((caller, print)) = console.keys.caller_by_key(form.key.trim()) else {
         // Never the key: only that one was refused, and from where.
         tracing::warn!(client = %shown, "console sign-in refused: no such API key");
-        return Ok(refuse(
+        return refuse(
             &req,
             &console,
-            client,
-            SignInFailure::UnknownKey,
+            &log,
+            Refused {
+                key_name: "-",
+                client,
+                why: SignInFailure::UnknownKey,
+            },
             StatusCode::UNAUTHORIZED,
             lang.t("알 수 없는 키입니다.", "Unknown key."),
-        ));
+        )
+        .await;
     };
     if caller.require(ApiScope::Console).is_err() {
         tracing::warn!(
@@ -163,22 +208,34 @@ pub async fn login(
             client = %shown,
             "console sign-in refused: the key lacks the console scope"
         );
-        return Ok(refuse(
+        return refuse(
             &req,
             &console,
-            client,
-            SignInFailure::NoConsoleScope,
+            &log,
+            Refused {
+                key_name: caller.name(),
+                client,
+                why: SignInFailure::NoConsoleScope,
+            },
             StatusCode::FORBIDDEN,
             lang.t(
                 "이 키에는 console 권한이 없습니다.",
                 "This key lacks the console scope.",
             ),
-        ));
+        )
+        .await;
     }
     // The session this browser held, if any, ends here: a sign-in never leaves two.
     let held = sessions.id_of(&req);
     let (id, _) = sessions
-        .open(&console.pool, caller.name(), &print, held.as_deref())
+        .open(
+            &console.pool,
+            &log,
+            caller.name(),
+            &print,
+            held.as_deref(),
+            client,
+        )
         .await?;
     tracing::info!(
         key = caller.name(),

@@ -85,7 +85,15 @@ impl Console {
 /// says nothing any more and expires.
 pub struct SignInLimits {
     ahead: moka::sync::Cache<IpAddr, Instant>,
+    /// Refusals recorded in the access record this minute, by client bucket.
+    recorded: moka::sync::Cache<IpAddr, std::sync::Arc<std::sync::atomic::AtomicU32>>,
 }
+
+/// Refused sign-ins recorded in the access record per client bucket and minute: a client posting
+/// refused forms as fast as it can (a CSRF refusal or one past its limit costs it nothing) writes
+/// no more than this to a log nobody may delete from; the rest are counted
+/// (`console_sign_in_failures_total`) and logged, not recorded.
+pub const REFUSALS_RECORDED_PER_MINUTE: u32 = 20;
 
 impl SignInLimits {
     pub fn new(capacity: u64) -> Self {
@@ -95,7 +103,23 @@ impl SignInLimits {
                 .eviction_policy(EvictionPolicy::lru())
                 .time_to_live(SIGN_IN_FAILURE_EVERY * (SIGN_IN_FAILURES_BURST + 1))
                 .build(),
+            recorded: moka::sync::Cache::builder()
+                .max_capacity(capacity)
+                .time_to_live(Duration::from_secs(60))
+                .build(),
         }
+    }
+
+    /// Whether a refusal of `client` is still recorded this minute
+    /// ([`REFUSALS_RECORDED_PER_MINUTE`] per bucket, counted from its first refusal); a client
+    /// without an address is always recorded.
+    pub fn record_refusal(&self, client: Option<IpAddr>) -> bool {
+        let Some(ip) = client else { return true };
+        let n = self
+            .recorded
+            .get_with(bucket(ip), Default::default)
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        n < REFUSALS_RECORDED_PER_MINUTE
     }
 
     /// Whether `client` may try a key at `now`; `Err` holds how long until it may. A failure
@@ -172,6 +196,24 @@ mod tests {
             );
             limits.failed(ip("192.0.2.1"), rested);
         }
+    }
+
+    #[test]
+    fn refusals_are_recorded_up_to_the_minutes_cap_per_bucket() {
+        let limits = SignInLimits::new(100);
+        let recorded = (0..REFUSALS_RECORDED_PER_MINUTE + 5)
+            .filter(|_| limits.record_refusal(Some(ip("2001:db8::1"))))
+            .count();
+        assert_eq!(recorded, REFUSALS_RECORDED_PER_MINUTE as usize);
+        assert!(
+            !limits.record_refusal(Some(ip("2001:db8::2"))),
+            "the same /64"
+        );
+        assert!(
+            limits.record_refusal(Some(ip("192.0.2.9"))),
+            "another client"
+        );
+        assert!(limits.record_refusal(None));
     }
 
     #[test]

@@ -578,23 +578,6 @@ pub async fn changes(client: &Client, user: &str, media: &str) -> anyhow::Result
         .collect()
 }
 
-/// Records that `key_name` viewed the user's data (and which video, on the refund view).
-pub async fn record_view(
-    client: &Client,
-    key_name: &str,
-    user: &str,
-    media: Option<&str>,
-) -> anyhow::Result<()> {
-    client
-        .execute(
-            "INSERT INTO console_views (key_name, client_user_id, media_content_key, viewed_at) \
-             VALUES ($1, $2, $3, now())",
-            &[&key_name, &user, &media],
-        )
-        .await?;
-    Ok(())
-}
-
 /// The latest views of the user's data: (key name, when), latest first.
 pub async fn views(client: &Client, user: &str) -> anyhow::Result<Vec<(String, OffsetDateTime)>> {
     let rows = client

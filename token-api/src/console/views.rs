@@ -1,5 +1,8 @@
 //! The pages of the console: search, a user, a user and a video (the refund view), a video.
-//! Every view of a user's data is recorded before it is shown.
+//! Every view of a user's data is recorded in the access record before it is shown (`search`,
+//! `view_user`, `view_refund`, with the key's name, the session and the client's address); a
+//! view that cannot be recorded is the error page. The video page shows sums over its viewers
+//! and names none of them, so it writes no row.
 
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest};
@@ -16,7 +19,22 @@ use super::reply::{frame, html, parse_media, parse_user, see_other, Page, Refusa
 use super::session::Agent;
 use super::state::Console;
 use super::store;
+use crate::access_log::record::{AccessLog, Action, Entry};
 use crate::entitlements::model::Scope;
+
+/// An entry of `action` by `agent`, in its session, from the request's client.
+pub fn entry<'a>(
+    req: &HttpRequest,
+    console: &Console,
+    agent: &'a Agent,
+    action: Action,
+) -> Entry<'a> {
+    Entry {
+        session: Some(&agent.session_hash),
+        client_addr: kollus_common::client_addr::of_request(req, &console.proxies),
+        ..Entry::new(action, &agent.key_name)
+    }
+}
 
 #[derive(Deserialize)]
 pub struct SearchQuery {
@@ -28,6 +46,7 @@ pub struct SearchQuery {
 pub async fn search(
     req: HttpRequest,
     console: web::Data<Console>,
+    log: web::Data<AccessLog>,
     agent: web::ReqData<Agent>,
     query: web::Query<SearchQuery>,
 ) -> Page {
@@ -50,6 +69,18 @@ pub async fn search(
         Ok(m) if store::media_known(&client, m.as_str()).await? => Some(m.as_str().to_owned()),
         _ => None,
     };
+    // The searched id is the subject whether or not we hold it (an id that is no user id at
+    // all names no one: no subject); the target says whether a user was found.
+    let searched = ClientUserId::parse(q).ok();
+    log.record(
+        &**client,
+        Entry {
+            subject: searched.as_ref().map(ClientUserId::as_str),
+            target: Some(if user.is_some() { "found" } else { "not_found" }),
+            ..entry(&req, &console, &agent, Action::Search)
+        },
+    )
+    .await?;
     // One match: go straight there.
     match (&user, &media) {
         (Some(u), None) => return Ok(see_other(&pages::user_href(u))),
@@ -85,6 +116,7 @@ fn cursor(req: &HttpRequest) -> Result<Cursor, Refusal> {
 pub async fn user(
     req: HttpRequest,
     console: web::Data<Console>,
+    log: web::Data<AccessLog>,
     agent: web::ReqData<Agent>,
     path: web::Path<String>,
 ) -> Page {
@@ -108,7 +140,14 @@ pub async fn user(
         .map(|e| e.key.as_str())
         .collect();
     let playtime = store::user_playtime(&client, u, &granted).await?;
-    store::record_view(&client, &agent.key_name, u, None).await?;
+    log.record(
+        &**client,
+        Entry {
+            subject: Some(u),
+            ..entry(&req, &console, &agent, Action::ViewUser)
+        },
+    )
+    .await?;
     let views = store::views(&client, u).await?;
     let f = frame(&req, &console, Some(&agent));
     let now = OffsetDateTime::now_utc();
@@ -127,6 +166,7 @@ pub async fn user(
 pub async fn refund(
     req: HttpRequest,
     console: web::Data<Console>,
+    log: web::Data<AccessLog>,
     agent: web::ReqData<Agent>,
     path: web::Path<(String, String)>,
 ) -> Page {
@@ -156,7 +196,15 @@ pub async fn refund(
         .await?
         .map(|(title, filename)| video_name(title, filename))
         .unwrap_or_default();
-    store::record_view(&client, &agent.key_name, u, Some(m)).await?;
+    log.record(
+        &**client,
+        Entry {
+            subject: Some(u),
+            target: Some(m),
+            ..entry(&req, &console, &agent, Action::ViewRefund)
+        },
+    )
+    .await?;
     let views = store::views(&client, u).await?;
     let f = frame(&req, &console, Some(&agent));
     let p = RefundModel::new(RefundFacts {
@@ -174,7 +222,8 @@ pub async fn refund(
 }
 
 /// `GET /console/media/{media_content_key}`: a video's viewers, completion and drop-off, summed
-/// in SQL (no one user's data, so no audit row).
+/// in SQL: counts over its viewers, no one named, so no access-record row (a page that listed
+/// viewers would record a `view_user` per viewer listed).
 pub async fn video(
     req: HttpRequest,
     console: web::Data<Console>,

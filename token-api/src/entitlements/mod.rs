@@ -4,7 +4,9 @@
 //!
 //! `PUT /v1/users/{client_user_id}/entitlements/media/{media_content_key}` (or
 //! `.../channel/{channel_key}`) grants or replaces, `DELETE` the same path revokes,
-//! `GET /v1/users/{client_user_id}/entitlements` lists.
+//! `GET /v1/users/{client_user_id}/entitlements` lists. Each grant and revocation writes its
+//! access-record row (`grant` / `revoke`, target `scope:key`) in the change's own transaction;
+//! a listing counts a read of the user.
 
 use actix_web::{web, HttpResponse};
 use deadpool_postgres::Pool;
@@ -19,9 +21,10 @@ mod store;
 use self::body::parse_body;
 pub use self::model::{Entitlement, Scope};
 use self::store::Change;
+use crate::access_log::record::AccessLog;
 use crate::auth::{ApiScope, Caller};
 use crate::metrics::Metrics;
-use crate::problem::{db_error, invalid, ApiError};
+use crate::problem::{db_error, invalid, not_recorded, ApiError};
 
 /// What granting, revoking and listing need, as their own `web::Data`.
 pub struct Entitlements {
@@ -72,10 +75,11 @@ pub async fn grant_media(
     path: web::Path<(String, String)>,
     body: web::Bytes,
     e: web::Data<Entitlements>,
+    log: web::Data<AccessLog>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(ApiScope::Entitlements)?;
     let (user, key) = path.into_inner();
-    grant(caller, target(&user, Scope::Media, &key)?, &body, &e).await
+    grant(caller, target(&user, Scope::Media, &key)?, &body, &e, &log).await
 }
 
 #[utoipa::path(
@@ -101,10 +105,18 @@ pub async fn grant_channel(
     path: web::Path<(String, String)>,
     body: web::Bytes,
     e: web::Data<Entitlements>,
+    log: web::Data<AccessLog>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(ApiScope::Entitlements)?;
     let (user, key) = path.into_inner();
-    grant(caller, target(&user, Scope::Channel, &key)?, &body, &e).await
+    grant(
+        caller,
+        target(&user, Scope::Channel, &key)?,
+        &body,
+        &e,
+        &log,
+    )
+    .await
 }
 
 #[utoipa::path(
@@ -129,10 +141,11 @@ pub async fn revoke_media(
     caller: Caller,
     path: web::Path<(String, String)>,
     e: web::Data<Entitlements>,
+    log: web::Data<AccessLog>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(ApiScope::Entitlements)?;
     let (user, key) = path.into_inner();
-    revoke(caller, target(&user, Scope::Media, &key)?, &e).await
+    revoke(caller, target(&user, Scope::Media, &key)?, &e, &log).await
 }
 
 #[utoipa::path(
@@ -157,10 +170,20 @@ pub async fn revoke_channel(
     caller: Caller,
     path: web::Path<(String, String)>,
     e: web::Data<Entitlements>,
+    log: web::Data<AccessLog>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(ApiScope::Entitlements)?;
     let (user, key) = path.into_inner();
-    revoke(caller, target(&user, Scope::Channel, &key)?, &e).await
+    revoke(caller, target(&user, Scope::Channel, &key)?, &e, &log).await
+}
+
+/// A change that failed, in the database or in its access record (which undoes the change:
+/// one transaction).
+fn changed_error(e: anyhow::Error) -> ApiError {
+    match e.downcast::<tokio_postgres::Error>() {
+        Ok(e) => db_error(NOT_ANSWERING)(e),
+        Err(e) => not_recorded(e),
+    }
 }
 
 async fn grant(
@@ -168,6 +191,7 @@ async fn grant(
     (user, scope, key): (ClientUserId, Scope, String),
     body: &[u8],
     e: &Entitlements,
+    log: &AccessLog,
 ) -> Result<HttpResponse, ApiError> {
     let g = parse_body(body)?;
     let mut client = e.pool.get().await.map_err(db_error(NOT_ANSWERING))?;
@@ -177,10 +201,11 @@ async fn grant(
         key: &key,
         by: caller.name(),
         at: OffsetDateTime::now_utc(),
+        addr: caller.client_addr(),
     };
-    let granted = store::grant(&mut client, &change, &g)
+    let granted = store::grant(&mut client, &change, &g, log)
         .await
-        .map_err(db_error(NOT_ANSWERING))?;
+        .map_err(changed_error)?;
     tracing::info!(
         caller = caller.name(),
         user = user.as_str(),
@@ -203,6 +228,7 @@ async fn revoke(
     caller: Caller,
     (user, scope, key): (ClientUserId, Scope, String),
     e: &Entitlements,
+    log: &AccessLog,
 ) -> Result<HttpResponse, ApiError> {
     let mut client = e.pool.get().await.map_err(db_error(NOT_ANSWERING))?;
     let change = Change {
@@ -211,10 +237,11 @@ async fn revoke(
         key: &key,
         by: caller.name(),
         at: OffsetDateTime::now_utc(),
+        addr: caller.client_addr(),
     };
-    let revoked = store::revoke(&mut client, &change)
+    let revoked = store::revoke(&mut client, &change, log)
         .await
-        .map_err(db_error(NOT_ANSWERING))?;
+        .map_err(changed_error)?;
     if !revoked {
         return Err(ApiError::NotFound(format!(
             "{} has no {} entitlement to {key} in force",
@@ -266,6 +293,7 @@ pub async fn list(
     caller: Caller,
     path: web::Path<String>,
     e: web::Data<Entitlements>,
+    log: web::Data<AccessLog>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(ApiScope::Entitlements)?;
     let user = ClientUserId::parse(path.into_inner())
@@ -274,6 +302,14 @@ pub async fn list(
     let entitlements = store::list(&client, user.as_str())
         .await
         .map_err(db_error(NOT_ANSWERING))?;
+    log.record_read(
+        &**client,
+        caller.name(),
+        caller.client_addr(),
+        user.as_str(),
+    )
+    .await
+    .map_err(not_recorded)?;
     Ok(HttpResponse::Ok().json(Listing {
         client_user_id: user.as_str().to_owned(),
         entitlements,

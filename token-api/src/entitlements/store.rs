@@ -1,5 +1,6 @@
 //! Entitlements' SQL: a grant or a revocation and its `entitlement_changes` record in one
-//! transaction, with the API key's name; the listing. Rows by column name
+//! transaction, with the API key's name and its access-record row (`grant` / `revoke`); the
+//! listing. Rows by column name
 //! ([`Entitlement::from_row`]).
 
 use deadpool_postgres::Client;
@@ -8,6 +9,7 @@ use tokio_postgres::Error;
 
 use super::body::GrantBody;
 use super::model::{Entitlement, Scope};
+use crate::access_log::record::{AccessLog, Action, Entry};
 
 /// Who grants or revokes what, when.
 pub struct Change<'a> {
@@ -17,6 +19,31 @@ pub struct Change<'a> {
     /// The API key's name.
     pub by: &'a str,
     pub at: OffsetDateTime,
+    /// The caller's address, for the access record.
+    pub addr: Option<std::net::IpAddr>,
+}
+
+impl Change<'_> {
+    /// This change's access-record row, written in its transaction: a change is never made
+    /// unrecorded.
+    async fn record(
+        &self,
+        tx: &tokio_postgres::Transaction<'_>,
+        log: &AccessLog,
+        action: Action,
+    ) -> anyhow::Result<()> {
+        let target = format!("{}:{}", self.scope.as_str(), self.key);
+        log.record(
+            tx,
+            Entry {
+                client_addr: self.addr,
+                subject: Some(self.user),
+                target: Some(&target),
+                ..Entry::new(action, self.by)
+            },
+        )
+        .await
+    }
 }
 
 /// Grants or replaces (a revoked grant comes back in force), and records the change.
@@ -24,7 +51,8 @@ pub async fn grant(
     client: &mut Client,
     c: &Change<'_>,
     g: &GrantBody,
-) -> Result<Entitlement, Error> {
+    log: &AccessLog,
+) -> anyhow::Result<Entitlement> {
     let tx = client.transaction().await?;
     let row = tx
         .query_one(
@@ -72,13 +100,14 @@ pub async fn grant(
     )
     .await?;
     let granted = Entitlement::from_row(&row)?;
+    c.record(&tx, log, Action::Grant).await?;
     tx.commit().await?;
     Ok(granted)
 }
 
 /// Revokes the grant in force and records the change; false (nothing changed) when there is
 /// none.
-pub async fn revoke(client: &mut Client, c: &Change<'_>) -> Result<bool, Error> {
+pub async fn revoke(client: &mut Client, c: &Change<'_>, log: &AccessLog) -> anyhow::Result<bool> {
     let tx = client.transaction().await?;
     let revoked = tx
         .execute(
@@ -96,6 +125,7 @@ pub async fn revoke(client: &mut Client, c: &Change<'_>) -> Result<bool, Error> 
         &[&c.user, &c.scope.as_str(), &c.key, &c.by, &c.at],
     )
     .await?;
+    c.record(&tx, log, Action::Revoke).await?;
     tx.commit().await?;
     Ok(true)
 }

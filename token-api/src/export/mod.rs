@@ -11,6 +11,10 @@
 //! `EXPORT_CONCURRENCY` at once (one more is a 503 with `Retry-After`, before anything is
 //! streamed), a client that stops reading is cut off after `EXPORT_CHUNK_DEADLINE_SECONDS`, and
 //! an export still running at `EXPORT_MAX_SECONDS` is cut too, however steadily it is read.
+//!
+//! Every export is a download of personal data, so it takes a `reason` (400 without one) and
+//! writes its `api_export` row to the access record, on its own connection, before anything is
+//! streamed: an export that cannot be recorded is a 503.
 
 mod archive;
 pub mod gate;
@@ -28,8 +32,25 @@ use kollus_common::domain::{ClientUserId, MediaContentKey};
 use self::gate::{Admitted, NotAdmitted};
 use self::parts::{MEDIA_CSV, MEDIA_PARTS, USER_CSV, USER_PARTS};
 use self::stream::{stream, Format};
+use crate::access_log::record::{self, AccessLog, Action, Entry};
 use crate::auth::{ApiScope, Caller};
-use crate::problem::{db_error, invalid, ApiError};
+use crate::problem::{db_error, invalid, not_recorded, ApiError};
+
+/// An export's query: why the data is downloaded.
+#[derive(serde::Deserialize)]
+struct ExportQuery {
+    reason: Option<String>,
+}
+
+/// The `reason` of an export's query, as the access record keeps it (400 naming `reason`).
+fn reason_of(req: &HttpRequest) -> Result<String, ApiError> {
+    let q: ExportQuery = crate::problem::parse_query(req)?;
+    record::reason(q.reason.as_deref()).map_err(|why| invalid("reason", why))
+}
+
+/// `reason` as the document describes it (its `max_length`, a literal there, is
+/// `record::REASON_MAX_CHARS`: a test holds them equal).
+const REASON_PARAM: &str = "Why this data is downloaded (1 to 500 characters, no control characters), kept in the access record with the key, the client address and the time. Required: every download of personal data gives its reason.";
 
 /// [`Export::admit`] for the API: a refusal as its answer (503; `Retry-After` when every slot is
 /// streaming).
@@ -73,11 +94,12 @@ fn format_of(req: &HttpRequest) -> Format {
     summary = "Everything we hold about a user",
     description = "JSON Lines (default): `session` (every watch session with its played blocks and segments), `progress` (per video), `entitlement`, `playback_decision`; with `Accept: text/csv`, the sessions as CSV. Session and progress lines, and each CSV row, end with what the catalog says of the video: `title`, `duration_seconds`, `poster_url`, `transcoding_stage`, `transcoding_stage_name` and `absent_since` (null, or an empty cell, where unknown). Streamed from a read-only snapshot, so memory stays flat for users with any number of sessions; a failure half-way ends the stream with an `error` line. An export is cut (the connection closes without the chunked encoding's last chunk, never a short file that passes for a whole one) when the client takes no 64 KiB chunk within `EXPORT_CHUNK_DEADLINE_SECONDS` (30 by default), or when it is not done within `EXPORT_MAX_SECONDS` (600 by default).",
     params(
-        crate::params::UserPath
+        crate::params::UserPath,
+        ("reason" = String, Query, description = REASON_PARAM, min_length = 1, pattern = r"^[^\u0000-\u001f\u007f-\u009f]*[^\s\u0000-\u001f\u007f-\u009f][^\u0000-\u001f\u007f-\u009f]*$", max_length = 500)
     ),
     responses(
-        (status = 200, description = "Streamed as it is read.", content((String = "application/x-ndjson"), (String = "text/csv"))),
-        (status = 400, description = "An invalid id.", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 200, description = "Streamed as it is read; the access record holds the export (`api_export`) before the first byte.", content((String = "application/x-ndjson"), (String = "text/csv"))),
+        (status = 400, description = "An invalid id, or no `reason`.", body = crate::problem::Problem, content_type = "application/problem+json"),
         (status = 503, description = "Every export slot is streaming (`EXPORT_CONCURRENCY`; `Retry-After` says when to ask again), or PostgreSQL is not answering.", body = crate::problem::Problem, content_type = "application/problem+json", headers(("Retry-After" = u64, description = "Seconds to wait, when every slot is streaming."))),
         crate::problem::ExportKeyRefused
     ),
@@ -88,21 +110,33 @@ pub async fn user(
     req: HttpRequest,
     path: web::Path<String>,
     state: web::Data<Export>,
+    log: web::Data<AccessLog>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(ApiScope::Export)?;
     let user = ClientUserId::parse(path.into_inner())
         .map_err(|e| invalid("client_user_id", e.to_string()))?;
+    let reason = reason_of(&req)?;
     let format = format_of(&req);
-    tracing::info!(
-        caller = caller.name(),
-        user = user.as_str(),
-        ?format,
-        "user export"
-    );
     let admitted = match admit_or_answer(&state).await {
         Ok(admitted) => admitted,
         Err(answer) => return answer,
     };
+    let entry = Entry {
+        client_addr: caller.client_addr(),
+        subject: Some(user.as_str()),
+        reason: Some(&reason),
+        ..Entry::new(Action::ApiExport, caller.name())
+    };
+    log.record(&**admitted.client, entry)
+        .await
+        .map_err(not_recorded)?;
+    // The user by tag: a user id never goes to the log.
+    tracing::info!(
+        caller = caller.name(),
+        subject = log.tag(user.as_str()).as_str(),
+        ?format,
+        "user export"
+    );
     state.metrics.exports.with_label_values(&["user"]).inc();
     Ok(stream(
         &state,
@@ -122,11 +156,12 @@ pub async fn user(
     summary = "Everything we hold about a video, for its course owner",
     description = "JSON Lines (default): `media` (the catalog record, with `title`, `duration_seconds`, `poster_url`, `transcoding_stage`, `transcoding_stage_name`, `absent_since`; `deleted_at` is the delete callback's, `absent_since` an absence from Kollus's API), `channel` (memberships), `content_event` (its channel history, in event order), `user_totals` (per user); with `Accept: text/csv`, the per-user totals as CSV, each row ending with the same six catalog columns. Cut as a user's export is, at the same deadlines.",
     params(
-        crate::params::MediaPath
+        crate::params::MediaPath,
+        ("reason" = String, Query, description = REASON_PARAM, min_length = 1, pattern = r"^[^\u0000-\u001f\u007f-\u009f]*[^\s\u0000-\u001f\u007f-\u009f][^\u0000-\u001f\u007f-\u009f]*$", max_length = 500)
     ),
     responses(
-        (status = 200, description = "Streamed as it is read.", content((String = "application/x-ndjson"), (String = "text/csv"))),
-        (status = 400, description = "An invalid id.", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 200, description = "Streamed as it is read; the access record holds the export (`api_export`, target the video) before the first byte.", content((String = "application/x-ndjson"), (String = "text/csv"))),
+        (status = 400, description = "An invalid id, or no `reason`.", body = crate::problem::Problem, content_type = "application/problem+json"),
         (status = 503, description = "Every export slot is streaming (`EXPORT_CONCURRENCY`; `Retry-After` says when to ask again), or PostgreSQL is not answering.", body = crate::problem::Problem, content_type = "application/problem+json", headers(("Retry-After" = u64, description = "Seconds to wait, when every slot is streaming."))),
         crate::problem::ExportKeyRefused
     ),
@@ -137,21 +172,32 @@ pub async fn media(
     req: HttpRequest,
     path: web::Path<String>,
     state: web::Data<Export>,
+    log: web::Data<AccessLog>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(ApiScope::Export)?;
     let media = MediaContentKey::parse(path.into_inner())
         .map_err(|e| invalid("media_content_key", e.to_string()))?;
+    let reason = reason_of(&req)?;
     let format = format_of(&req);
+    let admitted = match admit_or_answer(&state).await {
+        Ok(admitted) => admitted,
+        Err(answer) => return answer,
+    };
+    let entry = Entry {
+        client_addr: caller.client_addr(),
+        target: Some(media.as_str()),
+        reason: Some(&reason),
+        ..Entry::new(Action::ApiExport, caller.name())
+    };
+    log.record(&**admitted.client, entry)
+        .await
+        .map_err(not_recorded)?;
     tracing::info!(
         caller = caller.name(),
         media = media.as_str(),
         ?format,
         "video export"
     );
-    let admitted = match admit_or_answer(&state).await {
-        Ok(admitted) => admitted,
-        Err(answer) => return answer,
-    };
     state.metrics.exports.with_label_values(&["media"]).inc();
     Ok(stream(
         &state,

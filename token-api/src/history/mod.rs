@@ -1,6 +1,9 @@
 //! The read API for the product app and support staff: watch progress, watch history and the
 //! catalog state of a video, read from the tables the workers keep (`migrations/`). Each answer
-//! is one indexed read (the history page: one index range scan).
+//! is one indexed read (the history page: one index range scan). Every answer that names a user
+//! counts one read of that user by the caller's key in the access record
+//! ([`AccessLog::record_read`]: a counter per key, user and day) before it is sent; an answer
+//! whose read cannot be counted is a 503, never sent unrecorded.
 
 use std::sync::LazyLock;
 
@@ -18,8 +21,9 @@ use deadpool_postgres::Pool;
 use self::rows::{
     CatalogRow, Membership, ProgressRow, SessionRow, Upload, UploadRow, WatchSession,
 };
+use crate::access_log::record::AccessLog;
 use crate::auth::{ApiScope, Caller};
-use crate::problem::{db_error, invalid, ApiError};
+use crate::problem::{db_error, invalid, not_recorded, ApiError};
 
 /// What the read API needs, as its own `web::Data`.
 pub struct History {
@@ -43,6 +47,18 @@ const NOT_ANSWERING: &str = "the history and catalog database is not answering; 
 
 async fn client(state: &History) -> Result<deadpool_postgres::Object, ApiError> {
     state.pool.get().await.map_err(db_error(NOT_ANSWERING))
+}
+
+/// Counts the caller's read of `user`'s data in the access record, before the answer is sent.
+async fn read_of(
+    db: &deadpool_postgres::Object,
+    log: &AccessLog,
+    caller: &Caller,
+    user: &str,
+) -> Result<(), ApiError> {
+    log.record_read(&***db, caller.name(), caller.client_addr(), user)
+        .await
+        .map_err(not_recorded)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -115,13 +131,14 @@ pub async fn progress(
     caller: Caller,
     path: web::Path<(String, String)>,
     state: web::Data<History>,
+    log: web::Data<AccessLog>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(ApiScope::Read)?;
     let (user, media) = path.into_inner();
     let user = user_id(&user)?;
     let media = media_key("media_content_key", &media)?;
-    let row = client(&state)
-        .await?
+    let db = client(&state).await?;
+    let row = db
         .query_opt(
             "SELECT p.last_position, p.block_count, p.blocks_watched, \
                     array_positions(p.blocks_ever_played, true) AS watched_positions, \
@@ -148,6 +165,7 @@ pub async fn progress(
             ))
         })?;
     let row = ProgressRow::from_row(&row).map_err(db_error(NOT_ANSWERING))?;
+    read_of(&db, &log, &caller, user.as_str()).await?;
     let (count, watched) = (row.block_count, row.blocks_watched);
     let (segments, verified) = (row.merged_segments(), row.verified());
     Ok(HttpResponse::Ok().json(Progress {
@@ -267,6 +285,7 @@ pub async fn history(
     req: HttpRequest,
     path: web::Path<String>,
     state: web::Data<History>,
+    log: web::Data<AccessLog>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(ApiScope::Read)?;
     let q: HistoryQuery = crate::problem::parse_query(&req)?;
@@ -300,8 +319,8 @@ pub async fn history(
                 )
             })?,
     };
-    let rows = client(&state)
-        .await?
+    let db = client(&state).await?;
+    let rows = db
         .query(
             HISTORY_PAGE.as_str(),
             &[
@@ -330,6 +349,8 @@ pub async fn history(
         }
         .encode()
     });
+    // Even an empty page says what we hold of the user: a read of the user.
+    read_of(&db, &log, &caller, user.as_str()).await?;
     Ok(HttpResponse::Ok().json(HistoryPage {
         client_user_id: user.as_str().into(),
         sessions,

@@ -297,7 +297,6 @@ async fn walk(app: &TestApp, browser: &Client, seed_percents: &[i64]) {
         .await
         .unwrap();
     assert!(body.contains("Seed course, lesson 1"), "{body}");
-    assert!(body.contains("viewed by support"), "the audit: {body}");
     screenshot(browser, "3-user").await;
     refund_link.click().await.unwrap();
 
@@ -354,21 +353,31 @@ async fn walk(app: &TestApp, browser: &Client, seed_percents: &[i64]) {
     );
     screenshot(browser, "4-refund-view").await;
 
-    // The CSV link, fetched with the browser's session cookie.
+    // The downloads' form (a reason first), posted with the browser's session cookie and the
+    // form's CSRF token.
     let csv_href = browser
-        .find(Locator::LinkText("CSV"))
+        .find(Locator::Css("form.downloads"))
         .await
         .unwrap()
-        .prop("href")
+        .prop("action")
         .await
         .unwrap()
-        .expect("the CSV link has an href");
+        .expect("the downloads' form has an action");
     assert_eq!(csv_href, format!("{base}/console/users/{USER}/export.csv"));
+    let csrf = browser
+        .find(Locator::Css("form.downloads input[name=csrf_token]"))
+        .await
+        .unwrap()
+        .attr("value")
+        .await
+        .unwrap()
+        .expect("the form's CSRF token");
     let session = browser.get_named_cookie("console_session").await.unwrap();
     let cookie = format!("console_session={}", session.value());
     let res = reqwest::Client::new()
-        .get(&csv_href)
+        .post(&csv_href)
         .header(COOKIE, &cookie)
+        .form(&[("csrf_token", csrf.as_str()), ("reason", "refund claim")])
         .send()
         .await
         .unwrap();

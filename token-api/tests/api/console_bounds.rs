@@ -486,11 +486,11 @@ async fn console_pages_blocked_in_the_database_hold_only_the_consoles_pool_not_p
     let cookie = sign_in(&app, &web).await;
     plant(&app, "u-slow", "m-slow", 1, 1).await;
 
-    // Every page's view record waits on a lock this test holds: ten slow page loads, more than
+    // Every page's access-record row waits on a lock this test holds: ten slow page loads, more than
     // the callbacks' whole pool (DATABASE_POOL_SIZE, 8).
     let locker = app.db.client().await;
     locker
-        .batch_execute("BEGIN; LOCK TABLE console_views IN EXCLUSIVE MODE")
+        .batch_execute("BEGIN; LOCK TABLE access_log IN EXCLUSIVE MODE")
         .await
         .unwrap();
     let loads: Vec<_> = (0..10)
@@ -516,7 +516,7 @@ async fn console_pages_blocked_in_the_database_hold_only_the_consoles_pool_not_p
                 .query_one(
                     "SELECT count(*) AS n FROM pg_stat_activity \
                       WHERE datname = current_database() AND wait_event_type = 'Lock' \
-                        AND query LIKE 'INSERT INTO console_views%'",
+                        AND query LIKE 'INSERT INTO access_log %'",
                     &[],
                 )
                 .await

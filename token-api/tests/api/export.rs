@@ -24,9 +24,11 @@ async fn sessions(app: &TestApp, user: &str, n: i64) {
         .unwrap();
 }
 
+/// An export of `path` with a reason, as every export must give.
 async fn export(app: &TestApp, path: &str, accept: &str) -> reqwest::Response {
     app.client
         .get(format!("{}{path}", app.address))
+        .query(&[("reason", "support ticket 1234")])
         .bearer_auth(OPS_KEY)
         .header("accept", accept)
         .send()

@@ -62,7 +62,7 @@ async fn ask_and_read_the_head(app: &TestApp, user: &str, recv_buffer: u32) -> (
     stream
         .write_all(
             format!(
-                "GET /v1/users/{user}/export HTTP/1.1\r\nHost: {addr}\r\n\
+                "GET /v1/users/{user}/export?reason=stalls HTTP/1.1\r\nHost: {addr}\r\n\
                  Authorization: Bearer {OPS_KEY}\r\nAccept: application/x-ndjson\r\n\r\n"
             )
             .as_bytes(),
@@ -178,7 +178,14 @@ async fn eight_clients_that_stop_reading_starve_neither_playback_nor_the_databas
     .await;
 
     // A console download waits for the same slots: a page that says so, not the database's.
-    let busy = crate::console::get(&app, &web, "/console/users/heavy/export.csv", &agent).await;
+    let busy = crate::console::download(
+        &app,
+        &web,
+        "/console/users/heavy/export.csv",
+        &agent,
+        Some("busy"),
+    )
+    .await;
     assert_eq!(busy.status(), 503);
     assert_eq!(
         busy.headers()["retry-after"],
@@ -246,6 +253,7 @@ async fn eight_clients_that_stop_reading_starve_neither_playback_nor_the_databas
     let mut res = app
         .client
         .get(format!("{}/v1/users/heavy/export", app.address))
+        .query(&[("reason", "the whole export")])
         .bearer_auth(OPS_KEY)
         .send()
         .await

@@ -130,11 +130,12 @@ async fn an_offline_session_starting_as_late_as_a_date_holds_is_shown_without_a_
         "start_at as sent: {body}"
     );
     // The evidence the page offers holds both sessions: `started_at` empty past a date.
-    let csv = get(
+    let csv = crate::console::download(
         &app,
         &web,
         &format!("/console/users/{user}/export.csv"),
         &cookie,
+        Some("refund evidence"),
     )
     .await;
     assert_eq!(csv.status(), 200);
@@ -306,7 +307,7 @@ async fn rows_stored_with_dots_are_linked_with_dots_encoded_and_never_as_a_dot_s
     assert_eq!(page.status(), 200);
     let body = page.text().await.unwrap();
     assert!(
-        body.contains("href=\"/console/users/u%2Edots/export.csv\""),
+        body.contains("action=\"/console/users/u%2Edots/export.csv\""),
         "{body}"
     );
     // The console refuses a dots-only id in its paths, as the API does.
