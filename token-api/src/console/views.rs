@@ -16,6 +16,7 @@ use super::reply::{frame, html, parse_media, parse_user, see_other, Page, Refusa
 use super::session::Agent;
 use super::state::Console;
 use super::store;
+use crate::access_log::record::AccessLog;
 use crate::entitlements::model::Scope;
 
 #[derive(Deserialize)]
@@ -86,6 +87,7 @@ pub async fn user(
     req: HttpRequest,
     console: web::Data<Console>,
     agent: web::ReqData<Agent>,
+    access_log: web::Data<AccessLog>,
     path: web::Path<String>,
 ) -> Page {
     let user = parse_user(path.into_inner())?;
@@ -109,11 +111,11 @@ pub async fn user(
         .collect();
     let playtime = store::user_playtime(&client, u, &granted).await?;
     store::record_view(&client, &agent.key_name, u, None).await?;
-    let views = store::views(&client, u).await?;
+    let accesses = store::accesses(&client, &access_log.tag(u)).await?;
     let f = frame(&req, &console, Some(&agent));
     let now = OffsetDateTime::now_utc();
     let page = VideoPage { total, earlier };
-    let mut p = UserModel::new(u, &videos, &playtime, &entitlements, page, &views, now);
+    let mut p = UserModel::new(u, &videos, &playtime, &entitlements, page, &accesses, now);
     // Against what the statement returned, not what the model kept of it at this process's
     // clock: a grant that expired in between is not one left out.
     p.grants_not_shown =
@@ -128,6 +130,7 @@ pub async fn refund(
     req: HttpRequest,
     console: web::Data<Console>,
     agent: web::ReqData<Agent>,
+    access_log: web::Data<AccessLog>,
     path: web::Path<(String, String)>,
 ) -> Page {
     let (user, media) = path.into_inner();
@@ -157,7 +160,7 @@ pub async fn refund(
         .map(|(title, filename)| video_name(title, filename))
         .unwrap_or_default();
     store::record_view(&client, &agent.key_name, u, Some(m)).await?;
-    let views = store::views(&client, u).await?;
+    let accesses = store::accesses(&client, &access_log.tag(u)).await?;
     let f = frame(&req, &console, Some(&agent));
     let p = RefundModel::new(RefundFacts {
         user: u,
@@ -167,7 +170,7 @@ pub async fn refund(
         sessions: &sessions,
         decisions: &decisions,
         changes: &changes,
-        views: &views,
+        accesses: &accesses,
         message_lang: console.message_lang,
     });
     Ok(html(&req, &console, StatusCode::OK, pages::refund(&f, &p)))
