@@ -430,3 +430,49 @@ fn section<'a>(body: &'a str, start: &str) -> &'a str {
     let end = at + body[at..].find("</table>").unwrap();
     &body[at..end]
 }
+
+#[tokio::test]
+async fn the_review_shows_at_most_500_downloads_says_how_many_more_and_escapes_reasons() {
+    let (app, web) = spawn_review().await;
+    app.db
+        .client()
+        .await
+        .execute(
+            "INSERT INTO access_log (class, action, key_name, reason, subject_tag) \
+             SELECT 'access', 'api_export', 'bulk-app', '<script>alert(' || i || ')</script>', \
+                    'tag-' || i FROM generate_series(1, 512) i",
+            &[],
+        )
+        .await
+        .unwrap();
+    let auditor = session_of(&app, &web, AUDITOR_KEY).await;
+    let res = get(&app, &web, "/console/review", &auditor).await;
+    assert_eq!(res.status(), 200);
+    let body = res.text().await.unwrap();
+    assert!(!body.contains("<script"), "reasons are text");
+    let downloads = section(&body, "<table class=\"downloads\">");
+    assert_eq!(
+        downloads.matches("<tr>").count(),
+        1 + 500,
+        "a header and 500"
+    );
+    assert!(
+        downloads.contains("&lt;script&gt;alert(512)&lt;/script&gt;"),
+        "the newest"
+    );
+    let rest = &body[body.find("<table class=\"downloads\">").unwrap()..];
+    assert!(
+        rest.contains("<span class=\"not-shown\">12</span>"),
+        "how many more: {rest}"
+    );
+    let csv = get(&app, &web, "/console/review.csv", &auditor)
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(
+        csv.matches("\ndownload,").count(),
+        512,
+        "the CSV holds them all"
+    );
+}
