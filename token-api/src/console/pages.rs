@@ -388,7 +388,7 @@ fn accesses(f: &Frame, a: &Bounded<Access>) -> Markup {
             @if a.more > 0 {
                 p class="paging" {
                     span class="accesses-more" { (a.more) }
-                    (l.t("건의 이전 접근은 표시하지 않습니다 (검토 페이지와 기록 자체에 있습니다).", " earlier accesses not shown (they are in the review and the record itself)."))
+                    (l.t("건의 이전 접근은 표시하지 않습니다 (기록에는 남아 있습니다).", " earlier accesses not shown (the record keeps them)."))
                 }
             }
         }
@@ -612,8 +612,8 @@ pub fn review(f: &Frame, p: &ReviewModel) -> Markup {
             }
             p class="note" {
                 (l.t(
-                    "시각은 콘솔의 시간대로 표시합니다. 정보주체는 태그로만 표시합니다: 이 페이지는 누구의 ID도 열지 않습니다. 누구인지 확인하려면 그 사용자의 페이지를 여세요(그 열람도 기록됩니다).",
-                    "Times are in the console's time zone. Subjects are shown by tag only: this page opens no one's id. To see who it is, open that user's page (a view that is recorded too)."
+                    "시각은 콘솔의 시간대로 표시합니다. 정보주체는 태그로만 표시합니다: 이 페이지는 누구의 ID도 열지 않습니다. 한 사용자에 대한 행은 모두 같은 태그이고, 내려받은 사람은 누구의 정보였는지 압니다. 그 사용자의 페이지에도 같은 내려받기가 보입니다.",
+                    "Times are in the console's time zone. Subjects are shown by tag only: this page opens no one's id. Every row about one user carries the same tag, the agent who downloaded knows whose data it was, and that user's page lists the same download."
                 ))
             }
             h2 { (l.t("내려받기와 사유", "Downloads and their reasons")) }
