@@ -6,17 +6,18 @@
 //! Sign-in takes an API key with the `console` scope, posted once; the session lives in
 //! PostgreSQL (`session`). Every page view of a user's data is recorded in the access record,
 //! and a user's pages list every access to that user, console and API (`access_log::read`); the
-//! monthly review of the record (`review`) is for a key that also holds `audit`. Pages are HTML, so none is in the OpenAPI document; every answer
-//! carries a strict CSP ([`CSP`]: no inline script or style anywhere, forms to us only, no
-//! `<base>`, no framing, no plugins), `X-Frame-Options: DENY`, `Referrer-Policy: no-referrer`
-//! and `Cache-Control: no-store`.
+//! monthly review of the record (`review`) is for a key that also holds `audit`. Pages are HTML,
+//! so none is in the OpenAPI document; every answer carries a strict CSP ([`CSP`]: no inline
+//! script or style anywhere, forms to us only, no `<base>`, no framing, no plugins),
+//! `X-Frame-Options: DENY`, `Referrer-Policy: no-referrer` and `Cache-Control: no-store`.
 //!
 //! Here only the route table, [`routes`], which says of each route whether an agent must be
 //! signed in: `gate` wraps those in the sign-in middleware, so a handler receives the agent.
 //! Handlers in `sign_in` (sign-in, sign-out), `views` (the pages), `download` (the
-//! exports) and `review` (the access record's monthly review, page and CSV), over `reply` (answers and refusals), `gate` (the middlewares), `state` (the
-//! feature's `web::Data`), `session`, `store` (SQL), `model` (what each page shows, decided
-//! from the rows), `pages` (maud templates), `charts` (SVG) and `i18n`. Nothing here imports
+//! exports) and `review` (the access record's monthly review, page and CSV), over `reply`
+//! (answers and refusals), `gate` (the middlewares), `state` (the feature's `web::Data`),
+//! `session`, `store` (SQL), `model` (what each page shows, decided from the rows), `pages`
+//! (maud templates), `charts` (SVG) and `i18n`. Nothing here imports
 //! another feature's handlers: entitlements' and export's models, playback's policy (the
 //! viewer's messages).
 
