@@ -6,17 +6,20 @@
 //! Sign-in takes an API key with the `console` scope, posted once; the session lives in
 //! PostgreSQL (`session`). Every sign-in (and refusal), search, page view of a user's data and
 //! download (with its reason) is written to the access record (`access_log::record`) before it
-//! is answered. Pages are HTML, so none is in the OpenAPI document; every answer
+//! is answered, and a user's pages list every access to that user, console and API
+//! (`access_log::read`); the monthly review of the record (`review`) is for a key that also
+//! holds `audit`. Pages are HTML, so none is in the OpenAPI document; every answer
 //! carries a strict CSP ([`CSP`]: no inline script or style anywhere, forms to us only, no
 //! `<base>`, no framing, no plugins), `X-Frame-Options: DENY`, `Referrer-Policy: no-referrer`
 //! and `Cache-Control: no-store`.
 //!
 //! Here only the route table, [`routes`], which says of each route whether an agent must be
 //! signed in: `gate` wraps those in the sign-in middleware, so a handler receives the agent.
-//! Handlers in `sign_in` (sign-in, sign-out), `views` (the pages) and `download` (the
-//! exports), over `reply` (answers and refusals), `gate` (the middlewares), `state` (the
-//! feature's `web::Data`), `session`, `store` (SQL), `model` (what each page shows, decided
-//! from the rows), `pages` (maud templates), `charts` (SVG) and `i18n`. Nothing here imports
+//! Handlers in `sign_in` (sign-in, sign-out), `views` (the pages), `download` (the
+//! exports) and `review` (the access record's monthly review, page and CSV), over `reply`
+//! (answers and refusals), `gate` (the middlewares), `state` (the feature's `web::Data`),
+//! `session`, `store` (SQL), `model` (what each page shows, decided from the rows), `pages`
+//! (maud templates), `charts` (SVG) and `i18n`. Nothing here imports
 //! another feature's handlers: entitlements' and export's models, playback's policy (the
 //! viewer's messages).
 
@@ -27,6 +30,7 @@ mod i18n;
 mod model;
 mod pages;
 mod reply;
+mod review;
 mod session;
 mod sign_in;
 mod state;
@@ -129,6 +133,8 @@ pub fn routes() -> Vec<ConsoleRoute> {
             "/users/{client_user_id}/export.jsonl",
             download::export_jsonl,
         ),
+        at(Agent, Method::GET, "/review", review::page),
+        at(Agent, Method::GET, "/review.csv", review::csv),
     ]
 }
 

@@ -4,8 +4,11 @@
 //! video's completion. Plain structs, tested without HTML; `pages` only renders them.
 
 use time::OffsetDateTime;
+use time_tz::{OffsetDateTimeExt as _, PrimitiveDateTimeExt as _, Tz};
 
 use kollus_common::kollus::lms::Segment;
+
+use crate::access_log::read::{Access, Bounded, Tally, Window};
 
 use super::store::{Change, Decision, PairSummary, Session, VideoAudience, VideoSummary};
 use crate::configuration::Lang;
@@ -32,7 +35,7 @@ pub const VIDEOS_PER_PAGE: usize = 50;
 
 /// What a page may weigh, in bytes of HTML: its sessions or videos are shown until their part
 /// ([`LIST_BYTES`]) is spent, every other part is bounded by its own count (200 decisions, 200
-/// changes, 20 views).
+/// changes, `store::ACCESSES_PER_PAGE` accesses).
 pub const PAGE_BYTES: usize = 1024 * 1024;
 
 /// The part of [`PAGE_BYTES`] a page's list of sessions or videos may use (a quarter: drawing
@@ -106,8 +109,8 @@ pub struct UserModel<'a> {
     pub grants: Vec<Grant<'a>>,
     /// Grants in force the page leaves out (past `store::GRANTS_PER_PAGE`).
     pub grants_not_shown: i64,
-    /// Who viewed this user's data, and when.
-    pub views: &'a [(String, OffsetDateTime)],
+    /// Every access to this user's data, console and API, newest first (bounded).
+    pub accesses: &'a Bounded<Access>,
     /// Where `videos` stand among all the user's.
     pub page: VideoPage,
 }
@@ -153,7 +156,7 @@ impl<'a> UserModel<'a> {
         playtime: &[(String, i64)],
         entitlements: &'a [Entitlement],
         page: VideoPage,
-        views: &'a [(String, OffsetDateTime)],
+        accesses: &'a Bounded<Access>,
         now: OffsetDateTime,
     ) -> Self {
         let videos = videos
@@ -195,7 +198,7 @@ impl<'a> UserModel<'a> {
             videos,
             grants,
             grants_not_shown: 0,
-            views,
+            accesses,
             page,
         }
     }
@@ -251,7 +254,8 @@ pub struct RefundModel<'a> {
     pub sessions: Vec<SessionRow<'a>>,
     pub decisions: Vec<DecisionRow<'a>>,
     pub changes: &'a [Change],
-    pub views: &'a [(String, OffsetDateTime)],
+    /// Every access to the user's data, newest first (bounded).
+    pub accesses: &'a Bounded<Access>,
 }
 
 impl RefundModel<'_> {
@@ -276,7 +280,8 @@ pub struct RefundFacts<'a> {
     pub sessions: &'a [Session],
     pub decisions: &'a [Decision],
     pub changes: &'a [Change],
-    pub views: &'a [(String, OffsetDateTime)],
+    /// Every access to the user's data, newest first (bounded).
+    pub accesses: &'a Bounded<Access>,
     /// The language refused viewers read (`PLAY_MESSAGE_LANG`).
     pub message_lang: Lang,
 }
@@ -319,7 +324,7 @@ impl<'a> RefundModel<'a> {
             sessions,
             decisions,
             changes: facts.changes,
-            views: facts.views,
+            accesses: facts.accesses,
         }
     }
 }
@@ -363,6 +368,177 @@ impl<'a> VideoModel<'a> {
             completion: audience.completion.map(count),
             per_block: audience.per_block.into_iter().map(count).collect(),
         }
+    }
+}
+
+/// A calendar month of the review, in the console's time zone (`CONSOLE_TIME_ZONE`): the page
+/// shows its times there, so its months begin at that zone's midnight.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Month {
+    year: i32,
+    /// 1 to 12.
+    month: u8,
+}
+
+/// The first year a review may ask for, and the last: before the record, and a year PostgreSQL
+/// and `time` both hold.
+const MONTH_YEARS: std::ops::RangeInclusive<i32> = 2000..=9998;
+
+impl Month {
+    /// `YYYY-MM`, exactly (a year from 2000 to 9998).
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let bad = || format!("month: {s:?} is no month; give YYYY-MM (e.g. 2026-12)");
+        let (y, m) = s.split_once('-').ok_or_else(bad)?;
+        let digits = |t: &str, n: usize| t.len() == n && t.bytes().all(|b| b.is_ascii_digit());
+        if !digits(y, 4) || !digits(m, 2) {
+            return Err(bad());
+        }
+        let (year, month): (i32, u8) =
+            (y.parse().map_err(|_| bad())?, m.parse().map_err(|_| bad())?);
+        if !MONTH_YEARS.contains(&year) || !(1..=12).contains(&month) {
+            return Err(bad());
+        }
+        Ok(Self { year, month })
+    }
+
+    /// The month `t` falls in, in `tz`.
+    pub fn containing(t: OffsetDateTime, tz: &Tz) -> Self {
+        let local = t.to_timezone(tz);
+        Self {
+            year: local.year().clamp(*MONTH_YEARS.start(), *MONTH_YEARS.end()),
+            month: u8::from(local.month()),
+        }
+    }
+
+    /// `n` months before (negative: after).
+    pub fn minus(self, n: i32) -> Self {
+        let index = self.year * 12 + i32::from(self.month) - 1 - n;
+        Self {
+            year: index.div_euclid(12),
+            month: u8::try_from(index.rem_euclid(12) + 1).unwrap_or(1),
+        }
+    }
+
+    /// Midnight of its first day in `tz` (the first instant after it when a time change skips
+    /// that midnight).
+    pub fn start(self, tz: &Tz) -> OffsetDateTime {
+        let month = time::Month::try_from(self.month).unwrap_or(time::Month::January);
+        let date = time::Date::from_calendar_date(self.year, month, 1).unwrap_or(time::Date::MIN);
+        let midnight = time::PrimitiveDateTime::new(date, time::Time::MIDNIGHT);
+        midnight
+            .assume_timezone(tz)
+            .take_first()
+            .unwrap_or_else(|| midnight.assume_timezone_utc(tz))
+    }
+
+    /// The instants the review reads: this month, and the three before it.
+    pub fn window(self, tz: &Tz) -> Window {
+        Window {
+            prior_start: self.minus(3).start(tz),
+            start: self.start(tz),
+            end: self.minus(-1).start(tz),
+        }
+    }
+}
+
+impl std::fmt::Display for Month {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:04}-{:02}", self.year, self.month)
+    }
+}
+
+/// Why a key's count of an action stands out in the review.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flag {
+    /// More than three times the mean of the three months before.
+    AboveThreeTimes,
+    /// None in the three months before (a new key, or an action it never did).
+    New,
+}
+
+impl Flag {
+    /// This month's `count` against the three months before's `before` (summed): new when they
+    /// hold none, above when `count > 3 × (before / 3)`, that is `count > before`, in integers.
+    pub fn of(count: i64, before: i64) -> Option<Self> {
+        if count <= 0 {
+            None
+        } else if before <= 0 {
+            Some(Self::New)
+        } else if count > before {
+            Some(Self::AboveThreeTimes)
+        } else {
+            None
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::AboveThreeTimes => "above_3x",
+            Self::New => "new",
+        }
+    }
+}
+
+/// One key and action on the review.
+pub struct TallyRow<'a> {
+    pub tally: &'a Tally,
+    /// The mean of the three months before.
+    pub mean: f64,
+    pub flag: Option<Flag>,
+}
+
+/// Downloads and refused sign-ins the review page lists at most (each).
+pub const REVIEW_ROWS: usize = 500;
+/// Keys and actions the review counts at most (the flagged first).
+pub const REVIEW_TALLIES: usize = 500;
+/// Rows of each part the review's CSV holds at most.
+pub const REVIEW_CSV_ROWS: usize = 10_000;
+
+/// The monthly review of the access record.
+pub struct ReviewModel<'a> {
+    pub month: Month,
+    /// The month before, and the one after unless it is still to come.
+    pub previous: Month,
+    pub next: Option<Month>,
+    pub downloads: &'a Bounded<Access>,
+    pub refused: &'a Bounded<Access>,
+    pub tallies: Vec<TallyRow<'a>>,
+    pub tallies_more: i64,
+}
+
+impl<'a> ReviewModel<'a> {
+    /// `now`'s month bounds the links: no month after it.
+    pub fn new(
+        month: Month,
+        now: Month,
+        downloads: &'a Bounded<Access>,
+        refused: &'a Bounded<Access>,
+        tallies: &'a Bounded<Tally>,
+    ) -> Self {
+        let next = month.minus(-1);
+        Self {
+            month,
+            previous: month.minus(1),
+            next: (next <= now).then_some(next),
+            downloads,
+            refused,
+            tallies: tallies
+                .rows
+                .iter()
+                .map(|t| TallyRow {
+                    tally: t,
+                    // A mean to show, not to compare: the flag compares integers.
+                    mean: t.before as f64 / 3.0,
+                    flag: Flag::of(t.this_month, t.before),
+                })
+                .collect(),
+            tallies_more: tallies.more,
+        }
+    }
+
+    /// Flagged keys and actions on the page.
+    pub fn flagged(&self) -> usize {
+        self.tallies.iter().filter(|t| t.flag.is_some()).count()
     }
 }
 
@@ -442,7 +618,8 @@ mod tests {
             earlier: 0,
         };
         let playtime = [("m1".to_owned(), 900)];
-        let p = UserModel::new("u1", &videos, &playtime, &entitlements, page, &[], now);
+        let none = Bounded::default();
+        let p = UserModel::new("u1", &videos, &playtime, &entitlements, page, &none, now);
 
         let shown: Vec<_> = p
             .videos
@@ -494,6 +671,7 @@ mod tests {
             decision(Reason::NoEntitlement.label()),
             decision("not_ours"),
         ];
+        let none = Bounded::default();
         let p = RefundModel::new(RefundFacts {
             user: "u1",
             media: "m1",
@@ -506,7 +684,7 @@ mod tests {
             sessions: &sessions,
             decisions: &decisions,
             changes: &[],
-            views: &[],
+            accesses: &none,
             message_lang: Lang::En,
         });
         assert_eq!(p.coverage, [100, 100, 0, 40], "the store's union");
@@ -580,5 +758,73 @@ mod tests {
             (TIMELINE - 1, 1),
             "on the timeline"
         );
+    }
+    #[test]
+    fn a_review_month_is_yyyy_mm_and_starts_at_the_zones_midnight() {
+        let seoul = time_tz::timezones::get_by_name("Asia/Seoul").unwrap();
+        let m = Month::parse("2026-12").unwrap();
+        assert_eq!(m.to_string(), "2026-12");
+        for bad in [
+            "2026-13",
+            "2026-00",
+            "26-12",
+            "2026-1",
+            "2026/12",
+            "",
+            "1999-12",
+            "+026-12",
+            "2026-12-01",
+        ] {
+            assert!(Month::parse(bad).is_err(), "{bad:?}");
+        }
+        assert_eq!(m.minus(1).to_string(), "2026-11");
+        assert_eq!(m.minus(12).to_string(), "2025-12");
+        assert_eq!(m.minus(-1).to_string(), "2027-01");
+        assert_eq!(
+            Month::parse("2026-01").unwrap().minus(3).to_string(),
+            "2025-10"
+        );
+        let w = m.window(seoul);
+        let utc = |s: &str| {
+            OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).unwrap()
+        };
+        assert_eq!(w.start, utc("2026-11-30T15:00:00Z"), "midnight in Seoul");
+        assert_eq!(w.end, utc("2026-12-31T15:00:00Z"));
+        assert_eq!(w.prior_start, utc("2026-08-31T15:00:00Z"));
+        assert_eq!(Month::containing(utc("2026-11-30T15:00:00Z"), seoul), m);
+        assert_eq!(
+            Month::containing(utc("2026-11-30T14:59:59Z"), seoul),
+            m.minus(1)
+        );
+    }
+
+    #[test]
+    fn a_count_is_flagged_above_three_times_the_prior_mean_or_when_new() {
+        // The three months before summed: 3 x their mean is their sum.
+        assert_eq!(Flag::of(4, 3), Some(Flag::AboveThreeTimes));
+        assert_eq!(Flag::of(3, 3), None, "three times the mean is not above it");
+        assert_eq!(Flag::of(1, 0), Some(Flag::New));
+        assert_eq!(Flag::of(0, 0), None);
+        assert_eq!(Flag::of(31, 30), Some(Flag::AboveThreeTimes));
+        let t = |key: &str, this_month, before| Tally {
+            key_name: key.into(),
+            action: "search".into(),
+            this_month,
+            before,
+        };
+        let tallies = Bounded {
+            rows: vec![t("a", 4, 3), t("b", 1, 0), t("c", 2, 3)],
+            more: 7,
+        };
+        let none = Bounded::default();
+        let now = Month::parse("2026-12").unwrap();
+        let p = ReviewModel::new(now, now, &none, &none, &tallies);
+        assert_eq!(p.flagged(), 2);
+        assert_eq!((p.tallies[2].mean * 10.0).round(), 10.0);
+        assert_eq!(p.tallies_more, 7);
+        assert_eq!(p.previous.to_string(), "2026-11");
+        assert_eq!(p.next, None, "no month still to come");
+        let p = ReviewModel::new(now.minus(1), now, &none, &none, &tallies);
+        assert_eq!(p.next, Some(now));
     }
 }

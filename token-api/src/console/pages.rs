@@ -10,11 +10,13 @@ use time_tz::{Offset as _, TimeZone as _, Tz};
 use super::charts;
 use super::i18n::UiLang;
 use super::model::{
-    Badge, Found, RefundModel, SessionRow, UserModel, VideoModel, WatchedVideo, LIST_BYTES,
+    Badge, Flag, Found, RefundModel, ReviewModel, SessionRow, UserModel, VideoModel, WatchedVideo,
+    LIST_BYTES,
 };
 use super::session::Agent;
 use super::store::MAX_SEGMENTS;
 use crate::access_log::record::REASON_MAX_CHARS;
+use crate::access_log::read::{Access, Bounded};
 
 /// What every page knows: the language, who is signed in, where it is, the time zone.
 pub struct Frame<'a> {
@@ -327,7 +329,7 @@ pub fn user(f: &Frame, p: &UserModel) -> Markup {
                     }
                 }
             }
-            (audit(f, p.views))
+            (accesses(f, p.accesses))
         }))
     }
 }
@@ -352,16 +354,52 @@ fn video_row(f: &Frame, user: &str, v: &WatchedVideo) -> Markup {
     }
 }
 
-fn audit(f: &Frame, views: &[(String, OffsetDateTime)]) -> Markup {
+/// Every access to the user's data, console and API, newest first: the access record's rows of
+/// the user's tag and today's open read counters (`access_log::read::of_subject`).
+fn accesses(f: &Frame, a: &Bounded<Access>) -> Markup {
     let l = f.lang;
     html! {
-        h2 { (l.t("이 사용자의 기록을 본 사람", "Who viewed this user's data")) }
-        ul class="audit" {
-            @for (who, when) in views {
-                li { (l.t("열람: ", "viewed by ")) span class="who" { (who) } " " (l.t("시각 ", "at ")) (local(*when, f.tz)) }
+        section class="accesses" {
+            h2 { (l.t("이 사용자의 정보에 접근한 기록 (콘솔과 API)", "Who accessed this user's data (console and API)")) }
+            @if a.rows.is_empty() { p { (l.t("기록된 접근이 없습니다.", "No access recorded.")) } }
+            @else {
+                table class="accesses" {
+                    thead { tr {
+                        th { (l.t("시각", "When")) } th { (l.t("키", "Key")) } th { (l.t("행위", "Action")) }
+                        th { (l.t("접속 주소", "Address")) } th { (l.t("대상", "Target")) }
+                        th { (l.t("사유", "Reason")) } th { (l.t("횟수", "Count")) }
+                    } }
+                    tbody {
+                        @for r in &a.rows {
+                            tr {
+                                td { (local(r.at, f.tz)) }
+                                td { span class="who" { (r.key_name) } }
+                                td {
+                                    code { (r.action) }
+                                    @if r.open { " " span class="open" { (l.t("(오늘, 집계 중)", "(today, still counting)")) } }
+                                }
+                                td { (address(r)) }
+                                td { (clip(r.target.as_deref())) }
+                                td class="reason" { (r.reason.as_deref().unwrap_or("-")) }
+                                td class="num" { (r.count) }
+                            }
+                        }
+                    }
+                }
+            }
+            @if a.more > 0 {
+                p class="paging" {
+                    span class="accesses-more" { (a.more) }
+                    (l.t("건의 이전 접근은 표시하지 않습니다 (기록에는 남아 있습니다).", " earlier accesses not shown (the record keeps them)."))
+                }
             }
         }
     }
+}
+
+fn address(r: &Access) -> String {
+    r.client_addr
+        .map_or_else(|| "-".to_owned(), |a| a.to_string())
 }
 
 pub fn refund(f: &Frame, p: &RefundModel) -> Markup {
@@ -471,7 +509,7 @@ pub fn refund(f: &Frame, p: &RefundModel) -> Markup {
                     }
                 }
             }
-            (audit(f, p.views))
+            (accesses(f, p.accesses))
         }))
     }
 }
@@ -559,6 +597,123 @@ pub fn downloads(f: &Frame, user: &str, error: Option<&str>) -> Markup {
             button type="submit" formaction={ (href) "/export.csv" } { "CSV" }
             " "
             button type="submit" formaction={ (href) "/export.jsonl" } { "JSON Lines" }
+        }
+    }
+}
+
+/// Where the review of `month` is, as a page or as CSV.
+pub fn review_href(month: super::model::Month, csv: bool) -> String {
+    format!(
+        "/console/review{}?month={month}",
+        if csv { ".csv" } else { "" }
+    )
+}
+
+/// The monthly review of the access record (agents whose key holds `audit`).
+pub fn review(f: &Frame, p: &ReviewModel) -> Markup {
+    let l = f.lang;
+    let title = format!(
+        "{} {}",
+        l.t("접속기록 점검", "Access record review"),
+        p.month
+    );
+    html! {
+        (frame(f, &title, html! {
+            nav class="months" {
+                a class="previous" href=(review_href(p.previous, false)) { "← " (p.previous) }
+                @if let Some(next) = p.next {
+                    " · " a class="next" href=(review_href(next, false)) { (next) " →" }
+                }
+                " · " a class="csv" href=(review_href(p.month, true)) { (l.t("CSV로 내려받기", "Download as CSV")) }
+            }
+            p class="note" {
+                (l.t(
+                    "시각은 콘솔의 시간대로 표시합니다. 정보주체는 태그로만 표시합니다: 이 페이지는 누구의 ID도 열지 않습니다. 한 사용자에 대한 행은 모두 같은 태그이고, 내려받은 사람은 누구의 정보였는지 압니다. 그 사용자의 페이지에도 같은 내려받기가 보입니다.",
+                    "Times are in the console's time zone. Subjects are shown by tag only: this page opens no one's id. Every row about one user carries the same tag, the agent who downloaded knows whose data it was, and that user's page lists the same download."
+                ))
+            }
+            h2 { (l.t("내려받기와 사유", "Downloads and their reasons")) }
+            (log_rows(f, p.downloads, true, "downloads"))
+            h2 { (l.t("거부된 로그인", "Refused sign-ins")) }
+            (log_rows(f, p.refused, false, "refused"))
+            h2 { (l.t("키와 행위별 횟수", "Per key and action")) }
+            p {
+                (l.t(
+                    "이번 달 횟수와 앞선 세 달의 평균. 표시: 평균의 3배 초과(>3×), 앞선 세 달에 없던 것(새로 생김). api_read는 하루 단위 집계의 합입니다.",
+                    "This month's count beside the mean of the three months before. Flagged: above three times that mean (>3×), or none in those months (new). api_read counts the product app's reads, summed per day."
+                ))
+                " " span class="flagged-count" { (p.flagged()) } (l.t("건 표시됨.", " flagged."))
+            }
+            @if p.tallies.is_empty() { p { (l.t("이번 달 기록이 없습니다.", "Nothing recorded this month.")) } }
+            @else {
+                table class="tallies" {
+                    thead { tr {
+                        th { (l.t("키", "Key")) } th { (l.t("행위", "Action")) }
+                        th { (l.t("이번 달", "This month")) } th { (l.t("앞선 세 달 평균", "Mean of the 3 months before")) }
+                        th { (l.t("표시", "Flag")) }
+                    } }
+                    tbody {
+                        @for t in &p.tallies {
+                            tr class=[t.flag.map(|_| "flagged")] {
+                                td { span class="who" { (t.tally.key_name) } }
+                                td { code { (t.tally.action) } }
+                                td class="num" { (t.tally.this_month) }
+                                td class="num" { (format!("{:.1}", t.mean)) }
+                                td {
+                                    @match t.flag {
+                                        Some(Flag::AboveThreeTimes) => span class="badge flag above_3x" { ">3×" },
+                                        Some(Flag::New) => span class="badge flag new" { (l.t("새로 생김", "new")) },
+                                        None => "",
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            @if p.tallies_more > 0 {
+                p class="paging" {
+                    span class="tallies-more" { (p.tallies_more) }
+                    (l.t("개의 키·행위는 표시하지 않습니다 (CSV에 있습니다).", " more keys and actions not shown (the CSV has them)."))
+                }
+            }
+        }))
+    }
+}
+
+/// A month's rows of the log: downloads (with the subject and reason) or refused sign-ins.
+fn log_rows(f: &Frame, rows: &Bounded<Access>, subject: bool, class: &str) -> Markup {
+    let l = f.lang;
+    html! {
+        @if rows.rows.is_empty() { p { (l.t("없음", "None")) } }
+        @else {
+            table class=(class) {
+                thead { tr {
+                    th { (l.t("시각", "When")) } th { (l.t("키", "Key")) } th { (l.t("행위", "Action")) }
+                    th { (l.t("접속 주소", "Address")) }
+                    @if subject { th { (l.t("정보주체 (태그)", "Subject (tag)")) } }
+                    th { (l.t("대상", "Target")) } th { (l.t("사유", "Reason")) }
+                } }
+                tbody {
+                    @for r in &rows.rows {
+                        tr {
+                            td { (local(r.at, f.tz)) }
+                            td { span class="who" { (r.key_name) } }
+                            td { code { (r.action) } }
+                            td { (address(r)) }
+                            @if subject { td { code class="tag" { (r.subject_tag.as_deref().unwrap_or("-")) } } }
+                            td { (clip(r.target.as_deref())) }
+                            td class="reason" { (r.reason.as_deref().unwrap_or("-")) }
+                        }
+                    }
+                }
+            }
+            @if rows.more > 0 {
+                p class="paging" {
+                    span class="not-shown" { (rows.more) }
+                    (l.t("건 더 있습니다 (CSV에 있습니다).", " more not shown (the CSV has them)."))
+                }
+            }
         }
     }
 }

@@ -26,6 +26,9 @@ pub enum Refusal {
     SignIn,
     #[error("{1}")]
     NotFound(&'static str, &'static str),
+    /// The agent's key lacks a scope the page needs (Korean, English).
+    #[error("{1}")]
+    Forbidden(&'static str, &'static str),
     #[error("{0}")]
     BadRequest(String),
     /// PostgreSQL is not answering (refused, lost or timed-out connections): a 503 to retry.
@@ -64,6 +67,7 @@ impl ResponseError for Refusal {
         match self {
             Self::SignIn => StatusCode::SEE_OTHER,
             Self::NotFound(..) => StatusCode::NOT_FOUND,
+            Self::Forbidden(..) => StatusCode::FORBIDDEN,
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
             Self::Unavailable(_) | Self::Busy(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Failed(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -133,6 +137,11 @@ pub fn refused(req: &HttpRequest, console: &Console, refusal: &Refusal) -> HttpR
         Refusal::NotFound(ko, en) => notice(
             StatusCode::NOT_FOUND,
             lang.t("없음", "Not found"),
+            lang.t(ko, en),
+        ),
+        Refusal::Forbidden(ko, en) => notice(
+            StatusCode::FORBIDDEN,
+            lang.t("권한 없음", "Forbidden"),
             lang.t(ko, en),
         ),
         Refusal::BadRequest(why) => notice(

@@ -376,6 +376,37 @@ impl Sessions {
         }))
     }
 
+    /// Whether the request's session was opened by a key still configured with `scope` too (a
+    /// page beyond `console`'s: the access record's review asks for `audit`). Read at each such
+    /// page, so a reload that takes the scope away ends what it opened there.
+    pub async fn key_holds(
+        &self,
+        pool: &Pool,
+        keys: &KeyRing,
+        req: &HttpRequest,
+        scope: ApiScope,
+    ) -> anyhow::Result<bool> {
+        let Some(id) = self.id_of(req) else {
+            return Ok(false);
+        };
+        let row = pool
+            .get()
+            .await?
+            .query_opt(
+                "SELECT key_name, key_fingerprint FROM console_sessions WHERE id_hash = $1",
+                &[&id_hash(&id)],
+            )
+            .await?;
+        Ok(match row {
+            Some(r) => keys.holds(
+                &r.try_get::<_, String>("key_name")?,
+                &r.try_get::<_, Vec<u8>>("key_fingerprint")?,
+                scope,
+            ),
+            None => false,
+        })
+    }
+
     /// Deletes the request's session (sign-out).
     pub async fn close(&self, pool: &Pool, req: &HttpRequest) -> anyhow::Result<()> {
         if let Some(id) = self.id_of(req) {

@@ -1,6 +1,7 @@
 //! The console's SQL, rows read by column name (a table's row by common's model): a user's watch sessions with the catalog's
 //! title and file name beside each video, a video's viewers, the play and DRM decisions and the
-//! entitlement changes behind a refund question, and the audit of who viewed whose data.
+//! entitlement changes behind a refund question, and who accessed a user's data (the access
+//! record's rows of the user's tag, `access_log::read`).
 
 use std::sync::LazyLock;
 
@@ -13,6 +14,9 @@ use time::OffsetDateTime;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::Row;
 
+use kollus_common::subject::SubjectTag;
+
+use crate::access_log::read::{self, Access, Bounded};
 use crate::entitlements::model::grants_covering_video;
 use crate::entitlements::model::Entitlement;
 
@@ -578,18 +582,15 @@ pub async fn changes(client: &Client, user: &str, media: &str) -> anyhow::Result
         .collect()
 }
 
-/// The latest views of the user's data: (key name, when), latest first.
-pub async fn views(client: &Client, user: &str) -> anyhow::Result<Vec<(String, OffsetDateTime)>> {
-    let rows = client
-        .query(
-            "SELECT key_name, viewed_at FROM console_views WHERE client_user_id = $1 \
-              ORDER BY viewed_at DESC, id DESC LIMIT 20",
-            &[&user],
-        )
-        .await?;
-    rows.iter()
-        .map(|r| Ok((r.try_get("key_name")?, r.try_get("viewed_at")?)))
-        .collect()
+/// Accesses a user's page (and the refund view) lists at most, newest first; it says how many
+/// more the record holds.
+pub const ACCESSES_PER_PAGE: usize = 50;
+
+/// Every access to the user, console and API, newest first: the access record's rows and open
+/// read counters of the user's tag, at most [`ACCESSES_PER_PAGE`], and how many more.
+pub async fn accesses(client: &Client, tag: &SubjectTag) -> anyhow::Result<Bounded<Access>> {
+    let client: &tokio_postgres::Client = client;
+    read::of_subject(client, tag, ACCESSES_PER_PAGE).await
 }
 
 /// The most grants in force a user's page shows (newest first); it says how many more there are.

@@ -148,11 +148,11 @@ pub async fn user(
         },
     )
     .await?;
-    let views = store::views(&client, u).await?;
+    let accesses = store::accesses(&client, &log.tag(u)).await?;
     let f = frame(&req, &console, Some(&agent));
     let now = OffsetDateTime::now_utc();
     let page = VideoPage { total, earlier };
-    let mut p = UserModel::new(u, &videos, &playtime, &entitlements, page, &views, now);
+    let mut p = UserModel::new(u, &videos, &playtime, &entitlements, page, &accesses, now);
     // Against what the statement returned, not what the model kept of it at this process's
     // clock: a grant that expired in between is not one left out.
     p.grants_not_shown =
@@ -205,7 +205,7 @@ pub async fn refund(
         },
     )
     .await?;
-    let views = store::views(&client, u).await?;
+    let accesses = store::accesses(&client, &log.tag(u)).await?;
     let f = frame(&req, &console, Some(&agent));
     let p = RefundModel::new(RefundFacts {
         user: u,
@@ -215,7 +215,7 @@ pub async fn refund(
         sessions: &sessions,
         decisions: &decisions,
         changes: &changes,
-        views: &views,
+        accesses: &accesses,
         message_lang: console.message_lang,
     });
     Ok(html(&req, &console, StatusCode::OK, pages::refund(&f, &p)))

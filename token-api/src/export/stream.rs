@@ -243,7 +243,7 @@ fn cell(row: &tokio_postgres::Row, i: usize) -> String {
 /// device named `=HYPERLINK(...)` in the file the console offers as evidence), so it gets a
 /// leading `'`, which spreadsheets show as text. A text that is a plain number (`-3`) is
 /// left as it is: a spreadsheet reads it as that number, which runs nothing.
-fn neutralised(text: String) -> String {
+pub fn neutralised(text: String) -> String {
     let formula = text.starts_with(['=', '+', '-', '@', '\t', '\r']);
     if formula && !plain_number(&text) {
         format!("'{text}")

@@ -272,14 +272,14 @@ async fn walk(app: &TestApp, browser: &Client, seed_percents: &[i64]) {
         .await
         .unwrap();
 
-    // The user's page: one video, its coverage strip, the audit line.
+    // The user's page: one video, its coverage strip, the access list.
     let refund_link = wait_for(
         browser,
         &format!("table.videos a[href='/console/users/{USER}/media/{MEDIA}']"),
     )
     .await;
-    // The audit list closes the page: all of it is there.
-    wait_for(browser, "ul.audit").await;
+    // The access list closes the page: all of it is there.
+    wait_for(browser, "section.accesses").await;
     assert_eq!(
         browser.current_url().await.unwrap().path(),
         format!("/console/users/{USER}")
@@ -297,12 +297,16 @@ async fn walk(app: &TestApp, browser: &Client, seed_percents: &[i64]) {
         .await
         .unwrap();
     assert!(body.contains("Seed course, lesson 1"), "{body}");
+    assert!(
+        body.contains("Who accessed this user's data"),
+        "the access list: {body}"
+    );
     screenshot(browser, "3-user").await;
     refund_link.click().await.unwrap();
 
     // The refund view: sessions x blocks, the union row on top, the badges.
     wait_for(browser, "svg.heatmap").await;
-    wait_for(browser, "ul.audit").await;
+    wait_for(browser, "section.accesses").await;
     assert_eq!(
         count(browser, "svg.heatmap rect.cell").await,
         2 * blocks,

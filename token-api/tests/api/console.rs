@@ -505,8 +505,9 @@ async fn every_page_shows_hostile_ids_as_text_and_records_who_viewed_them() {
             "the coverage strip: a cell per block"
         );
         assert!(body.contains("shop-backend"), "the entitlement in force");
-        // Who viewed the user: the user page's access list (issue 31's review slice) reads
-        // the access record; `console_views` is no longer written.
+        // The access list (the access record's rows of the user; the view itself is recorded by
+        // the handlers' access-log rows).
+        assert!(body.contains("<section class=\"accesses\">"), "{body}");
 
         let refund_path = format!("{user_path}/media/{media}");
         let page = get(&app, &web, &refund_path, &cookie).await;

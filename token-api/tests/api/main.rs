@@ -1,6 +1,7 @@
 //! token-api against a real PostgreSQL catalog.
 
 mod access_log_record;
+mod access_log_review;
 mod binary;
 mod browser;
 mod callback_trust;
