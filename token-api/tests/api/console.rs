@@ -505,9 +505,13 @@ async fn every_page_shows_hostile_ids_as_text_and_records_who_viewed_them() {
             "the coverage strip: a cell per block"
         );
         assert!(body.contains("shop-backend"), "the entitlement in force");
-        // The access list (the access record's rows of the user; the view itself is recorded by
-        // the handlers' access-log rows).
+        // The access list: the access record's rows of the user, this very view among them
+        // (recorded before the page is read).
         assert!(body.contains("<section class=\"accesses\">"), "{body}");
+        assert!(
+            body.contains("<code>view_user</code>"),
+            "the page lists its own view: {body}"
+        );
 
         let refund_path = format!("{user_path}/media/{media}");
         let page = get(&app, &web, &refund_path, &cookie).await;
