@@ -1,5 +1,6 @@
 //! token-api against a real PostgreSQL catalog.
 
+mod access_log_chain;
 mod binary;
 mod browser;
 mod callback_trust;
