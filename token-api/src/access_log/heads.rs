@@ -136,6 +136,7 @@ mod tests {
             mac: vec![7; 32],
             at: Some(OffsetDateTime::UNIX_EPOCH),
             sealed_at: None,
+            highest: 42,
         };
         let head = Head::new(
             &key,

@@ -28,9 +28,11 @@
 //! `ACCESS_LOG_SEAL_INTERVAL_MS` one replica (the holder of a transaction-level advisory lock)
 //! appends the rows that have no seal to their chain's end, in id order. A row committed late
 //! (a lower id than rows already sealed) is appended at the end when it shows, never lost: the
-//! rows looked at are those with an id past the end's, and those written less than
-//! [`LATE_WINDOW`] before the end was sealed (a transaction that took longer than that to commit
-//! its row leaves it unsealed, and `verify` names it).
+//! rows looked at ([`Reach`]) are those above the highest id sealed (an index range, no
+//! anti-join), and those below it written less than [`LATE_WINDOW`] before the end was sealed
+//! and still without a seal (one index probe each; a transaction that took longer than that to
+//! commit its row leaves it unsealed, and `verify` names it). So a run costs the rows of the
+//! last hour, not the log's size.
 //!
 //! **The chain's end** is the seal no other seal names as its previous. Found without a scan: the
 //! seal of the highest id, then forward through the seals naming it (index on `prev_id`) until
@@ -43,6 +45,7 @@ use anyhow::Context as _;
 use hmac::{Hmac, Mac as _};
 use sha2::Sha256;
 use time::OffsetDateTime;
+use tokio_postgres::types::ToSql;
 use tokio_postgres::GenericClient;
 
 use crate::access_log::record::Class;
@@ -190,18 +193,14 @@ pub struct End {
     pub at: Option<OffsetDateTime>,
     /// When it was sealed (`None` for an anchor).
     pub sealed_at: Option<OffsetDateTime>,
+    /// The highest id sealed in the chain (every row above it is unsealed).
+    pub highest: i64,
 }
 
 /// The chain's end (the module doc says how it is found); `None` before its first row.
 pub async fn chain_end(client: &impl GenericClient, class: Class) -> anyhow::Result<Option<End>> {
     let class = class.as_str();
-    let end = |r: &tokio_postgres::Row| End {
-        log_id: r.get(0),
-        mac: r.get(1),
-        at: Some(r.get(2)),
-        sealed_at: Some(r.get(3)),
-    };
-    let Some(highest) = client
+    let Some(top) = client
         .query_opt(
             "SELECT log_id, mac, at, sealed_at FROM access_log_seals WHERE class = $1 \
              ORDER BY log_id DESC LIMIT 1",
@@ -225,58 +224,70 @@ pub async fn chain_end(client: &impl GenericClient, class: Class) -> anyhow::Res
             mac: r.get(1),
             at: None,
             sealed_at: None,
+            highest: r.get(0),
         }));
     };
-    let mut end = end(&highest);
+    let highest: i64 = top.get(0);
+    let end = |r: &tokio_postgres::Row| End {
+        log_id: r.get(0),
+        mac: r.get(1),
+        at: Some(r.get(2)),
+        sealed_at: Some(r.get(3)),
+        highest,
+    };
+    let mut last = end(&top);
     // Forward while a seal names this one (late rows sealed after the highest id).
     while let Some(next) = client
         .query_opt(
             "SELECT log_id, mac, at, sealed_at FROM access_log_seals \
               WHERE class = $1 AND prev_id = $2 ORDER BY sealed_at, log_id LIMIT 1",
-            &[&class, &end.log_id],
+            &[&class, &last.log_id],
         )
         .await
         .context("walking to the chain's end")?
     {
-        end = End {
-            log_id: next.get(0),
-            mac: next.get(1),
-            at: Some(next.get(2)),
-            sealed_at: Some(next.get(3)),
-        };
+        last = end(&next);
     }
-    Ok(Some(end))
+    Ok(Some(last))
 }
 
-/// The condition on `l` (`access_log`) of the rows the sealer still looks at after `end`: an
-/// id past the end's ($2), or written less than [`LATE_WINDOW`] before the end was sealed ($3).
-/// A row counts as sealed by its id alone, whatever its `at` says now: a row whose time was
-/// changed after its seal is never sealed again (verify names it `altered`).
-pub const IN_REACH: &str = "l.class = $1 AND (l.id > $2 OR l.at > $3) \
+/// What the sealer still looks at after a chain's end: every row above the highest id sealed
+/// (none of them is), and below it the rows written less than [`LATE_WINDOW`] before the end
+/// was sealed that have no seal (late ones). A row counts as sealed when a seal of its id and
+/// time exists (one index probe): a row whose time was changed after its seal is sealed again,
+/// and verify names it `sealed_twice`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Reach {
+    pub above: i64,
+    pub since: OffsetDateTime,
+}
+
+impl Reach {
+    pub fn after(end: Option<&End>, now: OffsetDateTime) -> Self {
+        match end {
+            Some(e) => Self {
+                above: e.highest,
+                since: e.sealed_at.unwrap_or(now) - LATE_WINDOW,
+            },
+            None => Self {
+                above: i64::MIN,
+                since: now - LATE_WINDOW,
+            },
+        }
+    }
+
+    /// Whether a row without a seal will still be sealed (`verify` counts it as pending).
+    pub fn holds(&self, row_id: i64, row_at: OffsetDateTime) -> bool {
+        row_id > self.above || row_at > self.since
+    }
+}
+
+/// New rows: `$1` class, `$2` [`Reach::above`].
+const NEW: &str = "l.class = $1 AND l.id > $2";
+/// Late rows: `$1` class, `$2` [`Reach::above`], `$3` [`Reach::since`].
+const LATE: &str = "l.class = $1 AND l.id < $2 AND l.at > $3 \
      AND NOT EXISTS (SELECT 1 FROM access_log_seals s \
-                      WHERE s.class = $1 AND s.log_id = l.id)";
-
-/// The parameters of [`IN_REACH`] after `end`, at `now`.
-pub fn reach(end: Option<&End>, now: OffsetDateTime) -> (i64, OffsetDateTime) {
-    match end {
-        Some(e) => (e.log_id, e.sealed_at.unwrap_or(now) - LATE_WINDOW),
-        None => (
-            i64::MIN,
-            OffsetDateTime::UNIX_EPOCH - time::Duration::days(365 * 100),
-        ),
-    }
-}
-
-/// Whether a row without a seal will still be sealed (so `verify` counts it as pending).
-pub fn in_reach(
-    row_id: i64,
-    row_at: OffsetDateTime,
-    end: Option<&End>,
-    now: OffsetDateTime,
-) -> bool {
-    let (after, since) = reach(end, now);
-    row_id > after || row_at > since
-}
+                      WHERE s.class = $1 AND s.log_id = l.id AND s.at = l.at)";
 
 /// What one run of the sealer did and saw.
 #[derive(Debug, Default, Clone)]
@@ -320,20 +331,35 @@ pub async fn run(client: &mut tokio_postgres::Client, key: &ChainKey) -> anyhow:
     // Before the reads move in (their rows carry the day's first read's time: old at birth).
     for &class in Class::ALL {
         let end = chain_end(&tx, class).await?;
-        let (after, since) = reach(end.as_ref(), now);
-        let r = tx
-            .query_one(
-                &format!(
-                    "SELECT count(*), \
-                            coalesce(extract(epoch FROM now() - min(l.at))::float8, 0) \
-                       FROM access_log l WHERE {IN_REACH}"
-                ),
-                &[&class.as_str(), &after, &since],
-            )
-            .await
-            .context("measuring the unsealed backlog")?;
-        out.backlog += r.get::<_, i64>(0).max(0) as u64;
-        out.oldest_unsealed_seconds = out.oldest_unsealed_seconds.max(r.get(1));
+        let reach = Reach::after(end.as_ref(), now);
+        for (condition, params) in [
+            (
+                NEW,
+                &[&class.as_str() as &(dyn ToSql + Sync), &reach.above][..],
+            ),
+            (
+                LATE,
+                &[
+                    &class.as_str() as &(dyn ToSql + Sync),
+                    &reach.above,
+                    &reach.since,
+                ][..],
+            ),
+        ] {
+            let r = tx
+                .query_one(
+                    &format!(
+                        "SELECT count(*), \
+                                coalesce(extract(epoch FROM now() - min(l.at))::float8, 0) \
+                           FROM access_log l WHERE {condition}"
+                    ),
+                    params,
+                )
+                .await
+                .context("measuring the unsealed backlog")?;
+            out.backlog += r.get::<_, i64>(0).max(0) as u64;
+            out.oldest_unsealed_seconds = out.oldest_unsealed_seconds.max(r.get(1));
+        }
     }
     if locked {
         out.reads_moved = move_reads(&tx).await?;
@@ -342,9 +368,42 @@ pub async fn run(client: &mut tokio_postgres::Client, key: &ChainKey) -> anyhow:
         let mut end = chain_end(&tx, class).await?;
         let mut sealed = 0;
         if locked {
+            let reach = Reach::after(end.as_ref(), now);
+            // Late rows first (ids below the new ones), then the new, each in id order.
             loop {
-                let n = seal_batch(&tx, key, class, &mut end, now).await?;
+                let rows = tx
+                    .query(
+                        &format!(
+                            "SELECT {ROW_COLUMNS} FROM access_log l WHERE {LATE} \
+                             ORDER BY l.id LIMIT $4"
+                        ),
+                        &[&class.as_str(), &reach.above, &reach.since, &BATCH],
+                    )
+                    .await
+                    .context("reading late rows to seal")?;
+                let n = seal_rows(&tx, key, class, &mut end, now, &rows).await?;
                 sealed += n;
+                if n < BATCH as u64 {
+                    break;
+                }
+            }
+            let mut above = reach.above;
+            loop {
+                let rows = tx
+                    .query(
+                        &format!(
+                            "SELECT {ROW_COLUMNS} FROM access_log l WHERE {NEW} \
+                             ORDER BY l.id LIMIT $3"
+                        ),
+                        &[&class.as_str(), &above, &BATCH],
+                    )
+                    .await
+                    .context("reading new rows to seal")?;
+                let n = seal_rows(&tx, key, class, &mut end, now, &rows).await?;
+                sealed += n;
+                if let Some(e) = &end {
+                    above = above.max(e.log_id);
+                }
                 if n < BATCH as u64 {
                     break;
                 }
@@ -374,27 +433,18 @@ async fn move_reads(tx: &impl GenericClient) -> anyhow::Result<u64> {
     .context("moving finished days' API reads into the access log")
 }
 
-/// Seals up to [`BATCH`] rows of `class` in reach of `end`, in id order, after `end`; `end`
-/// becomes the last one sealed.
-async fn seal_batch(
+/// Seals `rows` (read with [`ROW_COLUMNS`]) after `end`, in their order; `end` becomes the
+/// last one sealed.
+async fn seal_rows(
     tx: &impl GenericClient,
     key: &ChainKey,
     class: Class,
     end: &mut Option<End>,
     now: OffsetDateTime,
+    rows: &[tokio_postgres::Row],
 ) -> anyhow::Result<u64> {
-    let (after, since) = reach(end.as_ref(), now);
-    let rows = tx
-        .query(
-            &format!(
-                "SELECT {ROW_COLUMNS} FROM access_log l WHERE {IN_REACH} ORDER BY l.id LIMIT $4"
-            ),
-            &[&class.as_str(), &after, &since, &BATCH],
-        )
-        .await
-        .context("reading the rows to seal")?;
     let (mut ids, mut prevs, mut ats, mut macs) = (vec![], vec![], vec![], vec![]);
-    for r in &rows {
+    for r in rows {
         let row = LogRow::from_row(r).context("reading a row to seal")?;
         let prev_id = end.as_ref().map(|e| e.log_id);
         let prev_mac = end.as_ref().map_or(&GENESIS[..], |e| &e.mac[..]);
@@ -403,11 +453,13 @@ async fn seal_batch(
         prevs.push(prev_id);
         ats.push(row.at);
         macs.push(mac.clone());
+        let highest = end.as_ref().map_or(row.id, |e| e.highest.max(row.id));
         *end = Some(End {
             log_id: row.id,
             mac,
             at: Some(row.at),
             sealed_at: Some(now),
+            highest,
         });
     }
     if ids.is_empty() {

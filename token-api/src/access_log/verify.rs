@@ -9,9 +9,10 @@
 //!   is sealed at another row's place nearby (rows' contents swapped);
 //! - each seal's previous row is a sealed row or an anchor: else `deleted` (naming the previous
 //!   id: a row removed with its seal);
-//! - no seal without its row (`deleted`), no row sealed twice (`sealed_twice`), no two seals
+//! - no seal without its row (`deleted`), no row sealed twice (`sealed_twice`: also what a
+//!   row whose time was changed becomes, the sealer taking it for a new one), no two seals
 //!   after the same row (`forked`);
-//! - a row without a seal that the sealer will no longer reach ([`seal::in_reach`]) is
+//! - a row without a seal that the sealer will no longer reach ([`seal::Reach`]) is
 //!   `unsealed`; one it will reach is counted as pending, not a problem;
 //! - each head object's own mac (`head_forged`), and its row still sealed with its mac
 //!   (`head_mismatch` if another), or accounted for by retention (an anchor, or a month dropped);
@@ -188,6 +189,7 @@ async fn walk(
 ) -> anyhow::Result<(ChainReport, Option<Break>)> {
     let name = class.as_str();
     let end = seal::chain_end(client, class).await?;
+    let reach = seal::Reach::after(end.as_ref(), now);
     let anchors: i64 = client
         .query_one(
             "SELECT count(*) FROM access_log_anchors WHERE class = $1",
@@ -223,8 +225,10 @@ async fn walk(
             )
             .await
             .context("reading a page of the access log")?;
+        let from = after;
         let Some(last) = rows.last() else { break };
         after = last.get(0);
+        let full = rows.len() as i64 == PAGE;
         // The page's rows with their seals (a row joined to two seals once: the whole-chain
         // checks name it).
         let mut sealed_rows: Vec<(LogRow, Option<Seal>)> = Vec::with_capacity(rows.len());
@@ -257,11 +261,24 @@ async fn walk(
                 .or_else(|| older.get(&id))
                 .cloned()
         };
+        // The seals of this page's id range (to the end, on the last page): one without its
+        // row is a row deleted; one row's two seals, a row sealed twice.
+        let rowless = seal_range_break(
+            client,
+            name,
+            from,
+            if full { after } else { i64::MAX },
+            &sealed_rows,
+        )
+        .await?;
         for (i, (row, seal)) in sealed_rows.iter().enumerate() {
+            if let Some(b) = rowless.as_ref().filter(|b| b.log_id < row.id) {
+                return Ok((chain, Some(b.clone())));
+            }
             chain.rows += 1;
             let sealed = seal.clone();
             let Some((prev_id, mac)) = sealed else {
-                if seal::in_reach(row.id, row.at, end.as_ref(), now) {
+                if reach.holds(row.id, row.at) {
                     chain.pending += 1;
                     continue;
                 }
@@ -342,12 +359,65 @@ async fn walk(
                 p.add(1);
             }
         }
+        if let Some(b) = rowless {
+            return Ok((chain, Some(b)));
+        }
         older = std::mem::replace(&mut recent, page);
-        if (rows.len() as i64) < PAGE {
+        if !full {
             break;
         }
     }
+    if after == i64::MIN {
+        // No row at all: any seal is one without its row.
+        if let Some(b) = seal_range_break(client, name, i64::MIN, i64::MAX, &[]).await? {
+            return Ok((chain, Some(b)));
+        }
+    }
     Ok((chain, None))
+}
+
+/// Reads the seals of ids in (`from`, `to`] (an index range, in id order) and names the first
+/// that has no row among `rows` (`deleted`) or follows a seal of the same row (`sealed_twice`).
+async fn seal_range_break(
+    client: &impl GenericClient,
+    class: &str,
+    from: i64,
+    to: i64,
+    rows: &[(LogRow, Option<Seal>)],
+) -> anyhow::Result<Option<Break>> {
+    let ids: std::collections::HashSet<i64> = rows.iter().map(|(r, _)| r.id).collect();
+    let seals = client
+        .query(
+            "SELECT log_id FROM access_log_seals \
+              WHERE class = $1 AND log_id > $2 AND log_id <= $3 ORDER BY log_id",
+            &[&class, &from, &to],
+        )
+        .await
+        .context("reading a page of seals")?;
+    let mut previous = None;
+    for s in &seals {
+        let id: i64 = s.get(0);
+        let broken = |problem, detail: &str| Break {
+            class: class.to_owned(),
+            log_id: id,
+            problem,
+            detail: detail.to_owned(),
+        };
+        if !ids.contains(&id) {
+            return Ok(Some(broken(
+                BreakKind::Deleted,
+                "a sealed row is gone (its seal is there)",
+            )));
+        }
+        if previous == Some(id) {
+            return Ok(Some(broken(
+                BreakKind::SealedTwice,
+                "the row has more than one seal",
+            )));
+        }
+        previous = Some(id);
+    }
+    Ok(None)
 }
 
 /// The mac a seal after row `id` chains from: its seal's, or its anchor's.
@@ -368,8 +438,7 @@ async fn previous_mac(
     Ok(found.map(|r| r.get(0)))
 }
 
-/// The checks over all of a chain's seals at once: a seal without its row, a row sealed twice,
-/// two seals after one row.
+/// The check over all of a chain's seals at once: two seals after one row (one scan).
 async fn whole_chain_checks(
     client: &impl GenericClient,
     class: Class,
@@ -382,37 +451,6 @@ async fn whole_chain_checks(
         problem,
         detail,
     };
-    if let Some(r) = client
-        .query_opt(
-            "SELECT s.log_id FROM access_log_seals s WHERE s.class = $1 \
-               AND NOT EXISTS (SELECT 1 FROM access_log l WHERE l.class = $1 AND l.id = s.log_id) \
-             ORDER BY s.log_id LIMIT 1",
-            &[&name],
-        )
-        .await
-        .context("looking for seals without their row")?
-    {
-        found.push(broken(
-            r.get(0),
-            BreakKind::Deleted,
-            "a sealed row is gone (its seal is there)".into(),
-        ));
-    }
-    if let Some(r) = client
-        .query_opt(
-            "SELECT log_id FROM access_log_seals WHERE class = $1 \
-             GROUP BY log_id HAVING count(*) > 1 ORDER BY log_id LIMIT 1",
-            &[&name],
-        )
-        .await
-        .context("looking for rows sealed twice")?
-    {
-        found.push(broken(
-            r.get(0),
-            BreakKind::SealedTwice,
-            "the row has more than one seal".into(),
-        ));
-    }
     if let Some(r) = client
         .query_opt(
             "SELECT prev_id, max(log_id) FROM access_log_seals WHERE class = $1 \

@@ -42,11 +42,12 @@ async fn start(settings: Settings) -> String {
     address
 }
 
-/// `n` rows of `class` (their `target` says which), written as any feature writes them.
+/// `n` rows of `class` (their `target` and `subject_tag` say which; one time for all, so two
+/// rows differ in those alone), written as any feature writes them.
 async fn rows(db: &tokio_postgres::Client, class: &str, n: i32) {
     db.execute(
-        "INSERT INTO access_log (class, action, key_name, client_addr, subject_tag, target) \
-         SELECT $1, 'view_user', 'agent', '203.0.113.7', 'tag-' || g, 'row ' || g \
+        "INSERT INTO access_log (class, at, action, key_name, client_addr, subject_tag, target) \
+         SELECT $1, now(), 'view_user', 'agent', '203.0.113.7', 'tag-' || g, 'row ' || g \
            FROM generate_series(1, $2) g",
         &[&class, &n],
     )
@@ -161,7 +162,7 @@ async fn two_rows_swapped_are_named_reordered() {
     let (_db, client) = sealed_log().await;
     client
         .batch_execute(
-            "UPDATE access_log l SET target = o.target, subject_tag = o.subject_tag, at = o.at \
+            "UPDATE access_log l SET target = o.target, subject_tag = o.subject_tag \
                FROM access_log o WHERE l.id IN (8, 9) AND o.id = 17 - l.id",
         )
         .await
@@ -499,4 +500,137 @@ async fn the_service_role_may_only_insert_and_read_the_log_and_still_seals() {
     assert_eq!(res.status(), 200, "{}", res.text().await.unwrap());
     sealed(&admin, 1).await;
     assert!(check(&admin, None).await.ok);
+}
+
+#[tokio::test]
+async fn a_finished_days_reads_become_one_sealed_row_and_the_sealer_is_measured() {
+    let db = TestDb::new().await;
+    let client = db.client().await;
+    client
+        .batch_execute(
+            "INSERT INTO access_log_reads (day, key_name, subject_tag, subject_generation, \
+                 subject_sealed, client_addr, first_at, last_at, count) VALUES \
+             ((now() AT TIME ZONE 'UTC')::date - 1, 'app', 'tag-a', 1, '\\x01', '198.51.100.4', \
+              now() - interval '1 day', now() - interval '20 hours', 41), \
+             ((now() AT TIME ZONE 'UTC')::date, 'app', 'tag-a', 1, '\\x01', '198.51.100.4', \
+              now(), now(), 3)",
+        )
+        .await
+        .unwrap();
+    rows(&client, "access", 2).await;
+    let address = start(chain_settings(&db, None)).await;
+    sealed(&client, 3).await;
+    let read = client
+        .query_one(
+            "SELECT class, key_name, subject_tag, host(client_addr), count, \
+                    at = now() - interval '1 day' OR at < now() - interval '23 hours' \
+               FROM access_log WHERE action = 'api_read'",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(read.get::<_, String>(0), "access");
+    assert_eq!(read.get::<_, String>(1), "app");
+    assert_eq!(read.get::<_, String>(2), "tag-a");
+    assert_eq!(read.get::<_, String>(3), "198.51.100.4");
+    assert_eq!(read.get::<_, i64>(4), 41);
+    assert!(read.get::<_, bool>(5), "at the day's first read");
+    let left: i64 = client
+        .query_one("SELECT count(*) FROM access_log_reads", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(left, 1, "today's counter stays until the day is over");
+    assert!(check(&client, None).await.ok);
+    let app = TestApp {
+        address,
+        db,
+        client: reqwest::Client::new(),
+    };
+    assert_eq!(
+        app.metric(r#"kollus_token_access_log_sealed_total{class="access"}"#)
+            .await,
+        3
+    );
+    assert_eq!(
+        app.metric(r#"kollus_token_access_log_sealed_total{class="rights"}"#)
+            .await,
+        0
+    );
+    assert_eq!(
+        app.metric(r#"kollus_token_access_log_rows_total{action="api_read"}"#)
+            .await,
+        1
+    );
+    // Measured at each run's start: the run after the one that sealed them sees none.
+    eventually("no backlog", Duration::from_secs(20), || async {
+        (app.metric("kollus_token_access_log_unsealed_rows").await == 0).then_some(())
+    })
+    .await;
+    assert_eq!(
+        app.metric("kollus_token_access_log_seal_failures_total")
+            .await,
+        0
+    );
+    assert_eq!(
+        app.metric(r#"kollus_token_access_log_verifications_total{outcome="broken"}"#)
+            .await,
+        0
+    );
+}
+
+/// `token-api access-log <what>` on `db`, as an operator runs it: its exit status and output.
+fn command(db: &TestDb, what: &str, extra: &[(&str, &str)]) -> (i32, String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_token-api"))
+        .args(["access-log", what])
+        .env_clear()
+        .env("DATABASE_URL", &db.url)
+        .env("KOLLUS_SECURITY_KEY", SECURITY_KEY)
+        .envs(kollus_test_support::key_files().env())
+        .env("KOLLUS_CUSTOM_KEY", CUSTOM_KEY)
+        .env("TOKEN_API_KEYS", format!("app:{APP_KEY}"))
+        .envs(extra.iter().copied())
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test]
+async fn the_commands_verify_and_maintain_with_the_services_settings() {
+    let (db, client) = sealed_log().await;
+    let (code, out, err) = command(&db, "verify", &[]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    let report: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(report["rows"], 30, "{out}");
+    assert!(
+        err.contains("verify: 30/30 rows"),
+        "progress on stderr: {err}"
+    );
+    client
+        .execute("UPDATE access_log SET action = 'search' WHERE id = 4", &[])
+        .await
+        .unwrap();
+    let (code, out, err) = command(&db, "verify", &[]);
+    assert_eq!(code, 1, "{out}\n{err}");
+    assert!(
+        err.contains("BROKEN at access row 4: altered"),
+        "names the first break: {err}"
+    );
+    let (code, out, err) = command(
+        &db,
+        "maintain",
+        &[
+            ("DATABASE_MIGRATION_URL", &db.url),
+            ("ACCESS_LOG_RETENTION_DAYS", "730"),
+        ],
+    );
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(out.contains("0 dropped"), "{out}");
+    let (code, _, err) = command(&db, "nonsense", &[]);
+    assert_eq!(code, 1);
+    assert!(err.contains("access-log verify"), "{err}");
 }
