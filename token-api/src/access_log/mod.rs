@@ -118,10 +118,21 @@ impl Chain {
             let mut written = self.head_day.lock().await;
             if written.as_deref() != Some(today.as_str()) {
                 let head = heads::Head::new(&self.key, &run.ends, now);
-                if heads::write(archive, &head).await? {
-                    tracing::info!(day = today, "access log head written");
+                // The seals are committed whatever happens here: a head not written is tried
+                // again on the next run.
+                match heads::write(archive, &head).await {
+                    Ok(new) => {
+                        if new {
+                            tracing::info!(day = today, "access log head written");
+                        }
+                        *written = Some(today);
+                    }
+                    Err(e) => tracing::error!(
+                        error = format!("{e:#}"),
+                        day = today,
+                        "access log head not written to ARCHIVE_DIR; tried again next run"
+                    ),
                 }
-                *written = Some(today);
             }
         }
         m.access_log_sealer_last_run

@@ -60,6 +60,9 @@ pub const LATE_WINDOW: Duration = Duration::from_secs(3600);
 
 /// Rows sealed per statement (a run loops while a batch is full).
 pub const BATCH: i64 = 1_000;
+/// Batches a run seals at most per class, so one transaction stays short after a large backlog
+/// (a day's reads moved in); the next run goes on.
+pub const MAX_BATCHES: u32 = 100;
 
 /// A chain's very first row's previous mac.
 pub const GENESIS: [u8; 32] = [0; 32];
@@ -370,7 +373,7 @@ pub async fn run(client: &mut tokio_postgres::Client, key: &ChainKey) -> anyhow:
         if locked {
             let reach = Reach::after(end.as_ref(), now);
             // Late rows first (ids below the new ones), then the new, each in id order.
-            loop {
+            for _ in 0..MAX_BATCHES {
                 let rows = tx
                     .query(
                         &format!(
@@ -388,7 +391,7 @@ pub async fn run(client: &mut tokio_postgres::Client, key: &ChainKey) -> anyhow:
                 }
             }
             let mut above = reach.above;
-            loop {
+            for _ in 0..MAX_BATCHES {
                 let rows = tx
                     .query(
                         &format!(

@@ -247,6 +247,18 @@ async fn a_cut_tail_is_caught_by_the_daily_head() {
         30,
         BreakKind::HeadMissingRow,
     );
+    // A head rewritten to name what is left: its own mac gives it away.
+    let file = std::fs::read_dir(dir.path().join("access-log/heads"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let mut forged = head.clone();
+    forged["chains"]["access"]["log_id"] = 27.into();
+    std::fs::write(&file, serde_json::to_vec(&forged).unwrap()).unwrap();
+    let report = check(&client, Some(dir.path())).await;
+    broken_at(&report, 0, BreakKind::HeadForged);
 }
 
 #[tokio::test]
