@@ -36,6 +36,9 @@ use seal::ChainKey;
 #[derive(Clone)]
 pub struct Chain {
     pub pool: deadpool_postgres::Pool,
+    /// One connection of its own for verifications (minutes on a large log): they never hold
+    /// one the callbacks need, and a second one at once waits for it, then answers 503.
+    verify_pool: deadpool_postgres::Pool,
     pub key: ChainKey,
     /// `ARCHIVE_DIR`, where the daily heads go; `None`: no heads (WARN at start).
     pub heads: Option<Archive>,
@@ -64,8 +67,13 @@ impl Chain {
                  tail of the log (rows and seals removed together) goes unseen by verify"
             );
         }
+        let verify_pool = kollus_common::db::pool(&kollus_common::settings::DatabaseSettings {
+            pool_size: 1,
+            ..settings.database.clone()
+        })?;
         Ok(Self {
             pool,
+            verify_pool,
             key,
             heads,
             metrics,
@@ -140,13 +148,13 @@ impl Chain {
         Ok(run)
     }
 
-    /// Verifies the chains and heads (on one connection of the pool).
+    /// Verifies the chains and heads (on the verifications' own connection).
     pub async fn verify(
         &self,
         progress: Option<&mut kollus_common::progress::Progress>,
     ) -> anyhow::Result<verify::Report> {
         let client = self
-            .pool
+            .verify_pool
             .get()
             .await
             .context("connecting to PostgreSQL to verify")?;
