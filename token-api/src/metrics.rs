@@ -4,11 +4,13 @@
 
 use kollus_common::kollus::binding::Binding;
 use kollus_common::kollus::callback_secret::{Generation, SecretName};
-use kollus_common::metrics::{counter_vec, histogram_vec, latency_buckets, registry, zeroed};
+use kollus_common::metrics::{
+    counter, counter_vec, gauge, histogram_vec, latency_buckets, registry, zeroed,
+};
 use kollus_common::vocab::labels;
 use prometheus::core::{Collector, Desc};
 use prometheus::proto::MetricFamily;
-use prometheus::{HistogramVec, IntCounterVec, Opts, Registry};
+use prometheus::{Gauge, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry};
 
 /// How a token request ended: `issued_total{outcome}`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, strum::IntoStaticStr, strum::VariantArray)]
@@ -84,6 +86,18 @@ pub struct Metrics {
     pub console_sign_in_failures: IntCounterVec,
     /// Access-log rows written, by action (`access_log::record::Action`).
     pub access_log_rows: IntCounterVec,
+    /// Access-log rows sealed into their chain, by class.
+    pub access_log_sealed: IntCounterVec,
+    /// Sealer runs that failed (the cause logged).
+    pub access_log_seal_failures: IntCounter,
+    /// Unsealed rows the sealer will seal, as last measured.
+    pub access_log_unsealed: IntGauge,
+    /// The oldest of those rows' age, in seconds.
+    pub access_log_oldest_unsealed: Gauge,
+    /// When a sealer run last ended without error (unix seconds).
+    pub access_log_sealer_last_run: Gauge,
+    /// Verifications of the access log, by outcome (`ok`, `broken`, `failed`).
+    pub access_log_verifications: IntCounterVec,
 }
 
 impl Metrics {
@@ -175,6 +189,38 @@ impl Metrics {
                 "Rows appended to the access record, by action (api_read: one per key, subject and day).",
                 &["action"],
             ),
+            access_log_sealed: counter_vec(
+                &r,
+                "access_log_sealed_total",
+                "Access-log rows sealed into their chain, by class (access, rights).",
+                &["class"],
+            ),
+            access_log_seal_failures: counter(
+                &r,
+                "access_log_seal_failures_total",
+                "Runs of the access log's sealer that failed (the cause is logged).",
+            ),
+            access_log_unsealed: gauge(
+                &r,
+                "access_log_unsealed_rows",
+                "Access-log rows not sealed yet, as the last sealer run saw them.",
+            ),
+            access_log_oldest_unsealed: float_gauge(
+                &r,
+                "access_log_oldest_unsealed_seconds",
+                "Age of the oldest access-log row not sealed yet, as the last sealer run saw it (0: none).",
+            ),
+            access_log_sealer_last_run: float_gauge(
+                &r,
+                "access_log_sealer_last_run_timestamp_seconds",
+                "When a run of the access log's sealer last ended without error (unix seconds).",
+            ),
+            access_log_verifications: counter_vec(
+                &r,
+                "access_log_verifications_total",
+                "Verifications of the access log's chains and heads, by outcome (ok, broken, failed).",
+                &["outcome"],
+            ),
             unknown_media: IntCounterVec::new(
                 Opts::new(
                     "unknown_media_total",
@@ -222,6 +268,11 @@ impl Metrics {
             zeroed(&m.issued, &[&[outcome]]);
         }
         zeroed(&m.catalog_rejections, &[&[Self::CATALOG_CHECK_SKIPPED]]);
+        zeroed(&m.access_log_sealed, &[&["access"], &["rights"]]);
+        zeroed(
+            &m.access_log_verifications,
+            &[&["ok"], &["broken"], &["failed"]],
+        );
         m
     }
 
@@ -273,6 +324,13 @@ impl Default for Metrics {
     fn default() -> Self {
         Self::new()
     }
+}
+
+/// A float gauge registered in `r` (seconds, timestamps).
+fn float_gauge(r: &Registry, name: &str, help: &str) -> Gauge {
+    let g = Gauge::new(name, help).expect("a static metric definition is valid");
+    r.register(Box::new(g.clone())).expect("registered once");
+    g
 }
 
 #[cfg(test)]

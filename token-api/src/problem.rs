@@ -335,6 +335,11 @@ key_refused!(
     ExportKeyRefused,
     "export"
 );
+key_refused!(
+    /// 401 and 403 of an operation that needs the `audit` scope.
+    AuditKeyRefused,
+    "audit"
+);
 
 /// What an operation that reads or writes PostgreSQL may answer besides its own (the
 /// classification of [`db_error`]), for the OpenAPI document.

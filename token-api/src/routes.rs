@@ -6,7 +6,7 @@
 
 use crate::problem::method_not_allowed;
 use crate::tokens::request::Limits;
-use crate::{entitlements, export, history, playback, tokens};
+use crate::{access_log, entitlements, export, history, playback, tokens};
 
 use actix_web::http::Method;
 use actix_web::{web, HttpResponse};
@@ -97,6 +97,10 @@ api! {
             playback::wire::PlayForm,
             playback::wire::DrmForm,
             playback::wire::KollusAnswer,
+            access_log::verify::Report,
+            access_log::verify::ChainReport,
+            access_log::verify::Break,
+            access_log::verify::BreakKind,
         )),
         modifiers(&SecuritySchemes)
     )]
@@ -118,6 +122,7 @@ api! {
     entitlements::list,
     export::user,
     export::media,
+    access_log::verify_chain,
 }
 
 /// The two ways in: API keys (`Authorization: Bearer`, with scopes) and Kollus's callback secret.

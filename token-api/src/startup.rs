@@ -13,6 +13,7 @@ use anyhow::Context as _;
 use kollus_common::http::{configure_metrics, configure_probes, Readiness};
 
 use crate::access_log::record::AccessLog;
+use crate::access_log::Chain;
 use crate::auth::KeyRing;
 use crate::configuration::Settings;
 use crate::console::Console;
@@ -108,7 +109,12 @@ impl Application {
             &settings.access_log.archive_kek_file,
         )?;
         let access_log = web::Data::new(AccessLog::new(subjects, metrics.access_log_rows.clone()));
+        // The chain: this month and the next ones partitioned, then console_views moved in and
+        // the key list recorded, then rows sealed every interval.
+        crate::access_log::ensure_partitions(&settings.database).await;
         access_log_at_start(&pool, &access_log, &settings.api_keys).await?;
+        let chain = web::Data::new(Chain::new(&settings, pool.clone(), metrics.clone())?);
+        chain.spawn_sealer(settings.access_log.access_log_seal_interval);
         let history = web::Data::new(History { pool: pool.clone() });
         let entitlements = web::Data::new(Entitlements {
             pool: pool.clone(),
@@ -223,6 +229,7 @@ impl Application {
                 .app_data(export.clone())
                 .app_data(console.clone())
                 .app_data(access_log.clone())
+                .app_data(chain.clone())
                 .app_data(document.clone())
                 .app_data(keys.clone())
                 .app_data(auth_failures.clone())

@@ -1,5 +1,6 @@
 //! token-api against a real PostgreSQL catalog.
 
+mod access_log_chain;
 mod access_log_record;
 mod access_log_review;
 mod binary;

@@ -11,7 +11,14 @@ use serde_json::{json, Value};
 
 use crate::helpers::*;
 
-const SCOPES: [&str; 5] = ["tokens", "read", "entitlements", "export", "console"];
+const SCOPES: [&str; 6] = [
+    "tokens",
+    "read",
+    "entitlements",
+    "export",
+    "console",
+    "audit",
+];
 
 fn key_for(scope: &str) -> String {
     format!("{scope}-key-0123456789abcdef")
@@ -62,7 +69,7 @@ async fn every_operation_needs_the_scope_its_document_names() {
     let ops = operations();
     assert_eq!(
         ops.len(),
-        12,
+        13,
         "every /v1 operation is documented with a scope"
     );
     for (method, path, scope) in ops {

@@ -1,0 +1,648 @@
+//! The access log's chain (issue 31): rows sealed a moment after they are written, `verify`
+//! naming the first row that breaks (altered, deleted, swapped, unsealed, a cut tail), late rows
+//! sealed at the end, retention dropping a month and anchoring the chain, the endpoint behind
+//! `audit`, and the service role that may only insert and read.
+
+use std::time::Duration;
+
+use kollus_test_support::{eventually, eventually_ok, TestDb};
+use kollus_token_api::access_log::retention;
+use kollus_token_api::access_log::seal::ChainKey;
+use kollus_token_api::access_log::verify::{self, BreakKind, Report};
+use kollus_token_api::auth::ApiKeys;
+use kollus_token_api::configuration::Settings;
+use kollus_token_api::startup::Application;
+
+use crate::helpers::*;
+
+const AUDIT_KEY: &str = "audit-key-0123456789abcdef";
+
+fn key() -> ChainKey {
+    ChainKey::from_file(kollus_test_support::key_files().access_log()).unwrap()
+}
+
+/// Settings sealing every 50 ms, with an `audit` key.
+fn chain_settings(db: &TestDb, archive: Option<&std::path::Path>) -> Settings {
+    let mut s = test_settings(db);
+    s.access_log.access_log_seal_interval = Duration::from_millis(50);
+    s.api_keys = ApiKeys::parse(&format!(
+        "app:{APP_KEY},ops:{OPS_KEY},auditor[audit]:{AUDIT_KEY}"
+    ))
+    .unwrap();
+    s.archive_dir = archive.map(|p| p.display().to_string());
+    s
+}
+
+async fn start(settings: Settings) -> String {
+    let app = Application::build(settings)
+        .await
+        .expect("building token-api");
+    let address = format!("http://127.0.0.1:{}", app.port());
+    tokio::spawn(app.run_until_stopped());
+    address
+}
+
+/// `n` rows of `class` (their `target` and `subject_tag` say which; one time for all, so two
+/// rows differ in those alone), written as any feature writes them.
+async fn rows(db: &tokio_postgres::Client, class: &str, n: i32) {
+    db.execute(
+        "INSERT INTO access_log (class, at, action, key_name, client_addr, subject_tag, target) \
+         SELECT $1, now(), 'view_user', 'agent', '203.0.113.7', 'tag-' || g, 'row ' || g \
+           FROM generate_series(1, $2) g",
+        &[&class, &n],
+    )
+    .await
+    .unwrap();
+}
+
+/// Waits until every row is sealed and there are `n` seals.
+async fn sealed(db: &tokio_postgres::Client, n: i64) {
+    eventually_ok("every row sealed", Duration::from_secs(20), || async {
+        let r = db
+            .query_one(
+                "SELECT (SELECT count(*) FROM access_log l WHERE NOT EXISTS \
+                           (SELECT 1 FROM access_log_seals s \
+                             WHERE s.class = l.class AND s.log_id = l.id)), \
+                        (SELECT count(*) FROM access_log_seals)",
+                &[],
+            )
+            .await
+            .unwrap();
+        let (unsealed, seals): (i64, i64) = (r.get(0), r.get(1));
+        if unsealed == 0 && seals == n {
+            Ok(())
+        } else {
+            Err(format!("{unsealed} unsealed, {seals} seals"))
+        }
+    })
+    .await;
+}
+
+async fn check(db: &tokio_postgres::Client, archive: Option<&std::path::Path>) -> Report {
+    let archive =
+        archive.map(|p| kollus_archive::store::Archive::open(&p.display().to_string()).unwrap());
+    verify::verify(db, &key(), archive.as_ref(), None)
+        .await
+        .unwrap()
+}
+
+#[track_caller]
+fn broken_at(report: &Report, log_id: i64, problem: BreakKind) {
+    let b = report
+        .first_break
+        .as_ref()
+        .unwrap_or_else(|| panic!("no break in {report:?}"));
+    assert!(!report.ok);
+    assert_eq!((b.log_id, b.problem), (log_id, problem), "{report:?}");
+}
+
+/// A log of 30 sealed access rows (ids 1 to 30) and the app that sealed them.
+async fn sealed_log() -> (TestDb, tokio_postgres::Client) {
+    let db = TestDb::new().await;
+    let client = db.client().await;
+    rows(&client, "access", 30).await;
+    start(chain_settings(&db, None)).await;
+    sealed(&client, 30).await;
+    let report = check(&client, None).await;
+    assert!(report.ok, "{report:?}");
+    assert_eq!(report.rows, 30);
+    assert_eq!(report.chains["access"].end, Some(30));
+    assert_eq!(report.heads, "not_configured");
+    (db, client)
+}
+
+#[tokio::test]
+async fn rows_are_sealed_and_a_changed_column_is_named_altered() {
+    let (_db, client) = sealed_log().await;
+    client
+        .execute(
+            "UPDATE access_log SET reason = 'covered up' WHERE id = 12",
+            &[],
+        )
+        .await
+        .unwrap();
+    broken_at(&check(&client, None).await, 12, BreakKind::Altered);
+    client
+        .execute("UPDATE access_log SET reason = NULL WHERE id = 12", &[])
+        .await
+        .unwrap();
+    assert!(
+        check(&client, None).await.ok,
+        "as it was, it verifies again"
+    );
+    // A moved time is a change too (the row's seal is then in another partition's reach).
+    client
+        .execute(
+            "UPDATE access_log SET at = at - interval '1 second' WHERE id = 20",
+            &[],
+        )
+        .await
+        .unwrap();
+    broken_at(&check(&client, None).await, 20, BreakKind::Altered);
+}
+
+#[tokio::test]
+async fn a_deleted_row_is_named() {
+    let (_db, client) = sealed_log().await;
+    client
+        .execute("DELETE FROM access_log WHERE id = 17", &[])
+        .await
+        .unwrap();
+    broken_at(&check(&client, None).await, 17, BreakKind::Deleted);
+    // Its seal too: the next row's seal names a row that is gone.
+    client
+        .execute("DELETE FROM access_log_seals WHERE log_id = 17", &[])
+        .await
+        .unwrap();
+    broken_at(&check(&client, None).await, 17, BreakKind::Deleted);
+}
+
+#[tokio::test]
+async fn two_rows_swapped_are_named_reordered() {
+    let (_db, client) = sealed_log().await;
+    client
+        .batch_execute(
+            "UPDATE access_log l SET target = o.target, subject_tag = o.subject_tag \
+               FROM access_log o WHERE l.id IN (8, 9) AND o.id = 17 - l.id",
+        )
+        .await
+        .unwrap();
+    let report = check(&client, None).await;
+    broken_at(&report, 8, BreakKind::Reordered);
+    assert!(
+        report.first_break.unwrap().detail.contains("row 9"),
+        "names where it was sealed"
+    );
+}
+
+#[tokio::test]
+async fn an_old_row_slipped_in_without_a_seal_is_named_and_a_late_row_is_sealed() {
+    let (_db, client) = sealed_log().await;
+    // Committed late: a lower id than rows sealed, written just now. Sealed at the end.
+    client
+        .execute(
+            "INSERT INTO access_log (id, class, action, key_name) \
+             VALUES (0, 'access', 'search', 'late')",
+            &[],
+        )
+        .await
+        .unwrap();
+    sealed(&client, 31).await;
+    let prev: Option<i64> = client
+        .query_one("SELECT prev_id FROM access_log_seals WHERE log_id = 0", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(prev, Some(30), "appended at the chain's end");
+    let report = check(&client, None).await;
+    assert!(report.ok, "{report:?}");
+    assert_eq!(report.chains["access"].end, Some(0));
+    // An old id with an old time: out of the sealer's reach, never sealed, named.
+    client
+        .execute(
+            "INSERT INTO access_log (id, class, at, action, key_name) \
+             VALUES (-5, 'access', now() - interval '2 hours', 'search', 'forger')",
+            &[],
+        )
+        .await
+        .unwrap();
+    broken_at(&check(&client, None).await, -5, BreakKind::Unsealed);
+}
+
+#[tokio::test]
+async fn a_cut_tail_is_caught_by_the_daily_head() {
+    let db = TestDb::new().await;
+    let client = db.client().await;
+    let dir = tempfile::tempdir().unwrap();
+    rows(&client, "access", 30).await;
+    rows(&client, "rights", 2).await;
+    start(chain_settings(&db, Some(dir.path()))).await;
+    sealed(&client, 32).await;
+    let head = eventually("today's head", Duration::from_secs(20), || async {
+        let heads = dir.path().join("access-log/heads");
+        let entry = std::fs::read_dir(&heads).ok()?.next()?.ok()?;
+        Some(std::fs::read_to_string(entry.path()).unwrap())
+    })
+    .await;
+    let head: serde_json::Value = serde_json::from_str(&head).unwrap();
+    assert_eq!(head["chains"]["access"]["log_id"], 30, "{head}");
+    assert_eq!(head["chains"]["rights"]["log_id"], 32, "{head}");
+    let report = check(&client, Some(dir.path())).await;
+    assert!(report.ok, "{report:?}");
+    assert_eq!(report.heads_checked, 1);
+    // The last three rows and their seals: the chain alone still verifies.
+    client
+        .batch_execute(
+            "DELETE FROM access_log WHERE id >= 28 AND class = 'access'; \
+             DELETE FROM access_log_seals WHERE log_id >= 28 AND class = 'access'",
+        )
+        .await
+        .unwrap();
+    assert!(
+        check(&client, None).await.ok,
+        "without the head it goes unseen"
+    );
+    broken_at(
+        &check(&client, Some(dir.path())).await,
+        30,
+        BreakKind::HeadMissingRow,
+    );
+    // A head rewritten to name what is left: its own mac gives it away.
+    let file = std::fs::read_dir(dir.path().join("access-log/heads"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let mut forged = head.clone();
+    forged["chains"]["access"]["log_id"] = 27.into();
+    std::fs::write(&file, serde_json::to_vec(&forged).unwrap()).unwrap();
+    let report = check(&client, Some(dir.path())).await;
+    broken_at(&report, 0, BreakKind::HeadForged);
+}
+
+#[tokio::test]
+async fn retention_drops_a_past_month_anchors_the_chain_and_keeps_rights() {
+    let db = TestDb::new().await;
+    let mut client = db.client().await;
+    // A month 800 days ago, with rows in it (the oldest ids), then this month's.
+    client
+        .batch_execute(
+            "SELECT access_log_ensure_partitions(now() - interval '800 days', 1); \
+             INSERT INTO access_log (class, at, action, key_name, target) \
+             SELECT c, date_trunc('month', now() - interval '800 days') + interval '1 day', \
+                    'keys_reloaded', 'ops', c || g \
+               FROM (VALUES ('access'), ('rights')) v(c), generate_series(1, 3) g \
+              ORDER BY c, g;",
+        )
+        .await
+        .unwrap();
+    rows(&client, "access", 4).await;
+    start(chain_settings(&db, None)).await;
+    sealed(&client, 10).await;
+    assert!(check(&client, None).await.ok);
+    let access_month = old_month(&client, "access_log_access").await;
+    let rights_month = old_month(&client, "access_log_rights").await;
+    // The last old access row (id 3: access rows came first) is what this month's first names.
+    let done = retention::maintain(&mut client, 730).await.unwrap();
+    assert_eq!(done.dropped.len(), 1, "{done:?}");
+    assert_eq!(done.dropped[0].partition, access_month);
+    assert_eq!((done.dropped[0].rows, done.dropped[0].anchors), (3, 1));
+    assert!(gone(&client, &access_month).await);
+    assert!(
+        gone(
+            &client,
+            &access_month.replace("access_log_", "access_log_seals_")
+        )
+        .await
+    );
+    assert!(
+        !gone(&client, &rights_month).await,
+        "rights are kept 1,095 days"
+    );
+    let anchor: i64 = client
+        .query_one(
+            "SELECT log_id FROM access_log_anchors WHERE class = 'access'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(anchor, 3);
+    let report = check(&client, None).await;
+    assert!(report.ok, "verifies from the anchor: {report:?}");
+    assert_eq!(report.chains["access"].rows, 4);
+    assert_eq!(report.chains["access"].anchors, 1);
+    assert_eq!(report.chains["rights"].rows, 3);
+    // New rows chain on; a second run has nothing to drop.
+    rows(&client, "access", 2).await;
+    sealed(&client, 9).await;
+    assert!(check(&client, None).await.ok);
+    assert!(retention::maintain(&mut client, 730)
+        .await
+        .unwrap()
+        .dropped
+        .is_empty());
+}
+
+/// The partition of `parent` for the month 800 days ago.
+async fn old_month(client: &tokio_postgres::Client, parent: &str) -> String {
+    client
+        .query_one(
+            "SELECT $1 || to_char(now() - interval '800 days', '\"_y\"YYYY\"m\"MM')",
+            &[&parent],
+        )
+        .await
+        .unwrap()
+        .get(0)
+}
+
+async fn gone(client: &tokio_postgres::Client, table: &str) -> bool {
+    client
+        .query_one("SELECT to_regclass($1) IS NULL", &[&table])
+        .await
+        .unwrap()
+        .get(0)
+}
+
+#[tokio::test]
+async fn retention_refuses_a_month_with_an_unsealed_row() {
+    let db = TestDb::new().await;
+    let mut client = db.client().await;
+    client
+        .batch_execute(
+            "SELECT access_log_ensure_partitions(now() - interval '800 days', 1); \
+             INSERT INTO access_log (class, at, action, key_name) \
+             VALUES ('access', date_trunc('month', now() - interval '800 days') + interval '1 day', \
+                     'search', 'agent');",
+        )
+        .await
+        .unwrap();
+    let e = retention::maintain(&mut client, 730).await.unwrap_err();
+    assert!(format!("{e:#}").contains("without a seal"), "{e:#}");
+    let n: i64 = client
+        .query_one("SELECT count(*) FROM access_log", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 1, "nothing dropped");
+}
+
+#[tokio::test]
+async fn the_endpoint_needs_audit_and_names_the_break() {
+    let db = TestDb::new().await;
+    let client = db.client().await;
+    rows(&client, "access", 5).await;
+    let address = start(chain_settings(&db, None)).await;
+    sealed(&client, 5).await;
+    let http = reqwest::Client::new();
+    let get = |key: &'static str| {
+        http.get(format!("{address}/v1/access-log/verify"))
+            .bearer_auth(key)
+            .send()
+    };
+    let refused = get(APP_KEY).await.unwrap();
+    assert_eq!(refused.status(), 403, "an unscoped key has no audit");
+    let body: serde_json::Value = refused.json().await.unwrap();
+    assert_eq!(body["scope"], "audit", "{body}");
+    let ok: serde_json::Value = get(AUDIT_KEY).await.unwrap().json().await.unwrap();
+    assert_eq!(ok["ok"], true, "{ok}");
+    assert_eq!(ok["rows"], 5);
+    assert_eq!(ok["first_break"], serde_json::Value::Null);
+    assert_eq!(ok["chains"]["access"]["end"], 5);
+    client
+        .execute(
+            "UPDATE access_log SET key_name = 'someone else' WHERE id = 3",
+            &[],
+        )
+        .await
+        .unwrap();
+    let res = get(AUDIT_KEY).await.unwrap();
+    assert_eq!(res.status(), 200);
+    let broken: serde_json::Value = res.json().await.unwrap();
+    assert_eq!(broken["ok"], false, "{broken}");
+    assert_eq!(broken["first_break"]["log_id"], 3, "{broken}");
+    assert_eq!(broken["first_break"]["problem"], "altered", "{broken}");
+    assert_eq!(broken["first_break"]["class"], "access", "{broken}");
+}
+
+/// A LOGIN role granted `kollus_service`, dropped when the test ends (roles are cluster-wide).
+struct ServiceRole {
+    name: String,
+    admin_url: String,
+}
+
+impl Drop for ServiceRole {
+    fn drop(&mut self) {
+        let (name, url) = (self.name.clone(), self.admin_url.clone());
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            rt.block_on(async move {
+                let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await?;
+                tokio::spawn(conn);
+                // Its sessions (the app's pool) end first, or the role cannot go.
+                client
+                    .batch_execute(&format!(
+                        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+                          WHERE usename = '{name}'; DROP ROLE IF EXISTS {name}"
+                    ))
+                    .await?;
+                Ok::<_, anyhow::Error>(())
+            })
+        })
+        .join();
+    }
+}
+
+#[tokio::test]
+async fn the_service_role_may_only_insert_and_read_the_log_and_still_seals() {
+    let db = TestDb::new().await;
+    let admin = db.client().await;
+    let role = ServiceRole {
+        name: format!("kollus_svc_{}", uuid::Uuid::now_v7().simple()),
+        admin_url: db.url.clone(),
+    };
+    admin
+        .batch_execute(&format!(
+            "CREATE ROLE {} LOGIN IN ROLE kollus_service",
+            role.name
+        ))
+        .await
+        .unwrap();
+    let role_url = db.url.replacen("postgres@", &format!("{}@", role.name), 1);
+    assert_ne!(role_url, db.url);
+    let (svc, conn) = tokio_postgres::connect(&role_url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    svc.execute(
+        "INSERT INTO access_log (class, action, key_name) VALUES ('access', 'search', 'agent')",
+        &[],
+    )
+    .await
+    .expect("the service inserts");
+    let n: i64 = svc
+        .query_one("SELECT count(*) FROM access_log", &[])
+        .await
+        .expect("the service reads")
+        .get(0);
+    assert_eq!(n, 1);
+    let leaf: String = admin
+        .query_one(
+            "SELECT format('access_log_access_y%sm%s', to_char(now() AT TIME ZONE 'UTC', 'YYYY'), \
+                    to_char(now() AT TIME ZONE 'UTC', 'MM'))",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let refused = [
+        "UPDATE access_log SET reason = 'x'".to_owned(),
+        "DELETE FROM access_log".to_owned(),
+        "TRUNCATE access_log".to_owned(),
+        format!("UPDATE {leaf} SET reason = 'x'"),
+        format!("DELETE FROM {leaf}"),
+        format!("TRUNCATE {leaf}"),
+        "UPDATE access_log_seals SET mac = ''".to_owned(),
+        "DELETE FROM access_log_seals".to_owned(),
+        "TRUNCATE access_log_seals".to_owned(),
+        "INSERT INTO access_log_anchors (class, log_id, mac, partition) \
+         VALUES ('access', 1, '', 'p')"
+            .to_owned(),
+        "CREATE TABLE mine (a int)".to_owned(),
+        format!("DROP TABLE {leaf}"),
+    ];
+    for sql in &refused {
+        let e = svc.batch_execute(sql).await.expect_err(sql);
+        assert_eq!(e.code().map(|c| c.code()), Some("42501"), "{sql}: {e}");
+    }
+    // token-api as that role (migrations and partitions through the superuser) serves and seals.
+    let mut settings = chain_settings(&db, None);
+    settings.database = kollus_common::settings::DatabaseSettings::new(&role_url);
+    settings.database.migration_url = Some(secrecy::SecretString::from(db.url.clone()));
+    let address = start(settings).await;
+    let res = reqwest::Client::new()
+        .get(format!("{address}/v1/users/u-1/entitlements"))
+        .bearer_auth(APP_KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200, "{}", res.text().await.unwrap());
+    sealed(&admin, 1).await;
+    assert!(check(&admin, None).await.ok);
+}
+
+#[tokio::test]
+async fn a_finished_days_reads_become_one_sealed_row_and_the_sealer_is_measured() {
+    let db = TestDb::new().await;
+    let client = db.client().await;
+    client
+        .batch_execute(
+            "INSERT INTO access_log_reads (day, key_name, subject_tag, subject_generation, \
+                 subject_sealed, client_addr, first_at, last_at, count) VALUES \
+             ((now() AT TIME ZONE 'UTC')::date - 1, 'app', 'tag-a', 1, '\\x01', '198.51.100.4', \
+              now() - interval '1 day', now() - interval '20 hours', 41), \
+             ((now() AT TIME ZONE 'UTC')::date, 'app', 'tag-a', 1, '\\x01', '198.51.100.4', \
+              now(), now(), 3)",
+        )
+        .await
+        .unwrap();
+    rows(&client, "access", 2).await;
+    let address = start(chain_settings(&db, None)).await;
+    sealed(&client, 3).await;
+    let read = client
+        .query_one(
+            "SELECT class, key_name, subject_tag, host(client_addr), count, \
+                    at = now() - interval '1 day' OR at < now() - interval '23 hours' \
+               FROM access_log WHERE action = 'api_read'",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(read.get::<_, String>(0), "access");
+    assert_eq!(read.get::<_, String>(1), "app");
+    assert_eq!(read.get::<_, String>(2), "tag-a");
+    assert_eq!(read.get::<_, String>(3), "198.51.100.4");
+    assert_eq!(read.get::<_, i64>(4), 41);
+    assert!(read.get::<_, bool>(5), "at the day's first read");
+    let left: i64 = client
+        .query_one("SELECT count(*) FROM access_log_reads", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(left, 1, "today's counter stays until the day is over");
+    assert!(check(&client, None).await.ok);
+    let app = TestApp {
+        address,
+        db,
+        client: reqwest::Client::new(),
+    };
+    assert_eq!(
+        app.metric(r#"kollus_token_access_log_sealed_total{class="access"}"#)
+            .await,
+        3
+    );
+    assert_eq!(
+        app.metric(r#"kollus_token_access_log_sealed_total{class="rights"}"#)
+            .await,
+        0
+    );
+    assert_eq!(
+        app.metric(r#"kollus_token_access_log_rows_total{action="api_read"}"#)
+            .await,
+        1
+    );
+    // Measured at each run's start: the run after the one that sealed them sees none.
+    eventually("no backlog", Duration::from_secs(20), || async {
+        (app.metric("kollus_token_access_log_unsealed_rows").await == 0).then_some(())
+    })
+    .await;
+    assert_eq!(
+        app.metric("kollus_token_access_log_seal_failures_total")
+            .await,
+        0
+    );
+    assert_eq!(
+        app.metric(r#"kollus_token_access_log_verifications_total{outcome="broken"}"#)
+            .await,
+        0
+    );
+}
+
+/// `token-api access-log <what>` on `db`, as an operator runs it: its exit status and output.
+fn command(db: &TestDb, what: &str, extra: &[(&str, &str)]) -> (i32, String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_token-api"))
+        .args(["access-log", what])
+        .env_clear()
+        .env("DATABASE_URL", &db.url)
+        .env("KOLLUS_SECURITY_KEY", SECURITY_KEY)
+        .envs(kollus_test_support::key_files().env())
+        .env("KOLLUS_CUSTOM_KEY", CUSTOM_KEY)
+        .env("TOKEN_API_KEYS", format!("app:{APP_KEY}"))
+        .envs(extra.iter().copied())
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test]
+async fn the_commands_verify_and_maintain_with_the_services_settings() {
+    let (db, client) = sealed_log().await;
+    let (code, out, err) = command(&db, "verify", &[]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    let report: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(report["rows"], 30, "{out}");
+    assert!(
+        err.contains("verify: 30/30 rows"),
+        "progress on stderr: {err}"
+    );
+    client
+        .execute("UPDATE access_log SET action = 'search' WHERE id = 4", &[])
+        .await
+        .unwrap();
+    let (code, out, err) = command(&db, "verify", &[]);
+    assert_eq!(code, 1, "{out}\n{err}");
+    assert!(
+        err.contains("BROKEN at access row 4: altered"),
+        "names the first break: {err}"
+    );
+    let (code, out, err) = command(
+        &db,
+        "maintain",
+        &[
+            ("DATABASE_MIGRATION_URL", &db.url),
+            ("ACCESS_LOG_RETENTION_DAYS", "730"),
+        ],
+    );
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(out.contains("0 dropped"), "{out}");
+    let (code, _, err) = command(&db, "nonsense", &[]);
+    assert_eq!(code, 1);
+    assert!(err.contains("access-log verify"), "{err}");
+}
