@@ -55,7 +55,8 @@ async fn rows(db: &tokio_postgres::Client, class: &str, n: i32) {
     .unwrap();
 }
 
-/// Waits until every row is sealed and there are `n` seals.
+/// Waits until every row is sealed and there are `n` seals besides those of the `keys_reloaded`
+/// rows each start writes (the key list in force).
 async fn sealed(db: &tokio_postgres::Client, n: i64) {
     eventually_ok("every row sealed", Duration::from_secs(20), || async {
         let r = db
@@ -63,7 +64,9 @@ async fn sealed(db: &tokio_postgres::Client, n: i64) {
                 "SELECT (SELECT count(*) FROM access_log l WHERE NOT EXISTS \
                            (SELECT 1 FROM access_log_seals s \
                              WHERE s.class = l.class AND s.log_id = l.id)), \
-                        (SELECT count(*) FROM access_log_seals)",
+                        (SELECT count(*) FROM access_log_seals) \
+                          - (SELECT count(*) FROM access_log \
+                              WHERE action = 'keys_reloaded' AND key_name = '-')",
                 &[],
             )
             .await
@@ -105,7 +108,7 @@ async fn sealed_log() -> (TestDb, tokio_postgres::Client) {
     sealed(&client, 30).await;
     let report = check(&client, None).await;
     assert!(report.ok, "{report:?}");
-    assert_eq!(report.rows, 30);
+    assert_eq!(report.chains["access"].rows, 30);
     assert_eq!(report.chains["access"].end, Some(30));
     assert_eq!(report.heads, "not_configured");
     (db, client)
@@ -226,7 +229,13 @@ async fn a_cut_tail_is_caught_by_the_daily_head() {
     .await;
     let head: serde_json::Value = serde_json::from_str(&head).unwrap();
     assert_eq!(head["chains"]["access"]["log_id"], 30, "{head}");
-    assert_eq!(head["chains"]["rights"]["log_id"], 32, "{head}");
+    // The rights chain's end: the last of its rows (the start's key list among them).
+    let rights_end: i64 = client
+        .query_one("SELECT max(id) FROM access_log WHERE class = 'rights'", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(head["chains"]["rights"]["log_id"], rights_end, "{head}");
     let report = check(&client, Some(dir.path())).await;
     assert!(report.ok, "{report:?}");
     assert_eq!(report.heads_checked, 1);
@@ -313,7 +322,7 @@ async fn retention_drops_a_past_month_anchors_the_chain_and_keeps_rights() {
     assert!(report.ok, "verifies from the anchor: {report:?}");
     assert_eq!(report.chains["access"].rows, 4);
     assert_eq!(report.chains["access"].anchors, 1);
-    assert_eq!(report.chains["rights"].rows, 3);
+    assert_eq!(report.chains["rights"].rows, 4, "three old, the start's key list");
     // New rows chain on; a second run has nothing to drop.
     rows(&client, "access", 2).await;
     sealed(&client, 9).await;
@@ -387,7 +396,7 @@ async fn the_endpoint_needs_audit_and_names_the_break() {
     assert_eq!(body["scope"], "audit", "{body}");
     let ok: serde_json::Value = get(AUDIT_KEY).await.unwrap().json().await.unwrap();
     assert_eq!(ok["ok"], true, "{ok}");
-    assert_eq!(ok["rows"], 5);
+    assert_eq!(ok["chains"]["access"]["rows"], 5);
     assert_eq!(ok["first_break"], serde_json::Value::Null);
     assert_eq!(ok["chains"]["access"]["end"], 5);
     client
@@ -567,7 +576,8 @@ async fn a_finished_days_reads_become_one_sealed_row_and_the_sealer_is_measured(
     assert_eq!(
         app.metric(r#"kollus_token_access_log_sealed_total{class="rights"}"#)
             .await,
-        0
+        1,
+        "the key list in force at start"
     );
     assert_eq!(
         app.metric(r#"kollus_token_access_log_rows_total{action="api_read"}"#)
@@ -617,9 +627,10 @@ async fn the_commands_verify_and_maintain_with_the_services_settings() {
     let (code, out, err) = command(&db, "verify", &[]);
     assert_eq!(code, 0, "{out}\n{err}");
     let report: serde_json::Value = serde_json::from_str(&out).unwrap();
-    assert_eq!(report["rows"], 30, "{out}");
+    assert_eq!(report["chains"]["access"]["rows"], 30, "{out}");
+    assert_eq!(report["rows"], 31, "and the start's key list: {out}");
     assert!(
-        err.contains("verify: 30/30 rows"),
+        err.contains("verify: 31/31 rows"),
         "progress on stderr: {err}"
     );
     client
