@@ -15,8 +15,8 @@ use super::model::{
 };
 use super::session::Agent;
 use super::store::MAX_SEGMENTS;
-use crate::access_log::record::REASON_MAX_CHARS;
 use crate::access_log::read::{Access, Bounded};
+use crate::access_log::record::REASON_MAX_CHARS;
 
 /// What every page knows: the language, who is signed in, where it is, the time zone.
 pub struct Frame<'a> {

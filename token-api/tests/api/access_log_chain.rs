@@ -322,7 +322,10 @@ async fn retention_drops_a_past_month_anchors_the_chain_and_keeps_rights() {
     assert!(report.ok, "verifies from the anchor: {report:?}");
     assert_eq!(report.chains["access"].rows, 4);
     assert_eq!(report.chains["access"].anchors, 1);
-    assert_eq!(report.chains["rights"].rows, 4, "three old, the start's key list");
+    assert_eq!(
+        report.chains["rights"].rows, 4,
+        "three old, the start's key list"
+    );
     // New rows chain on; a second run has nothing to drop.
     rows(&client, "access", 2).await;
     sealed(&client, 9).await;
