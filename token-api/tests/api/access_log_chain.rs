@@ -660,3 +660,54 @@ async fn the_commands_verify_and_maintain_with_the_services_settings() {
     assert_eq!(code, 1);
     assert!(err.contains("access-log verify"), "{err}");
 }
+
+/// A second implementation of the seal, in Python from the documented encoding alone
+/// (`scripts/verify-access-log.py`, what an auditor runs without trusting our binary), agrees
+/// with the sealer on every column, and names the row a change breaks.
+#[tokio::test]
+async fn an_independent_verifier_in_python_agrees_with_the_sealer() {
+    let (db, client) = sealed_log().await;
+    // Every column filled, with text JSON must escape: quotes, a backslash, Hangul.
+    let id: i64 = client
+        .query_one(
+            "INSERT INTO access_log (class, action, key_name, session_hash, client_addr, \
+                 subject_tag, subject_generation, subject_sealed, target, reason, count) \
+             VALUES ('access', 'export_csv', 'agent \"kim\"', '\\x00ff10'::bytea, '2001:db8::7', \
+                     'tag-x', 2, '\\xdeadbeef'::bytea, 'C:\\path', '환불 요청 #12 \"확인\"', 3) \
+             RETURNING id",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    sealed(&client, 31).await;
+    let run = || {
+        let out = std::process::Command::new("python3")
+            .arg(kollus_test_support::workspace_root().join("scripts/verify-access-log.py"))
+            .env("DATABASE_URL", &db.url)
+            .env(
+                "ACCESS_LOG_KEY_FILE",
+                kollus_test_support::key_files().access_log(),
+            )
+            .output()
+            .expect("python3 runs");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned()
+                + &String::from_utf8_lossy(&out.stderr),
+        )
+    };
+    let (code, said) = run();
+    assert_eq!(code, Some(0), "{said}");
+    assert!(said.contains("ok: 32 rows verified"), "{said}");
+    client
+        .execute("UPDATE access_log SET count = 4 WHERE id = $1", &[&id])
+        .await
+        .unwrap();
+    let (code, said) = run();
+    assert_eq!(code, Some(1), "{said}");
+    assert!(
+        said.contains(&format!("access row {id} does not match")),
+        "{said}"
+    );
+}
