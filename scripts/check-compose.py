@@ -118,9 +118,10 @@ def main():
         reads, requires = settings_of(os.path.join(target, binary), subcommand)
         check((svc.get("command") or []) == subcommand, f"{name}: runs `{binary} {' '.join(subcommand)}`")
         for key in environment:
-            # NAME_FILE: a secret read from a file (common/src/settings.rs SECRET_FILE_VARIANTS).
+            # NAME_FILE: a secret read from a file (common/src/settings.rs SECRET_FILE_VARIANTS),
+            # or a setting that is itself a file's path (ACCESS_LOG_KEY_FILE).
             base = key[: -len("_FILE")] if key.endswith("_FILE") else key
-            check(base in reads, f"{name}: compose sets {key}, which `{name} --help` does not list")
+            check(key in reads or base in reads, f"{name}: compose sets {key}, which `{name} --help` does not list")
         for key in requires:
             check(key in environment or f"{key}_FILE" in environment,
                   f"{name}: requires {key}, which compose does not set")
@@ -146,7 +147,7 @@ def main():
         reads, requires = settings_of(os.path.join(target, binary), subcommand)
         for key in environment:
             base = key[: -len("_FILE")] if key.endswith("_FILE") else key
-            check(base in reads, f"{name}: compose sets {key}, which `{binary} {' '.join(subcommand)} --help` does not list")
+            check(key in reads or base in reads, f"{name}: compose sets {key}, which `{binary} {' '.join(subcommand)} --help` does not list")
         for key in requires:
             check(key in environment or f"{key}_FILE" in environment,
                   f"{name}: requires {key}, which compose does not set")

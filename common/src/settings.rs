@@ -536,7 +536,7 @@ pub struct DatabaseSettings {
         hide_default_value = false
     )]
     pub url: SecretString,
-    /// PostgreSQL URL of the role that owns the schema: migrations at start-up and
+    /// Optional. PostgreSQL URL of the role that owns the schema: migrations at start-up and
     /// `token-api access-log maintain` run through it (one short-lived connection), the service
     /// itself through DATABASE_URL, whose role then needs only `kollus_service`'s rights (it may
     /// only append to and read the access log, and runs no DDL). Unset: DATABASE_URL's role does
