@@ -573,8 +573,9 @@ async fn the_console_as_readme_describes(stack: &Stack, prose: &str) {
         "mediacontentkey",
         "lecture-seed.mp4",
         "5 / 30",
-        // The reader's own visit, at the foot.
-        "viewed by <span class=\"who\">support</span>",
+        // The reader's own visit and the walk-through's API reads, in the access list.
+        "<td><span class=\"who\">support</span></td><td><code>view_user</code></td>",
+        "<code>api_read</code> <span class=\"open\">",
     ] {
         assert!(
             user.contains(said),
