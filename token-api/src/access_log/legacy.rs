@@ -40,7 +40,10 @@ pub async fn move_console_views(
             &[],
         )
         .await
-        .context("making the partitions of console_views' months")?;
+        .context(
+            "making the partitions of console_views' months (the migration role's work: set \
+             DATABASE_MIGRATION_URL)",
+        )?;
     if oldest.is_none() {
         return Ok(0);
     }
