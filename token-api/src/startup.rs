@@ -112,7 +112,7 @@ impl Application {
         // The chain: this month and the next ones partitioned, then console_views moved in and
         // the key list recorded, then rows sealed every interval.
         crate::access_log::ensure_partitions(&settings.database).await;
-        access_log_at_start(&pool, &access_log, &settings.api_keys).await?;
+        access_log_at_start(&pool, &settings.database, &access_log, &settings.api_keys).await?;
         let chain = web::Data::new(Chain::new(&settings, pool.clone(), metrics.clone())?);
         chain.spawn_sealer(settings.access_log.access_log_seal_interval);
         let history = web::Data::new(History { pool: pool.clone() });
@@ -330,13 +330,16 @@ impl Application {
 
 /// The access record at start: `console_views`' rows moved in (V15's record, which named users
 /// in the clear), and the key list put in force (`keys_reloaded`: who may access from now on).
-/// Either failing stops the start.
+/// Either failing stops the start. The move runs as the migration role (DATABASE_MIGRATION_URL),
+/// which may make the old months' partitions; without it, as the service's own role.
 async fn access_log_at_start(
     pool: &deadpool_postgres::Pool,
+    database: &kollus_common::settings::DatabaseSettings,
     log: &AccessLog,
     keys: &crate::auth::ApiKeys,
 ) -> anyhow::Result<()> {
-    let moved = crate::access_log::legacy::move_console_views(pool, log)
+    let owner = kollus_common::db::migration_pool(database)?;
+    let moved = crate::access_log::legacy::move_console_views(owner.as_ref().unwrap_or(pool), log)
         .await
         .context("moving console_views into the access log")?;
     if moved > 0 {

@@ -111,10 +111,24 @@ pub const RIGHTS_RETENTION_DAYS: u32 = 1_095;
 /// The longest reason kept, in characters.
 pub const REASON_MAX_CHARS: usize = 500;
 
+/// Rows per statement of [`AccessLog::record_each`].
+pub const EACH_BATCH: usize = 1_000;
+
 /// A download's reason as given: trimmed, 1 to [`REASON_MAX_CHARS`] characters, no control
-/// characters. The error says what is wrong, for a 400 or the console's form.
-pub fn reason(raw: Option<&str>) -> Result<String, String> {
+/// characters, and never naming the person (`subject`'s id, in any case): a reason is kept as
+/// written for years and outlives an erasure, when the sealed id no longer opens. The error says
+/// what is wrong, for a 400 or the console's form.
+pub fn reason(raw: Option<&str>, subject: Option<&str>) -> Result<String, String> {
     let given = raw.map(str::trim).unwrap_or("");
+    if let Some(id) = subject.map(str::trim).filter(|id| !id.is_empty()) {
+        if given.to_lowercase().contains(&id.to_lowercase()) {
+            return Err(
+                "a reason must not name the person (their user id): the record names them \
+                 already, sealed; say why, e.g. a ticket number"
+                    .into(),
+            );
+        }
+    }
     if given.is_empty() {
         return Err("a reason is required for every download (why this data is needed)".into());
     }
@@ -184,7 +198,7 @@ impl AccessLog {
     /// never stored reasonless).
     pub async fn record(&self, client: &impl GenericClient, e: Entry<'_>) -> anyhow::Result<()> {
         if e.action.needs_reason() {
-            reason(e.reason).map_err(anyhow::Error::msg)?;
+            reason(e.reason, e.subject).map_err(anyhow::Error::msg)?;
         }
         let sealed = match e.subject {
             Some(user) => Some(self.subjects.seal_id(client, user).await?),
@@ -215,6 +229,51 @@ impl AccessLog {
         Ok(())
     }
 
+    /// Appends one row of `e` per subject in `subjects` (user ids; each stored by its tag only,
+    /// no id sealed): an access that listed many people at once, such as a video's export.
+    /// Written [`EACH_BATCH`] rows a statement.
+    pub async fn record_each(
+        &self,
+        client: &impl GenericClient,
+        e: Entry<'_>,
+        subjects: &[String],
+    ) -> anyhow::Result<u64> {
+        if e.action.needs_reason() {
+            reason(e.reason, None).map_err(anyhow::Error::msg)?;
+        }
+        let mut tags: Vec<String> = subjects
+            .iter()
+            .map(|u| self.subjects.tag(u).as_str().to_owned())
+            .collect();
+        tags.sort_unstable();
+        tags.dedup();
+        let mut written = 0u64;
+        for chunk in tags.chunks(EACH_BATCH) {
+            written += client
+                .execute(
+                    "INSERT INTO access_log (class, action, key_name, session_hash, client_addr, \
+                         subject_tag, target, reason) \
+                     SELECT $1, $2, $3, $4, $5, t, $6, $7 FROM unnest($8::text[]) t",
+                    &[
+                        &e.action.class().as_str(),
+                        &e.action.as_str(),
+                        &e.key_name,
+                        &e.session,
+                        &e.client_addr,
+                        &e.target,
+                        &e.reason.map(str::trim),
+                        &chunk,
+                    ],
+                )
+                .await
+                .with_context(|| format!("recording a {} access per subject", e.action.as_str()))?;
+        }
+        self.rows
+            .with_label_values(&[e.action.as_str()])
+            .inc_by(written);
+        Ok(written)
+    }
+
     /// Counts one read of `subject`'s data by the product app's key `key_name` today (UTC). The
     /// day's first read makes the counter; the sealer turns each finished day's counter into one
     /// `api_read` row.
@@ -225,26 +284,24 @@ impl AccessLog {
         client_addr: Option<IpAddr>,
         subject: &str,
     ) -> anyhow::Result<()> {
+        // Counting goes through a function of the migration role (V24): the service role may
+        // add to a counter, never lower or delete one. A counter exists already on every read
+        // but the day's first: no key to unwrap then.
         let tag = self.subjects.tag(subject);
-        // A counter exists already on every read but the day's first: no key to unwrap then.
-        let counted = client
-            .execute(
-                "UPDATE access_log_reads SET count = count + 1, last_at = now() \
-                  WHERE day = (now() AT TIME ZONE 'UTC')::date AND key_name = $1 \
-                    AND subject_tag = $2",
-                &[&key_name, &tag.as_str()],
+        let none: (Option<i32>, Option<&[u8]>) = (None, None);
+        let counted: bool = client
+            .query_one(
+                "SELECT access_log_count_read($1, $2, $3, $4, $5)",
+                &[&key_name, &tag.as_str(), &none.0, &none.1, &client_addr],
             )
             .await
-            .context("counting an API read")?;
-        if counted == 0 {
+            .context("counting an API read")?
+            .get(0);
+        if !counted {
             let sealed = self.subjects.seal_id(client, subject).await?;
             client
-                .execute(
-                    "INSERT INTO access_log_reads (day, key_name, subject_tag, \
-                         subject_generation, subject_sealed, client_addr, first_at, last_at, count) \
-                     VALUES ((now() AT TIME ZONE 'UTC')::date, $1, $2, $3, $4, $5, now(), now(), 1) \
-                     ON CONFLICT (day, key_name, subject_tag) \
-                     DO UPDATE SET count = access_log_reads.count + 1, last_at = now()",
+                .query_one(
+                    "SELECT access_log_count_read($1, $2, $3, $4, $5)",
                     &[
                         &key_name,
                         &tag.as_str(),
@@ -291,11 +348,18 @@ mod tests {
 
     #[test]
     fn a_reason_is_trimmed_bounded_and_printable() {
-        assert_eq!(reason(Some("  refund #12 ")).unwrap(), "refund #12");
-        assert!(reason(None).is_err());
-        assert!(reason(Some("   ")).is_err());
-        assert!(reason(Some("a\u{7}b")).is_err());
-        assert!(reason(Some(&"가".repeat(REASON_MAX_CHARS))).is_ok());
-        assert!(reason(Some(&"가".repeat(REASON_MAX_CHARS + 1))).is_err());
+        assert_eq!(reason(Some("  refund #12 "), None).unwrap(), "refund #12");
+        assert!(reason(None, None).is_err());
+        assert!(reason(Some("   "), None).is_err());
+        assert!(reason(Some("a\u{7}b"), None).is_err());
+        assert!(reason(Some(&"가".repeat(REASON_MAX_CHARS)), None).is_ok());
+        assert!(reason(Some(&"가".repeat(REASON_MAX_CHARS + 1)), None).is_err());
+    }
+
+    #[test]
+    fn a_reason_never_names_the_person() {
+        let why = reason(Some("refund for Kim-Learner-7"), Some("kim-learner-7")).unwrap_err();
+        assert!(why.contains("must not name the person"), "{why}");
+        assert!(reason(Some("ticket 12"), Some("kim-learner-7")).is_ok());
     }
 }

@@ -419,21 +419,15 @@ pub async fn run(client: &mut tokio_postgres::Client, key: &ChainKey) -> anyhow:
     Ok(out)
 }
 
-/// Turns every finished day's (UTC) read counters into `api_read` rows, in one statement.
+/// Turns every finished day's (UTC) read counters into `api_read` rows, through the migration
+/// role's function (V24): the service role may not delete a counter itself.
 async fn move_reads(tx: &impl GenericClient) -> anyhow::Result<u64> {
-    tx.execute(
-        "WITH moved AS ( \
-             DELETE FROM access_log_reads WHERE day < (now() AT TIME ZONE 'UTC')::date \
-             RETURNING *) \
-         INSERT INTO access_log (class, at, action, key_name, client_addr, subject_tag, \
-             subject_generation, subject_sealed, count) \
-         SELECT 'access', first_at, 'api_read', key_name, client_addr, subject_tag, \
-                subject_generation, subject_sealed, count \
-           FROM moved ORDER BY day, first_at, key_name, subject_tag",
-        &[],
-    )
-    .await
-    .context("moving finished days' API reads into the access log")
+    let moved: i64 = tx
+        .query_one("SELECT access_log_close_reads()", &[])
+        .await
+        .context("moving finished days' API reads into the access log")?
+        .get(0);
+    Ok(moved.max(0) as u64)
 }
 
 /// Seals `rows` (read with [`ROW_COLUMNS`]) after `end`, in their order; `end` becomes the

@@ -126,7 +126,7 @@ async fn export_user(a: Asked<'_>, export: &Export, raw: String, format: Format)
             .content_type("text/plain; charset=utf-8")
             .body("CSRF token missing or wrong"));
     }
-    let reason = match record::reason(a.form.reason.as_deref()) {
+    let reason = match record::reason(a.form.reason.as_deref(), Some(user.as_str())) {
         Ok(reason) => reason,
         Err(why) => {
             return Ok(form_again(

@@ -592,7 +592,8 @@ pub fn downloads(f: &Frame, user: &str, error: Option<&str>) -> Markup {
         form class="downloads" method="post" action={ (href) "/export.csv" } {
             @if let Some(e) = error { p class="error" { (e) } }
             label for="reason" { (l.t("증거 내려받기: 사유 (접속기록에 남습니다)", "Download the evidence: the reason (kept in the access record)")) }
-            input id="reason" type="text" name="reason" maxlength=(REASON_MAX_CHARS) required;
+            input id="reason" type="text" name="reason" maxlength=(REASON_MAX_CHARS) required aria-describedby="reason-note";
+            p id="reason-note" class="note" { (l.t("사유에 이 사람의 아이디나 이름을 쓰지 마세요 (접속기록은 삭제 후에도 남습니다): 문의 번호 등으로 적어 주세요.", "Do not name the person (their id or name) in the reason: the record outlives their erasure. Give a ticket number or the like.")) }
             @if let Some(agent) = f.agent { input type="hidden" name="csrf_token" value=(agent.csrf_token); }
             button type="submit" formaction={ (href) "/export.csv" } { "CSV" }
             " "

@@ -208,7 +208,7 @@ async fn grant(
         .map_err(changed_error)?;
     tracing::info!(
         caller = caller.name(),
-        user = user.as_str(),
+        subject = log.tag(user.as_str()).as_str(),
         scope = scope.as_str(),
         key,
         expires_at = ?g.expires_at,
@@ -251,7 +251,7 @@ async fn revoke(
     }
     tracing::info!(
         caller = caller.name(),
-        user = user.as_str(),
+        subject = log.tag(user.as_str()).as_str(),
         scope = scope.as_str(),
         key,
         "entitlement revoked"

@@ -27,6 +27,7 @@ pub mod stream;
 
 use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse, ResponseError as _};
+use anyhow::Context as _;
 use kollus_common::domain::{ClientUserId, MediaContentKey};
 
 use self::gate::{Admitted, NotAdmitted};
@@ -43,9 +44,9 @@ struct ExportQuery {
 }
 
 /// The `reason` of an export's query, as the access record keeps it (400 naming `reason`).
-fn reason_of(req: &HttpRequest) -> Result<String, ApiError> {
+fn reason_of(req: &HttpRequest, subject: Option<&str>) -> Result<String, ApiError> {
     let q: ExportQuery = crate::problem::parse_query(req)?;
-    record::reason(q.reason.as_deref()).map_err(|why| invalid("reason", why))
+    record::reason(q.reason.as_deref(), subject).map_err(|why| invalid("reason", why))
 }
 
 /// `reason` as the document describes it (its `max_length`, a literal there, is
@@ -115,7 +116,7 @@ pub async fn user(
     caller.require(ApiScope::Export)?;
     let user = ClientUserId::parse(path.into_inner())
         .map_err(|e| invalid("client_user_id", e.to_string()))?;
-    let reason = reason_of(&req)?;
+    let reason = reason_of(&req, Some(user.as_str()))?;
     let format = format_of(&req);
     let admitted = match admit_or_answer(&state).await {
         Ok(admitted) => admitted,
@@ -177,7 +178,7 @@ pub async fn media(
     caller.require(ApiScope::Export)?;
     let media = MediaContentKey::parse(path.into_inner())
         .map_err(|e| invalid("media_content_key", e.to_string()))?;
-    let reason = reason_of(&req)?;
+    let reason = reason_of(&req, None)?;
     let format = format_of(&req);
     let admitted = match admit_or_answer(&state).await {
         Ok(admitted) => admitted,
@@ -192,9 +193,19 @@ pub async fn media(
     log.record(&**admitted.client, entry)
         .await
         .map_err(not_recorded)?;
+    // Each user the export lists (its `user_totals`: the video's audience) is a data subject of
+    // it: a row per user, so the user's page shows the export too.
+    let listed = listed_users(&admitted.client, &media)
+        .await
+        .map_err(not_recorded)?;
+    let subjects = log
+        .record_each(&**admitted.client, entry, &listed)
+        .await
+        .map_err(not_recorded)?;
     tracing::info!(
         caller = caller.name(),
         media = media.as_str(),
+        subjects,
         ?format,
         "video export"
     );
@@ -208,4 +219,21 @@ pub async fn media(
         MEDIA_CSV,
         None,
     ))
+}
+
+/// The users a video's export lists (its `user_totals` and CSV rows).
+async fn listed_users(
+    client: &deadpool_postgres::Object,
+    media: &MediaContentKey,
+) -> anyhow::Result<Vec<String>> {
+    client
+        .query(
+            "SELECT client_user_id FROM watch_progress WHERE media_content_key = $1",
+            &[&media.as_str()],
+        )
+        .await
+        .context("reading the users a video's export lists")?
+        .iter()
+        .map(|r| r.try_get(0).map_err(anyhow::Error::from))
+        .collect()
 }

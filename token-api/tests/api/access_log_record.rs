@@ -81,16 +81,18 @@ async fn rows(app: &TestApp) -> Vec<Row> {
         .unwrap()
     {
         let tag: Option<String> = r.get("subject_tag");
-        let user = match &tag {
-            Some(tag) => {
+        // A row of a subject listed among many (a video's export) holds the tag alone.
+        let generation: Option<i32> = r.get("subject_generation");
+        let user = match (&tag, generation) {
+            (Some(tag), Some(generation)) => {
                 let sealed = SealedSubject {
                     tag: SubjectTag::from_stored(tag.clone()),
-                    generation: r.get("subject_generation"),
+                    generation,
                     sealed_id: r.get("subject_sealed"),
                 };
                 subjects.open_id(&db, &sealed).await.unwrap()
             }
-            None => None,
+            _ => None,
         };
         out.push(Row {
             class: r.get("class"),
@@ -187,6 +189,15 @@ async fn each_console_action_writes_its_row_with_key_session_address_and_reason(
     let page = old_link.text().await.unwrap();
     assert!(
         page.contains("Give a reason before downloading") && page.contains("name=\"reason\""),
+        "{page}"
+    );
+    // A reason that names the person (any case) is refused: it would outlive their erasure.
+    let named = format!("asked by {}", USER.to_uppercase());
+    let res = download(&app, &web, &csv, &cookie, Some(&named)).await;
+    assert_eq!(res.status(), StatusCode::BAD_REQUEST);
+    let page = res.text().await.unwrap();
+    assert!(
+        page.contains("must not name the person") && page.contains("Do not name the person"),
         "{page}"
     );
     for reason in [None, Some("   ")] {
@@ -376,6 +387,16 @@ async fn an_api_export_needs_a_reason_and_is_recorded_before_it_streams() {
     }
     let res = export(format!("/v1/media/{MEDIA}/export"), None).await;
     assert_eq!(res.status(), 400);
+    // A reason naming the person is refused (any case): it would outlive their erasure.
+    let named: &'static str = Box::leak(format!("for {}", USER.to_uppercase()).into_boxed_str());
+    let res = export(format!("/v1/users/{USER}/export"), Some(named)).await;
+    assert_eq!(res.status(), 400);
+    let problem: serde_json::Value = res.json().await.unwrap();
+    assert_eq!(problem["errors"][0]["field"], "reason", "{problem}");
+    assert!(
+        problem.to_string().contains("must not name the person"),
+        "{problem}"
+    );
     assert!(of(&app, "api_export").await.is_empty(), "nothing recorded");
 
     let res = export(format!("/v1/users/{USER}/export"), Some("court order 9")).await;
@@ -386,11 +407,13 @@ async fn an_api_export_needs_a_reason_and_is_recorded_before_it_streams() {
     res.text().await.unwrap();
 
     let rows = of(&app, "api_export").await;
+    let tag = subjects().tag(USER).as_str().to_owned();
     let seen: Vec<_> = rows
         .iter()
         .map(|r| {
             (
                 r.key_name.as_str(),
+                r.tag.as_deref(),
                 r.user.as_deref(),
                 r.target.as_deref(),
                 r.reason.as_deref(),
@@ -401,11 +424,51 @@ async fn an_api_export_needs_a_reason_and_is_recorded_before_it_streams() {
     assert_eq!(
         seen,
         [
-            ("ops", Some(USER), None, Some("court order 9"), Some(CLIENT)),
-            ("ops", None, Some(MEDIA), Some("course audit"), Some(CLIENT)),
+            (
+                "ops",
+                Some(tag.as_str()),
+                Some(USER),
+                None,
+                Some("court order 9"),
+                Some(CLIENT)
+            ),
+            (
+                "ops",
+                None,
+                None,
+                Some(MEDIA),
+                Some("course audit"),
+                Some(CLIENT)
+            ),
+            // The video's export lists the user: a row of theirs, by tag.
+            (
+                "ops",
+                Some(tag.as_str()),
+                None,
+                Some(MEDIA),
+                Some("course audit"),
+                Some(CLIENT)
+            ),
         ]
     );
     assert!(rows.iter().all(|r| !r.text.contains(USER)));
+    // The user's page lists both exports.
+    let db = app.db.client().await;
+    let listed = kollus_token_api::access_log::read::of_subject(
+        &db,
+        &SubjectTag::from_stored(tag.clone()),
+        50,
+    )
+    .await
+    .unwrap();
+    let exports: Vec<_> = listed
+        .rows
+        .iter()
+        .filter(|a| a.action == "api_export")
+        .map(|a| a.target.as_deref())
+        .collect();
+    assert_eq!(exports.len(), 2, "{listed:?}");
+    assert!(exports.contains(&Some(MEDIA)), "{listed:?}");
 }
 
 #[tokio::test]
@@ -691,4 +754,168 @@ fn the_documented_reason_is_the_checked_one() {
         assert_eq!(reason["in"], "query", "{path}");
         assert_eq!(reason["schema"]["maxLength"], REASON_MAX_CHARS, "{path}");
     }
+}
+
+/// The service role adds to today's read counters through V24's function, never edits or
+/// deletes one; the finished days move into the log through the other function.
+#[tokio::test]
+async fn the_service_role_counts_reads_only_through_the_functions() {
+    let db = kollus_test_support::TestDb::new().await;
+    let client = db.client().await;
+    client
+        .batch_execute(
+            "INSERT INTO access_log_reads (day, key_name, subject_tag, subject_generation, \
+                 subject_sealed, client_addr, first_at, last_at, count) VALUES \
+             ((now() AT TIME ZONE 'UTC')::date - 1, 'app', 'tag-old', 1, '\\x01', NULL, \
+              now() - interval '1 day', now() - interval '20 hours', 7); \
+             SET ROLE kollus_service",
+        )
+        .await
+        .unwrap();
+    for sql in [
+        "UPDATE access_log_reads SET count = 1",
+        "DELETE FROM access_log_reads",
+        "TRUNCATE access_log_reads",
+        "INSERT INTO access_log_reads (day, key_name, subject_tag, subject_generation, \
+             subject_sealed, first_at, last_at, count) \
+         VALUES (current_date, 'app', 't', 1, '\\x01', now(), now(), 1000000)",
+    ] {
+        let e = client.batch_execute(sql).await.expect_err(sql);
+        assert_eq!(e.code().map(|c| c.code()), Some("42501"), "{sql}: {e}");
+    }
+    let count = |sealed: Option<&'static [u8]>| {
+        let client = &client;
+        async move {
+            client
+                .query_one(
+                    "SELECT access_log_count_read('app', 'tag-a', $1, $2, '198.51.100.4')",
+                    &[&sealed.map(|_| 1i32), &sealed],
+                )
+                .await
+                .unwrap()
+                .get::<_, bool>(0)
+        }
+    };
+    assert!(
+        !count(None).await,
+        "no counter yet: the sealed id is asked for"
+    );
+    assert!(count(Some(&b"\x01"[..])).await);
+    assert!(count(None).await);
+    let n: i64 = client
+        .query_one(
+            "SELECT count FROM access_log_reads WHERE subject_tag = 'tag-a'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 2);
+    let moved: i64 = client
+        .query_one("SELECT access_log_close_reads()", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(moved, 1, "only the finished day");
+    let row = client
+        .query_one(
+            "SELECT subject_tag, count FROM access_log WHERE action = 'api_read'",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (row.get::<_, String>(0), row.get::<_, i64>(1)),
+        ("tag-old".to_owned(), 7)
+    );
+}
+
+/// V15's rows move in as the migration role: their old months get partitions of their own
+/// (never DEFAULT, which retention never drops), and each batch waits for the sealer's lock, so
+/// no seal is written while a batch's rows are uncommitted.
+#[tokio::test]
+async fn console_views_move_into_their_months_under_the_sealers_lock() {
+    let db = kollus_test_support::TestDb::new().await;
+    let client = db.client().await;
+    client
+        .execute(
+            "INSERT INTO console_views (key_name, client_user_id, media_content_key, viewed_at) \
+             VALUES ('support', $1, NULL, '2025-03-04T05:06:07Z'), \
+                    ('support', 'someone', NULL, now())",
+            &[&USER],
+        )
+        .await
+        .unwrap();
+    let log = kollus_token_api::access_log::record::AccessLog::new(
+        subjects(),
+        prometheus::IntCounterVec::new(prometheus::Opts::new("rows", "rows"), &["action"]).unwrap(),
+    );
+    let pool =
+        kollus_common::db::pool(&kollus_common::settings::DatabaseSettings::new(&db.url)).unwrap();
+    let mut sealer = db.client().await;
+    let held = sealer.transaction().await.unwrap();
+    held.execute(
+        "SELECT pg_advisory_xact_lock($1)",
+        &[&kollus_token_api::access_log::seal::SEAL_LOCK],
+    )
+    .await
+    .unwrap();
+    let moving = tokio::spawn(async move {
+        kollus_token_api::access_log::legacy::move_console_views(&pool, &log).await
+    });
+    kollus_test_support::eventually(
+        "the import waits for the sealer's lock",
+        std::time::Duration::from_secs(10),
+        || async {
+            let waiting: i64 = client
+                .query_one(
+                    "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted \
+                        AND database = (SELECT oid FROM pg_database \
+                                         WHERE datname = current_database())",
+                    &[],
+                )
+                .await
+                .unwrap()
+                .get(0);
+            (waiting == 1).then_some(())
+        },
+    )
+    .await;
+    let n: i64 = client
+        .query_one("SELECT count(*) FROM access_log", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 0, "nothing moved while the sealer holds its lock");
+    held.commit().await.unwrap();
+    assert_eq!(moving.await.unwrap().unwrap(), 2);
+    let parts: Vec<String> = client
+        .query(
+            "SELECT tableoid::regclass::text FROM access_log ORDER BY id",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(parts[0], "access_log_access_y2025m03", "{parts:?}");
+    assert!(parts.iter().all(|p| !p.ends_with("default")), "{parts:?}");
+}
+
+/// The monthly review reads a month's rows of a few actions: an index by action, then time.
+#[tokio::test]
+async fn the_review_has_an_index_by_action_then_time() {
+    let db = kollus_test_support::TestDb::new().await;
+    let def: String = db
+        .client()
+        .await
+        .query_one(
+            "SELECT indexdef FROM pg_indexes WHERE indexname = 'access_log_action_at_idx'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(def.ends_with("(action, at)"), "{def}");
 }
