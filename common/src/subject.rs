@@ -321,6 +321,26 @@ impl Subjects {
             .and_then(|plain| String::from_utf8(plain).ok()))
     }
 
+    /// Destroys the subject's current data key (`wrapped = NULL, erased_at = now()`): whatever
+    /// was sealed under it no longer opens, and the subject's next [`Subjects::current_key`]
+    /// starts a new generation. The generation destroyed, `None` when the subject had no live
+    /// key (never seen, or erased already).
+    pub async fn erase(
+        &self,
+        client: &impl GenericClient,
+        tag: &SubjectTag,
+    ) -> anyhow::Result<Option<i32>> {
+        let row = client
+            .query_opt(
+                "UPDATE subject_keys SET wrapped = NULL, erased_at = now() \
+                  WHERE tag = $1 AND wrapped IS NOT NULL RETURNING generation",
+                &[&tag.as_str()],
+            )
+            .await
+            .context("destroying a subject key")?;
+        Ok(row.map(|r| r.get::<_, i32>("generation")))
+    }
+
     fn unwrap_key(
         &self,
         tag: &SubjectTag,
@@ -341,6 +361,20 @@ impl Subjects {
             key: SealKey::new(&key),
         })
     }
+}
+
+/// Serialises everything that changes one subject's data for the rest of the transaction
+/// (`pg_advisory_xact_lock` on a hash of the tag): an erasure, and (issue 32's worker slice) the
+/// apply of that subject's reports. Call it inside a transaction.
+pub async fn lock_subject(client: &impl GenericClient, tag: &SubjectTag) -> anyhow::Result<()> {
+    client
+        .execute(
+            "SELECT pg_advisory_xact_lock(hashtextextended('kollus-subject|' || $1, 0))",
+            &[&tag.as_str()],
+        )
+        .await
+        .context("locking a subject")?;
+    Ok(())
 }
 
 /// Key file paths for tests and `make run`: writes a fresh random key to `dir/name` (mode 0600)

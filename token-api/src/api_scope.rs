@@ -37,6 +37,9 @@ pub enum ApiScope {
     /// The access record: its review page in the console (with `console`) and
     /// `GET /v1/access-log/verify`; only ever given explicitly (a privacy officer's key).
     Audit,
+    /// Erase a user (`POST /v1/users/{id}/erasure`) and read erasure receipts; only ever given
+    /// explicitly (the privacy officer's key).
+    Erase,
 }
 
 impl ApiScope {
@@ -50,9 +53,9 @@ impl ApiScope {
         s.parse().ok()
     }
 
-    /// What a key given without scopes may do: everything but the console, the audit and signing
-    /// `playcallback_ignore` (a token that plays with no entitlement check): both are given
-    /// only by name.
+    /// What a key given without scopes may do: everything but the console, the audit, erasure
+    /// and signing `playcallback_ignore` (a token that plays with no entitlement check): those
+    /// are given only by name.
     pub(crate) fn unscoped() -> BTreeSet<Self> {
         Self::ALL
             .iter()
@@ -60,7 +63,7 @@ impl ApiScope {
             .filter(|s| {
                 !matches!(
                     s,
-                    Self::Console | Self::Audit | Self::TokensPlaycallbackIgnore
+                    Self::Console | Self::Audit | Self::Erase | Self::TokensPlaycallbackIgnore
                 )
             })
             .collect()

@@ -20,6 +20,7 @@ pub mod routes;
 pub mod access_log;
 pub mod console;
 pub mod entitlements;
+pub mod erasure;
 pub mod export;
 pub mod history;
 pub mod playback;

@@ -98,6 +98,8 @@ pub struct Metrics {
     pub access_log_sealer_last_run: Gauge,
     /// Verifications of the access log, by outcome (`ok`, `broken`, `failed`).
     pub access_log_verifications: IntCounterVec,
+    /// Users erased (`POST /v1/users/{id}/erasure`, each request: a repeat counts again).
+    pub erasures: IntCounter,
 }
 
 impl Metrics {
@@ -220,6 +222,11 @@ impl Metrics {
                 "access_log_verifications_total",
                 "Verifications of the access log's chains and heads, by outcome (ok, broken, failed).",
                 &["outcome"],
+            ),
+            erasures: counter(
+                &r,
+                "erasures_total",
+                "Erasure requests applied (a user's rows deleted and data key destroyed; a repeat counts again).",
             ),
             unknown_media: IntCounterVec::new(
                 Opts::new(

@@ -340,6 +340,11 @@ key_refused!(
     AuditKeyRefused,
     "audit"
 );
+key_refused!(
+    /// 401 and 403 of an operation that needs the `erase` scope.
+    EraseKeyRefused,
+    "erase"
+);
 
 /// What an operation that reads or writes PostgreSQL may answer besides its own (the
 /// classification of [`db_error`]), for the OpenAPI document.

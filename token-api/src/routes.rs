@@ -6,7 +6,7 @@
 
 use crate::problem::method_not_allowed;
 use crate::tokens::request::Limits;
-use crate::{access_log, entitlements, export, history, playback, tokens};
+use crate::{access_log, entitlements, erasure, export, history, playback, tokens};
 
 use actix_web::http::Method;
 use actix_web::{web, HttpResponse};
@@ -101,6 +101,11 @@ api! {
             access_log::verify::ChainReport,
             access_log::verify::Break,
             access_log::verify::BreakKind,
+            erasure::ErasureBody,
+            erasure::model::Basis,
+            erasure::Accepted,
+            erasure::ErasureReceipt,
+            erasure::Kept,
         )),
         modifiers(&SecuritySchemes)
     )]
@@ -123,6 +128,8 @@ api! {
     export::user,
     export::media,
     access_log::verify_chain,
+    erasure::erase,
+    erasure::receipt,
 }
 
 /// The two ways in: API keys (`Authorization: Bearer`, with scopes) and Kollus's callback secret.
@@ -139,7 +146,7 @@ impl utoipa::Modify for SecuritySchemes {
             SecurityScheme::Http(
                 HttpBuilder::new()
                     .scheme(HttpAuthScheme::Bearer)
-                    .description(Some("A key from TOKEN_API_KEYS (`name[scope+scope]:key,...`). Each operation's `security` names the scope it needs: `tokens`, `read`, `entitlements`, `export` (`console` is for the support console; `tokens:playcallback_ignore` lets a `tokens` key sign `playcallback_ignore: true`). A key given without scopes has every scope but `console` and `tokens:playcallback_ignore`; a key without the scope an operation needs gets 403 naming it."))
+                    .description(Some("A key from TOKEN_API_KEYS (`name[scope+scope]:key,...`). Each operation's `security` names the scope it needs: `tokens`, `read`, `entitlements`, `export`, `audit`, `erase` (`console` is for the support console; `tokens:playcallback_ignore` lets a `tokens` key sign `playcallback_ignore: true`). A key given without scopes has every scope but `console`, `audit`, `erase` and `tokens:playcallback_ignore`; a key without the scope an operation needs gets 403 naming it."))
                     .build(),
             ),
         );

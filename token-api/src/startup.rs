@@ -18,6 +18,7 @@ use crate::auth::KeyRing;
 use crate::configuration::Settings;
 use crate::console::Console;
 use crate::entitlements::Entitlements;
+use crate::erasure::Erasures;
 use crate::export::Export;
 use crate::history::History;
 use crate::metrics::Metrics;
@@ -116,6 +117,11 @@ impl Application {
         let chain = web::Data::new(Chain::new(&settings, pool.clone(), metrics.clone())?);
         chain.spawn_sealer(settings.access_log.access_log_seal_interval);
         let history = web::Data::new(History { pool: pool.clone() });
+        let erasures = web::Data::new(Erasures {
+            pool: pool.clone(),
+            metrics: metrics.clone(),
+            access_log_retention_days: settings.access_log.access_log_retention_days,
+        });
         let entitlements = web::Data::new(Entitlements {
             pool: pool.clone(),
             metrics: metrics.clone(),
@@ -229,6 +235,7 @@ impl Application {
                 .app_data(export.clone())
                 .app_data(console.clone())
                 .app_data(access_log.clone())
+                .app_data(erasures.clone())
                 .app_data(chain.clone())
                 .app_data(document.clone())
                 .app_data(keys.clone())

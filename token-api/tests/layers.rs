@@ -25,6 +25,7 @@ const FEATURES: &[&str] = &[
     "export",
     "console",
     "access_log",
+    "erasure",
 ];
 
 fn top(module: &str) -> &str {

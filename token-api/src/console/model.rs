@@ -19,6 +19,9 @@ use crate::playback::policy::Reason;
 pub struct Found {
     pub user: Option<String>,
     pub media: Option<String>,
+    /// The searched user id, not held, was erased on this UTC day (`YYYY-MM-DD`): the one thing
+    /// the console tells about an erased user (the id itself is not shown back).
+    pub erased_on: Option<String>,
 }
 
 /// A video's name as the catalog has it: its title, else its file's name, else nothing.

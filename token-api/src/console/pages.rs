@@ -238,7 +238,10 @@ pub fn search(f: &Frame, q: &str, found: Option<&Found>) -> Markup {
                     @if let Some(m) = &found.media {
                         li { (l.t("영상", "Video")) ": " a href=(media_href(m)) { (m) } }
                     }
-                    @if found.user.is_none() && found.media.is_none() {
+                    @if let Some(on) = &found.erased_on {
+                        li class="erased" { (l.t("삭제된 사용자입니다 (삭제일: ", "Erased on ")) (on) (l.t(")", "")) }
+                    }
+                    @if found.user.is_none() && found.media.is_none() && found.erased_on.is_none() {
                         li class="none" { (l.t("찾은 것이 없습니다: ", "Nothing found for ")) (q) }
                     }
                 }

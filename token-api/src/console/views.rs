@@ -21,6 +21,7 @@ use super::state::Console;
 use super::store;
 use crate::access_log::record::{AccessLog, Action, Entry};
 use crate::entitlements::model::Scope;
+use crate::erasure::model as erasure_model;
 
 /// An entry of `action` by `agent`, in its session, from the request's client.
 pub fn entry<'a>(
@@ -87,7 +88,21 @@ pub async fn search(
         (None, Some(m)) => return Ok(see_other(&pages::media_href(m))),
         _ => {}
     }
-    let found = Found { user, media };
+    // A user id we hold nothing of: erased? (by tag, from the receipts; nothing else is told)
+    let erased_on = match (&user, &searched) {
+        (None, Some(id)) => erasure_model::last_erased(&**client, &log.tag(id.as_str()))
+            .await?
+            .map(|at| {
+                let d = at.to_offset(time::UtcOffset::UTC).date();
+                format!("{:04}-{:02}-{:02}", d.year(), u8::from(d.month()), d.day())
+            }),
+        _ => None,
+    };
+    let found = Found {
+        user,
+        media,
+        erased_on,
+    };
     Ok(html(
         &req,
         &console,

@@ -9,6 +9,7 @@ mod callback_trust;
 mod console;
 mod console_bounds;
 mod console_sessions;
+mod erasure;
 mod export;
 mod export_stalls;
 mod far_and_dots;

@@ -11,13 +11,14 @@ use serde_json::{json, Value};
 
 use crate::helpers::*;
 
-const SCOPES: [&str; 6] = [
+const SCOPES: [&str; 7] = [
     "tokens",
     "read",
     "entitlements",
     "export",
     "console",
     "audit",
+    "erase",
 ];
 
 fn key_for(scope: &str) -> String {
@@ -69,7 +70,7 @@ async fn every_operation_needs_the_scope_its_document_names() {
     let ops = operations();
     assert_eq!(
         ops.len(),
-        13,
+        15,
         "every /v1 operation is documented with a scope"
     );
     for (method, path, scope) in ops {

@@ -1,0 +1,220 @@
+//! Erasures (issue 32) as stored: applying one in a transaction ([`apply`]), its receipt
+//! ([`Receipt`], `erasures`), and the latest receipt of a subject tag (the console's "erased on
+//! ..."). Other features use this model; the handlers are `erasure`'s.
+
+use std::collections::BTreeMap;
+
+use anyhow::Context as _;
+use kollus_common::subject::{lock_subject, SubjectTag};
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+use tokio_postgres::GenericClient;
+use uuid::Uuid;
+
+use crate::access_log::record::{AccessLog, Action, Entry};
+
+/// Why a user is erased. Its text (snake_case) is the receipt's `basis`.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Default,
+    Serialize,
+    Deserialize,
+    strum::IntoStaticStr,
+    strum::EnumString,
+    utoipa::ToSchema,
+)]
+#[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
+pub enum Basis {
+    /// 개인정보 보호법 제36조 (정정·삭제).
+    #[serde(rename = "pipa_36")]
+    #[strum(serialize = "pipa_36")]
+    Pipa36,
+    /// GDPR Art. 17 (right to erasure).
+    #[serde(rename = "gdpr_17")]
+    #[strum(serialize = "gdpr_17")]
+    Gdpr17,
+    /// Anything else (say what in `note`); the basis of a request that names none.
+    #[default]
+    Other,
+}
+
+impl Basis {
+    pub fn as_str(self) -> &'static str {
+        self.into()
+    }
+}
+
+/// Every table whose rows name a user by `client_user_id`, deleted by an erasure (a test holds
+/// this list to the schema's columns of that name), and `access_log_reads` (the day's read
+/// counters, by subject tag).
+pub const USER_TABLES: &[&str] = &[
+    "watch_sessions",
+    "entitlements",
+    "entitlement_changes",
+    "drm_downloads",
+    "playback_decisions",
+    "console_views",
+];
+
+/// The counters of reads not yet turned into `api_read` rows, named by tag.
+pub const TAG_TABLES: &[&str] = &["access_log_reads"];
+
+/// What an erasure was asked for.
+#[derive(Debug)]
+pub struct Request<'a> {
+    pub client_user_id: &'a str,
+    pub key_name: &'a str,
+    pub client_addr: Option<std::net::IpAddr>,
+    pub basis: Basis,
+    pub note: Option<&'a str>,
+}
+
+/// What an erasure did, as its receipt keeps it.
+#[derive(Debug, Clone)]
+pub struct Receipt {
+    pub id: Uuid,
+    pub subject_tag: SubjectTag,
+    /// The data key generation destroyed (`None`: the subject had no live key).
+    pub generation: Option<i32>,
+    pub requested_at: OffsetDateTime,
+    pub requested_by: String,
+    pub basis: String,
+    pub note: Option<String>,
+    pub status: String,
+    pub applied_at: Option<OffsetDateTime>,
+    pub tables: BTreeMap<String, i64>,
+}
+
+/// Erases one user in ONE transaction: the subject locked (`lock_subject`), their rows deleted
+/// from every table naming them (counted), the `erase` access-log row written (the id sealed
+/// under the subject's current key, which is destroyed right after, so it ends unreadable), the
+/// key destroyed and the receipt inserted as `applied`. The access record itself is kept.
+pub async fn apply(
+    client: &mut deadpool_postgres::Client,
+    log: &AccessLog,
+    r: &Request<'_>,
+) -> anyhow::Result<Receipt> {
+    let tag = log.tag(r.client_user_id);
+    let tx = client.transaction().await.context("starting an erasure")?;
+    let tx_ = &*tx;
+    lock_subject(tx_, &tag).await?;
+    let mut tables = BTreeMap::new();
+    for table in USER_TABLES {
+        let n = tx
+            .execute(
+                &format!("DELETE FROM {table} WHERE client_user_id = $1"),
+                &[&r.client_user_id],
+            )
+            .await
+            .with_context(|| format!("erasing from {table}"))?;
+        tables.insert((*table).to_owned(), n as i64);
+    }
+    for table in TAG_TABLES {
+        let n = tx
+            .execute(
+                &format!("DELETE FROM {table} WHERE subject_tag = $1"),
+                &[&tag.as_str()],
+            )
+            .await
+            .with_context(|| format!("erasing from {table}"))?;
+        tables.insert((*table).to_owned(), n as i64);
+    }
+    let id = Uuid::now_v7();
+    let target = format!("erasure:{id}");
+    // Sealed under the current key (made if the subject had none), destroyed just below.
+    log.record(
+        tx_,
+        Entry {
+            client_addr: r.client_addr,
+            subject: Some(r.client_user_id),
+            target: Some(&target),
+            ..Entry::new(Action::Erase, r.key_name)
+        },
+    )
+    .await?;
+    let generation = log.subjects.erase(tx_, &tag).await?;
+    let tables_json = serde_json::to_value(&tables).context("a receipt's tables")?;
+    let row = tx
+        .query_one(
+            "INSERT INTO erasures (id, subject_tag, generation, requested_by, basis, note, \
+                 status, applied_at, tables) \
+             VALUES ($1, $2, $3, $4, $5, $6, 'applied', now(), $7) \
+             RETURNING requested_at, applied_at",
+            &[
+                &id,
+                &tag.as_str(),
+                &generation,
+                &r.key_name,
+                &r.basis.as_str(),
+                &r.note,
+                &tables_json,
+            ],
+        )
+        .await
+        .context("writing an erasure receipt")?;
+    tx.commit().await.context("committing an erasure")?;
+    Ok(Receipt {
+        id,
+        subject_tag: tag,
+        generation,
+        requested_at: row.try_get("requested_at")?,
+        requested_by: r.key_name.to_owned(),
+        basis: r.basis.as_str().to_owned(),
+        note: r.note.map(str::to_owned),
+        status: "applied".into(),
+        applied_at: row.try_get("applied_at")?,
+        tables,
+    })
+}
+
+const RECEIPT_COLUMNS: &str = "id, subject_tag, generation, requested_at, requested_by, basis, \
+                               note, status, applied_at, tables";
+
+fn receipt(row: &tokio_postgres::Row) -> anyhow::Result<Receipt> {
+    let tables: serde_json::Value = row.try_get("tables")?;
+    Ok(Receipt {
+        id: row.try_get("id")?,
+        subject_tag: SubjectTag::from_stored(row.try_get("subject_tag")?),
+        generation: row.try_get("generation")?,
+        requested_at: row.try_get("requested_at")?,
+        requested_by: row.try_get("requested_by")?,
+        basis: row.try_get("basis")?,
+        note: row.try_get("note")?,
+        status: row.try_get("status")?,
+        applied_at: row.try_get("applied_at")?,
+        tables: serde_json::from_value(tables).context("a receipt's tables")?,
+    })
+}
+
+/// The receipt `id`, `None` when there is none.
+pub async fn find(client: &impl GenericClient, id: Uuid) -> anyhow::Result<Option<Receipt>> {
+    let row = client
+        .query_opt(
+            &format!("SELECT {RECEIPT_COLUMNS} FROM erasures WHERE id = $1"),
+            &[&id],
+        )
+        .await
+        .context("reading an erasure receipt")?;
+    row.as_ref().map(receipt).transpose()
+}
+
+/// When the subject was last erased, `None` if never.
+pub async fn last_erased(
+    client: &impl GenericClient,
+    tag: &SubjectTag,
+) -> anyhow::Result<Option<OffsetDateTime>> {
+    let row = client
+        .query_opt(
+            "SELECT requested_at FROM erasures WHERE subject_tag = $1 \
+              ORDER BY requested_at DESC LIMIT 1",
+            &[&tag.as_str()],
+        )
+        .await
+        .context("reading erasure receipts")?;
+    Ok(row.map(|r| r.get("requested_at")))
+}
