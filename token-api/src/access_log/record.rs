@@ -197,6 +197,17 @@ impl AccessLog {
     /// Appends one row. A download without a reason is refused here too (a handler's mistake,
     /// never stored reasonless).
     pub async fn record(&self, client: &impl GenericClient, e: Entry<'_>) -> anyhow::Result<()> {
+        self.record_counted(client, e, 1).await
+    }
+
+    /// [`AccessLog::record`] of a row standing for `count` accesses alike (refused sign-ins
+    /// past the minute's cap are folded into the next one recorded).
+    pub async fn record_counted(
+        &self,
+        client: &impl GenericClient,
+        e: Entry<'_>,
+        count: i64,
+    ) -> anyhow::Result<()> {
         if e.action.needs_reason() {
             reason(e.reason, e.subject).map_err(anyhow::Error::msg)?;
         }
@@ -208,8 +219,8 @@ impl AccessLog {
         client
             .execute(
                 "INSERT INTO access_log (class, action, key_name, session_hash, client_addr, \
-                     subject_tag, subject_generation, subject_sealed, target, reason) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+                     subject_tag, subject_generation, subject_sealed, target, reason, count) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
                 &[
                     &e.action.class().as_str(),
                     &e.action.as_str(),
@@ -221,6 +232,7 @@ impl AccessLog {
                     &sealed_id,
                     &e.target,
                     &e.reason.map(str::trim),
+                    &count.max(1),
                 ],
             )
             .await

@@ -11,7 +11,8 @@
 //! The access record holds every sign-in (`sign_in`, with the new session's hash, written in the
 //! session's own transaction) and every refusal (`sign_in_refused`, target the refusal's reason,
 //! key name `-` unless a known key lacked `console`), with the client's address, up to
-//! `state::REFUSALS_RECORDED_PER_MINUTE` per client and minute (the rest counted and logged). A
+//! `state::REFUSALS_RECORDED_PER_MINUTE` per client and `REFUSALS_RECORDED_PER_MINUTE_IN_ALL`
+//! from all clients a minute (the rest counted, logged, and folded into the next row's `count`). A
 //! refusal whose row cannot be written is the console's error page instead of the form.
 
 use std::net::IpAddr;
@@ -107,15 +108,16 @@ async fn refuse(
     {
         console.sign_ins.failed(ip, Instant::now());
     }
-    if console.sign_ins.record_refusal(r.client) {
+    if let Some(count) = console.sign_ins.record_refusal(r.client, Instant::now()) {
         let db = console.pool.get().await?;
-        log.record(
+        log.record_counted(
             &**db,
             Entry {
                 client_addr: r.client,
                 target: Some(reason),
                 ..Entry::new(Action::SignInRefused, r.key_name)
             },
+            i64::try_from(count).unwrap_or(i64::MAX),
         )
         .await?;
     }

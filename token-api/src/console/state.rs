@@ -87,7 +87,16 @@ pub struct SignInLimits {
     ahead: moka::sync::Cache<IpAddr, Instant>,
     /// Refusals recorded in the access record this minute, by client bucket.
     recorded: moka::sync::Cache<IpAddr, std::sync::Arc<std::sync::atomic::AtomicU32>>,
+    /// Refusals recorded this minute from every client: (the minute's start, how many).
+    recorded_in_all: std::sync::Mutex<(Instant, u32)>,
+    /// Refusals past either cap since the last one recorded: folded into the next row's count.
+    unrecorded: std::sync::atomic::AtomicU64,
 }
+
+/// Refused sign-ins recorded in the access record per minute from all clients together: many
+/// addresses (a botnet, IPv6 /64s) write no more than this either. The rest are counted
+/// (`console_sign_in_failures_total`) and folded into the next row's `count`.
+pub const REFUSALS_RECORDED_PER_MINUTE_IN_ALL: u32 = 120;
 
 /// Refused sign-ins recorded in the access record per client bucket and minute: a client posting
 /// refused forms as fast as it can (a CSRF refusal or one past its limit costs it nothing) writes
@@ -107,19 +116,41 @@ impl SignInLimits {
                 .max_capacity(capacity)
                 .time_to_live(Duration::from_secs(60))
                 .build(),
+            recorded_in_all: std::sync::Mutex::new((Instant::now(), 0)),
+            unrecorded: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
-    /// Whether a refusal of `client` is still recorded this minute
-    /// ([`REFUSALS_RECORDED_PER_MINUTE`] per bucket, counted from its first refusal); a client
-    /// without an address is always recorded.
-    pub fn record_refusal(&self, client: Option<IpAddr>) -> bool {
-        let Some(ip) = client else { return true };
-        let n = self
-            .recorded
-            .get_with(bucket(ip), Default::default)
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        n < REFUSALS_RECORDED_PER_MINUTE
+    /// Whether a refusal of `client` is recorded, and as how many refusals (`Some(count)`: this
+    /// one and those past the caps since the last recorded): at most
+    /// [`REFUSALS_RECORDED_PER_MINUTE`] per client bucket (counted from its first refusal) and
+    /// [`REFUSALS_RECORDED_PER_MINUTE_IN_ALL`] from all clients in a minute. `None`: folded into
+    /// the next one recorded.
+    pub fn record_refusal(&self, client: Option<IpAddr>, now: Instant) -> Option<u64> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let per_client = client.is_none_or(|ip| {
+            self.recorded
+                .get_with(bucket(ip), Default::default)
+                .fetch_add(1, Relaxed)
+                < REFUSALS_RECORDED_PER_MINUTE
+        });
+        let in_all = per_client && {
+            let mut all = self
+                .recorded_in_all
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if now.saturating_duration_since(all.0) >= Duration::from_secs(60) {
+                *all = (now, 0);
+            }
+            all.1 += 1;
+            all.1 <= REFUSALS_RECORDED_PER_MINUTE_IN_ALL
+        };
+        if in_all {
+            Some(1 + self.unrecorded.swap(0, Relaxed))
+        } else {
+            self.unrecorded.fetch_add(1, Relaxed);
+            None
+        }
     }
 
     /// Whether `client` may try a key at `now`; `Err` holds how long until it may. A failure
@@ -201,19 +232,47 @@ mod tests {
     #[test]
     fn refusals_are_recorded_up_to_the_minutes_cap_per_bucket() {
         let limits = SignInLimits::new(100);
+        let now = Instant::now();
         let recorded = (0..REFUSALS_RECORDED_PER_MINUTE + 5)
-            .filter(|_| limits.record_refusal(Some(ip("2001:db8::1"))))
+            .filter(|_| {
+                limits
+                    .record_refusal(Some(ip("2001:db8::1")), now)
+                    .is_some()
+            })
             .count();
         assert_eq!(recorded, REFUSALS_RECORDED_PER_MINUTE as usize);
         assert!(
-            !limits.record_refusal(Some(ip("2001:db8::2"))),
+            limits
+                .record_refusal(Some(ip("2001:db8::2")), now)
+                .is_none(),
             "the same /64"
         );
-        assert!(
-            limits.record_refusal(Some(ip("192.0.2.9"))),
-            "another client"
+        assert_eq!(
+            limits.record_refusal(Some(ip("192.0.2.9")), now),
+            Some(7),
+            "another client, carrying the six folded"
         );
-        assert!(limits.record_refusal(None));
+        assert!(limits.record_refusal(None, Instant::now()).is_some());
+    }
+
+    #[test]
+    fn refusals_from_many_clients_are_recorded_up_to_the_minutes_cap_in_all() {
+        let limits = SignInLimits::new(100_000);
+        let now = Instant::now();
+        let clients = (0..u32::from(u16::MAX))
+            .map(|n| IpAddr::from(std::net::Ipv4Addr::from(0x0a00_0000 + n)));
+        let recorded: Vec<u64> = clients
+            .take(REFUSALS_RECORDED_PER_MINUTE_IN_ALL as usize + 30)
+            .filter_map(|c| limits.record_refusal(Some(c), now))
+            .collect();
+        assert_eq!(recorded.len(), REFUSALS_RECORDED_PER_MINUTE_IN_ALL as usize);
+        assert!(recorded.iter().all(|&n| n == 1));
+        // A minute on, the next refusal is recorded, standing for the thirty folded too.
+        let later = now + Duration::from_secs(60);
+        assert_eq!(
+            limits.record_refusal(Some(ip("192.0.2.77")), later),
+            Some(31)
+        );
     }
 
     #[test]

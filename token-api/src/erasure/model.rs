@@ -50,8 +50,9 @@ impl Basis {
 }
 
 /// Every table whose rows name a user by `client_user_id`, deleted by an erasure (a test holds
-/// this list to the schema's columns of that name), and `access_log_reads` (the day's read
-/// counters, by subject tag).
+/// this list to the schema's columns of that name). The day's read counters
+/// (`access_log_reads`) are the access record's, kept as it is: their sealed id stops opening
+/// with the key, and the service role may not delete them.
 pub const USER_TABLES: &[&str] = &[
     "watch_sessions",
     "entitlements",
@@ -60,9 +61,6 @@ pub const USER_TABLES: &[&str] = &[
     "playback_decisions",
     "console_views",
 ];
-
-/// The counters of reads not yet turned into `api_read` rows, named by tag.
-pub const TAG_TABLES: &[&str] = &["access_log_reads"];
 
 /// What an erasure was asked for.
 #[derive(Debug)]
@@ -109,16 +107,6 @@ pub async fn apply(
             .execute(
                 &format!("DELETE FROM {table} WHERE client_user_id = $1"),
                 &[&r.client_user_id],
-            )
-            .await
-            .with_context(|| format!("erasing from {table}"))?;
-        tables.insert((*table).to_owned(), n as i64);
-    }
-    for table in TAG_TABLES {
-        let n = tx
-            .execute(
-                &format!("DELETE FROM {table} WHERE subject_tag = $1"),
-                &[&tag.as_str()],
             )
             .await
             .with_context(|| format!("erasing from {table}"))?;
