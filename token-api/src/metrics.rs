@@ -98,6 +98,8 @@ pub struct Metrics {
     pub access_log_sealer_last_run: Gauge,
     /// Verifications of the access log, by outcome (`ok`, `broken`, `failed`).
     pub access_log_verifications: IntCounterVec,
+    /// Daily head writes to ARCHIVE_DIR that failed (retried with a growing pause).
+    pub access_log_head_failures: IntCounter,
 }
 
 impl Metrics {
@@ -220,6 +222,11 @@ impl Metrics {
                 "access_log_verifications_total",
                 "Verifications of the access log's chains and heads, by outcome (ok, broken, failed).",
                 &["outcome"],
+            ),
+            access_log_head_failures: counter(
+                &r,
+                "access_log_head_failures_total",
+                "Writes of the access log's daily head to ARCHIVE_DIR that failed (the cause is logged; retried with a growing pause).",
             ),
             unknown_media: IntCounterVec::new(
                 Opts::new(
