@@ -110,14 +110,17 @@ pub fn retention_days(class: Class, access_days: u32) -> u32 {
 /// sealer's or a request's transaction every insert into the log queues behind it.
 const LOCK_TIMEOUT: &str = "2s";
 /// Tries of a step whose lock wait timed out, with a growing pause between them.
-const LOCK_ATTEMPTS: u32 = 3;
+const LOCK_ATTEMPTS: u32 = 5;
 
-/// Whether `e` is a lock wait cut short by `lock_timeout`.
+/// Whether `e` is a lock wait cut short by `lock_timeout` (or a deadlock PostgreSQL broke).
 fn lock_timed_out(e: &anyhow::Error) -> bool {
+    use tokio_postgres::error::SqlState;
     e.chain().any(|c| {
         c.downcast_ref::<tokio_postgres::Error>()
             .and_then(|e| e.code())
-            .is_some_and(|c| *c == tokio_postgres::error::SqlState::LOCK_NOT_AVAILABLE)
+            .is_some_and(|c| {
+                *c == SqlState::LOCK_NOT_AVAILABLE || *c == SqlState::T_R_DEADLOCK_DETECTED
+            })
     })
 }
 
@@ -211,7 +214,8 @@ pub async fn maintain(
                     }
                     Err(e) => {
                         return Err(e.context(format!(
-                            "dropping {} (months dropped before it stay dropped)",
+                            "dropping {} (months dropped before it stay dropped; tried {attempt} \
+                             times)",
                             month.name
                         )))
                     }
@@ -258,6 +262,15 @@ async fn drop_month(
     seals: Option<&str>,
 ) -> anyhow::Result<Dropped> {
     let name = class.as_str();
+    // Every lock the drop needs, first and in the sealer's order (the log, then its seals): a
+    // lock taken half-way could wait on a sealer run that waits on this one.
+    tx.batch_execute(&format!(
+        "LOCK TABLE {}, {} IN ACCESS EXCLUSIVE MODE",
+        ident(&format!("access_log_{name}")),
+        ident(&format!("access_log_seals_{name}"))
+    ))
+    .await
+    .context("locking the log's class for the drop")?;
     if let Some(r) = tx
         .query_opt(
             &format!(
