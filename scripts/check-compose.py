@@ -32,6 +32,7 @@ SERVICES = [
 # `docker compose run`, never by `up`: no healthcheck, no restart, not scraped.
 TOOLS = [
     ("kollus-catalog", "kollus-catalog", ["sweep"]),
+    ("access-log-maintain", "token-api", ["access-log", "maintain"]),
 ]
 # Services that use Kafka but start without it: ingest spools (README "The spool").
 KAFKA_OPTIONAL = {"ingest"}
@@ -151,7 +152,9 @@ def main():
         for key in requires:
             check(key in environment or f"{key}_FILE" in environment,
                   f"{name}: requires {key}, which compose does not set")
-        check("KOLLUS_API_TOKEN_FILE" in environment, f"{name}: the API token comes from a secret file")
+        if name == "kollus-catalog":
+            check("KOLLUS_API_TOKEN_FILE" in environment,
+                  f"{name}: the API token comes from a secret file")
     check_kafka(compose, services)
     production(compose, services)
 

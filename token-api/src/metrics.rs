@@ -100,6 +100,8 @@ pub struct Metrics {
     pub access_log_verifications: IntCounterVec,
     /// Users erased (`POST /v1/users/{id}/erasure`, each request: a repeat counts again).
     pub erasures: IntCounter,
+    /// Daily head writes to ARCHIVE_DIR that failed (retried with a growing pause).
+    pub access_log_head_failures: IntCounter,
 }
 
 impl Metrics {
@@ -227,6 +229,11 @@ impl Metrics {
                 &r,
                 "erasures_total",
                 "Erasure requests applied (a user's rows deleted and data key destroyed; a repeat counts again).",
+            ),
+            access_log_head_failures: counter(
+                &r,
+                "access_log_head_failures_total",
+                "Writes of the access log's daily head to ARCHIVE_DIR that failed (the cause is logged; retried with a growing pause).",
             ),
             unknown_media: IntCounterVec::new(
                 Opts::new(

@@ -90,7 +90,12 @@ impl Head {
             .as_deref()
             .and_then(|m| hex::decode(m).ok())
             .ok_or("the head carries no mac")?;
-        if given != head.mac(key) {
+        // Constant time: a timing difference would let a caller who can plant heads and ask for
+        // verifications find a head's mac byte by byte.
+        if !bool::from(subtle::ConstantTimeEq::ct_eq(
+            given.as_slice(),
+            head.mac(key).as_slice(),
+        )) {
             return Err("the head's mac does not verify under ACCESS_LOG_KEY_FILE".into());
         }
         Ok(head)

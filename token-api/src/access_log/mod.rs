@@ -48,9 +48,24 @@ pub struct Chain {
     /// `ARCHIVE_DIR`, where the daily heads go; `None`: no heads (WARN at start).
     pub heads: Option<Archive>,
     pub metrics: Metrics,
-    /// The UTC day whose head this process has written (or found written).
-    head_day: Arc<Mutex<Option<String>>>,
+    /// The UTC day whose head this process has written (or found written), and when a failed
+    /// head write may be tried again.
+    head_day: Arc<Mutex<HeadState>>,
+    /// ACCESS_LOG_RETENTION_DAYS: verify checks each drop respected it.
+    retention_days: u32,
 }
+
+/// The daily head's writing: the day written, and the pause after failures.
+#[derive(Debug, Default)]
+struct HeadState {
+    day: Option<String>,
+    retry_at: Option<std::time::Instant>,
+    pause: Duration,
+}
+
+/// The first pause after a failed head write; it doubles up to [`HEAD_PAUSE_MAX`].
+const HEAD_PAUSE_MIN: Duration = Duration::from_secs(10);
+const HEAD_PAUSE_MAX: Duration = Duration::from_secs(600);
 
 impl Chain {
     /// Reads `ACCESS_LOG_KEY_FILE` and opens `ARCHIVE_DIR` (a WARN without it: no heads).
@@ -83,6 +98,7 @@ impl Chain {
             heads,
             metrics,
             head_day: Arc::default(),
+            retention_days: settings.access_log.access_log_retention_days,
         })
     }
 
@@ -128,23 +144,36 @@ impl Chain {
         if let Some(archive) = &self.heads {
             let now = time::OffsetDateTime::now_utc();
             let today = heads::day(now);
-            let mut written = self.head_day.lock().await;
-            if written.as_deref() != Some(today.as_str()) {
+            let mut state = self.head_day.lock().await;
+            let paused = state
+                .retry_at
+                .is_some_and(|t| std::time::Instant::now() < t);
+            if state.day.as_deref() != Some(today.as_str()) && !paused {
                 let head = heads::Head::new(&self.key, &run.ends, now);
                 // The seals are committed whatever happens here: a head not written is tried
-                // again on the next run.
+                // again after a pause that doubles with each failure (one ERROR per try, not
+                // one per run).
                 match heads::write(archive, &head).await {
                     Ok(new) => {
                         if new {
                             tracing::info!(day = today, "access log head written");
                         }
-                        *written = Some(today);
+                        *state = HeadState {
+                            day: Some(today),
+                            ..HeadState::default()
+                        };
                     }
-                    Err(e) => tracing::error!(
-                        error = format!("{e:#}"),
-                        day = today,
-                        "access log head not written to ARCHIVE_DIR; tried again next run"
-                    ),
+                    Err(e) => {
+                        m.access_log_head_failures.inc();
+                        state.pause = (state.pause * 2).clamp(HEAD_PAUSE_MIN, HEAD_PAUSE_MAX);
+                        state.retry_at = Some(std::time::Instant::now() + state.pause);
+                        tracing::error!(
+                            error = format!("{e:#}"),
+                            day = today,
+                            retry_in_seconds = state.pause.as_secs(),
+                            "access log head not written to ARCHIVE_DIR (is it writable?)"
+                        );
+                    }
                 }
             }
         }
@@ -158,12 +187,33 @@ impl Chain {
         &self,
         progress: Option<&mut kollus_common::progress::Progress>,
     ) -> anyhow::Result<verify::Report> {
-        let client = self
+        let mut client = self
             .verify_pool
             .get()
             .await
             .context("connecting to PostgreSQL to verify")?;
-        let outcome = verify::verify(&**client, &self.key, self.heads.as_ref(), progress).await;
+        // One snapshot for every statement: a row written and sealed meanwhile is either wholly
+        // seen or not at all (never a seal without its row).
+        let outcome = async {
+            let tx = client
+                .build_transaction()
+                .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+                .read_only(true)
+                .start()
+                .await
+                .context("starting the verification's snapshot")?;
+            let report = verify::verify(
+                &*tx,
+                &self.key,
+                self.heads.as_ref(),
+                self.retention_days,
+                progress,
+            )
+            .await?;
+            tx.commit().await?;
+            anyhow::Ok(report)
+        }
+        .await;
         let label = match &outcome {
             Ok(r) if r.ok => "ok",
             Ok(_) => "broken",
@@ -212,7 +262,7 @@ pub async fn ensure_partitions(settings: &kollus_common::settings::DatabaseSetti
     path = "/v1/access-log/verify",
     operation_id = "verifyAccessLog",
     summary = "Verify the access record's chains and daily heads",
-    description = "Walks every chain of the access record from its start (or its retention anchor), recomputing each row's seal, and checks each daily head in the archive. `first_break` names the first problem: `altered`, `reordered`, `deleted`, `unsealed`, `sealed_twice`, `forked`, `head_forged`, `head_mismatch`, `head_missing_row`. Reads the whole log: minutes for millions of rows.",
+    description = "Walks every chain of the access record from its start (or its retention anchor), recomputing each row's seal, and checks each daily head in the archive. `first_break` names the first problem: `altered`, `reordered`, `deleted`, `unsealed`, `sealed_twice`, `forked`, `head_forged`, `head_mismatch`, `head_missing_row`, `anchor_forged` (a retention record whose HMAC fails, whose partition is still there, or whose month was dropped before its retention ended), `second_end` (a sealed row no seal follows, besides the chain's end), `heads_absent` (`ARCHIVE_DIR` set, but no daily head is being written). Reads one snapshot of the log. Reads the whole log: minutes for millions of rows.",
     responses(
         (status = 200, description = "The outcome; `ok: false` names the first break.", body = verify::Report, content_type = "application/json"),
         crate::problem::AuditKeyRefused,
@@ -279,9 +329,11 @@ async fn command_inner(what: &str, settings: Settings) -> anyhow::Result<i32> {
                 Some(p) => p,
                 None => kollus_common::db::pool(&settings.database)?,
             };
+            let key = ChainKey::from_file(&settings.access_log.access_log_key_file)?;
             let mut client = pool.get().await.context("connecting to PostgreSQL")?;
             let done = retention::maintain(
                 &mut client,
+                &key,
                 settings.access_log.access_log_retention_days,
             )
             .await?;

@@ -1,10 +1,13 @@
 //! Keeping the access log as long as the law says, and no longer: `token-api access-log
 //! maintain` (daily, under the migration role, DATABASE_MIGRATION_URL) creates the coming
-//! months' partitions and drops, in one transaction, each month partition of a class whose
+//! months' partitions and drops, one month per transaction (each lock waited for 2 s at most,
+//! so the log's writers never queue long behind it), each month partition of a class whose
 //! month ended `retention` days ago or more (`ACCESS_LOG_RETENTION_DAYS` for accesses,
 //! [`RIGHTS_RETENTION_DAYS`] for access-right changes), the log's and the seals' together.
-//! Before a drop, every dropped row that a kept seal names as its previous one is recorded in
-//! `access_log_anchors` with its mac, so the kept chain still verifies from there. A month
+//! Before a drop, every dropped row that a seal outside the month's partition names as its
+//! previous one is recorded in `access_log_anchors` with its mac, so the kept chain still
+//! verifies from there, and the drop itself in `access_log_drops`; both carry an HMAC under
+//! ACCESS_LOG_KEY_FILE (the database alone cannot forge one: `verify` checks them). A month
 //! holding a row without a seal is never dropped (the run fails naming it).
 
 use anyhow::Context as _;
@@ -12,7 +15,7 @@ use time::{Date, Month, OffsetDateTime, Time};
 use tokio_postgres::GenericClient;
 
 use crate::access_log::record::{Class, RIGHTS_RETENTION_DAYS};
-use crate::access_log::seal;
+use crate::access_log::seal::{self, ChainKey};
 
 /// Months of partitions kept ready ahead, from this one.
 pub const MONTHS_AHEAD: i32 = 4;
@@ -102,123 +105,135 @@ pub fn retention_days(class: Class, access_days: u32) -> u32 {
     }
 }
 
-/// The maintenance run (module doc), in one transaction on `client` (the migration role's).
+/// How long a step of the maintenance waits for a lock before giving up (and trying again): a
+/// `DROP TABLE` of a partition locks the whole log until it commits, and while it waits for the
+/// sealer's or a request's transaction every insert into the log queues behind it.
+const LOCK_TIMEOUT: &str = "2s";
+/// Tries of a step whose lock wait timed out, with a growing pause between them.
+const LOCK_ATTEMPTS: u32 = 5;
+
+/// Whether `e` is a lock wait cut short by `lock_timeout` (or a deadlock PostgreSQL broke).
+fn lock_timed_out(e: &anyhow::Error) -> bool {
+    use tokio_postgres::error::SqlState;
+    e.chain().any(|c| {
+        c.downcast_ref::<tokio_postgres::Error>()
+            .and_then(|e| e.code())
+            .is_some_and(|c| {
+                *c == SqlState::LOCK_NOT_AVAILABLE || *c == SqlState::T_R_DEADLOCK_DETECTED
+            })
+    })
+}
+
+/// The maintenance run (module doc) on `client` (the migration role's): the coming months'
+/// partitions in one transaction, then each month dropped in a transaction of its own, every
+/// lock waited for at most [`LOCK_TIMEOUT`] ([`LOCK_ATTEMPTS`] tries). `key`: the chain's, which
+/// authenticates each drop and anchor.
 pub async fn maintain(
     client: &mut tokio_postgres::Client,
+    key: &ChainKey,
     access_days: u32,
 ) -> anyhow::Result<Maintained> {
-    let tx = client
-        .transaction()
-        .await
-        .context("starting the maintenance transaction")?;
-    let mut out = Maintained {
-        partitions_created: tx
-            .query_one(
-                "SELECT access_log_ensure_partitions(now(), $1)",
-                &[&MONTHS_AHEAD],
-            )
+    let mut out = Maintained::default();
+    let mut attempt = 0;
+    out.partitions_created = loop {
+        attempt += 1;
+        let tx = client
+            .transaction()
             .await
-            .context("creating the coming months' partitions (needs the migration role)")?
-            .get(0),
-        ..Maintained::default()
+            .context("starting the maintenance transaction")?;
+        let step = async {
+            tx.batch_execute(&format!("SET LOCAL lock_timeout = '{LOCK_TIMEOUT}'"))
+                .await?;
+            let n: i32 = tx
+                .query_one(
+                    "SELECT access_log_ensure_partitions(now(), $1)",
+                    &[&MONTHS_AHEAD],
+                )
+                .await?
+                .get(0);
+            anyhow::Ok(n)
+        }
+        .await
+        .context("creating the coming months' partitions (needs the migration role)");
+        match step {
+            Ok(n) => {
+                tx.commit().await.context("committing the partitions")?;
+                break n;
+            }
+            Err(e) if lock_timed_out(&e) && attempt < LOCK_ATTEMPTS => {
+                drop(tx);
+                tokio::time::sleep(std::time::Duration::from_millis(500 * u64::from(attempt)))
+                    .await;
+            }
+            Err(e) => return Err(e),
+        }
     };
-    let now: OffsetDateTime = tx.query_one("SELECT now()", &[]).await?.get(0);
+    let now: OffsetDateTime = client.query_one("SELECT now()", &[]).await?.get(0);
     for &class in Class::ALL {
         let days = retention_days(class, access_days);
         let cutoff = now - time::Duration::days(i64::from(days));
         let log_parent = format!("access_log_{}", class.as_str());
         let seals_parent = format!("access_log_seals_{}", class.as_str());
-        let seal_months = month_partitions(&tx, &seals_parent).await?;
-        let due: Vec<MonthPartition> = month_partitions(&tx, &log_parent)
+        let seal_months = month_partitions(&*client, &seals_parent).await?;
+        let due: Vec<MonthPartition> = month_partitions(&*client, &log_parent)
             .await?
             .into_iter()
             .filter(|m| m.end <= cutoff)
             .collect();
-        let Some(boundary) = due.last().map(|m| m.end) else {
-            continue;
-        };
-        // The chain's end, when retention drops it too, is where the next seal starts from.
-        let end = seal::chain_end(&tx, class).await?;
         for month in &due {
             let seals = seal_months
                 .iter()
                 .find(|s| s.start == month.start)
                 .map(|s| s.name.clone());
-            if let Some(r) = tx
-                .query_opt(
-                    &format!(
-                        "SELECT l.id FROM {} l WHERE NOT EXISTS ( \
-                             SELECT 1 FROM access_log_seals s \
-                              WHERE s.class = $1 AND s.log_id = l.id AND s.at = l.at) \
-                         ORDER BY l.id LIMIT 1",
-                        ident(&month.name)
-                    ),
-                    &[&class.as_str()],
-                )
-                .await?
-            {
-                anyhow::bail!(
-                    "{} holds row {} without a seal: it is past retention but is not dropped \
-                     until the sealer has sealed it (is token-api running with \
-                     ACCESS_LOG_KEY_FILE?); nothing was dropped",
-                    month.name,
-                    r.get::<_, i64>(0)
-                );
-            }
-            let rows: i64 = tx
-                .query_one(&format!("SELECT count(*) FROM {}", ident(&month.name)), &[])
-                .await?
-                .get(0);
-            let mut anchors = 0;
-            if let Some(seals) = &seals {
-                anchors = tx
-                    .execute(
-                        &format!(
-                            "INSERT INTO access_log_anchors (class, log_id, mac, partition) \
-                             SELECT d.class, d.log_id, d.mac, $3 FROM {} d \
-                              WHERE EXISTS (SELECT 1 FROM access_log_seals k \
-                                             WHERE k.class = $1 AND k.prev_id = d.log_id \
-                                               AND k.at >= $2) \
-                                 OR d.log_id = $4 \
-                             ON CONFLICT DO NOTHING",
-                            ident(seals)
-                        ),
-                        &[
-                            &class.as_str(),
-                            &boundary,
-                            &month.name,
-                            &end.as_ref().map(|e| e.log_id),
-                        ],
-                    )
+            let mut attempt = 0;
+            let dropped = loop {
+                attempt += 1;
+                let tx = client
+                    .transaction()
                     .await
-                    .with_context(|| format!("anchoring the chain before dropping {seals}"))?;
-            }
-            tx.batch_execute(&format!("DROP TABLE {}", ident(&month.name)))
-                .await
-                .with_context(|| format!("dropping {}", month.name))?;
-            if let Some(seals) = &seals {
-                tx.batch_execute(&format!("DROP TABLE {}", ident(seals)))
-                    .await
-                    .with_context(|| format!("dropping {seals}"))?;
-            }
+                    .context("starting a month's drop")?;
+                let step = async {
+                    tx.batch_execute(&format!("SET LOCAL lock_timeout = '{LOCK_TIMEOUT}'"))
+                        .await?;
+                    drop_month(&tx, key, class, month, seals.as_deref()).await
+                }
+                .await;
+                match step {
+                    Ok(d) => {
+                        tx.commit()
+                            .await
+                            .with_context(|| format!("committing the drop of {}", month.name))?;
+                        break d;
+                    }
+                    Err(e) if lock_timed_out(&e) && attempt < LOCK_ATTEMPTS => {
+                        drop(tx);
+                        tokio::time::sleep(std::time::Duration::from_millis(
+                            500 * u64::from(attempt),
+                        ))
+                        .await;
+                    }
+                    Err(e) => {
+                        return Err(e.context(format!(
+                            "dropping {} (months dropped before it stay dropped; tried {attempt} \
+                             times)",
+                            month.name
+                        )))
+                    }
+                }
+            };
             tracing::info!(
                 class = class.as_str(),
                 partition = month.name,
-                rows,
-                anchors,
+                rows = dropped.rows,
+                anchors = dropped.anchors,
                 retention_days = days,
                 "access log month past retention dropped"
             );
-            out.dropped.push(Dropped {
-                class,
-                partition: month.name.clone(),
-                rows,
-                anchors,
-            });
+            out.dropped.push(dropped);
         }
     }
     for table in ["access_log_access_default", "access_log_rights_default"] {
-        let n: i64 = tx
+        let n: i64 = client
             .query_one(&format!("SELECT count(*) FROM {table}"), &[])
             .await?
             .get(0);
@@ -226,14 +241,241 @@ pub async fn maintain(
             tracing::warn!(
                 table,
                 rows = n,
-                "access log rows past every month partition (in DEFAULT): they are kept, but \
-                 no month drops them; create their months' partitions and move them"
+                "access log rows past every month partition (in DEFAULT): they are kept, and \
+                 moved into their month when `access-log maintain` creates it"
             );
             out.default_rows.push((table.to_owned(), n));
         }
     }
-    tx.commit().await.context("committing the maintenance")?;
     Ok(out)
+}
+
+/// Drops one month of `class` (its log partition and `seals`, its seals' partition) in `tx`:
+/// refuses a month holding an unsealed row; anchors each dropped row a kept seal names (or the
+/// chain's end); records the drop with the kept seals left without a successor; all of it
+/// authenticated under `key`.
+async fn drop_month(
+    tx: &tokio_postgres::Transaction<'_>,
+    key: &ChainKey,
+    class: Class,
+    month: &MonthPartition,
+    seals: Option<&str>,
+) -> anyhow::Result<Dropped> {
+    let name = class.as_str();
+    // Every lock the drop needs, first and in the sealer's order (the log, then its seals): a
+    // lock taken half-way could wait on a sealer run that waits on this one.
+    tx.batch_execute(&format!(
+        "LOCK TABLE {}, {} IN ACCESS EXCLUSIVE MODE",
+        ident(&format!("access_log_{name}")),
+        ident(&format!("access_log_seals_{name}"))
+    ))
+    .await
+    .context("locking the log's class for the drop")?;
+    if let Some(r) = tx
+        .query_opt(
+            &format!(
+                "SELECT l.id FROM {} l WHERE NOT EXISTS ( \
+                     SELECT 1 FROM access_log_seals s \
+                      WHERE s.class = $1 AND s.log_id = l.id AND s.at = l.at) \
+                 ORDER BY l.id LIMIT 1",
+                ident(&month.name)
+            ),
+            &[&name],
+        )
+        .await?
+    {
+        anyhow::bail!(
+            "{} holds row {} without a seal: it is past retention but is not dropped \
+             until the sealer has sealed it (is token-api running with \
+             ACCESS_LOG_KEY_FILE?); nothing was dropped",
+            month.name,
+            r.get::<_, i64>(0)
+        );
+    }
+    let rows: i64 = tx
+        .query_one(&format!("SELECT count(*) FROM {}", ident(&month.name)), &[])
+        .await?
+        .get(0);
+    let dropped_at: OffsetDateTime = tx.query_one("SELECT now()", &[]).await?.get(0);
+    // The chain's end, when retention drops it too, is where the next seal starts from.
+    let end = seal::chain_end(tx, class).await?;
+    let mut anchors = 0;
+    let mut orphans: Vec<i64> = Vec::new();
+    if let Some(seals) = seals {
+        // Chosen by the seal's partition, not its time: a kept seal is one outside this month's
+        // partition (DEFAULT included).
+        let linked = tx
+            .query(
+                &format!(
+                    "SELECT d.log_id, d.mac FROM {} d \
+                      WHERE EXISTS (SELECT 1 FROM access_log_seals k \
+                                     WHERE k.class = $1 AND k.prev_id = d.log_id \
+                                       AND k.tableoid <> to_regclass($2)) \
+                         OR d.log_id = $3 \
+                      ORDER BY d.log_id",
+                    ident(seals)
+                ),
+                &[&name, &seals, &end.as_ref().map(|e| e.log_id)],
+            )
+            .await
+            .with_context(|| format!("finding the rows to anchor before dropping {seals}"))?;
+        for r in &linked {
+            let log_id: i64 = r.get(0);
+            let mac: Vec<u8> = r.get(1);
+            let auth = anchor_auth(
+                key,
+                name,
+                log_id,
+                &mac,
+                &month.name,
+                month.start,
+                month.end,
+                dropped_at,
+            );
+            anchors += tx
+                .execute(
+                    "INSERT INTO access_log_anchors \
+                       (class, log_id, mac, partition, month_start, month_end, dropped_at, auth) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT DO NOTHING",
+                    &[
+                        &name,
+                        &log_id,
+                        &mac,
+                        &month.name,
+                        &month.start,
+                        &month.end,
+                        &dropped_at,
+                        &auth.as_slice(),
+                    ],
+                )
+                .await
+                .with_context(|| format!("anchoring the chain before dropping {seals}"))?;
+        }
+        orphans = tx
+            .query(
+                &format!(
+                    "SELECT k.log_id FROM access_log_seals k \
+                      WHERE k.class = $1 AND k.tableoid <> to_regclass($2) \
+                        AND EXISTS (SELECT 1 FROM {} d WHERE d.prev_id = k.log_id) \
+                      ORDER BY 1",
+                    ident(seals)
+                ),
+                &[&name, &seals],
+            )
+            .await?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+    }
+    let auth = drop_auth(
+        key,
+        name,
+        &month.name,
+        month.start,
+        month.end,
+        dropped_at,
+        &orphans,
+    );
+    tx.execute(
+        "INSERT INTO access_log_drops \
+           (class, partition, month_start, month_end, dropped_at, orphans, auth) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        &[
+            &name,
+            &month.name,
+            &month.start,
+            &month.end,
+            &dropped_at,
+            &orphans,
+            &auth.as_slice(),
+        ],
+    )
+    .await
+    .with_context(|| format!("recording the drop of {}", month.name))?;
+    tx.batch_execute(&format!("DROP TABLE {}", ident(&month.name)))
+        .await
+        .with_context(|| format!("dropping {}", month.name))?;
+    if let Some(seals) = seals {
+        tx.batch_execute(&format!("DROP TABLE {}", ident(seals)))
+            .await
+            .with_context(|| format!("dropping {seals}"))?;
+    }
+    Ok(Dropped {
+        class,
+        partition: month.name.clone(),
+        rows,
+        anchors,
+    })
+}
+
+/// Microseconds since the epoch: a `timestamptz` exactly.
+fn micros(t: OffsetDateTime) -> i64 {
+    (t.unix_timestamp_nanos() / 1_000) as i64
+}
+
+/// The HMAC of a record's fields, each length-prefixed (8 bytes, big-endian), after `domain`.
+fn record_mac(key: &ChainKey, domain: &[u8], fields: &[&[u8]]) -> [u8; 32] {
+    let mut bytes = Vec::new();
+    for f in fields {
+        bytes.extend_from_slice(&(f.len() as u64).to_be_bytes());
+        bytes.extend_from_slice(f);
+    }
+    key.mac(&[domain, &bytes])
+}
+
+/// An anchor's own HMAC: over its class, row id, mac, partition, month and drop time.
+#[expect(
+    clippy::too_many_arguments,
+    reason = "one argument per column authenticated"
+)]
+pub fn anchor_auth(
+    key: &ChainKey,
+    class: &str,
+    log_id: i64,
+    mac: &[u8],
+    partition: &str,
+    month_start: OffsetDateTime,
+    month_end: OffsetDateTime,
+    dropped_at: OffsetDateTime,
+) -> [u8; 32] {
+    record_mac(
+        key,
+        b"kollus access-log anchor\n",
+        &[
+            class.as_bytes(),
+            &log_id.to_be_bytes(),
+            mac,
+            partition.as_bytes(),
+            &micros(month_start).to_be_bytes(),
+            &micros(month_end).to_be_bytes(),
+            &micros(dropped_at).to_be_bytes(),
+        ],
+    )
+}
+
+/// A drop record's HMAC: over its class, partition, month, drop time and orphans.
+pub fn drop_auth(
+    key: &ChainKey,
+    class: &str,
+    partition: &str,
+    month_start: OffsetDateTime,
+    month_end: OffsetDateTime,
+    dropped_at: OffsetDateTime,
+    orphans: &[i64],
+) -> [u8; 32] {
+    let orphans: Vec<u8> = orphans.iter().flat_map(|o| o.to_be_bytes()).collect();
+    record_mac(
+        key,
+        b"kollus access-log drop\n",
+        &[
+            class.as_bytes(),
+            partition.as_bytes(),
+            &micros(month_start).to_be_bytes(),
+            &micros(month_end).to_be_bytes(),
+            &micros(dropped_at).to_be_bytes(),
+            &orphans,
+        ],
+    )
 }
 
 /// A partition's name, quoted (names come from `pg_class`, checked to be ours).

@@ -14,9 +14,19 @@
 //!   after the same row (`forked`);
 //! - a row without a seal that the sealer will no longer reach ([`seal::Reach`]) is
 //!   `unsealed`; one it will reach is counted as pending, not a problem;
+//! - each anchor and drop record of retention carries its HMAC, names a partition that is gone,
+//!   and a month that was past retention when it was dropped: else `anchor_forged` (a row
+//!   deleted and "anchored" by whoever can write the database, or a month dropped early);
+//! - a chain has one end: a seal that no seal names as its previous one, other than the
+//!   chain's end and the kept seals whose successor retention dropped, is `second_end` (rows
+//!   removed after it, the chain relinked past them by a forged anchor);
 //! - each head object's own mac (`head_forged`), and its row still sealed with its mac
-//!   (`head_mismatch` if another), or accounted for by retention (an anchor, or a month dropped);
-//!   else `head_missing_row`: the chain's tail was cut.
+//!   (`head_mismatch` if another), or accounted for by retention (a valid drop record of the
+//!   row's month); else `head_missing_row`: the chain's tail was cut. With `ARCHIVE_DIR`, a log
+//!   sealed for more than a day without any head (or none for two days) is `heads_absent`.
+//!
+//! It reads from one snapshot (`Chain::verify` opens a REPEATABLE READ READ ONLY transaction):
+//! a row written and sealed while it runs is not half seen (a seal without its row).
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -29,6 +39,7 @@ use tokio_postgres::GenericClient;
 
 use crate::access_log::heads::{self, Head};
 use crate::access_log::record::Class;
+use crate::access_log::retention;
 use crate::access_log::seal::{self, ChainKey, LogRow, GENESIS, ROW_COLUMNS, ROW_WIDTH};
 
 /// Rows read per page.
@@ -50,6 +61,9 @@ pub enum BreakKind {
     HeadForged,
     HeadMismatch,
     HeadMissingRow,
+    AnchorForged,
+    SecondEnd,
+    HeadsAbsent,
 }
 
 /// The first problem found.
@@ -119,11 +133,14 @@ fn first(found: &mut Option<Break>, b: Break) {
     }
 }
 
-/// Verifies every chain and, with `archive`, every head. `progress`: for a terminal.
+/// Verifies every chain and, with `archive`, every head. `access_days`: the access class's
+/// retention (ACCESS_LOG_RETENTION_DAYS), which a drop must have respected. `progress`: for a
+/// terminal. Run it inside one REPEATABLE READ transaction (module doc).
 pub async fn verify(
     client: &impl GenericClient,
     key: &ChainKey,
     archive: Option<&Archive>,
+    access_days: u32,
     mut progress: Option<&mut Progress>,
 ) -> anyhow::Result<Report> {
     if let Some(p) = progress.as_deref_mut() {
@@ -147,19 +164,30 @@ pub async fn verify(
         },
         first_break: None,
     };
+    let mut drops: HashMap<&'static str, Vec<Drop>> = HashMap::new();
     for &class in Class::ALL {
-        let (chain, found) = walk(client, key, class, now, progress.as_deref_mut()).await?;
-        report.rows += chain.rows;
-        report.chains.insert(class.as_str().to_owned(), chain);
+        let (valid, found) = retention_records(client, key, class, access_days).await?;
         if let Some(b) = found {
             first(&mut report.first_break, b);
         }
-        for b in whole_chain_checks(client, class).await? {
+        let (chain, found) = walk(client, key, class, now, progress.as_deref_mut()).await?;
+        report.rows += chain.rows;
+        report.chains.insert(class.as_str().to_owned(), chain);
+        // A second end is what a row removed with its seal also leaves behind: the walk's
+        // break (naming the row removed) says more, so it is named only when the walk found none.
+        let walked_clean = found.is_none();
+        if let Some(b) = found {
             first(&mut report.first_break, b);
         }
+        for b in whole_chain_checks(client, class, &valid).await? {
+            if b.problem != BreakKind::SecondEnd || walked_clean {
+                first(&mut report.first_break, b);
+            }
+        }
+        drops.insert(class.as_str(), valid);
     }
     if let Some(archive) = archive {
-        let (checked, found) = check_heads(client, key, archive).await?;
+        let (checked, found) = check_heads(client, key, archive, &drops, now).await?;
         report.heads_checked = checked;
         if let Some(b) = found {
             // A forged or mismatched head is reported even after a row's break: it is about the
@@ -438,10 +466,12 @@ async fn previous_mac(
     Ok(found.map(|r| r.get(0)))
 }
 
-/// The check over all of a chain's seals at once: two seals after one row (one scan).
+/// The checks over all of a chain's seals at once: two seals after one row, and a second end
+/// (a seal no seal follows, besides the chain's end and the orphans of valid `drops`).
 async fn whole_chain_checks(
     client: &impl GenericClient,
     class: Class,
+    drops: &[Drop],
 ) -> anyhow::Result<Vec<Break>> {
     let name = class.as_str();
     let mut found = Vec::new();
@@ -470,20 +500,155 @@ async fn whole_chain_checks(
             },
         ));
     }
+    let orphans: Vec<i64> = drops
+        .iter()
+        .flat_map(|d| d.orphans.iter().copied())
+        .collect();
+    let ends: Vec<i64> = client
+        .query(
+            "SELECT s.log_id FROM access_log_seals s WHERE s.class = $1 \
+                AND NOT EXISTS (SELECT 1 FROM access_log_seals n \
+                                 WHERE n.class = $1 AND n.prev_id = s.log_id) \
+                AND NOT s.log_id = ANY($2) \
+              ORDER BY s.log_id LIMIT 2",
+            &[&name, &orphans],
+        )
+        .await
+        .context("looking for the chain's ends")?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    if let [second, end, ..] = ends[..] {
+        found.push(broken(
+            second,
+            BreakKind::SecondEnd,
+            format!(
+                "no seal follows row {second}'s, yet the chain goes on to row {end}: the rows \
+                 after it were removed with their seals and the chain relinked past them"
+            ),
+        ));
+    }
     Ok(found)
 }
 
-/// The month partitions' starts still holding `class`'s seals, oldest first.
-pub async fn oldest_kept_month(
+/// A month retention dropped, its record verified.
+#[derive(Debug, Clone)]
+struct Drop {
+    start: OffsetDateTime,
+    end: OffsetDateTime,
+    orphans: Vec<i64>,
+}
+
+/// Checks `class`'s drop records and anchors (module doc); returns the valid drops and the
+/// first bad record.
+async fn retention_records(
     client: &impl GenericClient,
+    key: &ChainKey,
     class: Class,
-) -> anyhow::Result<Option<OffsetDateTime>> {
-    let months = crate::access_log::retention::month_partitions(
-        client,
-        &format!("access_log_seals_{}", class.as_str()),
-    )
-    .await?;
-    Ok(months.first().map(|m| m.start))
+    access_days: u32,
+) -> anyhow::Result<(Vec<Drop>, Option<Break>)> {
+    let name = class.as_str();
+    let days = time::Duration::days(i64::from(retention::retention_days(class, access_days)));
+    let mut found = None;
+    let mut valid = Vec::new();
+    let forged = |log_id: i64, detail: String| Break {
+        class: name.to_owned(),
+        log_id,
+        problem: BreakKind::AnchorForged,
+        detail,
+    };
+    let drops = client
+        .query(
+            "SELECT partition, month_start, month_end, dropped_at, orphans, auth, \
+                    to_regclass(partition) IS NOT NULL \
+               FROM access_log_drops WHERE class = $1 ORDER BY month_start",
+            &[&name],
+        )
+        .await
+        .context("reading retention's drop records")?;
+    let mut dropped: HashMap<String, (OffsetDateTime, OffsetDateTime, OffsetDateTime)> =
+        HashMap::new();
+    for r in &drops {
+        let partition: String = r.get(0);
+        let (start, end, at): (OffsetDateTime, OffsetDateTime, OffsetDateTime) =
+            (r.get(1), r.get(2), r.get(3));
+        let orphans: Vec<i64> = r.get(4);
+        let auth: Vec<u8> = r.get(5);
+        let why = if !macs_equal(
+            &auth,
+            &retention::drop_auth(key, name, &partition, start, end, at, &orphans),
+        ) {
+            Some("its HMAC does not verify under ACCESS_LOG_KEY_FILE")
+        } else if r.get::<_, bool>(6) {
+            Some("its partition is still there")
+        } else if end + days > at {
+            Some("its month was not past retention when it was dropped")
+        } else {
+            None
+        };
+        match why {
+            Some(why) => {
+                let b = forged(0, format!("the drop record of {partition}: {why}"));
+                if found.is_none() {
+                    found = Some(b);
+                }
+            }
+            None => {
+                dropped.insert(partition, (start, end, at));
+                valid.push(Drop {
+                    start,
+                    end,
+                    orphans,
+                });
+            }
+        }
+    }
+    let anchors = client
+        .query(
+            "SELECT log_id, mac, partition, month_start, month_end, dropped_at, auth \
+               FROM access_log_anchors WHERE class = $1 ORDER BY log_id",
+            &[&name],
+        )
+        .await
+        .context("reading the chain's anchors")?;
+    for r in &anchors {
+        let log_id: i64 = r.get(0);
+        let mac: Vec<u8> = r.get(1);
+        let partition: String = r.get(2);
+        let month: Option<(OffsetDateTime, OffsetDateTime)> =
+            r.get::<_, Option<OffsetDateTime>>(3).zip(r.get(4));
+        let at: Option<OffsetDateTime> = r.get(5);
+        let auth: Option<Vec<u8>> = r.get(6);
+        let authentic = match (month, at, &auth) {
+            (Some((start, end)), Some(at), Some(auth)) => macs_equal(
+                auth,
+                &retention::anchor_auth(key, name, log_id, &mac, &partition, start, end, at),
+            ),
+            _ => false,
+        };
+        let why = if !authentic {
+            Some("its HMAC does not verify under ACCESS_LOG_KEY_FILE (or it has none)")
+        } else if dropped.get(&partition) != month.zip(at).map(|((s, e), a)| (s, e, a)).as_ref() {
+            Some("no valid drop record of its partition and month")
+        } else {
+            None
+        };
+        if let Some(why) = why {
+            let b = forged(log_id, format!("the anchor in {partition}: {why}"));
+            if found
+                .as_ref()
+                .is_none_or(|f: &Break| f.log_id == 0 || log_id < f.log_id)
+            {
+                found = Some(b);
+            }
+        }
+    }
+    Ok((valid, found))
+}
+
+/// Two macs equal, in constant time.
+fn macs_equal(a: &[u8], b: &[u8]) -> bool {
+    subtle::ConstantTimeEq::ct_eq(a, b).into()
 }
 
 /// Checks every head object: its mac, and each chain end it names against the database.
@@ -491,12 +656,11 @@ async fn check_heads(
     client: &impl GenericClient,
     key: &ChainKey,
     archive: &Archive,
+    drops: &HashMap<&'static str, Vec<Drop>>,
+    now: OffsetDateTime,
 ) -> anyhow::Result<(u64, Option<Break>)> {
     let mut checked = 0;
-    let mut kept_from: HashMap<&str, Option<OffsetDateTime>> = HashMap::new();
-    for &class in Class::ALL {
-        kept_from.insert(class.as_str(), oldest_kept_month(client, class).await?);
-    }
+    let mut newest: Option<OffsetDateTime> = None;
     for path in heads::list(archive).await? {
         let bytes = archive.get(&path).await?;
         let head = match Head::open(key, &bytes) {
@@ -514,6 +678,7 @@ async fn check_heads(
             }
         };
         checked += 1;
+        newest = newest.max(Some(head.written_at));
         for (class, end) in &head.chains {
             let mac = hex::decode(&end.mac).unwrap_or_default();
             let found = client
@@ -543,11 +708,12 @@ async fn check_heads(
                     ))
                 }
                 None => {
-                    // Retention dropped its month (its partition is gone)?
-                    let dropped = match (end.at, kept_from.get(class.as_str()).copied().flatten()) {
-                        (Some(at), Some(kept)) => at < kept,
-                        _ => false,
-                    };
+                    // Retention dropped its month (a valid drop record covers it)?
+                    let dropped = end.at.is_some_and(|at| {
+                        drops
+                            .get(class.as_str())
+                            .is_some_and(|d| d.iter().any(|d| d.start <= at && at < d.end))
+                    });
                     if !dropped {
                         return Ok((
                             checked,
@@ -562,6 +728,39 @@ async fn check_heads(
                 }
             }
         }
+    }
+    // Heads are written on the first sealer run of each day: none while seals are more than a
+    // day old (or none for two days while sealing goes on) means they are not being written.
+    let since = newest.unwrap_or(OffsetDateTime::UNIX_EPOCH);
+    let late = client
+        .query_opt(
+            "SELECT sealed_at FROM access_log_seals WHERE sealed_at > $1 AND sealed_at < $2 \
+              LIMIT 1",
+            &[
+                &since,
+                &(now - time::Duration::days(if newest.is_some() { 2 } else { 1 })),
+            ],
+        )
+        .await
+        .context("looking for seals no head covers")?;
+    if late.is_some() {
+        return Ok((
+            checked,
+            Some(Break {
+                class: "head".into(),
+                log_id: 0,
+                problem: BreakKind::HeadsAbsent,
+                detail: match newest {
+                    None => "ARCHIVE_DIR holds no daily head, yet rows were sealed more than a \
+                             day ago: heads are not being written (is ARCHIVE_DIR writable?)"
+                        .into(),
+                    Some(t) => format!(
+                        "no daily head since {t}, yet rows were sealed since: heads are not \
+                         being written (is ARCHIVE_DIR writable?)"
+                    ),
+                },
+            }),
+        ));
     }
     Ok((checked, None))
 }

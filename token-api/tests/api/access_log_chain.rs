@@ -84,7 +84,7 @@ async fn sealed(db: &tokio_postgres::Client, n: i64) {
 async fn check(db: &tokio_postgres::Client, archive: Option<&std::path::Path>) -> Report {
     let archive =
         archive.map(|p| kollus_archive::store::Archive::open(&p.display().to_string()).unwrap());
-    verify::verify(db, &key(), archive.as_ref(), None)
+    verify::verify(db, &key(), archive.as_ref(), 730, None)
         .await
         .unwrap()
 }
@@ -293,7 +293,7 @@ async fn retention_drops_a_past_month_anchors_the_chain_and_keeps_rights() {
     let access_month = old_month(&client, "access_log_access").await;
     let rights_month = old_month(&client, "access_log_rights").await;
     // The last old access row (id 3: access rows came first) is what this month's first names.
-    let done = retention::maintain(&mut client, 730).await.unwrap();
+    let done = retention::maintain(&mut client, &key(), 730).await.unwrap();
     assert_eq!(done.dropped.len(), 1, "{done:?}");
     assert_eq!(done.dropped[0].partition, access_month);
     assert_eq!((done.dropped[0].rows, done.dropped[0].anchors), (3, 1));
@@ -330,7 +330,7 @@ async fn retention_drops_a_past_month_anchors_the_chain_and_keeps_rights() {
     rows(&client, "access", 2).await;
     sealed(&client, 9).await;
     assert!(check(&client, None).await.ok);
-    assert!(retention::maintain(&mut client, 730)
+    assert!(retention::maintain(&mut client, &key(), 730)
         .await
         .unwrap()
         .dropped
@@ -370,7 +370,9 @@ async fn retention_refuses_a_month_with_an_unsealed_row() {
         )
         .await
         .unwrap();
-    let e = retention::maintain(&mut client, 730).await.unwrap_err();
+    let e = retention::maintain(&mut client, &key(), 730)
+        .await
+        .unwrap_err();
     assert!(format!("{e:#}").contains("without a seal"), "{e:#}");
     let n: i64 = client
         .query_one("SELECT count(*) FROM access_log", &[])
@@ -709,5 +711,257 @@ async fn an_independent_verifier_in_python_agrees_with_the_sealer() {
     assert!(
         said.contains(&format!("access row {id} does not match")),
         "{said}"
+    );
+}
+
+/// An anchor whose HMAC `maintain` did not write, at a row that is still there.
+async fn forge_anchor(client: &tokio_postgres::Client, id: i64) {
+    client
+        .execute(
+            "INSERT INTO access_log_anchors (class, log_id, mac, partition, dropped_at) \
+             SELECT 'access', log_id, mac, 'x', now() FROM access_log_seals \
+              WHERE class = 'access' AND log_id = $1",
+            &[&id],
+        )
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn a_forged_anchor_and_a_second_end_are_named() {
+    let (_db, client) = sealed_log().await;
+    // An anchor made by whoever can write the database (a seal's mac copied): not its HMAC.
+    forge_anchor(&client, 17).await;
+    broken_at(&check(&client, None).await, 17, BreakKind::AnchorForged);
+    // Row 17 and its seal removed: row 18's seal finds its previous mac in that anchor, but row
+    // 16's seal is now followed by none, short of the chain's end.
+    client
+        .batch_execute(
+            "DELETE FROM access_log WHERE id = 17; \
+             DELETE FROM access_log_seals WHERE log_id = 17",
+        )
+        .await
+        .unwrap();
+    broken_at(&check(&client, None).await, 16, BreakKind::SecondEnd);
+}
+
+#[tokio::test]
+async fn a_month_dropped_inside_retention_is_named() {
+    let db = TestDb::new().await;
+    let mut client = db.client().await;
+    client
+        .batch_execute(
+            "SELECT access_log_ensure_partitions(now() - interval '400 days', 1); \
+             INSERT INTO access_log (class, at, action, key_name, target) \
+             SELECT 'access', date_trunc('month', now() - interval '400 days') + interval '1 day', \
+                    'search', 'agent', 'old ' || g FROM generate_series(1, 3) g;",
+        )
+        .await
+        .unwrap();
+    rows(&client, "access", 2).await;
+    start(chain_settings(&db, None)).await;
+    sealed(&client, 5).await;
+    // Dropped as if kept 30 days; the log is kept 730.
+    let done = retention::maintain(&mut client, &key(), 30).await.unwrap();
+    assert!(!done.dropped.is_empty(), "{done:?}");
+    let within = verify::verify(&client, &key(), None, 30, None)
+        .await
+        .unwrap();
+    assert!(within.ok, "kept 30 days, the drop was due: {within:?}");
+    let report = check(&client, None).await;
+    assert!(!report.ok, "{report:?}");
+    assert_eq!(
+        report.first_break.as_ref().map(|b| b.problem),
+        Some(BreakKind::AnchorForged),
+        "{report:?}"
+    );
+}
+
+#[tokio::test]
+async fn retention_anchors_a_month_by_partition_even_for_a_row_in_default() {
+    let db = TestDb::new().await;
+    let mut client = db.client().await;
+    // Ids 1 to 3 in a month 800 days ago; id 4 dated 900 days ago, a month with no partition
+    // (DEFAULT), named by none of the month's seals' times; then this month's.
+    client
+        .batch_execute(
+            "SELECT access_log_ensure_partitions(now() - interval '800 days', 1); \
+             INSERT INTO access_log (class, at, action, key_name, target) \
+             SELECT 'access', date_trunc('month', now() - interval '800 days') + interval '1 day', \
+                    'search', 'agent', 'old ' || g FROM generate_series(1, 3) g; \
+             INSERT INTO access_log (class, at, action, key_name, target) \
+             VALUES ('access', now() - interval '900 days', 'search', 'agent', 'in default');",
+        )
+        .await
+        .unwrap();
+    rows(&client, "access", 2).await;
+    start(chain_settings(&db, None)).await;
+    sealed(&client, 6).await;
+    let done = retention::maintain(&mut client, &key(), 730).await.unwrap();
+    assert_eq!(done.dropped.len(), 1, "{done:?}");
+    assert_eq!(
+        done.dropped[0].anchors, 1,
+        "row 3, which row 4's seal names"
+    );
+    let report = check(&client, None).await;
+    assert!(report.ok, "{report:?}");
+    assert_eq!(report.chains["access"].rows, 3);
+}
+
+#[tokio::test]
+async fn the_service_role_cannot_pick_a_rows_id_or_time_and_the_owner_can() {
+    let db = TestDb::new().await;
+    let admin = db.client().await;
+    let role = ServiceRole {
+        name: format!("kollus_svc_{}", uuid::Uuid::now_v7().simple()),
+        admin_url: db.url.clone(),
+    };
+    admin
+        .batch_execute(&format!(
+            "CREATE ROLE {} LOGIN IN ROLE kollus_service",
+            role.name
+        ))
+        .await
+        .unwrap();
+    let role_url = db.url.replacen("postgres@", &format!("{}@", role.name), 1);
+    let (svc, conn) = tokio_postgres::connect(&role_url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let insert = "INSERT INTO access_log (class, at, action, key_name) \
+                  VALUES ('access', $1::text::timestamptz, 'search', 'agent') RETURNING id";
+    for at in [
+        "infinity",
+        "-infinity",
+        "2999-01-01T00:00:00Z",
+        "2000-01-01T00:00:00Z",
+    ] {
+        let e = svc.query_one(insert, &[&at]).await.expect_err(at);
+        assert_eq!(e.code().map(|c| c.code()), Some("23514"), "{at}: {e}");
+    }
+    for when in ["now() + interval '5 months'", "now() - interval '1 day'"] {
+        let e = svc
+            .batch_execute(&format!(
+                "INSERT INTO access_log (class, at, action, key_name) \
+                 VALUES ('access', {when}, 'search', 'agent')"
+            ))
+            .await
+            .expect_err(when);
+        assert_eq!(e.code().map(|c| c.code()), Some("23514"), "{when}: {e}");
+    }
+    let id: i64 = svc
+        .query_one(
+            "INSERT INTO access_log (id, class, action, key_name) \
+             VALUES (1000000, 'access', 'search', 'agent') RETURNING id",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_ne!(id, 1_000_000, "the id is the sequence's");
+    // The owner (migration role: imports, tests) may date a row, never to infinity.
+    let e = admin.query_one(insert, &[&"infinity"]).await.unwrap_err();
+    assert_eq!(e.code().map(|c| c.code()), Some("23514"), "{e}");
+    admin
+        .batch_execute(
+            "INSERT INTO access_log (class, at, action, key_name) \
+             VALUES ('access', now() - interval '1 day', 'search', 'agent'), \
+                    ('access', now() + interval '6 months', 'search', 'agent')",
+        )
+        .await
+        .unwrap();
+    // The row past every month (DEFAULT) is moved into its month when that month is created.
+    admin
+        .query_one(
+            "SELECT access_log_ensure_partitions(now() + interval '6 months', 1)",
+            &[],
+        )
+        .await
+        .expect("a month with rows in DEFAULT is created");
+    let (in_default, leaf): (i64, String) = {
+        let r = admin
+            .query_one(
+                "SELECT (SELECT count(*) FROM access_log_access_default), \
+                        (SELECT tableoid::regclass::text FROM access_log \
+                          WHERE at > now() + interval '5 months')",
+                &[],
+            )
+            .await
+            .unwrap();
+        (r.get(0), r.get(1))
+    };
+    assert_eq!(in_default, 0);
+    assert!(leaf.starts_with("access_log_access_y"), "{leaf}");
+}
+
+#[tokio::test]
+async fn maintain_gives_up_a_lock_it_waits_for_and_drops_later() {
+    let db = TestDb::new().await;
+    let mut client = db.client().await;
+    client
+        .batch_execute("SELECT access_log_ensure_partitions(now() - interval '800 days', 1)")
+        .await
+        .unwrap();
+    let month = old_month(&client, "access_log_access").await;
+    // A long transaction reading the log (a verification, the sealer): a DROP waits for it,
+    // and every insert into the log would queue behind the DROP.
+    let mut reader = db.client().await;
+    let tx = reader.transaction().await.unwrap();
+    tx.batch_execute("LOCK TABLE access_log IN ACCESS SHARE MODE")
+        .await
+        .unwrap();
+    let outcome = tokio::time::timeout(
+        Duration::from_secs(30),
+        retention::maintain(&mut client, &key(), 730),
+    )
+    .await
+    .expect("maintain waits for a lock 2 s at a time, not forever");
+    let e = outcome.unwrap_err();
+    assert!(format!("{e:#}").contains("lock timeout"), "{e:#}");
+    assert!(!gone(&client, &month).await);
+    tx.rollback().await.unwrap();
+    let done = retention::maintain(&mut client, &key(), 730).await.unwrap();
+    assert!(
+        done.dropped.iter().any(|d| d.partition == month),
+        "{done:?}"
+    );
+    assert!(gone(&client, &month).await);
+}
+
+#[tokio::test]
+async fn a_failed_head_write_is_paused_and_a_log_without_heads_is_not_ok() {
+    let db = TestDb::new().await;
+    let client = db.client().await;
+    // An archive where the heads' directory cannot be made (a file is in its way).
+    let broken = tempfile::tempdir().unwrap();
+    std::fs::write(broken.path().join("access-log"), b"").unwrap();
+    let settings = chain_settings(&db, Some(broken.path()));
+    let pool = kollus_common::db::pool(&settings.database).unwrap();
+    let chain = kollus_token_api::access_log::Chain::new(
+        &settings,
+        pool,
+        kollus_token_api::metrics::Metrics::new(),
+    )
+    .unwrap();
+    rows(&client, "access", 3).await;
+    chain.seal_once().await.expect("the seals are written");
+    chain.seal_once().await.unwrap();
+    assert_eq!(
+        chain.metrics.access_log_head_failures.get(),
+        1,
+        "the second run waits out the pause"
+    );
+    // An archive with no head: fine on the first day, not once rows were sealed days ago.
+    let empty = tempfile::tempdir().unwrap();
+    let report = check(&client, Some(empty.path())).await;
+    assert!(report.ok, "{report:?}");
+    client
+        .batch_execute("UPDATE access_log_seals SET sealed_at = now() - interval '2 days'")
+        .await
+        .unwrap();
+    broken_at(
+        &check(&client, Some(empty.path())).await,
+        0,
+        BreakKind::HeadsAbsent,
     );
 }
