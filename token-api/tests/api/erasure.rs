@@ -260,7 +260,7 @@ async fn erasing_a_user_removes_every_row_of_theirs_and_nothing_of_another() {
     })
     .await;
     let key = ChainKey::from_file(key_files().access_log()).unwrap();
-    let report = verify::verify(&db, &key, None, None).await.unwrap();
+    let report = verify::verify(&db, &key, None, 730, None).await.unwrap();
     assert!(report.ok, "{report:?}");
     let sealed_of = |tag: SubjectTag| {
         let db = &db;
