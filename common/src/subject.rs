@@ -308,6 +308,37 @@ impl Subjects {
         })
     }
 
+    /// [`Subjects::seal_id`], unless the subject's latest key was destroyed by an erasure: then
+    /// the tag alone (generation 0, nothing sealed), so naming an erased id (a search, a read
+    /// of what is no longer held) never starts a new key that would make it readable again. A
+    /// user who returns gets a new generation from the data's own writers ([`current_key`]).
+    ///
+    /// [`current_key`]: Subjects::current_key
+    pub async fn seal_id_unless_erased(
+        &self,
+        client: &impl GenericClient,
+        client_user_id: &str,
+    ) -> anyhow::Result<SealedSubject> {
+        let tag = self.tag(client_user_id);
+        let erased: bool = client
+            .query_opt(
+                "SELECT wrapped IS NULL FROM subject_keys WHERE tag = $1 \
+                  ORDER BY generation DESC LIMIT 1",
+                &[&tag.as_str()],
+            )
+            .await
+            .context("reading a subject key")?
+            .is_some_and(|r| r.get(0));
+        if erased {
+            return Ok(SealedSubject {
+                tag,
+                generation: 0,
+                sealed_id: Vec::new(),
+            });
+        }
+        self.seal_id(client, client_user_id).await
+    }
+
     /// The user id a record sealed, `None` once its subject's key is destroyed.
     pub async fn open_id(
         &self,

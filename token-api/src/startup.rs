@@ -109,7 +109,10 @@ impl Application {
             &settings.access_log.subject_tag_key_file,
             &settings.access_log.archive_kek_file,
         )?;
-        let access_log = web::Data::new(AccessLog::new(subjects, metrics.access_log_rows.clone()));
+        let access_log = web::Data::new(AccessLog::new(
+            subjects.clone(),
+            metrics.access_log_rows.clone(),
+        ));
         // The chain: this month and the next ones partitioned, then console_views moved in and
         // the key list recorded, then rows sealed every interval.
         crate::access_log::ensure_partitions(&settings.database).await;
@@ -144,6 +147,7 @@ impl Application {
             custom_key: settings.custom_key.clone(),
             pool: pool.clone(),
             metrics: metrics.clone(),
+            subjects: subjects.clone(),
         });
         // Exports on a pool of their own: a slow reader never holds a callback's connection.
         let export = web::Data::new(Export::new(

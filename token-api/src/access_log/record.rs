@@ -212,7 +212,7 @@ impl AccessLog {
             reason(e.reason, e.subject).map_err(anyhow::Error::msg)?;
         }
         let sealed = match e.subject {
-            Some(user) => Some(self.subjects.seal_id(client, user).await?),
+            Some(user) => Some(self.subjects.seal_id_unless_erased(client, user).await?),
             None => None,
         };
         let (tag, generation, sealed_id) = split(sealed.as_ref());
@@ -310,7 +310,7 @@ impl AccessLog {
             .context("counting an API read")?
             .get(0);
         if !counted {
-            let sealed = self.subjects.seal_id(client, subject).await?;
+            let sealed = self.subjects.seal_id_unless_erased(client, subject).await?;
             client
                 .query_one(
                     "SELECT access_log_count_read($1, $2, $3, $4, $5)",
@@ -329,8 +329,10 @@ impl AccessLog {
     }
 }
 
+/// A row's subject columns; an erased subject's (generation 0) by tag alone.
 fn split(s: Option<&SealedSubject>) -> (Option<&str>, Option<i32>, Option<&[u8]>) {
     match s {
+        Some(s) if s.generation == 0 => (Some(s.tag.as_str()), None, None),
         Some(s) => (
             Some(s.tag.as_str()),
             Some(s.generation),

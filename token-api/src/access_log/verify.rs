@@ -143,6 +143,13 @@ pub async fn verify(
     access_days: u32,
     mut progress: Option<&mut Progress>,
 ) -> anyhow::Result<Report> {
+    // The heads are read before the first statement takes the transaction's snapshot: a head
+    // is written after its seals commit, so every head read here names seals the snapshot
+    // sees (one written later is the next verification's).
+    let heads = match archive {
+        Some(archive) => Some(read_heads(archive).await?),
+        None => None,
+    };
     if let Some(p) = progress.as_deref_mut() {
         let total: i64 = client
             .query_one("SELECT count(*) FROM access_log", &[])
@@ -186,8 +193,8 @@ pub async fn verify(
         }
         drops.insert(class.as_str(), valid);
     }
-    if let Some(archive) = archive {
-        let (checked, found) = check_heads(client, key, archive, &drops, now).await?;
+    if let Some(heads) = &heads {
+        let (checked, found) = check_heads(client, key, heads, &drops, now).await?;
         report.heads_checked = checked;
         if let Some(b) = found {
             // A forged or mismatched head is reported even after a row's break: it is about the
@@ -652,18 +659,27 @@ fn macs_equal(a: &[u8], b: &[u8]) -> bool {
 }
 
 /// Checks every head object: its mac, and each chain end it names against the database.
+/// Every head object: (its path, its bytes).
+async fn read_heads(archive: &Archive) -> anyhow::Result<Vec<(String, bytes::Bytes)>> {
+    let mut heads = Vec::new();
+    for path in heads::list(archive).await? {
+        let bytes = archive.get(&path).await?;
+        heads.push((path, bytes));
+    }
+    Ok(heads)
+}
+
 async fn check_heads(
     client: &impl GenericClient,
     key: &ChainKey,
-    archive: &Archive,
+    heads: &[(String, bytes::Bytes)],
     drops: &HashMap<&'static str, Vec<Drop>>,
     now: OffsetDateTime,
 ) -> anyhow::Result<(u64, Option<Break>)> {
     let mut checked = 0;
     let mut newest: Option<OffsetDateTime> = None;
-    for path in heads::list(archive).await? {
-        let bytes = archive.get(&path).await?;
-        let head = match Head::open(key, &bytes) {
+    for (path, bytes) in heads {
+        let head = match Head::open(key, bytes) {
             Ok(h) => h,
             Err(why) => {
                 return Ok((

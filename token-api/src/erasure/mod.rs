@@ -181,12 +181,12 @@ fn failed(e: anyhow::Error) -> ApiError {
     path = "/v1/users/{client_user_id}/erasure",
     operation_id = "eraseUser",
     summary = "Erase a user",
-    description = "Deletes the user's rows from every table naming them (watch sessions, entitlements and their changes, DRM downloads, playback decisions, the day's read counters) and destroys their data key, in one transaction, then writes the receipt. Answers 202 with the receipt's id for any valid id, also one never seen (an erasure tells nothing about existence) and a repeat (a new receipt). The access record is kept, as the law requires; what it sealed of the user no longer opens. Not yet covered: the topics, the archive, dead letters, the ingest spool (the receipt's `kept` says so).",
+    description = "Deletes the user's rows from every table naming them (watch sessions, entitlements and their changes, DRM downloads, playback decisions) and destroys their data key, in one transaction, then writes the receipt. Answers 202 with the receipt's id for any valid id, also one never seen (an erasure tells nothing about existence) and a repeat (a new receipt). The access record is kept, as the law requires; what it sealed of the user no longer opens. Not yet covered: the topics, the archive, dead letters, the ingest spool (the receipt's `kept` says so).",
     params(crate::params::UserPath),
     request_body(content = ErasureBody, content_type = "application/json", description = "Optional."),
     responses(
         (status = 202, description = "Applied: the receipt is at `Location`.", body = Accepted, content_type = "application/json", headers(("Location" = String, description = "/v1/erasures/<id>"))),
-        (status = 400, description = "An invalid id, basis or note, named.", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 400, description = "An invalid id, basis or note (one naming the user is refused), named.", body = crate::problem::Problem, content_type = "application/problem+json"),
         crate::problem::EraseKeyRefused,
         crate::problem::DatabaseFailed
     ),
@@ -203,6 +203,16 @@ pub async fn erase(
     let user = ClientUserId::parse(path.into_inner())
         .map_err(|e| invalid("client_user_id", e.to_string()))?;
     let (basis, note) = parse_body(&body)?;
+    // The receipt is kept for good: a note naming the user would keep them.
+    if note
+        .as_deref()
+        .is_some_and(|n| n.to_lowercase().contains(&user.as_str().to_lowercase()))
+    {
+        return Err(invalid(
+            "note",
+            "a note must not name the user (the receipt names them by tag only)",
+        ));
+    }
     let mut client = state.pool.get().await.map_err(db_error(NOT_ANSWERING))?;
     let request = Request {
         client_user_id: user.as_str(),

@@ -50,6 +50,8 @@ pub struct Playback {
     pub custom_key: String,
     pub pool: Pool,
     pub metrics: Metrics,
+    /// Subject tags: logs name a viewer by tag, never by id.
+    pub subjects: kollus_common::subject::Subjects,
 }
 
 const NOT_ANSWERING: &str = "the entitlements database is not answering; Kollus may retry";
@@ -96,7 +98,7 @@ fn unbound(p: &Playback, callback: &str, user: &str, uservalues: &wire::UserValu
     if !verdict.is_bound() {
         tracing::info!(
             callback,
-            user,
+            subject = p.subjects.tag(user).as_str(),
             binding = verdict.as_str(),
             required = b.required(),
             "a callback without its user's viewer binding"
@@ -261,7 +263,8 @@ async fn answer_play(
         );
     }
     tracing::info!(
-        callback = "play", kind = callback.kind, user, media, result = decision.allowed,
+        callback = "play", kind = callback.kind, subject = p.subjects.tag(user).as_str(), media,
+        result = decision.allowed,
         reason = decision.reason.label(), playtime_used = facts.playtime_used,
         playtime_left = ?decision.playtime_left, "play callback answered"
     );
@@ -415,7 +418,7 @@ async fn answer_drm(
             tracing::info!(
                 callback = "drm",
                 kind = item.kind,
-                user = item.user.as_str(),
+                subject = p.subjects.tag(item.user.as_str()).as_str(),
                 media = item.media.as_str(),
                 result = d.allowed,
                 reason = d.reason.label(),

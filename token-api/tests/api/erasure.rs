@@ -381,7 +381,7 @@ async fn every_request_gets_a_receipt_and_only_an_erase_key_may_ask() {
     assert_eq!(res.status(), StatusCode::ACCEPTED);
     let second: Value = res.json().await.unwrap();
     assert_ne!(first["id"], second["id"]);
-    for (id, generation) in [(&first["id"], 1), (&second["id"], 2)] {
+    for (id, generation) in [(&first["id"], json!(1)), (&second["id"], Value::Null)] {
         let receipt: Value = app
             .client
             .get(format!(
@@ -397,8 +397,9 @@ async fn every_request_gets_a_receipt_and_only_an_erase_key_may_ask() {
             .await
             .unwrap();
         assert_eq!(receipt["basis"], "other");
-        // Each erase row seals the id under a key made for it (none was live) and destroyed
-        // with it: the repeat's is the next generation.
+        // The first erase row seals the id under a key made for it (none was live), destroyed
+        // with it; the repeat names the erased subject by tag alone and destroys no key (none
+        // is started for an erased id).
         assert_eq!(receipt["generation"], generation, "{receipt}");
         assert!(receipt["tables"]
             .as_object()
@@ -406,6 +407,41 @@ async fn every_request_gets_a_receipt_and_only_an_erase_key_may_ask() {
             .values()
             .all(|n| n == 0));
     }
+
+    // Naming the erased id again (a read of what is no longer held) starts no live key: the
+    // access record holds the read by tag alone, so the id does not become readable again.
+    let res = app
+        .client
+        .get(format!("{}/v1/users/never-seen/history", app.address))
+        .bearer_auth(APP_KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    let tag = subjects().tag("never-seen");
+    let live: i64 = app
+        .db
+        .client()
+        .await
+        .query_one(
+            "SELECT count(*) FROM subject_keys WHERE tag = $1 AND wrapped IS NOT NULL",
+            &[&tag.as_str()],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(live, 0, "no key started for an erased id");
+    // A note naming the user is refused: the receipt is kept for good, by tag.
+    let res = erase(
+        &app,
+        "never-seen",
+        ERASE_KEY,
+        Some(json!({"note": "erase NEVER-SEEN please"})),
+    )
+    .await;
+    assert_eq!(res.status(), StatusCode::BAD_REQUEST);
+    let problem: Value = res.json().await.unwrap();
+    assert!(problem.to_string().contains("note"), "{problem}");
 
     // An unscoped key has every scope but erase.
     let res = erase(&app, "u1", APP_KEY, None).await;
