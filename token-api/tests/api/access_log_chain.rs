@@ -965,3 +965,121 @@ async fn a_failed_head_write_is_paused_and_a_log_without_heads_is_not_ok() {
         BreakKind::HeadsAbsent,
     );
 }
+
+/// A fresh LOGIN role in `kollus_service` and its session (the role dropped with the guard).
+async fn service_session(db: &TestDb) -> (ServiceRole, tokio_postgres::Client) {
+    let role = ServiceRole {
+        name: format!("kollus_svc_{}", uuid::Uuid::now_v7().simple()),
+        admin_url: db.url.clone(),
+    };
+    db.client()
+        .await
+        .batch_execute(&format!(
+            "CREATE ROLE {} LOGIN IN ROLE kollus_service",
+            role.name
+        ))
+        .await
+        .unwrap();
+    let role_url = db.url.replacen("postgres@", &format!("{}@", role.name), 1);
+    assert_ne!(role_url, db.url);
+    let (svc, conn) = tokio_postgres::connect(&role_url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    (role, svc)
+}
+
+#[tokio::test]
+async fn temp_tables_of_the_service_role_shadow_nothing_the_log_resolves() {
+    let db = TestDb::new().await;
+    let admin = db.client().await;
+    let (_role, svc) = service_session(&db).await;
+    // A temp `access_log` the service owns: the trigger must still see the log's owner.
+    svc.batch_execute("CREATE TEMP TABLE access_log (x int)")
+        .await
+        .unwrap();
+    let e = svc
+        .batch_execute(
+            "INSERT INTO public.access_log (class, at, action, key_name) \
+             VALUES ('access', now() - interval '1 day', 'search', 'agent')",
+        )
+        .await
+        .expect_err("a backdated row of the service");
+    assert_eq!(e.code().map(|c| c.code()), Some("23514"), "{e}");
+    let id: i64 = svc
+        .query_one(
+            "INSERT INTO public.access_log (id, class, action, key_name) \
+             VALUES (1000000, 'access', 'search', 'agent') RETURNING id",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_ne!(id, 1_000_000, "the id is the sequence's");
+    // A temp `access_log_reads` of made-up finished days: closing the reads ignores it.
+    svc.batch_execute(
+        "CREATE TEMP TABLE access_log_reads (day date, key_name text, subject_tag text, \
+             subject_generation integer, subject_sealed bytea, client_addr inet, \
+             first_at timestamptz, last_at timestamptz, count bigint); \
+         INSERT INTO access_log_reads VALUES ((now() AT TIME ZONE 'UTC')::date - 1, 'app', \
+             'made-up', 1, '\\x01', NULL, now() - interval '1 day', now() - interval '1 day', 99)",
+    )
+    .await
+    .unwrap();
+    let closed: i64 = svc
+        .query_one("SELECT access_log_close_reads()", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(closed, 0);
+    // Counting a read still counts into the real table, not the temp one.
+    let counted: bool = svc
+        .query_one(
+            "SELECT access_log_count_read('app', 'tag-b', 1, '\\x01'::bytea, NULL)",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(counted);
+    let (made_up, real): (i64, i64) = {
+        let r = admin
+            .query_one(
+                "SELECT (SELECT count(*) FROM access_log WHERE subject_tag = 'made-up'), \
+                        (SELECT count(*) FROM access_log_reads WHERE subject_tag = 'tag-b')",
+                &[],
+            )
+            .await
+            .unwrap();
+        (r.get(0), r.get(1))
+    };
+    assert_eq!((made_up, real), (0, 1));
+}
+
+#[tokio::test]
+async fn the_service_role_may_truncate_the_workers_tables_and_never_the_log() {
+    let db = TestDb::new().await;
+    let (_role, svc) = service_session(&db).await;
+    // As history-worker's and sync-worker's `--rebuild` do.
+    svc.batch_execute("TRUNCATE watch_sessions")
+        .await
+        .expect("history-worker's rebuild");
+    svc.batch_execute(
+        "TRUNCATE channel_memberships, media_contents, uploads, content_events, \
+                  snapshot_channels",
+    )
+    .await
+    .expect("sync-worker's rebuild");
+    for table in [
+        "access_log",
+        "access_log_seals",
+        "access_log_reads",
+        "access_log_access_default",
+    ] {
+        let e = svc
+            .batch_execute(&format!("TRUNCATE {table}"))
+            .await
+            .expect_err(table);
+        assert_eq!(e.code().map(|c| c.code()), Some("42501"), "{table}: {e}");
+    }
+}
