@@ -140,7 +140,7 @@ pub const REDACTED: &str = "[user]";
 
 /// `text` with every occurrence of `id` (compared char by char, case-insensitively) replaced by
 /// [`REDACTED`].
-fn redacted(text: &str, id: &str) -> String {
+pub fn redacted(text: &str, id: &str) -> String {
     let same = |a: char, b: char| a == b || a.to_lowercase().eq(b.to_lowercase());
     let id: Vec<char> = id.chars().collect();
     let chars: Vec<char> = text.chars().collect();
