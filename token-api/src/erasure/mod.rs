@@ -186,7 +186,7 @@ fn failed(e: anyhow::Error) -> ApiError {
     request_body(content = ErasureBody, content_type = "application/json", description = "Optional."),
     responses(
         (status = 202, description = "Applied: the receipt is at `Location`.", body = Accepted, content_type = "application/json", headers(("Location" = String, description = "/v1/erasures/<id>"))),
-        (status = 400, description = "An invalid id, basis or note named (the user's id in a note is stored as `[user]`).", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 400, description = "An invalid id, basis or note, named (the user's id in a note is stored as `[user]`, not refused).", body = crate::problem::Problem, content_type = "application/problem+json"),
         crate::problem::EraseKeyRefused,
         crate::problem::DatabaseFailed
     ),
