@@ -135,6 +135,7 @@ pub async fn maintain(
 ) -> anyhow::Result<Maintained> {
     let mut out = Maintained::default();
     let mut attempt = 0;
+    let mut backoff = lock_backoff();
     out.partitions_created = loop {
         attempt += 1;
         let tx = client
@@ -162,8 +163,7 @@ pub async fn maintain(
             }
             Err(e) if lock_timed_out(&e) && attempt < LOCK_ATTEMPTS => {
                 drop(tx);
-                tokio::time::sleep(std::time::Duration::from_millis(500 * u64::from(attempt)))
-                    .await;
+                backoff.wait().await;
             }
             Err(e) => return Err(e),
         }
@@ -186,6 +186,7 @@ pub async fn maintain(
                 .find(|s| s.start == month.start)
                 .map(|s| s.name.clone());
             let mut attempt = 0;
+            let mut backoff = lock_backoff();
             let dropped = loop {
                 attempt += 1;
                 let tx = client
@@ -207,10 +208,7 @@ pub async fn maintain(
                     }
                     Err(e) if lock_timed_out(&e) && attempt < LOCK_ATTEMPTS => {
                         drop(tx);
-                        tokio::time::sleep(std::time::Duration::from_millis(
-                            500 * u64::from(attempt),
-                        ))
-                        .await;
+                        backoff.wait().await;
                     }
                     Err(e) => {
                         return Err(e.context(format!(
@@ -481,6 +479,15 @@ pub fn drop_auth(
 /// A partition's name, quoted (names come from `pg_class`, checked to be ours).
 fn ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// The pause before retrying a statement that waited past `lock_timeout` (the project's
+/// backoff: 0.5 s, doubling, at most 4 s).
+fn lock_backoff() -> kollus_common::backoff::Backoff {
+    kollus_common::backoff::Backoff::new(
+        std::time::Duration::from_millis(500),
+        std::time::Duration::from_secs(4),
+    )
 }
 
 #[cfg(test)]
