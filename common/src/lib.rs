@@ -8,6 +8,7 @@ pub mod client_addr;
 pub mod db;
 pub mod domain;
 pub mod envelope;
+pub mod erasure;
 pub mod http;
 pub mod kafka;
 pub mod kollus;

@@ -196,6 +196,11 @@ pub struct KafkaSettings {
         default_value = DEADLETTER_TOPIC
     )]
     pub deadletter_topic: String,
+    /// Topic of erasures (README "Erasing a user"): the subject tag and the time of each, kept
+    /// forever, so every archiver destroys the user's key in its location and every rebuild
+    /// knows whom not to bring back, even with PostgreSQL lost.
+    #[arg(long, env = "KAFKA_ERASURE_TOPIC", default_value = ERASURE_TOPIC)]
+    pub erasure_topic: String,
     /// Partitions for topics this service creates when they are missing.
     #[arg(long, env = "KAFKA_TOPIC_PARTITIONS", default_value_t = 6)]
     pub topic_partitions: i32,
@@ -363,6 +368,7 @@ fn replicas(s: &str) -> Result<i32, String> {
 pub const CONTENT_TOPIC: &str = "kollus.content.v1";
 pub const PLAYBACK_TOPIC: &str = "kollus.playback.v1";
 pub const DEADLETTER_TOPIC: &str = "kollus.deadletter.v1";
+pub const ERASURE_TOPIC: &str = "kollus.erasure.v1";
 
 /// `KAFKA_RETENTION_DAYS`: -1 (forever) or a whole number of days from 1.
 fn retention_days(s: &str) -> Result<i64, String> {
