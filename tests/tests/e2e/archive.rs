@@ -2,7 +2,7 @@
 //! topics, a brand-new broker, `kollus-archive restore` (twice), both workers `--rebuild` from
 //! it: every table equal to the one the lost cluster built.
 
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 
 use kollus_test_support::{eventually, fixture, read_topic, Broker};
 use rdkafka::message::Message as _;
@@ -19,7 +19,7 @@ async fn snapshot(db: &tokio_postgres::Client) -> Vec<String> {
 
 /// Runs `kollus-archive` to completion; returns its standard output.
 fn archive(args: &[&str], broker: &Broker) -> String {
-    let out = Command::new(binary("kollus-archive"))
+    let out = command("kollus-archive")
         .args(args)
         .envs(broker.env())
         .env("LOG_FORMAT", "text")
@@ -148,7 +148,7 @@ async fn a_new_cluster_restored_from_the_archive_rebuilds_identical_tables() {
     assert!(snapshot(&db).await.is_empty());
     let mut workers = Vec::new();
     for name in ["sync-worker", "history-worker"] {
-        let child = Command::new(binary(name))
+        let child = command(name)
             .arg("--rebuild")
             .envs(new.env())
             .env("DATABASE_URL", &stack.db.url)

@@ -3,8 +3,6 @@
 //! callbacks; a delete whose callback never came keeps a video playable until a sweep finds it
 //! gone, after which token-api's strict catalog refuses its playback token.
 
-use std::process::Command;
-
 use kollus_test_support::kollus_api::video;
 use kollus_test_support::{eventually, fixture, FakeKollusApi};
 
@@ -13,7 +11,7 @@ use crate::stack::*;
 const API_TOKEN: &str = "e2e-kollus-api-token";
 
 async fn kollus_catalog(stack: &Stack, fake: &FakeKollusApi, args: &[&str]) -> String {
-    let mut command = Command::new(binary("kollus-catalog"));
+    let mut command = command("kollus-catalog");
     command
         .args(args)
         .env("KOLLUS_API_URL", &fake.url)

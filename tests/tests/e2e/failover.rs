@@ -8,7 +8,7 @@
 //! the last one left healthy): a JVM cluster start costs tens of seconds here.
 
 use std::collections::BTreeMap;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -328,7 +328,7 @@ async fn all_applied_once(stack: &Stack, sent: &[Sent], what: &str) {
 /// database and topics), and its admin address once it answers `/readyz`.
 async fn start_worker(stack: &Stack, name: &'static str) -> (Process, String) {
     let addr = format!("127.0.0.1:{}", free_port());
-    let child = Command::new(binary(name))
+    let child = command(name)
         .envs(stack.broker.env())
         .env("KAFKA_GROUP_ID", stack.broker.group(name))
         .env("DATABASE_URL", &stack.db.url)

@@ -17,7 +17,7 @@ use kollus_test_support::kollus_api::video;
 use kollus_test_support::tls::TestCa;
 use kollus_test_support::{broker_script, eventually, fixture, free_port, FakeKollusApi, TestDb};
 
-use crate::stack::{binary, CALLBACK_SECRET, LMS_CALLBACK_SECRET, PLAYER_BINDING_KEY, SLACK};
+use crate::stack::{command, CALLBACK_SECRET, LMS_CALLBACK_SECRET, PLAYER_BINDING_KEY, SLACK};
 
 /// The broker's SCRAM user and its password: distinctive, so a log line holding it is found.
 const USER: &str = "kollus-e2e";
@@ -198,7 +198,7 @@ impl Drop for Service {
 
 fn spawn(name: &'static str, env: &[(String, String)], log: &Log) -> Service {
     let addr = format!("127.0.0.1:{}", free_port());
-    let mut child = Command::new(binary(name))
+    let mut child = command(name)
         .envs(env.iter().map(|(k, v)| (k, v)))
         .env("LISTEN_ADDR", &addr)
         .stdin(Stdio::null())
@@ -242,7 +242,7 @@ async fn wait_ready(http: &reqwest::Client, service: &mut Service) {
 
 /// Runs a command-line tool to completion with `env`; its output (stdout, stderr) and status.
 fn run_tool(name: &'static str, args: &[&str], env: &[(String, String)], log: &Log) -> String {
-    let out = Command::new(binary(name))
+    let out = command(name)
         .args(args)
         .envs(env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::null())

@@ -5,7 +5,7 @@
 //! rebuild from both must equal the tables the whole run built.
 
 use std::collections::HashSet;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 
 use kollus_test_support::{eventually, fixture, read_topic, Broker};
 use rdkafka::message::Message as _;
@@ -44,7 +44,7 @@ async fn count(db: &tokio_postgres::Client, table: &str) -> i64 {
 
 /// Runs `kollus-archive` to completion; returns its standard output.
 pub fn archive(args: &[&str], broker: &Broker) -> String {
-    let out = Command::new(binary("kollus-archive"))
+    let out = command("kollus-archive")
         .args(args)
         .envs(broker.env())
         .env("LOG_FORMAT", "text")
@@ -191,7 +191,7 @@ async fn a_rebuild_from_the_archive_then_a_fresh_brokers_topic_equals_the_full_r
     assert!(snapshot(&db).await.is_empty());
     let mut workers = Vec::new();
     for name in ["sync-worker", "history-worker"] {
-        let child = Command::new(binary(name))
+        let child = command(name)
             .arg("--rebuild")
             .env("ARCHIVE_DIR", &dir_s)
             .envs(fresh.env())

@@ -359,7 +359,7 @@ async fn every_panel_has_data_and_cutting_kafka_fires_the_spooling_alert() {
         ("sync-worker", &stack.sync_admin),
         ("history-worker", &stack.history_admin),
     ] {
-        let status = Command::new(binary(service))
+        let status = command(service)
             .arg("healthcheck")
             .env("LISTEN_ADDR", url.trim_start_matches("http://"))
             .status()

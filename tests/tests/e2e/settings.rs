@@ -19,11 +19,11 @@ const SECRETS: &[(&str, &str)] = &[
     ("KOLLUS_SERVICE_ACCOUNT_KEY", "service-account-value-0123"),
 ];
 
-/// Runs `service` with `env` alone (token-api also with its key files, which no case here is
-/// about).
+/// Runs `service` with `env` alone (token-api and history-worker also with their key files,
+/// which no case here is about).
 fn run(service: &str, args: &[&str], env: &[(&str, &str)]) -> Output {
     let key_files = match service {
-        "token-api" => kollus_test_support::key_files().env(),
+        "token-api" | "history-worker" => kollus_test_support::key_files().env(),
         _ => Vec::new(),
     };
     Command::new(binary(service))

@@ -69,6 +69,15 @@ pub struct Stack {
     pub http: reqwest::Client,
 }
 
+/// The service `name` as a command, with the test's key files in its environment
+/// (`SUBJECT_TAG_KEY_FILE`, `ARCHIVE_KEK_FILE`, `ACCESS_LOG_KEY_FILE`): every process of a test
+/// tags and seals a subject alike. A case about a missing key file removes it with `env_remove`.
+pub fn command(name: &str) -> Command {
+    let mut command = Command::new(binary(name));
+    command.envs(kollus_test_support::key_files().env());
+    command
+}
+
 /// Where cargo put the binaries: next to this test's own `deps/` directory.
 pub fn binary(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("the test binary's path");
@@ -112,6 +121,7 @@ impl Stack {
             ("LOG_FORMAT", "text".to_owned()),
             ("RUST_LOG", "warn".to_owned()),
         ]);
+
         let services: [(&'static str, Vec<(&str, String)>); 4] = [
             (
                 "ingest",
@@ -136,9 +146,7 @@ impl Stack {
                     ("PLAY_CALLBACK_SECRET", PLAY_CALLBACK_SECRET.into()),
                     ("PLAYER_BINDING_KEY", PLAYER_BINDING_KEY.into()),
                 ]
-                .into_iter()
-                .chain(kollus_test_support::key_files().env())
-                .collect(),
+                .into(),
             ),
             (
                 "sync-worker",
@@ -151,7 +159,7 @@ impl Stack {
         ];
         let spawn = |name: &'static str, env: &[(&str, String)]| {
             let addr = format!("127.0.0.1:{}", free_port());
-            let child = Command::new(binary(name))
+            let child = command(name)
                 .envs(common_env.iter().map(|(k, v)| (*k, v.as_str())))
                 .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
                 .env("LISTEN_ADDR", &addr)
