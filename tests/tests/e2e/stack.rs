@@ -35,6 +35,8 @@ pub const CUSTOM_KEY: &str = "e2e-custom-key";
 pub const API_KEY: &str = "e2e-api-key-0123456789abcdef";
 /// A key with the `console` scope only (`support[console]:...` in `TOKEN_API_KEYS`).
 pub const CONSOLE_KEY: &str = "e2e-console-key-0123456789";
+/// A key of the `erase` scope alone (README "Erasing a user").
+pub const ERASE_KEY: &str = "e2e-erase-key-0123456789";
 /// The key `fixtures/lms-android-hash.form` was signed with (SPEC.md 4.2).
 pub const SERVICE_ACCOUNT_KEY: &str = "fixture-service-account-key";
 
@@ -107,6 +109,12 @@ impl Stack {
 
     /// The four services against `broker` (e.g. one behind a fault proxy).
     pub async fn start_with(broker: Broker) -> Self {
+        Self::start_with_env(broker, &[]).await
+    }
+
+    /// [`Stack::start_with`], with `extra` settings `(service, variable, value)` given after
+    /// (so over) the stack's own.
+    pub async fn start_with_env(broker: Broker, extra: &[(&str, &str, String)]) -> Self {
         let db = TestDb::new().await;
         // A spool of this test's own, never the working directory.
         let spool_dir = std::env::temp_dir().join(format!(
@@ -140,7 +148,9 @@ impl Stack {
                     ("KOLLUS_CUSTOM_KEY", CUSTOM_KEY.into()),
                     (
                         "TOKEN_API_KEYS",
-                        format!("e2e:{API_KEY},support[console]:{CONSOLE_KEY}"),
+                        format!(
+                            "e2e:{API_KEY},support[console]:{CONSOLE_KEY},dpo[erase]:{ERASE_KEY}"
+                        ),
                     ),
                     ("CONSOLE_INSECURE_COOKIE", "1".into()),
                     ("PLAY_CALLBACK_SECRET", PLAY_CALLBACK_SECRET.into()),
@@ -162,6 +172,12 @@ impl Stack {
             let child = command(name)
                 .envs(common_env.iter().map(|(k, v)| (*k, v.as_str())))
                 .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+                .envs(
+                    extra
+                        .iter()
+                        .filter(|(service, _, _)| *service == name)
+                        .map(|(_, k, v)| (*k, v.as_str())),
+                )
                 .env("LISTEN_ADDR", &addr)
                 .stdin(Stdio::null())
                 .spawn()
