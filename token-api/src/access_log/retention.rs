@@ -105,6 +105,21 @@ pub fn retention_days(class: Class, access_days: u32) -> u32 {
     }
 }
 
+/// The least `ACCESS_LOG_RETENTION_DAYS` allows (two years: 안전성 확보조치 기준 제8조 for a
+/// system with 50,000 or more subjects).
+pub const ACCESS_RETENTION_FLOOR_DAYS: u32 = 730;
+
+/// The shortest retention a drop of `class` may have been made under, for a `verify` run with
+/// `access_days` configured: the retention the law requires, or less when the run itself is
+/// configured with less (a test's); a drop's own retention ([`drop_auth`]) must reach it, so
+/// raising the setting later leaves earlier drops valid and a drop made shorter is not.
+pub fn retention_floor(class: Class, access_days: u32) -> u32 {
+    match class {
+        Class::Access => access_days.min(ACCESS_RETENTION_FLOOR_DAYS),
+        Class::Rights => RIGHTS_RETENTION_DAYS,
+    }
+}
+
 /// How long a step of the maintenance waits for a lock before giving up (and trying again): a
 /// `DROP TABLE` of a partition locks the whole log until it commits, and while it waits for the
 /// sealer's or a request's transaction every insert into the log queues behind it.
@@ -196,7 +211,7 @@ pub async fn maintain(
                 let step = async {
                     tx.batch_execute(&format!("SET LOCAL lock_timeout = '{LOCK_TIMEOUT}'"))
                         .await?;
-                    drop_month(&tx, key, class, month, seals.as_deref()).await
+                    drop_month(&tx, key, class, month, seals.as_deref(), days).await
                 }
                 .await;
                 match step {
@@ -258,6 +273,7 @@ async fn drop_month(
     class: Class,
     month: &MonthPartition,
     seals: Option<&str>,
+    days: u32,
 ) -> anyhow::Result<Dropped> {
     let name = class.as_str();
     // Every lock the drop needs, first and in the sealer's order (the log, then its seals): a
@@ -373,11 +389,12 @@ async fn drop_month(
         month.end,
         dropped_at,
         &orphans,
+        Some(days),
     );
     tx.execute(
         "INSERT INTO access_log_drops \
-           (class, partition, month_start, month_end, dropped_at, orphans, auth) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+           (class, partition, month_start, month_end, dropped_at, orphans, auth, retention_days) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
         &[
             &name,
             &month.name,
@@ -386,6 +403,7 @@ async fn drop_month(
             &dropped_at,
             &orphans,
             &auth.as_slice(),
+            &i32::try_from(days).unwrap_or(i32::MAX),
         ],
     )
     .await
@@ -451,7 +469,14 @@ pub fn anchor_auth(
     )
 }
 
-/// A drop record's HMAC: over its class, partition, month, drop time and orphans.
+/// A drop record's HMAC: over its class, partition, month, drop time, orphans and the retention
+/// in days it was dropped under (V28: domain `kollus access-log drop v2`, the days as a 4-byte
+/// big-endian field last); a record from before V28 has no days (`None`: domain `kollus
+/// access-log drop`, without the field).
+#[expect(
+    clippy::too_many_arguments,
+    reason = "one argument per column authenticated"
+)]
 pub fn drop_auth(
     key: &ChainKey,
     class: &str,
@@ -460,20 +485,31 @@ pub fn drop_auth(
     month_end: OffsetDateTime,
     dropped_at: OffsetDateTime,
     orphans: &[i64],
+    retention_days: Option<u32>,
 ) -> [u8; 32] {
     let orphans: Vec<u8> = orphans.iter().flat_map(|o| o.to_be_bytes()).collect();
-    record_mac(
-        key,
-        b"kollus access-log drop\n",
-        &[
-            class.as_bytes(),
-            partition.as_bytes(),
-            &micros(month_start).to_be_bytes(),
-            &micros(month_end).to_be_bytes(),
-            &micros(dropped_at).to_be_bytes(),
-            &orphans,
-        ],
-    )
+    let (start, end, at) = (
+        micros(month_start).to_be_bytes(),
+        micros(month_end).to_be_bytes(),
+        micros(dropped_at).to_be_bytes(),
+    );
+    let mut fields: Vec<&[u8]> = vec![
+        class.as_bytes(),
+        partition.as_bytes(),
+        &start,
+        &end,
+        &at,
+        &orphans,
+    ];
+    let days = retention_days.map(u32::to_be_bytes);
+    let domain: &[u8] = match &days {
+        Some(days) => {
+            fields.push(days);
+            b"kollus access-log drop v2\n"
+        }
+        None => b"kollus access-log drop\n",
+    };
+    record_mac(key, domain, &fields)
 }
 
 /// A partition's name, quoted (names come from `pg_class`, checked to be ours).

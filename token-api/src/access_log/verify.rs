@@ -555,7 +555,8 @@ async fn retention_records(
     access_days: u32,
 ) -> anyhow::Result<(Vec<Drop>, Option<Break>)> {
     let name = class.as_str();
-    let days = time::Duration::days(i64::from(retention::retention_days(class, access_days)));
+    let configured = retention::retention_days(class, access_days);
+    let floor = retention::retention_floor(class, access_days);
     let mut found = None;
     let mut valid = Vec::new();
     let forged = |log_id: i64, detail: String| Break {
@@ -567,7 +568,7 @@ async fn retention_records(
     let drops = client
         .query(
             "SELECT partition, month_start, month_end, dropped_at, orphans, auth, \
-                    to_regclass(partition) IS NOT NULL \
+                    to_regclass(partition) IS NOT NULL, retention_days \
                FROM access_log_drops WHERE class = $1 ORDER BY month_start",
             &[&name],
         )
@@ -581,15 +582,24 @@ async fn retention_records(
             (r.get(1), r.get(2), r.get(3));
         let orphans: Vec<i64> = r.get(4);
         let auth: Vec<u8> = r.get(5);
+        // The retention it was dropped under (V28), else (an older record) today's.
+        let own: Option<u32> = r
+            .get::<_, Option<i32>>(7)
+            .map(|d| u32::try_from(d).unwrap_or(0));
+        let days = own.unwrap_or(configured);
         let why = if !macs_equal(
             &auth,
-            &retention::drop_auth(key, name, &partition, start, end, at, &orphans),
+            &retention::drop_auth(key, name, &partition, start, end, at, &orphans, own),
         ) {
-            Some("its HMAC does not verify under ACCESS_LOG_KEY_FILE")
+            Some("its HMAC does not verify under ACCESS_LOG_KEY_FILE".to_owned())
         } else if r.get::<_, bool>(6) {
-            Some("its partition is still there")
-        } else if end + days > at {
-            Some("its month was not past retention when it was dropped")
+            Some("its partition is still there".to_owned())
+        } else if days < floor {
+            Some(format!(
+                "it was dropped under a retention of {days} days, short of the {floor} required"
+            ))
+        } else if end + time::Duration::days(i64::from(days)) > at {
+            Some("its month was not past retention when it was dropped".to_owned())
         } else {
             None
         };

@@ -778,6 +778,56 @@ async fn a_month_dropped_inside_retention_is_named() {
 }
 
 #[tokio::test]
+async fn a_drop_keeps_its_own_retention_so_raising_the_setting_later_forges_nothing() {
+    let db = TestDb::new().await;
+    let mut client = db.client().await;
+    client
+        .batch_execute(
+            "SELECT access_log_ensure_partitions(now() - interval '800 days', 1); \
+             INSERT INTO access_log (class, at, action, key_name, target) \
+             SELECT 'access', date_trunc('month', now() - interval '800 days') + interval '1 day', \
+                    'search', 'agent', 'old ' || g FROM generate_series(1, 3) g;",
+        )
+        .await
+        .unwrap();
+    rows(&client, "access", 2).await;
+    start(chain_settings(&db, None)).await;
+    sealed(&client, 5).await;
+    let done = retention::maintain(&mut client, &key(), 730).await.unwrap();
+    assert!(!done.dropped.is_empty(), "{done:?}");
+    let stored: Option<i32> = client
+        .query_one(
+            "SELECT retention_days FROM access_log_drops WHERE class = 'access'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(stored, Some(730));
+    // Kept 730 days then, 1,000 now: the month was due when it went.
+    for days in [730, 1000] {
+        let report = verify::verify(&client, &key(), None, days, None)
+            .await
+            .unwrap();
+        assert!(report.ok, "verified with {days} days: {report:?}");
+    }
+    // The retention is under the drop's HMAC: rewriting it is a forgery.
+    client
+        .execute(
+            "UPDATE access_log_drops SET retention_days = 2000 WHERE class = 'access'",
+            &[],
+        )
+        .await
+        .unwrap();
+    let report = check(&client, None).await;
+    assert_eq!(
+        report.first_break.as_ref().map(|b| b.problem),
+        Some(BreakKind::AnchorForged),
+        "{report:?}"
+    );
+}
+
+#[tokio::test]
 async fn retention_anchors_a_month_by_partition_even_for_a_row_in_default() {
     let db = TestDb::new().await;
     let mut client = db.client().await;
