@@ -30,7 +30,7 @@ for k in ACCESS_LOG_KEY_FILE SUBJECT_TAG_KEY_FILE ARCHIVE_KEK_FILE; do
   (umask 077; head -c 32 /dev/urandom | base64 > "$keys_dir/$k"); export "$k=$keys_dir/$k"
 done
 DATABASE_URL=postgres://postgres@127.0.0.1:5432/$db KOLLUS_SECURITY_KEY=schemathesis-security-key \
-  KOLLUS_CUSTOM_KEY=schemathesis-custom-key TOKEN_API_KEYS="schemathesis:$key" \
+  KOLLUS_CUSTOM_KEY=schemathesis-custom-key TOKEN_API_KEYS="schemathesis[tokens+tokens:playcallback_ignore+read+entitlements+export+audit+erase]:$key" \
   PLAY_CALLBACK_SECRET=schemathesis-play-callback-secret AUTH_FAILURES_PER_MINUTE=0 \
   LISTEN_ADDR=127.0.0.1:$port RUST_LOG=error "$bin_dir/token-api" &
 pid=$!
