@@ -169,6 +169,7 @@ impl Broker {
         s.content_topic = format!("{}.content", self.namespace);
         s.playback_topic = format!("{}.playback", self.namespace);
         s.deadletter_topic = format!("{}.deadletter", self.namespace);
+        s.erasure_topic = format!("{}.erasure", self.namespace);
         s.archive_group_id = self.group("archive");
         s.topic_partitions = 3;
         if let Some(copies) = self.replication {
@@ -196,6 +197,7 @@ impl Broker {
             ("KAFKA_CONTENT_TOPIC", s.content_topic),
             ("KAFKA_PLAYBACK_TOPIC", s.playback_topic),
             ("KAFKA_DEADLETTER_TOPIC", s.deadletter_topic),
+            ("KAFKA_ERASURE_TOPIC", s.erasure_topic),
             ("KAFKA_TOPIC_PARTITIONS", s.topic_partitions.to_string()),
             ("ARCHIVE_GROUP_ID", s.archive_group_id),
         ];
