@@ -121,14 +121,14 @@ pub struct Settings {
 #[derive(Debug, Clone, clap::Args)]
 pub struct ErasureSettings {
     /// Where the archive at ARCHIVE_DIR keeps its data keys, as `kollus-archive dump` has it
-    /// (a directory or `s3://bucket/prefix`). Unset: `<ARCHIVE_DIR>/keys`. A receipt's
+    /// (a directory or `s3://bucket/prefix`). Optional: unset, `<ARCHIVE_DIR>/keys`. A receipt's
     /// `archive` names this location `destroyed` once the archiver left its erasure record
     /// there.
     #[arg(long, env = "ARCHIVE_KEYS_DIR")]
     pub archive_keys_dir: Option<String>,
     /// Other archives' key locations an erasure must reach (another region's archiver, say),
-    /// comma-separated: each is listed in a receipt's `archive`, and a receipt is `complete`
-    /// only once every one of them confirmed.
+    /// comma-separated. Optional: each is listed in a receipt's `archive`, and a receipt is
+    /// `complete` only once every one of them confirmed.
     #[arg(long, env = "ERASURE_KEY_LOCATIONS", value_delimiter = ',')]
     pub erasure_key_locations: Vec<String>,
     /// How often erasures the erasure topic has not acknowledged are sent again, in ms (also
