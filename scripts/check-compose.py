@@ -34,8 +34,10 @@ TOOLS = [
     ("kollus-catalog", "kollus-catalog", ["sweep"]),
     ("access-log-maintain", "token-api", ["access-log", "maintain"]),
 ]
-# Services that use Kafka but start without it: ingest spools (README "The spool").
-KAFKA_OPTIONAL = {"ingest"}
+# Services that use Kafka but start without it: ingest spools (README "The spool"); token-api keeps
+# erasures unpublished until Kafka takes them (README "Erasing a user"), and its access-log
+# maintenance, sharing its settings, never talks to Kafka.
+KAFKA_OPTIONAL = {"ingest", "token-api", "access-log-maintain"}
 # What production replication is: a copy per node on three nodes, two to acknowledge a write.
 REPLICATION_FACTOR = 3
 MIN_INSYNC_REPLICAS = 2

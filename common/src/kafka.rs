@@ -164,12 +164,13 @@ fn topic_config_mismatch() -> &'static prometheus::IntGaugeVec {
 
 /// The settings [`ensure_topics`] creates a topic with and checks on an existing one, besides
 /// its partitions and replicas: one list, so what is checked is what is created.
-fn wanted_config(settings: &KafkaSettings) -> [(&'static str, String); 4] {
+fn wanted_config(settings: &KafkaSettings, topic: &str) -> [(&'static str, String); 4] {
     [
         // Records are deleted by age only (`KAFKA_RETENTION_DAYS`), never by size: the archive
         // is the long tier, and it must get `KAFKA_RETENTION_DAYS` to catch up whatever
-        // happens to it.
-        ("retention.ms", settings.retention_ms().to_string()),
+        // happens to it. The erasure topic keeps its records forever
+        // ([`KafkaSettings::retention_ms_of`]).
+        ("retention.ms", settings.retention_ms_of(topic).to_string()),
         ("retention.bytes", "-1".to_owned()),
         ("segment.ms", SEGMENT_MS.to_string()),
         // Our producers ask acks=all: a write is acknowledged once this many copies hold it.
@@ -376,10 +377,11 @@ async fn ensure_topics_once(
             }
             .into());
         }
-        let config = wanted_config(settings);
+        let configs: Vec<_> = missing.iter().map(|t| wanted_config(settings, t)).collect();
         let new: Vec<NewTopic<'_>> = missing
             .iter()
-            .map(|t| {
+            .zip(&configs)
+            .map(|(t, config)| {
                 config.iter().fold(
                     NewTopic::new(t, settings.topic_partitions, TopicReplication::Fixed(rf)),
                     |topic, (key, value)| topic.set(key, value),
@@ -402,7 +404,7 @@ async fn ensure_topics_once(
                         partitions = settings.topic_partitions,
                         replication_factor = rf,
                         min_insync_replicas = settings.min_insync_replicas(),
-                        retention_ms = settings.retention_ms(),
+                        retention_ms = settings.retention_ms_of(&topic),
                         segment_ms = SEGMENT_MS,
                         "created Kafka topic"
                     );
@@ -565,7 +567,7 @@ fn differences(
         }
     }
     if let Some(config) = config {
-        for (key, wanted) in wanted_config(settings) {
+        for (key, wanted) in wanted_config(settings, topic) {
             let value = config.get(key).cloned().flatten();
             let same = value.as_deref().is_some_and(|v| same_value(v, &wanted));
             if !same {
@@ -607,7 +609,7 @@ fn record(settings: &KafkaSettings, topics: &[&str], report: &TopicReport) {
     let gauge = topic_config_mismatch();
     let settings_checked: Vec<&str> = ["partitions", "replication.factor"]
         .into_iter()
-        .chain(wanted_config(settings).map(|(key, _)| key))
+        .chain(wanted_config(settings, "").map(|(key, _)| key))
         .collect();
     for topic in topics {
         let unread = report.unchecked.iter().any(|t| t == topic);
@@ -704,6 +706,73 @@ pub async fn age_retention(
             ((*topic).to_owned(), retention)
         })
         .collect())
+}
+
+/// How long a topic keeps a record, as its brokers report: `retention.ms` (negative: forever)
+/// and `segment.ms` (a record outlives its retention by up to one segment: Kafka deletes whole
+/// segments, never the one being written).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Lifetime {
+    pub retention_ms: i64,
+    pub segment_ms: i64,
+}
+
+impl Lifetime {
+    /// What `settings` creates `topic` with: for when the brokers cannot be asked.
+    pub fn configured(settings: &KafkaSettings, topic: &str) -> Self {
+        Self {
+            retention_ms: settings.retention_ms_of(topic),
+            segment_ms: SEGMENT_MS,
+        }
+    }
+
+    /// How long after a moment the topic may still hold a record written before it, in ms:
+    /// `None` when retention is infinite.
+    pub fn clear_after_ms(&self) -> Option<i64> {
+        (self.retention_ms >= 0).then(|| self.retention_ms.saturating_add(self.segment_ms.max(0)))
+    }
+}
+
+/// Each of `topics`' [`Lifetime`], read from the brokers with DescribeConfigs (a `segment.ms`
+/// not reported counts as [`SEGMENT_MS`]). Fails when the brokers do not answer or do not
+/// describe one of the topics: the caller then falls back to [`Lifetime::configured`].
+pub async fn lifetimes(settings: &KafkaSettings, topics: &[&str]) -> anyhow::Result<Vec<Lifetime>> {
+    let admin: AdminClient<DefaultClientContext> = base_config(settings, "kollus-admin")
+        .create()
+        .context("creating Kafka admin client")?;
+    let resources: Vec<ResourceSpecifier<'_>> =
+        topics.iter().map(|t| ResourceSpecifier::Topic(t)).collect();
+    let opts = AdminOptions::new().request_timeout(Some(Duration::from_secs(5)));
+    let results = admin
+        .describe_configs(&resources, &opts)
+        .await
+        .with_context(|| format!("describing topics {topics:?} on {}", settings.brokers))?;
+    anyhow::ensure!(
+        results.len() == topics.len(),
+        "the brokers described {} of {} topics",
+        results.len(),
+        topics.len()
+    );
+    topics
+        .iter()
+        .zip(results)
+        .map(|(topic, result)| {
+            let config = result.map_err(|code| anyhow::anyhow!("describing {topic}: {code}"))?;
+            let number = |name: &str| {
+                config
+                    .get(name)
+                    .and_then(|e| e.value.as_deref())
+                    .map(|v| v.trim().parse::<i64>())
+                    .transpose()
+                    .with_context(|| format!("{topic}: {name} is not a number"))
+            };
+            Ok(Lifetime {
+                retention_ms: number("retention.ms")?
+                    .with_context(|| format!("{topic} reports no retention.ms"))?,
+                segment_ms: number("segment.ms")?.unwrap_or(SEGMENT_MS),
+            })
+        })
+        .collect()
 }
 
 /// What every consumer-group member of ours sets: the group, its protocol (see
@@ -1376,7 +1445,7 @@ mod tests {
     }
 
     fn ours(s: &KafkaSettings) -> HashMap<String, Option<String>> {
-        wanted_config(s)
+        wanted_config(s, "t")
             .into_iter()
             .map(|(k, v)| (k.to_owned(), Some(v)))
             .collect()
@@ -1425,6 +1494,34 @@ mod tests {
                     "86400000".to_owned()
                 ),
             ]
+        );
+    }
+
+    #[test]
+    fn the_erasure_topic_keeps_its_records_forever_whatever_the_retention_days() {
+        let s = settings(3, 3);
+        let erasure = s.erasure_topic.clone();
+        let wanted = |topic: &str| wanted_config(&s, topic)[0].1.clone();
+        assert_eq!(wanted(&erasure), "-1");
+        assert_eq!(wanted(&s.playback_topic), "1209600000");
+        let found: Vec<_> = differences(&s, &erasure, &[3, 3, 3], Some(&ours(&s)))
+            .into_iter()
+            .map(|m| (m.setting, m.found, m.wanted))
+            .collect();
+        assert_eq!(
+            found,
+            [("retention.ms", "1209600000".to_owned(), "-1".to_owned())],
+            "an erasure topic at 14 days differs"
+        );
+        assert_eq!(
+            Lifetime::configured(&s, &erasure).clear_after_ms(),
+            None,
+            "forever"
+        );
+        assert_eq!(
+            Lifetime::configured(&s, &s.playback_topic).clear_after_ms(),
+            Some(15 * 24 * 3600 * 1000),
+            "14 days and a segment"
         );
     }
 

@@ -521,12 +521,31 @@ impl KafkaSettings {
         }
     }
 
-    pub fn topics(&self) -> [&str; 3] {
+    /// Every topic of the services: content, playback, dead letters and erasures.
+    pub fn topics(&self) -> [&str; 4] {
         [
             &self.content_topic,
             &self.playback_topic,
             &self.deadletter_topic,
+            &self.erasure_topic,
         ]
+    }
+
+    /// The topics whose records name users (LMS reports, dead letters): an erasure waits for
+    /// their retention to pass before it is complete, and needs it finite.
+    pub fn user_topics(&self) -> [&str; 2] {
+        [&self.playback_topic, &self.deadletter_topic]
+    }
+
+    /// `retention.ms` a topic of ours is created with: [`Self::retention_ms`], except the
+    /// erasure topic's, -1 whatever `KAFKA_RETENTION_DAYS` says: an erasure record is tiny and
+    /// is the barrier of every future rebuild.
+    pub fn retention_ms_of(&self, topic: &str) -> i64 {
+        if topic == self.erasure_topic {
+            -1
+        } else {
+            self.retention_ms()
+        }
     }
 }
 

@@ -209,7 +209,8 @@ async fn topics_are_created_as_configured_and_others_are_reported_not_altered() 
     let topics = settings.topics();
 
     let report = kafka::ensure_topics(&settings, &topics).await.unwrap();
-    assert_eq!(report.created, topics, "all three created");
+    assert_eq!(topics.len(), 4, "content, playback, dead letters, erasures");
+    assert_eq!(report.created, topics, "all four created");
     assert_eq!(report.mismatches, [], "what it created is what it wants");
     assert!(report.unchecked.is_empty());
 
@@ -217,11 +218,18 @@ async fn topics_are_created_as_configured_and_others_are_reported_not_altered() 
     for topic in topics {
         let config = describe(&admin, topic).await;
         let value = |key: &str| config.get(key).map(String::as_str);
+        // The erasure topic keeps its records forever, whatever KAFKA_RETENTION_DAYS says.
+        let retention = if topic == settings.erasure_topic {
+            "-1"
+        } else {
+            "1209600000"
+        };
         assert_eq!(
             value("retention.ms"),
-            Some("1209600000"),
-            "{topic}: 14 days"
+            Some(retention),
+            "{topic}: 14 days, erasures forever"
         );
+        assert_eq!(mismatch_gauge(topic, "retention.ms"), Some(0), "{topic}");
         assert_eq!(
             value("retention.bytes"),
             Some("-1"),

@@ -97,9 +97,13 @@ pub struct Settings {
     /// segments). Optional.
     #[arg(long, env = "ARCHIVE_DIR")]
     pub archive_dir: Option<String>,
-    /// The playback topic's name, as the archive holds it (the name ingest publishes to).
-    #[arg(long = "kafka-playback-topic", env = "KAFKA_PLAYBACK_TOPIC", default_value = kollus_common::settings::PLAYBACK_TOPIC)]
-    pub playback_topic: String,
+    /// Kafka: the brokers, the topics' names (the archive holds the playback topic's records
+    /// under its name; erasures are published to KAFKA_ERASURE_TOPIC) and what an erasure reads
+    /// of the topics naming users (their retention).
+    #[command(flatten)]
+    pub kafka: kollus_common::settings::KafkaSettings,
+    #[command(flatten)]
+    pub erasure: ErasureSettings,
     #[command(flatten)]
     pub console: ConsoleSettings,
     #[command(flatten)]
@@ -110,6 +114,49 @@ pub struct Settings {
     pub database: DatabaseSettings,
     #[command(flatten)]
     pub log: LogSettings,
+}
+
+/// Erasures (README "Erasing a user"): where their receipts look for each archive location's
+/// confirmation, and how often unpublished ones are retried.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ErasureSettings {
+    /// Where the archive at ARCHIVE_DIR keeps its data keys, as `kollus-archive dump` has it
+    /// (a directory or `s3://bucket/prefix`). Optional: unset, `<ARCHIVE_DIR>/keys`. A receipt's
+    /// `archive` names this location `destroyed` once the archiver left its erasure record
+    /// there.
+    #[arg(long, env = "ARCHIVE_KEYS_DIR")]
+    pub archive_keys_dir: Option<String>,
+    /// Other archives' key locations an erasure must reach (another region's archiver, say),
+    /// comma-separated. Optional: each is listed in a receipt's `archive`, and a receipt is
+    /// `complete` only once every one of them confirmed.
+    #[arg(long, env = "ERASURE_KEY_LOCATIONS", value_delimiter = ',')]
+    pub erasure_key_locations: Vec<String>,
+    /// How often erasures the erasure topic has not acknowledged are sent again, in ms (also
+    /// right after each erasure, and with a growing pause while Kafka fails).
+    #[arg(long, env = "ERASURE_PUBLISH_INTERVAL_MS", value_parser = kollus_common::settings::timeout_millis, default_value = "5000")]
+    pub erasure_publish_interval: Duration,
+}
+
+impl ErasureSettings {
+    /// Every key location a receipt lists: ARCHIVE_DIR's (when set), then
+    /// ERASURE_KEY_LOCATIONS, each once.
+    pub fn key_locations(&self, archive_dir: Option<&str>) -> Vec<String> {
+        let own = archive_dir
+            .filter(|d| !d.trim().is_empty())
+            .map(|d| kollus_common::erasure::keys_location(d, self.archive_keys_dir.as_deref()));
+        let mut all: Vec<String> = Vec::new();
+        for location in own.into_iter().chain(
+            self.erasure_key_locations
+                .iter()
+                .map(|l| l.trim().to_owned())
+                .filter(|l| !l.is_empty()),
+        ) {
+            if !all.contains(&location) {
+                all.push(location);
+            }
+        }
+        all
+    }
 }
 
 /// The access record (README "The access record"): its keys and how long it is kept.

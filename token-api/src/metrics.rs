@@ -102,6 +102,15 @@ pub struct Metrics {
     pub erasures: IntCounter,
     /// Daily head writes to ARCHIVE_DIR that failed (retried with a growing pause).
     pub access_log_head_failures: IntCounter,
+    /// Erasures the erasure topic acknowledged.
+    pub erasures_published: IntCounter,
+    /// Erasure records an attempt did not publish (Kafka unreachable or not acknowledging; each
+    /// retried).
+    pub erasure_publish_failures: IntCounter,
+    /// Erasures not on the erasure topic yet, as the publisher last counted.
+    pub erasures_unpublished: IntGauge,
+    /// The oldest of those erasures' age, in seconds (0: none).
+    pub erasures_unpublished_oldest: Gauge,
 }
 
 impl Metrics {
@@ -234,6 +243,26 @@ impl Metrics {
                 &r,
                 "access_log_head_failures_total",
                 "Writes of the access log's daily head to ARCHIVE_DIR that failed (the cause is logged; retried with a growing pause).",
+            ),
+            erasures_published: counter(
+                &r,
+                "erasures_published_total",
+                "Erasures the erasure topic (KAFKA_ERASURE_TOPIC) acknowledged.",
+            ),
+            erasure_publish_failures: counter(
+                &r,
+                "erasure_publish_failures_total",
+                "Erasure records an attempt did not get onto the erasure topic (Kafka unreachable, the topic not created, no acknowledgement; the cause is logged; each is retried).",
+            ),
+            erasures_unpublished: gauge(
+                &r,
+                "erasures_unpublished",
+                "Erasures applied to the tables but not on the erasure topic yet, as the publisher last counted.",
+            ),
+            erasures_unpublished_oldest: float_gauge(
+                &r,
+                "erasures_unpublished_oldest_seconds",
+                "Age of the oldest erasure not on the erasure topic yet, as the publisher last saw it (0: none).",
             ),
             unknown_media: IntCounterVec::new(
                 Opts::new(

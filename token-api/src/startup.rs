@@ -120,11 +120,26 @@ impl Application {
         let chain = web::Data::new(Chain::new(&settings, pool.clone(), metrics.clone())?);
         chain.spawn_sealer(settings.access_log.access_log_seal_interval);
         let history = web::Data::new(History { pool: pool.clone() });
+        // Erasures: published to the erasure topic by an outbox that retries until Kafka
+        // acknowledges (token-api starts and erases without Kafka).
+        settings.kafka.check().map_err(anyhow::Error::msg)?;
+        let publisher = crate::erasure::publish::Publisher::new(
+            pool.clone(),
+            settings.kafka.clone(),
+            metrics.clone(),
+            settings.erasure.erasure_publish_interval,
+        )?;
         let erasures = web::Data::new(Erasures {
             pool: pool.clone(),
             metrics: metrics.clone(),
             access_log_retention_days: settings.access_log.access_log_retention_days,
+            topics: crate::erasure::topics::UserTopics::new(settings.kafka.clone()),
+            publish: publisher.waker(),
+            key_locations: settings
+                .erasure
+                .key_locations(settings.archive_dir.as_deref()),
         });
+        publisher.spawn();
         let entitlements = web::Data::new(Entitlements {
             pool: pool.clone(),
             metrics: metrics.clone(),
@@ -161,7 +176,7 @@ impl Application {
                 .transpose()?
                 .map(|archive| crate::export::RawReports {
                     archive,
-                    topic: settings.playback_topic.clone(),
+                    topic: settings.kafka.playback_topic.clone(),
                 }),
         )?);
         let keys = web::Data::new(KeyRing::new(settings.api_keys.clone()));

@@ -6,10 +6,16 @@
 //! The access record is kept (the law requires it); its rows' sealed ids no longer open. Logs
 //! name the subject tag, never the id.
 //!
-//! Not yet: the topics, the archive, dead letters, the ingest spool, `restore`/`--rebuild`
-//! (later slices); the receipt says so in `kept`.
+//! Once committed, the erasure is published to the erasure topic ([`publish`], an outbox: an
+//! erasure is never lost to a broker's outage), so every archiver destroys the subject's keys in
+//! its location and every rebuild knows whom not to bring back. An erasure is refused (409)
+//! while a topic naming users keeps records forever ([`topics`]). The receipt is `applied` once
+//! the tables and the key are done, `complete` once published, past `topics_clear_by` (the
+//! topics' longest retention plus a segment) and confirmed by every archive key location.
 
 pub mod model;
+pub mod publish;
+pub mod topics;
 
 use std::collections::BTreeMap;
 
@@ -20,7 +26,11 @@ use serde::{Deserialize, Serialize};
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
+use kollus_archive::store::Archive;
+use tokio::sync::Notify;
+
 use self::model::{Basis, Receipt, Request};
+use self::topics::UserTopics;
 use crate::access_log::record::AccessLog;
 use crate::auth::{ApiScope, Caller};
 use crate::metrics::Metrics;
@@ -32,6 +42,50 @@ pub struct Erasures {
     pub metrics: Metrics,
     /// `ACCESS_LOG_RETENTION_DAYS`: how long the access record keeps the erasure's rows.
     pub access_log_retention_days: u32,
+    /// The topics naming users: their retention decides `409` and `topics_clear_by`.
+    pub topics: UserTopics,
+    /// Wakes the erasure topic's publisher ([`publish::Publisher::waker`]).
+    pub publish: std::sync::Arc<Notify>,
+    /// The archive key locations a receipt lists (ARCHIVE_DIR's, ERASURE_KEY_LOCATIONS).
+    pub key_locations: Vec<String>,
+}
+
+/// A receipt's word for a key location that confirmed the erasure.
+pub const DESTROYED: &str = "destroyed";
+/// ... and for one that has not yet.
+pub const PENDING: &str = "pending";
+
+impl Erasures {
+    /// Per key location, whether its archiver left the erasure's record there
+    /// (`common::erasure::location_record_path`): `destroyed`, else `pending` (also when the
+    /// location cannot be read: logged).
+    async fn archive(&self, r: &Receipt) -> BTreeMap<String, String> {
+        let path = kollus_common::erasure::location_record_path(r.subject_tag.as_str(), r.id);
+        let mut answers = BTreeMap::new();
+        for location in &self.key_locations {
+            let found = async {
+                let Ok(archive) = Archive::open_existing(location) else {
+                    // A key directory not made yet: nothing was destroyed there.
+                    return Ok(false);
+                };
+                let prefix = path.rsplit_once('/').map_or("", |(dir, _)| dir);
+                anyhow::Ok(archive.list(prefix).await?.contains(&path))
+            }
+            .await
+            .unwrap_or_else(|e| {
+                tracing::warn!(
+                    location,
+                    subject = r.subject_tag.as_str(),
+                    error = format!("{e:#}"),
+                    "erasure: could not read an archive key location; its answer is pending"
+                );
+                false
+            });
+            let answer = if found { DESTROYED } else { PENDING };
+            answers.insert(location.clone(), answer.to_owned());
+        }
+        answers
+    }
 }
 
 /// The longest note kept, in characters.
@@ -57,7 +111,8 @@ pub struct ErasureBody {
 pub struct Accepted {
     #[schema(value_type = String, pattern = "^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")]
     pub id: uuid::Uuid,
-    /// `applied`: the tables and the key are done.
+    /// `applied`: the tables and the key are done (the answer comes after they are); the rest
+    /// (topic, archive locations) follows in the receipt.
     pub status: String,
 }
 
@@ -75,7 +130,8 @@ pub struct Kept {
 pub struct ErasureReceipt {
     #[schema(value_type = String, pattern = "^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")]
     pub id: uuid::Uuid,
-    /// `applied` (tables and key done); `complete` comes with the topics' slice.
+    /// `applied`: the tables and the key are done. `complete`: also published on the erasure
+    /// topic, past `topics_clear_by`, and every archive key location `destroyed`.
     pub status: String,
     pub requested_at: String,
     /// The API key's name.
@@ -87,11 +143,17 @@ pub struct ErasureReceipt {
     /// The data key generation destroyed (`null`: the subject had no live key).
     pub generation: Option<i32>,
     pub applied_at: Option<String>,
+    /// When the erasure topic acknowledged the erasure (`null`: not yet; retried).
+    pub published_at: Option<String>,
+    /// When the receipt became `complete`.
+    pub completed_at: Option<String>,
     /// Rows removed, by table.
     pub tables: BTreeMap<String, i64>,
-    /// Archive locations and their keys' fate: empty until the archive slice.
+    /// Each archive key location (ARCHIVE_DIR's, ERASURE_KEY_LOCATIONS): `destroyed` once its
+    /// archiver destroyed the subject's keys and recorded it there, else `pending`.
     pub archive: BTreeMap<String, String>,
-    /// When the topics no longer hold the user's reports: `null` until the topics slice.
+    /// When the topics naming users (playback, dead letters) hold nothing from before the
+    /// erasure: the erasure plus their longest retention and a segment (`null`: unknown).
     pub topics_clear_by: Option<String>,
     pub kept: Vec<Kept>,
 }
@@ -101,7 +163,7 @@ fn rfc3339(t: OffsetDateTime) -> String {
 }
 
 impl ErasureReceipt {
-    fn of(r: Receipt, access_log_retention_days: u32) -> Self {
+    fn of(r: Receipt, access_log_retention_days: u32, archive: BTreeMap<String, String>) -> Self {
         let until = r.requested_at + time::Duration::days(i64::from(access_log_retention_days));
         let kept = vec![
             Kept {
@@ -110,13 +172,18 @@ impl ErasureReceipt {
                 until: Some(rfc3339(until)),
             },
             Kept {
-                what: "the Kafka topics' reports naming the user".into(),
-                why: "not handled yet: they stay until the topics' retention removes them".into(),
+                what: "the Kafka topics' reports and dead letters naming the user, received before the erasure".into(),
+                why: "a topic deletes records by age only: they go with its retention (plus a segment); meanwhile every worker, archiver and rebuild drops them (the erasure barrier)".into(),
+                until: r.topics_clear_by.map(rfc3339),
+            },
+            Kept {
+                what: "PostgreSQL's backups taken before the erasure".into(),
+                why: "a backup is not altered: they go when the operator's backup retention expires them; a database restored from one must have its erasures applied again (README \"Erasing a user\")".into(),
                 until: None,
             },
             Kept {
-                what: "the archive, dead letters, the ingest spool and PostgreSQL's backups".into(),
-                why: "not handled yet: an erasure does not reach them, and restore or --rebuild from them would bring the user back".into(),
+                what: "this receipt and the erasure topic's record: the subject tag and the time, never the id".into(),
+                why: "kept for good, so that no restore or rebuild brings the user back".into(),
                 until: None,
             },
         ];
@@ -130,9 +197,11 @@ impl ErasureReceipt {
             subject_tag: r.subject_tag.as_str().to_owned(),
             generation: r.generation,
             applied_at: r.applied_at.map(rfc3339),
+            published_at: r.published_at.map(rfc3339),
+            completed_at: r.completed_at.map(rfc3339),
             tables: r.tables,
-            archive: BTreeMap::new(),
-            topics_clear_by: None,
+            archive,
+            topics_clear_by: r.topics_clear_by.map(rfc3339),
             kept,
         }
     }
@@ -181,12 +250,13 @@ fn failed(e: anyhow::Error) -> ApiError {
     path = "/v1/users/{client_user_id}/erasure",
     operation_id = "eraseUser",
     summary = "Erase a user",
-    description = "Deletes the user's rows from every table naming them (watch sessions, entitlements and their changes, DRM downloads, playback decisions) and destroys their data key, in one transaction, then writes the receipt. Answers 202 with the receipt's id for any valid id, also one never seen (an erasure tells nothing about existence) and a repeat (a new receipt). The access record is kept, as the law requires; what it sealed of the user no longer opens. Not yet covered: the topics, the archive, dead letters, the ingest spool (the receipt's `kept` says so).",
+    description = "Deletes the user's rows from every table naming them (watch sessions, entitlements and their changes, DRM downloads, playback decisions, console views) and destroys their data key, in one transaction, then writes the receipt and publishes the erasure on the erasure topic (retried until Kafka acknowledges it), so every archive location destroys the user's keys and no rebuild brings them back. Answers 202 `applied` with the receipt's id for any valid id, also one never seen (an erasure tells nothing about existence) and a repeat (a new receipt). Refused (409, nothing erased) while a topic naming users keeps records forever (retention.ms -1): an erasure needs finite retention. The access record is kept, as the law requires; what it sealed of the user no longer opens.",
     params(crate::params::UserPath),
     request_body(content = ErasureBody, content_type = "application/json", description = "Optional."),
     responses(
         (status = 202, description = "Applied: the receipt is at `Location`.", body = Accepted, content_type = "application/json", headers(("Location" = String, description = "/v1/erasures/<id>"))),
         (status = 400, description = "An invalid id, basis or note, named (the user's id in a note is stored as `[user]`, not refused).", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 409, description = "A topic naming users keeps records forever (retention.ms -1, as the brokers report it, or KAFKA_RETENTION_DAYS=-1 when they cannot be asked): an erasure needs finite retention. Nothing was erased.", body = crate::problem::Problem, content_type = "application/problem+json"),
         crate::problem::EraseKeyRefused,
         crate::problem::DatabaseFailed
     ),
@@ -205,6 +275,30 @@ pub async fn erase(
     let (basis, note) = parse_body(&body)?;
     // The receipt is kept for good: the user's id in a note is stored as `[user]`.
     let note = note.map(|n| crate::access_log::record::redacted(&n, user.as_str()));
+    let horizon = state.topics.horizon().await;
+    let Some(clear_after_ms) = horizon.clear_after_ms() else {
+        let topic = horizon.infinite().unwrap_or_default();
+        tracing::warn!(
+            caller = caller.name(),
+            topic,
+            from_brokers = horizon.from_brokers,
+            "erasure refused: a topic naming users keeps records forever"
+        );
+        return Err(ApiError::Refused(
+            format!(
+                "the topic {topic} keeps records forever (retention.ms -1{}): its reports naming \
+                 the user would never go, so an erasure needs finite retention; nothing was \
+                 erased. Set the topic's retention.ms (and KAFKA_RETENTION_DAYS) to a number \
+                 of days, then ask again",
+                if horizon.from_brokers {
+                    ""
+                } else {
+                    ", from KAFKA_RETENTION_DAYS: the brokers did not answer"
+                }
+            ),
+            Vec::new(),
+        ));
+    };
     let mut client = state.pool.get().await.map_err(db_error(NOT_ANSWERING))?;
     let request = Request {
         client_user_id: user.as_str(),
@@ -213,9 +307,10 @@ pub async fn erase(
         basis,
         note: note.as_deref(),
     };
-    let receipt = model::apply(&mut client, &log, &request)
+    let receipt = model::apply(&mut client, &log, &request, clear_after_ms)
         .await
         .map_err(failed)?;
+    state.publish.notify_one();
     state.metrics.erasures.inc();
     tracing::info!(
         caller = caller.name(),
@@ -257,13 +352,49 @@ pub async fn receipt(
     let id = uuid::Uuid::parse_str(&path.into_inner())
         .map_err(|_| invalid("erasure_id", "is not a UUID"))?;
     let client = state.pool.get().await.map_err(db_error(NOT_ANSWERING))?;
-    let found = model::find(&**client, id).await.map_err(failed)?;
-    match found {
-        Some(r) => {
-            Ok(HttpResponse::Ok().json(ErasureReceipt::of(r, state.access_log_retention_days)))
-        }
-        None => Err(ApiError::NotFound("no erasure has this id".into())),
+    let Some(mut r) = model::find(&**client, id).await.map_err(failed)? else {
+        return Err(ApiError::NotFound("no erasure has this id".into()));
+    };
+    if r.status == "complete" {
+        let archive = r.archive.clone().unwrap_or_default();
+        return Ok(HttpResponse::Ok().json(ErasureReceipt::of(
+            r,
+            state.access_log_retention_days,
+            archive,
+        )));
     }
+    // A receipt from before `topics_clear_by` was kept: from the topics' retention now.
+    if r.topics_clear_by.is_none() && r.applied_at.is_some() {
+        if let Some(ms) = state.topics.horizon().await.clear_after_ms() {
+            r.topics_clear_by = model::set_topics_clear_by(&**client, id, ms)
+                .await
+                .map_err(failed)?;
+        }
+    }
+    let archive = state.archive(&r).await;
+    let now = OffsetDateTime::now_utc();
+    let complete = r.status == "applied"
+        && r.published_at.is_some()
+        && r.topics_clear_by.is_some_and(|t| t <= now)
+        && archive.values().all(|a| a == DESTROYED);
+    if complete {
+        r.completed_at = Some(
+            model::complete(&**client, id, &archive)
+                .await
+                .map_err(failed)?,
+        );
+        r.status = "complete".into();
+        tracing::info!(
+            subject = r.subject_tag.as_str(),
+            erasure = %r.id,
+            "erasure complete"
+        );
+    }
+    Ok(HttpResponse::Ok().json(ErasureReceipt::of(
+        r,
+        state.access_log_retention_days,
+        archive,
+    )))
 }
 
 #[cfg(test)]

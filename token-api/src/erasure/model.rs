@@ -86,16 +86,29 @@ pub struct Receipt {
     pub status: String,
     pub applied_at: Option<OffsetDateTime>,
     pub tables: BTreeMap<String, i64>,
+    /// When the erasure topic acknowledged the erasure's record (`None`: not yet).
+    pub published_at: Option<OffsetDateTime>,
+    /// When the topics naming users hold nothing from before the erasure (`None`: unknown).
+    pub topics_clear_by: Option<OffsetDateTime>,
+    pub completed_at: Option<OffsetDateTime>,
+    /// Each archive location's answer, kept when the receipt became `complete`.
+    pub archive: Option<BTreeMap<String, String>>,
 }
 
 /// Erases one user in ONE transaction: the subject locked (`lock_subject`), their rows deleted
 /// from every table naming them (counted), the `erase` access-log row written (the id sealed
 /// under the subject's current key, which is destroyed right after, so it ends unreadable), the
 /// key destroyed and the receipt inserted as `applied`. The access record itself is kept.
+///
+/// `clear_after_ms`: how long the topics naming users may still hold a record from before the
+/// erasure (their longest retention plus a segment); the receipt's `topics_clear_by` is that
+/// long after `applied_at`. The receipt starts unpublished: [`unpublished`] hands it to the
+/// erasure topic's publisher.
 pub async fn apply(
     client: &mut deadpool_postgres::Client,
     log: &AccessLog,
     r: &Request<'_>,
+    clear_after_ms: i64,
 ) -> anyhow::Result<Receipt> {
     let tag = log.tag(r.client_user_id);
     let tx = client.transaction().await.context("starting an erasure")?;
@@ -130,9 +143,10 @@ pub async fn apply(
     let row = tx
         .query_one(
             "INSERT INTO erasures (id, subject_tag, generation, requested_by, basis, note, \
-                 status, applied_at, tables) \
-             VALUES ($1, $2, $3, $4, $5, $6, 'applied', now(), $7) \
-             RETURNING requested_at, applied_at",
+                 status, applied_at, tables, topics_clear_by) \
+             VALUES ($1, $2, $3, $4, $5, $6, 'applied', now(), $7, \
+                     now() + $8::bigint * interval '1 millisecond') \
+             RETURNING requested_at, applied_at, topics_clear_by",
             &[
                 &id,
                 &tag.as_str(),
@@ -141,6 +155,7 @@ pub async fn apply(
                 &r.basis.as_str(),
                 &r.note,
                 &tables_json,
+                &clear_after_ms,
             ],
         )
         .await
@@ -157,11 +172,16 @@ pub async fn apply(
         status: "applied".into(),
         applied_at: row.try_get("applied_at")?,
         tables,
+        published_at: None,
+        topics_clear_by: row.try_get("topics_clear_by")?,
+        completed_at: None,
+        archive: None,
     })
 }
 
 const RECEIPT_COLUMNS: &str = "id, subject_tag, generation, requested_at, requested_by, basis, \
-                               note, status, applied_at, tables";
+                               note, status, applied_at, tables, published_at, \
+                               topics_clear_by, completed_at, archive";
 
 fn receipt(row: &tokio_postgres::Row) -> anyhow::Result<Receipt> {
     let tables: serde_json::Value = row.try_get("tables")?;
@@ -176,7 +196,114 @@ fn receipt(row: &tokio_postgres::Row) -> anyhow::Result<Receipt> {
         status: row.try_get("status")?,
         applied_at: row.try_get("applied_at")?,
         tables: serde_json::from_value(tables).context("a receipt's tables")?,
+        published_at: row.try_get("published_at")?,
+        topics_clear_by: row.try_get("topics_clear_by")?,
+        completed_at: row.try_get("completed_at")?,
+        archive: row
+            .try_get::<_, Option<serde_json::Value>>("archive")?
+            .map(serde_json::from_value)
+            .transpose()
+            .context("a receipt's archive")?,
     })
+}
+
+/// Fills the `topics_clear_by` of a receipt from before it was kept (`applied_at` plus
+/// `clear_after_ms`), and returns it.
+pub async fn set_topics_clear_by(
+    client: &impl GenericClient,
+    id: Uuid,
+    clear_after_ms: i64,
+) -> anyhow::Result<Option<OffsetDateTime>> {
+    let row = client
+        .query_opt(
+            "UPDATE erasures \
+                SET topics_clear_by = applied_at + $2::bigint * interval '1 millisecond' \
+              WHERE id = $1 AND topics_clear_by IS NULL AND applied_at IS NOT NULL \
+              RETURNING topics_clear_by",
+            &[&id, &clear_after_ms],
+        )
+        .await
+        .context("filling an erasure's topics_clear_by")?;
+    Ok(row.map(|r| r.get("topics_clear_by")))
+}
+
+/// Marks the receipt `complete` with what the archive locations answered (once: a receipt
+/// complete already keeps its first answer). Returns when it was completed.
+pub async fn complete(
+    client: &impl GenericClient,
+    id: Uuid,
+    archive: &BTreeMap<String, String>,
+) -> anyhow::Result<OffsetDateTime> {
+    let archive = serde_json::to_value(archive).context("a receipt's archive")?;
+    let row = client
+        .query_one(
+            "WITH done AS ( \
+                UPDATE erasures SET status = 'complete', completed_at = now(), archive = $2 \
+                 WHERE id = $1 AND status <> 'complete' RETURNING completed_at) \
+             SELECT completed_at FROM done \
+             UNION ALL SELECT completed_at FROM erasures WHERE id = $1 AND status = 'complete' \
+             LIMIT 1",
+            &[&id, &archive],
+        )
+        .await
+        .context("completing an erasure")?;
+    Ok(row.get("completed_at"))
+}
+
+/// An erasure the erasure topic has not acknowledged yet.
+#[derive(Debug, Clone)]
+pub struct Unpublished {
+    pub id: Uuid,
+    pub subject_tag: String,
+    pub applied_at: OffsetDateTime,
+}
+
+/// Up to `limit` unpublished erasures, oldest first, locked for this transaction: rows
+/// another replica is publishing are skipped (`SKIP LOCKED`), so one replica publishes each.
+pub async fn unpublished(tx: &impl GenericClient, limit: i64) -> anyhow::Result<Vec<Unpublished>> {
+    let rows = tx
+        .query(
+            "SELECT id, subject_tag, applied_at FROM erasures \
+              WHERE published_at IS NULL AND applied_at IS NOT NULL \
+              ORDER BY applied_at LIMIT $1 FOR UPDATE SKIP LOCKED",
+            &[&limit],
+        )
+        .await
+        .context("reading unpublished erasures")?;
+    rows.iter()
+        .map(|r| {
+            Ok(Unpublished {
+                id: r.try_get("id")?,
+                subject_tag: r.try_get("subject_tag")?,
+                applied_at: r.try_get("applied_at")?,
+            })
+        })
+        .collect()
+}
+
+/// Marks `ids` published now.
+pub async fn mark_published(tx: &impl GenericClient, ids: &[Uuid]) -> anyhow::Result<()> {
+    tx.execute(
+        "UPDATE erasures SET published_at = now() WHERE id = ANY($1) AND published_at IS NULL",
+        &[&ids],
+    )
+    .await
+    .context("marking erasures published")?;
+    Ok(())
+}
+
+/// How many erasures are unpublished, and the oldest one's age in seconds (0: none).
+pub async fn unpublished_backlog(client: &impl GenericClient) -> anyhow::Result<(i64, f64)> {
+    let row = client
+        .query_one(
+            "SELECT count(*) AS n, \
+                    coalesce(extract(epoch FROM now() - min(applied_at)), 0)::float8 AS oldest \
+               FROM erasures WHERE published_at IS NULL AND applied_at IS NOT NULL",
+            &[],
+        )
+        .await
+        .context("counting unpublished erasures")?;
+    Ok((row.try_get("n")?, row.try_get("oldest")?))
 }
 
 /// The receipt `id`, `None` when there is none.

@@ -62,6 +62,10 @@ pub fn test_settings(db: &TestDb) -> Settings {
         "--strict-catalog-cache=0",
     ]);
     s.database = db.settings();
+    // No broker unless a test gives one (erasures are then kept unpublished, and read the
+    // topics' retention from KAFKA_RETENTION_DAYS): never a broker that happens to listen on
+    // the default port.
+    s.kafka.brokers = "127.0.0.1:1".into();
     s
 }
 

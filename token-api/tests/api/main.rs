@@ -10,6 +10,7 @@ mod console;
 mod console_bounds;
 mod console_sessions;
 mod erasure;
+mod erasure_topics;
 mod export;
 mod export_stalls;
 mod far_and_dots;
