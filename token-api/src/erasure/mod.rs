@@ -333,7 +333,7 @@ pub async fn erase(
     path = "/v1/erasures/{erasure_id}",
     operation_id = "getErasure",
     summary = "An erasure's receipt",
-    params(("erasure_id" = String, Path, description = "The id (a UUID) `POST .../erasure` answered.")),
+    params(("erasure_id" = String, Path, description = "The id (a UUID) `POST .../erasure` answered.", pattern = "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")),
     responses(
         (status = 200, description = "The receipt.", body = ErasureReceipt, content_type = "application/json"),
         (status = 400, description = "Not a UUID.", body = crate::problem::Problem, content_type = "application/problem+json"),
