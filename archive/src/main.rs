@@ -2,7 +2,7 @@ use std::net::SocketAddr;
 
 use anyhow::Context as _;
 use clap::Parser as _;
-use kollus_archive::dump::{self, DumpSettings};
+use kollus_archive::dump::{self, DumpSettings, KeySettings};
 use kollus_archive::metrics::Metrics;
 use kollus_archive::restore::{RestoreSettings, Timestamps};
 use kollus_archive::store::Archive;
@@ -48,6 +48,8 @@ enum Command {
         /// Verify only the epochs of this Kafka cluster (its id, as the report names it).
         #[arg(long)]
         cluster: Option<String>,
+        #[command(flatten)]
+        keys: KeySettings,
         #[command(flatten)]
         kafka: KafkaSettings,
     },
@@ -121,10 +123,18 @@ async fn main() -> anyhow::Result<()> {
             from,
             no_topics,
             cluster,
+            keys,
             kafka,
         } => {
-            let problems =
-                verify_command(&from, no_topics, cluster.as_deref(), &kafka, &metrics).await;
+            let problems = verify_command(
+                &from,
+                no_topics,
+                cluster.as_deref(),
+                &keys,
+                &kafka,
+                &metrics,
+            )
+            .await;
             if problems == 0 {
                 println!("ok");
                 Ok(())
@@ -157,6 +167,11 @@ async fn main() -> anyhow::Result<()> {
             println!(
                 "restored {} records to {} ({} repeats skipped)",
                 summary.produced, kafka.brokers, summary.repeats_skipped
+            );
+            println!(
+                "erased: {} records of erased subjects skipped, {} placeholders, {} records of \
+                 expired unattributed days",
+                summary.skipped.erased, summary.skipped.placeholders, summary.skipped.expired
             );
             print_timestamps(&summary);
             Ok(())
@@ -194,6 +209,7 @@ async fn verify_command(
     from: &str,
     no_topics: bool,
     cluster: Option<&str>,
+    keys: &KeySettings,
     kafka: &KafkaSettings,
     metrics: &Metrics,
 ) -> usize {
@@ -204,7 +220,21 @@ async fn verify_command(
             return 1;
         }
     };
-    let report = match verify::verify_of(&archive, Some(metrics), cluster).await {
+    let mut ring = match keys.ring(from).await {
+        Ok(r) => r,
+        Err(e) => {
+            println!("NO KEYS {e:#}");
+            return 1;
+        }
+    };
+    if let Some(r) = &ring {
+        println!(
+            "keys: {} (it must be neither versioned nor replicated, or an erasure destroys \
+             nothing there; the object store cannot be asked whether it is: see to it)",
+            r.location()
+        );
+    }
+    let report = match verify::verify_with(&archive, Some(metrics), cluster, ring.as_mut()).await {
         Ok(r) => r,
         Err(e) => {
             println!("UNREADABLE {from}: {e:#}");
@@ -254,7 +284,28 @@ async fn verify_command(
     for (topic, partition, from, to) in &report.gaps {
         println!("GAP {topic}/{partition}: offsets {from}..={to} are not archived");
     }
-    let mut problems = report.damaged.len() + report.collisions.len() + report.gaps.len();
+    for (tag, generation) in &report.erased {
+        println!("ERASED subject {tag} generation {generation}: its key was destroyed by an erasure (recorded in the key location)");
+    }
+    for day in &report.expired {
+        println!("EXPIRED {day}: the unattributed dead letters' key of that day was destroyed by age (ARCHIVE_UNATTRIBUTED_DAYS)");
+    }
+    if report.placeholders > 0 {
+        println!(
+            "{} placeholders (records erased before they were archived)",
+            report.placeholders
+        );
+    }
+    for (tag, generation) in &report.missing {
+        let hint = if ring.is_none() {
+            " (ARCHIVE_KEK_FILE not given: the archive holds sealed frames)"
+        } else {
+            ""
+        };
+        println!("MISSING KEY subject {tag} generation {generation}: no key and no erasure record in the key location{hint}");
+    }
+    let mut problems =
+        report.damaged.len() + report.collisions.len() + report.gaps.len() + report.missing.len();
     if no_topics {
         println!("topics: not compared (--no-topics)");
         return problems;
