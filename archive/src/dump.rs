@@ -543,10 +543,13 @@ async fn expire(sealing: &mut Sealing, metrics: &Metrics) -> anyhow::Result<()> 
     Ok(())
 }
 
-/// The topics `dump` archives: the configured ones and the erasure topic, once each.
-fn archived_topics(k: &KafkaSettings) -> Vec<&str> {
+/// The topics `dump` archives: the configured ones and, with subject keys (whose erasures it
+/// applies), the erasure topic; once each.
+fn archived_topics<'k>(k: &'k KafkaSettings, settings: &DumpSettings) -> Vec<&'k str> {
     let mut topics: Vec<&str> = k.topics().to_vec();
-    topics.push(&k.erasure_topic);
+    if settings.keys.kek_file.is_some() {
+        topics.push(&k.erasure_topic);
+    }
     let mut seen = HashSet::new();
     topics.retain(|t| seen.insert(*t));
     topics
@@ -560,7 +563,7 @@ pub async fn continuous(
     metrics: &Metrics,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
-    kafka::ensure_topics(kafka_settings, &archived_topics(kafka_settings)).await?;
+    kafka::ensure_topics(kafka_settings, &archived_topics(kafka_settings, settings)).await?;
     metrics
         .retention_seconds
         .set(kafka_settings.retention_ms().max(-1000) / 1000);
@@ -579,8 +582,11 @@ pub async fn continuous(
             );
         }
     }
-    let consumer =
-        kafka::archive_consumer(kafka_settings, &group, &archived_topics(kafka_settings))?;
+    let consumer = kafka::archive_consumer(
+        kafka_settings,
+        &group,
+        &archived_topics(kafka_settings, settings),
+    )?;
     let mut d = Dumper::new(archive, consumer, kafka_settings, settings, metrics).await?;
     tokio::pin!(shutdown);
     let mut tick = tokio::time::interval(Duration::from_secs(1));
@@ -607,11 +613,13 @@ pub async fn until_end(
     settings: &DumpSettings,
     metrics: &Metrics,
 ) -> anyhow::Result<u64> {
-    kafka::ensure_topics(kafka_settings, &archived_topics(kafka_settings)).await?;
+    kafka::ensure_topics(kafka_settings, &archived_topics(kafka_settings, settings)).await?;
     let mut total = 0;
     // The erasure topic first: its erasures apply to what the other topics' segments seal.
-    let mut topics = archived_topics(kafka_settings);
-    topics.rotate_right(1);
+    let mut topics = archived_topics(kafka_settings, settings);
+    if settings.keys.kek_file.is_some() {
+        topics.rotate_right(1);
+    }
     for topic in topics {
         total += topic_until_end(archive, kafka_settings, settings, metrics, topic).await?;
     }

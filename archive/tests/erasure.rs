@@ -1,0 +1,211 @@
+//! Subject keys through the binary (issue 32): two users' LMS reports and a dead letter naming
+//! one of them archived by `dump`: no segment holds either user's id or uservalues readable; an
+//! erasure published on the erasure topic destroys the user's key and leaves the location's
+//! record; `verify` passes and reports the erased generation, and fails naming a key deleted by
+//! hand; `restore` into another cluster brings back only the other user's reports.
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use kollus_common::erasure::{location_record_path, ErasureEvent};
+use kollus_common::subject::Tagger;
+use kollus_test_support::{key_files, read_topic, Broker};
+use rdkafka::message::Message as _;
+
+const A: &str = "learner-aaa-17";
+const B: &str = "learner-bbb-42";
+
+fn env(broker: &Broker, erasure_topic: &str) -> Vec<(String, String)> {
+    let mut env: Vec<(String, String)> = broker
+        .env()
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect();
+    env.extend(
+        key_files()
+            .env()
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v)),
+    );
+    env.push(("KAFKA_ERASURE_TOPIC".into(), erasure_topic.into()));
+    env
+}
+
+fn run(args: &[&str], env: &[(String, String)]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_kollus-archive"))
+        .args(args)
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .env("LOG_FORMAT", "text")
+        .env("RUST_LOG", "warn")
+        .env("LISTEN_ADDR", "127.0.0.1:0")
+        .stdin(Stdio::null())
+        .output()
+        .expect("running kollus-archive");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn report(user: &str, n: usize, received_at: &str) -> String {
+    serde_json::json!({
+        "id": uuid::Uuid::now_v7(), "kind": "lms", "schema_version": 1,
+        "received_at": received_at,
+        "form": {"client_user_id": user, "uservalue0": format!("uv-{user}-{n}")},
+        "payload": {"client_user_id": user, "n": n},
+        "raw": {"body": format!("client_user_id={user}&uservalue0=uv-{user}-{n}")},
+    })
+    .to_string()
+}
+
+/// Every segment's text, decompressed.
+fn plaintext(dir: &Path) -> String {
+    let mut out = String::new();
+    let mut stack = vec![dir.join("segments")];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                let bytes = std::fs::read(&p).unwrap();
+                out.push_str(&String::from_utf8_lossy(
+                    &zstd::decode_all(bytes.as_slice()).unwrap(),
+                ));
+            }
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn an_erasure_destroys_the_users_key_and_nothing_of_them_is_readable_or_restored() {
+    let broker = Broker::start().await;
+    let kafka = broker.settings();
+    let erasure_topic = broker.topic("erasure");
+    let env = env(&broker, &erasure_topic);
+    let dir = tempfile::tempdir().unwrap();
+    let to = dir.path().to_str().unwrap().to_owned();
+    let tagger = Tagger::from_file(&key_files().files[1].2).unwrap();
+    let (tag_a, tag_b) = (tagger.tag(A).to_string(), tagger.tag(B).to_string());
+    let mut topics = kafka.topics().to_vec();
+    topics.push(&erasure_topic);
+    kollus_common::kafka::ensure_topics(&kafka, &topics)
+        .await
+        .unwrap();
+
+    let before = time::OffsetDateTime::now_utc() - time::Duration::minutes(5);
+    let before = before
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap();
+    for n in 0..3 {
+        for user in [A, B] {
+            broker
+                .publish_raw(
+                    &kafka.playback_topic,
+                    &format!("{user}\u{1f}mck-{n}"),
+                    report(user, n, &before).as_bytes(),
+                )
+                .await;
+        }
+    }
+    // A dead letter naming A in its raw form body only, and one naming nobody.
+    let dead = serde_json::json!({
+        "id": uuid::Uuid::now_v7(), "stage": "ingest", "reason": "invalid_payload",
+        "detail": "x", "dead_lettered_at": before, "received_at": before,
+        "raw": {"body": format!("play_status=1&client_user_id={A}&uservalue0=uv-{A}-dead")},
+    });
+    broker
+        .publish_raw(&kafka.deadletter_topic, "", dead.to_string().as_bytes())
+        .await;
+    let nobody = serde_json::json!({"received_at": before, "raw": {"body": "garbage"}});
+    broker
+        .publish_raw(&kafka.deadletter_topic, "", nobody.to_string().as_bytes())
+        .await;
+    broker
+        .publish_raw(
+            &kafka.content_topic,
+            "c1",
+            br#"{"content":"plain-content-callback"}"#,
+        )
+        .await;
+
+    let (code, out, err) = run(&["dump", "--to", &to, "--until-end"], &env);
+    assert_eq!(code, 0, "{out}\n{err}");
+    let text = plaintext(dir.path());
+    for secret in [
+        A,
+        B,
+        &format!("uv-{A}-0"),
+        &format!("uv-{B}-1"),
+        &format!("uv-{A}-dead"),
+    ] {
+        assert!(!text.contains(secret), "{secret} readable in a segment");
+    }
+    assert!(
+        text.contains("plain-content-callback"),
+        "content stays plain"
+    );
+    assert!(text.contains("\"frame\""));
+
+    // Erase A: on the erasure topic, as token-api publishes it.
+    let event = ErasureEvent {
+        erasure_id: uuid::Uuid::now_v7(),
+        subject_tag: tag_a.clone(),
+        erased_at: time::OffsetDateTime::now_utc(),
+    };
+    broker
+        .publish_raw(&erasure_topic, &tag_a, &serde_json::to_vec(&event).unwrap())
+        .await;
+    let (code, out, err) = run(&["dump", "--to", &to, "--until-end"], &env);
+    assert_eq!(code, 0, "{out}\n{err}");
+    let keys = dir.path().join("keys");
+    assert!(!keys.join(format!("keys/{tag_a}/000001.json")).exists());
+    assert!(keys.join(format!("keys/{tag_b}/000001.json")).exists());
+    assert!(keys
+        .join(location_record_path(&tag_a, event.erasure_id))
+        .exists());
+
+    let (code, out, err) = run(&["verify", "--from", &to, "--no-topics"], &env);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(
+        out.contains(&format!("ERASED subject {tag_a} generation 1")),
+        "{out}"
+    );
+
+    // Restore into another cluster: B's reports, none of A's.
+    let other = broker.another_cluster().await;
+    let (code, out, err) = run(
+        &["restore", "--from", &to],
+        &self::env(&other, &erasure_topic),
+    );
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(out.contains("erased: 4 records"), "{out}");
+    let restored = read_topic(
+        &other.addr,
+        &kafka.playback_topic,
+        3,
+        Duration::from_secs(30),
+    )
+    .await;
+    let keys_restored: Vec<String> = restored
+        .iter()
+        .map(|m| String::from_utf8_lossy(m.key().unwrap_or_default()).into_owned())
+        .collect();
+    assert_eq!(keys_restored.len(), 3, "{keys_restored:?}");
+    assert!(
+        keys_restored.iter().all(|k| k.starts_with(B)),
+        "{keys_restored:?}"
+    );
+
+    // B's key deleted by hand, with no erasure record: verify fails naming it.
+    std::fs::remove_file(keys.join(format!("keys/{tag_b}/000001.json"))).unwrap();
+    let (code, out, _) = run(&["verify", "--from", &to, "--no-topics"], &env);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains(&format!("MISSING KEY subject {tag_b} generation 1")),
+        "{out}"
+    );
+}
