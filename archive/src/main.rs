@@ -6,7 +6,7 @@ use kollus_archive::dump::{self, DumpSettings, KeySettings};
 use kollus_archive::metrics::Metrics;
 use kollus_archive::restore::{RestoreSettings, Timestamps};
 use kollus_archive::store::Archive;
-use kollus_archive::{restore, verify};
+use kollus_archive::{reencrypt, restore, verify};
 use kollus_common::settings::KafkaSettings;
 use kollus_common::telemetry::LogSettings;
 
@@ -50,6 +50,23 @@ enum Command {
         cluster: Option<String>,
         #[command(flatten)]
         keys: KeySettings,
+        #[command(flatten)]
+        kafka: KafkaSettings,
+    },
+    /// Copy a plaintext archive (written before subject keys) into a new location, records
+    /// naming a user sealed under that user's key, same epochs and offsets; again after a
+    /// crash, it goes on where it stopped. Then `verify --from` the new one and retire the old:
+    /// an erasure does not reach an archive that was not re-encrypted.
+    Reencrypt {
+        /// The plaintext archive: a directory, or `s3://bucket/prefix`.
+        #[arg(long = "from")]
+        from: String,
+        /// The new archive (its key location: ARCHIVE_KEYS_DIR, default `<to>/keys`).
+        #[arg(long = "to")]
+        to: String,
+        #[command(flatten)]
+        keys: KeySettings,
+        /// For the topics' names (which topic holds playback records and dead letters).
         #[command(flatten)]
         kafka: KafkaSettings,
     },
@@ -142,6 +159,23 @@ async fn main() -> anyhow::Result<()> {
                 println!("FAILED: {problems} problem(s), listed above");
                 std::process::exit(1)
             }
+        }
+        Command::Reencrypt {
+            from,
+            to,
+            keys,
+            kafka,
+        } => {
+            let source = Archive::open_existing(&from)?;
+            let target = Archive::open(&to)?;
+            let s = reencrypt::reencrypt(&source, &target, &kafka, &keys, Some(&metrics)).await?;
+            println!(
+                "re-encrypted {} segments ({} records, {} sealed, {} placeholders) from {from} \
+                 into {to}; {} segments were there already. Now: kollus-archive verify --from \
+                 {to}, then retire {from} (an erasure does not reach it)",
+                s.segments, s.records, s.sealed, s.placeholders, s.already_there
+            );
+            Ok(())
         }
         Command::Restore {
             from,

@@ -209,3 +209,96 @@ async fn an_erasure_destroys_the_users_key_and_nothing_of_them_is_readable_or_re
         "{out}"
     );
 }
+
+fn record(
+    topic: &str,
+    offset: i64,
+    key: &str,
+    value: &str,
+) -> kollus_archive::record::ArchivedRecord {
+    use kollus_archive::record::{ArchivedRecord, Bytes};
+    ArchivedRecord {
+        topic: topic.into(),
+        partition: 0,
+        offset,
+        timestamp: Some(1_765_000_000_000 + offset),
+        key: Some(Bytes::of(key.as_bytes())),
+        headers: vec![],
+        value: Some(Bytes::of(value.as_bytes())),
+    }
+}
+
+/// A plaintext archive as `dump` wrote them before subject keys: one segment per topic.
+async fn plaintext_archive(dir: &Path, segments: &[Vec<kollus_archive::record::ArchivedRecord>]) {
+    let archive = kollus_archive::store::Archive::open(dir.to_str().unwrap()).unwrap();
+    for records in segments {
+        let mut open = kollus_archive::segment::Open::new(&records[0], 1, "cluster-a").unwrap();
+        for r in records {
+            open.push(r).unwrap();
+        }
+        let (bytes, entry) = open.close().unwrap();
+        archive
+            .create(&entry.segment, bytes, |_| false)
+            .await
+            .unwrap();
+        let manifest = serde_json::to_vec(&entry).unwrap();
+        archive
+            .create(&entry.manifest_path(), manifest, |_| false)
+            .await
+            .unwrap();
+    }
+}
+
+#[tokio::test]
+async fn reencrypt_copies_a_plaintext_archive_under_subject_keys_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+    let playback: Vec<_> = (0..6)
+        .map(|o| {
+            let user = if o % 2 == 0 { A } else { B };
+            record(
+                "p",
+                o,
+                &format!("{user}\u{1f}m"),
+                &report(user, o as usize, "2026-01-01T00:00:00Z"),
+            )
+        })
+        .collect();
+    let content = vec![record("c", 0, "c1", r#"{"content":"plain"}"#)];
+    plaintext_archive(&a, &[playback, content]).await;
+    assert!(plaintext(&a).contains(A));
+    let mut env: Vec<(String, String)> = key_files()
+        .env()
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect();
+    env.push(("KAFKA_PLAYBACK_TOPIC".into(), "p".into()));
+    env.push(("KAFKA_CONTENT_TOPIC".into(), "c".into()));
+    let (from, to) = (a.to_str().unwrap(), b.to_str().unwrap());
+    let (code, out, err) = run(&["reencrypt", "--from", from, "--to", to], &env);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(
+        out.contains("re-encrypted 2 segments (7 records, 6 sealed"),
+        "{out}"
+    );
+    assert!(
+        err.contains("reencrypt: 7/7 records"),
+        "progress on stderr: {err}"
+    );
+    let text = plaintext(&b);
+    assert!(!text.contains(A) && !text.contains(B), "{text}");
+    assert!(text.contains("plain"));
+    let (code, out, err) = run(&["verify", "--from", to, "--no-topics"], &env);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(
+        out.contains("p/0 epoch 0001-cluster-a (cluster cluster-a): offsets 0..=5"),
+        "{out}"
+    );
+    // Again: nothing written twice.
+    let (code, out, err) = run(&["reencrypt", "--from", from, "--to", to], &env);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(
+        out.contains("re-encrypted 0 segments") && out.contains("2 segments were there already"),
+        "{out}"
+    );
+}
