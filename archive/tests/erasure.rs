@@ -302,3 +302,139 @@ async fn reencrypt_copies_a_plaintext_archive_under_subject_keys_once() {
         "{out}"
     );
 }
+
+/// The fixture LMS report (`fixtures/kollus/lms-seed.*`) as ingest archives it, for `user`.
+fn fixture_report(user: &str, n: usize) -> String {
+    let form = String::from_utf8(kollus_test_support::fixture("lms-seed.form"))
+        .unwrap()
+        .replace("181353", user);
+    let json = String::from_utf8(kollus_test_support::fixture("lms-seed.json"))
+        .unwrap()
+        .replace("181353", user);
+    let payload: serde_json::Value = serde_json::from_str(&json).unwrap();
+    serde_json::json!({
+        "id": uuid::Uuid::now_v7(), "kind": "lms", "schema_version": 1,
+        "received_at": time::OffsetDateTime::now_utc()
+            .format(&time::format_description::well_known::Rfc3339).unwrap(),
+        "form": {"client_user_id": user, "uservalue0": format!("uv-{user}-{n}")},
+        "payload": payload,
+        "raw": {"content_type": "application/x-www-form-urlencoded", "body": form},
+    })
+    .to_string()
+}
+
+/// Figures for issue 32's note, printed, never asserted on time: archive bytes per LMS report
+/// before and after subject keys (10,000 fixture reports across 1,000 users), and `dump` and
+/// `restore` records/s with keys. `cargo test -p kollus-archive --test erasure measure --
+/// --ignored --nocapture`.
+#[tokio::test]
+#[ignore = "a measurement: run it by name with --ignored --nocapture"]
+async fn measure_bytes_per_report_and_rates_with_subject_keys() {
+    const REPORTS: usize = 10_000;
+    const USERS: usize = 1_000;
+    let users: Vec<String> = (0..USERS).map(|u| format!("user-{u:05}")).collect();
+    let reports: Vec<(String, String)> = (0..REPORTS)
+        .map(|n| {
+            let user = &users[n % USERS];
+            (
+                format!("{user}\u{1f}mck-{}", n % 20),
+                fixture_report(user, n),
+            )
+        })
+        .collect();
+
+    // Bytes: one partition's segments of 64 MiB (dump's default), plain and sealed.
+    let dir = tempfile::tempdir().unwrap();
+    let mut ring = kollus_common::archive::KeyRing::open(
+        dir.path().join("keys").to_str().unwrap(),
+        &key_files().files[2].2,
+    )
+    .await
+    .unwrap();
+    let tagger = Tagger::from_file(&key_files().files[1].2).unwrap();
+    let records: Vec<_> = reports
+        .iter()
+        .enumerate()
+        .map(|(o, (k, v))| record("p", o as i64, k, v))
+        .collect();
+    let mut plain = kollus_archive::segment::Open::new(&records[0], 1, "c").unwrap();
+    let mut sealed = kollus_archive::segment::Open::new(&records[0], 1, "c").unwrap();
+    for r in &records {
+        plain.push(r).unwrap();
+        let user = r.key.as_ref().map(|k| match k {
+            kollus_archive::record::Bytes::Text(t) => t.split('\u{1f}').next().unwrap().to_owned(),
+            _ => unreachable!(),
+        });
+        sealed.push_subject(
+            r,
+            tagger.tag(&user.unwrap()).as_str(),
+            time::OffsetDateTime::now_utc(),
+        );
+    }
+    let raw = plain.raw_bytes;
+    let (plain_bytes, _) = plain.close().unwrap();
+    let started = std::time::Instant::now();
+    let mut keys = std::collections::HashMap::new();
+    for tag in sealed.tags_to_seal(&ring.barrier) {
+        let key = ring.current(&tag).await.unwrap();
+        keys.insert(tag, key);
+    }
+    let closed = sealed.close_sealed(&keys, &ring.barrier).unwrap();
+    let seal_secs = started.elapsed().as_secs_f64();
+    println!(
+        "MEASURE {REPORTS} fixture LMS reports, {USERS} users, one segment: JSON {} B/report; \
+         archived plaintext {} B/report; sealed per subject {} B/report ({:.2}x); \
+         sealing (1,000 keys made) {:.2} s",
+        raw / REPORTS as u64,
+        plain_bytes.len() / REPORTS,
+        closed.bytes.len() / REPORTS,
+        closed.bytes.len() as f64 / plain_bytes.len() as f64,
+        seal_secs
+    );
+
+    // Rates through Kafka and the binary.
+    let broker = Broker::start().await;
+    let kafka = broker.settings();
+    let erasure_topic = broker.topic("erasure");
+    let mut topics = kafka.topics().to_vec();
+    topics.push(&erasure_topic);
+    kollus_common::kafka::ensure_topics(&kafka, &topics)
+        .await
+        .unwrap();
+    let producer =
+        kollus_common::kafka::durable_producer(&kafka, "measure", Duration::from_secs(30)).unwrap();
+    let sends: Vec<_> = reports
+        .iter()
+        .map(|(k, v)| {
+            producer
+                .send_result(
+                    rdkafka::producer::FutureRecord::to(&kafka.playback_topic)
+                        .key(k.as_str())
+                        .payload(v.as_str()),
+                )
+                .map_err(|(e, _)| e)
+                .unwrap()
+        })
+        .collect();
+    for s in sends {
+        s.await.unwrap().map_err(|(e, _)| e).unwrap();
+    }
+    let env = env(&broker, &erasure_topic);
+    let to = dir.path().join("archive");
+    let to = to.to_str().unwrap();
+    let started = std::time::Instant::now();
+    let (code, out, err) = run(&["dump", "--to", to, "--until-end"], &env);
+    let dump_secs = started.elapsed().as_secs_f64();
+    assert_eq!(code, 0, "{out}\n{err}");
+    let started = std::time::Instant::now();
+    let (code, out, err) = run(&["restore", "--from", to], &env);
+    let restore_secs = started.elapsed().as_secs_f64();
+    assert_eq!(code, 0, "{out}\n{err}");
+    println!(
+        "MEASURE with subject keys, {REPORTS} reports of {USERS} users: dump --until-end {:.0} \
+         records/s ({dump_secs:.1} s, process start included); restore {:.0} records/s \
+         ({restore_secs:.1} s)",
+        REPORTS as f64 / dump_secs,
+        REPORTS as f64 / restore_secs
+    );
+}

@@ -24,7 +24,7 @@ use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
-use super::store::Archive;
+use super::store::{Archive, Created};
 use super::subject::{unattributed_day, UNATTRIBUTED};
 use crate::erasure::{location_record_path, Barrier, ErasureEvent, LocationErasure};
 use crate::subject::{read_key_file, SealKey, KEY_LEN};
@@ -223,13 +223,19 @@ impl KeyRing {
             wrapped: STANDARD.encode(self.kek.seal(&key, &wrap_aad(tag, generation))),
         };
         let path = key_path(tag, generation);
-        self.store
+        let created = self
+            .store
             .create(&path, serde_json::to_vec_pretty(&stored)?, |_| true)
             .await?;
-        // Whoever created it first: the stored one is the key.
-        let bytes = self.store.get(&path).await?;
-        let stored: StoredKey = serde_json::from_slice(&bytes)?;
-        let key = Arc::new(self.unwrap(&stored, &path)?);
+        let key = match created {
+            Created::New => Arc::new(SealKey::new(&key)),
+            // Another writer created it first: the stored one is the key.
+            Created::AlreadyThere => {
+                let bytes = self.store.get(&path).await?;
+                let stored: StoredKey = serde_json::from_slice(&bytes)?;
+                Arc::new(self.unwrap(&stored, &path)?)
+            }
+        };
         self.live
             .entry(tag.to_owned())
             .or_default()
