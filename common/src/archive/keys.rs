@@ -251,10 +251,20 @@ impl KeyRing {
     /// now.
     pub async fn erase(&mut self, event: &ErasureEvent) -> anyhow::Result<Vec<u32>> {
         let tag = event.subject_tag.as_str();
-        anyhow::ensure!(
-            !tag.is_empty() && !tag.contains('/') && !tag.starts_with(UNATTRIBUTED),
-            "an erasure record names no valid subject tag"
-        );
+        let valid = !tag.is_empty()
+            && tag.len() <= 128
+            && tag
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            && !tag.starts_with(UNATTRIBUTED);
+        if !valid {
+            // Never a path of its own choosing in the key location; archived, not applied.
+            tracing::warn!(
+                erasure_id = %event.erasure_id,
+                "an erasure record that names no valid subject tag: not applied"
+            );
+            return Ok(Vec::new());
+        }
         self.live.remove(tag);
         self.load(tag).await?;
         let path = location_record_path(tag, event.erasure_id);
@@ -316,7 +326,7 @@ impl KeyRing {
             let Some(tag) = path.split('/').nth(1) else {
                 continue;
             };
-            if !unattributed_day(tag).is_some_and(|d| d < oldest_kept) {
+            if unattributed_day(tag).is_none_or(|d| d >= oldest_kept) {
                 continue;
             }
             let record = Expired {

@@ -179,3 +179,41 @@ fn message(r: &ArchivedRecord) -> anyhow::Result<OwnedMessage> {
         Some(headers),
     ))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(subjects: Option<Vec<String>>) -> Entry {
+        Entry {
+            segment: "segments/t/0/0001/x".into(),
+            topic: "t".into(),
+            partition: 0,
+            epoch: 1,
+            cluster_id: String::new(),
+            first_offset: 0,
+            last_offset: 0,
+            records: 1,
+            bytes: 1,
+            sha256: String::new(),
+            last_record_sha256: String::new(),
+            last_timestamp: None,
+            closed_at: String::new(),
+            subjects,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_sealed_archive_without_the_kek_is_refused_naming_the_setting() {
+        let consume = ConsumeSettings {
+            archive_dir: Some("/nonexistent-archive".into()),
+            ..ConsumeSettings::default()
+        };
+        // Plaintext (older) and frame-less entries need no key.
+        let plain = [entry(None), entry(Some(vec![]))];
+        assert!(keys_for(&consume, &plain).await.unwrap().is_none());
+        let sealed = [entry(Some(vec!["abc".into()]))];
+        let e = keys_for(&consume, &sealed).await.unwrap_err().to_string();
+        assert!(e.contains("ARCHIVE_KEK_FILE"), "{e}");
+    }
+}
