@@ -66,8 +66,9 @@ pub struct Entry {
     pub last_timestamp: Option<i64>,
     pub closed_at: String,
     /// The subject tags this segment holds frames of (the per-user index: a user's export
-    /// reads only the segments naming their tag). Absent in segments written before subject
-    /// keys (plaintext: a reader looks into each).
+    /// reads only the segments naming their tag). Absent in segments without frames (written
+    /// before subject keys or without them, or holding nobody's records): a user's export
+    /// looks into each of its topic.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub subjects: Option<Vec<String>>,
 }
@@ -553,7 +554,8 @@ impl Open {
             last_timestamp: self.last_timestamp,
             closed_at: OffsetDateTime::now_utc()
                 .format(&time::format_description::well_known::Rfc3339)?,
-            subjects: Some(tags),
+            // Absent without frames: a plaintext segment reads as those from before subject keys.
+            subjects: (!tags.is_empty()).then_some(tags),
         };
         Ok(Closed {
             bytes,
