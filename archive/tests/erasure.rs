@@ -120,7 +120,13 @@ async fn an_erasure_destroys_the_users_key_and_nothing_of_them_is_readable_or_re
     broker
         .publish_raw(&kafka.deadletter_topic, "", dead.to_string().as_bytes())
         .await;
-    let nobody = serde_json::json!({"received_at": before, "raw": {"body": "garbage"}});
+    // Naming nobody, received 40 days ago: its day's key is destroyed by age at the next start.
+    let long_ago = time::OffsetDateTime::now_utc() - time::Duration::days(40);
+    let day = kollus_common::archive::subject::unattributed_tag(long_ago);
+    let long_ago = long_ago
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap();
+    let nobody = serde_json::json!({"received_at": long_ago, "raw": {"body": "garbage-body"}});
     broker
         .publish_raw(&kafka.deadletter_topic, "", nobody.to_string().as_bytes())
         .await;
@@ -174,6 +180,7 @@ async fn an_erasure_destroys_the_users_key_and_nothing_of_them_is_readable_or_re
         out.contains(&format!("ERASED subject {tag_a} generation 1")),
         "{out}"
     );
+    assert!(out.contains(&format!("EXPIRED {day}")), "{out}");
 
     // Restore into another cluster: B's reports, none of A's.
     let other = broker.another_cluster().await;
@@ -182,7 +189,10 @@ async fn an_erasure_destroys_the_users_key_and_nothing_of_them_is_readable_or_re
         &self::env(&other, &erasure_topic),
     );
     assert_eq!(code, 0, "{out}\n{err}");
-    assert!(out.contains("erased: 4 records"), "{out}");
+    assert!(
+        out.contains("erased: 4 records") && out.contains("1 records of expired"),
+        "{out}"
+    );
     let restored = read_topic(
         &other.addr,
         &kafka.playback_topic,
