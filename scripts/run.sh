@@ -208,6 +208,8 @@ LISTEN_ADDR=$ingest_addr start ingest "$bin/ingest"
 LISTEN_ADDR=$token_addr start token-api env -u CALLBACK_SECRET "$bin/token-api"
 LISTEN_ADDR=$sync_addr start sync-worker "$bin/sync-worker"
 LISTEN_ADDR=$history_addr start history-worker "$bin/history-worker"
+# dump seals records naming a user with the dev keys above (SUBJECT_TAG_KEY_FILE, ARCHIVE_KEK_FILE);
+# their keys go to $ARCHIVE_DIR/keys, where token-api's export reads them.
 LISTEN_ADDR=$archive_addr start archive "$bin/kollus-archive" dump
 wait_port "$ingest_addr"; wait_port "$token_addr"
 

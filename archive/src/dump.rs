@@ -22,9 +22,11 @@ use rdkafka::{Offset, TopicPartitionList};
 use sha2::{Digest as _, Sha256};
 
 use crate::metrics::Metrics;
+use kollus_common::archive::keys::KeyRing;
 use kollus_common::archive::record::ArchivedRecord;
-use kollus_common::archive::segment::{epoch_name, Entry, Open};
+use kollus_common::archive::segment::{epoch_name, Entry, Item, Open};
 use kollus_common::archive::store::{Archive, Created};
+use kollus_common::archive::subject::{received_at, subject_of, unattributed_tag, Subject};
 use kollus_common::archive::{holding_of, of_cluster};
 use kollus_common::backoff::Backoff;
 use kollus_common::kafka;
@@ -51,6 +53,50 @@ pub struct DumpSettings {
     /// ... or once it has been open this long, in seconds: the most a crash makes `dump` redo.
     #[arg(long, env = "ARCHIVE_SEGMENT_SECONDS", default_value_t = 60)]
     pub segment_seconds: u64,
+    #[command(flatten)]
+    pub keys: KeySettings,
+}
+
+/// The subject keys (README "Erasing a user"): with both key files, records naming a user are
+/// sealed under that user's key and an erasure destroys it; without them, `dump` archives
+/// every record in plaintext, as before subject keys, and WARNs at start.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct KeySettings {
+    /// The key-encryption key that wraps the subject keys (32 random bytes, base64:
+    /// `openssl rand -base64 32`). Losing it makes every sealed record unreadable.
+    #[arg(long, env = "ARCHIVE_KEK_FILE")]
+    pub kek_file: Option<std::path::PathBuf>,
+    /// The key subject tags are an HMAC under (the same file token-api has).
+    #[arg(long, env = "SUBJECT_TAG_KEY_FILE")]
+    pub subject_tag_key_file: Option<std::path::PathBuf>,
+    /// Where the subject keys and the erasure records are kept: a directory or
+    /// `s3://bucket/prefix` that allows deletion and is neither versioned nor replicated.
+    /// Default: `keys` inside the archive.
+    #[arg(long, env = "ARCHIVE_KEYS_DIR")]
+    pub keys_dir: Option<String>,
+    /// Days an unattributed dead letter's key (one per UTC day) is kept; then it is destroyed
+    /// and those records are non-identifiable.
+    #[arg(long, env = "ARCHIVE_UNATTRIBUTED_DAYS", default_value_t = 30)]
+    pub unattributed_days: u32,
+}
+
+impl KeySettings {
+    /// The key location of the archive at `archive_dir`, or `None` without `ARCHIVE_KEK_FILE`.
+    pub async fn ring(&self, archive_dir: &str) -> anyhow::Result<Option<KeyRing>> {
+        let Some(kek) = &self.kek_file else {
+            return Ok(None);
+        };
+        let location = kollus_common::erasure::keys_location(archive_dir, self.keys_dir.as_deref());
+        KeyRing::open(&location, kek).await.map(Some)
+    }
+}
+
+/// What sealing needs in `dump`.
+struct Sealing {
+    ring: KeyRing,
+    tagger: kollus_common::subject::Tagger,
+    unattributed_days: u32,
+    last_expiry: Option<std::time::Instant>,
 }
 
 impl DumpSettings {
@@ -89,15 +135,49 @@ struct Dumper<'a> {
     open: BTreeMap<(String, i32), Open>,
     /// The last segment read back to compare records with: (its path, its records).
     compared: Option<(String, Vec<ArchivedRecord>)>,
+    sealing: Option<Sealing>,
+    playback_topic: String,
+    deadletter_topic: String,
+    erasure_topic: String,
 }
 
 impl<'a> Dumper<'a> {
     async fn new(
         archive: &'a Archive,
         consumer: kafka::ArchiveConsumer,
+        kafka_settings: &KafkaSettings,
         settings: &'a DumpSettings,
         metrics: &'a Metrics,
     ) -> anyhow::Result<Self> {
+        let sealing = match settings.keys.ring(&archive.location).await? {
+            Some(ring) => {
+                let tag_key = settings
+                    .keys
+                    .subject_tag_key_file
+                    .as_deref()
+                    .ok_or_else(|| {
+                        anyhow::anyhow!(
+                            "ARCHIVE_KEK_FILE is set but SUBJECT_TAG_KEY_FILE is not: records are \
+                         sealed per subject tag"
+                        )
+                    })?;
+                let mut sealing = Sealing {
+                    ring,
+                    tagger: kollus_common::subject::Tagger::from_file(tag_key)?,
+                    unattributed_days: settings.keys.unattributed_days,
+                    last_expiry: None,
+                };
+                expire(&mut sealing, metrics).await?;
+                Some(sealing)
+            }
+            None => {
+                tracing::warn!(
+                    "ARCHIVE_KEK_FILE is not set: records naming users are archived in \
+                     plaintext, and an erasure does not reach them"
+                );
+                None
+            }
+        };
         let entries = kollus_common::archive::entries(archive).await?;
         let cluster_id = consumer
             .client()
@@ -113,6 +193,10 @@ impl<'a> Dumper<'a> {
             epochs: HashMap::new(),
             open: BTreeMap::new(),
             compared: None,
+            sealing,
+            playback_topic: kafka_settings.playback_topic.clone(),
+            deadletter_topic: kafka_settings.deadletter_topic.clone(),
+            erasure_topic: kafka_settings.erasure_topic.clone(),
         })
     }
 
@@ -173,8 +257,17 @@ impl<'a> Dumper<'a> {
             return Ok(None);
         };
         if self.compared.as_ref().map(|(p, _)| p) != Some(&entry.segment) {
-            let bytes = self.archive.get(&entry.segment).await?;
-            let records = kollus_common::archive::segment::read(&entry, &bytes)?;
+            let ring = self.sealing.as_mut().map(|s| &mut s.ring);
+            let items =
+                kollus_common::archive::read_items(self.archive, &entry, ring, None).await?;
+            // An offset whose frame does not open (erased) compares with nothing.
+            let records = items
+                .into_iter()
+                .filter_map(|i| match i {
+                    Item::Record(r) => Some(r),
+                    Item::Skipped { .. } => None,
+                })
+                .collect();
             self.compared = Some((entry.segment.clone(), records));
         }
         Ok(self
@@ -231,13 +324,30 @@ impl<'a> Dumper<'a> {
                 return Ok(());
             }
         }
+        if r.topic == self.erasure_topic {
+            self.erase(&r).await?;
+        }
+        let subject = match &self.sealing {
+            None => None,
+            Some(s) => match subject_of(&r, &self.playback_topic, &self.deadletter_topic) {
+                Subject::Nobody => None,
+                Subject::User(user) => Some((s.tagger.tag(&user).to_string(), received_at(&r))),
+                Subject::Unattributed => {
+                    let at = received_at(&r);
+                    Some((unattributed_tag(at), at))
+                }
+            },
+        };
         let open = match self.open.entry(key.clone()) {
             std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
             std::collections::btree_map::Entry::Vacant(e) => {
                 e.insert(Open::new(&r, epoch, &self.cluster_id)?)
             }
         };
-        open.push(&r)?;
+        match subject {
+            Some((tag, at)) => open.push_subject(&r, &tag, at),
+            None => open.push(&r)?,
+        }
         self.metrics.open_records.inc();
         if open.raw_bytes >= self.settings.segment_bytes {
             self.close(&key).await?;
@@ -245,8 +355,45 @@ impl<'a> Dumper<'a> {
         Ok(())
     }
 
-    /// Closes the segments open longer than `ARCHIVE_SEGMENT_SECONDS`.
+    /// An erasure record: this location's keys of its subject destroyed and its record written
+    /// before the record is archived (so before the erasure topic's offset is committed: a
+    /// crash redoes it, which is idempotent). Records of the subject waiting in open segments
+    /// are sealed or left as placeholders at close by the barrier, never under a new key.
+    async fn erase(&mut self, r: &ArchivedRecord) -> anyhow::Result<()> {
+        let Some(sealing) = &mut self.sealing else {
+            return Ok(());
+        };
+        let event = r
+            .value
+            .as_ref()
+            .map(|v| v.to_vec())
+            .transpose()?
+            .and_then(|v| serde_json::from_slice::<kollus_common::erasure::ErasureEvent>(&v).ok());
+        let Some(event) = event else {
+            tracing::warn!(
+                topic = r.topic,
+                partition = r.partition,
+                offset = r.offset,
+                "a record on the erasure topic that is not an erasure: archived, not applied"
+            );
+            return Ok(());
+        };
+        let destroyed = sealing.ring.erase(&event).await?;
+        self.metrics.keys_destroyed.inc_by(destroyed.len() as u64);
+        self.compared = None;
+        Ok(())
+    }
+
+    /// Closes the segments open longer than `ARCHIVE_SEGMENT_SECONDS`; hourly, destroys the
+    /// unattributed days' keys past `ARCHIVE_UNATTRIBUTED_DAYS`.
     async fn close_aged(&mut self) -> anyhow::Result<()> {
+        if let Some(s) = &mut self.sealing {
+            if s.last_expiry
+                .is_none_or(|t| t.elapsed() >= Duration::from_secs(3600))
+            {
+                expire(s, self.metrics).await?;
+            }
+        }
         let age = Duration::from_secs(self.settings.segment_seconds);
         let aged: Vec<_> = self
             .open
@@ -292,7 +439,22 @@ impl<'a> Dumper<'a> {
         };
         let records = open.records;
         let oldest = open.oldest_timestamp;
-        let (bytes, entry) = open.close()?;
+        let (bytes, entry) = match &mut self.sealing {
+            None => open.close()?,
+            Some(s) => {
+                // The barrier as it is now: a key destroyed while these records waited is
+                // never replaced by a new one for them.
+                let mut keys = HashMap::new();
+                for tag in open.tags_to_seal(&s.ring.barrier) {
+                    let key = s.ring.current(&tag).await?;
+                    keys.insert(tag, key);
+                }
+                let closed = open.close_sealed(&keys, &s.ring.barrier)?;
+                self.metrics.sealed.inc_by(closed.sealed);
+                self.metrics.placeholders.inc_by(closed.placeholders);
+                (closed.bytes, closed.entry)
+            }
+        };
         let manifest = serde_json::to_vec_pretty(&entry)?;
         let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(30));
         loop {
@@ -370,6 +532,29 @@ impl<'a> Dumper<'a> {
     }
 }
 
+/// Destroys the unattributed days' keys past their days.
+async fn expire(sealing: &mut Sealing, metrics: &Metrics) -> anyhow::Result<()> {
+    let gone = sealing
+        .ring
+        .expire_unattributed(sealing.unattributed_days, time::OffsetDateTime::now_utc())
+        .await?;
+    metrics.unattributed_expired.inc_by(gone.len() as u64);
+    sealing.last_expiry = Some(std::time::Instant::now());
+    Ok(())
+}
+
+/// The topics `dump` archives: the configured ones and, with subject keys (whose erasures it
+/// applies), the erasure topic; once each.
+fn archived_topics<'k>(k: &'k KafkaSettings, settings: &DumpSettings) -> Vec<&'k str> {
+    let mut topics: Vec<&str> = k.topics().to_vec();
+    if settings.keys.kek_file.is_some() {
+        topics.push(&k.erasure_topic);
+    }
+    let mut seen = HashSet::new();
+    topics.retain(|t| seen.insert(*t));
+    topics
+}
+
 /// Runs until `shutdown` (then closes and commits what is open).
 pub async fn continuous(
     archive: &Archive,
@@ -378,7 +563,7 @@ pub async fn continuous(
     metrics: &Metrics,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
-    kafka::ensure_topics(kafka_settings, &kafka_settings.topics()).await?;
+    kafka::ensure_topics(kafka_settings, &archived_topics(kafka_settings, settings)).await?;
     metrics
         .retention_seconds
         .set(kafka_settings.retention_ms().max(-1000) / 1000);
@@ -397,8 +582,12 @@ pub async fn continuous(
             );
         }
     }
-    let consumer = kafka::archive_consumer(kafka_settings, &group, &kafka_settings.topics())?;
-    let mut d = Dumper::new(archive, consumer, settings, metrics).await?;
+    let consumer = kafka::archive_consumer(
+        kafka_settings,
+        &group,
+        &archived_topics(kafka_settings, settings),
+    )?;
+    let mut d = Dumper::new(archive, consumer, kafka_settings, settings, metrics).await?;
     tokio::pin!(shutdown);
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {
@@ -424,9 +613,14 @@ pub async fn until_end(
     settings: &DumpSettings,
     metrics: &Metrics,
 ) -> anyhow::Result<u64> {
-    kafka::ensure_topics(kafka_settings, &kafka_settings.topics()).await?;
+    kafka::ensure_topics(kafka_settings, &archived_topics(kafka_settings, settings)).await?;
     let mut total = 0;
-    for topic in kafka_settings.topics() {
+    // The erasure topic first: its erasures apply to what the other topics' segments seal.
+    let mut topics = archived_topics(kafka_settings, settings);
+    if settings.keys.kek_file.is_some() {
+        topics.rotate_right(1);
+    }
+    for topic in topics {
         total += topic_until_end(archive, kafka_settings, settings, metrics, topic).await?;
     }
     Ok(total)
@@ -475,7 +669,7 @@ async fn topic_until_end(
     }
     consumer.assign(&tpl)?;
     let mut progress = crate::metrics::progress_of(Some(metrics), "dump", "records", estimate);
-    let mut d = Dumper::new(archive, consumer, settings, metrics).await?;
+    let mut d = Dumper::new(archive, consumer, kafka_settings, settings, metrics).await?;
     let mut at_end: HashSet<i32> = HashSet::new();
     let mut count = 0;
     while at_end.len() < partitions.len() {

@@ -5,6 +5,7 @@
 
 pub mod dump;
 pub mod metrics;
+pub mod reencrypt;
 pub mod restore;
 pub mod verify;
 

@@ -2,11 +2,11 @@ use std::net::SocketAddr;
 
 use anyhow::Context as _;
 use clap::Parser as _;
-use kollus_archive::dump::{self, DumpSettings};
+use kollus_archive::dump::{self, DumpSettings, KeySettings};
 use kollus_archive::metrics::Metrics;
 use kollus_archive::restore::{RestoreSettings, Timestamps};
 use kollus_archive::store::Archive;
-use kollus_archive::{restore, verify};
+use kollus_archive::{reencrypt, restore, verify};
 use kollus_common::settings::KafkaSettings;
 use kollus_common::telemetry::LogSettings;
 
@@ -48,6 +48,25 @@ enum Command {
         /// Verify only the epochs of this Kafka cluster (its id, as the report names it).
         #[arg(long)]
         cluster: Option<String>,
+        #[command(flatten)]
+        keys: KeySettings,
+        #[command(flatten)]
+        kafka: KafkaSettings,
+    },
+    /// Copy a plaintext archive (written before subject keys) into a new location, records
+    /// naming a user sealed under that user's key, same epochs and offsets; again after a
+    /// crash, it goes on where it stopped. Then `verify --from` the new one and retire the old:
+    /// an erasure does not reach an archive that was not re-encrypted.
+    Reencrypt {
+        /// The plaintext archive: a directory, or `s3://bucket/prefix`.
+        #[arg(long = "from")]
+        from: String,
+        /// The new archive (its key location: ARCHIVE_KEYS_DIR, default `<to>/keys`).
+        #[arg(long = "to")]
+        to: String,
+        #[command(flatten)]
+        keys: KeySettings,
+        /// For the topics' names (which topic holds playback records and dead letters).
         #[command(flatten)]
         kafka: KafkaSettings,
     },
@@ -121,10 +140,18 @@ async fn main() -> anyhow::Result<()> {
             from,
             no_topics,
             cluster,
+            keys,
             kafka,
         } => {
-            let problems =
-                verify_command(&from, no_topics, cluster.as_deref(), &kafka, &metrics).await;
+            let problems = verify_command(
+                &from,
+                no_topics,
+                cluster.as_deref(),
+                &keys,
+                &kafka,
+                &metrics,
+            )
+            .await;
             if problems == 0 {
                 println!("ok");
                 Ok(())
@@ -132,6 +159,23 @@ async fn main() -> anyhow::Result<()> {
                 println!("FAILED: {problems} problem(s), listed above");
                 std::process::exit(1)
             }
+        }
+        Command::Reencrypt {
+            from,
+            to,
+            keys,
+            kafka,
+        } => {
+            let source = Archive::open_existing(&from)?;
+            let target = Archive::open(&to)?;
+            let s = reencrypt::reencrypt(&source, &target, &kafka, &keys, Some(&metrics)).await?;
+            println!(
+                "re-encrypted {} segments ({} records, {} sealed, {} placeholders) from {from} \
+                 into {to}; {} segments were there already. Now: kollus-archive verify --from \
+                 {to}, then retire {from} (an erasure does not reach it)",
+                s.segments, s.records, s.sealed, s.placeholders, s.already_there
+            );
+            Ok(())
         }
         Command::Restore {
             from,
@@ -157,6 +201,11 @@ async fn main() -> anyhow::Result<()> {
             println!(
                 "restored {} records to {} ({} repeats skipped)",
                 summary.produced, kafka.brokers, summary.repeats_skipped
+            );
+            println!(
+                "erased: {} records of erased subjects skipped, {} placeholders, {} records of \
+                 expired unattributed days",
+                summary.skipped.erased, summary.skipped.placeholders, summary.skipped.expired
             );
             print_timestamps(&summary);
             Ok(())
@@ -194,6 +243,7 @@ async fn verify_command(
     from: &str,
     no_topics: bool,
     cluster: Option<&str>,
+    keys: &KeySettings,
     kafka: &KafkaSettings,
     metrics: &Metrics,
 ) -> usize {
@@ -204,7 +254,21 @@ async fn verify_command(
             return 1;
         }
     };
-    let report = match verify::verify_of(&archive, Some(metrics), cluster).await {
+    let mut ring = match keys.ring(from).await {
+        Ok(r) => r,
+        Err(e) => {
+            println!("NO KEYS {e:#}");
+            return 1;
+        }
+    };
+    if let Some(r) = &ring {
+        println!(
+            "keys: {} (it must be neither versioned nor replicated, or an erasure destroys \
+             nothing there; the object store cannot be asked whether it is: see to it)",
+            r.location()
+        );
+    }
+    let report = match verify::verify_with(&archive, Some(metrics), cluster, ring.as_mut()).await {
         Ok(r) => r,
         Err(e) => {
             println!("UNREADABLE {from}: {e:#}");
@@ -254,7 +318,28 @@ async fn verify_command(
     for (topic, partition, from, to) in &report.gaps {
         println!("GAP {topic}/{partition}: offsets {from}..={to} are not archived");
     }
-    let mut problems = report.damaged.len() + report.collisions.len() + report.gaps.len();
+    for (tag, generation) in &report.erased {
+        println!("ERASED subject {tag} generation {generation}: its key was destroyed by an erasure (recorded in the key location)");
+    }
+    for day in &report.expired {
+        println!("EXPIRED {day}: the unattributed dead letters' key of that day was destroyed by age (ARCHIVE_UNATTRIBUTED_DAYS)");
+    }
+    if report.placeholders > 0 {
+        println!(
+            "{} placeholders (records erased before they were archived)",
+            report.placeholders
+        );
+    }
+    for (tag, generation) in &report.missing {
+        let hint = if ring.is_none() {
+            " (ARCHIVE_KEK_FILE not given: the archive holds sealed frames)"
+        } else {
+            ""
+        };
+        println!("MISSING KEY subject {tag} generation {generation}: no key and no erasure record in the key location{hint}");
+    }
+    let mut problems =
+        report.damaged.len() + report.collisions.len() + report.gaps.len() + report.missing.len();
     if no_topics {
         println!("topics: not compared (--no-topics)");
         return problems;

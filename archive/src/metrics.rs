@@ -17,6 +17,10 @@ pub struct Metrics {
     pub progress_done: prometheus::IntGaugeVec,
     pub progress_total: prometheus::IntGaugeVec,
     pub restore_past_retention: prometheus::IntCounterVec,
+    pub sealed: prometheus::IntCounter,
+    pub placeholders: prometheus::IntCounter,
+    pub keys_destroyed: prometheus::IntCounter,
+    pub unattributed_expired: prometheus::IntCounter,
 }
 
 impl Metrics {
@@ -78,6 +82,26 @@ impl Metrics {
                 "restore_past_retention_records_total",
                 "Records `restore --timestamps original` produced with a timestamp already older than their topic's retention.ms (read from the brokers): Kafka deletes them at its next retention check. Always 0 with the default `--timestamps now`.",
                 &["topic"],
+            ),
+            sealed: counter(
+                &r,
+                "records_sealed_total",
+                "Records naming a subject written sealed under the subject's key (in frames).",
+            ),
+            placeholders: counter(
+                &r,
+                "placeholders_total",
+                "Records an erasure reached before they were written: archived as placeholders (tag and offset only).",
+            ),
+            keys_destroyed: counter(
+                &r,
+                "keys_destroyed_total",
+                "Subject key generations destroyed in this location by erasures.",
+            ),
+            unattributed_expired: counter(
+                &r,
+                "unattributed_keys_expired_total",
+                "Unattributed dead letters' day keys destroyed after ARCHIVE_UNATTRIBUTED_DAYS.",
             ),
             registry: r,
         };

@@ -75,6 +75,10 @@ pub struct RestoreSettings {
     /// archive that two clusters wrote into, one cluster's records. Default: every epoch.
     #[arg(long, env = "ARCHIVE_RESTORE_CLUSTER")]
     pub cluster: Option<String>,
+    /// The key location and KEK that open the archive's frames (erased subjects' frames and
+    /// placeholders are skipped, and counted).
+    #[command(flatten)]
+    pub keys: crate::dump::KeySettings,
 }
 
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -96,6 +100,9 @@ pub struct Summary {
     /// `original`: the topics whose retention the brokers did not tell, with why: records of
     /// theirs past retention could not be counted.
     pub retention_unknown: BTreeMap<String, String>,
+    /// Records not produced because an erasure (or age, for unattributed dead letters)
+    /// destroyed their key, and placeholders.
+    pub skipped: segment::Skipped,
 }
 
 impl Summary {
@@ -183,9 +190,15 @@ pub async fn restore_with(
     let mut progress = crate::metrics::progress_of(metrics, "restore", "records", total);
     let mut seen: HashSet<String> = HashSet::new();
     let mut in_flight = VecDeque::with_capacity(IN_FLIGHT);
+    let mut ring = settings.keys.ring(&archive.location).await?;
     for entry in &entries {
-        let bytes = archive.get(&entry.segment).await?;
-        for r in segment::read(entry, &bytes)? {
+        let (records, skipped) =
+            kollus_common::archive::read_segment(archive, entry, ring.as_mut(), None).await?;
+        progress.add(skipped.erased + skipped.expired + skipped.placeholders);
+        summary.skipped.erased += skipped.erased;
+        summary.skipped.expired += skipped.expired;
+        summary.skipped.placeholders += skipped.placeholders;
+        for r in records {
             progress.add(1);
             if !seen.insert(r.identity()) {
                 summary.repeats_skipped += 1;

@@ -12,7 +12,10 @@ use std::collections::{BTreeMap, HashMap};
 use std::hash::{Hash as _, Hasher as _};
 use std::time::Duration;
 
-use kollus_common::archive::segment::{self, Entry};
+use std::collections::BTreeSet;
+
+use kollus_common::archive::keys::KeyRing;
+use kollus_common::archive::segment::{self, Entry, Item, Skip};
 use kollus_common::archive::store::Archive;
 use kollus_common::settings::KafkaSettings;
 
@@ -57,11 +60,24 @@ pub struct Report {
     /// start), but what comes before is not here.
     pub late_starts: Vec<(String, i32, i64)>,
     pub epochs: Vec<EpochReport>,
+    /// Subject generations whose frames an erasure made unreadable (an erasure record of the
+    /// key location names them): not a problem.
+    pub erased: BTreeSet<(String, u32)>,
+    /// Unattributed days whose key was destroyed by age: not a problem.
+    pub expired: BTreeSet<String>,
+    /// Subject generations whose key is gone with no erasure record: a problem.
+    pub missing: BTreeSet<(String, u32)>,
+    /// Offsets held by placeholders (erased before they were written).
+    pub placeholders: u64,
 }
 
 impl Report {
     pub fn ok(&self) -> bool {
-        !self.empty && self.damaged.is_empty() && self.collisions.is_empty() && self.gaps.is_empty()
+        !self.empty
+            && self.damaged.is_empty()
+            && self.collisions.is_empty()
+            && self.gaps.is_empty()
+            && self.missing.is_empty()
     }
 }
 
@@ -85,6 +101,18 @@ pub async fn verify_of(
     archive: &Archive,
     metrics: Option<&Metrics>,
     cluster: Option<&str>,
+) -> anyhow::Result<Report> {
+    verify_with(archive, metrics, cluster, None).await
+}
+
+/// [`verify_of`], opening frames with the key location `keys`: per subject generation,
+/// erased (an erasure record names it), expired (an unattributed day), or missing (neither:
+/// a problem). Without `keys`, every frame counts as missing.
+pub async fn verify_with(
+    archive: &Archive,
+    metrics: Option<&Metrics>,
+    cluster: Option<&str>,
+    mut keys: Option<&mut KeyRing>,
 ) -> anyhow::Result<Report> {
     let mut entries = entries(archive).await?;
     if let Some(cluster) = cluster {
@@ -111,11 +139,8 @@ pub async fn verify_of(
     for entry in &entries {
         progress.add(1);
         report.segments += 1;
-        let records = match archive
-            .get(&entry.segment)
-            .await
-            .and_then(|bytes| segment::read(entry, &bytes))
-        {
+        let items = kollus_common::archive::read_items(archive, entry, keys.as_deref_mut(), None);
+        let records = match items.await {
             Ok(records) => records,
             Err(e) => {
                 report.damaged.push(format!("{e:#}"));
@@ -143,19 +168,49 @@ pub async fn verify_of(
             repeats: 0,
         });
         epoch.segments += 1;
-        for r in &records {
-            let mut h = DefaultHasher::new();
-            r.hash(&mut h);
-            let hash = h.finish();
-            match s.hashes.get(&r.offset) {
-                Some(before) if *before != hash => report.collisions.push(format!(
-                    "{}/{} epoch {}: two different records at offset {} (the second in {})",
-                    entry.topic,
-                    entry.partition,
-                    entry.epoch_name(),
-                    r.offset,
-                    entry.segment
-                )),
+        for item in &records {
+            // An offset whose record is not readable hashes as 0: it repeats anything.
+            let hash = match item {
+                Item::Record(r) => {
+                    let mut h = DefaultHasher::new();
+                    r.hash(&mut h);
+                    h.finish().max(1)
+                }
+                Item::Skipped {
+                    tag,
+                    generation,
+                    why,
+                    ..
+                } => {
+                    let g = generation.unwrap_or(0);
+                    match why {
+                        Skip::Erased => {
+                            report.erased.insert((tag.clone(), g));
+                        }
+                        Skip::Expired => {
+                            report.expired.insert(tag.clone());
+                        }
+                        Skip::Missing => {
+                            report.missing.insert((tag.clone(), g));
+                        }
+                        Skip::Placeholder => report.placeholders += 1,
+                        Skip::NotAsked => {}
+                    }
+                    0
+                }
+            };
+            let offset = item.offset();
+            match s.hashes.get(&offset) {
+                Some(before) if *before != hash && *before != 0 && hash != 0 => {
+                    report.collisions.push(format!(
+                        "{}/{} epoch {}: two different records at offset {} (the second in {})",
+                        entry.topic,
+                        entry.partition,
+                        entry.epoch_name(),
+                        offset,
+                        entry.segment
+                    ))
+                }
                 Some(_) => {
                     report.repeats += 1;
                     epoch.repeats += 1;
@@ -163,25 +218,25 @@ pub async fn verify_of(
                 None => {
                     epoch.records += 1;
                     match s.last {
-                        None if r.offset > 0 => report.late_starts.push((
-                            entry.topic.clone(),
-                            entry.partition,
-                            r.offset,
-                        )),
-                        Some(last) if r.offset > last + 1 => report.gaps.push((
+                        None if offset > 0 => {
+                            report
+                                .late_starts
+                                .push((entry.topic.clone(), entry.partition, offset))
+                        }
+                        Some(last) if offset > last + 1 => report.gaps.push((
                             entry.topic.clone(),
                             entry.partition,
                             last + 1,
-                            r.offset - 1,
+                            offset - 1,
                         )),
                         _ => {}
                     }
-                    s.hashes.insert(r.offset, hash);
+                    s.hashes.insert(offset, hash);
                 }
             }
-            s.last = Some(s.last.map_or(r.offset, |l| l.max(r.offset)));
-            epoch.first_offset = epoch.first_offset.min(r.offset);
-            epoch.last_offset = epoch.last_offset.max(r.offset);
+            s.last = Some(s.last.map_or(offset, |l| l.max(offset)));
+            epoch.first_offset = epoch.first_offset.min(offset);
+            epoch.last_offset = epoch.last_offset.max(offset);
         }
     }
     report.epochs = seen.into_values().filter_map(|s| s.report).collect();

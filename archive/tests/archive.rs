@@ -93,6 +93,7 @@ fn settings(group: &str) -> DumpSettings {
         // Small segments, so a partition spans several.
         segment_bytes: 2_000,
         segment_seconds: 60,
+        keys: Default::default(),
     }
 }
 

@@ -357,6 +357,7 @@ async fn by_default_restored_records_carry_the_restore_time_and_their_archived_o
         group_id: Some("re-archive".into()),
         segment_bytes: 64 * 1024 * 1024,
         segment_seconds: 60,
+        keys: Default::default(),
     };
     await_group_coordinator(&kafka.addr, "re-archive", CONTENT).await;
     let again = dump::until_end(&archive, &settings, &dump_settings, &Metrics::new())

@@ -190,6 +190,7 @@ fn archiver(
         segment_bytes: 64 * 1024 * 1024,
         // A segment closes (and its offsets are committed) a second after it opened.
         segment_seconds: 1,
+        keys: Default::default(),
     };
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let (archive, kafka) = (archive.clone(), kafka.clone());

@@ -164,6 +164,8 @@ impl Application {
             metrics: metrics.clone(),
             subjects: subjects.clone(),
         });
+        let archive_tagger =
+            kollus_common::subject::Tagger::from_file(&settings.access_log.subject_tag_key_file)?;
         // Exports on a pool of their own: a slow reader never holds a callback's connection.
         let export = web::Data::new(Export::new(
             &settings.database,
@@ -175,6 +177,11 @@ impl Application {
                 .map(kollus_archive::store::Archive::open)
                 .transpose()?
                 .map(|archive| crate::export::RawReports {
+                    keys: crate::export::ArchiveKeys {
+                        tagger: archive_tagger.clone(),
+                        location: kollus_common::erasure::keys_location(&archive.location, None),
+                        kek_file: settings.access_log.archive_kek_file.clone(),
+                    },
                     archive,
                     topic: settings.kafka.playback_topic.clone(),
                 }),

@@ -4,9 +4,11 @@
 //! a bucket ([`store`]); here, what the archive holds per partition and whether a broker's
 //! partition is the incarnation the archive holds ([`Holding::matches_broker`]).
 
+pub mod keys;
 pub mod record;
 pub mod segment;
 pub mod store;
+pub mod subject;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -16,6 +18,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer as _};
 use rdkafka::message::Message as _;
 use rdkafka::{Offset, TopicPartitionList};
 
+pub use keys::KeyRing;
 pub use record::ArchivedRecord;
 pub use segment::Entry;
 pub use store::Archive;
@@ -33,6 +36,54 @@ pub async fn entries(archive: &Archive) -> anyhow::Result<Vec<Entry>> {
     }
     entries.sort_by(|a, b| order(a).cmp(&order(b)));
     Ok(entries)
+}
+
+/// A segment's items in offset order ([`segment::Item`]), its frames opened with `keys` (every
+/// frame's key read from the key location as needed; without a key location, a frame is
+/// [`segment::Skip::Missing`]). With `only`, other subjects' frames are not opened.
+pub async fn read_items(
+    archive: &Archive,
+    entry: &Entry,
+    mut keys: Option<&mut KeyRing>,
+    only: Option<&str>,
+) -> anyhow::Result<Vec<segment::Item>> {
+    let bytes = archive.get(&entry.segment).await?;
+    let parsed = segment::parse(entry, &bytes)?;
+    if let Some(ring) = keys.as_deref_mut() {
+        for (tag, _) in parsed.keys() {
+            if only.is_none_or(|t| t == tag) {
+                ring.load(&tag).await?;
+            }
+        }
+    }
+    let ring = keys.as_deref();
+    parsed.open(
+        entry,
+        |tag, generation| match ring {
+            Some(r) => r.state(tag, generation),
+            None => keys::KeyState::Missing,
+        },
+        only,
+    )
+}
+
+/// A segment's records in offset order (see [`read_items`]), with what its frames held back:
+/// a frame whose key is missing without an erasure record is an error naming it.
+pub async fn read_segment(
+    archive: &Archive,
+    entry: &Entry,
+    keys: Option<&mut KeyRing>,
+    only: Option<&str>,
+) -> anyhow::Result<(Vec<ArchivedRecord>, segment::Skipped)> {
+    let items = read_items(archive, entry, keys, only).await?;
+    segment::records_of(&entry.segment, items)
+}
+
+/// Whether any entry holds frames (then readers need `ARCHIVE_KEK_FILE`).
+pub fn holds_frames(entries: &[Entry]) -> bool {
+    entries
+        .iter()
+        .any(|e| e.subjects.as_ref().is_some_and(|s| !s.is_empty()))
 }
 
 fn order(e: &Entry) -> (&str, i32, u32, &str, i64, i64) {
@@ -262,6 +313,7 @@ mod tests {
             last_record_sha256: format!("{cluster}-{last_offset}"),
             last_timestamp: None,
             closed_at: String::new(),
+            subjects: None,
         }
     }
 

@@ -143,6 +143,31 @@ impl Archive {
         Ok(got.bytes().await?)
     }
 
+    /// The object at `path`, `None` when there is none.
+    pub async fn get_opt(&self, path: &str) -> anyhow::Result<Option<bytes::Bytes>> {
+        match self.store.get(&Path::from(path)).await {
+            Ok(got) => Ok(Some(got.bytes().await?)),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => {
+                Err(anyhow::Error::from(e)
+                    .context(format!("reading {path} from {}", self.location)))
+            }
+        }
+    }
+
+    /// Deletes `path` (for the key location only: segments are never deleted); whether it was
+    /// there. A local file is gone from its directory when this returns; an S3 DELETE is not
+    /// undone by anything but a versioned bucket, which a key location must not be.
+    pub async fn delete(&self, path: &str) -> anyhow::Result<bool> {
+        match self.store.delete(&Path::from(path)).await {
+            Ok(()) => Ok(true),
+            Err(object_store::Error::NotFound { .. }) => Ok(false),
+            Err(e) => {
+                Err(anyhow::Error::from(e).context(format!("deleting {path} in {}", self.location)))
+            }
+        }
+    }
+
     /// Every object under `prefix`, by path.
     pub async fn list(&self, prefix: &str) -> anyhow::Result<Vec<String>> {
         let mut paths: Vec<String> = self

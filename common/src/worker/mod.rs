@@ -66,7 +66,7 @@ impl<A: Apply> Worker<A> {
                     kafka_settings,
                     parts.group_id,
                     parts.topic,
-                    parts.consume.archive_dir.as_deref(),
+                    parts.consume,
                     &apply,
                     &parts.metrics.rebuild_records,
                 )

@@ -6,8 +6,9 @@
 use rdkafka::message::{OwnedHeaders, OwnedMessage, Timestamp};
 
 use super::apply::{decode_batch, Apply};
+use super::consume::ConsumeSettings;
 use super::retry::apply_with_retry;
-use crate::archive::{self, Archive, ArchivedRecord, Entry};
+use crate::archive::{self, Archive, ArchivedRecord, Entry, KeyRing};
 use crate::kafka;
 use crate::progress::Progress;
 use crate::settings::KafkaSettings;
@@ -23,11 +24,11 @@ pub(super) async fn rebuild<A: Apply>(
     settings: &KafkaSettings,
     group_id: &str,
     topic: &str,
-    archive_dir: Option<&str>,
+    consume: &ConsumeSettings,
     apply: &A,
     progress: &prometheus::IntGaugeVec,
 ) -> anyhow::Result<()> {
-    let (archive, entries) = match archive_dir {
+    let (archive, entries) = match consume.archive_dir.as_deref() {
         Some(dir) => {
             let archive = Archive::open_existing(dir)?;
             let entries: Vec<Entry> = archive::entries(&archive)
@@ -68,12 +69,14 @@ pub(super) async fn rebuild<A: Apply>(
         })
         .await??
     };
+    // The keys before the tables are emptied: a missing KEK refuses the rebuild untouched.
+    let mut keys = keys_for(consume, &entries).await?;
     apply
         .reset()
         .await
         .map_err(|e| anyhow::anyhow!("emptying the tables for a rebuild: {e}"))?;
     let from_archive = match &archive {
-        Some(archive) => replay_archive(archive, &entries, apply, progress).await?,
+        Some(archive) => replay_archive(archive, &entries, keys.as_mut(), apply, progress).await?,
         None => 0,
     };
     tracing::warn!(
@@ -86,6 +89,22 @@ pub(super) async fn rebuild<A: Apply>(
     Ok(())
 }
 
+/// The archive's key location, when its entries hold frames (then `ARCHIVE_KEK_FILE` is
+/// required, and its absence an error naming it).
+async fn keys_for(consume: &ConsumeSettings, entries: &[Entry]) -> anyhow::Result<Option<KeyRing>> {
+    if !archive::holds_frames(entries) {
+        return Ok(None);
+    }
+    let (Some(location), Some(kek)) = (consume.archive_keys_location(), &consume.archive_kek_file)
+    else {
+        anyhow::bail!(
+            "the archive holds records sealed under subject keys: --rebuild needs \
+             ARCHIVE_KEK_FILE (and ARCHIVE_KEYS_DIR when the keys are not in <archive>/keys)"
+        );
+    };
+    KeyRing::open(&location, kek).await.map(Some)
+}
+
 /// Applies every archived record of `entries` (one topic), in (partition, epoch, offset) order,
 /// with the consume loop's retry ([`apply_with_retry`]). Records that can never apply are counted and logged,
 /// not dead-lettered again: the live pipeline did that when they first came, and the
@@ -93,6 +112,7 @@ pub(super) async fn rebuild<A: Apply>(
 async fn replay_archive<A: Apply>(
     archive: &Archive,
     entries: &[Entry],
+    mut keys: Option<&mut KeyRing>,
     apply: &A,
     gauges: &prometheus::IntGaugeVec,
 ) -> anyhow::Result<u64> {
@@ -102,9 +122,13 @@ async fn replay_archive<A: Apply>(
         gauges.with_label_values(&["total"]),
     );
     let mut refused = 0u64;
+    let mut erased = 0u64;
     for entry in entries {
-        let bytes = archive.get(&entry.segment).await?;
-        let records = archive::segment::read(entry, &bytes)?;
+        let (records, skipped) =
+            archive::read_segment(archive, entry, keys.as_deref_mut(), None).await?;
+        let held_back = skipped.erased + skipped.expired + skipped.placeholders;
+        erased += held_back;
+        progress.add(held_back);
         for chunk in records.chunks(ARCHIVE_BATCH) {
             let batch: Vec<OwnedMessage> = chunk.iter().map(message).collect::<Result<_, _>>()?;
             let (decoded, rejected) = decode_batch::<A::Payload>(&batch);
@@ -119,7 +143,13 @@ async fn replay_archive<A: Apply>(
         }
     }
     progress.finish();
-    let done = progress.done();
+    let done = progress.done() - erased;
+    if erased > 0 {
+        tracing::info!(
+            erased,
+            "rebuild: archived records of erased subjects (or expired unattributed days) skipped"
+        );
+    }
     if refused > 0 {
         tracing::warn!(
             refused,
@@ -148,4 +178,42 @@ fn message(r: &ArchivedRecord) -> anyhow::Result<OwnedMessage> {
         r.offset,
         Some(headers),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(subjects: Option<Vec<String>>) -> Entry {
+        Entry {
+            segment: "segments/t/0/0001/x".into(),
+            topic: "t".into(),
+            partition: 0,
+            epoch: 1,
+            cluster_id: String::new(),
+            first_offset: 0,
+            last_offset: 0,
+            records: 1,
+            bytes: 1,
+            sha256: String::new(),
+            last_record_sha256: String::new(),
+            last_timestamp: None,
+            closed_at: String::new(),
+            subjects,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_sealed_archive_without_the_kek_is_refused_naming_the_setting() {
+        let consume = ConsumeSettings {
+            archive_dir: Some("/nonexistent-archive".into()),
+            ..ConsumeSettings::default()
+        };
+        // Plaintext (older) and frame-less entries need no key.
+        let plain = [entry(None), entry(Some(vec![]))];
+        assert!(keys_for(&consume, &plain).await.unwrap().is_none());
+        let sealed = [entry(Some(vec!["abc".into()]))];
+        let e = keys_for(&consume, &sealed).await.unwrap_err().to_string();
+        assert!(e.contains("ARCHIVE_KEK_FILE"), "{e}");
+    }
 }

@@ -19,7 +19,7 @@
 mod archive;
 pub mod gate;
 
-pub use self::archive::RawReports;
+pub use self::archive::{ArchiveKeys, RawReports};
 pub use self::gate::Export;
 pub mod parts;
 mod sink;
