@@ -179,7 +179,10 @@ impl Application {
                 .map(|archive| crate::export::RawReports {
                     keys: crate::export::ArchiveKeys {
                         tagger: archive_tagger.clone(),
-                        location: kollus_common::erasure::keys_location(&archive.location, None),
+                        location: kollus_common::erasure::keys_location(
+                            &archive.location,
+                            settings.erasure.archive_keys_dir.as_deref(),
+                        ),
                         kek_file: settings.access_log.archive_kek_file.clone(),
                     },
                     archive,

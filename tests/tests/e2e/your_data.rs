@@ -110,7 +110,7 @@ async fn every_command_of_your_data_does_what_readme_says() {
     );
     let verified = said(" verify ");
     assert!(
-        verified[0].ends_with("ok\n") && verified[0].matches("COVERED ").count() == 9,
+        verified[0].ends_with("ok\n") && verified[0].matches("COVERED ").count() == 12,
         "{verified:?}"
     );
     let restored = said(" restore ");
