@@ -183,6 +183,10 @@ impl Reader {
         for (name, value) in stack.broker.env() {
             reader = reader.env(name, &value);
         }
+        // The stack's key files: history-worker needs token-api's SUBJECT_TAG_KEY_FILE.
+        for (name, value) in kollus_test_support::key_files().env() {
+            reader = reader.env(name, &value);
+        }
         reader
             .env("DATABASE_URL", &stack.db.url)
             .put_in("http://127.0.0.1:8080", &stack.ingest)
