@@ -239,6 +239,14 @@ async fn a_rebuild_without_the_barrier_table_loads_it_from_the_topic_and_the_key
     let mut s = settings(&w.h);
     let tag = |u: &str| tagger().tag(u).as_str().to_owned();
     let topic = s.kafka.erasure_topic.clone();
+    // Before token-api first published one, the topic does not exist: no erasure, no error.
+    let kafka = s.kafka.clone();
+    let (none, source) =
+        tokio::task::spawn_blocking(move || kollus_history_worker::barrier::from_topic(&kafka))
+            .await
+            .unwrap()
+            .expect("a missing erasure topic reads as empty");
+    assert!(none.is_empty() && source.records == 0, "{source}");
     kollus_common::kafka::ensure_topics(&s.kafka, &[topic.as_str()])
         .await
         .unwrap();
