@@ -63,8 +63,9 @@ echo "archive: publishing the other $((records - half)) reports to a fresh broke
 "$target/archive-bench" publish "$broker_b" "$((records - half))" "$half" | tee -a "$work/results"
 psql "$admin_url" -qc "DROP DATABASE IF EXISTS $db" -c "CREATE DATABASE $db" >/dev/null
 db_url="${admin_url%/*}/$db"
+head -c 32 /dev/urandom | base64 >"$work/subject-tag.key"
 KAFKA_BROKERS="$broker_b" DATABASE_URL="$db_url" ARCHIVE_DIR="$work/archive" LISTEN_ADDR=127.0.0.1:0 \
-  "$target/history-worker" --rebuild >"$work/rebuild.log" 2>&1 & worker=$!; pids+=($worker)
+  SUBJECT_TAG_KEY_FILE="$work/subject-tag.key" "$target/history-worker" --rebuild >"$work/rebuild.log" 2>&1 & worker=$!; pids+=($worker)
 timed rebuild "$records" "$target/archive-bench" committed "$broker_b" kollus-history-worker kollus.playback.v1 "$((records - half))"
 sessions=$(psql "$db_url" -Atc "SELECT count(*) FROM watch_sessions")
 kill "$worker"; wait "$worker" 2>/dev/null || true

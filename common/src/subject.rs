@@ -394,17 +394,77 @@ impl Subjects {
     }
 }
 
+/// Subject locks are taken on one of this many keys (a tag's [`subject_lock_slot`]), not one per
+/// tag: a worker's shard transaction locks every subject it applies reports of, and a batch of a
+/// thousand users would otherwise take a thousand entries of PostgreSQL's shared lock table
+/// (sized `max_locks_per_transaction` x connections, 64 x 100 by default; "out of shared memory"
+/// past it). 64 keys: never more advisory locks per transaction than that default allows. Two
+/// subjects on one key only wait on each other while an erasure holds it (milliseconds), and
+/// workers' shared locks never wait on each other. Changing this or the slot function needs
+/// every service stopped first: token-api and the workers must lock the same keys.
+pub const SUBJECT_LOCK_SLOTS: u32 = 64;
+
+/// The first key of the two-key advisory locks subjects are locked with ('KSUB'): a space of its
+/// own, apart from the one-key locks of migrations and the access-log sealer.
+const SUBJECT_LOCK_SPACE: i32 = 0x4b53_5542;
+
+/// The lock key a subject's data is serialised on: FNV-1a of the tag, modulo
+/// [`SUBJECT_LOCK_SLOTS`]. Stable across releases (see there).
+pub fn subject_lock_slot(tag: &SubjectTag) -> i32 {
+    let mut h: u32 = 0x811c_9dc5;
+    for b in tag.as_str().bytes() {
+        h ^= u32::from(b);
+        h = h.wrapping_mul(0x0100_0193);
+    }
+    i32::try_from(h % SUBJECT_LOCK_SLOTS).expect("a slot fits an i32")
+}
+
 /// Serialises everything that changes one subject's data for the rest of the transaction
-/// (`pg_advisory_xact_lock` on a hash of the tag): an erasure, and (issue 32's worker slice) the
-/// apply of that subject's reports. Call it inside a transaction.
+/// (`pg_advisory_xact_lock` on the tag's [`subject_lock_slot`]): an erasure takes it
+/// exclusively, and history-worker's apply takes it shared for each subject of a shard
+/// ([`lock_subjects_shared`]), so an erasure waits for the applies under way and the applies
+/// after it read its barrier. Call it inside a transaction.
 pub async fn lock_subject(client: &impl GenericClient, tag: &SubjectTag) -> anyhow::Result<()> {
     client
         .execute(
-            "SELECT pg_advisory_xact_lock(hashtextextended('kollus-subject|' || $1, 0))",
-            &[&tag.as_str()],
+            "SELECT pg_advisory_xact_lock($1, $2)",
+            &[&SUBJECT_LOCK_SPACE, &subject_lock_slot(tag)],
         )
         .await
         .context("locking a subject")?;
+    Ok(())
+}
+
+/// The distinct lock slots of `tags`, in increasing order: the order every transaction takes
+/// them in.
+pub fn subject_lock_slots<'a>(tags: impl IntoIterator<Item = &'a SubjectTag>) -> Vec<i32> {
+    let mut slots: Vec<i32> = tags.into_iter().map(subject_lock_slot).collect();
+    slots.sort_unstable();
+    slots.dedup();
+    slots
+}
+
+/// [`lock_subject`], shared, for several subjects at once (one statement, slots in increasing
+/// order): appliers of different subjects, or of the same one, never wait on each other; an
+/// erasure of any of them waits for this transaction, and this one for an erasure under way.
+/// Pipelined with the caller's next statements (issued before this is awaited), each of those
+/// still runs once the locks are granted, and under READ COMMITTED reads what an erasure
+/// committed meanwhile.
+pub async fn lock_subjects_shared<'a>(
+    client: &impl GenericClient,
+    tags: impl IntoIterator<Item = &'a SubjectTag>,
+) -> Result<(), tokio_postgres::Error> {
+    let slots = subject_lock_slots(tags);
+    if slots.is_empty() {
+        return Ok(());
+    }
+    client
+        .query_one(
+            "SELECT count(pg_advisory_xact_lock_shared($1, s)) \
+               FROM (SELECT s FROM unnest($2::int4[]) AS s ORDER BY s) AS slots",
+            &[&SUBJECT_LOCK_SPACE, &slots],
+        )
+        .await?;
     Ok(())
 }
 
@@ -443,6 +503,25 @@ mod tests {
         assert_ne!(a.tag("user-1"), b.tag("user-1"));
         assert_eq!(a.tag("user-1").as_str().len(), 32);
         assert!(!a.tag("user-1").as_str().contains("user"));
+    }
+
+    #[test]
+    fn subjects_lock_on_a_bounded_stable_set_of_keys() {
+        let t = Tagger::new([3; KEY_LEN]);
+        let tags: Vec<SubjectTag> = (0..10_000).map(|i| t.tag(&format!("u{i}"))).collect();
+        let slots = subject_lock_slots(&tags);
+        assert_eq!(slots.len(), SUBJECT_LOCK_SLOTS as usize, "every slot used");
+        assert!(slots.windows(2).all(|w| w[0] < w[1]), "sorted, distinct");
+        assert_eq!(
+            subject_lock_slot(&SubjectTag::from_stored(
+                "0123456789abcdef0123456789abcdef".into()
+            )),
+            subject_lock_slot(&SubjectTag::from_stored(
+                "0123456789abcdef0123456789abcdef".into()
+            ))
+        );
+        // Pinned: token-api and the workers of one deployment must agree on it.
+        assert_eq!(subject_lock_slot(&SubjectTag::from_stored("a".into())), 44);
     }
 
     #[test]

@@ -25,6 +25,17 @@ pub struct Settings {
     /// (user, video) so they never wait on each other. At most the pool size.
     #[arg(long, env = "HISTORY_WRITE_SHARDS", default_value_t = 4)]
     pub write_shards: usize,
+    /// A file holding the key subject tags are made with (32 random bytes, base64; the same file
+    /// as token-api's): the worker tags each report's user to read the erasure barrier, and
+    /// drops reports received before that user's erasure. Losing it: erased users' tags no
+    /// longer match, and their reports received before the erasure would apply again.
+    #[arg(long, env = "SUBJECT_TAG_KEY_FILE")]
+    pub subject_tag_key_file: std::path::PathBuf,
+    /// Where ARCHIVE_DIR keeps its data keys and erasure records (`erasures/`), when not
+    /// `<ARCHIVE_DIR>/keys`: `--rebuild` loads the erasure barrier from there too. Read only
+    /// with `--rebuild` and ARCHIVE_DIR.
+    #[arg(long, env = "ARCHIVE_KEYS_DIR")]
+    pub archive_keys_dir: Option<String>,
     #[command(flatten)]
     pub plausibility: crate::sessions::Plausibility,
     #[command(flatten)]

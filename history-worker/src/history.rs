@@ -16,12 +16,22 @@
 //! Should another transaction have written one of those rows in between (two consumers
 //! overlapping in a rebalance), the shard is rolled back and the batch retried: it then reads
 //! them anew.
+//!
+//! Erasures (README "Erasing a user"): before step 1, the shard takes the subject lock of each
+//! of its users, shared (`common::subject::lock_subjects_shared`; token-api's erasure takes it
+//! exclusively), and reads those users' erasure barrier (`erasure_barrier`, V27). A report
+//! received before its user's latest erasure is dropped, never applied (counted in
+//! `kollus_history_reports_erased_total`, logged by subject tag); one received after it applies
+//! as any other (a returning user). An erasure under way therefore either finished before the
+//! shard read anything (and the shard sees its barrier) or waits for the shard to commit (and
+//! deletes what the shard wrote).
 
 use std::collections::HashMap;
 use std::hash::{Hash as _, Hasher as _};
 
 use deadpool_postgres::Pool;
 use kollus_common::kollus::lms::LmsReport;
+use kollus_common::subject::{lock_subjects_shared, SubjectTag, Tagger};
 use kollus_common::worker::{Applied, Apply, ApplyError, Record, Rejected};
 use time::OffsetDateTime;
 
@@ -35,18 +45,67 @@ pub struct History {
     pub plausibility: Plausibility,
     /// Transactions one batch is written in, side by side (`HISTORY_WRITE_SHARDS`).
     pub write_shards: usize,
+    /// Tags each report's user (`SUBJECT_TAG_KEY_FILE`), for the erasure barrier.
+    pub tagger: Tagger,
 }
 
-/// A report ready to apply: when ingest received it and the session it describes.
+/// A report ready to apply: its user's subject tag, when ingest received it and the session it
+/// describes.
 struct Report {
+    tag: SubjectTag,
     received_at: OffsetDateTime,
     session: Session,
 }
 
-/// What one shard did: reports that changed their session, and reports taken.
+/// What one shard did: reports that changed their session, reports taken (erased ones not
+/// counted), and reports dropped because their user was erased after they were received.
 struct ShardCounts {
     applied: usize,
     taken: usize,
+    erased: usize,
+}
+
+/// Each subject's latest erasure, among `tags`.
+async fn read_barrier(
+    tx: &deadpool_postgres::Transaction<'_>,
+    tags: &[&str],
+) -> Result<HashMap<String, OffsetDateTime>, tokio_postgres::Error> {
+    let rows = tx
+        .query(
+            "SELECT subject_tag, erased_at FROM erasure_barrier WHERE subject_tag = ANY($1)",
+            &[&tags],
+        )
+        .await?;
+    rows.iter()
+        .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+        .collect()
+}
+
+/// Splits `reports` into those to apply and, per subject tag, how many were received before
+/// that subject's erasure in `barrier` (never to apply).
+fn drop_erased<R>(
+    reports: Vec<R>,
+    barrier: &HashMap<String, OffsetDateTime>,
+    of: impl Fn(&R) -> (&str, OffsetDateTime),
+) -> (Vec<R>, Vec<(String, usize)>) {
+    if barrier.is_empty() {
+        return (reports, Vec::new());
+    }
+    let mut erased: HashMap<String, usize> = HashMap::new();
+    let kept = reports
+        .into_iter()
+        .filter(|r| {
+            let (tag, received_at) = of(r);
+            let gone = barrier.get(tag).is_some_and(|at| received_at < *at);
+            if gone {
+                *erased.entry(tag.to_owned()).or_default() += 1;
+            }
+            !gone
+        })
+        .collect();
+    let mut erased: Vec<(String, usize)> = erased.into_iter().collect();
+    erased.sort_unstable();
+    (kept, erased)
 }
 
 /// Merges a shard's reports into its stored sessions (as read, with their versions). Returns
@@ -89,12 +148,21 @@ impl History {
         let mut keys: Vec<&SessionKey> = reports.iter().map(|r| &r.session.key).collect();
         keys.sort_unstable();
         keys.dedup();
+        let mut tags: Vec<&SubjectTag> = reports.iter().map(|r| &r.tag).collect();
+        tags.sort_unstable();
+        tags.dedup();
+        let tag_names: Vec<&str> = tags.iter().map(|t| t.as_str()).collect();
         let mut client = self.pool.get().await?;
         let tx = client.transaction().await?;
-        // One round trip: the requests are pipelined, and run in this order.
-        let (mut read, ()) =
-            futures_util::future::try_join(store::read_sessions(&tx, &keys), store::prepare(&tx))
-                .await?;
+        // One round trip: the requests are pipelined, and run in this order; the reads start
+        // once the subject locks are granted, so they see any erasure committed before.
+        let ((), barrier, mut read, ()) = futures_util::future::try_join4(
+            lock_subjects_shared(&*tx, tags.iter().copied()),
+            read_barrier(&tx, &tag_names),
+            store::read_sessions(&tx, &keys),
+            store::prepare(&tx),
+        )
+        .await?;
         let mut stored = HashMap::with_capacity(read.len());
         for k in keys {
             let id = (
@@ -107,6 +175,16 @@ impl History {
             }
         }
 
+        let (reports, erased) = drop_erased(reports, &barrier, |r| (r.tag.as_str(), r.received_at));
+        for (tag, n) in &erased {
+            tracing::info!(
+                subject_tag = tag.as_str(),
+                reports = n,
+                erased_at = %barrier[tag],
+                "reports of an erased user, received before the erasure, dropped"
+            );
+        }
+        let erased: usize = erased.iter().map(|(_, n)| n).sum();
         let taken = reports.len();
         let (changed, applied) = merge_shard(stored, reports.into_iter().map(|r| r.session));
         let rows: Vec<_> = changed
@@ -126,7 +204,11 @@ impl History {
             )));
         }
         tx.commit().await?;
-        Ok(ShardCounts { applied, taken })
+        Ok(ShardCounts {
+            applied,
+            taken,
+            erased,
+        })
     }
 }
 
@@ -141,6 +223,8 @@ impl Apply for History {
         // second time (the merge is idempotent), so the batch still applies exactly once.
         let shards = self.write_shards.max(1);
         let mut parts: Vec<Vec<Report>> = (0..shards).map(|_| Vec::new()).collect();
+        // One HMAC per user of the batch, not per report.
+        let mut tags: HashMap<&str, SubjectTag> = HashMap::new();
         for Record { index, envelope: e } in batch {
             let assessment = match self.plausibility.check(&e.payload, e.received_at) {
                 Ok(assessment) => assessment,
@@ -159,7 +243,13 @@ impl Apply for History {
                 e.payload.content.media_content_key.as_str(),
             )
                 .hash(&mut h);
+            let user = e.payload.user.client_user_id.as_str();
+            let tag = tags
+                .entry(user)
+                .or_insert_with(|| self.tagger.tag(user))
+                .clone();
             parts[(h.finish() % shards as u64) as usize].push(Report {
+                tag,
                 received_at: e.received_at,
                 session: Session::from_report(
                     &e.payload,
@@ -185,9 +275,9 @@ impl Apply for History {
                 .applied_lag
                 .observe((now - at).as_seconds_f64().max(0.0));
         }
-        let (applied, taken) = counts
-            .iter()
-            .fold((0, 0), |(a, t), c| (a + c.applied, t + c.taken));
+        let (applied, taken, erased) = counts.iter().fold((0, 0, 0), |(a, t, x), c| {
+            (a + c.applied, t + c.taken, x + c.erased)
+        });
 
         let m = &self.metrics;
         m.records
@@ -199,6 +289,7 @@ impl Apply for History {
         m.records
             .with_label_values(&["rejected"])
             .inc_by(rejected.len() as u64);
+        m.erased.inc_by(erased as u64);
         Ok(Applied { rejected })
     }
 
@@ -364,6 +455,16 @@ mod tests {
             prop_assert_eq!(&again, &want);
             prop_assert_eq!(applied_again, applied, "the replay applied nothing");
         }
+    }
+
+    #[test]
+    fn reports_received_before_their_users_erasure_are_dropped_and_counted_by_tag() {
+        let t = |s| OffsetDateTime::from_unix_timestamp(s).unwrap();
+        let barrier = HashMap::from([("a".to_owned(), t(100))]);
+        let reports = vec![("a", t(99)), ("a", t(100)), ("b", t(1)), ("a", t(5))];
+        let (kept, erased) = drop_erased(reports, &barrier, |r| (r.0, r.1));
+        assert_eq!(kept, vec![("a", t(100)), ("b", t(1))]);
+        assert_eq!(erased, vec![("a".to_owned(), 2)]);
     }
 
     #[test]

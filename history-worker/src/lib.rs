@@ -1,5 +1,6 @@
 //! history-worker: consumes `kollus.playback.v1` and keeps watch sessions in PostgreSQL.
 
+pub mod barrier;
 pub mod configuration;
 pub mod history;
 pub mod metrics;

@@ -16,6 +16,8 @@ pub struct Metrics {
     pub applied_lag: Histogram,
     /// Shard transactions rolled back because a row changed since it was read.
     pub raced: IntCounter,
+    /// Reports dropped because their user was erased after ingest received them.
+    pub erased: IntCounter,
     pub consume: LoopMetrics,
 }
 
@@ -39,6 +41,11 @@ impl Metrics {
                 &r,
                 "write_conflicts_total",
                 "Shard transactions rolled back and retried because a row changed since it was read (consumers overlapping in a rebalance).",
+            ),
+            erased: counter(
+                &r,
+                "reports_erased_total",
+                "LMS reports dropped, never applied, because their user was erased after ingest received them (the erasure barrier).",
             ),
             consume: LoopMetrics::new(&r),
             registry: r,

@@ -11,7 +11,18 @@ pub struct Application(Worker<History>);
 
 impl Application {
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        let tagger = kollus_common::subject::Tagger::from_file(&settings.subject_tag_key_file)?;
         let pool = connect_database(&settings.database).await?;
+        if settings.consume.rebuild {
+            // Before the replay (which `Worker::build` runs): whom not to bring back.
+            crate::barrier::load_for_rebuild(
+                &pool,
+                &settings.kafka,
+                settings.consume.archive_dir.as_deref(),
+                settings.archive_keys_dir.as_deref(),
+            )
+            .await?;
+        }
         let metrics = Metrics::new();
         kollus_common::metrics::register_pool(&metrics.registry, &pool);
         let parts = WorkerParts {
@@ -31,6 +42,7 @@ impl Application {
                     pool,
                     metrics,
                     plausibility: settings.plausibility,
+                    tagger,
                     write_shards: settings
                         .write_shards
                         .clamp(1, settings.database.pool_size.max(1)),

@@ -372,13 +372,21 @@ fn free_port() -> anyhow::Result<u16> {
         .port())
 }
 
+/// A subject-tag key of this run's own (history-worker's `SUBJECT_TAG_KEY_FILE`).
+fn bench_tagger() -> kollus_common::subject::Tagger {
+    kollus_common::subject::Tagger::new(kollus_common::subject::SealKey::random_bytes())
+}
+
 fn start_worker(
     binary: &str,
     brokers: &str,
     database_url: &str,
     admin_port: u16,
 ) -> anyhow::Result<Child> {
+    let keys = std::env::temp_dir().join(format!("kollus-bench-keys-{}", std::process::id()));
+    let tag_key = kollus_common::subject::write_random_key_file(&keys, "subject-tag.key")?;
     Command::new(binary)
+        .env("SUBJECT_TAG_KEY_FILE", tag_key)
         .env("DATABASE_URL", database_url)
         .env("KAFKA_BROKERS", brokers)
         .env("KAFKA_GROUP_ID", "bench-history")
@@ -401,6 +409,7 @@ async fn naive(
         metrics: kollus_history_worker::metrics::Metrics::new(),
         plausibility: Default::default(),
         write_shards: 1,
+        tagger: bench_tagger(),
     };
     let records: Vec<_> = reports
         .iter()
@@ -473,6 +482,7 @@ async fn own_path(admin_url: &str, sessions: u64) -> anyhow::Result<()> {
             .ok()
             .and_then(|s| s.parse().ok())
             .unwrap_or(4),
+        tagger: bench_tagger(),
     };
     let started = Instant::now();
     for b in &batches {

@@ -171,7 +171,7 @@ fn start_binary(w: &TestWorker) -> ServiceProcess {
     ServiceProcess::start(
         env!("CARGO_BIN_EXE_history-worker"),
         &w.h,
-        &[("WORKER_MAX_BATCH", "10")],
+        &[("WORKER_MAX_BATCH", "10"), crate::helpers::tag_key_env()],
     )
 }
 

@@ -20,13 +20,38 @@ pub struct TestWorker {
     pub port: u16,
 }
 
-/// Settings for an instance against the harness's database and broker.
+/// The subject tag key file every instance of this test process uses (token-api's, from
+/// `kollus_test_support::key_files`).
+pub fn tag_key_file() -> &'static std::path::Path {
+    &kollus_test_support::key_files().files[1].2
+}
+
+/// Tags users as every instance of this test process does.
+pub fn tagger() -> kollus_common::subject::Tagger {
+    kollus_common::subject::Tagger::from_file(tag_key_file()).expect("the test's tag key")
+}
+
+/// The environment a history-worker process of this test needs besides the harness's.
+pub fn tag_key_env() -> (&'static str, &'static str) {
+    (
+        "SUBJECT_TAG_KEY_FILE",
+        tag_key_file().to_str().expect("a UTF-8 temporary path"),
+    )
+}
+
+/// Settings for an instance against the harness's database and broker (and an erasure topic of
+/// this test's own).
 pub fn settings(h: &Harness) -> Settings {
-    let mut s: Settings =
-        kollus_test_support::settings(&[kollus_test_support::EPHEMERAL_PORT, "--write-shards=2"]);
+    let key = format!("--subject-tag-key-file={}", tag_key_file().display());
+    let mut s: Settings = kollus_test_support::settings(&[
+        kollus_test_support::EPHEMERAL_PORT,
+        "--write-shards=2",
+        &key,
+    ]);
     s.group_id = group(h);
     s.database = h.db.settings();
     s.kafka = h.kafka.clone();
+    s.kafka.erasure_topic = h.broker.topic("erasure");
     s
 }
 
@@ -266,6 +291,7 @@ pub fn history(db: &TestDb) -> History {
         metrics: Default::default(),
         plausibility: Default::default(),
         write_shards: 1,
+        tagger: tagger(),
     }
 }
 

@@ -1,6 +1,7 @@
 //! history-worker against real PostgreSQL and a real broker.
 
 mod ceilings;
+mod erasure;
 mod faults;
 mod group;
 mod helpers;

@@ -196,7 +196,10 @@ async fn join_and_leave_under_load(protocol: GroupProtocol, kill_one: bool) -> T
             let mut third = ServiceProcess::start(
                 env!("CARGO_BIN_EXE_history-worker"),
                 &h,
-                &[("KAFKA_GROUP_PROTOCOL", protocol.as_str())],
+                &[
+                    ("KAFKA_GROUP_PROTOCOL", protocol.as_str()),
+                    crate::helpers::tag_key_env(),
+                ],
             );
             eventually(
                 "the third instance (a process) to take partitions",

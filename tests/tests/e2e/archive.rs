@@ -151,6 +151,7 @@ async fn a_new_cluster_restored_from_the_archive_rebuilds_identical_tables() {
         let child = command(name)
             .arg("--rebuild")
             .envs(new.env())
+            .envs(kollus_test_support::key_files().env())
             .env("DATABASE_URL", &stack.db.url)
             .env("KAFKA_GROUP_ID", format!("{name}-restored"))
             .env("LISTEN_ADDR", "127.0.0.1:0")

@@ -330,6 +330,7 @@ async fn start_worker(stack: &Stack, name: &'static str) -> (Process, String) {
     let addr = format!("127.0.0.1:{}", free_port());
     let child = command(name)
         .envs(stack.broker.env())
+        .envs(kollus_test_support::key_files().env())
         .env("KAFKA_GROUP_ID", stack.broker.group(name))
         .env("DATABASE_URL", &stack.db.url)
         .env("LOG_FORMAT", "text")

@@ -296,7 +296,17 @@ async fn every_service_the_archive_and_the_catalog_work_over_sasl_ssl() {
         ),
         spawn(
             "history-worker",
-            &with(vec![("KAFKA_GROUP_ID".into(), format!("{ns}.history"))]),
+            &with(
+                [("KAFKA_GROUP_ID".into(), format!("{ns}.history"))]
+                    .into_iter()
+                    .chain(
+                        kollus_test_support::key_files()
+                            .env()
+                            .into_iter()
+                            .map(|(k, v)| (k.to_owned(), v)),
+                    )
+                    .collect(),
+            ),
             &log,
         ),
     ];

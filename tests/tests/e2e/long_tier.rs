@@ -194,6 +194,7 @@ async fn a_rebuild_from_the_archive_then_a_fresh_brokers_topic_equals_the_full_r
         let child = command(name)
             .arg("--rebuild")
             .env("ARCHIVE_DIR", &dir_s)
+            .envs(kollus_test_support::key_files().env())
             .envs(fresh.env())
             .env("DATABASE_URL", &stack.db.url)
             .env("LISTEN_ADDR", "127.0.0.1:0")

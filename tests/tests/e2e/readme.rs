@@ -183,7 +183,8 @@ impl Reader {
         for (name, value) in stack.broker.env() {
             reader = reader.env(name, &value);
         }
-        // The stack's key files: the archive's frames open with the keys the services used.
+        // The stack's key files: history-worker tags subjects, and the archive's frames open,
+        // with the keys the services used.
         for (name, value) in kollus_test_support::key_files().env() {
             reader = reader.env(name, &value);
         }

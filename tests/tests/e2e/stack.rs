@@ -164,7 +164,11 @@ impl Stack {
             ),
             (
                 "history-worker",
-                vec![("KAFKA_GROUP_ID", broker.group("history-worker"))],
+                // SUBJECT_TAG_KEY_FILE: token-api's, for the erasure barrier.
+                [("KAFKA_GROUP_ID", broker.group("history-worker"))]
+                    .into_iter()
+                    .chain(kollus_test_support::key_files().env())
+                    .collect(),
             ),
         ];
         let spawn = |name: &'static str, env: &[(&str, String)]| {

@@ -142,10 +142,14 @@ pub async fn apply(
     let tables_json = serde_json::to_value(&tables).context("a receipt's tables")?;
     let row = tx
         .query_one(
+            // Applied now, after the subject's lock and the deletes (clock_timestamp, not the
+            // transaction's start): a report a worker applied before the lock was received
+            // before this time, so the barrier keeps it out of a rebuild too.
             "INSERT INTO erasures (id, subject_tag, generation, requested_by, basis, note, \
                  status, applied_at, tables, topics_clear_by) \
-             VALUES ($1, $2, $3, $4, $5, $6, 'applied', now(), $7, \
-                     now() + $8::bigint * interval '1 millisecond') \
+             SELECT $1, $2, $3, $4, $5, $6, 'applied', at, $7, \
+                    at + $8::bigint * interval '1 millisecond' \
+               FROM (SELECT clock_timestamp() AS at) now_ \
              RETURNING requested_at, applied_at, topics_clear_by",
             &[
                 &id,
