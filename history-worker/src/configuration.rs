@@ -31,11 +31,6 @@ pub struct Settings {
     /// longer match, and their reports received before the erasure would apply again.
     #[arg(long, env = "SUBJECT_TAG_KEY_FILE")]
     pub subject_tag_key_file: std::path::PathBuf,
-    /// Where ARCHIVE_DIR keeps its data keys and erasure records (`erasures/`), when not
-    /// `<ARCHIVE_DIR>/keys`: `--rebuild` loads the erasure barrier from there too. Read only
-    /// with `--rebuild` and ARCHIVE_DIR.
-    #[arg(long, env = "ARCHIVE_KEYS_DIR")]
-    pub archive_keys_dir: Option<String>,
     #[command(flatten)]
     pub plausibility: crate::sessions::Plausibility,
     #[command(flatten)]

@@ -19,7 +19,7 @@ impl Application {
                 &pool,
                 &settings.kafka,
                 settings.consume.archive_dir.as_deref(),
-                settings.archive_keys_dir.as_deref(),
+                settings.consume.archive_keys_dir.as_deref(),
             )
             .await?;
         }
