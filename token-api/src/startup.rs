@@ -177,6 +177,7 @@ impl Application {
                 .map(kollus_archive::store::Archive::open)
                 .transpose()?
                 .map(|archive| crate::export::RawReports {
+                    erased_before: None,
                     keys: crate::export::ArchiveKeys {
                         tagger: archive_tagger.clone(),
                         location: kollus_common::erasure::keys_location(

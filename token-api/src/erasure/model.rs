@@ -322,6 +322,23 @@ pub async fn find(client: &impl GenericClient, id: Uuid) -> anyhow::Result<Optio
     row.as_ref().map(receipt).transpose()
 }
 
+/// The time of `tag`'s latest erasure as the workers' barrier holds it (`erasure_barrier`, V27:
+/// each erasure's `applied_at`, also those a rebuild loaded), if they were ever erased: what
+/// was received before it is never shown again.
+pub async fn erased_before(
+    client: &impl GenericClient,
+    tag: &SubjectTag,
+) -> anyhow::Result<Option<OffsetDateTime>> {
+    let row = client
+        .query_opt(
+            "SELECT erased_at FROM erasure_barrier WHERE subject_tag = $1",
+            &[&tag.as_str()],
+        )
+        .await
+        .context("reading the erasure barrier")?;
+    Ok(row.map(|r| r.get("erased_at")))
+}
+
 /// When the subject was last erased, `None` if never.
 pub async fn last_erased(
     client: &impl GenericClient,

@@ -13,6 +13,10 @@ pub struct RawReports {
     /// What opens the user's frames: the tagger names the user's segments (the manifest's
     /// per-user index), the key location and the KEK open that user's frame only.
     pub keys: ArchiveKeys,
+    /// The user's latest erasure (`erasure_barrier`), when they were erased: reports received
+    /// before it are left out even while an archiver has not yet destroyed the key that opens
+    /// them; reports after it are a returning user's own.
+    pub erased_before: Option<time::OffsetDateTime>,
 }
 
 #[derive(Clone)]
@@ -57,7 +61,10 @@ pub async fn raw_reports(source: &RawReports, user: &str, sink: &mut Sink) -> an
             kollus_common::archive::read_segment(archive, entry, ring.as_mut(), Some(&tag)).await?;
         for r in records {
             let mine = matches!(&r.key, Some(Raw::Text(k)) if k.starts_with(&prefix));
-            if !mine || !seen.insert(r.identity()) {
+            let erased = source
+                .erased_before
+                .is_some_and(|at| kollus_common::archive::subject::received_at(&r) < at);
+            if !mine || erased || !seen.insert(r.identity()) {
                 continue;
             }
             let value = match &r.value {
@@ -172,6 +179,7 @@ mod tests {
                 .unwrap();
         }
         let source = RawReports {
+            erased_before: None,
             archive,
             topic: "p".into(),
             keys: ArchiveKeys {

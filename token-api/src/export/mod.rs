@@ -139,18 +139,18 @@ pub async fn user(
         "user export"
     );
     state.metrics.exports.with_label_values(&["user"]).inc();
-    // The archive is not erased yet (issue 32's later slices): an erased user's raw reports are
-    // left out, so the export answers as for a user never seen.
-    let erased = crate::erasure::model::last_erased(&**admitted.client, &log.tag(user.as_str()))
-        .await
-        .map_err(|e| {
-            tracing::warn!(
-                error = format!("{e:#}"),
-                "user export: reading erasures failed"
-            );
-            ApiError::Unavailable("PostgreSQL is not answering; retry".into())
-        })?
-        .is_some();
+    // An erased user's reports from before the erasure are left out of the raw reports, so the
+    // export answers as for a user never seen (and a returning user's later reports are theirs).
+    let erased_before =
+        crate::erasure::model::erased_before(&**admitted.client, &log.tag(user.as_str()))
+            .await
+            .map_err(|e| {
+                tracing::warn!(
+                    error = format!("{e:#}"),
+                    "user export: reading the erasure barrier failed"
+                );
+                ApiError::Unavailable("PostgreSQL is not answering; retry".into())
+            })?;
     Ok(stream(
         &state,
         admitted,
@@ -158,7 +158,10 @@ pub async fn user(
         USER_PARTS,
         format,
         USER_CSV,
-        if erased { None } else { state.archive.clone() },
+        state.archive.clone().map(|archive| RawReports {
+            erased_before,
+            ..archive
+        }),
     ))
 }
 
