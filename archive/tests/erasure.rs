@@ -84,14 +84,14 @@ fn plaintext(dir: &Path) -> String {
 async fn an_erasure_destroys_the_users_key_and_nothing_of_them_is_readable_or_restored() {
     let broker = Broker::start().await;
     let kafka = broker.settings();
-    let erasure_topic = broker.topic("erasure");
+    let erasure_topic = kafka.erasure_topic.clone();
     let env = env(&broker, &erasure_topic);
     let dir = tempfile::tempdir().unwrap();
     let to = dir.path().to_str().unwrap().to_owned();
     let tagger = Tagger::from_file(&key_files().files[1].2).unwrap();
     let (tag_a, tag_b) = (tagger.tag(A).to_string(), tagger.tag(B).to_string());
-    let mut topics = kafka.topics().to_vec();
-    topics.push(&erasure_topic);
+    // The services' four topics, the erasure topic among them.
+    let topics = kafka.topics().to_vec();
     kollus_common::kafka::ensure_topics(&kafka, &topics)
         .await
         .unwrap();
@@ -405,9 +405,9 @@ async fn measure_bytes_per_report_and_rates_with_subject_keys() {
     // Rates through Kafka and the binary.
     let broker = Broker::start().await;
     let kafka = broker.settings();
-    let erasure_topic = broker.topic("erasure");
-    let mut topics = kafka.topics().to_vec();
-    topics.push(&erasure_topic);
+    let erasure_topic = kafka.erasure_topic.clone();
+    // The services' four topics, the erasure topic among them.
+    let topics = kafka.topics().to_vec();
     kollus_common::kafka::ensure_topics(&kafka, &topics)
         .await
         .unwrap();
