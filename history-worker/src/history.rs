@@ -70,7 +70,15 @@ async fn read_barrier(
     tx: &deadpool_postgres::Transaction<'_>,
     tags: &[&str],
 ) -> Result<HashMap<String, OffsetDateTime>, tokio_postgres::Error> {
-    let rows = tx
+    read_barrier_with(&**tx, tags).await
+}
+
+/// [`read_barrier`] on any client.
+async fn read_barrier_with(
+    client: &impl tokio_postgres::GenericClient,
+    tags: &[&str],
+) -> Result<HashMap<String, OffsetDateTime>, tokio_postgres::Error> {
+    let rows = client
         .query(
             "SELECT subject_tag, erased_at FROM erasure_barrier WHERE subject_tag = ANY($1)",
             &[&tags],
@@ -225,15 +233,29 @@ impl Apply for History {
         let mut parts: Vec<Vec<Report>> = (0..shards).map(|_| Vec::new()).collect();
         // One HMAC per user of the batch, not per report.
         let mut tags: HashMap<&str, SubjectTag> = HashMap::new();
+        // Implausible reports, dead-lettered below unless their user was erased after they were
+        // received: a dead letter is the whole envelope again, so an erased user's replayed
+        // report must not become one.
+        let mut implausible: Vec<(usize, SubjectTag, OffsetDateTime, Rejected)> = Vec::new();
         for Record { index, envelope: e } in batch {
             let assessment = match self.plausibility.check(&e.payload, e.received_at) {
                 Ok(assessment) => assessment,
                 Err(why) => {
-                    rejected.push(Rejected {
-                        index: *index,
-                        reason: why.ceiling.reason(),
-                        detail: why.detail,
-                    });
+                    let user = e.payload.user.client_user_id.as_str();
+                    let tag = tags
+                        .entry(user)
+                        .or_insert_with(|| self.tagger.tag(user))
+                        .clone();
+                    implausible.push((
+                        *index,
+                        tag,
+                        e.received_at,
+                        Rejected {
+                            index: *index,
+                            reason: why.ceiling.reason(),
+                            detail: why.detail,
+                        },
+                    ));
                     continue;
                 }
             };
@@ -260,6 +282,29 @@ impl Apply for History {
                 )
                 .with_binding(e.binding),
             });
+        }
+        let mut erased_implausible = 0;
+        if !implausible.is_empty() {
+            let mut names: Vec<&str> = implausible.iter().map(|(_, t, _, _)| t.as_str()).collect();
+            names.sort_unstable();
+            names.dedup();
+            let client = self.pool.get().await?;
+            let barrier = read_barrier_with(&**client, &names).await?;
+            for (_, tag, received_at, why) in implausible {
+                if barrier
+                    .get(tag.as_str())
+                    .is_some_and(|at| received_at < *at)
+                {
+                    tracing::info!(
+                        subject_tag = tag.as_str(),
+                        "an implausible report of an erased user, received before the erasure, \
+                         dropped instead of dead-lettered"
+                    );
+                    erased_implausible += 1;
+                } else {
+                    rejected.push(why);
+                }
+            }
         }
         let received: Vec<OffsetDateTime> = parts.iter().flatten().map(|r| r.received_at).collect();
         let counts = futures_util::future::try_join_all(
@@ -289,7 +334,7 @@ impl Apply for History {
         m.records
             .with_label_values(&["rejected"])
             .inc_by(rejected.len() as u64);
-        m.erased.inc_by(erased as u64);
+        m.erased.inc_by((erased + erased_implausible) as u64);
         Ok(Applied { rejected })
     }
 

@@ -201,6 +201,46 @@ async fn a_report_received_before_the_erasure_and_replayed_after_it_is_dropped()
     );
 }
 
+#[tokio::test]
+async fn an_erased_users_implausible_report_replayed_is_dropped_not_dead_lettered_again() {
+    let w = spawn_worker().await;
+    let mut db = w.h.db.client().await;
+    // Received three days before its own start_at: past MAX_START_AT_AHEAD_SECONDS.
+    let implausible = received_at(
+        "gone",
+        1,
+        OffsetDateTime::from_unix_timestamp(1_700_000_000 - 3 * 86_400).unwrap(),
+    );
+    let dead_letters = |w: &TestWorker| {
+        let url = format!("http://127.0.0.1:{}", w.port());
+        async move {
+            scrape(
+                &url,
+                "kollus_history_deadletter_total{reason=\"implausible_start_at\"}",
+            )
+            .await
+            .unwrap_or(0.0)
+        }
+    };
+    w.publish(&implausible).await;
+    w.wait_applied(1).await;
+    assert_eq!(
+        dead_letters(&w).await,
+        1.0,
+        "dead-lettered while the user is not erased"
+    );
+
+    erase(&mut db, "gone", None).await;
+    w.publish(&implausible).await; // the topic replayed: a dead letter would copy the report again
+    w.wait_applied(2).await;
+    assert_eq!(
+        dead_letters(&w).await,
+        1.0,
+        "no second dead letter of an erased user's report"
+    );
+    assert_eq!(erased_counter(&w).await, 1.0);
+}
+
 /// `report` of `user`, number `n` (a mark of its own), received at `at`.
 fn received_at(user: &str, n: u64, at: OffsetDateTime) -> Envelope<LmsReport> {
     let mut e = nth_report(user, n);
