@@ -148,6 +148,13 @@ impl KeyRing {
         if self.live.contains_key(tag) {
             return Ok(());
         }
+        let erased: std::collections::BTreeSet<u32> = self
+            .erasures
+            .get(tag)
+            .into_iter()
+            .flatten()
+            .flat_map(|r| r.generations.iter().copied())
+            .collect();
         let mut keys = BTreeMap::new();
         for path in self.store.list(&key_prefix(tag)).await? {
             let Some(bytes) = self.store.get_opt(&path).await? else {
@@ -160,6 +167,20 @@ impl KeyRing {
                 "{path}: holds the key of {}, not of {tag}",
                 stored.tag
             );
+            if erased.contains(&stored.generation) {
+                // An erasure record names this generation: its key was to be destroyed (a
+                // delete lost to a crash, or a copy put back). The record wins: never used,
+                // and deleted again where this reader may.
+                tracing::warn!(
+                    subject_tag = tag,
+                    generation = stored.generation,
+                    "a key an erasure destroyed is in the key location: not used, deleted again"
+                );
+                if let Err(e) = self.store.delete(&path).await {
+                    tracing::warn!(error = format!("{e:#}"), "deleting it failed");
+                }
+                continue;
+            }
             keys.insert(stored.generation, Arc::new(self.unwrap(&stored, &path)?));
         }
         self.live.insert(tag.to_owned(), keys);
@@ -401,6 +422,7 @@ mod tests {
         let (g1, k1) = keys.current("t1").await.unwrap();
         assert_eq!(g1, 1);
         let sealed = k1.seal(b"x", b"a");
+        let key_file = std::fs::read(dir.join(key_path("t1", 1))).unwrap();
         // Another reader of the location reads the same key.
         let mut other = ring(&dir).await;
         other.load("t1").await.unwrap();
@@ -428,6 +450,14 @@ mod tests {
         again.load("t1").await.unwrap();
         assert!(matches!(again.state("t1", 2), KeyState::Live(_)));
         assert!(matches!(again.state("t9", 1), KeyState::Missing));
+        // The erased key's file back (an unlink lost to a power cut, a copy restored): the
+        // erasure record wins, the key is never used and is deleted again.
+        std::fs::write(dir.join(key_path("t1", 1)), &key_file).unwrap();
+        let mut back = ring(&dir).await;
+        back.load("t1").await.unwrap();
+        assert!(matches!(back.state("t1", 1), KeyState::Erased));
+        assert!(!dir.join(key_path("t1", 1)).exists());
+        assert_eq!(back.current("t1").await.unwrap().0, 2);
     }
 
     #[tokio::test]

@@ -155,12 +155,30 @@ impl Archive {
         }
     }
 
+    /// For a local directory: fsyncs the directory that held `path`, so a delete survives a
+    /// power loss (object_store's local delete unlinks without it). Nothing for S3.
+    fn sync_parent(&self, path: &str) -> anyhow::Result<()> {
+        if self.location.starts_with("s3://") {
+            return Ok(());
+        }
+        let full = std::path::Path::new(&self.location).join(path);
+        if let Some(dir) = full.parent() {
+            std::fs::File::open(dir)
+                .and_then(|d| d.sync_all())
+                .with_context(|| format!("syncing {} after a delete", dir.display()))?;
+        }
+        Ok(())
+    }
+
     /// Deletes `path` (for the key location only: segments are never deleted); whether it was
     /// there. A local file is gone from its directory when this returns; an S3 DELETE is not
     /// undone by anything but a versioned bucket, which a key location must not be.
     pub async fn delete(&self, path: &str) -> anyhow::Result<bool> {
         match self.store.delete(&Path::from(path)).await {
-            Ok(()) => Ok(true),
+            Ok(()) => {
+                self.sync_parent(path)?;
+                Ok(true)
+            }
             Err(object_store::Error::NotFound { .. }) => Ok(false),
             Err(e) => {
                 Err(anyhow::Error::from(e).context(format!("deleting {path} in {}", self.location)))
