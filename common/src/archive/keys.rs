@@ -148,7 +148,7 @@ impl KeyRing {
         if self.live.contains_key(tag) {
             return Ok(());
         }
-        let erased: std::collections::BTreeSet<u32> = self
+        let erased: BTreeSet<u32> = self
             .erasures
             .get(tag)
             .into_iter()
