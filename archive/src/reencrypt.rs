@@ -67,6 +67,12 @@ pub async fn reencrypt(
         "{}: no manifest, so nothing archived there (a wrong location?)",
         from.location
     );
+    // Erasures the plaintext archive holds itself (its erasure topic's records), beside those
+    // of the new location's keys: a user erased before the copy is never sealed under a new
+    // key, their records become placeholders.
+    let archived =
+        kollus_common::archive::archived_erasures(from, &source, &kafka.erasure_topic).await?;
+    ring.barrier.merge(&archived);
     let done: HashSet<Span> = entries(to).await?.iter().map(span).collect();
     let total = source.iter().map(|e| e.records).sum();
     let mut progress = crate::metrics::progress_of(metrics, "reencrypt", "records", total);

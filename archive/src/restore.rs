@@ -191,6 +191,30 @@ pub async fn restore_with(
     let mut seen: HashSet<String> = HashSet::new();
     let mut in_flight = VecDeque::with_capacity(IN_FLIGHT);
     let mut ring = settings.keys.ring(&archive.location).await?;
+    // Whom to leave out: the erasures the archive holds (its erasure topic's records, every
+    // cluster's) and its key location records. A sealed frame of theirs no longer opens; a
+    // plaintext record (archived before subject keys) is dropped here.
+    let mut barrier = kollus_common::archive::archived_erasures(
+        archive,
+        &kollus_common::archive::entries(archive).await?,
+        &kafka_settings.erasure_topic,
+    )
+    .await?;
+    if let Some(ring) = &ring {
+        barrier.merge(&ring.barrier);
+    }
+    let tagger = settings
+        .keys
+        .subject_tag_key_file
+        .as_deref()
+        .map(kollus_common::subject::Tagger::from_file)
+        .transpose()?;
+    anyhow::ensure!(
+        barrier.is_empty() || tagger.is_some(),
+        "the archive records {} erased subject(s): restore needs SUBJECT_TAG_KEY_FILE to leave \
+         their records out",
+        barrier.len()
+    );
     for entry in &entries {
         let (records, skipped) =
             kollus_common::archive::read_segment(archive, entry, ring.as_mut(), None).await?;
@@ -200,6 +224,19 @@ pub async fn restore_with(
         summary.skipped.placeholders += skipped.placeholders;
         for r in records {
             progress.add(1);
+            let erased = tagger.as_ref().is_some_and(|t| {
+                kollus_common::archive::erased_by(
+                    &barrier,
+                    t,
+                    &r,
+                    &kafka_settings.playback_topic,
+                    &kafka_settings.deadletter_topic,
+                )
+            });
+            if erased {
+                summary.skipped.erased += 1;
+                continue;
+            }
             if !seen.insert(r.identity()) {
                 summary.repeats_skipped += 1;
                 continue;

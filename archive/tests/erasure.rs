@@ -313,6 +313,65 @@ async fn reencrypt_copies_a_plaintext_archive_under_subject_keys_once() {
     );
 }
 
+#[tokio::test]
+async fn reencrypt_seals_no_new_key_for_a_user_the_archive_says_was_erased() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+    let playback: Vec<_> = (0..4)
+        .map(|o| {
+            let user = if o % 2 == 0 { A } else { B };
+            record(
+                "p",
+                o,
+                &format!("{user}\u{1f}m"),
+                &report(user, o as usize, "2026-01-01T00:00:00Z"),
+            )
+        })
+        .collect();
+    // The plaintext archive also holds the erasure topic's record: A erased after those reports.
+    let tagger = Tagger::from_file(&key_files().files[1].2).unwrap();
+    let tag_a = tagger.tag(A).to_string();
+    let event = serde_json::json!({
+        "erasure_id": uuid::Uuid::now_v7(), "subject_tag": tag_a,
+        "erased_at": "2026-06-01T00:00:00Z",
+    })
+    .to_string();
+    let erasures = vec![record("e", 0, &tag_a, &event)];
+    plaintext_archive(&a, &[playback, erasures]).await;
+    let mut env: Vec<(String, String)> = key_files()
+        .env()
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect();
+    env.push(("KAFKA_PLAYBACK_TOPIC".into(), "p".into()));
+    env.push(("KAFKA_ERASURE_TOPIC".into(), "e".into()));
+    let (from, to) = (a.to_str().unwrap(), b.to_str().unwrap());
+    let (code, out, err) = run(&["reencrypt", "--from", from, "--to", to], &env);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(out.contains("2 sealed"), "B's two reports only: {out}");
+    // No key of A's was made: their reports are placeholders, never sealed anew.
+    let keys = b.join("keys");
+    let mut made = Vec::new();
+    let mut stack = vec![keys];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            if e.path().is_dir() {
+                stack.push(e.path());
+            } else {
+                made.push(e.path().display().to_string());
+            }
+        }
+    }
+    assert!(
+        !made.iter().any(|p| p.contains(&tag_a)),
+        "a key for the erased user: {made:?}"
+    );
+    let text = plaintext(&b);
+    assert!(!text.contains(A), "{text}");
+    let (code, out, err) = run(&["verify", "--from", to, "--no-topics"], &env);
+    assert_eq!(code, 0, "{out}\n{err}");
+}
+
 /// The fixture LMS report (`fixtures/kollus/lms-seed.*`) as ingest archives it, for `user`.
 fn fixture_report(user: &str, n: usize) -> String {
     let form = String::from_utf8(kollus_test_support::fixture("lms-seed.form"))

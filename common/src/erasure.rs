@@ -95,6 +95,14 @@ impl Barrier {
         self.0.get(subject_tag).copied()
     }
 
+    /// Adds every erasure of `other` (each subject's latest time wins).
+    pub fn merge(&mut self, other: &Barrier) {
+        for (tag, at) in other.iter() {
+            let mine = self.0.entry(tag.to_owned()).or_insert(at);
+            *mine = (*mine).max(at);
+        }
+    }
+
     pub fn iter(&self) -> impl Iterator<Item = (&str, OffsetDateTime)> {
         self.0.iter().map(|(t, at)| (t.as_str(), *at))
     }

@@ -69,6 +69,53 @@ pub async fn read_items(
 
 /// A segment's records in offset order (see [`read_items`]), with what its frames held back:
 /// a frame whose key is missing without an erasure record is an error naming it.
+/// The erasures the archive itself holds: the erasure topic's records it archived (plain lines,
+/// `ErasureEvent`s). With the key location's records (`KeyRing::barrier`) and the topic, what a
+/// reader of the archive must leave out: a record naming a subject, received before its erasure,
+/// even one archived in plaintext (before subject keys). A record that is not an erasure is an
+/// error: a barrier read wrong would bring someone back.
+pub async fn archived_erasures(
+    archive: &Archive,
+    entries: &[Entry],
+    erasure_topic: &str,
+) -> anyhow::Result<crate::erasure::Barrier> {
+    let mut barrier = crate::erasure::Barrier::default();
+    for entry in entries.iter().filter(|e| e.topic == erasure_topic) {
+        let (records, _) = read_segment(archive, entry, None, None).await?;
+        for r in records {
+            let value = r.value.as_ref().map(|v| v.to_vec()).transpose()?;
+            let event: crate::erasure::ErasureEvent = serde_json::from_slice(
+                value.as_deref().unwrap_or_default(),
+            )
+            .with_context(|| {
+                format!(
+                    "{} offset {}: not an erasure record",
+                    entry.segment, r.offset
+                )
+            })?;
+            barrier.add(&event);
+        }
+    }
+    Ok(barrier)
+}
+
+/// Whether `barrier` erases `r`: it names a user (`subject_of`, tagged with `tagger`) whose
+/// latest erasure came after the record was received. Unattributed and platform records never.
+pub fn erased_by(
+    barrier: &crate::erasure::Barrier,
+    tagger: &crate::subject::Tagger,
+    r: &ArchivedRecord,
+    playback_topic: &str,
+    deadletter_topic: &str,
+) -> bool {
+    match subject::subject_of(r, playback_topic, deadletter_topic) {
+        subject::Subject::User(user) => {
+            barrier.erases(tagger.tag(&user).as_str(), subject::received_at(r))
+        }
+        _ => false,
+    }
+}
+
 pub async fn read_segment(
     archive: &Archive,
     entry: &Entry,
