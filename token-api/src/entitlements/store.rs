@@ -54,6 +54,8 @@ pub async fn grant(
     log: &AccessLog,
 ) -> anyhow::Result<Entitlement> {
     let tx = client.transaction().await?;
+    // The user's subject lock, shared, first: an erasure under way deletes this change too.
+    kollus_common::subject::lock_subjects_shared(&*tx, [&log.tag(c.user)]).await?;
     let row = tx
         .query_one(
             &format!(
@@ -109,6 +111,8 @@ pub async fn grant(
 /// none.
 pub async fn revoke(client: &mut Client, c: &Change<'_>, log: &AccessLog) -> anyhow::Result<bool> {
     let tx = client.transaction().await?;
+    // The user's subject lock, shared, first: an erasure under way deletes this change too.
+    kollus_common::subject::lock_subjects_shared(&*tx, [&log.tag(c.user)]).await?;
     let revoked = tx
         .execute(
             "UPDATE entitlements SET revoked_by = $4, revoked_at = $5 \

@@ -226,7 +226,16 @@ async fn answer_play(
     let (user, media) = (callback.user.as_str(), callback.media.as_str());
     let unbound = unbound(p, "play", user, &callback.uservalues);
     let (facts, decision) = within(p, async {
-        let client = p.pool.get().await.map_err(db_error(NOT_ANSWERING))?;
+        let mut client = p.pool.get().await.map_err(db_error(NOT_ANSWERING))?;
+        // One transaction: the decision's row is written under the user's subject lock, taken
+        // shared first, so an erasure under way never leaves it behind.
+        let client = client
+            .transaction()
+            .await
+            .map_err(db_error(NOT_ANSWERING))?;
+        kollus_common::subject::lock_subjects_shared(&*client, [&p.subjects.tag(user)])
+            .await
+            .map_err(db_error(NOT_ANSWERING))?;
         // Unbound under `require`: nothing of the user's is read, so nothing of it is told.
         let (facts, decision) = if unbound {
             (policy::Facts::default(), unbound_decision())
@@ -250,6 +259,7 @@ async fn answer_play(
         store::record(&client, now, &[one])
             .await
             .map_err(db_error(NOT_ANSWERING))?;
+        client.commit().await.map_err(db_error(NOT_ANSWERING))?;
         Ok((facts, decision))
     })
     .await?;
@@ -309,6 +319,15 @@ async fn answer_drm(
         // decision recorded, or none of it (a timeout drops it, rolled back).
         let tx = client
             .transaction()
+            .await
+            .map_err(db_error(NOT_ANSWERING))?;
+        // The users' subject locks, shared, before any row of theirs is written (downloads
+        // counted, decisions recorded): an erasure under way is never left a row behind.
+        let tags: Vec<kollus_common::subject::SubjectTag> = items
+            .iter()
+            .map(|i| p.subjects.tag(i.user.as_str()))
+            .collect();
+        kollus_common::subject::lock_subjects_shared(&*tx, tags.iter())
             .await
             .map_err(db_error(NOT_ANSWERING))?;
         // A completion counts only when an approval of ours (a DRM kind 1 answered 1, recorded

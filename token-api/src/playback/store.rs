@@ -147,6 +147,9 @@ SELECT $1, * FROM unnest($2::text[], $3::int4[], $4::text[], $5::text[], $6::int
        $8::text[], $9::text[], $10::timestamptz[], $11::int8[], $12::int8[], $13::int8[],
        $14::int4[], $15::text[], $16::text[])";
 
+/// Call it in a transaction that took the users' subject locks shared first (README "Erasing a
+/// user"), so an erasure under way either deletes these rows when it commits after them or has
+/// committed before they are written; never a row left behind by a concurrent erasure.
 pub async fn record(
     client: &impl GenericClient,
     now: OffsetDateTime,

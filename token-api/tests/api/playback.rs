@@ -889,3 +889,59 @@ async fn under_require_an_unbound_play_is_refused_even_when_the_default_allows()
         "an unbound download approval too"
     );
 }
+
+#[tokio::test]
+async fn a_play_decision_waits_for_an_erasure_under_way_and_is_never_left_behind_by_one() {
+    let app = spawn_app().await;
+    // An erasure of u-erase under way: its subject lock held, as token-api's erasure holds it.
+    let tagger = kollus_common::subject::Tagger::from_file(std::path::Path::new(
+        &kollus_test_support::key_files()
+            .env()
+            .into_iter()
+            .find(|(k, _)| *k == "SUBJECT_TAG_KEY_FILE")
+            .unwrap()
+            .1,
+    ))
+    .unwrap();
+    let mut eraser = app.db.client().await;
+    let tx = eraser.transaction().await.unwrap();
+    kollus_common::subject::lock_subject(&tx, &tagger.tag("u-erase"))
+        .await
+        .unwrap();
+    let watcher = app.db.client().await;
+    let release = async {
+        kollus_test_support::eventually(
+            "the play callback to wait on the subject lock",
+            std::time::Duration::from_secs(30),
+            || async {
+                let waiting: i64 = watcher
+                    .query_one(
+                        "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' \
+                           AND query LIKE '%pg_advisory_xact_lock_shared%' \
+                           AND datname = current_database()",
+                        &[],
+                    )
+                    .await
+                    .unwrap()
+                    .get(0);
+                (waiting == 1).then_some(())
+            },
+        )
+        .await;
+        // Waiting, so nothing of the user's written while the erasure holds them.
+        assert_eq!(
+            app.count("SELECT count(*) FROM playback_decisions WHERE client_user_id = 'u-erase'")
+                .await,
+            0
+        );
+        tx.commit().await.unwrap();
+    };
+    let (res, ()) = tokio::join!(app.play("1", "u-erase", "m-erase"), release);
+    assert_eq!(res.status(), 200);
+    assert_eq!(
+        app.count("SELECT count(*) FROM playback_decisions WHERE client_user_id = 'u-erase'")
+            .await,
+        1,
+        "decided after the erasure: the returning user's"
+    );
+}
