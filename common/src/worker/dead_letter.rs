@@ -85,8 +85,62 @@ impl DeadLetters {
                 why.reason,
                 why.detail.clone(),
                 field("kind").and_then(|k| serde_json::from_value(k).ok()),
-                received_at.unwrap_or_else(OffsetDateTime::now_utc),
+                // A damaged envelope: the record's own Kafka time, never the dead letter's,
+                // which may come after its user's erasure (README "Erasing a user").
+                received_at
+                    .or_else(|| {
+                        record.timestamp().to_millis().and_then(|ms| {
+                            OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+                                .ok()
+                        })
+                    })
+                    .unwrap_or_else(OffsetDateTime::now_utc),
             )
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use rdkafka::message::Timestamp;
+
+    use super::*;
+
+    #[test]
+    fn a_damaged_envelope_is_dated_by_its_record_never_by_the_dead_letters_time() {
+        let letters = DeadLetters {
+            // Never connected: `letter` only builds the dead letter.
+            producer: rdkafka::ClientConfig::new()
+                .set("bootstrap.servers", "127.0.0.1:1")
+                .create()
+                .unwrap(),
+            topic: "dl".into(),
+            stage: "history-worker",
+            counter: prometheus::IntCounterVec::new(
+                prometheus::Opts::new("dead_letters_test", "test"),
+                &["reason"],
+            )
+            .unwrap(),
+        };
+        let why = Rejected {
+            index: 0,
+            reason: "invalid_envelope",
+            detail: "not JSON".into(),
+        };
+        let record = |payload: &[u8]| {
+            OwnedMessage::new(
+                Some(payload.to_vec()),
+                None,
+                "t".into(),
+                Timestamp::CreateTime(1_700_000_000_000),
+                0,
+                5,
+                None,
+            )
+        };
+        let damaged = letters.letter(&record(b"{not json"), &why);
+        assert_eq!(damaged.received_at.unix_timestamp(), 1_700_000_000);
+        let whole = letters.letter(&record(br#"{"received_at":"2024-01-02T03:04:05Z"}"#), &why);
+        assert_eq!(whole.received_at.unix_timestamp(), 1_704_164_645);
     }
 }
