@@ -71,8 +71,12 @@ fn value_user(r: &ArchivedRecord) -> Option<String> {
 /// document holding ... stops here).
 const MAX_DEPTH: u8 = 4;
 
+/// The name a request body that is not UTF-8 is kept under (`envelope::RawBody`), base64: its
+/// bytes may name a user too.
+const BASE64_BODY: &str = "body_base64";
+
 fn find_in_text(text: &str, depth: u8) -> Option<String> {
-    if depth > MAX_DEPTH || !text.contains(FIELD) {
+    if depth > MAX_DEPTH || !(text.contains(FIELD) || text.contains(BASE64_BODY)) {
         return None;
     }
     let trimmed = text.trim_start();
@@ -89,6 +93,17 @@ fn find_in_json(v: &Value, depth: u8) -> Option<String> {
         Value::Object(map) => {
             if let Some(user) = map.get(FIELD).and_then(scalar) {
                 return Some(user);
+            }
+            let in_bytes = map
+                .get(BASE64_BODY)
+                .and_then(Value::as_str)
+                .and_then(|b| {
+                    use base64::Engine as _;
+                    base64::engine::general_purpose::STANDARD.decode(b).ok()
+                })
+                .and_then(|bytes| find_in_text(&String::from_utf8_lossy(&bytes), depth + 1));
+            if in_bytes.is_some() {
+                return in_bytes;
             }
             map.values().find_map(|v| find_in_json(v, depth))
         }
@@ -232,6 +247,18 @@ mod tests {
         assert_eq!(
             of(None, &format!(r#"{{"raw":{{"body":"{doc}"}}}}"#)),
             Subject::User("u-5".into())
+        );
+        // In a body that is not UTF-8, kept as base64: its bytes searched too.
+        // (A form posted in EUC-KR: "title=가" as the bytes B0 A1.)
+        let mut body = b"client_user_id=u-6&title=".to_vec();
+        body.extend([0xb0, 0xa1]);
+        let encoded = {
+            use base64::Engine as _;
+            base64::engine::general_purpose::STANDARD.encode(&body)
+        };
+        assert_eq!(
+            of(None, &format!(r#"{{"raw":{{"body_base64":"{encoded}"}}}}"#)),
+            Subject::User("u-6".into())
         );
         // Naming nobody: unattributed; so is an unparseable one mentioning the field.
         assert_eq!(
