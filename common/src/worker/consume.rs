@@ -51,13 +51,14 @@ pub struct ConsumeSettings {
     /// `s3://bucket/prefix`. Read only with `--rebuild`.
     #[arg(long, env = "ARCHIVE_DIR")]
     pub archive_dir: Option<String>,
-    /// The archive's key location (`kollus-archive dump`'s `ARCHIVE_KEYS_DIR`; default `keys`
-    /// inside the archive): the subject keys that open its frames, and its erasure records.
-    /// Read only with `--rebuild`.
+    /// Optional: the archive's key location (`kollus-archive dump`'s `ARCHIVE_KEYS_DIR`; default
+    /// `keys` inside the archive): the subject keys that open its frames, and its erasure
+    /// records. Read only with `--rebuild`.
     #[arg(long, env = "ARCHIVE_KEYS_DIR")]
     pub archive_keys_dir: Option<String>,
-    /// The key-encryption key that wraps the archive's subject keys. Needed by `--rebuild` only
-    /// when the archive holds sealed frames (it says so, naming this setting, otherwise).
+    /// Optional: the key-encryption key that wraps the archive's subject keys. Needed by
+    /// `--rebuild` only when the archive holds sealed frames (it says so, naming this setting,
+    /// otherwise).
     #[arg(long, env = "ARCHIVE_KEK_FILE")]
     pub archive_kek_file: Option<std::path::PathBuf>,
 }
