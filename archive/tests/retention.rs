@@ -70,6 +70,7 @@ fn history_worker(
         .args(args)
         .env("DATABASE_URL", &db.url)
         .envs(broker.env())
+        .envs(kollus_test_support::key_files().env())
         .env("KAFKA_GROUP_ID", group)
         .env("LISTEN_ADDR", "127.0.0.1:0")
         .env("RUST_LOG", "error")

@@ -417,7 +417,7 @@ async fn every_service_the_archive_and_the_catalog_work_over_sasl_ssl() {
     // verify read the topics too (it says "not compared" and still ends ok when it cannot).
     assert_eq!(
         verified.matches("COVERED ").count(),
-        3,
+        4,
         "verify compared each topic's partition over SASL_SSL: {verified}"
     );
     // Every archived record restored, or skipped as a repeat of one restored.

@@ -64,15 +64,30 @@ pub fn archive(args: &[&str], broker: &Broker) -> String {
 
 /// Envelope ids of every record of `topic` the archive at `dir` holds.
 async fn archived_ids(dir: &str, topic: &str) -> HashSet<String> {
-    use kollus_common::archive::{entries, segment, Archive};
+    use kollus_common::archive::{entries, read_segment, Archive, KeyRing};
     let archive = Archive::open_existing(dir).unwrap();
+    // Reports are sealed per user: opened with the test's key-encryption key.
+    let kek = kollus_test_support::key_files()
+        .env()
+        .into_iter()
+        .find(|(k, _)| *k == "ARCHIVE_KEK_FILE")
+        .unwrap()
+        .1;
+    let mut keys = KeyRing::open(
+        &kollus_common::erasure::keys_location(dir, None),
+        std::path::Path::new(&kek),
+    )
+    .await
+    .unwrap();
     let mut ids = HashSet::new();
     for e in entries(&archive).await.unwrap() {
         if e.topic != topic {
             continue;
         }
-        let bytes = archive.get(&e.segment).await.unwrap();
-        for r in segment::read(&e, &bytes).unwrap() {
+        let (records, _) = read_segment(&archive, &e, Some(&mut keys), None)
+            .await
+            .unwrap();
+        for r in records {
             ids.insert(
                 r.envelope_id()
                     .expect("the services' records carry an id")
