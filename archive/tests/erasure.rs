@@ -259,6 +259,25 @@ async fn plaintext_archive(dir: &Path, segments: &[Vec<kollus_archive::record::A
     }
 }
 
+/// The environment of a `kollus-archive` run on an archive alone (no broker): the test's key
+/// files, the playback topic named `p`, and `extra`.
+fn offline_env(extra: &[(&str, &str)]) -> Vec<(String, String)> {
+    key_files()
+        .env()
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .chain(std::iter::once((
+            "KAFKA_PLAYBACK_TOPIC".to_owned(),
+            "p".to_owned(),
+        )))
+        .chain(
+            extra
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
+        )
+        .collect()
+}
+
 #[tokio::test]
 async fn reencrypt_copies_a_plaintext_archive_under_subject_keys_once() {
     let dir = tempfile::tempdir().unwrap();
@@ -277,13 +296,7 @@ async fn reencrypt_copies_a_plaintext_archive_under_subject_keys_once() {
     let content = vec![record("c", 0, "c1", r#"{"content":"plain"}"#)];
     plaintext_archive(&a, &[playback, content]).await;
     assert!(plaintext(&a).contains(A));
-    let mut env: Vec<(String, String)> = key_files()
-        .env()
-        .into_iter()
-        .map(|(k, v)| (k.to_owned(), v))
-        .collect();
-    env.push(("KAFKA_PLAYBACK_TOPIC".into(), "p".into()));
-    env.push(("KAFKA_CONTENT_TOPIC".into(), "c".into()));
+    let env = offline_env(&[("KAFKA_CONTENT_TOPIC", "c")]);
     let (from, to) = (a.to_str().unwrap(), b.to_str().unwrap());
     let (code, out, err) = run(&["reencrypt", "--from", from, "--to", to], &env);
     assert_eq!(code, 0, "{out}\n{err}");
@@ -338,13 +351,7 @@ async fn reencrypt_seals_no_new_key_for_a_user_the_archive_says_was_erased() {
     .to_string();
     let erasures = vec![record("e", 0, &tag_a, &event)];
     plaintext_archive(&a, &[playback, erasures]).await;
-    let mut env: Vec<(String, String)> = key_files()
-        .env()
-        .into_iter()
-        .map(|(k, v)| (k.to_owned(), v))
-        .collect();
-    env.push(("KAFKA_PLAYBACK_TOPIC".into(), "p".into()));
-    env.push(("KAFKA_ERASURE_TOPIC".into(), "e".into()));
+    let env = offline_env(&[("KAFKA_ERASURE_TOPIC", "e")]);
     let (from, to) = (a.to_str().unwrap(), b.to_str().unwrap());
     let (code, out, err) = run(&["reencrypt", "--from", from, "--to", to], &env);
     assert_eq!(code, 0, "{out}\n{err}");

@@ -745,22 +745,30 @@ async fn a_forged_anchor_and_a_second_end_are_named() {
     broken_at(&check(&client, None).await, 16, BreakKind::SecondEnd);
 }
 
-#[tokio::test]
-async fn a_month_dropped_inside_retention_is_named() {
+/// A sealed log with three access rows in the month `days_ago` days back (its partition made
+/// first) and two of now: 5 sealed rows.
+async fn sealed_with_an_old_month(days_ago: u32) -> (TestDb, tokio_postgres::Client) {
     let db = TestDb::new().await;
-    let mut client = db.client().await;
+    let client = db.client().await;
     client
-        .batch_execute(
-            "SELECT access_log_ensure_partitions(now() - interval '400 days', 1); \
+        .batch_execute(&format!(
+            "SELECT access_log_ensure_partitions(now() - interval '{days_ago} days', 1); \
              INSERT INTO access_log (class, at, action, key_name, target) \
-             SELECT 'access', date_trunc('month', now() - interval '400 days') + interval '1 day', \
-                    'search', 'agent', 'old ' || g FROM generate_series(1, 3) g;",
-        )
+             SELECT 'access', \
+                    date_trunc('month', now() - interval '{days_ago} days') + interval '1 day', \
+                    'search', 'agent', 'old ' || g FROM generate_series(1, 3) g;"
+        ))
         .await
         .unwrap();
     rows(&client, "access", 2).await;
     start(chain_settings(&db, None)).await;
     sealed(&client, 5).await;
+    (db, client)
+}
+
+#[tokio::test]
+async fn a_month_dropped_inside_retention_is_named() {
+    let (_db, mut client) = sealed_with_an_old_month(400).await;
     // Dropped as if kept 30 days; the log is kept 730.
     let done = retention::maintain(&mut client, &key(), 30).await.unwrap();
     assert!(!done.dropped.is_empty(), "{done:?}");
@@ -779,20 +787,7 @@ async fn a_month_dropped_inside_retention_is_named() {
 
 #[tokio::test]
 async fn a_drop_keeps_its_own_retention_so_raising_the_setting_later_forges_nothing() {
-    let db = TestDb::new().await;
-    let mut client = db.client().await;
-    client
-        .batch_execute(
-            "SELECT access_log_ensure_partitions(now() - interval '800 days', 1); \
-             INSERT INTO access_log (class, at, action, key_name, target) \
-             SELECT 'access', date_trunc('month', now() - interval '800 days') + interval '1 day', \
-                    'search', 'agent', 'old ' || g FROM generate_series(1, 3) g;",
-        )
-        .await
-        .unwrap();
-    rows(&client, "access", 2).await;
-    start(chain_settings(&db, None)).await;
-    sealed(&client, 5).await;
+    let (_db, mut client) = sealed_with_an_old_month(800).await;
     let done = retention::maintain(&mut client, &key(), 730).await.unwrap();
     assert!(!done.dropped.is_empty(), "{done:?}");
     let stored: Option<i32> = client
