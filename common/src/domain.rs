@@ -140,6 +140,11 @@ kollus_key!(
     /// A Kollus channel (`channel_key`).
     ChannelKey
 );
+kollus_key!(
+    /// A course (`course_id`, ours, issue 33): Kollus keys' characters, so it sits in a URL path
+    /// as it is.
+    CourseId
+);
 
 /// Our end user's id (`cuid` in tokens, `client_user_id` in callbacks). Chosen by the product app,
 /// so any printable text is allowed (Korean, emoji, ...), but not control characters.

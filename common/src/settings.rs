@@ -679,6 +679,17 @@ pub fn load_secret_files(names: &[&str]) -> Result<(), String> {
     Ok(())
 }
 
+/// A playback rate setting (HISTORY_MAX_PLAYBACK_RATE, read by history-worker and, as courses'
+/// default, by token-api): a finite number of at least 1 (a slower "fastest" rate would refuse
+/// viewing at normal speed).
+pub fn playback_rate(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(r) if r.is_finite() && r >= 1.0 => Ok(r),
+        Ok(r) => Err(format!("{r} is not a playback rate of 1 or more")),
+        Err(e) => Err(format!("{s:?} is not a number: {e}")),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -58,21 +58,11 @@ pub struct Plausibility {
     /// Fastest playback rate players offer (token-api lets a token offer up to 4.0): `playtime`
     /// counts 10 s at 2x as 20 s, so a report's `playtime` may be at most its `showtime` (time
     /// in play state) at this rate, and, without `serial`, the time since `start_at` at this rate.
-    #[arg(long, env = "HISTORY_MAX_PLAYBACK_RATE", default_value_t = 4.0, value_parser = playback_rate)]
+    #[arg(long, env = "HISTORY_MAX_PLAYBACK_RATE", default_value_t = 4.0, value_parser = kollus_common::settings::playback_rate)]
     pub max_playback_rate: f64,
     /// Seconds of slack for clock skew between the player, Kollus and us.
     #[arg(long, env = "HISTORY_CLOCK_TOLERANCE_SECONDS", default_value_t = 300)]
     pub tolerance_seconds: i64,
-}
-
-/// A playback rate setting: a finite number of at least 1 (a slower "fastest" rate would refuse
-/// viewing at normal speed).
-fn playback_rate(s: &str) -> Result<f64, String> {
-    match s.trim().parse::<f64>() {
-        Ok(r) if r.is_finite() && r >= 1.0 => Ok(r),
-        Ok(r) => Err(format!("{r} is not a playback rate of 1 or more")),
-        Err(e) => Err(format!("{s:?} is not a number: {e}")),
-    }
 }
 
 impl Default for Plausibility {

@@ -70,6 +70,10 @@ pub struct Settings {
     /// Most videos in one token.
     #[arg(long, env = "TOKEN_MAX_MEDIA", default_value_t = 10)]
     pub max_media: usize,
+    /// A course's `max_playback_rate` when its body gives none: history-worker's setting of the
+    /// same name (the fastest rate players offer), so set both alike.
+    #[arg(long, env = "HISTORY_MAX_PLAYBACK_RATE", default_value_t = 4.0, value_parser = kollus_common::settings::playback_rate)]
+    pub max_playback_rate: f64,
     /// Also emit the RFC 7519 `exp` claim, equal to `expt`.
     #[arg(long, env = "TOKEN_EMIT_EXP", default_value_t = true, action = clap::ArgAction::Set)]
     pub emit_exp: bool,

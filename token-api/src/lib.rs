@@ -19,6 +19,7 @@ pub mod routes;
 
 pub mod access_log;
 pub mod console;
+pub mod courses;
 pub mod entitlements;
 pub mod erasure;
 pub mod export;

@@ -111,6 +111,8 @@ pub struct Metrics {
     pub erasures_unpublished: IntGauge,
     /// The oldest of those erasures' age, in seconds (0: none).
     pub erasures_unpublished_oldest: Gauge,
+    /// Courses created, replaced or deleted through the API.
+    pub course_changes: IntCounterVec,
 }
 
 impl Metrics {
@@ -168,6 +170,12 @@ impl Metrics {
                 "play_binding_total",
                 "Play callbacks and DRM items whose viewer binding was checked, by callback and what it said (bound, absent, mismatch); PLAYER_BINDING=require answers all but bound from no facts.",
                 &["callback", "binding"],
+            ),
+            course_changes: counter_vec(
+                &r,
+                "course_changes_total",
+                "Courses created, replaced or deleted through the API, by action.",
+                &["action"],
             ),
             entitlement_changes: counter_vec(
                 &r,
@@ -289,6 +297,7 @@ impl Metrics {
             &[&["busy"], &["stalled"], &["overtime"], &["failed"]],
         );
         zeroed(&m.entitlement_changes, &[&["grant"], &["revoke"]]);
+        zeroed(&m.course_changes, &[&["create"], &["replace"], &["delete"]]);
         for callback in ["play", "drm"] {
             for binding in labels::<Binding>() {
                 m.play_binding.with_label_values(&[callback, binding]);

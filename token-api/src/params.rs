@@ -3,7 +3,7 @@
 //! `web::Path` and check them themselves (bottom layer: imports nothing of this crate). Each
 //! names its id type, whose schema carries the limits its parser applies (`common::domain`).
 
-use kollus_common::domain::{ChannelKey, ClientUserId, MediaContentKey};
+use kollus_common::domain::{ChannelKey, ClientUserId, CourseId, MediaContentKey};
 
 /// `{client_user_id}`.
 #[derive(utoipa::IntoParams)]
@@ -30,4 +30,13 @@ pub struct ChannelPath {
     /// Kollus channel key: the grant covers every video the catalog has in the channel.
     #[param(inline)]
     pub channel_key: ChannelKey,
+}
+
+/// `{course_id}`.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct CoursePath {
+    /// The course's id (ours: `PUT /v1/courses/{course_id}`).
+    #[param(inline)]
+    pub course_id: CourseId,
 }

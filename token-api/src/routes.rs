@@ -6,7 +6,7 @@
 
 use crate::problem::method_not_allowed;
 use crate::tokens::request::Limits;
-use crate::{access_log, entitlements, erasure, export, history, playback, tokens};
+use crate::{access_log, courses, entitlements, erasure, export, history, playback, tokens};
 
 use actix_web::http::Method;
 use actix_web::{web, HttpResponse};
@@ -106,6 +106,18 @@ api! {
             erasure::Accepted,
             erasure::ErasureReceipt,
             erasure::Kept,
+            courses::model::Course,
+            courses::model::CourseBody,
+            courses::model::CompletionBody,
+            courses::model::LessonBody,
+            courses::model::Lesson,
+            courses::model::Completion,
+            courses::model::Count,
+            courses::model::Refund,
+            courses::model::RefundRow,
+            courses::UserCourse,
+            courses::progress::LessonProgress,
+            courses::progress::RefundAnswer,
         )),
         modifiers(&SecuritySchemes)
     )]
@@ -124,7 +136,13 @@ api! {
     entitlements::revoke_media,
     entitlements::grant_channel,
     entitlements::revoke_channel,
+    entitlements::grant_course,
+    entitlements::revoke_course,
     entitlements::list,
+    courses::put,
+    courses::get,
+    courses::delete,
+    courses::user,
     export::user,
     export::media,
     access_log::verify_chain,

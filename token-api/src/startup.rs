@@ -144,6 +144,11 @@ impl Application {
             pool: pool.clone(),
             metrics: metrics.clone(),
         });
+        let courses = web::Data::new(crate::courses::Courses {
+            pool: pool.clone(),
+            metrics: metrics.clone(),
+            default_rate: settings.max_playback_rate,
+        });
         let play_secrets = settings
             .play
             .secrets_beside(settings.binding.player_binding_key.as_ref())
@@ -261,6 +266,7 @@ impl Application {
                 .app_data(tokens.clone())
                 .app_data(history.clone())
                 .app_data(entitlements.clone())
+                .app_data(courses.clone())
                 .app_data(playback.clone())
                 .app_data(export.clone())
                 .app_data(console.clone())

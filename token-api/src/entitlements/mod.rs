@@ -10,7 +10,7 @@
 
 use actix_web::{web, HttpResponse};
 use deadpool_postgres::Pool;
-use kollus_common::domain::{ChannelKey, ClientUserId, MediaContentKey};
+use kollus_common::domain::{ChannelKey, ClientUserId, CourseId, MediaContentKey};
 use serde::Serialize;
 use time::OffsetDateTime;
 
@@ -42,6 +42,9 @@ fn target(user: &str, scope: Scope, key: &str) -> Result<(ClientUserId, Scope, S
         Scope::Channel => ChannelKey::parse(key)
             .map(|k| k.as_str().to_owned())
             .map_err(|e| invalid("channel_key", e.to_string()))?,
+        Scope::Course => CourseId::parse(key)
+            .map(|k| k.as_str().to_owned())
+            .map_err(|e| invalid("course_id", e.to_string()))?,
     };
     Ok((user, scope, key))
 }
@@ -51,6 +54,7 @@ const NOT_ANSWERING: &str = "the entitlements database is not answering; retry s
 /// The two grants' paths, each taking `PUT` (grant) and `DELETE` (revoke).
 const MEDIA_GRANT: &str = "/v1/users/{client_user_id}/entitlements/media/{media_content_key}";
 const CHANNEL_GRANT: &str = "/v1/users/{client_user_id}/entitlements/channel/{channel_key}";
+const COURSE_GRANT: &str = "/v1/users/{client_user_id}/entitlements/course/{course_id}";
 
 #[utoipa::path(
     put,
@@ -117,6 +121,66 @@ pub async fn grant_channel(
         &log,
     )
     .await
+}
+
+#[utoipa::path(
+    put,
+    path = COURSE_GRANT,
+    operation_id = "grantCourseEntitlement",
+    summary = "Enrol a user in a course (grant or replace)",
+    description = "Covers every lesson the course lists when Kollus asks (as a channel grant covers its channel's videos, with this grant's expiry and allowances), and enrols the user: the course's progress answer says `enrolled`. The course need not exist yet; a grant for a course deleted or not yet created covers nothing.",
+    params(
+        crate::params::UserPath,
+        crate::params::CoursePath
+    ),
+    request_body(content = body::GrantBody, content_type = "application/json"),
+    responses(
+        (status = 200, description = "Granted; recorded with the API key's name.", body = Entitlement, content_type = "application/json"),
+        (status = 400, description = "An invalid field, named.", body = crate::problem::Problem, content_type = "application/problem+json"),
+        crate::problem::EntitlementsKeyRefused,
+        crate::problem::DatabaseFailed
+    ),
+    security(("bearer" = ["entitlements"]))
+)]
+pub async fn grant_course(
+    caller: Caller,
+    path: web::Path<(String, String)>,
+    body: web::Bytes,
+    e: web::Data<Entitlements>,
+    log: web::Data<AccessLog>,
+) -> Result<HttpResponse, ApiError> {
+    caller.require(ApiScope::Entitlements)?;
+    let (user, key) = path.into_inner();
+    grant(caller, target(&user, Scope::Course, &key)?, &body, &e, &log).await
+}
+
+#[utoipa::path(
+    delete,
+    path = COURSE_GRANT,
+    operation_id = "revokeCourseEntitlement",
+    summary = "Revoke a user's course enrolment",
+    params(
+        crate::params::UserPath,
+        crate::params::CoursePath
+    ),
+    responses(
+        (status = 204, description = "Revoked; kept, marked revoked."),
+        (status = 400, description = "An invalid id.", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No grant in force to revoke.", body = crate::problem::Problem, content_type = "application/problem+json"),
+        crate::problem::EntitlementsKeyRefused,
+        crate::problem::DatabaseFailed
+    ),
+    security(("bearer" = ["entitlements"]))
+)]
+pub async fn revoke_course(
+    caller: Caller,
+    path: web::Path<(String, String)>,
+    e: web::Data<Entitlements>,
+    log: web::Data<AccessLog>,
+) -> Result<HttpResponse, ApiError> {
+    caller.require(ApiScope::Entitlements)?;
+    let (user, key) = path.into_inner();
+    revoke(caller, target(&user, Scope::Course, &key)?, &e, &log).await
 }
 
 #[utoipa::path(

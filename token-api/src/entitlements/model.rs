@@ -29,6 +29,8 @@ pub enum Scope {
     Media,
     /// Every video the catalog has in the channel (`channel_key`).
     Channel,
+    /// Every lesson of the course (`course_id`), and enrolment in it.
+    Course,
 }
 
 kollus_common::text_column!(Scope);
@@ -44,7 +46,7 @@ impl Scope {
 #[serde(deny_unknown_fields)]
 pub struct Entitlement {
     pub scope: Scope,
-    /// The `media_content_key` or `channel_key` it covers.
+    /// The `media_content_key`, `channel_key` or `course_id` it covers.
     pub key: String,
     #[serde(with = "time::serde::rfc3339::option")]
     #[schema(required = true)]
@@ -100,17 +102,20 @@ impl Entitlement {
     }
 }
 
-/// The rows of the user (`$1`) that cover the video (`$2`): on the video itself, or on a channel
+/// The rows of the user (`$1`) that cover the video (`$2`): on the video itself, on a channel
 /// the catalog has the video in *now* (`in_channel`; a channel grant covers "every video the
-/// catalog has in the channel", V9), as a condition on `client_user_id`, `scope` and `target` of
-/// `entitlements` or `entitlement_changes`. The play and DRM callbacks decide on it; the console
-/// shows the same grants' changes.
+/// catalog has in the channel", V9), or on a course that lists the video as a lesson now (V29),
+/// as a condition on `client_user_id`, `scope` and `target` of `entitlements` or
+/// `entitlement_changes`. The play and DRM callbacks decide on it; the console shows the same
+/// grants' changes.
 macro_rules! grants_covering_video {
     () => {
         "client_user_id = $1 \
          AND ((scope = 'media' AND target = $2) \
            OR (scope = 'channel' AND target IN (SELECT c.channel_key FROM channel_memberships c \
-                                                WHERE c.media_content_key = $2 AND c.in_channel)))"
+                                                WHERE c.media_content_key = $2 AND c.in_channel)) \
+           OR (scope = 'course' AND target IN (SELECT l.course_id FROM course_lessons l \
+                                               WHERE l.media_content_key = $2)))"
     };
 }
 pub(crate) use grants_covering_video;
@@ -134,7 +139,11 @@ mod tests {
 
     #[test]
     fn a_scope_is_written_alike_in_json_and_in_its_column() {
-        for (scope, text) in [(Scope::Media, "media"), (Scope::Channel, "channel")] {
+        for (scope, text) in [
+            (Scope::Media, "media"),
+            (Scope::Channel, "channel"),
+            (Scope::Course, "course"),
+        ] {
             assert_eq!(scope.as_str(), text);
             assert_eq!(serde_json::to_value(scope).unwrap(), text);
             assert_eq!(
@@ -151,7 +160,7 @@ mod tests {
         let e = Scope::from_sql(&Type::TEXT, b"studio").unwrap_err();
         assert_eq!(
             e.to_string(),
-            r#""studio" is not a Scope (one of: media, channel)"#
+            r#""studio" is not a Scope (one of: media, channel, course)"#
         );
     }
 }
