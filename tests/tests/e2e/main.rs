@@ -8,6 +8,7 @@ mod archive;
 mod authorization;
 mod broker_metrics;
 mod catalog;
+mod courses;
 mod erasure;
 mod failover;
 mod kafka_security;

@@ -198,8 +198,8 @@ pub struct CompletionBody {
 }
 
 /// A lesson as written: a media content key, or the key with its recognised time.
-/// (The document's schema of a lesson: lessons are read by hand, [`lesson`], so every fault of
-/// each is named.)
+// (The document's schema of a lesson: lessons are read by hand, `lesson`, so every fault of each
+// is named.)
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(untagged, deny_unknown_fields)]
 #[schema(as = CourseLessonBody)]
@@ -217,7 +217,12 @@ pub enum LessonBody {
 #[serde(deny_unknown_fields)]
 #[schema(as = CourseBody)]
 pub struct CourseBody {
-    /// 1 to 500 characters.
+    /// 1 to 500 characters, no control characters (trimmed).
+    #[schema(
+        min_length = 1,
+        max_length = 500,
+        pattern = r"^[^\u0000-\u001f\u007f-\u009f]*[^\s\u0000-\u001f\u007f-\u009f][^\u0000-\u001f\u007f-\u009f]*$"
+    )]
     pub title: String,
     /// 1 to 500 lessons in course order, no video twice.
     #[schema(value_type = Vec<LessonBody>, min_items = 1, max_items = 500)]
@@ -238,6 +243,8 @@ pub struct CourseBody {
     #[serde(default)]
     #[schema(minimum = 1, maximum = 4)]
     pub max_playback_rate: Option<f64>,
+    /// An IANA time zone (e.g. Asia/Seoul, UTC): "today" for `today_seconds` and the daily
+    /// limit.
     #[serde(default)]
     #[schema(default = "Asia/Seoul")]
     pub time_zone: Option<String>,
