@@ -14,6 +14,10 @@ use super::model::{Cell, Run, TIMELINE};
 const CELL: usize = 12;
 const ROW: usize = 14;
 
+/// The widest a coverage strip is laid out, in pixels: it shares a table row with the video's
+/// key and counts, and a table widens to its cells' widths (30 blocks at [`CELL`] units each).
+const STRIP: usize = 360;
+
 /// The shade class of a cell: `unwatched` only for a block not watched; a watched one `p1` for
 /// up to 10% (and for 0%: Kollus's `b{i}` = 1 without a percent), then one step per started 10%.
 pub fn shade(cell: Cell) -> String {
@@ -40,12 +44,13 @@ fn width_of(blocks: usize) -> usize {
     (blocks * CELL).max(CELL)
 }
 
-/// One row of cells, one per block, shaded by the percent of it watched. Cells are titled with
-/// Kollus's block names (`b0`, `b1`, ...), as the LMS report and the read API number them.
+/// One row of cells, one per block, shaded by the percent of it watched, at most [`STRIP`]
+/// pixels wide (its cells narrowed to fit). Cells are titled with Kollus's block names (`b0`,
+/// `b1`, ...), as the LMS report and the read API number them.
 pub fn coverage_strip(l: UiLang, cells: &[Cell], label: &str) -> Markup {
     let width = width_of(cells.len());
     html! {
-        svg class="strip" role="img" aria-label=(label) width=(width) height=(ROW)
+        svg class="strip" role="img" aria-label=(label) width=(width.min(STRIP)) height=(ROW)
             viewBox={ "0 0 " (width) " " (ROW) } preserveAspectRatio="none"
             xmlns="http://www.w3.org/2000/svg" {
             @for (i, c) in cells.iter().enumerate() {
@@ -245,12 +250,13 @@ mod tests {
             let strip = coverage_strip(UiLang::En, &row, "x").into_string();
             let heat = heatmap(UiLang::En, &row, &[], "x").into_string();
             let line = line(&vec![1; blocks], "x").into_string();
-            for svg in [&strip, &heat, &line] {
+            for (svg, most) in [(&strip, STRIP), (&heat, usize::MAX), (&line, usize::MAX)] {
                 // Drawn at 12 units a block in a viewBox the stylesheet's `max-width: 100%`
-                // narrows; stretched, not letterboxed, so the cells span the width.
+                // narrows (a strip laid out at most 360 px wide, in a table row); stretched,
+                // not letterboxed, so the cells span the width.
                 let width = blocks * CELL;
                 assert!(
-                    svg.contains(&format!("width=\"{width}\"")),
+                    svg.contains(&format!("width=\"{}\"", width.min(most))),
                     "{blocks}: {svg:.300}"
                 );
                 assert!(
