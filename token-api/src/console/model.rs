@@ -103,6 +103,42 @@ pub fn timeline_runs(segments: &[Segment], duration: Option<i64>) -> Vec<Run> {
     runs
 }
 
+/// One block as the pictures draw it and the counts count it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Cell {
+    /// Kollus calls it watched: `b{i}` = 1 (any of the block played), or a percent of it reported.
+    pub watched: bool,
+    /// Percent of the block played (`p{i}`, 0-100): the shade. A block Kollus marks played with
+    /// no percent (`b{i}` = 1, `p{i}` = 0) is watched at 0%.
+    pub percent: i64,
+}
+
+impl Cell {
+    /// Block `i` of a session's `block_percent` and `blocks_played`: the one place that decides
+    /// whether a block was watched, for the cells drawn and the counts above them alike.
+    pub fn of(percent: &[i64], played: &[bool], i: usize) -> Self {
+        let percent = percent.get(i).copied().unwrap_or(0).clamp(0, 100);
+        Self {
+            watched: percent > 0 || played.get(i).copied().unwrap_or(false),
+            percent,
+        }
+    }
+
+    /// The union of two sessions' block: watched if either watched it, the most either played.
+    #[must_use]
+    pub fn union(self, other: Self) -> Self {
+        Self {
+            watched: self.watched || other.watched,
+            percent: self.percent.max(other.percent),
+        }
+    }
+}
+
+/// How many of `cells` are watched: the "N / M blocks watched" above a picture of them.
+pub fn watched(cells: &[Cell]) -> usize {
+    cells.iter().filter(|c| c.watched).count()
+}
+
 /// A user's page.
 pub struct UserModel<'a> {
     pub user: &'a str,
@@ -124,8 +160,9 @@ pub struct WatchedVideo<'a> {
     pub name: String,
     pub sessions: i64,
     pub playtime: i64,
-    /// Per block, the most of it any session watched (percent).
-    pub coverage: Vec<i64>,
+    /// Per block, over every session: watched by any, the most of it any session played.
+    pub coverage: Vec<Cell>,
+    /// Watched cells of `coverage` ([`watched`]).
     pub blocks_watched: usize,
     /// The earliest session's start (`None` if it is no time we can show).
     pub first: Option<OffsetDateTime>,
@@ -169,7 +206,7 @@ impl<'a> UserModel<'a> {
                 name: video_name(v.title.clone(), v.filename.clone()),
                 sessions: v.sessions,
                 playtime: v.playtime,
-                blocks_watched: v.coverage.iter().filter(|p| **p > 0).count(),
+                blocks_watched: watched(&v.coverage),
                 coverage: v.coverage.clone(),
                 first: OffsetDateTime::from_unix_timestamp(v.first_start_at).ok(),
                 last: v.last_report_at,
@@ -227,8 +264,8 @@ pub struct SessionRow<'a> {
     pub session: &'a Session,
     /// Its start (`None` if it is no time we can show: the page shows the number).
     pub start: Option<OffsetDateTime>,
-    /// Percent watched of each block of the video (as many as the union row has).
-    pub percents: Vec<i64>,
+    /// Each block of the video as this session watched it (as many as the union row has).
+    pub cells: Vec<Cell>,
     /// Its played segments on the timeline, at most one bar per pixel.
     pub runs: Vec<Run>,
     pub badges: Vec<Badge>,
@@ -246,8 +283,9 @@ pub struct RefundModel<'a> {
     pub user: &'a str,
     pub media: &'a str,
     pub name: String,
-    /// Per block, the most of it any session watched (percent), over every session.
-    pub coverage: Vec<i64>,
+    /// Per block, over every session: watched by any, the most of it any session played.
+    pub coverage: Vec<Cell>,
+    /// Watched cells of `coverage` ([`watched`]).
     pub blocks_watched: usize,
     /// Every session of the user on the video.
     pub total: i64,
@@ -298,7 +336,7 @@ impl<'a> RefundModel<'a> {
             .map(|s| SessionRow {
                 session: s,
                 start: OffsetDateTime::from_unix_timestamp(s.start_at).ok(),
-                percents: (0..coverage.len()).map(|i| s.percent(i)).collect(),
+                cells: (0..coverage.len()).map(|i| s.cell(i)).collect(),
                 runs: timeline_runs(&s.segments, s.duration),
                 badges: badges(s),
             })
@@ -320,7 +358,7 @@ impl<'a> RefundModel<'a> {
             user: facts.user,
             media: facts.media,
             name: facts.name,
-            blocks_watched: coverage.iter().filter(|x| **x > 0).count(),
+            blocks_watched: watched(&coverage),
             coverage,
             total: facts.summary.sessions,
             newer: facts.summary.newer,
@@ -569,6 +607,14 @@ mod tests {
         }
     }
 
+    /// Cells as Kollus reports blocks with a percent: played when some of it was.
+    fn cells(percents: &[i64]) -> Vec<Cell> {
+        let played: Vec<bool> = percents.iter().map(|p| *p > 0).collect();
+        (0..percents.len())
+            .map(|i| Cell::of(percents, &played, i))
+            .collect()
+    }
+
     fn grant(scope: Scope, key: &str, limit: Option<i64>) -> Entitlement {
         Entitlement {
             scope,
@@ -591,7 +637,7 @@ mod tests {
             filename: Some(format!("{media}.mp4")),
             sessions,
             playtime,
-            coverage: coverage.to_vec(),
+            coverage: cells(coverage),
             first_start_at: 1_764_554_400,
             last_report_at: OffsetDateTime::from_unix_timestamp(1_764_558_000).unwrap(),
         }
@@ -682,7 +728,7 @@ mod tests {
             summary: PairSummary {
                 sessions: 120,
                 newer: 50,
-                coverage: vec![100, 100, 0, 40],
+                coverage: cells(&[100, 100, 0, 40]),
             },
             sessions: &sessions,
             decisions: &decisions,
@@ -690,7 +736,7 @@ mod tests {
             accesses: &none,
             message_lang: Lang::En,
         });
-        assert_eq!(p.coverage, [100, 100, 0, 40], "the store's union");
+        assert_eq!(p.coverage, cells(&[100, 100, 0, 40]), "the store's union");
         assert_eq!(p.blocks_watched, 3);
         assert_eq!(
             p.not_shown(2),
@@ -707,8 +753,8 @@ mod tests {
             ]
         );
         assert_eq!(
-            p.sessions[0].percents,
-            [100, 100, 0, 0],
+            p.sessions[0].cells,
+            cells(&[100, 100, 0, 0]),
             "every block of the union"
         );
         assert_eq!(
@@ -723,6 +769,85 @@ mod tests {
         assert_eq!(
             p.decisions[1].message, "",
             "no message for a reason that is not ours"
+        );
+    }
+
+    #[test]
+    fn blocks_kollus_marks_played_without_a_percent_are_watched_cells_and_counted_as_drawn() {
+        // 300 blocks, each `b{i}` = 1 with `p{i}` = 0 (the LMS report's played flag alone).
+        let mut marked = session(60, &[]);
+        marked.blocks_played = vec![true; 300];
+        marked.block_percent = vec![0; 300];
+        // And one block of another session at 30%, past a block nobody watched.
+        let mut other = session(60, &[]);
+        other.blocks_played = vec![false, true];
+        other.block_percent = vec![0, 30];
+        let union: Vec<Cell> = (0..300)
+            .map(|i| marked.cell(i).union(other.cell(i)))
+            .collect();
+        assert_eq!(
+            union[1],
+            Cell {
+                watched: true,
+                percent: 30
+            }
+        );
+        let sessions = [marked, other];
+        let none = Bounded::default();
+        let p = RefundModel::new(RefundFacts {
+            user: "u1",
+            media: "m1",
+            name: String::new(),
+            summary: PairSummary {
+                sessions: 2,
+                newer: 0,
+                coverage: union.clone(),
+            },
+            sessions: &sessions,
+            decisions: &[],
+            changes: &[],
+            accesses: &none,
+            message_lang: Lang::En,
+        });
+        let zero = Cell {
+            watched: true,
+            percent: 0,
+        };
+        assert!(
+            p.sessions[0].cells.iter().all(|c| *c == zero),
+            "watched, 0%"
+        );
+        assert_eq!(p.sessions[0].cells.len(), 300);
+        assert_eq!(watched(&p.sessions[0].cells), 300);
+        assert_eq!(watched(&p.sessions[1].cells), 1, "b1 only");
+        assert!(!p.sessions[1].cells[0].watched);
+        assert_eq!(p.blocks_watched, 300);
+        assert_eq!(
+            p.blocks_watched,
+            watched(&p.coverage),
+            "the count is the cells'"
+        );
+
+        let mut video = summary("m1", 1, 60, &[]);
+        video.coverage = union;
+        video.coverage.push(Cell::default());
+        let videos = [video];
+        let page = VideoPage {
+            total: 1,
+            earlier: 0,
+        };
+        let u = UserModel::new(
+            "u1",
+            &videos,
+            &[],
+            &[],
+            page,
+            &none,
+            OffsetDateTime::UNIX_EPOCH,
+        );
+        assert_eq!(
+            (u.videos[0].blocks_watched, u.videos[0].coverage.len()),
+            (300, 301)
         );
     }
 

@@ -352,7 +352,7 @@ fn video_row(f: &Frame, user: &str, v: &WatchedVideo) -> Markup {
             td class="num" { (v.blocks_watched) " / " (v.coverage.len()) }
             td { (v.first.map(|t| local(t, f.tz)).unwrap_or_default()) }
             td { (local(v.last, f.tz)) }
-            td { (charts::coverage_strip(&v.coverage, l.t("블록별 시청", "Watched per block"))) }
+            td { (charts::coverage_strip(l, &v.coverage, l.t("블록별 시청", "Watched per block"))) }
         }
     }
 }
@@ -413,7 +413,7 @@ pub fn refund(f: &Frame, p: &RefundModel) -> Markup {
         let start = r.start.map(|t| local(t, f.tz));
         let start = start.unwrap_or_else(|| r.session.start_at.to_string());
         [
-            charts::heatmap_row(i, &start, &r.percents, blocks),
+            charts::heatmap_row(l, i, &start, &r.cells, blocks),
             session_row(l, number(i), &start, r),
         ]
     });
@@ -452,7 +452,7 @@ pub fn refund(f: &Frame, p: &RefundModel) -> Markup {
                 @if shown == 0 {
                     p { (l.t("이 지점 이전의 세션이 없습니다.", "No sessions before this point.")) }
                 } @else {
-                    (charts::heatmap(&p.coverage, &heat, l.t("세션별, 블록별 시청 비율", "Percent of each block watched, per session")))
+                    (charts::heatmap(l, &p.coverage, &heat, l.t("세션별, 블록별 시청 비율", "Percent of each block watched, per session")))
                     table class="sessions" {
                         thead { tr {
                             th { "#" } th { (l.t("시작", "Start")) } th { (l.t("기기", "Device")) } th { "OS" }

@@ -20,6 +20,8 @@ use crate::access_log::read::{self, Access, Bounded};
 use crate::entitlements::model::grants_covering_video;
 use crate::entitlements::model::Entitlement;
 
+use super::model::Cell;
+
 /// The most blocks a page draws for one video (Kollus splits a video into tens of blocks).
 pub const MAX_BLOCKS: usize = 1000;
 
@@ -71,20 +73,9 @@ impl Session {
         })
     }
 
-    /// Percent of block `i` played (0-100); a block marked played with no percent counts 1.
-    pub fn percent(&self, i: usize) -> i64 {
-        block_percent(&self.block_percent, &self.blocks_played, i)
-    }
-}
-
-/// Percent of block `i` played (0-100), from a session's `block_percent` and `blocks_played`; a
-/// block marked played with no percent counts 1.
-fn block_percent(percent: &[i64], played: &[bool], i: usize) -> i64 {
-    let p = percent.get(i).copied().unwrap_or(0).clamp(0, 100);
-    if p == 0 && played.get(i).copied().unwrap_or(false) {
-        1
-    } else {
-        p
+    /// Block `i` as this session watched it ([`Cell::of`]).
+    pub fn cell(&self, i: usize) -> Cell {
+        Cell::of(&self.block_percent, &self.blocks_played, i)
     }
 }
 
@@ -152,19 +143,19 @@ macro_rules! saturating_sum {
 }
 
 /// Adds a session's blocks (a row with `block_count`, `block_percent`, `blocks_played`) to a
-/// union row: per block, the most of it any session watched; as long as the most blocks any
+/// union row: per block, watched by any session, the most of it any played; as long as the most blocks any
 /// session declared or reported, at most [`MAX_BLOCKS`].
-fn fold_blocks(coverage: &mut Vec<i64>, r: &Row) -> Result<(), tokio_postgres::Error> {
+fn fold_blocks(coverage: &mut Vec<Cell>, r: &Row) -> Result<(), tokio_postgres::Error> {
     let declared: Option<i32> = r.try_get("block_count")?;
     let percent: Vec<i64> = r.try_get("block_percent")?;
     let played: Vec<bool> = r.try_get("blocks_played")?;
     let reported = percent.len().max(played.len()).min(MAX_BLOCKS);
     let blocks = drawn(declared.unwrap_or(0)).max(reported);
     if coverage.len() < blocks {
-        coverage.resize(blocks, 0);
+        coverage.resize(blocks, Cell::default());
     }
     for (i, c) in coverage.iter_mut().enumerate().take(reported) {
-        *c = (*c).max(block_percent(&percent, &played, i));
+        *c = c.union(Cell::of(&percent, &played, i));
     }
     Ok(())
 }
@@ -177,8 +168,8 @@ pub struct VideoSummary {
     pub filename: Option<String>,
     pub sessions: i64,
     pub playtime: i64,
-    /// Per block, the most of it any session watched (percent; at most [`MAX_BLOCKS`]).
-    pub coverage: Vec<i64>,
+    /// Per block, watched by any session, the most of it any played (at most [`MAX_BLOCKS`]).
+    pub coverage: Vec<Cell>,
     pub first_start_at: i64,
     pub last_report_at: OffsetDateTime,
 }
@@ -222,7 +213,7 @@ pub async fn user_videos(
     let (mut total, mut earlier) = (0, 0);
     // Each video's union, folded from its sessions' blocks as they stream in (a union row per
     // video of the page in memory, whatever the number of sessions).
-    let mut cells = std::collections::HashMap::<String, Vec<i64>>::new();
+    let mut cells = std::collections::HashMap::<String, Vec<Cell>>::new();
     if !keys.is_empty() {
         let params: [&(dyn ToSql + Sync); 2] = [&user, &keys];
         let rows = client
@@ -261,7 +252,7 @@ pub async fn user_videos(
         videos.push(VideoSummary {
             coverage: {
                 let mut c = cells.remove(&key).unwrap_or_default();
-                c.resize(blocks, 0);
+                c.resize(blocks, Cell::default());
                 c
             },
             media_content_key: key,
@@ -309,8 +300,8 @@ pub struct PairSummary {
     pub sessions: i64,
     /// Those starting at or after the page's cursor (none without one): the newer pages'.
     pub newer: i64,
-    /// Per block, the most of it any session watched (percent; at most [`MAX_BLOCKS`]).
-    pub coverage: Vec<i64>,
+    /// Per block, watched by any session, the most of it any played (at most [`MAX_BLOCKS`]).
+    pub coverage: Vec<Cell>,
 }
 
 /// The refund view's union over every session of the user on the video, and how many there are

@@ -1,8 +1,9 @@
 //! The support console end to end in a real browser: Debian's headless Chromium, driven over
 //! WebDriver (its `chromedriver`) with fantoccini. Sign in through the form, search the seed
 //! report's user, open the refund view, count the heatmap's cells and read the badges, fetch the
-//! CSV link with the browser's session cookie, open the video's page, and sign out. Each view is
-//! saved as a PNG under `<target>/console-screenshots/`.
+//! CSV link with the browser's session cookie, open the video's page, measure that a 300-block
+//! strip and heatmap fit the page with every watched block drawn watched, and sign out. Each
+//! view is saved as a PNG under `<target>/console-screenshots/`.
 //!
 //! `make test` installs `chromium` and `chromium-driver` when missing; without them this test
 //! fails and says so.
@@ -25,6 +26,10 @@ const SUPPORT_KEY: &str = "support-key-0123456789abcdef";
 /// The seed report's user and video (`lms-seed.json`).
 const USER: &str = "181353";
 const MEDIA: &str = "mediacontentkey";
+/// A user and video with 300 blocks, Kollus's `b{i}` = 1 with `p{i}` = 0 in one session.
+const MARKED_USER: &str = "u-marked";
+const MARKED_MEDIA: &str = "m-marked";
+const MARKED_BLOCKS: usize = 300;
 /// How long the browser may take to show a page.
 const PAGE: Duration = Duration::from_secs(15);
 
@@ -205,6 +210,145 @@ async fn seed(app: &TestApp) -> Vec<i64> {
     percents
 }
 
+/// [`MARKED_USER`]'s two sessions of [`MARKED_MEDIA`]: one whose every block Kollus marked
+/// played without a percent (`b{i}` = 1, `p{i}` = 0), one that played 30% of block 1 alone.
+async fn seed_marked(app: &TestApp) {
+    let db = app.db.client().await;
+    let none = vec![0i64; MARKED_BLOCKS];
+    let mut some = none.clone();
+    some[1] = 30;
+    for (start_at, played, percent) in [
+        (1_764_554_400i64, vec![true; MARKED_BLOCKS], &none),
+        (1_764_640_800, vec![false; MARKED_BLOCKS], &some),
+    ] {
+        db.execute(
+            "INSERT INTO watch_sessions (client_user_id, media_content_key, start_at, device, \
+                 playtime, real_playtime, runtime, block_count, blocks_played, block_percent, \
+                 first_report_at, last_report_at, duration, segments) \
+             VALUES ($1, $2, $3, 'PC', 600, 600, 600, $4, $5, $6, now(), now(), 3000, '[]')",
+            &[
+                &MARKED_USER,
+                &MARKED_MEDIA,
+                &start_at,
+                &(MARKED_BLOCKS as i32),
+                &played,
+                percent,
+            ],
+        )
+        .await
+        .unwrap();
+    }
+}
+
+/// Each `svg` matching the selector laid out: its width, its right edge, its container's width,
+/// and the page's viewport and scroll widths (a page wider than its viewport scrolls sideways).
+const MEASURE: &str = "const out = []; \
+    for (const s of document.querySelectorAll(arguments[0])) { \
+      const r = s.getBoundingClientRect(); \
+      const c = s.parentElement.getBoundingClientRect(); \
+      out.push({ width: r.width, right: r.right, height: r.height, container: c.width }); } \
+    const d = document.documentElement; \
+    return { svgs: out, viewport: d.clientWidth, scroll: d.scrollWidth };";
+
+/// The computed fill of each `rect` matching the selector, with its title.
+const FILLS: &str = "return Array.from(document.querySelectorAll(arguments[0]), \
+    r => [getComputedStyle(r).fill, r.querySelector('title').textContent]);";
+
+/// Asserts every `svg` matching `css` is laid out no wider than its container and the viewport,
+/// and the page does not scroll sideways.
+async fn assert_fits(browser: &Client, css: &str) {
+    let m = browser.execute(MEASURE, vec![css.into()]).await.unwrap();
+    let svgs = m["svgs"].as_array().unwrap();
+    assert!(!svgs.is_empty(), "{css}: {m}");
+    let viewport = m["viewport"].as_f64().unwrap();
+    for s in svgs {
+        let f = |k: &str| s[k].as_f64().unwrap();
+        assert!(f("width") > 0.0 && f("height") > 0.0, "{css} is drawn: {m}");
+        assert!(
+            f("width") <= f("container") + 0.5,
+            "{css} within its container: {m}"
+        );
+        assert!(
+            f("right") <= viewport + 0.5,
+            "{css} within the viewport: {m}"
+        );
+    }
+    assert!(
+        m["scroll"].as_f64().unwrap() <= viewport,
+        "the page does not scroll sideways: {m}"
+    );
+}
+
+async fn fills(browser: &Client, css: &str) -> Vec<(String, String)> {
+    let v = browser.execute(FILLS, vec![css.into()]).await.unwrap();
+    serde_json::from_value(v).unwrap()
+}
+
+/// The 300-block user's page and refund view: the strip and the heatmap fit the page, and no
+/// block Kollus calls watched is drawn in the unwatched class or its colour.
+async fn marked_blocks(app: &TestApp, browser: &Client) {
+    let base = &app.address;
+    browser
+        .goto(&format!(
+            "{base}/console/users/{MARKED_USER}/media/{MARKED_MEDIA}"
+        ))
+        .await
+        .unwrap();
+    wait_for(browser, "section.accesses").await;
+    assert_fits(browser, "svg.heatmap").await;
+    let body = browser
+        .find(Locator::Css("main"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        body.contains(&format!("{MARKED_BLOCKS} / {MARKED_BLOCKS} blocks watched")),
+        "{body}"
+    );
+    // Newest first: the 30% session's row (299 blocks it never played), then the marked one's.
+    let cells = fills(browser, "svg.heatmap rect.cell, svg.heatmap rect.union").await;
+    assert_eq!(cells.len(), 3 * MARKED_BLOCKS);
+    let unwatched: Vec<&String> = cells
+        .iter()
+        .filter(|(_, t)| t.ends_with("not watched"))
+        .map(|(fill, _)| fill)
+        .collect();
+    assert_eq!(unwatched.len(), MARKED_BLOCKS - 1, "{cells:?}");
+    let grey = unwatched[0].clone();
+    assert!(unwatched.iter().all(|f| **f == grey));
+    let watched: Vec<_> = cells.iter().filter(|(fill, _)| *fill != grey).collect();
+    assert_eq!(
+        watched.len(),
+        2 * MARKED_BLOCKS + 1,
+        "the union row, the marked session's row and b1 of the other: {cells:?}"
+    );
+    assert!(watched.iter().all(|(_, t)| t.contains(": watched, ")));
+    assert_eq!(
+        count(browser, "svg.heatmap rect.unwatched").await,
+        MARKED_BLOCKS - 1
+    );
+    screenshot(browser, "6-300-blocks-refund-view").await;
+
+    browser
+        .goto(&format!("{base}/console/users/{MARKED_USER}"))
+        .await
+        .unwrap();
+    wait_for(browser, "section.accesses").await;
+    assert_fits(browser, "table.videos svg.strip").await;
+    let strip = fills(browser, "table.videos svg.strip rect.cell").await;
+    assert_eq!(strip.len(), MARKED_BLOCKS);
+    assert!(
+        strip
+            .iter()
+            .all(|(fill, t)| *fill != grey && t.contains(": watched, ")),
+        "{strip:?}"
+    );
+    assert_eq!(count(browser, "svg.strip rect.unwatched").await, 0);
+    screenshot(browser, "7-300-blocks-user").await;
+}
+
 #[tokio::test]
 async fn an_agent_signs_in_finds_the_seed_user_reads_the_refund_view_and_signs_out() {
     let app = spawn_app_with(|s| {
@@ -215,6 +359,7 @@ async fn an_agent_signs_in_finds_the_seed_user_reads_the_refund_view_and_signs_o
     })
     .await;
     let seed_percents = seed(&app).await;
+    seed_marked(&app).await;
     let driver = ChromeDriver::start().await;
     let profile = tempfile::tempdir().unwrap();
     let browser = driver.browser(profile.path()).await;
@@ -431,6 +576,8 @@ async fn walk(app: &TestApp, browser: &Client, seed_percents: &[i64]) {
         "1"
     );
     screenshot(browser, "5-video").await;
+
+    marked_blocks(app, browser).await;
 
     // Sign out: the session is gone, and a protected page sends the browser to the sign-in.
     browser

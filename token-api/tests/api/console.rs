@@ -1043,3 +1043,84 @@ async fn the_refund_page_lists_the_changes_of_the_grants_covering_the_video_now(
         bodies[1]
     );
 }
+
+/// A session whose 300 blocks Kollus marked watched without a percent (`b{i}` = 1, `p{i}` = 0,
+/// as history-worker stores the LMS report's blocks) beside one 30% block of another session.
+async fn seed_marked_blocks(app: &TestApp, user: &str, media: &str) {
+    let db = app.db.client().await;
+    let none: Vec<i64> = vec![0; 300];
+    let mut some = none.clone();
+    some[1] = 30;
+    for (start_at, played, percent) in [
+        (1_764_554_400i64, vec![true; 300], &none),
+        (1_764_640_800, vec![false; 300], &some),
+    ] {
+        db.execute(
+            "INSERT INTO watch_sessions (client_user_id, media_content_key, start_at, device, \
+                 playtime, real_playtime, runtime, block_count, blocks_played, block_percent, \
+                 first_report_at, last_report_at, duration, segments) \
+             VALUES ($1, $2, $3, 'PC', 600, 600, 600, 300, $4, $5, now(), now(), 3000, '[]')",
+            &[&user, &media, &start_at, &played, percent],
+        )
+        .await
+        .unwrap();
+    }
+}
+
+#[tokio::test]
+async fn blocks_kollus_marks_watched_without_a_percent_are_drawn_watched_and_fit_the_page() {
+    let (app, web) = spawn_console().await;
+    seed_marked_blocks(&app, "u-marked", "m-marked").await;
+    let cookie = sign_in(&app, &web).await;
+
+    let page = get(
+        &app,
+        &web,
+        "/console/users/u-marked/media/m-marked",
+        &cookie,
+    )
+    .await;
+    assert_eq!(page.status(), 200);
+    let body = page.text().await.unwrap();
+    assert_no_inline_code(&body);
+    assert!(body.contains("300 / 300 blocks watched"), "{body:.3000}");
+    // The union row and the first session's row: every block watched, at 0% but b1 at 30%.
+    assert_eq!(body.matches("class=\"union ").count(), 300);
+    assert_eq!(body.matches("class=\"union p1\"").count(), 299);
+    assert_eq!(body.matches("class=\"union p3\"").count(), 1);
+    assert!(
+        body.contains("<title>b0: watched, 0%</title>"),
+        "{body:.3000}"
+    );
+    // Newest first: the 30% session's row, then the marked one's.
+    assert_eq!(
+        body.matches("class=\"cell unwatched\"").count(),
+        299,
+        "only the other session's blocks it never played"
+    );
+    assert_eq!(body.matches("class=\"cell p1\"").count(), 300);
+    assert_eq!(body.matches("class=\"cell p3\"").count(), 1);
+    assert!(!body.contains("class=\"union unwatched\""));
+    // Drawn to fit the page: a viewBox the stylesheet narrows, cells stretched to it.
+    assert!(
+        body.contains("viewBox=\"0 0 3600 ") && body.contains("preserveAspectRatio=\"none\""),
+        "{body:.3000}"
+    );
+
+    let page = get(&app, &web, "/console/users/u-marked", &cookie).await;
+    assert_eq!(page.status(), 200);
+    let body = page.text().await.unwrap();
+    assert!(body.contains("300 / 300"), "{body:.3000}");
+    assert_eq!(body.matches("class=\"cell ").count(), 300, "the strip");
+    assert!(!body.contains("unwatched"), "{body:.3000}");
+
+    let css = web
+        .get(format!("{}/console/style.css", app.address))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(css.contains("svg.strip, svg.heatmap, svg.line { max-width: 100%; }"));
+}

@@ -231,11 +231,12 @@ async fn a_user_with_more_videos_than_a_page_gets_the_rest_a_link_away() {
     let rows = first.matches("<svg class=\"strip\"").count();
     assert!(rows > 0 && rows <= 50, "{rows} videos");
     assert_eq!(count_in(&first, "not-shown"), Some(120 - rows as i64));
-    // Summed in SQL: two sessions each, the union of their blocks (b1 played, no percent: 1%).
+    // Summed in SQL: two sessions each, the union of their blocks (b1 played, no percent:
+    // watched at 0%).
     assert!(first.contains("0:03:20"), "two sessions' playtime");
     assert!(first.contains("2 / 4"), "blocks watched of the block count");
     assert!(
-        first.contains("<title>b1: 1%</title>"),
+        first.contains("<title>b1: watched, 0%</title>"),
         "played, no percent"
     );
     let next = link(&first, "next").expect("a next link");
