@@ -426,6 +426,33 @@ const AUTHORIZATION: &[Says] = &[
     ),
 ];
 
+/// "Courses", command by command: the seed report's 151 s, capped by its 5 played blocks of 30.
+const COURSES: &[Says] = &[
+    says(
+        "/v1/courses/safety-101",
+        &[200, 201],
+        &[
+            "\"course_id\":\"safety-101\"",
+            "\"completion\":{\"lesson_percent\":80,\"course_percent\":80,\"count\":\"showtime\",\"floor_percent\":50,\"unlock_percent\":80}",
+            "\"refund\":\"academy\"",
+        ],
+    ),
+    says(
+        "/entitlements/course/safety-101",
+        &[200],
+        &["\"scope\":\"course\",\"key\":\"safety-101\""],
+    ),
+    reads(
+        "users/181353/courses/safety-101",
+        &[200],
+        &[
+            "\"enrolled\":true,\"lessons\":[{\"media_content_key\":\"mediacontentkey\",\"recognised_seconds\":50,",
+            "\"progress_percent\":16,",
+            "\"refund\":{\"rule\":\"academy\",\"refund_percent\":66.67,\"refund_share\":\"2/3\",\"course_percent_used\":16,",
+        ],
+    ),
+];
+
 fn says_for<'a>(table: &'a [Says], command: &str) -> &'a Says {
     let found: Vec<&Says> = table
         .iter()
@@ -712,6 +739,10 @@ async fn every_readme_command_runs_and_does_what_readme_says() {
                 let ran = run_block(&mut reader, block, AUTHORIZATION).await;
                 assert_eq!(ran.len(), 5);
             }
+            "Courses" => {
+                let ran = run_block(&mut reader, block, COURSES).await;
+                assert_eq!(ran.len(), 3);
+            }
             "Playback authorization" => {
                 // The decisions and changes those commands left.
                 assert_eq!(block.lang, "sql");
@@ -755,6 +786,7 @@ async fn every_readme_command_runs_and_does_what_readme_says() {
         "Try it",
         "Rebuilding the tables from the archive and Kafka",
         "Playback authorization",
+        "Courses",
         "Bringing an existing Kollus account",
         "After an outage",
     ] {

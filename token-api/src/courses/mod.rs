@@ -344,3 +344,25 @@ pub async fn user(
     .map_err(not_recorded)?;
     Ok(HttpResponse::Ok().json(answer))
 }
+
+#[cfg(test)]
+mod tests {
+    use time::macros::datetime;
+
+    use super::today;
+
+    #[test]
+    fn today_runs_from_the_zones_midnight_to_the_next() {
+        // 07:00 in Seoul is 22:00 UTC the day before.
+        let (from, to) = today("Asia/Seoul", datetime!(2026-12-06 22:00 UTC));
+        assert_eq!(from, datetime!(2026-12-06 15:00 UTC).unix_timestamp());
+        assert_eq!(to - from, 86_400);
+        // A day of 23 hours where the clocks go forward.
+        let (from, to) = today("America/New_York", datetime!(2026-03-08 12:00 UTC));
+        assert_eq!(from, datetime!(2026-03-08 05:00 UTC).unix_timestamp());
+        assert_eq!(to - from, 23 * 3600);
+        // A zone the course no longer names reads as UTC, never a panic.
+        let (from, _) = today("Mars/Olympus", datetime!(2026-12-06 22:00 UTC));
+        assert_eq!(from, datetime!(2026-12-06 00:00 UTC).unix_timestamp());
+    }
+}
