@@ -125,6 +125,15 @@ pub fn not_answering(e: &anyhow::Error) -> bool {
 /// A failure to write the access record (`access_log::record`): the access is refused, never
 /// answered unrecorded. A 503 when any cause is PostgreSQL not answering (as [`db_error`]
 /// classifies it), else a 500; the cause is logged either way.
+/// A change that failed, in the database (`retry` said when it is not answering) or in its
+/// access record, which undoes the change (one transaction).
+pub fn change_failed(retry: &'static str) -> impl Fn(anyhow::Error) -> ApiError {
+    move |e| match e.downcast::<tokio_postgres::Error>() {
+        Ok(e) => db_error(retry)(e),
+        Err(e) => not_recorded(e),
+    }
+}
+
 pub fn not_recorded(e: anyhow::Error) -> ApiError {
     if not_answering(&e) {
         tracing::warn!(

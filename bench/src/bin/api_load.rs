@@ -7,11 +7,12 @@
 //!        (BASE_URL like `http://127.0.0.1:8081`, loopback only; KEY an API key with the
 //!        operation's scope)
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{bail, ensure, Context as _};
+
+#[path = "../load.rs"]
+mod load;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -37,52 +38,16 @@ async fn main() -> anyhow::Result<()> {
         "{url} answered without {must:?}: {body}"
     );
 
-    let next = Arc::new(AtomicU64::new(0));
-    let started = Instant::now();
-    let deadline = started + max;
-    let mut workers = Vec::new();
-    for _ in 0..concurrency {
-        let (http, url, key, next) = (http.clone(), url.clone(), key.clone(), next.clone());
-        workers.push(tokio::spawn(async move {
-            let mut mine = Vec::new();
-            let mut failed = 0u64;
-            while next.fetch_add(1, Ordering::Relaxed) < requests && Instant::now() < deadline {
-                let at = Instant::now();
-                let ok = match http.get(&url).bearer_auth(&key).send().await {
-                    Ok(res) => res.status() == 200 && res.bytes().await.is_ok(),
-                    Err(_) => false,
-                };
-                if ok {
-                    mine.push(at.elapsed());
-                } else {
-                    failed += 1;
-                }
+    let bytes = body.len();
+    let key = key.clone();
+    load::closed_loop("requests", requests, concurrency, max, bytes, move || {
+        let (http, url, key) = (http.clone(), url.clone(), key.clone());
+        async move {
+            match http.get(&url).bearer_auth(&key).send().await {
+                Ok(res) => res.status() == 200 && res.bytes().await.is_ok(),
+                Err(_) => false,
             }
-            (mine, failed)
-        }));
-    }
-    let mut latencies = Vec::new();
-    let mut failed = 0;
-    for w in workers {
-        let (mine, f) = w.await?;
-        latencies.extend(mine);
-        failed += f;
-    }
-    let secs = started.elapsed().as_secs_f64();
-    ensure!(!latencies.is_empty(), "no request answered 200");
-    latencies.sort();
-    let q = |p: f64| {
-        latencies[((latencies.len() as f64 * p) as usize).min(latencies.len() - 1)].as_secs_f64()
-            * 1000.0
-    };
-    println!(
-        "RESULT requests={} failed={failed} seconds={secs:.1} per_s={:.1} p50_ms={:.1} p99_ms={:.1} max_ms={:.1} concurrency={concurrency} bytes={}",
-        latencies.len(),
-        latencies.len() as f64 / secs,
-        q(0.5),
-        q(0.99),
-        q(1.0),
-        body.len()
-    );
-    Ok(())
+        }
+    })
+    .await
 }

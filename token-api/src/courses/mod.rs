@@ -25,7 +25,7 @@ use self::progress::{CourseProgress, Day, LessonProgress, RefundAnswer};
 use crate::access_log::record::AccessLog;
 use crate::auth::{ApiScope, Caller};
 use crate::metrics::Metrics;
-use crate::problem::{db_error, invalid, not_recorded, ApiError};
+use crate::problem::{change_failed, db_error, invalid, not_recorded, ApiError};
 
 /// What the course operations need, as their own `web::Data`.
 pub struct Courses {
@@ -41,13 +41,6 @@ const COURSE: &str = "/v1/courses/{course_id}";
 
 fn course_id(s: &str) -> Result<CourseId, ApiError> {
     CourseId::parse(s).map_err(|e| invalid("course_id", e.to_string()))
-}
-
-fn changed_error(e: anyhow::Error) -> ApiError {
-    match e.downcast::<tokio_postgres::Error>() {
-        Ok(e) => db_error(NOT_ANSWERING)(e),
-        Err(e) => not_recorded(e),
-    }
 }
 
 fn read_error(e: anyhow::Error) -> ApiError {
@@ -99,7 +92,7 @@ pub async fn put(
     };
     let (created, course) = store::put(&mut client, &change, &definition, &log)
         .await
-        .map_err(changed_error)?;
+        .map_err(change_failed(NOT_ANSWERING))?;
     tracing::info!(
         caller = caller.name(),
         course_id = id.as_str(),
@@ -184,7 +177,7 @@ pub async fn delete(
     };
     if !store::delete(&mut client, &change, &log)
         .await
-        .map_err(changed_error)?
+        .map_err(change_failed(NOT_ANSWERING))?
     {
         return Err(no_course(&id));
     }

@@ -228,7 +228,6 @@ pub struct CourseBody {
     #[schema(value_type = Vec<LessonBody>, min_items = 1, max_items = 500)]
     pub lessons: Vec<serde_json::Value>,
     #[serde(default)]
-    #[schema(value_type = Option<String>)]
     pub channel_key: Option<ChannelKey>,
     #[serde(default)]
     pub completion: CompletionBody,

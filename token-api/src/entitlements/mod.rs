@@ -24,7 +24,7 @@ use self::store::Change;
 use crate::access_log::record::AccessLog;
 use crate::auth::{ApiScope, Caller};
 use crate::metrics::Metrics;
-use crate::problem::{db_error, invalid, not_recorded, ApiError};
+use crate::problem::{change_failed, db_error, invalid, not_recorded, ApiError};
 
 /// What granting, revoking and listing need, as their own `web::Data`.
 pub struct Entitlements {
@@ -241,15 +241,6 @@ pub async fn revoke_channel(
     revoke(caller, target(&user, Scope::Channel, &key)?, &e, &log).await
 }
 
-/// A change that failed, in the database or in its access record (which undoes the change:
-/// one transaction).
-fn changed_error(e: anyhow::Error) -> ApiError {
-    match e.downcast::<tokio_postgres::Error>() {
-        Ok(e) => db_error(NOT_ANSWERING)(e),
-        Err(e) => not_recorded(e),
-    }
-}
-
 async fn grant(
     caller: Caller,
     (user, scope, key): (ClientUserId, Scope, String),
@@ -269,7 +260,7 @@ async fn grant(
     };
     let granted = store::grant(&mut client, &change, &g, log)
         .await
-        .map_err(changed_error)?;
+        .map_err(change_failed(NOT_ANSWERING))?;
     tracing::info!(
         caller = caller.name(),
         subject = log.tag(user.as_str()).as_str(),
@@ -305,7 +296,7 @@ async fn revoke(
     };
     let revoked = store::revoke(&mut client, &change, log)
         .await
-        .map_err(changed_error)?;
+        .map_err(change_failed(NOT_ANSWERING))?;
     if !revoked {
         return Err(ApiError::NotFound(format!(
             "{} has no {} entitlement to {key} in force",

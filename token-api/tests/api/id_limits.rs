@@ -5,8 +5,8 @@
 //! dots only.
 
 use kollus_common::domain::{
-    ChannelKey, ClientUserId, IdError, MediaContentKey, KEY_PATTERN, MAX_KEY_LEN, MAX_USER_ID_LEN,
-    USER_ID_PATTERN,
+    ChannelKey, ClientUserId, CourseId, IdError, MediaContentKey, KEY_PATTERN, MAX_KEY_LEN,
+    MAX_USER_ID_LEN, USER_ID_PATTERN,
 };
 use serde_json::Value;
 
@@ -40,6 +40,7 @@ fn id_named(name: &str) -> Option<Id> {
             Some(key(|s| MediaContentKey::parse(s).map(drop)))
         }
         "channel_key" => Some(key(|s| ChannelKey::parse(s).map(drop))),
+        "course_id" => Some(key(|s| CourseId::parse(s).map(drop))),
         _ => None,
     }
 }
@@ -141,6 +142,7 @@ fn every_id_in_the_document_states_the_limits_its_parser_applies() {
             "?media",
             "channel_key",
             "client_user_id",
+            "course_id",
             "media_content_key",
             "profile_key"
         ]

@@ -53,7 +53,8 @@ fn operations() -> Vec<(String, String, String)> {
             let concrete = path
                 .replace("{client_user_id}", "u1")
                 .replace("{media_content_key}", "m1")
-                .replace("{channel_key}", "c1");
+                .replace("{channel_key}", "c1")
+                .replace("{course_id}", "course-1");
             out.push((
                 method.to_uppercase(),
                 concrete,
@@ -70,7 +71,7 @@ async fn every_operation_needs_the_scope_its_document_names() {
     let ops = operations();
     assert_eq!(
         ops.len(),
-        15,
+        21,
         "every /v1 operation is documented with a scope"
     );
     for (method, path, scope) in ops {

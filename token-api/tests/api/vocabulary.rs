@@ -53,7 +53,7 @@ async fn an_entitlement_row_with_an_unknown_scope_is_an_error() {
     let why = std::error::Error::source(&e).map(ToString::to_string);
     assert_eq!(
         why.as_deref(),
-        Some(r#""studio" is not a Scope (one of: media, channel)"#),
+        Some(r#""studio" is not a Scope (one of: media, channel, course)"#),
         "{e}"
     );
 }
