@@ -9,6 +9,7 @@ mod callback_trust;
 mod console;
 mod console_bounds;
 mod console_sessions;
+mod course_export;
 mod erasure;
 mod erasure_topics;
 mod export;
