@@ -8,6 +8,7 @@ mod browser;
 mod callback_trust;
 mod console;
 mod console_bounds;
+mod console_courses;
 mod console_sessions;
 mod course_export;
 mod erasure;
