@@ -5,9 +5,9 @@
 //! in the course as `GET /v1/users/{id}/courses/{course_id}` gives it (with `type`
 //! `user_course`); CSV (`Accept: text/csv`): a row per user and lesson ([`COURSE_CSV`]).
 //!
-//! Each user's answer is computed when its line is written (the courses' own computation, one
-//! read-only snapshot per user), so memory stays flat however many users there are; the
-//! export's slot, deadlines and cut are a user export's ([`super::stream`]). As every export,
+//! Each user's answer is computed when its line is written (the courses' own computation, in
+//! one read-only snapshot for the whole file), so memory stays flat however many users there
+//! are; the export's slot, deadlines and cut are a user export's ([`super::stream`]). As every export,
 //! it takes a `reason`, and the access record holds its `api_export` row (target
 //! `course:<id>`) and a row per user listed before the first byte.
 
@@ -24,9 +24,11 @@ use tokio::sync::mpsc;
 use super::gate::{Admitted, Export};
 use super::request::{admit_or_answer, format_of, reason_of, REASON_PARAM};
 use super::sink::Sink;
-use super::stream::{csv_line, neutralised, respond, settle, Format};
+use super::stream::{csv_line, neutralised, respond, settle, Format, APPLICATION_NAME};
 use crate::access_log::record::{AccessLog, Action, Entry};
 use crate::auth::{ApiScope, Caller};
+use crate::courses::model::Course;
+use crate::courses::progress::progress;
 use crate::courses::{self, UserCourse};
 use crate::problem::{invalid, not_recorded, ApiError};
 
@@ -127,13 +129,7 @@ pub async fn course(
         "course export"
     );
     state.metrics.exports.with_label_values(&["course"]).inc();
-    Ok(stream_answers(
-        &state,
-        admitted,
-        id.as_str().to_owned(),
-        users,
-        format,
-    ))
+    Ok(stream_answers(&state, admitted, course, users, format))
 }
 
 /// The users an entitlement enrols in the course, in force or not, in id order.
@@ -158,11 +154,13 @@ async fn enrolled_users(
 }
 
 /// Streams each user's answer as `format`, computed as it is written, on the admitted export's
-/// connection, to the deadlines of every export.
+/// connection, to the deadlines of every export. One read-only snapshot for the whole file (as
+/// every export): the lessons' times are read once, then each user's sessions and enrolment;
+/// each answer is the courses' own computation (`courses::progress`), as the API's.
 fn stream_answers(
     export: &Export,
     admitted: Admitted,
-    course_id: String,
+    course: Course,
     users: Vec<String>,
     format: Format,
 ) -> HttpResponse {
@@ -177,15 +175,31 @@ fn stream_answers(
         let mut sink = Sink::new(tx, settings.chunk_deadline(), ends_at);
         let now = OffsetDateTime::now_utc();
         let result = tokio::time::timeout_at(ends_at, async {
+            let tx = client
+                .build_transaction()
+                .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+                .read_only(true)
+                .start()
+                .await?;
+            tx.batch_execute(&format!(
+                "{}; SET LOCAL application_name = '{APPLICATION_NAME}'",
+                kollus_common::db::transaction_timeouts(
+                    settings.statement_timeout(),
+                    settings.idle_in_transaction(),
+                )
+            ))
+            .await?;
+            let id = course.course_id.as_str();
+            let lessons = courses::store::lesson_times(&tx, id).await?;
+            let today = courses::today(&course.rules.time_zone, now);
             if format == Format::Csv {
                 sink.push(&csv_line(COURSE_CSV)?).await;
             }
             for user in &users {
-                // A course deleted while it is exported ends the export there, as a failure:
-                // the file would not be the course's whole audience.
-                let answer = courses::user_course(&mut client, user, &course_id, now)
-                    .await?
-                    .context("the course was deleted during its export")?;
+                let sessions = courses::store::sessions(&tx, user, id).await?;
+                let enrolled = courses::store::enrolled(&tx, user, &course, now).await?;
+                let p = progress(&course.rules, &lessons, &sessions, today);
+                let answer = UserCourse::new(user, &course, enrolled, p);
                 let bytes = match format {
                     Format::Csv => csv_rows(&answer)?,
                     Format::Ndjson => json_line(&answer)?,
@@ -194,6 +208,7 @@ fn stream_answers(
                     return Ok(());
                 }
             }
+            tx.commit().await?;
             anyhow::Ok(())
         })
         .await;
