@@ -186,7 +186,7 @@ impl Metrics {
             exports: counter_vec(
                 &r,
                 "exports_total",
-                "Exports started, by what is exported (user, media).",
+                "Exports started, by what is exported (user, media, course).",
                 &["of"],
             ),
             exports_unfinished: counter_vec(
@@ -291,7 +291,7 @@ impl Metrics {
             .register(Box::new(m.unknown_media.clone()))
             .expect("registered once");
         zeroed(&m.unknown_media, &[&["token"], &["play"]]);
-        zeroed(&m.exports, &[&["user"], &["media"]]);
+        zeroed(&m.exports, &[&["user"], &["media"], &["course"]]);
         zeroed(
             &m.exports_unfinished,
             &[&["busy"], &["stalled"], &["overtime"], &["failed"]],

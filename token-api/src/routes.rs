@@ -145,6 +145,7 @@ api! {
     courses::user,
     export::user,
     export::media,
+    export::course::course,
     access_log::verify_chain,
     erasure::erase,
     erasure::receipt,

@@ -32,7 +32,8 @@ pub enum Action {
     Search,
     /// A user's console page.
     ViewUser,
-    /// A user's refund view of one video (`target`: the video).
+    /// A user's refund view of one video (`target`: the video) or of a course (`target`:
+    /// `course:<id>`, the console's course page for the user).
     ViewRefund,
     /// A user's sessions downloaded from the console as CSV (`reason` required).
     ExportCsv,

@@ -1,7 +1,9 @@
 //! The support console (issue 21): server-rendered pages at `/console/` for the agent who
 //! answers "I barely watched this, refund me" (SPEC.md section 3). Search a user or a video; a
-//! user's videos with their coverage; the refund view (every session's blocks as a heatmap,
-//! badges, the play and DRM decisions and the entitlement changes); a video's completion.
+//! user's videos with their coverage and courses with their refund answer; the refund view (the
+//! refund answer of each course listing the video, then every session's blocks as a heatmap,
+//! badges, the play and DRM decisions and the entitlement changes); a user's course, lesson by
+//! lesson; a video's completion.
 //!
 //! Sign-in takes an API key with the `console` scope, posted once; the session lives in
 //! PostgreSQL (`session`). Every sign-in (and refusal), search, page view of a user's data and
@@ -18,12 +20,15 @@
 //! Handlers in `sign_in` (sign-in, sign-out), `views` (the pages), `download` (the
 //! exports) and `review` (the access record's monthly review, page and CSV), over `reply`
 //! (answers and refusals), `gate` (the middlewares), `state` (the feature's `web::Data`),
-//! `session`, `store` (SQL), `model` (what each page shows, decided from the rows), `pages`
-//! (maud templates), `charts` (SVG) and `i18n`. Nothing here imports
-//! another feature's handlers: entitlements' and export's models, playback's policy (the
-//! viewer's messages).
+//! `session`, `store` (SQL), `model` (what each page shows, decided from the rows), `courses`
+//! (a user's courses and the refund answer's sentence), `pages` (maud templates), `charts`
+//! (SVG) and `i18n`. Nothing here imports another feature's handlers: entitlements' and
+//! export's models, playback's policy (the viewer's messages), and the courses' answer
+//! (`courses::user_course`, the computation the API answers with).
 
+mod cell;
 mod charts;
+mod courses;
 mod download;
 mod gate;
 mod i18n;
@@ -108,6 +113,12 @@ pub fn routes() -> Vec<ConsoleRoute> {
             Method::GET,
             "/media/{media_content_key}",
             views::video,
+        ),
+        at(
+            Agent,
+            Method::GET,
+            "/users/{client_user_id}/courses/{course_id}",
+            views::course,
         ),
         at(
             Agent,

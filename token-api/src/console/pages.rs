@@ -8,6 +8,7 @@ use time::{OffsetDateTime, UtcOffset};
 use time_tz::{Offset as _, TimeZone as _, Tz};
 
 use super::charts;
+use super::courses::{refund_sentence, CourseList};
 use super::i18n::UiLang;
 use super::model::{
     Badge, Flag, Found, RefundModel, ReviewModel, SessionRow, UserModel, VideoModel, WatchedVideo,
@@ -17,6 +18,7 @@ use super::session::Agent;
 use super::store::MAX_SEGMENTS;
 use crate::access_log::read::{Access, Bounded};
 use crate::access_log::record::REASON_MAX_CHARS;
+use crate::courses::UserCourse;
 
 /// What every page knows: the language, who is signed in, where it is, the time zone.
 pub struct Frame<'a> {
@@ -250,7 +252,7 @@ pub fn search(f: &Frame, q: &str, found: Option<&Found>) -> Markup {
     )
 }
 
-pub fn user(f: &Frame, p: &UserModel) -> Markup {
+pub fn user(f: &Frame, p: &UserModel, courses: &CourseList) -> Markup {
     let l = f.lang;
     let rows = within(&p.videos, LIST_BYTES, |_, v| [video_row(f, p.user, v)]);
     let shown = rows.len();
@@ -261,6 +263,7 @@ pub fn user(f: &Frame, p: &UserModel) -> Markup {
         (frame(f, &format!("{} {}", l.t("사용자", "User"), p.user), html! {
             p class="subject" { (l.t("사용자 ID", "Client user id")) ": " code { (p.user) } }
             (downloads(f, p.user, None))
+            (user_courses(f, p.user, courses))
             h2 { (l.t("시청한 영상", "Videos watched")) }
             @if p.videos.is_empty() && p.page.earlier == 0 { p { (l.t("시청 기록이 없습니다.", "No watch history.")) } }
             @else if p.videos.is_empty() {
@@ -405,7 +408,7 @@ fn address(r: &Access) -> String {
         .map_or_else(|| "-".to_owned(), |a| a.to_string())
 }
 
-pub fn refund(f: &Frame, p: &RefundModel) -> Markup {
+pub fn refund(f: &Frame, p: &RefundModel, courses: &CourseList) -> Markup {
     let l = f.lang;
     let blocks = p.coverage.len();
     let number = |i: usize| p.newer + i64::try_from(i + 1).unwrap_or(i64::MAX);
@@ -428,6 +431,7 @@ pub fn refund(f: &Frame, p: &RefundModel) -> Markup {
                 (l.t("사용자", "User")) " " a href=(user_href(p.user)) { code { (p.user) } } " · "
                 (l.t("영상", "Video")) " " a href=(media_href(p.media)) { code { (p.media) } } " " span class="title" { (p.name) }
             }
+            (course_answers(f, p.user, courses))
             (downloads(f, p.user, None))
             h2 { (l.t("블록별 시청 (맨 위: 모든 세션의 합)", "Watched per block (top row: all sessions together)")) }
             @if p.total == 0 { p { (l.t("이 영상의 시청 기록이 없습니다.", "No watch history for this video.")) } }
@@ -742,6 +746,156 @@ pub fn notice(f: &Frame, title: &str, text: &str) -> Markup {
         title,
         html! { p class="notice" { (text) } p { a href="/console/" { "←" } } },
     )
+}
+
+/// A user's course page.
+pub fn course_href(user: &str, course: &str) -> String {
+    if dots_only(user) {
+        return search_href(user);
+    }
+    // Course ids are `[A-Za-z0-9_.-]`: one of dots only is refused when the course is written.
+    format!("/console/users/{}/courses/{}", seg(user), seg(course))
+}
+
+/// Whether a grant enrols the user now, in words.
+fn enrolment(l: UiLang, enrolled: bool) -> &'static str {
+    if enrolled {
+        l.t("수강 중 (권한 유효)", "enrolled (grant in force)")
+    } else {
+        l.t("권한 만료·취소됨", "grant not in force")
+    }
+}
+
+/// How many of a user's courses a list leaves out, said.
+fn courses_not_shown(l: UiLang, list: &CourseList) -> Markup {
+    html! {
+        @if list.not_shown > 0 {
+            p class="paging" {
+                (l.t("처음 ", "The first ")) (list.courses.len()) (l.t("개 과정만 표시합니다: ", " courses are shown; "))
+                span class="courses-not-shown" { (list.not_shown) }
+                (l.t("개 더 있습니다 (API: GET /v1/users/{id}/courses/{course_id}).", " more are not (API: GET /v1/users/{id}/courses/{course_id})."))
+            }
+        }
+    }
+}
+
+/// The user's page's courses: each with its progress, completion and refund answer, linking to
+/// the course's page for the user.
+pub fn user_courses(f: &Frame, user: &str, list: &CourseList) -> Markup {
+    let l = f.lang;
+    html! {
+        section class="courses" {
+            h2 { (l.t("수강 과정", "Courses")) }
+            @if list.courses.is_empty() { p { (l.t("수강 권한이 있는 과정이 없습니다.", "No course grant.")) } }
+            @else {
+                (courses_not_shown(l, list))
+                table class="courses" {
+                    thead { tr {
+                        th { (l.t("과정", "Course")) } th { (l.t("수강 권한", "Enrolment")) }
+                        th { (l.t("진도율", "Progress")) } th { (l.t("완료한 차시", "Lessons complete")) }
+                        th { (l.t("수료", "Complete")) } th { (l.t("환불", "Refund")) }
+                    } }
+                    tbody {
+                        @for c in &list.courses {
+                            tr {
+                                td {
+                                    a class="course" href=(course_href(user, &c.course_id)) { code { (c.course_id) } }
+                                    " " span class="title" { (clip(Some(&c.title))) }
+                                }
+                                td class=(if c.enrolled { "enrolled" } else { "not-enrolled" }) { (enrolment(l, c.enrolled)) }
+                                td class="num progress" { (c.progress_percent) "%" }
+                                td class="num" { (c.lessons_complete) " / " (c.lessons.len()) }
+                                td { (completion(f, c)) }
+                                td class="refund-answer" { (refund_sentence(l, c, f.tz)) }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A course's completion: when, or not yet.
+fn completion(f: &Frame, c: &UserCourse) -> Markup {
+    let l = f.lang;
+    html! {
+        @match (c.complete, c.completed_at) {
+            (true, Some(at)) => span class="complete" { (l.t("수료 ", "complete ")) (local(at, f.tz)) },
+            (true, None) => span class="complete" { (l.t("수료", "complete")) },
+            (false, _) => span class="incomplete" { (l.t("미수료", "not complete")) },
+        }
+    }
+}
+
+/// The refund view's opening: the answer of each course listing the video that the user is
+/// enrolled in, above the evidence.
+pub fn course_answers(f: &Frame, user: &str, list: &CourseList) -> Markup {
+    let l = f.lang;
+    html! {
+        @if !list.courses.is_empty() {
+            section class="course-answers" {
+                h2 { (l.t("환불 답 (이 영상이 든 과정)", "The refund answer (courses listing this video)")) }
+                (courses_not_shown(l, list))
+                @for c in &list.courses {
+                    p class="refund-answer" {
+                        a class="course" href=(course_href(user, &c.course_id)) { code { (c.course_id) } }
+                        " " span class="title" { (clip(Some(&c.title))) } " · " (enrolment(l, c.enrolled)) ": "
+                        strong class="answer" { (refund_sentence(l, c, f.tz)) }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A user's course: the refund answer on top, then each lesson with its recognised time, its
+/// progress, whether it is complete and open, and a link to its refund view.
+pub fn course(f: &Frame, c: &UserCourse) -> Markup {
+    let l = f.lang;
+    let user = c.client_user_id.as_str();
+    let title = format!("{} · {} {}", user, l.t("과정", "Course"), c.course_id);
+    html! {
+        (frame(f, &title, html! {
+            p class="subject" {
+                (l.t("사용자", "User")) " " a href=(user_href(user)) { code { (user) } } " · "
+                (l.t("과정", "Course")) " " code { (c.course_id) } " " span class="title" { (clip(Some(&c.title))) }
+            }
+            p class="refund-answer" { strong class="answer" { (refund_sentence(l, c, f.tz)) } }
+            p {
+                span class=(if c.enrolled { "enrolled" } else { "not-enrolled" }) { (enrolment(l, c.enrolled)) } " · "
+                (l.t("진도율", "Progress")) " " span class="progress" { (c.progress_percent) "%" } " · "
+                (completion(f, c)) " · "
+                (l.t("오늘 학습 시간", "Today")) " " (duration(c.today_seconds))
+            }
+            (downloads(f, user, None))
+            h2 { (l.t("차시", "Lessons")) }
+            table class="lessons" {
+                thead { tr {
+                    th { "#" } th { (l.t("영상", "Video")) }
+                    th { (l.t("인정 시간 / 차시 시간", "Recognised / lesson time")) }
+                    th { (l.t("진도", "Progress")) } th { (l.t("완료", "Complete")) }
+                    th { (l.t("열림", "Unlocked")) } th { (l.t("근거", "Evidence")) }
+                } }
+                tbody {
+                    @for (i, lesson) in c.lessons.iter().enumerate() {
+                        tr {
+                            td class="num" { (i + 1) }
+                            td { code { (lesson.media_content_key) } }
+                            td class="num" {
+                                (duration(lesson.recognised_seconds)) " / " (duration(lesson.lesson_seconds))
+                                @if !lesson.duration_known { " " span class="note" { (l.t("(길이 모름)", "(duration unknown)")) } }
+                            }
+                            td class="num" { (lesson.progress_percent) "%" }
+                            td { (if lesson.complete { l.t("완료", "yes") } else { l.t("아니오", "no") }) }
+                            td { (if lesson.unlocked { l.t("열림", "yes") } else { l.t("잠김", "no") }) }
+                            td { a href=(refund_href(user, &lesson.media_content_key)) { (l.t("환불 보기", "refund view")) } }
+                        }
+                    }
+                }
+            }
+        }))
+    }
 }
 
 #[cfg(test)]

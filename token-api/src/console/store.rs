@@ -20,7 +20,7 @@ use crate::access_log::read::{self, Access, Bounded};
 use crate::entitlements::model::grants_covering_video;
 use crate::entitlements::model::Entitlement;
 
-use super::model::Cell;
+use super::cell::Cell;
 
 /// The most blocks a page draws for one video (Kollus splits a video into tens of blocks).
 pub const MAX_BLOCKS: usize = 1000;

@@ -1,15 +1,17 @@
-//! The pages of the console: search, a user, a user and a video (the refund view), a video.
-//! Every view of a user's data is recorded in the access record before it is shown (`search`,
-//! `view_user`, `view_refund`, with the key's name, the session and the client's address); a
+//! The pages of the console: search, a user, a user and a video (the refund view), a user and a
+//! course, a video. Every view of a user's data is recorded in the access record before it is
+//! shown (`search`, `view_user`, `view_refund`, the course page a `view_refund` with target
+//! `course:<id>`, each with the key's name, the session and the client's address); a
 //! view that cannot be recorded is the error page. The video page shows sums over its viewers
 //! and names none of them, so it writes no row.
 
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest};
-use kollus_common::domain::{ClientUserId, MediaContentKey};
+use kollus_common::domain::{ClientUserId, CourseId, MediaContentKey};
 use serde::Deserialize;
 use time::OffsetDateTime;
 
+use super::courses::user_courses;
 use super::model::{
     video_name, Found, RefundFacts, RefundModel, UserModel, VideoModel, VideoPage,
     SESSIONS_PER_PAGE, VIDEOS_PER_PAGE,
@@ -138,7 +140,7 @@ pub async fn user(
     let user = parse_user(path.into_inner())?;
     let after = cursor(&req)?.after.map(parse_media).transpose()?;
     let after = after.as_ref().map(MediaContentKey::as_str);
-    let client = console.pool.get().await?;
+    let mut client = console.pool.get().await?;
     let u = user.as_str();
     let (videos, total, earlier) = store::user_videos(&client, u, after, VIDEOS_PER_PAGE).await?;
     let (entitlements, in_force) =
@@ -166,13 +168,19 @@ pub async fn user(
     let accesses = store::accesses(&client, &log.tag(u)).await?;
     let f = frame(&req, &console, Some(&agent));
     let now = OffsetDateTime::now_utc();
+    let courses = user_courses(&mut client, u, None, now).await?;
     let page = VideoPage { total, earlier };
     let mut p = UserModel::new(u, &videos, &playtime, &entitlements, page, &accesses, now);
     // Against what the statement returned, not what the model kept of it at this process's
     // clock: a grant that expired in between is not one left out.
     p.grants_not_shown =
         in_force.saturating_sub(i64::try_from(entitlements.len()).unwrap_or(i64::MAX));
-    Ok(html(&req, &console, StatusCode::OK, pages::user(&f, &p)))
+    Ok(html(
+        &req,
+        &console,
+        StatusCode::OK,
+        pages::user(&f, &p, &courses),
+    ))
 }
 
 /// `GET /console/users/{client_user_id}/media/{media_content_key}[?before=]`: the refund view,
@@ -195,7 +203,7 @@ pub async fn refund(
             })
         })
         .transpose()?;
-    let client = console.pool.get().await?;
+    let mut client = console.pool.get().await?;
     let (u, m) = (user.as_str(), media.as_str());
     let summary = store::pair_summary(&client, u, m, before).await?;
     let sessions = store::user_media_sessions(&client, u, m, before, SESSIONS_PER_PAGE).await?;
@@ -221,6 +229,7 @@ pub async fn refund(
     )
     .await?;
     let accesses = store::accesses(&client, &log.tag(u)).await?;
+    let courses = user_courses(&mut client, u, Some(m), OffsetDateTime::now_utc()).await?;
     let f = frame(&req, &console, Some(&agent));
     let p = RefundModel::new(RefundFacts {
         user: u,
@@ -233,7 +242,12 @@ pub async fn refund(
         accesses: &accesses,
         message_lang: console.message_lang,
     });
-    Ok(html(&req, &console, StatusCode::OK, pages::refund(&f, &p)))
+    Ok(html(
+        &req,
+        &console,
+        StatusCode::OK,
+        pages::refund(&f, &p, &courses),
+    ))
 }
 
 /// `GET /console/media/{media_content_key}`: a video's viewers, completion and drop-off, summed
@@ -261,4 +275,48 @@ pub async fn video(
     let f = frame(&req, &console, Some(&agent));
     let p = VideoModel::new(media.as_str(), name, audience);
     Ok(html(&req, &console, StatusCode::OK, pages::video(&f, &p)))
+}
+
+/// `GET /console/users/{client_user_id}/courses/{course_id}`: the user's answer in a course (the
+/// refund answer, then each lesson), computed as the API computes it; recorded as a refund view
+/// with target `course:<id>`. An unknown course is not found and records nothing.
+pub async fn course(
+    req: HttpRequest,
+    console: web::Data<Console>,
+    log: web::Data<AccessLog>,
+    agent: web::ReqData<Agent>,
+    path: web::Path<(String, String)>,
+) -> Page {
+    let (user, course) = path.into_inner();
+    let user = parse_user(user)?;
+    let course =
+        CourseId::parse(course).map_err(|e| Refusal::BadRequest(format!("course_id: {e}")))?;
+    let mut client = console.pool.get().await?;
+    let u = user.as_str();
+    let Some(answer) =
+        crate::courses::user_course(&mut client, u, course.as_str(), OffsetDateTime::now_utc())
+            .await?
+    else {
+        return Err(Refusal::NotFound(
+            "그런 과정이 없습니다.",
+            "There is no such course.",
+        ));
+    };
+    let target = format!("course:{}", course.as_str());
+    log.record(
+        &**client,
+        Entry {
+            subject: Some(u),
+            target: Some(&target),
+            ..entry(&req, &console, &agent, Action::ViewRefund)
+        },
+    )
+    .await?;
+    let f = frame(&req, &console, Some(&agent));
+    Ok(html(
+        &req,
+        &console,
+        StatusCode::OK,
+        pages::course(&f, &answer),
+    ))
 }

@@ -114,55 +114,97 @@ pub fn stream(
             anyhow::Ok(())
         })
         .await;
-        // Past the export's deadline, in a fetch (the timeout above) or waiting for the client
-        // (the sink's own).
-        let (why_cut, result) = match result {
-            Err(_) => (Some(Cut::Overtime), Ok(())),
-            Ok(result) => (sink.cut(), result),
-        };
-        if result.is_err() || why_cut == Some(Cut::Overtime) {
-            // A statement may still be running on the server (the deadline cut a fetch short):
-            // that connection is closed, not pooled, so the next export gets a fresh one
-            // instead of waiting behind it (the server ends the statement at
-            // statement_timeout at the latest, its snapshot with it).
-            drop(deadpool_postgres::Object::take(client));
+        settle(
+            result,
+            sink,
+            client,
+            permit,
+            format,
+            &settings,
+            &metrics,
+            &cut_by_task,
+        )
+        .await;
+    });
+    respond(rx, cut, format)
+}
+
+/// How an export's task ends, once its rows are written (`result`; `Err` when the export's
+/// deadline passed): the connection back to the pool (or closed, when a statement may still
+/// run on it), the slot freed, a failure told (an error line ends JSON Lines; a CSV is cut), a
+/// cut counted, the last chunk flushed to the same deadlines. `cut` tells the response to end
+/// in an error rather than as a whole file.
+#[expect(
+    clippy::too_many_arguments,
+    reason = "the parts of one export's task, taken apart"
+)]
+pub(super) async fn settle(
+    result: Result<anyhow::Result<()>, tokio::time::error::Elapsed>,
+    mut sink: Sink,
+    client: deadpool_postgres::Object,
+    permit: tokio::sync::OwnedSemaphorePermit,
+    format: Format,
+    settings: &ExportSettings,
+    metrics: &Metrics,
+    cut_by_task: &AtomicBool,
+) {
+    // Past the export's deadline, in a fetch (the timeout above) or waiting for the client
+    // (the sink's own).
+    let (why_cut, result) = match result {
+        Err(_) => (Some(Cut::Overtime), Ok(())),
+        Ok(result) => (sink.cut(), result),
+    };
+    if result.is_err() || why_cut == Some(Cut::Overtime) {
+        // A statement may still be running on the server (the deadline cut a fetch short):
+        // that connection is closed, not pooled, so the next export gets a fresh one
+        // instead of waiting behind it (the server ends the statement at
+        // statement_timeout at the latest, its snapshot with it).
+        drop(deadpool_postgres::Object::take(client));
+    } else {
+        // The snapshot is gone with the transaction (rolled back if not committed); the
+        // connection goes back before the slot, so the next export admitted finds it free.
+        drop(client);
+    }
+    drop(permit);
+    if let Some(why) = why_cut {
+        count_cut(why, settings, metrics);
+        cut_by_task.store(true, Ordering::Release);
+        return;
+    }
+    let failed = result.is_err();
+    if let Err(e) = result {
+        tracing::warn!(error = format!("{e:#}"), "export failed half-way");
+        metrics
+            .exports_unfinished
+            .with_label_values(&["failed"])
+            .inc();
+        if format == Format::Ndjson {
+            let line = serde_json::json!({"type": "error", "detail": "the export stopped early: the database failed; ask again"});
+            let _ = sink.push(format!("{line}\n").as_bytes()).await;
         } else {
-            // The snapshot is gone with the transaction (rolled back if not committed); the
-            // connection goes back before the slot, so the next export admitted finds it free.
-            drop(client);
-        }
-        drop(permit);
-        if let Some(why) = why_cut {
-            count_cut(why, &settings, &metrics);
             cut_by_task.store(true, Ordering::Release);
             return;
         }
-        let failed = result.is_err();
-        if let Err(e) = result {
-            tracing::warn!(error = format!("{e:#}"), "export failed half-way");
-            metrics
-                .exports_unfinished
-                .with_label_values(&["failed"])
-                .inc();
-            if format == Format::Ndjson {
-                let line = serde_json::json!({"type": "error", "detail": "the export stopped early: the database failed; ask again"});
-                let _ = sink.push(format!("{line}\n").as_bytes()).await;
-            } else {
-                cut_by_task.store(true, Ordering::Release);
-                return;
+    }
+    // The last chunk is held to the same deadlines: one not taken in time cuts the response
+    // too, or it would end as a whole file without its last rows.
+    if !sink.flush().await {
+        if let Some(why) = sink.cut() {
+            if !failed {
+                count_cut(why, settings, metrics);
             }
+            cut_by_task.store(true, Ordering::Release);
         }
-        // The last chunk is held to the same deadlines: one not taken in time cuts the response
-        // too, or it would end as a whole file without its last rows.
-        if !sink.flush().await {
-            if let Some(why) = sink.cut() {
-                if !failed {
-                    count_cut(why, &settings, &metrics);
-                }
-                cut_by_task.store(true, Ordering::Release);
-            }
-        }
-    });
+    }
+}
+
+/// The response of an export: the chunks as they come from its task (`rx`), ending in an error
+/// when the task says it was cut (`cut`).
+pub(super) fn respond(
+    rx: mpsc::Receiver<bytes::Bytes>,
+    cut: Arc<AtomicBool>,
+    format: Format,
+) -> HttpResponse {
     // The chunks as they come; once the task is done, a cut export ends in an error, which
     // closes the connection without the last chunk of the chunked encoding.
     let body = futures_util::stream::unfold(rx, move |mut rx| {
@@ -213,7 +255,9 @@ fn count_cut(why: Cut, settings: &ExportSettings, metrics: &Metrics) {
 }
 
 /// One CSV record, quoted as RFC 4180 wants.
-fn csv_line<I: AsRef<[u8]>>(fields: impl IntoIterator<Item = I>) -> anyhow::Result<Vec<u8>> {
+pub(super) fn csv_line<I: AsRef<[u8]>>(
+    fields: impl IntoIterator<Item = I>,
+) -> anyhow::Result<Vec<u8>> {
     let mut w = csv::Writer::from_writer(Vec::new());
     w.write_record(fields)?;
     w.into_inner()

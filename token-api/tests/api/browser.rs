@@ -360,6 +360,7 @@ async fn an_agent_signs_in_finds_the_seed_user_reads_the_refund_view_and_signs_o
     .await;
     let seed_percents = seed(&app).await;
     seed_marked(&app).await;
+    seed_course(&app).await;
     let driver = ChromeDriver::start().await;
     let profile = tempfile::tempdir().unwrap();
     let browser = driver.browser(profile.path()).await;
@@ -554,6 +555,23 @@ async fn walk(app: &TestApp, browser: &Client, seed_percents: &[i64]) {
         assert_eq!(&row[media_at], MEDIA);
     }
 
+    // The refund answer of the seed video's course opens the refund view, read as the agent
+    // reads it (the seed's sessions carry no showtime: nothing recognised, 2/3 refunded).
+    let answer = browser
+        .find(Locator::Css(
+            "section.course-answers p.refund-answer .answer",
+        ))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(
+        answer,
+        "per policy `academy`: 2/3 refunded (course 0% complete: 0 m of 10 m recognised; \
+         0 of 1 lessons complete; first play 2020-07-01)"
+    );
+
     // The video's page.
     browser
         .find(Locator::Css(&format!(
@@ -616,4 +634,33 @@ async fn walk(app: &TestApp, browser: &Client, seed_percents: &[i64]) {
         .await
         .unwrap();
     assert_eq!(res.status(), 303, "the old cookie opens nothing");
+}
+
+/// A course of the seed video (10 minutes, refund `academy`) and the seed user's grant for it.
+async fn seed_course(app: &TestApp) {
+    let put = |path: String, body: serde_json::Value| {
+        app.client
+            .put(format!("{}{path}", app.address))
+            .bearer_auth(APP_KEY)
+            .json(&body)
+            .send()
+    };
+    let res = put(
+        "/v1/courses/seed-course".into(),
+        serde_json::json!({
+            "title": "Seed course",
+            "lessons": [{"media_content_key": MEDIA, "recognised_seconds": 600}],
+            "refund": "academy",
+        }),
+    )
+    .await
+    .unwrap();
+    assert_eq!(res.status(), 201);
+    let res = put(
+        format!("/v1/users/{USER}/entitlements/course/seed-course"),
+        serde_json::json!({}),
+    )
+    .await
+    .unwrap();
+    assert!(res.status().is_success(), "{}", res.status());
 }
