@@ -6,6 +6,8 @@
 //! a block Kollus marks played with 0%), the day boundary in Asia/Seoul, each refund threshold, a
 //! video in two courses.
 
+use std::collections::HashMap;
+
 use kollus_test_support::eventually;
 use serde_json::{json, Value};
 use time::OffsetDateTime;
@@ -15,6 +17,9 @@ use crate::stack::*;
 /// One report of a session as a player posts it: `json_data` holding the document, every number
 /// a string. `blocks`: Kollus's `(b, t, p)` per block.
 struct Report<'a> {
+    /// Whether it comes from a player URL token-api made for its user, carrying that URL's
+    /// `uservalue99` (README "Viewer binding"); false: forged by hand, without it.
+    bound: bool,
     user: &'a str,
     media: &'a str,
     start_at: i64,
@@ -26,7 +31,8 @@ struct Report<'a> {
 }
 
 impl Report<'_> {
-    fn form(&self) -> Vec<u8> {
+    /// The form, with the binding of `bindings` (user to the MAC its player URL carries).
+    fn form(&self, bindings: &HashMap<String, String>) -> Vec<u8> {
         let mut blocks = serde_json::Map::new();
         for (i, (b, t, p)) in self.blocks.iter().enumerate() {
             blocks.insert(format!("b{i}"), json!(b.to_string()));
@@ -45,7 +51,11 @@ impl Report<'_> {
                 "last_play_at": self.real_playtime.min(self.duration).to_string()
             },
             "block_info": {"block_count": self.blocks.len().to_string(), "blocks": blocks},
-            "uservalues": {}
+            "uservalues": if self.bound {
+                json!({"uservalue99": bindings.get(self.user).unwrap_or_else(|| panic!("no player URL for {}", self.user))})
+            } else {
+                json!({})
+            }
         });
         form_urlencoded::Serializer::new(String::new())
             .append_pair("json_data", &doc.to_string())
@@ -63,6 +73,7 @@ fn plain<'a>(
     showtime: u64,
 ) -> Report<'a> {
     Report {
+        bound: true,
         user,
         media,
         start_at,
@@ -75,6 +86,27 @@ fn plain<'a>(
 }
 
 impl Stack {
+    /// Asks token-api for a player URL for `user`, as the product app does; the binding it
+    /// carries, which the player echoes in every report.
+    async fn player_url_for(&self, user: &str) -> String {
+        let res = self
+            .http
+            .post(format!("{}/v1/playback-tokens", self.token_api))
+            .bearer_auth(API_KEY)
+            .json(&json!({"client_user_id": user, "media": [{"media_content_key": "m-speed"}]}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 201);
+        let body: Value = res.json().await.unwrap();
+        let url = body["url"].as_str().unwrap();
+        let mac = url
+            .split(['?', '&'])
+            .find_map(|p| p.strip_prefix("uservalue99="))
+            .unwrap_or_else(|| panic!("no binding in {url}"));
+        mac.to_owned()
+    }
+
     async fn api(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
         let mut req = self
             .http
@@ -158,6 +190,13 @@ async fn courses_are_judged_from_reports_as_kollus_sends_them() {
         stack.course(id, body).await;
     }
 
+    let mut bindings = HashMap::new();
+    for user in [
+        "fast", "reviewer", "below", "at", "replayer", "skimmer", "night", "r-early", "r-third",
+        "r-half", "both",
+    ] {
+        bindings.insert(user.to_owned(), stack.player_url_for(user).await);
+    }
     let midnight = seoul_midnight(now);
     let mut reports = vec![
         // A 30-minute lesson watched at 2x in 15 minutes: two reports of one session, cumulative.
@@ -202,10 +241,15 @@ async fn courses_are_judged_from_reports_as_kollus_sends_them() {
         plain("r-half", "m-r2", earlier, 300, 150),
         // One video, two courses.
         plain("both", "m-shared", earlier, 600, 600),
+        // A report forged for someone else (no binding): the victim's course is untouched.
+        Report {
+            bound: false,
+            ..plain("victim", "m-review", earlier, 1800, 1800)
+        },
     ];
     let posted = reports.len() as i64;
     for r in reports.drain(..) {
-        assert_eq!(stack.callback("lms", r.form()).await.status(), 200);
+        assert_eq!(stack.callback("lms", r.form(&bindings)).await.status(), 200);
     }
     eventually("history-worker applied every report", SLACK, || async {
         (stack.applied_reports().await >= posted).then_some(())
@@ -219,7 +263,7 @@ async fn courses_are_judged_from_reports_as_kollus_sends_them() {
         .await
         .unwrap()
         .get(0);
-    assert_eq!(dead, 14, "every session applied, none dead-lettered");
+    assert_eq!(dead, 15, "every session applied, none dead-lettered");
 
     let lesson0 = |v: &Value| v["lessons"][0].clone();
     let fast = stack.progress("fast", "c-speed").await;
@@ -307,6 +351,16 @@ async fn courses_are_judged_from_reports_as_kollus_sends_them() {
     assert_eq!(
         refund(&stack.progress("r-half", "c-refund").await),
         ("none".into(), json!(50))
+    );
+
+    let victim = stack.progress("victim", "c-review").await;
+    assert_eq!(
+        (
+            victim["progress_percent"].clone(),
+            victim["unbound_sessions"].clone()
+        ),
+        (json!(0), json!(1)),
+        "a forged, unbound report completes nothing for its victim"
     );
 
     let a = stack.progress("both", "c-two-a").await;

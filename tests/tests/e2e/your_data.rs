@@ -48,6 +48,29 @@ async fn every_command_of_your_data_does_what_readme_says() {
     })
     .await;
     let lost = snapshot(&db).await;
+    // The course the section's course export names (section "Courses" makes it), its user
+    // enrolled.
+    for (path, body) in [
+        (
+            "/v1/courses/safety-101",
+            serde_json::json!({"title": "산업안전 기초", "lessons": [
+                {"media_content_key": "mediacontentkey", "recognised_seconds": 300}, "vnCVPVyV"]}),
+        ),
+        (
+            "/v1/users/181353/entitlements/course/safety-101",
+            serde_json::json!({}),
+        ),
+    ] {
+        let res = stack
+            .http
+            .put(format!("{}{path}", stack.token_api))
+            .bearer_auth(API_KEY)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert!(res.status().is_success(), "{path}: {}", res.status());
+    }
 
     let backup = std::env::temp_dir().join(format!("kollus-e2e-your-data-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&backup);
@@ -116,7 +139,7 @@ async fn every_command_of_your_data_does_what_readme_says() {
     let restored = said(" restore ");
     assert!(restored[0].contains("restored 6 records"), "{restored:?}");
     let exports = said("/export");
-    assert_eq!(exports.len(), 4, "{outputs:#?}");
+    assert_eq!(exports.len(), 6, "{outputs:#?}");
     assert!(
         exports[0].contains("\"type\":\"session\""),
         "a user's JSON Lines: {}",
@@ -143,6 +166,20 @@ async fn every_command_of_your_data_does_what_readme_says() {
         exports[3].lines().count() == 2 && exports[3].starts_with("client_user_id,"),
         "the video's per-user totals as CSV: {}",
         exports[3]
+    );
+    assert!(
+        exports[4].contains("\"type\":\"user_course\"")
+            && exports[4].contains("\"client_user_id\":\"181353\"")
+            && exports[4].contains("\"course_id\":\"safety-101\""),
+        "the course's JSON Lines: its enrolled user's answer: {}",
+        exports[4]
+    );
+    assert!(
+        exports[5].lines().count() == 3
+            && exports[5].starts_with("client_user_id,course_id,lesson,")
+            && exports[5].contains("181353,safety-101,1,mediacontentkey,"),
+        "the course as CSV, a row per user and lesson: {}",
+        exports[5]
     );
     let _ = std::fs::remove_dir_all(&backup);
 }

@@ -163,9 +163,11 @@ mod tests {
             recognised_seconds: 12 * 3600 + 18 * 60 + 59,
             course_seconds: 30 * 3600,
             lessons_complete: complete,
+            durations_known: true,
             complete: false,
             completed_at: None,
             today_seconds: 0,
+            unbound_sessions: 0,
             refund: RefundAnswer {
                 rule: "academy",
                 refund_percent: 50.0,

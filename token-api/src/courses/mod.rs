@@ -211,7 +211,11 @@ pub struct UserCourse {
     /// The lessons' recognised times summed.
     pub course_seconds: i64,
     pub lessons_complete: usize,
-    /// progress_percent >= completion.course_percent.
+    /// Every lesson's time is known: given, the catalog's, or from the user's own reports. While
+    /// one is not, the course is not complete and its progress and refund are over the lessons
+    /// whose time is known.
+    pub durations_known: bool,
+    /// progress_percent >= completion.course_percent, every lesson's time known.
     pub complete: bool,
     /// The largest `last_report_at` among the sessions the completion rests on.
     #[serde(with = "time::serde::rfc3339::option")]
@@ -219,6 +223,9 @@ pub struct UserCourse {
     pub completed_at: Option<OffsetDateTime>,
     /// Showtime of the sessions that started today in the course's time zone.
     pub today_seconds: i64,
+    /// The user's sessions on the lessons that count for nothing: a report in them did not come
+    /// from a player URL made for this user (README "Viewer binding").
+    pub unbound_sessions: usize,
     pub refund: RefundAnswer,
 }
 
@@ -234,9 +241,11 @@ impl UserCourse {
             recognised_seconds: p.recognised_seconds,
             course_seconds: p.course_seconds,
             lessons_complete: p.lessons_complete,
+            durations_known: p.durations_known,
             complete: p.complete,
             completed_at: p.completed_at,
             today_seconds: p.today_seconds,
+            unbound_sessions: p.unbound_sessions,
             refund: p.refund,
         }
     }

@@ -262,6 +262,7 @@ pub struct Definition {
 /// Parses and checks a course body: every invalid field named at once; defaults filled
 /// (`max_playback_rate`: `default_rate`, HISTORY_MAX_PLAYBACK_RATE).
 pub fn parse_body(body: &[u8], default_rate: f64) -> Result<Definition, ApiError> {
+    unknown_fields(body)?;
     let b: CourseBody = crate::problem::json_body(body)?;
     let mut errors = Vec::new();
     let mut refuse = |field: String, message: String| errors.push(FieldError { field, message });
@@ -349,7 +350,8 @@ pub fn parse_body(body: &[u8], default_rate: f64) -> Result<Definition, ApiError
         }
     }
     let max_playback_rate = match b.max_playback_rate {
-        None => default_rate,
+        // HISTORY_MAX_PLAYBACK_RATE may be set above what a course may name.
+        None => default_rate.clamp(1.0, FASTEST_RATE),
         Some(r) if r.is_finite() && (1.0..=FASTEST_RATE).contains(&r) => r,
         Some(r) => {
             refuse(
@@ -416,6 +418,53 @@ pub fn parse_body(body: &[u8], default_rate: f64) -> Result<Definition, ApiError
             refund,
         },
     })
+}
+
+/// The body's fields no course has, every one named (serde stops at the first).
+fn unknown_fields(body: &[u8]) -> Result<(), ApiError> {
+    const TOP: &[&str] = &[
+        "title",
+        "lessons",
+        "channel_key",
+        "completion",
+        "daily_limit_seconds",
+        "one_player_at_a_time",
+        "unlock_in_order",
+        "max_playback_rate",
+        "time_zone",
+        "refund",
+    ];
+    const COMPLETION: &[&str] = &[
+        "lesson_percent",
+        "course_percent",
+        "count",
+        "floor_percent",
+        "unlock_percent",
+    ];
+    // Not an object (or not JSON): serde says so, naming what it expected.
+    let Ok(serde_json::Value::Object(top)) = serde_json::from_slice::<serde_json::Value>(body)
+    else {
+        return Ok(());
+    };
+    let mut errors = Vec::new();
+    let mut unknown =
+        |prefix: &str, o: &serde_json::Map<String, serde_json::Value>, known: &[&str]| {
+            for k in o.keys().filter(|k| !known.contains(&k.as_str())) {
+                errors.push(FieldError {
+                    field: format!("{prefix}{k}"),
+                    message: format!("unknown field `{k}`, expected one of {}", known.join(", ")),
+                });
+            }
+        };
+    unknown("", &top, TOP);
+    if let Some(serde_json::Value::Object(c)) = top.get("completion") {
+        unknown("completion.", c, COMPLETION);
+    }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(ApiError::Invalid(errors))
+    }
 }
 
 /// One lesson of the body: a key, or `{media_content_key, recognised_seconds}`; an error names
@@ -555,8 +604,9 @@ mod tests {
     #[test]
     fn unknown_fields_are_named_and_lessons_are_bounded() {
         assert_eq!(
-            fields(r#"{"title":"t","lessons":["m"],"colour":"red"}"#),
-            ["colour"]
+            fields(r#"{"title":"t","lessons":["m"],"colour":"red","size":2}"#),
+            ["colour", "size"],
+            "every unknown field"
         );
         assert_eq!(
             fields(r#"{"title":"t","lessons":["m"],"completion":{"speed":1}}"#),

@@ -10,15 +10,15 @@
 //! replayed thirty times completes nothing). With `count: blocks`, the covered share alone
 //! (the floor applies to it too).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use serde::Serialize;
 use time::OffsetDateTime;
 
 use super::model::{Count, Refund, Rules};
 
-/// A lesson's recognised time, resolved: the time given, else the catalog's duration, else the
-/// longest duration the video's reports gave; 0 when none is known.
+/// A lesson's recognised time: the time given, else the catalog's duration (`seconds` 0 and
+/// `source` `unknown` when neither; [`progress`] then takes the user's own reports' duration).
 #[derive(Debug, Clone)]
 pub struct LessonTime {
     pub media_content_key: String,
@@ -37,6 +37,11 @@ pub struct SessionFacts {
     /// Kollus's `b{i}` flags, merged by OR over the session's reports.
     pub blocks_played: Vec<bool>,
     pub last_report_at: OffsetDateTime,
+    /// The longest `duration` its reports gave.
+    pub duration: Option<i64>,
+    /// Viewer binding (README "Viewer binding"): false when a report did not come from a player
+    /// URL made for this user; such a session counts for nothing here.
+    pub bound: Option<bool>,
 }
 
 /// One lesson's answer.
@@ -95,9 +100,13 @@ pub struct CourseProgress {
     pub course_seconds: i64,
     pub progress_percent: i64,
     pub lessons_complete: usize,
+    /// Every lesson's time is known (given, from the catalog, or from the user's reports).
+    pub durations_known: bool,
     pub complete: bool,
     pub completed_at: Option<OffsetDateTime>,
     pub today_seconds: i64,
+    /// The user's sessions on the lessons left out: proven unbound.
+    pub unbound_sessions: usize,
     pub refund: RefundAnswer,
 }
 
@@ -120,47 +129,72 @@ fn at_least(part: i64, whole: i64, p: i32) -> bool {
 /// One lesson's sums over a set of sessions.
 #[derive(Default)]
 struct Sums {
-    showtime: i64,
-    block_count: usize,
-    played: Vec<bool>,
+    /// Showtime of sessions whose reports carry blocks, and of those that carry none (an old
+    /// player, or a channel without blocks): only the first is capped by the blocks covered.
+    with_blocks: i64,
+    without_blocks: i64,
+    /// Blocks ever played, per `block_count` the sessions reported (a changed account setting
+    /// splits a video differently; each split is its own union).
+    played: BTreeMap<usize, Vec<bool>>,
+    /// The longest `duration` the sessions reported.
+    duration: i64,
 }
 
 impl Sums {
     fn add(&mut self, s: &SessionFacts) {
-        self.showtime = self.showtime.saturating_add(s.showtime.max(0));
+        let showtime = s.showtime.max(0);
         let count = s.block_count.unwrap_or(0).max(0) as usize;
-        if count > self.block_count {
-            self.block_count = count;
-            self.played.resize(count, false);
+        if count == 0 {
+            self.without_blocks = self.without_blocks.saturating_add(showtime);
+        } else {
+            self.with_blocks = self.with_blocks.saturating_add(showtime);
+            let union = self
+                .played
+                .entry(count)
+                .or_insert_with(|| vec![false; count]);
+            for (u, &b) in union.iter_mut().zip(&s.blocks_played) {
+                *u |= b;
+            }
         }
-        for (i, &b) in s.blocks_played.iter().enumerate().take(count) {
-            self.played[i] |= b;
-        }
+        self.duration = self.duration.max(s.duration.unwrap_or(0));
     }
 
-    fn watched(&self) -> i64 {
-        self.played.iter().filter(|b| **b).count() as i64
+    fn showtime(&self) -> i64 {
+        self.with_blocks.saturating_add(self.without_blocks)
     }
 
-    /// The lesson's recognised seconds under the course's rules.
+    /// The split covering the most of the lesson: (blocks played, block count).
+    fn coverage(&self) -> Option<(i64, i64)> {
+        self.played
+            .iter()
+            .map(|(count, union)| (union.iter().filter(|b| **b).count() as i64, *count as i64))
+            .max_by(|a, b| {
+                (i128::from(a.0) * i128::from(b.1)).cmp(&(i128::from(b.0) * i128::from(a.1)))
+            })
+    }
+
+    /// The lesson's recognised seconds under the course's rules, `seconds` its recognised time.
+    /// Adding a session never lowers it (so `completed_at` can be found by bisection).
     fn recognised(&self, seconds: i64, rules: &Rules) -> i64 {
         if seconds <= 0 {
             return 0;
         }
-        let covered = (self.block_count > 0).then(|| {
-            (i128::from(self.watched()) * i128::from(seconds) / self.block_count as i128) as i64
+        let covered = self.coverage().map(|(watched, count)| {
+            (i128::from(watched) * i128::from(seconds) / i128::from(count)) as i64
         });
-        let counted = match rules.completion.count {
+        let (counted, met) = match rules.completion.count {
+            // Real time met decides the floor; the caps apply after it.
             Count::Showtime => {
-                let s = self.showtime.min(seconds);
-                covered.map_or(s, |c| s.min(c))
+                let capped = covered.map_or(self.with_blocks, |c| self.with_blocks.min(c));
+                (
+                    capped.saturating_add(self.without_blocks).min(seconds),
+                    self.showtime(),
+                )
             }
-            Count::Blocks => covered.unwrap_or(0),
-        };
-        // The floor is on what the rule counts before the caps, for showtime: real time met.
-        let met = match rules.completion.count {
-            Count::Showtime => self.showtime,
-            Count::Blocks => counted,
+            Count::Blocks => {
+                let c = covered.unwrap_or(0).min(seconds);
+                (c, c)
+            }
         };
         if at_least(met, seconds, rules.completion.floor_percent) {
             counted
@@ -201,24 +235,39 @@ fn course_complete(rules: &Rules, lessons: &[LessonTime], recognised: &[i64]) ->
     total > 0 && percent(got, total) >= i64::from(rules.completion.course_percent)
 }
 
-/// The user's progress in the course: `lessons` in course order with their resolved times,
-/// `sessions` the user's sessions (any order; those of other videos are ignored), `today` the
-/// current day in the course's time zone.
+/// The user's progress in the course: `lessons` in course order with the times the course and
+/// the catalog give them (0: none), `sessions` the user's sessions (any order; those of other
+/// videos are ignored, and those proven unbound are left out and counted), `today` the current
+/// day in the course's time zone.
 pub fn progress(
     rules: &Rules,
     lessons: &[LessonTime],
     sessions: &[SessionFacts],
     today: Day,
 ) -> CourseProgress {
-    let keys: std::collections::HashSet<&str> = lessons
+    let keys: HashSet<&str> = lessons
         .iter()
         .map(|l| l.media_content_key.as_str())
         .collect();
-    let all: Vec<&SessionFacts> = sessions
+    let (all, unbound): (Vec<&SessionFacts>, Vec<&SessionFacts>) = sessions
         .iter()
         .filter(|s| keys.contains(s.media_content_key.as_str()))
-        .collect();
+        .partition(|s| s.bound != Some(false));
     let sums = sums(lessons, &all);
+    // A lesson neither the course nor the catalog gives a time takes the longest duration the
+    // user's own reports gave: a device speaks for its own user only.
+    let lessons: Vec<LessonTime> = lessons
+        .iter()
+        .zip(&sums)
+        .map(|(l, s)| match l.seconds {
+            0 if s.duration > 0 => LessonTime {
+                media_content_key: l.media_content_key.clone(),
+                seconds: s.duration,
+                source: "reports",
+            },
+            _ => l.clone(),
+        })
+        .collect();
     let recognised: Vec<i64> = lessons
         .iter()
         .zip(&sums)
@@ -228,12 +277,12 @@ pub fn progress(
     let mut out = Vec::with_capacity(lessons.len());
     let mut open = true;
     for ((l, &rec), s) in lessons.iter().zip(&recognised).zip(&sums) {
-        let s = Some(s).filter(|s| s.showtime > 0 || s.block_count > 0);
         let known = l.seconds > 0;
         let unlocked = !rules.unlock_in_order || open;
         // With unlock_in_order, the next lesson opens at unlock_percent of this one; a lesson
         // of unknown length cannot be measured, so it does not hold the course shut.
         open = unlocked && (!known || at_least(rec, l.seconds, rules.completion.unlock_percent));
+        let coverage = s.coverage();
         out.push(LessonProgress {
             media_content_key: l.media_content_key.clone(),
             recognised_seconds: rec,
@@ -243,18 +292,18 @@ pub fn progress(
             progress_percent: percent(rec, l.seconds),
             complete: known && at_least(rec, l.seconds, rules.completion.lesson_percent),
             unlocked,
-            showtime_seconds: s.map_or(0, |s| s.showtime),
-            blocks_watched: s.filter(|s| s.block_count > 0).map(Sums::watched),
-            block_count: s
-                .filter(|s| s.block_count > 0)
-                .map(|s| s.block_count as i64),
+            showtime_seconds: s.showtime(),
+            blocks_watched: coverage.map(|(w, _)| w),
+            block_count: coverage.map(|(_, c)| c),
         });
     }
+    let durations_known = lessons.iter().all(|l| l.seconds > 0);
     let course_seconds: i64 = lessons.iter().map(|l| l.seconds.max(0)).sum();
     let got: i64 = recognised.iter().sum();
-    let complete = course_complete(rules, lessons, &recognised);
+    let complete = durations_known && course_complete(rules, &lessons, &recognised);
     let first_play_at = all
         .iter()
+        .filter(|s| s.showtime > 0)
         .map(|s| s.start_at)
         .min()
         .and_then(|t| OffsetDateTime::from_unix_timestamp(t).ok());
@@ -264,23 +313,26 @@ pub fn progress(
         recognised_seconds: got,
         course_seconds,
         progress_percent: percent(got, course_seconds),
+        durations_known,
         complete,
         completed_at: complete
-            .then(|| completed_at(rules, lessons, &all))
+            .then(|| completed_at(rules, &lessons, &all))
             .flatten(),
         today_seconds: all
             .iter()
             .filter(|s| s.start_at >= today.0 && s.start_at < today.1)
             .fold(0i64, |acc, s| acc.saturating_add(s.showtime.max(0))),
+        unbound_sessions: unbound.len(),
         refund: refund(&rules.refund, got, course_seconds, first_play_at),
     }
 }
 
 /// When the course became complete: the earliest `last_report_at` T such that the sessions last
-/// reported by T already complete it, i.e. the largest `last_report_at` among the sessions the
-/// completion rests on. A function of the set of sessions, so a rebuild gives the same value,
-/// and watching more later does not move it. Progress only grows as sessions are added, so the
-/// earliest such T is found by bisection.
+/// reported by T already complete it (with the lessons' times as all the sessions give them),
+/// i.e. the largest `last_report_at` among the sessions the completion rests on. A function of
+/// the set of sessions, so a rebuild gives the same value; a session that is still reporting
+/// moves it until it ends, a later session does not. With the times fixed, progress only grows
+/// as sessions are added, so the earliest such T is found by bisection.
 fn completed_at(
     rules: &Rules,
     lessons: &[LessonTime],
@@ -379,7 +431,91 @@ mod tests {
             block_count: blocks.map(|_| count as i32),
             blocks_played: (0..count).map(|i| i < played).collect(),
             last_report_at: OffsetDateTime::from_unix_timestamp(start_at + showtime).unwrap(),
+            duration: None,
+            bound: None,
         }
+    }
+
+    #[test]
+    fn a_session_without_blocks_is_not_capped_by_another_sessions_blocks() {
+        // An old player's 1000 s (no blocks) complete the lesson; a later player's minute on one
+        // block of ten takes nothing away.
+        let l = [lesson("m", 1000)];
+        let old = session("m", NOON, 1000, None);
+        assert_eq!(
+            progress(&rules(), &l, std::slice::from_ref(&old), DAY).lessons[0].recognised_seconds,
+            1000
+        );
+        let both = progress(
+            &rules(),
+            &l,
+            &[old, session("m", NOON + 5000, 60, Some((10, 1)))],
+            DAY,
+        );
+        assert_eq!(both.lessons[0].recognised_seconds, 1000);
+        assert!(both.complete);
+        // Blocks split two ways (the account's block count changed): the better split covers.
+        let split = [
+            session("m", NOON, 900, Some((30, 30))),
+            session("m", NOON + 1, 60, Some((60, 3))),
+        ];
+        assert_eq!(
+            progress(&rules(), &l, &split, DAY).lessons[0].recognised_seconds,
+            960
+        );
+    }
+
+    #[test]
+    fn unbound_sessions_count_for_nothing_and_are_counted() {
+        let mut forged = session("m", NOON, 1000, None);
+        forged.bound = Some(false);
+        let mut bound = session("m", NOON + 1, 100, None);
+        bound.bound = Some(true);
+        let p = progress(&rules(), &[lesson("m", 1000)], &[forged, bound], DAY);
+        assert_eq!(
+            (p.lessons[0].showtime_seconds, p.unbound_sessions),
+            (100, 1)
+        );
+        assert_eq!(
+            p.lessons[0].recognised_seconds, 0,
+            "100 s is below the floor"
+        );
+    }
+
+    #[test]
+    fn a_lesson_without_a_time_takes_the_users_own_reports_and_the_course_waits_for_every_time() {
+        let l = [lesson("a", 100), lesson("b", 0)];
+        let p = progress(&rules(), &l, &[session("a", NOON, 100, None)], DAY);
+        assert!(!p.durations_known);
+        assert_eq!(
+            p.progress_percent, 100,
+            "over the lessons whose time is known"
+        );
+        assert!(!p.complete, "b's time is unknown: not complete");
+        let mut b = session("b", NOON + 500, 10, None);
+        b.duration = Some(400);
+        let p = progress(&rules(), &l, &[session("a", NOON, 100, None), b], DAY);
+        assert_eq!(
+            (
+                p.lessons[1].lesson_seconds,
+                p.lessons[1].lesson_seconds_from
+            ),
+            (400, "reports")
+        );
+        assert!(p.durations_known);
+        assert_eq!(p.progress_percent, 20);
+    }
+
+    #[test]
+    fn a_player_opened_and_never_played_is_no_first_play() {
+        let p = progress(
+            &rules(),
+            &[lesson("m", 100)],
+            &[session("m", NOON, 0, None)],
+            DAY,
+        );
+        assert_eq!(p.refund.first_play_at, None);
+        assert_eq!(p.refund.refund_share, "all");
     }
 
     const NOON: i64 = 1_790_000_000;

@@ -200,18 +200,13 @@ pub async fn get(client: &impl GenericClient, course_id: &str) -> anyhow::Result
     }))
 }
 
-/// Each lesson's recognised time, in course order: the time given, else the catalog's duration
-/// (`uploads.duration_seconds`, from Kollus's API), else the longest `duration` the video's
-/// reports gave, leaving out reports proven unbound (a forged report's duration would otherwise
-/// change every learner's lesson); 0 when none is known.
+/// Each lesson's recognised time as the course and the catalog give it, in course order: the
+/// time given, else the catalog's duration (`uploads.duration_seconds`, from Kollus's API); 0 when
+/// neither (`progress` then takes the user's own reports' duration). One index read per lesson.
 const LESSON_TIMES: &str = "
 SELECT l.media_content_key,
        l.recognised_seconds::bigint AS given,
-       u.duration_seconds::bigint AS catalog,
-       CASE WHEN l.recognised_seconds IS NULL AND u.duration_seconds IS NULL THEN
-           (SELECT max(w.duration) FILTER (WHERE w.bound IS NOT FALSE AND w.duration > 0)
-              FROM watch_sessions w WHERE w.media_content_key = l.media_content_key)
-       END AS reported
+       u.duration_seconds::bigint AS catalog
   FROM course_lessons l
   LEFT JOIN media_contents m ON m.media_content_key = l.media_content_key
   LEFT JOIN uploads u ON u.upload_file_key = m.upload_file_key
@@ -230,12 +225,10 @@ pub async fn lesson_times(
         .map(|r| {
             let given: Option<i64> = r.try_get("given")?;
             let catalog: Option<i64> = r.try_get::<_, Option<i64>>("catalog")?.filter(|s| *s > 0);
-            let reported: Option<i64> = r.try_get("reported")?;
-            let (seconds, source) = match (given, catalog, reported) {
-                (Some(s), _, _) => (s, "given"),
-                (None, Some(s), _) => (s, "catalog"),
-                (None, None, Some(s)) => (s, "reports"),
-                (None, None, None) => (0, "unknown"),
+            let (seconds, source) = match (given, catalog) {
+                (Some(s), _) => (s, "given"),
+                (None, Some(s)) => (s, "catalog"),
+                (None, None) => (0, "unknown"),
             };
             Ok(LessonTime {
                 media_content_key: r.try_get("media_content_key")?,
@@ -249,7 +242,7 @@ pub async fn lesson_times(
 /// The user's sessions on the course's lessons (primary-key range reads, one per lesson).
 const SESSIONS: &str = "
 SELECT w.media_content_key, w.start_at, w.showtime, w.block_count, w.blocks_played,
-       w.last_report_at
+       w.last_report_at, w.duration, w.bound
   FROM course_lessons l
   JOIN watch_sessions w ON w.client_user_id = $1 AND w.media_content_key = l.media_content_key
  WHERE l.course_id = $2";
@@ -276,6 +269,8 @@ pub fn session(r: &Row) -> Result<SessionFacts, Error> {
         block_count: r.try_get("block_count")?,
         blocks_played: r.try_get("blocks_played")?,
         last_report_at: r.try_get("last_report_at")?,
+        duration: r.try_get("duration")?,
+        bound: r.try_get("bound")?,
     })
 }
 

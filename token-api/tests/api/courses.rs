@@ -337,12 +337,13 @@ async fn a_users_course_answer_comes_from_the_sessions_and_is_zero_without_them(
         [true, true, false],
         "m2 is below unlock_percent: m3 stays shut"
     );
-    assert_eq!(c["progress_percent"], 85, "1700 of 2000");
-    assert_eq!(c["complete"], true);
+    assert_eq!(c["progress_percent"], 85, "1700 of the 2000 s known");
+    assert_eq!(c["durations_known"], false);
     assert_eq!(
-        c["completed_at"], "2026-09-21T17:11:40Z",
-        "m2's last report"
+        c["complete"], false,
+        "m3's time is unknown: not complete yet"
     );
+    assert_eq!(c["completed_at"], Value::Null);
     assert_eq!(c["lessons_complete"], 1);
     assert_eq!(c["refund"]["rule"], "academy");
     assert_eq!(c["refund"]["refund_share"], "none");
@@ -366,7 +367,34 @@ async fn a_users_course_answer_comes_from_the_sessions_and_is_zero_without_them(
     assert_eq!(c["lessons"][2]["lesson_seconds_from"], "catalog");
     assert_eq!(c["lessons"][2]["recognised_seconds"], 500);
     assert_eq!(c["progress_percent"], 73, "2200 of 3000, truncated");
+    assert_eq!(c["durations_known"], true);
     assert_eq!(c["complete"], false);
+    // A second viewing of m2 takes the course to 83%: complete when that session last reported.
+    app.session("u1", "m2", 1_790_030_000, 300, &[true; 10])
+        .await;
+    let c = app.course_of("u1", "c1").await;
+    assert_eq!(
+        (c["progress_percent"].clone(), c["complete"].clone()),
+        (json!(83), json!(true))
+    );
+    assert_eq!(
+        c["completed_at"], "2026-09-21T22:38:20Z",
+        "the second viewing's last report"
+    );
+    // A forged session marked unbound changes nothing, and is counted.
+    app.session("u1", "m3", 1_790_040_000, 1000, &[]).await;
+    app.db
+        .client()
+        .await
+        .execute(
+            "UPDATE watch_sessions SET bound = false WHERE start_at = 1790040000",
+            &[],
+        )
+        .await
+        .unwrap();
+    let forged = app.course_of("u1", "c1").await;
+    assert_eq!(forged["unbound_sessions"], 1);
+    assert_eq!(forged["progress_percent"], 83);
 
     // Each answer counted a read of the user.
     let reads: i64 = app
