@@ -48,3 +48,5 @@ CREATE INDEX course_lessons_media_idx ON course_lessons (media_content_key, cour
 ALTER TABLE entitlements DROP CONSTRAINT entitlements_scope_check;
 ALTER TABLE entitlements ADD CONSTRAINT entitlements_scope_check
     CHECK (scope IN ('media', 'channel', 'course'));
+-- A course's users (its export): the grants on the course, and on its channel.
+CREATE INDEX entitlements_scope_target_idx ON entitlements (scope, target);

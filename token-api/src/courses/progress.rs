@@ -33,6 +33,8 @@ pub struct SessionFacts {
     pub media_content_key: String,
     pub start_at: i64,
     pub showtime: i64,
+    /// Speed-weighted; old players report it without `showtime`.
+    pub playtime: i64,
     pub block_count: Option<i32>,
     /// Kollus's `b{i}` flags, merged by OR over the session's reports.
     pub blocks_played: Vec<bool>,
@@ -301,9 +303,11 @@ pub fn progress(
     let course_seconds: i64 = lessons.iter().map(|l| l.seconds.max(0)).sum();
     let got: i64 = recognised.iter().sum();
     let complete = durations_known && course_complete(rules, &lessons, &recognised);
+    // A player opened and never played is no first play; an old player's session (playtime and
+    // blocks, no showtime) is one.
     let first_play_at = all
         .iter()
-        .filter(|s| s.showtime > 0)
+        .filter(|s| s.showtime > 0 || s.playtime > 0 || s.blocks_played.contains(&true))
         .map(|s| s.start_at)
         .min()
         .and_then(|t| OffsetDateTime::from_unix_timestamp(t).ok());
@@ -428,6 +432,7 @@ mod tests {
             media_content_key: key.into(),
             start_at,
             showtime,
+            playtime: showtime,
             block_count: blocks.map(|_| count as i32),
             blocks_played: (0..count).map(|i| i < played).collect(),
             last_report_at: OffsetDateTime::from_unix_timestamp(start_at + showtime).unwrap(),

@@ -241,7 +241,7 @@ pub async fn lesson_times(
 
 /// The user's sessions on the course's lessons (primary-key range reads, one per lesson).
 const SESSIONS: &str = "
-SELECT w.media_content_key, w.start_at, w.showtime, w.block_count, w.blocks_played,
+SELECT w.media_content_key, w.start_at, w.showtime, w.playtime, w.block_count, w.blocks_played,
        w.last_report_at, w.duration, w.bound
   FROM course_lessons l
   JOIN watch_sessions w ON w.client_user_id = $1 AND w.media_content_key = l.media_content_key
@@ -266,6 +266,7 @@ pub fn session(r: &Row) -> Result<SessionFacts, Error> {
         media_content_key: r.try_get("media_content_key")?,
         start_at: r.try_get("start_at")?,
         showtime: r.try_get("showtime")?,
+        playtime: r.try_get("playtime")?,
         block_count: r.try_get("block_count")?,
         blocks_played: r.try_get("blocks_played")?,
         last_report_at: r.try_get("last_report_at")?,
