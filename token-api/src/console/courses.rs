@@ -34,13 +34,18 @@ async fn enrolled_courses(
     limit: usize,
 ) -> anyhow::Result<(Vec<String>, i64)> {
     let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-    // The user's grants are a primary-key range; the courses of a channel an index read.
+    // From the user's grants (a primary-key range), never a scan of every course: a course
+    // grant names its course, a channel grant finds its courses by `courses_channel_idx`.
     let rows = client
         .query(
             "SELECT c.course_id, count(*) OVER () AS total FROM courses c \
-              WHERE EXISTS (SELECT 1 FROM entitlements e WHERE e.client_user_id = $1 \
-                       AND ((e.scope = 'course' AND e.target = c.course_id) \
-                         OR (e.scope = 'channel' AND e.target = c.channel_key))) \
+              WHERE c.course_id IN ( \
+                      SELECT e.target FROM entitlements e \
+                       WHERE e.client_user_id = $1 AND e.scope = 'course' \
+                      UNION \
+                      SELECT k.course_id FROM entitlements e \
+                        JOIN courses k ON k.channel_key = e.target \
+                       WHERE e.client_user_id = $1 AND e.scope = 'channel') \
                 AND ($2::text IS NULL OR EXISTS (SELECT 1 FROM course_lessons l \
                        WHERE l.course_id = c.course_id AND l.media_content_key = $2)) \
               ORDER BY c.course_id LIMIT $3",
