@@ -123,7 +123,7 @@ pub fn refund_sentence(l: UiLang, c: &UserCourse, tz: &Tz) -> String {
         hours_minutes(l, c.course_seconds),
     );
     let (done, lessons) = (c.lessons_complete, c.lessons.len());
-    match l {
+    let sentence = match l {
         UiLang::Ko => format!(
             "정책 `{}`에 따라 {} (과정 {}% 진행: 인정 시간 {total} 중 {used}; 차시 {lessons}개 중 {done}개 완료; {first})",
             r.rule,
@@ -136,6 +136,32 @@ pub fn refund_sentence(l: UiLang, c: &UserCourse, tz: &Tz) -> String {
             share(l, &r.refund_share),
             r.course_percent_used,
         ),
+    };
+    // What the answer leaves out, said with it: an agent reads this sentence first.
+    let unknown = c.lessons.iter().filter(|x| !x.duration_known).count();
+    let mut notes = Vec::new();
+    if unknown > 0 {
+        notes.push(match l {
+            UiLang::Ko => format!("잠정: 길이를 모르는 차시 {unknown}개는 계산에서 빠짐"),
+            UiLang::En => format!("provisional: {unknown} lesson(s) of unknown length not counted"),
+        });
+    }
+    if c.unbound_sessions > 0 {
+        notes.push(match l {
+            UiLang::Ko => format!(
+                "이 사용자용이 아닌 플레이어의 세션 {}개는 인정하지 않음",
+                c.unbound_sessions
+            ),
+            UiLang::En => format!(
+                "{} session(s) from players not made for this user not counted",
+                c.unbound_sessions
+            ),
+        });
+    }
+    if notes.is_empty() {
+        sentence
+    } else {
+        format!("{sentence}; {}", notes.join("; "))
     }
 }
 
@@ -210,6 +236,27 @@ mod tests {
             refund_sentence(UiLang::En, &none, seoul)
         );
         assert_eq!(hours_minutes(UiLang::En, 59), "0 m");
+    }
+
+    #[test]
+    fn the_refund_answer_says_what_it_leaves_out() {
+        let mut a = answer(3, 1, None);
+        a.lessons[2].duration_known = false;
+        a.unbound_sessions = 2;
+        let utc = time_tz::timezones::get_by_name("UTC").unwrap();
+        let en = refund_sentence(UiLang::En, &a, utc);
+        assert!(
+            en.ends_with(
+                "; provisional: 1 lesson(s) of unknown length not counted; 2 session(s) from players not made for this user not counted"
+            ),
+            "{en}"
+        );
+        let ko = refund_sentence(UiLang::Ko, &a, utc);
+        assert!(
+            ko.contains("잠정: 길이를 모르는 차시 1개는 계산에서 빠짐"),
+            "{ko}"
+        );
+        assert!(!refund_sentence(UiLang::En, &answer(3, 1, None), utc).contains("provisional"));
         assert_eq!(hours_minutes(UiLang::Ko, 5 * 60), "5분");
     }
 }

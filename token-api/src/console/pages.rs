@@ -757,12 +757,13 @@ pub fn course_href(user: &str, course: &str) -> String {
     format!("/console/users/{}/courses/{}", seg(user), seg(course))
 }
 
-/// Whether a grant enrols the user now, in words.
+/// Whether a grant enrols the user now, in words (a course listed for a user has a grant, in
+/// force or not; a course page may show one the user has no grant for).
 fn enrolment(l: UiLang, enrolled: bool) -> &'static str {
     if enrolled {
         l.t("수강 중 (권한 유효)", "enrolled (grant in force)")
     } else {
-        l.t("권한 만료·취소됨", "grant not in force")
+        l.t("유효한 권한 없음", "no grant in force")
     }
 }
 

@@ -302,6 +302,14 @@ pub async fn course(
             "There is no such course.",
         ));
     };
+    // A user we hold nothing about is not found, as on the user's page: no page of zeros, and
+    // no access row naming a subject we never had.
+    if !store::user_known(&client, u).await? {
+        return Err(Refusal::NotFound(
+            "이 사용자에 대해 가진 기록이 없습니다.",
+            "We hold nothing about this user.",
+        ));
+    }
     let target = format!("course:{}", course.as_str());
     log.record(
         &**client,

@@ -33,7 +33,8 @@ use crate::courses::{self, UserCourse};
 use crate::problem::{invalid, not_recorded, ApiError};
 
 /// The CSV's columns: a row per user and lesson. `lesson` is the lesson's place in the course,
-/// from 1; `completed_at` is RFC 3339, empty until the course is complete.
+/// from 1; `completed_at` is RFC 3339 in the course's time zone, empty until the course is
+/// complete.
 pub const COURSE_CSV: &[&str] = &[
     "client_user_id",
     "course_id",
@@ -46,6 +47,8 @@ pub const COURSE_CSV: &[&str] = &[
     "course_progress_percent",
     "course_complete",
     "completed_at",
+    "enrolled",
+    "lesson_duration_known",
 ];
 
 #[utoipa::path(
@@ -53,7 +56,7 @@ pub const COURSE_CSV: &[&str] = &[
     path = "/v1/courses/{course_id}/export",
     operation_id = "exportCourse",
     summary = "Every enrolled user's progress in a course, for the training institution",
-    description = "The users a course grant or a channel grant for the course's channel enrols, in force or not (`enrolled` says which), in id order. JSON Lines (default): a `user_course` line per user, the answer of `GET /v1/users/{client_user_id}/courses/{course_id}`; with `Accept: text/csv`, a row per user and lesson: `client_user_id`, `course_id`, `lesson` (from 1), `media_content_key`, `recognised_seconds`, `lesson_seconds`, `lesson_progress_percent`, `lesson_complete`, `course_progress_percent`, `course_complete`, `completed_at` (RFC 3339, empty until complete). Each answer is computed as its line is written. Cut as a user's export is, at the same deadlines.",
+    description = "The users a course grant or a channel grant for the course's channel enrols, in force or not (`enrolled` says which), in id order. JSON Lines (default): a `user_course` line per user, the answer of `GET /v1/users/{client_user_id}/courses/{course_id}`; with `Accept: text/csv`, a row per user and lesson: `client_user_id`, `course_id`, `lesson` (from 1), `media_content_key`, `recognised_seconds`, `lesson_seconds`, `lesson_progress_percent`, `lesson_complete`, `course_progress_percent`, `course_complete`, `completed_at` (RFC 3339 in the course's time zone, empty until complete), `enrolled`, `lesson_duration_known`. Each answer is computed as its line is written. Cut as a user's export is, at the same deadlines.",
     params(
         crate::params::CoursePath,
         ("reason" = String, Query, description = REASON_PARAM, min_length = 1, pattern = r"^[^\u0000-\u001f\u007f-\u009f]*[^\s\u0000-\u001f\u007f-\u009f][^\u0000-\u001f\u007f-\u009f]*$", max_length = 500)
@@ -190,6 +193,13 @@ fn stream_answers(
             ))
             .await?;
             let id = course.course_id.as_str();
+            // The course as this snapshot has it: one changed or deleted since the request
+            // was admitted ends the export as a failure (an error line, a cut CSV), never a
+            // file of old rules over new lessons, or of no lessons.
+            match courses::store::get(&tx, id).await? {
+                Some(now) if now.changed_at == course.changed_at => {}
+                _ => anyhow::bail!("the course changed while its export started; ask again"),
+            }
             let lessons = courses::store::lesson_times(&tx, id).await?;
             let today = courses::today(&course.rules.time_zone, now);
             if format == Format::Csv {
@@ -201,7 +211,7 @@ fn stream_answers(
                 let p = progress(&course.rules, &lessons, &sessions, today);
                 let answer = UserCourse::new(user, &course, enrolled, p);
                 let bytes = match format {
-                    Format::Csv => csv_rows(&answer)?,
+                    Format::Csv => csv_rows(&answer, &course.rules.time_zone)?,
                     Format::Ndjson => json_line(&answer)?,
                 };
                 if !sink.push(&bytes).await {
@@ -238,10 +248,17 @@ fn json_line(answer: &UserCourse) -> anyhow::Result<Vec<u8>> {
     Ok(line)
 }
 
-/// A user's answer as CSV rows, one per lesson, in course order.
-fn csv_rows(a: &UserCourse) -> anyhow::Result<Vec<u8>> {
+/// A user's answer as CSV rows, one per lesson, in course order; `completed_at` in the course's
+/// time zone `tz` with its offset (a 수료일 read off the date is the course's day).
+fn csv_rows(a: &UserCourse, tz: &str) -> anyhow::Result<Vec<u8>> {
     let completed_at = match a.completed_at {
-        Some(t) => t.format(&Rfc3339)?,
+        Some(t) => match time_tz::timezones::get_by_name(tz) {
+            Some(zone) => {
+                use time_tz::OffsetDateTimeExt as _;
+                t.to_timezone(zone).format(&Rfc3339)?
+            }
+            None => t.format(&Rfc3339)?,
+        },
         None => String::new(),
     };
     let mut out = Vec::new();
@@ -258,6 +275,8 @@ fn csv_rows(a: &UserCourse) -> anyhow::Result<Vec<u8>> {
             a.progress_percent.to_string(),
             a.complete.to_string(),
             completed_at.clone(),
+            a.enrolled.to_string(),
+            l.duration_known.to_string(),
         ])?);
     }
     Ok(out)

@@ -116,6 +116,15 @@ async fn a_users_courses_their_refund_answer_and_a_course_page() {
     )
     .await;
     assert_eq!(page.status(), StatusCode::NOT_FOUND);
+    // A user we hold nothing about: not found either, never a page of zeros.
+    let page = get(
+        &app,
+        &web,
+        &format!("/console/users/never-seen-user/courses/{COURSE}"),
+        &cookie,
+    )
+    .await;
+    assert_eq!(page.status(), StatusCode::NOT_FOUND);
     let page = get(
         &app,
         &web,
@@ -157,7 +166,7 @@ async fn a_grant_no_longer_in_force_is_said_and_a_long_list_is_cut() {
     let page = get(&app, &web, &format!("/console/users/{BY_CHANNEL}"), &cookie).await;
     assert_eq!(page.status(), 200);
     let body = page.text().await.unwrap();
-    assert!(body.contains("grant not in force"), "{body}");
+    assert!(body.contains("no grant in force"), "{body}");
     assert!(!body.contains("enrolled (grant in force)"), "{body}");
     assert_eq!(
         body.matches("class=\"course\" href=").count(),

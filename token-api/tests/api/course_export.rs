@@ -185,6 +185,8 @@ async fn a_course_export_has_a_line_per_enrolled_user_or_a_row_per_user_and_less
             "course_progress_percent",
             "course_complete",
             "completed_at",
+            "enrolled",
+            "lesson_duration_known",
         ]
     );
     let rows: Vec<Vec<String>> = reader
@@ -196,10 +198,17 @@ async fn a_course_export_has_a_line_per_enrolled_user_or_a_row_per_user_and_less
         rows,
         [
             row(&[
-                BY_COURSE, COURSE, "1", "lesson-1", "600", "600", "100", "true", "33", "false", ""
+                BY_COURSE, COURSE, "1", "lesson-1", "600", "600", "100", "true", "33", "false", "",
+                "true", "true"
             ]),
-            row(&[BY_COURSE, COURSE, "2", "lesson-2", "0", "600", "0", "false", "33", "false", ""]),
-            row(&[BY_COURSE, COURSE, "3", "lesson-3", "0", "600", "0", "false", "33", "false", ""]),
+            row(&[
+                BY_COURSE, COURSE, "2", "lesson-2", "0", "600", "0", "false", "33", "false", "",
+                "true", "true"
+            ]),
+            row(&[
+                BY_COURSE, COURSE, "3", "lesson-3", "0", "600", "0", "false", "33", "false", "",
+                "true", "true"
+            ]),
             row(&[
                 BY_CHANNEL,
                 COURSE,
@@ -211,7 +220,9 @@ async fn a_course_export_has_a_line_per_enrolled_user_or_a_row_per_user_and_less
                 "true",
                 "94",
                 "true",
-                "2026-11-01T22:41:40Z"
+                "2026-11-02T07:41:40+09:00",
+                "true",
+                "true"
             ]),
             row(&[
                 BY_CHANNEL,
@@ -224,7 +235,9 @@ async fn a_course_export_has_a_line_per_enrolled_user_or_a_row_per_user_and_less
                 "true",
                 "94",
                 "true",
-                "2026-11-01T22:41:40Z"
+                "2026-11-02T07:41:40+09:00",
+                "true",
+                "true"
             ]),
             row(&[
                 BY_CHANNEL,
@@ -237,7 +250,9 @@ async fn a_course_export_has_a_line_per_enrolled_user_or_a_row_per_user_and_less
                 "true",
                 "94",
                 "true",
-                "2026-11-01T22:41:40Z"
+                "2026-11-02T07:41:40+09:00",
+                "true",
+                "true"
             ]),
         ]
     );
