@@ -34,7 +34,7 @@ use kollus_common::domain::{ClientUserId, MediaContentKey};
 use self::parts::{MEDIA_CSV, MEDIA_PARTS, USER_CSV, USER_PARTS};
 use self::request::{admit_or_answer, format_of, reason_of, REASON_PARAM};
 use self::stream::stream;
-use crate::access_log::record::{AccessLog, Action, Entry};
+use crate::access_log::record::{redacted, AccessLog, Action, Entry};
 use crate::auth::{ApiScope, Caller};
 use crate::problem::{invalid, not_recorded, ApiError};
 
@@ -149,6 +149,13 @@ pub async fn media(
         Ok(admitted) => admitted,
         Err(answer) => return answer,
     };
+    // Each user the export lists (its `user_totals`: the video's audience) is a data subject of
+    // it: a row per user, so the user's page shows the export too. A reason outlives an erasure
+    // in the access record: no listed user's id stays in it.
+    let listed = listed_users(&admitted.client, &media)
+        .await
+        .map_err(not_recorded)?;
+    let reason = listed.iter().fold(reason, |r, user| redacted(&r, user));
     let entry = Entry {
         client_addr: caller.client_addr(),
         target: Some(media.as_str()),
@@ -156,11 +163,6 @@ pub async fn media(
         ..Entry::new(Action::ApiExport, caller.name())
     };
     log.record(&**admitted.client, entry)
-        .await
-        .map_err(not_recorded)?;
-    // Each user the export lists (its `user_totals`: the video's audience) is a data subject of
-    // it: a row per user, so the user's page shows the export too.
-    let listed = listed_users(&admitted.client, &media)
         .await
         .map_err(not_recorded)?;
     let subjects = log

@@ -330,3 +330,44 @@ async fn a_course_export_needs_a_reason_and_a_course() {
         .unwrap();
     assert_eq!(res.status(), 401);
 }
+
+/// A reason outlives an erasure in the access record: no listed user's id stays in it (the
+/// user who is not listed is not a subject of this export, and is left as written).
+#[tokio::test]
+async fn a_course_exports_reason_keeps_no_listed_users_id() {
+    let app = spawn_app().await;
+    enrolled_course(&app).await;
+    let path = format!("/v1/courses/{COURSE}/export");
+    let reason = format!(
+        "dispute of {BY_COURSE} and {}, not {NOT_ENROLLED}",
+        BY_CHANNEL.to_uppercase()
+    );
+    let res = export(&app, &path, "text/csv", Some(&reason)).await;
+    assert_eq!(res.status(), 200);
+    let _ = res.text().await.unwrap();
+    let rows = export_rows(&app).await;
+    assert_eq!(rows.len(), 3, "the export's row and one per listed user");
+    for (_, _, kept) in rows {
+        assert_eq!(
+            kept.as_deref(),
+            Some(format!("dispute of [user] and [user], not {NOT_ENROLLED}").as_str())
+        );
+    }
+
+    // A video's export lists the video's viewers: none of their ids stays in its reason either.
+    let res = export(&app, "/v1/media/lesson-1/export", "text/csv", Some(&reason)).await;
+    assert_eq!(res.status(), 200);
+    let _ = res.text().await.unwrap();
+    let rows = export_rows(&app).await;
+    let media_rows: Vec<_> = rows
+        .iter()
+        .filter(|(_, target, _)| target.as_deref() == Some("lesson-1"))
+        .collect();
+    assert!(!media_rows.is_empty());
+    for (_, _, kept) in media_rows {
+        assert!(
+            !kept.as_deref().unwrap_or("").contains(BY_COURSE),
+            "{kept:?}"
+        );
+    }
+}
