@@ -173,6 +173,24 @@ fn replicas(admin: &AdminClient<DefaultClientContext>, topic: &str) -> Vec<usize
         .collect()
 }
 
+/// The copies of each partition of `topic` once the metadata shows all `partitions` of it: a
+/// broker's metadata may lag a creation the controller acknowledged (seen on busy cores).
+async fn replicas_of_created(
+    admin: &AdminClient<DefaultClientContext>,
+    topic: &str,
+    partitions: usize,
+) -> Vec<usize> {
+    kollus_test_support::eventually(
+        &format!("{topic}'s {partitions} partitions in the metadata"),
+        Duration::from_secs(60),
+        || async {
+            let r = replicas(admin, topic);
+            (r.len() == partitions).then_some(r)
+        },
+    )
+    .await
+}
+
 /// `kollus_kafka_topic_config_mismatch{topic,setting}` now, if the series exists.
 fn mismatch_gauge(topic: &str, setting: &str) -> Option<i64> {
     kollus_common::metrics::process_registry()
@@ -238,7 +256,7 @@ async fn topics_are_created_as_configured_and_others_are_reported_not_altered() 
         assert_eq!(value("segment.ms"), Some("86400000"), "{topic}: a day");
         assert_eq!(value("min.insync.replicas"), Some("1"), "{topic}");
         assert_eq!(
-            replicas(&admin, topic),
+            replicas_of_created(&admin, topic, 6).await,
             [1; 6],
             "{topic}: 6 partitions of 1 copy"
         );
@@ -381,7 +399,7 @@ async fn three_brokers_get_topics_of_three_copies_two_in_sync() {
     assert_eq!(report.mismatches, []);
     for topic in topics {
         assert_eq!(
-            replicas(&admin, topic),
+            replicas_of_created(&admin, topic, 3).await,
             [3; 3],
             "{topic}: 3 partitions of 3 copies"
         );

@@ -109,12 +109,16 @@ async fn erasing_while_a_users_reports_stream_in_keeps_none_received_before_it()
                 })
                 .await;
             }
+            // Whether the erasure was committed before this pair was made: a pair counts as
+            // after it only then (set while the pair was being published, the pair's
+            // `received_at` would come before the erasure's time).
+            let made_after = erased.get();
             for user in ["gone", "stays"] {
                 let e = nth_report(user, n);
                 w.publish(&e).await;
                 published.push(e);
             }
-            after += u32::from(erased.get());
+            after += u32::from(made_after);
             if after >= 20 {
                 break;
             }
