@@ -130,10 +130,19 @@ pub fn reason(raw: Option<&str>, subject: Option<&str>) -> Result<String, String
     if given.chars().any(char::is_control) {
         return Err("a reason holds no control characters".into());
     }
-    Ok(match subject.map(str::trim).filter(|id| !id.is_empty()) {
-        Some(id) => redacted(given, id),
-        None => given.to_owned(),
-    })
+    Ok(redacted_all(given, subject))
+}
+
+/// `text` with every one of `ids` replaced by [`REDACTED`] ([`redacted`]), cut to
+/// [`REASON_MAX_CHARS`]: a short id replaced many times must not make a reason the record
+/// refuses (a user `0` in a reason of 500 zeros would make it 3,000 characters).
+pub fn redacted_all<'a>(text: &str, ids: impl IntoIterator<Item = &'a str>) -> String {
+    let out = ids
+        .into_iter()
+        .map(str::trim)
+        .filter(|id| !id.is_empty())
+        .fold(text.to_owned(), |r, id| redacted(&r, id));
+    out.chars().take(REASON_MAX_CHARS).collect()
 }
 
 /// What stands in a reason for the person's id.
@@ -388,6 +397,14 @@ mod tests {
 
     #[test]
     fn a_reason_is_trimmed_bounded_and_printable() {
+        assert_eq!(
+            reason(Some(&"0".repeat(500)), Some("0"))
+                .unwrap()
+                .chars()
+                .count(),
+            REASON_MAX_CHARS,
+            "a short id replaced many times never makes a reason the record refuses"
+        );
         assert_eq!(reason(Some("  refund #12 "), None).unwrap(), "refund #12");
         assert!(reason(None, None).is_err());
         assert!(reason(Some("   "), None).is_err());

@@ -110,9 +110,7 @@ pub async fn course(
     .map_err(unavailable)?;
     // A reason outlives an erasure in the access record: no listed user's id stays in it, as a
     // user export leaves out its user's.
-    let reason = users.iter().fold(reason, |r, user| {
-        crate::access_log::record::redacted(&r, user)
-    });
+    let reason = crate::access_log::record::redacted_all(&reason, users.iter().map(String::as_str));
     let target = format!("course:{}", id.as_str());
     let entry = Entry {
         client_addr: caller.client_addr(),

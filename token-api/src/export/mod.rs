@@ -34,7 +34,7 @@ use kollus_common::domain::{ClientUserId, MediaContentKey};
 use self::parts::{MEDIA_CSV, MEDIA_PARTS, USER_CSV, USER_PARTS};
 use self::request::{admit_or_answer, format_of, reason_of, REASON_PARAM};
 use self::stream::stream;
-use crate::access_log::record::{redacted, AccessLog, Action, Entry};
+use crate::access_log::record::{redacted_all, AccessLog, Action, Entry};
 use crate::auth::{ApiScope, Caller};
 use crate::problem::{invalid, not_recorded, ApiError};
 
@@ -155,7 +155,7 @@ pub async fn media(
     let listed = listed_users(&admitted.client, &media)
         .await
         .map_err(not_recorded)?;
-    let reason = listed.iter().fold(reason, |r, user| redacted(&r, user));
+    let reason = redacted_all(&reason, listed.iter().map(String::as_str));
     let entry = Entry {
         client_addr: caller.client_addr(),
         target: Some(media.as_str()),
