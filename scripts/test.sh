@@ -91,16 +91,7 @@ status=0
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --locked --workspace --no-fail-fast || status=$?
 else
-  # Two halves side by side, as nextest would run binaries: the end-to-end tier (service
-  # processes and brokers, mostly waiting on them) and every other binary, which `cargo test`
-  # alone runs one after another. The tests hold with both cores busy (README "Tests"); the
-  # end-to-end half's output follows the other's, whole.
-  e2e_log="$target/test-e2e.log"
-  cargo test --locked --workspace --test e2e --no-fail-fast >"$e2e_log" 2>&1 &
-  e2e_pid=$!
-  cargo test --locked --workspace --exclude kollus-e2e --no-fail-fast || status=$?
-  wait "$e2e_pid" || status=$?
-  cat "$e2e_log"
+  cargo test --locked --workspace --no-fail-fast || status=$?
 fi
 brokers_of_their_own
 [ "$status" = 0 ] || exit "$status"
